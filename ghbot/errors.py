@@ -1,0 +1,303 @@
+"""Every error ghbot raises, under one root, split by who is at fault.
+
+```
+GhBotError
+├── UsageError            the bot author or operator did something wrong
+│   ├── ConfigError       settings that cannot work (every problem listed at once)
+│   └── UnknownEventError a handler names an event or action GitHub does not send
+├── WebhookError          the sender of a webhook did something wrong (4xx to answer)
+│   ├── MissingHeader, MalformedPayload            400
+│   ├── InvalidSignature                           401
+│   ├── PayloadTooLarge                            413
+│   └── UnsupportedContentType                     415
+├── GitHubError           GitHub answered with an error
+│   ├── ClientError       4xx: BadRequest, Unauthorized, Forbidden, NotFound, Gone,
+│   │                     ValidationFailed, RateLimited
+│   ├── ServerError       5xx
+│   └── GraphQLError      a 200 whose body lists errors
+├── TransportError        no answer at all: Timeout, ConnectionFailed
+├── CircuitOpen           an installation's breaker refuses calls for now
+└── JournalError          the event store: Conflict, Fenced, JournalUnavailable
+```
+
+Errors carry data, never secrets: a token, key, JWT or signature never appears in a
+message or a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "CircuitOpen",
+    "ClientError",
+    "ConfigError",
+    "Conflict",
+    "ConnectionFailed",
+    "Fenced",
+    "Forbidden",
+    "GhBotError",
+    "GitHubError",
+    "Gone",
+    "GraphQLError",
+    "InvalidSignature",
+    "JournalError",
+    "JournalUnavailable",
+    "MalformedPayload",
+    "MissingHeader",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServerError",
+    "Timeout",
+    "TransportError",
+    "Unauthorized",
+    "UnknownEventError",
+    "UnsupportedContentType",
+    "UsageError",
+    "ValidationFailed",
+    "WebhookError",
+]
+
+
+class GhBotError(Exception):
+    """The root of every error ghbot raises."""
+
+
+# --- the caller's fault ---------------------------------------------------------------
+
+
+class UsageError(GhBotError):
+    """The bot author or operator asked for something that cannot work."""
+
+
+class ConfigError(UsageError):
+    """Settings are missing or invalid; `problems` lists every one found."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} configuration problems:\n" + "\n".join(
+                f"  - {p}" for p in self.problems
+            )
+        super().__init__(message)
+
+
+class UnknownEventError(UsageError):
+    """A handler names an event or action that GitHub does not send."""
+
+
+# --- the webhook sender's fault -------------------------------------------------------
+
+
+class WebhookError(GhBotError):
+    """A delivery cannot be accepted; `http_status` is what the ingress answers."""
+
+    http_status: int = 400
+
+    def __init__(self, message: str, *, delivery_id: str | None = None) -> None:
+        super().__init__(message)
+        self.delivery_id = delivery_id
+
+
+class MissingHeader(WebhookError):
+    """A header GitHub always sends is absent or empty."""
+
+    http_status = 400
+
+
+class MalformedPayload(WebhookError):
+    """The body is not the JSON object GitHub sends."""
+
+    http_status = 400
+
+
+class InvalidSignature(WebhookError):
+    """`X-Hub-Signature-256` is missing, malformed, or matches no configured secret."""
+
+    http_status = 401
+
+
+class PayloadTooLarge(WebhookError):
+    """The body is larger than GitHub ever sends (25 MB)."""
+
+    http_status = 413
+
+
+class UnsupportedContentType(WebhookError):
+    """The delivery is not `application/json` (the hook is set to form encoding)."""
+
+    http_status = 415
+
+
+# --- GitHub's answers -----------------------------------------------------------------
+
+
+class GitHubError(GhBotError):
+    """GitHub answered a request with an error status.
+
+    `status`, `message` and `request_id` (`x-github-request-id`) are GitHub's; `method`
+    and `url` are the request's (its query string is kept, never its headers).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        request_id: str | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.method = method
+        self.url = url
+        self.request_id = request_id
+        self.data = data
+        self.headers: Mapping[str, str] = dict(headers or {})
+        where = f" ({method} {url})" if method else ""
+        rid = f" [request {request_id}]" if request_id else ""
+        super().__init__(f"{status} {message}{where}{rid}")
+
+
+class ClientError(GitHubError):
+    """A 4xx: the request was wrong for GitHub; retrying it unchanged will not help."""
+
+
+class BadRequest(ClientError):
+    """400."""
+
+
+class Unauthorized(ClientError):
+    """401: the token or JWT was refused."""
+
+
+class Forbidden(ClientError):
+    """403 that is not a rate limit: the installation lacks a permission."""
+
+
+class NotFound(ClientError):
+    """404 (GitHub also answers 404 for resources the token may not see)."""
+
+
+class Gone(ClientError):
+    """410."""
+
+
+class ValidationFailed(ClientError):
+    """422; `errors` is GitHub's list of `{resource, field, code}` objects."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(status, message, **kwargs)
+        self.errors: list[Mapping[str, Any]] = list(errors)
+
+
+class RateLimited(ClientError):
+    """A primary or secondary rate limit (403/429), or the local budget is spent.
+
+    `kind` is ``"primary"`` or ``"secondary"``; `retry_after` is the seconds to wait
+    from when the answer arrived; `reset` the epoch second the primary window resets.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str,
+        retry_after: float,
+        reset: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(status, message, **kwargs)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.reset = reset
+
+
+class ServerError(GitHubError):
+    """A 5xx: GitHub failed; retrying later may help."""
+
+
+class GraphQLError(GitHubError):
+    """A GraphQL answer with an `errors` list."""
+
+    def __init__(self, errors: Sequence[Mapping[str, Any]], **kwargs: Any) -> None:
+        self.errors: list[Mapping[str, Any]] = list(errors)
+        first = str(self.errors[0].get("message", "GraphQL error")) if self.errors else ""
+        super().__init__(kwargs.pop("status", 200), first, **kwargs)
+
+
+# --- no answer at all -----------------------------------------------------------------
+
+
+class TransportError(GhBotError):
+    """No HTTP answer arrived: the connection failed or the request timed out."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(f"{message} ({method} {url})" if method else message)
+        self.method = method
+        self.url = url
+
+
+class Timeout(TransportError):
+    """The request took longer than its timeout."""
+
+
+class ConnectionFailed(TransportError):
+    """The connection could not be made or was dropped."""
+
+
+class CircuitOpen(GhBotError):
+    """An installation's circuit breaker is open; calls are refused for `retry_after` s."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --- the journal ----------------------------------------------------------------------
+
+
+class JournalError(GhBotError):
+    """The event store refused or failed an operation."""
+
+
+class Conflict(JournalError):
+    """An append expected a stream to be at `expected` but it was at `actual`."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        super().__init__(f"stream {stream!r} is at {actual}, append expected {expected}")
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class Fenced(JournalError):
+    """A writer holds an older epoch than the shard's current one (a zombie)."""
+
+    def __init__(self, shard: int, epoch: int, current: int) -> None:
+        super().__init__(f"shard {shard}: epoch {epoch} is older than current {current}")
+        self.shard = shard
+        self.epoch = epoch
+        self.current = current
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be reached or written now; the caller should answer 503."""
