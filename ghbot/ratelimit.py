@@ -1,0 +1,253 @@
+"""Rate-limit arithmetic: read GitHub's headers, classify refusals, keep a budget.
+
+Pure state over header mappings and a `now` the caller passes (epoch seconds).
+https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#handle-rate-limit-errors-appropriately
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ghbot.errors import ConfigError, RateLimited
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "SECONDARY_MIN_WAIT",
+    "Budget",
+    "Lease",
+    "LimitKind",
+    "RateLimit",
+    "classify",
+    "retry_wait",
+]
+
+DEFAULT_MARGIN = 0.1
+#: With neither `retry-after` nor an exhausted primary limit, wait at least this long.
+SECONDARY_MIN_WAIT = 60.0
+#: Never wait longer than an hour for a secondary limit's exponential backoff.
+SECONDARY_MAX_WAIT = 3600.0
+
+
+class LimitKind(StrEnum):
+    """What a 403 or 429 means."""
+
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+    FORBIDDEN = "forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One answer's `x-ratelimit-*` headers."""
+
+    limit: int
+    remaining: int
+    used: int
+    reset: float
+    resource: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> RateLimit | None:
+        """Read the rate-limit headers; None when they are absent (GHES with limits off)."""
+        remaining = _int(headers.get("x-ratelimit-remaining"))
+        limit = _int(headers.get("x-ratelimit-limit"))
+        if remaining is None or limit is None:
+            return None
+        return cls(
+            limit=limit,
+            remaining=remaining,
+            used=_int(headers.get("x-ratelimit-used")) or max(limit - remaining, 0),
+            reset=float(_int(headers.get("x-ratelimit-reset")) or 0),
+            resource=headers.get("x-ratelimit-resource") or "core",
+        )
+
+
+def classify(status: int, headers: Mapping[str, str], message: str = "") -> LimitKind | None:
+    """Classify an answer as a primary limit, a secondary limit, or a plain 403.
+
+    Both kinds come as 403 or 429, so the headers and message decide: a message about a
+    secondary limit (or GitHub's older "abuse" wording) or a `retry-after` header means
+    secondary; `x-ratelimit-remaining: 0` means primary; any other 429 is secondary;
+    any other 403 is `FORBIDDEN`. Returns None for every other status.
+    """
+    if status not in (403, 429):
+        return None
+    lowered = message.lower()
+    if "secondary rate limit" in lowered or "abuse" in lowered:
+        return LimitKind.SECONDARY
+    if headers.get("retry-after") is not None:
+        return LimitKind.SECONDARY
+    if headers.get("x-ratelimit-remaining") == "0":
+        return LimitKind.PRIMARY
+    if status == 429 or "rate limit" in lowered:
+        return LimitKind.SECONDARY
+    return LimitKind.FORBIDDEN
+
+
+def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> float:
+    """Return how long to wait before retrying after a rate limit, in seconds.
+
+    `retry-after` if present; else, when the primary limit is spent, until
+    `x-ratelimit-reset` (plus one second, as the reset is rounded down); else at least
+    `SECONDARY_MIN_WAIT`, doubling with each earlier `attempt`.
+    """
+    retry_after = _int(headers.get("retry-after"))
+    if retry_after is not None:
+        return float(max(retry_after, 0))
+    reset = _int(headers.get("x-ratelimit-reset"))
+    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
+        return max(reset - now, 0.0) + 1.0
+    return min(SECONDARY_MIN_WAIT * 2.0 ** max(attempt, 0), SECONDARY_MAX_WAIT)
+
+
+@dataclass(slots=True)
+class Lease:
+    """Quota set aside for work elsewhere; spend it with `Budget.spend`, close it with `release`."""
+
+    granted: int
+    used: int = 0
+    open: bool = True
+
+    @property
+    def unused(self) -> int:
+        return self.granted - self.used
+
+
+class Budget:
+    """One installation's primary-limit budget, kept with a safety margin.
+
+    `usable` is `remaining × (1 − margin)`, rounded down. Requests take one unit each
+    (`acquire`), leases set units aside pessimistically (`lease`): a lease is granted
+    only if all outstanding leases plus in-flight requests still fit in `usable`.
+    Headers from answers (`observe`) update `remaining`; a new window (a later reset)
+    starts the count afresh. Before the first answer the budget is unknown and
+    optimistic: `limit` (GitHub's minimum, 5,000) is assumed.
+    """
+
+    __slots__ = ("_reserved", "limit", "margin", "remaining", "reset", "resource")
+
+    def __init__(
+        self, *, margin: float = DEFAULT_MARGIN, limit: int = 5000, resource: str = "core"
+    ) -> None:
+        if not 0.0 <= margin <= 0.5:
+            raise ConfigError(f"rate limit margin must be between 0 and 0.5, got {margin}")
+        self.margin = margin
+        self.limit = limit
+        self.remaining = limit
+        self.reset = 0.0
+        self.resource = resource
+        self._reserved = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Budget(resource={self.resource!r}, remaining={self.remaining}/{self.limit}, "
+            f"reserved={self._reserved}, reset={self.reset:.0f})"
+        )
+
+    @property
+    def reserved(self) -> int:
+        """Units set aside by open leases and not yet spent."""
+        return self._reserved
+
+    def usable(self, now: float) -> int:
+        """Return the units that may be spent in this window, less the margin."""
+        self._roll(now)
+        return math.floor(self.remaining * (1.0 - self.margin))
+
+    def available(self, now: float) -> int:
+        """Return the units neither spent, nor leased, nor kept back as margin."""
+        return self.usable(now) - self._reserved
+
+    def acquire(self, now: float, *, method: str = "", url: str = "") -> None:
+        """Take one unit for a request, or raise `RateLimited` carrying the reset time."""
+        if self.available(now) < 1:
+            raise self._exhausted(now, method, url)
+        self.remaining -= 1
+
+    def lease(self, n: int, now: float) -> Lease:
+        """Set `n` units aside, or raise `RateLimited` when they do not fit."""
+        if n < 0:
+            raise ValueError("a lease cannot be negative")
+        if self.available(now) < n:
+            raise self._exhausted(now, "", "", wanted=n)
+        self._reserved += n
+        return Lease(granted=n)
+
+    def spend(self, lease: Lease) -> None:
+        """Spend one unit of `lease` on a request; raises `RateLimited` when it is used up."""
+        if not lease.open or lease.unused < 1:
+            raise RateLimited(
+                429, "quota lease is used up", kind="primary", retry_after=0.0, reset=self.reset
+            )
+        lease.used += 1
+        self._reserved -= 1
+        self.remaining -= 1
+
+    def refund(self, lease: Lease | None = None) -> None:
+        """Give back the unit a request took when GitHub did not count it.
+
+        A 304 answer to a conditional request is free, and an answer without rate-limit
+        headers (GHES with limits off) says nothing was counted. With `lease`, the unit
+        goes back to that lease while it is open.
+        """
+        self.remaining = min(self.remaining + 1, self.limit)
+        if lease is not None and lease.open and lease.used > 0:
+            lease.used -= 1
+            self._reserved += 1
+
+    def release(self, lease: Lease) -> int:
+        """Close `lease` and give its unused units back; returns how many came back."""
+        if not lease.open:
+            return 0
+        lease.open = False
+        back = lease.unused
+        self._reserved -= back
+        return back
+
+    def observe(self, limit: RateLimit | None, now: float) -> None:
+        """Update from an answer's headers; ignores answers from another resource."""
+        if limit is None or limit.resource != self.resource:
+            return
+        self._roll(now)
+        if limit.reset > self.reset:
+            self.reset = limit.reset
+            self.limit = limit.limit
+            self.remaining = limit.remaining
+        else:
+            # Answers to concurrent requests arrive out of order: the lowest count wins.
+            self.remaining = min(self.remaining, limit.remaining)
+
+    def seconds_to_reset(self, now: float) -> float:
+        """Return the seconds until the window resets (0 when unknown or past)."""
+        return max(self.reset - now, 0.0)
+
+    def _roll(self, now: float) -> None:
+        if self.reset and now >= self.reset:
+            self.remaining = self.limit
+            self.reset = 0.0
+
+    def _exhausted(self, now: float, method: str, url: str, wanted: int = 1) -> RateLimited:
+        wait = self.seconds_to_reset(now)
+        return RateLimited(
+            429,
+            f"the installation's budget is spent ({self.remaining} left, {self._reserved} "
+            f"leased, margin {self.margin:.0%}; wanted {wanted})",
+            kind="primary",
+            retry_after=wait,
+            reset=self.reset or None,
+            method=method,
+            url=url,
+        )
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None

@@ -1,0 +1,163 @@
+"""Verify and take apart a webhook delivery, without I/O.
+
+GitHub signs each delivery with HMAC-SHA256 over the raw body and sends the hex digest
+as `X-Hub-Signature-256: sha256=<hex>`. Several secrets may be configured at once so a
+secret can be rotated without losing deliveries.
+https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+https://docs.github.com/en/webhooks/webhook-events-and-payloads#delivery-headers
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from ghbot.errors import (
+    InvalidSignature,
+    MalformedPayload,
+    MissingHeader,
+    PayloadTooLarge,
+    UnsupportedContentType,
+)
+from ghbot.events import Envelope, decode_envelope
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Delivery",
+    "check_content_length",
+    "parse_delivery",
+    "sign",
+    "verify",
+]
+
+#: GitHub caps payloads at 25 MB and does not deliver larger events at all.
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+
+_PREFIX = "sha256="
+_HEX_LENGTH = 64
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One verified delivery: its headers' facts, its envelope and its raw body.
+
+    It holds no signature and no secret, so it may be logged, journaled and sent
+    between processes.
+    """
+
+    event: str
+    delivery_id: str
+    hook_id: str | None
+    target_type: str | None
+    target_id: str | None
+    envelope: Envelope
+    body: bytes
+
+
+def sign(body: bytes, secret: str) -> str:
+    """Return the `X-Hub-Signature-256` value GitHub sends for `body` under `secret`."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return _PREFIX + digest
+
+
+def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
+    """Check `signature` (the `X-Hub-Signature-256` header) against every secret.
+
+    Every configured secret is tried, each comparison in constant time, so rotation
+    works and timing reveals nothing about which secret matched.
+
+    Raises `InvalidSignature` when the header is missing or not `sha256=<64 hex>`
+    (a legacy `sha1=` signature included), when no secret is configured, or when no
+    secret matches.
+    """
+    if not secrets:
+        raise InvalidSignature("no webhook secret is configured; refusing every delivery")
+    if not signature:
+        raise InvalidSignature("X-Hub-Signature-256 is missing")
+    if not signature.startswith(_PREFIX):
+        raise InvalidSignature("X-Hub-Signature-256 must start with 'sha256='")
+    given = signature[len(_PREFIX) :].strip().lower()
+    if len(given) != _HEX_LENGTH or not _is_hex(given):
+        raise InvalidSignature("X-Hub-Signature-256 is not a 64-digit hex digest")
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        matched |= hmac.compare_digest(expected, given)
+    if not matched:
+        raise InvalidSignature("X-Hub-Signature-256 matches no configured secret")
+
+
+def check_content_length(headers: Mapping[str, str], limit: int = MAX_PAYLOAD_BYTES) -> None:
+    """Refuse a delivery whose declared `Content-Length` is over `limit`, before reading it.
+
+    Raises `PayloadTooLarge`. A missing or unparsable length is left to the body check.
+    """
+    declared = _get(headers, "content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"payload of {declared} bytes is over the {limit}-byte cap")
+
+
+def parse_delivery(
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str],
+    *,
+    limit: int = MAX_PAYLOAD_BYTES,
+) -> Delivery:
+    """Verify a delivery and decode its envelope; never decodes the whole payload.
+
+    `headers` may be any mapping; names are matched case-insensitively. Checks, in
+    order: size (`PayloadTooLarge`, 413), content type (`UnsupportedContentType`, 415:
+    GitHub's form encoding is refused, an absent type is taken as JSON), signature
+    (`InvalidSignature`, 401), the `X-GitHub-Event` and `X-GitHub-Delivery` headers
+    (`MissingHeader`, 400) and the body being a JSON object (`MalformedPayload`, 400).
+    """
+    if len(body) > limit:
+        raise PayloadTooLarge(f"payload of {len(body)} bytes is over the {limit}-byte cap")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type")
+    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise UnsupportedContentType(
+            f"content type {content_type!r} is not application/json; "
+            "set the webhook's content type to application/json"
+        )
+    verify(body, lowered.get("x-hub-signature-256"), secrets)
+    delivery_id = lowered.get("x-github-delivery", "").strip()
+    if not delivery_id:
+        raise MissingHeader("X-GitHub-Delivery is missing")
+    event = lowered.get("x-github-event", "").strip()
+    if not event:
+        raise MissingHeader("X-GitHub-Event is missing", delivery_id=delivery_id)
+    try:
+        envelope = decode_envelope(body)
+    except MalformedPayload as exc:
+        exc.delivery_id = delivery_id
+        raise
+    return Delivery(
+        event=event,
+        delivery_id=delivery_id,
+        hook_id=lowered.get("x-github-hook-id"),
+        target_type=lowered.get("x-github-hook-installation-target-type"),
+        target_id=lowered.get("x-github-hook-installation-target-id"),
+        envelope=envelope,
+        body=body,
+    )
+
+
+def _get(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    for key, item in headers.items():
+        if key.lower() == name:
+            return item
+    return None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in _HEX for c in text)

@@ -1,0 +1,100 @@
+"""The circuit breaker as a state machine over an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghbot.breaker import CircuitBreaker, State
+from ghbot.errors import CircuitOpen
+
+
+def test_opens_when_half_the_calls_in_the_window_failed() -> None:
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker(min_calls=4, on_change=lambda a, b: changes.append((a, b)))
+    breaker.record_success(0)
+    breaker.record_success(1)
+    breaker.record_failure(2)
+    assert breaker.state(2) is State.CLOSED  # 3 calls: under the minimum
+    breaker.record_failure(3)
+    assert breaker.state(3) is State.OPEN
+    assert changes == [(State.CLOSED, State.OPEN)]
+
+
+def test_needs_a_minimum_number_of_calls() -> None:
+    breaker = CircuitBreaker(min_calls=5)
+    for t in range(4):
+        breaker.record_failure(t)
+    assert breaker.state(4) is State.CLOSED
+
+
+def test_old_outcomes_leave_the_window() -> None:
+    breaker = CircuitBreaker(min_calls=4, window=60)
+    for t in range(3):
+        breaker.record_failure(t)
+    for t in range(61, 65):
+        breaker.record_success(t)
+    breaker.record_failure(66)
+    assert breaker.state(66) is State.CLOSED
+    assert breaker.failure_rate(66) == pytest.approx(1 / 5)
+
+
+def test_open_refuses_then_half_opens_after_30s_and_closes_after_3_successes() -> None:
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker(min_calls=1, on_change=lambda a, b: changes.append((a, b)))
+    breaker.record_failure(100)
+    with pytest.raises(CircuitOpen) as caught:
+        breaker.check(110)
+    assert caught.value.retry_after == pytest.approx(20)
+    assert breaker.retry_after(110) == pytest.approx(20)
+    assert breaker.allows(130)
+    assert breaker.state(130) is State.HALF_OPEN
+    breaker.record_success(131)
+    breaker.record_success(132)
+    assert breaker.state(132) is State.HALF_OPEN
+    breaker.record_success(133)
+    assert breaker.state(133) is State.CLOSED
+    assert changes == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
+
+
+def test_a_failure_while_half_open_opens_again() -> None:
+    breaker = CircuitBreaker(min_calls=1)
+    breaker.record_failure(0)
+    assert breaker.state(30) is State.HALF_OPEN
+    breaker.record_success(31)
+    breaker.record_failure(32)
+    assert breaker.state(32) is State.OPEN
+    assert not breaker.allows(61)
+    assert breaker.allows(62)
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 5, allow_nan=False), st.booleans()), min_size=1, max_size=80)
+)
+def test_invariants_hold_for_any_sequence(steps: list[tuple[float, bool]]) -> None:
+    breaker = CircuitBreaker(min_calls=5)
+    now = 0.0
+    for gap, ok in steps:
+        now += gap
+        before = breaker.state(now)
+        rate = breaker.failure_rate(now)
+        if ok:
+            breaker.record_success(now)
+        else:
+            breaker.record_failure(now)
+        after = breaker.state(now)
+        # A success never opens it; it only opens from closed on a failure at >= 50 %.
+        if ok:
+            assert after is not State.OPEN or before is State.OPEN
+        if before is State.CLOSED and after is State.OPEN:
+            assert not ok
+            assert rate >= 0.0
+        # While open, calls are refused until 30 s have passed.
+        if after is State.OPEN:
+            assert not breaker.allows(now)
+            assert breaker.retry_after(now) <= 30.0

@@ -1,0 +1,116 @@
+"""Settings from the environment: every problem at once, nothing secret in repr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ghbot.config import Settings, graphql_url, parse_duration
+from ghbot.errors import ConfigError
+
+
+def _env(pem: bytes, **extra: str) -> dict[str, str]:
+    return {
+        "GITHUB_APP_ID": "12345",
+        "GITHUB_PRIVATE_KEY": pem.decode(),
+        "GITHUB_WEBHOOK_SECRET": "new-secret,old-secret",
+        **extra,
+    }
+
+
+def test_defaults(pem_pkcs8: bytes) -> None:
+    settings = Settings.from_env(_env(pem_pkcs8))
+    assert settings.app_id == 12345
+    assert settings.webhook_secrets == ("new-secret", "old-secret")
+    assert settings.api_url == "https://api.github.com"
+    assert settings.graphql_url == "https://api.github.com/graphql"
+    assert settings.rate_limit_margin == 0.1
+    assert settings.token_cache_ttl == 55 * 60
+    assert settings.max_retries == 3
+    assert settings.request_timeout == 30
+    assert settings.log_level == "INFO"
+    assert settings.journal_url.startswith("sqlite:///")
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    env = {
+        "GITHUB_PRIVATE_KEY": "/nowhere/key.pem",
+        "GITHUB_WEBHOOK_SECRET": "a,,b",
+        "RATE_LIMIT_MARGIN": "0.9",
+        "MAX_RETRIES": "many",
+        "REQUEST_TIMEOUT": "-1",
+        "LOG_LEVEL": "chatty",
+        "GHBOT_JOURNAL_URL": "mysql://x",
+        "GITHUB_API_URL": "api.example.com",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    problems = caught.value.problems
+    text = str(caught.value)
+    for name in (
+        "GITHUB_APP_ID",
+        "GITHUB_PRIVATE_KEY",
+        "GITHUB_WEBHOOK_SECRET",
+        "RATE_LIMIT_MARGIN",
+        "MAX_RETRIES",
+        "REQUEST_TIMEOUT",
+        "LOG_LEVEL",
+        "GHBOT_JOURNAL_URL",
+        "GITHUB_API_URL",
+    ):
+        assert any(name in p for p in problems), name
+    assert f"{len(problems)} configuration problems" in text
+
+
+def test_unreadable_key_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "key.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    env = {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": str(bad), "GITHUB_WEBHOOK_SECRET": "s"}
+    with pytest.raises(ConfigError, match="GITHUB_PRIVATE_KEY: the private key is not a valid PEM"):
+        Settings.from_env(env)
+
+
+def test_repr_shows_no_secret(pem_pkcs8: bytes) -> None:
+    settings = Settings.from_env(_env(pem_pkcs8))
+    text = repr(settings)
+    assert "new-secret" not in text and "PRIVATE KEY" not in text
+    assert "12345" in text
+
+
+def test_client_id_and_ghes(pem_pkcs8: bytes) -> None:
+    env = _env(pem_pkcs8, GITHUB_API_URL="https://ghe.example.com/api/v3/")
+    del env["GITHUB_APP_ID"]
+    env["GITHUB_CLIENT_ID"] = "Iv23liAbCd"
+    settings = Settings.from_env(env)
+    assert settings.app_id == "Iv23liAbCd"
+    assert settings.api_url == "https://ghe.example.com/api/v3"
+    assert settings.graphql_url == "https://ghe.example.com/api/graphql"
+
+
+def test_a_client_id_in_the_app_id_variable_is_pointed_out(pem_pkcs8: bytes) -> None:
+    with pytest.raises(ConfigError, match="GITHUB_CLIENT_ID"):
+        Settings.from_env(_env(pem_pkcs8, GITHUB_APP_ID="Iv23liAbCd"))
+
+
+def test_parts_can_be_optional() -> None:
+    settings = Settings.from_env({}, require_app=False, require_webhooks=False)
+    assert settings.app_id is None and settings.webhook_secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30", 30), ("30s", 30), ("55m", 3300), ("1h", 3600), ("0.5", 0.5)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "abc", "-5", "nan"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_graphql_url() -> None:
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
+    assert graphql_url("https://h/api/v3") == "https://h/api/graphql"

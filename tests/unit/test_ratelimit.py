@@ -1,0 +1,180 @@
+"""Rate-limit headers, 403/429 classification, waits, and the leased budget."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ghbot.errors import ConfigError, RateLimited
+from ghbot.ratelimit import Budget, LimitKind, RateLimit, classify, retry_wait
+
+NOW = 1_700_000_000.0
+
+
+def _headers(
+    remaining: int, *, limit: int = 5000, reset: float = NOW + 1800, **extra: str
+) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-used": str(limit - remaining),
+        "x-ratelimit-reset": str(int(reset)),
+        "x-ratelimit-resource": "core",
+        **extra,
+    }
+
+
+def test_rate_limit_from_headers() -> None:
+    limit = RateLimit.from_headers(_headers(4990))
+    assert limit == RateLimit(5000, 4990, 10, NOW + 1800, "core")
+    assert RateLimit.from_headers({}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "message", "kind"),
+    [
+        (403, _headers(0), "API rate limit exceeded for installation ID 1.", LimitKind.PRIMARY),
+        (429, _headers(0), "API rate limit exceeded", LimitKind.PRIMARY),
+        (
+            403,
+            _headers(4000, **{"retry-after": "30"}),
+            "You have exceeded a secondary rate limit.",
+            LimitKind.SECONDARY,
+        ),
+        (429, _headers(4000), "You have exceeded a secondary rate limit", LimitKind.SECONDARY),
+        (
+            403,
+            _headers(4000),
+            "You have triggered an abuse detection mechanism.",
+            LimitKind.SECONDARY,
+        ),
+        # A secondary limit can coincide with a spent primary: the message decides.
+        (403, _headers(0), "You have exceeded a secondary rate limit.", LimitKind.SECONDARY),
+        (429, _headers(4000), "", LimitKind.SECONDARY),
+        (403, _headers(4000), "Resource not accessible by integration", LimitKind.FORBIDDEN),
+        (404, _headers(0), "Not Found", None),
+    ],
+)
+def test_classify(
+    status: int, headers: dict[str, str], message: str, kind: LimitKind | None
+) -> None:
+    assert classify(status, headers, message) is kind
+
+
+def test_wait_follows_retry_after_first() -> None:
+    assert retry_wait(_headers(0, **{"retry-after": "17"}), NOW) == 17
+
+
+def test_wait_until_reset_when_primary_spent() -> None:
+    assert retry_wait(_headers(0, reset=NOW + 120), NOW) == 121
+
+
+def test_wait_at_least_a_minute_then_doubles() -> None:
+    headers = _headers(10)
+    assert retry_wait(headers, NOW, attempt=0) == 60
+    assert retry_wait(headers, NOW, attempt=1) == 120
+    assert retry_wait(headers, NOW, attempt=2) == 240
+    assert retry_wait(headers, NOW, attempt=30) == 3600
+
+
+def test_budget_keeps_a_margin_and_refuses_with_the_reset() -> None:
+    budget = Budget(margin=0.1)
+    budget.observe(RateLimit.from_headers(_headers(10, reset=NOW + 600)), NOW)
+    assert budget.usable(NOW) == 9
+    for _ in range(9):
+        budget.acquire(NOW)
+    with pytest.raises(RateLimited) as caught:
+        budget.acquire(NOW)
+    assert caught.value.kind == "primary"
+    assert caught.value.retry_after == 600
+    assert caught.value.reset == NOW + 600
+
+
+def test_budget_rolls_over_at_reset() -> None:
+    budget = Budget()
+    budget.observe(RateLimit.from_headers(_headers(0, reset=NOW + 5)), NOW)
+    assert budget.available(NOW) == 0
+    assert budget.available(NOW + 5) == 4500
+
+
+def test_out_of_order_answers_keep_the_lowest_count() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit.from_headers(_headers(100)), NOW)
+    budget.observe(RateLimit.from_headers(_headers(104)), NOW)
+    assert budget.remaining == 100
+    budget.observe(RateLimit.from_headers(_headers(5000, reset=NOW + 5000)), NOW)
+    assert budget.remaining == 5000
+
+
+def test_other_resources_do_not_touch_the_core_budget() -> None:
+    budget = Budget(margin=0.0)
+    headers = _headers(3) | {"x-ratelimit-resource": "search"}
+    budget.observe(RateLimit.from_headers(headers), NOW)
+    assert budget.remaining == 5000
+
+
+def test_leases_are_pessimistic_and_give_back_what_was_not_spent() -> None:
+    budget = Budget(margin=0.1)
+    budget.observe(RateLimit.from_headers(_headers(100)), NOW)
+    lease = budget.lease(60, NOW)
+    with pytest.raises(RateLimited):
+        budget.lease(31, NOW)
+    other = budget.lease(30, NOW)
+    with pytest.raises(RateLimited):
+        budget.acquire(NOW)
+    for _ in range(10):
+        budget.spend(lease)
+    assert budget.release(lease) == 50
+    assert budget.release(lease) == 0
+    with pytest.raises(RateLimited, match="used up"):
+        budget.spend(lease)
+    budget.release(other)
+    assert budget.reserved == 0
+    assert budget.remaining == 90
+
+
+@pytest.mark.parametrize("margin", [-0.1, 0.6])
+def test_margin_outside_range_is_refused(margin: float) -> None:
+    with pytest.raises(ConfigError):
+        Budget(margin=margin)
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("lease"), st.integers(0, 40)),
+        st.tuples(st.just("acquire"), st.just(1)),
+        st.tuples(st.just("spend"), st.integers(0, 9)),
+        st.tuples(st.just("release"), st.integers(0, 9)),
+        st.tuples(st.just("observe"), st.integers(0, 200)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300)
+@given(margin=st.floats(0.0, 0.5), start=st.integers(0, 200), steps=ops)
+def test_granted_leases_never_exceed_remaining_less_margin(
+    margin: float, start: int, steps: list[tuple[str, int]]
+) -> None:
+    budget = Budget(margin=margin)
+    budget.observe(RateLimit.from_headers(_headers(start)), NOW)
+    leases = []
+    for op, n in steps:
+        try:
+            if op == "lease":
+                leases.append(budget.lease(n, NOW))
+                outstanding = sum(lease.unused for lease in leases if lease.open)
+                assert outstanding <= budget.remaining * (1 - margin) + 1e-9
+            elif op == "acquire":
+                budget.acquire(NOW)
+            elif op == "spend" and leases:
+                budget.spend(leases[n % len(leases)])
+            elif op == "release" and leases:
+                budget.release(leases[n % len(leases)])
+            elif op == "observe":
+                budget.observe(RateLimit.from_headers(_headers(n)), NOW)
+        except RateLimited:
+            pass
+        assert budget.reserved == sum(lease.unused for lease in leases if lease.open)
+        assert budget.reserved >= 0

@@ -1,0 +1,70 @@
+"""Which failures are retried, and how long the backoff is."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghbot.errors import (
+    BadRequest,
+    ConnectionFailed,
+    Gone,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    ValidationFailed,
+)
+from ghbot.retry import RetryPolicy, describe, is_retryable
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ServerError(502, "Bad Gateway"), Timeout("timed out"), ConnectionFailed("reset")],
+)
+def test_server_and_network_failures_are_retryable(error: Exception) -> None:
+    assert is_retryable(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BadRequest(400, "Problems parsing JSON"),
+        Unauthorized(401, "Bad credentials"),
+        NotFound(404, "Not Found"),
+        Gone(410, "Gone"),
+        ValidationFailed(422, "Validation Failed"),
+        ValueError("a bug"),
+    ],
+)
+def test_client_errors_are_not_retried(error: Exception) -> None:
+    assert not is_retryable(error)
+    assert not RetryPolicy().should_retry(error, 0)
+
+
+def test_three_retries_by_default() -> None:
+    policy = RetryPolicy()
+    error = ServerError(500, "boom")
+    assert [policy.should_retry(error, n) for n in range(5)] == [True, True, True, False, False]
+
+
+def test_rate_limits_wait_as_long_as_github_asked() -> None:
+    error = RateLimited(403, "secondary", kind="secondary", retry_after=42)
+    assert RetryPolicy().delay_for(error, 0) == 42
+
+
+@given(attempt=st.integers(0, 20), seed=st.integers())
+def test_backoff_grows_with_jitter_and_stays_capped(attempt: int, seed: int) -> None:
+    policy = RetryPolicy(base=0.5, cap=30.0, rng=random.Random(seed))
+    ceiling = min(30.0, 0.5 * 2**attempt)
+    assert ceiling / 2 <= policy.backoff(attempt) <= ceiling
+
+
+def test_describe_names_the_failure() -> None:
+    assert describe(ServerError(500, "x")) == "server_error"
+    assert describe(Timeout("x")) == "timeout"
+    assert describe(KeyError("x")) == "unexpected"

@@ -1,0 +1,194 @@
+"""Signature checks and delivery parsing, with GitHub's own test vector and real payloads."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghbot import webhooks
+from ghbot.errors import (
+    InvalidSignature,
+    MalformedPayload,
+    MissingHeader,
+    PayloadTooLarge,
+    UnsupportedContentType,
+    WebhookError,
+)
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
+
+# https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
+VECTOR_SECRET = "It's a Secret to Everybody"
+VECTOR_BODY = b"Hello, World!"
+VECTOR_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def test_sign_matches_githubs_test_vector() -> None:
+    assert webhooks.sign(VECTOR_BODY, VECTOR_SECRET) == VECTOR_SIGNATURE
+
+
+def test_verify_accepts_githubs_test_vector() -> None:
+    webhooks.verify(VECTOR_BODY, VECTOR_SIGNATURE, [VECTOR_SECRET])
+
+
+def test_verify_accepts_uppercase_hex() -> None:
+    webhooks.verify(VECTOR_BODY, "sha256=" + VECTOR_SIGNATURE[7:].upper(), [VECTOR_SECRET])
+
+
+@pytest.mark.parametrize(
+    ("signature", "secrets", "reason"),
+    [
+        (None, [VECTOR_SECRET], "missing"),
+        ("", [VECTOR_SECRET], "missing"),
+        (VECTOR_SIGNATURE, [], "no webhook secret"),
+        ("sha1=" + "0" * 40, [VECTOR_SECRET], "must start with 'sha256='"),
+        ("sha256=xyz", [VECTOR_SECRET], "64-digit hex"),
+        ("sha256=" + "0" * 64, [VECTOR_SECRET], "matches no configured secret"),
+        (VECTOR_SIGNATURE, ["another secret"], "matches no configured secret"),
+        (VECTOR_SIGNATURE[:-1], [VECTOR_SECRET], "64-digit hex"),
+    ],
+)
+def test_verify_refuses(signature: str | None, secrets: list[str], reason: str) -> None:
+    with pytest.raises(InvalidSignature, match=reason) as caught:
+        webhooks.verify(VECTOR_BODY, signature, secrets)
+    assert caught.value.http_status == 401
+    assert VECTOR_SECRET not in str(caught.value)
+
+
+def test_verify_tries_every_secret_for_rotation() -> None:
+    webhooks.verify(VECTOR_BODY, VECTOR_SIGNATURE, ["old secret", VECTOR_SECRET, "newer"])
+
+
+@given(body=st.binary(max_size=2048), secret=st.text(min_size=1, max_size=64))
+def test_sign_then_verify_round_trips(body: bytes, secret: str) -> None:
+    webhooks.verify(body, webhooks.sign(body, secret), [secret])
+
+
+@given(
+    body=st.binary(max_size=512),
+    secret=st.text(min_size=1, max_size=32),
+    other=st.text(min_size=1, max_size=32),
+    flip=st.integers(min_value=0, max_value=63),
+)
+def test_any_change_to_body_secret_or_digest_is_refused(
+    body: bytes, secret: str, other: str, flip: int
+) -> None:
+    signature = webhooks.sign(body, secret)
+    if other != secret:
+        with pytest.raises(InvalidSignature):
+            webhooks.verify(body, signature, [other])
+    with pytest.raises(InvalidSignature):
+        webhooks.verify(body + b"x", signature, [secret])
+    digits = list(signature[7:])
+    digits[flip] = "0" if digits[flip] != "0" else "1"
+    with pytest.raises(InvalidSignature):
+        webhooks.verify(body, "sha256=" + "".join(digits), [secret])
+
+
+@given(body=st.binary(max_size=256), signature=st.text(max_size=80))
+def test_verify_never_raises_anything_but_invalid_signature(body: bytes, signature: str) -> None:
+    with contextlib.suppress(InvalidSignature):
+        webhooks.verify(body, signature, ["s"])
+
+
+def _headers(body: bytes, *, event: str = "issues", secret: str = "s3cret") -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/044aadd",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "X-GitHub-Hook-ID": "292430182",
+        "X-GitHub-Hook-Installation-Target-Type": "integration",
+        "X-GitHub-Hook-Installation-Target-ID": "79929171",
+        "X-Hub-Signature-256": webhooks.sign(body, secret),
+    }
+
+
+def test_parse_delivery_reads_headers_and_envelope() -> None:
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    delivery = webhooks.parse_delivery(_headers(body), body, ["s3cret"])
+    assert delivery.event == "issues"
+    assert delivery.delivery_id == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert delivery.hook_id == "292430182"
+    assert delivery.target_type == "integration"
+    assert delivery.target_id == "79929171"
+    assert delivery.envelope.action == "opened"
+    assert delivery.body is body
+
+
+def test_parse_delivery_headers_are_case_insensitive() -> None:
+    body = (FIXTURES / "ping.json").read_bytes()
+    headers = {k.lower(): v for k, v in _headers(body, event="ping").items()}
+    assert webhooks.parse_delivery(headers, body, ["s3cret"]).event == "ping"
+
+
+def test_parse_delivery_never_keeps_the_signature() -> None:
+    body = (FIXTURES / "ping.json").read_bytes()
+    headers = _headers(body, event="ping")
+    delivery = webhooks.parse_delivery(headers, body, ["s3cret"])
+    assert headers["X-Hub-Signature-256"][7:] not in repr(delivery)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "status"),
+    [
+        ({"X-GitHub-Event": ""}, MissingHeader, 400),
+        ({"X-GitHub-Delivery": ""}, MissingHeader, 400),
+        ({"X-Hub-Signature-256": ""}, InvalidSignature, 401),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, UnsupportedContentType, 415),
+    ],
+)
+def test_parse_delivery_refuses_bad_headers(
+    change: dict[str, str], error: type[WebhookError], status: int
+) -> None:
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    headers = _headers(body) | change
+    with pytest.raises(error) as caught:
+        webhooks.parse_delivery(headers, body, ["s3cret"])
+    assert caught.value.http_status == status
+
+
+def test_parse_delivery_refuses_oversized_bodies_before_anything_else() -> None:
+    body = b"{}" + b" " * 100
+    with pytest.raises(PayloadTooLarge) as caught:
+        webhooks.parse_delivery({}, body, ["s3cret"], limit=50)
+    assert caught.value.http_status == 413
+
+
+def test_declared_content_length_over_the_cap_is_refused_before_reading() -> None:
+    with pytest.raises(PayloadTooLarge):
+        webhooks.check_content_length({"Content-Length": str(26 * 1024 * 1024)})
+    webhooks.check_content_length({"Content-Length": "1024"})
+    webhooks.check_content_length({})
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"', b"{"])
+def test_parse_delivery_refuses_malformed_json_with_its_delivery_id(body: bytes) -> None:
+    with pytest.raises(MalformedPayload) as caught:
+        webhooks.parse_delivery(_headers(body), body, ["s3cret"])
+    assert caught.value.http_status == 400
+    assert caught.value.delivery_id == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+
+
+def test_signature_is_checked_over_the_raw_bytes() -> None:
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    reformatted = body.replace(b": ", b":")
+    assert reformatted != body
+    with pytest.raises(InvalidSignature):
+        webhooks.parse_delivery(
+            _headers(body) | {"X-Hub-Signature-256": webhooks.sign(body, "s3cret")},
+            reformatted,
+            ["s3cret"],
+        )
+
+
+def test_sign_agrees_with_plain_hmac() -> None:
+    body = (FIXTURES / "push.json").read_bytes()
+    expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert webhooks.sign(body, "k") == "sha256=" + expected
