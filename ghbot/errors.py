@@ -63,7 +63,21 @@ __all__ = [
 
 
 class GhBotError(Exception):
-    """The root of every error ghbot raises."""
+    """The root of every error ghbot raises.
+
+    Every subclass pickles with its data (errors cross process boundaries in the Ray
+    runtime), whatever its constructor's signature.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[GhBotError], args: tuple[Any, ...], state: dict[str, Any]) -> GhBotError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 # --- the caller's fault ---------------------------------------------------------------

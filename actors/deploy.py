@@ -1,0 +1,79 @@
+"""`serve run ghbot.deploy bot=mymodule:Greeter`: build the Serve application.
+
+Arguments (`key=value` on the command line) override the environment:
+`bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors, default 2),
+`vshards` (`GHBOT_VSHARDS`, virtual shards, default 16, fixed for a journal's life),
+`replicas` (`GHBOT_INGRESS_REPLICAS`, default 1), `pace_writes` (`GHBOT_PACE_WRITES`,
+seconds between one installation's mutating requests, default 1; 0 turns it off),
+`namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings come from the
+environment (see `ghbot.config`), validated here, every problem listed at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from actors.settings import RuntimeSettings, load_bot
+from ghbot.config import Settings
+from ghbot.errors import ConfigError
+
+__all__ = ["build_settings", "deploy"]
+
+
+def build_settings(
+    args: Mapping[str, str], env: Mapping[str, str] | None = None
+) -> RuntimeSettings:
+    """Resolve and validate the deployment's settings; one `ConfigError` lists every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        settings = Settings.from_env(env, require_app=False, require_webhooks=False)
+
+    def number(name: str, var: str, default: float, low: float, high: float) -> float:
+        raw = args.get(name) or env.get(var) or ""
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            problems.append(f"{name}={raw!r} must be a number from {low:g} to {high:g}")
+            return default
+        return value
+
+    bot = args.get("bot") or env.get("GHBOT_BOT", "")
+    if not bot:
+        problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
+    else:
+        try:
+            load_bot(bot)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    runtime = RuntimeSettings(
+        bot=bot,
+        settings=settings,
+        namespace=args.get("namespace") or env.get("GHBOT_NAMESPACE") or "ghbot",
+        shards=int(number("shards", "GHBOT_SHARDS", 2, 1, 64)),
+        vshards=int(number("vshards", "GHBOT_VSHARDS", 16, 1, 4096)),
+        ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
+        pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
+    )
+    if runtime.vshards < runtime.shards:
+        problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")
+    if problems:
+        raise ConfigError(problems)
+    return runtime
+
+
+def deploy(args: Mapping[str, str] | None = None) -> Any:
+    """Return the Serve application for `serve run ghbot.deploy key=value ...`."""
+    from actors.ingress import WebhookDeployment
+
+    runtime = build_settings(args or {})
+    return WebhookDeployment.options(num_replicas=runtime.ingress_replicas).bind(runtime)

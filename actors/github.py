@@ -1,0 +1,87 @@
+"""GitHub clients for installation actors, with tokens minted by the app-auth actor.
+
+The private key lives only in the app-auth actor (`TokenMinter`). A shard keeps an
+`InstallationTokens` cache whose `mint` is a Ray call to that actor, so tokens are
+cached where they are used, refreshed single-flight, and never journaled.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.settings import RuntimeSettings
+from ghbot.auth import InstallationToken
+from ghbot.breaker import CircuitBreaker, State
+from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
+from ghbot.retry import RetryPolicy
+
+__all__ = ["InstallationClients", "TokenMinter", "installation_clients"]
+
+
+class TokenMinter:
+    """The app's side: sign JWTs and exchange them for installation tokens."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self._app = GitHubApp.from_settings(settings.settings)
+
+    async def token(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        """Return a token for the installation; `force` mints a new one."""
+        if force:
+            return await self._app.create_installation_token(installation_id)
+        return await self._app.tokens.get(installation_id)
+
+    async def app_get(self, path: str) -> Any:
+        """GET an app-level endpoint with the JWT and return its JSON."""
+        return (await self._app.gh.request("GET", path)).data
+
+
+class InstallationClients:
+    """Make each installation's client: its own budgets, breaker and write pacing."""
+
+    def __init__(self, settings: RuntimeSettings, mint: Any) -> None:
+        self.options = ClientOptions.from_settings(
+            settings.settings, pace_writes=settings.pace_writes
+        )
+        self.tokens = InstallationTokens(mint, ttl=settings.settings.token_cache_ttl)
+        self.retry = RetryPolicy(max_retries=settings.settings.max_retries)
+        self.breaker_changes: list[tuple[str, State, State]] = []
+
+    def for_installation(self, installation_id: int) -> GitHub | None:
+        """Return the installation's client (None for app-level events, id 0)."""
+        if installation_id == 0:
+            return None
+        name = f"installation {installation_id}"
+        return GitHub(
+            tokens=self.tokens,
+            installation_id=installation_id,
+            options=self.options,
+            breaker=CircuitBreaker(name=name, on_change=self._logger(name)),
+        )
+
+    def breaker_wait(self, github: GitHub | None) -> float:
+        """Return how long the installation's open breaker keeps its deliveries waiting."""
+        if github is None or github.breaker is None:
+            return 0.0
+        return github.breaker.retry_after(time.time())
+
+    def _logger(self, name: str) -> Any:
+        import logging
+
+        log = logging.getLogger("ghbot.breaker")
+
+        def changed(old: State, new: State) -> None:
+            log.warning("%s: circuit %s -> %s", name, old.value, new.value)
+            self.breaker_changes.append((name, old, new))
+
+        return changed
+
+
+def installation_clients(settings: RuntimeSettings, app_auth: Any) -> InstallationClients:
+    """Return the client factory of a shard whose tokens come from the `app_auth` actor."""
+
+    async def mint(installation_id: int) -> InstallationToken:
+        token: InstallationToken = await app_auth.token.remote(installation_id, force=True)
+        return token
+
+    return InstallationClients(settings, mint)

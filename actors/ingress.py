@@ -1,0 +1,172 @@
+"""The ingress: a stateless Ray Serve deployment that takes GitHub's webhooks.
+
+It verifies each delivery (size, content type, signature, headers, envelope), hands it
+to the shard that owns its installation, and answers only once the shard has journaled
+it durably: 202 for a new delivery, 200 for a duplicate GUID, 4xx for bad input
+(nothing recorded), 503 when the shard or journal cannot take it (GitHub's
+redelivery or the sweeper brings it back). It never waits for handlers.
+
+Deliveries for one shard are batched (flushed every `batch_wait` seconds or at
+`batch_max`) so that one Ray call and one journal commit carry many of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.bot import ordering_key
+from actors.records import DeliveryReceived, Inbound, encode_batch
+from actors.runtime import get_or_create_actors
+from actors.settings import RuntimeSettings, load_bot
+from actors.shard import ACCEPTED, DUPLICATE, vshard_of
+from ghbot.errors import WebhookError
+from ghbot.webhooks import check_content_length, parse_delivery
+
+__all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
+
+log = logging.getLogger("ghbot.ingress")
+_json = msgspec.json.Encoder()
+
+
+class ShardUnavailable(Exception):
+    """The shard did not journal the batch (it failed, restarted, or the journal is down)."""
+
+
+class ShardBatcher:
+    """Gather deliveries bound for one shard actor and send them in one call."""
+
+    def __init__(self, actor: Any, *, wait: float, limit: int) -> None:
+        self.actor = actor
+        self.wait = wait
+        self.limit = limit
+        self._items: list[Inbound] = []
+        self._futures: list[asyncio.Future[str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: Inbound) -> asyncio.Future[str]:
+        """Queue `item`; the future gives the shard's status for it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._items.append(item)
+        self._futures.append(future)
+        if len(self._items) >= self.limit:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.wait, self.flush)
+        return future
+
+    def flush(self) -> None:
+        """Send what is queued now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._items:
+            return
+        items, futures = self._items, self._futures
+        self._items, self._futures = [], []
+        task = asyncio.get_running_loop().create_task(self._send(items, futures))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[Inbound], futures: list[asyncio.Future[str]]) -> None:
+        try:
+            statuses: list[str] = await self.actor.ingest.remote(encode_batch(items))
+        except Exception as exc:
+            log.warning("shard refused a batch of %d: %s", len(items), type(exc).__name__)
+            for future in futures:
+                if not future.done():
+                    future.set_exception(ShardUnavailable(type(exc).__name__))
+            return
+        for future, status in zip(futures, statuses, strict=True):
+            if not future.done():
+                future.set_result(status)
+
+
+def _answer(status: int, body: dict[str, Any]) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json")
+
+
+class WebhookIngress:
+    """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        logging.basicConfig(level=settings.settings.log_level)
+        self.settings = settings
+        self.secrets = settings.settings.webhook_secrets
+        self.bot = load_bot(settings.bot)
+        self.shards = get_or_create_actors(settings)
+        self.batchers = [
+            ShardBatcher(shard, wait=settings.batch_wait, limit=settings.batch_max)
+            for shard in self.shards
+        ]
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        if request.method == "POST" and path.endswith("/webhooks"):
+            return await self.webhook(request)
+        if request.method == "GET" and path.endswith("/healthz"):
+            return _answer(200, {"status": "alive"})
+        if request.method == "GET" and path.endswith("/readyz"):
+            return await self.ready()
+        return _answer(404, {"error": "not found; GitHub's webhooks go to POST /webhooks"})
+
+    async def webhook(self, request: Request) -> Response:
+        """Verify, journal through the owning shard, and answer."""
+        try:
+            check_content_length(request.headers)
+            body = await request.body()
+            delivery = parse_delivery(request.headers, body, self.secrets)
+        except WebhookError as exc:
+            return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
+        envelope = delivery.envelope
+        installation_id = envelope.installation_id or 0
+        vshard = vshard_of(installation_id, self.settings.vshards)
+        qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
+        item = Inbound(
+            installation_id=installation_id,
+            vshard=vshard,
+            received=DeliveryReceived(
+                delivery_id=delivery.delivery_id,
+                event=delivery.event,
+                body=body,
+                received_at=time.time(),
+                hook_id=delivery.hook_id,
+                key=ordering_key(self.bot.ordering, delivery.event, envelope),
+            ),
+            completed=not self.bot.handlers_for(qualified, delivery.event),
+        )
+        batcher = self.batchers[self.settings.shard_of_vshard(vshard)]
+        try:
+            status = await batcher.submit(item)
+        except ShardUnavailable:
+            return _answer(503, {"error": "the journal could not take the delivery; retry"})
+        if status == ACCEPTED:
+            return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
+        if status == DUPLICATE:
+            return _answer(200, {"delivery": delivery.delivery_id, "status": "duplicate"})
+        return _answer(503, {"error": f"the shard refused the delivery ({status}); retry"})
+
+    async def ready(self) -> Response:
+        """Answer 200 when every shard has started and reached its journal."""
+        try:
+            stats = await asyncio.wait_for(
+                asyncio.gather(*(shard.stats.remote() for shard in self.shards)), 5.0
+            )
+        except Exception as exc:
+            return _answer(503, {"status": "not ready", "error": type(exc).__name__})
+        return _answer(200, {"status": "ready", "shards": stats})
+
+
+# Serve's decorator is untyped; the class above stays plain so mypy checks its body.
+WebhookDeployment: Any = serve.deployment(
+    ray_actor_options={"num_cpus": 0}, max_ongoing_requests=2000
+)(WebhookIngress)

@@ -1,0 +1,308 @@
+"""One installation's virtual actor: its journal stream, mailbox, handlers and state.
+
+An `InstallationHost` is what a shard keeps in memory per active installation. It is
+built from the journal (`activate`: latest snapshot, then replay), takes new
+deliveries (`accept`), runs the bot's handlers in per-key order with retries, and
+journals every outcome before it counts: `HandlerSucceeded` with the domain events
+the handler emitted (atomically), `HandlerFailed` per failed attempt, `DeadLettered`
+after the last, and `DeliveryCompleted` when every handler of a delivery is through.
+Rebuilding from the journal therefore resumes exactly where a crash left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from actors.bot import InstallationActor
+from actors.mailbox import KeyedMailbox
+from actors.records import (
+    DOMAIN_PREFIX,
+    DeadLettered,
+    DeadLetterReplayed,
+    DeliveryCompleted,
+    DeliveryReceived,
+    HandlerFailed,
+    HandlerSucceeded,
+    Pending,
+    Progress,
+    decode_runtime,
+    evolve_progress,
+    stream_name,
+)
+from ghbot.errors import CircuitOpen, JournalUnavailable, RateLimited
+from ghbot.events import Event, parse
+from ghbot.journal.records import NewEvent, encode
+from ghbot.retry import RetryPolicy, describe
+
+__all__ = ["InstallationHost", "Snapshot"]
+
+log = logging.getLogger("ghbot.installation")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    """What a snapshot holds: the runtime's progress and the bot's encoded state."""
+
+    progress: Progress
+    state: bytes
+    version: int = 1
+
+
+_snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def runtime_event(event: msgspec.Struct) -> NewEvent:
+    """Wrap a runtime event for the journal."""
+    return NewEvent(type(event).__name__, encode(event))
+
+
+def domain_event(event: msgspec.Struct) -> NewEvent:
+    """Wrap a bot's domain event for the journal."""
+    return NewEvent(DOMAIN_PREFIX + type(event).__name__, encode(event))
+
+
+class InstallationHost:
+    """Run one installation's deliveries through its bot, journaling every outcome.
+
+    `append(events)` writes to this installation's stream (the shard binds it to the
+    journal with the shard's epoch) and returns the last sequence number written.
+    """
+
+    def __init__(
+        self,
+        installation_id: int,
+        bot: InstallationActor,
+        *,
+        append: Callable[[str, Sequence[NewEvent]], Awaitable[int]],
+        retry: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        breaker_wait: Callable[[], float] = lambda: 0.0,
+        on_written: Callable[[InstallationHost], None] = lambda _host: None,
+    ) -> None:
+        self.installation_id = installation_id
+        self.stream = stream_name(installation_id)
+        self.bot = bot
+        self.progress = Progress()
+        self.last_seq = 0
+        self.snapshot_seq = 0
+        self.last_used = clock()
+        self._on_written = on_written
+        self._append = append
+        self._retry = retry
+        self._clock = clock
+        self._sleep = sleep
+        self._breaker_wait = breaker_wait
+        self._mailbox = KeyedMailbox(type(bot).max_concurrency)
+        self._domain = {cls.__name__: msgspec.msgpack.Decoder(cls) for cls in bot.domain_events}
+        state_type = type(bot).state_type
+        self._state_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(state_type)
+
+    # --- rebuilding ---------------------------------------------------------------
+
+    def restore(self, snapshot_data: bytes | None, records: Sequence[Any]) -> None:
+        """Rebuild progress and state from a snapshot and the events after it."""
+        if snapshot_data is not None:
+            snap = _snapshot_decoder.decode(snapshot_data)
+            self.progress = snap.progress
+            self.bot.state = self._state_decoder.decode(snap.state)
+        for record in records:
+            self._apply(record.type, record.data)
+            self.last_seq = record.seq
+
+    def resume(self) -> int:
+        """Queue every pending delivery again, in journal order; return how many."""
+        pending = sorted(self.progress.pending.values(), key=lambda p: p.received.received_at)
+        for item in pending:
+            self._mailbox.put(item.received.key, self._job(item))
+        return len(pending)
+
+    def snapshot(self) -> bytes:
+        """Encode progress and state for `Journal.save_snapshot`."""
+        return encode(Snapshot(progress=self.progress, state=encode(self.bot.state)))
+
+    def _apply(self, type_name: str, data: bytes) -> None:
+        if type_name.startswith(DOMAIN_PREFIX):
+            decoder = self._domain.get(type_name[len(DOMAIN_PREFIX) :])
+            if decoder is None:
+                log.warning("%s: unknown domain event %s ignored", self.stream, type_name)
+                return
+            self.bot.state = self.bot.evolve(self.bot.state, decoder.decode(data))
+            return
+        event = decode_runtime(type_name, data)
+        if event is not None:
+            evolve_progress(self.progress, event)
+
+    # --- new work -----------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """Return the deliveries queued or running."""
+        return len(self._mailbox)
+
+    def accept(self, received: DeliveryReceived, seq: int, *, completed: bool = False) -> None:
+        """Take a delivery the shard just journaled at `seq` (no-op if already replayed)."""
+        self.last_used = self._clock()
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        evolve_progress(self.progress, received)
+        if completed:
+            evolve_progress(self.progress, DeliveryCompleted(delivery_id=received.delivery_id))
+            return
+        self._mailbox.put(received.key, self._job(self.progress.pending[received.delivery_id]))
+
+    async def replay_dead_letter(self, delivery_id: str, handler: str) -> bool:
+        """Run a dead-lettered handler again; False if there is no such dead letter."""
+        key = f"{delivery_id}/{handler}"
+        if key not in self.progress.dead:
+            return False
+        already_pending = delivery_id in self.progress.pending
+        await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
+        if not already_pending:
+            item = self.progress.pending[delivery_id]
+            self._mailbox.put(item.received.key, self._job(item))
+        return True
+
+    async def wait_idle(self) -> None:
+        """Return once no delivery is queued or running."""
+        await self._mailbox.wait_idle()
+
+    async def close(self) -> None:
+        """Stop running handlers (their deliveries stay pending in the journal)."""
+        await self._mailbox.close()
+
+    # --- running handlers ---------------------------------------------------------
+
+    def _job(self, pending: Pending) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            await self._process(pending)
+
+        return job
+
+    async def _process(self, pending: Pending) -> None:
+        received = pending.received
+        event = parse(received.event, received.body, delivery_id=received.delivery_id)
+        names = pending.only or type(self.bot).handlers_for(event.qualified_name, event.name)
+        todo = [name for name in names if name not in pending.done]
+        if not todo:
+            await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])
+            return
+        for index, name in enumerate(todo):
+            await self._run(name, event, pending, last=index == len(todo) - 1)
+
+    async def _run(self, name: str, event: Event, pending: Pending, *, last: bool) -> None:
+        delivery_id = pending.received.delivery_id
+        attempt = pending.attempts.get(name, 0)
+        max_attempts = type(self.bot).max_attempts
+        while True:
+            await self._wait_for_breaker()
+            attempt += 1
+            started = self._clock()
+            try:
+                emitted = await self.bot.run_handler(name, event)
+            except (CircuitOpen, RateLimited) as exc:
+                # GitHub asked us to wait: not the handler's fault, not an attempt.
+                attempt -= 1
+                await self._sleep(max(exc.retry_after, 0.05))
+                continue
+            except Exception as exc:
+                await self._failed(
+                    event, name, exc, attempt, last=last, final=attempt >= max_attempts
+                )
+                if attempt >= max_attempts:
+                    return
+                continue
+            done: list[msgspec.Struct | NewEvent] = [
+                HandlerSucceeded(
+                    delivery_id=delivery_id,
+                    handler=name,
+                    attempt=attempt,
+                    duration_ms=round((self._clock() - started) * 1000, 3),
+                ),
+                *(domain_event(e) for e in emitted),
+            ]
+            if last:
+                done.append(DeliveryCompleted(delivery_id=delivery_id))
+            await self._write(done)
+            for domain in emitted:
+                self.bot.state = self.bot.evolve(self.bot.state, domain)
+            return
+
+    async def _failed(
+        self, event: Event, name: str, exc: Exception, attempt: int, *, last: bool, final: bool
+    ) -> None:
+        delivery_id = event.delivery_id or ""
+        error_type, message = type(exc).__name__, _message(exc)
+        try:
+            await self.bot.on_error(event, name, exc, attempt)
+        except Exception:
+            log.exception("%s: on_error raised", self.stream)
+        if final:
+            log.warning(
+                "%s: %s dead-lettered %s after %d attempts: %s",
+                self.stream,
+                name,
+                delivery_id,
+                attempt,
+                error_type,
+            )
+            outcome: list[msgspec.Struct | NewEvent] = [
+                DeadLettered(
+                    delivery_id=delivery_id,
+                    handler=name,
+                    attempts=attempt,
+                    error_type=error_type,
+                    error=message,
+                    at=self._clock(),
+                )
+            ]
+            if last:
+                outcome.append(DeliveryCompleted(delivery_id=delivery_id))
+            await self._write(outcome)
+            return
+        delay = self._retry.backoff(attempt - 1)
+        await self._write(
+            [
+                HandlerFailed(
+                    delivery_id=delivery_id,
+                    handler=name,
+                    attempt=attempt,
+                    error_type=error_type,
+                    error=message,
+                    retry_in=round(delay, 3),
+                )
+            ]
+        )
+        await self._sleep(delay)
+
+    async def _wait_for_breaker(self) -> None:
+        while (wait := self._breaker_wait()) > 0:
+            await self._sleep(wait)
+
+    async def _write(self, events: Sequence[msgspec.Struct | NewEvent]) -> None:
+        wrapped = [e if isinstance(e, NewEvent) else runtime_event(e) for e in events]
+        while True:
+            try:
+                self.last_seq = await self._append(self.stream, wrapped)
+                break
+            except JournalUnavailable as exc:
+                # The outcome must not be lost: wait for the journal and write it again.
+                # (`Fenced` is not caught: a newer shard owns this stream now.)
+                log.warning("%s: journal append failed (%s); retrying", self.stream, describe(exc))
+                await self._sleep(0.5)
+        for event in events:
+            if not isinstance(event, NewEvent):
+                evolve_progress(self.progress, event)
+        self._on_written(self)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."

@@ -1,0 +1,209 @@
+"""The runtime's journal events and the fold that tracks each installation's progress.
+
+Every delivery an installation receives, and every outcome of its handlers, is an
+event in the installation's stream (`inst-<id>`). `Progress` is their fold: which
+deliveries are still pending (and which of their handlers already finished), and
+which were dead-lettered. It is a pure function of the stream, so an installation
+rebuilt from the journal after a crash knows exactly what is left to do.
+
+Schema evolution follows `ghbot.journal.records`: new fields at the end, with a
+default; no field changes type.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterReplayed",
+    "DeadLettered",
+    "DeliveryCompleted",
+    "DeliveryReceived",
+    "HandlerFailed",
+    "HandlerSucceeded",
+    "Inbound",
+    "Pending",
+    "Progress",
+    "decode_batch",
+    "decode_runtime",
+    "encode_batch",
+    "evolve_progress",
+    "stream_name",
+]
+
+DOMAIN_PREFIX: Final = "domain:"
+
+
+def stream_name(installation_id: int) -> str:
+    """Return the journal stream of one installation."""
+    return f"inst-{installation_id}"
+
+
+class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified delivery, journaled before GitHub got its 202. No signature, no secret."""
+
+    delivery_id: str
+    event: str
+    body: bytes
+    received_at: float
+    hook_id: str | None = None
+    key: str = ""
+
+
+class HandlerSucceeded(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    handler: str
+    attempt: int
+    duration_ms: float
+
+
+class HandlerFailed(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    handler: str
+    attempt: int
+    error_type: str
+    error: str
+    retry_in: float
+
+
+class DeadLettered(msgspec.Struct, frozen=True, kw_only=True):
+    delivery_id: str
+    handler: str
+    attempts: int
+    error_type: str
+    error: str
+    at: float
+
+
+class DeliveryCompleted(msgspec.Struct, frozen=True, kw_only=True):
+    """Every handler of the delivery succeeded or was dead-lettered."""
+
+    delivery_id: str
+
+
+class DeadLetterReplayed(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator asked to run a dead-lettered handler again, from attempt 1."""
+
+    delivery_id: str
+    handler: str
+
+
+RUNTIME_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
+    cls.__name__: cls
+    for cls in (
+        DeliveryReceived,
+        HandlerSucceeded,
+        HandlerFailed,
+        DeadLettered,
+        DeliveryCompleted,
+        DeadLetterReplayed,
+    )
+}
+_DECODERS: Final = {name: msgspec.msgpack.Decoder(cls) for name, cls in RUNTIME_TYPES.items()}
+
+
+def decode_runtime(type_name: str, data: bytes) -> msgspec.Struct | None:
+    """Decode a runtime event; None for a type this runtime does not know (a domain event)."""
+    decoder = _DECODERS.get(type_name)
+    return None if decoder is None else decoder.decode(data)
+
+
+class Pending(msgspec.Struct, kw_only=True):
+    """A delivery not yet completed: the handlers done and the attempts made so far.
+
+    `only`, when set, limits the handlers to run (a replayed dead letter runs just its
+    own handler again).
+    """
+
+    received: DeliveryReceived
+    done: list[str] = msgspec.field(default_factory=list)
+    attempts: dict[str, int] = msgspec.field(default_factory=dict)
+    only: list[str] | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """A handler that gave up on a delivery, with the delivery kept for a replay."""
+
+    record: DeadLettered
+    received: DeliveryReceived
+
+
+class Progress(msgspec.Struct, kw_only=True):
+    """The fold of an installation's runtime events."""
+
+    pending: dict[str, Pending] = msgspec.field(default_factory=dict)
+    dead: dict[str, DeadLetter] = msgspec.field(default_factory=dict)
+    received: int = 0
+    completed: int = 0
+
+
+def dead_key(delivery_id: str, handler: str) -> str:
+    return f"{delivery_id}/{handler}"
+
+
+def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
+    """Apply one runtime event to `progress` (in place, for speed) and return it."""
+    if isinstance(event, DeliveryReceived):
+        progress.pending[event.delivery_id] = Pending(received=event)
+        progress.received += 1
+    elif isinstance(event, HandlerSucceeded):
+        pending = progress.pending.get(event.delivery_id)
+        if pending is not None and event.handler not in pending.done:
+            pending.done.append(event.handler)
+            pending.attempts[event.handler] = event.attempt
+    elif isinstance(event, HandlerFailed):
+        pending = progress.pending.get(event.delivery_id)
+        if pending is not None:
+            pending.attempts[event.handler] = event.attempt
+    elif isinstance(event, DeadLettered):
+        pending = progress.pending.get(event.delivery_id)
+        if pending is not None:
+            key = dead_key(event.delivery_id, event.handler)
+            progress.dead[key] = DeadLetter(record=event, received=pending.received)
+            if event.handler not in pending.done:
+                pending.done.append(event.handler)
+    elif isinstance(event, DeliveryCompleted):
+        if progress.pending.pop(event.delivery_id, None) is not None:
+            progress.completed += 1
+    elif isinstance(event, DeadLetterReplayed):
+        dead = progress.dead.pop(dead_key(event.delivery_id, event.handler), None)
+        pending = progress.pending.get(event.delivery_id)
+        if pending is not None:
+            if event.handler in pending.done:
+                pending.done.remove(event.handler)
+            pending.attempts.pop(event.handler, None)
+        elif dead is not None:
+            progress.pending[event.delivery_id] = Pending(
+                received=dead.received, only=[event.handler]
+            )
+    return progress
+
+
+class Inbound(msgspec.Struct, frozen=True, array_like=True):
+    """One delivery on its way from the ingress to its shard.
+
+    `completed` says the bot has no handler for it, so it is journaled as received and
+    completed at once.
+    """
+
+    installation_id: int
+    vshard: int
+    received: DeliveryReceived
+    completed: bool = False
+
+
+_inbound_encoder: Final = msgspec.msgpack.Encoder()
+_inbound_decoder: Final = msgspec.msgpack.Decoder(list[Inbound])
+
+
+def encode_batch(batch: list[Inbound]) -> bytes:
+    """Encode deliveries bound for one shard as one MessagePack message."""
+    return _inbound_encoder.encode(batch)
+
+
+def decode_batch(data: bytes) -> list[Inbound]:
+    """Decode what `encode_batch` made."""
+    return _inbound_decoder.decode(data)

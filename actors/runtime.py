@@ -1,0 +1,171 @@
+"""The Ray actors: shards that host installations, and the app-auth actor.
+
+Every Ray call of ghbot is in this package. Actors are named and detached in the
+`namespace` of the deployment, so every ingress replica (and the CLI) finds the same
+ones, and restarted with `max_restarts=-1`: a shard killed with `kill -9` comes back,
+takes new epochs (its predecessor is fenced) and resumes its pending deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+
+from actors.settings import RuntimeSettings, load_bot
+from actors.shard import ShardCore
+from ghbot.journal import open_journal
+
+__all__ = [
+    "APP_AUTH_NAME",
+    "AppAuthActor",
+    "ShardActor",
+    "get_or_create_actors",
+    "kill_actors",
+    "shard_name",
+]
+
+log = logging.getLogger("ghbot.runtime")
+APP_AUTH_NAME = "ghbot-app-auth"
+
+
+def shard_name(index: int) -> str:
+    """Return the Ray name of shard actor `index`."""
+    return f"ghbot-shard-{index}"
+
+
+class ShardActor:
+    """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
+
+    def __init__(self, index: int, settings: RuntimeSettings) -> None:
+        logging.basicConfig(level=settings.settings.log_level)
+        self.index = index
+        self.settings = settings
+        self._core: ShardCore | None = None
+        self._starting: asyncio.Task[ShardCore] | None = None
+        # Ray runs an async actor's __init__ on its event loop: start at once, so a
+        # restarted shard resumes its pending work without waiting for a caller.
+        try:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        except RuntimeError:
+            self._starting = None
+
+    async def _ready(self) -> ShardCore:
+        if self._core is not None:
+            return self._core
+        if self._starting is None or (self._starting.done() and self._starting.exception()):
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        self._core = await asyncio.shield(self._starting)
+        return self._core
+
+    async def _start(self) -> ShardCore:
+        from actors.github import installation_clients
+
+        s = self.settings
+        journal = await open_journal(s.settings.journal_url, shard_count=s.vshards)
+        clients = installation_clients(s, ray.get_actor(APP_AUTH_NAME, namespace=s.namespace))
+        core = ShardCore(
+            s.vshards_of(self.index),
+            s.vshards,
+            journal,
+            load_bot(s.bot),
+            github_for=clients.for_installation,
+            breaker_wait=clients.breaker_wait,
+            retry=clients.retry,
+        )
+        resumed = await core.start()
+        log.info("shard %d started with epochs %s; resumed %d", self.index, core.epochs, resumed)
+        return core
+
+    async def ingest(self, batch: bytes) -> list[str]:
+        """Journal and queue a batch of deliveries (see `ShardCore.ingest`)."""
+        return await (await self._ready()).ingest(batch)
+
+    async def stats(self) -> dict[str, Any]:
+        """Return the shard's counters; starting the shard if it has not started yet."""
+        return {"index": self.index, **(await self._ready()).stats()}
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """List this shard's dead letters, each marked with the shard's index."""
+        found = await (await self._ready()).dead_letters()
+        return [{**dead, "shard": self.index} for dead in found]
+
+    async def replay(self, installation_id: int, delivery_id: str, handler: str | None) -> int:
+        """Run a dead letter's handlers again (see `ShardCore.replay`)."""
+        return await (await self._ready()).replay(installation_id, delivery_id, handler)
+
+    async def wait_idle(self, within: float = 60.0) -> bool:
+        """Wait until no work is queued or running; False if that took over `within` s."""
+        core = await self._ready()
+        try:
+            async with asyncio.timeout(within):
+                await core.wait_idle()
+        except TimeoutError:
+            return False
+        return True
+
+    def pid(self) -> int:
+        """Return the actor's process id (tests kill it to prove recovery)."""
+        return os.getpid()
+
+
+class AppAuthActor:
+    """The only holder of the app's private key: signs JWTs and mints installation tokens."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        from actors.github import TokenMinter
+
+        self._minter = TokenMinter(settings)
+
+    async def token(self, installation_id: int, force: bool = False) -> Any:
+        """Return a token for the installation (cached until 5 minutes before expiry)."""
+        return await self._minter.token(installation_id, force=force)
+
+    async def app_get(self, path: str) -> Any:
+        """GET an app-level (JWT) endpoint; for the CLI and the redelivery sweeper."""
+        return await self._minter.app_get(path)
+
+
+# Ray's decorators are untyped; the classes above stay plain so mypy checks their bodies.
+RemoteShard: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(ShardActor)
+RemoteAppAuth: Any = ray.remote(max_restarts=-1, num_cpus=0)(AppAuthActor)
+
+
+def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
+    """Return handles to the shard actors, creating them and the app-auth actor if absent."""
+    common: dict[str, Any] = {
+        "namespace": settings.namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+    }
+    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(settings)
+    return [
+        RemoteShard.options(name=shard_name(i), max_concurrency=10_000, **common).remote(
+            i, settings
+        )
+        for i in range(settings.shards)
+    ]
+
+
+def kill_actors(namespace: str = "ghbot", shards: int = 64) -> int:
+    """Kill the deployment's detached actors (they outlive `serve.shutdown()`); return how many."""
+    killed = 0
+    for name in [APP_AUTH_NAME, *(shard_name(i) for i in range(shards))]:
+        try:
+            handle = ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            continue
+        ray.kill(handle, no_restart=True)
+        killed += 1
+    return killed
+
+
+def wait_ready(shards: list[Any], timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Block until every shard has started (taken its epochs, resumed its work)."""
+    deadline = time.monotonic() + timeout
+    refs = [shard.stats.remote() for shard in shards]
+    return list(ray.get(refs, timeout=max(deadline - time.monotonic(), 1.0)))

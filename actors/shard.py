@@ -1,0 +1,327 @@
+"""A shard: the installations of some virtual shards, their journal writes and recovery.
+
+`ShardCore` holds no Ray: the Ray actor in `actors.runtime` wraps it, and tests drive it
+directly. It takes batches of deliveries (`ingest`), journals each as
+`DeliveryReceived` in one durable `append_many` (deduplicated on the delivery GUID,
+fenced by this shard's epochs), and hands them to the installations' hosts. On start it
+takes a new epoch for each of its virtual shards, so a zombie predecessor can no
+longer write, and resumes every installation with pending deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from actors.bot import InstallationActor
+from actors.installation import InstallationHost, runtime_event
+from actors.quota import Quota
+from actors.records import DeliveryCompleted, decode_batch, stream_name
+from ghbot.errors import UsageError
+from ghbot.journal import Journal
+from ghbot.journal.records import AppendRequest, NewEvent
+from ghbot.retry import RetryPolicy
+
+__all__ = ["ACCEPTED", "DUPLICATE", "ShardCore", "vshard_of"]
+
+log = logging.getLogger("ghbot.shard")
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REFUSED = "refused"
+
+
+def vshard_of(installation_id: int, vshards: int) -> int:
+    """Return the virtual shard that owns an installation (stable across processes)."""
+    return installation_id % vshards
+
+
+class ShardCore:
+    """Host the installations of `vshards`, write their journal streams, run their bot."""
+
+    def __init__(
+        self,
+        vshards: Sequence[int],
+        vshard_count: int,
+        journal: Journal,
+        bot_class: type[InstallationActor],
+        *,
+        github_for: Callable[[int], Any] = lambda _id: None,
+        breaker_wait: Callable[[Any], float] = lambda _gh: 0.0,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_active: int = 100_000,
+        idle_after: float = 600.0,
+    ) -> None:
+        self.vshards = tuple(vshards)
+        self.vshard_count = vshard_count
+        self.journal = journal
+        self.bot_class = bot_class
+        self.epochs: dict[int, int] = {}
+        self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
+        self._activating: dict[int, asyncio.Future[InstallationHost]] = {}
+        self._github_for = github_for
+        self._breaker_wait = breaker_wait
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self.max_active = max_active
+        self.idle_after = idle_after
+        self.counters = {
+            "received": 0,
+            "duplicates": 0,
+            "activations": 0,
+            "passivations": 0,
+            "snapshots": 0,
+        }
+        self._snapshotting: dict[int, asyncio.Task[int]] = {}
+
+    # --- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Take a new epoch per virtual shard and resume pending work; return how much."""
+        for vshard in self.vshards:
+            self.epochs[vshard] = await self.journal.acquire_epoch(vshard)
+        resumed = 0
+        for vshard in self.vshards:
+            for stream in await self.journal.list_streams(shard=vshard):
+                if not stream.startswith("inst-"):
+                    continue
+                host = await self.host(int(stream[len("inst-") :]))
+                resumed += host.busy
+        self.passivate(force_idle=True)
+        return resumed
+
+    async def close(self) -> None:
+        """Stop every host; what they were doing stays pending in the journal."""
+        for task in list(self._snapshotting.values()):
+            task.cancel()
+        for host in list(self.hosts.values()):
+            await host.close()
+        self.hosts.clear()
+
+    # --- the hot path -------------------------------------------------------------
+
+    async def ingest(self, batch: bytes) -> list[str]:
+        """Journal a batch of deliveries durably, then queue them; one status each.
+
+        Statuses: `accepted` (journaled now), `duplicate` (journaled before). Raises
+        `JournalUnavailable` (the ingress answers 503) when the commit failed, in which
+        case nothing of the batch was written.
+        """
+        inbound = decode_batch(batch)
+        requests = []
+        for item in inbound:
+            events = [runtime_event(item.received)]
+            if item.completed:
+                events.append(
+                    runtime_event(DeliveryCompleted(delivery_id=item.received.delivery_id))
+                )
+            requests.append(
+                AppendRequest(
+                    stream_name(item.installation_id),
+                    tuple(events),
+                    delivery_guid=item.received.delivery_id,
+                    shard=item.vshard,
+                    epoch=self.epochs.get(item.vshard),
+                )
+            )
+        results = await self.journal.append_many(requests)
+        statuses: list[str] = []
+        for item, result in zip(inbound, results, strict=True):
+            if result.status == "ok":
+                host = self.hosts.get(item.installation_id) or await self.host(item.installation_id)
+                host.accept(item.received, result.first_seq, completed=item.completed)
+                if item.completed:
+                    host.last_seq = max(host.last_seq, result.last_seq)
+                statuses.append(ACCEPTED)
+                self.counters["received"] += 1
+            elif result.status == "duplicate":
+                statuses.append(DUPLICATE)
+                self.counters["duplicates"] += 1
+            else:
+                log.error("shard append %s for %s", result.status, item.received.delivery_id)
+                statuses.append(REFUSED)
+        return statuses
+
+    async def host(self, installation_id: int) -> InstallationHost:
+        """Return the installation's host, activating it from the journal if needed.
+
+        Raises `UsageError` for an installation of another shard's virtual shards.
+        """
+        host = self.hosts.get(installation_id)
+        if host is not None:
+            self.hosts.move_to_end(installation_id)
+            return host
+        if self._vshard(installation_id) not in self.vshards:
+            raise UsageError(f"installation {installation_id} belongs to another shard")
+        pending = self._activating.get(installation_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[InstallationHost] = asyncio.get_running_loop().create_future()
+        self._activating[installation_id] = future
+        try:
+            host = await self._activate(installation_id)
+            future.set_result(host)
+            return host
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._activating[installation_id]
+
+    async def _activate(self, installation_id: int) -> InstallationHost:
+        vshard = self._vshard(installation_id)
+        stream = stream_name(installation_id)
+        snapshot = await self.journal.load_snapshot(stream, shard=vshard)
+        records = await self.journal.read(
+            stream, (snapshot.seq + 1) if snapshot else 1, shard=vshard
+        )
+        host = self._new_host(installation_id)
+        host.restore(snapshot.data if snapshot else None, records)
+        if snapshot is not None:
+            host.snapshot_seq = snapshot.seq
+            host.last_seq = max(host.last_seq, snapshot.seq)
+        self.hosts[installation_id] = host
+        self.counters["activations"] += 1
+        host.resume()
+        self.passivate()
+        return host
+
+    def _new_host(self, installation_id: int, **given: Any) -> InstallationHost:
+        bot = self.bot_class()
+        bot.installation_id = installation_id
+        github = given["github"] if "github" in given else self._github_for(installation_id)
+        bot.github = github
+        bot.quota = Quota(github) if github is not None else None
+        vshard = self._vshard(installation_id)
+        epoch = self.epochs.get(vshard)
+
+        async def append(stream: str, events: Sequence[NewEvent]) -> int:
+            result = await self.journal.append(stream, events, shard=vshard, epoch=epoch)
+            return result.last_seq
+
+        return InstallationHost(
+            installation_id,
+            bot,
+            append=append,
+            retry=self._retry,
+            clock=self._clock,
+            sleep=self._sleep,
+            breaker_wait=lambda: self._breaker_wait(github),
+            on_written=self._maybe_snapshot,
+        )
+
+    # --- snapshots ----------------------------------------------------------------
+
+    def _maybe_snapshot(self, host: InstallationHost) -> None:
+        due = host.last_seq - host.snapshot_seq >= self.bot_class.snapshot_every
+        if due and host.installation_id not in self._snapshotting:
+            task = asyncio.get_running_loop().create_task(self.snapshot(host.installation_id))
+            self._snapshotting[host.installation_id] = task
+            task.add_done_callback(lambda _t: self._snapshotting.pop(host.installation_id, None))
+
+    async def snapshot(self, installation_id: int) -> int:
+        """Save a snapshot of the installation folded from the journal; return its seq.
+
+        The fold starts from the latest snapshot and reads the journal, not the live
+        host, so the snapshot is exactly the fold of events 1..seq even while appends
+        are in flight. Requires `evolve` to be pure, as `InstallationActor` says.
+        """
+        vshard = self._vshard(installation_id)
+        stream = stream_name(installation_id)
+        previous = await self.journal.load_snapshot(stream, shard=vshard)
+        start = previous.seq if previous else 0
+        records = await self.journal.read(stream, start + 1, shard=vshard)
+        if not records:
+            return start
+        scratch = self._new_host(installation_id, github=None)
+        scratch.restore(previous.data if previous else None, records)
+        await self.journal.save_snapshot(
+            stream,
+            scratch.last_seq,
+            scratch.snapshot(),
+            shard=vshard,
+            epoch=self.epochs.get(vshard),
+        )
+        self.counters["snapshots"] += 1
+        live = self.hosts.get(installation_id)
+        if live is not None:
+            live.snapshot_seq = max(live.snapshot_seq, scratch.last_seq)
+        return scratch.last_seq
+
+    def _vshard(self, installation_id: int) -> int:
+        return vshard_of(installation_id, self.vshard_count)
+
+    # --- memory -------------------------------------------------------------------
+
+    def passivate(self, *, force_idle: bool = False) -> int:
+        """Drop idle hosts: over `max_active` (least recently used first) or idle too long."""
+        now = self._clock()
+        dropped = 0
+        for installation_id in list(self.hosts):
+            host = self.hosts[installation_id]
+            over_cap = len(self.hosts) > self.max_active
+            stale = force_idle or now - host.last_used >= self.idle_after
+            if host.busy == 0 and (over_cap or stale):
+                del self.hosts[installation_id]
+                dropped += 1
+            elif not over_cap and not stale:
+                break
+        self.counters["passivations"] += dropped
+        return dropped
+
+    # --- operations ---------------------------------------------------------------
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """List the dead letters of every installation in this shard's virtual shards."""
+        found: list[dict[str, Any]] = []
+        for vshard in self.vshards:
+            for stream in await self.journal.list_streams(shard=vshard):
+                host = await self.host(int(stream[len("inst-") :]))
+                for dead in host.progress.dead.values():
+                    record = msgspec.to_builtins(dead.record)
+                    record["installation_id"] = host.installation_id
+                    record["event"] = dead.received.event
+                    found.append(record)
+        return found
+
+    async def replay(self, installation_id: int, delivery_id: str, handler: str | None) -> int:
+        """Run dead-lettered handlers of a delivery again; return how many were queued."""
+        host = await self.host(installation_id)
+        handlers = [
+            dead.record.handler
+            for dead in list(host.progress.dead.values())
+            if dead.record.delivery_id == delivery_id
+            and (handler is None or dead.record.handler == handler)
+        ]
+        replayed = 0
+        for name in handlers:
+            replayed += await host.replay_dead_letter(delivery_id, name)
+        return replayed
+
+    async def wait_idle(self) -> None:
+        """Return once no installation of this shard has queued or running work."""
+        while any(host.busy for host in self.hosts.values()):
+            await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
+
+    def stats(self) -> dict[str, Any]:
+        """Return counters and sizes for `/readyz` and the CLI."""
+        return {
+            **self.counters,
+            "active": len(self.hosts),
+            "busy": sum(host.busy for host in self.hosts.values()),
+            "open_breakers": sum(
+                1 for host in self.hosts.values() if self._breaker_wait(host.bot.github) > 0
+            ),
+            "vshards": list(self.vshards),
+            "epochs": dict(self.epochs),
+        }

@@ -1,0 +1,328 @@
+"""The shard without Ray: journal-before-ack, dedup, ordering, retries, dead letters,
+domain events, snapshots and recovery after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.bot import InstallationActor, on
+from actors.records import stream_name
+from actors.shard import ShardCore
+from ghbot.errors import UsageError
+from ghbot.events import Event
+from ghbot.journal import Journal, NewEvent, open_journal
+from ghbot.retry import RetryPolicy
+from tests.actors.conftest import INSTALLATION, VSHARDS, batch, inbound, payload, shard_of
+
+
+async def _no_sleep(_seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+_started: list[ShardCore] = []
+
+
+def core(journal: Journal, bot: type[InstallationActor], **kwargs: Any) -> ShardCore:
+    kwargs.setdefault("sleep", _no_sleep)
+    kwargs.setdefault("retry", RetryPolicy(base=0.0, cap=0.0))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, bot, **kwargs)
+    _started.append(shard)
+    return shard
+
+
+@pytest.fixture(autouse=True)
+async def _close_shards() -> Any:
+    yield
+    while _started:
+        await _started.pop().close()
+
+
+async def types_in(journal: Journal, installation_id: int = INSTALLATION) -> list[str]:
+    records = await journal.read(stream_name(installation_id), shard=shard_of(installation_id))
+    return [r.type for r in records]
+
+
+class Recorder(InstallationActor):
+    seen: list[tuple[str, str]] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        self.seen.append(("opened", event.delivery_id or ""))
+
+    @on("issues")
+    async def any_issue(self, event: Event) -> None:
+        self.seen.append(("issues", event.delivery_id or ""))
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    Recorder.seen = []
+
+
+async def test_ingest_journals_then_runs_every_matching_handler(journal: Journal) -> None:
+    shard = core(journal, Recorder)
+    await shard.start()
+    item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="d-1")
+    assert await shard.ingest(batch(item)) == ["accepted"]
+    # Journaled before the answer, whatever the handlers do next.
+    assert (await types_in(journal))[0] == "DeliveryReceived"
+    await shard.wait_idle()
+    assert Recorder.seen == [("opened", "d-1"), ("issues", "d-1")]
+    assert await types_in(journal) == [
+        "DeliveryReceived",
+        "HandlerSucceeded",
+        "HandlerSucceeded",
+        "DeliveryCompleted",
+    ]
+
+
+async def test_a_duplicate_guid_changes_nothing(journal: Journal) -> None:
+    shard = core(journal, Recorder)
+    await shard.start()
+    item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="same")
+    assert await shard.ingest(batch(item, item)) == ["accepted", "duplicate"]
+    assert await shard.ingest(batch(item)) == ["duplicate"]
+    await shard.wait_idle()
+    assert len(Recorder.seen) == 2
+    assert (await types_in(journal)).count("DeliveryReceived") == 1
+
+
+async def test_events_without_a_handler_are_completed_in_one_write(journal: Journal) -> None:
+    shard = core(journal, Recorder)
+    await shard.start()
+    item = inbound(Recorder, "push", payload("push"))
+    assert item.completed
+    assert await shard.ingest(batch(item)) == ["accepted"]
+    await shard.wait_idle()
+    assert await types_in(journal) == ["DeliveryReceived", "DeliveryCompleted"]
+    assert Recorder.seen == []
+
+
+class Ordered(InstallationActor):
+    log: list[tuple[str, int, int]] = []
+    running = 0
+    most = 0
+
+    @on("issue_comment.created")
+    async def comment(self, event: Event) -> None:
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        number = event.payload.issue.number
+        cls.log.append(("start", number, event.payload.comment.id))
+        await asyncio.sleep(0.002)
+        cls.log.append(("end", number, event.payload.comment.id))
+        cls.running -= 1
+
+
+async def test_same_key_runs_in_journal_order_different_keys_concurrently(
+    journal: Journal,
+) -> None:
+    Ordered.log, Ordered.running, Ordered.most = [], 0, 0
+    shard = core(journal, Ordered)
+    await shard.start()
+    items = [
+        inbound(
+            Ordered,
+            "issue_comment",
+            payload("issue_comment.created", issue__number=issue, comment__id=comment),
+        )
+        for comment in range(10)
+        for issue in (1, 2, 3)
+    ]
+    await shard.ingest(batch(*items))
+    await shard.wait_idle()
+    for issue in (1, 2, 3):
+        order = [c for kind, n, c in Ordered.log if n == issue and kind == "start"]
+        assert order == list(range(10)), f"issue {issue} ran out of order: {order}"
+        # One at a time per issue: every start is followed by its own end.
+        mine = [(kind, c) for kind, n, c in Ordered.log if n == issue]
+        assert mine == [(k, c) for c in range(10) for k in ("start", "end")]
+    assert Ordered.most > 1, "different issues should have run concurrently"
+
+
+class Flaky(InstallationActor):
+    failures_left = 0
+    errors: list[int] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            raise RuntimeError("GitHub was down")
+
+    async def on_error(
+        self, event: Event, handler: str, error: BaseException, attempt: int
+    ) -> None:
+        type(self).errors.append(attempt)
+
+
+async def test_a_failing_handler_is_retried_then_succeeds(journal: Journal) -> None:
+    Flaky.failures_left, Flaky.errors = 2, []
+    shard = core(journal, Flaky)
+    await shard.start()
+    await shard.ingest(batch(inbound(Flaky, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    assert Flaky.errors == [1, 2]
+    assert await types_in(journal) == [
+        "DeliveryReceived",
+        "HandlerFailed",
+        "HandlerFailed",
+        "HandlerSucceeded",
+        "DeliveryCompleted",
+    ]
+
+
+async def test_after_the_last_attempt_it_is_dead_lettered_and_can_be_replayed(
+    journal: Journal,
+) -> None:
+    Flaky.failures_left, Flaky.errors = 3, []
+    shard = core(journal, Flaky)
+    await shard.start()
+    item = inbound(Flaky, "issues", payload("issues.opened"), delivery_id="doomed")
+    await shard.ingest(batch(item))
+    await shard.wait_idle()
+    assert (await types_in(journal))[-2:] == ["DeadLettered", "DeliveryCompleted"]
+    dead = await shard.dead_letters()
+    assert [(d["delivery_id"], d["handler"], d["attempts"]) for d in dead] == [
+        ("doomed", "opened", 3)
+    ]
+    assert dead[0]["error"] == "GitHub was down"
+    assert await shard.replay(INSTALLATION, "doomed", None) == 1
+    await shard.wait_idle()
+    assert await shard.dead_letters() == []
+    assert (await types_in(journal))[-3:] == [
+        "DeadLetterReplayed",
+        "HandlerSucceeded",
+        "DeliveryCompleted",
+    ]
+    assert await shard.replay(INSTALLATION, "doomed", None) == 0
+
+
+class Labeled(msgspec.Struct):
+    number: int
+
+
+class Counter(InstallationActor):
+    domain_events = (Labeled,)
+    state_type = dict[str, int]
+    snapshot_every = 5
+
+    def initial_state(self) -> dict[str, int]:
+        return {}
+
+    def evolve(self, state: dict[str, int], event: msgspec.Struct) -> dict[str, int]:
+        assert isinstance(event, Labeled)
+        key = str(event.number)
+        return {**state, key: state.get(key, 0) + 1}
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        self.emit(Labeled(number=event.payload.issue.number))
+
+
+async def test_domain_events_fold_into_state_and_survive_a_restart(
+    journal: Journal, tmp_path: Any
+) -> None:
+    shard = core(journal, Counter)
+    await shard.start()
+    items = [
+        inbound(Counter, "issues", payload("issues.opened", issue__number=n % 3)) for n in range(12)
+    ]
+    await shard.ingest(batch(*items))
+    await shard.wait_idle()
+    expected = {"0": 4, "1": 4, "2": 4}
+    assert (await shard.host(INSTALLATION)).bot.state == expected
+    types = await types_in(journal)
+    assert types.count("domain:Labeled") == 12
+    await asyncio.sleep(0.05)  # snapshots are taken in the background
+    assert shard.counters["snapshots"] >= 1
+    snapshot = await journal.load_snapshot(stream_name(INSTALLATION), shard=shard_of())
+    assert snapshot is not None and snapshot.seq >= 5
+    await shard.close()
+
+    again = core(journal, Counter)
+    await again.start()
+    host = await again.host(INSTALLATION)
+    assert host.bot.state == expected
+    assert host.progress.pending == {}
+
+
+async def test_emit_refuses_an_undeclared_type() -> None:
+    bot = Counter()
+    with pytest.raises(UsageError, match="domain_events"):
+        bot.emit(msgspec.Struct())  # type: ignore[call-arg]
+    with pytest.raises(UsageError, match="inside a handler"):
+        bot.emit(Labeled(number=1))
+
+
+class Stuck(InstallationActor):
+    gate: asyncio.Event | None = None
+    ran: list[str] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if type(self).gate is not None:
+            await type(self).gate.wait()
+        type(self).ran.append(event.delivery_id or "")
+
+
+async def test_a_new_shard_fences_the_old_one_and_finishes_its_work(tmp_path: Any) -> None:
+    url = f"sqlite://{tmp_path}/journal"
+    Stuck.gate, Stuck.ran = asyncio.Event(), []
+    first_journal = await open_journal(url, shard_count=VSHARDS)
+    first = core(first_journal, Stuck)
+    await first.start()
+    items = [
+        inbound(Stuck, "issues", payload("issues.opened", issue__number=n), delivery_id=f"p{n}")
+        for n in range(3)
+    ]
+    assert await first.ingest(batch(*items)) == ["accepted"] * 3
+    await asyncio.sleep(0.01)
+    assert Stuck.ran == []  # acknowledged, journaled, not yet handled: then the crash
+
+    second_journal = await open_journal(url, shard_count=VSHARDS)
+    Stuck.gate = None
+    second = core(second_journal, Stuck)
+    assert await second.start() == 3
+    await second.wait_idle()
+    assert sorted(Stuck.ran) == ["p0", "p1", "p2"]
+
+    # The zombie wakes up: its writes are refused, nothing is recorded twice.
+    from ghbot.errors import Fenced
+
+    with pytest.raises(Fenced):
+        await first_journal.append(
+            stream_name(INSTALLATION),
+            [NewEvent("x", b"")],
+            shard=shard_of(),
+            epoch=first.epochs[shard_of()],
+        )
+    statuses = await first.ingest(batch(inbound(Stuck, "issues", payload("issues.opened"))))
+    assert statuses == ["refused"]
+    types = await types_in(second_journal)
+    assert types.count("DeliveryCompleted") == 3
+    await first.close()
+    await second.close()
+    await first_journal.close()
+    await second_journal.close()
+
+
+async def test_idle_installations_are_passivated_and_come_back(journal: Journal) -> None:
+    now = [1000.0]
+    shard = core(journal, Recorder, clock=lambda: now[0], idle_after=60, max_active=2)
+    await shard.start()
+    for installation in (1, 2, 3):
+        body = payload("issues.opened", installation=installation)
+        await shard.ingest(batch(inbound(Recorder, "issues", body)))
+    await shard.wait_idle()
+    assert len(shard.hosts) <= 2  # the LRU cap
+    now[0] += 61
+    assert shard.passivate() >= 1
+    assert len(shard.hosts) == 0
+    host = await shard.host(1)
+    assert host.progress.completed == 1

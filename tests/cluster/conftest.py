@@ -1,0 +1,200 @@
+"""One local Ray (and Serve) per test session, a fake GitHub, and deployments per test.
+
+Ray starts without its dashboard on 2 CPUs; Serve's HTTP proxy listens on a free port
+of 127.0.0.1. Every deployment gets its own actor namespace and journal, and is torn
+down (Serve app deleted, detached actors killed) after its test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from actors.settings import RuntimeSettings
+from ghbot.config import Settings
+from ghbot.testing import FakeGitHub
+from ghbot.webhooks import sign
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
+SECRET = "cluster-test-secret"
+APP_ID = 4242
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        log_to_driver=False,
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fake(public_pem: bytes) -> Iterator[Any]:
+    thread = FakeGitHub.start_in_thread(app_id=APP_ID, public_key_pem=public_pem)
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@dataclass
+class Deployment:
+    url: str
+    runtime: RuntimeSettings
+    journal_dir: Path
+
+
+@pytest.fixture
+def deploy(
+    ray_serve: str, fake: Any, pem_pkcs8: bytes, tmp_path: Path
+) -> Iterator[Callable[..., Deployment]]:
+    from ray import serve
+
+    from actors.ingress import WebhookDeployment
+    from actors.runtime import kill_actors
+
+    started: list[RuntimeSettings] = []
+
+    def run(
+        bot: str, *, max_retries: int = 3, journal_url: str | None = None, **kw: Any
+    ) -> Deployment:
+        journal_dir = tmp_path / f"journal-{len(started)}"
+        settings = Settings(
+            app_id=APP_ID,
+            private_key=pem_pkcs8,
+            webhook_secrets=(SECRET, "an-older-secret"),
+            api_url=fake.url,
+            max_retries=max_retries,
+            journal_url=journal_url or f"sqlite://{journal_dir}",
+        )
+        kw.setdefault("shards", 2)
+        kw.setdefault("vshards", 4)
+        kw.setdefault("pace_writes", None)
+        runtime = RuntimeSettings(
+            bot=bot, settings=settings, namespace=f"t-{uuid.uuid4().hex[:8]}", **kw
+        )
+        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        started.append(runtime)
+        return Deployment(ray_serve, runtime, journal_dir)
+
+    yield run
+    serve.delete("ghbot")
+    for runtime in started:
+        kill_actors(runtime.namespace, runtime.shards)
+
+
+def payload(name: str, *, installation: int, repo: str, **changes: Any) -> dict[str, Any]:
+    """Return a real payload for `installation` and `repo` (`owner/name`), fields changed."""
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    owner, _, short = repo.partition("/")
+    data["installation"] = {"id": installation}
+    data["repository"]["full_name"] = repo
+    data["repository"]["name"] = short
+    data["repository"]["owner"]["login"] = owner
+    for path, value in changes.items():
+        target = data
+        *parents, leaf = path.split("__")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    return data
+
+
+async def send(
+    url: str,
+    event: str,
+    data: dict[str, Any] | bytes,
+    *,
+    guid: str | None = None,
+    secret: str = SECRET,
+    session: aiohttp.ClientSession | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST a signed delivery to the deployment; return (status, JSON answer)."""
+    body = data if isinstance(data, bytes) else json.dumps(data).encode()
+    sent = {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": guid or str(uuid.uuid4()),
+        "X-GitHub-Hook-ID": "1",
+        "X-Hub-Signature-256": sign(body, secret),
+        **(headers or {}),
+    }
+    own = session is None
+    session = session or aiohttp.ClientSession()
+    try:
+        async with session.post(f"{url}/webhooks", data=body, headers=sent) as answer:
+            return answer.status, await answer.json(content_type=None)
+    finally:
+        if own:
+            await session.close()
+
+
+def comments(fake: Any, repo: str) -> list[dict[str, Any]]:
+    """Return the comments the fake holds for `repo` (every issue), in creation order."""
+
+    async def copy() -> list[dict[str, Any]]:
+        owner, _, name = repo.partition("/")
+        found = fake.fake.store.repo(owner, name)
+        if found is None:
+            return []
+        every = [c for issue in found.comments.values() for c in issue]
+        return sorted(every, key=lambda c: c["id"])
+
+    return list(fake.run(copy()))
+
+
+async def eventually(check: Callable[[], bool], within: float = 30.0, every: float = 0.1) -> None:
+    """Wait until `check()` is true; fail the test after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within} s")
+        await asyncio.sleep(every)
+
+
+def on_fake(fake: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a `FakeGitHub` setup method on the fake's own loop (it is not thread-safe)."""
+
+    async def call() -> Any:
+        return func(*args, **kwargs)
+
+    return fake.run(call())
+
+
+def install(fake: Any, installation: int, repo: str, issues: int = 1) -> None:
+    """Install the app for `repo` and open `issues` issues there (numbers 1..issues)."""
+    owner, _, name = repo.partition("/")
+    on_fake(fake, fake.fake.add_installation, installation, owner, [name])
+    for n in range(issues):
+        on_fake(fake, fake.fake.add_issue, repo, f"issue {n + 1}")

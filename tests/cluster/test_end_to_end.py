@@ -1,0 +1,202 @@
+"""The deployment on a real local Ray: HTTP in, journal, handlers, FakeGitHub out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import pytest
+import ray
+
+from actors.records import stream_name
+from actors.runtime import shard_name
+from ghbot.journal import open_journal
+from tests.cluster.conftest import (
+    SECRET,
+    comments,
+    eventually,
+    install,
+    on_fake,
+    payload,
+    send,
+)
+
+
+def _bodies(fake: Any, repo: str) -> list[str]:
+    """Return the bodies of the comments the fake holds for `repo`, in creation order."""
+    return [comment["body"] for comment in comments(fake, repo)]
+
+
+async def test_signed_real_payloads_are_journaled_acknowledged_and_handled(
+    deploy: Any, fake: Any
+) -> None:
+    install(fake, 1001, "e2e/hello")
+    app = deploy("tests.cluster.bots:Greeter")
+    data = payload("issues.opened", installation=1001, repo="e2e/hello", issue__number=1)
+    guid = str(uuid.uuid4())
+
+    status, answer = await send(app.url, "issues", data, guid=guid)
+    assert (status, answer["status"]) == (202, "accepted")
+    # A redelivery of the same GUID is acknowledged and changes nothing.
+    status, answer = await send(app.url, "issues", data, guid=guid)
+    assert (status, answer["status"]) == (200, "duplicate")
+    await eventually(lambda: f"hello {guid}" in _bodies(fake, "e2e/hello"))
+    await asyncio.sleep(0.5)
+    assert _bodies(fake, "e2e/hello").count(f"hello {guid}") == 1
+
+    # The older secret still verifies (rotation); a wrong one is refused, not recorded.
+    status, _ = await send(app.url, "issues", data, secret="an-older-secret")
+    assert status == 202
+    status, answer = await send(app.url, "issues", data, secret="wrong", guid="bad-sig")
+    assert status == 401 and "secret" in answer["error"]
+    status, _ = await send(app.url, "issues", b"{not json", guid="bad-json")
+    assert status == 400
+    status, _ = await send(
+        app.url, "issues", data, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 415
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{app.url}/healthz") as answer:
+            assert answer.status == 200
+        async with session.get(f"{app.url}/readyz") as answer:
+            assert answer.status == 200
+            assert len((await answer.json())["shards"]) == 2
+
+    journal = await open_journal(app.runtime.settings.journal_url, shard_count=4)
+    try:
+        records = await journal.read(stream_name(1001), shard=1001 % 4)
+    finally:
+        await journal.close()
+    guids = {r.delivery_guid for r in records if r.type == "DeliveryReceived"}
+    assert guid in guids and "bad-sig" not in guids and "bad-json" not in guids
+
+
+async def test_each_issue_in_journal_order_many_issues_at_once(deploy: Any, fake: Any) -> None:
+    repo, issues, per_issue = "e2e/ordered", 8, 12
+    install(fake, 1002, repo, issues=issues)
+    app = deploy("tests.cluster.bots:Echo")
+
+    async def one_issue(session: aiohttp.ClientSession, number: int) -> None:
+        for seq in range(per_issue):
+            data = payload(
+                "issue_comment.created",
+                installation=1002,
+                repo=repo,
+                issue__number=number,
+                comment__body=f"{number}:{seq}",
+            )
+            status, _ = await send(app.url, "issue_comment", data, session=session)
+            assert status == 202
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one_issue(session, n) for n in range(1, issues + 1)))
+    await eventually(lambda: len(_bodies(fake, repo)) == issues * per_issue, within=60)
+    by_issue: dict[str, list[int]] = defaultdict(list)
+    for body in _bodies(fake, repo):
+        number, seq = body.removeprefix("echo ").split(":")
+        by_issue[number].append(int(seq))
+    assert len(by_issue) == issues
+    for number, seqs in by_issue.items():
+        assert seqs == list(range(per_issue)), f"issue {number} out of order: {seqs}"
+
+
+async def test_failures_are_retried_then_dead_lettered_and_replayed(deploy: Any, fake: Any) -> None:
+    repo = "e2e/failing"
+    install(fake, 1003, repo)
+    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
+    fault = on_fake(fake, fake.fake.faults.add, "^/repos/e2e/failing/", "server_error", None)
+    guid = str(uuid.uuid4())
+    data = payload("issues.opened", installation=1003, repo=repo, issue__number=1)
+    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+
+    from actors.admin import dead_letters, replay
+
+    await eventually(lambda: len(dead_letters(app.runtime.namespace)) == 1, within=30)
+    (dead,) = dead_letters(app.runtime.namespace)
+    assert dead["delivery_id"] == guid and dead["attempts"] == 3
+    assert dead["error_type"] == "ServerError"
+    assert fault.hits == 3
+    on_fake(fake, fake.fake.faults.clear)
+
+    assert replay(app.runtime.namespace, guid) == 1
+    await eventually(lambda: f"hello {guid}" in _bodies(fake, repo))
+    await eventually(lambda: dead_letters(app.runtime.namespace) == [])
+
+
+async def test_an_open_breaker_holds_one_installation_and_not_another(
+    deploy: Any, fake: Any
+) -> None:
+    install(fake, 1004, "sick/repo")
+    install(fake, 1005, "well/repo")
+    app = deploy("tests.cluster.bots:Greeter", max_retries=3)
+    on_fake(fake, fake.fake.faults.add, "^/repos/sick/", "server_error", None)
+    sick = [str(uuid.uuid4()) for _ in range(3)]
+    for guid in sick:
+        data = payload("issues.opened", installation=1004, repo="sick/repo", issue__number=1)
+        assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+
+    from actors.admin import stats
+
+    await eventually(
+        lambda: sum(s["open_breakers"] for s in stats(app.runtime.namespace)) == 1, within=30
+    )
+    well = [str(uuid.uuid4()) for _ in range(5)]
+    started = asyncio.get_running_loop().time()
+    for guid in well:
+        data = payload("issues.opened", installation=1005, repo="well/repo", issue__number=1)
+        assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+    await eventually(lambda: len(_bodies(fake, "well/repo")) == 5, within=10)
+    assert asyncio.get_running_loop().time() - started < 10
+    # The sick installation's deliveries wait, journaled; none was dead-lettered.
+    from actors.admin import dead_letters
+
+    assert dead_letters(app.runtime.namespace) == []
+    on_fake(fake, fake.fake.faults.clear)
+    await eventually(lambda: len(_bodies(fake, "sick/repo")) >= 3, within=60)
+    assert {f"hello {g}" for g in sick} <= set(_bodies(fake, "sick/repo"))
+
+
+async def test_a_killed_shard_loses_nothing_it_acknowledged(deploy: Any, fake: Any) -> None:
+    repo = "e2e/crash"
+    install(fake, 1006, repo)
+    app = deploy("tests.cluster.bots:Greeter")
+    on_fake(fake, fake.fake.faults.add, "^/repos/e2e/crash/", "slow", None, delay=0.5)
+    guids = [str(uuid.uuid4()) for _ in range(20)]
+    async with aiohttp.ClientSession() as session:
+        for guid in guids:
+            data = payload("issues.opened", installation=1006, repo=repo, issue__number=1)
+            assert (await send(app.url, "issues", data, guid=guid, session=session))[0] == 202
+
+    owner = ray.get_actor(shard_name(1006 % 4 % 2), namespace=app.runtime.namespace)
+    pid = ray.get(owner.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    on_fake(fake, fake.fake.faults.clear)
+
+    await eventually(lambda: {f"hello {g}" for g in guids} <= set(_bodies(fake, repo)), within=90)
+    assert ray.get(owner.pid.remote()) != pid  # Ray restarted the shard
+
+    journal = await open_journal(app.runtime.settings.journal_url, shard_count=4)
+    try:
+        records = await journal.read(stream_name(1006), shard=1006 % 4)
+    finally:
+        await journal.close()
+    completed = [r for r in records if r.type == "DeliveryCompleted"]
+    assert len({r.delivery_guid for r in records if r.type == "DeliveryReceived"}) == 20
+    assert len(completed) == 20
+
+
+@pytest.mark.parametrize("attempt", [1])
+async def test_ingress_answers_503_when_the_shard_cannot_take_it(
+    deploy: Any, fake: Any, attempt: int
+) -> None:
+    install(fake, 1007, "e2e/down")
+    app = deploy("tests.cluster.bots:Greeter", journal_url="postgresql://nobody@127.0.0.1:1/none")
+    data = payload("issues.opened", installation=1007, repo="e2e/down", issue__number=1)
+    status, answer = await send(app.url, "issues", data)
+    assert status == 503 and "retry" in answer["error"]
+    assert SECRET not in str(answer)

@@ -1,0 +1,51 @@
+"""The error hierarchy: who is at fault, what the ingress answers, and pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from ghbot import errors
+
+
+def _examples() -> list[errors.GhBotError]:
+    return [
+        errors.ConfigError(["a", "b"]),
+        errors.UnknownEventError("issues.opend"),
+        errors.InvalidSignature("bad", delivery_id="d"),
+        errors.PayloadTooLarge("big"),
+        errors.NotFound(404, "Not Found", method="GET", url="https://x/y", request_id="r"),
+        errors.ValidationFailed(422, "Validation Failed", errors=[{"field": "title"}]),
+        errors.RateLimited(403, "secondary", kind="secondary", retry_after=60, reset=1.0),
+        errors.ServerError(502, "Bad Gateway"),
+        errors.GraphQLError([{"message": "nope"}]),
+        errors.Timeout("slow", method="GET", url="u"),
+        errors.CircuitOpen("open", retry_after=3),
+        errors.Conflict("s", 1, 2),
+        errors.Fenced(1, 2, 3),
+        errors.JournalUnavailable("down"),
+    ]
+
+
+@pytest.mark.parametrize("error", _examples(), ids=lambda e: type(e).__name__)
+def test_every_error_pickles_with_its_data(error: errors.GhBotError) -> None:
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.__dict__ == error.__dict__
+
+
+def test_who_is_at_fault() -> None:
+    assert issubclass(errors.ConfigError, errors.UsageError)
+    assert issubclass(errors.InvalidSignature, errors.WebhookError)
+    assert issubclass(errors.RateLimited, errors.ClientError)
+    assert not issubclass(errors.ServerError, errors.ClientError)
+    assert errors.UnsupportedContentType("x").http_status == 415
+    assert errors.MalformedPayload("x").http_status == 400
+
+
+def test_config_error_lists_every_problem() -> None:
+    error = errors.ConfigError(["one", "two"])
+    assert error.problems == ("one", "two")
+    assert "2 configuration problems" in str(error)
