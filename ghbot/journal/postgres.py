@@ -1,0 +1,324 @@
+"""The journal across nodes: PostgreSQL through asyncpg, same contract as SQLite.
+
+``postgresql://user@host/db?schema=name`` opens `PostgresJournal`; the schema and
+its ``ghbot_*`` tables are created on first use under an advisory lock. Concurrent
+appends on one journal object are group-committed: a flusher task takes everything
+queued and commits it in one transaction (about eight round trips whatever the batch
+size), one transaction at a time, so appends commit in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from ghbot.errors import Fenced, JournalError, JournalUnavailable, UsageError
+from ghbot.journal.base import (
+    DEFAULT_KEEP_SNAPSHOTS,
+    DEFAULT_RETENTION,
+    DEFAULT_SHARD_COUNT,
+    Journal,
+    check_range,
+    check_snapshot_args,
+)
+from ghbot.journal.plan import check_shard, delivery_keys, plan_batch, resolve_shards, shard_for
+from ghbot.journal.postgres_sql import Statements
+from ghbot.journal.records import AppendRequest, AppendResult, EventRecord, Snapshot
+
+__all__ = ["PostgresJournal"]
+
+DEFAULT_MAX_BATCH: Final = 4096
+_RETRIES: Final = 5
+_BIG: Final = 2**62
+_RETRYABLE: Final = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# InternalClientError: what asyncpg raises on a connection the server terminated.
+_FAILURES: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+_Pending = tuple[Sequence[AppendRequest], list[int], "asyncio.Future[list[AppendResult]]"]
+
+
+@contextlib.asynccontextmanager
+async def _unavailable_on_failure() -> AsyncIterator[None]:
+    """Turn a failure to reach or use the database into `JournalUnavailable`."""
+    try:
+        yield
+    except JournalError:
+        raise
+    except _FAILURES as exc:
+        raise JournalUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+
+class PostgresJournal(Journal):
+    """A `Journal` in PostgreSQL tables; build it with `PostgresJournal.connect`."""
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        schema: str = "public",
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        if shard_count < 1:
+            raise UsageError(f"shard_count must be >= 1, got {shard_count}")
+        self._pool = pool
+        self._sql = Statements(schema)
+        self.shard_count = shard_count
+        self._max_batch = max_batch
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "public",
+        shard_count: int = DEFAULT_SHARD_COUNT,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        pool_size: int = 4,
+        command_timeout: float = 30.0,
+    ) -> PostgresJournal:
+        """Connect to `dsn`, create the schema if missing, and return the journal.
+
+        Raise `UsageError` for a bad schema name, `JournalUnavailable` if the
+        database cannot be reached.
+        """
+        Statements(schema)  # validate before connecting
+        async with _unavailable_on_failure():
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=pool_size, command_timeout=command_timeout
+            )
+        journal = cls(pool, schema=schema, shard_count=shard_count, max_batch=max_batch)
+        try:
+            await journal._create_schema()
+        except BaseException:
+            await pool.close()
+            raise
+        return journal
+
+    async def _create_schema(self) -> None:
+        async with _unavailable_on_failure(), self._pool.acquire() as conn, conn.transaction():
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in pg_type.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.schema)
+            for statement in self._sql.create:
+                await conn.execute(statement)
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    def _shard(self, stream: str, shard: int | None) -> int:
+        return shard_for(stream, self.shard_count) if shard is None else check_shard(shard)
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        self._check_open()
+        async with _unavailable_on_failure():
+            return list(await self._pool.fetch(query, *args))
+
+    # --- appends: group commit -------------------------------------------------------
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Append many requests in one transaction; one result each, in order."""
+        self._check_open()
+        shards = resolve_shards(requests, self.shard_count)
+        if not requests:
+            return []
+        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+        self._pending.append((requests, shards, future))
+        self._wakeup.set()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_forever(), name="ghbot-journal-pg")
+        return await future
+
+    async def _flush_forever(self) -> None:
+        conn: Any = None  # the flusher's own connection: no pool round trips per batch
+        try:
+            while not (self._closed and not self._pending):
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    batch = [self._pending.popleft()]
+                    count = len(batch[0][0])
+                    while self._pending and count < self._max_batch:
+                        batch.append(self._pending.popleft())
+                        count += len(batch[-1][0])
+                    conn = await self._flush(conn, batch)
+        finally:
+            if conn is not None:
+                await self._pool.release(conn)
+
+    async def _flush(self, conn: Any, batch: list[_Pending]) -> Any:
+        """Commit `batch`, settle its futures; return the connection to use next."""
+        requests = [r for item in batch for r in item[0]]
+        shards = [s for item in batch for s in item[1]]
+        try:
+            for attempt in range(_RETRIES):
+                try:
+                    async with _unavailable_on_failure():
+                        if conn is None:
+                            conn = await self._pool.acquire()
+                        async with conn.transaction():
+                            results = await self._commit_in(conn, requests, shards)
+                    break
+                except JournalUnavailable as exc:
+                    if not isinstance(exc.__cause__, _RETRYABLE) or attempt == _RETRIES - 1:
+                        raise
+        except Exception as exc:
+            if conn is not None:  # it may be broken: the next batch takes a fresh one
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn)
+                conn = None
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return conn
+        start = 0
+        for items, _, future in batch:
+            end = start + len(items)
+            if not future.done():
+                future.set_result(results[start:end])
+            start = end
+        return conn
+
+    async def _commit_in(
+        self, conn: Any, requests: list[AppendRequest], shards: list[int]
+    ) -> list[AppendResult]:
+        sql = self._sql
+        stream_shard = dict(zip((r.stream for r in requests), shards, strict=True))
+        streams = sorted(stream_shard)
+        fenced = sorted({s for r, s in zip(requests, shards, strict=True) if r.epoch is not None})
+        heads: dict[str, int] = {}
+        epochs: dict[int, int] = {}
+        for stream, value, shard in await conn.fetch(
+            sql.lock_heads, streams, [stream_shard[s] for s in streams], fenced
+        ):
+            if stream is None:
+                epochs[shard] = value
+            else:
+                heads[stream] = value
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        keys = delivery_keys(requests)
+        if keys:
+            rows = await conn.fetch(sql.seen, [k[0] for k in keys], [k[1] for k in keys])
+            seen = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+        plan = plan_batch(requests, shards, heads=heads, epochs=epochs, seen=seen, now=time.time())
+        if plan.events:
+            events = list(zip(*plan.events, strict=True))
+            deliveries: list[Sequence[Any]] = list(zip(*plan.deliveries, strict=True)) or [[]] * 5
+            await conn.execute(
+                sql.write, *events, *deliveries, list(plan.heads), list(plan.heads.values())
+            )
+        return plan.results
+
+    # --- everything else -------------------------------------------------------------
+
+    async def read(
+        self,
+        stream: str,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        *,
+        limit: int | None = None,
+        shard: int | None = None,
+    ) -> list[EventRecord]:
+        """Return the stream's events with `from_seq <= seq <= to_seq`, in order."""
+        check_range(from_seq, limit)
+        upper = _BIG if to_seq is None else to_seq
+        rows = await self._fetch(
+            self._sql.read, stream, from_seq, upper, _BIG if limit is None else limit
+        )
+        return [EventRecord(stream, *row) for row in rows]
+
+    async def last_seq(self, stream: str, *, shard: int | None = None) -> int:
+        """Return the stream's last sequence number (0 if it has no events)."""
+        rows = await self._fetch(self._sql.last_seq, stream)
+        return int(rows[0][0]) if rows else 0
+
+    async def save_snapshot(
+        self,
+        stream: str,
+        seq: int,
+        data: bytes,
+        *,
+        shard: int | None = None,
+        epoch: int | None = None,
+        keep: int = DEFAULT_KEEP_SNAPSHOTS,
+        version: int = 1,
+    ) -> None:
+        """Store the stream's state after event `seq`; keep only the last `keep`."""
+        check_snapshot_args(seq, keep)
+        shard_n = self._shard(stream, shard)
+        self._check_open()
+        sql = self._sql
+        async with _unavailable_on_failure(), self._pool.acquire() as conn, conn.transaction():
+            if epoch is not None:
+                current = await conn.fetchval(sql.epoch_for_share, shard_n) or 0
+                if epoch != current:
+                    raise Fenced(shard_n, epoch, current)
+            head = await conn.fetchval(sql.last_seq, stream) or 0
+            if seq > head:
+                raise UsageError(f"snapshot at {seq} is past {stream!r}'s last seq {head}")
+            await conn.execute(sql.save_snapshot, stream, seq, data, time.time(), version)
+            await conn.execute(sql.trim_snapshots, stream, keep)
+
+    async def load_snapshot(
+        self, stream: str, *, max_seq: int | None = None, shard: int | None = None
+    ) -> Snapshot | None:
+        """Return the stream's latest snapshot with ``seq <= max_seq``, or None."""
+        upper = _BIG if max_seq is None else max_seq
+        rows = await self._fetch(self._sql.load_snapshot, stream, upper)
+        return Snapshot(stream, *rows[0]) if rows else None
+
+    async def acquire_epoch(self, shard: int) -> int:
+        """Start a new epoch for `shard` and return it (1 for the first)."""
+        rows = await self._fetch(self._sql.bump_epoch, check_shard(shard))
+        return int(rows[0][0])
+
+    async def current_epoch(self, shard: int) -> int:
+        """Return the shard's current epoch (0 if none was ever acquired)."""
+        rows = await self._fetch(self._sql.epoch, check_shard(shard))
+        return int(rows[0][0]) if rows else 0
+
+    async def list_streams(self, *, shard: int | None = None) -> list[str]:
+        """Return the names of streams holding events, sorted; one shard's or all."""
+        if shard is None:
+            rows = await self._fetch(self._sql.list_streams)
+        else:
+            rows = await self._fetch(self._sql.list_shard_streams, check_shard(shard))
+        return [row[0] for row in rows]
+
+    async def prune_deliveries(
+        self, retention: float = DEFAULT_RETENTION, *, now: float | None = None
+    ) -> int:
+        """Forget delivery GUIDs recorded more than `retention` seconds before `now`."""
+        self._check_open()
+        cutoff = (time.time() if now is None else now) - retention
+        async with _unavailable_on_failure():
+            status: str = await self._pool.execute(self._sql.prune, cutoff)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def close(self) -> None:
+        """Commit submitted appends, then close the connection pool."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            await self._flusher
+        await self._pool.close()

@@ -1,0 +1,348 @@
+"""One shard's SQLite file: a writer thread with group commit, and read connections.
+
+Every write to the file goes through its writer thread, which owns one connection.
+The thread takes everything queued (up to `max_batch` requests), appends it in one
+``BEGIN IMMEDIATE`` transaction and one fsync (WAL, ``synchronous=FULL``), then
+resolves the callers' futures with one `loop.call_soon_threadsafe` per batch.
+``BEGIN IMMEDIATE`` takes the file's write lock first, so another process writing
+the same file (a zombie shard) is serialized, and the epoch read inside the
+transaction is the one the commit is checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from ghbot.errors import JournalUnavailable
+from ghbot.journal.plan import delivery_keys, plan_batch
+from ghbot.journal.records import AppendRequest, AppendResult
+
+__all__ = ["ShardFile", "connect", "transaction"]
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S: Final = 5.0
+# The layout keeps per-append B-tree work low, the cost that bounds group commit:
+# events are clustered by (stream, seq) so a replay reads contiguous pages, and a
+# stream's head is max(seq) there (no separate heads table to update); deliveries
+# are appended in rowid order (so pruning deletes a prefix) with one unique index.
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL,
+    delivery_guid TEXT, recorded_at REAL NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    stream TEXT NOT NULL, delivery_guid TEXT NOT NULL, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, recorded_at REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS deliveries_key ON deliveries (stream, delivery_guid);
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    recorded_at REAL NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shard_epochs (shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);
+"""
+HEADS_SQL: Final = (
+    "SELECT j.value, (SELECT max(seq) FROM events WHERE stream = j.value) FROM json_each(?) AS j"
+)
+SEEN_SQL: Final = (
+    "SELECT d.stream, d.delivery_guid, d.first_seq, d.last_seq FROM json_each(?) AS j"
+    " JOIN deliveries AS d ON d.stream = json_extract(j.value, '$[0]')"
+    " AND d.delivery_guid = json_extract(j.value, '$[1]')"
+)
+INSERT_EVENTS: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_DELIVERIES: Final = "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)"
+WRITER_CACHE_KIB: Final = 16384  # the pages one batch dirties stay in memory
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open `path` in WAL mode with ``synchronous=FULL`` (durable on commit).
+
+    Transactions are explicit (``isolation_level=None``); see `transaction`.
+    """
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        _use_wal(conn)
+        conn.execute("PRAGMA synchronous=FULL")
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new file to WAL (persistent), retrying while another opener does.
+
+    The switch needs an exclusive lock and may fail with "database is locked"
+    without waiting on the busy timeout when two connections create the file.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn` in one ``BEGIN IMMEDIATE`` transaction; roll back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+class _Appends:
+    __slots__ = ("future", "requests", "shard")
+
+    def __init__(
+        self, requests: Sequence[AppendRequest], shard: int, future: asyncio.Future[Any]
+    ) -> None:
+        self.requests = requests
+        self.shard = shard
+        self.future = future
+
+
+class _Call:
+    __slots__ = ("fn", "future")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.future = future
+
+
+_Item = _Appends | _Call | None  # None stops the writer
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, result, exc in outcomes:
+        if future.cancelled():
+            continue
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
+def _unavailable(exc: sqlite3.Error) -> JournalUnavailable:
+    error = JournalUnavailable(f"sqlite: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class ShardFile:
+    """The SQLite file holding one shard's streams, epochs and snapshots."""
+
+    def __init__(self, path: Path, *, max_batch: int) -> None:
+        self.path = path
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._created = False
+        self._stopped = False
+
+    # --- called on the event loop ----------------------------------------------------
+
+    def submit_appends(
+        self, requests: Sequence[AppendRequest], shard: int, future: asyncio.Future[Any]
+    ) -> None:
+        """Queue `requests` (all in this file's shard); `future` gets their results."""
+        self._start()
+        self._queue.put(_Appends(requests, shard, future))
+
+    def submit_call(
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
+    ) -> None:
+        """Queue `fn(conn)` to run on the writer thread; it manages its transaction."""
+        self._start()
+        self._queue.put(_Call(fn, future))
+
+    def stop(self) -> None:
+        """Let the writer finish what is queued, then end; wait for it with `join`."""
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait for the writer to end, then close the read connections."""
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"ghbot-journal-{self.path.stem}", daemon=True
+            )
+            self._thread.start()
+
+    # --- called on reader threads ----------------------------------------------------
+
+    def with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a pooled read-only connection; raise `JournalUnavailable`."""
+        try:
+            self._ensure_schema()
+            with self._lock:
+                conn = self._readers.pop() if self._readers else None
+            if conn is None:
+                conn = connect(self.path, readonly=True)
+            try:
+                return fn(conn)
+            finally:
+                with self._lock:
+                    if self._stopped:
+                        conn.close()
+                    else:
+                        self._readers.append(conn)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    def _ensure_schema(self) -> None:
+        with self._lock:
+            if self._created:
+                return
+            conn = connect(self.path)
+            try:  # BEGIN IMMEDIATE waits (busy timeout) for another creator
+                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            finally:
+                conn.close()
+            self._created = True
+
+    # --- the writer thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        running = True
+        while running:
+            items: list[_Item] = [self._queue.get()]
+            count = len(items[0].requests) if isinstance(items[0], _Appends) else 1
+            while count < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+                count += len(item.requests) if isinstance(item, _Appends) else 1
+            running = None not in items
+            self._process([item for item in items if item is not None])
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _process(self, items: list[_Appends | _Call]) -> None:
+        outcomes: list[_Outcome] = []
+        group: list[_Appends] = []
+        for item in items:
+            if isinstance(item, _Appends):
+                group.append(item)
+                continue
+            if group:
+                outcomes += self._commit_appends(group)
+                group = []
+            outcomes.append(self._call(item))
+        if group:
+            outcomes += self._commit_appends(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                continue
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._ensure_schema()
+            self._conn = connect(self.path)
+            self._conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        return self._conn
+
+    def _failed(self, exc: sqlite3.Error) -> JournalUnavailable:
+        """Drop the writer connection (the next batch reconnects) and map `exc`."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return _unavailable(exc)
+
+    def _call(self, item: _Call) -> _Outcome:
+        try:
+            return (item.future, item.fn(self._writer()), None)
+        except sqlite3.Error as exc:
+            return (item.future, None, self._failed(exc))
+        except Exception as exc:  # the caller's error (UsageError, Fenced) is theirs
+            return (item.future, None, exc)
+
+    def _commit_appends(self, group: list[_Appends]) -> list[_Outcome]:
+        if len(group) == 1:
+            requests = group[0].requests
+        else:
+            requests = [r for item in group for r in item.requests]
+        shard = group[0].shard
+        try:
+            results = transaction(self._writer(), lambda c: _append(c, requests, shard))
+        except Exception as exc:  # rolled back: the whole group failed, and says why
+            error = self._failed(exc) if isinstance(exc, sqlite3.Error) else exc
+            return [(item.future, None, error) for item in group]
+        outcomes: list[_Outcome] = []
+        start = 0
+        for item in group:
+            end = start + len(item.requests)
+            outcomes.append((item.future, results[start:end], None))
+            start = end
+        return outcomes
+
+
+def _append(
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], shard: int
+) -> list[AppendResult]:
+    streams = json.dumps(list({r.stream for r in requests}))
+    heads = {stream: head for stream, head in conn.execute(HEADS_SQL, (streams,)) if head}
+    keys = delivery_keys(requests)
+    seen: dict[tuple[str, str], tuple[int, int]] = {}
+    if keys:
+        for stream, guid, first, last in conn.execute(SEEN_SQL, (json.dumps(keys),)):
+            seen[(stream, guid)] = (first, last)
+    epochs: dict[int, int] = {}
+    if any(r.epoch is not None for r in requests):
+        row = conn.execute("SELECT epoch FROM shard_epochs WHERE shard = ?", (shard,)).fetchone()
+        epochs[shard] = row[0] if row else 0
+    plan = plan_batch(
+        requests,
+        [shard] * len(requests),
+        heads=heads,
+        epochs=epochs,
+        seen=seen,
+        now=time.time(),
+    )
+    if plan.events:
+        conn.executemany(INSERT_EVENTS, plan.events)
+    if plan.deliveries:
+        conn.executemany(INSERT_DELIVERIES, plan.deliveries)
+    return plan.results

@@ -1,0 +1,104 @@
+"""open_journal's URLs, the SQLite file settings, and unreachable databases."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+
+from ghbot.errors import JournalUnavailable, UsageError
+from ghbot.journal import NewEvent, open_journal
+from ghbot.journal.postgres import PostgresJournal
+from ghbot.journal.sqlite import SqliteJournal
+
+if TYPE_CHECKING:
+    from conftest import Backend
+
+
+async def test_sqlite_url_opens_one_wal_file_per_shard(tmp_path: Path) -> None:
+    journal = await open_journal(f"sqlite://{tmp_path}/data?shards=4")
+    assert isinstance(journal, SqliteJournal) and journal.shard_count == 4
+    await journal.append("s", [NewEvent("t", b"")], shard=2)
+    await journal.append("s", [NewEvent("t", b"")], shard=3)
+    await journal.close()
+    files = sorted(p.name for p in (tmp_path / "data").glob("*.sqlite3"))
+    assert files == ["shard-00002.sqlite3", "shard-00003.sqlite3"]
+    conn = sqlite3.connect(tmp_path / "data" / files[0])
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://h/db", "sqlite://host/dir", "sqlite://", "sqlite:///d?shards=x", "sqlite:///d?x=1"],
+)
+async def test_bad_urls_are_usage_errors(url: str) -> None:
+    with pytest.raises(UsageError):
+        await open_journal(url)
+
+
+async def test_unreachable_postgres_is_unavailable() -> None:
+    with pytest.raises(JournalUnavailable):
+        await open_journal("postgresql://nobody@127.0.0.1:1/none", command_timeout=2)
+
+
+async def test_bad_schema_name_is_refused_before_connecting() -> None:
+    with pytest.raises(UsageError):
+        await open_journal('postgresql://nobody@127.0.0.1:1/none?schema=x"; drop')
+
+
+@pytest.mark.postgres
+async def test_postgres_schemas_isolate_journals(
+    postgres_schemas: Callable[[], AbstractAsyncContextManager[Backend]],
+) -> None:
+    async with postgres_schemas() as one, postgres_schemas() as two:
+        first, second = await one.open(), await two.open()
+        assert isinstance(first, PostgresJournal)
+        await first.append("s", [NewEvent("t", b"")])
+        assert await second.list_streams() == []
+        assert await first.list_streams() == ["s"]
+
+
+async def test_a_corrupt_sqlite_file_makes_the_journal_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "shard-00000.sqlite3").write_bytes(b"not a database" * 100)
+    journal = SqliteJournal(tmp_path)
+    with pytest.raises(JournalUnavailable):
+        await journal.append("s", [NewEvent("t", b"")], shard=0)
+    with pytest.raises(JournalUnavailable):
+        await journal.read("s", shard=0)
+    assert (await journal.append("s", [NewEvent("t", b"")], shard=1)).ok
+    await journal.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_recovers_after_its_connections_are_killed(
+    postgres_backend: Backend,
+) -> None:
+    schema = postgres_backend.url.split("schema=")[1]
+    postgres_backend.url += f"&application_name={schema}"  # asyncpg's server setting
+    journal = await postgres_backend.open()
+    await journal.append("s", [NewEvent("t", b"")])
+    assert await journal.read("s")
+    admin = await asyncpg.connect(postgres_backend.url.split("?")[0])
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1",
+            schema,
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append((await journal.append("s", [NewEvent("t", b"")])).ok)
+        except JournalUnavailable:
+            outcomes.append(False)
+    assert outcomes[-1] is True
+    assert await journal.last_seq("s") == 1 + outcomes.count(True)
