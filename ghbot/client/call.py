@@ -1,0 +1,123 @@
+"""One logical request as it moves through redirects and retries, and URL rules for it.
+
+https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#follow-redirects
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+from yarl import URL
+
+from ghbot.errors import GitHubError
+
+__all__ = ["Call", "build_url", "origin", "resource_of"]
+
+#: Redirects the client knows how to follow.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class Call:
+    """What is sent: method, URL, body, headers, the budget resource and cache key.
+
+    `resource` is None when the request spends no budget (`/rate_limit`, another host).
+    `cache_key` is set for GETs that may use the ETag cache.
+    """
+
+    __slots__ = ("away", "body", "cache_key", "headers", "method", "resource", "text", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        headers: dict[str, str],
+        resource: str | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        #: The URL as text, made once (messages, the cache key, the response).
+        self.text = str(url)
+        self.body = body
+        self.headers = headers
+        self.resource = resource
+        self.cache_key: tuple[str, str, str] | None = None
+        #: Whether a redirect left the first origin: credentials never go there.
+        self.away = False
+
+    def shown(self) -> str:
+        """The URL for messages and logs, without any user information in it."""
+        if "@" not in self.text:
+            return self.text
+        return str(self.url.with_user(None))
+
+    def at_home(self) -> bool:
+        """Tell whether the request still goes to the origin it started at."""
+        return not self.away
+
+    def may_follow(self, status: int) -> bool:
+        """Tell whether a redirect may be followed: 307/308 always, the others on GET/HEAD.
+
+        A 301/302 to a POST or PATCH is not turned into a GET behind the caller's back.
+        """
+        if status in (307, 308):
+            return True
+        return status in REDIRECTS and self.method in ("GET", "HEAD")
+
+    def follow(self, status: int, location: str) -> None:
+        """Point the request at the redirect's target, resolved against the current URL.
+
+        307/308 keep the method and the body (a PATCH to a renamed repository). Leaving
+        the first origin drops the credentials, the budget and the ETag cache: that host
+        is not GitHub's API for this client. Raises `GitHubError` without a Location.
+        """
+        if not location:
+            raise GitHubError(
+                status, "redirect without a Location", method=self.method, url=self.shown()
+            )
+        home = origin(self.url)
+        self.text = urljoin(self.text, location)
+        self.url = URL(self.text, encoded=True)
+        if status not in (307, 308):
+            self.method, self.body = "GET", None
+            self.headers.pop("Content-Type", None)
+        self.away = self.away or origin(self.url) != home
+        if self.away:
+            self.resource = None
+            self.cache_key = None
+            self.headers.pop("If-None-Match", None)
+
+
+def build_url(base_url: str, url: str, params: Mapping[str, Any] | None) -> URL:
+    """Resolve a path against `base_url`; an absolute URL is kept verbatim (Link, Location)."""
+    absolute = url.startswith(("https://", "http://"))
+    if not absolute:
+        url = f"{base_url}{url if url.startswith('/') else '/' + url}"
+    if params:
+        query = urlencode({k: _param(v) for k, v in params.items() if v is not None})
+        url = f"{url}{'&' if '?' in url else '?'}{query}"
+    return URL(url, encoded=absolute)
+
+
+def resource_of(path: str) -> str | None:
+    """Name the rate-limit resource a path spends, or None for `/rate_limit` (free)."""
+    if path.endswith("/rate_limit"):
+        return None
+    if "/search/" in path:
+        return "code_search" if path.endswith("/search/code") else "search"
+    if path.endswith("/graphql"):
+        return "graphql"
+    return "core"
+
+
+def origin(url: URL) -> str:
+    """Return `scheme://host:port` of `url`."""
+    return f"{url.scheme}://{url.host}:{url.port}"
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,164 @@
+"""How a client authenticates, and what it does when GitHub answers 401.
+
+- no credentials: unauthenticated requests (60 an hour on github.com);
+- a plain token (a PAT or an installation token you hold): `Authorization: token …`;
+- an app (`AppAuth`): `Authorization: Bearer <JWT>`; a 401 naming `exp`/`iat` means
+  the clocks disagree, so the `Date` header corrects the JWT and the request is sent
+  once more;
+- an installation (a `TokenSource` and an id): the token is fetched from the source
+  for each request (a cache hit); a 401 within 5 s of minting is propagation and is
+  retried after a short backoff, any other 401 forces one fresh token and one retry.
+
+https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app-installation
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Protocol
+
+from ghbot.auth import AppAuth, InstallationToken, is_clock_error, redact
+from ghbot.errors import UsageError
+
+__all__ = ["AuthRetry", "Credentials", "TokenSource", "credentials_for"]
+
+#: Backoffs before retrying a 401 on a token minted under 5 s ago.
+FRESH_TOKEN_BACKOFF = (0.5, 1.0, 2.0)
+
+
+class TokenSource(Protocol):
+    """Anything that hands out installation tokens (a cache, the Ray app-auth actor).
+
+    `force=True` asks for a token other than the one just refused, unless the current
+    one is so fresh that the refusal is propagation delay.
+    """
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken: ...
+
+
+class AuthRetry:
+    """What one request has already tried after 401 answers."""
+
+    __slots__ = ("clock_fixed", "fresh_retries", "refreshed")
+
+    def __init__(self) -> None:
+        self.clock_fixed = False
+        self.fresh_retries = 0
+        self.refreshed = False
+
+
+class Credentials:
+    """No credentials; the base of the others. `identity` keys the ETag cache."""
+
+    __slots__ = ("identity",)
+    kind = "none"
+
+    def __init__(self, identity: str = "anonymous") -> None:
+        self.identity = identity
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity})"
+
+    async def authorization(self) -> str | None:
+        """Return the `Authorization` header value for the next request, or None."""
+        return None
+
+    async def recover(
+        self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
+    ) -> float | None:
+        """Decide what to do after a 401: seconds to wait before retrying, or None to raise."""
+        return None
+
+
+class StaticToken(Credentials):
+    """A token the caller holds; sent as `Authorization: token …`, never refreshed."""
+
+    __slots__ = ("_header",)
+    kind = "token"
+
+    def __init__(self, token: str) -> None:
+        digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+        super().__init__(f"token:{digest}")
+        self._header = f"token {token}"
+
+    def __repr__(self) -> str:
+        return f"StaticToken({redact(self._header[6:])})"
+
+    async def authorization(self) -> str | None:
+        return self._header
+
+
+class AppJWT(Credentials):
+    """The app itself: a JWT signed by `AppAuth`, reused until a minute before expiry."""
+
+    __slots__ = ("auth",)
+    kind = "app"
+
+    def __init__(self, auth: AppAuth) -> None:
+        super().__init__(f"app:{auth.iss}")
+        self.auth = auth
+
+    async def authorization(self) -> str | None:
+        return f"Bearer {self.auth.jwt()}"
+
+    async def recover(
+        self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
+    ) -> float | None:
+        if retry.clock_fixed or not is_clock_error(401, message):
+            return None
+        retry.clock_fixed = True
+        return 0.0 if self.auth.observe_date(headers.get("date")) else None
+
+
+class InstallationCredentials(Credentials):
+    """An installation: tokens come from a `TokenSource` (cached, single-flight)."""
+
+    __slots__ = ("installation_id", "source")
+    kind = "installation"
+
+    def __init__(self, source: TokenSource, installation_id: int) -> None:
+        super().__init__(f"installation:{installation_id}")
+        self.source = source
+        self.installation_id = installation_id
+
+    async def authorization(self) -> str | None:
+        token = await self.source.get(self.installation_id)
+        return f"token {token.token}"
+
+    async def recover(
+        self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
+    ) -> float | None:
+        current = await self.source.get(self.installation_id)
+        if current.is_fresh(now):
+            if retry.fresh_retries >= len(FRESH_TOKEN_BACKOFF):
+                return None
+            retry.fresh_retries += 1
+            return FRESH_TOKEN_BACKOFF[retry.fresh_retries - 1]
+        if retry.refreshed:
+            return None
+        retry.refreshed = True
+        await self.source.get(self.installation_id, force=True)
+        return 0.0
+
+
+def credentials_for(
+    *,
+    token: str | None = None,
+    auth: AppAuth | None = None,
+    tokens: TokenSource | None = None,
+    installation_id: int | None = None,
+) -> Credentials:
+    """Pick the credentials for the arguments given; raise `UsageError` for a mix."""
+    given = [name for name, v in (("token", token), ("auth", auth), ("tokens", tokens)) if v]
+    if len(given) > 1:
+        raise UsageError(f"give one of token=, auth= or tokens=, not {' and '.join(given)}")
+    if (tokens is None) != (installation_id is None):
+        raise UsageError("tokens= and installation_id= go together")
+    if token is not None:
+        return StaticToken(token)
+    if auth is not None:
+        return AppJWT(auth)
+    if tokens is not None and installation_id is not None:
+        return InstallationCredentials(tokens, installation_id)
+    return Credentials()

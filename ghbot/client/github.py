@@ -1,0 +1,380 @@
+"""The async GitHub client: one cheap object per installation over a shared pool.
+
+https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from ghbot.auth import AppAuth
+from ghbot.breaker import CircuitBreaker
+from ghbot.client.call import REDIRECTS, Call, build_url, resource_of
+from ghbot.client.credentials import AuthRetry, Credentials, TokenSource, credentials_for
+from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
+from ghbot.client.pool import current_pool
+from ghbot.client.response import Response, answer_for, error_from, graphql_error, items_of
+from ghbot.config import Settings, graphql_url
+from ghbot.errors import (
+    ConnectionFailed,
+    RateLimited,
+    ServerError,
+    Timeout,
+    TransportError,
+    Unauthorized,
+)
+from ghbot.ratelimit import Budget, Lease, RateLimit
+
+__all__ = ["GitHub"]
+
+log = logging.getLogger("ghbot.client")
+
+_WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_encode = msgspec.json.encode
+
+Answer = tuple[int, Mapping[str, str], bytes]
+
+
+class _State:
+    """What the clients of one installation share: budgets, breaker, pacing, pause."""
+
+    __slots__ = ("breaker", "budgets", "next_write", "paused_until")
+
+    def __init__(self, budgets: Budgets, breaker: CircuitBreaker | None) -> None:
+        self.budgets = budgets
+        self.breaker = breaker
+        self.next_write = 0.0
+        self.paused_until = 0.0
+
+
+class GitHub:
+    """A client for GitHub's REST and GraphQL APIs, as one app, installation or token.
+
+    Give at most one of `token` (sent as `token …`), `auth` (an `AppAuth`: the app's
+    JWT) or `tokens` with `installation_id` (a `TokenSource`, e.g. `InstallationTokens`
+    or the Ray app-auth actor); none means unauthenticated. `options` holds what many
+    clients share; `budgets` and `breaker` are the installation's own. An instance
+    holds no session (see `ghbot.client.pool`) and costs well under a few KB.
+    """
+
+    __slots__ = ("_creds", "_lease", "_state", "base_url", "options")
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        token: str | None = None,
+        auth: AppAuth | None = None,
+        tokens: TokenSource | None = None,
+        installation_id: int | None = None,
+        options: ClientOptions | None = None,
+        budgets: Budgets | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.options = options or DEFAULT_OPTIONS
+        self.base_url = base_url.rstrip("/") if base_url else self.options.base_url
+        self._creds: Credentials = credentials_for(
+            token=token, auth=auth, tokens=tokens, installation_id=installation_id
+        )
+        self._state = _State(budgets or Budgets(margin=self.options.margin), breaker)
+        self._lease: Lease | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> GitHub:
+        """Build a client with options from `Settings`; `kwargs` are `GitHub`'s own."""
+        options = kwargs.pop("options", None) or ClientOptions.from_settings(settings)
+        return cls(options=options, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"GitHub({self.base_url!r}, {self._creds!r})"
+
+    async def __aenter__(self) -> GitHub:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The pool is shared by every client on the loop; it closes with the loop.
+        return None
+
+    @property
+    def budgets(self) -> Budgets:
+        """The installation's rate-limit budgets."""
+        return self._state.budgets
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The installation's circuit breaker, if any."""
+        return self._state.breaker
+
+    @property
+    def credentials(self) -> Credentials:
+        """How this client authenticates (its `kind` and cache `identity`; no secret)."""
+        return self._creds
+
+    def with_lease(self, lease: Lease) -> GitHub:
+        """Return a client whose core requests spend `lease` (see `Budget.lease`).
+
+        The copy shares credentials, budgets, breaker and pacing with this client; a
+        request beyond the lease raises `RateLimited`.
+        """
+        clone = copy.copy(self)
+        clone._lease = lease
+        return clone
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        pace: bool | None = None,
+    ) -> Response:
+        """Send one request and return GitHub's answer, or raise a `ghbot.errors` error.
+
+        `url` is a path under `base_url` or an absolute URL (used verbatim). `json` is
+        encoded as the body; `body` sends raw bytes or text instead (set its
+        Content-Type in `headers`). Mutating methods are paced per installation unless
+        `pace=False`. Retries, rate-limit waits, 401 recovery, redirects and conditional
+        requests happen inside (see `ClientOptions`). Raises `GitHubError` subclasses
+        for error answers, `Timeout`/`ConnectionFailed` when no answer came,
+        `CircuitOpen` when the breaker refuses, and `RateLimited` when the budget is
+        spent or GitHub asks for a longer wait than `max_rate_limit_wait`.
+        """
+        method = method.upper()
+        target = build_url(self.base_url, url, params)
+        call = self._call(method, target, json, body, headers, resource_of(target.path))
+        return await self._send(call, pace=method in _WRITES if pace is None else pace)
+
+    async def paginate(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Yield the items of every page, following `Link: rel="next"` verbatim.
+
+        Items wrapped in an object (search `items`, `repositories`, …) are found by
+        `response.items_of`; pass `key` to name the list. Set `per_page` (≤ 100) in
+        `params`.
+        """
+        next_url: str | None = url
+        while next_url:
+            page = await self.request("GET", next_url, params=params, headers=headers)
+            for item in items_of(page.data, key):
+                yield item
+            next_url, params = page.links.get("next"), None
+
+    async def graphql(self, query: str, /, **variables: Any) -> Any:
+        """Run a GraphQL query or mutation and return its `data`.
+
+        Raises `GraphQLError` when the answer lists errors (`RateLimited` when one is
+        of type `RATE_LIMITED`). GHES: `https://HOST/api/v3` → `https://HOST/api/graphql`.
+        https://docs.github.com/en/graphql/guides/forming-calls-with-graphql
+        """
+        target = URL(graphql_url(self.base_url))
+        payload = {"query": query, "variables": variables}
+        call = self._call("POST", target, payload, None, None, "graphql")
+        answer = await self._send(call, pace=query.lstrip().startswith("mutation"))
+        data = answer.data if isinstance(answer.data, dict) else {}
+        if data.get("errors"):
+            wait = self._state.budgets.get("graphql").seconds_to_reset(self.options.clock())
+            raise graphql_error(data, url=str(target), request_id=answer.request_id, wait=wait)
+        return data.get("data")
+
+    # --- one logical request --------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        target: URL,
+        json: Any,
+        body: bytes | str | None,
+        headers: Mapping[str, str] | None,
+        resource: str | None,
+    ) -> Call:
+        sent = dict(self.options.base_headers)
+        payload: bytes | None = None
+        if json is not None:
+            payload = _encode(json)
+            sent["Content-Type"] = "application/json; charset=utf-8"
+        elif body is not None:
+            payload = body.encode() if isinstance(body, str) else body
+        if headers:
+            sent.update(headers)
+        call = Call(method, target, payload, sent, resource)
+        etags = self.options.etags
+        if method == "GET" and etags is not None and "If-None-Match" not in sent:
+            call.cache_key = (self._creds.identity, call.text, sent.get("Accept", ""))
+            cached = etags.get(call.cache_key)
+            if cached is not None:
+                sent["If-None-Match"] = cached.etag
+        return call
+
+    async def _send(self, call: Call, *, pace: bool) -> Response:
+        opts = self.options
+        if pace and opts.pace_writes:
+            await self._pace(opts.pace_writes)
+        attempt = limit_hits = hops = 0
+        retry = AuthRetry()
+        while True:
+            budget = await self._admit(call)
+            try:
+                status, headers, raw = await self._exchange(call)
+            except TransportError:
+                self._outcome(ok=False)
+                if attempt >= opts.retry.max_retries:
+                    raise
+                await self._backoff(call, attempt, "no answer")
+                attempt += 1
+                continue
+            self._observe(budget, status, headers)
+            self._outcome(ok=status < 500)
+            if status < 300 or status == 304:
+                return answer_for(call, status, headers, raw, opts.etags)
+            if status in REDIRECTS and hops < opts.max_redirects and call.may_follow(status):
+                hops += 1
+                call.follow(status, headers.get("Location", ""))
+                continue
+            error = error_from(call, status, headers, raw, opts.clock(), limit_hits)
+            if isinstance(error, ServerError) and attempt < opts.retry.max_retries:
+                await self._backoff(call, attempt, f"HTTP {status}")
+                attempt += 1
+            elif isinstance(error, RateLimited) and self._may_wait(error, limit_hits):
+                limit_hits += 1
+                await self._wait_out(call, error)
+            elif not (isinstance(error, Unauthorized) and await self._recover(retry, error)):
+                raise error
+
+    async def _admit(self, call: Call) -> Budget | None:
+        """Check the breaker, a pause and the budget before one HTTP exchange."""
+        opts, state = self.options, self._state
+        now = opts.clock()
+        if state.breaker is not None:
+            state.breaker.check(now)
+        if state.paused_until > now:
+            wait = state.paused_until - now
+            if wait > opts.max_rate_limit_wait:
+                raise RateLimited(
+                    429,
+                    "the installation is paused after a secondary rate limit",
+                    kind="secondary",
+                    retry_after=wait,
+                    method=call.method,
+                    url=call.shown(),
+                )
+            await opts.sleep(wait)
+            now = opts.clock()
+        if call.resource is None:
+            return None
+        budget = state.budgets.get(call.resource)
+        if self._lease is not None and call.resource == "core":
+            budget.spend(self._lease)
+        else:
+            budget.acquire(now, method=call.method, url=call.shown())
+        return budget
+
+    async def _exchange(self, call: Call) -> Answer:
+        """Send the request once; return status, headers and body, or raise TransportError."""
+        headers = call.headers
+        if not call.at_home():
+            headers.pop("Authorization", None)
+        elif (authorization := await self._creds.authorization()) is not None:
+            headers["Authorization"] = authorization
+        pool = self.options.pool or current_pool()
+        try:
+            async with (
+                pool.semaphore,
+                pool.session.request(
+                    call.method,
+                    call.url,
+                    headers=headers,
+                    data=call.body,
+                    allow_redirects=False,
+                    timeout=self.options.client_timeout,
+                ) as answer,
+            ):
+                return answer.status, answer.headers, await answer.read()
+        except TimeoutError:
+            message = f"no answer within {self.options.timeout:g} s"
+            raise Timeout(message, method=call.method, url=call.shown()) from None
+        except aiohttp.ClientError as exc:
+            message = f"{type(exc).__name__}: {exc}"[:300]
+            raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
+
+    # --- budgets, breaker, waits ----------------------------------------------------
+
+    def _observe(self, budget: Budget | None, status: int, headers: Mapping[str, str]) -> None:
+        if budget is None:
+            return
+        limit = RateLimit.from_headers(headers)
+        if status == 304 or limit is None or limit.resource != budget.resource:
+            # GitHub did not count it against this budget: give the unit back.
+            budget.refund(self._lease if budget.resource == "core" else None)
+        if limit is not None:
+            self._state.budgets.get(limit.resource).observe(limit, self.options.clock())
+
+    def _outcome(self, *, ok: bool) -> None:
+        breaker = self._state.breaker
+        if breaker is None:
+            return
+        if ok:
+            breaker.record_success(self.options.clock())
+        else:
+            breaker.record_failure(self.options.clock())
+
+    async def _pace(self, interval: float) -> None:
+        """Wait for this installation's next write slot (`interval` after the last one)."""
+        state, now = self._state, self.options.clock()
+        slot = max(now, state.next_write)
+        state.next_write = slot + interval
+        if slot > now:
+            await self.options.sleep(slot - now)
+
+    async def _backoff(self, call: Call, attempt: int, why: str) -> None:
+        delay = self.options.retry.backoff(attempt)
+        log.info("retrying %s %s after %s in %.2f s", call.method, call.shown(), why, delay)
+        await self.options.sleep(delay)
+
+    def _may_wait(self, error: RateLimited, hits: int) -> bool:
+        """Pause the installation for a secondary limit; tell whether to wait in-line."""
+        opts, state = self.options, self._state
+        if error.kind == "secondary":
+            state.paused_until = max(state.paused_until, opts.clock() + error.retry_after)
+        return hits < opts.max_rate_limit_waits and error.retry_after <= opts.max_rate_limit_wait
+
+    async def _wait_out(self, call: Call, error: RateLimited) -> None:
+        log.warning(
+            "%s rate limit on %s %s; waiting %.0f s",
+            error.kind,
+            call.method,
+            call.shown(),
+            error.retry_after,
+        )
+        if error.kind != "secondary":  # the pause of a secondary limit is waited in _admit
+            await self.options.sleep(error.retry_after)
+
+    async def _recover(self, retry: AuthRetry, error: Unauthorized) -> bool:
+        now = self.options.clock()
+        delay = await self._creds.recover(retry, error.message, error.headers, now)
+        if delay is None:
+            return False
+        if delay:
+            await self.options.sleep(delay)
+        return True

@@ -1,0 +1,120 @@
+"""What every client of one app shares: settings, clock, caches; and per-installation budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import aiohttp
+
+from ghbot import __version__
+from ghbot.client.etag import SHARED_ETAGS, ETagCache
+from ghbot.client.pool import Pool
+from ghbot.config import DEFAULT_API_URL, Settings
+from ghbot.ratelimit import DEFAULT_MARGIN, Budget
+from ghbot.retry import RetryPolicy
+
+__all__ = ["DEFAULT_OPTIONS", "Budgets", "ClientOptions"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Settings a `GitHub` client reads; one instance is shared by many clients.
+
+    - `timeout`: seconds for one HTTP exchange (connect, send, read).
+    - `retry`: backoff for 5xx answers, timeouts and dropped connections.
+    - `margin`: share of each installation's primary budget kept back.
+    - `pace_writes`: seconds between mutating requests of one installation (GitHub
+      asks for at least 1 s); None turns pacing off.
+    - `max_rate_limit_wait`: the longest a request sleeps in-line for a rate limit
+      (`retry-after`, a reset, a paused installation). Longer waits raise
+      `RateLimited` at once, so the caller can park the work instead of holding it.
+    - `max_rate_limit_waits`: how many rate-limit waits one request sits through.
+    - `max_redirects`: hops followed before giving up.
+    - `etags`: the conditional-request cache, or None for no caching.
+    - `pool`: a connection pool to use instead of the running loop's shared one.
+    - `clock`, `sleep`: injected so tests run without real waiting (epoch seconds).
+    """
+
+    base_url: str = DEFAULT_API_URL
+    timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    margin: float = DEFAULT_MARGIN
+    pace_writes: float | None = 1.0
+    max_rate_limit_wait: float = 60.0
+    max_rate_limit_waits: int = 3
+    max_redirects: int = 5
+    etags: ETagCache | None = SHARED_ETAGS
+    pool: Pool | None = None
+    clock: Clock = time.time
+    sleep: Sleep = asyncio.sleep
+    user_agent: str = f"ghbot/{__version__}"
+    client_timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
+    base_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "client_timeout", aiohttp.ClientTimeout(total=self.timeout))
+        object.__setattr__(
+            self,
+            "base_headers",
+            {
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": self.user_agent,
+            },
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> ClientOptions:
+        """Build options from validated `Settings` (API URL, timeout, retries, margin)."""
+        base = cls(
+            base_url=settings.api_url,
+            timeout=settings.request_timeout,
+            retry=RetryPolicy(max_retries=settings.max_retries),
+            margin=settings.rate_limit_margin,
+        )
+        return base.replace(**changes) if changes else base
+
+    def replace(self, **changes: Any) -> ClientOptions:
+        """Return a copy with `changes` applied."""
+        return replace(self, **changes)
+
+
+DEFAULT_OPTIONS = ClientOptions()
+
+
+class Budgets:
+    """One installation's primary-limit budgets, one per resource (core, search, graphql).
+
+    Share one `Budgets` among every client of an installation; budgets are made on
+    first use with the same margin.
+    https://docs.github.com/en/rest/rate-limit/rate-limit#get-rate-limit-status-for-the-authenticated-user
+    """
+
+    __slots__ = ("_by_resource", "margin")
+
+    def __init__(self, *, margin: float = DEFAULT_MARGIN) -> None:
+        self.margin = margin
+        self._by_resource: dict[str, Budget] = {}
+
+    def __repr__(self) -> str:
+        return f"Budgets({list(self._by_resource.values())!r})"
+
+    def get(self, resource: str = "core") -> Budget:
+        """Return the budget of `resource`, creating it on first use."""
+        budget = self._by_resource.get(resource)
+        if budget is None:
+            budget = self._by_resource[resource] = Budget(margin=self.margin, resource=resource)
+        return budget
+
+    @property
+    def core(self) -> Budget:
+        """The REST budget most requests spend."""
+        return self.get("core")

@@ -1,0 +1,110 @@
+"""Installation tokens, cached for their life with one refresh in flight per installation.
+
+A token lives one hour; it is refreshed `margin` seconds (5 min) before it expires and
+never kept longer than `ttl` (TOKEN_CACHE_TTL, 55 min by default). Concurrent callers
+for the same installation share one exchange. In the Ray runtime the app-auth actor,
+the only holder of the private key, plays the `TokenSource` part instead.
+https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
+
+__all__ = ["InstallationTokens", "Mint"]
+
+#: Exchange an installation id for a new token (e.g. `GitHubApp.create_installation_token`).
+Mint = Callable[[int], Awaitable[InstallationToken]]
+
+
+class InstallationTokens:
+    """A `TokenSource` over `mint`: an LRU of `maxsize` tokens, single-flight refresh.
+
+    `get(id, force=True)` is what a client calls after a 401: it mints anew unless the
+    cached token is under `fresh_window` seconds old (a 401 then is propagation, and a
+    new token would not help). A failed exchange raises to every waiter and caches
+    nothing.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_inflight",
+        "_mint",
+        "_tokens",
+        "fresh_window",
+        "margin",
+        "maxsize",
+        "minted",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        mint: Mint,
+        *,
+        ttl: float = 3300.0,
+        margin: float = TOKEN_REFRESH_MARGIN,
+        maxsize: int = 15_000,
+        fresh_window: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._mint = mint
+        self.ttl = ttl
+        self.margin = margin
+        self.maxsize = maxsize
+        self.fresh_window = fresh_window
+        self._clock = clock
+        self._tokens: OrderedDict[int, InstallationToken] = OrderedDict()
+        self._inflight: dict[int, asyncio.Task[InstallationToken]] = {}
+        #: How many exchanges this cache made (for metrics and tests).
+        self.minted = 0
+
+    def __repr__(self) -> str:
+        return f"InstallationTokens({len(self._tokens)} cached, {len(self._inflight)} in flight)"
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        """Return a usable token for `installation_id`, exchanging one when needed."""
+        token = self._tokens.get(installation_id)
+        now = self._clock()
+        if token is not None:
+            if not force and self._usable(token, now):
+                self._tokens.move_to_end(installation_id)
+                return token
+            if force and token.is_fresh(now, self.fresh_window):
+                return token
+        task = self._inflight.get(installation_id)
+        if task is None:
+            task = asyncio.ensure_future(self._exchange(installation_id))
+            self._inflight[installation_id] = task
+        # A waiter cancelled while it waits must not cancel the exchange for the others.
+        return await asyncio.shield(task)
+
+    def invalidate(self, installation_id: int) -> None:
+        """Forget the cached token of `installation_id` (e.g. the app was uninstalled)."""
+        self._tokens.pop(installation_id, None)
+
+    def cached(self, installation_id: int) -> InstallationToken | None:
+        """Return the cached token without refreshing it (None when there is none)."""
+        return self._tokens.get(installation_id)
+
+    def _usable(self, token: InstallationToken, now: float) -> bool:
+        if token.needs_refresh(now, self.margin):
+            return False
+        return token.minted_at is None or now < token.minted_at + self.ttl
+
+    async def _exchange(self, installation_id: int) -> InstallationToken:
+        try:
+            token = await self._mint(installation_id)
+            self.minted += 1
+            self._tokens[installation_id] = token
+            self._tokens.move_to_end(installation_id)
+            while len(self._tokens) > self.maxsize:
+                self._tokens.popitem(last=False)
+            return token
+        finally:
+            del self._inflight[installation_id]

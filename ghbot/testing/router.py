@@ -1,0 +1,144 @@
+"""The fake GitHub's routing: path templates, handler context, replies and pagination.
+
+Handlers are plain functions (or coroutines) from a `Ctx` to a `Reply`; the server turns
+replies into HTTP answers with GitHub's headers (rate limits, ETags, request ids).
+https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ghbot.testing.state import Caller
+
+__all__ = ["Ctx", "Reply", "Route", "Router", "error", "paged"]
+
+Auth = Literal["token", "jwt", "any"]
+DOCS = "https://docs.github.com/rest"
+
+
+class Reply:
+    """What a handler answers: JSON-able `data`, a status, extra headers."""
+
+    __slots__ = ("data", "headers", "status")
+
+    def __init__(
+        self, data: Any = None, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.data = data
+        self.status = status
+        self.headers = dict(headers) if headers else None
+
+
+def error(status: int, message: str, **extra: Any) -> Reply:
+    """Answer an error the way GitHub does: `message` and `documentation_url`."""
+    return Reply({"message": message, "documentation_url": DOCS, **extra}, status)
+
+
+class Ctx:
+    """One request as a handler sees it: path parameters, query, JSON body, caller."""
+
+    __slots__ = ("caller", "json", "params", "request")
+
+    def __init__(
+        self, request: web.Request, params: dict[str, str], json: Any, caller: Caller
+    ) -> None:
+        self.request = request
+        self.params = params
+        self.json = json
+        self.caller = caller
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.request.query
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body as an object (empty when there was none)."""
+        return self.json if isinstance(self.json, dict) else {}
+
+    def int_param(self, name: str) -> int | None:
+        """A path parameter as an int, or None when it is not one."""
+        value = self.params[name]
+        return int(value) if value.isdigit() else None
+
+
+Handler = Callable[[Ctx], Reply | Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    auth: Auth
+    #: Whether the request spends the caller's primary rate limit.
+    counted: bool
+
+
+class Router:
+    """Match `METHOD /path` against templates like `/repos/{owner}/{repo}/issues`."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], list[Route]] = {}
+
+    def add(
+        self,
+        method: str,
+        template: str,
+        handler: Handler,
+        *,
+        auth: Auth = "token",
+        counted: bool = True,
+    ) -> None:
+        """Route `method template` to `handler`; `{name}` matches one path segment."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        route = Route(method, re.compile(f"^{regex}/?$"), handler, auth, counted)
+        self._routes.setdefault((method, _head(template)), []).append(route)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """Return the route for `method path` and its parameters, or None."""
+        for route in self._routes.get((method, _head(path)), ()):
+            found = route.pattern.match(path)
+            if found is not None:
+                return route, found.groupdict()
+        return None
+
+
+def _head(path: str) -> str:
+    return path.split("/", 2)[1] if path.count("/") else path
+
+
+def paged(ctx: Ctx, items: list[Any], *, wrap: str | None = None, **extra: Any) -> Reply:
+    """Answer one page of `items` (`per_page` ≤ 100, default 30; `page` from 1) with `Link`.
+
+    With `wrap`, the page is an object `{"total_count": n, wrap: [...], **extra}`.
+    """
+    query = ctx.request.query
+    per_page = max(1, min(_int(query.get("per_page"), 30), 100))
+    page = max(1, _int(query.get("page"), 1))
+    last = max(1, -(-len(items) // per_page))
+    chunk = items[(page - 1) * per_page : page * per_page]
+    url = ctx.request.url
+    rels = []
+    if page < last:
+        rels += [("next", page + 1), ("last", last)]
+    if page > 1:
+        rels += [("prev", page - 1), ("first", 1)]
+    links = ", ".join(f'<{url.update_query(page=str(n))}>; rel="{rel}"' for rel, n in rels)
+    data: Any = chunk if wrap is None else {"total_count": len(items), **extra, wrap: chunk}
+    return Reply(data, headers={"Link": links} if links else None)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

@@ -1,0 +1,316 @@
+"""The fake's repository endpoints: issues, comments, labels, pulls, checks, statuses.
+
+https://docs.github.com/en/rest/issues
+https://docs.github.com/en/rest/pulls/pulls
+https://docs.github.com/en/rest/checks/runs
+https://docs.github.com/en/rest/commits/statuses
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ghbot.testing.router import Ctx, Reply, Router, error, paged
+from ghbot.testing.state import Repo, Store, iso
+
+__all__ = ["RepoRoutes"]
+
+R = "/repos/{owner}/{repo}"
+STATUS_STATES = ("error", "failure", "pending", "success")
+
+
+def missing(resource: str, field: str) -> Reply:
+    """GitHub's 422 for a required field that was not sent."""
+    errors = [{"resource": resource, "code": "missing_field", "field": field}]
+    return error(422, "Validation Failed", errors=errors)
+
+
+class RepoRoutes:
+    """Handlers over a `Store`; `register` adds them to a router."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def register(self, router: Router) -> None:
+        add = router.add
+        add("GET", R, self.get_repo)
+        add("GET", f"{R}/issues", self.list_issues)
+        add("POST", f"{R}/issues", self.create_issue)
+        add("GET", f"{R}/issues/comments/{{comment_id}}", self.get_comment)
+        add("PATCH", f"{R}/issues/comments/{{comment_id}}", self.update_comment)
+        add("GET", f"{R}/issues/{{number}}", self.get_issue)
+        add("PATCH", f"{R}/issues/{{number}}", self.update_issue)
+        add("GET", f"{R}/issues/{{number}}/comments", self.list_comments)
+        add("POST", f"{R}/issues/{{number}}/comments", self.create_comment)
+        add("GET", f"{R}/issues/{{number}}/labels", self.list_labels)
+        add("POST", f"{R}/issues/{{number}}/labels", self.add_labels)
+        add("DELETE", f"{R}/issues/{{number}}/labels/{{name}}", self.remove_label)
+        add("GET", f"{R}/pulls", self.list_pulls)
+        add("GET", f"{R}/pulls/{{number}}", self.get_pull)
+        add("POST", f"{R}/check-runs", self.create_check_run)
+        add("GET", f"{R}/check-runs/{{check_run_id}}", self.get_check_run)
+        add("PATCH", f"{R}/check-runs/{{check_run_id}}", self.update_check_run)
+        add("POST", f"{R}/statuses/{{sha}}", self.create_status)
+        add("GET", f"{R}/commits/{{ref}}/statuses", self.list_statuses)
+        add("GET", "/search/issues", self.search_issues)
+
+    # --- lookups ----------------------------------------------------------------------
+
+    def _repo(self, ctx: Ctx) -> Repo | Reply:
+        """The repository of the path, a redirect for a renamed one, or a 404."""
+        owner, name = ctx.params["owner"], ctx.params["repo"]
+        repo = self.store.repo(owner, name)
+        if repo is None:
+            moved = self.store.renamed.get(f"{owner}/{name}".lower())
+            if moved is not None and ctx.caller.can_see(moved):
+                return self._moved(ctx, moved, f"/repos/{owner}/{name}")
+        if repo is None or not ctx.caller.can_see(repo):
+            return error(404, "Not Found")
+        return repo
+
+    def _moved(self, ctx: Ctx, repo: Repo, old_prefix: str) -> Reply:
+        # 301 for reads; 307 for writes so the client repeats the method and body.
+        request = ctx.request
+        rest = request.path_qs.split(old_prefix, 1)[1] if old_prefix in request.path_qs else ""
+        location = f"{request.url.origin()}{request.path_qs.split('/repos/', 1)[0]}"
+        location += f"/repos/{repo.full_name}{rest}"
+        status = 301 if request.method in ("GET", "HEAD") else 307
+        return Reply(
+            {"message": "Moved Permanently", "url": location}, status, {"Location": location}
+        )
+
+    def _issue(self, ctx: Ctx) -> tuple[Repo, dict[str, Any]] | Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        number = ctx.int_param("number")
+        issue = repo.issues.get(number) if number is not None else None
+        return (repo, issue) if issue is not None else error(404, "Not Found")
+
+    def _user(self, ctx: Ctx) -> dict[str, Any]:
+        return self.store.bot
+
+    # --- repositories and issues ------------------------------------------------------
+
+    def get_repo(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        return repo if isinstance(repo, Reply) else Reply(repo.data)
+
+    def list_issues(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        state = ctx.query.get("state", "open")
+        issues = [i for i in repo.issues.values() if state == "all" or i["state"] == state]
+        if ctx.query.get("direction", "desc") == "desc":
+            issues.reverse()
+        return paged(ctx, issues)
+
+    def create_issue(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        body = ctx.body()
+        title = body.get("title")
+        if not title:
+            return missing("Issue", "title")
+        issue = self.store.make_issue(repo, str(title), body.get("body"), self._user(ctx))
+        issue["labels"] = [self.store.label(repo, str(n)) for n in body.get("labels") or ()]
+        return Reply(issue, 201, {"Location": issue["url"]})
+
+    def get_issue(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        return found if isinstance(found, Reply) else Reply(found[1])
+
+    def update_issue(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        if isinstance(found, Reply):
+            return found
+        repo, issue = found
+        body = ctx.body()
+        for key in ("title", "body", "state_reason"):
+            if key in body:
+                issue[key] = body[key]
+        if body.get("state") in ("open", "closed") and body["state"] != issue["state"]:
+            issue["state"] = body["state"]
+            closed = body["state"] == "closed"
+            issue["closed_at"] = iso(self.store.clock()) if closed else None
+            repo.data["open_issues_count"] += -1 if closed else 1
+        if "labels" in body:
+            issue["labels"] = [self.store.label(repo, str(n)) for n in body["labels"] or ()]
+        issue["updated_at"] = iso(self.store.clock())
+        return Reply(issue)
+
+    # --- comments ---------------------------------------------------------------------
+
+    def list_comments(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        if isinstance(found, Reply):
+            return found
+        repo, issue = found
+        return paged(ctx, repo.comments.get(issue["number"], []))
+
+    def create_comment(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        if isinstance(found, Reply):
+            return found
+        text = ctx.body().get("body")
+        if not text:
+            return missing("IssueComment", "body")
+        comment = self.store.make_comment(found[0], found[1], str(text), self._user(ctx))
+        return Reply(comment, 201, {"Location": comment["url"]})
+
+    def _comment(self, ctx: Ctx) -> dict[str, Any] | Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        comment_id = ctx.int_param("comment_id")
+        found = self.store.comments_by_id.get(comment_id) if comment_id is not None else None
+        if found is None or found[0] is not repo:
+            return error(404, "Not Found")
+        return found[1]
+
+    def get_comment(self, ctx: Ctx) -> Reply:
+        comment = self._comment(ctx)
+        return comment if isinstance(comment, Reply) else Reply(comment)
+
+    def update_comment(self, ctx: Ctx) -> Reply:
+        comment = self._comment(ctx)
+        if isinstance(comment, Reply):
+            return comment
+        text = ctx.body().get("body")
+        if not text:
+            return missing("IssueComment", "body")
+        comment.update(body=str(text), updated_at=iso(self.store.clock()))
+        return Reply(comment)
+
+    # --- labels -----------------------------------------------------------------------
+
+    def list_labels(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        return found if isinstance(found, Reply) else paged(ctx, found[1]["labels"])
+
+    def add_labels(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        if isinstance(found, Reply):
+            return found
+        repo, issue = found
+        names = ctx.json if isinstance(ctx.json, list) else ctx.body().get("labels")
+        if not isinstance(names, list):
+            return missing("Label", "labels")
+        have = {label["name"].lower() for label in issue["labels"]}
+        for name in names:
+            if str(name).lower() not in have:
+                issue["labels"].append(self.store.label(repo, str(name)))
+                have.add(str(name).lower())
+        return Reply(issue["labels"])
+
+    def remove_label(self, ctx: Ctx) -> Reply:
+        found = self._issue(ctx)
+        if isinstance(found, Reply):
+            return found
+        issue, name = found[1], ctx.params["name"].lower()
+        kept = [label for label in issue["labels"] if label["name"].lower() != name]
+        if len(kept) == len(issue["labels"]):
+            return error(404, "Label does not exist")
+        issue["labels"] = kept
+        return Reply(kept)
+
+    # --- pull requests ----------------------------------------------------------------
+
+    def list_pulls(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        state = ctx.query.get("state", "open")
+        pulls = [p for p in repo.pulls.values() if state == "all" or p["state"] == state]
+        return paged(ctx, pulls[::-1])
+
+    def get_pull(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        number = ctx.int_param("number")
+        pull = repo.pulls.get(number) if number is not None else None
+        return Reply(pull) if pull is not None else error(404, "Not Found")
+
+    # --- checks and statuses ----------------------------------------------------------
+
+    def create_check_run(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        body = ctx.body()
+        for required in ("name", "head_sha"):
+            if not body.get(required):
+                return missing("CheckRun", required)
+        run = self.store.make_check_run(repo, body)
+        return Reply(run, 201)
+
+    def _check_run(self, ctx: Ctx) -> dict[str, Any] | Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        run_id = ctx.int_param("check_run_id")
+        run = repo.check_runs.get(run_id) if run_id is not None else None
+        return run if run is not None else error(404, "Not Found")
+
+    def get_check_run(self, ctx: Ctx) -> Reply:
+        run = self._check_run(ctx)
+        return run if isinstance(run, Reply) else Reply(run)
+
+    def update_check_run(self, ctx: Ctx) -> Reply:
+        run = self._check_run(ctx)
+        if isinstance(run, Reply):
+            return run
+        run.update(ctx.body())
+        if run.get("conclusion") and run.get("status") != "completed":
+            run["status"] = "completed"
+        if run["status"] == "completed" and not run.get("completed_at"):
+            run["completed_at"] = iso(self.store.clock())
+        return Reply(run)
+
+    def create_status(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        body = ctx.body()
+        if body.get("state") not in STATUS_STATES:
+            message = f"state is not included in the list {list(STATUS_STATES)}"
+            errors = [
+                {"resource": "Status", "code": "custom", "field": "state", "message": message}
+            ]
+            return error(422, "Validation Failed", errors=errors)
+        status = self.store.make_status(repo, ctx.params["sha"], body)
+        return Reply(status, 201, {"Location": str(status["url"])})
+
+    def list_statuses(self, ctx: Ctx) -> Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        ref = ctx.params["ref"]
+        return paged(ctx, [s for s in reversed(repo.statuses) if s["sha"] == ref])
+
+    # --- search -----------------------------------------------------------------------
+
+    def search_issues(self, ctx: Ctx) -> Reply:
+        """Match free words against titles; `repo:o/r` and `is:open|closed` qualifiers."""
+        terms = ctx.query.get("q", "").split()
+        repos = [r for r in self.store.repos.values() if ctx.caller.can_see(r)]
+        words, state = [], None
+        for term in terms:
+            key, _, value = term.partition(":")
+            if key == "repo" and value:
+                repos = [r for r in repos if r.full_name.lower() == value.lower()]
+            elif key in ("is", "state") and value in ("open", "closed"):
+                state = value
+            elif not value:
+                words.append(term.lower())
+        found = [
+            issue
+            for repo in repos
+            for issue in repo.issues.values()
+            if (state is None or issue["state"] == state)
+            and all(word in issue["title"].lower() for word in words)
+        ]
+        return paged(ctx, found, wrap="items", incomplete_results=False)

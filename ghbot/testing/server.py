@@ -1,0 +1,323 @@
+"""`FakeGitHub`: a real aiohttp server on 127.0.0.1 with GitHub's behaviour and state.
+
+```python
+async with FakeGitHub(app_id=1, public_key_pem=auth.public_key_pem()) as fake:
+    fake.add_installation(1, "octo-org", ["hello-world"])
+    app = GitHubApp(auth, options=ClientOptions(base_url=fake.url))
+```
+
+Every request is recorded (`requests`), answered with `x-ratelimit-*` headers from a
+per-installation quota, an ETag on GET (a matching `If-None-Match` gets a 304 that is
+not counted), and `Link` pagination. `faults` injects 5xx bursts, rate limits, 401s,
+slow answers, dropped connections and redirects; more than `max_concurrent` requests
+in flight get GitHub's secondary-limit 403. GHES paths (`/api/v3/…`, `/api/graphql`)
+work too.
+https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from ghbot.testing.deliveries import Deliveries
+from ghbot.testing.faults import Fault, Faults
+from ghbot.testing.identity import Identities, Quota, Quotas
+from ghbot.testing.router import DOCS, Ctx, Reply, Route, Router, error
+from ghbot.testing.routes_app import AppRoutes
+from ghbot.testing.routes_repo import RepoRoutes
+from ghbot.testing.setup import Setup
+from ghbot.testing.state import Caller, Store
+
+if TYPE_CHECKING:
+    from ghbot.testing.thread import FakeGitHubThread
+
+__all__ = ["FakeGitHub", "RecordedRequest"]
+
+MSG_SECONDARY = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+    "again. If you reach out to GitHub Support for help, please include the request ID."
+)
+_encode = msgspec.json.encode
+_decode = msgspec.json.Decoder().decode
+_JSON = "application/json; charset=utf-8"
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """One request as the fake received it (headers include Authorization)."""
+
+    method: str
+    #: The path as github.com spells it (a GHES `/api/v3` prefix removed); see `url`.
+    path: str
+    query: str
+    headers: dict[str, str]
+    json: Any
+    body: bytes
+    #: The full URL as sent.
+    url: str
+
+
+class FakeGitHub(Setup):
+    """GitHub's REST API (the parts bots use), GraphQL for a few queries, and an app.
+
+    `public_key_pem` verifies the app's JWTs (without one, signatures are not checked:
+    for local development only). `rate_limit` is each installation's hourly core
+    limit. `clock` drives token expiry, JWT checks and rate-limit windows.
+    `webhook_url`/`webhook_secret` are where redeliveries and `send_delivery` go.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: int = 1,
+        public_key_pem: bytes | str | None = None,
+        client_id: str | None = None,
+        app_slug: str = "ghbot-fake",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit: int = 5000,
+        search_rate_limit: int = 30,
+        max_concurrent: int | None = 100,
+        clock: Callable[[], float] = time.time,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        max_recorded: int = 100_000,
+    ) -> None:
+        pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
+        self.app_id = app_id
+        self.host, self.port = host, port
+        self.clock = clock
+        self.max_concurrent = max_concurrent
+        self.store = Store(clock, app_slug)
+        self.identities = Identities(
+            app_id=app_id, client_id=client_id, public_key_pem=pem, clock=clock
+        )
+        limits = {"default": rate_limit, "search": search_rate_limit}
+        self.quotas = Quotas(limits, clock)
+        self.faults = Faults()
+        self.deliveries = Deliveries(
+            clock, app_id=app_id, webhook_url=webhook_url, webhook_secret=webhook_secret
+        )
+        self.requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        self.router = Router()
+        RepoRoutes(self.store).register(self.router)
+        AppRoutes(self.store, self.identities, self.quotas, app_id).register(self.router)
+        self.deliveries.register(self.router)
+        self.inflight = 0
+        self.max_inflight = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._request_ids = itertools.count(1)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> FakeGitHub:
+        """Listen on `host:port` (0: a free port); `url` is then the API's base URL."""
+        app = web.Application(client_max_size=32 * 1024**2)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = int(self._runner.addresses[0][1])
+        self.url = f"http://{self.host}:{self.port}"
+        self.store.base = self.url
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        await self.deliveries.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeGitHub:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @classmethod
+    def start_in_thread(cls, **kwargs: Any) -> FakeGitHubThread:
+        """Run a fake on its own loop in a daemon thread (for code that is not async)."""
+        from ghbot.testing.thread import FakeGitHubThread
+
+        return FakeGitHubThread.start(lambda: cls(**kwargs))
+
+    # --- one request ------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = _api_path(request.path)
+        body = await request.read() if request.body_exists else b""
+        parsed: Any = None
+        malformed = False
+        if body and "json" in request.content_type:
+            try:
+                parsed = _decode(body)
+            except msgspec.DecodeError:
+                malformed = True
+        self.requests.append(
+            RecordedRequest(
+                request.method,
+                path,
+                request.query_string,
+                dict(request.headers),
+                parsed,
+                body,
+                self.url + request.raw_path,
+            )
+        )
+        if malformed:
+            return self._json(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._serve(request, path, parsed)
+        finally:
+            self.inflight -= 1
+
+    async def _serve(self, request: web.Request, path: str, parsed: Any) -> web.StreamResponse:
+        if self.max_concurrent is not None and self.inflight > self.max_concurrent:
+            return self._json(403, {"message": MSG_SECONDARY, "documentation_url": DOCS})
+        if self.faults:
+            fault = self.faults.match(request.method, path)
+            if fault is not None:
+                answer = await self._fault(request, fault)
+                if answer is not None:
+                    return answer
+        found = self.router.match(request.method, path)
+        if found is None:
+            return self._json(404, {"message": "Not Found", "documentation_url": DOCS})
+        route, params = found
+        caller = self.identities.caller(
+            request.headers.get("Authorization"), self.store.installations
+        )
+        if isinstance(caller, str):
+            return self._json(401, {"message": caller, "documentation_url": DOCS})
+        refusal = _refuse(route, caller)
+        if refusal is not None:
+            return self._json(refusal.status, refusal.data)
+        resource = _resource(path)
+        quota = self.quotas.get(caller.key, resource)
+        if route.counted and quota.remaining <= 0:
+            return self._primary(caller, quota, resource)
+        ctx = Ctx(request, params, parsed, caller)
+        reply = route.handler(ctx)
+        if not isinstance(reply, Reply):
+            reply = await reply
+        return self._reply(request, reply, caller, quota if route.counted else None, resource)
+
+    def _reply(
+        self,
+        request: web.Request,
+        reply: Reply,
+        caller: Caller,
+        quota: Quota | None,
+        resource: str,
+    ) -> web.Response:
+        body = _encode(reply.data) if reply.data is not None else b""
+        headers = {"Content-Type": _JSON}
+        status = reply.status
+        if request.method == "GET" and status == 200:
+            # The ETag depends on the Authorization header, as GitHub's does.
+            key = caller.token.encode()[-64:]
+            etag = f'"{hashlib.blake2b(body, digest_size=16, key=key).hexdigest()}"'
+            headers["ETag"] = etag
+            if request.headers.get("If-None-Match") == etag:
+                status, body = 304, b""
+        if quota is not None:
+            if status != 304:
+                quota.remaining = max(quota.remaining - 1, 0)
+            headers.update(quota.headers(resource))
+        if reply.headers:
+            headers.update(reply.headers)
+        return self._response(status, body, headers)
+
+    def _response(self, status: int, body: bytes, headers: dict[str, str]) -> web.Response:
+        headers["X-GitHub-Request-Id"] = f"FAKE:{next(self._request_ids):08X}"
+        if self.clock is not time.time:
+            headers["Date"] = formatdate(self.clock(), usegmt=True)
+        return web.Response(status=status, body=body, headers=headers)
+
+    def _json(self, status: int, data: Any) -> web.Response:
+        return self._response(status, _encode(data), {"Content-Type": _JSON})
+
+    def _primary(self, caller: Caller | str, quota: Quota, resource: str) -> web.Response:
+        key = caller.key if isinstance(caller, Caller) else "anonymous"
+        who = key.replace("installation:", "installation ID ")
+        data = {"message": f"API rate limit exceeded for {who}.", "documentation_url": DOCS}
+        headers = {"Content-Type": _JSON, **quota.headers(resource)}
+        headers["x-ratelimit-remaining"] = "0"
+        return self._response(403, _encode(data), headers)
+
+    async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        """Answer as `fault` says, or None (after a delay) to answer as usual."""
+        kind, headers = fault.kind, {"Content-Type": _JSON}
+        if kind == "slow":
+            await asyncio.sleep(fault.delay)
+            return None
+        if kind == "drop":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if kind == "primary":
+            authorization = request.headers.get("Authorization")
+            caller = self.identities.caller(authorization, self.store.installations)
+            return self._primary(caller, Quota(0, int(self.clock()) + 3600.0), "core")
+        if kind == "secondary":
+            if fault.retry_after is not None:
+                headers["retry-after"] = str(int(fault.retry_after))
+            data = {"message": fault.message or MSG_SECONDARY, "documentation_url": DOCS}
+            return self._response(fault.status or 403, _encode(data), headers)
+        if kind == "redirect":
+            headers["Location"] = str(fault.location)
+            return self._response(fault.status or 307, b"", headers)
+        status, message = {
+            "server_error": (502, "Server Error"),
+            "unauthorized": (401, "Bad credentials"),
+        }.get(kind, (500, "Fault"))
+        data = {"message": fault.message or message, "documentation_url": DOCS}
+        return self._response(fault.status or status, _encode(data), headers)
+
+
+def _api_path(path: str) -> str:
+    """Map GHES paths (`/api/v3/…`, `/api/graphql`) onto github.com's."""
+    if path.startswith("/api/"):
+        if path.startswith("/api/v3/") or path == "/api/v3":
+            return path[7:] or "/"
+        if path == "/api/graphql":
+            return "/graphql"
+    return path
+
+
+def _resource(path: str) -> str:
+    if path.startswith("/search/"):
+        return "search"
+    return "graphql" if path == "/graphql" else "core"
+
+
+def _refuse(route: Route, caller: Caller) -> Reply | None:
+    """GitHub's answer when the caller's kind may not use the route."""
+    if route.auth == "jwt" and caller.kind != "app":
+        return error(401, "A JSON web token could not be decoded")
+    if route.auth == "token" and caller.kind == "anonymous":
+        return error(401, "Requires authentication")
+    if route.auth == "token" and caller.kind == "app":
+        return error(403, "Resource not accessible by integration")
+    return None

@@ -1,0 +1,76 @@
+"""Fixtures for the client tests: a fake GitHub on 127.0.0.1, a fake clock, an app.
+
+Everything shares one `FakeClock`: the client's backoffs and rate-limit waits, the
+app's JWTs and the fake's token expiry and rate-limit windows. Tests take no real time
+except where they time real I/O on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, ETagCache, GitHub, GitHubApp, close_pool
+from ghbot.retry import RetryPolicy
+from ghbot.testing import FakeClock, FakeGitHub
+
+REPO = "octo-org/hello-world"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(pem_pkcs8: bytes, clock: FakeClock) -> AppAuth:
+    return AppAuth(1, pem_pkcs8, clock=clock)
+
+
+@pytest.fixture
+async def fake(public_pem: bytes, clock: FakeClock) -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem, clock=clock) as server:
+        server.add_installation(1, "octo-org", ["hello-world", "other"])
+        server.add_installation(2, "acme", ["widgets"])
+        server.add_issue(REPO, "Found a bug", "It crashes")
+        yield server
+    await close_pool()
+
+
+@pytest.fixture
+def options(fake: FakeGitHub, clock: FakeClock) -> ClientOptions:
+    """No write pacing (tests of pacing turn it on), a private ETag cache, fast retries."""
+    return ClientOptions(
+        base_url=fake.url,
+        clock=clock,
+        sleep=clock.sleep,
+        etags=ETagCache(),
+        pace_writes=None,
+        timeout=5.0,
+        retry=RetryPolicy(base=0.5),
+    )
+
+
+@pytest.fixture
+def app(auth: AppAuth, options: ClientOptions) -> GitHubApp:
+    return GitHubApp(auth, options=options)
+
+
+@pytest.fixture
+def installation(app: GitHubApp) -> GitHub:
+    """A client for installation 1, tokens exchanged through the fake."""
+    return app.installation(1)
+
+
+@pytest.fixture
+def token_client(fake: FakeGitHub, options: ClientOptions) -> Callable[..., GitHub]:
+    """Build a client with a token issued directly by the fake for installation 1 or 2."""
+
+    def build(installation_id: int = 1, **kwargs: Any) -> GitHub:
+        token = fake.create_token(installation_id)
+        return GitHub(token=token, options=kwargs.pop("options", options), **kwargs)
+
+    return build

@@ -1,0 +1,228 @@
+"""App and installation authentication: token exchange, caching, 401 recovery, clocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ghbot.auth import AppAuth, InstallationToken
+from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
+from ghbot.errors import NotFound, Unauthorized, ValidationFailed
+from ghbot.testing import FakeClock, FakeGitHub
+
+from .conftest import REPO
+
+TOKENS = "/app/installations/1/access_tokens"
+
+
+async def test_token_exchange_verifies_the_jwt_and_returns_an_hour_token(
+    fake: FakeGitHub, clock: FakeClock, app: GitHubApp
+) -> None:
+    token = await app.create_installation_token(1)
+    assert token.token.startswith("ghs_") and token.installation_id == 1
+    assert token.expires_at == pytest.approx(clock() + 3600, abs=2)
+    assert token.permissions["issues"] == "write"
+    assert token.token not in repr(token)  # only the ends are shown
+    assert fake.requests_to(TOKENS)[0].headers["Authorization"].startswith("Bearer ")
+
+
+async def test_narrowed_tokens_reach_only_what_they_name(
+    fake: FakeGitHub, app: GitHubApp, options: ClientOptions
+) -> None:
+    token = await app.create_installation_token(
+        1, repositories=["hello-world"], permissions={"issues": "read"}
+    )
+    assert fake.requests_to(TOKENS)[0].json == {
+        "repositories": ["hello-world"],
+        "permissions": {"issues": "read"},
+    }
+    gh = GitHub(token=token.token, options=options)
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+    with pytest.raises(NotFound):
+        await gh.request("GET", "/repos/octo-org/other")
+    repo_id = fake.store.repo("octo-org", "other").id  # type: ignore[union-attr]
+    by_id = await app.create_installation_token(1, repository_ids=[repo_id])
+    assert by_id.repository_selection == "selected"
+
+
+async def test_narrowing_beyond_the_installation_is_refused(app: GitHubApp) -> None:
+    with pytest.raises(ValidationFailed, match="not accessible"):
+        await app.create_installation_token(1, repositories=["widgets"])
+    with pytest.raises(ValidationFailed, match="permissions"):
+        await app.create_installation_token(1, permissions={"administration": "write"})
+    with pytest.raises(NotFound):
+        await app.create_installation_token(404)
+
+
+async def test_one_exchange_for_many_concurrent_requests(
+    fake: FakeGitHub, installation: GitHub
+) -> None:
+    answers = await asyncio.gather(
+        *(installation.request("GET", f"/repos/{REPO}/issues/1") for _ in range(20))
+    )
+    assert {a.status for a in answers} == {200}
+    assert len(fake.requests_to(TOKENS)) == 1
+
+
+async def test_tokens_are_refreshed_five_minutes_before_expiry(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    await installation.request("GET", f"/repos/{REPO}")
+    clock.advance(54 * 60)
+    await installation.request("GET", f"/repos/{REPO}/issues")
+    assert len(fake.requests_to(TOKENS)) == 1
+    clock.advance(2 * 60)  # 56 minutes: inside the 5-minute margin
+    await installation.request("GET", f"/repos/{REPO}/issues/1")
+    assert len(fake.requests_to(TOKENS)) == 2
+
+
+async def test_token_cache_ttl_caps_the_life_of_a_cached_token(
+    fake: FakeGitHub, clock: FakeClock, auth: AppAuth, options: ClientOptions
+) -> None:
+    app = GitHubApp(auth, options=options, token_ttl=600)
+    gh = app.installation(1)
+    await gh.request("GET", f"/repos/{REPO}")
+    clock.advance(601)
+    await gh.request("GET", f"/repos/{REPO}/issues")
+    assert len(fake.requests_to(TOKENS)) == 2
+
+
+async def test_a_401_gets_one_fresh_token_and_one_retry(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    await installation.request("GET", f"/repos/{REPO}")
+    clock.advance(60)  # no longer fresh: a 401 now means the token is bad
+    fake.faults.add("/issues/1$", "unauthorized")
+    assert (await installation.request("GET", f"/repos/{REPO}/issues/1")).status == 200
+    assert len(fake.requests_to(TOKENS)) == 2
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1")
+    assert sent[0].headers["Authorization"] != sent[1].headers["Authorization"]
+    assert clock.sleeps == []
+
+
+async def test_a_persistent_401_raises_after_the_refresh(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    await installation.request("GET", f"/repos/{REPO}")
+    clock.advance(60)
+    fake.faults.add("/issues/1$", "unauthorized", count=None)
+    with pytest.raises(Unauthorized, match="Bad credentials"):
+        await installation.request("GET", f"/repos/{REPO}/issues/1")
+    assert len(fake.requests_to(TOKENS)) == 2, "one refresh, not one per retry"
+    # The new token is fresh, so its 401s are retried a few times with a short backoff.
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
+async def test_a_401_on_a_token_minted_seconds_ago_is_retried_without_a_new_token(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    fake.faults.add("/issues/1$", "unauthorized", count=2)
+    assert (await installation.request("GET", f"/repos/{REPO}/issues/1")).status == 200
+    assert clock.sleeps == [0.5, 1.0]
+    assert len(fake.requests_to(TOKENS)) == 1
+
+
+async def test_a_plain_token_is_not_retried_on_401(
+    fake: FakeGitHub, options: ClientOptions
+) -> None:
+    with pytest.raises(Unauthorized):
+        await GitHub(token="ghs_revoked", options=options).request("GET", f"/repos/{REPO}")
+    assert len(fake.requests) == 1
+
+
+async def test_a_jwt_refused_for_clock_skew_is_corrected_from_the_date_header(
+    fake: FakeGitHub, clock: FakeClock, pem_pkcs8: bytes, options: ClientOptions
+) -> None:
+    skewed = AppAuth(1, pem_pkcs8, clock=lambda: clock() + 1200)  # 20 minutes fast
+    app = GitHubApp(skewed, options=options)
+    answer = await app.gh.request("GET", "/app")
+    assert answer.status == 200
+    assert skewed.offset == pytest.approx(-1200, abs=2)
+    refused, accepted = fake.requests_to("/app")
+    assert refused.headers["Authorization"] != accepted.headers["Authorization"]
+
+
+async def test_a_jwt_refused_for_other_reasons_is_not_retried(
+    fake: FakeGitHub, options: ClientOptions, pem_pkcs8: bytes
+) -> None:
+    stranger = AppAuth(99, pem_pkcs8)
+    with pytest.raises(Unauthorized, match="could not be decoded"):
+        await GitHubApp(stranger, options=options).gh.request("GET", "/app")
+    assert len(fake.requests_to("/app")) == 1
+
+
+class CountingSource:
+    """A `TokenSource` as the Ray app-auth actor would be: the client only calls `get`."""
+
+    def __init__(self, fake: FakeGitHub, clock: FakeClock) -> None:
+        self.fake, self.clock = fake, clock
+        self.calls: list[tuple[int, bool]] = []
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        self.calls.append((installation_id, force))
+        token = self.fake.create_token(installation_id)
+        return InstallationToken(token, self.clock() + 3600, minted_at=self.clock() - 60)
+
+
+async def test_any_token_source_can_back_an_installation_client(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    source = CountingSource(fake, clock)
+    gh = GitHub(tokens=source, installation_id=2, options=options)
+    fake.faults.add("/widgets$", "unauthorized")
+    assert (await gh.request("GET", "/repos/acme/widgets")).status == 200
+    assert (2, True) in source.calls
+    assert gh.credentials.kind == "installation"
+
+
+async def test_token_cache_failures_reach_every_waiter_and_are_not_cached(
+    clock: FakeClock,
+) -> None:
+    calls = 0
+
+    async def mint(installation_id: int) -> InstallationToken:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 1:
+            raise NotFound(404, "Not Found")
+        return InstallationToken("ghs_ok", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    results = await asyncio.gather(*(cache.get(7) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, NotFound) for r in results) and calls == 1
+    assert (await cache.get(7)).token == "ghs_ok" and calls == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_exchange(clock: FakeClock) -> None:
+    started = asyncio.Event()
+
+    async def mint(installation_id: int) -> InstallationToken:
+        started.set()
+        await asyncio.sleep(0.02)
+        return InstallationToken("ghs_ok", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    first = asyncio.ensure_future(cache.get(1))
+    await started.wait()
+    second = asyncio.ensure_future(cache.get(1))
+    first.cancel()
+    assert (await second).token == "ghs_ok"
+    assert cache.cached(1) is not None
+
+
+async def test_force_returns_a_fresh_token_instead_of_minting_again(clock: FakeClock) -> None:
+    minted: list[int] = []
+
+    async def mint(installation_id: int) -> InstallationToken:
+        minted.append(installation_id)
+        return InstallationToken(f"ghs_{len(minted)}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    first = await cache.get(1)
+    assert await cache.get(1, force=True) is first  # 0 s old: propagation, not a bad token
+    clock.advance(10)
+    assert (await cache.get(1, force=True)).token == "ghs_2"
+    cache.invalidate(1)
+    assert cache.cached(1) is None

@@ -1,0 +1,112 @@
+"""The circuit breaker, and one installation's trouble never slowing another."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ghbot.breaker import CircuitBreaker, State
+from ghbot.client import GitHub
+from ghbot.errors import CircuitOpen, GitHubError, NotFound, RateLimited
+from ghbot.ratelimit import RateLimit
+from ghbot.testing import FakeClock, FakeGitHub
+
+from .conftest import REPO
+
+WIDGETS = "/repos/acme/widgets"
+
+
+async def test_failures_open_the_breaker_and_it_refuses_before_sending(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    breaker = CircuitBreaker(min_calls=2, open_for=30)
+    gh = token_client(breaker=breaker)
+    fake.faults.add("/issues/1$", "server_error", count=None)
+    with pytest.raises(CircuitOpen):
+        await gh.request("GET", f"/repos/{REPO}/issues/1")
+    assert len(fake.requests) == 2 and breaker.state(clock()) is State.OPEN
+    with pytest.raises(CircuitOpen) as caught:
+        await gh.request("GET", f"/repos/{REPO}")
+    assert len(fake.requests) == 2 and caught.value.retry_after > 0
+    fake.faults.clear()
+    clock.advance(31)
+    for _ in range(3):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert breaker.state(clock()) is State.CLOSED
+
+
+async def test_client_errors_count_as_successes(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    breaker = CircuitBreaker(min_calls=2)
+    gh = token_client(breaker=breaker)
+    for _ in range(4):
+        with pytest.raises(NotFound):
+            await gh.request("GET", f"/repos/{REPO}/issues/404")
+    assert breaker.state(clock()) is State.CLOSED and breaker.failure_rate(clock()) == 0
+
+
+async def _timed(coro: object) -> tuple[float, object]:
+    started = time.perf_counter()
+    try:
+        result: object = await coro  # type: ignore[misc]
+    except Exception as exc:
+        result = exc
+    return time.perf_counter() - started, result
+
+
+async def test_one_installations_open_breaker_does_not_delay_another(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    broken = CircuitBreaker(min_calls=1)
+    broken.record_failure(clock())
+    first = token_client(1, breaker=broken)
+    second = token_client(2, breaker=CircuitBreaker())
+    fake.faults.add("/widgets$", "slow", delay=0.05)  # the healthy one's answer takes a while
+    (took_first, refused), (took_second, answer) = await asyncio.gather(
+        _timed(first.request("GET", f"/repos/{REPO}")), _timed(second.request("GET", WIDGETS))
+    )
+    assert isinstance(refused, CircuitOpen) and took_first < 0.02
+    assert getattr(answer, "status", None) == 200 and took_second < 1.0
+    assert [r.path for r in fake.requests] == [WIDGETS]
+
+
+async def test_one_installations_spent_budget_does_not_delay_another(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    first, second = token_client(1), token_client(2)
+    spent = {
+        "x-ratelimit-limit": "5000",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": str(int(clock()) + 1800),
+        "x-ratelimit-resource": "core",
+    }
+    first.budgets.core.observe(RateLimit.from_headers(spent), clock())
+    (took_first, refused), (took_second, answer) = await asyncio.gather(
+        _timed(first.request("GET", f"/repos/{REPO}")), _timed(second.request("GET", WIDGETS))
+    )
+    assert isinstance(refused, RateLimited) and took_first < 0.02
+    assert refused.reset == int(clock()) + 1800 and refused.retry_after == pytest.approx(
+        1800, abs=1
+    )
+    assert getattr(answer, "status", None) == 200 and took_second < 1.0
+    assert [r.path for r in fake.requests] == [WIDGETS]
+
+
+async def test_one_installations_slow_or_limited_calls_do_not_hold_another(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    first, second = token_client(1), token_client(2)
+    fake.faults.add("/hello-world$", "slow", delay=0.5)
+    fake.faults.add("/other$", "secondary", retry_after=600)
+    slow = asyncio.ensure_future(_timed(first.request("GET", f"/repos/{REPO}")))
+    await asyncio.sleep(0.05)  # the first installation's request is now in flight
+    took_limited, limited = await _timed(first.request("GET", "/repos/octo-org/other"))
+    took_second, answer = await _timed(second.request("GET", WIDGETS))
+    assert isinstance(limited, RateLimited) and took_limited < 0.1
+    assert getattr(answer, "status", None) == 200 and took_second < 0.2
+    took_slow, slow_answer = await slow
+    assert took_slow >= 0.5 and not isinstance(slow_answer, GitHubError)

@@ -1,0 +1,68 @@
+"""`ghbot fake-github`: the subcommand registry, one-line errors, and a running server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ghbot import cli
+
+
+def test_fake_github_is_a_registered_subcommand() -> None:
+    assert "fake-github" in cli._COMMANDS
+    help_text = cli.build_parser().format_help()
+    assert "fake-github" in help_text
+    with pytest.raises(ValueError, match="exists already"):
+        cli.register(cli._COMMANDS["fake-github"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fake-github", "--public-key", "/no/such/key.pem"], "No such file"),
+        (["fake-github", "--installation", "one=octo"], "expected ID=OWNER/REPO"),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ghbot: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_file_that_is_no_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    assert cli.main(["fake-github", "--public-key", str(junk)]) == 2
+    assert "is not a PEM public or private key" in capsys.readouterr().err
+
+
+def test_fake_github_serves_until_stopped(tmp_path: Path, pem_pkcs8: bytes) -> None:
+    key = tmp_path / "app.pem"
+    key.write_bytes(pem_pkcs8)  # a private key works: the public half is derived
+    command = [sys.executable, "-m", "ghbot.cli", "fake-github", "--port", "0"]
+    command += ["--public-key", str(key), "--installation", "3=octo-org/hello-world,other"]
+    command += ["--print-tokens"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:  # noqa: S603
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split()[-1]
+            token = process.stdout.readline().split()[-1]
+            assert url.startswith("http://127.0.0.1:") and token.startswith("ghs_")
+            request = urllib.request.Request(  # noqa: S310 - a local URL
+                f"{url}/installation/repositories", headers={"Authorization": f"token {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                names = [r["full_name"] for r in json.load(answer)["repositories"]]
+            assert names == ["octo-org/hello-world", "octo-org/other"]
+        finally:
+            process.terminate()

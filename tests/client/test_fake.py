@@ -1,0 +1,232 @@
+"""The fake GitHub itself: GitHub's JWT messages, tokens, endpoints, faults, threads."""
+
+from __future__ import annotations
+
+import functools
+import json
+import urllib.request
+from collections.abc import Callable
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ghbot.auth import AppAuth
+from ghbot.client import GitHub
+from ghbot.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
+from ghbot.testing import FakeClock, FakeGitHub
+from ghbot.testing.identity import MSG_BAD_JWT, MSG_EXP, MSG_EXP_TOO_FAR, MSG_IAT
+
+from .conftest import REPO
+
+
+def _jwt(key: rsa.RSAPrivateKey, now: float, **claims: int | str) -> str:
+    payload = {"iat": int(now) - 60, "exp": int(now) + 540, "iss": "1", **claims}
+    return pyjwt.encode(payload, key, algorithm="RS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"exp": -10}, MSG_EXP),
+        ({"exp": 3600}, MSG_EXP_TOO_FAR),
+        ({"iat": 600, "exp": 900}, MSG_IAT),
+        ({"iss": "2"}, MSG_BAD_JWT),
+    ],
+)
+async def test_jwts_are_refused_with_githubs_messages(
+    fake: FakeGitHub,
+    clock: FakeClock,
+    rsa_key: rsa.RSAPrivateKey,
+    token_client: Callable[..., GitHub],
+    claims: dict[str, int | str],
+    message: str,
+) -> None:
+    now = clock()
+    shifted = {k: int(now) + v if isinstance(v, int) else v for k, v in claims.items()}
+    gh = GitHub(token=_jwt(rsa_key, now, **shifted), options=token_client().options)
+    with pytest.raises(Unauthorized) as caught:
+        await gh.request("GET", "/app")
+    assert caught.value.message == message
+
+
+async def test_a_jwt_signed_by_another_key_is_refused(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    gh = GitHub(token=_jwt(stranger, clock()), options=token_client().options)
+    with pytest.raises(Unauthorized, match="could not be decoded"):
+        await gh.request("GET", "/app/installations")
+
+
+async def test_installation_tokens_expire_after_an_hour(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    await gh.request("GET", f"/repos/{REPO}")
+    clock.advance(3601)
+    with pytest.raises(Unauthorized, match="Bad credentials"):
+        await gh.request("GET", f"/repos/{REPO}/issues")
+
+
+async def test_tokens_see_only_their_installation(token_client: Callable[..., GitHub]) -> None:
+    with pytest.raises(NotFound):
+        await token_client(2).request("GET", f"/repos/{REPO}")
+
+
+async def test_pages_carry_link_headers(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    for n in range(4):
+        fake.add_comment(REPO, 1, f"comment {n}")
+    gh = token_client()
+    page = await gh.request("GET", f"/repos/{REPO}/issues/1/comments", params={"per_page": 3})
+    assert [c["body"] for c in page.data] == ["comment 0", "comment 1", "comment 2"]
+    assert page.links["next"].endswith("per_page=3&page=2")
+    last = await gh.request("GET", page.links["last"])
+    assert [c["body"] for c in last.data] == ["comment 3"]
+    assert set(last.links) == {"prev", "first"}
+
+
+async def test_issues_comments_and_labels(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    base = f"/repos/{REPO}/issues/1"
+    comment = (await gh.request("POST", f"{base}/comments", json={"body": "Thanks!"})).data
+    fetched = await gh.request("GET", f"/repos/{REPO}/issues/comments/{comment['id']}")
+    assert fetched.data["body"] == "Thanks!" and fetched.data["user"]["type"] == "Bot"
+    await gh.request(
+        "PATCH", f"/repos/{REPO}/issues/comments/{comment['id']}", json={"body": "Edited"}
+    )
+    assert fake.comments(REPO, 1)[0]["body"] == "Edited"
+    labels = await gh.request("POST", f"{base}/labels", json={"labels": ["bug", "triage"]})
+    assert [label["name"] for label in labels.data] == ["bug", "triage"]
+    await gh.request("DELETE", f"{base}/labels/bug")
+    assert [label["name"] for label in (await gh.request("GET", f"{base}/labels")).data] == [
+        "triage"
+    ]
+    with pytest.raises(NotFound, match="Label does not exist"):
+        await gh.request("DELETE", f"{base}/labels/bug")
+    closed = await gh.request("PATCH", base, json={"state": "closed", "state_reason": "completed"})
+    assert closed.data["state"] == "closed" and closed.data["closed_at"]
+    open_issues = await gh.request("GET", f"/repos/{REPO}/issues")
+    assert open_issues.data == []
+    assert (await gh.request("GET", f"/repos/{REPO}")).data["open_issues_count"] == 0
+
+
+async def test_pull_requests_checks_and_statuses(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    pull = fake.add_pull_request(REPO, "Add a feature", head_sha="b" * 40)
+    gh = token_client()
+    listed = await gh.request("GET", f"/repos/{REPO}/pulls")
+    assert [p["number"] for p in listed.data] == [pull["number"]] == [2]
+    got = await gh.request("GET", f"/repos/{REPO}/pulls/2")
+    assert got.data["head"]["sha"] == "b" * 40
+    run = await gh.request(
+        "POST", f"/repos/{REPO}/check-runs", json={"name": "lint", "head_sha": "b" * 40}
+    )
+    assert run.status == 201 and run.data["status"] == "queued"
+    done = await gh.request(
+        "PATCH", f"/repos/{REPO}/check-runs/{run.data['id']}", json={"conclusion": "success"}
+    )
+    assert done.data["status"] == "completed" and done.data["completed_at"]
+    with pytest.raises(ValidationFailed):
+        await gh.request("POST", f"/repos/{REPO}/check-runs", json={"name": "lint"})
+    status = await gh.request(
+        "POST", f"/repos/{REPO}/statuses/{'b' * 40}", json={"state": "success", "context": "ci"}
+    )
+    assert status.status == 201 and status.data["state"] == "success"
+    with pytest.raises(ValidationFailed) as invalid:
+        await gh.request("POST", f"/repos/{REPO}/statuses/{'b' * 40}", json={"state": "great"})
+    assert invalid.value.errors[0]["field"] == "state"
+    statuses = await gh.request("GET", f"/repos/{REPO}/commits/{'b' * 40}/statuses")
+    assert [s["context"] for s in statuses.data] == ["ci"]
+
+
+async def test_every_request_is_recorded(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    await token_client().request("POST", f"/repos/{REPO}/issues", json={"title": "x"})
+    recorded = fake.requests[-1]
+    assert (recorded.method, recorded.path, recorded.json) == (
+        "POST",
+        f"/repos/{REPO}/issues",
+        {"title": "x"},
+    )
+    assert recorded.headers["Authorization"].startswith("token ghs_")
+
+
+async def test_faults_hit_count_times_then_stop(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    fault = fake.faults.add("/hello-world$", "status", count=2, status=404)
+    gh = token_client()
+    for _ in range(2):
+        with pytest.raises(NotFound):
+            await gh.request("GET", f"/repos/{REPO}")
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+    assert fault.hits == 2 and not fake.faults
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        fake.faults.add(".", "explode")
+
+
+async def test_unknown_routes_and_bad_json(fake: FakeGitHub) -> None:
+    token = fake.create_token(1)
+    for path, data, status in (("/nowhere", None, 404), (f"/repos/{REPO}/issues", b"{", 400)):
+        request = urllib.request.Request(  # noqa: S310 - a local URL
+            f"{fake.url}{path}",
+            data=data,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            await _in_thread(functools.partial(urllib.request.urlopen, request))
+        assert caught.value.code == status
+        caught.value.close()
+
+
+async def _in_thread(call: Callable[[], object]) -> object:
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+def test_a_fake_runs_in_a_thread_for_code_that_is_not_async(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    with FakeGitHub.start_in_thread(public_key_pem=public_pem) as handle:
+        handle.fake.add_installation(5, "octo-org", ["hello-world"])
+        jwt = AppAuth(1, pem_pkcs8).jwt()
+        request = urllib.request.Request(  # noqa: S310 - a local URL
+            f"{handle.url}/app/installations/5/access_tokens",
+            method="POST",
+            headers={"Authorization": f"Bearer {jwt}"},
+        )
+        with urllib.request.urlopen(request) as answer:  # noqa: S310
+            token = json.load(answer)["token"]
+        repo = urllib.request.Request(  # noqa: S310
+            f"{handle.url}/repos/{REPO}", headers={"Authorization": f"token {token}"}
+        )
+        with urllib.request.urlopen(repo) as answer:  # noqa: S310
+            assert json.load(answer)["full_name"] == REPO
+            assert answer.headers["x-ratelimit-remaining"] == "4999"
+    assert not handle._thread.is_alive()
+
+
+async def test_primary_limit_fault_answers_like_github(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/hello-world$", "primary")
+    with pytest.raises(RateLimited) as caught:
+        await token_client().request("GET", f"/repos/{REPO}")
+    error = caught.value
+    assert error.kind == "primary" and error.status == 403
+    assert error.message == "API rate limit exceeded for installation ID 1."
+    assert error.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_ghes_paths_are_served(fake: FakeGitHub, token_client: Callable[..., GitHub]) -> None:
+    gh = token_client(base_url=f"{fake.url}/api/v3")
+    assert (await gh.request("GET", f"/repos/{REPO}")).data["full_name"] == REPO
+    assert fake.requests[-1].path == f"/repos/{REPO}"

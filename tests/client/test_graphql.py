@@ -1,0 +1,65 @@
+"""GraphQL: queries with variables, errors, rate limits, and the GHES endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ghbot.client import GitHub
+from ghbot.client.response import graphql_error
+from ghbot.errors import GraphQLError, RateLimited
+from ghbot.testing import FakeGitHub
+
+from .conftest import REPO
+
+ISSUE_TITLE = """
+query IssueTitle($owner: String!, $name: String!, $number: Int!) {
+  repository(owner: $owner, name: $name) {
+    nameWithOwner
+    issue(number: $number) { title state }
+  }
+}
+"""
+
+
+async def test_viewer_login(token_client: Callable[..., GitHub]) -> None:
+    data = await token_client().graphql("query { viewer { login } }")
+    assert data == {"viewer": {"login": "ghbot-fake[bot]"}}
+
+
+async def test_query_with_variables(fake: FakeGitHub, token_client: Callable[..., GitHub]) -> None:
+    gh = token_client()
+    data = await gh.graphql(ISSUE_TITLE, owner="octo-org", name="hello-world", number=1)
+    assert data["repository"] == {
+        "nameWithOwner": REPO,
+        "issue": {"title": "Found a bug", "state": "OPEN"},
+    }
+    sent = fake.requests_to("/graphql")[0]
+    assert sent.json["variables"] == {"owner": "octo-org", "name": "hello-world", "number": 1}
+    assert gh.budgets.get("graphql").remaining == 4999
+
+
+async def test_errors_raise_graphql_error(token_client: Callable[..., GitHub]) -> None:
+    with pytest.raises(GraphQLError) as caught:
+        await token_client().graphql(ISSUE_TITLE, owner="octo-org", name="missing", number=1)
+    error = caught.value
+    assert error.errors[0]["type"] == "NOT_FOUND"
+    assert "Could not resolve to a Repository" in error.message
+    assert error.data["data"] == {"repository": None}
+    assert error.method == "POST" and error.url.endswith("/graphql")
+
+
+async def test_ghes_graphql_lives_beside_api_v3(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client(base_url=f"{fake.url}/api/v3")
+    assert await gh.graphql("{ viewer { login } }") == {"viewer": {"login": "ghbot-fake[bot]"}}
+    assert fake.requests[-1].url == f"{fake.url}/api/graphql"
+
+
+def test_rate_limited_graphql_errors_raise_rate_limited() -> None:
+    data = {"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]}
+    error = graphql_error(data, url="https://api.github.com/graphql", request_id="r", wait=42.0)
+    assert isinstance(error, RateLimited)
+    assert (error.kind, error.retry_after, error.request_id) == ("primary", 42.0, "r")

@@ -1,0 +1,219 @@
+"""Rate limits: waits GitHub asks for, the in-line cap, budgets, leases, free 304s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ghbot.client import ClientOptions, GitHub
+from ghbot.errors import RateLimited
+from ghbot.ratelimit import Budget, RateLimit
+from ghbot.testing import FakeClock, FakeGitHub
+
+from .conftest import REPO
+
+ISSUE = f"/repos/{REPO}/issues/1"
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_secondary_limit_with_retry_after_is_waited_out(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub], status: int
+) -> None:
+    fake.faults.add("/issues/1$", "secondary", status=status, retry_after=3)
+    answer = await token_client().request("GET", ISSUE)
+    assert answer.status == 200
+    assert clock.sleeps == [3.0]
+
+
+async def test_secondary_limit_without_retry_after_waits_a_minute_then_doubles(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/issues/1$", "secondary")
+    assert (await token_client().request("GET", ISSUE)).status == 200
+    assert clock.sleeps == [60.0]
+    fake.faults.add("/issues/1$", "secondary", count=2)
+    with pytest.raises(RateLimited) as caught:
+        await token_client().request("GET", ISSUE)
+    assert caught.value.kind == "secondary" and caught.value.retry_after == 120.0
+
+
+async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    fake.faults.add("/issues/1$", "secondary", status=429, retry_after=120)
+    with pytest.raises(RateLimited) as caught:
+        await gh.request("GET", ISSUE)
+    assert (caught.value.kind, caught.value.retry_after, caught.value.status) == (
+        "secondary",
+        120.0,
+        429,
+    )
+    assert clock.sleeps == []
+    sent = len(fake.requests)
+    with pytest.raises(RateLimited, match="paused"):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert len(fake.requests) == sent, "a paused installation sends nothing"
+    clock.advance(121)
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+
+
+async def test_max_rate_limit_wait_is_configurable(
+    fake: FakeGitHub, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/issues/1$", "secondary", retry_after=3)
+    gh = token_client(options=options.replace(max_rate_limit_wait=0))
+    with pytest.raises(RateLimited):
+        await gh.request("GET", ISSUE)
+
+
+async def test_primary_limit_raises_with_the_reset_and_spends_the_budget(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    fake.set_rate_limit(1, 0)
+    with pytest.raises(RateLimited) as caught:
+        await gh.request("GET", ISSUE)
+    error = caught.value
+    assert error.kind == "primary" and error.status == 403
+    assert error.reset is not None and error.reset > clock()
+    assert error.retry_after == pytest.approx(error.reset - clock() + 1, abs=1)
+    assert gh.budgets.core.remaining == 0
+    sent = len(fake.requests)
+    with pytest.raises(RateLimited, match="budget is spent"):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert len(fake.requests) == sent
+
+
+async def test_primary_limit_resetting_soon_is_waited_out(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    gh = installation  # its tokens are refreshed across the hour this test skips
+    await gh.request("GET", f"/repos/{REPO}")
+    quota = fake.quotas.get("installation:1", "core")
+    clock.advance(quota.reset - clock() - 30)  # the window resets in 30 s
+    quota.remaining = 0
+    assert (await gh.request("GET", ISSUE)).status == 200
+    assert clock.sleeps == [pytest.approx(31, abs=1)]
+    assert len(fake.requests_to("/app/installations/1/access_tokens")) == 2
+
+
+async def test_budget_refuses_before_the_margin_is_spent(
+    fake: FakeGitHub, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client(options=options.replace(etags=None))
+    fake.set_rate_limit(1, 20)
+    sent = 0
+    with pytest.raises(RateLimited) as caught:
+        for _ in range(30):
+            await gh.request("GET", f"/repos/{REPO}")
+            sent += 1
+    assert caught.value.kind == "primary" and caught.value.reset is not None
+    assert fake.rate_limit(1) > 0, "the client stopped before GitHub had to refuse"
+    # Budget keeps `remaining × margin` back, rounded down: with 20 left it stops at 1.
+    assert sent == 19 and fake.rate_limit(1) == 1
+
+
+async def test_budget_follows_every_answer(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    answer = await gh.request("GET", f"/repos/{REPO}")
+    limit = RateLimit.from_headers(answer.headers)
+    assert limit is not None and gh.budgets.core.remaining == limit.remaining == 4999
+    assert gh.budgets.core.reset == limit.reset
+
+
+async def test_a_304_is_served_from_cache_and_costs_nothing(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    first = await gh.request("GET", ISSUE)
+    budget_after_first, quota_after_first = gh.budgets.core.remaining, fake.rate_limit(1)
+    second = await gh.request("GET", ISSUE)
+    assert (first.cached, second.cached) == (False, True)
+    assert second.status == 200 and second.data == first.data
+    assert second.data is not first.data, "each hit decodes a fresh object"
+    assert fake.requests_to(ISSUE)[1].headers["If-None-Match"] == first.headers["ETag"]
+    assert fake.rate_limit(1) == quota_after_first
+    assert gh.budgets.core.remaining == budget_after_first
+
+
+async def test_etags_are_kept_per_identity(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    await token_client().request("GET", ISSUE)
+    other = await token_client().request("GET", ISSUE)  # a new token: a new identity
+    assert not other.cached
+    assert "If-None-Match" not in fake.requests_to(ISSUE)[1].headers
+
+
+async def test_changed_resources_are_fetched_again(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    await gh.request("GET", ISSUE)
+    fake.issue(REPO, 1)["title"] = "Renamed"
+    again = await gh.request("GET", ISSUE)
+    assert not again.cached and again.data["title"] == "Renamed"
+
+
+async def test_requests_under_a_lease_spend_the_lease(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    await gh.request("GET", f"/repos/{REPO}")
+    budget = gh.budgets.core
+    lease = budget.lease(2, clock())
+    leased = gh.with_lease(lease)
+    await leased.request("GET", ISSUE)
+    await leased.request("GET", f"/repos/{REPO}/issues")
+    assert lease.used == 2 and budget.reserved == 0
+    with pytest.raises(RateLimited, match="lease is used up"):
+        await leased.request("GET", f"/repos/{REPO}")
+    assert budget.release(lease) == 0
+
+
+async def test_a_304_under_a_lease_gives_the_unit_back(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    await gh.request("GET", ISSUE)
+    lease = gh.budgets.core.lease(1, clock())
+    leased = gh.with_lease(lease)
+    for _ in range(3):
+        assert (await leased.request("GET", ISSUE)).cached
+    assert lease.used == 0 and gh.budgets.core.release(lease) == 1
+
+
+async def test_each_resource_has_its_own_budget(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    await gh.request("GET", "/search/issues", params={"q": "bug"})
+    await gh.graphql("query { viewer { login } }")
+    assert gh.budgets.get("search").remaining == 29
+    assert gh.budgets.get("graphql").remaining == 4999
+    assert gh.budgets.core.remaining == 5000  # untouched
+
+
+async def test_rate_limit_endpoint_is_free(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    answer = await gh.request("GET", "/rate_limit")
+    assert answer.data["resources"]["core"]["remaining"] == 5000
+    assert gh.budgets.core.remaining == 5000 and fake.rate_limit(1) == 5000
+
+
+def test_refund_gives_a_unit_back_to_the_budget_and_its_lease() -> None:
+    budget = Budget(margin=0.0)
+    budget.acquire(0.0)
+    budget.refund()
+    assert budget.remaining == 5000, "never above the limit"
+    lease = budget.lease(2, 0.0)
+    budget.spend(lease)
+    budget.refund(lease)
+    assert (lease.used, budget.reserved, budget.remaining) == (0, 2, 5000)
+    assert budget.release(lease) == 2 and budget.reserved == 0

@@ -1,0 +1,95 @@
+"""Redirects are followed explicitly: 301/302 for reads, 307/308 repeating the write."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+from ghbot.client import GitHub
+from ghbot.errors import GitHubError
+from ghbot.testing import FakeGitHub
+
+from .conftest import REPO
+
+NEW = "octo-org/renamed"
+
+
+async def test_a_renamed_repository_answers_301_and_the_read_follows(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    fake.rename_repository(REPO, NEW)
+    answer = await gh.request("GET", f"/repos/{REPO}/issues/1")
+    assert answer.status == 200 and answer.data["title"] == "Found a bug"
+    assert [r.path for r in fake.requests][-2:] == [
+        f"/repos/{REPO}/issues/1",
+        f"/repos/{NEW}/issues/1",
+    ]
+    assert fake.requests[-1].headers["Authorization"].startswith("token ")
+
+
+async def test_a_307_repeats_the_patch_with_its_body(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    fake.rename_repository(REPO, NEW)
+    answer = await gh.request("PATCH", f"/repos/{REPO}/issues/1", json={"title": "Renamed"})
+    assert answer.data["title"] == "Renamed"
+    moved, repeated = list(fake.requests)[-2:]
+    assert (moved.method, repeated.method) == ("PATCH", "PATCH")
+    assert repeated.path == f"/repos/{NEW}/issues/1" and repeated.json == {"title": "Renamed"}
+
+
+async def test_a_302_to_a_post_is_not_followed(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/comments$", "redirect", status=302, location="/elsewhere")
+    with pytest.raises(GitHubError) as caught:
+        await token_client().request(
+            "POST", f"/repos/{REPO}/issues/1/comments", json={"body": "hi"}
+        )
+    assert caught.value.status == 302
+    assert len(fake.requests) == 1
+
+
+async def test_redirect_hops_are_capped(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/loop$", "redirect", count=None, status=301, location="/loop")
+    with pytest.raises(GitHubError) as caught:
+        await token_client().request("GET", "/loop")
+    assert caught.value.status == 301
+    assert len(fake.requests) == 6  # the request and five hops
+
+
+@pytest.fixture
+async def other_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    seen: list[dict[str, str]] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"from": "elsewhere"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+async def test_credentials_never_follow_a_redirect_to_another_host(
+    fake: FakeGitHub,
+    token_client: Callable[..., GitHub],
+    other_host: tuple[str, list[dict[str, str]]],
+) -> None:
+    url, seen = other_host
+    gh = token_client()
+    fake.faults.add("/download$", "redirect", status=302, location=f"{url}/blob?sig=x")
+    answer = await gh.request("GET", "/download")
+    assert answer.data == {"from": "elsewhere"}
+    assert "Authorization" not in seen[0]
+    assert fake.requests[-1].headers["Authorization"].startswith("token ")
