@@ -91,6 +91,8 @@ class InstallationHost:
         self.bot = bot
         self.progress = Progress()
         self.last_seq = 0
+        #: The last event the host was rebuilt from: later events are new to it.
+        self.restored_seq = 0
         self.snapshot_seq = 0
         self.last_used = clock()
         self._on_written = on_written
@@ -115,6 +117,7 @@ class InstallationHost:
         for record in records:
             self._apply(record.type, record.data)
             self.last_seq = record.seq
+        self.restored_seq = self.last_seq
 
     def resume(self) -> int:
         """Queue every pending delivery again, in journal order; return how many."""
@@ -147,11 +150,15 @@ class InstallationHost:
         return len(self._mailbox)
 
     def accept(self, received: DeliveryReceived, seq: int, *, completed: bool = False) -> None:
-        """Take a delivery the shard just journaled at `seq` (no-op if already replayed)."""
+        """Take a delivery the shard just journaled at `seq` (no-op if already replayed).
+
+        Appends of one stream commit concurrently (ingest batches, handler outcomes), so
+        only the activation's read point tells a replayed delivery from a new one.
+        """
         self.last_used = self._clock()
-        if seq <= self.last_seq:
+        if seq <= self.restored_seq:
             return
-        self.last_seq = seq
+        self.last_seq = max(self.last_seq, seq)
         evolve_progress(self.progress, received)
         if completed:
             evolve_progress(self.progress, DeliveryCompleted(delivery_id=received.delivery_id))
@@ -290,7 +297,7 @@ class InstallationHost:
         wrapped = [e if isinstance(e, NewEvent) else runtime_event(e) for e in events]
         while True:
             try:
-                self.last_seq = await self._append(self.stream, wrapped)
+                self.last_seq = max(self.last_seq, await self._append(self.stream, wrapped))
                 break
             except JournalUnavailable as exc:
                 # The outcome must not be lost: wait for the journal and write it again.

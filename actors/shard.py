@@ -190,6 +190,7 @@ class ShardCore:
         if snapshot is not None:
             host.snapshot_seq = snapshot.seq
             host.last_seq = max(host.last_seq, snapshot.seq)
+            host.restored_seq = host.last_seq
         self.hosts[installation_id] = host
         self.counters["activations"] += 1
         host.resume()

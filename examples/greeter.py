@@ -1,6 +1,6 @@
 """A small bot: greets new issues, labels new pull requests, counts what it greeted.
 
-    serve run ghbot.deploy bot=examples.greeter:Greeter
+serve run ghbot.deploy bot=examples.greeter:Greeter
 """
 
 from __future__ import annotations

@@ -326,3 +326,32 @@ async def test_idle_installations_are_passivated_and_come_back(journal: Journal)
     assert len(shard.hosts) == 0
     host = await shard.host(1)
     assert host.progress.completed == 1
+
+
+async def test_a_handler_outcome_committed_before_an_ingest_ack_loses_nothing(
+    journal: Journal,
+) -> None:
+    # The ingest of "late" commits first (lower seq) but its answer comes back after
+    # the outcome of "early", which has a higher seq: "late" must still run.
+    from ghbot.journal import FaultyJournal
+
+    wrapped = FaultyJournal(journal)
+    commit = wrapped.append_many
+
+    async def slow_ack(requests: Any) -> Any:
+        results = await commit(requests)
+        if requests[0].delivery_guid == "late":
+            Stuck.gate.set()  # type: ignore[union-attr]
+            await asyncio.sleep(0.2)
+        return results
+
+    wrapped.append_many = slow_ack  # type: ignore[method-assign]
+    Stuck.gate, Stuck.ran = asyncio.Event(), []
+    shard = core(wrapped, Stuck)
+    await shard.start()
+    early = inbound(Stuck, "issues", payload("issues.opened", issue__number=1), delivery_id="early")
+    late = inbound(Stuck, "issues", payload("issues.opened", issue__number=2), delivery_id="late")
+    assert await shard.ingest(batch(early)) == ["accepted"]
+    assert await shard.ingest(batch(late)) == ["accepted"]
+    await shard.wait_idle()
+    assert sorted(Stuck.ran) == ["early", "late"]

@@ -1,0 +1,158 @@
+"""The load side of bench_e2e.py: a FakeGitHub and a load generator in one process.
+
+Run by bench_e2e.py at nice 19 (so the system under test is not starved by its load).
+Protocol on stdin/stdout, one JSON object per line:
+
+1. it prints ``{"fake": URL}`` once the fake listens;
+2. it reads ``{"target": URL, "deliveries": N, "concurrency": C, "warmup": W}``;
+3. it sends W warm-up deliveries, then N measured ones, signed, through `POST
+   /webhooks`, keeping C in flight; it waits for every comment at the fake and
+   prints the results; then it reads the next command (or EOF, and exits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ghbot.testing import FakeGitHub
+from ghbot.webhooks import sign
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webhooks"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+class Harness:
+    def __init__(self, public_key: bytes, installations: int, secret: str) -> None:
+        self.fake = FakeGitHub(app_id=4242, public_key_pem=public_key, max_concurrent=None)
+        self.installations = installations
+        self.secret = secret
+        self.template = json.loads((FIXTURE / "issues.opened.json").read_text())
+        self.commented: dict[str, float] = {}
+        self.done = asyncio.Event()
+        self.expected = 0
+        make_comment = self.fake.store.make_comment
+
+        def recording(repo: Any, issue: Any, body: str, user: Any) -> Any:
+            self.commented.setdefault(body.rsplit(" ", 1)[-1], time.monotonic())
+            if len(self.commented) >= self.expected:
+                self.done.set()
+            return make_comment(repo, issue, body, user)
+
+        self.fake.store.make_comment = recording  # type: ignore[method-assign]
+
+    async def start(self) -> str:
+        await self.fake.start()
+        for n in range(1, self.installations + 1):
+            self.fake.add_installation(n, f"org{n}", ["repo"])
+            self.fake.add_issue(f"org{n}/repo", "benchmark issue")
+        return self.fake.url
+
+    def body(self, n: int) -> tuple[bytes, str]:
+        installation = n % self.installations + 1
+        data = dict(self.template)
+        data["installation"] = {"id": installation}
+        data["repository"] = {
+            **self.template["repository"],
+            "full_name": f"org{installation}/repo",
+            "name": "repo",
+            "owner": {**self.template["repository"]["owner"], "login": f"org{installation}"},
+        }
+        data["issue"] = {**self.template["issue"], "number": 1}
+        return json.dumps(data).encode(), str(uuid.uuid4())
+
+    async def run(
+        self, target: str, deliveries: int, concurrency: int, warmup: int
+    ) -> dict[str, Any]:
+        if warmup:
+            await self._load(target, warmup, concurrency)
+        return await self._load(target, deliveries, concurrency)
+
+    async def _load(self, target: str, count: int, concurrency: int) -> dict[str, Any]:
+        self.commented.clear()
+        self.done.clear()
+        self.expected = count
+        prepared = [self.body(n) for n in range(count)]
+        sent_at: dict[str, float] = {}
+        acks: list[float] = []
+        statuses: dict[int, int] = {}
+        queue = iter(prepared)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def worker() -> None:
+                for body, guid in queue:
+                    headers = {
+                        "Content-Type": "application/json",
+                        "X-GitHub-Event": "issues",
+                        "X-GitHub-Delivery": guid,
+                        "X-GitHub-Hook-ID": "1",
+                        "X-Hub-Signature-256": sign(body, self.secret),
+                    }
+                    start = time.monotonic()
+                    sent_at[guid] = start
+                    async with session.post(f"{target}/webhooks", data=body, headers=headers) as r:
+                        await r.read()
+                        statuses[r.status] = statuses.get(r.status, 0) + 1
+                    acks.append(time.monotonic() - start)
+
+            began = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            acked = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), timeout=120)
+        finished = max(self.commented.values(), default=acked)
+        e2e = [self.commented[g] - sent_at[g] for g in self.commented if g in sent_at]
+        return {
+            "deliveries": count,
+            "handled": len(e2e),
+            "statuses": statuses,
+            "seconds": finished - began,
+            "throughput": len(e2e) / (finished - began),
+            "ack_throughput": count / (acked - began),
+            "ack_ms": {
+                q: percentile(acks, p) * 1000
+                for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            },
+            "e2e_ms": {
+                q: percentile(e2e, p) * 1000
+                for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            },
+        }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--public-key", required=True)
+    parser.add_argument("--installations", type=int, default=200)
+    parser.add_argument("--secret", required=True)
+    args = parser.parse_args()
+    harness = Harness(Path(args.public_key).read_bytes(), args.installations, args.secret)
+    print(json.dumps({"fake": await harness.start()}), flush=True)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        command = json.loads(line)
+        result = await harness.run(
+            command["target"], command["deliveries"], command["concurrency"], command["warmup"]
+        )
+        print(json.dumps(result), flush=True)
+    await harness.fake.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
