@@ -2,7 +2,9 @@
 
 Arguments (`key=value` on the command line) override the environment:
 `bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors, default 2),
-`vshards` (`GHBOT_VSHARDS`, virtual shards, default 16, fixed for a journal's life),
+`vshards` (`GHBOT_VSHARDS`, virtual shards, fixed for a journal's life; default: as
+many as shards, since the SQLite journal commits once per virtual shard's file — more
+only pays with PostgreSQL, to add shard actors later),
 `replicas` (`GHBOT_INGRESS_REPLICAS`, default 1), `pace_writes` (`GHBOT_PACE_WRITES`,
 seconds between one installation's mutating requests, default 1; 0 turns it off),
 `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings come from the
@@ -55,12 +57,13 @@ def build_settings(
             load_bot(bot)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    shards = int(number("shards", "GHBOT_SHARDS", 2, 1, 64))
     runtime = RuntimeSettings(
         bot=bot,
         settings=settings,
         namespace=args.get("namespace") or env.get("GHBOT_NAMESPACE") or "ghbot",
-        shards=int(number("shards", "GHBOT_SHARDS", 2, 1, 64)),
-        vshards=int(number("vshards", "GHBOT_VSHARDS", 16, 1, 4096)),
+        shards=shards,
+        vshards=int(number("vshards", "GHBOT_VSHARDS", shards, 1, 4096)),
         ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
     )

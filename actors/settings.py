@@ -25,9 +25,9 @@ class RuntimeSettings:
     settings: Settings
     namespace: str = "ghbot"
     shards: int = 2
-    vshards: int = 16
+    vshards: int = 2
     ingress_replicas: int = 1
-    batch_wait: float = 0.002
+    batch_inflight: int = 2
     batch_max: int = 256
     pace_writes: float | None = 1.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)

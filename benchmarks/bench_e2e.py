@@ -153,6 +153,7 @@ def run_ghbot(
             log_level="WARNING",
         ),
         shards=args.shards,
+        vshards=args.vshards or args.shards,
         ingress_replicas=args.replicas,
         pace_writes=None,
     )
@@ -184,6 +185,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--installations", type=int, default=200)
     parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--vshards", type=int, default=0, help="default: --shards")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--no-haproxy", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")

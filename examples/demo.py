@@ -109,7 +109,8 @@ async def send_all(items: list[tuple[str, str, bytes]], redeliver: int) -> dict[
         ) as r:
             counts[str(r.status)] = counts.get(str(r.status), 0) + 1
         done += 1
-        bar(done, len(queue) + 1, started)
+        if done % max(len(queue) // 40, 1) == 0:
+            bar(done, len(queue) + 1, started)
 
     async with aiohttp.ClientSession() as session:
         slots = asyncio.Semaphore(16)
@@ -121,6 +122,7 @@ async def send_all(items: list[tuple[str, str, bytes]], redeliver: int) -> dict[
         await asyncio.gather(*(limited(*item) for item in queue))
         event, _, body = items[0]
         await post(session, event, "forged-" + str(uuid.uuid4()), body, "not-the-secret")
+    bar(done, len(queue) + 1, started)
     print()
     return counts
 
