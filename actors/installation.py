@@ -67,12 +67,53 @@ def domain_event(event: msgspec.Struct) -> NewEvent:
     return NewEvent(DOMAIN_PREFIX + type(event).__name__, encode(event))
 
 
+class Codecs:
+    """The decoders of one bot class (its domain events and state), built once."""
+
+    _by_class: dict[type[InstallationActor], Codecs] = {}
+
+    def __init__(self, bot_class: type[InstallationActor]) -> None:
+        self.domain = {
+            cls.__name__: msgspec.msgpack.Decoder(cls) for cls in bot_class.domain_events
+        }
+        self.state: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(bot_class.state_type)
+
+    @classmethod
+    def of(cls, bot_class: type[InstallationActor]) -> Codecs:
+        """Return the codecs of `bot_class`, building them on first use."""
+        codecs = cls._by_class.get(bot_class)
+        if codecs is None:
+            codecs = cls._by_class[bot_class] = cls(bot_class)
+        return codecs
+
+
 class InstallationHost:
     """Run one installation's deliveries through its bot, journaling every outcome.
 
     `append(events)` writes to this installation's stream (the shard binds it to the
     journal with the shard's epoch) and returns the last sequence number written.
+    Thousands live in one shard, so a host keeps little: its mailbox is made on its
+    first delivery and its decoders are shared by every host of the bot class.
     """
+
+    __slots__ = (
+        "_append",
+        "_breaker_wait",
+        "_clock",
+        "_codecs",
+        "_mailbox",
+        "_on_written",
+        "_retry",
+        "_sleep",
+        "bot",
+        "installation_id",
+        "last_seq",
+        "last_used",
+        "progress",
+        "restored_seq",
+        "snapshot_seq",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -101,10 +142,8 @@ class InstallationHost:
         self._clock = clock
         self._sleep = sleep
         self._breaker_wait = breaker_wait
-        self._mailbox = KeyedMailbox(type(bot).max_concurrency)
-        self._domain = {cls.__name__: msgspec.msgpack.Decoder(cls) for cls in bot.domain_events}
-        state_type = type(bot).state_type
-        self._state_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(state_type)
+        self._mailbox: KeyedMailbox | None = None
+        self._codecs = Codecs.of(type(bot))
 
     # --- rebuilding ---------------------------------------------------------------
 
@@ -113,7 +152,7 @@ class InstallationHost:
         if snapshot_data is not None:
             snap = _snapshot_decoder.decode(snapshot_data)
             self.progress = snap.progress
-            self.bot.state = self._state_decoder.decode(snap.state)
+            self.bot.state = self._codecs.state.decode(snap.state)
         for record in records:
             self._apply(record.type, record.data)
             self.last_seq = record.seq
@@ -123,7 +162,7 @@ class InstallationHost:
         """Queue every pending delivery again, in journal order; return how many."""
         pending = sorted(self.progress.pending.values(), key=lambda p: p.received.received_at)
         for item in pending:
-            self._mailbox.put(item.received.key, self._job(item))
+            self._enqueue(item)
         return len(pending)
 
     def snapshot(self) -> bytes:
@@ -132,7 +171,7 @@ class InstallationHost:
 
     def _apply(self, type_name: str, data: bytes) -> None:
         if type_name.startswith(DOMAIN_PREFIX):
-            decoder = self._domain.get(type_name[len(DOMAIN_PREFIX) :])
+            decoder = self._codecs.domain.get(type_name[len(DOMAIN_PREFIX) :])
             if decoder is None:
                 log.warning("%s: unknown domain event %s ignored", self.stream, type_name)
                 return
@@ -147,7 +186,12 @@ class InstallationHost:
     @property
     def busy(self) -> int:
         """Return the deliveries queued or running."""
-        return len(self._mailbox)
+        return 0 if self._mailbox is None else len(self._mailbox)
+
+    def _enqueue(self, pending: Pending) -> None:
+        if self._mailbox is None:
+            self._mailbox = KeyedMailbox(type(self.bot).max_concurrency)
+        self._mailbox.put(pending.received.key, self._job(pending))
 
     def accept(self, received: DeliveryReceived, seq: int, *, completed: bool = False) -> None:
         """Take a delivery the shard just journaled at `seq` (no-op if already replayed).
@@ -163,7 +207,7 @@ class InstallationHost:
         if completed:
             evolve_progress(self.progress, DeliveryCompleted(delivery_id=received.delivery_id))
             return
-        self._mailbox.put(received.key, self._job(self.progress.pending[received.delivery_id]))
+        self._enqueue(self.progress.pending[received.delivery_id])
 
     async def replay_dead_letter(self, delivery_id: str, handler: str) -> bool:
         """Run a dead-lettered handler again; False if there is no such dead letter."""
@@ -173,17 +217,18 @@ class InstallationHost:
         already_pending = delivery_id in self.progress.pending
         await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
         if not already_pending:
-            item = self.progress.pending[delivery_id]
-            self._mailbox.put(item.received.key, self._job(item))
+            self._enqueue(self.progress.pending[delivery_id])
         return True
 
     async def wait_idle(self) -> None:
         """Return once no delivery is queued or running."""
-        await self._mailbox.wait_idle()
+        if self._mailbox is not None:
+            await self._mailbox.wait_idle()
 
     async def close(self) -> None:
         """Stop running handlers (their deliveries stay pending in the journal)."""
-        await self._mailbox.close()
+        if self._mailbox is not None:
+            await self._mailbox.close()
 
     # --- running handlers ---------------------------------------------------------
 

@@ -108,6 +108,17 @@ class ShardActor:
             return False
         return True
 
+    def rss(self) -> int:
+        """Return the process's resident memory in bytes (for the memory benchmark)."""
+        import gc
+
+        gc.collect()
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
     def pid(self) -> int:
         """Return the actor's process id (tests kill it to prove recovery)."""
         return os.getpid()

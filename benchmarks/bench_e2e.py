@@ -135,6 +135,7 @@ def run_ghbot(
     from ghbot.config import Settings
 
     ray.init(
+        address="local",  # a new local Ray, never one found running
         num_cpus=2,
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},

@@ -169,6 +169,7 @@ def main() -> int:
 
     print("Starting a local Ray (no dashboard) and deploying the Greeter bot ...")
     ray.init(
+        address="local",  # a new local Ray, never one found running
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

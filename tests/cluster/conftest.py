@@ -43,6 +43,7 @@ def ray_serve() -> Iterator[str]:
     from ray import serve
 
     ray.init(
+        address="local",  # a new local Ray, never one found running
         num_cpus=2,
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
