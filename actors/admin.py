@@ -11,8 +11,16 @@ from typing import Any
 import ray
 
 from actors.runtime import shard_name
+from ghbot.errors import UsageError
 
-__all__ = ["dead_letters", "replay", "shards", "stats"]
+__all__ = ["DeploymentNotFound", "dead_letters", "replay", "require_shards", "shards", "stats"]
+
+#: Seconds to wait for the shards' answers; a stuck shard raises `GetTimeoutError`.
+TIMEOUT = 60.0
+
+
+class DeploymentNotFound(UsageError):
+    """The namespace holds no shard actors: no deployment runs there (or it was deleted)."""
 
 
 def shards(namespace: str = "ghbot", limit: int = 64) -> list[Any]:
@@ -26,15 +34,31 @@ def shards(namespace: str = "ghbot", limit: int = 64) -> list[Any]:
     return found
 
 
+def require_shards(namespace: str = "ghbot") -> list[Any]:
+    """Return the deployment's shard handles; raise `DeploymentNotFound` if it has none.
+
+    The other functions here answer an empty list for a namespace without a
+    deployment; call this first where "nothing" and "nowhere" must be told apart.
+    """
+    found = shards(namespace)
+    if not found:
+        raise DeploymentNotFound(
+            f"no ghbot deployment in Ray namespace {namespace!r} "
+            f"(no actor named {shard_name(0)!r}); check the namespace"
+        )
+    return found
+
+
 def stats(namespace: str = "ghbot") -> list[dict[str, Any]]:
     """Return every shard's counters."""
-    return list(ray.get([shard.stats.remote() for shard in shards(namespace)]))
+    return list(ray.get([shard.stats.remote() for shard in shards(namespace)], timeout=TIMEOUT))
 
 
 def dead_letters(namespace: str = "ghbot") -> list[dict[str, Any]]:
     """Return every dead letter of the deployment, oldest first."""
     found: list[dict[str, Any]] = []
-    for batch in ray.get([shard.dead_letters.remote() for shard in shards(namespace)]):
+    refs = [shard.dead_letters.remote() for shard in shards(namespace)]
+    for batch in ray.get(refs, timeout=TIMEOUT):
         found.extend(batch)
     return sorted(found, key=lambda d: d["at"])
 
@@ -51,4 +75,4 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
         handles[shard].replay.remote(installation_id, delivery_id, handler)
         for shard, installation_id in owners
     ]
-    return sum(ray.get(refs))
+    return sum(ray.get(refs, timeout=TIMEOUT))

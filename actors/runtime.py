@@ -119,6 +119,10 @@ class ShardActor:
                     return int(line.split()[1]) * 1024
         return 0
 
+    def node_id(self) -> str:
+        """Return the id of the Ray node this shard runs on."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def pid(self) -> int:
         """Return the actor's process id (tests kill it to prove recovery)."""
         return os.getpid()

@@ -4,22 +4,32 @@ Add a subcommand by registering a `Command` (a name, a help line, a function tha
 its arguments and one that runs it and returns the exit code). Errors ghbot raises
 (`GhBotError`) and OS errors (a port in use, a missing file) print one line, without a
 traceback, and exit with code 2.
+
+Commands: `fake-github` (a fake GitHub API for development), and, on a running
+deployment, `status` (the shards' counters) and `dead-letters list|replay`. Those two
+connect to Ray (`--address`, default `auto`) only when they run: importing this module
+never imports Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ghbot import __version__
 from ghbot.errors import ConfigError, GhBotError
 
-__all__ = ["Command", "build_parser", "main", "register"]
+__all__ = ["ClusterError", "Command", "build_parser", "main", "register"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,242 @@ register(
         "Run a fake GitHub API (REST, GraphQL, app auth, deliveries) for local development.",
         _fake_github_arguments,
         _run_fake_github,
+    )
+)
+
+
+# --- operating a running deployment: ghbot status, ghbot dead-letters --------------------
+#
+# These connect to the Ray cluster as a driver, find the deployment's shard actors by
+# name in its namespace (`actors.admin`), and disconnect. Ray is imported inside them,
+# so `import ghbot.cli` (and `ghbot fake-github`) never imports Ray. When the caller
+# has connected already (`ray.is_initialized()`: a test, a notebook), they use that
+# connection and leave it open.
+
+PROBE_TIMEOUT = 3.0
+"""Seconds to wait for the cluster's GCS port to accept a connection before giving up."""
+
+
+class ClusterError(GhBotError):
+    """No Ray cluster answers at the address (none found for `auto`), or its actors failed."""
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--address",
+        help="the Ray cluster: HOST:PORT of its head (GCS), ray://HOST:PORT, or auto "
+        "(the cluster started on this machine); default: RAY_ADDRESS, else auto",
+    )
+    add(
+        "--namespace",
+        default=os.environ.get("GHBOT_NAMESPACE") or "ghbot",
+        help="the deployment's Ray namespace (default: GHBOT_NAMESPACE, else ghbot)",
+    )
+
+
+def _probe(address: str) -> str:
+    """Resolve `address` as `ray.init` would and check that something listens there.
+
+    Return the address to pass to `ray.init`. Raise `ClusterError` within
+    about `PROBE_TIMEOUT` seconds when nothing does: `ray.init` itself would retry
+    for minutes.
+    """
+    import socket
+
+    if address.startswith("ray://"):
+        resolved = address
+        host_port = address[len("ray://") :]
+    else:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            found = canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError) as exc:
+            raise ClusterError(f"no Ray cluster found ({exc})") from None
+        if found is None:
+            raise ClusterError("no Ray cluster found; pass --address HOST:PORT")
+        resolved = host_port = found
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r}: expected HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        shown = address if resolved == address else f"{address} ({resolved})"
+        raise ClusterError(f"no Ray cluster answers at {shown}: {reason}") from None
+    return resolved
+
+
+@contextlib.contextmanager
+def _connected(args: argparse.Namespace) -> Iterator[None]:
+    """Be connected to the cluster for the block: reuse a connection, or make one."""
+    import ray
+    from ray.exceptions import RayError
+
+    if ray.is_initialized():
+        with _one_line_ray_errors(RayError):
+            yield
+        return
+    # `ray.init` prefers RAY_ADDRESS to its argument; an explicit --address wins here.
+    chosen = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    saved = os.environ.get("RAY_ADDRESS")
+    if chosen != "auto":
+        os.environ["RAY_ADDRESS"] = chosen
+    try:
+        address = _probe(chosen)
+        ray.init(
+            address=address,
+            namespace=args.namespace,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError, RayError) as exc:
+        # RuntimeError: a Ray version mismatch; RayError: a missing or wrong auth token.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterError(f"cannot connect to the Ray cluster at {chosen}: {first}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved
+    try:
+        with _one_line_ray_errors(RayError):
+            yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _one_line_ray_errors(error: type[Exception]) -> Iterator[None]:
+    """Turn a Ray failure in the block (a shard died, a call failed) into a `ClusterError`."""
+    try:
+        yield
+    except error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ClusterError(f"the deployment did not answer: {type(exc).__name__} {first}") from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print left-aligned columns, two spaces apart, under upper-case headers."""
+    cells = [[str(h).upper() for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _cluster_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    """Print each shard's counters; exit 0 (2 if no cluster or no deployment)."""
+    from actors import admin
+
+    with _connected(args):
+        admin.require_shards(args.namespace)
+        found = admin.stats(args.namespace)
+    if args.json:
+        _print_json(found)
+        return 0
+    columns = ["index", "received", "duplicates", "active", "busy", "open_breakers"]
+    columns += ["activations", "passivations", "snapshots"]
+    _print_table(["shard", *columns[1:]], [[s.get(c, "") for c in columns] for s in found])
+    return 0
+
+
+def _dead_letters_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", help="list the dead letters, oldest first", description="List the dead letters."
+    )
+    _cluster_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    replay = actions.add_parser(
+        "replay",
+        help="run a dead letter's handlers again",
+        description="Run a delivery's dead-lettered handlers again, from attempt 1.",
+    )
+    replay.add_argument("delivery_id", metavar="DELIVERY_ID", help="the delivery's GUID")
+    replay.add_argument("--handler", help="replay only this handler (default: every one)")
+    _cluster_arguments(replay)
+
+
+def _run_dead_letters(args: argparse.Namespace) -> int:
+    """`list`: print them, exit 0. `replay`: exit 0 if any was replayed, 1 if none matched.
+
+    Exit 2 (one line on stderr) when no cluster is reachable or the namespace has no
+    deployment.
+    """
+    from actors import admin
+
+    with _connected(args):
+        admin.require_shards(args.namespace)
+        if args.action == "list":
+            return _list_dead_letters(admin.dead_letters(args.namespace), args.json)
+        replayed = admin.replay(args.namespace, args.delivery_id, args.handler)
+    if replayed == 0:
+        which = f" for handler {args.handler!r}" if args.handler else ""
+        print(f"ghbot: no dead letter of delivery {args.delivery_id}{which}", file=sys.stderr)
+        return 1
+    print(f"replayed {replayed} handler(s) of delivery {args.delivery_id}")
+    return 0
+
+
+def _list_dead_letters(found: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        _print_json(found)
+        return 0
+    if not found:
+        print("no dead letters")
+        return 0
+    headers = ["delivery", "event", "installation", "handler", "attempts", "error", "at"]
+    rows = [
+        [
+            d["delivery_id"],
+            d.get("event", ""),
+            d.get("installation_id", ""),
+            d["handler"],
+            d["attempts"],
+            _one_line(f"{d['error_type']}: {d['error']}", 60),
+            _when(d["at"]),
+        ]
+        for d in found
+    ]
+    _print_table(headers, rows)
+    return 0
+
+
+register(
+    Command(
+        "status",
+        "Show a running deployment's shards: deliveries received, installations active, "
+        "open breakers.",
+        _status_arguments,
+        _run_status,
+    )
+)
+register(
+    Command(
+        "dead-letters",
+        "List a running deployment's dead letters, or replay one.",
+        _dead_letters_arguments,
+        _run_dead_letters,
     )
 )
 

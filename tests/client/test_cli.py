@@ -52,7 +52,7 @@ def test_fake_github_serves_until_stopped(tmp_path: Path, pem_pkcs8: bytes) -> N
     command = [sys.executable, "-m", "ghbot.cli", "fake-github", "--port", "0"]
     command += ["--public-key", str(key), "--installation", "3=octo-org/hello-world,other"]
     command += ["--print-tokens"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:  # noqa: S603
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
             url = process.stdout.readline().split()[-1]

@@ -311,16 +311,14 @@ def test_generated_models_are_ruff_formatted() -> None:
         pytest.skip("ruff is not installed")
     source = GENERATED.read_text()
     argv = [ruff, "format", "--stdin-filename", str(GENERATED), "-"]
-    done = subprocess.run(  # noqa: S603 (fixed arguments)
-        argv, input=source, capture_output=True, text=True, cwd=ROOT, check=True
-    )
+    done = subprocess.run(argv, input=source, capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout == source
 
 
 def test_importing_events_does_not_import_the_models() -> None:
     code = "import sys, ghbot.events; print('ghbot.models' in sys.modules)"
     argv = [sys.executable, "-c", code]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 

@@ -1,0 +1,77 @@
+"""`ghbot dead-letters` and `ghbot status` on a live deployment, through the CLI's `main`.
+
+The session's Ray is already initialized in this process, so the commands use that
+connection (and leave it open) instead of connecting again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import ray
+
+from ghbot import cli
+from tests.cluster.conftest import comments, eventually, install, on_fake, payload, send
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_list_and_replay_a_dead_letter_from_the_command_line(
+    deploy: Any, fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = "cli/failing"
+    install(fake, 1103, repo)
+    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
+    namespace = ["--namespace", app.runtime.namespace]
+    on_fake(fake, fake.fake.faults.add, "^/repos/cli/failing/", "server_error", None)
+    guid = str(uuid.uuid4())
+    data = payload("issues.opened", installation=1103, repo=repo, issue__number=1)
+    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+
+    def listed() -> list[dict[str, Any]]:
+        code, out, err = _run(["dead-letters", "list", "--json", *namespace], capsys)
+        assert (code, err) == (0, "")
+        return list(json.loads(out))
+
+    await eventually(lambda: len(listed()) == 1, within=30)
+    (dead,) = listed()
+    assert (dead["delivery_id"], dead["handler"], dead["installation_id"]) == (
+        guid,
+        "welcome",
+        1103,
+    )
+    code, out, _ = _run(["dead-letters", "list", *namespace], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("DELIVERY")
+    assert guid in out and "ServerError" in out
+
+    code, out, _ = _run(["status", "--json", *namespace], capsys)
+    assert code == 0 and [s["index"] for s in json.loads(out)] == [0, 1]
+    assert sum(s["received"] for s in json.loads(out)) == 1
+
+    on_fake(fake, fake.fake.faults.clear)
+    code, _, err = _run(["dead-letters", "replay", guid, "--handler", "nope", *namespace], capsys)
+    assert code == 1 and "no dead letter" in err
+    code, out, _ = _run(["dead-letters", "replay", guid, *namespace], capsys)
+    assert (code, out) == (0, f"replayed 1 handler(s) of delivery {guid}\n")
+    await eventually(lambda: f"hello {guid}" in [c["body"] for c in comments(fake, repo)])
+    await eventually(lambda: listed() == [])
+    code, out, _ = _run(["dead-letters", "list", *namespace], capsys)
+    assert (code, out) == (0, "no dead letters\n")
+    assert ray.is_initialized()  # the commands left the session's connection open
+
+
+def test_a_namespace_without_a_deployment(
+    ray_serve: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["status"], ["dead-letters", "list"], ["dead-letters", "replay", "g"]):
+        code, out, err = _run([*argv, "--namespace", f"none-{uuid.uuid4().hex[:6]}"], capsys)
+        assert code == 2 and out == ""
+        assert err.startswith("ghbot: error: no ghbot deployment in Ray namespace")
+        assert err.count("\n") == 1

@@ -1,0 +1,225 @@
+"""`ghbot status` and `ghbot dead-letters`, without a cluster: arguments, output, errors.
+
+Nothing here starts or joins Ray: the unreachable cases fail at the CLI's probe, and
+the output cases replace `actors.admin` and the connection with fakes. The same
+commands on a live deployment are in tests/cluster/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ghbot import cli
+
+DEAD: dict[str, Any] = {
+    "delivery_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    "event": "issues",
+    "installation_id": 1003,
+    "handler": "welcome",
+    "attempts": 3,
+    "error_type": "ServerError",
+    "error": "GitHub answered 502\nBad Gateway " + "x" * 80,
+    "at": 1_700_000_000.0,
+    "shard": 1,
+}
+
+
+def test_importing_the_cli_and_asking_for_help_never_imports_ray() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from ghbot import cli\n"
+        "for argv in (['--help'], ['dead-letters', '--help'], ['status', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        cli.main(argv)\n"
+        "assert 'ray' not in sys.modules, 'ghbot.cli imported ray'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_commands_are_registered() -> None:
+    assert {"fake-github", "status", "dead-letters"} <= set(cli._COMMANDS)
+    help_text = cli.build_parser().format_help()
+    assert "dead-letters" in help_text and "status" in help_text
+
+
+def test_arguments_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GHBOT_NAMESPACE", raising=False)
+    parse = cli.build_parser().parse_args
+    args = parse(["dead-letters", "list"])
+    assert (args.action, args.address, args.namespace, args.json) == ("list", None, "ghbot", False)
+    args = parse(["dead-letters", "replay", "guid-1", "--handler", "welcome", "--namespace", "n"])
+    assert (args.action, args.delivery_id, args.handler, args.namespace) == (
+        "replay",
+        "guid-1",
+        "welcome",
+        "n",
+    )
+    args = parse(["status", "--address", "10.0.0.1:6379", "--json"])
+    assert (args.address, args.json) == ("10.0.0.1:6379", True)
+    monkeypatch.setenv("GHBOT_NAMESPACE", "bots")
+    assert cli.build_parser().parse_args(["status"]).namespace == "bots"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["dead-letters"], ["dead-letters", "replay"], ["dead-letters", "purge"]],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "usage: ghbot dead-letters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["dead-letters", "list", "--address", "127.0.0.1:1"], "no Ray cluster answers at"),
+        (["dead-letters", "replay", "g", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+        (["status", "--address", "127.0.0.1:1", "--json"], "no Ray cluster answers at"),
+        (["status", "--address", "no-port-here"], "no Ray cluster found"),
+    ],
+)
+def test_no_cluster_is_one_line_and_exit_2_at_once(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert cli.main(argv) == 2
+    assert time.monotonic() - started < 10  # ray.init alone would retry for minutes
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("ghbot: error: ") and message in captured.err
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+
+
+def test_an_explicit_address_wins_over_ray_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:2")
+    assert cli.main(["status", "--address", "127.0.0.1:1"]) == 2
+    assert "127.0.0.1:1" in capsys.readouterr().err
+    assert cli.main(["status"]) == 2
+    assert "127.0.0.1:2" in capsys.readouterr().err
+    import os
+
+    assert os.environ["RAY_ADDRESS"] == "127.0.0.1:2"  # restored
+
+
+class FakeAdmin:
+    """Stands in for `actors.admin` on a deployment with one dead letter."""
+
+    def __init__(self, namespaces: set[str]) -> None:
+        self.namespaces = namespaces
+        self.dead = [dict(DEAD)]
+        self.replayed: list[tuple[str, str, str | None]] = []
+
+    def require_shards(self, namespace: str = "ghbot") -> list[Any]:
+        from actors.admin import DeploymentNotFound
+
+        if namespace not in self.namespaces:
+            raise DeploymentNotFound(f"no ghbot deployment in Ray namespace {namespace!r}")
+        return [object(), object()]
+
+    def dead_letters(self, namespace: str = "ghbot") -> list[dict[str, Any]]:
+        return [dict(d) for d in self.dead]
+
+    def replay(self, namespace: str, delivery_id: str, handler: str | None = None) -> int:
+        self.replayed.append((namespace, delivery_id, handler))
+        matched = [
+            d
+            for d in self.dead
+            if d["delivery_id"] == delivery_id and handler in (None, d["handler"])
+        ]
+        return len(matched)
+
+    def stats(self, namespace: str = "ghbot") -> list[dict[str, Any]]:
+        return [
+            {"index": i, "received": 10 + i, "duplicates": 0, "active": 1, "busy": 0}
+            | {"open_breakers": 0, "activations": 1, "passivations": 0, "snapshots": 0}
+            for i in range(2)
+        ]
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
+    """Replace the cluster: `actors.admin`'s functions and the connection."""
+    import actors.admin
+
+    fake = FakeAdmin({"ghbot"})
+    for name in ("require_shards", "dead_letters", "replay", "stats"):
+        monkeypatch.setattr(actors.admin, name, getattr(fake, name))
+
+    @contextlib.contextmanager
+    def connected(_args: Any) -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr(cli, "_connected", connected)
+    return fake
+
+
+def test_list_prints_a_table(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["dead-letters", "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "DELIVERY",
+        "EVENT",
+        "INSTALLATION",
+        "HANDLER",
+        "ATTEMPTS",
+        "ERROR",
+        "AT",
+    ]
+    assert row.startswith(DEAD["delivery_id"]) and "welcome" in row and "1003" in row
+    assert "ServerError: GitHub answered 502 Bad Gateway" in row and "…" in row
+    assert row.endswith("2023-11-14T22:13:20Z")
+
+
+def test_list_as_json_and_when_empty(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["dead-letters", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [DEAD]
+    admin.dead = []
+    assert cli.main(["dead-letters", "list"]) == 0
+    assert capsys.readouterr().out == "no dead letters\n"
+    assert cli.main(["dead-letters", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_replay_exits_0_when_replayed_and_1_when_nothing_matched(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guid = DEAD["delivery_id"]
+    assert cli.main(["dead-letters", "replay", guid]) == 0
+    assert capsys.readouterr().out == f"replayed 1 handler(s) of delivery {guid}\n"
+    assert cli.main(["dead-letters", "replay", guid, "--handler", "other"]) == 1
+    assert "no dead letter of delivery" in capsys.readouterr().err
+    assert admin.replayed == [("ghbot", guid, None), ("ghbot", guid, "other")]
+
+
+def test_status_prints_one_row_per_shard(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["SHARD", "RECEIVED", "DUPLICATES"]
+    assert [line.split()[:2] for line in lines[1:]] == [["0", "10"], ["1", "11"]]
+    assert cli.main(["status", "--json"]) == 0
+    assert [s["index"] for s in json.loads(capsys.readouterr().out)] == [0, 1]
+
+
+def test_a_namespace_without_a_deployment_is_exit_2(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["status"], ["dead-letters", "list"], ["dead-letters", "replay", "g"]):
+        assert cli.main([*argv, "--namespace", "nobody"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ghbot: error: no ghbot deployment in Ray namespace 'nobody'")
+        assert err.count("\n") == 1
+    assert admin.replayed == []
