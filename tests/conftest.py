@@ -40,18 +40,28 @@ def public_pem(rsa_key: rsa.RSAPrivateKey) -> bytes:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/cluster as `cluster`, so `-m "not cluster"` is the fast set."""
+    """Mark everything under tests/cluster as `cluster` and run it last.
+
+    `-m "not cluster"` is then the fast set, and the session's one Ray starts after
+    every Ray-free test has run.
+    """
     for item in items:
         if "/tests/cluster/" in str(item.path):
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    is_initialized = getattr(ray, "is_initialized", None)
+    return bool(callable(is_initialized) and is_initialized())
 
 
 @pytest.fixture(autouse=True)
 def _no_ray_outside_cluster_tests(request: pytest.FixtureRequest) -> object:
     """Fail a non-cluster test that starts Ray: unit and integration tests stay Ray-free."""
+    running_before = _ray_running()
     yield
-    if request.node.get_closest_marker("cluster") is None and "ray" in sys.modules:
-        ray = sys.modules["ray"]
-        is_initialized = getattr(ray, "is_initialized", None)
-        if callable(is_initialized) and is_initialized():
-            pytest.fail("a non-cluster test started Ray; put it under tests/cluster/")
+    is_cluster_test = request.node.get_closest_marker("cluster") is not None
+    if not is_cluster_test and not running_before and _ray_running():
+        pytest.fail("a non-cluster test started Ray; put it under tests/cluster/")
