@@ -159,6 +159,8 @@ def main() -> int:
         GHBOT_PACE_WRITES="0",
         LOG_LEVEL="WARNING",
         RAY_SERVE_ENABLE_HA_PROXY="1",
+        RAY_SERVE_THROUGHPUT_OPTIMIZED="1",
+        RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
     )
     import ray
     from ray import serve
