@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
@@ -42,21 +41,11 @@ def free_port() -> int:
 
 
 def keys(folder: Path) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = folder / "app.pem"
-    public = folder / "app.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    """Write a new app key pair into `folder`; return (private, public) paths."""
+    private, public = folder / "app.pem", folder / "app.pub.pem"
+    pems = app_key_pair()
+    private.write_bytes(pems[0])
+    public.write_bytes(pems[1])
     return private, public
 
 

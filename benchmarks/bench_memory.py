@@ -19,14 +19,12 @@ import time
 import uuid
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from actors.records import DeliveryReceived, Inbound, encode_batch
 from actors.runtime import get_or_create_actors, kill_actors, wait_ready
 from actors.settings import RuntimeSettings
 from actors.shard import vshard_of
 from ghbot.config import Settings
+from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 PUSH = json.loads((ROOT / "tests" / "fixtures" / "webhooks" / "push.json").read_text())
@@ -51,10 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem, _ = app_key_pair()
     with tempfile.TemporaryDirectory() as tmp:
         runtime = RuntimeSettings(
             bot="benchmarks.bench_bot:Thanks",

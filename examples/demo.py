@@ -27,10 +27,8 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ghbot.testing import FakeGitHub
+from ghbot.testing import FakeGitHub, app_key_pair
 from ghbot.webhooks import sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +39,6 @@ APP_ID = 4242
 PORT = 8000
 # What the demo sends, by GitHub's example payloads: the bot answers the first two.
 KINDS = ("issues.opened", "pull_request.opened", "issue_comment.created", "push", "issues.labeled")
-
-
-def make_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
 
 
 def port_free(port: int) -> bool:
@@ -137,7 +124,7 @@ def main() -> int:
         return 2
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
-    private, public = make_key()
+    private, public = app_key_pair()
     (DATA / "app.pem").write_bytes(private)
 
     print("Starting the fake GitHub ...")

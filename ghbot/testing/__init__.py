@@ -12,9 +12,9 @@ async with FakeGitHub(app_id=1, public_key_pem=auth.public_key_pem()) as fake:
 """
 
 from ghbot.testing.clock import FakeClock
-from ghbot.testing.deliveries import sign
 from ghbot.testing.faults import KINDS as FAULT_KINDS
 from ghbot.testing.faults import Fault, Faults
+from ghbot.testing.keys import app_key_pair
 from ghbot.testing.server import FakeGitHub, RecordedRequest
 from ghbot.testing.thread import FakeGitHubThread
 
@@ -26,5 +26,5 @@ __all__ = [
     "Fault",
     "Faults",
     "RecordedRequest",
-    "sign",
+    "app_key_pair",
 ]

@@ -9,8 +9,6 @@ https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -21,15 +19,11 @@ import msgspec
 
 from ghbot.testing.router import Ctx, Reply, Router, error
 from ghbot.testing.state import iso
+from ghbot.webhooks import sign
 
-__all__ = ["Deliveries", "sign"]
+__all__ = ["Deliveries"]
 
 HOOK_ID = 424242
-
-
-def sign(secret: str, body: bytes) -> str:
-    """Return `X-Hub-Signature-256` for `body`: `sha256=` and the hex HMAC-SHA256."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class Deliveries:
@@ -121,7 +115,7 @@ class Deliveries:
             "X-GitHub-Hook-Installation-Target-ID": str(self.app_id),
         }
         if self.webhook_secret:
-            headers["X-Hub-Signature-256"] = sign(self.webhook_secret, body)
+            headers["X-Hub-Signature-256"] = sign(body, self.webhook_secret)
         if self._session is None:
             self._session = aiohttp.ClientSession()
         started = time.perf_counter()

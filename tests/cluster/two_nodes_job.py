@@ -33,8 +33,6 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests.cluster` importabl
 
 import aiohttp  # noqa: E402
 import ray  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
@@ -50,7 +48,7 @@ from actors.runtime import (  # noqa: E402
 from actors.settings import RuntimeSettings  # noqa: E402
 from ghbot.config import Settings  # noqa: E402
 from ghbot.journal import open_journal  # noqa: E402
-from ghbot.testing import FakeGitHub  # noqa: E402
+from ghbot.testing import FakeGitHub, app_key_pair  # noqa: E402
 from tests.cluster.conftest import (  # noqa: E402
     APP_ID,
     SECRET,
@@ -170,15 +168,7 @@ async def _journaled(journal_url: str, sent: dict[int, list[str]]) -> dict[str, 
 def run(address: str, journal_url: str, per_installation: int) -> dict[str, Any]:
     """Run the scenario on the cluster at `address`; return what was observed."""
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem, public = app_key_pair()
     fake = FakeGitHub.start_in_thread(app_id=APP_ID, public_key_pem=public)
     runtime = RuntimeSettings(
         bot="tests.cluster.bots:Greeter",
