@@ -22,7 +22,7 @@ import msgspec
 from actors.bot import InstallationActor
 from actors.installation import InstallationHost, runtime_event
 from actors.quota import Quota
-from actors.records import DeliveryCompleted, decode_batch, stream_name
+from actors.records import DeliveryCompleted, Inbound, decode_batch, stream_name
 from ghbot.errors import UsageError
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
@@ -82,6 +82,7 @@ class ShardCore:
             "snapshots": 0,
         }
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -97,12 +98,20 @@ class ShardCore:
                 host = await self.host(int(stream[len("inst-") :]))
                 resumed += host.busy
         self.passivate(force_idle=True)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return resumed
+
+    async def _sweep(self) -> None:
+        """Passivate idle installations now and then, not only when others activate."""
+        while True:
+            await asyncio.sleep(max(self.idle_after / 4, 1.0))
+            self.passivate()
 
     async def close(self) -> None:
         """Stop every host; what they were doing stays pending in the journal."""
-        for task in list(self._snapshotting.values()):
-            task.cancel()
+        for task in [*self._snapshotting.values(), self._sweeper]:
+            if task is not None:
+                task.cancel()
         for host in list(self.hosts.values()):
             await host.close()
         self.hosts.clear()
@@ -117,39 +126,48 @@ class ShardCore:
         case nothing of the batch was written.
         """
         inbound = decode_batch(batch)
-        requests = []
-        for item in inbound:
-            events = [runtime_event(item.received)]
-            if item.completed:
-                events.append(
-                    runtime_event(DeliveryCompleted(delivery_id=item.received.delivery_id))
-                )
-            requests.append(
-                AppendRequest(
-                    stream_name(item.installation_id),
-                    tuple(events),
-                    delivery_guid=item.received.delivery_id,
-                    shard=item.vshard,
-                    epoch=self.epochs.get(item.vshard),
-                )
+        owned = [item for item in inbound if self._owns(item)]
+        requests = [
+            AppendRequest(
+                stream_name(item.installation_id),
+                self._received_events(item),
+                delivery_guid=item.received.delivery_id,
+                shard=item.vshard,
+                epoch=self.epochs[item.vshard],
             )
-        results = await self.journal.append_many(requests)
+            for item in owned
+        ]
+        results = iter(await self.journal.append_many(requests) if requests else [])
         statuses: list[str] = []
-        for item, result in zip(inbound, results, strict=True):
-            if result.status == "ok":
-                host = self.hosts.get(item.installation_id) or await self.host(item.installation_id)
+        for item in inbound:
+            result = next(results) if self._owns(item) else None
+            if result is not None and result.status == "ok":
+                host = await self.host(item.installation_id)
                 host.accept(item.received, result.first_seq, completed=item.completed)
                 if item.completed:
                     host.last_seq = max(host.last_seq, result.last_seq)
                 statuses.append(ACCEPTED)
                 self.counters["received"] += 1
-            elif result.status == "duplicate":
+            elif result is not None and result.status == "duplicate":
                 statuses.append(DUPLICATE)
                 self.counters["duplicates"] += 1
             else:
-                log.error("shard append %s for %s", result.status, item.received.delivery_id)
+                # Fenced (a newer shard took over), or sent to the wrong shard: never
+                # written, so the ingress answers 503 and GitHub's redelivery retries.
+                why = result.status if result is not None else "not this shard's"
+                log.error("delivery %s refused: %s", item.received.delivery_id, why)
                 statuses.append(REFUSED)
         return statuses
+
+    def _owns(self, item: Inbound) -> bool:
+        return item.vshard in self.epochs and item.vshard == self._vshard(item.installation_id)
+
+    @staticmethod
+    def _received_events(item: Inbound) -> tuple[NewEvent, ...]:
+        received = runtime_event(item.received)
+        if not item.completed:
+            return (received,)
+        return (received, runtime_event(DeliveryCompleted(delivery_id=item.received.delivery_id)))
 
     async def host(self, installation_id: int) -> InstallationHost:
         """Return the installation's host, activating it from the journal if needed.

@@ -355,3 +355,13 @@ async def test_a_handler_outcome_committed_before_an_ingest_ack_loses_nothing(
     assert await shard.ingest(batch(late)) == ["accepted"]
     await shard.wait_idle()
     assert sorted(Stuck.ran) == ["early", "late"]
+
+
+async def test_a_delivery_for_another_shard_is_refused_and_not_written(journal: Journal) -> None:
+    other = shard_of() ^ 1
+    shard = ShardCore([other], VSHARDS, journal, Recorder, sleep=_no_sleep)
+    _started.append(shard)
+    await shard.start()
+    item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="lost?")
+    assert await shard.ingest(batch(item)) == ["refused"]
+    assert await types_in(journal) == []
