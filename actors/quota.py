@@ -2,13 +2,15 @@
 
 ```python
 async with self.quota.lease(30) as lease:
-    refs = [label_many.remote(lease, chunk) for chunk in chunks]   # Ray tasks elsewhere
+    parts = lease.split(len(chunks))                               # 10 requests each
+    refs = [label_many.remote(part, chunk) for part, chunk in zip(parts, chunks)]
     lease.report(sum(await asyncio.gather(*refs)))                 # requests they made
 ```
 
 A lease is granted only if every outstanding lease and in-flight request still fit in
 the installation's remaining budget less its margin (`ghbot.ratelimit.Budget.lease`).
-In the task, `lease.client()` is a client that refuses a request beyond the grant. When
+In the task, `lease.client()` is a client that refuses a request beyond the grant (give
+each task its own part: `split`; a part is never shared between processes). When
 the block ends, what the tasks did not use (`report`) goes back to the budget; with no
 report, the whole grant counts as used (pessimistic).
 """
@@ -19,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ghbot.auth import redact
 from ghbot.errors import UsageError
@@ -50,12 +52,30 @@ class QuotaLease:
             f"token={redact(self.token)})"
         )
 
-    def client(self) -> GitHub:
-        """Return a client (in the task's process) limited to `granted` core requests."""
+    def client(self, **options: Any) -> GitHub:
+        """Return a client (in the task's process) limited to `granted` core requests.
+
+        `options` go to its `ClientOptions` (`pace_writes`, `timeout`, …).
+        """
         from ghbot.client import ClientOptions, GitHub
 
-        gh = GitHub(token=self.token, options=ClientOptions(base_url=self.base_url))
+        gh = GitHub(token=self.token, options=ClientOptions(base_url=self.base_url, **options))
         return gh.with_lease(Lease(granted=self.granted))
+
+    def split(self, parts: int) -> list[QuotaLease]:
+        """Divide the grant into `parts` leases for as many tasks (remainder to the first)."""
+        if parts < 1:
+            raise UsageError("a lease is split into at least one part")
+        share, extra = divmod(self.granted, parts)
+        return [
+            QuotaLease(
+                installation_id=self.installation_id,
+                granted=share + (extra if index == 0 else 0),
+                base_url=self.base_url,
+                token=self.token,
+            )
+            for index in range(parts)
+        ]
 
     def report(self, used: int) -> None:
         """Say how many requests the tasks made; the rest returns to the budget."""
