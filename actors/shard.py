@@ -215,10 +215,11 @@ class ShardCore:
         self.passivate()
         return host
 
-    def _new_host(self, installation_id: int, **given: Any) -> InstallationHost:
+    def _new_host(self, installation_id: int, *, scratch: bool = False) -> InstallationHost:
+        """Make a host; a `scratch` one (for folding snapshots) gets no GitHub client."""
         bot = self.bot_class()
         bot.installation_id = installation_id
-        github = given["github"] if "github" in given else self._github_for(installation_id)
+        github = None if scratch else self._github_for(installation_id)
         bot.github = github
         bot.quota = Quota(github) if github is not None else None
         vshard = self._vshard(installation_id)
@@ -262,7 +263,7 @@ class ShardCore:
         records = await self.journal.read(stream, start + 1, shard=vshard)
         if not records:
             return start
-        scratch = self._new_host(installation_id, github=None)
+        scratch = self._new_host(installation_id, scratch=True)
         scratch.restore(previous.data if previous else None, records)
         await self.journal.save_snapshot(
             stream,
