@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -110,6 +111,10 @@ class WebhookIngress:
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)
         self.shards = get_or_create_actors(settings)
+        # The app-auth actor exists now; this replica keeps no copy of the private key.
+        self.settings = settings = replace(
+            settings, settings=replace(settings.settings, private_key=None)
+        )
         self.batchers = [
             ShardBatcher(shard, limit=settings.batch_max, max_inflight=settings.batch_inflight)
             for shard in self.shards

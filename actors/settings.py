@@ -36,6 +36,14 @@ class RuntimeSettings:
         """Return a copy with `changes` applied."""
         return replace(self, **changes)
 
+    def for_shards(self) -> RuntimeSettings:
+        """Return the settings without the private key and webhook secrets.
+
+        Shards need neither: tokens come from the app-auth actor, the only holder of
+        the key, and signatures are checked at the ingress.
+        """
+        return replace(self, settings=replace(self.settings, private_key=None, webhook_secrets=()))
+
     def shard_of_vshard(self, vshard: int) -> int:
         """Return the index of the shard actor that hosts `vshard`."""
         return vshard % self.shards

@@ -1,1 +1,1 @@
-"""Example bots, each tested (tests/actors/test_examples.py and the cluster tests)."""
+"""Example bots, each tested (tests/runtime/test_examples.py; the demo runs Greeter)."""

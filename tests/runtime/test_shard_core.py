@@ -16,7 +16,7 @@ from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.journal import Journal, NewEvent, open_journal
 from ghbot.retry import RetryPolicy
-from tests.actors.conftest import INSTALLATION, VSHARDS, batch, inbound, payload, shard_of
+from tests.runtime.conftest import INSTALLATION, VSHARDS, batch, inbound, payload, shard_of
 
 
 async def _no_sleep(_seconds: float) -> None:

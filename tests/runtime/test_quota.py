@@ -15,7 +15,7 @@ from ghbot.client import ClientOptions, GitHubApp
 from ghbot.errors import RateLimited, UsageError
 from ghbot.events import decode_envelope
 from ghbot.testing import FakeGitHub
-from tests.actors.conftest import payload
+from tests.runtime.conftest import payload
 
 
 async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
