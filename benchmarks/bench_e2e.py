@@ -122,7 +122,7 @@ def run_ghbot(
         os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "0")
     if args.no_ray_metrics:
         # Ray's own metrics agent costs ~14 % of a core here even without the dashboard.
-        os.environ["RAY_enable_metrics_collection"] = "0"
+        os.environ["RAY_enable_metrics_collection"] = "0"  # noqa: SIM112 - Ray spells it so
     import ray
     from ray import serve
 
