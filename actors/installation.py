@@ -31,6 +31,7 @@ from actors.records import (
     HandlerSucceeded,
     Pending,
     Progress,
+    dead_key,
     decode_runtime,
     evolve_progress,
     stream_name,
@@ -211,8 +212,7 @@ class InstallationHost:
 
     async def replay_dead_letter(self, delivery_id: str, handler: str) -> bool:
         """Run a dead-lettered handler again; False if there is no such dead letter."""
-        key = f"{delivery_id}/{handler}"
-        if key not in self.progress.dead:
+        if dead_key(delivery_id, handler) not in self.progress.dead:
             return False
         already_pending = delivery_id in self.progress.pending
         await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])

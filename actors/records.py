@@ -31,15 +31,26 @@ __all__ = [
     "decode_runtime",
     "encode_batch",
     "evolve_progress",
+    "installation_of",
     "stream_name",
 ]
 
 DOMAIN_PREFIX: Final = "domain:"
 
 
+_STREAM_PREFIX: Final = "inst-"
+
+
 def stream_name(installation_id: int) -> str:
     """Return the journal stream of one installation."""
-    return f"inst-{installation_id}"
+    return f"{_STREAM_PREFIX}{installation_id}"
+
+
+def installation_of(stream: str) -> int | None:
+    """Return the installation whose stream this is (None for any other stream)."""
+    if not stream.startswith(_STREAM_PREFIX):
+        return None
+    return int(stream[len(_STREAM_PREFIX) :])
 
 
 class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,10 +32,6 @@ class RuntimeSettings:
     pace_writes: float | None = 1.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def with_(self, **changes: Any) -> RuntimeSettings:
-        """Return a copy with `changes` applied."""
-        return replace(self, **changes)
-
     def for_shards(self) -> RuntimeSettings:
         """Return the settings without the private key and webhook secrets.
 

@@ -22,7 +22,13 @@ import msgspec
 from actors.bot import InstallationActor
 from actors.installation import InstallationHost, runtime_event
 from actors.quota import Quota
-from actors.records import DeliveryCompleted, Inbound, decode_batch, stream_name
+from actors.records import (
+    DeliveryCompleted,
+    Inbound,
+    decode_batch,
+    installation_of,
+    stream_name,
+)
 from ghbot.errors import UsageError
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
@@ -92,11 +98,8 @@ class ShardCore:
             self.epochs[vshard] = await self.journal.acquire_epoch(vshard)
         resumed = 0
         for vshard in self.vshards:
-            for stream in await self.journal.list_streams(shard=vshard):
-                if not stream.startswith("inst-"):
-                    continue
-                host = await self.host(int(stream[len("inst-") :]))
-                resumed += host.busy
+            for installation_id in await self._installations(vshard):
+                resumed += (await self.host(installation_id)).busy
         self.passivate(force_idle=True)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return resumed
@@ -158,6 +161,11 @@ class ShardCore:
                 log.error("delivery %s refused: %s", item.received.delivery_id, why)
                 statuses.append(REFUSED)
         return statuses
+
+    async def _installations(self, vshard: int) -> list[int]:
+        """Return the installations with a journal stream in `vshard`."""
+        streams = await self.journal.list_streams(shard=vshard)
+        return [i for i in map(installation_of, streams) if i is not None]
 
     def _owns(self, item: Inbound) -> bool:
         return item.vshard in self.epochs and item.vshard == self._vshard(item.installation_id)
@@ -305,8 +313,8 @@ class ShardCore:
         """List the dead letters of every installation in this shard's virtual shards."""
         found: list[dict[str, Any]] = []
         for vshard in self.vshards:
-            for stream in await self.journal.list_streams(shard=vshard):
-                host = await self.host(int(stream[len("inst-") :]))
+            for installation_id in await self._installations(vshard):
+                host = await self.host(installation_id)
                 for dead in host.progress.dead.values():
                     record = msgspec.to_builtins(dead.record)
                     record["installation_id"] = host.installation_id
