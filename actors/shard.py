@@ -81,6 +81,7 @@ class ShardCore:
         self.max_active = max_active
         self.idle_after = idle_after
         self.counters = {
+            "batches": 0,
             "received": 0,
             "duplicates": 0,
             "activations": 0,
@@ -129,6 +130,7 @@ class ShardCore:
         case nothing of the batch was written.
         """
         inbound = decode_batch(batch)
+        self.counters["batches"] += 1
         owned = [item for item in inbound if self._owns(item)]
         requests = [
             AppendRequest(
@@ -335,6 +337,17 @@ class ShardCore:
         for name in handlers:
             replayed += await host.replay_dead_letter(delivery_id, name)
         return replayed
+
+    async def delivered(self, wanted: Sequence[tuple[int, str]]) -> list[str]:
+        """Return the delivery GUIDs among `(installation, GUID)` pairs the journal holds."""
+        by_installation: dict[int, list[str]] = {}
+        for installation_id, guid in wanted:
+            by_installation.setdefault(installation_id, []).append(guid)
+        held: list[str] = []
+        for installation_id, guids in by_installation.items():
+            stream, vshard = stream_name(installation_id), self._vshard(installation_id)
+            held.extend(await self.journal.delivered(stream, guids, shard=vshard))
+        return held
 
     async def wait_idle(self) -> None:
         """Return once no installation of this shard has queued or running work."""

@@ -32,6 +32,7 @@ from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
+IDLE_SECONDS = 5.0
 
 
 def free_port() -> int:
@@ -74,14 +75,30 @@ class Harness:
         return result
 
     def load(self, target: str, deliveries: int, concurrency: int, warmup: int) -> dict[str, Any]:
+        """Warm up, then measure; the result also says the machine's CPU per delivery."""
+        if warmup:
+            self._command(target, warmup, concurrency)
+        # What the machine spends with no load (Ray's and Serve's own processes).
+        time.sleep(1.0)
+        before, idle_began = cpu_seconds(), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle = self._others(before, cpu_seconds()) / (time.monotonic() - idle_began)
+        before = cpu_seconds()
+        result = self._command(target, deliveries, concurrency)
+        after = cpu_seconds()
+        result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
+        result["idle_cores"] = idle
+        return result
+
+    def _others(self, before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU seconds spent between two `cpu_seconds()` by every process but the load's."""
+        spent = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+        return sum(spent.values()) - spent.get(self.process.pid, 0.0)
+
+    def _command(self, target: str, deliveries: int, concurrency: int) -> dict[str, Any]:
         assert self.process.stdin is not None
-        command = {
-            "target": target,
-            "deliveries": deliveries,
-            "concurrency": concurrency,
-            "warmup": warmup,
-        }
-        self.process.stdin.write(json.dumps(command) + "\n")
+        command = {"target": target, "deliveries": deliveries, "concurrency": concurrency}
+        self.process.stdin.write(json.dumps({**command, "warmup": 0}) + "\n")
         self.process.stdin.flush()
         return self._read()
 
@@ -89,6 +106,22 @@ class Harness:
         if self.process.stdin is not None:
             self.process.stdin.close()
         self.process.wait(timeout=30)
+
+
+def cpu_seconds() -> dict[int, float]:
+    """Return the CPU time (user + system) every process on the machine has used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 def run_floor(harness: Harness, private: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +160,7 @@ def run_ghbot(
     from ray import serve
 
     from actors.ingress import WebhookDeployment
-    from actors.runtime import kill_actors
+    from actors.runtime import get_or_create_actors, kill_actors, wait_ready
     from actors.settings import RuntimeSettings
     from ghbot.config import Settings
 
@@ -154,12 +187,19 @@ def run_ghbot(
         vshards=args.vshards or args.shards,
         ingress_replicas=args.replicas,
         pace_writes=None,
+        batch_inflight=args.batch_inflight,
     )
     try:
         serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
-        return harness.load(
+        result = harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
         )
+        stats = wait_ready(get_or_create_actors(runtime))
+        batches = sum(s["batches"] for s in stats)
+        print(
+            f"# ghbot: {sum(s['received'] for s in stats) / max(batches, 1):.1f} deliveries a batch"
+        )
+        return result
     finally:
         serve.delete("ghbot")
         kill_actors(runtime.namespace, runtime.shards)
@@ -172,7 +212,9 @@ def row(name: str, result: dict[str, Any]) -> str:
     return (
         f"{name:<8}{result['handled']:>7}/{result['deliveries']:<7}{result['throughput']:>9.0f}"
         f"{ack['p50']:>8.1f}{ack['p95']:>8.1f}{ack['p99']:>8.1f}"
-        f"{e2e['p50']:>8.1f}{e2e['p95']:>8.1f}{e2e['p99']:>8.1f}  {result['statuses']}"
+        f"{e2e['p50']:>8.1f}{e2e['p95']:>8.1f}{e2e['p99']:>8.1f}"
+        f"{result['sut_cpu_ms']:>8.2f}{result['harness_cpu_ms']:>8.2f}"
+        f"{result['idle_cores']:>8.2f}  {result['statuses']}"
     )
 
 
@@ -185,6 +227,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--vshards", type=int, default=0, help="default: --shards")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--batch-inflight", type=int, default=2, help="Ray calls per shard")
     parser.add_argument("--no-haproxy", action="store_true")
     parser.add_argument(
         "--serve-defaults", action="store_true", help="leave Serve's throughput settings alone"
@@ -209,7 +252,13 @@ def main() -> None:
     print(f"# {args.deliveries} deliveries, {args.warmup} warm-up, concurrency {args.concurrency}")
     heads = ["handled".rjust(15), "hooks/s".rjust(9)]
     heads += [h.rjust(8) for h in ("ack p50", "p95", "p99", "e2e p50", "p95", "p99")]
+    heads += [h.rjust(8) for h in ("cpu ms", "load ms", "idle")]
     print(" " * 8 + "".join(heads))
+    print(
+        "# cpu ms: the machine's CPU per delivery outside the load process (bot, Ray, HAProxy, ...)"
+    )
+    print("# load ms: the load process's (load generator and fake GitHub) CPU per delivery")
+    print("# idle: cores the machine (outside the load process) used with no load, before the run")
     if floor:
         print(row("floor", floor))
     print(row("ghbot", ours))
