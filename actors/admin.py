@@ -10,10 +10,18 @@ from typing import Any
 
 import ray
 
-from actors.runtime import shard_name
+from actors.runtime import APP_AUTH_NAME, shard_name
 from ghbot.errors import UsageError
 
-__all__ = ["DeploymentNotFound", "dead_letters", "replay", "require_shards", "shards", "stats"]
+__all__ = [
+    "DeploymentNotFound",
+    "dead_letters",
+    "replay",
+    "require_shards",
+    "shards",
+    "stats",
+    "sweep",
+]
 
 #: Seconds to wait for the shards' answers; a stuck shard raises `GetTimeoutError`.
 TIMEOUT = 60.0
@@ -76,3 +84,17 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
         for shard, installation_id in owners
     ]
     return sum(ray.get(refs, timeout=TIMEOUT))
+
+
+def sweep(namespace: str = "ghbot") -> dict[str, Any]:
+    """Have the app-auth actor sweep for failed deliveries now; return what it did."""
+    try:
+        app_auth = ray.get_actor(APP_AUTH_NAME, namespace=namespace)
+    except ValueError:
+        raise DeploymentNotFound(
+            f"no ghbot deployment in Ray namespace {namespace!r} (no actor named "
+            f"{APP_AUTH_NAME!r}); check the namespace"
+        ) from None
+    ref: Any = app_auth.sweep.remote()
+    found: dict[str, Any] = ray.get(ref, timeout=TIMEOUT)
+    return found

@@ -7,6 +7,8 @@ many as shards, since the SQLite journal commits once per virtual shard's file â
 only pays with PostgreSQL, to add shard actors later),
 `replicas` (`GHBOT_INGRESS_REPLICAS`, default 1), `pace_writes` (`GHBOT_PACE_WRITES`,
 seconds between one installation's mutating requests, default 1; 0 turns it off),
+`redeliver_every` (`GHBOT_REDELIVER_EVERY`, seconds between sweeps for deliveries
+GitHub failed to deliver, default 120; 0 turns them off),
 `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings come from the
 environment (see `ghbot.config`), validated here, every problem listed at once.
 """
@@ -66,6 +68,7 @@ def build_settings(
         vshards=int(number("vshards", "GHBOT_VSHARDS", shards, 1, 4096)),
         ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
+        redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
     )
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")

@@ -23,17 +23,17 @@ class TokenMinter:
     """The app's side: sign JWTs and exchange them for installation tokens."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        self._app = GitHubApp.from_settings(settings.settings)
+        self.app = GitHubApp.from_settings(settings.settings)
 
     async def token(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         """Return a token for the installation; `force` mints a new one."""
         if force:
-            return await self._app.create_installation_token(installation_id)
-        return await self._app.tokens.get(installation_id)
+            return await self.app.create_installation_token(installation_id)
+        return await self.app.tokens.get(installation_id)
 
     async def app_get(self, path: str) -> Any:
         """GET an app-level endpoint with the JWT and return its JSON."""
-        return (await self._app.gh.request("GET", path)).data
+        return (await self.app.gh.request("GET", path)).data
 
 
 class InstallationClients:

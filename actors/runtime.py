@@ -98,6 +98,10 @@ class ShardActor:
         """Run a dead letter's handlers again (see `ShardCore.replay`)."""
         return await (await self._ready()).replay(installation_id, delivery_id, handler)
 
+    async def delivered(self, wanted: list[tuple[int, str]]) -> list[str]:
+        """Return the GUIDs among `(installation, GUID)` pairs this shard journaled."""
+        return await (await self._ready()).delivered(wanted)
+
     async def wait_idle(self, within: float = 60.0) -> bool:
         """Wait until no work is queued or running; False if that took over `within` s."""
         core = await self._ready()
@@ -129,20 +133,75 @@ class ShardActor:
 
 
 class AppAuthActor:
-    """The only holder of the app's private key: signs JWTs and mints installation tokens."""
+    """The only holder of the app's private key: signs JWTs and mints installation tokens.
+
+    It also runs the redelivery sweeper (`ghbot.redelivery`), which needs the app's
+    JWT: every `redeliver_every` seconds it lists the app's failed deliveries, asks
+    the owning shards which of them are journaled anyway, and has GitHub redeliver
+    the others.
+    """
 
     def __init__(self, settings: RuntimeSettings) -> None:
         from actors.github import TokenMinter
+        from ghbot.redelivery import RedeliverySweeper
 
+        logging.basicConfig(level=settings.settings.log_level)
+        self._settings = settings
         self._minter = TokenMinter(settings)
+        self._sweeper = RedeliverySweeper(self._minter.app, self._held)
+        self._sweeping: asyncio.Task[None] | None = None
+        if settings.redeliver_every > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._sweeping = loop.create_task(self._sweep_forever(settings.redeliver_every))
 
     async def token(self, installation_id: int, force: bool = False) -> Any:
         """Return a token for the installation (cached until 5 minutes before expiry)."""
         return await self._minter.token(installation_id, force=force)
 
     async def app_get(self, path: str) -> Any:
-        """GET an app-level (JWT) endpoint; for the CLI and the redelivery sweeper."""
+        """GET an app-level (JWT) endpoint (for the CLI)."""
         return await self._minter.app_get(path)
+
+    async def sweep(self) -> dict[str, Any]:
+        """Sweep for failed deliveries now; return what was found and redelivered."""
+        import msgspec
+
+        result: dict[str, Any] = msgspec.to_builtins(await self._sweeper.sweep())
+        return result
+
+    def redelivery_stats(self) -> dict[str, Any]:
+        """Return the sweeper's totals and the time of its last sweep."""
+        return dict(self._sweeper.stats())
+
+    async def _sweep_forever(self, every: float) -> None:
+        # The first sweep comes soon after a (re)start: that is when an outage ends.
+        await asyncio.sleep(min(every, 30.0))
+        while True:
+            try:
+                await self._sweeper.sweep()
+            except Exception as exc:
+                log.warning("redelivery sweep failed (%s); next in %g s", type(exc).__name__, every)
+            await asyncio.sleep(every)
+
+    async def _held(self, failed: list[Any]) -> set[str]:
+        """Ask each owning shard which of the `failed` deliveries it journaled."""
+        from actors.shard import vshard_of
+
+        s = self._settings
+        by_shard: dict[int, list[tuple[int, str]]] = {}
+        for item in failed:
+            installation_id = item.installation_id or 0
+            shard = s.shard_of_vshard(vshard_of(installation_id, s.vshards))
+            by_shard.setdefault(shard, []).append((installation_id, item.guid))
+        calls = [
+            ray.get_actor(shard_name(shard), namespace=s.namespace).delivered.remote(wanted)
+            for shard, wanted in by_shard.items()
+        ]
+        answers: list[list[str]] = await asyncio.gather(*calls)
+        return {guid for held in answers for guid in held}
 
 
 # Ray's decorators are untyped; the classes above stay plain so mypy checks their bodies.

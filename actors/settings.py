@@ -30,6 +30,8 @@ class RuntimeSettings:
     batch_inflight: int = 2
     batch_max: int = 256
     pace_writes: float | None = 1.0
+    #: Seconds between redelivery sweeps (see `ghbot.redelivery`); 0 turns them off.
+    redeliver_every: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_shards(self) -> RuntimeSettings:

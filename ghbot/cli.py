@@ -380,6 +380,33 @@ def _run_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redeliver_arguments(parser: argparse.ArgumentParser) -> None:
+    _cluster_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+
+
+def _run_redeliver(args: argparse.Namespace) -> int:
+    """Sweep now; exit 0 (2 if no cluster or no deployment, or GitHub refused the listing)."""
+    from actors import admin
+
+    with _connected(args):
+        admin.require_shards(args.namespace)
+        found = admin.sweep(args.namespace)
+    if args.json:
+        _print_json(found)
+        return 0
+    print(
+        f"{found['listed']} delivery attempts listed, {found['failed']} deliveries failed, "
+        f"{found['held']} of them journaled anyway; asked GitHub to redeliver "
+        f"{len(found['redelivered'])}, gave up on {len(found['gave_up'])}"
+    )
+    for guid in found["redelivered"]:
+        print(f"redelivered {guid}")
+    for guid in found["gave_up"]:
+        print(f"gave up on {guid}")
+    return 0
+
+
 def _list_dead_letters(found: list[dict[str, Any]], as_json: bool) -> int:
     if as_json:
         _print_json(found)
@@ -419,6 +446,15 @@ register(
         "List a running deployment's dead letters, or replay one.",
         _dead_letters_arguments,
         _run_dead_letters,
+    )
+)
+register(
+    Command(
+        "redeliver",
+        "Sweep now for webhook deliveries GitHub failed to deliver and that the journal "
+        "lacks, and ask GitHub to redeliver them (the deployment also does this on its own).",
+        _redeliver_arguments,
+        _run_redeliver,
     )
 )
 

@@ -113,6 +113,16 @@ class Journal(abc.ABC):
         """Return the stream's last sequence number (0 if it has no events)."""
 
     @abc.abstractmethod
+    async def delivered(
+        self, stream: str, guids: Sequence[str], *, shard: int | None = None
+    ) -> set[str]:
+        """Return which of the delivery `guids` the stream has recorded.
+
+        A GUID is held from its append until `prune_deliveries` forgets it (after
+        `DEFAULT_RETENTION`, longer than GitHub keeps a delivery redeliverable).
+        """
+
+    @abc.abstractmethod
     async def save_snapshot(
         self,
         stream: str,

@@ -106,6 +106,13 @@ class FaultyJournal(Journal):
         await self._before_read()
         return await self.inner.last_seq(stream, shard=shard)
 
+    async def delivered(
+        self, stream: str, guids: Sequence[str], *, shard: int | None = None
+    ) -> set[str]:
+        """Look up delivery GUIDs through the wrapped journal, unless a fault is armed."""
+        await self._before_read()
+        return await self.inner.delivered(stream, guids, shard=shard)
+
     async def save_snapshot(
         self,
         stream: str,

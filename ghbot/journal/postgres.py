@@ -250,6 +250,15 @@ class PostgresJournal(Journal):
         rows = await self._fetch(self._sql.last_seq, stream)
         return int(rows[0][0]) if rows else 0
 
+    async def delivered(
+        self, stream: str, guids: Sequence[str], *, shard: int | None = None
+    ) -> set[str]:
+        """Return which of the delivery `guids` the stream has recorded."""
+        if not guids:
+            return set()
+        rows = await self._fetch(self._sql.delivered, stream, list(guids))
+        return {row[0] for row in rows}
+
     async def save_snapshot(
         self,
         stream: str,

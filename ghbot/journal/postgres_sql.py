@@ -95,6 +95,10 @@ class Statements:
             " WHERE stream = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4"
         )
         self.last_seq = f"SELECT last_seq FROM {p}streams WHERE stream = $1"
+        self.delivered = (
+            f"SELECT delivery_guid FROM {p}deliveries"
+            " WHERE stream = $1 AND delivery_guid = ANY($2::text[])"
+        )
         self.save_snapshot = (
             f"INSERT INTO {p}snapshots VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream, seq)"
             " DO UPDATE SET data = excluded.data, recorded_at = excluded.recorded_at,"

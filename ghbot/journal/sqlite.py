@@ -10,6 +10,7 @@ pool with their own connections, so a replay never waits behind an fsync.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sqlite3
@@ -162,6 +163,22 @@ class SqliteJournal(Journal):
             return _last_seq(conn, stream)
 
         return await self._read(self._shard(stream, shard), query)
+
+    async def delivered(
+        self, stream: str, guids: Sequence[str], *, shard: int | None = None
+    ) -> set[str]:
+        """Return which of the delivery `guids` the stream has recorded."""
+        wanted = json.dumps(list(guids))
+
+        def query(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT delivery_guid FROM deliveries WHERE stream = ?"
+                " AND delivery_guid IN (SELECT value FROM json_each(?))",
+                (stream, wanted),
+            )
+            return {row[0] for row in rows}
+
+        return await self._read(self._shard(stream, shard), query) if guids else set()
 
     async def save_snapshot(
         self,

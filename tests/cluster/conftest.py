@@ -100,6 +100,7 @@ def deploy(
         kw.setdefault("shards", 2)
         kw.setdefault("vshards", 4)
         kw.setdefault("pace_writes", None)
+        kw.setdefault("redeliver_every", 0)  # tests of the sweeper turn it on
         runtime = RuntimeSettings(
             bot=bot, settings=settings, namespace=f"t-{uuid.uuid4().hex[:8]}", **kw
         )

@@ -200,3 +200,44 @@ async def test_ingress_answers_503_when_the_shard_cannot_take_it(
     status, answer = await send(app.url, "issues", data)
     assert status == 503 and "retry" in answer["error"]
     assert SECRET not in str(answer)
+
+
+async def test_deliveries_github_failed_to_deliver_are_swept_back(deploy: Any, fake: Any) -> None:
+    from actors import admin
+
+    install(fake, 1008, "e2e/swept")
+    app = deploy("tests.cluster.bots:Greeter", redeliver_every=1)
+    # GitHub redelivers to the deployment, signed with its secret.
+    deliveries = fake.fake.deliveries
+    deliveries.webhook_url, deliveries.webhook_secret = f"{app.url}/webhooks", SECRET
+    try:
+        data = payload("issues.opened", installation=1008, repo="e2e/swept", issue__number=1)
+        # Never reached the deployment (it was down): GitHub logged a 502.
+        on_fake(
+            fake,
+            deliveries.add,
+            "issues",
+            data,
+            guid="lost-1",
+            installation_id=1008,
+            status_code=502,
+        )
+        # Journaled and acknowledged, but too late for GitHub: logged as a timeout.
+        status, _ = await send(app.url, "issues", data, guid="late-1")
+        assert status == 202
+        on_fake(
+            fake, deliveries.add, "issues", data, guid="late-1", installation_id=1008, status_code=0
+        )
+
+        # The app-auth actor sweeps every second on its own.
+        await eventually(lambda: "hello lost-1" in _bodies(fake, "e2e/swept"))
+        redelivered = [d["guid"] for d in fake.fake.redeliveries]
+        assert redelivered == ["lost-1"]
+        assert deliveries.attempts[-1]["status_code"] == 202  # the ingress took it
+        await asyncio.sleep(1.5)  # another sweep or two: nothing more to do
+        assert sorted(_bodies(fake, "e2e/swept")) == ["hello late-1", "hello lost-1"]
+
+        swept = admin.sweep(app.runtime.namespace)  # what `ghbot redeliver` runs
+        assert swept["failed"] == 1 and swept["held"] == 1 and swept["redelivered"] == []
+    finally:
+        deliveries.webhook_url = deliveries.webhook_secret = None

@@ -306,6 +306,19 @@ async def test_prune_forgets_old_deliveries_but_keeps_events(journal: Journal) -
     assert await seqs(journal, "s") == [1, 2, 3]
 
 
+async def test_delivered_tells_which_guids_a_stream_holds(journal: Journal) -> None:
+    await journal.append("inst-1", events("a"), delivery_guid="g1")
+    await journal.append("inst-1", events("b"), delivery_guid="g2")
+    await journal.append("inst-2", events("c"), delivery_guid="g3")
+    await journal.append("inst-1", events("d"))  # no delivery
+    assert await journal.delivered("inst-1", ["g1", "g3", "g9", "g2"]) == {"g1", "g2"}
+    assert await journal.delivered("inst-2", ["g3"]) == {"g3"}
+    assert await journal.delivered("never", ["g1"]) == set()
+    assert await journal.delivered("inst-1", []) == set()
+    await journal.prune_deliveries(retention=0, now=10**10)
+    assert await journal.delivered("inst-1", ["g1", "g2"]) == set()
+
+
 async def test_list_streams_is_sorted_and_skips_empty_ones(journal: Journal) -> None:
     assert await journal.list_streams() == []
     for name in ("b", "a", "c"):

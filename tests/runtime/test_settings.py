@@ -34,6 +34,9 @@ def test_defaults_and_arguments(pem_pkcs8: bytes) -> None:
     assert runtime.pace_writes == 1.0
     off = build_settings({"bot": "examples.greeter:Greeter", "pace_writes": "0"}, _env(pem_pkcs8))
     assert off.pace_writes is None
+    assert runtime.redeliver_every == 120.0
+    args = {"bot": "examples.greeter:Greeter", "redeliver_every": "0"}
+    assert build_settings(args, _env(pem_pkcs8)).redeliver_every == 0
 
 
 def test_every_problem_is_reported_at_once() -> None:

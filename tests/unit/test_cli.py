@@ -45,7 +45,7 @@ def test_importing_the_cli_and_asking_for_help_never_imports_ray() -> None:
 
 
 def test_the_commands_are_registered() -> None:
-    assert {"fake-github", "status", "dead-letters"} <= set(cli._COMMANDS)
+    assert {"fake-github", "status", "dead-letters", "redeliver"} <= set(cli._COMMANDS)
     help_text = cli.build_parser().format_help()
     assert "dead-letters" in help_text and "status" in help_text
 
@@ -140,6 +140,16 @@ class FakeAdmin:
         ]
         return len(matched)
 
+    def sweep(self, namespace: str = "ghbot") -> dict[str, Any]:
+        return {
+            "listed": 40,
+            "failed": 3,
+            "held": 1,
+            "redelivered": ["guid-a", "guid-b"],
+            "gave_up": [],
+            "errors": 0,
+        }
+
     def stats(self, namespace: str = "ghbot") -> list[dict[str, Any]]:
         return [
             {"index": i, "received": 10 + i, "duplicates": 0, "active": 1, "busy": 0}
@@ -154,7 +164,7 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
     import actors.admin
 
     fake = FakeAdmin({"ghbot"})
-    for name in ("require_shards", "dead_letters", "replay", "stats"):
+    for name in ("require_shards", "dead_letters", "replay", "stats", "sweep"):
         monkeypatch.setattr(actors.admin, name, getattr(fake, name))
 
     @contextlib.contextmanager
@@ -214,10 +224,25 @@ def test_status_prints_one_row_per_shard(
     assert [s["index"] for s in json.loads(capsys.readouterr().out)] == [0, 1]
 
 
+def test_redeliver_sweeps_now_and_says_what_it_asked_for(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["redeliver"]) == 0
+    summary, *lines = capsys.readouterr().out.splitlines()
+    assert summary == (
+        "40 delivery attempts listed, 3 deliveries failed, 1 of them journaled anyway; "
+        "asked GitHub to redeliver 2, gave up on 0"
+    )
+    assert lines == ["redelivered guid-a", "redelivered guid-b"]
+    assert cli.main(["redeliver", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["redelivered"] == ["guid-a", "guid-b"]
+
+
 def test_a_namespace_without_a_deployment_is_exit_2(
     admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for argv in (["status"], ["dead-letters", "list"], ["dead-letters", "replay", "g"]):
+    commands = [["status"], ["dead-letters", "list"], ["dead-letters", "replay", "g"]]
+    for argv in [*commands, ["redeliver"]]:
         assert cli.main([*argv, "--namespace", "nobody"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("ghbot: error: no ghbot deployment in Ray namespace 'nobody'")

@@ -1,0 +1,210 @@
+"""Redelivery: ask GitHub again for the webhook deliveries that never reached the journal.
+
+GitHub never retries a failed delivery by itself: a 5xx, a timeout or an outage of
+the receiver loses the event unless somebody asks for it again. GitHub keeps the
+app's deliveries for 3 days (7 on GHES) and redelivers one on request, with the
+same GUID.
+
+`RedeliverySweeper.sweep` lists the app's recent delivery attempts (newest first),
+groups them by GUID, keeps the GUIDs none of whose attempts was answered `OK`, drops
+those the journal holds anyway (journaled, but GitHub gave up waiting for the answer),
+and asks GitHub to redeliver the rest, each GUID a bounded number of times.
+`failed_deliveries` is the pure part.
+https://docs.github.com/en/rest/apps/webhooks#list-deliveries-for-an-app-webhook
+https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ghbot.errors import GhBotError
+
+__all__ = ["Attempt", "Failed", "RedeliverySweeper", "Sweep", "failed_deliveries"]
+
+log = logging.getLogger("ghbot.redelivery")
+
+#: How long github.com keeps a delivery redeliverable.
+GITHUB_WINDOW = 3 * 24 * 3600.0
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One delivery attempt, as `GET /app/hook/deliveries` lists it."""
+
+    id: int
+    guid: str
+    delivered_at: str
+    status: str
+    status_code: int = 0
+    redelivery: bool = False
+    event: str = ""
+    action: str | None = None
+    installation_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the receiver answered 2xx (GitHub's status is then ``OK``)."""
+        return self.status == "OK"
+
+    @property
+    def at(self) -> float:
+        """`delivered_at` as a Unix time."""
+        return datetime.fromisoformat(self.delivered_at).timestamp()
+
+
+class Failed(msgspec.Struct, frozen=True, kw_only=True):
+    """A GUID none of whose attempts succeeded; `attempt_id` is its newest attempt."""
+
+    guid: str
+    attempt_id: int
+    event: str
+    installation_id: int | None
+    attempts: int
+    first_at: float
+
+
+def failed_deliveries(attempts: Iterable[Attempt]) -> list[Failed]:
+    """Return the GUIDs with no `OK` attempt among `attempts`, oldest first."""
+    by_guid: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        by_guid.setdefault(attempt.guid, []).append(attempt)
+    failed = []
+    for guid, tries in by_guid.items():
+        if any(t.ok for t in tries):
+            continue
+        newest = max(tries, key=lambda t: t.id)
+        failed.append(
+            Failed(
+                guid=guid,
+                attempt_id=newest.id,
+                event=newest.event,
+                installation_id=newest.installation_id,
+                attempts=len(tries),
+                first_at=min(t.at for t in tries),
+            )
+        )
+    return sorted(failed, key=lambda f: f.first_at)
+
+
+class Sweep(msgspec.Struct, kw_only=True):
+    """What one sweep saw and did."""
+
+    listed: int = 0
+    failed: int = 0
+    held: int = 0
+    redelivered: list[str] = msgspec.field(default_factory=list)
+    gave_up: list[str] = msgspec.field(default_factory=list)
+    errors: int = 0
+
+
+Held = Callable[[list[Failed]], Awaitable[set[str]]]
+
+
+class RedeliverySweeper:
+    """Find failed deliveries the journal lacks and ask GitHub to redeliver them.
+
+    `app` is a `GitHubApp` (its JWT client lists and redelivers); `held(failed)`
+    returns the GUIDs among `failed` that the journal holds. The first sweep looks
+    back `lookback` seconds; later ones from the previous sweep, less `overlap`. A
+    GUID is asked for at most `max_requests` times, and not again within `spacing`
+    seconds (GitHub redelivers asynchronously).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        held: Held,
+        *,
+        lookback: float = 6 * 3600.0,
+        overlap: float = 600.0,
+        max_requests: int = 3,
+        spacing: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.held = held
+        self.lookback = min(lookback, GITHUB_WINDOW)
+        self.overlap = overlap
+        self.max_requests = max_requests
+        self.spacing = spacing
+        self.clock = clock
+        self.last_sweep: float | None = None
+        self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
+        self._asked: dict[str, tuple[int, float]] = {}
+
+    async def sweep(self) -> Sweep:
+        """List, compare with the journal, redeliver; return what happened."""
+        now = self.clock()
+        since = now - self.lookback
+        if self.last_sweep is not None:
+            since = max(since, self.last_sweep - self.overlap)
+        attempts = await self._attempts(since)
+        failed = failed_deliveries(attempts)
+        result = Sweep(listed=len(attempts), failed=len(failed))
+        held = await self.held(failed) if failed else set()
+        result.held = len(held)
+        for item in failed:
+            if item.guid not in held:
+                await self._ask(item, now, result)
+        self.last_sweep = now
+        self._forget(now)
+        self.totals["sweeps"] += 1
+        self.totals["redelivered"] += len(result.redelivered)
+        self.totals["gave_up"] += len(result.gave_up)
+        self.totals["errors"] += result.errors
+        if result.redelivered or result.gave_up:
+            log.warning(
+                "redelivery: asked GitHub for %d failed deliveries, gave up on %d",
+                len(result.redelivered),
+                len(result.gave_up),
+            )
+        return result
+
+    async def _attempts(self, since: float) -> list[Attempt]:
+        found: list[Attempt] = []
+        async for item in self.app.hook_deliveries(per_page=100):
+            attempt = msgspec.convert(item, Attempt)
+            if attempt.at < since:
+                break  # newest first: everything after this is older still
+            found.append(attempt)
+        return found
+
+    async def _ask(self, item: Failed, now: float, result: Sweep) -> None:
+        count, last = self._asked.get(item.guid, (0, 0.0))
+        if count and now - last < self.spacing:
+            return  # asked recently; GitHub may not have redelivered yet
+        if count >= self.max_requests:
+            if count == self.max_requests:
+                result.gave_up.append(item.guid)
+                self._asked[item.guid] = (count + 1, now)
+                log.error(
+                    "redelivery: %s (%s) still failed after %d redeliveries; giving up",
+                    item.guid,
+                    item.event,
+                    count,
+                )
+            return
+        try:
+            await self.app.redeliver(item.attempt_id)
+        except GhBotError as exc:
+            result.errors += 1
+            log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__)
+            return
+        self._asked[item.guid] = (count + 1, now)
+        result.redelivered.append(item.guid)
+
+    def _forget(self, now: float) -> None:
+        """Drop GUIDs asked for longer ago than GitHub keeps deliveries."""
+        stale = [g for g, (_, at) in self._asked.items() if now - at > GITHUB_WINDOW]
+        for guid in stale:
+            del self._asked[guid]
+
+    def stats(self) -> Mapping[str, Any]:
+        """Return the totals and when the last sweep ran."""
+        return {**self.totals, "last_sweep": self.last_sweep}

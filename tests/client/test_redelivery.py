@@ -1,0 +1,119 @@
+"""The redelivery sweeper against the fake's delivery log, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from ghbot.client import GitHubApp
+from ghbot.redelivery import Attempt, Failed, RedeliverySweeper, failed_deliveries
+from ghbot.testing import FakeClock, FakeGitHub
+
+
+def attempt(id: int, guid: str, status: str = "OK", **kw: object) -> Attempt:
+    at = kw.pop("delivered_at", "2026-11-27T10:00:00Z")
+    return Attempt(id=id, guid=guid, status=status, delivered_at=str(at), **kw)  # type: ignore[arg-type]
+
+
+def test_a_guid_failed_only_when_none_of_its_attempts_was_ok() -> None:
+    attempts = [
+        attempt(5, "b", "Invalid HTTP Response: 503", delivered_at="2026-11-27T10:05:00Z"),
+        attempt(4, "a", "OK", redelivery=True),
+        attempt(3, "b", "failed to connect to host", installation_id=7, event="issues"),
+        attempt(2, "a", "Invalid HTTP Response: 500"),
+        attempt(1, "c", "OK"),
+    ]
+    [failed] = failed_deliveries(attempts)
+    assert failed.guid == "b" and failed.attempt_id == 5 and failed.attempts == 2
+    assert failed.first_at == attempt(0, "x").at  # the older of its two attempts
+    assert failed_deliveries([]) == []
+
+
+@pytest.fixture
+async def refusing() -> AsyncIterator[str]:
+    """A webhook endpoint that is down: it answers every delivery with 503."""
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/webhook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+    await runner.cleanup()
+
+
+class Journal:
+    """Stands in for the shards: which GUIDs are journaled, and what was asked."""
+
+    def __init__(self, *guids: str) -> None:
+        self.guids = set(guids)
+        self.asked: list[list[str]] = []
+
+    async def held(self, failed: list[Failed]) -> set[str]:
+        self.asked.append([f.guid for f in failed])
+        return {f.guid for f in failed} & self.guids
+
+
+async def test_sweep_redelivers_what_failed_and_is_not_journaled(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    fake.add_delivery("issues", {"action": "opened"}, guid="fine")
+    fake.add_delivery("issues", {"action": "opened"}, guid="lost", status_code=502)
+    # Journaled, but the answer came too late for GitHub: not asked for again.
+    fake.add_delivery("issues", {"action": "opened"}, guid="late", status_code=0)
+    journal = Journal("late")
+    sweeper = RedeliverySweeper(app, journal.held, clock=clock)
+
+    result = await sweeper.sweep()
+    assert (result.listed, result.failed, result.held) == (3, 2, 1)
+    assert result.redelivered == ["lost"] and result.gave_up == []
+    assert [sorted(guids) for guids in journal.asked] == [["late", "lost"]]
+    assert [d["guid"] for d in fake.redeliveries] == ["lost"]
+
+    clock.advance(600)
+    again = await sweeper.sweep()  # "lost" was redelivered OK: nothing left to do
+    assert again.failed == 1 and again.redelivered == []
+    assert sweeper.stats()["redelivered"] == 1 and sweeper.stats()["sweeps"] == 2
+
+
+async def test_a_delivery_that_keeps_failing_is_asked_for_a_bounded_number_of_times(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, refusing: str
+) -> None:
+    fake.deliveries.webhook_url = refusing
+    fake.add_delivery("issues", {"action": "opened"}, guid="down", status_code=503)
+    sweeper = RedeliverySweeper(app, Journal().held, max_requests=2, spacing=60, clock=clock)
+
+    assert (await sweeper.sweep()).redelivered == ["down"]
+    assert (await sweeper.sweep()).redelivered == []  # within `spacing`: GitHub may be busy
+    clock.advance(61)
+    assert (await sweeper.sweep()).redelivered == ["down"]
+    clock.advance(61)
+    assert (await sweeper.sweep()).gave_up == ["down"]
+    clock.advance(61)
+    last = await sweeper.sweep()
+    assert last.redelivered == [] and last.gave_up == []
+    assert len(fake.redeliveries) == 2
+    assert all(d["status_code"] == 503 for d in fake.redeliveries)
+
+
+async def test_sweeps_look_back_only_as_far_as_they_need(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    fake.add_delivery("issues", {}, guid="ancient", status_code=500)
+    clock.advance(3700)
+    fake.add_delivery("issues", {}, guid="recent", status_code=500)
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, overlap=60, clock=clock)
+    first = await sweeper.sweep()
+    assert first.listed == 1 and first.redelivered == ["recent"]
+
+    clock.advance(1000)
+    fake.add_delivery("issues", {}, guid="newer", status_code=500)
+    second = await sweeper.sweep()  # from the first sweep, less the overlap
+    # "recent" and its redelivery (at the first sweep), and "newer"; not "ancient".
+    assert second.listed == 3 and second.failed == 1 and second.redelivered == ["newer"]
