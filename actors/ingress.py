@@ -3,8 +3,8 @@
 It verifies each delivery (size, content type, signature, headers, envelope), hands it
 to the shard that owns its installation, and answers only once the shard has journaled
 it durably: 202 for a new delivery, 200 for a duplicate GUID, 4xx for bad input
-(nothing recorded), 503 when the shard or journal cannot take it (GitHub's
-redelivery or the sweeper brings it back). It never waits for handlers.
+(nothing recorded), 503 when the shard or journal cannot take it (GitHub logs the
+failure and the redelivery sweeper has it sent again). It never waits for handlers.
 
 Deliveries for one shard are batched (`ShardBatcher`: while calls to the shard are in
 flight, new deliveries gather for the next) so that one Ray call and one journal

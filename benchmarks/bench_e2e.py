@@ -5,11 +5,16 @@ Measures, in one run on this machine:
 - the floor: `floor_bot.py`, a hand-rolled single-process aiohttp bot doing the same
   work (verify, decode, answer 202, comment through the API) with no durability;
 - ghbot: `serve run ghbot.deploy` on a local Ray (Serve's HAProxy ingress unless
-  `--no-haproxy`), every delivery journaled in SQLite before its 202.
+  `--no-haproxy`), every delivery journaled in SQLite before its 202;
+- with `--serve-floor`, the floor's work as a Serve deployment on the same ingress
+  (`serve_floor.py`): the ceiling of any bot behind Serve's HTTP ingress here.
 
-The load generator and the fake GitHub run in one process at nice 19 (Ray's workers run
-at nice 15), keeping `--concurrency` requests in flight. Reported: handled webhooks/s
-(first send to last comment), ack and end-to-end p50/p95/p99, and ghbot/floor.
+The load generator (a raw keep-alive HTTP client sending requests signed beforehand)
+and the fake GitHub run in one process at nice 19 (Ray's workers run at nice 15),
+keeping `--concurrency` requests in flight. Reported: handled webhooks/s (first send
+to last comment), ack and end-to-end p50/p95/p99, the CPU the machine spent per
+delivery outside the load process and inside it, the cores it used idle before the
+run, and ghbot/floor.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
 """
@@ -143,9 +148,10 @@ def run_floor(harness: Harness, private: Path, args: argparse.Namespace) -> dict
         bot.wait()
 
 
-def run_ghbot(
-    harness: Harness, private: Path, args: argparse.Namespace, data: Path
+def run_on_serve(
+    harness: Harness, private: Path, args: argparse.Namespace, data: Path, *, floor: bool = False
 ) -> dict[str, Any]:
+    """Deploy ghbot (or, with `floor`, `serve_floor.ServeFloor`) on Serve and load it."""
     if not args.no_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if not args.serve_defaults:
@@ -190,6 +196,22 @@ def run_ghbot(
         batch_inflight=args.batch_inflight,
     )
     try:
+        if floor:
+            # The same Serve options as ghbot's ingress, floor_bot's work inside. Import
+            # it as Ray's workers will (PYTHONPATH is the repository's root there).
+            sys.path.insert(0, str(ROOT))
+            from benchmarks.serve_floor import ServeFloor
+
+            app = serve.deployment(
+                num_replicas=args.serve_floor_replicas,
+                ray_actor_options={"num_cpus": 0},
+                max_ongoing_requests=2000,
+                logging_config={"enable_access_log": False, "log_level": "WARNING"},
+            )(ServeFloor).bind(harness.fake, "4242", private.read_bytes(), SECRET)
+            serve.run(app, name="ghbot", route_prefix="/")
+            return harness.load(
+                f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
+            )
         serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
         result = harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
@@ -234,6 +256,12 @@ def main() -> None:
     )
     parser.add_argument("--no-ray-metrics", action="store_true", help="no Ray metrics agent")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument(
+        "--serve-floor",
+        action="store_true",
+        help="also run the floor bot's work as a Serve deployment (serve_floor.py)",
+    )
+    parser.add_argument("--serve-floor-replicas", type=int, default=2, help="one per core")
     parser.add_argument("--quick", action="store_true", help="1,000 deliveries, 200 warm-up")
     args = parser.parse_args()
     if args.quick:
@@ -243,8 +271,11 @@ def main() -> None:
         harness = Harness(public, args.installations)
         try:
             floor = None if args.skip_floor else run_floor(harness, private, args)
+            on_serve = None
+            if args.serve_floor:
+                on_serve = run_on_serve(harness, private, args, Path(tmp), floor=True)
             started = time.monotonic()
-            ours = run_ghbot(harness, private, args, Path(tmp))
+            ours = run_on_serve(harness, private, args, Path(tmp))
             print(f"# ghbot run took {time.monotonic() - started:.0f} s with start and stop")
         finally:
             harness.close()
@@ -261,6 +292,8 @@ def main() -> None:
     print("# idle: cores the machine (outside the load process) used with no load, before the run")
     if floor:
         print(row("floor", floor))
+    if on_serve:
+        print(row("serve-fl", on_serve))
     print(row("ghbot", ours))
     if floor:
         print(f"ghbot / floor throughput: {ours['throughput'] / floor['throughput']:.2f}")

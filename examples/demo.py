@@ -8,8 +8,10 @@ GITHUB_WEBHOOK_SECRET, GITHUB_API_URL, GHBOT_JOURNAL_URL), starts a local Ray wi
 its dashboard and deploys `ghbot.deploy bot=examples.greeter:Greeter` on Serve's HAProxy
 ingress at 127.0.0.1:8000 — what `serve run ghbot.deploy bot=examples.greeter:Greeter`
 does. Then it sends GitHub's own example payloads, signed, to `POST /webhooks`
-(with some redeliveries and one forged signature), waits for the bot, prints what
-happened, and stops everything it started.
+(with some redeliveries and one forged signature). Then it has the fake GitHub log a
+few more deliveries as failed, as during an outage, and sweeps: ghbot asks GitHub to
+redeliver what it never journaled. It waits for the bot, prints what happened, and
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ghbot.testing import FakeGitHub, app_key_pair
+from ghbot.testing import FakeGitHub, FakeGitHubThread, app_key_pair
 from ghbot.webhooks import sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,7 @@ APP_ID = 4242
 PORT = 8000
 # What the demo sends, by GitHub's example payloads: the bot answers the first two.
 KINDS = ("issues.opened", "pull_request.opened", "issue_comment.created", "push", "issues.labeled")
+LOST = 12  # issues.opened deliveries GitHub fails to deliver during the simulated outage
 
 
 def port_free(port: int) -> bool:
@@ -114,6 +117,27 @@ async def send_all(items: list[tuple[str, str, bytes]], redeliver: int) -> dict[
     return counts
 
 
+def outage(fake: FakeGitHubThread, installations: int) -> int:
+    """Have the fake GitHub log `LOST` deliveries as failed: the bot was unreachable.
+
+    GitHub keeps such deliveries and redelivers one when asked, to the app's webhook
+    URL, signed; it never retries by itself.
+    """
+    made = deliveries(LOST * len(KINDS), installations)
+    lost = [item for n, item in enumerate(made) if n % len(KINDS) == 0]  # issues.opened
+    log = fake.fake.deliveries
+
+    async def record() -> None:
+        log.webhook_url, log.webhook_secret = f"http://127.0.0.1:{PORT}/webhooks", SECRET
+        for event, guid, body in lost:
+            data = json.loads(body)
+            installation = data["installation"]["id"]
+            log.add(event, data, guid=guid, installation_id=installation, status_code=502)
+
+    fake.run(record())
+    return len(lost)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=600)
@@ -144,6 +168,7 @@ def main() -> int:
         GITHUB_API_URL=fake.url,
         GHBOT_JOURNAL_URL=f"sqlite://{DATA / 'journal'}",
         GHBOT_PACE_WRITES="0",
+        GHBOT_REDELIVER_EVERY="0",  # the demo sweeps once, below, when it is due
         LOG_LEVEL="WARNING",
         RAY_SERVE_ENABLE_HA_PROXY="1",
         RAY_SERVE_THROUGHPUT_OPTIMIZED="1",
@@ -153,7 +178,7 @@ def main() -> int:
     from ray import serve
 
     import ghbot
-    from actors.admin import dead_letters, stats
+    from actors.admin import dead_letters, stats, sweep
     from actors.runtime import kill_actors
 
     print("Starting a local Ray (no dashboard) and deploying the Greeter bot ...")
@@ -173,6 +198,15 @@ def main() -> int:
         print(f"Sending {len(items)} signed deliveries, {redeliver} redeliveries, 1 forged:")
         started = time.monotonic()
         counts = asyncio.run(send_all(items, redeliver))
+        lost = outage(fake, args.installations)
+        print(
+            f"GitHub failed to deliver {lost} more (an outage); sweeping as `ghbot redeliver` does:"
+        )
+        swept = sweep()
+        print(
+            f"  {swept['failed']} failed deliveries found, {swept['held']} already journaled, "
+            f"{len(swept['redelivered'])} redelivered by GitHub on request"
+        )
         print("Waiting for the handlers ...")
         shards = [ray.get_actor(f"ghbot-shard-{i}", namespace="ghbot") for i in range(2)]
         ray.get([s.wait_idle.remote(120.0) for s in shards])
@@ -199,13 +233,16 @@ def main() -> int:
     print(f"  answers         {counts}  (202 new, 200 redelivered, 401 forged)")
     duplicates = sum(s["duplicates"] for s in summary)
     print(f"  journaled       {handled} deliveries, {duplicates} duplicates")
-    print(f"  comments made   {comments}  (one per issues.opened)")
+    print(f"  swept back      {len(swept['redelivered'])} deliveries GitHub had failed to deliver")
+    print(f"  comments made   {comments}  (one per issues.opened, redelivered ones included)")
     print(f"  labels added    {labels}  (one per pull_request.opened)")
     print(f"  dead letters    {len(dead)}")
     print(f"  journal         {journal_bytes / 1024:.0f} KiB in {DATA / 'journal'}")
     print(f"  time            {elapsed:.1f} s from first send to all handled")
     expected = sum(1 for n in range(len(items)) if KINDS[n % len(KINDS)] == "issues.opened")
+    expected += lost
     ok = counts.get("202") == len(items) and comments == expected and not dead
+    ok = ok and len(swept["redelivered"]) == lost
     print("Demo finished: " + ("everything was handled exactly once." if ok else "see above."))
     return 0 if ok else 1
 

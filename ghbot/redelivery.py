@@ -101,6 +101,8 @@ class Sweep(msgspec.Struct, kw_only=True):
     redelivered: list[str] = msgspec.field(default_factory=list)
     gave_up: list[str] = msgspec.field(default_factory=list)
     errors: int = 0
+    #: True when the listing stopped at `max_pages` before reaching the window's start.
+    truncated: bool = False
 
 
 Held = Callable[[list[Failed]], Awaitable[set[str]]]
@@ -113,7 +115,9 @@ class RedeliverySweeper:
     returns the GUIDs among `failed` that the journal holds. The first sweep looks
     back `lookback` seconds; later ones from the previous sweep, less `overlap`. A
     GUID is asked for at most `max_requests` times, and not again within `spacing`
-    seconds (GitHub redelivers asynchronously).
+    seconds (GitHub redelivers asynchronously). A sweep reads at most `max_pages`
+    pages of 100 attempts: GitHub's listing has no filter for failures, so an app
+    busier than that per interval is swept over its most recent attempts only.
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class RedeliverySweeper:
         overlap: float = 600.0,
         max_requests: int = 3,
         spacing: float = 300.0,
+        max_pages: int = 50,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -133,6 +138,7 @@ class RedeliverySweeper:
         self.overlap = overlap
         self.max_requests = max_requests
         self.spacing = spacing
+        self.max_pages = max(max_pages, 1)
         self.clock = clock
         self.last_sweep: float | None = None
         self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
@@ -144,9 +150,16 @@ class RedeliverySweeper:
         since = now - self.lookback
         if self.last_sweep is not None:
             since = max(since, self.last_sweep - self.overlap)
-        attempts = await self._attempts(since)
+        attempts, truncated = await self._attempts(since)
         failed = failed_deliveries(attempts)
-        result = Sweep(listed=len(attempts), failed=len(failed))
+        result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
+        if truncated:
+            log.warning(
+                "redelivery: stopped after %d delivery attempts, %.0f s back of %.0f",
+                len(attempts),
+                now - attempts[-1].at,
+                now - since,
+            )
         held = await self.held(failed) if failed else set()
         result.held = len(held)
         for item in failed:
@@ -166,14 +179,17 @@ class RedeliverySweeper:
             )
         return result
 
-    async def _attempts(self, since: float) -> list[Attempt]:
+    async def _attempts(self, since: float) -> tuple[list[Attempt], bool]:
+        """Return the attempts since `since`, newest first, and whether it stopped early."""
         found: list[Attempt] = []
         async for item in self.app.hook_deliveries(per_page=100):
             attempt = msgspec.convert(item, Attempt)
             if attempt.at < since:
-                break  # newest first: everything after this is older still
+                return found, False  # newest first: everything after this is older still
+            if len(found) >= self.max_pages * 100:
+                return found, True
             found.append(attempt)
-        return found
+        return found, False
 
     async def _ask(self, item: Failed, now: float, result: Sweep) -> None:
         count, last = self._asked.get(item.guid, (0, 0.0))

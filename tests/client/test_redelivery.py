@@ -117,3 +117,15 @@ async def test_sweeps_look_back_only_as_far_as_they_need(
     second = await sweeper.sweep()  # from the first sweep, less the overlap
     # "recent" and its redelivery (at the first sweep), and "newer"; not "ancient".
     assert second.listed == 3 and second.failed == 1 and second.redelivered == ["newer"]
+    assert not second.truncated
+
+
+async def test_a_sweep_reads_a_bounded_number_of_pages(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    for n in range(150):
+        fake.add_delivery("issues", {}, guid=f"g{n}", status_code=200 if n else 500)
+    sweeper = RedeliverySweeper(app, Journal().held, max_pages=1, clock=clock)
+    result = await sweeper.sweep()
+    assert result.truncated and result.listed == 100
+    assert result.redelivered == []  # the failed one, "g0", is past the first page
