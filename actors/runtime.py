@@ -172,10 +172,6 @@ class AppAuthActor:
         result: dict[str, Any] = msgspec.to_builtins(await self._sweeper.sweep())
         return result
 
-    def redelivery_stats(self) -> dict[str, Any]:
-        """Return the sweeper's totals and the time of its last sweep."""
-        return dict(self._sweeper.stats())
-
     async def _sweep_forever(self, every: float) -> None:
         # The first sweep comes soon after a (re)start: that is when an outage ends.
         await asyncio.sleep(min(every, 30.0))

@@ -16,6 +16,7 @@ https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -143,9 +144,17 @@ class RedeliverySweeper:
         self.last_sweep: float | None = None
         self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
         self._asked: dict[str, tuple[int, float]] = {}
+        self._lock = asyncio.Lock()
 
     async def sweep(self) -> Sweep:
-        """List, compare with the journal, redeliver; return what happened."""
+        """List, compare with the journal, redeliver; return what happened.
+
+        Sweeps run one at a time (a scheduled one and one asked for by hand).
+        """
+        async with self._lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> Sweep:
         now = self.clock()
         since = now - self.lookback
         if self.last_sweep is not None:
