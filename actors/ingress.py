@@ -30,6 +30,7 @@ from actors.runtime import get_or_create_actors
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot.errors import WebhookError
+from ghbot.logs import configure as configure_logging
 from ghbot.webhooks import check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
@@ -88,7 +89,13 @@ class ShardBatcher:
         try:
             statuses: list[str] = await self.actor.ingest.remote(encode_batch(items))
         except Exception as exc:
-            log.warning("shard refused a batch of %d: %s", len(items), type(exc).__name__)
+            error_type = type(exc).__name__
+            log.warning(
+                "shard refused a batch of %d: %s",
+                len(items),
+                error_type,
+                extra={"error_type": error_type},
+            )
             for future in futures:
                 if not future.done():
                     future.set_exception(ShardUnavailable(type(exc).__name__))
@@ -106,7 +113,7 @@ class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        logging.basicConfig(level=settings.settings.log_level)
+        configure_logging(settings.settings.log_level, settings.settings.log_format)
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)

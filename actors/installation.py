@@ -271,12 +271,13 @@ class InstallationHost:
                 if attempt >= max_attempts:
                     return
                 continue
+            took = round((self._clock() - started) * 1000, 3)
+            if log.isEnabledFor(logging.DEBUG):
+                fields = self._fields(event, name, duration_ms=took)
+                log.debug("%s: %s handled %s", self.stream, name, delivery_id, extra=fields)
             done: list[msgspec.Struct | NewEvent] = [
                 HandlerSucceeded(
-                    delivery_id=delivery_id,
-                    handler=name,
-                    attempt=attempt,
-                    duration_ms=round((self._clock() - started) * 1000, 3),
+                    delivery_id=delivery_id, handler=name, attempt=attempt, duration_ms=took
                 ),
                 *(domain_event(e) for e in emitted),
             ]
@@ -292,10 +293,11 @@ class InstallationHost:
     ) -> None:
         delivery_id = event.delivery_id or ""
         error_type, message = type(exc).__name__, _message(exc)
+        fields = self._fields(event, name, error_type=error_type)
         try:
             await self.bot.on_error(event, name, exc, attempt)
         except Exception:
-            log.exception("%s: on_error raised", self.stream)
+            log.exception("%s: on_error raised", self.stream, extra=fields)
         if final:
             log.warning(
                 "%s: %s dead-lettered %s after %d attempts: %s",
@@ -304,6 +306,7 @@ class InstallationHost:
                 delivery_id,
                 attempt,
                 error_type,
+                extra=fields,
             )
             outcome: list[msgspec.Struct | NewEvent] = [
                 DeadLettered(
@@ -319,6 +322,9 @@ class InstallationHost:
                 outcome.append(DeliveryCompleted(delivery_id=delivery_id))
             await self._write(outcome)
             return
+        log.info(
+            "%s: %s failed attempt %d: %s", self.stream, name, attempt, error_type, extra=fields
+        )
         delay = self._retry.backoff(attempt - 1)
         await self._write(
             [
@@ -334,6 +340,17 @@ class InstallationHost:
         )
         await self._sleep(delay)
 
+    def _fields(self, event: Event, operation: str, **more: Any) -> dict[str, Any]:
+        """The structured log fields of one handler run (`ghbot.logs.FIELDS`)."""
+        repo = event.repository
+        return {
+            "event_id": event.delivery_id,
+            "installation_id": self.installation_id,
+            "repository": repo.full_name if repo is not None else None,
+            "operation": operation,
+            **more,
+        }
+
     async def _wait_for_breaker(self) -> None:
         while (wait := self._breaker_wait()) > 0:
             await self._sleep(wait)
@@ -347,7 +364,15 @@ class InstallationHost:
             except JournalUnavailable as exc:
                 # The outcome must not be lost: wait for the journal and write it again.
                 # (`Fenced` is not caught: a newer shard owns this stream now.)
-                log.warning("%s: journal append failed (%s); retrying", self.stream, describe(exc))
+                log.warning(
+                    "%s: journal append failed (%s); retrying",
+                    self.stream,
+                    describe(exc),
+                    extra={
+                        "installation_id": self.installation_id,
+                        "error_type": type(exc).__name__,
+                    },
+                )
                 await self._sleep(0.5)
         for event in events:
             if not isinstance(event, NewEvent):

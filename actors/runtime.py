@@ -19,6 +19,7 @@ import ray
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
 from ghbot.journal import open_journal
+from ghbot.logs import configure as configure_logging
 
 __all__ = [
     "APP_AUTH_NAME",
@@ -42,7 +43,7 @@ class ShardActor:
     """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
-        logging.basicConfig(level=settings.settings.log_level)
+        configure_logging(settings.settings.log_level, settings.settings.log_format)
         self.index = index
         self.settings = settings
         self._core: ShardCore | None = None
@@ -145,7 +146,7 @@ class AppAuthActor:
         from actors.github import TokenMinter
         from ghbot.redelivery import RedeliverySweeper
 
-        logging.basicConfig(level=settings.settings.log_level)
+        configure_logging(settings.settings.log_level, settings.settings.log_format)
         self._settings = settings
         self._minter = TokenMinter(settings)
         self._sweeper = RedeliverySweeper(self._minter.app, self._held)

@@ -160,7 +160,11 @@ class ShardCore:
                 # Fenced (a newer shard took over), or sent to the wrong shard: never
                 # written, so the ingress answers 503 and GitHub's redelivery retries.
                 why = result.status if result is not None else "not this shard's"
-                log.error("delivery %s refused: %s", item.received.delivery_id, why)
+                fields = {
+                    "event_id": item.received.delivery_id,
+                    "installation_id": item.installation_id,
+                }
+                log.error("delivery %s refused: %s", item.received.delivery_id, why, extra=fields)
                 statuses.append(REFUSED)
         return statuses
 

@@ -11,6 +11,7 @@
 | `MAX_RETRIES` | retries of a failed request or handler | `3` |
 | `REQUEST_TIMEOUT` | seconds per request to GitHub | `30` |
 | `LOG_LEVEL` | `DEBUG`, `INFO`, `WARNING`, `ERROR` | `INFO` |
+| `LOG_FORMAT` | `json` (one object per line) or `text` | `json` |
 | `GHBOT_JOURNAL_URL` | `sqlite:///abs/dir` or `postgresql://…` | `./data/journal`, made absolute |
 """
 
@@ -23,6 +24,7 @@ from typing import TypeVar
 
 from ghbot.auth import load_private_key
 from ghbot.errors import ConfigError
+from ghbot.logs import FORMATS
 
 __all__ = ["DEFAULT_API_URL", "Settings", "graphql_url", "parse_duration"]
 
@@ -46,6 +48,7 @@ class Settings:
     request_timeout: float = 30.0
     log_level: str = "INFO"
     journal_url: str = ""
+    log_format: str = "json"
 
     @property
     def graphql_url(self) -> str:
@@ -105,6 +108,9 @@ class Settings:
                 "one of " + ", ".join(LOG_LEVELS),
             ),
             journal_url=_journal_url(env, problems),
+            log_format=reader.get(
+                "LOG_FORMAT", str.lower, "json", lambda v: v in FORMATS, "json or text"
+            ),
         )
         if problems:
             raise ConfigError(problems)

@@ -219,7 +219,12 @@ class RedeliverySweeper:
             await self.app.redeliver(item.attempt_id)
         except GhBotError as exc:
             result.errors += 1
-            log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__)
+            fields = {
+                "event_id": item.guid,
+                "operation": "redeliver",
+                "error_type": type(exc).__name__,
+            }
+            log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__, extra=fields)
             return
         self._asked[item.guid] = (count + 1, now)
         result.redelivered.append(item.guid)
