@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from actors.bot import InstallationActor
 from actors.mailbox import KeyedMailbox
@@ -36,10 +37,12 @@ from actors.records import (
     evolve_progress,
     stream_name,
 )
+from ghbot import telemetry
 from ghbot.errors import CircuitOpen, JournalUnavailable, RateLimited
 from ghbot.events import Event, parse
 from ghbot.journal.records import NewEvent, encode
 from ghbot.retry import RetryPolicy, describe
+from ghbot.telemetry import tracer
 
 __all__ = ["InstallationHost", "Snapshot"]
 
@@ -246,8 +249,20 @@ class InstallationHost:
         if not todo:
             await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])
             return
-        for index, name in enumerate(todo):
-            await self._run(name, event, pending, last=index == len(todo) - 1)
+        # One span per delivery; the handlers' GitHub requests are its children.
+        with tracer.start_as_current_span(event.qualified_name, kind=SpanKind.CONSUMER) as span:
+            if span.is_recording():
+                repo = event.repository
+                span.set_attributes(
+                    {
+                        telemetry.EVENT_TYPE: event.qualified_name,
+                        telemetry.DELIVERY_ID: received.delivery_id,
+                        telemetry.INSTALLATION_ID: self.installation_id,
+                        telemetry.REPOSITORY: repo.full_name if repo is not None else "",
+                    }
+                )
+            for index, name in enumerate(todo):
+                await self._run(name, event, pending, last=index == len(todo) - 1)
 
     async def _run(self, name: str, event: Event, pending: Pending, *, last: bool) -> None:
         delivery_id = pending.received.delivery_id

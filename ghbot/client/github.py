@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from ghbot.auth import AppAuth
@@ -32,6 +33,7 @@ from ghbot.errors import (
     Unauthorized,
 )
 from ghbot.ratelimit import Budget, Lease, RateLimit
+from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE, tracer
 
 __all__ = ["GitHub"]
 
@@ -228,6 +230,20 @@ class GitHub:
         return call
 
     async def _send(self, call: Call, *, pace: bool) -> Response:
+        """Send one logical request (with its retries) inside a client span."""
+        with tracer.start_as_current_span(f"GitHub {call.method}", kind=SpanKind.CLIENT) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes({API_METHOD: call.method, API_ENDPOINT: call.url.path})
+            answer = await self._send_retrying(call, pace=pace)
+            if recording:
+                span.set_attribute(STATUS_CODE, answer.status)
+                remaining = answer.headers.get("x-ratelimit-remaining")
+                if remaining is not None and remaining.isdigit():
+                    span.set_attribute(RATE_LIMIT_REMAINING, int(remaining))
+            return answer
+
+    async def _send_retrying(self, call: Call, *, pace: bool) -> Response:
         opts = self.options
         if pace and opts.pace_writes:
             await self._pace(opts.pace_writes)

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
+from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE, tracer
 
 __all__ = ["InstallationTokens", "Mint"]
 
@@ -69,20 +70,30 @@ class InstallationTokens:
 
     async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         """Return a usable token for `installation_id`, exchanging one when needed."""
+        with tracer.start_as_current_span("GitHub installation token") as span:
+            token, hit = await self._get(installation_id, force)
+            if span.is_recording():
+                span.set_attribute(TOKEN_TYPE, "installation")
+                span.set_attribute(CACHE_HIT, hit)
+                span.set_attribute(INSTALLATION_ID, installation_id)
+            return token
+
+    async def _get(self, installation_id: int, force: bool) -> tuple[InstallationToken, bool]:
+        """Return the token and whether it came from the cache."""
         token = self._tokens.get(installation_id)
         now = self._clock()
         if token is not None:
             if not force and self._usable(token, now):
                 self._tokens.move_to_end(installation_id)
-                return token
+                return token, True
             if force and token.is_fresh(now, self.fresh_window):
-                return token
+                return token, True
         task = self._inflight.get(installation_id)
         if task is None:
             task = asyncio.ensure_future(self._exchange(installation_id))
             self._inflight[installation_id] = task
         # A waiter cancelled while it waits must not cancel the exchange for the others.
-        return await asyncio.shield(task)
+        return await asyncio.shield(task), False
 
     def invalidate(self, installation_id: int) -> None:
         """Forget the cached token of `installation_id` (e.g. the app was uninstalled)."""

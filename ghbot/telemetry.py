@@ -1,0 +1,36 @@
+"""Tracing through the OpenTelemetry API: spans cost next to nothing until an SDK is set.
+
+ghbot depends on `opentelemetry-api` only. Install `opentelemetry-sdk` and an exporter
+and set a tracer provider (``trace.set_tracer_provider``) in your process, or in the
+Ray runtime's processes, to record them:
+
+- one span per delivery, named after the event (``issues.opened``), around its handlers
+  (the runtime's installation actors open it);
+- a child span per GitHub request (``GitHub POST``), with the endpoint, the status and
+  the rate limit left;
+- a child span per installation token asked of the cache, saying whether it was a hit.
+
+Attribute names are DESIGN.md's; no span ever carries a token, a key or a payload.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry import trace
+
+__all__ = ["tracer"]
+
+#: ghbot's tracer; a proxy until the application sets a tracer provider.
+tracer: Final = trace.get_tracer("ghbot")
+
+EVENT_TYPE: Final = "github.event_type"
+DELIVERY_ID: Final = "github.delivery_id"
+INSTALLATION_ID: Final = "github.installation_id"
+REPOSITORY: Final = "github.repository"
+API_ENDPOINT: Final = "github.api.endpoint"
+API_METHOD: Final = "github.api.method"
+RATE_LIMIT_REMAINING: Final = "github.rate_limit.remaining"
+STATUS_CODE: Final = "http.response.status_code"
+TOKEN_TYPE: Final = "auth.token_type"  # noqa: S105 - an attribute name, not a token
+CACHE_HIT: Final = "auth.cache_hit"

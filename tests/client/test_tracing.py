@@ -1,0 +1,39 @@
+"""The client's spans: one per request, one per token asked of the cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from ghbot.client import GitHubApp
+from ghbot.errors import NotFound
+from ghbot.testing import FakeGitHub
+from tests.client.conftest import REPO
+from tests.tracing import recorder
+
+
+async def test_requests_and_tokens_are_spans_with_design_attributes(
+    fake: FakeGitHub, app: GitHubApp
+) -> None:
+    spans = recorder()
+    gh = app.installation(1)
+    await gh.request("GET", f"/repos/{REPO}")
+    await gh.request("GET", f"/repos/{REPO}")
+    with pytest.raises(NotFound):
+        await gh.request("GET", "/repos/octo-org/missing")
+    finished = spans.get_finished_spans()
+
+    tokens = [s for s in finished if s.name == "GitHub installation token"]
+    assert [s.attributes and s.attributes["auth.cache_hit"] for s in tokens] == [False, True, True]
+    assert all(s.attributes and s.attributes["github.installation_id"] == 1 for s in tokens)
+    # The first token was exchanged with the app's JWT: that request is inside it.
+    [exchange] = [s for s in finished if s.name == "GitHub POST"]
+    assert exchange.parent is not None and exchange.parent.span_id == tokens[0].context.span_id
+
+    gets = [s for s in finished if s.name == "GitHub GET"]
+    assert len(gets) == 3
+    ok = gets[0].attributes or {}
+    assert ok["github.api.method"] == "GET" and ok["github.api.endpoint"] == f"/repos/{REPO}"
+    assert ok["http.response.status_code"] == 200
+    assert isinstance(ok["github.rate_limit.remaining"], int)
+    assert tokens[0].parent is not None and tokens[0].parent.span_id == gets[0].context.span_id
+    assert not gets[2].status.is_ok and gets[2].events[0].name == "exception"
