@@ -23,7 +23,8 @@ class TokenMinter:
     """The app's side: sign JWTs and exchange them for installation tokens."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        self.app = GitHubApp.from_settings(settings.settings)
+        # The app's own writes (redelivery requests) are paced like an installation's.
+        self.app = GitHubApp.from_settings(settings.settings, pace_writes=settings.pace_writes)
 
     async def token(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         """Return a token for the installation; `force` mints a new one."""
