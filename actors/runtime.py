@@ -78,9 +78,21 @@ class ShardActor:
             breaker_wait=clients.breaker_wait,
             retry=clients.retry,
         )
-        resumed = await core.start()
-        log.info("shard %d started with epochs %s; resumed %d", self.index, core.epochs, resumed)
+        await core.open()
+        log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)
+        assert core.recovery is not None
+        core.recovery.add_done_callback(self._recovered)
         return core
+
+    def _recovered(self, task: asyncio.Task[int]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            # Not the journal (that is retried): the installations left are resumed
+            # when their next delivery activates them, or at the next restart.
+            log.error("shard %d: recovery failed: %r", self.index, task.exception())
+            return
+        log.info("shard %d resumed %d pending deliveries", self.index, task.result())
 
     async def ingest(self, batch: bytes) -> list[str]:
         """Journal and queue a batch of deliveries (see `ShardCore.ingest`)."""

@@ -29,10 +29,10 @@ from actors.records import (
     installation_of,
     stream_name,
 )
-from ghbot.errors import UsageError
+from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
-from ghbot.retry import RetryPolicy
+from ghbot.retry import RetryPolicy, describe
 
 __all__ = ["ACCEPTED", "DUPLICATE", "ShardCore", "vshard_of"]
 
@@ -90,20 +90,53 @@ class ShardCore:
         }
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        #: Resuming the pending work of every installation (see `open`).
+        self.recovery: asyncio.Task[int] | None = None
 
     # --- life cycle ---------------------------------------------------------------
 
     async def start(self) -> int:
         """Take a new epoch per virtual shard and resume pending work; return how much."""
+        await self.open()
+        assert self.recovery is not None
+        return await self.recovery
+
+    async def open(self) -> None:
+        """Take a new epoch per virtual shard; resume pending work in the background.
+
+        From here on the shard takes deliveries (a restart is unavailable for the epochs'
+        round trips, not for the replay of every stream): an installation a delivery
+        arrives for is activated, and so resumed, on the spot, and `recovery` goes
+        through the others. `wait_idle` waits for it.
+        """
         for vshard in self.vshards:
             self.epochs[vshard] = await self.journal.acquire_epoch(vshard)
-        resumed = 0
-        for vshard in self.vshards:
-            for installation_id in await self._installations(vshard):
-                resumed += (await self.host(installation_id)).busy
-        self.passivate(force_idle=True)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        return resumed
+        loop = asyncio.get_running_loop()
+        self.recovery = loop.create_task(self._recover())
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _recover(self) -> int:
+        """Activate every installation of the shard's streams; return the work resumed.
+
+        A pass that fails (the journal went away) is tried again, with backoff, until
+        one gets through: pending work must not wait for its installation's next
+        delivery.
+        """
+        failures = 0
+        while True:
+            try:
+                resumed = 0
+                for vshard in self.vshards:
+                    for installation_id in await self._installations(vshard):
+                        resumed += (await self.host(installation_id)).busy
+            except JournalUnavailable as exc:
+                failures += 1
+                wait = self._retry.backoff(min(failures, 6))
+                log.warning("recovery failed (%s); trying again in %.1f s", describe(exc), wait)
+                await self._sleep(wait)
+                continue
+            self.passivate(force_idle=True)
+            return resumed
 
     async def _sweep(self) -> None:
         """Passivate idle installations now and then, not only when others activate."""
@@ -113,7 +146,7 @@ class ShardCore:
 
     async def close(self) -> None:
         """Stop every host; what they were doing stays pending in the journal."""
-        for task in [*self._snapshotting.values(), self._sweeper]:
+        for task in [*self._snapshotting.values(), self._sweeper, self.recovery]:
             if task is not None:
                 task.cancel()
         for host in list(self.hosts.values()):
@@ -354,7 +387,9 @@ class ShardCore:
         return held
 
     async def wait_idle(self) -> None:
-        """Return once no installation of this shard has queued or running work."""
+        """Return once recovery is through and no installation has queued or running work."""
+        if self.recovery is not None:
+            await asyncio.shield(self.recovery)
         while any(host.busy for host in self.hosts.values()):
             await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
 

@@ -14,7 +14,7 @@ from actors.records import stream_name
 from actors.shard import ShardCore
 from ghbot.errors import UsageError
 from ghbot.events import Event
-from ghbot.journal import Journal, NewEvent, open_journal
+from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
 from ghbot.retry import RetryPolicy
 from tests.runtime.conftest import INSTALLATION, VSHARDS, batch, inbound, payload, shard_of
 
@@ -310,6 +310,61 @@ async def test_a_new_shard_fences_the_old_one_and_finishes_its_work(tmp_path: An
     await second.close()
     await first_journal.close()
     await second_journal.close()
+
+
+class SlowToList(FaultyJournal):
+    """A journal whose stream listing (what recovery starts with) waits for `opened`."""
+
+    def __init__(self, inner: Journal) -> None:
+        super().__init__(inner)
+        self.opened = asyncio.Event()
+
+    async def list_streams(self, *, shard: int | None = None) -> list[str]:
+        await self.opened.wait()
+        return await super().list_streams(shard=shard)
+
+
+async def test_a_restarted_shard_takes_deliveries_while_it_recovers(tmp_path: Any) -> None:
+    url = f"sqlite://{tmp_path}/journal"
+    Stuck.gate, Stuck.ran = asyncio.Event(), []
+    first_journal = await open_journal(url, shard_count=VSHARDS)
+    first = core(first_journal, Stuck)
+    await first.start()
+    pending = [
+        inbound(Stuck, "issues", payload("issues.opened", issue__number=n), delivery_id=f"p{n}")
+        for n in range(2)
+    ]
+    assert await first.ingest(batch(*pending)) == ["accepted"] * 2
+    await first.close()
+    await first_journal.close()
+
+    journal = SlowToList(await open_journal(url, shard_count=VSHARDS))
+    Stuck.gate = None
+    second = core(journal, Stuck)
+    await second.open()  # epochs taken; recovery is held up in `list_streams`
+    assert second.recovery is not None and not second.recovery.done()
+    other = VSHARDS + INSTALLATION  # same virtual shard, another installation
+    news = [
+        inbound(Stuck, "issues", payload("issues.opened", installation=other), delivery_id="n1"),
+        inbound(Stuck, "issues", payload("issues.opened", issue__number=0), delivery_id="n2"),
+    ]
+    assert await second.ingest(batch(*news)) == ["accepted"] * 2
+    # n2's installation was activated on the spot, so its pending p0 and p1 went first.
+    for _ in range(100):
+        if len(Stuck.ran) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(Stuck.ran) == ["n1", "n2", "p0", "p1"]
+    assert Stuck.ran.index("p0") < Stuck.ran.index("n2")
+    assert not second.recovery.done()
+
+    journal.fail_reads(1)  # the first listing fails: recovery tries again
+    journal.opened.set()
+    assert await second.recovery == 0  # nothing left: everything was resumed already
+    await second.wait_idle()
+    assert sorted(Stuck.ran) == ["n1", "n2", "p0", "p1"]  # each exactly once
+    await second.close()
+    await journal.close()
 
 
 async def test_idle_installations_are_passivated_and_come_back(journal: Journal) -> None:
