@@ -75,9 +75,8 @@ class Harness:
         data["issue"] = {**self.template["issue"], "number": 1}
         return json.dumps(data).encode(), str(uuid.uuid4())
 
-    def _request(self, target: str, body: bytes, guid: str) -> tuple[bytes, str]:
+    def _request(self, host: str, port: int, body: bytes, guid: str) -> tuple[bytes, str]:
         """Return a whole HTTP request as GitHub sends a delivery, and its GUID."""
-        host, port = _host_port(target)
         head = (
             f"POST /webhooks HTTP/1.1\r\n"
             f"Host: {host}:{port}\r\n"
@@ -106,12 +105,12 @@ class Harness:
         # Bodies, GUIDs and signatures are made before the clock starts: GitHub's side of
         # the work is not what is measured, and the less this process spends per
         # delivery the less it takes from the system under test.
-        prepared = [self._request(target, *self.body(n)) for n in range(count)]
+        host, port = _host_port(target)
+        prepared = [self._request(host, port, *self.body(n)) for n in range(count)]
         sent_at: dict[str, float] = {}
         acks: list[float] = []
         statuses: dict[int, int] = {}
         queue = iter(prepared)
-        host, port = _host_port(target)
 
         async def worker() -> None:
             # A raw keep-alive HTTP/1.1 client: a few tens of microseconds a request,

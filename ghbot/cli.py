@@ -203,7 +203,8 @@ class ClusterError(GhBotError):
     """No Ray cluster answers at the address (none found for `auto`), or its actors failed."""
 
 
-def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+def _cluster_arguments(parser: argparse.ArgumentParser, *, json_instead_of: str = "") -> None:
+    """Add --address and --namespace; and --json when the command prints `json_instead_of`."""
     add = parser.add_argument
     add(
         "--address",
@@ -215,6 +216,8 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GHBOT_NAMESPACE") or "ghbot",
         help="the deployment's Ray namespace (default: GHBOT_NAMESPACE, else ghbot)",
     )
+    if json_instead_of:
+        add("--json", action="store_true", help=f"print JSON instead of {json_instead_of}")
 
 
 def _probe(address: str) -> str:
@@ -322,8 +325,7 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    _cluster_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _cluster_arguments(parser, json_instead_of="a table")
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -347,8 +349,7 @@ def _dead_letters_arguments(parser: argparse.ArgumentParser) -> None:
     listing = actions.add_parser(
         "list", help="list the dead letters, oldest first", description="List the dead letters."
     )
-    _cluster_arguments(listing)
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _cluster_arguments(listing, json_instead_of="a table")
     replay = actions.add_parser(
         "replay",
         help="run a dead letter's handlers again",
@@ -381,8 +382,7 @@ def _run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _redeliver_arguments(parser: argparse.ArgumentParser) -> None:
-    _cluster_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    _cluster_arguments(parser, json_instead_of="a summary")
 
 
 def _run_redeliver(args: argparse.Namespace) -> int:

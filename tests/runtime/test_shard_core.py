@@ -271,19 +271,25 @@ class Stuck(InstallationActor):
         type(self).ran.append(event.delivery_id or "")
 
 
-async def test_a_new_shard_fences_the_old_one_and_finishes_its_work(tmp_path: Any) -> None:
-    url = f"sqlite://{tmp_path}/journal"
+async def stuck_with_pending(url: str, count: int) -> tuple[ShardCore, Journal]:
+    """A shard that acknowledged `count` deliveries (p0, p1, ...) and handled none."""
     Stuck.gate, Stuck.ran = asyncio.Event(), []
-    first_journal = await open_journal(url, shard_count=VSHARDS)
-    first = core(first_journal, Stuck)
-    await first.start()
+    journal = await open_journal(url, shard_count=VSHARDS)
+    shard = core(journal, Stuck)
+    await shard.start()
     items = [
         inbound(Stuck, "issues", payload("issues.opened", issue__number=n), delivery_id=f"p{n}")
-        for n in range(3)
+        for n in range(count)
     ]
-    assert await first.ingest(batch(*items)) == ["accepted"] * 3
+    assert await shard.ingest(batch(*items)) == ["accepted"] * count
     await asyncio.sleep(0.01)
     assert Stuck.ran == []  # acknowledged, journaled, not yet handled: then the crash
+    return shard, journal
+
+
+async def test_a_new_shard_fences_the_old_one_and_finishes_its_work(tmp_path: Any) -> None:
+    url = f"sqlite://{tmp_path}/journal"
+    first, first_journal = await stuck_with_pending(url, 3)
 
     second_journal = await open_journal(url, shard_count=VSHARDS)
     Stuck.gate = None
@@ -326,15 +332,7 @@ class SlowToList(FaultyJournal):
 
 async def test_a_restarted_shard_takes_deliveries_while_it_recovers(tmp_path: Any) -> None:
     url = f"sqlite://{tmp_path}/journal"
-    Stuck.gate, Stuck.ran = asyncio.Event(), []
-    first_journal = await open_journal(url, shard_count=VSHARDS)
-    first = core(first_journal, Stuck)
-    await first.start()
-    pending = [
-        inbound(Stuck, "issues", payload("issues.opened", issue__number=n), delivery_id=f"p{n}")
-        for n in range(2)
-    ]
-    assert await first.ingest(batch(*pending)) == ["accepted"] * 2
+    first, first_journal = await stuck_with_pending(url, 2)
     await first.close()
     await first_journal.close()
 
