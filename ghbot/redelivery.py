@@ -195,9 +195,9 @@ class RedeliverySweeper:
             attempt = msgspec.convert(item, Attempt)
             if attempt.at < since:
                 return found, False  # newest first: everything after this is older still
-            if len(found) >= self.max_pages * 100:
-                return found, True
             found.append(attempt)
+            if len(found) >= self.max_pages * 100:
+                return found, True  # stop before asking for one page more
         return found, False
 
     async def _ask(self, item: Failed, now: float, result: Sweep) -> None:

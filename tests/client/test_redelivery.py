@@ -128,4 +128,5 @@ async def test_a_sweep_reads_a_bounded_number_of_pages(
     sweeper = RedeliverySweeper(app, Journal().held, max_pages=1, clock=clock)
     result = await sweeper.sweep()
     assert result.truncated and result.listed == 100
+    assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 1  # not a page more
     assert result.redelivered == []  # the failed one, "g0", is past the first page
