@@ -10,7 +10,7 @@
 | `TOKEN_CACHE_TTL` | longest an installation token is cached, seconds (`55m`, `1h` work) | `55m` |
 | `MAX_RETRIES` | retries of a failed request or handler | `3` |
 | `REQUEST_TIMEOUT` | seconds per request to GitHub | `30` |
-| `LOG_LEVEL` | `DEBUG`, `INFO`, `WARNING`, `ERROR` | `INFO` |
+| `LOG_LEVEL` | `TRACE`, `DEBUG`, `INFO`, `WARN` (or `WARNING`), `ERROR`, `CRITICAL` | `INFO` |
 | `LOG_FORMAT` | `json` (one object per line) or `text` | `json` |
 | `GHBOT_JOURNAL_URL` | `sqlite:///abs/dir` or `postgresql://…` | `./data/journal`, made absolute |
 """
@@ -24,12 +24,11 @@ from typing import TypeVar
 
 from ghbot.auth import load_private_key
 from ghbot.errors import ConfigError
-from ghbot.logs import FORMATS
+from ghbot.logs import FORMATS, LEVELS, level_name
 
 __all__ = ["DEFAULT_API_URL", "Settings", "graphql_url", "parse_duration"]
 
 DEFAULT_API_URL = "https://api.github.com"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 T = TypeVar("T")
 
@@ -101,11 +100,7 @@ class Settings:
                 "between 0 and 600 seconds",
             ),
             log_level=reader.get(
-                "LOG_LEVEL",
-                str.upper,
-                "INFO",
-                lambda v: v in LOG_LEVELS,
-                "one of " + ", ".join(LOG_LEVELS),
+                "LOG_LEVEL", level_name, "INFO", lambda v: True, "one of " + ", ".join(LEVELS)
             ),
             journal_url=_journal_url(env, problems),
             log_format=reader.get(

@@ -8,9 +8,14 @@ own loggers come out the same way. A line carries `timestamp`, `level`, `logger`
     log.warning("handler failed", extra={"event_id": guid, "installation_id": 42,
                                          "operation": "welcome", "error_type": "Timeout"})
 
-Whatever the message says, installation and personal tokens show only their first and
-last four characters; JWTs, private keys, webhook signatures and `Authorization`
-values never appear (`mask`).
+Whatever the message says, GitHub's tokens (of any length: installation tokens are
+growing from 40 characters to a JWT of about 520) show only their first and last four
+characters; JWTs, private keys, webhook signatures and `Authorization` values never
+appear (`mask`).
+
+Levels are Python's plus `TRACE` (5, below `DEBUG`); `WARN` is another name for
+`WARNING` (`level_name`). `LogLimiter` keeps a flood of alike lines (refused
+deliveries during an attack) down to a few a minute.
 """
 
 from __future__ import annotations
@@ -19,10 +24,24 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-__all__ = ["FIELDS", "FORMATS", "JsonFormatter", "TextFormatter", "configure", "mask"]
+__all__ = [
+    "FIELDS",
+    "FORMATS",
+    "LEVELS",
+    "TRACE",
+    "JsonFormatter",
+    "LogLimiter",
+    "TextFormatter",
+    "configure",
+    "level_name",
+    "mask",
+]
 
 #: The structured fields a call may pass in ``extra=`` (DESIGN.md, "Observability").
 FIELDS: Final = (
@@ -32,10 +51,55 @@ FIELDS: Final = (
     "operation",
     "duration_ms",
     "error_type",
+    "http_status",
+    "suppressed",
 )
 FORMATS: Final = ("json", "text")
 
-_MASKS: Final = (
+#: Below DEBUG: every request and decision, for chasing one problem down.
+TRACE: Final = 5
+logging.addLevelName(TRACE, "TRACE")
+
+#: The level names `LOG_LEVEL` takes (the operations guide's and Python's), by number.
+LEVELS: Final = {
+    "TRACE": TRACE,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
+
+
+def level_name(value: str) -> str:
+    """Return the canonical name of level `value` (any case; `WARN` gives `WARNING`).
+
+    Raises `ValueError` for a name not in `LEVELS`.
+    """
+    number = LEVELS.get(value.strip().upper())
+    if number is None:
+        raise ValueError(f"log level {value!r} is not one of {', '.join(LEVELS)}")
+    return logging.getLevelName(number)
+
+
+_SHORT_TOKEN: Final = 16
+"""A token shorter than this shows only its first four characters (its prefix)."""
+
+
+def _cut_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    if len(token) < _SHORT_TOKEN:
+        return token[:4] + "…"
+    return f"{token[:4]}…{token[-4:]}"
+
+
+_MASKS: Final[tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]] = (
+    # GitHub tokens (ghs_ installation, ghp_/github_pat_ personal, gho_, ghu_, ghr_),
+    # old and new formats: GitHub's new installation tokens are `ghs_APPID_JWT`,
+    # base64url parts joined by dots. First, so that no other mask leaves part of
+    # one in the line; a trailing dot is the sentence's, not the token's.
+    (re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_.-]*[A-Za-z0-9_-]"), _cut_token),
     # PEM private keys, whole (or to the end, if cut).
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END[^-]*-----|$)", re.S), "[key]"),
     # Authorization header values (token, Bearer JWT, Basic).
@@ -44,17 +108,16 @@ _MASKS: Final = (
     (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
     # Webhook signatures.
     (re.compile(r"\bsha(1|256)=[0-9a-fA-F]{40,64}\b"), r"sha\1=[redacted]"),
-    # GitHub tokens (ghs_ installation, ghp_/github_pat_ personal, gho_, ghu_, ghr_):
-    # the first and last four characters only.
-    (
-        re.compile(r"\b((?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{4})[A-Za-z0-9_]+([A-Za-z0-9]{4})\b"),
-        r"\1…\2",
-    ),
 )
 
 
 def mask(text: str) -> str:
-    """Return `text` with tokens cut to their ends and keys, JWTs and signatures removed."""
+    """Return `text` with tokens cut to their ends and keys, JWTs and signatures removed.
+
+    A GitHub token of 16 characters or more keeps its first and last four characters
+    (`ghs_…wxyz`); a shorter one only its first four, so no token shows more than
+    eight characters, whatever its length or format.
+    """
     for pattern, replacement in _MASKS:
         text = pattern.sub(replacement, text)
     return text
@@ -94,6 +157,50 @@ class TextFormatter(logging.Formatter):
         return mask(f"{line} [{' '.join(extras)}]" if extras else line)
 
 
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+    held: int = 0
+
+
+class LogLimiter:
+    """At most `burst` lines per `per` seconds of each kind; the rest are held back, counted.
+
+    A token bucket per key: `burst` lines may come at once, then one more every
+    `per / burst` seconds. Keys are kinds of line (an error type), never values an
+    outsider chooses, since each key keeps a little state. Not thread-safe: one
+    event loop (a Serve replica's) uses it.
+    """
+
+    def __init__(
+        self, burst: int = 10, per: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if burst < 1 or per <= 0:
+            raise ValueError("a log limiter needs burst >= 1 and per > 0")
+        self.burst = burst
+        self.per = per
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, key: str) -> int | None:
+        """Return None to hold a line of `key` back; else log it, saying this many were held.
+
+        The number (often 0) is how many lines of `key` were held back since the last
+        one allowed, for the line to report them.
+        """
+        now = self._clock()
+        bucket = self._buckets.setdefault(key, _Bucket(float(self.burst), now))
+        refill = (now - bucket.stamp) * self.burst / self.per
+        bucket.tokens, bucket.stamp = min(float(self.burst), bucket.tokens + refill), now
+        if bucket.tokens < 1:
+            bucket.held += 1
+            return None
+        bucket.tokens -= 1
+        held, bucket.held = bucket.held, 0
+        return held
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """ghbot's own handler, told apart so `configure` can replace it."""
 
@@ -101,22 +208,24 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None = None) -> None:
     """Send the ``ghbot`` loggers (and an unconfigured root) to `stream` (stderr) in `fmt`.
 
-    Calling it again replaces the handler it installed before; handlers others
-    installed are left alone. Raises `ValueError` for an unknown `fmt`.
+    `level` is any name in `LEVELS` (`TRACE` and `WARN` included). Calling it again
+    replaces the handler it installed before; handlers others installed are left
+    alone. Raises `ValueError` for an unknown `level` or `fmt`.
     """
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+    number = LEVELS[level_name(level)]
     handler = _Handler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     targets = [logging.getLogger("ghbot")]
     if not [h for h in root.handlers if not isinstance(h, _Handler)]:
         targets.append(root)
-        root.setLevel(level)
+        root.setLevel(number)
     for logger in targets:
         for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
             logger.removeHandler(old)
         logger.addHandler(handler)
     ghbot = logging.getLogger("ghbot")
-    ghbot.setLevel(level)
+    ghbot.setLevel(number)
     ghbot.propagate = False

@@ -114,3 +114,20 @@ def test_parse_duration_refuses(text: str) -> None:
 def test_graphql_url() -> None:
     assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
     assert graphql_url("https://h/api/v3") == "https://h/api/graphql"
+
+
+def test_log_level_accepts_the_operations_guides_names() -> None:
+    base = {"GITHUB_APP_ID": "1"}
+
+    def level(value: str) -> str:
+        env = {**base, "LOG_LEVEL": value}
+        return Settings.from_env(env, require_app=False, require_webhooks=False).log_level
+
+    assert (level("WARN"), level("warning"), level("TRACE"), level("debug")) == (
+        "WARNING",
+        "WARNING",
+        "TRACE",
+        "DEBUG",
+    )
+    with pytest.raises(ConfigError, match=r"LOG_LEVEL='chatty'.*TRACE, DEBUG"):
+        level("chatty")

@@ -79,7 +79,7 @@ def test_secrets_never_reach_a_line(captured: io.StringIO, pem_pkcs8: bytes) -> 
     for secret in (TOKEN, jwt, SIGNATURE[7:], "PRIVATE KEY", pem_pkcs8.decode().split()[4]):
         assert secret not in text
     got = lines(captured)
-    assert got[0]["message"] == "token ghs_16C7…8B4a"
+    assert got[0]["message"] == "token ghs_…8B4a"
     assert "'Accept': 'json'" in str(got[1]["message"])
     assert got[2]["message"] == "jwt [jwt]" and got[3]["message"] == "signature sha256=[redacted]"
     assert got[4]["message"] == "key [key]"
@@ -92,7 +92,7 @@ def test_text_format_masks_too_and_reconfiguring_replaces_the_handler(
     logs.configure("INFO", "text", stream=captured)
     logging.getLogger("ghbot.test").info("token %s", TOKEN, extra={"installation_id": 7})
     [line] = captured.getvalue().splitlines()
-    assert line.endswith("ghbot.test: token ghs_16C7…8B4a [installation_id=7]")
+    assert line.endswith("ghbot.test: token ghs_…8B4a [installation_id=7]")
     with pytest.raises(ValueError, match="log format"):
         logs.configure("INFO", "xml")
 
@@ -106,3 +106,88 @@ def test_log_format_is_a_setting() -> None:
     assert text.log_format == "text"
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         Settings.from_env({**base, "LOG_FORMAT": "xml"}, require_app=False, require_webhooks=False)
+
+
+# GitHub's new installation token: `ghs_APPID_JWT`, about 520 characters with two dots.
+NEW_TOKEN = (
+    "ghs_1234567_eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9."
+    + "eyJpbnN0YWxsYXRpb24iOjQyLCJhcHAiOjEyMzQ1Njd9" * 8
+    + ".Sig-nat_ure" * 20
+    + "wxyz"
+)
+
+
+@pytest.mark.parametrize(
+    ("token", "shown"),
+    [
+        (TOKEN, "ghs_…8B4a"),
+        (NEW_TOKEN, "ghs_…wxyz"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCD", "gith…ABCD"),
+        ("gho_16C7e42F292c6912E7710c838347Ae178B4a", "gho_…8B4a"),
+        ("ghu_16C7e42F292c6912E7710c838347Ae178B4a", "ghu_…8B4a"),
+        (
+            "ghr_1B4a2e77838347a7E420ce178F2E7c6912E169246c34E1ccbF66C46812d16D5B1A9Dc86A1498",
+            "ghr_…1498",
+        ),
+    ],
+)
+def test_a_token_shows_its_first_and_last_four_characters_only(token: str, shown: str) -> None:
+    assert logs.mask(f"minted {token}. next") == f"minted {shown}. next"
+
+
+def test_no_part_of_a_new_format_token_survives() -> None:
+    masked = logs.mask(f"token {NEW_TOKEN} and Authorization-free text")
+    for part in NEW_TOKEN[4:-4].split("."):
+        assert part not in masked and part[:8] not in masked
+    assert masked == "token ghs_…wxyz and Authorization-free text"
+
+
+@pytest.mark.parametrize("token", ["ghs_ok", "ghs_abcdefghij", "ghp_0123456789a"])
+def test_a_short_token_shows_no_more_than_its_prefix(token: str) -> None:
+    masked = logs.mask(f"token {token}")
+    assert masked == "token " + token[:4] + "…"
+
+
+def test_trace_and_warn_are_levels(captured: io.StringIO) -> None:
+    assert logs.level_name("trace") == "TRACE" and logs.level_name("Warn") == "WARNING"
+    assert logs.LEVELS["TRACE"] < logs.LEVELS["DEBUG"]
+    with pytest.raises(ValueError, match="chatty"):
+        logs.level_name("chatty")
+    log = logging.getLogger("ghbot.test")
+    logs.configure("TRACE", "json", stream=captured)
+    log.log(logs.TRACE, "every detail")
+    logs.configure("WARN", "json", stream=captured)
+    log.log(logs.TRACE, "not at WARN")
+    log.info("not at WARN either")
+    log.warning("shown")
+    assert [(line["level"], line["message"]) for line in lines(captured)] == [
+        ("trace", "every detail"),
+        ("warning", "shown"),
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_limiter_lets_a_burst_through_then_one_line_per_interval() -> None:
+    clock = Clock()
+    limiter = logs.LogLimiter(burst=3, per=60.0, clock=clock)
+    assert [limiter.allow("InvalidSignature") for _ in range(5)] == [0, 0, 0, None, None]
+    assert limiter.allow("MalformedPayload") == 0  # each kind has its own budget
+    clock.now += 19.0  # a line comes back every 20 s
+    assert limiter.allow("InvalidSignature") is None
+    clock.now += 1.0
+    assert limiter.allow("InvalidSignature") == 3  # the next line says 3 were held back
+    assert limiter.allow("InvalidSignature") is None
+    clock.now += 3600
+    assert [limiter.allow("InvalidSignature") for _ in range(4)] == [1, 0, 0, None]
+
+
+def test_the_limiter_refuses_a_budget_of_nothing() -> None:
+    with pytest.raises(ValueError, match="burst"):
+        logs.LogLimiter(burst=0)
