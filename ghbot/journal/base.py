@@ -19,13 +19,22 @@ from ghbot.journal.records import (
     Snapshot,
 )
 
-__all__ = ["DEFAULT_KEEP_SNAPSHOTS", "DEFAULT_RETENTION", "DEFAULT_SHARD_COUNT", "Journal"]
+__all__ = [
+    "DEFAULT_KEEP_SNAPSHOTS",
+    "DEFAULT_RETENTION",
+    "DEFAULT_SHARD_COUNT",
+    "PRUNE_BATCH",
+    "Journal",
+]
 
 DEFAULT_SHARD_COUNT: Final = 16
 """Shards streams are spread over when the caller names none (see `shard_for`)."""
 DEFAULT_RETENTION: Final = 8 * 24 * 3600.0
 """Seconds a delivery GUID is remembered: GitHub redelivers within 3 days."""
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
+PRUNE_BATCH: Final = 1000
+"""Delivery GUIDs `prune_deliveries` forgets per transaction: appends queued behind a
+prune wait for one batch, not for all of it."""
 
 
 class Journal(abc.ABC):
@@ -164,11 +173,19 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     async def prune_deliveries(
-        self, retention: float = DEFAULT_RETENTION, *, now: float | None = None
+        self,
+        retention: float = DEFAULT_RETENTION,
+        *,
+        now: float | None = None,
+        shard: int | None = None,
     ) -> int:
         """Forget delivery GUIDs recorded more than `retention` seconds before `now`.
 
-        Events are kept; only their deduplication ends. Return how many were dropped.
+        Only `shard`'s when given (a shard actor prunes its own), every shard's when
+        not. Events and snapshots are kept; only the GUIDs' deduplication ends (and
+        `delivered` stops reporting them). Rows go in transactions of `PRUNE_BATCH`,
+        so appends are never held up behind the whole prune. Return how many were
+        dropped.
         """
 
     @abc.abstractmethod

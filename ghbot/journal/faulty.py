@@ -151,10 +151,14 @@ class FaultyJournal(Journal):
         return await self.inner.list_streams(shard=shard)
 
     async def prune_deliveries(
-        self, retention: float = DEFAULT_RETENTION, *, now: float | None = None
+        self,
+        retention: float = DEFAULT_RETENTION,
+        *,
+        now: float | None = None,
+        shard: int | None = None,
     ) -> int:
         """Prune through the wrapped journal."""
-        return await self.inner.prune_deliveries(retention, now=now)
+        return await self.inner.prune_deliveries(retention, now=now, shard=shard)
 
     async def close(self) -> None:
         """Close the wrapped journal."""

@@ -23,6 +23,7 @@ from ghbot.journal.base import (
     DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_RETENTION,
     DEFAULT_SHARD_COUNT,
+    PRUNE_BATCH,
     Journal,
     check_range,
     check_snapshot_args,
@@ -313,14 +314,27 @@ class PostgresJournal(Journal):
         return [row[0] for row in rows]
 
     async def prune_deliveries(
-        self, retention: float = DEFAULT_RETENTION, *, now: float | None = None
+        self,
+        retention: float = DEFAULT_RETENTION,
+        *,
+        now: float | None = None,
+        shard: int | None = None,
     ) -> int:
         """Forget delivery GUIDs recorded more than `retention` seconds before `now`."""
         self._check_open()
         cutoff = (time.time() if now is None else now) - retention
-        async with _unavailable_on_failure():
-            status: str = await self._pool.execute(self._sql.prune, cutoff)
-        return int(status.rsplit(" ", 1)[-1])
+        args: tuple[float | int, ...] = (cutoff, PRUNE_BATCH)
+        query = self._sql.prune
+        if shard is not None:
+            query, args = self._sql.prune_shard, (*args, check_shard(shard))
+        dropped = 0
+        while True:
+            async with _unavailable_on_failure():
+                status: str = await self._pool.execute(query, *args)
+            deleted = int(status.rsplit(" ", 1)[-1])
+            dropped += deleted
+            if deleted < PRUNE_BATCH:
+                return dropped
 
     async def close(self) -> None:
         """Commit submitted appends, then close the connection pool."""

@@ -116,4 +116,16 @@ class Statements:
         self.list_shard_streams = (
             f"SELECT stream FROM {p}streams WHERE shard = $1 AND last_seq > 0 ORDER BY stream"
         )
-        self.prune = f"DELETE FROM {p}deliveries WHERE recorded_at < $1"
+        # At most $2 rows a statement (by primary key), so a prune holds few row locks
+        # at a time: an append of a GUID being forgotten waits for one batch at most.
+        self.prune = (
+            f"DELETE FROM {p}deliveries d USING (SELECT stream, delivery_guid"
+            f" FROM {p}deliveries WHERE recorded_at < $1 LIMIT $2) old"
+            " WHERE d.stream = old.stream AND d.delivery_guid = old.delivery_guid"
+        )
+        self.prune_shard = (
+            f"DELETE FROM {p}deliveries d USING (SELECT x.stream, x.delivery_guid"
+            f" FROM {p}deliveries x JOIN {p}streams s ON s.stream = x.stream"
+            " WHERE s.shard = $3 AND x.recorded_at < $1 LIMIT $2) old"
+            " WHERE d.stream = old.stream AND d.delivery_guid = old.delivery_guid"
+        )

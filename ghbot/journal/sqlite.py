@@ -25,6 +25,7 @@ from ghbot.journal.base import (
     DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_RETENTION,
     DEFAULT_SHARD_COUNT,
+    PRUNE_BATCH,
     Journal,
     check_range,
     check_snapshot_args,
@@ -259,25 +260,57 @@ class SqliteJournal(Journal):
         return sorted(name for part in parts for name in part)
 
     async def prune_deliveries(
-        self, retention: float = DEFAULT_RETENTION, *, now: float | None = None
+        self,
+        retention: float = DEFAULT_RETENTION,
+        *,
+        now: float | None = None,
+        shard: int | None = None,
     ) -> int:
         """Forget delivery GUIDs recorded more than `retention` seconds before `now`."""
         self._check_open()
         cutoff = (time.time() if now is None else now) - retention
+        shards = [check_shard(shard)] if shard is not None else self._existing_shards()
+        counts = await asyncio.gather(*(self._prune_file(s, cutoff) for s in shards))
+        return sum(counts)
 
-        def prune(conn: sqlite3.Connection) -> int:
-            # Deliveries are in rowid (arrival) order: delete the prefix before the
-            # first young one, reading only the rows that go.
+    async def _prune_file(self, shard: int, cutoff: float) -> int:
+        """Delete one file's deliveries recorded before `cutoff`, `PRUNE_BATCH` at a time.
+
+        Deliveries are in rowid (arrival) order, so the old ones are a prefix: a reader
+        finds where it ends (reading only the rows that go, off the writer thread),
+        then the writer deletes it in short transactions that appends can slip between.
+        """
+
+        def boundary(conn: sqlite3.Connection) -> int:
             young = conn.execute(
                 "SELECT rowid FROM deliveries WHERE recorded_at >= ? ORDER BY rowid LIMIT 1",
                 (cutoff,),
             ).fetchone()
-            if young is None:
-                return conn.execute("DELETE FROM deliveries").rowcount
-            return conn.execute("DELETE FROM deliveries WHERE rowid < ?", young).rowcount
+            if young is not None:
+                return int(young[0])
+            last = conn.execute("SELECT max(rowid) FROM deliveries").fetchone()
+            return 0 if last[0] is None else int(last[0]) + 1
 
-        counts = await asyncio.gather(*(self._write(s, prune) for s in self._existing_shards()))
-        return sum(counts)
+        def delete_some(end: int) -> Callable[[sqlite3.Connection], int]:
+            def delete(conn: sqlite3.Connection) -> int:
+                # recorded_at too: a table emptied between two batches numbers its next
+                # rows from 1 again, below `end`, and those are young.
+                return conn.execute(
+                    "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries"
+                    " WHERE rowid < ? AND recorded_at < ? ORDER BY rowid LIMIT ?)",
+                    (end, cutoff, PRUNE_BATCH),
+                ).rowcount
+
+            return delete
+
+        end = await self._read(shard, boundary)
+        dropped = 0
+        while end:
+            deleted = await self._write(shard, delete_some(end))
+            dropped += deleted
+            if deleted < PRUNE_BATCH:
+                break
+        return dropped
 
     async def close(self) -> None:
         """Finish submitted appends, then stop the writer threads and close the files."""

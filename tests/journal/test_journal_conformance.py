@@ -19,6 +19,7 @@ from ghbot.journal import (
     Journal,
     NewEvent,
 )
+from ghbot.journal.base import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -304,6 +305,31 @@ async def test_prune_forgets_old_deliveries_but_keeps_events(journal: Journal) -
     assert (await journal.append("s", events("b"), delivery_guid="young")).status == DUPLICATE
     assert await journal.prune_deliveries(retention=3600, now=10**10) == 2
     assert await seqs(journal, "s") == [1, 2, 3]
+
+
+async def test_prune_of_one_shard_leaves_the_others_alone(journal: Journal) -> None:
+    await journal.append("a", events("x"), delivery_guid="g", shard=0)
+    await journal.append("b", events("x"), delivery_guid="g", shard=1)
+    assert await journal.prune_deliveries(retention=0, now=10**10, shard=0) == 1
+    assert await journal.delivered("a", ["g"], shard=0) == set()
+    assert await journal.delivered("b", ["g"], shard=1) == {"g"}
+    assert (await journal.append("b", events("y"), delivery_guid="g", shard=1)).status == DUPLICATE
+    assert (await journal.append("a", events("y"), delivery_guid="g", shard=0)).ok
+    assert [e.seq for e in await journal.read("a", shard=0)] == [1, 2]
+
+
+async def test_prune_goes_through_more_than_one_batch(journal: Journal) -> None:
+    many = PRUNE_BATCH * 2 + 7
+    await journal.append_many(
+        [request("s", "x", delivery_guid=f"g{i}", shard=3) for i in range(many)]
+    )
+    await asyncio.sleep(0.02)
+    cutoff = time.time()
+    await asyncio.sleep(0.02)
+    await journal.append("s", events("y"), delivery_guid="young", shard=3)
+    assert await journal.prune_deliveries(retention=0, now=cutoff, shard=3) == many
+    assert await journal.delivered("s", ["g0", f"g{many - 1}", "young"], shard=3) == {"young"}
+    assert await journal.prune_deliveries(retention=0, now=cutoff) == 0
 
 
 async def test_delivered_tells_which_guids_a_stream_holds(journal: Journal) -> None:
