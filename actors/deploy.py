@@ -9,6 +9,9 @@ only pays with PostgreSQL, to add shard actors later),
 seconds between one installation's mutating requests, default 1; 0 turns it off),
 `redeliver_every` (`GHBOT_REDELIVER_EVERY`, seconds between sweeps for deliveries
 GitHub failed to deliver, default 120; 0 turns them off),
+`dedup_window` (`GHBOT_DEDUP_WINDOW`, seconds a delivery GUID is remembered as
+journaled, default 259200: GitHub's 3-day redelivery window; 604800 on GHES, which
+keeps deliveries 7 days; at least 21600, the sweeper's look-back),
 `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings come from the
 environment (see `ghbot.config`), validated here, every problem listed at once.
 """
@@ -22,6 +25,11 @@ from typing import Any
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.redelivery import GITHUB_WINDOW
+
+#: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
+#: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
+MIN_DEDUP_WINDOW = 6 * 3600.0
 
 __all__ = ["build_settings", "deploy"]
 
@@ -69,6 +77,9 @@ def build_settings(
         ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
+        dedup_window=number(
+            "dedup_window", "GHBOT_DEDUP_WINDOW", GITHUB_WINDOW, MIN_DEDUP_WINDOW, 366 * 86400
+        ),
     )
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")

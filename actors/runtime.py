@@ -77,6 +77,7 @@ class ShardActor:
             github_for=clients.for_installation,
             breaker_wait=clients.breaker_wait,
             retry=clients.retry,
+            dedup_window=s.dedup_window,
         )
         await core.open()
         log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)

@@ -13,6 +13,7 @@ from typing import Any
 from actors.bot import InstallationActor
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.redelivery import GITHUB_WINDOW
 
 __all__ = ["RuntimeSettings", "load_bot"]
 
@@ -32,6 +33,9 @@ class RuntimeSettings:
     pace_writes: float | None = 1.0
     #: Seconds between redelivery sweeps (see `ghbot.redelivery`); 0 turns them off.
     redeliver_every: float = 120.0
+    #: Seconds a delivery GUID stays deduplicated before the shards prune it: GitHub's
+    #: redelivery window (3 days; 7 on GHES, so set at least that there).
+    dedup_window: float = GITHUB_WINDOW
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_shards(self) -> RuntimeSettings:

@@ -5,7 +5,9 @@ directly. It takes batches of deliveries (`ingest`), journals each as
 `DeliveryReceived` in one durable `append_many` (deduplicated on the delivery GUID,
 fenced by this shard's epochs), and hands them to the installations' hosts. On start it
 takes a new epoch for each of its virtual shards, so a zombie predecessor can no
-longer write, and resumes every installation with pending deliveries.
+longer write, and resumes every installation with pending deliveries. In the
+background it passivates idle installations and prunes its virtual shards' delivery
+GUIDs once they are older than the deduplication window (`prune`).
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from actors.records import (
 from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
+from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
 
-__all__ = ["ACCEPTED", "DUPLICATE", "ShardCore", "vshard_of"]
+__all__ = ["ACCEPTED", "DEDUP_WINDOW", "DUPLICATE", "ShardCore", "vshard_of"]
 
 log = logging.getLogger("ghbot.shard")
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REFUSED = "refused"
+
+#: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
+DEDUP_WINDOW = GITHUB_WINDOW
 
 
 def vshard_of(installation_id: int, vshards: int) -> int:
@@ -49,7 +55,12 @@ def vshard_of(installation_id: int, vshards: int) -> int:
 
 
 class ShardCore:
-    """Host the installations of `vshards`, write their journal streams, run their bot."""
+    """Host the installations of `vshards`, write their journal streams, run their bot.
+
+    Background work started by `open`: passivating idle hosts every `idle_after / 4`
+    seconds, and `prune` (the GUIDs older than `dedup_window`) `prune_after` seconds
+    after start, then every `prune_every` seconds.
+    """
 
     def __init__(
         self,
@@ -65,6 +76,9 @@ class ShardCore:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_active: int = 100_000,
         idle_after: float = 600.0,
+        dedup_window: float = DEDUP_WINDOW,
+        prune_every: float = 3600.0,
+        prune_after: float = 60.0,
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -80,6 +94,9 @@ class ShardCore:
         self._sleep = sleep
         self.max_active = max_active
         self.idle_after = idle_after
+        self.dedup_window = dedup_window
+        self.prune_every = prune_every
+        self.prune_after = prune_after
         self.counters = {
             "batches": 0,
             "received": 0,
@@ -87,9 +104,11 @@ class ShardCore:
             "activations": 0,
             "passivations": 0,
             "snapshots": 0,
+            "pruned": 0,
         }
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
 
@@ -114,6 +133,7 @@ class ShardCore:
         loop = asyncio.get_running_loop()
         self.recovery = loop.create_task(self._recover())
         self._sweeper = loop.create_task(self._sweep())
+        self._pruner = loop.create_task(self._prune_forever())
 
     async def _recover(self) -> int:
         """Activate every installation of the shard's streams; return the work resumed.
@@ -144,9 +164,45 @@ class ShardCore:
             await asyncio.sleep(max(self.idle_after / 4, 1.0))
             self.passivate()
 
+    async def _prune_forever(self) -> None:
+        """Run `prune` soon after start, then every `prune_every` seconds, for good.
+
+        A failed pass is logged and tried again at the next. Real sleeps, not the
+        injected `sleep` (which tests make instant for handler retries).
+        """
+        delay = self.prune_after
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.prune_every
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning(
+                    "pruning delivery GUIDs failed (%s); next try in %g s",
+                    describe(exc),
+                    delay,
+                    extra={"operation": "prune", "error_type": type(exc).__name__},
+                )
+
+    async def prune(self) -> int:
+        """Forget this shard's delivery GUIDs older than `dedup_window`; return how many.
+
+        Only deduplication ends: events and snapshots stay, so activation, recovery
+        and dead-letter replay are unaffected. Within the window a redelivery is
+        still a duplicate, and `delivered` still answers the redelivery sweeper.
+        """
+        now = self._clock()
+        dropped = 0
+        for vshard in self.vshards:
+            count = await self.journal.prune_deliveries(self.dedup_window, now=now, shard=vshard)
+            self.counters["pruned"] += count
+            dropped += count
+        return dropped
+
     async def close(self) -> None:
         """Stop every host; what they were doing stays pending in the journal."""
-        for task in [*self._snapshotting.values(), self._sweeper, self.recovery]:
+        tasks = [*self._snapshotting.values(), self._sweeper, self._pruner, self.recovery]
+        for task in tasks:
             if task is not None:
                 task.cancel()
         for host in list(self.hosts.values()):
