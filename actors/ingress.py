@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +32,7 @@ from actors.runtime import get_or_create_actors
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot.errors import WebhookError
+from ghbot.logs import LogLimiter
 from ghbot.logs import configure as configure_logging
 from ghbot.webhooks import check_content_length, parse_delivery
 
@@ -109,6 +112,48 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
 
 
+#: Refusals logged per kind (error type), per minute and replica; the next line logged
+#: counts those held back. Enough to see an attack or a wrong secret, not a flood.
+_REFUSALS_LOGGED = LogLimiter(burst=10, per=60.0)
+_REASON_SHOWN, _GUID_SHOWN = 200, 64  # characters of each a line shows
+
+
+def _log_refusal(exc: WebhookError, headers: Mapping[str, str]) -> None:
+    """Log a refused delivery at WARNING: its GUID, the reason and the status answered.
+
+    Rate-limited per error type (`_REFUSALS_LOGGED`). The GUID is the header's when
+    the refusal came before it was read (a bad signature), so it is only what the
+    sender claimed. The reason is the error's message, which never holds the
+    signature; the GUID and the reason are cut short and kept printable, since a
+    sender chooses them.
+    """
+    error_type = type(exc).__name__
+    held = _REFUSALS_LOGGED.allow(error_type)
+    if held is None:
+        return
+    claimed = exc.delivery_id or headers.get("x-github-delivery") or ""
+    guid = _printable(claimed, _GUID_SHOWN) or None
+    log.warning(
+        "refused delivery %s with %d: %s%s",
+        guid or "(no GUID)",
+        exc.http_status,
+        _printable(str(exc), _REASON_SHOWN),
+        f" ({held} more {error_type} refusals were not logged)" if held else "",
+        extra={
+            "event_id": guid,
+            "error_type": error_type,
+            "http_status": exc.http_status,
+            "suppressed": held or None,
+        },
+    )
+
+
+def _printable(text: str, limit: int) -> str:
+    """Return `text` on one line of printable characters, at most `limit` of them."""
+    flat = re.sub(r"[^\x20-\x7e]", "?", text)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
@@ -144,6 +189,7 @@ class WebhookIngress:
             body = await request.body()
             delivery = parse_delivery(request.headers, body, self.secrets)
         except WebhookError as exc:
+            _log_refusal(exc, request.headers)
             return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
         envelope = delivery.envelope
         installation_id = envelope.installation_id or 0
