@@ -46,7 +46,6 @@ class InstallationClients:
         )
         self.tokens = InstallationTokens(mint, ttl=settings.settings.token_cache_ttl)
         self.retry = RetryPolicy(max_retries=settings.settings.max_retries)
-        self.breaker_changes: list[tuple[str, State, State]] = []
 
     def for_installation(self, installation_id: int) -> GitHub | None:
         """Return the installation's client (None for app-level events, id 0)."""
@@ -66,14 +65,15 @@ class InstallationClients:
             return 0.0
         return github.breaker.retry_after(time.time())
 
-    def _logger(self, name: str) -> Any:
+    @staticmethod
+    def _logger(name: str) -> Any:
+        """Log a breaker's changes; nothing is kept (a shard lives for months)."""
         import logging
 
         log = logging.getLogger("ghbot.breaker")
 
         def changed(old: State, new: State) -> None:
             log.warning("%s: circuit %s -> %s", name, old.value, new.value)
-            self.breaker_changes.append((name, old, new))
 
         return changed
 
