@@ -1,0 +1,152 @@
+"""The ingress logs what it refuses: a forged signature (401), a malformed body (400).
+
+`WebhookIngress.webhook` runs for real on a Starlette request, without Ray: a refusal
+happens before any shard is reached, so the replica needs only its webhook secrets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+import actors.ingress as ingress_module
+from actors.ingress import WebhookIngress
+from ghbot import logs
+from ghbot.webhooks import sign
+
+SECRET = "the-webhook-secret"
+BODY = json.dumps({"action": "opened", "installation": {"id": 7}}).encode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A fresh refusal limiter (10 a minute per kind, as deployed) on a clock of our own."""
+    clock = Clock()
+    limiter = logs.LogLimiter(burst=10, per=60.0, clock=clock)
+    monkeypatch.setattr(ingress_module, "_REFUSALS_LOGGED", limiter, raising=False)
+    return clock
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """The replica's logging (`logs.configure`, JSON) into a buffer; restored afterwards."""
+    out = io.StringIO()
+    ghbot = logging.getLogger("ghbot")
+    root = logging.getLogger()
+    before = (list(ghbot.handlers), ghbot.level, ghbot.propagate, list(root.handlers), root.level)
+    logs.configure("INFO", "json", stream=out)
+    yield out
+    ghbot.handlers[:], ghbot.level, ghbot.propagate = before[0], before[1], before[2]
+    root.handlers[:], root.level = before[3], before[4]
+
+
+def ingress() -> WebhookIngress:
+    # The refusal path reads only `secrets`; the rest of __init__ joins Ray.
+    replica = WebhookIngress.__new__(WebhookIngress)
+    replica.secrets = (SECRET,)
+    return replica
+
+
+def request(body: bytes, *, guid: str, signature: str) -> Request:
+    headers = {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": guid,
+        "x-hub-signature-256": signature,
+    }
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks",
+        "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(scope, receive)
+
+
+async def post(body: bytes, *, guid: str, secret: str = SECRET) -> tuple[int, str]:
+    signature = sign(body, secret)
+    answer = await ingress().webhook(request(body, guid=guid, signature=signature))
+    return answer.status_code, signature
+
+
+def lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+async def test_a_forged_signature_is_logged_with_its_guid_never_its_signature(
+    clock: Clock, captured: io.StringIO
+) -> None:
+    guid = str(uuid.uuid4())
+    status, signature = await post(BODY, guid=guid, secret="not-the-secret")
+    assert status == 401
+    [line] = lines(captured)
+    assert (line["level"], line["logger"]) == ("warning", "ghbot.ingress")
+    assert (line["event_id"], line["error_type"], line["http_status"]) == (
+        guid,
+        "InvalidSignature",
+        401,
+    )
+    assert line["message"] == (
+        f"refused delivery {guid} with 401: X-Hub-Signature-256 matches no configured secret"
+    )
+    assert signature[7:] not in captured.getvalue() and SECRET not in captured.getvalue()
+
+
+async def test_a_malformed_body_is_logged_with_the_reason(
+    clock: Clock, captured: io.StringIO
+) -> None:
+    guid = str(uuid.uuid4())
+    status, _ = await post(b"{not json", guid=guid)
+    assert status == 400
+    [line] = lines(captured)
+    assert (line["event_id"], line["error_type"], line["http_status"]) == (
+        guid,
+        "MalformedPayload",
+        400,
+    )
+    assert line["message"].startswith(f"refused delivery {guid} with 400: webhook body is not")
+
+
+async def test_refusals_are_rate_limited_per_kind_and_the_held_back_counted(
+    clock: Clock, captured: io.StringIO
+) -> None:
+    for n in range(15):
+        assert (await post(BODY, guid=f"forged-{n}", secret="wrong"))[0] == 401
+    assert (await post(b"{", guid="malformed-1"))[0] == 400  # its own budget
+    got = lines(captured)
+    assert [line["event_id"] for line in got] == [f"forged-{n}" for n in range(10)] + [
+        "malformed-1"
+    ]
+    clock.now += 6.0  # one more line of a kind every 6 s
+    assert (await post(BODY, guid="forged-15", secret="wrong"))[0] == 401
+    last = lines(captured)[-1]
+    assert (last["event_id"], last["suppressed"]) == ("forged-15", 5)
+    assert last["message"].endswith("(5 more InvalidSignature refusals were not logged)")
+    assert "suppressed" not in got[0]
+
+
+async def test_a_guid_is_kept_short_and_printable(clock: Clock, captured: io.StringIO) -> None:
+    claimed = "é" * 10 + "x" * 100
+    assert (await post(BODY, guid=claimed, secret="wrong"))[0] == 401
+    [line] = lines(captured)
+    assert line["event_id"] == "?" * 20 + "x" * 43 + "…"
