@@ -7,6 +7,16 @@ journals every outcome before it counts: `HandlerSucceeded` with the domain even
 the handler emitted (atomically), `HandlerFailed` per failed attempt, `DeadLettered`
 after the last, and `DeliveryCompleted` when every handler of a delivery is through.
 Rebuilding from the journal therefore resumes exactly where a crash left off.
+
+Every journaled delivery ends completed or dead-lettered, never silently pending: a
+body that does not decode into its model (`MalformedPayload`) is dead-lettered at once
+under every handler it would have run, and so is a delivery whose processing failed
+outside its handlers (a runtime fault), both replayable. Only a journal that cannot
+be written leaves a delivery pending, for the next activation to resume.
+
+Deliveries without an installation (`NO_INSTALLATION`) run with a `self.github` and a
+`self.quota` that raise `NoInstallation` on use, dead-lettered at once: handlers that
+need no API (a `github_app_authorization` revocation) run as usual.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -24,6 +35,7 @@ from actors.bot import InstallationActor
 from actors.mailbox import KeyedMailbox
 from actors.records import (
     DOMAIN_PREFIX,
+    NO_INSTALLATION,
     DeadLettered,
     DeadLetterReplayed,
     DeliveryCompleted,
@@ -38,8 +50,15 @@ from actors.records import (
     stream_name,
 )
 from ghbot import telemetry
-from ghbot.errors import CircuitOpen, JournalUnavailable, RateLimited
-from ghbot.events import Event, parse
+from ghbot.errors import (
+    CircuitOpen,
+    JournalError,
+    JournalUnavailable,
+    MalformedPayload,
+    NoInstallation,
+    RateLimited,
+)
+from ghbot.events import Event, decode_envelope, parse
 from ghbot.journal.records import NewEvent, encode
 from ghbot.retry import RetryPolicy, describe
 from ghbot.telemetry import tracer
@@ -48,6 +67,47 @@ __all__ = ["InstallationHost", "Snapshot"]
 
 log = logging.getLogger("ghbot.installation")
 Sleep = Callable[[float], Awaitable[None]]
+Job = Callable[[], Awaitable[None]]
+
+#: Handler errors that every attempt would raise again: dead-lettered at once.
+_FINAL: tuple[type[Exception], ...] = (NoInstallation,)
+
+#: The delivery (GUID, event name) whose handlers run in this task, for error messages.
+_current: ContextVar[tuple[str, str] | None] = ContextVar("ghbot_delivery", default=None)
+
+
+class _NoInstallationClient:
+    """What `self.github` and `self.quota` are for deliveries without an installation.
+
+    Any use raises `NoInstallation`, naming the delivery being handled: a clear error,
+    dead-lettered at once, rather than an `AttributeError` on None retried
+    `max_attempts` times. A handler that does not touch it runs as usual.
+    """
+
+    __slots__ = ("_attribute",)
+
+    #: Reads as a client without a circuit breaker: the shard's `stats` asks every
+    #: host's client for one.
+    breaker = None
+
+    def __init__(self, attribute: str) -> None:
+        self._attribute = attribute
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # copy, pickle and the like probe for protocols
+        delivery_id, event = _current.get() or (None, None)
+        raise NoInstallation(delivery_id, event, self._attribute)
+
+    def __repr__(self) -> str:
+        return f"<no installation: self.{self._attribute} is unavailable>"
+
+
+def _without_installation(bot: InstallationActor) -> None:
+    """Give a bot of installation-less deliveries a `github` and `quota` that say so."""
+    for attribute in ("github", "quota"):
+        if getattr(bot, attribute, None) is None:
+            setattr(bot, attribute, _NoInstallationClient(attribute))
 
 
 class Snapshot(msgspec.Struct, kw_only=True):
@@ -148,6 +208,8 @@ class InstallationHost:
         self._breaker_wait = breaker_wait
         self._mailbox: KeyedMailbox | None = None
         self._codecs = Codecs.of(type(bot))
+        if installation_id == NO_INSTALLATION:
+            _without_installation(bot)
 
     # --- rebuilding ---------------------------------------------------------------
 
@@ -193,9 +255,12 @@ class InstallationHost:
         return 0 if self._mailbox is None else len(self._mailbox)
 
     def _enqueue(self, pending: Pending) -> None:
+        self._put(pending.received.key, self._job(pending))
+
+    def _put(self, key: str, job: Job) -> None:
         if self._mailbox is None:
             self._mailbox = KeyedMailbox(type(self.bot).max_concurrency)
-        self._mailbox.put(pending.received.key, self._job(pending))
+        self._mailbox.put(key, job)
 
     def accept(self, received: DeliveryReceived, seq: int, *, completed: bool = False) -> None:
         """Take a delivery the shard just journaled at `seq` (no-op if already replayed).
@@ -208,19 +273,39 @@ class InstallationHost:
             return
         self.last_seq = max(self.last_seq, seq)
         evolve_progress(self.progress, received)
+        if self.installation_id == NO_INSTALLATION:
+            self._warn_no_installation(received)
         if completed:
             evolve_progress(self.progress, DeliveryCompleted(delivery_id=received.delivery_id))
             return
         self._enqueue(self.progress.pending[received.delivery_id])
 
+    def _warn_no_installation(self, received: DeliveryReceived) -> None:
+        log.warning(
+            "%s: delivery %s (event %s) carries no installation: a repository or "
+            "organization webhook pointed at the App's URL, or an app-level event; "
+            "its handlers get no self.github",
+            self.stream,
+            received.delivery_id,
+            received.event,
+            extra={
+                "event_id": received.delivery_id,
+                "installation_id": self.installation_id,
+                "operation": "receive",
+            },
+        )
+
     async def replay_dead_letter(self, delivery_id: str, handler: str) -> bool:
-        """Run a dead-lettered handler again; False if there is no such dead letter."""
-        if dead_key(delivery_id, handler) not in self.progress.dead:
+        """Queue a dead-lettered handler to run again; False if there is no such dead letter.
+
+        The replay (`DeadLetterReplayed`, then the handler from attempt 1) runs as a job
+        of the delivery's ordering key, so it never overlaps another run of the same
+        delivery: replaying several handlers of one delivery runs each of them.
+        """
+        dead = self.progress.dead.get(dead_key(delivery_id, handler))
+        if dead is None:
             return False
-        already_pending = delivery_id in self.progress.pending
-        await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
-        if not already_pending:
-            self._enqueue(self.progress.pending[delivery_id])
+        self._put(dead.received.key, self._replay_job(delivery_id, handler))
         return True
 
     async def wait_idle(self) -> None:
@@ -235,20 +320,56 @@ class InstallationHost:
 
     # --- running handlers ---------------------------------------------------------
 
-    def _job(self, pending: Pending) -> Callable[[], Awaitable[None]]:
+    def _job(self, pending: Pending) -> Job:
         async def job() -> None:
-            await self._process(pending)
+            await self._guarded(pending)
 
         return job
 
+    def _replay_job(self, delivery_id: str, handler: str) -> Job:
+        async def job() -> None:
+            if dead_key(delivery_id, handler) not in self.progress.dead:
+                return  # a second request for a replay that already ran
+            await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
+            pending = self.progress.pending.get(delivery_id)
+            if pending is not None:
+                await self._guarded(pending)
+
+        return job
+
+    async def _guarded(self, pending: Pending) -> None:
+        """Process a delivery; whatever fails outside its handlers is dead-lettered.
+
+        A `JournalError` is left to the mailbox (which logs it): nothing can be journaled
+        then, so the delivery stays pending and the next activation resumes it.
+        """
+        try:
+            await self._process(pending)
+        except JournalError:
+            raise
+        except Exception as exc:
+            await self._give_up(pending, exc, operation="process")
+
     async def _process(self, pending: Pending) -> None:
         received = pending.received
-        event = parse(received.event, received.body, delivery_id=received.delivery_id)
+        try:
+            event = parse(received.event, received.body, delivery_id=received.delivery_id)
+        except MalformedPayload as exc:
+            # It will not decode next time either: no retries; replayable after a fix.
+            await self._give_up(pending, exc, operation="decode")
+            return
         names = pending.only or type(self.bot).handlers_for(event.qualified_name, event.name)
         todo = [name for name in names if name not in pending.done]
         if not todo:
             await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])
             return
+        token = _current.set((received.delivery_id, received.event))
+        try:
+            await self._run_all(event, pending, todo)
+        finally:
+            _current.reset(token)
+
+    async def _run_all(self, event: Event, pending: Pending, todo: list[str]) -> None:
         # One span per delivery; the handlers' GitHub requests are its children.
         with tracer.start_as_current_span(event.qualified_name, kind=SpanKind.CONSUMER) as span:
             if span.is_recording():
@@ -256,7 +377,7 @@ class InstallationHost:
                 span.set_attributes(
                     {
                         telemetry.EVENT_TYPE: event.qualified_name,
-                        telemetry.DELIVERY_ID: received.delivery_id,
+                        telemetry.DELIVERY_ID: pending.received.delivery_id,
                         telemetry.INSTALLATION_ID: self.installation_id,
                         telemetry.REPOSITORY: repo.full_name if repo is not None else "",
                     }
@@ -280,10 +401,9 @@ class InstallationHost:
                 await self._sleep(max(exc.retry_after, 0.05))
                 continue
             except Exception as exc:
-                await self._failed(
-                    event, name, exc, attempt, last=last, final=attempt >= max_attempts
-                )
-                if attempt >= max_attempts:
+                final = attempt >= max_attempts or isinstance(exc, _FINAL)
+                await self._failed(event, name, exc, attempt, last=last, final=final)
+                if final:
                     return
                 continue
             took = round((self._clock() - started) * 1000, 3)
@@ -314,13 +434,15 @@ class InstallationHost:
         except Exception:
             log.exception("%s: on_error raised", self.stream, extra=fields)
         if final:
+            # The runtime's own errors say what happened; a handler's may carry data.
+            why = f"{error_type}: {message}" if isinstance(exc, _FINAL) else error_type
             log.warning(
                 "%s: %s dead-lettered %s after %d attempts: %s",
                 self.stream,
                 name,
                 delivery_id,
                 attempt,
-                error_type,
+                why,
                 extra=fields,
             )
             outcome: list[msgspec.Struct | NewEvent] = [
@@ -354,6 +476,86 @@ class InstallationHost:
             ]
         )
         await self._sleep(delay)
+
+    async def _give_up(self, pending: Pending, exc: Exception, *, operation: str) -> None:
+        """Dead-letter every handler of `pending` not yet through, and complete it.
+
+        For a delivery that cannot be processed at all (`operation` says which step
+        failed): one journal write, no retries; each dead letter can be replayed.
+        """
+        received = pending.received
+        stale = self.progress.pending.get(received.delivery_id) is not pending
+        names = [] if stale else [n for n in self._handler_names(pending) if n not in pending.done]
+        self._log_give_up(received, names, exc, operation=operation, completed=stale)
+        if stale:
+            return  # completed before the failure: nothing is left to dead-letter
+        error_type, message = type(exc).__name__, _message(exc)
+        outcome: list[msgspec.Struct | NewEvent] = [
+            DeadLettered(
+                delivery_id=received.delivery_id,
+                handler=name,
+                attempts=max(pending.attempts.get(name, 0), 1),
+                error_type=error_type,
+                error=message,
+                at=self._clock(),
+            )
+            for name in names
+        ]
+        outcome.append(DeliveryCompleted(delivery_id=received.delivery_id))
+        await self._write(outcome)
+
+    def _log_give_up(
+        self,
+        received: DeliveryReceived,
+        names: Sequence[str],
+        exc: Exception,
+        *,
+        operation: str,
+        completed: bool,
+    ) -> None:
+        """Log a delivery given up on: a bad body as a warning, a runtime fault as an error."""
+        error_type = type(exc).__name__
+        fields = {
+            "event_id": received.delivery_id,
+            "installation_id": self.installation_id,
+            "operation": operation,
+            "error_type": error_type,
+        }
+        handlers = ", ".join(names) or "no handler"
+        if isinstance(exc, MalformedPayload):  # our message: the model's path, no values
+            log.warning(
+                "%s: delivery %s (event %s) dead-lettered for %s at once: %s",
+                self.stream,
+                received.delivery_id,
+                received.event,
+                handlers,
+                _message(exc),
+                extra=fields,
+            )
+            return
+        outcome = "it was complete already" if completed else f"dead-lettered for {handlers}"
+        log.error(
+            "%s: delivery %s (event %s) failed outside its handlers (%s); %s",
+            self.stream,
+            received.delivery_id,
+            received.event,
+            error_type,
+            outcome,
+            extra=fields,
+            exc_info=exc,
+        )
+
+    def _handler_names(self, pending: Pending) -> Sequence[str]:
+        """Return the handlers of a delivery from its envelope (no full decode needed)."""
+        if pending.only:
+            return pending.only
+        received = pending.received
+        try:
+            action = decode_envelope(received.body).action
+        except MalformedPayload:  # the ingress checked it; a name-wide handler still counts
+            action = None
+        qualified = f"{received.event}.{action}" if action else received.event
+        return type(self.bot).handlers_for(qualified, received.event)
 
     def _fields(self, event: Event, operation: str, **more: Any) -> dict[str, Any]:
         """The structured log fields of one handler run (`ghbot.logs.FIELDS`)."""

@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 
 __all__ = [
+    "NO_INSTALLATION",
     "DeadLetter",
     "DeadLetterReplayed",
     "DeadLettered",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 DOMAIN_PREFIX: Final = "domain:"
+
+#: The installation id of deliveries that carry none (a repository or organization
+#: webhook pointed at the App's URL, or an app-level event): they share stream `inst-0`.
+NO_INSTALLATION: Final = 0
 
 
 _STREAM_PREFIX: Final = "inst-"

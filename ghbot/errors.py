@@ -4,7 +4,8 @@
 GhBotError
 ├── UsageError            the bot author or operator did something wrong
 │   ├── ConfigError       settings that cannot work (every problem listed at once)
-│   └── UnknownEventError a handler names an event or action GitHub does not send
+│   ├── UnknownEventError a handler names an event or action GitHub does not send
+│   └── NoInstallation    a handler used `self.github` on a delivery without installation
 ├── WebhookError          the sender of a webhook did something wrong (4xx to answer)
 │   ├── MissingHeader, MalformedPayload            400
 │   ├── InvalidSignature                           401
@@ -47,6 +48,7 @@ __all__ = [
     "JournalUnavailable",
     "MalformedPayload",
     "MissingHeader",
+    "NoInstallation",
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
@@ -105,6 +107,29 @@ class ConfigError(UsageError):
 
 class UnknownEventError(UsageError):
     """A handler names an event or action that GitHub does not send."""
+
+
+class NoInstallation(UsageError):
+    """A handler used `self.github` (or `self.quota`) for a delivery without installation.
+
+    Such a delivery comes from a repository or organization webhook pointed at the
+    App's URL, or is an app-level event (`github_app_authorization`): there is no
+    installation to authenticate as. Retrying cannot help, so the runtime dead-letters
+    the handler at once. `delivery_id` and `event` name the delivery when known.
+    """
+
+    def __init__(
+        self, delivery_id: str | None = None, event: str | None = None, attribute: str = "github"
+    ) -> None:
+        self.delivery_id = delivery_id
+        self.event = event
+        self.attribute = attribute
+        subject = f"delivery {delivery_id} (event {event})" if delivery_id else "this delivery"
+        super().__init__(
+            f"{subject} carries no installation: it came from a repository or organization "
+            "webhook pointed at the App's URL, or is an app-level event; "
+            f"self.{attribute} is unavailable"
+        )
 
 
 # --- the webhook sender's fault -------------------------------------------------------

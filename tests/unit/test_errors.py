@@ -13,6 +13,7 @@ def _examples() -> list[errors.GhBotError]:
     return [
         errors.ConfigError(["a", "b"]),
         errors.UnknownEventError("issues.opend"),
+        errors.NoInstallation("guid", "issues", "quota"),
         errors.InvalidSignature("bad", delivery_id="d"),
         errors.PayloadTooLarge("big"),
         errors.NotFound(404, "Not Found", method="GET", url="https://x/y", request_id="r"),
@@ -38,6 +39,7 @@ def test_every_error_pickles_with_its_data(error: errors.GhBotError) -> None:
 
 def test_who_is_at_fault() -> None:
     assert issubclass(errors.ConfigError, errors.UsageError)
+    assert issubclass(errors.NoInstallation, errors.UsageError)
     assert issubclass(errors.InvalidSignature, errors.WebhookError)
     assert issubclass(errors.RateLimited, errors.ClientError)
     assert not issubclass(errors.ServerError, errors.ClientError)
@@ -49,3 +51,13 @@ def test_config_error_lists_every_problem() -> None:
     error = errors.ConfigError(["one", "two"])
     assert error.problems == ("one", "two")
     assert "2 configuration problems" in str(error)
+
+
+def test_no_installation_says_what_happened() -> None:
+    error = errors.NoInstallation("guid-1", "issues")
+    assert str(error) == (
+        "delivery guid-1 (event issues) carries no installation: it came from a repository "
+        "or organization webhook pointed at the App's URL, or is an app-level event; "
+        "self.github is unavailable"
+    )
+    assert str(errors.NoInstallation(attribute="quota")).startswith("this delivery carries")
