@@ -236,5 +236,9 @@ class RedeliverySweeper:
             del self._asked[guid]
 
     def stats(self) -> Mapping[str, Any]:
-        """Return the totals and when the last sweep ran."""
-        return {**self.totals, "last_sweep": self.last_sweep}
+        """Return the totals, when the last sweep ran, and how many GUIDs it remembers.
+
+        `remembered` (GUIDs asked for, kept to bound the asks) holds what was asked
+        for within GitHub's window, not everything ever asked for.
+        """
+        return {**self.totals, "last_sweep": self.last_sweep, "remembered": len(self._asked)}

@@ -2,7 +2,9 @@
 
 A token lives one hour; it is refreshed `margin` seconds (5 min) before it expires and
 never kept longer than `ttl` (TOKEN_CACHE_TTL, 55 min by default). Concurrent callers
-for the same installation share one exchange. In the Ray runtime the app-auth actor,
+for the same installation share one exchange. Expired tokens are dropped (a pass
+every few minutes), so the cache holds the installations of the last hour or so, not
+every installation ever seen. In the Ray runtime the app-auth actor,
 the only holder of the private key, plays the `TokenSource` part instead.
 https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app
 """
@@ -26,6 +28,9 @@ Mint = Callable[[int], Awaitable[InstallationToken]]
 class InstallationTokens:
     """A `TokenSource` over `mint`: an LRU of `maxsize` tokens, single-flight refresh.
 
+    Tokens past their expiry are dropped within `margin` seconds (at least a minute)
+    of it, whether or not their installation comes back.
+
     `get(id, force=True)` is what a client calls after a 401: it mints anew unless the
     cached token is under `fresh_window` seconds old (a 401 then is propagation, and a
     new token would not help). A failed exchange raises to every waiter and caches
@@ -36,6 +41,7 @@ class InstallationTokens:
         "_clock",
         "_inflight",
         "_mint",
+        "_next_sweep",
         "_tokens",
         "fresh_window",
         "margin",
@@ -62,6 +68,7 @@ class InstallationTokens:
         self._clock = clock
         self._tokens: OrderedDict[int, InstallationToken] = OrderedDict()
         self._inflight: dict[int, asyncio.Task[InstallationToken]] = {}
+        self._next_sweep = 0.0
         #: How many exchanges this cache made (for metrics and tests).
         self.minted = 0
 
@@ -80,8 +87,10 @@ class InstallationTokens:
 
     async def _get(self, installation_id: int, force: bool) -> tuple[InstallationToken, bool]:
         """Return the token and whether it came from the cache."""
-        token = self._tokens.get(installation_id)
         now = self._clock()
+        if now >= self._next_sweep:
+            self._drop_expired(now)
+        token = self._tokens.get(installation_id)
         if token is not None:
             if not force and self._usable(token, now):
                 self._tokens.move_to_end(installation_id)
@@ -102,6 +111,17 @@ class InstallationTokens:
     def cached(self, installation_id: int) -> InstallationToken | None:
         """Return the cached token without refreshing it (None when there is none)."""
         return self._tokens.get(installation_id)
+
+    def _drop_expired(self, now: float) -> None:
+        """Forget every expired token; the next look is `margin` (at least 60) s away.
+
+        One pass over the cache every few minutes, not an LRU's eviction: an
+        installation that stopped sending deliveries leaves no token behind.
+        """
+        self._next_sweep = now + max(self.margin, 60.0)
+        expired = [i for i, token in self._tokens.items() if now >= token.expires_at]
+        for installation_id in expired:
+            del self._tokens[installation_id]
 
     def _usable(self, token: InstallationToken, now: float) -> bool:
         if token.needs_refresh(now, self.margin):

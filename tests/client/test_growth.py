@@ -1,0 +1,115 @@
+"""What the client keeps per installation or per answer stays bounded over months.
+
+The token cache drops expired tokens, the ETag cache bounds the bytes it keeps, and
+the redelivery sweeper forgets the GUIDs it asked for once GitHub would no longer
+redeliver them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from ghbot.auth import InstallationToken
+from ghbot.client import ETagCache, InstallationTokens
+from ghbot.client.etag import CachedAnswer
+from ghbot.redelivery import GITHUB_WINDOW, Failed, RedeliverySweeper
+from ghbot.testing import FakeClock
+
+
+async def test_expired_tokens_are_dropped_though_their_installations_never_return(
+    clock: FakeClock,
+) -> None:
+    async def mint(installation_id: int) -> InstallationToken:
+        return InstallationToken(f"ghs_{installation_id}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    for installation_id in range(1, 101):
+        await cache.get(installation_id)
+    clock.advance(3600)  # every one of them has expired
+    await cache.get(1000)
+    assert all(cache.cached(i) is None for i in range(1, 101))
+    assert cache.cached(1000) is not None
+    assert repr(cache) == "InstallationTokens(1 cached, 0 in flight)"
+
+
+async def test_a_token_is_dropped_only_once_expired(clock: FakeClock) -> None:
+    async def mint(installation_id: int) -> InstallationToken:
+        return InstallationToken("ghs_ok", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    await cache.get(1)
+    clock.advance(3599)  # past the refresh margin, not expired: kept until replaced
+    await cache.get(2)
+    assert cache.cached(1) is not None
+
+
+def answer(size: int) -> CachedAnswer:
+    return CachedAnswer('"etag"', b"x" * size, {})
+
+
+def test_the_etag_cache_bounds_the_bytes_it_keeps() -> None:
+    cache = ETagCache(maxsize=100, max_bytes=1000)
+    for n in range(10):
+        cache.put(("installation:1", f"https://api/{n}", "json"), answer(300))
+    assert len(cache) == 3 and cache.size_bytes == 900
+    assert cache.get(("installation:1", "https://api/9", "json")) is not None
+    assert cache.get(("installation:1", "https://api/6", "json")) is None  # least recent
+
+
+def test_the_etag_cache_counts_a_replaced_answer_once_and_skips_a_huge_one() -> None:
+    cache = ETagCache(maxsize=100, max_bytes=1000)
+    key = ("installation:1", "https://api/a", "json")
+    for _ in range(5):
+        cache.put(key, answer(400))
+    assert len(cache) == 1 and cache.size_bytes == 400
+    cache.put(key, answer(1001))  # bigger than the whole budget: the stale one goes too
+    assert len(cache) == 0 and cache.size_bytes == 0
+    cache.put(key, answer(10))
+    cache.clear()
+    assert cache.size_bytes == 0
+
+
+class _App:
+    """The two calls the sweeper makes, over a list of failed attempts."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.failing: list[dict[str, Any]] = []
+
+    def fail(self, guid: str) -> None:
+        """Log a failed attempt of `guid` now (the listing is newest first)."""
+        attempt = {
+            "id": len(self.failing) + 1,
+            "guid": guid,
+            "delivered_at": datetime.fromtimestamp(self.clock(), tz=UTC).isoformat(),
+            "status": "Invalid HTTP Response: 503",
+        }
+        self.failing.insert(0, attempt)
+
+    async def hook_deliveries(self, per_page: int = 100) -> AsyncIterator[dict[str, Any]]:
+        for item in list(self.failing):
+            yield item
+
+    async def redeliver(self, attempt_id: int) -> None:
+        return None
+
+
+async def _nothing_held(failed: list[Failed]) -> set[str]:
+    return set()
+
+
+async def test_the_sweeper_forgets_what_it_asked_for_once_github_would_not_redeliver(
+    clock: FakeClock,
+) -> None:
+    app = _App(clock)
+    sweeper = RedeliverySweeper(app, _nothing_held, clock=clock)
+    for n in range(50):
+        app.fail(f"g{n}")
+    assert len((await sweeper.sweep()).redelivered) == 50
+    assert sweeper.stats()["remembered"] == 50
+    app.failing.clear()
+    clock.advance(GITHUB_WINDOW + 1)
+    await sweeper.sweep()
+    assert sweeper.stats()["remembered"] == 0
