@@ -5,6 +5,7 @@ https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -45,16 +46,60 @@ _encode = msgspec.json.encode
 Answer = tuple[int, Mapping[str, str], bytes]
 
 
-class _State:
-    """What the clients of one installation share: budgets, breaker, pacing, pause."""
+class _WriteLane:
+    """One installation's writes: one exchange at a time, `interval` apart at GitHub.
 
-    __slots__ = ("breaker", "budgets", "next_write", "paused_until")
+    GitHub's secondary limit measures the gap between two writes' *arrivals*, which we
+    never see; but each is bounded by what we do see: a request arrives after we start
+    sending it, and before we finish reading its answer. So the next write is sent no
+    earlier than `interval` after the previous write's answer was read (or its
+    exchange failed), and then
+
+        next arrival ≥ next send ≥ previous answer + interval ≥ previous arrival + interval
+
+    whatever delays the token lookup, the pool, the connection, the network or the
+    event loop add to either write: they can only push a send later. Spacing when
+    writes are *scheduled* holds nothing of the kind: a first write held up minting
+    its token reaches GitHub together with the writes scheduled an interval after it.
+    What keeps the chain true:
+
+    - `lock` is held across each exchange (every attempt: a retry and a redirect hop
+      reach GitHub too), so writes never overlap and "previous" is well defined;
+    - `free_at` is set when the exchange ends, however it ends, from the same clock
+      the wait reads; an exchange that failed (a timeout, a dropped connection) is
+      taken to have reached GitHub, if at all, before we saw it fail;
+    - the clock is read again after each sleep, since a timer may fire early (the
+      loop's timers run on another clock, with its own resolution).
+
+    The price is one answer's latency per write on top of `interval`. Writes of other
+    installations have lanes of their own; reads never wait for one.
+    """
+
+    __slots__ = ("free_at", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        #: When the next write may be sent (epoch seconds, the client's clock).
+        self.free_at = 0.0
+
+
+class _State:
+    """What the clients of one installation share: budgets, breaker, writes, pause."""
+
+    __slots__ = ("_lane", "breaker", "budgets", "paused_until")
 
     def __init__(self, budgets: Budgets, breaker: CircuitBreaker | None) -> None:
         self.budgets = budgets
         self.breaker = breaker
-        self.next_write = 0.0
         self.paused_until = 0.0
+        self._lane: _WriteLane | None = None
+
+    @property
+    def lane(self) -> _WriteLane:
+        """The installation's write lane, made on its first paced write."""
+        if self._lane is None:
+            self._lane = _WriteLane()
+        return self._lane
 
 
 class GitHub:
@@ -245,14 +290,12 @@ class GitHub:
 
     async def _send_retrying(self, call: Call, *, pace: bool) -> Response:
         opts = self.options
-        if pace and opts.pace_writes:
-            await self._pace(opts.pace_writes)
+        interval = opts.pace_writes if pace else None
         attempt = limit_hits = hops = 0
         retry = AuthRetry()
         while True:
-            budget = await self._admit(call)
             try:
-                status, headers, raw = await self._exchange(call)
+                budget, (status, headers, raw) = await self._attempt(call, interval)
             except TransportError:
                 self._outcome(ok=False)
                 if attempt >= opts.retry.max_retries:
@@ -277,6 +320,26 @@ class GitHub:
                 await self._wait_out(call, error)
             elif not (isinstance(error, Unauthorized) and await self._recover(retry, error)):
                 raise error
+
+    async def _attempt(self, call: Call, interval: float | None) -> tuple[Budget | None, Answer]:
+        """Admit and send one HTTP exchange; a paced write takes its turn in the lane.
+
+        The pause of a secondary limit is checked inside the turn, so a write that
+        queued before the pause began still waits it out, then goes alone. (The write
+        that drew the limit notes the pause before it next awaits, so before the
+        writer after it can run.)
+        """
+        if not interval:
+            return await self._admit(call), await self._exchange(call)
+        opts, lane = self.options, self._state.lane
+        async with lane.lock:
+            while (wait := lane.free_at - opts.clock()) > 0:
+                await opts.sleep(wait)
+            budget = await self._admit(call)
+            try:
+                return budget, await self._exchange(call)
+            finally:
+                lane.free_at = opts.clock() + interval
 
     async def _admit(self, call: Call) -> Budget | None:
         """Check the breaker, a pause and the budget before one HTTP exchange."""
@@ -354,14 +417,6 @@ class GitHub:
             breaker.record_success(self.options.clock())
         else:
             breaker.record_failure(self.options.clock())
-
-    async def _pace(self, interval: float) -> None:
-        """Wait for this installation's next write slot (`interval` after the last one)."""
-        state, now = self._state, self.options.clock()
-        slot = max(now, state.next_write)
-        state.next_write = slot + interval
-        if slot > now:
-            await self.options.sleep(slot - now)
 
     async def _backoff(self, call: Call, attempt: int, why: str) -> None:
         delay = self.options.retry.backoff(attempt)

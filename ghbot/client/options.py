@@ -30,8 +30,9 @@ class ClientOptions:
     - `timeout`: seconds for one HTTP exchange (connect, send, read).
     - `retry`: backoff for 5xx answers, timeouts and dropped connections.
     - `margin`: share of each installation's primary budget kept back.
-    - `pace_writes`: seconds between mutating requests of one installation (GitHub
-      asks for at least 1 s); None turns pacing off.
+    - `pace_writes`: seconds from the answer to one of an installation's mutating
+      requests to the next one's send, so at least that much between their arrivals at
+      GitHub (which asks for 1 s); None turns pacing off.
     - `max_rate_limit_wait`: the longest a request sleeps in-line for a rate limit
       (`retry-after`, a reset, a paused installation). Longer waits raise
       `RateLimited` at once, so the caller can park the work instead of holding it.

@@ -91,6 +91,12 @@ class Faults:
             self._faults.append(fault)
         return fault
 
+    def discard(self, fault: Fault) -> None:
+        """Remove `fault` if it is still listed (a counted one leaves when spent)."""
+        with self._lock:
+            if fault in self._faults:
+                self._faults.remove(fault)
+
     def clear(self) -> None:
         """Remove every fault."""
         with self._lock:

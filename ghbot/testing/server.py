@@ -10,7 +10,9 @@ Every request is recorded (`requests`), answered with `x-ratelimit-*` headers fr
 per-installation quota, an ETag on GET (a matching `If-None-Match` gets a 304 that is
 not counted), and `Link` pagination. `faults` injects 5xx bursts, rate limits, 401s,
 slow answers, dropped connections and redirects; more than `max_concurrent` requests
-in flight get GitHub's secondary-limit 403. GHES paths (`/api/v3/…`, `/api/graphql`)
+in flight get GitHub's secondary-limit 403, and so, with `write_interval` set, does an
+installation's write that arrives too soon after its previous one (`writes`);
+`secondary_limits` counts those answers. GHES paths (`/api/v3/…`, `/api/graphql`)
 work too.
 https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
 """
@@ -39,6 +41,7 @@ from ghbot.testing.routes_app import AppRoutes
 from ghbot.testing.routes_repo import RepoRoutes
 from ghbot.testing.setup import Setup
 from ghbot.testing.state import Caller, Store
+from ghbot.testing.writes import WriteSpacing, is_write
 
 if TYPE_CHECKING:
     from ghbot.testing.thread import FakeGitHubThread
@@ -76,6 +79,11 @@ class FakeGitHub(Setup):
     for local development only). `rate_limit` is each installation's hourly core
     limit. `clock` drives token expiry, JWT checks and rate-limit windows.
     `webhook_url`/`webhook_secret` are where redeliveries and `send_delivery` go.
+    `write_interval` (seconds; None: no rule) is GitHub's spacing of one installation's
+    writes: one arriving sooner after the previous gets a secondary-limit 403 with
+    `retry-after: write_retry_after` (see `ghbot.testing.writes`). `secondary_limits`
+    counts every secondary-limit answer given: that rule's, `max_concurrent`'s and
+    `secondary` faults'.
     """
 
     def __init__(
@@ -94,6 +102,8 @@ class FakeGitHub(Setup):
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
         max_recorded: int = 100_000,
+        write_interval: float | None = None,
+        write_retry_after: int = 60,
     ) -> None:
         pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
         self.app_id = app_id
@@ -107,6 +117,8 @@ class FakeGitHub(Setup):
         limits = {"default": rate_limit, "search": search_rate_limit}
         self.quotas = Quotas(limits, clock)
         self.faults = Faults()
+        self.writes = WriteSpacing(write_interval, write_retry_after)
+        self.secondary_limits = 0
         self.deliveries = Deliveries(
             clock, app_id=app_id, webhook_url=webhook_url, webhook_secret=webhook_secret
         )
@@ -120,6 +132,16 @@ class FakeGitHub(Setup):
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._request_ids = itertools.count(1)
+
+    @property
+    def write_interval(self) -> float | None:
+        """Seconds GitHub wants between one installation's writes (None: not enforced)."""
+        return self.writes.interval
+
+    @write_interval.setter
+    def write_interval(self, interval: float | None) -> None:
+        self.writes.interval = interval
+        self.writes.reset()
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -163,6 +185,8 @@ class FakeGitHub(Setup):
     # --- one request ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # When the request reached GitHub: what its write spacing is measured between.
+        arrived = self.clock()
         path = _api_path(request.path)
         body = await request.read() if request.body_exists else b""
         parsed: Any = None
@@ -188,13 +212,18 @@ class FakeGitHub(Setup):
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
-            return await self._serve(request, path, parsed)
+            return await self._serve(request, path, parsed, arrived)
         finally:
             self.inflight -= 1
 
-    async def _serve(self, request: web.Request, path: str, parsed: Any) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, path: str, parsed: Any, arrived: float
+    ) -> web.StreamResponse:
+        retry_after = self._write_spacing(request, path, parsed, arrived)
+        if retry_after is not None:
+            return self._secondary({"retry-after": str(retry_after)})
         if self.max_concurrent is not None and self.inflight > self.max_concurrent:
-            return self._json(403, {"message": MSG_SECONDARY, "documentation_url": DOCS})
+            return self._secondary({})
         if self.faults:
             fault = self.faults.match(request.method, path)
             if fault is not None:
@@ -222,6 +251,27 @@ class FakeGitHub(Setup):
         if not isinstance(reply, Reply):
             reply = await reply
         return self._reply(request, reply, caller, quota if route.counted else None, resource)
+
+    def _write_spacing(
+        self, request: web.Request, path: str, parsed: Any, arrived: float
+    ) -> int | None:
+        """Return the retry-after for an installation's write that came too soon, or None."""
+        if self.writes.interval is None or not is_write(request.method, path, parsed):
+            return None
+        caller = self.identities.caller(
+            request.headers.get("Authorization"), self.store.installations
+        )
+        # The rule is about an installation's content writes: the app's own requests
+        # (token exchanges) and refused credentials are left to the usual answers.
+        if isinstance(caller, str) or caller.kind != "installation":
+            return None
+        return self.writes.refuse(caller.key, arrived)
+
+    def _secondary(self, headers: dict[str, str]) -> web.Response:
+        """Answer GitHub's secondary-limit 403 (with `headers`) and count it."""
+        self.secondary_limits += 1
+        data = {"message": MSG_SECONDARY, "documentation_url": DOCS}
+        return self._response(403, _encode(data), {"Content-Type": _JSON, **headers})
 
     def _reply(
         self,
@@ -281,6 +331,7 @@ class FakeGitHub(Setup):
             caller = self.identities.caller(authorization, self.store.installations)
             return self._primary(caller, Quota(0, int(self.clock()) + 3600.0), "core")
         if kind == "secondary":
+            self.secondary_limits += 1
             if fault.retry_after is not None:
                 headers["retry-after"] = str(int(fault.retry_after))
             data = {"message": fault.message or MSG_SECONDARY, "documentation_url": DOCS}

@@ -12,10 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot.auth import AppAuth
-from ghbot.client import GitHub
+from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
 from ghbot.testing import FakeClock, FakeGitHub
 from ghbot.testing.identity import MSG_BAD_JWT, MSG_EXP, MSG_EXP_TOO_FAR, MSG_IAT
+from ghbot.testing.writes import is_write
 
 from .conftest import REPO
 
@@ -230,3 +231,55 @@ async def test_ghes_paths_are_served(fake: FakeGitHub, token_client: Callable[..
     gh = token_client(base_url=f"{fake.url}/api/v3")
     assert (await gh.request("GET", f"/repos/{REPO}")).data["full_name"] == REPO
     assert fake.requests[-1].path == f"/repos/{REPO}"
+
+
+async def test_writes_too_close_together_draw_a_secondary_limit_and_a_penalty(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions, app: GitHubApp
+) -> None:
+    fake.write_interval = 1.0
+    # A fresh client per request: what is seen is the fake's answer, not the client's
+    # own pause; no in-line waiting, so a refusal raises.
+    strict = options.replace(max_rate_limit_wait=0.0)
+
+    async def write(installation_id: int = 1, repo: str = REPO) -> None:
+        gh = GitHub(token=fake.create_token(installation_id), options=strict)
+        await gh.request("POST", f"/repos/{repo}/issues/1/comments", json={"body": "x"})
+
+    await write()
+    with pytest.raises(RateLimited) as caught:
+        await write()
+    assert (caught.value.kind, caught.value.retry_after) == ("secondary", 60.0)
+    fake.add_issue("acme/widgets", "Widget bug")
+    await write(2, "acme/widgets")  # another installation's writes are spaced on their own
+    reader = GitHub(token=fake.create_token(1), options=strict)
+    assert (await reader.request("GET", f"/repos/{REPO}/issues/1/comments")).status == 200
+    for _ in range(2):  # the app's token exchanges are not content writes
+        await app.create_installation_token(1)
+    clock.advance(30)
+    with pytest.raises(RateLimited) as caught:  # the penalty lasts retry-after
+        await write()
+    assert caught.value.retry_after == 30.0
+    clock.advance(31)
+    await write()
+    assert fake.secondary_limits == 2
+    fake.write_interval = None
+    await write()
+    await write()
+    assert fake.secondary_limits == 2
+    assert len(fake.comments(REPO, 1)) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        ("POST", "/repos/o/r/issues", None, True),
+        ("DELETE", "/repos/o/r/issues/1/labels/bug", None, True),
+        ("GET", "/repos/o/r/issues", None, False),
+        ("POST", "/graphql", {"query": " mutation { addStar }"}, True),
+        ("POST", "/graphql", {"query": "query { viewer { login } }"}, False),
+    ],
+)
+def test_content_writes_are_mutating_methods_and_graphql_mutations(
+    method: str, path: str, body: object, expected: bool
+) -> None:
+    assert is_write(method, path, body) is expected

@@ -1,18 +1,28 @@
-"""Mutating requests are paced per installation (GitHub asks for ≥ 1 s between writes)."""
+"""Mutating requests are paced per installation (GitHub asks for ≥ 1 s between writes).
+
+The first tests run on a fake clock; the rest against a FakeGitHub on the real clock
+that enforces GitHub's rule (`write_interval`): there, what counts is the gap between
+two writes' arrivals at the fake, whatever delayed them on the way.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from ghbot.client import ClientOptions, GitHub, GitHubApp
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, GitHub, GitHubApp, close_pool
+from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 
 from .conftest import REPO
 
 COMMENTS = f"/repos/{REPO}/issues/1/comments"
+WIDGETS = "acme/widgets"
+#: The spacing the strict fake enforces and the clients keep, in real seconds.
+INTERVAL = 0.2
 
 
 @pytest.fixture
@@ -71,3 +81,92 @@ async def test_token_exchanges_are_not_paced(
     for installation_id in (1, 2, 1):
         await paced_app.create_installation_token(installation_id)
     assert clock.sleeps == []
+
+
+# --- against a fake that enforces the spacing, on the real clock -----------------------
+
+
+@pytest.fixture
+async def strict(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
+    """A fake refusing an installation's write under INTERVAL after its previous one.
+
+    A refusal says `retry-after: 1`, and the installation's writes in that second are
+    refused too; `secondary_limits` counts every refusal.
+    """
+    async with FakeGitHub(
+        app_id=1, public_key_pem=public_pem, write_interval=INTERVAL, write_retry_after=1
+    ) as server:
+        server.add_installation(1, "octo-org", ["hello-world"])
+        server.add_installation(2, "acme", ["widgets"])
+        server.add_issue(REPO, "Found a bug")
+        server.add_issue(WIDGETS, "Widget bug")
+        yield server
+    await close_pool()
+
+
+@pytest.fixture
+def strict_app(strict: FakeGitHub, pem_pkcs8: bytes) -> GitHubApp:
+    """An app on the real clock whose installations write INTERVAL apart."""
+    options = ClientOptions(
+        base_url=strict.url,
+        pace_writes=INTERVAL,
+        etags=None,
+        timeout=5.0,
+        max_rate_limit_wait=3.0,
+        retry=RetryPolicy(base=0.01),
+    )
+    return GitHubApp(AppAuth(1, pem_pkcs8), options=options)
+
+
+async def _comment(gh: GitHub, n: int, repo: str = REPO) -> None:
+    await gh.request("POST", f"/repos/{repo}/issues/1/comments", json={"body": f"comment {n}"})
+
+
+async def test_a_write_held_up_on_its_way_does_not_let_the_next_one_catch_up(
+    strict: FakeGitHub, strict_app: GitHubApp
+) -> None:
+    # The first write mints the installation's token, slowly: a write scheduled an
+    # interval after it must still reach GitHub an interval after it does.
+    strict.faults.add(r"/access_tokens$", "slow", delay=3 * INTERVAL)
+    gh = strict_app.installation(1)
+    await asyncio.gather(*(_comment(gh, n) for n in range(4)))
+    assert strict.secondary_limits == 0
+    assert len(strict.comments(REPO, 1)) == 4
+
+
+async def test_retries_and_redirect_hops_of_a_write_are_paced_too(
+    strict: FakeGitHub, strict_app: GitHubApp
+) -> None:
+    gh = strict_app.installation(1)
+    # A 502 retried after 10 ms: the retry reaches GitHub again, so it waits its turn.
+    strict.faults.add(r"/comments$", "server_error", method="POST")
+    await _comment(gh, 1)
+    # A write to a renamed repository is answered 307 and sent again to the new name.
+    strict.rename_repository(REPO, "octo-org/renamed")
+    await _comment(gh, 2)
+    assert strict.secondary_limits == 0
+    assert len(strict.comments("octo-org/renamed", 1)) == 2
+
+
+async def test_writes_queued_behind_a_secondary_limit_go_one_at_a_time_after_it(
+    strict: FakeGitHub, strict_app: GitHubApp
+) -> None:
+    strict.faults.add(r"/comments$", "secondary", retry_after=1)
+    gh = strict_app.installation(1)
+    await asyncio.gather(*(_comment(gh, n) for n in range(4)))
+    assert strict.secondary_limits == 1, "only the injected one: the pause is not a burst"
+    assert len(strict.comments(REPO, 1)) == 4
+
+
+async def test_a_secondary_limit_pauses_its_installation_and_no_other(
+    strict: FakeGitHub, strict_app: GitHubApp
+) -> None:
+    strict.faults.add(r"/hello-world/issues/1/comments$", "secondary", retry_after=2)
+    paused = asyncio.create_task(_comment(strict_app.installation(1), 0))
+    other = strict_app.installation(2)
+    for n in range(3):
+        await _comment(other, n, WIDGETS)
+    assert not paused.done(), "the other installation wrote while this one sat out"
+    await paused
+    assert strict.secondary_limits == 1
+    assert len(strict.comments(REPO, 1)) == 1
