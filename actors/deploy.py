@@ -12,8 +12,15 @@ GitHub failed to deliver, default 120; 0 turns them off),
 `dedup_window` (`GHBOT_DEDUP_WINDOW`, seconds a delivery GUID is remembered as
 journaled, default 259200: GitHub's 3-day redelivery window; 604800 on GHES, which
 keeps deliveries 7 days; at least 21600, the sweeper's look-back),
-`namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings come from the
-environment (see `ghbot.config`), validated here, every problem listed at once.
+`max_concurrent_requests` (`GHBOT_MAX_CONCURRENT_REQUESTS`, requests in flight to
+GitHub for the whole app, split between the shards and the app-auth actor; default
+100, GitHub's limit), `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings
+come from the environment (see `ghbot.config`), validated here, every problem listed
+at once.
+
+When `GITHUB_PRIVATE_KEY` names a file, the key is read here only to check it: what
+goes to Ray is the path, and the app-auth actor reads the file on its own node, so the
+key is in no Ray argument. PEM text in the variable has to travel to it instead.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ def build_settings(
         except ConfigError as exc:
             problems.extend(exc.problems)
     shards = int(number("shards", "GHBOT_SHARDS", 2, 1, 64))
+    if settings.private_key_path is not None:
+        settings = settings.without_key()
     runtime = RuntimeSettings(
         bot=bot,
         settings=settings,
@@ -80,9 +89,17 @@ def build_settings(
         dedup_window=number(
             "dedup_window", "GHBOT_DEDUP_WINDOW", GITHUB_WINDOW, MIN_DEDUP_WINDOW, 366 * 86400
         ),
+        max_concurrent_requests=int(
+            number("max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000)
+        ),
     )
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")
+    if runtime.max_concurrent_requests <= runtime.shards:
+        problems.append(
+            f"max_concurrent_requests ({runtime.max_concurrent_requests}) must be more than "
+            f"shards ({runtime.shards}): each shard and the app-auth actor need one at least"
+        )
     if problems:
         raise ConfigError(problems)
     return runtime

@@ -14,6 +14,7 @@ from actors.settings import RuntimeSettings
 from ghbot.auth import InstallationToken
 from ghbot.breaker import CircuitBreaker, State
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
+from ghbot.client.pool import Pool
 from ghbot.retry import RetryPolicy
 
 __all__ = ["InstallationClients", "TokenMinter", "installation_clients"]
@@ -23,8 +24,13 @@ class TokenMinter:
     """The app's side: sign JWTs and exchange them for installation tokens."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        # The app's own writes (redelivery requests) are paced like an installation's.
-        self.app = GitHubApp.from_settings(settings.settings, pace_writes=settings.pace_writes)
+        # The app's own writes (redelivery requests) are paced like an installation's,
+        # and its requests in flight are its share of the app's concurrency limit.
+        self.app = GitHubApp.from_settings(
+            settings.settings,
+            pace_writes=settings.pace_writes,
+            pool=Pool(max_concurrency=settings.app_auth_requests),
+        )
 
     async def token(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         """Return a token for the installation; `force` mints a new one."""
@@ -41,8 +47,12 @@ class InstallationClients:
     """Make each installation's client: its own budgets, breaker and write pacing."""
 
     def __init__(self, settings: RuntimeSettings, mint: Any) -> None:
+        # Every client of the shard shares one pool: its share of the app's limit on
+        # requests in flight (`RuntimeSettings.shard_requests`).
         self.options = ClientOptions.from_settings(
-            settings.settings, pace_writes=settings.pace_writes
+            settings.settings,
+            pace_writes=settings.pace_writes,
+            pool=Pool(max_concurrency=settings.shard_requests),
         )
         self.tokens = InstallationTokens(mint, ttl=settings.settings.token_cache_ttl)
         self.retry = RetryPolicy(max_retries=settings.settings.max_retries)

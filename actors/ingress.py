@@ -18,7 +18,6 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -28,7 +27,7 @@ from starlette.responses import Response
 
 from actors.bot import ordering_key
 from actors.records import DeliveryReceived, Inbound, encode_batch
-from actors.runtime import get_or_create_actors
+from actors.runtime import get_or_create_actors, held_secrets
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot.errors import WebhookError
@@ -164,9 +163,7 @@ class WebhookIngress:
         self.bot = load_bot(settings.bot)
         self.shards = get_or_create_actors(settings)
         # The app-auth actor exists now; this replica keeps no copy of the private key.
-        self.settings = settings = replace(
-            settings, settings=replace(settings.settings, private_key=None)
-        )
+        self.settings = settings = settings.for_ingress()
         self.batchers = [
             ShardBatcher(shard, limit=settings.batch_max, max_inflight=settings.batch_inflight)
             for shard in self.shards
@@ -218,6 +215,10 @@ class WebhookIngress:
         if status == DUPLICATE:
             return _answer(200, {"delivery": delivery.delivery_id, "status": "duplicate"})
         return _answer(503, {"error": f"the shard refused the delivery ({status}); retry"})
+
+    def secrets_held(self) -> dict[str, bool]:
+        """Tell which secrets this replica holds: the webhook secrets, never the key."""
+        return held_secrets(self.settings)
 
     async def ready(self) -> Response:
         """Answer 200 when every shard has started and reached its journal."""

@@ -12,12 +12,14 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import ray
 
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
+from ghbot.errors import UsageError
 from ghbot.journal import open_journal
 from ghbot.logs import configure as configure_logging
 
@@ -26,6 +28,7 @@ __all__ = [
     "AppAuthActor",
     "ShardActor",
     "get_or_create_actors",
+    "held_secrets",
     "kill_actors",
     "shard_name",
 ]
@@ -44,6 +47,9 @@ class ShardActor:
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
         configure_logging(settings.settings.log_level, settings.settings.log_format)
+        if any(held_secrets(settings).values()):
+            # A shard holds no key and no webhook secret (`RuntimeSettings.for_shards`).
+            raise UsageError("a shard was given the app's private key or webhook secrets")
         self.index = index
         self.settings = settings
         self._core: ShardCore | None = None
@@ -130,6 +136,10 @@ class ShardActor:
         """Return the process's resident memory in bytes (for the memory benchmarks)."""
         return process_rss()
 
+    def secrets_held(self) -> dict[str, bool]:
+        """Tell which secrets this shard's settings hold (none, by construction)."""
+        return held_secrets(self.settings)
+
     def node_id(self) -> str:
         """Return the id of the Ray node this shard runs on."""
         return str(ray.get_runtime_context().get_node_id())
@@ -153,6 +163,8 @@ class AppAuthActor:
         from ghbot.redelivery import RedeliverySweeper
 
         configure_logging(settings.settings.log_level, settings.settings.log_format)
+        # The key comes as bytes, or as a path read here, on this actor's own node.
+        settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings
         self._minter = TokenMinter(settings)
         self._sweeper = RedeliverySweeper(self._minter.app, self._held)
@@ -163,6 +175,10 @@ class AppAuthActor:
             except RuntimeError:
                 return
             self._sweeping = loop.create_task(self._sweep_forever(settings.redeliver_every))
+
+    def secrets_held(self) -> dict[str, bool]:
+        """Tell which secrets this actor holds: the key, and no webhook secret."""
+        return held_secrets(self._settings)
 
     async def token(self, installation_id: int, force: bool = False) -> Any:
         """Return a token for the installation (cached until 5 minutes before expiry)."""
@@ -228,18 +244,34 @@ RemoteShard: Any = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(S
 RemoteAppAuth: Any = ray.remote(max_restarts=-1, num_cpus=0)(AppAuthActor)
 
 
+def held_secrets(settings: RuntimeSettings) -> dict[str, bool]:
+    """Tell which secrets `settings` carry (for the checks that only one actor has the key)."""
+    s = settings.settings
+    return {
+        "private_key": s.private_key is not None,
+        "private_key_path": s.private_key_path is not None,
+        "webhook_secrets": bool(s.webhook_secrets),
+    }
+
+
 def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
-    """Return handles to the shard actors, creating them and the app-auth actor if absent."""
+    """Return handles to the shard actors, creating them and the app-auth actor if absent.
+
+    Only the app-auth actor is given the private key (or the path to read it from);
+    shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
+    restarts, so what is not passed here is nowhere in Ray.
+    """
     common: dict[str, Any] = {
         "namespace": settings.namespace,
         "lifetime": "detached",
         "get_if_exists": True,
     }
-    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(settings)
+    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(
+        settings.for_app_auth()
+    )
+    shards = settings.for_shards()
     return [
-        RemoteShard.options(name=shard_name(i), max_concurrency=10_000, **common).remote(
-            i, settings
-        )
+        RemoteShard.options(name=shard_name(i), max_concurrency=10_000, **common).remote(i, shards)
         for i in range(settings.shards)
     ]
 

@@ -36,15 +36,56 @@ class RuntimeSettings:
     #: Seconds a delivery GUID stays deduplicated before the shards prune it: GitHub's
     #: redelivery window (3 days; 7 on GHES, so set at least that there).
     dedup_window: float = GITHUB_WINDOW
+    #: Requests in flight to GitHub at once for the whole app, across every process
+    #: (GitHub's secondary limit is 100); split between the app-auth actor and shards.
+    max_concurrent_requests: int = 100
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_shards(self) -> RuntimeSettings:
-        """Return the settings without the private key and webhook secrets.
+        """Return the settings without the private key, its path or the webhook secrets.
 
-        Shards need neither: tokens come from the app-auth actor, the only holder of
-        the key, and signatures are checked at the ingress.
+        Shards need none of them: tokens come from the app-auth actor, the only holder
+        of the key, and signatures are checked at the ingress.
         """
-        return replace(self, settings=replace(self.settings, private_key=None, webhook_secrets=()))
+        settings = replace(
+            self.settings, private_key=None, private_key_path=None, webhook_secrets=()
+        )
+        return replace(self, settings=settings)
+
+    def for_app_auth(self) -> RuntimeSettings:
+        """Return the settings the app-auth actor needs: the key, no webhook secrets.
+
+        When the key was given as a file, only its path goes: the actor reads the file
+        on its own node, so the key is never a Ray argument (nor in Ray's control store,
+        which keeps actor arguments for restarts).
+        """
+        settings = replace(self.settings, webhook_secrets=())
+        if settings.private_key_path is not None:
+            settings = settings.without_key()
+        return replace(self, settings=settings)
+
+    def for_ingress(self) -> RuntimeSettings:
+        """Return the settings an ingress replica keeps: the webhook secrets, no key."""
+        return replace(self, settings=replace(self.settings, private_key=None))
+
+    @property
+    def app_auth_requests(self) -> int:
+        """Return how many requests the app-auth actor may have in flight to GitHub.
+
+        Token exchanges and redelivery sweeps are few: a small fixed share, so the
+        shards, which make the bot's requests, get the rest.
+        """
+        return max(1, min(4, self.max_concurrent_requests // (self.shards + 1)))
+
+    @property
+    def shard_requests(self) -> int:
+        """Return how many requests each shard actor may have in flight to GitHub.
+
+        The shares of every shard and the app-auth actor add up to at most
+        `max_concurrent_requests` (as long as there are fewer shards than that).
+        """
+        left = self.max_concurrent_requests - self.app_auth_requests
+        return max(1, left // self.shards)
 
     def shard_of_vshard(self, vshard: int) -> int:
         """Return the index of the shard actor that hosts `vshard`."""

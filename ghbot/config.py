@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ghbot.auth import load_private_key
@@ -48,6 +48,9 @@ class Settings:
     log_level: str = "INFO"
     journal_url: str = ""
     log_format: str = "json"
+    #: Where `private_key` was read from, when GITHUB_PRIVATE_KEY named a file: the
+    #: Ray runtime then sends the path, never the key, and the app-auth actor reads it.
+    private_key_path: str | None = None
 
     @property
     def graphql_url(self) -> str:
@@ -77,6 +80,7 @@ class Settings:
         settings = cls(
             app_id=app_id,
             private_key=private_key,
+            private_key_path=_key_path(env) if private_key is not None else None,
             webhook_secrets=secrets,
             api_url=_api_url(env, problems),
             rate_limit_margin=reader.get(
@@ -110,6 +114,25 @@ class Settings:
         if problems:
             raise ConfigError(problems)
         return settings
+
+    def without_key(self) -> Settings:
+        """Return these settings with no key bytes, only the path the key came from (if any).
+
+        `load_key` restores the key where it is needed (the Ray app-auth actor, on its
+        own node), so the key itself never travels between processes.
+        """
+        return replace(self, private_key=None)
+
+    def load_key(self) -> Settings:
+        """Return these settings with the key read from `private_key_path` if it is absent.
+
+        Raises `ConfigError` when there is neither a key nor a readable key file.
+        """
+        if self.private_key is not None:
+            return self
+        if self.private_key_path is None:
+            raise ConfigError("no private key: set GITHUB_PRIVATE_KEY (PEM text or a path)")
+        return replace(self, private_key=_pem_pkcs8(self.private_key_path))
 
 
 class _Reader:
@@ -163,17 +186,29 @@ def _private_key(env: Mapping[str, str], problems: list[str], *, required: bool)
             problems.append("GITHUB_PRIVATE_KEY is not set (PEM text or a path to the .pem file)")
         return None
     try:
-        from cryptography.hazmat.primitives import serialization
-
-        key = load_private_key(raw)
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return _pem_pkcs8(raw)
     except ConfigError as exc:
         problems.append(f"GITHUB_PRIVATE_KEY: {exc}")
         return None
+
+
+def _pem_pkcs8(key: str) -> bytes:
+    """Load the key (PEM text or a path) and return it as PKCS#8 PEM; `ConfigError` if bad."""
+    from cryptography.hazmat.primitives import serialization
+
+    return load_private_key(key).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _key_path(env: Mapping[str, str]) -> str | None:
+    """Return GITHUB_PRIVATE_KEY as an absolute path when it names a file, else None."""
+    raw = env.get("GITHUB_PRIVATE_KEY", "").strip()
+    if raw.startswith("-----BEGIN"):
+        return None
+    return os.path.abspath(os.path.expanduser(raw))
 
 
 def _secrets(env: Mapping[str, str], problems: list[str], *, required: bool) -> tuple[str, ...]:

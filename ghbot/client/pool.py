@@ -2,7 +2,13 @@
 
 Thousands of installation clients must be cheap, so none of them owns a session: they
 all borrow the loop's `Pool` (one `aiohttp.ClientSession` over one `TCPConnector`, and
-one semaphore that caps concurrent requests at GitHub's limit of 100).
+one semaphore that caps the requests in flight through this pool, by default at
+GitHub's limit of 100 for a whole app).
+
+The cap is per pool, so per process: an app that calls GitHub from several processes
+must split GitHub's 100 between them. The Ray runtime does (each shard actor and the
+app-auth actor get a share that adds up to `GHBOT_MAX_CONCURRENT_REQUESTS`; see
+`actors.settings.RuntimeSettings.shard_requests`).
 https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
 """
 
@@ -21,7 +27,7 @@ MAX_CONCURRENCY = 100
 
 
 class Pool:
-    """A session and a concurrency cap for the GitHub clients of one event loop.
+    """A session and a cap on requests in flight for the GitHub clients that share it.
 
     `session` is created lazily inside the running loop. Pass your own `session` to
     share one you already have; `close` then leaves it open.

@@ -86,12 +86,19 @@ def deploy(
     started: list[RuntimeSettings] = []
 
     def run(
-        bot: str, *, max_retries: int = 3, journal_url: str | None = None, **kw: Any
+        bot: str,
+        *,
+        max_retries: int = 3,
+        journal_url: str | None = None,
+        key_file: Path | None = None,
+        **kw: Any,
     ) -> Deployment:
+        """Deploy `bot`; `key_file` sends the key's path (as `GITHUB_PRIVATE_KEY=path`)."""
         journal_dir = tmp_path / f"journal-{len(started)}"
         settings = Settings(
             app_id=APP_ID,
-            private_key=pem_pkcs8,
+            private_key=None if key_file else pem_pkcs8,
+            private_key_path=str(key_file) if key_file else None,
             webhook_secrets=(SECRET, "an-older-secret"),
             api_url=fake.url,
             max_retries=max_retries,

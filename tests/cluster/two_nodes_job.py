@@ -98,14 +98,16 @@ def _create_actors(runtime: RuntimeSettings, nodes: list[str]) -> list[Any]:
         "lifetime": "detached",
         "get_if_exists": True,
     }
-    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(runtime)
+    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(
+        runtime.for_app_auth()
+    )
     return [
         RemoteShard.options(
             name=shard_name(i),
             max_concurrency=10_000,
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i], soft=False),
             **common,
-        ).remote(i, runtime)
+        ).remote(i, runtime.for_shards())
         for i in range(runtime.shards)
     ]
 

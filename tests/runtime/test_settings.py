@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actors.deploy import build_settings
-from actors.settings import load_bot
+from actors.settings import RuntimeSettings, load_bot
+from ghbot.config import Settings
 from ghbot.errors import ConfigError
 
 
@@ -58,3 +61,63 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_a_bot_path_that_is_not_a_bot_is_refused(path: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         load_bot(path)
+
+
+def test_a_key_file_travels_as_its_path_and_only_to_the_app_auth_actor(
+    pem_pkcs8: bytes, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_bytes(pem_pkcs8)
+    env = {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": str(key_file)}
+    runtime = build_settings({"bot": "examples.greeter:Greeter"}, env)
+    # What `serve run` binds to the ingress (and so Serve stores) has no key bytes.
+    assert runtime.settings.private_key is None
+    assert runtime.settings.private_key_path == str(key_file)
+    app_auth = runtime.for_app_auth()
+    assert app_auth.settings.private_key is None and app_auth.settings.webhook_secrets == ()
+    assert app_auth.settings.load_key().private_key == pem_pkcs8
+    shards = runtime.for_shards()
+    assert shards.settings.private_key_path is None
+    assert runtime.for_ingress().settings.webhook_secrets == ("topsecret",)
+
+
+def test_pem_text_goes_to_the_app_auth_actor_and_not_to_the_ingress(pem_pkcs8: bytes) -> None:
+    runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
+    assert runtime.settings.private_key_path is None
+    assert runtime.for_app_auth().settings.private_key == pem_pkcs8
+    assert runtime.for_ingress().settings.private_key is None
+
+
+def test_a_key_file_gone_by_the_time_the_actor_reads_it_is_a_clear_error(
+    pem_pkcs8: bytes, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_bytes(pem_pkcs8)
+    env = {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": str(key_file)}
+    runtime = build_settings({"bot": "examples.greeter:Greeter"}, env)
+    key_file.unlink()
+    with pytest.raises(ConfigError, match="neither PEM text nor a path"):
+        runtime.for_app_auth().settings.load_key()
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 7, 16, 64])
+@pytest.mark.parametrize("limit", [100, 65, 10])
+def test_the_app_wide_request_limit_is_split_between_processes(shards: int, limit: int) -> None:
+    if limit <= shards:
+        return
+    runtime = RuntimeSettings(
+        bot="examples.greeter:Greeter",
+        settings=Settings(app_id=1, private_key=None, webhook_secrets=()),
+        shards=shards,
+        max_concurrent_requests=limit,
+    )
+    assert runtime.shard_requests >= 1 and runtime.app_auth_requests >= 1
+    assert runtime.shard_requests * shards + runtime.app_auth_requests <= limit
+    # Most of the limit goes to the shards, which make the bot's requests.
+    assert runtime.shard_requests * shards >= limit - runtime.app_auth_requests - shards
+
+
+def test_a_request_limit_below_the_process_count_is_refused(pem_pkcs8: bytes) -> None:
+    args = {"bot": "examples.greeter:Greeter", "shards": "4", "max_concurrent_requests": "4"}
+    with pytest.raises(ConfigError, match="must be more than shards"):
+        build_settings(args, _env(pem_pkcs8))
