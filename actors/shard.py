@@ -31,6 +31,7 @@ from actors.records import (
     installation_of,
     stream_name,
 )
+from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
@@ -394,7 +395,7 @@ class ShardCore:
             host = self.hosts[installation_id]
             over_cap = len(self.hosts) > self.max_active
             stale = force_idle or now - host.last_used >= self.idle_after
-            if host.busy == 0 and (over_cap or stale):
+            if host.busy == 0 and (over_cap or stale) and _settled(host):
                 del self.hosts[installation_id]
                 dropped += 1
             elif not over_cap and not stale:
@@ -461,3 +462,13 @@ class ShardCore:
             "vshards": list(self.vshards),
             "epochs": dict(self.epochs),
         }
+
+
+def _settled(host: InstallationHost) -> bool:
+    """Tell whether the host's client may be forgotten (see `GitHub.settled`).
+
+    Pacing and a secondary-limit pause live in the client: a host passivated a moment
+    after a write would come back with a new client that could write too soon.
+    """
+    github = host.bot.github
+    return not isinstance(github, GitHub) or github.settled

@@ -166,6 +166,20 @@ class GitHub:
         return self._state.breaker
 
     @property
+    def settled(self) -> bool:
+        """Tell whether forgetting this installation's client loses nothing GitHub asked.
+
+        False while a write is in flight, the write interval since the last one has not
+        passed, or a secondary-limit pause is in force: a new client would know none of
+        that and could write too soon. A runtime keeps the client until it is settled.
+        """
+        state, now = self._state, self.options.clock()
+        lane = state._lane
+        if lane is not None and (lane.lock.locked() or lane.free_at > now):
+            return False
+        return state.paused_until <= now
+
+    @property
     def credentials(self) -> Credentials:
         """How this client authenticates (its `kind` and cache `identity`; no secret)."""
         return self._creds
