@@ -6,9 +6,11 @@ its arguments and one that runs it and returns the exit code). Errors ghbot rais
 traceback, and exit with code 2.
 
 Commands: `fake-github` (a fake GitHub API for development), and, on a running
-deployment, `status` (the shards' counters) and `dead-letters list|replay`. Those two
-connect to Ray (`--address`, default `auto`) only when they run: importing this module
-never imports Ray.
+deployment, `status` (the shards' counters), `dead-letters list|replay` and
+`redeliver`. Those connect to Ray (`--address`, default `auto`) only when they run:
+importing this module never imports Ray. They send Ray's authentication token to a
+cluster on this machine without being told (`serve run` starts one with token
+authentication on), and say what to do when a cluster refuses them.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -198,6 +203,11 @@ register(
 PROBE_TIMEOUT = 3.0
 """Seconds to wait for the cluster's GCS port to accept a connection before giving up."""
 
+AUTH_MODE = "RAY_AUTH_MODE"
+"""Ray's switch for token authentication: `token`, `disabled`, or unset."""
+
+_PRINTED_BY = "`ray get-auth-token` prints it, as the user who started the cluster, on its head"
+
 
 class ClusterError(GhBotError):
     """No Ray cluster answers at the address (none found for `auto`), or its actors failed."""
@@ -227,8 +237,6 @@ def _probe(address: str) -> str:
     about `PROBE_TIMEOUT` seconds when nothing does: `ray.init` itself would retry
     for minutes.
     """
-    import socket
-
     if address.startswith("ray://"):
         resolved = address
         host_port = address[len("ray://") :]
@@ -271,6 +279,7 @@ def _connected(args: argparse.Namespace) -> Iterator[None]:
         os.environ["RAY_ADDRESS"] = chosen
     try:
         address = _probe(chosen)
+        _authenticate(address, chosen)
         ray.init(
             address=address,
             namespace=args.namespace,
@@ -291,6 +300,121 @@ def _connected(args: argparse.Namespace) -> Iterator[None]:
             yield
     finally:
         ray.shutdown()
+
+
+def _authenticate(address: str, shown: str) -> None:
+    """Settle Ray's token authentication for `address` before `ray.init` tries it.
+
+    Ray 2.60 starts a local cluster (`serve run`, `ray start`) with token
+    authentication on, its token in ~/.ray/auth_token; but a driver that names the
+    cluster's address sends the token only under RAY_AUTH_MODE=token, and is refused
+    after twenty seconds of retries otherwise. So when RAY_AUTH_MODE is unset, the
+    cluster runs on this machine and a token is at hand, this process turns token mode
+    on, as `ray.init(address="auto")` itself would. A cluster elsewhere gets the token
+    only under RAY_AUTH_MODE=token. Then it asks the cluster once and raises
+    `ClusterError` saying what to do when the cluster refuses this process.
+    A Ray Client address (`ray://`) is left to Ray.
+    """
+    if address.startswith("ray://"):
+        return
+    # Ray's own helpers (private in 2.60; `ray.init(address="auto")` uses them).
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    found = bool(AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True))
+    local = _on_this_machine(address.rpartition(":")[0])
+    mode = os.environ.get(AUTH_MODE)
+    if mode is None and found and local:
+        os.environ[AUTH_MODE] = mode = "token"
+        Config.initialize("")  # Ray read its settings at import; have it read them again
+    sending = (mode or "").lower() == "token"
+    # Token mode without a token: Ray would abort this process asking, so don't ask.
+    if (sending and not found) or _refuses(address):
+        advice = _auth_advice(shown, mode=mode, sending=sending, found=found, local=local)
+        raise ClusterError(advice)
+
+
+def _on_this_machine(host: str) -> bool:
+    """Tell whether `host` (a name or an IP address) is one of this machine's addresses."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        ip = str(sockaddr[0]).split("%", 1)[0]
+        if ipaddress.ip_address(ip).is_loopback:
+            return True
+        # Binding works only to an address of this machine.
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((ip, 0))
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def _refuses(address: str) -> bool:
+    """Ask the cluster's GCS once whether it takes this process's credentials.
+
+    Anything but an authentication refusal counts as not refused: `ray.init` reports it.
+    Ray's C++ client logs the refusal on stderr as well; that line is dropped.
+    """
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.exceptions import AuthenticationError
+
+    try:
+        with _stderr_dropped():
+            GcsClient(address=address, cluster_id=None)
+    except AuthenticationError:
+        return True
+    except Exception:  # noqa: S110 - ray.init, next, says what else is wrong
+        pass
+    return False
+
+
+@contextlib.contextmanager
+def _stderr_dropped() -> Iterator[None]:
+    """Send file descriptor 2 (where Ray's C++ code logs) nowhere for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _auth_advice(shown: str, *, mode: str | None, sending: bool, found: bool, local: bool) -> str:
+    """Say why the cluster at `shown` refuses this process and what to do about it.
+
+    `mode` is RAY_AUTH_MODE here, `sending` whether a token was offered, `found`
+    whether Ray finds one here, `local` whether the cluster runs on this machine.
+    """
+    what = f"the Ray cluster at {shown}"
+    if sending and found:
+        return (
+            f"{what} refused the Ray token found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
+            f"or ~/.ray/auth_token): set RAY_AUTH_TOKEN to the cluster's token ({_PRINTED_BY})"
+        )
+    what += " requires Ray's authentication token"
+    if not found:
+        fix = f"set RAY_AUTH_TOKEN to the cluster's token ({_PRINTED_BY})"
+        if local:
+            fix = "run ghbot as the user who started the cluster, or " + fix
+        elif not sending:
+            fix += " and RAY_AUTH_MODE=token"
+        return f"{what} and none was found here: {fix}"
+    if mode is not None:
+        return f"{what}, and RAY_AUTH_MODE={mode} here: unset RAY_AUTH_MODE"
+    return (
+        f"{what}; ghbot sends the token found here unasked only to a cluster on this "
+        f"machine: set RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN to the cluster's token "
+        f"unless ~/.ray/auth_token holds it ({_PRINTED_BY})"
+    )
 
 
 @contextlib.contextmanager

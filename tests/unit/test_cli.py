@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,50 @@ def test_no_cluster_is_one_line_and_exit_2_at_once(
     assert captured.out == ""
     assert captured.err.startswith("ghbot: error: ") and message in captured.err
     assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+
+
+def test_this_machine_is_told_from_others() -> None:
+    assert cli._on_this_machine("127.0.0.1") and cli._on_this_machine("localhost")
+    assert cli._on_this_machine(socket.gethostbyname(socket.gethostname()))
+    assert not cli._on_this_machine("203.0.113.7")  # TEST-NET-3, never this machine
+    assert not cli._on_this_machine("no-such-host.invalid")
+
+
+@pytest.mark.parametrize(
+    ("case", "advice"),
+    [
+        (
+            {"mode": None, "sending": False, "found": False, "local": True},
+            "requires Ray's authentication token and none was found here: run ghbot as the "
+            "user who started the cluster, or set RAY_AUTH_TOKEN to the cluster's token",
+        ),
+        (
+            {"mode": None, "sending": False, "found": False, "local": False},
+            "and none was found here: set RAY_AUTH_TOKEN to the cluster's token (`ray "
+            "get-auth-token` prints it, as the user who started the cluster, on its head) "
+            "and RAY_AUTH_MODE=token",
+        ),
+        (
+            {"mode": "token", "sending": True, "found": True, "local": False},
+            "refused the Ray token found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+            "~/.ray/auth_token): set RAY_AUTH_TOKEN to the cluster's token",
+        ),
+        (
+            {"mode": "disabled", "sending": False, "found": True, "local": True},
+            "requires Ray's authentication token, and RAY_AUTH_MODE=disabled here: "
+            "unset RAY_AUTH_MODE",
+        ),
+        (
+            {"mode": None, "sending": False, "found": True, "local": False},
+            "ghbot sends the token found here unasked only to a cluster on this machine: "
+            "set RAY_AUTH_MODE=token",
+        ),
+    ],
+)
+def test_a_refusal_says_what_to_do(case: dict[str, Any], advice: str) -> None:
+    text = cli._auth_advice("10.0.0.5:6379", **case)
+    assert text.startswith("the Ray cluster at 10.0.0.5:6379 ") and advice in text
+    assert "\n" not in text
 
 
 def test_an_explicit_address_wins_over_ray_address(
