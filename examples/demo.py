@@ -173,6 +173,12 @@ def main() -> int:
         RAY_SERVE_ENABLE_HA_PROXY="1",
         RAY_SERVE_THROUGHPUT_OPTIMIZED="1",
         RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
+        # Throughput-optimized Serve keeps a stopping ingress replica reachable this long
+        # (30 s by default) so an external load balancer can deregister it first; the
+        # demo has none in front of Serve and stops only once every answer is in, so its
+        # replica stops at once (serve.shutdown() otherwise gives up on the controller
+        # after 30 s: "Controller failed to shut down within 30.0s").
+        RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0",
     )
     import ray
     from ray import serve
@@ -214,6 +220,7 @@ def main() -> int:
         summary = stats()
         dead = dead_letters()
     finally:
+        print("Stopping Serve and Ray ...")
         serve.shutdown()
         kill_actors()
         ray.shutdown()

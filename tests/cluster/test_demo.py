@@ -1,0 +1,61 @@
+"""`make demo` runs whole and ends promptly, leaving Serve's port free.
+
+The demo starts a Ray of its own (beside the session's, if one runs) on Serve's HAProxy
+ingress at port 8000, so it runs as a subprocess, on fewer deliveries than `make demo`.
+Its stop used to take over 30 s: throughput-optimized Serve kept the stopping ingress
+replica reachable for an external load balancer the demo does not have, and
+`serve.shutdown()` gave up on the controller after 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.cluster.conftest import ROOT
+
+PORT = 8000
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_demo_handles_everything_and_stops_promptly() -> None:
+    if not port_free(PORT):
+        pytest.skip(f"port {PORT}, which the demo's Serve ingress takes, is in use")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    demo = subprocess.Popen(
+        [sys.executable, "-u", "-m", "examples.demo", "--deliveries", "40", "--installations", "4"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    watchdog = threading.Timer(300, demo.kill)  # a hung demo fails the test, not the run
+    watchdog.start()
+    output, handled_at = [], None
+    try:
+        for line in demo.stdout:
+            output.append(line)
+            if line.startswith("Waiting for the handlers"):
+                handled_at = time.monotonic()
+        code = demo.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+    stopping = time.monotonic() - (handled_at or 0)
+    text = "".join(output)
+    assert code == 0, text
+    assert "Demo finished: everything was handled exactly once." in text
+    assert "failed to shut down" not in text
+    assert stopping < 20, f"the demo took {stopping:.0f} s to stop:\n{text}"
+    assert port_free(PORT)
