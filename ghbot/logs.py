@@ -206,7 +206,13 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None = None) -> None:
-    """Send the ``ghbot`` loggers (and an unconfigured root) to `stream` (stderr) in `fmt`.
+    """Send the ``ghbot`` loggers (and an unconfigured root) to `stream` in `fmt`.
+
+    Without `stream`, lines go to the process's own stderr (`sys.__stderr__`), not to
+    whatever `sys.stderr` has become: a Ray Serve replica (throughput-optimized, as
+    deployed) turns `sys.stderr` into a Serve logger at INFO, which the replica's
+    WARNING level drops, so the ingress's lines would vanish. In a Ray worker the
+    process's stderr is its log file, which Ray streams to the driver.
 
     `level` is any name in `LEVELS` (`TRACE` and `WARN` included). Calling it again
     replaces the handler it installed before; handlers others installed are left
@@ -215,7 +221,7 @@ def configure(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None =
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
     number = LEVELS[level_name(level)]
-    handler = _Handler(sys.stderr if stream is None else stream)
+    handler = _Handler(stream or sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     targets = [logging.getLogger("ghbot")]

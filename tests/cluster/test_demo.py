@@ -4,17 +4,23 @@ The demo starts a Ray of its own (beside the session's, if one runs) on Serve's 
 ingress at port 8000, so it runs as a subprocess, on fewer deliveries than `make demo`.
 Its stop used to take over 30 s: throughput-optimized Serve kept the stopping ingress
 replica reachable for an external load balancer the demo does not have, and
-`serve.shutdown()` gave up on the controller after 30 s.
+`serve.shutdown()` gave up on the controller after 30 s. Its Ray keeps its files under
+a RAY_TMPDIR of the test's, where the ingress replica's log must show the one forged
+delivery the demo sends.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +34,19 @@ def port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_the_demo_handles_everything_and_stops_promptly() -> None:
+@pytest.fixture
+def ray_tmpdir() -> Iterator[Path]:
+    """A short RAY_TMPDIR (Ray's socket paths must stay under 108 bytes), removed after."""
+    base = Path(tempfile.mkdtemp(prefix="ghbot-demo-", dir="/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_demo_handles_everything_and_stops_promptly(ray_tmpdir: Path) -> None:
     if not port_free(PORT):
         pytest.skip(f"port {PORT}, which the demo's Serve ingress takes, is in use")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_tmpdir)
     demo = subprocess.Popen(
         [sys.executable, "-u", "-m", "examples.demo", "--deliveries", "40", "--installations", "4"],
         cwd=ROOT,
@@ -59,3 +74,12 @@ def test_the_demo_handles_everything_and_stops_promptly() -> None:
     assert "failed to shut down" not in text
     assert stopping < 20, f"the demo took {stopping:.0f} s to stop:\n{text}"
     assert port_free(PORT)
+    logs = ray_tmpdir / "ray" / "session_latest" / "logs"
+    refusals = [
+        line
+        for log in logs.glob("worker-*.err")
+        for line in log.read_text(errors="replace").splitlines()
+        if "refused delivery" in line
+    ]
+    assert len(refusals) == 1 and '"error_type": "InvalidSignature"' in refusals[0]
+    assert '"message": "refused delivery forged-' in refusals[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -95,6 +96,20 @@ def test_text_format_masks_too_and_reconfiguring_replaces_the_handler(
     assert line.endswith("ghbot.test: token ghs_…8B4a [installation_id=7]")
     with pytest.raises(ValueError, match="log format"):
         logs.configure("INFO", "xml")
+
+
+def test_lines_go_to_the_process_stderr_even_where_sys_stderr_was_swapped(
+    captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    swapped = io.StringIO()  # a Serve replica's sys.stderr: a logger whose INFO is dropped
+    process_stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    monkeypatch.setattr(sys, "__stderr__", process_stderr)
+    logs.configure("INFO", "json")
+    logging.getLogger("ghbot.ingress").warning("refused delivery g-1 with 401: no match")
+    assert swapped.getvalue() == ""
+    [line] = [json.loads(text) for text in process_stderr.getvalue().splitlines()]
+    assert line["message"] == "refused delivery g-1 with 401: no match"
 
 
 def test_log_format_is_a_setting() -> None:
