@@ -37,6 +37,8 @@ cluster: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
+# The benchmarks' quick configurations, one after another (a few minutes; some start
+# a local Ray). `$(BIN)/python benchmarks/run_all.py --help` for the full ones.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
