@@ -1,0 +1,46 @@
+"""`make bench`: its script exists, knows every benchmark, and runs the quick ones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_all(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "benchmarks/run_all.py", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_bench_target_runs_a_script_that_exists() -> None:
+    recipe = re.search(r"^bench:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe is not None
+    script = recipe.group(1).split()[1]
+    assert (ROOT / script).is_file(), script
+
+
+def test_it_knows_every_benchmark() -> None:
+    listed = run_all("--list")
+    assert listed.returncode == 0, listed.stderr
+    names = {line.split()[0] for line in listed.stdout.splitlines()}
+    assert names == {path.stem for path in (ROOT / "benchmarks").glob("bench_*.py")} - {
+        "bench_bot"  # the bot bench_e2e deploys, not a benchmark
+    }
+
+
+def test_it_runs_quick_benchmarks_and_sums_up() -> None:
+    done = run_all("--only", "bench_events", "bench_core")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "=== bench_events: --quick" in done.stdout
+    summary = done.stdout.split("=== summary\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in summary] == ["bench_events", "bench_core"]
+    assert all(line.endswith(" ok") for line in summary)
+    assert run_all("--only", "bench_nothing").returncode == 2
