@@ -24,7 +24,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -378,7 +377,7 @@ def _stderr_dropped() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile() as sink:
+        with open(os.devnull, "wb") as sink:
             os.dup2(sink.fileno(), 2)
             try:
                 yield
