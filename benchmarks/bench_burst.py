@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 # Run as a script: its own folder is on the path, and holds both.
-from bench_e2e import ROOT, SECRET, free_port, keys
+from bench_e2e import SECRET, bench_runtime, free_port, keys, start_ray_serve
 from e2e_harness import Harness
 
 T = TypeVar("T")
@@ -61,28 +61,13 @@ def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[
 
     from actors.ingress import WebhookDeployment
     from actors.runtime import kill_actors
-    from actors.settings import RuntimeSettings
-    from ghbot.config import Settings
 
-    ray.init(
-        address="local",  # a new local Ray, never one found running
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        log_to_driver=False,
-    )
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    runtime = RuntimeSettings(
-        bot="benchmarks.bench_bot:Thanks",
-        settings=Settings(
-            app_id=4242,
-            private_key=private.read_bytes(),
-            webhook_secrets=(SECRET,),
-            api_url=load.url,
-            journal_url=f"sqlite://{private.parent}/journal",
-            log_level="WARNING",
-        ),
+    start_ray_serve(port)
+    runtime = bench_runtime(
+        private,
+        load.url,
+        private.parent / "journal",
         shards=args.shards,
         vshards=args.shards,
         pace_writes=args.pace or None,

@@ -46,6 +46,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_ray_serve(port: int) -> None:
+    """Start a new local Ray (never one found running) and Serve on 127.0.0.1:`port`."""
+    import ray
+    from ray import serve
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        log_to_driver=False,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
+def bench_runtime(
+    private: Path, api_url: str, journal: Path, *, log_level: str = "WARNING", **runtime: Any
+) -> Any:
+    """Return the `RuntimeSettings` of the benchmarks' bot (`bench_bot:Thanks`)."""
+    from actors.settings import RuntimeSettings
+    from ghbot.config import Settings
+
+    settings = Settings(
+        app_id=4242,
+        private_key=private.read_bytes(),
+        webhook_secrets=(SECRET,),
+        api_url=api_url,
+        journal_url=f"sqlite://{journal}",
+        log_level=log_level,
+    )
+    return RuntimeSettings(bot="benchmarks.bench_bot:Thanks", settings=settings, **runtime)
+
+
 def keys(folder: Path) -> tuple[Path, Path]:
     """Write a new app key pair into `folder`; return (private, public) paths."""
     private, public = folder / "app.pem", folder / "app.pub.pem"
@@ -167,28 +200,13 @@ def run_on_serve(
 
     from actors.ingress import WebhookDeployment
     from actors.runtime import get_or_create_actors, kill_actors, wait_ready
-    from actors.settings import RuntimeSettings
-    from ghbot.config import Settings
 
-    ray.init(
-        address="local",  # a new local Ray, never one found running
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        log_to_driver=False,
-    )
     port = 8000 if not args.no_haproxy else free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    runtime = RuntimeSettings(
-        bot="benchmarks.bench_bot:Thanks",
-        settings=Settings(
-            app_id=4242,
-            private_key=private.read_bytes(),
-            webhook_secrets=(SECRET,),
-            api_url=harness.fake,
-            journal_url=f"sqlite://{data}/journal",
-            log_level="WARNING",
-        ),
+    start_ray_serve(port)
+    runtime = bench_runtime(
+        private,
+        harness.fake,
+        data / "journal",
         shards=args.shards,
         vshards=args.vshards or args.shards,
         ingress_replicas=args.replicas,

@@ -35,8 +35,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_e2e import SECRET, free_port, keys  # noqa: E402 - a script's sibling
-from e2e_harness import Harness, _read_response  # noqa: E402
+from bench_e2e import (  # noqa: E402 - a script's sibling
+    SECRET,
+    bench_runtime,
+    free_port,
+    keys,
+    start_ray_serve,
+)
+from e2e_harness import Harness, _host_port, _read_response  # noqa: E402
 
 #: Processes read from /proc, by what Ray names them.
 PROCESSES = {
@@ -121,12 +127,6 @@ class SoakLoad(Harness):
             "ack_ms_p99": acks[int(len(acks) * 0.99)] * 1000 if acks else None,
             "comments": len(self.commented),
         }
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    hostport = url.split("//", 1)[-1].split("/", 1)[0]
-    host, _, port = hostport.partition(":")
-    return host, int(port or 80)
 
 
 async def load_main(args: argparse.Namespace) -> None:
@@ -233,30 +233,16 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
 
     from actors.ingress import WebhookDeployment
     from actors.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
-    from actors.settings import RuntimeSettings
-    from ghbot.config import Settings
 
     private, public = keys(tmp)
     load = LoadProcess(public, args)
-    ray.init(
-        address="local",  # a new local Ray, never one found running
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        log_to_driver=False,
-    )
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    runtime = RuntimeSettings(
-        bot="benchmarks.bench_bot:Thanks",
-        settings=Settings(
-            app_id=4242,
-            private_key=private.read_bytes(),
-            webhook_secrets=(SECRET,),
-            api_url=load.fake,
-            journal_url=f"sqlite://{tmp}/journal",
-            log_level="ERROR",
-        ),
+    start_ray_serve(port)
+    runtime = bench_runtime(
+        private,
+        load.fake,
+        tmp / "journal",
+        log_level="ERROR",
         shards=args.shards,
         vshards=args.shards,
         namespace="ghbot-soak",
