@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings
 from ghbot.auth import InstallationToken
 from ghbot.breaker import CircuitBreaker, State
@@ -59,7 +60,7 @@ class InstallationClients:
 
     def for_installation(self, installation_id: int) -> GitHub | None:
         """Return the installation's client (None for app-level events, id 0)."""
-        if installation_id == 0:
+        if installation_id == NO_INSTALLATION:
             return None
         name = f"installation {installation_id}"
         return GitHub(

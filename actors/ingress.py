@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.bot import ordering_key
-from actors.records import DeliveryReceived, Inbound, encode_batch
+from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound, encode_batch
 from actors.runtime import get_or_create_actors, held_secrets
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
@@ -189,7 +189,7 @@ class WebhookIngress:
             _log_refusal(exc, request.headers)
             return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
         envelope = delivery.envelope
-        installation_id = envelope.installation_id or 0
+        installation_id = envelope.installation_id or NO_INSTALLATION
         vshard = vshard_of(installation_id, self.settings.vshards)
         qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
         item = Inbound(

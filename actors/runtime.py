@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
 from ghbot.errors import UsageError
@@ -216,7 +217,7 @@ class AppAuthActor:
         s = self._settings
         by_shard: dict[int, list[tuple[int, str]]] = {}
         for item in failed:
-            installation_id = item.installation_id or 0
+            installation_id = item.installation_id or NO_INSTALLATION
             shard = s.shard_of_vshard(vshard_of(installation_id, s.vshards))
             by_shard.setdefault(shard, []).append((installation_id, item.guid))
         calls = [

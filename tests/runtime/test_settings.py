@@ -63,13 +63,18 @@ def test_a_bot_path_that_is_not_a_bot_is_refused(path: str, reason: str) -> None
         load_bot(path)
 
 
+def _with_key_file(pem: bytes, key_file: Path) -> RuntimeSettings:
+    """Build the settings of `serve run` with GITHUB_PRIVATE_KEY naming `key_file`."""
+    key_file.write_bytes(pem)
+    env = {**_env(pem), "GITHUB_PRIVATE_KEY": str(key_file)}
+    return build_settings({"bot": "examples.greeter:Greeter"}, env)
+
+
 def test_a_key_file_travels_as_its_path_and_only_to_the_app_auth_actor(
     pem_pkcs8: bytes, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "app.pem"
-    key_file.write_bytes(pem_pkcs8)
-    env = {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": str(key_file)}
-    runtime = build_settings({"bot": "examples.greeter:Greeter"}, env)
+    runtime = _with_key_file(pem_pkcs8, key_file)
     # What `serve run` binds to the ingress (and so Serve stores) has no key bytes.
     assert runtime.settings.private_key is None
     assert runtime.settings.private_key_path == str(key_file)
@@ -92,9 +97,7 @@ def test_a_key_file_gone_by_the_time_the_actor_reads_it_is_a_clear_error(
     pem_pkcs8: bytes, tmp_path: Path
 ) -> None:
     key_file = tmp_path / "app.pem"
-    key_file.write_bytes(pem_pkcs8)
-    env = {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": str(key_file)}
-    runtime = build_settings({"bot": "examples.greeter:Greeter"}, env)
+    runtime = _with_key_file(pem_pkcs8, key_file)
     key_file.unlink()
     with pytest.raises(ConfigError, match="neither PEM text nor a path"):
         runtime.for_app_auth().settings.load_key()
