@@ -30,6 +30,7 @@ from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound, encode_ba
 from actors.runtime import get_or_create_actors, held_secrets
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
+from ghbot import metrics
 from ghbot.errors import WebhookError
 from ghbot.logs import LogLimiter
 from ghbot.logs import configure as configure_logging
@@ -186,8 +187,10 @@ class WebhookIngress:
             body = await request.body()
             delivery = parse_delivery(request.headers, body, self.secrets)
         except WebhookError as exc:
+            metrics.parse_error(exc)
             _log_refusal(exc, request.headers)
             return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
+        metrics.webhook_received(delivery.event)
         envelope = delivery.envelope
         installation_id = envelope.installation_id or NO_INSTALLATION
         vshard = vshard_of(installation_id, self.settings.vshards)

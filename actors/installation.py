@@ -49,7 +49,7 @@ from actors.records import (
     evolve_progress,
     stream_name,
 )
-from ghbot import telemetry
+from ghbot import metrics, telemetry
 from ghbot.errors import (
     CircuitOpen,
     JournalError,
@@ -593,8 +593,25 @@ class InstallationHost:
                 await self._sleep(0.5)
         for event in events:
             if not isinstance(event, NewEvent):
+                if isinstance(event, DeliveryCompleted):
+                    self._observe_completed(event.delivery_id)
+                elif isinstance(event, DeadLettered):
+                    metrics.dead_letters.add(1)
                 evolve_progress(self.progress, event)
         self._on_written(self)
+
+    def _observe_completed(self, delivery_id: str) -> None:
+        """Record the time from a delivery's receipt to all of its handlers done.
+
+        A replayed dead letter (`only`) is left out: its receipt was long before.
+        """
+        pending = self.progress.pending.get(delivery_id)
+        if pending is None or pending.only is not None:
+            return
+        received = pending.received
+        metrics.webhook_processing.record(
+            max(self._clock() - received.received_at, 0.0), metrics.event_label(received.event)
+        )
 
 
 def _message(exc: BaseException) -> str:

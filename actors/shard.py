@@ -31,6 +31,7 @@ from actors.records import (
     installation_of,
     stream_name,
 )
+from ghbot import metrics
 from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.journal import Journal
@@ -112,6 +113,8 @@ class ShardCore:
         self._pruner: asyncio.Task[None] | None = None
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
+        #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
+        self._pending_metric = metrics.watch_pending(self.pending)
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -449,6 +452,11 @@ class ShardCore:
             await asyncio.shield(self.recovery)
         while any(host.busy for host in self.hosts.values()):
             await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
+
+    def pending(self) -> int:
+        """Return the deliveries journaled and not yet completed in active installations."""
+        # A metrics reader may call this from its own thread: iterate over a copy.
+        return sum(len(host.progress.pending) for host in list(self.hosts.values()))
 
     def stats(self) -> dict[str, Any]:
         """Return counters and sizes for `/readyz` and the CLI."""

@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ghbot import metrics
 from ghbot.errors import ConfigError
 
 __all__ = [
@@ -130,7 +131,12 @@ class AppAuth:
             raise ConfigError("the app ID (or client ID) is empty")
         # GitHub accepts the app ID as a string; PyJWT insists that `iss` is one.
         self.iss = iss
-        self._key = load_private_key(private_key)
+        try:
+            self._key = load_private_key(private_key)
+        except ConfigError:
+            metrics.jwt_failures.add(1, metrics.JWT_FAILURE["invalid_key"])
+            metrics.auth_failures.add(1, metrics.AUTH_FAILURE["invalid_key"])
+            raise
         self._clock = clock
         #: Seconds to add to the local clock to get GitHub's (from a `Date` header).
         self.offset = 0.0
@@ -151,7 +157,12 @@ class AppAuth:
         if self._cached is not None and at < self._cached[1] - JWT_REUSE_MARGIN:
             return self._cached[0]
         claims = self.claims(at - self.offset)
-        token = pyjwt.encode(claims, self._key, algorithm="RS256")
+        try:
+            token = pyjwt.encode(claims, self._key, algorithm="RS256")
+        except Exception:
+            metrics.jwt_failures.add(1, metrics.JWT_FAILURE["sign_error"])
+            raise
+        metrics.jwt_generated.add(1)
         self._cached = (token, float(claims["exp"]))
         return token
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.breaker import CircuitBreaker
 from ghbot.client.credentials import TokenSource
@@ -103,10 +104,16 @@ class GitHubApp:
             body["permissions"] = dict(permissions)
         path = f"/app/installations/{int(installation_id)}/access_tokens"
         # Token exchanges are not content writes: they are not paced.
-        answer = await self.gh.request("POST", path, json=body or None, pace=False)
-        return InstallationToken.from_response(
-            answer.data, installation_id=installation_id, now=self.options.clock()
-        )
+        try:
+            answer = await self.gh.request("POST", path, json=body or None, pace=False)
+            token = InstallationToken.from_response(
+                answer.data, installation_id=installation_id, now=self.options.clock()
+            )
+        except Exception:
+            metrics.token_requests.add(1, metrics.TOKEN_ERROR)
+            raise
+        metrics.token_requests.add(1, metrics.TOKEN_OK)
+        return token
 
     def installations(self, *, per_page: int = 100) -> AsyncIterator[dict[str, Any]]:
         """Yield every installation of the app.

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Protocol
 
+from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken, is_clock_error, redact
 from ghbot.errors import UsageError
 
@@ -68,6 +69,7 @@ class Credentials:
         self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
     ) -> float | None:
         """Decide what to do after a 401: seconds to wait before retrying, or None to raise."""
+        metrics.auth_failures.add(1, metrics.AUTH_FAILURE["bad_credentials"])
         return None
 
 
@@ -105,7 +107,11 @@ class AppJWT(Credentials):
     async def recover(
         self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
     ) -> float | None:
-        if retry.clock_fixed or not is_clock_error(401, message):
+        skew = is_clock_error(401, message)
+        failure = "clock_skew" if skew else "bad_credentials"
+        metrics.auth_failures.add(1, metrics.AUTH_FAILURE[failure])
+        metrics.jwt_failures.add(1, metrics.JWT_FAILURE["clock_skew" if skew else "refused"])
+        if retry.clock_fixed or not skew:
             return None
         retry.clock_fixed = True
         return 0.0 if self.auth.observe_date(headers.get("date")) else None
@@ -130,7 +136,16 @@ class InstallationCredentials(Credentials):
         self, retry: AuthRetry, message: str, headers: Mapping[str, str], now: float
     ) -> float | None:
         current = await self.source.get(self.installation_id)
-        if current.is_fresh(now):
+        fresh = current.is_fresh(now)
+        failure = (
+            "propagation"
+            if fresh
+            else "expired_token"
+            if now >= current.expires_at
+            else "bad_credentials"
+        )
+        metrics.auth_failures.add(1, metrics.AUTH_FAILURE[failure])
+        if fresh:
             if retry.fresh_retries >= len(FRESH_TOKEN_BACKOFF):
                 return None
             retry.fresh_retries += 1

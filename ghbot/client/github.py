@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
+from ghbot import metrics
 from ghbot.auth import AppAuth
 from ghbot.breaker import CircuitBreaker
 from ghbot.client.call import REDIRECTS, Call, build_url, resource_of
@@ -314,6 +316,7 @@ class GitHub:
                 self._outcome(ok=False)
                 if attempt >= opts.retry.max_retries:
                     raise
+                metrics.retry("network")
                 await self._backoff(call, attempt, "no answer")
                 attempt += 1
                 continue
@@ -327,12 +330,16 @@ class GitHub:
                 continue
             error = error_from(call, status, headers, raw, opts.clock(), limit_hits)
             if isinstance(error, ServerError) and attempt < opts.retry.max_retries:
+                metrics.retry("server_error")
                 await self._backoff(call, attempt, f"HTTP {status}")
                 attempt += 1
             elif isinstance(error, RateLimited) and self._may_wait(error, limit_hits):
                 limit_hits += 1
+                metrics.retry("secondary_rate_limit" if error.kind == "secondary" else "rate_limit")
                 await self._wait_out(call, error)
-            elif not (isinstance(error, Unauthorized) and await self._recover(retry, error)):
+            elif isinstance(error, Unauthorized) and await self._recover(retry, error):
+                metrics.retry("auth")
+            else:
                 raise error
 
     async def _attempt(self, call: Call, interval: float | None) -> tuple[Budget | None, Answer]:
@@ -391,25 +398,29 @@ class GitHub:
         elif (authorization := await self._creds.authorization()) is not None:
             headers["Authorization"] = authorization
         pool = self.options.pool or current_pool()
-        try:
-            async with (
-                pool.semaphore,
-                pool.session.request(
+        async with pool.semaphore:
+            # Timed from when the request may go: waiting for the pool is not GitHub's.
+            started = time.perf_counter()
+            try:
+                async with pool.session.request(
                     call.method,
                     call.url,
                     headers=headers,
                     data=call.body,
                     allow_redirects=False,
                     timeout=self.options.client_timeout,
-                ) as answer,
-            ):
-                return answer.status, answer.headers, await answer.read()
-        except TimeoutError:
-            message = f"no answer within {self.options.timeout:g} s"
-            raise Timeout(message, method=call.method, url=call.shown()) from None
-        except aiohttp.ClientError as exc:
-            message = f"{type(exc).__name__}: {exc}"[:300]
-            raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
+                ) as answer:
+                    status, body = answer.status, await answer.read()
+            except TimeoutError:
+                metrics.api_request(call.method, None, time.perf_counter() - started)
+                message = f"no answer within {self.options.timeout:g} s"
+                raise Timeout(message, method=call.method, url=call.shown()) from None
+            except aiohttp.ClientError as exc:
+                metrics.api_request(call.method, None, time.perf_counter() - started)
+                message = f"{type(exc).__name__}: {exc}"[:300]
+                raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
+            metrics.api_request(call.method, status, time.perf_counter() - started)
+            return status, answer.headers, body
 
     # --- budgets, breaker, waits ----------------------------------------------------
 
@@ -421,7 +432,9 @@ class GitHub:
             # GitHub did not count it against this budget: give the unit back.
             budget.refund(self._lease if budget.resource == "core" else None)
         if limit is not None:
-            self._state.budgets.get(limit.resource).observe(limit, self.options.clock())
+            now = self.options.clock()
+            self._state.budgets.get(limit.resource).observe(limit, now)
+            metrics.rate_limit_seen(limit.resource, limit.remaining, limit.limit, limit.reset, now)
 
     def _outcome(self, *, ok: bool) -> None:
         breaker = self._state.breaker
@@ -441,6 +454,7 @@ class GitHub:
         """Pause the installation for a secondary limit; tell whether to wait in-line."""
         opts, state = self.options, self._state
         if error.kind == "secondary":
+            metrics.secondary_rate_limits.add(1)
             state.paused_until = max(state.paused_until, opts.clock() + error.retry_after)
         return hits < opts.max_rate_limit_waits and error.retry_after <= opts.max_rate_limit_wait
 

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from ghbot import metrics
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
 from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE, tracer
 
@@ -94,11 +95,17 @@ class InstallationTokens:
         if token is not None:
             if not force and self._usable(token, now):
                 self._tokens.move_to_end(installation_id)
+                metrics.token_cache_lookups.add(1, metrics.CACHE_HIT)
                 return token, True
             if force and token.is_fresh(now, self.fresh_window):
+                metrics.token_cache_lookups.add(1, metrics.CACHE_HIT)
                 return token, True
+        metrics.token_cache_lookups.add(1, metrics.CACHE_MISS)
         task = self._inflight.get(installation_id)
         if task is None:
+            if token is not None:
+                # Replacing a cached token: before it expires, or after GitHub refused it.
+                metrics.token_refreshes.add(1, metrics.REACTIVE if force else metrics.PROACTIVE)
             task = asyncio.ensure_future(self._exchange(installation_id))
             self._inflight[installation_id] = task
         # A waiter cancelled while it waits must not cancel the exchange for the others.

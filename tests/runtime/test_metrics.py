@@ -1,0 +1,194 @@
+"""The runtime's metrics without Ray: the ingress's `webhook`, a shard's deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from actors.bot import InstallationActor, on
+from actors.ingress import WebhookIngress
+from actors.shard import ACCEPTED, ShardCore
+from ghbot.events import Event
+from ghbot.journal import Journal
+from ghbot.retry import RetryPolicy
+from ghbot.webhooks import sign
+from tests.metering import assert_bounded, metered
+from tests.runtime.conftest import VSHARDS, batch, inbound, payload
+
+SECRET = "the-webhook-secret"
+
+
+async def _no_sleep(_seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+class Gated(InstallationActor):
+    gate: asyncio.Event | None = None
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if type(self).gate is not None:
+            await type(self).gate.wait()
+
+
+class Failing(InstallationActor):
+    max_attempts = 2
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        raise RuntimeError("GitHub was down")
+
+
+def pending_now(m: Any) -> float:
+    gc.collect()  # shards of earlier tests, closed, drop out of the gauge
+    return m.count("ghbot_pending_deliveries")
+
+
+async def test_pending_deliveries_and_processing_time(journal: Journal) -> None:
+    m = metered()
+    Gated.gate = asyncio.Event()
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Gated, sleep=_no_sleep)
+    try:
+        await shard.start()
+        before = pending_now(m)
+        items = [
+            inbound(Gated, "issues", payload("issues.opened", issue__number=n)) for n in range(3)
+        ]
+        # A second event with no handler is completed at once: never pending, not timed.
+        items.append(inbound(Gated, "issues", payload("issues.labeled")))
+        assert await shard.ingest(batch(*items)) == [ACCEPTED] * 4
+        await asyncio.sleep(0.01)
+        assert pending_now(m) == before + 3 == shard.pending() + before
+        Gated.gate.set()
+        await shard.wait_idle()
+        assert pending_now(m) == before
+    finally:
+        await shard.close()
+    assert m.count("ghbot_webhook_processing_seconds", event="issues") == 3
+    assert 0 < m.seconds("ghbot_webhook_processing_seconds", event="issues") < 30
+    assert m.count("ghbot_dead_letters_total") == 0
+    assert_bounded()
+
+
+async def test_dead_letters_are_counted_and_their_delivery_timed(journal: Journal) -> None:
+    m = metered()
+    shard = ShardCore(
+        range(VSHARDS),
+        VSHARDS,
+        journal,
+        Failing,
+        sleep=_no_sleep,
+        retry=RetryPolicy(base=0.0, cap=0.0),
+    )
+    try:
+        await shard.start()
+        await shard.ingest(batch(inbound(Failing, "issues", payload("issues.opened"))))
+        # A body that does not decode is dead-lettered at once, with no retries.
+        broken = inbound(Failing, "issues", payload("issues.opened", issue__title=5))
+        await shard.ingest(batch(broken))
+        await shard.wait_idle()
+    finally:
+        await shard.close()
+    assert m.count("ghbot_dead_letters_total") == 2
+    assert m.count("ghbot_webhook_processing_seconds", event="issues") == 2
+
+
+# --- the ingress ------------------------------------------------------------------
+
+
+class Batcher:
+    """Takes every delivery, as a shard that journaled it would."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def submit(self, item: Any) -> asyncio.Future[str]:
+        self.items.append(item)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.set_result(ACCEPTED)
+        return future
+
+
+def ingress() -> WebhookIngress:
+    # `webhook` reads the secrets, the bot, the settings' shard map and the batchers.
+    replica = WebhookIngress.__new__(WebhookIngress)
+    replica.secrets = (SECRET,)
+    replica.bot = Gated
+    replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
+    replica.batchers = [Batcher()]  # type: ignore[list-item]
+    return replica
+
+
+def request(body: bytes, **headers: str) -> Request:
+    sent = {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": f"guid-{time.monotonic_ns()}",
+        "x-hub-signature-256": sign(body, SECRET),
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks",
+        "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in sent.items() if v],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(scope, receive)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "reason"),
+    [
+        ({"x_hub_signature_256": "sha256=" + "0" * 64}, None, "signature"),
+        ({"x_hub_signature_256": ""}, None, "signature"),
+        ({}, b"{not json", "malformed"),
+        ({"x_github_event": ""}, None, "missing_header"),
+        ({"content_type": "application/x-www-form-urlencoded"}, None, "content_type"),
+        ({"content_length": str(26 * 1024 * 1024)}, None, "too_large"),
+    ],
+)
+async def test_refused_deliveries_by_reason(
+    headers: dict[str, str], body: bytes | None, reason: str
+) -> None:
+    m = metered()
+    sent = body if body is not None else payload("issues.opened")
+    if body is not None:
+        headers = {**headers, "x_hub_signature_256": sign(body, SECRET)}
+    answer = await ingress().webhook(request(sent, **headers))
+    assert answer.status_code >= 400
+    if reason == "signature":
+        assert m.count("ghbot_webhook_signature_failures_total") == 1
+        assert m.delta("ghbot_webhook_parse_errors_total") == {}
+    else:
+        assert m.count("ghbot_webhook_signature_failures_total") == 0
+        assert m.delta("ghbot_webhook_parse_errors_total") == {frozenset({("reason", reason)}): 1}
+    assert m.delta("ghbot_webhooks_received_total") == {}
+
+
+async def test_verified_deliveries_are_counted_by_event_and_unknown_events_as_other() -> None:
+    m = metered()
+    replica = ingress()
+    body = payload("issues.opened")
+    assert (await replica.webhook(request(body))).status_code == 202
+    assert (await replica.webhook(request(body))).status_code == 202
+    other = json.dumps({"action": "done", "installation": {"id": 5}}).encode()
+    assert (
+        await replica.webhook(request(other, x_github_event="made_up_event"))
+    ).status_code == 202
+    assert m.delta("ghbot_webhooks_received_total") == {
+        frozenset({("event", "issues")}): 2,
+        frozenset({("event", "other")}): 1,
+    }
+    assert_bounded()
