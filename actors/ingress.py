@@ -158,7 +158,10 @@ class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
+        from actors.metrics import install_ray_metrics
+
         configure_logging(settings.settings.log_level, settings.settings.log_format)
+        install_ray_metrics()  # this replica's metrics go to Ray's metrics export
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from actors.metrics import install_ray_metrics
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
@@ -48,6 +49,7 @@ class ShardActor:
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
         configure_logging(settings.settings.log_level, settings.settings.log_format)
+        install_ray_metrics()  # this process's metrics go to Ray's metrics export
         if any(held_secrets(settings).values()):
             # A shard holds no key and no webhook secret (`RuntimeSettings.for_shards`).
             raise UsageError("a shard was given the app's private key or webhook secrets")
@@ -164,6 +166,7 @@ class AppAuthActor:
         from ghbot.redelivery import RedeliverySweeper
 
         configure_logging(settings.settings.log_level, settings.settings.log_format)
+        install_ray_metrics()
         # The key comes as bytes, or as a path read here, on this actor's own node.
         settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings

@@ -207,3 +207,30 @@ def install(fake: Any, installation: int, repo: str, issues: int = 1) -> None:
     on_fake(fake, fake.fake.add_installation, installation, owner, [name])
     for n in range(issues):
         on_fake(fake, fake.fake.add_issue, repo, f"issue {n + 1}")
+
+
+Sample = tuple[dict[str, str], float]
+
+
+def scrape_metrics() -> dict[str, list[Sample]]:
+    """Return every sample of every live node's metrics export port, by sample name.
+
+    That port (``ray.nodes()[i]["MetricsExportPort"]``) is the Prometheus endpoint of
+    Ray's monitoring guide; application metrics show there named ``ray_<name>``.
+    """
+    import urllib.request
+
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[Sample]] = {}
+    for node in ray.nodes():
+        if not node["Alive"]:
+            continue
+        url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
