@@ -1,0 +1,243 @@
+"""The Prometheus rules of deploy/prometheus: valid, tested with promtool, and as documented.
+
+`promtool check rules` and `promtool test rules ghbot-alerts.test.yml` (which makes
+every alert fire on some series and stay quiet on others) run when promtool is on the
+PATH (Debian's `prometheus` package; `.ci/run` installs it). Without it these tests
+skip locally, and fail under CI (`CI` set) or with `GHBOT_REQUIRE_PROMTOOL=1`, so
+CI never passes by skipping them. The rest (thresholds, runbooks, metric names) needs
+only Python.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = PROMETHEUS / "ghbot-rules.yml"
+ALERTS = PROMETHEUS / "ghbot-alerts.yml"
+RULE_TESTS = PROMETHEUS / "ghbot-alerts.test.yml"
+CONFIG = PROMETHEUS / "prometheus.yml"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+#: ghbot's metrics (docs/operations.md's table) and their labels.
+METRICS: dict[str, frozenset[str]] = {
+    "ghbot_jwt_generated_total": frozenset(),
+    "ghbot_jwt_failures_total": frozenset({"reason"}),
+    "ghbot_token_requests_total": frozenset({"outcome"}),
+    "ghbot_token_cache_lookups_total": frozenset({"result"}),
+    "ghbot_token_refreshes_total": frozenset({"kind"}),
+    "ghbot_auth_failures_total": frozenset({"type"}),
+    "ghbot_api_requests_total": frozenset({"method", "status_class"}),
+    "ghbot_api_request_duration_seconds": frozenset({"method"}),
+    "ghbot_rate_limit_remaining_ratio": frozenset({"resource"}),
+    "ghbot_rate_limit_reset_seconds": frozenset({"resource"}),
+    "ghbot_api_retries_total": frozenset({"reason"}),
+    "ghbot_secondary_rate_limits_total": frozenset(),
+    "ghbot_webhooks_received_total": frozenset({"event"}),
+    "ghbot_webhook_processing_seconds": frozenset({"event"}),
+    "ghbot_webhook_signature_failures_total": frozenset(),
+    "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
+    "ghbot_dead_letters_total": frozenset(),
+    "ghbot_pending_deliveries": frozenset(),
+}
+HISTOGRAMS = ("ghbot_api_request_duration_seconds", "ghbot_webhook_processing_seconds")
+
+#: The operations document's thresholds: alert -> (recorded series, comparison, for).
+THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
+    "GhbotAuthFailureRateHigh": ("ghbot:auth_failure_ratio:rate5m", "> 0.05", "5m"),
+    "GhbotTokenCacheHitRateLow": ("ghbot:token_cache_hit_ratio:rate5m", "< 0.80", "15m"),
+    "GhbotJwtGenerationFailing": ("ghbot:jwt_failures:increase5m", "> 0", None),
+    "GhbotRateLimitLow": ("ghbot:rate_limit_remaining_ratio:min", "< 0.10", "5m"),
+    "GhbotApiErrorRateHigh": ("ghbot:api_error_ratio:rate5m", "> 0.02", "5m"),
+    "GhbotApiLatencyHigh": ("ghbot:api_request_duration_seconds:p95", "> 5", "10m"),
+    "GhbotSecondaryRateLimited": ("ghbot:secondary_rate_limits:increase5m", "> 0", None),
+    "GhbotWebhookSignatureFailures": ("ghbot:webhook_signature_failures:increase5m", "> 0", None),
+    "GhbotProcessingLatencyHigh": ("ghbot:webhook_processing_seconds:p95", "> 30", "10m"),
+    "GhbotParseErrorRateHigh": ("ghbot:webhook_parse_error_ratio:rate5m", "> 0.01", "10m"),
+}
+
+#: A raw metric in a rule: `{__name__=~"(ray_)?NAME"}`, both spellings at once.
+_SELECTOR = re.compile(r'\{__name__=~"\(ray_\)\?(ghbot_[a-z_]+)"\}')
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _rules(path: Path) -> list[dict[str, Any]]:
+    return [rule for group in _load(path)["groups"] for rule in group["rules"]]
+
+
+def recorded_names() -> set[str]:
+    """The series ghbot-rules.yml records (what the alerts and the dashboard may use)."""
+    return {rule["record"] for rule in _rules(RULES)}
+
+
+def _github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, - for space."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors() -> set[str]:
+    return {
+        _github_anchor(line.lstrip("#"))
+        for line in OPERATIONS.read_text().splitlines()
+        if line.startswith("#")
+    }
+
+
+# --- promtool -------------------------------------------------------------------------
+
+
+def promtool() -> str:
+    """The path of promtool; skip without it, unless CI or GHBOT_REQUIRE_PROMTOOL=1 want it."""
+    path = shutil.which("promtool")
+    if path is not None:
+        return path
+    reason = "promtool is not installed (apt-get install prometheus)"
+    if os.environ.get("CI") or os.environ.get("GHBOT_REQUIRE_PROMTOOL") == "1":
+        pytest.fail(f"{reason}, and CI or GHBOT_REQUIRE_PROMTOOL=1 requires it")
+    pytest.skip(reason)
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *args],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_promtool_accepts_the_rule_files() -> None:
+    done = run_promtool("check", "rules", RULES.name, ALERTS.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_of_the_rules_pass() -> None:
+    done = run_promtool("test", "rules", RULE_TESTS.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout + done.stderr
+
+
+def test_promtool_accepts_the_example_configuration() -> None:
+    done = run_promtool("check", "config", "--syntax-only", CONFIG.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_fails_a_rule_test_that_expects_the_wrong_thing(tmp_path: Path) -> None:
+    """The unit tests can fail: an alert expected quiet where it fires is reported."""
+    for path in (RULES, ALERTS):
+        shutil.copy(path, tmp_path / path.name)
+    text = RULE_TESTS.read_text().replace(
+        "alertname: GhbotRateLimitLow\n        exp_alerts:\n          - exp_labels:",
+        "alertname: GhbotRateLimitLow\n        exp_alerts:\n          - exp_labels: {nope: x}\n"
+        "          - exp_labels:",
+    )
+    assert text != RULE_TESTS.read_text()
+    (tmp_path / RULE_TESTS.name).write_text(text)
+    done = subprocess.run(
+        [promtool(), "test", "rules", RULE_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "GhbotRateLimitLow" in done.stdout + done.stderr
+
+
+def test_missing_promtool_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("GHBOT_REQUIRE_PROMTOOL", "1")
+    with pytest.raises(pytest.fail.Exception, match="requires it"):
+        promtool()
+    monkeypatch.delenv("GHBOT_REQUIRE_PROMTOOL")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        promtool()
+
+
+# --- What the rules say -----------------------------------------------------------------
+
+
+def test_every_alert_has_the_documented_threshold_and_duration() -> None:
+    alerts = {rule["alert"]: rule for rule in _rules(ALERTS)}
+    assert set(alerts) == set(THRESHOLDS)
+    for name, (series, comparison, duration) in THRESHOLDS.items():
+        rule = alerts[name]
+        assert " ".join(rule["expr"].split()) == f"{series} {comparison}", name
+        assert rule.get("for") == duration, name
+
+
+def test_every_alert_has_a_summary_a_severity_and_a_runbook_in_the_operations_doc() -> None:
+    anchors = _anchors()
+    for rule in _rules(ALERTS):
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        assert rule["annotations"]["summary"].strip(), name
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/operations.md#{name.lower()}", name
+        assert url.split("#")[1] in anchors, f"{name}: no section {url} in docs/operations.md"
+
+
+def test_alerts_use_only_recorded_series() -> None:
+    recorded = recorded_names()
+    for rule in _rules(ALERTS):
+        names = set(re.findall(r"ghbot[a-z0-9_:]*", rule["expr"]))
+        assert names and names <= recorded, rule["alert"]
+
+
+def test_the_rules_read_every_metric_in_both_spellings_and_only_known_labels() -> None:
+    seen: set[str] = set()
+    for rule in _rules(RULES):
+        expr = rule["expr"]
+        # Every raw metric is selected as (ray_)?NAME, never one spelling alone.
+        bare = re.findall(r"(?<![\w(?])(?:ray_)?ghbot_[a-z_]+", _SELECTOR.sub("", expr))
+        assert not bare, f"{rule['record']}: {bare}"
+        for name in _SELECTOR.findall(expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name) if "_seconds_" in name else name
+            assert base in METRICS, f"{rule['record']}: unknown metric {name}"
+            seen.add(base)
+            for labels in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+                used = {label.strip() for label in labels.split(",") if label.strip()}
+                extra = used - METRICS[base] - {"job", "le"}
+                assert not extra, f"{rule['record']}: {name} has no label {extra}"
+    assert seen == set(METRICS)
+
+
+def test_the_metric_table_is_ghbots() -> None:
+    """The table above (and the rules) name what ghbot.metrics exports, labels included."""
+    metrics = pytest.importorskip("ghbot.metrics")
+    assert {name: frozenset(keys) for name, keys in metrics.LABELS.items()} == METRICS
+
+
+def test_the_rule_tests_cover_every_alert_both_ways_and_both_spellings() -> None:
+    tests = _load(RULE_TESTS)["tests"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    series = [s["series"] for test in tests for s in test.get("input_series", [])]
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            (firing if case["exp_alerts"] else quiet).add(case["alertname"])
+    assert firing == set(THRESHOLDS)
+    assert quiet == set(THRESHOLDS)
+    assert any(s.startswith("ray_ghbot_") and "WorkerId" in s for s in series)
+    assert any(s.startswith("ghbot_") for s in series)
+    for name in THRESHOLDS:
+        assert RULE_TESTS.read_text().count(f"docs/operations.md#{name.lower()}") >= 1
