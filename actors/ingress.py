@@ -32,7 +32,7 @@ from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot import metrics
 from ghbot.errors import WebhookError
-from ghbot.logs import LogLimiter
+from ghbot.logs import LogLimiter, received_per_second
 from ghbot.logs import configure as configure_logging
 from ghbot.webhooks import check_content_length, parse_delivery
 
@@ -148,6 +148,41 @@ def _log_refusal(exc: WebhookError, headers: Mapping[str, str]) -> None:
     )
 
 
+def _received_limiter() -> LogLimiter | None:
+    """The limiter of received-webhook lines: `GHBOT_LOG_RECEIVED_PER_SECOND` a second."""
+    per_second = received_per_second()
+    return LogLimiter(burst=per_second, per=1.0) if per_second else None
+
+
+#: Received webhooks logged at INFO per second and replica (None: not logged).
+_RECEIVED_LOGGED = _received_limiter()
+
+
+def _log_received(
+    limiter: LogLimiter | None, delivery_id: str, event: str, installation_id: int, repo: str | None
+) -> None:
+    """Log a received webhook at INFO, at most the limiter's lines a second.
+
+    Checks the level first, so a replica above INFO pays one comparison per delivery.
+    """
+    if limiter is None or not log.isEnabledFor(logging.INFO):
+        return
+    held = limiter.allow("received")
+    if held is None:
+        return
+    log.info(
+        "received %s%s",
+        event,
+        f" ({held} more received webhooks were not logged)" if held else "",
+        extra={
+            "event_id": delivery_id,
+            "installation_id": installation_id or None,
+            "repository": repo,
+            "suppressed": held or None,
+        },
+    )
+
+
 def _printable(text: str, limit: int) -> str:
     """Return `text` on one line of printable characters, at most `limit` of them."""
     flat = re.sub(r"[^\x20-\x7e]", "?", text)
@@ -216,6 +251,9 @@ class WebhookIngress:
             status = await batcher.submit(item)
         except ShardUnavailable:
             return _answer(503, {"error": "the journal could not take the delivery; retry"})
+        if status in (ACCEPTED, DUPLICATE):
+            repo = envelope.repository.full_name if envelope.repository else None
+            _log_received(_RECEIVED_LOGGED, delivery.delivery_id, qualified, installation_id, repo)
         if status == ACCEPTED:
             return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
         if status == DUPLICATE:

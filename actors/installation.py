@@ -60,6 +60,7 @@ from ghbot.errors import (
 )
 from ghbot.events import Event, decode_envelope, parse
 from ghbot.journal.records import NewEvent, encode
+from ghbot.logs import TRACE, log_context, shape
 from ghbot.retry import RetryPolicy, describe
 from ghbot.telemetry import tracer
 
@@ -394,7 +395,11 @@ class InstallationHost:
             attempt += 1
             started = self._clock()
             try:
-                emitted = await self.bot.run_handler(name, event)
+                with log_context(**self._fields(event, name)):
+                    if log.isEnabledFor(TRACE):
+                        body = msgspec.json.decode(event.raw)
+                        log.log(TRACE, "%s: body shape %s", name, shape(body, depth=2))
+                    emitted = await self.bot.run_handler(name, event)
             except (CircuitOpen, RateLimited) as exc:
                 # GitHub asked us to wait: not the handler's fault, not an attempt.
                 attempt -= 1

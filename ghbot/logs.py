@@ -13,6 +13,13 @@ growing from 40 characters to a JWT of about 520) show only their first and last
 characters; JWTs, private keys, webhook signatures and `Authorization` values never
 appear (`mask`).
 
+A delivery's fields need not be passed at every call: `log_context(event_id=...,
+installation_id=..., repository=..., operation=...)` sets them in a context variable
+for the code it wraps (and the tasks created inside it), and the formatters fill any
+of `FIELDS` a line did not pass from it, so the client's retry, rate-limit and breaker
+lines carry the delivery they are about. E-mail addresses are masked too
+(`user@example.com` → `u***@example.com`).
+
 Levels are Python's plus `TRACE` (5, below `DEBUG`); `WARN` is another name for
 `WARNING` (`level_name`). `LogLimiter` keeps a flood of alike lines (refused
 deliveries during an attack) down to a few a minute.
@@ -20,12 +27,15 @@ deliveries during an attack) down to a few a minute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
@@ -39,8 +49,12 @@ __all__ = [
     "LogLimiter",
     "TextFormatter",
     "configure",
+    "current_fields",
     "level_name",
+    "log_context",
     "mask",
+    "received_per_second",
+    "shape",
 ]
 
 #: The structured fields a call may pass in ``extra=`` (DESIGN.md, "Observability").
@@ -55,6 +69,64 @@ FIELDS: Final = (
     "suppressed",
 )
 FORMATS: Final = ("json", "text")
+
+_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("ghbot_log_context", default=None)
+
+
+def current_fields() -> dict[str, Any]:
+    """Return the fields `log_context` set for the running code (a copy; empty when none)."""
+    fields = _CONTEXT.get()
+    return dict(fields) if fields else {}
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Give every line logged inside (tasks created inside included) these `FIELDS`.
+
+    Nested contexts add to the outer one; a field given as None is left out. A
+    line's own ``extra=`` wins over the context. Cheap: one dict and one context
+    variable set, whatever the level.
+    """
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"log fields {sorted(unknown)} are not among {', '.join(FIELDS)}")
+    merged = {**(_CONTEXT.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
+    token = _CONTEXT.set(merged)
+    try:
+        yield merged
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The `FIELDS` of a line: its own ``extra=``, then the `log_context` of its caller."""
+    context = _CONTEXT.get() or {}
+    found: dict[str, Any] = {}
+    for name in FIELDS:
+        value = getattr(record, name, None)
+        if value is None:
+            value = context.get(name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def shape(value: Any, depth: int = 1) -> Any:
+    """Describe the shape of a body, never its content: keys and type names.
+
+    A dict gives its keys with their values' shapes (to `depth` levels; below,
+    only type names), a list its length and its first item's shape.
+    """
+    if isinstance(value, dict):
+        if depth <= 0:
+            return f"object[{len(value)}]"
+        return {str(k): shape(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return f"array[{len(value)}]"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
 
 #: Below DEBUG: every request and decision, for chasing one problem down.
 TRACE: Final = 5
@@ -108,6 +180,13 @@ _MASKS: Final[tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
     (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
     # Webhook signatures.
     (re.compile(r"\bsha(1|256)=[0-9a-fA-F]{40,64}\b"), r"sha\1=[redacted]"),
+    # E-mail addresses (personal data): the first character of the local part stays.
+    (
+        re.compile(
+            r"\b([A-Za-z0-9])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b"
+        ),
+        r"\1***@\2",
+    ),
 )
 
 
@@ -116,7 +195,8 @@ def mask(text: str) -> str:
 
     A GitHub token of 16 characters or more keeps its first and last four characters
     (`ghs_…wxyz`); a shorter one only its first four, so no token shows more than
-    eight characters, whatever its length or format.
+    eight characters, whatever its length or format. E-mail addresses keep their
+    first character and their domain (`u***@example.com`).
     """
     for pattern, replacement in _MASKS:
         text = pattern.sub(replacement, text)
@@ -135,10 +215,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": mask(record.getMessage()),
         }
-        for name in FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                data[name] = mask(value) if isinstance(value, str) else value
+        for name, value in _fields_of(record).items():
+            data[name] = mask(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             data.setdefault("error_type", record.exc_info[0].__name__)
             data["traceback"] = mask(self.formatException(record.exc_info))
@@ -153,7 +231,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = [f"{n}={getattr(record, n)}" for n in FIELDS if getattr(record, n, None)]
+        extras = [f"{n}={v}" for n, v in _fields_of(record).items()]
         return mask(f"{line} [{' '.join(extras)}]" if extras else line)
 
 
@@ -199,6 +277,25 @@ class LogLimiter:
         bucket.tokens -= 1
         held, bucket.held = bucket.held, 0
         return held
+
+
+#: Received webhooks logged at INFO per second and process (`received_per_second`).
+RECEIVED_PER_SECOND_ENV: Final = "GHBOT_LOG_RECEIVED_PER_SECOND"
+DEFAULT_RECEIVED_PER_SECOND: Final = 10
+
+
+def received_per_second(env: Mapping[str, str] | None = None) -> int:
+    """How many received webhooks a process logs at INFO each second (0: none).
+
+    From `GHBOT_LOG_RECEIVED_PER_SECOND` (default 10); the rest are counted, and the
+    next line logged says how many were not. An invalid value gives the default.
+    """
+    raw = (os.environ if env is None else env).get(RECEIVED_PER_SECOND_ENV, "")
+    try:
+        value = int(raw) if raw.strip() else DEFAULT_RECEIVED_PER_SECOND
+    except ValueError:
+        return DEFAULT_RECEIVED_PER_SECOND
+    return max(value, 0)
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

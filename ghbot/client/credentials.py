@@ -15,12 +15,27 @@ https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-githu
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from typing import Protocol
 
 from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken, is_clock_error, redact
 from ghbot.errors import UsageError
+
+log = logging.getLogger("ghbot.client.auth")
+
+
+def _refused(credentials: Credentials, failure: str, message: str) -> None:
+    """Log at ERROR that GitHub refused `credentials` for good (no retry left)."""
+    log.error(
+        "GitHub refused the %s credentials (%s): %s",
+        credentials.kind,
+        failure,
+        message[:200],
+        extra={"error_type": "Unauthorized", "http_status": 401},
+    )
+
 
 __all__ = ["AuthRetry", "Credentials", "TokenSource", "credentials_for"]
 
@@ -70,6 +85,7 @@ class Credentials:
     ) -> float | None:
         """Decide what to do after a 401: seconds to wait before retrying, or None to raise."""
         metrics.auth_failures.add(1, metrics.AUTH_FAILURE["bad_credentials"])
+        _refused(self, "bad_credentials", message)
         return None
 
 
@@ -111,10 +127,11 @@ class AppJWT(Credentials):
         failure = "clock_skew" if skew else "bad_credentials"
         metrics.auth_failures.add(1, metrics.AUTH_FAILURE[failure])
         metrics.jwt_failures.add(1, metrics.JWT_FAILURE["clock_skew" if skew else "refused"])
-        if retry.clock_fixed or not skew:
+        if retry.clock_fixed or not skew or not self.auth.observe_date(headers.get("date")):
+            _refused(self, failure, message)
             return None
         retry.clock_fixed = True
-        return 0.0 if self.auth.observe_date(headers.get("date")) else None
+        return 0.0
 
 
 class InstallationCredentials(Credentials):
@@ -147,10 +164,12 @@ class InstallationCredentials(Credentials):
         metrics.auth_failures.add(1, metrics.AUTH_FAILURE[failure])
         if fresh:
             if retry.fresh_retries >= len(FRESH_TOKEN_BACKOFF):
+                _refused(self, failure, message)
                 return None
             retry.fresh_retries += 1
             return FRESH_TOKEN_BACKOFF[retry.fresh_retries - 1]
         if retry.refreshed:
+            _refused(self, failure, message)
             return None
         retry.refreshed = True
         await self.source.get(self.installation_id, force=True)

@@ -419,7 +419,17 @@ class GitHub:
                 metrics.api_request(call.method, None, time.perf_counter() - started)
                 message = f"{type(exc).__name__}: {exc}"[:300]
                 raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
-            metrics.api_request(call.method, status, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            metrics.api_request(call.method, status, took)
+            if log.isEnabledFor(logging.DEBUG):
+                # The path only: a query may hold a secret (a client_secret, a code).
+                log.debug(
+                    "%s %s -> %d",
+                    call.method,
+                    call.url.path,
+                    status,
+                    extra={"http_status": status, "duration_ms": round(took * 1000, 3)},
+                )
             return status, answer.headers, body
 
     # --- budgets, breaker, waits ----------------------------------------------------
@@ -447,7 +457,14 @@ class GitHub:
 
     async def _backoff(self, call: Call, attempt: int, why: str) -> None:
         delay = self.options.retry.backoff(attempt)
-        log.info("retrying %s %s after %s in %.2f s", call.method, call.shown(), why, delay)
+        log.warning(
+            "retrying %s %s after %s in %.2f s",
+            call.method,
+            call.url.path,
+            why,
+            delay,
+            extra={"error_type": "TransportError" if why == "no answer" else "ServerError"},
+        )
         await self.options.sleep(delay)
 
     def _may_wait(self, error: RateLimited, hits: int) -> bool:

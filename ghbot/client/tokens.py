@@ -12,6 +12,7 @@ https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-fo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from ghbot import metrics
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
 from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE, tracer
+
+log = logging.getLogger("ghbot.client.tokens")
 
 __all__ = ["InstallationTokens", "Mint"]
 
@@ -80,6 +83,12 @@ class InstallationTokens:
         """Return a usable token for `installation_id`, exchanging one when needed."""
         with tracer.start_as_current_span("GitHub installation token") as span:
             token, hit = await self._get(installation_id, force)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "installation token cache %s",
+                    "hit" if hit else "miss",
+                    extra={"installation_id": installation_id},
+                )
             if span.is_recording():
                 span.set_attribute(TOKEN_TYPE, "installation")
                 span.set_attribute(CACHE_HIT, hit)

@@ -206,3 +206,97 @@ def test_the_limiter_lets_a_burst_through_then_one_line_per_interval() -> None:
 def test_the_limiter_refuses_a_budget_of_nothing() -> None:
     with pytest.raises(ValueError, match="burst"):
         logs.LogLimiter(burst=0)
+
+
+def test_emails_are_masked_in_messages_and_fields(captured: io.StringIO) -> None:
+    logs.configure("INFO", "json", stream=captured)
+    logging.getLogger("ghbot.test").warning(
+        "mail from jane.doe+bots@example.com about %s", TOKEN, extra={"repository": "a@b.example"}
+    )
+    [line] = lines(captured)
+    assert line["message"] == "mail from j***@example.com about ghs_…8B4a"
+    assert line["repository"] == "a***@b.example"
+    assert logs.mask("v1.2@3 and octo-org/hello-world") == "v1.2@3 and octo-org/hello-world"
+
+
+def test_the_context_fills_the_fields_a_line_did_not_pass(captured: io.StringIO) -> None:
+    logs.configure("INFO", "json", stream=captured)
+    log = logging.getLogger("ghbot.test")
+    with logs.log_context(event_id="guid-1", installation_id=42, repository="o/r"):
+        with logs.log_context(operation="welcome"):
+            log.warning("inner", extra={"error_type": "Timeout", "repository": "o/other"})
+        log.warning("outer")
+    log.warning("outside")
+    inner, outer, outside = lines(captured)
+    assert (inner["event_id"], inner["installation_id"], inner["operation"]) == (
+        "guid-1",
+        42,
+        "welcome",
+    )
+    assert inner["repository"] == "o/other" and inner["error_type"] == "Timeout"
+    assert "operation" not in outer and outer["repository"] == "o/r"
+    assert not set(logs.FIELDS) & set(outside)
+    assert logs.current_fields() == {}
+
+
+def test_the_text_format_shows_the_context_fields(captured: io.StringIO) -> None:
+    logs.configure("INFO", "text", stream=captured)
+    with logs.log_context(event_id="guid-1", operation="welcome"):
+        logging.getLogger("ghbot.test").warning("x to someone@example.org")
+    assert (
+        captured.getvalue()
+        .rstrip()
+        .endswith("x to s***@example.org [event_id=guid-1 operation=welcome]")
+    )
+
+
+def test_log_context_refuses_an_unknown_field() -> None:
+    with pytest.raises(ValueError, match="body"), logs.log_context(body="x"):
+        pass
+
+
+def test_shape_gives_keys_and_types_never_values() -> None:
+    body = {"action": "opened", "issue": {"number": 1, "title": "secret"}, "labels": [1, 2]}
+    assert logs.shape(body, depth=2) == {
+        "action": "str",
+        "issue": {"number": "int", "title": "str"},
+        "labels": "array[2]",
+    }
+    assert logs.shape(body) == {"action": "str", "issue": "object[2]", "labels": "array[2]"}
+    assert "secret" not in json.dumps(logs.shape(body, depth=5))
+
+
+def test_received_lines_per_second_come_from_the_environment() -> None:
+    assert logs.received_per_second({}) == 10
+    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "2"}) == 2
+    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "0"}) == 0
+    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "many"}) == 10
+
+
+def test_received_lines_are_sampled_per_second_and_count_the_rest() -> None:
+    clock = Clock()
+    limiter = logs.LogLimiter(burst=2, per=1.0, clock=clock)
+    assert [limiter.allow("received") for _ in range(1000)][:3] == [0, 0, None]
+    clock.now += 0.5  # one line every half second
+    assert limiter.allow("received") == 998
+
+
+def test_the_ingress_logs_received_webhooks_at_info_sampled(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors import ingress
+
+    clock = Clock()
+    limiter = logs.LogLimiter(burst=1, per=1.0, clock=clock)
+    monkeypatch.setattr(logging.getLogger("ghbot"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="ghbot.ingress"):
+        for _ in range(3):
+            ingress._log_received(limiter, "guid-1", "issues.opened", 42, "o/r")
+        clock.now += 1.0
+        ingress._log_received(limiter, "guid-2", "issues.opened", 0, None)
+        ingress._log_received(None, "guid-3", "issues.opened", 42, "o/r")
+    first, second = [r for r in caplog.records if r.name == "ghbot.ingress"]
+    assert first.levelno == logging.INFO and first.getMessage() == "received issues.opened"
+    assert (first.event_id, first.installation_id, first.repository) == ("guid-1", 42, "o/r")  # type: ignore[attr-defined]
+    assert "2 more received webhooks were not logged" in second.getMessage()
+    assert second.suppressed == 2 and second.installation_id is None  # type: ignore[attr-defined]
