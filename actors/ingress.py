@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span, SpanKind
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,10 +31,11 @@ from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound, encode_ba
 from actors.runtime import get_or_create_actors, held_secrets
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
-from ghbot import metrics
+from ghbot import metrics, telemetry
 from ghbot.errors import WebhookError
 from ghbot.logs import LogLimiter, received_per_second
 from ghbot.logs import configure as configure_logging
+from ghbot.telemetry import tracer
 from ghbot.webhooks import check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
@@ -194,9 +196,11 @@ class WebhookIngress:
 
     def __init__(self, settings: RuntimeSettings) -> None:
         from actors.metrics import install_ray_metrics
+        from actors.tracing import install_tracing
 
         configure_logging(settings.settings.log_level, settings.settings.log_format)
         install_ray_metrics()  # this replica's metrics go to Ray's metrics export
+        install_tracing()  # its spans to the exporter OTEL_* variables name, if any
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)
@@ -219,7 +223,14 @@ class WebhookIngress:
         return _answer(404, {"error": "not found; GitHub's webhooks go to POST /webhooks"})
 
     async def webhook(self, request: Request) -> Response:
-        """Verify, journal through the owning shard, and answer."""
+        """Verify, journal through the owning shard, and answer: the delivery's root span."""
+        with tracer.start_as_current_span("webhook", kind=SpanKind.SERVER) as span:
+            response = await self._webhook(request, span)
+            if span.is_recording():
+                span.set_attribute(telemetry.STATUS_CODE, response.status_code)
+            return response
+
+    async def _webhook(self, request: Request, span: Span) -> Response:
         try:
             check_content_length(request.headers)
             body = await request.body()
@@ -231,6 +242,15 @@ class WebhookIngress:
         metrics.webhook_received(delivery.event)
         envelope = delivery.envelope
         installation_id = envelope.installation_id or NO_INSTALLATION
+        if span.is_recording():
+            span.update_name(f"webhook {delivery.event}")
+            span.set_attributes(
+                {
+                    telemetry.EVENT_TYPE: delivery.event,
+                    telemetry.DELIVERY_ID: delivery.delivery_id,
+                    telemetry.INSTALLATION_ID: installation_id,
+                }
+            )
         vshard = vshard_of(installation_id, self.settings.vshards)
         qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
         item = Inbound(
@@ -243,6 +263,7 @@ class WebhookIngress:
                 received_at=time.time(),
                 hook_id=delivery.hook_id,
                 key=ordering_key(self.bot.ordering, delivery.event, envelope),
+                trace=telemetry.traceparent(span),
             ),
             completed=not self.bot.handlers_for(qualified, delivery.event),
         )

@@ -372,7 +372,11 @@ class InstallationHost:
 
     async def _run_all(self, event: Event, pending: Pending, todo: list[str]) -> None:
         # One span per delivery; the handlers' GitHub requests are its children.
-        with tracer.start_as_current_span(event.qualified_name, kind=SpanKind.CONSUMER) as span:
+        # Its parent is the ingress's span, when the webhook came with a trace.
+        parent = telemetry.parent_context(pending.received.trace)
+        with tracer.start_as_current_span(
+            event.qualified_name, context=parent, kind=SpanKind.CONSUMER
+        ) as span:
             if span.is_recording():
                 repo = event.repository
                 span.set_attributes(
@@ -399,7 +403,10 @@ class InstallationHost:
                     if log.isEnabledFor(TRACE):
                         body = msgspec.json.decode(event.raw)
                         log.log(TRACE, "%s: body shape %s", name, shape(body, depth=2))
-                    emitted = await self.bot.run_handler(name, event)
+                    with tracer.start_as_current_span(f"handler {name}") as handler_span:
+                        if handler_span.is_recording():
+                            handler_span.set_attribute(telemetry.HANDLER, name)
+                        emitted = await self.bot.run_handler(name, event)
             except (CircuitOpen, RateLimited) as exc:
                 # GitHub asked us to wait: not the handler's fault, not an attempt.
                 attempt -= 1

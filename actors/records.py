@@ -67,6 +67,9 @@ class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):
     received_at: float
     hook_id: str | None = None
     key: str = ""
+    #: The ingress span's W3C `traceparent` ("" when tracing is off): the delivery's
+    #: spans, even after a restart, join the trace its webhook started.
+    trace: str = ""
 
 
 class HandlerSucceeded(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ from actors.metrics import install_ray_metrics
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
+from actors.tracing import install_tracing
 from ghbot.errors import UsageError
 from ghbot.journal import open_journal
 from ghbot.logs import configure as configure_logging
@@ -50,6 +51,7 @@ class ShardActor:
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
         configure_logging(settings.settings.log_level, settings.settings.log_format)
         install_ray_metrics()  # this process's metrics go to Ray's metrics export
+        install_tracing()  # its spans to the exporter OTEL_* variables name, if any
         if any(held_secrets(settings).values()):
             # A shard holds no key and no webhook secret (`RuntimeSettings.for_shards`).
             raise UsageError("a shard was given the app's private key or webhook secrets")
@@ -167,6 +169,7 @@ class AppAuthActor:
 
         configure_logging(settings.settings.log_level, settings.settings.log_format)
         install_ray_metrics()
+        install_tracing()
         # The key comes as bytes, or as a path read here, on this actor's own node.
         settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot import metrics
 from ghbot.errors import ConfigError
+from ghbot.telemetry import TOKEN_TYPE, tracer
 
 __all__ = [
     "JWT_BACKDATE",
@@ -157,11 +158,14 @@ class AppAuth:
         if self._cached is not None and at < self._cached[1] - JWT_REUSE_MARGIN:
             return self._cached[0]
         claims = self.claims(at - self.offset)
-        try:
-            token = pyjwt.encode(claims, self._key, algorithm="RS256")
-        except Exception:
-            metrics.jwt_failures.add(1, metrics.JWT_FAILURE["sign_error"])
-            raise
+        with tracer.start_as_current_span("jwt sign") as span:
+            if span.is_recording():
+                span.set_attribute(TOKEN_TYPE, "jwt")
+            try:
+                token = pyjwt.encode(claims, self._key, algorithm="RS256")
+            except Exception:
+                metrics.jwt_failures.add(1, metrics.JWT_FAILURE["sign_error"])
+                raise
         metrics.jwt_generated.add(1)
         self._cached = (token, float(claims["exp"]))
         return token

@@ -4,8 +4,13 @@ ghbot depends on `opentelemetry-api` only. Install `opentelemetry-sdk` and an ex
 and set a tracer provider (``trace.set_tracer_provider``) in your process, or in the
 Ray runtime's processes, to record them:
 
+- a root span per webhook at the ingress (``webhook issues``, kind SERVER) around the
+  verification and the journal; its W3C ``traceparent`` travels with the delivery
+  (`DeliveryReceived.trace`) to the shard;
 - one span per delivery, named after the event (``issues.opened``), around its handlers
-  (the runtime's installation actors open it);
+  (the runtime's installation actors open it), a child of the ingress's span;
+- a span per handler run (``handler <name>``);
+- a span per JWT signed (``jwt sign``, ``auth.token_type=jwt``);
 - a child span per GitHub request (``GitHub POST``), with the endpoint, the status and
   the rate limit left;
 - a child span per installation token asked of the cache, saying whether it was a hit.
@@ -18,8 +23,10 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["tracer"]
+__all__ = ["parent_context", "traceparent", "tracer"]
 
 #: ghbot's tracer; a proxy until the application sets a tracer provider.
 tracer: Final = trace.get_tracer("ghbot")
@@ -34,3 +41,20 @@ RATE_LIMIT_REMAINING: Final = "github.rate_limit.remaining"
 STATUS_CODE: Final = "http.response.status_code"
 TOKEN_TYPE: Final = "auth.token_type"  # noqa: S105 - an attribute name, not a token
 CACHE_HIT: Final = "auth.cache_hit"
+HANDLER: Final = "ghbot.handler"
+
+_W3C: Final = TraceContextTextMapPropagator()
+
+
+def traceparent(span: trace.Span) -> str:
+    """Return the W3C `traceparent` of `span`, or "" when it records nothing (no SDK set)."""
+    if not span.is_recording():
+        return ""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", "")
+
+
+def parent_context(header: str) -> Context | None:
+    """Return the context a `traceparent` header carries (None for "": a new trace)."""
+    return _W3C.extract({"traceparent": header}) if header else None

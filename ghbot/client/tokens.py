@@ -90,7 +90,7 @@ class InstallationTokens:
                     extra={"installation_id": installation_id},
                 )
             if span.is_recording():
-                span.set_attribute(TOKEN_TYPE, "installation")
+                span.set_attribute(TOKEN_TYPE, "installation_token")
                 span.set_attribute(CACHE_HIT, hit)
                 span.set_attribute(INSTALLATION_ID, installation_id)
             return token

@@ -1,0 +1,178 @@
+"""One trace per delivery: ingress → shard → handler → GitHub, across the process boundary.
+
+The ingress runs for real on a Starlette request, without Ray (as in test_metrics.py);
+what it hands its shard goes through `encode_batch` to a `ShardCore`, as over Ray. The
+spans are recorded by an in-memory SDK exporter (tests/tracing.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from starlette.requests import Request
+
+from actors import InstallationActor, on
+from actors.ingress import WebhookIngress
+from actors.records import Inbound, decode_batch, encode_batch
+from actors.shard import ACCEPTED, ShardCore
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, GitHubApp, close_pool
+from ghbot.events import Event
+from ghbot.journal import Journal
+from ghbot.testing import FakeClock, FakeGitHub
+from ghbot.webhooks import sign
+from tests.runtime.conftest import VSHARDS, payload
+from tests.tracing import recorder
+
+INSTALLATION = 77
+REPO = "octo-org/hello-world"
+SECRET = "the-webhook-secret"
+
+
+class Commenter(InstallationActor):
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await self.github.request(
+            "POST", f"/repos/{REPO}/issues/1/comments", json={"body": "thanks"}
+        )
+
+
+class Batcher:
+    """Keeps what the ingress sends its shard, and says it was journaled."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+
+    def submit(self, item: Inbound) -> asyncio.Future[str]:
+        self.items.append(item)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.set_result(ACCEPTED)
+        return future
+
+
+def ingress(batcher: Batcher) -> WebhookIngress:
+    replica = WebhookIngress.__new__(WebhookIngress)
+    replica.secrets = (SECRET,)
+    replica.bot = Commenter
+    replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
+    replica.batchers = [batcher]  # type: ignore[list-item]
+    replica._received = None
+    return replica
+
+
+def request(body: bytes, guid: str) -> Request:
+    headers = {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": guid,
+        "x-hub-signature-256": sign(body, SECRET),
+    }
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks",
+        "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(scope, receive)
+
+
+@pytest.fixture
+async def fake(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as server:
+        server.add_installation(INSTALLATION, "octo-org", ["hello-world"])
+        server.add_issue(REPO, "Found a bug", "It crashes")
+        yield server
+    await close_pool()
+
+
+def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    [span] = [s for s in spans if s.name == name]
+    return span
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    spans = recorder()
+    batcher = Batcher()
+    guid = f"guid-{time.monotonic_ns()}"
+    answer = await ingress(batcher).webhook(
+        request(payload("issues.opened", installation=INSTALLATION), guid)
+    )
+    assert answer.status_code == 202
+    [item] = batcher.items
+    assert item.received.trace.startswith("00-")
+
+    clock = FakeClock()
+    app = GitHubApp(
+        AppAuth(1, pem_pkcs8, clock=clock),
+        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
+    )
+    shard = ShardCore(
+        range(VSHARDS), VSHARDS, journal, Commenter, github_for=app.installation, clock=clock
+    )
+    await shard.start()
+    try:
+        # Over Ray the batch travels as bytes: the trace context goes with it.
+        assert await shard.ingest(encode_batch(decode_batch(encode_batch([item])))) == [ACCEPTED]
+        await shard.wait_idle()
+    finally:
+        await shard.close()
+
+    finished = list(spans.get_finished_spans())
+    root = one(finished, "webhook issues")
+    assert root.parent is None and root.kind == trace.SpanKind.SERVER
+    attributes = root.attributes or {}
+    assert attributes["github.event_type"] == "issues"
+    assert attributes["github.delivery_id"] == guid
+    assert attributes["github.installation_id"] == INSTALLATION
+    assert attributes["http.response.status_code"] == 202
+
+    delivery = one(finished, "issues.opened")
+    handler = one(finished, "handler opened")
+    assert parent_of(delivery) == root.context.span_id
+    assert parent_of(handler) == delivery.context.span_id
+    # Two requests: the comment, and inside its token lookup the token exchange.
+    posts = [s for s in finished if s.name == "GitHub POST"]
+    [comment] = [s for s in posts if parent_of(s) == handler.context.span_id]
+    token = one(finished, "GitHub installation token")
+    jwt = one(finished, "jwt sign")
+    assert (token.attributes or {})["auth.token_type"] == "installation_token"
+    assert (jwt.attributes or {})["auth.token_type"] == "jwt"
+    assert parent_of(token) == comment.context.span_id
+    # The JWT is signed for the exchange, a request inside the token lookup.
+    [exchange] = [s for s in posts if parent_of(s) == token.context.span_id]
+    assert parent_of(jwt) == exchange.context.span_id
+    # Every span, on both sides of the boundary, is in the ingress's trace.
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+
+
+async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        "actors.ingress.tracer", trace.NoOpTracerProvider().get_tracer("ghbot"), raising=True
+    )
+    batcher = Batcher()
+    answer = await ingress(batcher).webhook(
+        request(payload("issues.opened", installation=INSTALLATION), "guid-untraced")
+    )
+    assert answer.status_code == 202
+    [item] = batcher.items
+    assert item.received.trace == ""
