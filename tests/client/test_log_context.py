@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ghbot import logs
+from ghbot.breaker import CircuitBreaker
 from ghbot.client import ClientOptions, GitHub
-from ghbot.errors import Unauthorized
+from ghbot.errors import CircuitOpen, Unauthorized
 from ghbot.testing import FakeGitHub
 
 from .conftest import REPO
@@ -133,3 +134,18 @@ async def test_the_context_reaches_tasks_created_inside_it(lines: Lines) -> None
         await asyncio.create_task(deep())
     [line] = lines.matching("from a task")
     assert line["repository"] == REPO
+
+
+async def test_a_breaker_line_carries_the_delivery_fields(
+    fake: FakeGitHub, token_client: Callable[..., GitHub], lines: Lines
+) -> None:
+    from actors.github import InstallationClients
+
+    on_change = InstallationClients._logger("inst-1")
+    gh = token_client(breaker=CircuitBreaker(min_calls=2, open_for=30, on_change=on_change))
+    fake.faults.add("/issues/1$", "server_error", count=None)
+    with logs.log_context(**DELIVERY), pytest.raises(CircuitOpen):
+        await gh.request("GET", ISSUE)
+    [line] = lines.matching("circuit")
+    assert line["level"] == "warning" and line["message"] == "inst-1: circuit closed -> open"
+    assert {k: line[k] for k in DELIVERY} == DELIVERY
