@@ -471,7 +471,7 @@ class InstallationHost:
                 outcome.append(DeliveryCompleted(delivery_id=delivery_id))
             await self._write(outcome)
             return
-        log.info(
+        log.warning(
             "%s: %s failed attempt %d: %s", self.stream, name, attempt, error_type, extra=fields
         )
         delay = self._retry.backoff(attempt - 1)

@@ -4,6 +4,7 @@ domain events, snapshots and recovery after a crash."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import msgspec
@@ -175,6 +176,21 @@ async def test_a_failing_handler_is_retried_then_succeeds(journal: Journal) -> N
         "HandlerSucceeded",
         "DeliveryCompleted",
     ]
+
+
+async def test_a_failed_attempt_is_logged_as_a_warning_with_the_delivery(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    Flaky.failures_left, Flaky.errors = 1, []
+    shard = core(journal, Flaky)
+    await shard.start()
+    item = inbound(Flaky, "issues", payload("issues.opened"), delivery_id="d-flaky")
+    with caplog.at_level(logging.INFO, logger="ghbot.installation"):
+        await shard.ingest(batch(item))
+        await shard.wait_idle()
+    (line,) = [r for r in caplog.records if "failed attempt" in r.getMessage()]
+    assert line.levelno == logging.WARNING  # a retry, as the operations guide says
+    assert (line.event_id, line.installation_id) == ("d-flaky", INSTALLATION)
 
 
 async def test_after_the_last_attempt_it_is_dead_lettered_and_can_be_replayed(
