@@ -35,7 +35,6 @@ from ghbot import metrics, telemetry
 from ghbot.errors import WebhookError
 from ghbot.logs import LogLimiter, received_per_second
 from ghbot.logs import configure as configure_logging
-from ghbot.telemetry import tracer
 from ghbot.webhooks import check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
@@ -224,7 +223,7 @@ class WebhookIngress:
 
     async def webhook(self, request: Request) -> Response:
         """Verify, journal through the owning shard, and answer: the delivery's root span."""
-        with tracer.start_as_current_span("webhook", kind=SpanKind.SERVER) as span:
+        with telemetry.span("webhook", kind=SpanKind.SERVER) as span:
             response = await self._webhook(request, span)
             if span.is_recording():
                 span.set_attribute(telemetry.STATUS_CODE, response.status_code)

@@ -62,7 +62,6 @@ from ghbot.events import Event, decode_envelope, parse
 from ghbot.journal.records import NewEvent, encode
 from ghbot.logs import TRACE, log_context, shape
 from ghbot.retry import RetryPolicy, describe
-from ghbot.telemetry import tracer
 
 __all__ = ["InstallationHost", "Snapshot"]
 
@@ -374,9 +373,7 @@ class InstallationHost:
         # One span per delivery; the handlers' GitHub requests are its children.
         # Its parent is the ingress's span, when the webhook came with a trace.
         parent = telemetry.parent_context(pending.received.trace)
-        with tracer.start_as_current_span(
-            event.qualified_name, context=parent, kind=SpanKind.CONSUMER
-        ) as span:
+        with telemetry.span(event.qualified_name, context=parent, kind=SpanKind.CONSUMER) as span:
             if span.is_recording():
                 repo = event.repository
                 span.set_attributes(
@@ -403,7 +400,7 @@ class InstallationHost:
                     if log.isEnabledFor(TRACE):
                         body = msgspec.json.decode(event.raw)
                         log.log(TRACE, "%s: body shape %s", name, shape(body, depth=2))
-                    with tracer.start_as_current_span(f"handler {name}") as handler_span:
+                    with telemetry.span(f"handler {name}") as handler_span:
                         if handler_span.is_recording():
                             handler_span.set_attribute(telemetry.HANDLER, name)
                         emitted = await self.bot.run_handler(name, event)

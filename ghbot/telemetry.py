@@ -20,13 +20,14 @@ Attribute names are DESIGN.md's; no span ever carries a token, a key or a payloa
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["parent_context", "traceparent", "tracer"]
+__all__ = ["parent_context", "span", "traceparent", "tracer"]
 
 #: ghbot's tracer; a proxy until the application sets a tracer provider.
 tracer: Final = trace.get_tracer("ghbot")
@@ -44,6 +45,23 @@ CACHE_HIT: Final = "auth.cache_hit"
 HANDLER: Final = "ghbot.handler"
 
 _W3C: Final = TraceContextTextMapPropagator()
+_NO_SPAN: Final = nullcontext(trace.INVALID_SPAN)
+
+
+def span(
+    name: str,
+    *,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    context: Context | None = None,
+) -> AbstractContextManager[trace.Span]:
+    """Start a current span of ghbot's tracer; nothing at all while no provider is set.
+
+    The API's no-op span still costs a context switch (microseconds); on the hot path
+    (the ingress, each handler run) this skips even that until an SDK is installed.
+    """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return _NO_SPAN
+    return tracer.start_as_current_span(name, context=context, kind=kind)
 
 
 def traceparent(span: trace.Span) -> str:

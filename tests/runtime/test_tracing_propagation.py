@@ -22,6 +22,7 @@ from actors import InstallationActor, on
 from actors.ingress import WebhookIngress
 from actors.records import Inbound, decode_batch, encode_batch
 from actors.shard import ACCEPTED, ShardCore
+from ghbot import telemetry
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp, close_pool
 from ghbot.events import Event
@@ -166,9 +167,10 @@ async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
 async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        "actors.ingress.tracer", trace.NoOpTracerProvider().get_tracer("ghbot"), raising=True
-    )
+    # The process as it starts, before any SDK (tests/tracing.py sets one for others).
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     batcher = Batcher()
     answer = await ingress(batcher).webhook(
         request(payload("issues.opened", installation=INSTALLATION), "guid-untraced")
@@ -176,3 +178,17 @@ async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
     assert answer.status_code == 202
     [item] = batcher.items
     assert item.received.trace == ""
+    with telemetry.span("handler opened") as span:
+        assert span is trace.INVALID_SPAN
+
+
+async def test_a_no_op_provider_adds_no_trace_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = trace.NoOpTracerProvider()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    monkeypatch.setattr(telemetry, "tracer", provider.get_tracer("ghbot"))
+    batcher = Batcher()
+    answer = await ingress(batcher).webhook(
+        request(payload("issues.opened", installation=INSTALLATION), "guid-no-op")
+    )
+    assert answer.status_code == 202
+    assert batcher.items[0].received.trace == ""
