@@ -1,8 +1,9 @@
 """Tracing through the OpenTelemetry API: spans cost next to nothing until an SDK is set.
 
 ghbot depends on `opentelemetry-api` only. Install `opentelemetry-sdk` and an exporter
-and set a tracer provider (``trace.set_tracer_provider``) in your process, or in the
-Ray runtime's processes, to record them:
+and set a tracer provider (``trace.set_tracer_provider``) in your process to record
+them; the Ray runtime's processes set one from the standard ``OTEL_*`` variables
+(`actors.tracing.install_tracing`, docs/operations.md "Traces"):
 
 - a root span per webhook at the ingress (``webhook issues``, kind SERVER) around the
   verification and the journal; its W3C ``traceparent`` travels with the delivery

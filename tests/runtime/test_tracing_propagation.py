@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -20,7 +21,7 @@ from starlette.requests import Request
 
 from actors import InstallationActor, on
 from actors.ingress import WebhookIngress
-from actors.records import Inbound, decode_batch, encode_batch
+from actors.records import DeliveryReceived, Inbound, decode_batch, decode_runtime, encode_batch
 from actors.shard import ACCEPTED, ShardCore
 from ghbot import telemetry
 from ghbot.auth import AppAuth
@@ -192,3 +193,19 @@ async def test_a_no_op_provider_adds_no_trace_either(monkeypatch: pytest.MonkeyP
     )
     assert answer.status_code == 202
     assert batcher.items[0].received.trace == ""
+
+
+def test_a_delivery_journaled_before_traces_reads_with_no_trace() -> None:
+    class Before(msgspec.Struct, frozen=True, kw_only=True):  # DeliveryReceived until now
+        delivery_id: str
+        event: str
+        body: bytes
+        received_at: float
+        hook_id: str | None = None
+        key: str = ""
+
+    old = msgspec.msgpack.encode(
+        Before(delivery_id="d", event="issues", body=b"{}", received_at=1.0)
+    )
+    received = decode_runtime("DeliveryReceived", old)
+    assert isinstance(received, DeliveryReceived) and received.trace == ""
