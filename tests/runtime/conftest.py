@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 
-from actors.bot import InstallationActor, ordering_key
+from actors.bot import InstallationActor, on, ordering_key
+from actors.ingress import WebhookIngress
 from actors.records import DeliveryReceived, Inbound, encode_batch
-from actors.shard import vshard_of
-from ghbot.events import decode_envelope
+from actors.shard import ACCEPTED, vshard_of
+from ghbot.client import close_pool
+from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal, open_journal
+from ghbot.testing import FakeGitHub
+from ghbot.webhooks import sign
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
 VSHARDS = 4
@@ -83,3 +90,90 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     journal = await open_journal(f"sqlite://{tmp_path}/journal", shard_count=VSHARDS)
     yield journal
     await journal.close()
+
+
+# --- a bot that comments, and the fake GitHub it comments on ----------------------
+
+COMMENTER_INSTALLATION = 77
+COMMENTER_REPO = "octo-org/hello-world"
+
+
+class Commenter(InstallationActor):
+    """Comment once on issue 1 of `COMMENTER_REPO` for every new issue."""
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await self.github.request(
+            "POST", f"/repos/{COMMENTER_REPO}/issues/1/comments", json={"body": "thanks"}
+        )
+
+
+@pytest.fixture
+async def fake(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
+    """A FakeGitHub with `Commenter`'s installation, repository and issue 1."""
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as server:
+        server.add_installation(COMMENTER_INSTALLATION, "octo-org", ["hello-world"])
+        server.add_issue(COMMENTER_REPO, "Found a bug", "It crashes")
+        yield server
+    await close_pool()
+
+
+# --- the ingress without Ray ------------------------------------------------------
+
+WEBHOOK_SECRET = "the-webhook-secret"
+
+
+class AcceptingBatcher:
+    """Keeps what the ingress sends its shard, and answers as a shard that journaled it."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+
+    def submit(self, item: Inbound) -> asyncio.Future[str]:
+        self.items.append(item)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.set_result(ACCEPTED)
+        return future
+
+
+def bare_ingress(
+    bot: type[InstallationActor] | None = None, batcher: AcceptingBatcher | None = None
+) -> WebhookIngress:
+    """Return an ingress replica without Ray: `__init__`, which joins Ray, is skipped.
+
+    `webhook` reads the secrets; past verification it also reads the bot, the settings'
+    shard map and the batchers (a refusal needs no `bot`).
+    """
+    replica = WebhookIngress.__new__(WebhookIngress)
+    replica.secrets = (WEBHOOK_SECRET,)
+    if bot is not None:
+        replica.bot = bot
+        replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
+        replica.batchers = [batcher or AcceptingBatcher()]  # type: ignore[list-item]
+    return replica
+
+
+def webhook_request(body: bytes, **headers: str) -> Request:
+    """Return the Starlette request of a delivery of `body`, signed with `WEBHOOK_SECRET`.
+
+    `headers` override the defaults (`x_github_event="push"`); an empty value drops one.
+    """
+    sent = {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": f"guid-{time.monotonic_ns()}",
+        "x-hub-signature-256": sign(body, WEBHOOK_SECRET),
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks",
+        "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in sent.items() if v],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(scope, receive)

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 
 import actors.ingress as ingress_module
-from actors.ingress import WebhookIngress
 from ghbot import logs
 from ghbot.webhooks import sign
+from tests.runtime.conftest import WEBHOOK_SECRET as SECRET
+from tests.runtime.conftest import bare_ingress, webhook_request
 
-SECRET = "the-webhook-secret"
 BODY = json.dumps({"action": "opened", "installation": {"id": 7}}).encode()
 
 
@@ -55,37 +54,10 @@ def captured() -> Iterator[io.StringIO]:
     root.handlers[:], root.level = before[3], before[4]
 
 
-def ingress() -> WebhookIngress:
-    # The refusal path reads only `secrets`; the rest of __init__ joins Ray.
-    replica = WebhookIngress.__new__(WebhookIngress)
-    replica.secrets = (SECRET,)
-    return replica
-
-
-def request(body: bytes, *, guid: str, signature: str) -> Request:
-    headers = {
-        "content-type": "application/json",
-        "x-github-event": "issues",
-        "x-github-delivery": guid,
-        "x-hub-signature-256": signature,
-    }
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks",
-        "query_string": b"",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(scope, receive)
-
-
 async def post(body: bytes, *, guid: str, secret: str = SECRET) -> tuple[int, str]:
     signature = sign(body, secret)
-    answer = await ingress().webhook(request(body, guid=guid, signature=signature))
+    request = webhook_request(body, x_github_delivery=guid, x_hub_signature_256=signature)
+    answer = await bare_ingress().webhook(request)
     return answer.status_code, signature
 
 

@@ -5,24 +5,26 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 
 from actors.bot import InstallationActor, on
-from actors.ingress import WebhookIngress
 from actors.shard import ACCEPTED, ShardCore
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
 from ghbot.webhooks import sign
 from tests.metering import assert_bounded, metered
-from tests.runtime.conftest import VSHARDS, batch, inbound, payload
-
-SECRET = "the-webhook-secret"
+from tests.runtime.conftest import (
+    VSHARDS,
+    WEBHOOK_SECRET,
+    bare_ingress,
+    batch,
+    inbound,
+    payload,
+    webhook_request,
+)
 
 
 async def _no_sleep(_seconds: float) -> None:
@@ -103,51 +105,6 @@ async def test_dead_letters_are_counted_and_their_delivery_timed(journal: Journa
 # --- the ingress ------------------------------------------------------------------
 
 
-class Batcher:
-    """Takes every delivery, as a shard that journaled it would."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def submit(self, item: Any) -> asyncio.Future[str]:
-        self.items.append(item)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        future.set_result(ACCEPTED)
-        return future
-
-
-def ingress() -> WebhookIngress:
-    # `webhook` reads the secrets, the bot, the settings' shard map and the batchers.
-    replica = WebhookIngress.__new__(WebhookIngress)
-    replica.secrets = (SECRET,)
-    replica.bot = Gated
-    replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
-    replica.batchers = [Batcher()]  # type: ignore[list-item]
-    return replica
-
-
-def request(body: bytes, **headers: str) -> Request:
-    sent = {
-        "content-type": "application/json",
-        "x-github-event": "issues",
-        "x-github-delivery": f"guid-{time.monotonic_ns()}",
-        "x-hub-signature-256": sign(body, SECRET),
-        **{k.replace("_", "-"): v for k, v in headers.items()},
-    }
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks",
-        "query_string": b"",
-        "headers": [(k.encode(), v.encode()) for k, v in sent.items() if v],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(scope, receive)
-
-
 @pytest.mark.parametrize(
     ("headers", "body", "reason"),
     [
@@ -165,8 +122,8 @@ async def test_refused_deliveries_by_reason(
     m = metered()
     sent = body if body is not None else payload("issues.opened")
     if body is not None:
-        headers = {**headers, "x_hub_signature_256": sign(body, SECRET)}
-    answer = await ingress().webhook(request(sent, **headers))
+        headers = {**headers, "x_hub_signature_256": sign(body, WEBHOOK_SECRET)}
+    answer = await bare_ingress(Gated).webhook(webhook_request(sent, **headers))
     assert answer.status_code >= 400
     if reason == "signature":
         assert m.count("ghbot_webhook_signature_failures_total") == 1
@@ -179,13 +136,13 @@ async def test_refused_deliveries_by_reason(
 
 async def test_verified_deliveries_are_counted_by_event_and_unknown_events_as_other() -> None:
     m = metered()
-    replica = ingress()
+    replica = bare_ingress(Gated)
     body = payload("issues.opened")
-    assert (await replica.webhook(request(body))).status_code == 202
-    assert (await replica.webhook(request(body))).status_code == 202
+    assert (await replica.webhook(webhook_request(body))).status_code == 202
+    assert (await replica.webhook(webhook_request(body))).status_code == 202
     other = json.dumps({"action": "done", "installation": {"id": 5}}).encode()
     assert (
-        await replica.webhook(request(other, x_github_event="made_up_event"))
+        await replica.webhook(webhook_request(other, x_github_event="made_up_event"))
     ).status_code == 202
     assert m.delta("ghbot_webhooks_received_total") == {
         frozenset({("event", "issues")}): 2,

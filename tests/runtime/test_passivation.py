@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from actors import InstallationActor, on
 from actors.shard import ShardCore
-from ghbot.client import ClientOptions, GitHub, close_pool
-from ghbot.events import Event
+from ghbot.client import ClientOptions, GitHub
 from ghbot.journal import Journal
 from ghbot.testing import FakeClock, FakeGitHub
-from tests.runtime.conftest import VSHARDS, batch, inbound, payload
-
-INSTALLATION = 77
-REPO = "octo-org/hello-world"
-
-
-class Commenter(InstallationActor):
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        await self.github.request(
-            "POST", f"/repos/{REPO}/issues/1/comments", json={"body": "thanks"}
-        )
-
-
-@pytest.fixture
-async def fake(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as server:
-        server.add_installation(INSTALLATION, "octo-org", ["hello-world"])
-        server.add_issue(REPO, "Found a bug", "It crashes")
-        yield server
-    await close_pool()
+from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
+from tests.runtime.conftest import VSHARDS, Commenter, batch, inbound, payload
 
 
 async def _shard_after_one_write(

@@ -7,96 +7,30 @@ spans are recorded by an in-memory SDK exporter (tests/tracing.py).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any
 
 import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
-from starlette.requests import Request
 
-from actors import InstallationActor, on
-from actors.ingress import WebhookIngress
-from actors.records import DeliveryReceived, Inbound, decode_batch, decode_runtime, encode_batch
+from actors.records import DeliveryReceived, decode_batch, decode_runtime, encode_batch
 from actors.shard import ACCEPTED, ShardCore
 from ghbot import telemetry
 from ghbot.auth import AppAuth
-from ghbot.client import ClientOptions, GitHubApp, close_pool
-from ghbot.events import Event
+from ghbot.client import ClientOptions, GitHubApp
 from ghbot.journal import Journal
 from ghbot.testing import FakeClock, FakeGitHub
-from ghbot.webhooks import sign
-from tests.runtime.conftest import VSHARDS, payload
+from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
+from tests.runtime.conftest import (
+    VSHARDS,
+    AcceptingBatcher,
+    Commenter,
+    bare_ingress,
+    payload,
+    webhook_request,
+)
 from tests.tracing import recorder
-
-INSTALLATION = 77
-REPO = "octo-org/hello-world"
-SECRET = "the-webhook-secret"
-
-
-class Commenter(InstallationActor):
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        await self.github.request(
-            "POST", f"/repos/{REPO}/issues/1/comments", json={"body": "thanks"}
-        )
-
-
-class Batcher:
-    """Keeps what the ingress sends its shard, and says it was journaled."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    def submit(self, item: Inbound) -> asyncio.Future[str]:
-        self.items.append(item)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        future.set_result(ACCEPTED)
-        return future
-
-
-def ingress(batcher: Batcher) -> WebhookIngress:
-    replica = WebhookIngress.__new__(WebhookIngress)
-    replica.secrets = (SECRET,)
-    replica.bot = Commenter
-    replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
-    replica.batchers = [batcher]  # type: ignore[list-item]
-    replica._received = None
-    return replica
-
-
-def request(body: bytes, guid: str) -> Request:
-    headers = {
-        "content-type": "application/json",
-        "x-github-event": "issues",
-        "x-github-delivery": guid,
-        "x-hub-signature-256": sign(body, SECRET),
-    }
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks",
-        "query_string": b"",
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(scope, receive)
-
-
-@pytest.fixture
-async def fake(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as server:
-        server.add_installation(INSTALLATION, "octo-org", ["hello-world"])
-        server.add_issue(REPO, "Found a bug", "It crashes")
-        yield server
-    await close_pool()
 
 
 def one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
@@ -112,10 +46,10 @@ async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
     journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
 ) -> None:
     spans = recorder()
-    batcher = Batcher()
+    batcher = AcceptingBatcher()
     guid = f"guid-{time.monotonic_ns()}"
-    answer = await ingress(batcher).webhook(
-        request(payload("issues.opened", installation=INSTALLATION), guid)
+    answer = await bare_ingress(Commenter, batcher).webhook(
+        webhook_request(payload("issues.opened", installation=INSTALLATION), x_github_delivery=guid)
     )
     assert answer.status_code == 202
     [item] = batcher.items
@@ -172,9 +106,11 @@ async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
     monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    batcher = Batcher()
-    answer = await ingress(batcher).webhook(
-        request(payload("issues.opened", installation=INSTALLATION), "guid-untraced")
+    batcher = AcceptingBatcher()
+    answer = await bare_ingress(Commenter, batcher).webhook(
+        webhook_request(
+            payload("issues.opened", installation=INSTALLATION), x_github_delivery="guid-untraced"
+        )
     )
     assert answer.status_code == 202
     [item] = batcher.items
@@ -187,9 +123,11 @@ async def test_a_no_op_provider_adds_no_trace_either(monkeypatch: pytest.MonkeyP
     provider = trace.NoOpTracerProvider()
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
     monkeypatch.setattr(telemetry, "tracer", provider.get_tracer("ghbot"))
-    batcher = Batcher()
-    answer = await ingress(batcher).webhook(
-        request(payload("issues.opened", installation=INSTALLATION), "guid-no-op")
+    batcher = AcceptingBatcher()
+    answer = await bare_ingress(Commenter, batcher).webhook(
+        webhook_request(
+            payload("issues.opened", installation=INSTALLATION), x_github_delivery="guid-no-op"
+        )
     )
     assert answer.status_code == 202
     assert batcher.items[0].received.trace == ""
