@@ -28,13 +28,12 @@ from starlette.responses import Response
 
 from actors.bot import ordering_key
 from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound, encode_batch
-from actors.runtime import get_or_create_actors, held_secrets
+from actors.runtime import get_or_create_actors, held_secrets, set_up_process
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot import metrics, telemetry
 from ghbot.errors import WebhookError
 from ghbot.logs import LogLimiter, received_per_second
-from ghbot.logs import configure as configure_logging
 from ghbot.webhooks import check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
@@ -194,12 +193,7 @@ class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        from actors.metrics import install_ray_metrics
-        from actors.tracing import install_tracing
-
-        configure_logging(settings.settings.log_level, settings.settings.log_format)
-        install_ray_metrics()  # this replica's metrics go to Ray's metrics export
-        install_tracing()  # its spans to the exporter OTEL_* variables name, if any
+        set_up_process(settings)
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)

@@ -33,11 +33,24 @@ __all__ = [
     "get_or_create_actors",
     "held_secrets",
     "kill_actors",
+    "set_up_process",
     "shard_name",
 ]
 
 log = logging.getLogger("ghbot.runtime")
 APP_AUTH_NAME = "ghbot-app-auth"
+
+
+def set_up_process(settings: RuntimeSettings) -> None:
+    """Set up a ghbot Ray process at start: its logging, metrics and traces.
+
+    Logs as `LOG_LEVEL` and `LOG_FORMAT` say; metrics into Ray's metrics export; spans
+    to the exporter the `OTEL_*` variables name, if any. Calling it again is harmless:
+    logging replaces its own handler, metrics and traces are installed once a process.
+    """
+    configure_logging(settings.settings.log_level, settings.settings.log_format)
+    install_ray_metrics()
+    install_tracing()
 
 
 def shard_name(index: int) -> str:
@@ -49,9 +62,7 @@ class ShardActor:
     """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
-        configure_logging(settings.settings.log_level, settings.settings.log_format)
-        install_ray_metrics()  # this process's metrics go to Ray's metrics export
-        install_tracing()  # its spans to the exporter OTEL_* variables name, if any
+        set_up_process(settings)
         if any(held_secrets(settings).values()):
             # A shard holds no key and no webhook secret (`RuntimeSettings.for_shards`).
             raise UsageError("a shard was given the app's private key or webhook secrets")
@@ -167,9 +178,7 @@ class AppAuthActor:
         from actors.github import TokenMinter
         from ghbot.redelivery import RedeliverySweeper
 
-        configure_logging(settings.settings.log_level, settings.settings.log_format)
-        install_ray_metrics()
-        install_tracing()
+        set_up_process(settings)
         # The key comes as bytes, or as a path read here, on this actor's own node.
         settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings
