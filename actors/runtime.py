@@ -62,10 +62,10 @@ class ShardActor:
     """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
-        set_up_process(settings)
         if any(held_secrets(settings).values()):
             # A shard holds no key and no webhook secret (`RuntimeSettings.for_shards`).
             raise UsageError("a shard was given the app's private key or webhook secrets")
+        set_up_process(settings)
         self.index = index
         self.settings = settings
         self._core: ShardCore | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_a_request_limit_below_the_process_count_is_refused(pem_pkcs8: bytes) ->
     args = {"bot": "examples.greeter:Greeter", "shards": "4", "max_concurrent_requests": "4"}
     with pytest.raises(ConfigError, match="must be more than shards"):
         build_settings(args, _env(pem_pkcs8))
+
+
+@pytest.mark.parametrize("leak", ["private_key", "private_key_path", "webhook_secrets"])
+def test_a_shard_refuses_settings_that_carry_a_secret(pem_pkcs8: bytes, leak: str) -> None:
+    from actors.runtime import ShardActor
+    from ghbot.errors import UsageError
+
+    shards = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8)).for_shards()
+    secret: object = {"private_key": pem_pkcs8, "private_key_path": "/k.pem"}.get(leak, ("s",))
+    leaked = replace(shards, settings=replace(shards.settings, **{leak: secret}))
+    with pytest.raises(UsageError, match="private key or webhook secrets"):
+        ShardActor(0, leaked)
