@@ -231,6 +231,9 @@ async def test_deliveries_github_failed_to_deliver_are_swept_back(deploy: Any, f
 
         # The app-auth actor sweeps every second on its own.
         await eventually(lambda: "hello lost-1" in _bodies(fake, "e2e/swept"))
+        # The fake logs the attempt once it has read the ingress's answer, which can be
+        # after the handler (started by the journal append) has commented.
+        await eventually(lambda: bool(fake.fake.redeliveries))
         redelivered = [d["guid"] for d in fake.fake.redeliveries]
         assert redelivered == ["lost-1"]
         assert deliveries.attempts[-1]["status_code"] == 202  # the ingress took it
