@@ -71,6 +71,12 @@ jwt_failures: Final = meter.create_counter(
 token_requests: Final = meter.create_counter(
     "ghbot_token_requests_total", unit="1", description="installation token exchanges"
 )
+token_request_duration: Final = meter.create_histogram(
+    "ghbot_token_request_duration_seconds",
+    unit="s",
+    description="time of one installation token exchange, retries included",
+    explicit_bucket_boundaries_advisory=_API_BUCKETS,
+)
 token_cache_lookups: Final = meter.create_counter(
     "ghbot_token_cache_lookups_total", unit="1", description="installation token cache lookups"
 )
@@ -134,6 +140,7 @@ LABELS: Final[Mapping[str, frozenset[str]]] = {
     "ghbot_jwt_generated_total": frozenset(),
     "ghbot_jwt_failures_total": frozenset({"reason"}),
     "ghbot_token_requests_total": frozenset({"outcome"}),
+    "ghbot_token_request_duration_seconds": frozenset(),
     "ghbot_token_cache_lookups_total": frozenset({"result"}),
     "ghbot_token_refreshes_total": frozenset({"kind"}),
     "ghbot_auth_failures_total": frozenset({"type"}),

@@ -7,6 +7,7 @@ https://docs.github.com/en/rest/apps/webhooks
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -104,6 +105,7 @@ class GitHubApp:
             body["permissions"] = dict(permissions)
         path = f"/app/installations/{int(installation_id)}/access_tokens"
         # Token exchanges are not content writes: they are not paced.
+        started = time.perf_counter()
         try:
             answer = await self.gh.request("POST", path, json=body or None, pace=False)
             token = InstallationToken.from_response(
@@ -112,6 +114,8 @@ class GitHubApp:
         except Exception:
             metrics.token_requests.add(1, metrics.TOKEN_ERROR)
             raise
+        finally:
+            metrics.token_request_duration.record(time.perf_counter() - started)
         metrics.token_requests.add(1, metrics.TOKEN_OK)
         return token
 

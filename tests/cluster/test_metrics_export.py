@@ -138,6 +138,7 @@ def _defined_metrics() -> set[str] | None:
 
 
 GOOD = 4  # signed deliveries whose handler comments through the fake GitHub
+FRESH = 5.0  # seconds a minted token counts as fresh (`InstallationTokens.fresh_window`)
 
 # Each metric of the issue's table: what must hold once the deliveries below are in.
 Check = Callable[[Scrape, Scrape], bool]
@@ -158,6 +159,8 @@ EXPECTED: dict[str, Check] = {
     ),
     "ghbot_api_requests_total": lambda b, a: (
         _increase(b, a, "ghbot_api_requests_total", method="POST", status_class="2xx") >= GOOD
+        and _increase(b, a, "ghbot_api_requests_total", method="POST", status_class="5xx") >= 1
+        and _increase(b, a, "ghbot_api_requests_total", method="POST", status_class="4xx") >= 3
     ),
     "ghbot_api_request_duration_seconds": lambda b, a: (
         _increase(b, a, "ghbot_api_request_duration_seconds_count", method="POST") >= GOOD
@@ -166,6 +169,7 @@ EXPECTED: dict[str, Check] = {
     "ghbot_jwt_generated_total": lambda b, a: _increase(b, a, "ghbot_jwt_generated_total") >= 1,
     "ghbot_token_requests_total": lambda b, a: (
         _increase(b, a, "ghbot_token_requests_total", outcome="ok") >= 1
+        and _increase(b, a, "ghbot_token_requests_total", outcome="error") >= 1
     ),
     "ghbot_token_cache_lookups_total": lambda b, a: (
         _increase(b, a, "ghbot_token_cache_lookups_total") >= 1
@@ -175,6 +179,33 @@ EXPECTED: dict[str, Check] = {
         and all(0 <= v <= 1 for v in _values(a, "ghbot_rate_limit_remaining_ratio"))
     ),
     "ghbot_dead_letters_total": lambda b, a: _increase(b, a, "ghbot_dead_letters_total") >= 1,
+    # What the faults below provoke: a refused JWT, a refused installation token,
+    # a 502 and a secondary limit on a comment.
+    "ghbot_jwt_failures_total": lambda b, a: (
+        _increase(b, a, "ghbot_jwt_failures_total", reason="refused") >= 1
+    ),
+    "ghbot_auth_failures_total": lambda b, a: (
+        _increase(b, a, "ghbot_auth_failures_total", type="bad_credentials") >= 2
+    ),
+    "ghbot_token_refreshes_total": lambda b, a: (
+        _increase(b, a, "ghbot_token_refreshes_total", kind="reactive") >= 1
+    ),
+    "ghbot_api_retries_total": lambda b, a: (
+        _increase(b, a, "ghbot_api_retries_total", reason="server_error") >= 1
+        and _increase(b, a, "ghbot_api_retries_total", reason="secondary_rate_limit") >= 1
+        and _increase(b, a, "ghbot_api_retries_total", reason="auth") >= 1
+    ),
+    "ghbot_secondary_rate_limits_total": lambda b, a: (
+        _increase(b, a, "ghbot_secondary_rate_limits_total") >= 1
+    ),
+    "ghbot_rate_limit_reset_seconds": lambda b, a: (
+        bool(_values(a, "ghbot_rate_limit_reset_seconds", resource="core"))
+        and all(0 < v <= 3600 for v in _values(a, "ghbot_rate_limit_reset_seconds"))
+    ),
+    "ghbot_token_request_duration_seconds": lambda b, a: (
+        _increase(b, a, "ghbot_token_request_duration_seconds_count") >= 3
+        and _histograms_consistent(a, "ghbot_token_request_duration_seconds")
+    ),
     "ghbot_pending_deliveries": lambda b, a: (
         bool(_values(a, "ghbot_pending_deliveries"))
         and all(v >= 0 for v in _values(a, "ghbot_pending_deliveries"))
@@ -220,8 +251,39 @@ async def test_ghbots_metrics_reach_rays_metrics_export(deploy: Any, fake: Any) 
     data = payload("issues.opened", installation=1401, repo="metrics/export", issue__title=7)
     assert (await send(app.url, "issues", data))[0] == 202
 
+    # Installation 1402's first token exchange is refused (the app's JWT: a handler
+    # attempt fails, the next one gets a token); then its comment meets a 502 (retried)
+    # and a secondary limit (waited out), and lands.
+    install(fake, 1402, "metrics/faults")
+    faults = fake.fake.faults
+    comment = r"^/repos/metrics/faults/issues/1/comments$"
+    faults.add(r"^/app/installations/1402/access_tokens$", "unauthorized", method="POST")
+    faults.add(comment, "server_error", method="POST")
+    faults.add(comment, "secondary", method="POST", retry_after=1)
+    data = payload("issues.opened", installation=1402, repo="metrics/faults", issue__number=1)
+    assert (await send(app.url, "issues", data))[0] == 202
+    # 1401's token, no longer fresh, refused once: replaced (a reactive refresh).
+    await _comments(fake, "metrics/export", GOOD)
+    await asyncio.sleep(FRESH + 1)
+    faults.add(r"^/repos/metrics/export/issues/1/comments$", "unauthorized", method="POST")
+    data = payload("issues.opened", installation=1401, repo="metrics/export", issue__number=1)
+    assert (await send(app.url, "issues", data))[0] == 202
+
     def check(after: Scrape) -> list[str]:
         return [name for name, holds in EXPECTED.items() if not holds(before, after)]
 
     await _until(check)
-    assert len(comments(fake, "metrics/export")) == GOOD
+    assert not faults, "a fault was never met"
+    await _comments(fake, "metrics/faults", 1)
+    await _comments(fake, "metrics/export", GOOD + 1)
+    assert len(comments(fake, "metrics/export")) == GOOD + 1
+    assert len(comments(fake, "metrics/faults")) == 1
+
+
+async def _comments(fake: Any, repo: str, count: int, within: float = 60.0) -> None:
+    """Wait until the fake holds `count` comments on `repo`."""
+    deadline = time.monotonic() + within
+    while len(comments(fake, repo)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{repo} has {len(comments(fake, repo))} of {count} comments")
+        await asyncio.sleep(0.2)

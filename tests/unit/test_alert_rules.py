@@ -33,6 +33,7 @@ METRICS: dict[str, frozenset[str]] = {
     "ghbot_jwt_generated_total": frozenset(),
     "ghbot_jwt_failures_total": frozenset({"reason"}),
     "ghbot_token_requests_total": frozenset({"outcome"}),
+    "ghbot_token_request_duration_seconds": frozenset(),
     "ghbot_token_cache_lookups_total": frozenset({"result"}),
     "ghbot_token_refreshes_total": frozenset({"kind"}),
     "ghbot_auth_failures_total": frozenset({"type"}),

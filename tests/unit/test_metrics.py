@@ -116,6 +116,7 @@ def test_every_metric_of_the_issue_is_declared() -> None:
         "ghbot_jwt_generated_total",
         "ghbot_jwt_failures_total",
         "ghbot_token_requests_total",
+        "ghbot_token_request_duration_seconds",
         "ghbot_token_cache_lookups_total",
         "ghbot_token_refreshes_total",
         "ghbot_auth_failures_total",
