@@ -3,20 +3,29 @@
 ```python
 class Greeter(InstallationActor):
     @on("issues.opened")
-    async def welcome(self, event):
+    async def welcome(self, event: Event[IssuesOpened]) -> None:
+        number = event.payload.issue.number  # typed: `IssuesOpened.issue` is an `Issue`
         await self.github.request("POST", f"/repos/{event.repository.full_name}/issues/"
-                                  f"{event.payload.issue.number}/comments", json={"body": "Hi!"})
+                                  f"{number}/comments", json={"body": "Hi!"})
 ```
 
 Event names are checked when the class is defined: `@on("issues.opend")` raises
-`UnknownEventError` with a suggestion. One instance lives per installation, inside a shard
-actor; it is activated on its first delivery and rebuilt from the journal.
+`UnknownEventError` with a suggestion, and a handler annotated `Event[PullRequestOpened]`
+under `@on("issues.opened")` raises `UsageError`. One instance lives per installation,
+inside a shard actor; it is activated on its first delivery and rebuilt from the journal.
+
+Deliveries whose sender is this app's own bot user (`Event.is_from_this_app`) reach only
+handlers registered with `include_own=True`, so a bot that comments on
+`issue_comment.created` cannot answer itself in a loop by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import typing
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
+from types import UnionType
 from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
@@ -24,35 +33,132 @@ import msgspec
 from ghbot.errors import UsageError
 from ghbot.events import Envelope, Event, check_name
 
-__all__ = ["Handler", "InstallationActor", "Ordering", "on", "ordering_key"]
+__all__ = [
+    "Handler",
+    "InstallationActor",
+    "Ordering",
+    "UnknownEventWarning",
+    "on",
+    "ordering_key",
+]
 
-Handler = Callable[[Any, Event], Awaitable[None]]
+Handler = Callable[[Any, Event[Any]], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 Ordering = Literal["issue", "repository", "installation"] | Callable[[str, Envelope], str]
 
 _MARK = "__ghbot_events__"
+_OWN = "__ghbot_include_own__"
 # Domain events emitted by the handler running in this task (handlers of one
 # installation run concurrently for different ordering keys).
 _emitted: ContextVar[list[msgspec.Struct] | None] = ContextVar("ghbot_emitted", default=None)
 
 
-def on(*names: str) -> Callable[[H], H]:
+class UnknownEventWarning(UserWarning):
+    """`@on(name, strict=False)` named an event or action the models do not know."""
+
+
+def on(*names: str, strict: bool = True, include_own: bool = False) -> Callable[[H], H]:
     """Register the decorated coroutine method for one or more event names.
 
     A name is `"*"` (every event), an event (`"issues"`) or an event and action
-    (`"issues.opened"`). Raises `UnknownEventError` at once for a name GitHub never
-    sends, and `UsageError` when no name is given.
+    (`"issues.opened"`). Raises `UnknownEventError` at once for a name the models do
+    not know, and `UsageError` when no name is given. With `strict=False`, an unknown
+    name (an event or action GitHub added after the models were generated) is
+    registered with an `UnknownEventWarning`; its deliveries arrive as
+    `Event[UnknownPayload]`. Deliveries sent by this app's own bot user reach the
+    handler only with `include_own=True`.
+
+    The handler's event annotation is checked when its class is defined (see
+    `InstallationActor`).
     """
     if not names:
         raise UsageError("@on() needs at least one event name, such as 'issues.opened'")
     for name in names:
-        check_name(name)
+        if not check_name(name, strict=strict):
+            message = f"@on({name!r}): the models do not know this name; its deliveries "
+            message += "arrive as Event[UnknownPayload] (regenerate the models to type them)"
+            warnings.warn(message, UnknownEventWarning, stacklevel=2)
 
     def mark(handler: H) -> H:
         setattr(handler, _MARK, (*getattr(handler, _MARK, ()), *names))
+        if include_own:
+            setattr(handler, _OWN, True)
         return handler
 
     return mark
+
+
+def payload_types(name: str) -> tuple[type, ...] | None:
+    """Return the payload structs a handler of `name` may receive (None: any)."""
+    from ghbot.models import ACTION_TYPES, KNOWN_EVENTS, PAYLOAD_TYPES, UnknownPayload
+
+    if name == "*":
+        return None
+    event, _, action = name.partition(".")
+    if action and event in KNOWN_EVENTS and name in ACTION_TYPES:
+        return (ACTION_TYPES[name],)
+    if action and event in PAYLOAD_TYPES and not KNOWN_EVENTS[event]:
+        return _members(PAYLOAD_TYPES[event])  # an open action (`repository_dispatch.x`)
+    if not action and event in PAYLOAD_TYPES:
+        return _members(PAYLOAD_TYPES[event])
+    return (UnknownPayload,)
+
+
+def _members(kind: Any) -> tuple[type, ...]:
+    """Return the types of a union (`A | B`), or `(kind,)`."""
+    if isinstance(kind, UnionType) or typing.get_origin(kind) is typing.Union:
+        return tuple(m for m in typing.get_args(kind) if m is not type(None))
+    return (kind,)
+
+
+def _accepted(handler: Callable[..., Any]) -> tuple[type, ...] | None:
+    """Return the payload types a handler's `Event[...]` annotation accepts (None: any).
+
+    An annotation that cannot be resolved now (a name imported under `TYPE_CHECKING`,
+    a class local to a function) is not checked: None.
+    """
+    from ghbot.models import Model
+
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:  # NameError and friends: the annotation names what is not there
+        return None
+    params = [p for p in hints if p != "return"]
+    hint = hints[params[0]] if params else None
+    if typing.get_origin(hint) is not Event:
+        return None  # a bare `Event`, or no annotation
+    (arg,) = typing.get_args(hint)
+    if arg is Any or arg is Model:
+        return None
+    return _members(arg)
+
+
+def _check_handler(owner: str, attr: str, handler: Callable[..., Any]) -> bool:
+    """Check a handler's annotation against its names; return whether it takes unknowns.
+
+    Raises `UsageError` when a name may deliver a payload type the annotation lacks.
+    """
+    from ghbot.models import UnknownPayload
+
+    accepted = _accepted(handler)
+    if accepted is None:
+        return True
+    for name in getattr(handler, _MARK, ()):
+        expected = payload_types(name)
+        missing = [t for t in (expected or (object,)) if not _covered(t, accepted)]
+        if missing:
+            got = " | ".join(t.__name__ for t in accepted)
+            need = " | ".join(t.__name__ for t in missing)
+            raise UsageError(
+                f"{owner}.{attr}: @on({name!r}) delivers {need}, but the handler's event is "
+                f"annotated Event[{got}]; annotate it with the payload types of its names "
+                "(or a bare Event)"
+            )
+    return _covered(UnknownPayload, accepted)
+
+
+def _covered(kind: type, accepted: Iterable[type]) -> bool:
+    return any(isinstance(a, type) and issubclass(kind, a) for a in accepted)
 
 
 class InstallationActor:
@@ -83,6 +189,9 @@ class InstallationActor:
     snapshot_every: ClassVar[int] = 200
 
     _routes: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Handlers that take deliveries the models do not know, and this app's own ones.
+    _takes_unknown: ClassVar[frozenset[str]] = frozenset()
+    _takes_own: ClassVar[frozenset[str]] = frozenset()
 
     # Set by the runtime before any handler runs.
     installation_id: int
@@ -93,13 +202,21 @@ class InstallationActor:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         routes: dict[str, list[str]] = {}
+        unknown: set[str] = set()
+        own: set[str] = set()
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
+                if not getattr(value, _MARK, ()):
+                    continue
+                takes_unknown = _check_handler(cls.__name__, attr, value)
+                (unknown.add if takes_unknown else unknown.discard)(attr)
+                (own.add if getattr(value, _OWN, False) else own.discard)(attr)
                 for name in getattr(value, _MARK, ()):
                     methods = routes.setdefault(name, [])
                     if attr not in methods:
                         methods.append(attr)
         cls._routes = {name: tuple(methods) for name, methods in routes.items()}
+        cls._takes_unknown, cls._takes_own = frozenset(unknown), frozenset(own)
         if cls.max_attempts < 1 or cls.max_concurrency < 1:
             raise UsageError(f"{cls.__name__}: max_attempts and max_concurrency must be ≥ 1")
 
@@ -117,7 +234,7 @@ class InstallationActor:
         return state
 
     async def on_error(
-        self, event: Event, handler: str, error: BaseException, attempt: int
+        self, event: Event[Any], handler: str, error: BaseException, attempt: int
     ) -> None:
         """Hear of a handler's failure (each attempt); the default does nothing more."""
 
@@ -142,16 +259,27 @@ class InstallationActor:
     # --- used by the runtime ------------------------------------------------------
 
     @classmethod
-    def handlers_for(cls, qualified_name: str, name: str) -> tuple[str, ...]:
-        """Return the handler method names for an event, most specific first."""
+    def handlers_for(
+        cls, qualified_name: str, name: str, *, known: bool = True, own: bool = False
+    ) -> tuple[str, ...]:
+        """Return the handler method names for an event, most specific first.
+
+        `known=False` (the payload is `UnknownPayload`) keeps the handlers whose
+        annotation takes it (a bare `Event`, `Event[Any]`, `Event[UnknownPayload]`);
+        `own=True` (the sender is this app's bot user) keeps those registered with
+        `include_own=True`.
+        """
         found: list[str] = []
         for key in (qualified_name, name, "*"):
             for method in cls._routes.get(key, ()):
-                if method not in found:
-                    found.append(method)
+                if method in found or (not known and method not in cls._takes_unknown):
+                    continue
+                if own and method not in cls._takes_own:
+                    continue
+                found.append(method)
         return tuple(found)
 
-    async def run_handler(self, method: str, event: Event) -> list[msgspec.Struct]:
+    async def run_handler(self, method: str, event: Event[Any]) -> list[msgspec.Struct]:
         """Run one handler and return the domain events it emitted (dropped if it raised)."""
         emitted: list[msgspec.Struct] = []
         token = _emitted.set(emitted)

@@ -257,6 +257,7 @@ class WebhookIngress:
                 hook_id=delivery.hook_id,
                 key=ordering_key(self.bot.ordering, delivery.event, envelope),
                 trace=telemetry.traceparent(span),
+                app_id=delivery.app_id,
             ),
             completed=not self.bot.handlers_for(qualified, delivery.event),
         )

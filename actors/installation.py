@@ -353,12 +353,22 @@ class InstallationHost:
     async def _process(self, pending: Pending) -> None:
         received = pending.received
         try:
-            event = parse(received.event, received.body, delivery_id=received.delivery_id)
+            event = parse(
+                received.event,
+                received.body,
+                delivery_id=received.delivery_id,
+                app_id=received.app_id,
+            )
         except MalformedPayload as exc:
             # It will not decode next time either: no retries; replayable after a fix.
             await self._give_up(pending, exc, operation="decode")
             return
-        names = pending.only or type(self.bot).handlers_for(event.qualified_name, event.name)
+        names = pending.only or type(self.bot).handlers_for(
+            event.qualified_name,
+            event.name,
+            known=event.known,
+            own=event.is_from_this_app,  # a bot does not answer itself unless it opts in
+        )
         todo = [name for name in names if name not in pending.done]
         if not todo:
             await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])

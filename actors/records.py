@@ -70,6 +70,9 @@ class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):
     #: The ingress span's W3C `traceparent` ("" when tracing is off): the delivery's
     #: spans, even after a restart, join the trace its webhook started.
     trace: str = ""
+    #: The app the delivery was sent to (`X-GitHub-Hook-Installation-Target-ID` when
+    #: the target type is `integration`): how a handler's event knows its own app.
+    app_id: int | None = None
 
 
 class HandlerSucceeded(msgspec.Struct, frozen=True, kw_only=True):

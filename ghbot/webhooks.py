@@ -55,6 +55,13 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     envelope: Envelope
     body: bytes
 
+    @property
+    def app_id(self) -> int | None:
+        """Return the app the delivery was sent to, when the target is an app."""
+        if self.target_type != "integration" or not (self.target_id or "").isdigit():
+            return None
+        return int(self.target_id or "")
+
 
 def sign(body: bytes, secret: str) -> str:
     """Return the `X-Hub-Signature-256` value GitHub sends for `body` under `secret`."""

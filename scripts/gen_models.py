@@ -1,24 +1,38 @@
 #!/usr/bin/env python3
-"""Generate `ghbot/models/_generated.py` from GitHub's webhook JSON Schema.
+"""Generate `ghbot/models/_generated.py` from GitHub's official webhooks OpenAPI description.
 
-The schema is `@octokit/webhooks-schemas` (MIT), kept at
-`tests/fixtures/webhook-schema.json`. It defines each event as `<event>$<action>`
-variants (or one `<event>$event`) over shared definitions such as `repository`.
+The source is `generated/api.github.com.json` of the npm package
+`@octokit/openapi-webhooks` (MIT), kept unchanged at
+`tests/fixtures/webhooks-api.github.com.json`. Its `webhooks` section has one entry
+per event and action; the event name is `post.x-github.subcategory` with `-` read as
+`_`, the action is the `action` enum of the payload schema (under
+`components.schemas`, by `$ref`).
 
 Rules, chosen so that real payloads decode and keep decoding as GitHub adds fields:
 
-- one `Struct` per shared definition, reused wherever it is referenced;
-- one `<Event>Payload` per event: the properties of all its actions, merged;
-- an inline object becomes a `Struct` named by its path (`PullRequestHead`);
-- every field is `T | None = None`, except the few in `REQUIRED`;
+- one `Struct` per event and action (`IssuesOpened`), tagged with its `action`
+  (`tag_field="action"`), so that msgspec picks it from the union of the event's
+  actions in one pass; `<Event>Payload` is that union (or the one struct of an event
+  without actions);
+- one `Struct` per shared component schema (`SimpleUser`, `RepositoryWebhooks`);
+  inline objects with a `title` are merged by that title, with the component of the
+  same name if any (every inline `"title": "Issue"` and the `issue` component become
+  one `Issue`); any other inline object becomes a `Struct` named by its path;
+- a field is required only when every schema merged into the struct requires it and
+  none allows `null`; otherwise it is `T | None = None`. This is the leniency rule
+  (see `LENIENT` for the fields where GitHub's real payloads omit what the
+  description requires);
 - string enums are `str` (GitHub adds values), `date-time` strings stay `str`;
-- `allOf` takes the referenced definition (the rest only narrows it); a `oneOf` of
-  several objects merges their properties into one `Struct`.
+- `allOf` takes the referenced schemas (the rest only narrows them); a `oneOf` or
+  `anyOf` of several objects merges their properties into one `Struct`;
+- every payload's top-level `sender` is `SimpleUser` and `repository` is
+  `RepositoryWebhooks` (the description inlines a few copies), so `Event.sender` and
+  `Event.repository` have one type.
 
-The output is deterministic and already in `ruff format` style, so
+The output is deterministic and passed through `ruff format`, so
 `tests/unit/test_events.py` can compare it byte for byte with the committed file.
 
-Usage: `python scripts/gen_models.py [SCHEMA] [--output PATH] [--check]`
+Usage: `python scripts/gen_models.py [SOURCE] [--output PATH] [--check]`
 """
 
 from __future__ import annotations
@@ -28,49 +42,73 @@ import hashlib
 import json
 import keyword
 import re
+import shutil
+import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCHEMA = ROOT / "tests" / "fixtures" / "webhook-schema.json"
+DEFAULT_SOURCE = ROOT / "tests" / "fixtures" / "webhooks-api.github.com.json"
 DEFAULT_OUTPUT = ROOT / "ghbot" / "models" / "_generated.py"
+PACKAGE = "@octokit/openapi-webhooks"
 DOCS = "https://docs.github.com/en/webhooks/webhook-events-and-payloads"
+REF_PREFIX = "#/components/schemas/"
 
 Schema = dict[str, Any]
 Alt = tuple[str, Any]  # (kind, detail): kinds are def, obj, dict, arr, prim, null, any
 
-# Fields GitHub always sends (checked against every fixture); the rest are optional.
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "user": ("login", "id"),
-    "repository": ("id", "name", "full_name", "owner"),
-    "installation": ("id",),
-    "installation-lite": ("id",),
-    "issue": ("number",),
-    "pull-request": ("number",),
+# (struct, JSON key) pairs the description requires but GitHub's published example
+# payloads (tests/fixtures/webhooks, from @octokit/webhooks-examples) leave out or
+# send as null: optional here, so that those payloads decode.
+# The examples are older than the description's newest fields (`immutable`, `draft`);
+# GitHub adds fields without resending old deliveries, so a new field must not be
+# required by the model.
+LENIENT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("Integration", "permissions"),  # check_run.rerequested: `check_suite.app`
+        ("IssueComment", "reactions"),  # issue_comment.created
+        ("SimplePullRequest", "draft"),  # pull_request_review.submitted
+        ("WebhooksRelease", "immutable"),  # release.*
+        ("WorkflowRun", "path"),  # workflow_run.completed
+        ("RepositoryWebhooks", "disabled"),  # check_run.rerequested
+        ("CheckRunWithSimpleCheckSuite", "node_id"),  # check_run.rerequested
+        ("CheckRunWithSimpleCheckSuite", "details_url"),  # check_run.rerequested
+        ("Installation", "app_slug"),  # installation.*
+        ("Integration", "events"),  # check_run.rerequested
+        ("Release", "immutable"),  # release.prereleased
+        ("WebhooksRelease1", "immutable"),  # release.published
+    }
+)
+# One type for these top-level fields in every payload.
+ENVELOPE_REFS = {"sender": "simple-user", "repository": "repository-webhooks"}
+# The payload of an event or action the description does not know.
+UNKNOWN = {
+    "installation": "simple-installation",
+    "organization": "organization-simple-webhooks",
+    **ENVELOPE_REFS,
 }
-# One type for these top-level fields in every payload, so that `Event.sender` and
-# `Event.repository` are typed once. The schema's `github-org` sender and the inline
-# sender of `marketplace_purchase` are both user-shaped.
-ENVELOPE_REFS = {"sender": "user", "repository": "repository"}
-# The payload of an event the schema does not know: the fields all events share.
-UNKNOWN = {"installation": "installation-lite", "organization": "organization", **ENVELOPE_REFS}
-UNKNOWN_DOC = """Payload of an event the schema does not know: the fields all events share.
+UNKNOWN_DOC = """Payload of an event or action the description does not know.
 
-The rest of the body is in `Event.raw`."""
+It has the fields all events share; the rest of the body is in `Event.raw`."""
 # Field names that would shadow a name used in annotations, or `self` in `__init__`.
 RESERVED = {"Any", "bool", "dict", "float", "int", "list", "msgspec", "str", "self"}
 SPECIAL = {"+1": "plus_one", "-1": "minus_one"}
 PRIMS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
-PRIM_ORDER = ("str", "int", "float", "bool")
+PRIM_ORDER = ("int | str", "str", "int", "float", "bool")
+# A `date-time` string may also be an integer: GitHub sends Unix timestamps in some
+# payloads (`repository.created_at` in `push`, `installation.created_at` in older
+# `installation` deliveries), whatever the description says.
+DATE_TIME = "int | str"
 LINE = 100
 MAX_NAME = 56
 
 
 def camel(name: str) -> str:
-    """Return `name` (`pull-request`, `projects_v2_item`) as `PullRequest`."""
+    """Return `name` (`pull-request`, `projects_v2_item`, `Repo Ref`) as `PullRequest`."""
     return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^0-9A-Za-z]+", name) if p)
 
 
@@ -84,12 +122,20 @@ def py_name(name: str) -> str:
     return out
 
 
+class Hook(NamedTuple):
+    """One entry of the `webhooks` section: an event, its action, its payload schema."""
+
+    event: str
+    action: str | None  # None: no action; "" : a free-form action
+    component: str
+
+
 class Site(NamedTuple):
     """Where a type is being decided: the class name to use for an inline object there."""
 
-    stem: str  # class name for an inline object here
-    origin: str  # `Class.field`, for docstrings
-    root: str  # stem of the nearest definition or payload, for a shorter name
+    stem: str
+    origin: str
+    root: str
 
     def item(self) -> Site:
         return Site(self.stem + "Item", self.origin + "[]", self.root)
@@ -102,49 +148,38 @@ class StructSpec:
     name: str
     doc: str
     sources: list[Schema]
-    required: tuple[str, ...] = ()
-    overrides: dict[str, list[Schema]] | None = None
-    stem: str = ""  # prefix of nested class names, when not `name` (payloads)
-    root: str = ""  # the stem of the nearest definition or payload
+    overrides: dict[str, list[Schema]] = field(default_factory=dict)
+    tag: str | None = None
+    root: str = ""
+    lenient: bool = False  # every field optional
 
 
 class Generator:
-    """Turn the schema into `StructSpec`s and render them as one module."""
+    """Turn the description into `StructSpec`s and render them as one module."""
 
-    def __init__(self, schema: Schema) -> None:
-        self.defs: dict[str, Schema] = schema["definitions"]
-        self.root_refs = [ref_name(r) for r in schema["oneOf"]]
+    def __init__(self, spec: Schema) -> None:
+        self.schemas: dict[str, Schema] = spec["components"]["schemas"]
+        self.version: str = spec["info"]["version"]
+        self.hooks = read_hooks(spec["webhooks"], self.schemas)
+        payloads = {h.component for h in self.hooks}
+        self.groups: dict[str, list[Schema]] = {}
+        for name, schema in self.schemas.items():
+            if name not in payloads:
+                self.groups.setdefault(camel(name), []).append({"$ref": REF_PREFIX + name})
+            for inline in titled_objects(schema, top=True):
+                self.groups.setdefault(camel(inline["title"]), []).append(inline)
         self.specs: dict[str, StructSpec] = {}
-        self.by_def: dict[str, str] = {}
         self.fields: dict[str, list[str]] = {}
-        self.def_names = {camel(d) for d in self.defs if "$" not in d}
 
-    # --- reading the schema -----------------------------------------------------------
+    # --- reading the description ---------------------------------------------------
 
-    def events(self) -> dict[str, list[str]]:
-        """Return each event name and the definitions of its variants, in schema order."""
-        out: dict[str, list[str]] = {}
-        for ref in self.root_refs:
-            variants = [ref_name(v) for v in self.defs[ref].get("oneOf", [])] or [ref]
-            out[variants[0].split("$")[0]] = variants
-        return dict(sorted(out.items()))
-
-    def actions(self, variants: list[str]) -> tuple[list[str], bool]:
-        """Return the known actions of an event, and whether any action string is valid."""
-        found: set[str] = set()
-        free = False
-        for source in (s for v in variants for s in self.object_sources(self.defs[v])):
-            action = source["properties"].get("action")
-            if action is not None and "enum" in action:
-                found.update(action["enum"])
-            elif action is not None:
-                free = True
-        return sorted(found), free
+    def target(self, schema: Schema) -> Schema:
+        return self.schemas[str(schema["$ref"]).removeprefix(REF_PREFIX)]
 
     def object_sources(self, schema: Schema) -> list[Schema]:
         """Return the object schemas (with properties) that `schema` can be."""
         if "$ref" in schema:
-            return self.object_sources(self.defs[ref_name(schema)])
+            return self.object_sources(self.target(schema))
         if "allOf" in schema:
             refs = [p for p in schema["allOf"] if "$ref" in p] or schema["allOf"]
             return [s for p in refs for s in self.object_sources(p)]
@@ -156,10 +191,10 @@ class Generator:
     def alts(self, schema: Schema) -> list[Alt]:
         """Return the alternatives a value of `schema` can take."""
         if "$ref" in schema:
-            name = ref_name(schema)
-            inner = self.alts(self.defs[name])
+            name = str(schema["$ref"]).removeprefix(REF_PREFIX)
+            inner = self.alts(self.schemas[name])
             if {k for k, _ in inner} <= {"def", "obj", "null"} and self.object_sources(schema):
-                return [("def", name)]
+                return [("def", camel(name)), *[a for a in inner if a[0] == "null"][:1]]
             return inner
         if "allOf" in schema:
             refs = [p for p in schema["allOf"] if "$ref" in p] or schema["allOf"]
@@ -176,21 +211,25 @@ class Generator:
     @staticmethod
     def alt_of_type(t: str, schema: Schema) -> Alt:
         if t == "object":
-            return ("obj", schema) if schema.get("properties") else ("dict", None)
+            if not schema.get("properties"):
+                return ("dict", None)
+            return ("def", camel(schema["title"])) if "title" in schema else ("obj", schema)
         if t == "array":
             return ("arr", schema.get("items", {}))
+        if t == "string" and schema.get("format") == "date-time":
+            return ("prim", DATE_TIME)
         if t in PRIMS:
             return ("prim", PRIMS[t])
         return ("null", None) if t == "null" else ("any", None)
 
-    # --- deciding types ---------------------------------------------------------------
+    # --- deciding types ------------------------------------------------------------
 
-    def annotation(self, schemas: list[Schema], site: Site) -> str:
-        """Return the annotation (without `| None`) for a field that may be any of `schemas`."""
+    def annotation(self, schemas: list[Schema], site: Site) -> tuple[str, bool]:
+        """Return the annotation for a value of any of `schemas`, and whether it may be null."""
         alts = [a for s in schemas for a in self.alts(s)]
         kinds = {k for k, _ in alts}
         if "any" in kinds:
-            return "Any"
+            return "Any", True
         parts: list[str] = []
         defs = list(dict.fromkeys(d for k, d in alts if k == "def"))
         objs = [o for k, o in alts if k == "obj"]
@@ -200,69 +239,90 @@ class Generator:
             parts.append("dict[str, Any]")
         items = [i for k, i in alts if k == "arr"]
         if items:
-            parts.append(f"list[{self.annotation(items, site.item())}]")
+            parts.append(f"list[{self.item_annotation(items, site.item())}]")
         prims = {p for k, p in alts if k == "prim"}
+        prims -= {"int", "str"} if DATE_TIME in prims else set()
         parts += [p for p in PRIM_ORDER if p in prims]
-        return " | ".join(parts) or "Any"
+        return " | ".join(parts) or "Any", "null" in kinds or not parts
+
+    def item_annotation(self, items: list[Schema], site: Site) -> str:
+        ann, nullable = self.annotation(items, site)
+        return f"{ann} | None" if nullable and ann != "Any" else ann
 
     def object_type(self, defs: list[str], objs: list[Schema], site: Site) -> str:
         """Return the class for a value that may be any of these objects."""
         if len(defs) == 1 and not objs:
-            return self.struct_for_def(defs[0])
+            return self.struct_for_group(defs[0])
         if not objs:  # `user | team`: one merged struct per combination, named for it
-            name = "Or".join(camel(d) for d in defs)
+            name = "Or".join(defs)
+            if len(name) > MAX_NAME:  # a long `oneOf`: named for where it is
+                name = site.stem
             if name not in self.specs:
-                doc = f"Any of the definitions {', '.join(defs)} (fields merged)."
-                sources = [s for d in defs for s in self.object_sources(self.defs[d])]
-                self.add(StructSpec(name, doc, sources), is_def=True)
+                doc = f"Any of {', '.join(defs)} (fields merged)."
+                sources = [s for d in defs for s in self.group_sources(d)]
+                self.add(StructSpec(name, doc, sources))
             return name
         if not defs and all(set(o["properties"]) <= {"from", "to"} for o in objs):
             values = [v for o in objs for v in o["properties"].values()]
-            return f"Change[{self.annotation(values, site)}]"
-        sources = [s for d in defs for s in self.object_sources(self.defs[d])] + objs
+            return f"Change[{self.item_annotation(values, site)}]"
+        sources = [s for d in defs for s in self.group_sources(d)] + objs
         doc = f"Inline object `{site.origin}`."
         return self.add(StructSpec(site.stem, doc, sources, root=site.root))
 
-    def struct_for_def(self, name: str) -> str:
-        """Return the class for definition `name`, registering it on first use."""
-        if name not in self.by_def:
-            spec = StructSpec(
-                camel(name),
-                f"Schema definition `{name}`.",
-                self.object_sources(self.defs[name]),
-                REQUIRED.get(name, ()),
-            )
-            self.by_def[name] = self.add(spec, is_def=True)
-        return self.by_def[name]
+    def group_sources(self, group: str) -> list[Schema]:
+        return [s for schema in self.groups[group] for s in self.object_sources(schema)]
+
+    def struct_for_group(self, group: str) -> str:
+        """Return the class for a component or titled object, registering it on first use."""
+        if group not in self.specs:
+            refs = [s["$ref"] for s in self.groups[group] if "$ref" in s]
+            names = [str(r).removeprefix(REF_PREFIX) for r in refs]
+            titled = len(self.groups[group]) - len(names)
+            what = [f"component `{n}`" for n in names]
+            what += [f"{titled} inline object(s) titled like it"] if titled else []
+            doc = "Schema " + " and ".join(what) + "."
+            self.specs[group] = StructSpec(group, doc, self.group_sources(group))
+        return group
 
     def child_stem(self, spec: StructSpec, part: str) -> str:
         """Return a free class name for field `part` of `spec`, short if possible."""
-        stem = spec.stem or spec.name
-        root = spec.root or stem
-        names = [join_words(stem, part), stem + part, join_words(root, part)]
-        free = [n for n in names if n != spec.name and n not in self.def_names | self.specs.keys()]
+        root = spec.root or spec.name
+        names = [join_words(spec.name, part), spec.name + part, join_words(root, part)]
+        taken = self.groups.keys() | self.specs.keys()
+        free = [n for n in names if n != spec.name and n not in taken]
         short = [n for n in free if len(n) <= MAX_NAME]
         return (short or free or names)[0]
 
-    def add(self, spec: StructSpec, is_def: bool = False) -> str:
+    def add(self, spec: StructSpec) -> str:
         """Register `spec` under a unique class name and return that name."""
         base, n = spec.name, 2
-        while spec.name in self.specs or (not is_def and spec.name in self.def_names):
+        while spec.name in self.specs or spec.name in self.groups:
             spec.name, n = f"{base}{n}", n + 1
         self.specs[spec.name] = spec
         return spec.name
 
-    def payload(self, event: str, variants: list[str]) -> str:
-        """Register the payload struct of `event`, merging all its actions."""
-        actions, free = self.actions(variants)
-        listed = ", ".join(actions) if actions else ("any" if free else "none")
-        wrapped = textwrap.wrap(f"Actions: {listed}.", LINE - 8)
-        doc = "\n".join([f"Payload of the `{event}` webhook event.", "", *wrapped, "", DOCS])
-        doc += f"#{event}"
-        overrides = {k: [ref(v)] for k, v in ENVELOPE_REFS.items()}
-        sources = [s for v in variants for s in self.object_sources(self.defs[v])]
-        spec = StructSpec(camel(event) + "Payload", doc, sources, (), overrides, camel(event))
-        return self.add(spec)
+    def payload_spec(self, hook: Hook) -> StructSpec:
+        """Return the struct of one event and action, tagged with the action."""
+        schema = self.schemas[hook.component]
+        sources = self.object_sources(schema)
+        title = f"`{hook.event}.{hook.action}`" if hook.action else f"`{hook.event}`"
+        summary = schema.get("description") or sources[0].get("description") or ""
+        wrapped = textwrap.wrap(summary.split("\n")[0], LINE - 8) if summary else []
+        doc = "\n".join([f"Payload of {title} deliveries.", *(["", *wrapped] if wrapped else [])])
+        doc += f"\n\n{DOCS}#{hook.event}"
+        overrides: dict[str, list[Schema]] = {}
+        for key, ref in ENVELOPE_REFS.items():
+            original = [s["properties"][key] for s in sources if key in s["properties"]]
+            if original:
+                nullable = any(k == "null" for o in original for k, _ in self.alts(o))
+                null = [{"type": "null"}] if nullable else []
+                overrides[key] = [{"$ref": REF_PREFIX + ref}, *null]
+        name = payload_name(hook)
+        if name in self.groups or name in self.specs:
+            raise ValueError(f"payload class {name} clashes with a schema's class")
+        spec = StructSpec(name, doc, sources, overrides, hook.action or None, root=name)
+        self.specs[name] = spec
+        return spec
 
     def build_fields(self) -> None:
         """Decide every field of every registered struct (which may register more)."""
@@ -274,7 +334,6 @@ class Generator:
 
     def struct_fields(self, spec: StructSpec) -> list[str]:
         """Return the field lines of `spec`: its sources' properties, merged by name."""
-        stem = spec.stem or spec.name
         props: dict[str, list[Schema]] = {}
         for src in spec.sources:
             for key, sch in src.get("properties", {}).items():
@@ -282,37 +341,55 @@ class Generator:
         lines: list[str] = []
         used: set[str] = set()
         for key, schemas in props.items():
-            if spec.overrides and key in spec.overrides:
-                schemas = spec.overrides[key]
+            if spec.tag is not None and key == "action":
+                continue  # the struct's tag
+            schemas = spec.overrides.get(key, schemas)
             attr = py_name(key)
             while attr in used:
                 attr += "_"
             used.add(attr)
-            site = Site(self.child_stem(spec, camel(key)), f"{spec.name}.{key}", spec.root or stem)
-            ann = self.annotation(schemas, site)
-            lines.append(field_line(attr, key, ann, key in spec.required))
-        return lines
+            stem = self.child_stem(spec, camel(key))
+            site = Site(stem, f"{spec.name}.{key}", spec.root or spec.name)
+            ann, nullable = self.annotation(schemas, site)
+            required = all(key in s.get("required", ()) for s in spec.sources)
+            required = required and not nullable and not spec.lenient
+            lines.append(field_line(attr, key, ann, required and (spec.name, key) not in LENIENT))
+        required_first = [line for line in lines if " = " not in line]
+        return required_first + [line for line in lines if " = " in line]
 
-    # --- rendering --------------------------------------------------------------------
+    # --- rendering -----------------------------------------------------------------
 
     def render(self, digest: str) -> str:
-        events = self.events()
-        payloads = {e: self.payload(e, v) for e, v in events.items()}
-        props = {"action": {"type": "string"}, **{k: ref(v) for k, v in UNKNOWN.items()}}
-        self.add(StructSpec("UnknownPayload", UNKNOWN_DOC, [{"properties": props}]))
+        by_event: dict[str, list[StructSpec]] = {}
+        for hook in self.hooks:
+            by_event.setdefault(hook.event, []).append(self.payload_spec(hook))
+        props = {"action": {"type": ["string", "null"]}}
+        props |= {k: {"$ref": REF_PREFIX + v} for k, v in UNKNOWN.items()}
+        unknown = StructSpec("UnknownPayload", UNKNOWN_DOC, [{"properties": props}], lenient=True)
+        self.specs["UnknownPayload"] = unknown
         self.build_fields()
+        aliases = {event_alias(e): specs for e, specs in by_event.items() if specs[0].tag}
         names = sorted(self.specs)
-        out = [HEADER.format(digest=digest), "__all__ = ["]
-        out += [f'    "{n}",' for n in ["KNOWN_EVENTS", "OPEN_ACTION_EVENTS", "PAYLOAD_TYPES"]]
-        out += [f'    "{n}",' for n in names] + ["]", ""]
+        out = [HEADER.format(package=PACKAGE, version=self.version, digest=digest)]
+        out += ["__all__ = ["]
+        exported = ["ACTION_TYPES", "KNOWN_EVENTS", "OPEN_ACTION_EVENTS", "PAYLOAD_TYPES"]
+        everything = sorted([*exported, *names, *aliases], key=lambda n: (not n.isupper(), n))
+        out += [f'    "{n}",' for n in everything] + ["]", ""]
         for name in names:
             out += ["", *self.render_struct(self.specs[name]), ""]
-        out += ["", *self.render_tables(events, payloads)]
-        return "\n".join(out) + "\n"
+        out += [""]
+        for alias, specs in sorted(aliases.items()):
+            out += [f"{alias}: TypeAlias = {' | '.join(s.name for s in specs)}"]
+            out += [f'"""Payload of any `{specs[0].root}` delivery, by action."""', ""]
+        out += ["", *self.render_tables(by_event)]
+        return ruff_format("\n".join(out) + "\n")
 
     def render_struct(self, spec: StructSpec) -> list[str]:
-        doc = spec.doc.split("\n")
-        lines = [f"class {spec.name}(Model, kw_only=True):"]
+        doc = [w for line in spec.doc.split("\n") for w in textwrap.wrap(line, LINE - 8) or [""]]
+        if len(doc) == 1 and len(doc[0]) > LINE - 10:
+            doc.append("")
+        tag = f', tag_field="action", tag={json.dumps(spec.tag)}' if spec.tag else ""
+        lines = [f"class {spec.name}(Model, kw_only=True{tag}):"]
         if len(doc) == 1:
             lines.append(f'    """{doc[0]}"""')
         else:
@@ -320,45 +397,114 @@ class Generator:
         fields = self.fields[spec.name]
         return lines + (["", *fields] if fields else [])
 
-    def render_tables(self, events: dict[str, list[str]], payloads: dict[str, str]) -> list[str]:
-        known, free = [], []
-        for event, variants in events.items():
-            actions, is_free = self.actions(variants)
-            free += [event] if is_free else []
-            known += frozenset_lines(event, actions)
-        out = ["KNOWN_EVENTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(", "    {"]
-        out += [*known, "    }", ")", '"""Each event name GitHub documents, and its actions."""']
-        out += ["", "OPEN_ACTION_EVENTS: Final[frozenset[str]] = frozenset("]
-        out += ["    {", *[f'        "{e}",' for e in free], "    }", ")"]
-        out += ['"""Events whose `action` is free-form (any string is valid)."""']
-        out += ["", "PAYLOAD_TYPES: Final[Mapping[str, type[Model]]] = MappingProxyType("]
-        out += ["    {", *[f'        "{e}": {p},' for e, p in payloads.items()], "    }", ")"]
-        out += ['"""The payload struct of each known event."""']
-        return out
+    def render_tables(self, by_event: dict[str, list[StructSpec]]) -> list[str]:
+        known, free, types, actions = [], [], [], []
+        for event, specs in sorted(by_event.items()):
+            tags = sorted(s.tag for s in specs if s.tag)
+            if not specs[0].tag and any(h.action == "" for h in self.hooks if h.event == event):
+                free.append(event)
+            known.append(f'"{event}": frozenset({{{", ".join(json.dumps(a) for a in tags)}}}),')
+            kind = event_alias(event) if specs[0].tag else specs[0].name
+            types.append(f'"{event}": {kind},')
+            actions += [f'"{event}.{s.tag}": {s.name},' for s in specs if s.tag]
+        known = [k.replace("frozenset({})", "frozenset()") for k in known]
+        return [
+            "KNOWN_EVENTS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({",
+            *known,
+            "})",
+            '"""Each event name GitHub documents, and its actions."""',
+            "",
+            "OPEN_ACTION_EVENTS: Final[frozenset[str]] = frozenset({",
+            *[f"{json.dumps(e)}," for e in free],
+            "})",
+            '"""Events whose `action` is free-form (any string is valid)."""',
+            "",
+            "PAYLOAD_TYPES: Final[Mapping[str, Any]] = MappingProxyType({",
+            *types,
+            "})",
+            '"""The payload type of each known event: its struct, or its actions\' union."""',
+            "",
+            "ACTION_TYPES: Final[Mapping[str, type[Model]]] = MappingProxyType({",
+            *actions,
+            "})",
+            '"""The payload struct of each known `event.action`."""',
+        ]
 
 
 HEADER = '''\
-# Generated by scripts/gen_models.py from tests/fixtures/webhook-schema.json
-# (npm @octokit/webhooks-schemas, MIT), sha256:
+# Generated by scripts/gen_models.py from tests/fixtures/webhooks-api.github.com.json
+# (npm {package} {version}, MIT), sha256:
 # {digest}
-# Do not edit: change the generator or the schema, then run
+# Do not edit: change the generator or the description, then run
 #     python scripts/gen_models.py
 # tests/unit/test_events.py fails when this file is not what the generator writes.
-"""Typed payloads of every webhook event in GitHub's schema.
+"""Typed payloads of every webhook event and action in GitHub's official description.
 
-https://docs.github.com/en/webhooks/webhook-events-and-payloads
+The models follow the api.github.com description ({package} {version}).
+
+{docs}
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
 from ghbot.models._base import Change, Model
-'''
+'''.replace("{docs}", DOCS)
+
+
+def read_hooks(webhooks: Schema, schemas: dict[str, Schema]) -> list[Hook]:
+    """Return every event and action of the `webhooks` section, sorted."""
+    hooks = []
+    for entry in webhooks.values():
+        post = entry["post"]
+        event = post["x-github"]["subcategory"].replace("-", "_")
+        component = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        component = component.removeprefix(REF_PREFIX)
+        hooks.append(Hook(event, action_of(schemas[component]), component))
+    return sorted(hooks)
+
+
+def action_of(schema: Schema) -> str | None:
+    """Return the one `action` of a payload schema ("" if free-form, None if none)."""
+    variants = schema.get("oneOf", [schema])
+    found: set[str] = set()
+    for variant in variants:
+        action = variant.get("properties", {}).get("action")
+        if action is None:
+            return None
+        if "enum" not in action:
+            return ""
+        found.update(action["enum"])
+    if len(found) != 1:
+        raise ValueError(f"a payload schema with actions {sorted(found)}")
+    return found.pop()
+
+
+def titled_objects(schema: Any, *, top: bool) -> Iterator[Schema]:
+    """Yield every object schema with a `title` and properties inside `schema`."""
+    if isinstance(schema, dict):
+        if not top and "title" in schema and schema.get("properties"):
+            yield schema
+        for value in schema.values():
+            yield from titled_objects(value, top=False)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from titled_objects(value, top=False)
+
+
+def payload_name(hook: Hook) -> str:
+    if hook.action:
+        return camel(hook.event) + camel(hook.action)
+    return event_alias(hook.event)
+
+
+def event_alias(event: str) -> str:
+    return camel(event) + "Payload"
 
 
 def join_words(stem: str, part: str) -> str:
@@ -370,21 +516,13 @@ def join_words(stem: str, part: str) -> str:
     return stem + part
 
 
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/definitions/{name}"}
-
-
-def ref_name(schema: Schema) -> str:
-    return str(schema["$ref"]).rsplit("/", 1)[-1]
-
-
 def json_type(value: object) -> str:
     names = {str: "string", bool: "boolean", int: "integer", float: "number"}
     return "null" if value is None else names.get(type(value), "any")
 
 
 def field_line(attr: str, key: str, ann: str, required: bool) -> str:
-    """Return the lines declaring one field, wrapped as `ruff format` wraps them."""
+    """Return the line declaring one field (`ruff format` wraps it later)."""
     if not required and ann != "Any":
         ann += " | None"
     if attr == key:
@@ -393,40 +531,34 @@ def field_line(attr: str, key: str, ann: str, required: bool) -> str:
         value = ("" if required else "default=None, ") + f'name="{key}"'
         value = f"msgspec.field({value})"
     head = f"    {attr}: {ann}"
-    if not value or len(f"{head} = {value}") <= LINE:
-        return f"{head} = {value}" if value else head
-    if len(head) + len(" = msgspec.field(") > LINE or len(head) + len(" = (") > LINE:
-        raise ValueError(f"shorten the class name; cannot fit {head!r} in {LINE} columns")
-    if value == "None":  # ruff parenthesizes the value
-        return f"{head} = (\n        None\n    )"
-    return f"{head} = msgspec.field(\n        {value[14:-1]}\n    )"  # ruff splits the call
+    return f"{head} = {value}" if value else head
 
 
-def frozenset_lines(event: str, actions: list[str]) -> list[str]:
-    """Return `"event": frozenset({...}),` as ruff formats it."""
-    if not actions:
-        return [f'        "{event}": frozenset(),']
-    one = f'        "{event}": frozenset({{{", ".join(json.dumps(a) for a in actions)}}}),'
-    if len(one) <= LINE:
-        return [one]
-    pad = " " * 8
-    inner = [f"{pad * 2}{json.dumps(a)}," for a in actions]
-    return [f'{pad}"{event}": frozenset(', f"{pad}    {{", *inner, f"{pad}    }}", f"{pad}),"]
+def ruff_format(source: str) -> str:
+    """Return `source` as `ruff format` writes it (with this project's settings)."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        raise RuntimeError("ruff is needed to format the generated module")
+    argv = [ruff, "format", "--stdin-filename", str(DEFAULT_OUTPUT), "-"]
+    done = subprocess.run(  # noqa: S603 (our own ruff, our own source)
+        argv, input=source, capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return done.stdout
 
 
-def generate(schema_path: Path) -> str:
-    """Return the generated module's source for the schema at `schema_path`."""
-    raw = schema_path.read_bytes()
+def generate(source_path: Path) -> str:
+    """Return the generated module's source for the description at `source_path`."""
+    raw = source_path.read_bytes()
     return Generator(json.loads(raw)).render(hashlib.sha256(raw).hexdigest())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("schema", nargs="?", type=Path, default=DEFAULT_SCHEMA)
+    parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--check", action="store_true", help="fail if output is stale")
     args = parser.parse_args(argv)
-    source = generate(args.schema)
+    source = generate(args.source)
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != source:
