@@ -41,6 +41,7 @@ BENCHMARKS = (
     Bench("bench_core", ("--quick",)),
     Bench("bench_events", ("--quick",)),
     Bench("bench_client", ("--quick",)),
+    Bench("bench_tokens", ("--quick",)),
     Bench("bench_journal", ("--quick",)),
     Bench("bench_memory", ("--installations", "1000"), ray=True),
     Bench("bench_burst", ("--deliveries", "120", "--installations", "12"), ray=True),

@@ -109,6 +109,20 @@ def _fake_github_arguments(parser: argparse.ArgumentParser) -> None:
     add("--webhook-url", help="where redeliveries are sent")
     add("--webhook-secret", default=os.environ.get("GITHUB_WEBHOOK_SECRET") or None)
     add("--print-tokens", action="store_true", help="print a token for each installation")
+    add(
+        "--token-lifetime",
+        type=_positive,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long installation tokens last (GitHub's: 3600)",
+    )
+    add(
+        "--latency",
+        type=_not_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every request this much later (default 0)",
+    )
 
 
 def _run_fake_github(args: argparse.Namespace) -> int:
@@ -125,9 +139,12 @@ def _run_fake_github(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent or None,
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
+        token_lifetime=args.token_lifetime,
     )
     for installation_id, owner, repos in installations:
         fake.add_installation(installation_id, owner, repos)
+    if args.latency:
+        fake.faults.add(".", "slow", count=None, delay=args.latency)
 
     async def serve() -> None:
         async with fake:
@@ -141,6 +158,23 @@ def _run_fake_github(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def _positive(text: str) -> float:
+    value = _not_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
 
 
 def _app_id_from_env() -> int:

@@ -69,7 +69,10 @@ class Identities:
         client_id: str | None,
         public_key_pem: bytes | None,
         clock: Callable[[], float],
+        token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
+        #: How long the tokens `issue` makes are valid, in seconds, unless it is told.
+        self.token_lifetime = token_lifetime
         self.issuers = {str(app_id)} | ({client_id} if client_id else set())
         self.public_key = public_key_pem
         self.clock = clock
@@ -81,9 +84,14 @@ class Identities:
         installation: Installation,
         repository_ids: Iterable[int] | None = None,
         permissions: dict[str, str] | None = None,
-        lifetime: float = TOKEN_LIFETIME,
+        lifetime: float | None = None,
     ) -> Grant:
-        """Issue a token (`ghs_` and random text) for `installation`, valid `lifetime` s."""
+        """Issue a token (`ghs_` and random text) for `installation`, valid `lifetime` s.
+
+        Without `lifetime`, the token lasts `token_lifetime` s (GitHub's: one hour).
+        """
+        if lifetime is None:
+            lifetime = self.token_lifetime
         token = "ghs_" + secrets.token_urlsafe(27).replace("-", "x").replace("_", "y")
         grant = Grant(
             token,

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from ghbot.testing.deliveries import Deliveries
 from ghbot.testing.faults import Fault, Faults
-from ghbot.testing.identity import Identities, Quota, Quotas
+from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Ctx, Reply, Route, Router, error
 from ghbot.testing.routes_app import AppRoutes
 from ghbot.testing.routes_repo import RepoRoutes
@@ -83,7 +83,8 @@ class FakeGitHub(Setup):
     writes: one arriving sooner after the previous gets a secondary-limit 403 with
     `retry-after: write_retry_after` (see `ghbot.testing.writes`). `secondary_limits`
     counts every secondary-limit answer given: that rule's, `max_concurrent`'s and
-    `secondary` faults'.
+    `secondary` faults'. `token_lifetime` is how long installation tokens last
+    (GitHub's: 3600 s); shorter makes tokens expire within a test or a benchmark.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class FakeGitHub(Setup):
         max_recorded: int = 100_000,
         write_interval: float | None = None,
         write_retry_after: int = 60,
+        token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
         pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
         self.app_id = app_id
@@ -112,7 +114,11 @@ class FakeGitHub(Setup):
         self.max_concurrent = max_concurrent
         self.store = Store(clock, app_slug)
         self.identities = Identities(
-            app_id=app_id, client_id=client_id, public_key_pem=pem, clock=clock
+            app_id=app_id,
+            client_id=client_id,
+            public_key_pem=pem,
+            clock=clock,
+            token_lifetime=token_lifetime,
         )
         limits = {"default": rate_limit, "search": search_rate_limit}
         self.quotas = Quotas(limits, clock)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ghbot import cli
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, GitHubApp, close_pool
 
 
 def test_fake_github_is_a_registered_subcommand() -> None:
@@ -66,3 +70,50 @@ def test_fake_github_serves_until_stopped(tmp_path: Path, pem_pkcs8: bytes) -> N
             assert names == ["octo-org/hello-world", "octo-org/other"]
         finally:
             process.terminate()
+
+
+def test_token_lifetime_and_latency_reach_the_running_fake(
+    tmp_path: Path, pem_pkcs8: bytes
+) -> None:
+    key = tmp_path / "app.pem"
+    key.write_bytes(pem_pkcs8)
+    command = [sys.executable, "-m", "ghbot.cli", "fake-github", "--port", "0"]
+    command += ["--public-key", str(key), "--installation", "3=octo-org/hello-world"]
+    command += ["--token-lifetime", "400", "--latency", "0.3"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split()[-1]
+
+            async def exchange() -> tuple[float, float]:
+                app = GitHubApp(AppAuth(1, pem_pkcs8), options=ClientOptions(base_url=url))
+                started = time.monotonic()
+                token = await app.create_installation_token(3)
+                took = time.monotonic() - started
+                await close_pool()
+                return token.expires_at - time.time(), took
+
+            lifetime, took = asyncio.run(exchange())
+            assert 390 < lifetime <= 400
+            assert took >= 0.3
+        finally:
+            process.terminate()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fake-github", "--token-lifetime", "0"],
+        ["fake-github", "--token-lifetime", "soon"],
+        ["fake-github", "--latency", "-1"],
+        ["fake-github", "--latency", "nan"],
+    ],
+)
+def test_a_lifetime_or_latency_that_is_no_duration_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "number of seconds" in err and "Traceback" not in err

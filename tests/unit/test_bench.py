@@ -44,3 +44,18 @@ def test_it_runs_quick_benchmarks_and_sums_up() -> None:
     assert [line.split()[0] for line in summary] == ["bench_events", "bench_core"]
     assert all(line.endswith(" ok") for line in summary)
     assert run_all("--only", "bench_nothing").returncode == 2
+
+
+def test_bench_tokens_estimates_quantiles_as_prometheus_does() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_tokens import quantile
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    bounds = [0.005, 0.01, 0.025]
+    # 10 values in (0.005, 0.01]: the 95th is 9.5/10 of the way through that bucket.
+    assert abs(quantile(0.95, bounds, [0, 10, 0, 0]) - 0.00975) < 1e-12
+    # In the first bucket, from 0; above every bound, the highest bound.
+    assert abs(quantile(0.5, bounds, [4, 0, 0, 0]) - 0.0025) < 1e-12
+    assert quantile(0.95, bounds, [1, 0, 0, 19]) == 0.025
+    assert quantile(0.95, bounds, [0, 0, 0, 0]) != quantile(0.95, bounds, [0, 0, 0, 0])  # nan
