@@ -26,8 +26,10 @@ Rules, chosen so that real payloads decode and keep decoding as GitHub adds fiel
 - `allOf` takes the referenced schemas (the rest only narrows them); a `oneOf` or
   `anyOf` of several objects merges their properties into one `Struct`;
 - every payload's top-level `sender` is `SimpleUser` and `repository` is
-  `RepositoryWebhooks` (the description inlines a few copies), so `Event.sender` and
-  `Event.repository` have one type.
+  `RepositoryWebhooks`, so `Event.sender` and `Event.repository` have one type; the
+  few payloads whose description has another schema there (an inline `User` in
+  `membership`, `full-repository` in one event) are merged into those structs, so
+  they require only what all of them require.
 
 The output is deterministic and passed through `ruff format`, so
 `tests/unit/test_events.py` can compare it byte for byte with the committed file.
@@ -82,6 +84,17 @@ LENIENT: frozenset[tuple[str, str]] = frozenset(
         ("Release", "immutable"),  # release.prereleased
         ("WebhooksRelease1", "immutable"),  # release.published
     }
+)
+# (struct, JSON key) pairs the description lets be null somewhere (the inline
+# repositories of `push` and `team` give `owner` the type ["object", "null"]) though
+# GitHub always sends them: required and not null here, so handlers need no check.
+NOT_NULL: frozenset[tuple[str, str]] = frozenset({("RepositoryWebhooks", "owner")})
+# (struct, JSON key) pairs required though a few of the merged schemas do not say so:
+# a repository's `owner` merges `simple-user` and the objects titled `User`, of which
+# 435 of 438 require `login` and `id` (the other 3, `status`'s commit authors, are not
+# owners), and every owner GitHub sends has both.
+REQUIRED: frozenset[tuple[str, str]] = frozenset(
+    {("SimpleUserOrUser", "login"), ("SimpleUserOrUser", "id")}
 )
 # One type for these top-level fields in every payload.
 ENVELOPE_REFS = {"sender": "simple-user", "repository": "repository-webhooks"}
@@ -168,6 +181,14 @@ class Generator:
                 self.groups.setdefault(camel(name), []).append({"$ref": REF_PREFIX + name})
             for inline in titled_objects(schema, top=True):
                 self.groups.setdefault(camel(inline["title"]), []).append(inline)
+        # A payload whose `sender` or `repository` is not the usual component merges
+        # into it, so that the one type holds every payload's (see the module doc).
+        for hook in self.hooks:
+            for source in self.object_sources(self.schemas[hook.component]):
+                for key, ref in ENVELOPE_REFS.items():
+                    prop = source["properties"].get(key)
+                    if prop is not None and prop != {"$ref": REF_PREFIX + ref}:
+                        self.groups[camel(ref)].append(prop)
         self.specs: dict[str, StructSpec] = {}
         self.fields: dict[str, list[str]] = {}
 
@@ -351,7 +372,9 @@ class Generator:
             stem = self.child_stem(spec, camel(key))
             site = Site(stem, f"{spec.name}.{key}", spec.root or spec.name)
             ann, nullable = self.annotation(schemas, site)
+            nullable = nullable and (spec.name, key) not in NOT_NULL
             required = all(key in s.get("required", ()) for s in spec.sources)
+            required = required or (spec.name, key) in REQUIRED
             required = required and not nullable and not spec.lenient
             lines.append(field_line(attr, key, ann, required and (spec.name, key) not in LENIENT))
         required_first = [line for line in lines if " = " not in line]

@@ -63,6 +63,7 @@ __all__ = [
     "CheckSuiteRerequested",
     "CheckSuiteRerequestedCheckSuite",
     "CodeOfConduct",
+    "CodeOfConductSimple",
     "CodeScanningAlertAppearedInBranch",
     "CodeScanningAlertAppearedInBranchAlert",
     "CodeScanningAlertAppearedInBranchAlertRule",
@@ -283,7 +284,6 @@ __all__ = [
     "LabelEdited",
     "LabelEditedChanges",
     "LabelPayload",
-    "LicenseSimple",
     "LicenseSimpleOrLicense",
     "Link",
     "MarketplacePurchase",
@@ -605,6 +605,7 @@ __all__ = [
     "RepositoryVulnerabilityAlertReopen",
     "RepositoryVulnerabilityAlertResolve",
     "RepositoryWebhooks",
+    "RepositoryWebhooksCodeSearchIndexStatus",
     "RepositoryWebhooksPermissions",
     "RepositoryWebhooksTemplateRepository",
     "RepositoryWebhooksTemplateRepositoryOwner",
@@ -1360,6 +1361,15 @@ class CodeOfConduct(Model, kw_only=True):
     name: str
     url: str
     body: str | None = None
+    html_url: str | None = None
+
+
+class CodeOfConductSimple(Model, kw_only=True):
+    """Schema component `code-of-conduct-simple`."""
+
+    url: str
+    key: str
+    name: str
     html_url: str | None = None
 
 
@@ -4494,17 +4504,6 @@ class LabelEditedChanges(Model, kw_only=True):
     color: Change[str] | None = None
     description: Change[str] | None = None
     name: Change[str] | None = None
-
-
-class LicenseSimple(Model, kw_only=True):
-    """Schema component `license-simple`."""
-
-    key: str
-    name: str
-    node_id: str
-    url: str | None = None
-    spdx_id: str | None = None
-    html_url: str | None = None
 
 
 class LicenseSimpleOrLicense(Model, kw_only=True):
@@ -8761,14 +8760,16 @@ class RepositoryVulnerabilityAlertResolve(Model, kw_only=True, tag_field="action
 
 
 class RepositoryWebhooks(Model, kw_only=True):
-    """Schema component `repository-webhooks`."""
+    """Schema component `repository-webhooks` and component `full-repository` and 10 inline
+    object(s) titled like it.
+    """
 
     id: int
     node_id: str
     name: str
     full_name: str
     forks: int
-    owner: SimpleUser
+    owner: SimpleUserOrUser
     private: bool
     html_url: str
     fork: bool
@@ -8823,12 +8824,11 @@ class RepositoryWebhooks(Model, kw_only=True):
     has_projects: bool
     has_wiki: bool
     has_pages: bool
-    has_downloads: bool
     archived: bool
     open_issues: int
     watchers: int
-    license: LicenseSimple | None = None
-    organization: SimpleUser | None = None
+    license: LicenseSimpleOrLicense | None = None
+    organization: SimpleUser | str | None = None
     permissions: RepositoryWebhooksPermissions | None = None
     description: str | None = None
     mirror_url: str | None = None
@@ -8837,6 +8837,7 @@ class RepositoryWebhooks(Model, kw_only=True):
     is_template: bool | None = None
     topics: list[str] | None = None
     custom_properties: dict[str, Any] | None = None
+    has_downloads: bool | None = None
     has_discussions: bool | None = None
     disabled: bool | None = None
     visibility: str | None = None
@@ -8863,6 +8864,20 @@ class RepositoryWebhooks(Model, kw_only=True):
     master_branch: str | None = None
     starred_at: str | None = None
     anonymous_access_enabled: bool | None = None
+    public: bool | None = None
+    role_name: str | None = None
+    stargazers: int | None = None
+    parent: Repository | None = None
+    source: Repository | None = None
+    code_of_conduct: CodeOfConductSimple | None = None
+    security_and_analysis: SecurityAndAnalysis | None = None
+
+
+class RepositoryWebhooksCodeSearchIndexStatus(Model, kw_only=True):
+    """Inline object `RepositoryWebhooksTemplateRepository.code_search_index_status`."""
+
+    lexical_search_ok: bool | None = None
+    lexical_commit_sha: str | None = None
 
 
 class RepositoryWebhooksPermissions(Model, kw_only=True):
@@ -8882,6 +8897,9 @@ class RepositoryWebhooksTemplateRepository(Model, kw_only=True):
     node_id: str | None = None
     name: str | None = None
     full_name: str | None = None
+    license: LicenseSimpleOrLicense | None = None
+    forks: int | None = None
+    permissions: RepositoryWebhooksTemplateRepositoryPermissions | None = None
     owner: RepositoryWebhooksTemplateRepositoryOwner | None = None
     private: bool | None = None
     html_url: str | None = None
@@ -8944,13 +8962,13 @@ class RepositoryWebhooksTemplateRepository(Model, kw_only=True):
     has_wiki: bool | None = None
     has_pages: bool | None = None
     has_downloads: bool | None = None
+    has_discussions: bool | None = None
     archived: bool | None = None
     disabled: bool | None = None
     visibility: str | None = None
-    pushed_at: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    permissions: RepositoryWebhooksTemplateRepositoryPermissions | None = None
+    pushed_at: int | str | None = None
+    created_at: int | str | None = None
+    updated_at: int | str | None = None
     allow_rebase_merge: bool | None = None
     temp_clone_token: str | None = None
     allow_squash_merge: bool | None = None
@@ -8963,6 +8981,19 @@ class RepositoryWebhooksTemplateRepository(Model, kw_only=True):
     merge_commit_title: str | None = None
     merge_commit_message: str | None = None
     allow_merge_commit: bool | None = None
+    allow_forking: bool | None = None
+    web_commit_signoff_required: bool | None = None
+    open_issues: int | None = None
+    watchers: int | None = None
+    master_branch: str | None = None
+    starred_at: str | None = None
+    anonymous_access_enabled: bool | None = None
+    code_search_index_status: RepositoryWebhooksCodeSearchIndexStatus | None = None
+    organization: str | None = None
+    public: bool | None = None
+    role_name: str | None = None
+    stargazers: int | None = None
+    custom_properties: dict[str, Any] | None = None
     subscribers_count: int | None = None
     network_count: int | None = None
 
@@ -8970,6 +9001,8 @@ class RepositoryWebhooksTemplateRepository(Model, kw_only=True):
 class RepositoryWebhooksTemplateRepositoryOwner(Model, kw_only=True):
     """Inline object `RepositoryWebhooksTemplateRepository.owner`."""
 
+    name: str | None = None
+    email: str | None = None
     login: str | None = None
     id: int | None = None
     node_id: str | None = None
@@ -8988,16 +9021,19 @@ class RepositoryWebhooksTemplateRepositoryOwner(Model, kw_only=True):
     received_events_url: str | None = None
     type: str | None = None
     site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    deleted: bool | None = None
 
 
 class RepositoryWebhooksTemplateRepositoryPermissions(Model, kw_only=True):
     """Inline object `RepositoryWebhooksTemplateRepository.permissions`."""
 
     admin: bool | None = None
-    maintain: bool | None = None
-    push: bool | None = None
-    triage: bool | None = None
     pull: bool | None = None
+    triage: bool | None = None
+    push: bool | None = None
+    maintain: bool | None = None
 
 
 class SecretScanningAlertAssigned(Model, kw_only=True, tag_field="action", tag="assigned"):
@@ -9580,44 +9616,17 @@ class SimpleRepository(Model, kw_only=True):
 
 
 class SimpleUser(Model, kw_only=True):
-    """Schema component `simple-user`."""
+    """Schema component `simple-user` and 2 inline object(s) titled like it."""
 
     login: str
     id: int
-    node_id: str
-    avatar_url: str
-    url: str
-    html_url: str
-    followers_url: str
-    following_url: str
-    gists_url: str
-    starred_url: str
-    subscriptions_url: str
-    organizations_url: str
-    repos_url: str
-    events_url: str
-    received_events_url: str
-    type: str
-    site_admin: bool
     name: str | None = None
     email: str | None = None
-    gravatar_id: str | None = None
-    starred_at: str | None = None
-    user_view_type: str | None = None
-
-
-class SimpleUserOrEnterprise(Model, kw_only=True):
-    """Any of SimpleUser, Enterprise (fields merged)."""
-
-    id: int
-    node_id: str
-    avatar_url: str
-    html_url: str
-    name: str | None = None
-    email: str | None = None
-    login: str | None = None
+    node_id: str | None = None
+    avatar_url: str | None = None
     gravatar_id: str | None = None
     url: str | None = None
+    html_url: str | None = None
     followers_url: str | None = None
     following_url: str | None = None
     gists_url: str | None = None
@@ -9631,6 +9640,35 @@ class SimpleUserOrEnterprise(Model, kw_only=True):
     site_admin: bool | None = None
     starred_at: str | None = None
     user_view_type: str | None = None
+    deleted: bool | None = None
+
+
+class SimpleUserOrEnterprise(Model, kw_only=True):
+    """Any of SimpleUser, Enterprise (fields merged)."""
+
+    id: int
+    name: str | None = None
+    email: str | None = None
+    login: str | None = None
+    node_id: str | None = None
+    avatar_url: str | None = None
+    gravatar_id: str | None = None
+    url: str | None = None
+    html_url: str | None = None
+    followers_url: str | None = None
+    following_url: str | None = None
+    gists_url: str | None = None
+    starred_url: str | None = None
+    subscriptions_url: str | None = None
+    organizations_url: str | None = None
+    repos_url: str | None = None
+    events_url: str | None = None
+    received_events_url: str | None = None
+    type: str | None = None
+    site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    deleted: bool | None = None
     description: str | None = None
     website_url: str | None = None
     slug: str | None = None
@@ -9641,10 +9679,10 @@ class SimpleUserOrEnterprise(Model, kw_only=True):
 class SimpleUserOrUser(Model, kw_only=True):
     """Any of SimpleUser, User (fields merged)."""
 
+    login: str
+    id: int
     name: str | None = None
     email: str | None = None
-    login: str | None = None
-    id: int | None = None
     node_id: str | None = None
     avatar_url: str | None = None
     gravatar_id: str | None = None
