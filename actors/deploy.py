@@ -14,7 +14,9 @@ journaled, default 259200: GitHub's 3-day redelivery window; 604800 on GHES, whi
 keeps deliveries 7 days; at least 21600, the sweeper's look-back),
 `max_concurrent_requests` (`GHBOT_MAX_CONCURRENT_REQUESTS`, requests in flight to
 GitHub for the whole app, split between the shards and the app-auth actor; default
-100, GitHub's limit), `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings
+100, GitHub's limit), `log_received_per_second` (`GHBOT_LOG_RECEIVED_PER_SECOND`,
+received webhooks each ingress replica logs at INFO a second, default 10; 0 turns
+them off), `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings
 come from the environment (see `ghbot.config`), validated here, every problem listed
 at once.
 
@@ -32,6 +34,7 @@ from typing import Any
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
 #: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
@@ -91,6 +94,15 @@ def build_settings(
         ),
         max_concurrent_requests=int(
             number("max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000)
+        ),
+        log_received_per_second=int(
+            number(
+                "log_received_per_second",
+                "GHBOT_LOG_RECEIVED_PER_SECOND",
+                DEFAULT_RECEIVED_PER_SECOND,
+                0,
+                100_000,
+            )
         ),
     )
     if runtime.vshards < runtime.shards:

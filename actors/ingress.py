@@ -33,7 +33,7 @@ from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot import metrics, telemetry
 from ghbot.errors import WebhookError
-from ghbot.logs import LogLimiter, received_per_second
+from ghbot.logs import LogLimiter
 from ghbot.webhooks import check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
@@ -148,14 +148,9 @@ def _log_refusal(exc: WebhookError, headers: Mapping[str, str]) -> None:
     )
 
 
-def _received_limiter() -> LogLimiter | None:
-    """The limiter of received-webhook lines: `GHBOT_LOG_RECEIVED_PER_SECOND` a second."""
-    per_second = received_per_second()
+def _received_limiter(per_second: int) -> LogLimiter | None:
+    """The limiter of received-webhook lines: `per_second` lines a second (0: none)."""
     return LogLimiter(burst=per_second, per=1.0) if per_second else None
-
-
-#: Received webhooks logged at INFO per second and replica (None: not logged).
-_RECEIVED_LOGGED = _received_limiter()
 
 
 def _log_received(
@@ -200,6 +195,8 @@ class WebhookIngress:
         self.shards = get_or_create_actors(settings)
         # The app-auth actor exists now; this replica keeps no copy of the private key.
         self.settings = settings = settings.for_ingress()
+        #: Received webhooks logged at INFO a second by this replica (None: none).
+        self.received_logged = _received_limiter(settings.log_received_per_second)
         self.batchers = [
             ShardBatcher(shard, limit=settings.batch_max, max_inflight=settings.batch_inflight)
             for shard in self.shards
@@ -268,7 +265,8 @@ class WebhookIngress:
             return _answer(503, {"error": "the journal could not take the delivery; retry"})
         if status in (ACCEPTED, DUPLICATE):
             repo = envelope.repository.full_name if envelope.repository else None
-            _log_received(_RECEIVED_LOGGED, delivery.delivery_id, qualified, installation_id, repo)
+            limiter = self.received_logged
+            _log_received(limiter, delivery.delivery_id, qualified, installation_id, repo)
         if status == ACCEPTED:
             return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
         if status == DUPLICATE:

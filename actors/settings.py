@@ -13,6 +13,7 @@ from typing import Any
 from actors.bot import InstallationActor
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
 __all__ = ["RuntimeSettings", "load_bot"]
@@ -39,6 +40,8 @@ class RuntimeSettings:
     #: Requests in flight to GitHub at once for the whole app, across every process
     #: (GitHub's secondary limit is 100); split between the app-auth actor and shards.
     max_concurrent_requests: int = 100
+    #: Received webhooks each ingress replica logs at INFO per second; 0: none.
+    log_received_per_second: int = DEFAULT_RECEIVED_PER_SECOND
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_shards(self) -> RuntimeSettings:

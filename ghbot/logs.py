@@ -30,11 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +52,6 @@ __all__ = [
     "level_name",
     "log_context",
     "mask",
-    "received_per_second",
     "shape",
 ]
 
@@ -279,23 +277,9 @@ class LogLimiter:
         return held
 
 
-#: Received webhooks logged at INFO per second and process (`received_per_second`).
-RECEIVED_PER_SECOND_ENV: Final = "GHBOT_LOG_RECEIVED_PER_SECOND"
+#: Received webhooks an ingress replica logs at INFO per second, unless the deployment's
+#: `GHBOT_LOG_RECEIVED_PER_SECOND` says otherwise (validated by `actors.deploy`).
 DEFAULT_RECEIVED_PER_SECOND: Final = 10
-
-
-def received_per_second(env: Mapping[str, str] | None = None) -> int:
-    """How many received webhooks a process logs at INFO each second (0: none).
-
-    From `GHBOT_LOG_RECEIVED_PER_SECOND` (default 10); the rest are counted, and the
-    next line logged says how many were not. An invalid value gives the default.
-    """
-    raw = (os.environ if env is None else env).get(RECEIVED_PER_SECOND_ENV, "")
-    try:
-        value = int(raw) if raw.strip() else DEFAULT_RECEIVED_PER_SECOND
-    except ValueError:
-        return DEFAULT_RECEIVED_PER_SECOND
-    return max(value, 0)
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -146,6 +146,7 @@ def bare_ingress(
     """
     replica = WebhookIngress.__new__(WebhookIngress)
     replica.secrets = (WEBHOOK_SECRET,)
+    replica.received_logged = None
     if bot is not None:
         replica.bot = bot
         replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]

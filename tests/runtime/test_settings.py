@@ -43,6 +43,19 @@ def test_defaults_and_arguments(pem_pkcs8: bytes) -> None:
     assert build_settings(args, _env(pem_pkcs8)).redeliver_every == 0
 
 
+def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> None:
+    bot = {"bot": "examples.greeter:Greeter"}
+    assert build_settings(bot, _env(pem_pkcs8)).log_received_per_second == 10
+    env = {**_env(pem_pkcs8), "GHBOT_LOG_RECEIVED_PER_SECOND": "0"}
+    assert build_settings(bot, env).log_received_per_second == 0
+    args = {**bot, "log_received_per_second": "50"}
+    assert build_settings(args, env).log_received_per_second == 50
+    for wrong in ("many", "-1"):
+        env = {**_env(pem_pkcs8), "GHBOT_LOG_RECEIVED_PER_SECOND": wrong}
+        with pytest.raises(ConfigError, match=f"log_received_per_second='{wrong}'"):
+            build_settings(bot, env)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         build_settings({"bot": "nowhere:Bot", "shards": "0", "vshards": "x"}, {})

@@ -266,13 +266,6 @@ def test_shape_gives_keys_and_types_never_values() -> None:
     assert "secret" not in json.dumps(logs.shape(body, depth=5))
 
 
-def test_received_lines_per_second_come_from_the_environment() -> None:
-    assert logs.received_per_second({}) == 10
-    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "2"}) == 2
-    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "0"}) == 0
-    assert logs.received_per_second({"GHBOT_LOG_RECEIVED_PER_SECOND": "many"}) == 10
-
-
 def test_received_lines_are_sampled_per_second_and_count_the_rest() -> None:
     clock = Clock()
     limiter = logs.LogLimiter(burst=2, per=1.0, clock=clock)
