@@ -1,0 +1,260 @@
+"""Typed handlers: `@on` checks annotations against names; unknown names and deliveries;
+the context helpers on `Event`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.bot import InstallationActor, UnknownEventWarning, on
+from ghbot.errors import UnknownEventError, UsageError
+from ghbot.events import Event, parse
+from ghbot.models import (
+    IssueCommentCreated,
+    IssuesOpened,
+    IssuesPayload,
+    PullRequestOpened,
+    UnknownPayload,
+)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+WEBHOOKS = ROOT / "tests" / "fixtures" / "webhooks"
+TYPED_BOT = Path(__file__).with_name("typed_bot.py")
+
+
+def body_of(stem: str, **changes: Any) -> bytes:
+    data = json.loads((WEBHOOKS / f"{stem}.json").read_bytes())
+    for path, value in changes.items():
+        target = data
+        *parents, leaf = path.split("__")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    return json.dumps(data).encode()
+
+
+# --- annotations checked when the class is defined ---------------------------------------
+
+
+def test_a_typed_handler_matching_its_names_is_accepted() -> None:
+    class Bot(InstallationActor):
+        @on("issues.opened")
+        async def one(self, event: Event[IssuesOpened]) -> None: ...
+
+        @on("issues")
+        async def every_action(self, event: Event[IssuesPayload]) -> None: ...
+
+        @on("issues.opened", "pull_request.opened")
+        async def two(self, event: Event[IssuesOpened | PullRequestOpened]) -> None: ...
+
+        @on("*")
+        async def untyped(self, event: Event) -> None: ...
+
+        @on("*")
+        async def any_payload(self, event: Event[Any]) -> None: ...
+
+    assert Bot.handlers_for("issues.opened", "issues") == (
+        "one",
+        "two",
+        "every_action",
+        "untyped",
+        "any_payload",
+    )
+
+
+def test_a_handler_annotated_for_another_event_is_refused_at_class_definition() -> None:
+    with pytest.raises(UsageError, match=r"Bot\.welcome: @on\('issues.opened'\) delivers "):
+        # The message names what the name delivers and what the handler takes.
+        class Bot(InstallationActor):
+            @on("issues.opened")
+            async def welcome(self, event: Event[PullRequestOpened]) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("name", "annotation", "missing"),
+    [
+        ("issues.opened", Event[PullRequestOpened], "IssuesOpened"),
+        ("issues", Event[IssuesOpened], "IssuesClosed"),  # one action of many
+        ("*", Event[IssuesOpened], "object"),  # everything comes to "*"
+    ],
+)
+def test_the_refusal_names_what_is_missing(name: str, annotation: Any, missing: str) -> None:
+    async def handler(self: Any, event: Any) -> None: ...
+
+    handler.__annotations__ = {"event": annotation, "return": None}
+    with pytest.raises(UsageError, match=missing):
+        type("Bot", (InstallationActor,), {"handle": on(name)(handler)})
+
+
+# --- names the models lack -------------------------------------------------------------------
+
+
+def test_strict_false_registers_an_unknown_name_with_a_warning() -> None:
+    with pytest.raises(UnknownEventError):
+        on("brand_new_event")
+    with pytest.warns(UnknownEventWarning, match="brand_new"):
+
+        class Bot(InstallationActor):
+            @on("brand_new_event", strict=False)
+            async def new(self, event: Event[UnknownPayload]) -> None: ...
+
+            @on("issues.brand_new_action", strict=False)
+            async def new_action(self, event: Event) -> None: ...
+
+    assert Bot.handlers_for("brand_new_event", "brand_new_event", known=False) == ("new",)
+    assert Bot.handlers_for("issues.brand_new_action", "issues", known=False) == ("new_action",)
+
+
+def test_strict_false_still_checks_the_annotation_and_known_names_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        on("issues.opened", strict=False)
+    with pytest.warns(UnknownEventWarning), pytest.raises(UsageError):
+
+        class Bot(InstallationActor):
+            @on("brand_new_event", strict=False)
+            async def new(self, event: Event[IssuesOpened]) -> None: ...
+
+
+def test_an_unknown_event_reaches_star_handlers_untyped() -> None:
+    class Bot(InstallationActor):
+        @on("*")
+        async def everything(self, event: Event) -> None: ...
+
+        @on("issues")
+        async def typed(self, event: Event[IssuesPayload]) -> None: ...
+
+        @on("issues")
+        async def untyped(self, event: Event) -> None: ...
+
+    event = parse("projects_v3_item", body_of("issues.opened"))
+    assert isinstance(event.payload, UnknownPayload) and not event.known
+    assert event.qualified_name == "projects_v3_item.opened"
+    assert event.repository is not None
+    names = Bot.handlers_for(event.qualified_name, event.name, known=event.known)
+    assert names == ("everything",)
+
+
+def test_an_unknown_action_of_a_known_event_decodes_and_skips_typed_handlers() -> None:
+    class Bot(InstallationActor):
+        @on("*")
+        async def everything(self, event: Event) -> None: ...
+
+        @on("issues")
+        async def typed(self, event: Event[IssuesPayload]) -> None: ...
+
+        @on("issues")
+        async def untyped(self, event: Event) -> None: ...
+
+    event = parse("issues", body_of("issues.opened", action="prioritized"))
+    assert isinstance(event.payload, UnknownPayload)
+    assert (event.action, event.known) == ("prioritized", False)
+    assert event.sender is not None and event.sender.login == "Codertocat"
+    names = Bot.handlers_for(event.qualified_name, event.name, known=event.known)
+    assert names == ("untyped", "everything")
+
+
+# --- context helpers ----------------------------------------------------------------------
+
+
+def test_repo_issue_and_pull_request_give_rest_parameters() -> None:
+    issue = parse("issues", body_of("issues.opened"))
+    assert issue.repo() == {"owner": "Codertocat", "repo": "Hello-World"}
+    assert issue.issue() == {"owner": "Codertocat", "repo": "Hello-World", "issue_number": 1}
+    with pytest.raises(UsageError, match="no pull request"):
+        issue.pull_request()
+
+    pull = parse("pull_request", body_of("pull_request.opened"))
+    number = json.loads(pull.raw)["number"]
+    expected = {"owner": "Codertocat", "repo": "Hello-World", "pull_number": number}
+    assert pull.pull_request() == expected
+    assert pull.issue()["issue_number"] == number  # a pull request is an issue to the REST API
+
+    on_pull = body_of("issue_comment.created", issue__pull_request={"url": "https://x"})
+    comment = parse("issue_comment", on_pull)
+    assert comment.pull_request()["pull_number"] == comment.issue()["issue_number"]
+
+    installation = parse("installation", body_of("installation.created"))
+    with pytest.raises(UsageError, match="no repository"):
+        installation.repo()
+
+
+def test_is_bot_reads_the_sender_type_or_login() -> None:
+    assert not parse("issues", body_of("issues.opened")).is_bot
+    assert parse("issues", body_of("issues.opened", sender__type="Bot")).is_bot
+    assert parse("issues", body_of("issues.opened", sender__login="x[bot]")).is_bot
+
+
+def own_comment(app_id: int, slug: str, sender: str) -> bytes:
+    app = json.loads((WEBHOOKS / "check_run.completed.json").read_bytes())["check_run"]["app"]
+    app |= {"id": app_id, "slug": slug}
+    return body_of(
+        "issue_comment.created",
+        comment__performed_via_github_app=app,
+        sender__login=sender,
+        sender__type="Bot",
+    )
+
+
+def test_is_from_this_app_needs_the_app_id_and_a_matching_trace() -> None:
+    mine = own_comment(42, "greeter", "greeter[bot]")
+    assert parse("issue_comment", mine, app_id=42).is_from_this_app
+    assert not parse("issue_comment", mine).is_from_this_app  # app unknown
+    assert not parse("issue_comment", mine, app_id=7).is_from_this_app  # another app's comment
+    theirs = own_comment(42, "greeter", "someone-else[bot]")
+    assert not parse("issue_comment", theirs, app_id=42).is_from_this_app
+    human = body_of("issue_comment.created")
+    assert not parse("issue_comment", human, app_id=42).is_from_this_app
+
+
+def test_a_bare_event_annotation_means_any_payload() -> None:
+    event: Event = parse("issues", body_of("issues.opened"))
+    assert isinstance(event.payload, IssuesOpened)
+    typed: Event[IssueCommentCreated] = parse("issue_comment", body_of("issue_comment.created"))
+    assert typed.payload.comment.id
+
+
+# --- what mypy says ----------------------------------------------------------------------------
+
+
+def mypy(*paths: Path) -> list[str]:
+    """Return mypy --strict's error lines about `paths` (others' files are not ours)."""
+    binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if binary is None:
+        pytest.skip("mypy is not installed")
+    argv = [binary, "--strict", "--no-error-summary", *map(str, paths)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    names = tuple(p.name for p in paths)
+    return [line for line in done.stdout.splitlines() if line.split(":")[0].endswith(names)]
+
+
+def test_typed_handlers_type_check_strictly_without_getattr_or_cast() -> None:
+    source = TYPED_BOT.read_text().split('"""', 2)[2]  # the code, not the docstring
+    assert "getattr" not in source and "cast(" not in source
+    assert mypy(TYPED_BOT) == []
+    with pytest.warns(UnknownEventWarning):  # its one strict=False name
+        import tests.unit.typed_bot  # noqa: F401  (@on checks every annotation)
+
+
+def test_mypy_catches_a_field_the_subscribed_payload_lacks(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong_bot.py"
+    wrong.write_text(
+        "from ghbot.events import Event\n"
+        "from ghbot.models import IssuesOpened, IssuesPayload\n\n\n"
+        "def number(event: Event[IssuesOpened]) -> int:\n"
+        "    return event.payload.pull_request.number\n\n\n"
+        "def changes(event: Event[IssuesPayload]) -> object:\n"
+        "    return event.payload.changes\n"
+    )
+    errors = "\n".join(mypy(wrong))
+    assert 'wrong_bot.py:6: error: "IssuesOpened" has no attribute "pull_request"' in errors
+    # Not every `issues` action has `changes`: the union must be narrowed first.
+    assert 'wrong_bot.py:10: error: Item "IssuesAssigned" of' in errors
+    assert 'has no attribute "changes"' in errors
