@@ -88,7 +88,7 @@ def on(*names: str, strict: bool = True, include_own: bool = False) -> Callable[
     return mark
 
 
-def payload_types(name: str) -> tuple[type, ...] | None:
+def _payload_types(name: str) -> tuple[type, ...] | None:
     """Return the payload structs a handler of `name` may receive (None: any)."""
     from ghbot.models import ACTION_TYPES, KNOWN_EVENTS, PAYLOAD_TYPES, UnknownPayload
 
@@ -144,11 +144,11 @@ def _check_handler(owner: str, attr: str, handler: Callable[..., Any]) -> bool:
     if accepted is None:
         return True
     for name in getattr(handler, _MARK, ()):
-        expected = payload_types(name)
+        expected = _payload_types(name)
         missing = [t for t in (expected or (object,)) if not _covered(t, accepted)]
         if missing:
             got = " | ".join(t.__name__ for t in accepted)
-            need = " | ".join(t.__name__ for t in missing)
+            need = " | ".join(t.__name__ for t in missing) if expected else "every payload"
             raise UsageError(
                 f"{owner}.{attr}: @on({name!r}) delivers {need}, but the handler's event is "
                 f"annotated Event[{got}]; annotate it with the payload types of its names "
@@ -208,9 +208,13 @@ class InstallationActor:
             for attr, value in vars(klass).items():
                 if not getattr(value, _MARK, ()):
                     continue
-                takes_unknown = _check_handler(cls.__name__, attr, value)
-                (unknown.add if takes_unknown else unknown.discard)(attr)
-                (own.add if getattr(value, _OWN, False) else own.discard)(attr)
+                # A subclass's override decides for the name it takes over.
+                unknown.discard(attr)
+                own.discard(attr)
+                if _check_handler(cls.__name__, attr, value):
+                    unknown.add(attr)
+                if getattr(value, _OWN, False):
+                    own.add(attr)
                 for name in getattr(value, _MARK, ()):
                     methods = routes.setdefault(name, [])
                     if attr not in methods:

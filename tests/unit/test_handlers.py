@@ -82,7 +82,7 @@ def test_a_handler_annotated_for_another_event_is_refused_at_class_definition() 
     [
         ("issues.opened", Event[PullRequestOpened], "IssuesOpened"),
         ("issues", Event[IssuesOpened], "IssuesClosed"),  # one action of many
-        ("*", Event[IssuesOpened], "object"),  # everything comes to "*"
+        ("*", Event[IssuesOpened], "every payload"),  # everything comes to "*"
     ],
 )
 def test_the_refusal_names_what_is_missing(name: str, annotation: Any, missing: str) -> None:
