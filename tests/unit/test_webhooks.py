@@ -118,8 +118,21 @@ def test_parse_delivery_reads_headers_and_envelope() -> None:
     assert delivery.hook_id == "292430182"
     assert delivery.target_type == "integration"
     assert delivery.target_id == "79929171"
+    assert delivery.app_id == 79929171  # the target is an app ("integration")
     assert delivery.envelope.action == "opened"
     assert delivery.body is body
+
+
+@pytest.mark.parametrize(
+    ("target_type", "target_id"), [("repository", "79929171"), ("integration", ""), ("", "7")]
+)
+def test_a_delivery_not_sent_to_an_app_has_no_app_id(target_type: str, target_id: str) -> None:
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    headers = _headers(body) | {
+        "X-GitHub-Hook-Installation-Target-Type": target_type,
+        "X-GitHub-Hook-Installation-Target-ID": target_id,
+    }
+    assert webhooks.parse_delivery(headers, body, ["s3cret"]).app_id is None
 
 
 def test_parse_delivery_headers_are_case_insensitive() -> None:
