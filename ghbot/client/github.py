@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -37,6 +37,9 @@ from ghbot.errors import (
 )
 from ghbot.ratelimit import Budget, Lease, RateLimit
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE, tracer
+
+if TYPE_CHECKING:
+    from ghbot.rest import Rest
 
 __all__ = ["GitHub"]
 
@@ -156,6 +159,16 @@ class GitHub:
     ) -> None:
         # The pool is shared by every client on the loop; it closes with the loop.
         return None
+
+    @property
+    def rest(self) -> Rest:
+        """GitHub's REST API, typed (`ghbot.rest`; docs/rest.md), sent through `request()`.
+
+        A new view each time (two small objects, no cycle back to this client).
+        """
+        from ghbot.rest import Rest  # the package is imported on first use
+
+        return Rest(self)
 
     @property
     def budgets(self) -> Budgets:

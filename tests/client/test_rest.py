@@ -1,0 +1,169 @@
+"""The typed REST surface (`GitHub.rest`) against the fake GitHub.
+
+The fake answers as GitHub does for what it implements (issues, comments, labels,
+pulls, check runs, statuses, installation repositories); each call here goes through
+the same `request()` as untyped calls, so tokens, retries, pacing and ETags apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ghbot.client import GitHub
+from ghbot.errors import NotFound, UsageError, ValidationFailed
+from ghbot.rest.models import CheckRun, Issue, IssueComment, Label, SimpleUser, Status
+from ghbot.testing import FakeGitHub
+
+from .conftest import REPO
+
+OWNER, NAME = REPO.split("/")
+
+
+async def test_create_comment_returns_an_issue_comment(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    comment = await gh.rest.issues.create_comment(
+        owner=OWNER, repo=NAME, issue_number=1, body="Thanks!"
+    )
+    assert isinstance(comment, IssueComment)
+    assert comment.body == "Thanks!" and comment.id > 0
+    assert comment.html_url.endswith(f"#issuecomment-{comment.id}")
+    assert isinstance(comment.user, SimpleUser)
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1/comments")[-1]
+    assert sent.method == "POST" and sent.json == {"body": "Thanks!"}
+    assert fake.comments(REPO, 1)[-1]["body"] == "Thanks!"
+
+
+async def test_get_update_and_label_an_issue(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    issue = await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=1)
+    assert isinstance(issue, Issue)
+    assert (issue.number, issue.title, issue.state) == (1, "Found a bug", "open")
+    labels = await gh.rest.issues.add_labels(
+        owner=OWNER, repo=NAME, issue_number=1, labels=["bug", "triage"]
+    )
+    assert all(isinstance(label, Label) for label in labels)
+    assert sorted(label.name for label in labels) == ["bug", "triage"]
+    closed = await gh.rest.issues.update(owner=OWNER, repo=NAME, issue_number=1, state="closed")
+    assert closed.state == "closed"
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1")[-1]
+    assert sent.json == {"state": "closed"}, "arguments left out are not sent"
+    assert (
+        await gh.rest.issues.remove_label(owner=OWNER, repo=NAME, issue_number=1, name="bug")
+        is not None
+    )
+
+
+async def test_paginate_yields_typed_items_following_links(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    for n in range(2, 6):
+        fake.add_issue(REPO, f"Issue {n}")
+    gh = token_client()
+    issues = gh.rest.paginate(
+        gh.rest.issues.list_for_repo, owner=OWNER, repo=NAME, per_page=2, state="open"
+    )
+    numbers = [issue.number async for issue in issues]
+    assert numbers == [5, 4, 3, 2, 1]
+    sent = fake.requests_to(f"/repos/{REPO}/issues")
+    assert [r.query for r in sent] == [
+        "state=open&per_page=2",
+        "state=open&per_page=2&page=2",
+        "state=open&per_page=2&page=3",
+    ]
+
+
+async def test_paginate_reads_items_wrapped_in_an_object(
+    token_client: Callable[..., GitHub],
+) -> None:
+    gh = token_client()
+    pages = gh.rest.paginate(gh.rest.apps.list_repos_accessible_to_installation, per_page=1)
+    names = [repo.full_name async for repo in pages]
+    assert names == ["octo-org/hello-world", "octo-org/other"]
+
+
+async def test_paginate_refuses_what_does_not_page(token_client: Callable[..., GitHub]) -> None:
+    gh = token_client()
+    # mypy refuses all three (a `get` returns no list; `colour` is no parameter).
+    get = gh.rest.issues.get
+    with pytest.raises(UsageError, match="does not page"):
+        gh.rest.paginate(get, owner=OWNER, repo=NAME, issue_number=1)  # type: ignore[call-overload]
+    listing = gh.rest.issues.list_for_repo
+    with pytest.raises(UsageError, match="takes no"):
+        gh.rest.paginate(listing, owner=OWNER, repo=NAME, colour="red")  # type: ignore[call-overload]
+    with pytest.raises(UsageError, match="not a method"):
+        gh.rest.paginate(print)  # type: ignore[call-overload]
+
+
+async def test_check_runs_and_statuses(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    run = await gh.rest.checks.create(
+        owner=OWNER,
+        repo=NAME,
+        name="lint",
+        head_sha="a" * 40,
+        external_id="job-7",
+        status="in_progress",
+    )
+    assert isinstance(run, CheckRun)
+    assert (run.name, run.head_sha, run.external_id, run.status) == (
+        "lint",
+        "a" * 40,
+        "job-7",
+        "in_progress",
+    )
+    done = await gh.rest.checks.update(
+        owner=OWNER,
+        repo=NAME,
+        check_run_id=run.id,
+        conclusion="success",
+        output={"title": "ok", "summary": "-"},
+    )
+    assert (done.status, done.conclusion) == ("completed", "success")
+    status = await gh.rest.repos.create_commit_status(
+        owner=OWNER, repo=NAME, sha="b" * 40, state="success", context="ci"
+    )
+    assert isinstance(status, Status) and status.state == "success"
+
+
+async def test_a_422_raises_validation_failed_with_errors(
+    token_client: Callable[..., GitHub],
+) -> None:
+    gh = token_client()
+    with pytest.raises(ValidationFailed) as caught:
+        await gh.rest.repos.create_commit_status(
+            owner=OWNER,
+            repo=NAME,
+            sha="b" * 40,
+            state="fine",  # type: ignore[arg-type]
+        )
+    assert caught.value.status == 422
+    assert caught.value.errors[0]["field"] == "state"
+    with pytest.raises(NotFound):
+        await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=999)
+
+
+async def test_typed_gets_use_the_etag_cache(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client()
+    first = await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=1)
+    again = await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=1)
+    assert again == first
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1")
+    assert "If-None-Match" in sent[-1].headers
+    assert gh.options.etags is not None and gh.options.etags.hits == 1
+
+
+def test_rest_is_a_view_over_its_client() -> None:
+    gh = GitHub(token="t")
+    assert gh.rest.issues._github is gh
+    leased = gh.with_lease(gh.budgets.core.lease(1, 0.0))
+    assert leased.rest.issues._github is leased
