@@ -35,7 +35,8 @@ Rules, chosen so that real answers decode and keep decoding as GitHub adds field
 - a GET with a `per_page` parameter pages: its items are the array answer's items, or
   the one array property of an object answer (`check_runs`), decided here from the
   schema. `Op.key` names that property; the answer's `Struct` gets `page_items()`;
-- an answer with no JSON media type is asked for with its own `Accept` (`text/html`).
+- an answer with no JSON media type is asked for with its own `Accept` (`text/html`),
+  and an operation with a required preview (`x-github.previews`) with the preview's.
 
 The output is deterministic and passed through `ruff format`;
 `tests/unit/test_rest_generated.py` regenerates from a committed subset of the
@@ -304,6 +305,9 @@ class Operation:
         self._parameters()
         self._body()
         self.returns = self._returns()
+        previews = [p for p in op.get("x-github", {}).get("previews", []) if p.get("required")]
+        if previews:  # none in the 2022-11-28 description; older ones had many
+            self.accept = f"application/vnd.github.{previews[0]['name']}-preview+json"
 
     def _add(self, wire: str, kind: str, required: bool, default: str, taken: set[str]) -> str:
         name = snake(wire)
@@ -389,6 +393,8 @@ class Operation:
             return unique[0]
         if len(unique) == 2 and "None" in unique:
             other = next(k for k in unique if k != "None")
+            if self.pages and self.items is None and other.startswith("list["):
+                self.items = other.removeprefix("list[").removesuffix("]")  # 204: no items
             return other if other == "Any" or other.endswith(" | None") else f"{other} | None"
         self.items = self.key = None
         return "Any"
@@ -400,12 +406,18 @@ class Operation:
                 k for k, v in resolved.get("properties", {}).items()
                 if self.spec.resolve(v).get("type") == "array"
             ]  # fmt: skip
+            if len(arrays) > 1:  # search: `items` beside `lexical_fallback_reason` (strings)
+                arrays = [k for k in arrays if self._of_objects(resolved["properties"][k])]
             if len(arrays) == 1:
                 self.key = arrays[0]
                 return self._page(schema, resolved)
         if self.pages and resolved.get("type") != "array":
             self.pages = False
         return self.models.type_of(schema, self.hint, self.local)
+
+    def _of_objects(self, array: Any) -> bool:
+        items = self.spec.resolve(self.spec.resolve(array).get("items", {}))
+        return bool(self.models._merged(items).get("properties"))
 
     def _page(self, schema: Any, resolved: dict[str, Any]) -> str:
         """A paged answer wrapping its items: a local Struct with `page_items()`."""

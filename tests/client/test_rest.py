@@ -167,3 +167,16 @@ def test_rest_is_a_view_over_its_client() -> None:
     assert gh.rest.issues._github is gh
     leased = gh.with_lease(gh.budgets.core.lease(1, 0.0))
     assert leased.rest.issues._github is leased
+
+
+async def test_paginate_search_reads_items_beside_other_lists(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    # The description's answer has two lists (`items`, `lexical_fallback_reason`): the
+    # generator picked `items`, the list of objects.
+    fake.add_issue(REPO, "Another bug")
+    gh = token_client()
+    found = gh.rest.paginate(gh.rest.search.issues_and_pull_requests, q="bug", per_page=1)
+    titles = sorted([item.title async for item in found])
+    assert titles == ["Another bug", "Found a bug"]
+    assert len(fake.requests_to("/search/issues")) == 2

@@ -1187,6 +1187,7 @@ _LIST_CONTRIBUTORS = Op(
     "/repos/{owner}/{repo}/contributors",
     in_path=("owner", "repo"),
     in_query=("anon", "per_page", "page"),
+    items=Contributor,
     returns=list[Contributor] | None,
 )
 _LIST_CUSTOM_DEPLOYMENT_RULE_INTEGRATIONS = Op(

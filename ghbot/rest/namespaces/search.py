@@ -50,14 +50,18 @@ class SearchCommitsResponse(Model):
         return self.items or []
 
 
-class SearchIssuesAndPullRequests(Model):
-    """SearchIssuesAndPullRequests"""
+class SearchIssuesAndPullRequestsResponse(Model):
+    """SearchIssuesAndPullRequestsResponse"""
 
     total_count: int = MISSING
     incomplete_results: bool = MISSING
     items: list[IssueSearchResultItem] = MISSING
     search_type: str = MISSING
     lexical_fallback_reason: list[str] | None = None
+
+    def page_items(self) -> list[IssueSearchResultItem]:
+        """The items of this page (`items`)."""
+        return self.items or []
 
 
 class SearchLabelsResponse(Model):
@@ -128,7 +132,9 @@ _ISSUES_AND_PULL_REQUESTS = Op(
     "GET",
     "/search/issues",
     in_query=("q", "sort", "order", "per_page", "page", "advanced_search", "search_type"),
-    returns=SearchIssuesAndPullRequests,
+    key="items",
+    items=IssueSearchResultItem,
+    returns=SearchIssuesAndPullRequestsResponse,
 )
 _LABELS = Op(
     "GET",
@@ -224,7 +230,7 @@ class SearchApi(Namespace):
         page: int | None = None,
         advanced_search: str | None = None,
         search_type: Literal["semantic", "hybrid"] | None = None,
-    ) -> SearchIssuesAndPullRequests:
+    ) -> SearchIssuesAndPullRequestsResponse:
         """Search issues and pull requests.
 
         GET /search/issues

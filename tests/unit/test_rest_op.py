@@ -1,0 +1,65 @@
+"""`ghbot.rest.operation.Op`: arguments to path, query and body, answers to types (no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from ghbot.client import Response
+from ghbot.errors import GitHubError, UsageError
+from ghbot.rest.models import Label
+from ghbot.rest.namespaces.git import _UPDATE_REF
+from ghbot.rest.namespaces.issues import _LIST_FOR_REPO, _UPDATE
+from ghbot.rest.namespaces.search import _CODE
+from ghbot.rest.operation import Op
+
+UNSET = msgspec.UNSET
+
+
+def _answer(data: Any, status: int = 200) -> Response:
+    return Response(status, {}, data, method="GET", url="https://api.github.com/x")
+
+
+def test_path_values_are_encoded_but_for_slashes() -> None:
+    args = {"owner": "o", "repo": "r", "ref": "heads/feature x", "sha": "1", "force": UNSET}
+    assert _UPDATE_REF.url(args) == "/repos/o/r/git/refs/heads/feature%20x"
+    with pytest.raises(UsageError, match="needs 'repo'"):
+        _UPDATE_REF.url({"owner": "o"})
+
+
+def test_query_drops_none_and_joins_sequences() -> None:
+    args = {"owner": "o", "repo": "r", "labels": ["bug", "ui"], "state": None, "per_page": 5}
+    assert _LIST_FOR_REPO.query(args) == {"labels": "bug,ui", "per_page": 5}
+    assert _CODE.query({"q": "x"}) == {"q": "x"}
+
+
+def test_body_holds_what_was_given_and_none_is_sent_as_null() -> None:
+    args = {"owner": "o", "repo": "r", "issue_number": 1, "title": UNSET, "milestone": None}
+    args |= {name: UNSET for name in _UPDATE.in_body if name not in args}
+    assert _UPDATE.body(args) == {"milestone": None}
+    assert _UPDATE.body({n: UNSET for n in _UPDATE.in_body}) is UNSET
+
+
+def test_wire_names_and_unknown_arguments() -> None:
+    op = Op("GET", "/search", in_query=("in_",), wire={"in_": "in"})
+    assert op.query({"in_": "title"}) == {"in": "title"}
+    with pytest.raises(UsageError, match="takes no"):
+        op.check({"colour": "red"})
+
+
+def test_answers_decode_to_the_operation_types() -> None:
+    op = Op("GET", "/labels", items=Label, returns=list[Label])
+    labels = op.decode(_answer([{"id": 1, "name": "bug", "color": "f00", "extra": True}]))
+    assert labels == [Label(id=1, name="bug", color="f00")]
+    assert labels[0].node_id is None, "a required field GitHub left out reads None"
+    assert Op("GET", "/x", returns=Any).decode(_answer({"a": 1})) == {"a": 1}
+    assert Op("DELETE", "/x", returns=None).decode(_answer(None, 204)) is None
+
+
+def test_an_answer_that_does_not_fit_raises_with_its_data() -> None:
+    op = Op("GET", "/labels", returns=list[Label])
+    with pytest.raises(GitHubError, match="does not fit") as caught:
+        op.decode(_answer([{"id": "one"}]))
+    assert caught.value.data == [{"id": "one"}] and caught.value.status == 200
