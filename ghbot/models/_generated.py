@@ -9487,7 +9487,7 @@ class SimpleInstallation(Model, kw_only=True):
     """Schema component `simple-installation`."""
 
     id: int
-    node_id: str
+    node_id: str | None = None
 
 
 class SimplePullRequest(Model, kw_only=True):
