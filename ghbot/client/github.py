@@ -493,8 +493,9 @@ class GitHub:
             "%s rate limit on %s %s; waiting %.0f s",
             error.kind,
             call.method,
-            call.shown(),
+            call.url.path,
             error.retry_after,
+            extra={"error_type": "RateLimited", "http_status": error.status},
         )
         if error.kind != "secondary":  # the pause of a secondary limit is waited in _admit
             await self.options.sleep(error.retry_after)

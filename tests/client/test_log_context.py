@@ -70,10 +70,14 @@ async def test_a_rate_limit_line_carries_the_delivery_fields(
 ) -> None:
     fake.faults.add("/issues/1$", "secondary", count=1, retry_after=1)
     with logs.log_context(**DELIVERY):
-        await token_client().request("GET", ISSUE)
+        await token_client().request("GET", ISSUE, params={"client_secret": "s3cr3t"})
     [line] = lines.matching("rate limit")
     assert line["level"] == "warning" and line["event_id"] == "guid-7"
     assert line["operation"] == "welcome"
+    # The path only, as the request lines: a query can carry what must not be logged.
+    assert line["message"] == f"secondary rate limit on GET {ISSUE}; waiting 1 s"
+    assert (line["error_type"], line["http_status"]) == ("RateLimited", 403)
+    assert "s3cr3t" not in lines.out.getvalue()
 
 
 async def test_lines_outside_a_context_carry_none_of_its_fields(
