@@ -21,7 +21,10 @@ Rules, chosen so that real answers decode and keep decoding as GitHub adds field
 - the return type is the 2xx answer's schema: a component schema is a `Struct` in
   `ghbot/rest/models.py` (`issue-comment` is `IssueComment`), an inline object a
   `Struct` in the namespace module; 204 is None; a non-JSON answer is `str`; a `oneOf`
-  of several objects, or 2xx answers of different schemas, are `Any` (the decoded JSON);
+  or `anyOf` of several objects is one `Struct` of all their properties (required
+  where all require it; `Any` where their types differ), since msgspec cannot tell
+  untagged objects apart; objects beside arrays, or 2xx answers of different schemas,
+  are `Any` (the decoded JSON);
 - a response field the description marks required and not nullable is typed `T`; any
   other field is `T | None = None`. A required field still defaults to `MISSING` (None
   at run time): GitHub Enterprise Server and older answers lack fields the description
@@ -44,6 +47,15 @@ description (`--subset` writes it) and compares each class and method, by AST, w
 committed modules.
 
 Usage: `python scripts/gen_rest.py SOURCE [--output DIR] [--subset OUT OPERATION_ID...]`
+
+The committed subset was cut with:
+
+    .venv/bin/python scripts/gen_rest.py /tmp/package/generated/api.github.com.json \
+        --subset tests/fixtures/openapi-rest-subset.json issues/create-comment \
+        issues/list-for-repo issues/add-labels issues/update checks/list-for-ref \
+        checks/create repos/create-commit-status markdown/render-raw \
+        activity/mark-notifications-as-read users/get-by-username \
+        search/issues-and-pull-requests repos/upload-release-asset
 """
 
 from __future__ import annotations
@@ -137,6 +149,7 @@ class Models:
         self.classes: dict[str, str] = {}  # class name -> source
         self.component_class: dict[str, str] = {}  # schema name -> class name
         self.declared: dict[int, str] = {}  # id of an inline schema -> class name
+        self.kept: list[Any] = []
         self.aliases = shared.aliases if shared else self._nullable_aliases()
 
     def _nullable_aliases(self) -> dict[str, str]:
@@ -199,19 +212,40 @@ class Models:
         return "Any"
 
     def _union(self, variants: list[Any], hint: str, sink: Models) -> str:
-        kinds = []
-        for variant in variants:
-            resolved = self.spec.resolve(variant)
-            if resolved.get("type") == "null":
-                continue
-            if ref_name(variant) is None and resolved.get("type") in SCALARS:
-                kinds.append(SCALARS[resolved["type"]])
-            elif len(variants) == 1:
-                return sink.type_of(variant, hint, sink)
-            else:
-                return "Any"  # several objects: msgspec cannot tell them apart untagged
-        unique = list(dict.fromkeys(kinds))
-        return " | ".join(unique) if unique else "Any"
+        real = [v for v in variants if self.spec.resolve(v).get("type") != "null"]
+        none = " | None" if len(real) < len(variants) else ""
+        if len(real) == 1:
+            found = sink.type_of(real[0], hint, sink)
+            return found if found == "Any" or found.endswith(" | None") else found + none
+        kinds = [self.spec.resolve(v).get("type") for v in real]
+        if real and all(
+            ref_name(v) is None and k in SCALARS for v, k in zip(real, kinds, strict=True)
+        ):
+            return " | ".join(dict.fromkeys(SCALARS[k] for k in kinds)) + none
+        objects = [self._merged(self.spec.resolve(v)) for v in real]
+        if not real or not all(o.get("properties") for o in objects):
+            return "Any"  # objects beside arrays or scalars: the decoded JSON
+        names = [ref_name(v) for v in real]
+        if all(names):  # components: one shared struct, named after two of them
+            sink = self.shared
+            if len(names) == 2:
+                hint = "Or".join(camel(self.aliases.get(n, n)) for n in names if n)
+                if hint in sink.classes:
+                    return hint + none
+        # msgspec cannot tell untagged objects apart: one struct with all their fields
+        return sink._declare(hint, self._united(objects), None, key=variants) + none
+
+    def _united(self, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        """Objects as one: every property (Any where their types differ), required by all."""
+        props: dict[str, Any] = {}
+        for obj in objects:
+            for name, prop in obj["properties"].items():
+                kind = self.spec.resolve(prop).get("type")
+                if name in props and self.spec.resolve(props[name]).get("type") != kind:
+                    props[name] = {}
+                props.setdefault(name, prop)
+        required = set.intersection(*(set(o.get("required", [])) for o in objects))
+        return {"type": "object", "properties": props, "required": sorted(required)}
 
     def _merged(self, schema: dict[str, Any]) -> dict[str, Any]:
         """An `allOf` of objects as one object schema (properties and `required` united)."""
@@ -225,10 +259,15 @@ class Models:
             required += part.get("required", [])
         return {"type": "object", "properties": props, "required": required}
 
-    def _declare(self, hint: str, schema: dict[str, Any], component: str | None) -> str:
-        if id(schema) in self.declared:
-            return self.declared[id(schema)]
-        cls = self.declared[id(schema)] = self._unique(hint)
+    def _declare(
+        self, hint: str, schema: dict[str, Any], component: str | None, key: Any = None
+    ) -> str:
+        """Make a struct for `schema` once (by the identity of `key`, else of `schema`)."""
+        key = schema if key is None else key
+        if id(key) in self.declared:
+            return self.declared[id(key)]
+        self.kept.append(key)  # alive, so that its id is never reused
+        cls = self.declared[id(key)] = self._unique(hint)
         self.classes[cls] = ""
         self.classes[cls] = self._struct(cls, schema, component)
         return cls

@@ -2358,7 +2358,7 @@ class CopilotSeatDetails(Model):
     created_at: str = MISSING
     assignee: SimpleUser | None = None
     organization: OrganizationSimple | None = None
-    assigning_team: Any = None
+    assigning_team: TeamOrEnterpriseTeam | None = None
     pending_cancellation_date: str | None = None
     last_activity_at: str | None = None
     last_activity_editor: str | None = None
@@ -2374,6 +2374,7 @@ class CopilotSpace(Model):
     number: int = MISSING
     name: str = MISSING
     base_role: str = MISSING
+    owner: SimpleUserOrOrganizationSimple = MISSING
     creator: SimpleUser = MISSING
     created_at: str = MISSING
     updated_at: str = MISSING
@@ -2381,8 +2382,44 @@ class CopilotSpace(Model):
     api_url: str = MISSING
     description: str | None = None
     general_instructions: str | None = None
-    owner: Any = None
     resources_attributes: list[CopilotSpaceResourcesAttributesItem] | None = None
+
+
+class CopilotSpaceCollaborator(Model):
+    """CopilotSpaceCollaborator"""
+
+    id: int = MISSING
+    node_id: str = MISSING
+    type: str = MISSING
+    actor_type: str = MISSING
+    role: str = MISSING
+    name: str | None = None
+    email: str | None = None
+    login: str | None = None
+    avatar_url: str | None = None
+    gravatar_id: str | None = None
+    url: str | None = None
+    html_url: str | None = None
+    followers_url: str | None = None
+    following_url: str | None = None
+    gists_url: str | None = None
+    starred_url: str | None = None
+    subscriptions_url: str | None = None
+    organizations_url: str | None = None
+    repos_url: str | None = None
+    events_url: str | None = None
+    received_events_url: str | None = None
+    site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    slug: str | None = None
+    description: str | None = None
+    privacy: str | None = None
+    notification_setting: str | None = None
+    members_url: str | None = None
+    repositories_url: str | None = None
+    organization_id: int | None = None
+    parent: Any = None
 
 
 class CopilotSpaceResource(Model):
@@ -2933,7 +2970,7 @@ class Environment(Model):
     html_url: str = MISSING
     created_at: str = MISSING
     updated_at: str = MISSING
-    protection_rules: list[Any] | None = None
+    protection_rules: list[EnvironmentProtectionRulesItem] | None = None
     deployment_branch_policy: DeploymentBranchPolicySettings | None = None
 
 
@@ -2956,6 +2993,24 @@ class EnvironmentApprovalsEnvironmentsItem(Model):
     html_url: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+
+
+class EnvironmentProtectionRulesItem(Model):
+    """EnvironmentProtectionRulesItem"""
+
+    id: int = MISSING
+    node_id: str = MISSING
+    type: str = MISSING
+    wait_timer: int | None = None
+    prevent_self_review: bool | None = None
+    reviewers: list[EnvironmentProtectionRulesItemReviewersItem] | None = None
+
+
+class EnvironmentProtectionRulesItemReviewersItem(Model):
+    """EnvironmentProtectionRulesItemReviewersItem"""
+
+    type: str | None = None
+    reviewer: SimpleUserOrTeam | None = None
 
 
 class Event(Model):
@@ -3762,7 +3817,7 @@ class Installation(Model):
     created_at: str = MISSING
     updated_at: str = MISSING
     app_slug: str = MISSING
-    account: Any = None
+    account: SimpleUserOrEnterprise | None = None
     client_id: str | None = None
     single_file_name: str | None = None
     has_multiple_single_files: bool | None = None
@@ -3790,6 +3845,7 @@ class Integration(Model):
 
     id: int = MISSING
     node_id: str = MISSING
+    owner: SimpleUserOrEnterprise = MISSING
     name: str = MISSING
     external_url: str = MISSING
     html_url: str = MISSING
@@ -3799,7 +3855,6 @@ class Integration(Model):
     events: list[str] = MISSING
     slug: str | None = None
     client_id: str | None = None
-    owner: Any = None
     description: str | None = None
     installations_count: int | None = None
 
@@ -3808,10 +3863,10 @@ class IntegrationInstallationRequest(Model):
     """Integration Installation Request"""
 
     id: int = MISSING
+    account: SimpleUserOrEnterprise = MISSING
     requester: SimpleUser = MISSING
     created_at: str = MISSING
     node_id: str | None = None
-    account: Any = None
 
 
 class IntegrationPermissions(Model):
@@ -3948,6 +4003,78 @@ class IssueEventDismissedReview(Model):
     review_id: int = MISSING
     dismissal_message: str | None = None
     dismissal_commit_id: str | None = None
+
+
+class IssueEventForIssue(Model):
+    """IssueEventForIssue"""
+
+    id: int = MISSING
+    node_id: str = MISSING
+    url: str = MISSING
+    actor: SimpleUser = MISSING
+    event: str = MISSING
+    created_at: str = MISSING
+    commit_id: str | None = None
+    commit_url: str | None = None
+    performed_via_github_app: Integration | None = None
+    label: IssueEventForIssueLabel | None = None
+    intent: NullableIssueEventIntent | None = None
+    assignee: SimpleUser | None = None
+    assigner: SimpleUser | None = None
+    milestone: IssueEventForIssueMilestone | None = None
+    rename: IssueEventForIssueRename | None = None
+    review_requester: SimpleUser | None = None
+    requested_team: Team | None = None
+    requested_reviewer: SimpleUser | None = None
+    dismissed_review: IssueEventForIssueDismissedReview | None = None
+    lock_reason: str | None = None
+    project_card: IssueEventForIssueProjectCard | None = None
+    issue_type: IssueTypeWebhook | None = None
+    prev_issue_type: IssueTypeWebhook | None = None
+    sub_issue: NullableIssueReference | None = None
+    parent_issue: NullableIssueReference | None = None
+    blocked_by: NullableIssueReference | None = None
+    blocking: NullableIssueReference | None = None
+
+
+class IssueEventForIssueDismissedReview(Model):
+    """IssueEventForIssueDismissedReview"""
+
+    state: str = MISSING
+    review_id: int = MISSING
+    dismissal_message: str | None = None
+    dismissal_commit_id: str | None = None
+
+
+class IssueEventForIssueLabel(Model):
+    """IssueEventForIssueLabel"""
+
+    name: str = MISSING
+    color: str = MISSING
+
+
+class IssueEventForIssueMilestone(Model):
+    """IssueEventForIssueMilestone"""
+
+    title: str = MISSING
+
+
+class IssueEventForIssueProjectCard(Model):
+    """IssueEventForIssueProjectCard"""
+
+    id: int = MISSING
+    url: str = MISSING
+    project_id: int = MISSING
+    project_url: str = MISSING
+    column_name: str = MISSING
+    previous_column_name: str | None = None
+
+
+class IssueEventForIssueRename(Model):
+    """IssueEventForIssueRename"""
+
+    from_: str = field(default=MISSING, name="from")
+    to: str = MISSING
 
 
 class IssueEventLabel(Model):
@@ -4630,6 +4757,33 @@ class NullableScopedInstallation(Model):
     single_file_paths: list[str] | None = None
 
 
+class NullableSecretScanningFirstDetectedLocation(Model):
+    """NullableSecretScanningFirstDetectedLocation"""
+
+    path: str | None = None
+    start_line: float | None = None
+    end_line: float | None = None
+    start_column: float | None = None
+    end_column: float | None = None
+    blob_sha: str | None = None
+    blob_url: str | None = None
+    commit_sha: str | None = None
+    commit_url: str | None = None
+    html_url: str | None = None
+    page_url: str | None = None
+    issue_title_url: str | None = None
+    issue_body_url: str | None = None
+    issue_comment_url: str | None = None
+    discussion_title_url: str | None = None
+    discussion_body_url: str | None = None
+    discussion_comment_url: str | None = None
+    pull_request_title_url: str | None = None
+    pull_request_body_url: str | None = None
+    pull_request_comment_url: str | None = None
+    pull_request_review_url: str | None = None
+    pull_request_review_comment_url: str | None = None
+
+
 class OidcCustomPropertyInclusion(Model):
     """Actions OIDC Custom Property Inclusion"""
 
@@ -4990,7 +5144,7 @@ class OrganizationSecretScanningAlert(Model):
     publicly_leaked: bool | None = None
     multi_repo: bool | None = None
     is_base64_encoded: bool | None = None
-    first_location_detected: Any = None
+    first_location_detected: NullableSecretScanningFirstDetectedLocation | None = None
     has_more_locations: bool | None = None
     assigned_to: SimpleUser | None = None
     closure_request_comment: str | None = None
@@ -5245,7 +5399,7 @@ class PendingDeploymentReviewersItem(Model):
     """PendingDeploymentReviewersItem"""
 
     type: str | None = None
-    reviewer: Any = None
+    reviewer: SimpleUserOrTeam | None = None
 
 
 class PorterAuthor(Model):
@@ -5312,13 +5466,61 @@ class PrivateUser(Model):
     hireable: bool | None = None
     bio: str | None = None
     twitter_username: str | None = None
-    plan: PrivateUserPlan | None = None
+    plan: PrivateUserOrPublicUserPlan | None = None
     business_plus: bool | None = None
     ldap_dn: str | None = None
 
 
-class PrivateUserPlan(Model):
-    """PrivateUserPlan"""
+class PrivateUserOrPublicUser(Model):
+    """PrivateUserOrPublicUser"""
+
+    login: str = MISSING
+    id: int = MISSING
+    node_id: str = MISSING
+    avatar_url: str = MISSING
+    url: str = MISSING
+    html_url: str = MISSING
+    followers_url: str = MISSING
+    following_url: str = MISSING
+    gists_url: str = MISSING
+    starred_url: str = MISSING
+    subscriptions_url: str = MISSING
+    organizations_url: str = MISSING
+    repos_url: str = MISSING
+    events_url: str = MISSING
+    received_events_url: str = MISSING
+    type: str = MISSING
+    site_admin: bool = MISSING
+    public_repos: int = MISSING
+    public_gists: int = MISSING
+    followers: int = MISSING
+    following: int = MISSING
+    created_at: str = MISSING
+    updated_at: str = MISSING
+    user_view_type: str | None = None
+    gravatar_id: str | None = None
+    name: str | None = None
+    company: str | None = None
+    blog: str | None = None
+    location: str | None = None
+    email: str | None = None
+    notification_email: str | None = None
+    hireable: bool | None = None
+    bio: str | None = None
+    twitter_username: str | None = None
+    private_gists: int | None = None
+    total_private_repos: int | None = None
+    owned_private_repos: int | None = None
+    disk_usage: int | None = None
+    collaborators: int | None = None
+    two_factor_authentication: bool | None = None
+    plan: PrivateUserOrPublicUserPlan | None = None
+    business_plus: bool | None = None
+    ldap_dn: str | None = None
+
+
+class PrivateUserOrPublicUserPlan(Model):
+    """PrivateUserOrPublicUserPlan"""
 
     collaborators: int = MISSING
     name: str = MISSING
@@ -5379,11 +5581,72 @@ class ProjectsV2ItemSimple(Model):
     created_at: str = MISSING
     updated_at: str = MISSING
     node_id: str | None = None
-    content: Any = None
+    content: ProjectsV2ItemSimpleContent | None = None
     creator: SimpleUser | None = None
     archived_at: str | None = None
     project_url: str | None = None
     item_url: str | None = None
+
+
+class ProjectsV2ItemSimpleContent(Model):
+    """ProjectsV2ItemSimpleContent"""
+
+    node_id: str = MISSING
+    title: str = MISSING
+    created_at: str = MISSING
+    updated_at: str = MISSING
+    id: Any = None
+    url: str | None = None
+    repository_url: str | None = None
+    labels_url: str | None = None
+    comments_url: str | None = None
+    events_url: str | None = None
+    html_url: str | None = None
+    number: int | None = None
+    state: str | None = None
+    state_reason: str | None = None
+    body: str | None = None
+    user: SimpleUser | None = None
+    labels: list[Any] | None = None
+    assignee: SimpleUser | None = None
+    assignees: list[SimpleUser] | None = None
+    milestone: Milestone | None = None
+    locked: bool | None = None
+    active_lock_reason: str | None = None
+    comments: int | None = None
+    pull_request: IssuePullRequest | None = None
+    closed_at: str | None = None
+    draft: bool | None = None
+    closed_by: SimpleUser | None = None
+    body_html: str | None = None
+    body_text: str | None = None
+    timeline_url: str | None = None
+    type: IssueType | None = None
+    repository: Repository | None = None
+    performed_via_github_app: Integration | None = None
+    author_association: str | None = None
+    reactions: ReactionRollup | None = None
+    sub_issues_summary: SubIssuesSummary | None = None
+    parent_issue_url: str | None = None
+    pinned_comment: IssueComment | None = None
+    issue_dependencies_summary: IssueDependenciesSummary | None = None
+    issue_field_values: list[IssueFieldValue] | None = None
+    diff_url: str | None = None
+    patch_url: str | None = None
+    issue_url: str | None = None
+    commits_url: str | None = None
+    review_comments_url: str | None = None
+    review_comment_url: str | None = None
+    statuses_url: str | None = None
+    merged_at: str | None = None
+    merge_commit_sha: str | None = None
+    requested_reviewers: list[SimpleUser] | None = None
+    requested_teams: list[Team] | None = None
+    head: PullRequestSimpleHead | None = None
+    base: PullRequestSimpleBase | None = None
+    links: PullRequestSimpleLinks | None = field(default=None, name="_links")
+    auto_merge: AutoMerge | None = None
+    stack: PullRequestStack | None = None
 
 
 class ProjectsV2ItemWithContent(Model):
@@ -5809,7 +6072,18 @@ class PullRequestMergeAsyncResult(Model):
     """Pull Request Merge Async Result"""
 
     status: str = MISSING
-    details: Any = None
+    details: PullRequestMergeAsyncResultDetails = MISSING
+
+
+class PullRequestMergeAsyncResultDetails(Model):
+    """PullRequestMergeAsyncResultDetails"""
+
+    message: str = MISSING
+    uuid: str | None = None
+    merge_method: str | None = None
+    merge_action: str | None = None
+    expected_head_sha: str | None = None
+    sha: str | None = None
 
 
 class PullRequestMergeResult(Model):
@@ -6606,6 +6880,29 @@ class RepositoryPermissions(Model):
     maintain: bool | None = None
 
 
+class RepositoryRule(Model):
+    """RepositoryRule"""
+
+    type: str = MISSING
+    parameters: RepositoryRuleParameters | None = None
+
+
+class RepositoryRuleDetailed(Model):
+    """RepositoryRuleDetailed"""
+
+    type: str = MISSING
+    ruleset_source_type: str | None = None
+    ruleset_source: str | None = None
+    ruleset_id: int | None = None
+    parameters: RepositoryRuleParameters | None = None
+
+
+class RepositoryRuleParameters(Model):
+    """RepositoryRuleParameters"""
+
+    update_allows_fetch_and_merge: bool = MISSING
+
+
 class RepositoryRuleset(Model):
     """Repository ruleset"""
 
@@ -6620,7 +6917,7 @@ class RepositoryRuleset(Model):
     node_id: str | None = None
     links: RepositoryRulesetLinks | None = field(default=None, name="_links")
     conditions: Any = None
-    rules: list[Any] | None = None
+    rules: list[RepositoryRule] | None = None
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -6917,7 +7214,7 @@ class SecretScanningAlert(Model):
     publicly_leaked: bool | None = None
     multi_repo: bool | None = None
     is_base64_encoded: bool | None = None
-    first_location_detected: Any = None
+    first_location_detected: NullableSecretScanningFirstDetectedLocation | None = None
     has_more_locations: bool | None = None
     assigned_to: SimpleUser | None = None
     closure_request_comment: str | None = None
@@ -6962,7 +7259,7 @@ class SecretScanningAlertWithMetadata(Model):
     publicly_leaked: bool | None = None
     multi_repo: bool | None = None
     is_base64_encoded: bool | None = None
-    first_location_detected: Any = None
+    first_location_detected: NullableSecretScanningFirstDetectedLocation | None = None
     has_more_locations: bool | None = None
     assigned_to: SimpleUser | None = None
     closure_request_comment: str | None = None
@@ -6993,7 +7290,34 @@ class SecretScanningLocation(Model):
     """The `secret-scanning-location` schema."""
 
     type: str | None = None
-    details: Any = None
+    details: SecretScanningLocationDetails | None = None
+
+
+class SecretScanningLocationDetails(Model):
+    """SecretScanningLocationDetails"""
+
+    path: str | None = None
+    start_line: float | None = None
+    end_line: float | None = None
+    start_column: float | None = None
+    end_column: float | None = None
+    blob_sha: str | None = None
+    blob_url: str | None = None
+    commit_sha: str | None = None
+    commit_url: str | None = None
+    html_url: str | None = None
+    page_url: str | None = None
+    issue_title_url: str | None = None
+    issue_body_url: str | None = None
+    issue_comment_url: str | None = None
+    discussion_title_url: str | None = None
+    discussion_body_url: str | None = None
+    discussion_comment_url: str | None = None
+    pull_request_title_url: str | None = None
+    pull_request_body_url: str | None = None
+    pull_request_comment_url: str | None = None
+    pull_request_review_url: str | None = None
+    pull_request_review_comment_url: str | None = None
 
 
 class SecretScanningPatternConfiguration(Model):
@@ -7380,6 +7704,119 @@ class SimpleUser(Model):
     user_view_type: str | None = None
 
 
+class SimpleUserOrEnterprise(Model):
+    """SimpleUserOrEnterprise"""
+
+    id: int = MISSING
+    node_id: str = MISSING
+    avatar_url: str = MISSING
+    html_url: str = MISSING
+    name: str | None = None
+    email: str | None = None
+    login: str | None = None
+    gravatar_id: str | None = None
+    url: str | None = None
+    followers_url: str | None = None
+    following_url: str | None = None
+    gists_url: str | None = None
+    starred_url: str | None = None
+    subscriptions_url: str | None = None
+    organizations_url: str | None = None
+    repos_url: str | None = None
+    events_url: str | None = None
+    received_events_url: str | None = None
+    type: str | None = None
+    site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    description: str | None = None
+    website_url: str | None = None
+    slug: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class SimpleUserOrOrganizationSimple(Model):
+    """SimpleUserOrOrganizationSimple"""
+
+    login: str = MISSING
+    id: int = MISSING
+    node_id: str = MISSING
+    avatar_url: str = MISSING
+    url: str = MISSING
+    repos_url: str = MISSING
+    events_url: str = MISSING
+    name: str | None = None
+    email: str | None = None
+    gravatar_id: str | None = None
+    html_url: str | None = None
+    followers_url: str | None = None
+    following_url: str | None = None
+    gists_url: str | None = None
+    starred_url: str | None = None
+    subscriptions_url: str | None = None
+    organizations_url: str | None = None
+    received_events_url: str | None = None
+    type: str | None = None
+    site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    hooks_url: str | None = None
+    issues_url: str | None = None
+    members_url: str | None = None
+    public_members_url: str | None = None
+    description: str | None = None
+
+
+class SimpleUserOrTeam(Model):
+    """SimpleUserOrTeam"""
+
+    id: int = MISSING
+    node_id: str = MISSING
+    url: str = MISSING
+    html_url: str = MISSING
+    type: str = MISSING
+    name: str | None = None
+    email: str | None = None
+    login: str | None = None
+    avatar_url: str | None = None
+    gravatar_id: str | None = None
+    followers_url: str | None = None
+    following_url: str | None = None
+    gists_url: str | None = None
+    starred_url: str | None = None
+    subscriptions_url: str | None = None
+    organizations_url: str | None = None
+    repos_url: str | None = None
+    events_url: str | None = None
+    received_events_url: str | None = None
+    site_admin: bool | None = None
+    starred_at: str | None = None
+    user_view_type: str | None = None
+    slug: str | None = None
+    description: str | None = None
+    privacy: str | None = None
+    notification_setting: str | None = None
+    permission: str | None = None
+    permissions: SimpleUserOrTeamPermissions | None = None
+    members_url: str | None = None
+    repositories_url: str | None = None
+    access_source: str | None = None
+    organization_id: int | None = None
+    enterprise_id: int | None = None
+    parent: TeamSimple | None = None
+
+
+class SimpleUserOrTeamPermissions(Model):
+    """SimpleUserOrTeamPermissions"""
+
+    pull: bool = MISSING
+    triage: bool = MISSING
+    push: bool = MISSING
+    maintain: bool = MISSING
+    admin: bool = MISSING
+
+
 class SocialAccount(Model):
     """Social account"""
 
@@ -7470,7 +7907,7 @@ class Team(Model):
     description: str | None = None
     privacy: str | None = None
     notification_setting: str | None = None
-    permissions: TeamPermissions | None = None
+    permissions: SimpleUserOrTeamPermissions | None = None
     access_source: str | None = None
     organization_id: int | None = None
     enterprise_id: int | None = None
@@ -7541,6 +7978,35 @@ class TeamMembership(Model):
     state: str = MISSING
 
 
+class TeamOrEnterpriseTeam(Model):
+    """TeamOrEnterpriseTeam"""
+
+    id: int = MISSING
+    name: str = MISSING
+    slug: str = MISSING
+    url: str = MISSING
+    html_url: str = MISSING
+    members_url: str = MISSING
+    node_id: str | None = None
+    description: str | None = None
+    privacy: str | None = None
+    notification_setting: str | None = None
+    permission: str | None = None
+    permissions: SimpleUserOrTeamPermissions | None = None
+    repositories_url: str | None = None
+    type: str | None = None
+    access_source: str | None = None
+    organization_id: int | None = None
+    enterprise_id: int | None = None
+    parent: TeamSimple | None = None
+    sync_to_organizations: str | None = None
+    organization_selection_type: str | None = None
+    group_id: str | None = None
+    group_name: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
 class TeamOrganization(Model):
     """Team Organization"""
 
@@ -7603,16 +8069,6 @@ class TeamOrganizationPlan(Model):
     private_repos: int = MISSING
     filled_seats: int | None = None
     seats: int | None = None
-
-
-class TeamPermissions(Model):
-    """TeamPermissions"""
-
-    pull: bool = MISSING
-    triage: bool = MISSING
-    push: bool = MISSING
-    maintain: bool = MISSING
-    admin: bool = MISSING
 
 
 class TeamRepository(Model):
@@ -7806,6 +8262,129 @@ class ThreadSubscription(Model):
     created_at: str | None = None
     thread_url: str | None = None
     repository_url: str | None = None
+
+
+class TimelineIssueEvents(Model):
+    """TimelineIssueEvents"""
+
+    id: int | None = None
+    node_id: str | None = None
+    url: str | None = None
+    actor: SimpleUser | None = None
+    event: str | None = None
+    commit_id: str | None = None
+    commit_url: str | None = None
+    created_at: str | None = None
+    performed_via_github_app: Integration | None = None
+    label: IssueEventForIssueLabel | None = None
+    intent: NullableIssueEventIntent | None = None
+    milestone: IssueEventForIssueMilestone | None = None
+    rename: IssueEventForIssueRename | None = None
+    review_requester: SimpleUser | None = None
+    requested_team: Team | None = None
+    requested_reviewer: SimpleUser | None = None
+    dismissed_review: IssueEventForIssueDismissedReview | None = None
+    lock_reason: str | None = None
+    project_card: IssueEventForIssueProjectCard | None = None
+    body: str | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    html_url: str | None = None
+    user: SimpleUser | None = None
+    updated_at: str | None = None
+    issue_url: str | None = None
+    author_association: str | None = None
+    reactions: ReactionRollup | None = None
+    pin: NullablePinnedIssueComment | None = None
+    minimized: NullableIssueCommentMinimized | None = None
+    source: TimelineIssueEventsSource | None = None
+    sha: str | None = None
+    author: TimelineIssueEventsAuthor | None = None
+    committer: TimelineIssueEventsCommitter | None = None
+    message: str | None = None
+    tree: TimelineIssueEventsTree | None = None
+    parents: list[TimelineIssueEventsParentsItem] | None = None
+    verification: TimelineIssueEventsVerification | None = None
+    state: str | None = None
+    pull_request_url: str | None = None
+    links: TimelineIssueEventsLinks | None = field(default=None, name="_links")
+    submitted_at: str | None = None
+    comments: list[PullRequestReviewComment] | None = None
+    assignee: SimpleUser | None = None
+    state_reason: str | None = None
+    issue_type: IssueTypeWebhook | None = None
+    prev_issue_type: IssueTypeWebhook | None = None
+    sub_issue: NullableIssueReference | None = None
+    parent_issue: NullableIssueReference | None = None
+    blocked_by: NullableIssueReference | None = None
+    blocking: NullableIssueReference | None = None
+
+
+class TimelineIssueEventsAuthor(Model):
+    """TimelineIssueEventsAuthor"""
+
+    date: str = MISSING
+    email: str = MISSING
+    name: str = MISSING
+
+
+class TimelineIssueEventsCommitter(Model):
+    """TimelineIssueEventsCommitter"""
+
+    date: str = MISSING
+    email: str = MISSING
+    name: str = MISSING
+
+
+class TimelineIssueEventsLinks(Model):
+    """TimelineIssueEventsLinks"""
+
+    html: TimelineIssueEventsLinksHtml = MISSING
+    pull_request: TimelineIssueEventsLinksPullRequest = MISSING
+
+
+class TimelineIssueEventsLinksHtml(Model):
+    """TimelineIssueEventsLinksHtml"""
+
+    href: str = MISSING
+
+
+class TimelineIssueEventsLinksPullRequest(Model):
+    """TimelineIssueEventsLinksPullRequest"""
+
+    href: str = MISSING
+
+
+class TimelineIssueEventsParentsItem(Model):
+    """TimelineIssueEventsParentsItem"""
+
+    sha: str = MISSING
+    url: str = MISSING
+    html_url: str = MISSING
+
+
+class TimelineIssueEventsSource(Model):
+    """TimelineIssueEventsSource"""
+
+    type: str | None = None
+    issue: Issue | None = None
+
+
+class TimelineIssueEventsTree(Model):
+    """TimelineIssueEventsTree"""
+
+    sha: str = MISSING
+    url: str = MISSING
+
+
+class TimelineIssueEventsVerification(Model):
+    """TimelineIssueEventsVerification"""
+
+    verified: bool = MISSING
+    reason: str = MISSING
+    signature: str | None = None
+    payload: str | None = None
+    verified_at: str | None = None
 
 
 class Topic(Model):

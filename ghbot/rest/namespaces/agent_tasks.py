@@ -43,7 +43,16 @@ class AgentTasksCreateTaskInRepoArtifactsItem(Model):
 
     provider: str = MISSING
     type: str = MISSING
-    data: Any = None
+    data: AgentTasksCreateTaskInRepoArtifactsItemData = MISSING
+
+
+class AgentTasksCreateTaskInRepoArtifactsItemData(Model):
+    """AgentTasksCreateTaskInRepoArtifactsItemData"""
+
+    id: int | None = None
+    global_id: str | None = None
+    head_ref: str | None = None
+    base_ref: str | None = None
 
 
 class AgentTasksCreateTaskInRepoCreator(Model):
@@ -103,7 +112,16 @@ class AgentTasksGetTaskByIdArtifactsItem(Model):
 
     provider: str = MISSING
     type: str = MISSING
-    data: Any = None
+    data: AgentTasksGetTaskByIdArtifactsItemData = MISSING
+
+
+class AgentTasksGetTaskByIdArtifactsItemData(Model):
+    """AgentTasksGetTaskByIdArtifactsItemData"""
+
+    id: int | None = None
+    global_id: str | None = None
+    head_ref: str | None = None
+    base_ref: str | None = None
 
 
 class AgentTasksGetTaskByIdCreator(Model):
@@ -215,7 +233,16 @@ class AgentTasksGetTaskByRepoAndIdArtifactsItem(Model):
 
     provider: str = MISSING
     type: str = MISSING
-    data: Any = None
+    data: AgentTasksGetTaskByRepoAndIdArtifactsItemData = MISSING
+
+
+class AgentTasksGetTaskByRepoAndIdArtifactsItemData(Model):
+    """AgentTasksGetTaskByRepoAndIdArtifactsItemData"""
+
+    id: int | None = None
+    global_id: str | None = None
+    head_ref: str | None = None
+    base_ref: str | None = None
 
 
 class AgentTasksGetTaskByRepoAndIdCreator(Model):
@@ -340,7 +367,16 @@ class AgentTasksListTasksForRepoResponseTasksItemArtifactsItem(Model):
 
     provider: str = MISSING
     type: str = MISSING
-    data: Any = None
+    data: AgentTasksListTasksForRepoResponseTasksItemArtifactsItemData = MISSING
+
+
+class AgentTasksListTasksForRepoResponseTasksItemArtifactsItemData(Model):
+    """AgentTasksListTasksForRepoResponseTasksItemArtifactsItemData"""
+
+    id: int | None = None
+    global_id: str | None = None
+    head_ref: str | None = None
+    base_ref: str | None = None
 
 
 class AgentTasksListTasksForRepoResponseTasksItemCreator(Model):
@@ -413,7 +449,16 @@ class AgentTasksListTasksResponseTasksItemArtifactsItem(Model):
 
     provider: str = MISSING
     type: str = MISSING
-    data: Any = None
+    data: AgentTasksListTasksResponseTasksItemArtifactsItemData = MISSING
+
+
+class AgentTasksListTasksResponseTasksItemArtifactsItemData(Model):
+    """AgentTasksListTasksResponseTasksItemArtifactsItemData"""
+
+    id: int | None = None
+    global_id: str | None = None
+    head_ref: str | None = None
+    base_ref: str | None = None
 
 
 class AgentTasksListTasksResponseTasksItemCreator(Model):

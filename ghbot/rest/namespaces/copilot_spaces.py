@@ -15,19 +15,19 @@ from typing import Any, Literal
 from msgspec import UNSET, UnsetType, field
 
 from ghbot.rest.operation import MISSING, Model, Namespace, Op
-from ghbot.rest.models import CopilotSpace, CopilotSpaceResource, Team
+from ghbot.rest.models import CopilotSpace, CopilotSpaceCollaborator, CopilotSpaceResource, Team
 
 
 class CopilotSpacesListCollaboratorsForOrg(Model):
     """CopilotSpacesListCollaboratorsForOrg"""
 
-    collaborators: list[Any] = MISSING
+    collaborators: list[CopilotSpaceCollaborator] = MISSING
 
 
 class CopilotSpacesListCollaboratorsForUser(Model):
     """CopilotSpacesListCollaboratorsForUser"""
 
-    collaborators: list[Any] = MISSING
+    collaborators: list[CopilotSpaceCollaborator] = MISSING
 
 
 class CopilotSpacesListForOrgResponse(Model):
@@ -67,14 +67,14 @@ _ADD_COLLABORATOR_FOR_ORG = Op(
     "/orgs/{org}/copilot-spaces/{space_number}/collaborators",
     in_path=("org", "space_number"),
     in_body=("actor_type", "actor_identifier", "role"),
-    returns=Any,
+    returns=CopilotSpaceCollaborator,
 )
 _ADD_COLLABORATOR_FOR_USER = Op(
     "POST",
     "/users/{username}/copilot-spaces/{space_number}/collaborators",
     in_path=("username", "space_number"),
     in_body=("actor_type", "actor_identifier", "role"),
-    returns=Any,
+    returns=CopilotSpaceCollaborator,
 )
 _CREATE_FOR_ORG = Op(
     "POST",
@@ -211,14 +211,14 @@ _UPDATE_COLLABORATOR_FOR_ORG = Op(
     "/orgs/{org}/copilot-spaces/{space_number}/collaborators/{actor_type}/{actor_identifier}",
     in_path=("org", "space_number", "actor_type", "actor_identifier"),
     in_body=("role",),
-    returns=Any,
+    returns=CopilotSpaceCollaborator | None,
 )
 _UPDATE_COLLABORATOR_FOR_USER = Op(
     "PUT",
     "/users/{username}/copilot-spaces/{space_number}/collaborators/{actor_type}/{actor_identifier}",
     in_path=("username", "space_number", "actor_type", "actor_identifier"),
     in_body=("role",),
-    returns=Any,
+    returns=CopilotSpaceCollaborator | None,
 )
 _UPDATE_FOR_ORG = Op(
     "PUT",
@@ -263,7 +263,7 @@ class CopilotSpacesApi(Namespace):
         actor_type: Literal["User", "Team"],
         actor_identifier: str,
         role: Literal["reader", "writer", "admin"],
-    ) -> Any:
+    ) -> CopilotSpaceCollaborator:
         """Add a collaborator to an organization Copilot Space.
 
         POST /orgs/{org}/copilot-spaces/{space_number}/collaborators
@@ -279,7 +279,7 @@ class CopilotSpacesApi(Namespace):
         actor_type: Literal["User", "Team"],
         actor_identifier: str,
         role: Literal["reader", "writer", "admin"],
-    ) -> Any:
+    ) -> CopilotSpaceCollaborator:
         """Add a collaborator to a Copilot Space for a user.
 
         POST /users/{username}/copilot-spaces/{space_number}/collaborators
@@ -535,7 +535,7 @@ class CopilotSpacesApi(Namespace):
         actor_type: Literal["User", "Team"],
         actor_identifier: str,
         role: Literal["reader", "writer", "admin", "no_access"],
-    ) -> Any:
+    ) -> CopilotSpaceCollaborator | None:
         """Set a collaborator role for an organization Copilot Space.
 
         PUT /orgs/{org}/copilot-spaces/{space_number}/collaborators/{actor_type}/{actor_identifier}
@@ -551,7 +551,7 @@ class CopilotSpacesApi(Namespace):
         actor_type: Literal["User", "Team"],
         actor_identifier: str,
         role: Literal["reader", "writer", "admin", "no_access"],
-    ) -> Any:
+    ) -> CopilotSpaceCollaborator | None:
         """Set a collaborator role for a Copilot Space for a user.
 
         PUT /users/{username}/copilot-spaces/{space_number}/collaborators/{actor_type}/{actor_identifier}

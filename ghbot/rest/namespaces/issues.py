@@ -21,6 +21,7 @@ from ghbot.rest.models import (
     IssueComment,
     IssueDependenciesSummary,
     IssueEvent,
+    IssueEventForIssue,
     IssueFieldValue,
     IssueSuggestion,
     IssueType,
@@ -30,6 +31,7 @@ from ghbot.rest.models import (
     Repository,
     SimpleUser,
     SubIssuesSummary,
+    TimelineIssueEvents,
 )
 
 
@@ -372,8 +374,8 @@ _LIST_EVENTS = Op(
     "/repos/{owner}/{repo}/issues/{issue_number}/events",
     in_path=("owner", "repo", "issue_number"),
     in_query=("per_page", "page"),
-    items=Any,
-    returns=list[Any],
+    items=IssueEventForIssue,
+    returns=list[IssueEventForIssue],
 )
 _LIST_EVENTS_FOR_REPO = Op(
     "GET",
@@ -388,8 +390,8 @@ _LIST_EVENTS_FOR_TIMELINE = Op(
     "/repos/{owner}/{repo}/issues/{issue_number}/timeline",
     in_path=("owner", "repo", "issue_number"),
     in_query=("per_page", "page", "exclude"),
-    items=Any,
-    returns=list[Any],
+    items=TimelineIssueEvents,
+    returns=list[TimelineIssueEvents],
 )
 _LIST_FOR_AUTHENTICATED_USER = Op(
     "GET",
@@ -978,7 +980,7 @@ class IssuesApi(Namespace):
         issue_number: int,
         per_page: int | None = None,
         page: int | None = None,
-    ) -> list[Any]:
+    ) -> list[IssueEventForIssue]:
         """List issue events.
 
         GET /repos/{owner}/{repo}/issues/{issue_number}/events
@@ -1005,7 +1007,7 @@ class IssuesApi(Namespace):
         per_page: int | None = None,
         page: int | None = None,
         exclude: str | None = None,
-    ) -> list[Any]:
+    ) -> list[TimelineIssueEvents]:
         """List timeline events for an issue.
 
         GET /repos/{owner}/{repo}/issues/{issue_number}/timeline

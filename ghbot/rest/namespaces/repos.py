@@ -70,6 +70,7 @@ from ghbot.rest.models import (
     RepositoryCollaboratorPermission,
     RepositoryHashAlgorithm,
     RepositoryInvitation,
+    RepositoryRuleDetailed,
     RepositoryRuleset,
     RuleSuite,
     RuleSuitesItem,
@@ -776,8 +777,8 @@ _GET_BRANCH_RULES = Op(
     "/repos/{owner}/{repo}/rules/branches/{branch}",
     in_path=("owner", "repo", "branch"),
     in_query=("per_page", "page"),
-    items=Any,
-    returns=list[Any],
+    items=RepositoryRuleDetailed,
+    returns=list[RepositoryRuleDetailed],
 )
 _GET_CLONES = Op(
     "GET",
@@ -2677,7 +2678,7 @@ class ReposApi(Namespace):
         branch: str,
         per_page: int | None = None,
         page: int | None = None,
-    ) -> list[Any]:
+    ) -> list[RepositoryRuleDetailed]:
         """Get rules for a branch.
 
         GET /repos/{owner}/{repo}/rules/branches/{branch}

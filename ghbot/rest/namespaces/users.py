@@ -22,6 +22,7 @@ from ghbot.rest.models import (
     Key,
     KeySimple,
     PrivateUser,
+    PrivateUserOrPublicUser,
     SimpleUser,
     SocialAccount,
     SshSigningKey,
@@ -135,9 +136,13 @@ _DELETE_SSH_SIGNING_KEY_FOR_AUTHENTICATED_USER = Op(
     returns=None,
 )
 _FOLLOW = Op("PUT", "/user/following/{username}", in_path=("username",), returns=None)
-_GET_AUTHENTICATED = Op("GET", "/user", returns=Any)
-_GET_BY_ID = Op("GET", "/user/{account_id}", in_path=("account_id",), returns=Any)
-_GET_BY_USERNAME = Op("GET", "/users/{username}", in_path=("username",), returns=Any)
+_GET_AUTHENTICATED = Op("GET", "/user", returns=PrivateUserOrPublicUser)
+_GET_BY_ID = Op(
+    "GET", "/user/{account_id}", in_path=("account_id",), returns=PrivateUserOrPublicUser
+)
+_GET_BY_USERNAME = Op(
+    "GET", "/users/{username}", in_path=("username",), returns=PrivateUserOrPublicUser
+)
 _GET_CONTEXT_FOR_USER = Op(
     "GET",
     "/users/{username}/hovercard",
@@ -448,7 +453,7 @@ class UsersApi(Namespace):
         """
         return await self._send(_FOLLOW, locals())
 
-    async def get_authenticated(self) -> Any:
+    async def get_authenticated(self) -> PrivateUserOrPublicUser:
         """Get the authenticated user.
 
         GET /user
@@ -456,7 +461,7 @@ class UsersApi(Namespace):
         """
         return await self._send(_GET_AUTHENTICATED, locals())
 
-    async def get_by_id(self, *, account_id: int) -> Any:
+    async def get_by_id(self, *, account_id: int) -> PrivateUserOrPublicUser:
         """Get a user using their ID.
 
         GET /user/{account_id}
@@ -464,7 +469,7 @@ class UsersApi(Namespace):
         """
         return await self._send(_GET_BY_ID, locals())
 
-    async def get_by_username(self, *, username: str) -> Any:
+    async def get_by_username(self, *, username: str) -> PrivateUserOrPublicUser:
         """Get a user.
 
         GET /users/{username}
