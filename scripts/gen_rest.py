@@ -31,8 +31,8 @@ Rules, chosen so that real answers decode and keep decoding as GitHub adds field
   added since (the recorded `full-repository` has no `has_discussions`), and an answer
   to a write GitHub performed must not fail to decode for a missing field. Reading such
   a field gives None where the type says `T`: the one place the types may be wrong.
-  `LENIENT` lists fields real answers send as null though the description forbids it
-  (they get `T | None`). Unknown fields are ignored; string enums are `str` (GitHub adds
+  A field an answer sends as null though the description forbids it goes in
+  `LENIENT` (it gets `T | None`). Unknown fields are ignored; string enums are `str` (GitHub adds
   values), `date-time` strings stay `str`, `number` is `float` (accepts integers);
 - `nullable-X` components equal to `X` but for `nullable` are `X | None`;
 - a GET with a `per_page` parameter pages: its items are the array answer's items, or
@@ -74,8 +74,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "ghbot" / "rest"
 SOURCE_NAME = "@octokit/openapi"
 METHODS = ("get", "post", "put", "patch", "delete", "head")
-#: (component, field) pairs GitHub's real answers omit or null though the description
-#: requires them. Seen in recorded answers (tests/fixtures/api, @octokit/fixtures).
+#: (component, field) pairs real answers send as null though the description forbids it.
+#: Empty for 23.0.2: no answer recorded in tests/fixtures/api, nor the fake's, does so.
 LENIENT: frozenset[tuple[str, str]] = frozenset()
 #: Names a field may not have in a class body that annotates with them.
 RESERVED = {

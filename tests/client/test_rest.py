@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ghbot.client import GitHub
+from ghbot.client import ClientOptions, GitHub
 from ghbot.errors import NotFound, UsageError, ValidationFailed
 from ghbot.rest.models import CheckRun, Issue, IssueComment, Label, SimpleUser, Status
-from ghbot.testing import FakeGitHub
+from ghbot.testing import FakeClock, FakeGitHub
 
 from .conftest import REPO
 
@@ -180,3 +180,23 @@ async def test_paginate_search_reads_items_beside_other_lists(
     titles = sorted([item.title async for item in found])
     assert titles == ["Another bug", "Found a bug"]
     assert len(fake.requests_to("/search/issues")) == 2
+
+
+async def test_typed_calls_ride_the_clients_retries_limits_and_pacing(
+    fake: FakeGitHub,
+    clock: FakeClock,
+    options: ClientOptions,
+    token_client: Callable[..., GitHub],
+) -> None:
+    fake.faults.add("/issues/1$", "server_error", count=1)
+    fake.faults.add("/issues/1/comments$", "secondary", retry_after=3, method="POST")
+    gh = token_client(options=options.replace(pace_writes=1.0))
+    issue = await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=1)
+    assert issue.number == 1 and len(fake.requests_to(f"/repos/{REPO}/issues/1")) == 2
+    first = await gh.rest.issues.create_comment(owner=OWNER, repo=NAME, issue_number=1, body="a")
+    second = await gh.rest.issues.create_comment(owner=OWNER, repo=NAME, issue_number=1, body="b")
+    assert (first.body, second.body) == ("a", "b")
+    assert len(fake.requests_to(f"/repos/{REPO}/issues/1/comments", "POST")) == 3
+    backoff, *waits = clock.sleeps
+    assert backoff < 1.0 and sum(waits[:2]) == 3.0, "the limit's 3 s were waited out"
+    assert waits[2:] == [1.0], "the second write was paced a second after the first"
