@@ -6445,8 +6445,8 @@ class ReactionRollup(Model):
 
     url: str = MISSING
     total_count: int = MISSING
-    n1: int = field(default=MISSING, name="+1")
-    n1_: int = field(default=MISSING, name="-1")
+    plus_one: int = field(default=MISSING, name="+1")
+    minus_one: int = field(default=MISSING, name="-1")
     laugh: int = MISSING
     confused: int = MISSING
     heart: int = MISSING
