@@ -53,10 +53,13 @@ async def test_get_update_and_label_an_issue(
     assert closed.state == "closed"
     sent = fake.requests_to(f"/repos/{REPO}/issues/1")[-1]
     assert sent.json == {"state": "closed"}, "arguments left out are not sent"
-    assert (
-        await gh.rest.issues.remove_label(owner=OWNER, repo=NAME, issue_number=1, name="bug")
-        is not None
+    await gh.rest.issues.add_labels(owner=OWNER, repo=NAME, issue_number=1, labels=["good 1st"])
+    left = await gh.rest.issues.remove_label(
+        owner=OWNER, repo=NAME, issue_number=1, name="good 1st"
     )
+    assert sorted(label.name for label in left) == ["bug", "triage"]
+    (sent,) = fake.requests_to(f"/repos/{REPO}/issues/1/labels/good 1st", "DELETE")
+    assert sent.url.endswith("/labels/good%201st"), "a path value is percent-encoded"
 
 
 async def test_paginate_yields_typed_items_following_links(
