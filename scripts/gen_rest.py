@@ -164,13 +164,18 @@ def generate(doc: dict[str, Any], digest: str) -> dict[str, str]:
         built = [Operation(spec, models, local, p, v, o) for p, v, o in ops]
         own = local.classes
         files[f"namespaces/{namespace}.py"] = namespace_module(namespace, built, own, models, head)
-    body = "\n\n\n".join(models.classes[k] for k in sorted(models.classes))
+    body = "\n\n\n".join(models.classes[k] for k in in_order(models.classes))
     files["models.py"] = MODELS_HEAD.format(header=head) + "\n" + body + "\n"
     files["root.py"] = root_module(sorted(grouped), head)
     files["namespaces/__init__.py"] = (
         f'"""One module per namespace of `GitHub.rest`.\n\n{head}"""\n'
     )
     return files
+
+
+def in_order(classes: dict[str, str]) -> list[str]:
+    """Class names by name, a subclass after every `Model` (its base is defined first)."""
+    return sorted(classes, key=lambda k: (not classes[k].startswith(f"class {k}(Model)"), k))
 
 
 def namespace_module(
@@ -182,7 +187,7 @@ def namespace_module(
         const, method = operation.source()
         consts.append(const)
         methods.append(method)
-    text = "\n\n\n".join(own[k] for k in sorted(own))
+    text = "\n\n\n".join(own[k] for k in in_order(own))
     text += "\n\n\n" + "\n".join(consts)
     text += (
         f'\n\n\nclass {cls}(Namespace):\n    """`rest.{namespace}`."""\n\n    __slots__ = ()\n\n'

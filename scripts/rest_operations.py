@@ -216,8 +216,11 @@ def param_type(spec: Spec, node: Any) -> str:
     optional = " | None" if nullable(schema) else ""
     for key in ("oneOf", "anyOf"):
         if key in schema:
-            kinds = {param_type(spec, v) for v in schema[key]}
-            return kinds.pop() if len(kinds) == 1 else "Any"
+            kinds = list(dict.fromkeys(param_type(spec, v) for v in schema[key]))
+            if "Any" in kinds:
+                return "Any"
+            union = " | ".join(kinds)
+            return union + optional if "None" not in union else union
     kind = schema.get("type")
     if kind == "string" and schema.get("enum") and all(isinstance(e, str) for e in schema["enum"]):
         return f"Literal[{', '.join(repr(e) for e in schema['enum'])}]{optional}"

@@ -141,6 +141,9 @@ class Models:
             parts = schema["allOf"]
             if len(parts) == 1:
                 return sink.type_of(parts[0], hint, sink)
+            extended = self._extension(schema, hint, sink)
+            if extended is not None:
+                return extended
             merged = self._merged(schema)
             return sink._declare(hint, merged, None) if merged.get("properties") else "Any"
         kind = schema.get("type")
@@ -202,8 +205,33 @@ class Models:
             required += part.get("required", [])
         return {"type": "object", "properties": props, "required": required}
 
+    def _extension(self, schema: dict[str, Any], hint: str, sink: Models) -> str | None:
+        """`allOf: [component, inline objects]` as a subclass of the component's struct.
+
+        So `issues.update`'s answer (an issue with `suggestions`) is an `Issue`.
+        """
+        first, *rest = schema["allOf"]
+        name = ref_name(first)
+        if name is None or any(ref_name(p) is not None for p in rest):
+            return None
+        base = self.type_of(first, hint, sink)
+        if base not in self.shared.component_class.values():
+            return None
+        own = self._merged(self.spec.resolve(first))["properties"]
+        extra = self._merged({"allOf": rest})
+        props = {k: v for k, v in extra.get("properties", {}).items() if k not in own}
+        if not props:
+            return base
+        added = {"type": "object", "properties": props, "required": extra.get("required", [])}
+        return sink._declare(hint, added, None, key=schema, base=base)
+
     def _declare(
-        self, hint: str, schema: dict[str, Any], component: str | None, key: Any = None
+        self,
+        hint: str,
+        schema: dict[str, Any],
+        component: str | None,
+        key: Any = None,
+        base: str = "Model",
     ) -> str:
         """Make a struct for `schema` once (by the identity of `key`, else of `schema`)."""
         key = schema if key is None else key
@@ -212,7 +240,7 @@ class Models:
         self.kept.append(key)  # alive, so that its id is never reused
         cls = self.declared[id(key)] = self._unique(hint)
         self.classes[cls] = ""
-        self.classes[cls] = self._struct(cls, schema, component)
+        self.classes[cls] = self._struct(cls, schema, component, base)
         return cls
 
     def _unique(self, name: str) -> str:
@@ -221,11 +249,14 @@ class Models:
             cls, n = f"{name}{n}", n + 1
         return cls
 
-    def _struct(self, cls: str, schema: dict[str, Any], component: str | None) -> str:
+    def _struct(
+        self, cls: str, schema: dict[str, Any], component: str | None, base: str = "Model"
+    ) -> str:
         required = set(schema.get("required", []))
-        lines = [f"class {cls}(Model):"]
+        lines = [f"class {cls}({base}):"]
         title = (schema.get("title") or "").strip().splitlines()
         doc = title[0] if title else (f"The `{component}` schema." if component else "")
+        doc = doc or (f"`{base}` and more." if base != "Model" else "")
         lines.append(f'    """{docline(doc or cls)}"""')
         fields = []
         names: set[str] = set()

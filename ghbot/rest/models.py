@@ -7374,17 +7374,6 @@ class SecretScanningScanHistory(Model):
     generic_secrets_backfill_scans: list[SecretScanningScan] | None = None
 
 
-class SecretScanningScanHistoryCustomPatternBackfillScansItem(Model):
-    """SecretScanningScanHistoryCustomPatternBackfillScansItem"""
-
-    type: str | None = None
-    status: str | None = None
-    completed_at: str | None = None
-    started_at: str | None = None
-    pattern_name: str | None = None
-    pattern_scope: str | None = None
-
-
 class SecurityAdvisoryEpss(Model):
     """The `security-advisory-epss` schema."""
 
@@ -8761,3 +8750,10 @@ class WorkflowUsageBillableWINDOWS(Model):
     """WorkflowUsageBillableWINDOWS"""
 
     total_ms: int | None = None
+
+
+class SecretScanningScanHistoryCustomPatternBackfillScansItem(SecretScanningScan):
+    """`SecretScanningScan` and more."""
+
+    pattern_name: str | None = None
+    pattern_scope: str | None = None

@@ -51,6 +51,7 @@ async def test_get_update_and_label_an_issue(
     assert sorted(label.name for label in labels) == ["bug", "triage"]
     closed = await gh.rest.issues.update(owner=OWNER, repo=NAME, issue_number=1, state="closed")
     assert closed.state == "closed"
+    assert isinstance(closed, Issue), "an issue with `suggestions` is still an Issue"
     sent = fake.requests_to(f"/repos/{REPO}/issues/1")[-1]
     assert sent.json == {"state": "closed"}, "arguments left out are not sent"
     await gh.rest.issues.add_labels(owner=OWNER, repo=NAME, issue_number=1, labels=["good 1st"])

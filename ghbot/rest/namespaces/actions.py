@@ -86,14 +86,6 @@ class ActionsGenerateRunnerJitconfigForOrg(Model):
     encoded_jit_config: str = MISSING
 
 
-class ActionsGetActionsCacheListPage(ActionsCacheList):
-    """A page of `actions/get-actions-cache-list`."""
-
-    def page_items(self) -> list[ActionsCacheListActionsCachesItem]:
-        """The items of this page (`actions_caches`)."""
-        return self.actions_caches or []
-
-
 class ActionsGetActionsCacheUsageByRepoForOrgResponse(Model):
     """ActionsGetActionsCacheUsageByRepoForOrgResponse"""
 
@@ -142,22 +134,6 @@ class ActionsListArtifactsForRepoResponse(Model):
     def page_items(self) -> list[Artifact]:
         """The items of this page (`artifacts`)."""
         return self.artifacts or []
-
-
-class ActionsListConcurrencyGroupsForRepositoryPage(ConcurrencyGroupList):
-    """A page of `actions/list-concurrency-groups-for-repository`."""
-
-    def page_items(self) -> list[ConcurrencyGroupListConcurrencyGroupsItem]:
-        """The items of this page (`concurrency_groups`)."""
-        return self.concurrency_groups or []
-
-
-class ActionsListConcurrencyGroupsForWorkflowRunPage(ConcurrencyGroupRunList):
-    """A page of `actions/list-concurrency-groups-for-workflow-run`."""
-
-    def page_items(self) -> list[ConcurrencyGroupRunListConcurrencyGroupsItem]:
-        """The items of this page (`concurrency_groups`)."""
-        return self.concurrency_groups or []
 
 
 class ActionsListCustomImageVersionsForOrg(Model):
@@ -454,6 +430,30 @@ class ActionsRemoveAllCustomLabelsFromSelfHostedRunnerForOrg(Model):
 
     total_count: int = MISSING
     labels: list[RunnerLabel] = MISSING
+
+
+class ActionsGetActionsCacheListPage(ActionsCacheList):
+    """A page of `actions/get-actions-cache-list`."""
+
+    def page_items(self) -> list[ActionsCacheListActionsCachesItem]:
+        """The items of this page (`actions_caches`)."""
+        return self.actions_caches or []
+
+
+class ActionsListConcurrencyGroupsForRepositoryPage(ConcurrencyGroupList):
+    """A page of `actions/list-concurrency-groups-for-repository`."""
+
+    def page_items(self) -> list[ConcurrencyGroupListConcurrencyGroupsItem]:
+        """The items of this page (`concurrency_groups`)."""
+        return self.concurrency_groups or []
+
+
+class ActionsListConcurrencyGroupsForWorkflowRunPage(ConcurrencyGroupRunList):
+    """A page of `actions/list-concurrency-groups-for-workflow-run`."""
+
+    def page_items(self) -> list[ConcurrencyGroupRunListConcurrencyGroupsItem]:
+        """The items of this page (`concurrency_groups`)."""
+        return self.concurrency_groups or []
 
 
 _ADD_CUSTOM_LABELS_TO_SELF_HOSTED_RUNNER_FOR_ORG = Op(
@@ -1919,7 +1919,7 @@ class ActionsApi(Namespace):
         visibility: Literal["all", "private", "selected"],
         encrypted_value: str | UnsetType = UNSET,
         key_id: str | UnsetType = UNSET,
-        selected_repository_ids: Sequence[Any] | UnsetType = UNSET,
+        selected_repository_ids: Sequence[int | str] | UnsetType = UNSET,
     ) -> dict[str, Any] | None:
         """Create or update an organization secret.
 
@@ -2023,7 +2023,7 @@ class ActionsApi(Namespace):
         *,
         owner: str,
         repo: str,
-        workflow_id: Any,
+        workflow_id: int | str,
         ref: str,
         inputs: Mapping[str, Any] | UnsetType = UNSET,
         return_run_details: bool | UnsetType = UNSET,
@@ -2207,7 +2207,7 @@ class ActionsApi(Namespace):
             _DISABLE_SELECTED_REPOSITORY_SELF_HOSTED_RUNNERS_ORGANIZATION, locals()
         )
 
-    async def disable_workflow(self, *, owner: str, repo: str, workflow_id: Any) -> None:
+    async def disable_workflow(self, *, owner: str, repo: str, workflow_id: int | str) -> None:
         """Disable a workflow.
 
         PUT /repos/{owner}/{repo}/actions/workflows/{workflow_id}/disable
@@ -2275,7 +2275,7 @@ class ActionsApi(Namespace):
             _ENABLE_SELECTED_REPOSITORY_SELF_HOSTED_RUNNERS_ORGANIZATION, locals()
         )
 
-    async def enable_workflow(self, *, owner: str, repo: str, workflow_id: Any) -> None:
+    async def enable_workflow(self, *, owner: str, repo: str, workflow_id: int | str) -> None:
         """Enable a workflow.
 
         PUT /repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable
@@ -2811,7 +2811,7 @@ class ActionsApi(Namespace):
         """
         return await self._send(_GET_SELF_HOSTED_RUNNERS_PERMISSIONS_ORGANIZATION, locals())
 
-    async def get_workflow(self, *, owner: str, repo: str, workflow_id: Any) -> Workflow:
+    async def get_workflow(self, *, owner: str, repo: str, workflow_id: int | str) -> Workflow:
         """Get a workflow.
 
         GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}
@@ -2865,7 +2865,9 @@ class ActionsApi(Namespace):
         """
         return await self._send(_GET_WORKFLOW_RUN_USAGE, locals())
 
-    async def get_workflow_usage(self, *, owner: str, repo: str, workflow_id: Any) -> WorkflowUsage:
+    async def get_workflow_usage(
+        self, *, owner: str, repo: str, workflow_id: int | str
+    ) -> WorkflowUsage:
         """Get workflow usage.
 
         GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/timing
@@ -3276,7 +3278,7 @@ class ActionsApi(Namespace):
         *,
         owner: str,
         repo: str,
-        workflow_id: Any,
+        workflow_id: int | str,
         actor: str | None = None,
         branch: str | None = None,
         event: str | None = None,

@@ -23,10 +23,9 @@ from ghbot.rest.models import (
     InstallationToken,
     Integration,
     IntegrationInstallationRequest,
-    LicenseSimple,
     MarketplaceListingPlan,
     MarketplacePurchase,
-    SimpleUser,
+    Repository,
     SimpleUserOrEnterprise,
     UserMarketplacePurchase,
     WebhookConfig,
@@ -79,134 +78,6 @@ class AppsListInstallationReposForAuthenticatedUserResponse(Model):
     ) -> list[AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItem]:
         """The items of this page (`repositories`)."""
         return self.repositories or []
-
-
-class AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItem(Model):
-    """AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItem"""
-
-    id: int = MISSING
-    node_id: str = MISSING
-    name: str = MISSING
-    full_name: str = MISSING
-    forks: int = MISSING
-    owner: SimpleUser = MISSING
-    private: bool = MISSING
-    html_url: str = MISSING
-    fork: bool = MISSING
-    url: str = MISSING
-    archive_url: str = MISSING
-    assignees_url: str = MISSING
-    blobs_url: str = MISSING
-    branches_url: str = MISSING
-    collaborators_url: str = MISSING
-    comments_url: str = MISSING
-    commits_url: str = MISSING
-    compare_url: str = MISSING
-    contents_url: str = MISSING
-    contributors_url: str = MISSING
-    deployments_url: str = MISSING
-    downloads_url: str = MISSING
-    events_url: str = MISSING
-    forks_url: str = MISSING
-    git_commits_url: str = MISSING
-    git_refs_url: str = MISSING
-    git_tags_url: str = MISSING
-    git_url: str = MISSING
-    issue_comment_url: str = MISSING
-    issue_events_url: str = MISSING
-    issues_url: str = MISSING
-    keys_url: str = MISSING
-    labels_url: str = MISSING
-    languages_url: str = MISSING
-    merges_url: str = MISSING
-    milestones_url: str = MISSING
-    notifications_url: str = MISSING
-    pulls_url: str = MISSING
-    releases_url: str = MISSING
-    ssh_url: str = MISSING
-    stargazers_url: str = MISSING
-    statuses_url: str = MISSING
-    subscribers_url: str = MISSING
-    subscription_url: str = MISSING
-    tags_url: str = MISSING
-    teams_url: str = MISSING
-    trees_url: str = MISSING
-    clone_url: str = MISSING
-    hooks_url: str = MISSING
-    svn_url: str = MISSING
-    forks_count: int = MISSING
-    stargazers_count: int = MISSING
-    watchers_count: int = MISSING
-    size: int = MISSING
-    default_branch: str = MISSING
-    open_issues_count: int = MISSING
-    has_issues: bool = MISSING
-    has_projects: bool = MISSING
-    has_wiki: bool = MISSING
-    has_pages: bool = MISSING
-    has_downloads: bool = MISSING
-    archived: bool = MISSING
-    disabled: bool = MISSING
-    open_issues: int = MISSING
-    watchers: int = MISSING
-    license: LicenseSimple | None = None
-    permissions: (
-        AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemPermissions | None
-    ) = None
-    description: str | None = None
-    mirror_url: str | None = None
-    homepage: str | None = None
-    language: str | None = None
-    is_template: bool | None = None
-    topics: list[str] | None = None
-    has_discussions: bool | None = None
-    has_pull_requests: bool | None = None
-    pull_request_creation_policy: str | None = None
-    visibility: str | None = None
-    pushed_at: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    allow_rebase_merge: bool | None = None
-    temp_clone_token: str | None = None
-    allow_squash_merge: bool | None = None
-    allow_auto_merge: bool | None = None
-    delete_branch_on_merge: bool | None = None
-    allow_update_branch: bool | None = None
-    use_squash_pr_title_as_default: bool | None = None
-    squash_merge_commit_title: str | None = None
-    squash_merge_commit_message: str | None = None
-    merge_commit_title: str | None = None
-    merge_commit_message: str | None = None
-    allow_merge_commit: bool | None = None
-    allow_forking: bool | None = None
-    web_commit_signoff_required: bool | None = None
-    master_branch: str | None = None
-    starred_at: str | None = None
-    anonymous_access_enabled: bool | None = None
-    code_search_index_status: (
-        AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemCodeSearchIndexStatus
-        | None
-    ) = None
-    custom_properties: dict[str, Any] | None = None
-
-
-class AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemCodeSearchIndexStatus(
-    Model
-):
-    """AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemCodeSearchIndexStatus"""
-
-    lexical_search_ok: bool | None = None
-    lexical_commit_sha: str | None = None
-
-
-class AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemPermissions(Model):
-    """AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemPermissions"""
-
-    admin: bool = MISSING
-    pull: bool = MISSING
-    push: bool = MISSING
-    triage: bool | None = None
-    maintain: bool | None = None
 
 
 class AppsListInstallationsForAuthenticatedUserResponse(Model):
@@ -353,112 +224,15 @@ class AppsListReposAccessibleToInstallationResponse(Model):
         return self.repositories or []
 
 
-class AppsListReposAccessibleToInstallationResponseRepositoriesItem(Model):
-    """AppsListReposAccessibleToInstallationResponseRepositoriesItem"""
+class AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItem(Repository):
+    """`Repository` and more."""
 
-    id: int = MISSING
-    node_id: str = MISSING
-    name: str = MISSING
-    full_name: str = MISSING
-    forks: int = MISSING
-    owner: SimpleUser = MISSING
-    private: bool = MISSING
-    html_url: str = MISSING
-    fork: bool = MISSING
-    url: str = MISSING
-    archive_url: str = MISSING
-    assignees_url: str = MISSING
-    blobs_url: str = MISSING
-    branches_url: str = MISSING
-    collaborators_url: str = MISSING
-    comments_url: str = MISSING
-    commits_url: str = MISSING
-    compare_url: str = MISSING
-    contents_url: str = MISSING
-    contributors_url: str = MISSING
-    deployments_url: str = MISSING
-    downloads_url: str = MISSING
-    events_url: str = MISSING
-    forks_url: str = MISSING
-    git_commits_url: str = MISSING
-    git_refs_url: str = MISSING
-    git_tags_url: str = MISSING
-    git_url: str = MISSING
-    issue_comment_url: str = MISSING
-    issue_events_url: str = MISSING
-    issues_url: str = MISSING
-    keys_url: str = MISSING
-    labels_url: str = MISSING
-    languages_url: str = MISSING
-    merges_url: str = MISSING
-    milestones_url: str = MISSING
-    notifications_url: str = MISSING
-    pulls_url: str = MISSING
-    releases_url: str = MISSING
-    ssh_url: str = MISSING
-    stargazers_url: str = MISSING
-    statuses_url: str = MISSING
-    subscribers_url: str = MISSING
-    subscription_url: str = MISSING
-    tags_url: str = MISSING
-    teams_url: str = MISSING
-    trees_url: str = MISSING
-    clone_url: str = MISSING
-    hooks_url: str = MISSING
-    svn_url: str = MISSING
-    forks_count: int = MISSING
-    stargazers_count: int = MISSING
-    watchers_count: int = MISSING
-    size: int = MISSING
-    default_branch: str = MISSING
-    open_issues_count: int = MISSING
-    has_issues: bool = MISSING
-    has_projects: bool = MISSING
-    has_wiki: bool = MISSING
-    has_pages: bool = MISSING
-    has_downloads: bool = MISSING
-    archived: bool = MISSING
-    disabled: bool = MISSING
-    open_issues: int = MISSING
-    watchers: int = MISSING
-    license: LicenseSimple | None = None
-    permissions: (
-        AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemPermissions | None
-    ) = None
-    description: str | None = None
-    mirror_url: str | None = None
-    homepage: str | None = None
-    language: str | None = None
-    is_template: bool | None = None
-    topics: list[str] | None = None
-    has_discussions: bool | None = None
-    has_pull_requests: bool | None = None
-    pull_request_creation_policy: str | None = None
-    visibility: str | None = None
-    pushed_at: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    allow_rebase_merge: bool | None = None
-    temp_clone_token: str | None = None
-    allow_squash_merge: bool | None = None
-    allow_auto_merge: bool | None = None
-    delete_branch_on_merge: bool | None = None
-    allow_update_branch: bool | None = None
-    use_squash_pr_title_as_default: bool | None = None
-    squash_merge_commit_title: str | None = None
-    squash_merge_commit_message: str | None = None
-    merge_commit_title: str | None = None
-    merge_commit_message: str | None = None
-    allow_merge_commit: bool | None = None
-    allow_forking: bool | None = None
-    web_commit_signoff_required: bool | None = None
-    master_branch: str | None = None
-    starred_at: str | None = None
-    anonymous_access_enabled: bool | None = None
-    code_search_index_status: (
-        AppsListInstallationReposForAuthenticatedUserResponseRepositoriesItemCodeSearchIndexStatus
-        | None
-    ) = None
+    custom_properties: dict[str, Any] | None = None
+
+
+class AppsListReposAccessibleToInstallationResponseRepositoriesItem(Repository):
+    """`Repository` and more."""
+
     custom_properties: dict[str, Any] | None = None
 
 
@@ -1046,7 +820,7 @@ class AppsApi(Namespace):
         url: str | UnsetType = UNSET,
         content_type: str | UnsetType = UNSET,
         secret: str | UnsetType = UNSET,
-        insecure_ssl: Any | UnsetType = UNSET,
+        insecure_ssl: str | float | UnsetType = UNSET,
     ) -> WebhookConfig:
         """Update a webhook configuration for an app.
 

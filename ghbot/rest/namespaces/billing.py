@@ -167,7 +167,10 @@ class BillingApi(Namespace):
         budget_scope: Literal["organization", "repository", "multi_user_customer", "user"]
         | UnsetType = UNSET,
         budget_entity_name: str | UnsetType = UNSET,
-        budget_type: Any | UnsetType = UNSET,
+        budget_type: Literal["BundlePricing"]
+        | Literal["ProductPricing"]
+        | Literal["SkuPricing"]
+        | UnsetType = UNSET,
         budget_product_sku: str | UnsetType = UNSET,
         user: str | UnsetType = UNSET,
     ) -> CreateBudget:
@@ -357,7 +360,10 @@ class BillingApi(Namespace):
         ]
         | UnsetType = UNSET,
         budget_entity_name: str | UnsetType = UNSET,
-        budget_type: Any | UnsetType = UNSET,
+        budget_type: Literal["BundlePricing"]
+        | Literal["ProductPricing"]
+        | Literal["SkuPricing"]
+        | UnsetType = UNSET,
         budget_product_sku: str | UnsetType = UNSET,
         user: str | UnsetType = UNSET,
     ) -> UpdateBudget:

@@ -638,7 +638,7 @@ class CodespacesApi(Namespace):
         secret_name: str,
         key_id: str,
         encrypted_value: str | UnsetType = UNSET,
-        selected_repository_ids: Sequence[Any] | UnsetType = UNSET,
+        selected_repository_ids: Sequence[int | str] | UnsetType = UNSET,
     ) -> dict[str, Any] | None:
         """Create or update a secret for the authenticated user.
 

@@ -332,7 +332,7 @@ class DependabotApi(Namespace):
         visibility: Literal["all", "private", "selected"],
         encrypted_value: str | UnsetType = UNSET,
         key_id: str | UnsetType = UNSET,
-        selected_repository_ids: Sequence[Any] | UnsetType = UNSET,
+        selected_repository_ids: Sequence[str | int] | UnsetType = UNSET,
     ) -> dict[str, Any] | None:
         """Create or update an organization secret.
 
@@ -423,7 +423,7 @@ class DependabotApi(Namespace):
         ecosystem: str | None = None,
         package: str | None = None,
         epss_percentage: str | None = None,
-        has: Any | None = None,
+        has: str | Sequence[Literal["patch"]] | None = None,
         assignee: str | None = None,
         scope: Literal["development", "runtime"] | None = None,
         relationship: str | None = None,
@@ -452,7 +452,7 @@ class DependabotApi(Namespace):
         epss_percentage: str | None = None,
         artifact_registry_url: str | None = None,
         artifact_registry: str | None = None,
-        has: Any | None = None,
+        has: str | Sequence[Literal["patch", "deployment"]] | None = None,
         assignee: str | None = None,
         runtime_risk: str | None = None,
         scope: Literal["development", "runtime"] | None = None,
@@ -482,7 +482,7 @@ class DependabotApi(Namespace):
         package: str | None = None,
         manifest: str | None = None,
         epss_percentage: str | None = None,
-        has: Any | None = None,
+        has: str | Sequence[Literal["patch"]] | None = None,
         assignee: str | None = None,
         scope: Literal["development", "runtime"] | None = None,
         relationship: str | None = None,

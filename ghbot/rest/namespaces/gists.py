@@ -128,7 +128,7 @@ class GistsApi(Namespace):
         *,
         files: Mapping[str, Any],
         description: str | UnsetType = UNSET,
-        public: Any | UnsetType = UNSET,
+        public: bool | Literal["true", "false"] | UnsetType = UNSET,
     ) -> GistSimple:
         """Create a gist.
 

@@ -16,79 +16,17 @@ from msgspec import UNSET, UnsetType, field
 
 from ghbot.rest.operation import MISSING, Model, Namespace, Op
 from ghbot.rest.models import (
-    Integration,
     Issue,
     IssueComment,
-    IssueDependenciesSummary,
     IssueEvent,
     IssueEventForIssue,
     IssueFieldValue,
     IssueSuggestion,
-    IssueType,
     Label,
     Milestone,
-    ReactionRollup,
-    Repository,
     SimpleUser,
-    SubIssuesSummary,
     TimelineIssueEvents,
 )
-
-
-class IssuesUpdate(Model):
-    """IssuesUpdate"""
-
-    id: int = MISSING
-    node_id: str = MISSING
-    url: str = MISSING
-    repository_url: str = MISSING
-    labels_url: str = MISSING
-    comments_url: str = MISSING
-    events_url: str = MISSING
-    html_url: str = MISSING
-    number: int = MISSING
-    state: str = MISSING
-    title: str = MISSING
-    labels: list[Any] = MISSING
-    locked: bool = MISSING
-    comments: int = MISSING
-    created_at: str = MISSING
-    updated_at: str = MISSING
-    state_reason: str | None = None
-    body: str | None = None
-    user: SimpleUser | None = None
-    assignee: SimpleUser | None = None
-    assignees: list[SimpleUser] | None = None
-    milestone: Milestone | None = None
-    active_lock_reason: str | None = None
-    pull_request: IssuesUpdatePullRequest | None = None
-    closed_at: str | None = None
-    draft: bool | None = None
-    closed_by: SimpleUser | None = None
-    body_html: str | None = None
-    body_text: str | None = None
-    timeline_url: str | None = None
-    type: IssueType | None = None
-    repository: Repository | None = None
-    performed_via_github_app: Integration | None = None
-    author_association: str | None = None
-    reactions: ReactionRollup | None = None
-    sub_issues_summary: SubIssuesSummary | None = None
-    parent_issue_url: str | None = None
-    pinned_comment: IssueComment | None = None
-    issue_dependencies_summary: IssueDependenciesSummary | None = None
-    issue_field_values: list[IssueFieldValue] | None = None
-    suggestions: IssuesUpdateSuggestions | None = None
-
-
-class IssuesUpdatePullRequest(Model):
-    """IssuesUpdatePullRequest"""
-
-    merged_at: str | None = None
-    diff_url: str | None = None
-    html_url: str | None = None
-    patch_url: str | None = None
-    url: str | None = None
 
 
 class IssuesUpdateSuggestions(Model):
@@ -157,6 +95,12 @@ class IssuesUpdateSuggestionsTypeItem(Model):
     confidence: str | None = None
     ignored: bool | None = None
     ignored_reason: str | None = None
+
+
+class IssuesUpdate(Issue):
+    """`Issue` and more."""
+
+    suggestions: IssuesUpdateSuggestions | None = None
 
 
 _ADD_ASSIGNEES = Op(
@@ -627,7 +571,7 @@ class IssuesApi(Namespace):
         owner: str,
         repo: str,
         issue_number: int,
-        assignees: Sequence[Any] | UnsetType = UNSET,
+        assignees: Sequence[str | Mapping[str, Any]] | UnsetType = UNSET,
     ) -> Issue:
         """Add assignees to an issue.
 
@@ -662,7 +606,12 @@ class IssuesApi(Namespace):
         return await self._send(_ADD_ISSUE_FIELD_VALUES, locals())
 
     async def add_labels(
-        self, *, owner: str, repo: str, issue_number: int, labels: Sequence[Any] | UnsetType = UNSET
+        self,
+        *,
+        owner: str,
+        repo: str,
+        issue_number: int,
+        labels: Sequence[str | Mapping[str, Any]] | UnsetType = UNSET,
     ) -> list[Label]:
         """Add labels to an issue.
 
@@ -720,11 +669,11 @@ class IssuesApi(Namespace):
         *,
         owner: str,
         repo: str,
-        title: Any,
+        title: str | int,
         body: str | UnsetType = UNSET,
         assignee: str | None | UnsetType = UNSET,
-        milestone: Any | UnsetType = UNSET,
-        labels: Sequence[Any] | UnsetType = UNSET,
+        milestone: str | int | None | UnsetType = UNSET,
+        labels: Sequence[str | Mapping[str, Any]] | UnsetType = UNSET,
         assignees: Sequence[str] | UnsetType = UNSET,
         issue_field_values: Sequence[Mapping[str, Any]] | UnsetType = UNSET,
         type: str | None | UnsetType = UNSET,
@@ -1332,7 +1281,7 @@ class IssuesApi(Namespace):
         owner: str,
         repo: str,
         issue_number: int,
-        title: Any | UnsetType = UNSET,
+        title: str | int | None | UnsetType = UNSET,
         body: str | None | UnsetType = UNSET,
         assignee: str | None | UnsetType = UNSET,
         state: Literal["open", "closed"] | UnsetType = UNSET,
@@ -1340,11 +1289,11 @@ class IssuesApi(Namespace):
         | None
         | UnsetType = UNSET,
         duplicate_issue_id: int | UnsetType = UNSET,
-        milestone: Any | UnsetType = UNSET,
-        labels: Sequence[Any] | UnsetType = UNSET,
-        assignees: Sequence[Any] | UnsetType = UNSET,
+        milestone: str | int | None | UnsetType = UNSET,
+        labels: Sequence[str | Mapping[str, Any]] | UnsetType = UNSET,
+        assignees: Sequence[str | Mapping[str, Any]] | UnsetType = UNSET,
         issue_field_values: Sequence[Mapping[str, Any]] | UnsetType = UNSET,
-        type: Any | UnsetType = UNSET,
+        type: str | Mapping[str, Any] | None | UnsetType = UNSET,
     ) -> IssuesUpdate:
         """Update an issue.
 

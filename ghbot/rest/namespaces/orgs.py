@@ -1168,7 +1168,7 @@ class OrgsApi(Namespace):
         custom_property_name: str,
         value_type: Literal["string", "single_select", "multi_select", "true_false", "url"],
         required: bool | UnsetType = UNSET,
-        default_value: Any | UnsetType = UNSET,
+        default_value: str | Sequence[str] | None | UnsetType = UNSET,
         description: str | None | UnsetType = UNSET,
         allowed_values: Sequence[str] | None | UnsetType = UNSET,
         values_editable_by: Literal["org_actors", "org_and_repo_actors"] | None | UnsetType = UNSET,
@@ -2154,7 +2154,7 @@ class OrgsApi(Namespace):
         url: str | UnsetType = UNSET,
         content_type: str | UnsetType = UNSET,
         secret: str | UnsetType = UNSET,
-        insecure_ssl: Any | UnsetType = UNSET,
+        insecure_ssl: str | float | UnsetType = UNSET,
     ) -> WebhookConfig:
         """Update a webhook configuration for an organization.
 

@@ -322,7 +322,7 @@ class ProjectsApi(Namespace):
         layout: Literal["table", "board", "roadmap"],
         filter: str | UnsetType = UNSET,
         visible_fields: Sequence[int] | UnsetType = UNSET,
-        sort_by: Sequence[Sequence[Any]] | UnsetType = UNSET,
+        sort_by: Sequence[Sequence[int | str]] | UnsetType = UNSET,
         group_by: Sequence[int] | UnsetType = UNSET,
         vertical_group_by: Sequence[int] | UnsetType = UNSET,
     ) -> ProjectsV2View:
@@ -342,7 +342,7 @@ class ProjectsApi(Namespace):
         layout: Literal["table", "board", "roadmap"],
         filter: str | UnsetType = UNSET,
         visible_fields: Sequence[int] | UnsetType = UNSET,
-        sort_by: Sequence[Sequence[Any]] | UnsetType = UNSET,
+        sort_by: Sequence[Sequence[int | str]] | UnsetType = UNSET,
         group_by: Sequence[int] | UnsetType = UNSET,
         vertical_group_by: Sequence[int] | UnsetType = UNSET,
     ) -> ProjectsV2View:
@@ -408,7 +408,12 @@ class ProjectsApi(Namespace):
         return await self._send(_GET_FOR_USER, locals())
 
     async def get_org_item(
-        self, *, project_number: int, org: str, item_id: int, fields: Any | None = None
+        self,
+        *,
+        project_number: int,
+        org: str,
+        item_id: int,
+        fields: str | Sequence[str] | None = None,
     ) -> ProjectsV2ItemWithContent:
         """Get an item for an organization owned project.
 
@@ -418,7 +423,12 @@ class ProjectsApi(Namespace):
         return await self._send(_GET_ORG_ITEM, locals())
 
     async def get_user_item(
-        self, *, project_number: int, username: str, item_id: int, fields: Any | None = None
+        self,
+        *,
+        project_number: int,
+        username: str,
+        item_id: int,
+        fields: str | Sequence[str] | None = None,
     ) -> ProjectsV2ItemWithContent:
         """Get an item for a user owned project.
 
@@ -497,7 +507,7 @@ class ProjectsApi(Namespace):
         project_number: int,
         org: str,
         q: str | None = None,
-        fields: Any | None = None,
+        fields: str | Sequence[str] | None = None,
         before: str | None = None,
         after: str | None = None,
         per_page: int | None = None,
@@ -518,7 +528,7 @@ class ProjectsApi(Namespace):
         after: str | None = None,
         per_page: int | None = None,
         q: str | None = None,
-        fields: Any | None = None,
+        fields: str | Sequence[str] | None = None,
     ) -> list[ProjectsV2ItemWithContent]:
         """List items for a user owned project.
 
@@ -533,7 +543,7 @@ class ProjectsApi(Namespace):
         project_number: int,
         org: str,
         view_number: int,
-        fields: Any | None = None,
+        fields: str | Sequence[str] | None = None,
         before: str | None = None,
         after: str | None = None,
         per_page: int | None = None,
@@ -551,7 +561,7 @@ class ProjectsApi(Namespace):
         project_number: int,
         username: str,
         view_number: int,
-        fields: Any | None = None,
+        fields: str | Sequence[str] | None = None,
         before: str | None = None,
         after: str | None = None,
         per_page: int | None = None,

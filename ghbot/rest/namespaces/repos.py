@@ -125,22 +125,6 @@ class ReposGetAllEnvironmentsResponse(Model):
         return self.environments or []
 
 
-class ReposGetAllTopicsPage(Topic):
-    """A page of `repos/get-all-topics`."""
-
-    def page_items(self) -> list[str]:
-        """The items of this page (`names`)."""
-        return self.names or []
-
-
-class ReposGetCombinedStatusForRefPage(CombinedCommitStatus):
-    """A page of `repos/get-combined-status-for-ref`."""
-
-    def page_items(self) -> list[SimpleCommitStatus]:
-        """The items of this page (`statuses`)."""
-        return self.statuses or []
-
-
 class ReposListAttestationsResponse(Model):
     """ReposListAttestationsResponse"""
 
@@ -190,6 +174,22 @@ class ReposListDeploymentBranchPoliciesResponse(Model):
     def page_items(self) -> list[DeploymentBranchPolicy]:
         """The items of this page (`branch_policies`)."""
         return self.branch_policies or []
+
+
+class ReposGetAllTopicsPage(Topic):
+    """A page of `repos/get-all-topics`."""
+
+    def page_items(self) -> list[str]:
+        """The items of this page (`names`)."""
+        return self.names or []
+
+
+class ReposGetCombinedStatusForRefPage(CombinedCommitStatus):
+    """A page of `repos/get-combined-status-for-ref`."""
+
+    def page_items(self) -> list[SimpleCommitStatus]:
+        """The items of this page (`statuses`)."""
+        return self.statuses or []
 
 
 _ACCEPT_INVITATION_FOR_AUTHENTICATED_USER = Op(
@@ -1723,7 +1723,7 @@ class ReposApi(Namespace):
         return await self._send(_ADD_USER_ACCESS_RESTRICTIONS, locals())
 
     async def cancel_pages_deployment(
-        self, *, owner: str, repo: str, pages_deployment_id: Any
+        self, *, owner: str, repo: str, pages_deployment_id: int | str
     ) -> None:
         """Cancel a GitHub Pages deployment.
 
@@ -1916,7 +1916,7 @@ class ReposApi(Namespace):
         task: str | UnsetType = UNSET,
         auto_merge: bool | UnsetType = UNSET,
         required_contexts: Sequence[str] | UnsetType = UNSET,
-        payload: Any | UnsetType = UNSET,
+        payload: Mapping[str, Any] | str | UnsetType = UNSET,
         environment: str | UnsetType = UNSET,
         description: str | None | UnsetType = UNSET,
         transient_environment: bool | UnsetType = UNSET,
@@ -2942,7 +2942,7 @@ class ReposApi(Namespace):
         return await self._send(_GET_PAGES_BUILD, locals())
 
     async def get_pages_deployment(
-        self, *, owner: str, repo: str, pages_deployment_id: Any
+        self, *, owner: str, repo: str, pages_deployment_id: int | str
     ) -> PagesDeploymentStatus:
         """Get the status of a GitHub Pages deployment.
 
@@ -3951,7 +3951,9 @@ class ReposApi(Namespace):
         cname: str | None | UnsetType = UNSET,
         https_enforced: bool | UnsetType = UNSET,
         build_type: Literal["legacy", "workflow"] | UnsetType = UNSET,
-        source: Any | UnsetType = UNSET,
+        source: Literal["gh-pages", "master", "master /docs"]
+        | Mapping[str, Any]
+        | UnsetType = UNSET,
     ) -> None:
         """Update information about a GitHub Pages site.
 
@@ -4118,7 +4120,7 @@ class ReposApi(Namespace):
         url: str | UnsetType = UNSET,
         content_type: str | UnsetType = UNSET,
         secret: str | UnsetType = UNSET,
-        insecure_ssl: Any | UnsetType = UNSET,
+        insecure_ssl: str | float | UnsetType = UNSET,
     ) -> WebhookConfig:
         """Update a webhook configuration for a repository.
 

@@ -240,9 +240,9 @@ class SecurityAdvisoriesApi(Namespace):
         ]
         | None = None,
         severity: Literal["unknown", "low", "medium", "high", "critical"] | None = None,
-        cwes: Any | None = None,
+        cwes: str | Sequence[str] | None = None,
         is_withdrawn: bool | None = None,
-        affects: Any | None = None,
+        affects: str | Sequence[str] | None = None,
         published: str | None = None,
         updated: str | None = None,
         modified: str | None = None,
