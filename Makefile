@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict ghbot actors
+	$(BIN)/mypy --strict ghbot actors examples
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not cluster" -q

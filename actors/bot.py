@@ -26,12 +26,16 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from types import UnionType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
 from ghbot.errors import UsageError
 from ghbot.events import Envelope, Event, check_name
+
+if TYPE_CHECKING:
+    from actors.quota import Quota
+    from ghbot.client.github import GitHub
 
 __all__ = [
     "Handler",
@@ -195,8 +199,8 @@ class InstallationActor:
 
     # Set by the runtime before any handler runs.
     installation_id: int
-    github: Any
-    quota: Any
+    github: GitHub
+    quota: Quota
     state: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -327,8 +327,9 @@ class ShardCore:
         bot = self.bot_class()
         bot.installation_id = installation_id
         github = None if scratch else self._github_for(installation_id)
-        bot.github = github
-        bot.quota = Quota(github) if github is not None else None
+        if github is not None:  # else no handler runs, or `_without_installation` says why
+            bot.github = github
+            bot.quota = Quota(github)
         vshard = self._vshard(installation_id)
         epoch = self.epochs.get(vshard)
 
@@ -465,7 +466,7 @@ class ShardCore:
             "active": len(self.hosts),
             "busy": sum(host.busy for host in self.hosts.values()),
             "open_breakers": sum(
-                1 for host in self.hosts.values() if self._breaker_wait(host.bot.github) > 0
+                1 for host in self.hosts.values() if self._breaker_wait(getattr(host.bot, "github", None)) > 0
             ),
             "vshards": list(self.vshards),
             "epochs": dict(self.epochs),
@@ -478,5 +479,5 @@ def _settled(host: InstallationHost) -> bool:
     Pacing and a secondary-limit pause live in the client: a host passivated a moment
     after a write would come back with a new client that could write too soon.
     """
-    github = host.bot.github
+    github = getattr(host.bot, "github", None)  # absent for a shard without clients
     return not isinstance(github, GitHub) or github.settled

@@ -221,7 +221,7 @@ def main() -> int:
         dead = dead_letters()
     finally:
         print("Stopping Serve and Ray ...")
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         kill_actors()
         ray.shutdown()
 

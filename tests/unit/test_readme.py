@@ -1,0 +1,41 @@
+"""The README's first sample: a bot that passes `mypy --strict` and registers its handler."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_sample() -> str:
+    """Return the first Python block under the README's "Writing a bot"."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Writing a bot", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_the_first_sample_passes_mypy_strict(tmp_path: Path) -> None:
+    sample = tmp_path / "readme_bot.py"
+    sample.write_text(first_sample())
+    binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if binary is None:
+        pytest.skip("mypy is not installed")
+    argv = [binary, "--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run([*argv, str(sample)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "getattr" not in sample.read_text() and "cast(" not in sample.read_text()
+
+
+def test_the_first_sample_defines_a_bot_with_its_handler() -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(first_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    bot = namespace["Greeter"]
+    assert bot.handlers_for("issues.opened", "issues") == ("welcome",)  # type: ignore[attr-defined]
