@@ -78,6 +78,9 @@ class Operation:
                 self.content_type += "; charset=utf-8"  # a str argument is sent as UTF-8
             kind = "bytes" if "octet" in self.content_type else "str"
             self._whole(kind, bool(body.get("required")))
+            if "content_type" not in self.taken:  # a release asset is sent as its own type
+                self.taken.add("content_type")
+                self.args.append((1, f"content_type: str = {self.content_type!r}"))
             return
         schema = self.spec.resolve(content["application/json"].get("schema", {}))
         for variant in schema.get("oneOf", []):

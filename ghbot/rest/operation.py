@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MISSING", "Model", "Namespace", "Op", "Paged", "RestBase"]
 
+#: Where github.com takes uploads (release assets).
+UPLOADS = "https://uploads.github.com"
 P = ParamSpec("P")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -202,11 +204,28 @@ class Namespace:
                 json = body
             else:
                 raw = body
-                headers = {**(headers or {}), "Content-Type": op.content_type}
+                content_type = args.get("content_type") or op.content_type
+                headers = {**(headers or {}), "Content-Type": content_type}
+        url = at_base(op.url(args), self._github.base_url)
         response = await self._github.request(
-            op.method, op.url(args), params=op.query(args), json=json, body=raw, headers=headers
+            op.method, url, params=op.query(args), json=json, body=raw, headers=headers
         )
         return op.decode(response)
+
+
+def at_base(url: str, base_url: str) -> str:
+    """Send an upload where the client's GitHub takes it.
+
+    The description's uploads origin is github.com's; GitHub Enterprise Server takes
+    uploads at `https://HOST/api/uploads`, and any other base (a fake) at itself.
+    https://docs.github.com/en/rest/releases/assets#upload-a-release-asset
+    """
+    if not url.startswith(UPLOADS) or base_url == "https://api.github.com":
+        return url
+    rest = url.removeprefix(UPLOADS)
+    if base_url.endswith("/api/v3"):
+        return base_url.removesuffix("/v3") + "/uploads" + rest
+    return base_url + rest
 
 
 #: Namespace classes already imported, by module name.

@@ -28,8 +28,6 @@ NOT_COVERED = {
     "described (git/list-matching-refs took its place)",
     "GET /repos/octokit-fixture-org/hello-world/contents/README.md": "asks for the raw "
     "media type, which the typed method does not (use request() for it)",
-    "POST /repos/octokit-fixture-org/release-assets/releases/1000/assets": "the typed "
-    "method sends it to uploads.github.com, as described, not to the replay server",
 }
 #: Projects (classic) are gone from GitHub's API and from its description.
 CLASSIC_PROJECTS = "/projects/columns/"
@@ -41,8 +39,9 @@ def _operations() -> list[tuple[str, str, Op, re.Pattern[str]]]:
     for namespace in NAMESPACES:
         module = importlib.import_module(f"ghbot.rest.namespaces.{namespace}")
         for name, op in vars(module).items():
-            if isinstance(op, Op) and not op.path.startswith("http"):
-                pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]*)", re.escape(op.path))
+            if isinstance(op, Op):
+                path = re.sub(r"^https://[^/]+", "", op.path)  # uploads: sent to the base
+                pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]*)", re.escape(path))
                 found.append((namespace, name[1:].lower(), op, re.compile(pattern + "$")))
     # A template with fewer parameters is the more specific match.
     return sorted(found, key=lambda f: f[2].path.count("{"))
@@ -87,7 +86,9 @@ def _arguments(op: Op, exchange: dict[str, Any], in_path: dict[str, str]) -> dic
         args[from_wire.get(wire, wire)] = value
     body = exchange.get("body", "")
     if op.whole_body and body not in ("", None):
-        args[op.in_body[0]] = body
+        bytes_wanted = "octet" in (op.content_type or "")
+        args[op.in_body[0]] = body.encode() if bytes_wanted else body
+        args["content_type"] = exchange["reqheaders"]["content-type"]
     elif isinstance(body, dict):
         args.update({from_wire.get(k, k): v for k, v in body.items()})
     return args

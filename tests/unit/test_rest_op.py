@@ -13,7 +13,7 @@ from ghbot.rest.models import Label
 from ghbot.rest.namespaces.git import _UPDATE_REF
 from ghbot.rest.namespaces.issues import _LIST_FOR_REPO, _UPDATE
 from ghbot.rest.namespaces.search import _CODE
-from ghbot.rest.operation import Op
+from ghbot.rest.operation import Op, at_base
 
 UNSET = msgspec.UNSET
 
@@ -63,3 +63,15 @@ def test_an_answer_that_does_not_fit_raises_with_its_data() -> None:
     with pytest.raises(GitHubError, match="does not fit") as caught:
         op.decode(_answer([{"id": "one"}]))
     assert caught.value.data == [{"id": "one"}] and caught.value.status == 200
+
+
+def test_uploads_go_where_the_clients_github_takes_them() -> None:
+    path = "https://uploads.github.com/repos/o/r/releases/1/assets"
+    assert at_base(path, "https://api.github.com") == path
+    ghes = "https://ghe.example.com/api/uploads/repos/o/r/releases/1/assets"
+    assert at_base(path, "https://ghe.example.com/api/v3") == ghes
+    assert (
+        at_base(path, "http://127.0.0.1:8080")
+        == "http://127.0.0.1:8080/repos/o/r/releases/1/assets"
+    )
+    assert at_base("/repos/o/r", "https://ghe.example.com/api/v3") == "/repos/o/r"

@@ -50,7 +50,9 @@ class MarkdownApi(Namespace):
         """
         return await self._send(_RENDER, locals())
 
-    async def render_raw(self, *, data: str | UnsetType = UNSET) -> str:
+    async def render_raw(
+        self, *, data: str | UnsetType = UNSET, content_type: str = "text/plain; charset=utf-8"
+    ) -> str:
         """Render a Markdown document in raw mode.
 
         POST /markdown/raw

@@ -4138,6 +4138,7 @@ class ReposApi(Namespace):
         name: str,
         label: str | None = None,
         data: bytes | UnsetType = UNSET,
+        content_type: str = "application/octet-stream",
     ) -> ReleaseAsset:
         """Upload a release asset.
 
