@@ -47,6 +47,8 @@ class RepoRoutes:
         add("DELETE", f"{R}/issues/{{number}}/labels/{{name}}", self.remove_label)
         add("GET", f"{R}/pulls", self.list_pulls)
         add("GET", f"{R}/pulls/{{number}}", self.get_pull)
+        add("GET", f"{R}/pulls/{{number}}/reviews", self.list_reviews)
+        add("POST", f"{R}/pulls/{{number}}/reviews", self.create_review)
         add("POST", f"{R}/check-runs", self.create_check_run)
         add("GET", f"{R}/check-runs/{{check_run_id}}", self.get_check_run)
         add("PATCH", f"{R}/check-runs/{{check_run_id}}", self.update_check_run)
@@ -233,6 +235,35 @@ class RepoRoutes:
         number = ctx.int_param("number")
         pull = repo.pulls.get(number) if number is not None else None
         return Reply(pull) if pull is not None else error(404, "Not Found")
+
+    def _pull(self, ctx: Ctx) -> tuple[Repo, dict[str, Any]] | Reply:
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        number = ctx.int_param("number")
+        pull = repo.pulls.get(number) if number is not None else None
+        return (repo, pull) if pull is not None else error(404, "Not Found")
+
+    def create_review(self, ctx: Ctx) -> Reply:
+        """A review; `REQUEST_CHANGES` and `COMMENT` need a body, as on GitHub."""
+        found = self._pull(ctx)
+        if isinstance(found, Reply):
+            return found
+        repo, pull = found
+        body = ctx.body()
+        event = body.get("event")
+        if event not in (None, "APPROVE", "REQUEST_CHANGES", "COMMENT"):
+            return error(422, "Unprocessable Entity", errors=[f"Unknown event {event!r}"])
+        if event in ("REQUEST_CHANGES", "COMMENT") and not body.get("body"):
+            return error(422, "Unprocessable Entity", errors=["Review Can't be blank"])
+        return Reply(self.store.make_review(repo, pull, body))
+
+    def list_reviews(self, ctx: Ctx) -> Reply:
+        found = self._pull(ctx)
+        if isinstance(found, Reply):
+            return found
+        repo, pull = found
+        return paged(ctx, repo.reviews.get(pull["number"], []))
 
     # --- checks and statuses ----------------------------------------------------------
 

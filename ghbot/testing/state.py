@@ -45,6 +45,8 @@ class Repo:
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    #: Each pull request's reviews, by its number, in creation order.
+    reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     next_number: int = 1
 
     @property
@@ -284,6 +286,33 @@ class Store:
         }
         repo.check_runs[run_id] = run
         return run
+
+    def make_review(
+        self, repo: Repo, pull: dict[str, Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a review of `pull`: submitted for an `event`, else pending."""
+        review_id = self.new_id()
+        event = fields.get("event")
+        state = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED"}.get(
+            event or "", "COMMENTED" if event == "COMMENT" else "PENDING"
+        )
+        url = f"{self.base}/repos/{repo.full_name}/pulls/{pull['number']}"
+        html = f"https://github.com/{repo.full_name}/pull/{pull['number']}"
+        review = {
+            "id": review_id,
+            "node_id": f"PRR_{review_id}",
+            "user": self.bot,
+            "body": fields.get("body") or "",
+            "state": state,
+            "html_url": f"{html}#pullrequestreview-{review_id}",
+            "pull_request_url": url,
+            "_links": {"html": {"href": html}, "pull_request": {"href": url}},
+            "submitted_at": None if state == "PENDING" else iso(self.clock()),
+            "commit_id": fields.get("commit_id") or pull["head"]["sha"],
+            "author_association": "NONE",
+        }
+        repo.reviews.setdefault(pull["number"], []).append(review)
+        return review
 
     def make_status(self, repo: Repo, sha: str, fields: dict[str, Any]) -> dict[str, Any]:
         status_id = self.new_id()
