@@ -192,9 +192,11 @@ class Namespace:
     def __init__(self, github: GitHub) -> None:
         self._github = github
 
-    async def _send(self, op: Op, args: dict[str, Any]) -> Any:
-        """Send `op` with a method's arguments (its `locals()`) and decode the answer."""
-        args.pop("self", None)
+    async def _send(self, op: Op, args: Mapping[str, Any]) -> Any:
+        """Send `op` with a method's arguments (its `locals()`, read, never changed).
+
+        Returns the answer decoded to `op.returns`; raises what `GitHub.request` raises.
+        """
         body = op.body(args)
         json: Any = None
         raw: Any = None
