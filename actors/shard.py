@@ -466,7 +466,9 @@ class ShardCore:
             "active": len(self.hosts),
             "busy": sum(host.busy for host in self.hosts.values()),
             "open_breakers": sum(
-                1 for host in self.hosts.values() if self._breaker_wait(getattr(host.bot, "github", None)) > 0
+                1
+                for host in self.hosts.values()
+                if self._breaker_wait(getattr(host.bot, "github", None)) > 0
             ),
             "vshards": list(self.vshards),
             "epochs": dict(self.epochs),
