@@ -23,16 +23,16 @@ import json
 import platform
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ghbot.auth import AppAuth
 from ghbot.events import parse
+from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import parse_delivery, sign, verify
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 SECRET = "benchmark-secret"
 
 

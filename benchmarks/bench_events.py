@@ -42,11 +42,11 @@ import json
 import sys
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 
 from ghbot.events import decode_envelope, parse
+from ghbot.testing.payloads import EXAMPLES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 PAYLOADS = (
     "issues.opened",
     "pull_request.opened",

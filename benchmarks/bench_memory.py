@@ -25,9 +25,10 @@ from actors.settings import RuntimeSettings
 from actors.shard import vshard_of
 from ghbot.config import Settings
 from ghbot.testing import app_key_pair
+from ghbot.testing.payloads import EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
-PUSH = json.loads((ROOT / "tests" / "fixtures" / "webhooks" / "push.json").read_text())
+PUSH = json.loads((EXAMPLES / "push.json").read_text())
 
 
 def delivery(installation: int, vshards: int) -> Inbound:

@@ -24,9 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ghbot.testing import FakeGitHub
+from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
 
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webhooks"
+FIXTURE = EXAMPLES
 
 
 def percentile(values: list[float], q: float) -> float:

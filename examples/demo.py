@@ -31,10 +31,11 @@ from pathlib import Path
 import aiohttp
 
 from ghbot.testing import FakeGitHub, FakeGitHubThread, app_key_pair
+from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 DATA = ROOT / "data" / "demo"
 SECRET = "demo-webhook-secret"  # noqa: S105 - the demo's own, not a real secret
 APP_ID = 4242

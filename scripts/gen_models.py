@@ -64,7 +64,7 @@ Schema = dict[str, Any]
 Alt = tuple[str, Any]  # (kind, detail): kinds are def, obj, dict, arr, prim, null, any
 
 # (struct, JSON key) pairs the description requires but GitHub's published example
-# payloads (tests/fixtures/webhooks, from @octokit/webhooks-examples) leave out or
+# payloads (ghbot/testing/examples, from @octokit/webhooks-examples) leave out or
 # send as null: optional here, so that those payloads decode.
 # The examples are older than the description's newest fields (`immutable`, `draft`);
 # GitHub adds fields without resending old deliveries, so a new field must not be

@@ -23,10 +23,11 @@ import pytest
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.testing import FakeGitHub
+from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 SECRET = "cluster-test-secret"
 APP_ID = 4242
 

@@ -22,9 +22,10 @@ from ghbot.client import close_pool
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal, open_journal
 from ghbot.testing import FakeGitHub
+from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 VSHARDS = 4
 
 

@@ -34,15 +34,16 @@ from ghbot.models import (
     SimpleUser,
     UnknownPayload,
 )
+from ghbot.testing.payloads import EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-WEBHOOKS = sorted((FIXTURES / "webhooks").glob("*.json"))
+WEBHOOKS = sorted(EXAMPLES.glob("*.json"))
 GENERATED = ROOT / "ghbot" / "models" / "_generated.py"
 
 
 def body_of(stem: str) -> bytes:
-    return (FIXTURES / "webhooks" / f"{stem}.json").read_bytes()
+    return (EXAMPLES / f"{stem}.json").read_bytes()
 
 
 def expected_number(data: dict[str, Any]) -> int | None:

@@ -23,9 +23,10 @@ from ghbot.models import (
     PullRequestOpened,
     UnknownPayload,
 )
+from ghbot.testing.payloads import EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-WEBHOOKS = ROOT / "tests" / "fixtures" / "webhooks"
+WEBHOOKS = EXAMPLES
 TYPED_BOT = Path(__file__).with_name("typed_bot.py")
 
 

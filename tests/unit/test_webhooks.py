@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -20,8 +19,9 @@ from ghbot.errors import (
     UnsupportedContentType,
     WebhookError,
 )
+from ghbot.testing.payloads import EXAMPLES
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
+FIXTURES = EXAMPLES
 
 # https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries#testing-the-webhook-payload-validation
 VECTOR_SECRET = "It's a Secret to Everybody"

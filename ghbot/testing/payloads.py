@@ -1,0 +1,63 @@
+"""Example webhook payloads that ship with ghbot, for tests of bots.
+
+```python
+from ghbot.testing import example_payload
+
+body = example_payload("issues.opened", issue__number=7, repository__full_name="o/r")
+```
+
+The payloads are GitHub's own (`@octokit/webhooks-examples`, MIT), one per event and
+action, in `ghbot/testing/examples/`. Most come from repository webhooks and so carry
+no `installation`; `example_payload` adds one (`installation=None` leaves it out).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+from ghbot.errors import UsageError
+
+__all__ = ["EXAMPLES", "change", "example_names", "example_payload"]
+
+#: The directory of the example payloads (`EVENT[.ACTION].json`).
+EXAMPLES: Final = Path(__file__).with_name("examples")
+
+
+def example_names() -> list[str]:
+    """Return the name of every example payload (`"issues.opened"`, `"push"`, ...)."""
+    return sorted(path.stem for path in EXAMPLES.glob("*.json"))
+
+
+def example_payload(name: str, *, installation: int | None = 1, **changes: Any) -> dict[str, Any]:
+    """Return GitHub's example payload for `name` with `changes` applied.
+
+    `changes` are paths with `__` between keys: `issue__number=7` sets
+    `payload["issue"]["number"]`. Raises `UsageError` naming the examples there are
+    when `name` has none, and when a path does not lead to an object's key.
+    """
+    path = EXAMPLES / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(example_names())
+        raise UsageError(f"no example payload {name!r}; there are: {known}")
+    data: dict[str, Any] = json.loads(path.read_text())
+    if installation is not None:
+        data["installation"] = {
+            "id": installation,
+            "node_id": f"MDIzOkludGVncmF0aW9u{installation}",
+        }
+    for dotted, value in changes.items():
+        change(data, dotted, value)
+    return data
+
+
+def change(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `data` at the path `dotted` (`"issue__number"`), creating no intermediate key."""
+    *parents, last = dotted.split("__")
+    node: Any = data
+    for key in parents:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            raise UsageError(f"{dotted}: the payload has no object at {key!r}")
+        node = node[key]
+    node[last] = value
