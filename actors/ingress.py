@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import Span, SpanKind
 from ray import serve
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from actors.bot import ordering_key
@@ -32,9 +32,9 @@ from actors.runtime import get_or_create_actors, held_secrets, set_up_process
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ACCEPTED, DUPLICATE, vshard_of
 from ghbot import metrics, telemetry
-from ghbot.errors import WebhookError
+from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
-from ghbot.webhooks import check_content_length, parse_delivery
+from ghbot.webhooks import MAX_PAYLOAD_BYTES, check_content_length, parse_delivery
 
 __all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
 
@@ -106,6 +106,29 @@ class ShardBatcher:
         for future, status in zip(futures, statuses, strict=True):
             if not future.done():
                 future.set_result(status)
+
+
+async def read_body(request: Request, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """Read the request's body, refusing it as soon as it is known to pass `limit`.
+
+    A declared `Content-Length` over the limit is refused before any byte is read; a
+    body without one (chunked) is refused once the bytes read pass the limit, so a
+    sender cannot make the replica hold more than `limit` bytes. Raises
+    `PayloadTooLarge` (413), or `MalformedPayload` (400) when the sender goes away
+    before the body ends.
+    """
+    check_content_length(request.headers, limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"payload passed the {limit}-byte cap while being read")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise MalformedPayload("the connection closed before the body ended") from None
+    return b"".join(chunks)
 
 
 def _answer(status: int, body: dict[str, Any]) -> Response:
@@ -222,8 +245,7 @@ class WebhookIngress:
 
     async def _webhook(self, request: Request, span: Span) -> Response:
         try:
-            check_content_length(request.headers)
-            body = await request.body()
+            body = await read_body(request)
             delivery = parse_delivery(request.headers, body, self.secrets)
         except WebhookError as exc:
             metrics.parse_error(exc)

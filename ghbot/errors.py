@@ -7,7 +7,8 @@ GhBotError
 │   ├── UnknownEventError a handler names an event or action GitHub does not send
 │   └── NoInstallation    a handler used `self.github` on a delivery without installation
 ├── WebhookError          the sender of a webhook did something wrong (4xx to answer)
-│   ├── MissingHeader, MalformedPayload            400
+│   ├── MissingHeader, DuplicateHeader,            400
+│   │   MalformedPayload
 │   ├── InvalidSignature                           401
 │   ├── PayloadTooLarge                            413
 │   └── UnsupportedContentType                     415
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectionFailed",
+    "DuplicateHeader",
     "Fenced",
     "Forbidden",
     "GhBotError",
@@ -147,6 +149,12 @@ class WebhookError(GhBotError):
 
 class MissingHeader(WebhookError):
     """A header GitHub always sends is absent or empty."""
+
+    http_status = 400
+
+
+class DuplicateHeader(WebhookError):
+    """A header GitHub sends once (the signature, the event) came twice."""
 
     http_status = 400
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypedDict
 
 import msgspec
 from typing_extensions import TypeVar
@@ -183,8 +183,12 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     number: int | None = None
 
 
+#: An installation id the journal can store (a signed 64-bit integer, never negative).
+_InstallationId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class _Id(msgspec.Struct, gc=False):
-    id: int
+    id: _InstallationId
 
 
 class _Number(msgspec.Struct, gc=False):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from ghbot.errors import (
+    DuplicateHeader,
     InvalidSignature,
     MalformedPayload,
     MissingHeader,
@@ -26,6 +27,7 @@ from ghbot.events import Envelope, decode_envelope
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "SINGLE_HEADERS",
     "Delivery",
     "check_content_length",
     "parse_delivery",
@@ -38,6 +40,20 @@ MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
 
 _PREFIX = "sha256="
 _DIGEST_SIZE = 32
+
+#: Headers ghbot reads that must come once: two of one (two signatures, two events)
+#: leave which one counts to whoever parses the request, so the delivery is refused.
+SINGLE_HEADERS = frozenset(
+    {
+        "content-type",
+        "x-hub-signature-256",
+        "x-github-event",
+        "x-github-delivery",
+        "x-github-hook-id",
+        "x-github-hook-installation-target-type",
+        "x-github-hook-installation-target-id",
+    }
+)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,10 +119,12 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
 def check_content_length(headers: Mapping[str, str], limit: int = MAX_PAYLOAD_BYTES) -> None:
     """Refuse a delivery whose declared `Content-Length` is over `limit`, before reading it.
 
-    Raises `PayloadTooLarge`. A missing or unparsable length is left to the body check.
+    Raises `PayloadTooLarge`. A missing or unparsable length is left to the body check
+    (the reader must then stop at `limit` itself).
     """
     declared = _get(headers, "content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # "²".isdigit() is true and int("²") fails: ASCII decimal digits only.
+    if declared and declared.isascii() and declared.isdecimal() and int(declared) > limit:
         raise PayloadTooLarge(f"payload of {declared} bytes is over the {limit}-byte cap")
 
 
@@ -119,15 +137,17 @@ def parse_delivery(
 ) -> Delivery:
     """Verify a delivery and decode its envelope; never decodes the whole payload.
 
-    `headers` may be any mapping; names are matched case-insensitively. Checks, in
-    order: size (`PayloadTooLarge`, 413), content type (`UnsupportedContentType`, 415:
+    `headers` may be any mapping; names are matched case-insensitively, and a mapping
+    whose `items()` yields a name twice (Starlette's `Headers` does) is refused when
+    that name is one of `SINGLE_HEADERS` (`DuplicateHeader`, 400). Checks, in
+    order: size (`PayloadTooLarge`, 413), duplicates, content type (`UnsupportedContentType`, 415:
     GitHub's form encoding is refused, an absent type is taken as JSON), signature
     (`InvalidSignature`, 401), the `X-GitHub-Event` and `X-GitHub-Delivery` headers
     (`MissingHeader`, 400) and the body being a JSON object (`MalformedPayload`, 400).
     """
     if len(body) > limit:
         raise PayloadTooLarge(f"payload of {len(body)} bytes is over the {limit}-byte cap")
-    lowered = {k.lower(): v for k, v in headers.items()}
+    lowered = _single_valued(headers)
     content_type = lowered.get("content-type")
     if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise UnsupportedContentType(
@@ -155,6 +175,17 @@ def parse_delivery(
         envelope=envelope,
         body=body,
     )
+
+
+def _single_valued(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return `headers` keyed by lower-case name; raise `DuplicateHeader` (see above)."""
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in lowered and key in SINGLE_HEADERS:
+            raise DuplicateHeader(f"{name} appears more than once; GitHub sends it once")
+        lowered[key] = value
+    return lowered
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:
