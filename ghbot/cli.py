@@ -5,7 +5,8 @@ its arguments and one that runs it and returns the exit code). Errors ghbot rais
 (`GhBotError`) and OS errors (a port in use, a missing file) print one line, without a
 traceback, and exit with code 2.
 
-Commands: `fake-github` (a fake GitHub API for development), and, on a running
+Commands: `fake-github` (a fake GitHub API for development), `receive` (one delivery
+through a bot in this process, without Ray: `actors.testing`), and, on a running
 deployment, `status` (the shards' counters), `dead-letters list|replay` and
 `redeliver`. Those connect to Ray (`--address`, default `auto`) only when they run:
 importing this module never imports Ray. They send Ray's authentication token to a
@@ -221,6 +222,90 @@ register(
         "Run a fake GitHub API (REST, GraphQL, app auth, deliveries) for local development.",
         _fake_github_arguments,
         _run_fake_github,
+    )
+)
+
+
+# --- ghbot receive ----------------------------------------------------------------------
+
+
+def _receive_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "event",
+        help="the X-GitHub-Event header (issues); with no PAYLOAD, an event and action "
+        "(issues.opened) whose example payload ships with ghbot",
+    )
+    add("payload", nargs="?", type=Path, help="the delivery's JSON body, a file")
+    add(
+        "--bot",
+        default=os.environ.get("GHBOT_BOT") or None,
+        help="the bot class, module:Class (default: GHBOT_BOT)",
+    )
+    add(
+        "--installation",
+        type=int,
+        default=1,
+        help="the installation a payload without one is for (default 1)",
+    )
+
+
+def _run_receive(args: argparse.Namespace) -> int:
+    """Run one delivery through the bot in-process; print what it asked of GitHub."""
+    if not args.bot:
+        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
+    # The bot is the caller's code, importable from where they run the command.
+    sys.path.insert(0, os.getcwd())
+    from actors.settings import load_bot
+    from actors.testing import REPOSITORY, BotHarness
+
+    bot = load_bot(args.bot)
+    data: dict[str, Any] | None = None
+    installation, repository = args.installation, REPOSITORY
+    if args.payload is not None:
+        try:
+            data = json.loads(args.payload.read_bytes())
+        except ValueError as exc:
+            raise ConfigError(f"{args.payload} is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.payload}: a webhook payload is a JSON object")
+        found = data.get("installation")
+        if isinstance(found, dict) and isinstance(found.get("id"), int):
+            installation = found["id"]
+        else:
+            data["installation"] = {"id": installation}
+        repo = data.get("repository")
+        if isinstance(repo, dict) and "/" in str(repo.get("full_name", "")):
+            repository = str(repo["full_name"])
+
+    async def receive() -> Any:
+        async with BotHarness(bot, installation_id=installation, repository=repository) as h:
+            return await h.deliver(args.event, data)
+
+    done = asyncio.run(receive())
+    print(f"delivery {done.delivery_id} ({args.event}): {done.status}")
+    for request in done.requests:
+        body = "" if request.json is None else " " + json.dumps(request.json)
+        print(f"  {request.method} {request.path}{body}")
+    if not done.requests:
+        print("  no request to GitHub")
+    for event in done.domain_events:
+        print(f"  domain event {event!r}")
+    for dead in done.dead_letters:
+        print(
+            f"  dead letter: {dead['handler']} after {dead['attempts']} attempts: "
+            f"{dead['error_type']}: {dead['error']}"
+        )
+    return 1 if done.dead_letters else 0
+
+
+register(
+    Command(
+        "receive",
+        "Run one webhook delivery through a bot in this process (no Ray), against a fake "
+        "GitHub, and print the requests it made.",
+        _receive_arguments,
+        _run_receive,
     )
 )
 

@@ -45,5 +45,6 @@ def test_breaker_changes_are_logged_not_kept(caplog: pytest.LogCaptureFixture) -
                 breaker.record_success(now)
             now += 1.0
     assert "installation 7: circuit closed -> open" in caplog.text
-    assert len(caplog.records) == 600
+    # Only the breaker's lines: an object of an earlier test collected meanwhile may log.
+    assert len([r for r in caplog.records if r.name == "ghbot.breaker"]) == 600
     assert _sizes(clients) == before

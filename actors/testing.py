@@ -1,0 +1,306 @@
+"""Test a bot in-process: its deliveries through ghbot's runtime, without Ray.
+
+```python
+from actors.testing import BotHarness
+
+async def test_welcome() -> None:
+    async with BotHarness(Greeter) as bot:
+        done = await bot.deliver("issues.opened", issue__number=3)
+        [comment] = done.requests_to("/repos/Codertocat/Hello-World/issues/3/comments")
+        assert "Thanks" in comment.json["body"]
+        assert done.domain_events == [Greeted(repository="Codertocat/Hello-World", number=3)]
+```
+
+A harness runs the same code as a deployment's shard actor, only not in an actor: the
+installation host (ordering, retries, dead letters, domain events and state), a
+SQLite journal in a temporary directory, and the real GitHub client (tokens, budgets,
+breaker, retries) against a `FakeGitHub`, a real HTTP server on 127.0.0.1 that records
+every request. `deliver` journals a delivery as the ingress would after checking its
+signature, then waits until every handler is done.
+
+Payloads come from GitHub's examples that ship with ghbot (`deliver("issues.opened")`,
+fields changed with `issue__number=3`, see `ghbot.testing.example_payload`), from a
+`dict`, from `bytes`, or from a JSON file (a `Path`). The examples' repository is
+`Codertocat/Hello-World`; the harness installs the app there (installation 1 unless
+told), and creates the issue or pull request a delivery is about when the fake lacks
+it, so the bot's calls about it find it.
+
+Time: handler retries and their backoff run without waiting; the harness's `clock`
+(a `FakeClock`) advances by each wait instead. Write pacing is off unless
+`pace_writes` is given. The GitHub client's own waits (a rate-limit `retry-after`,
+a breaker) run on real time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from actors.bot import InstallationActor, ordering_key
+from actors.github import InstallationClients
+from actors.installation import Codecs
+from actors.records import DOMAIN_PREFIX, DeliveryReceived, Inbound, encode_batch, stream_name
+from actors.settings import RuntimeSettings
+from actors.shard import ShardCore, vshard_of
+from ghbot.client import GitHubApp, close_pool
+from ghbot.config import Settings
+from ghbot.errors import UsageError
+from ghbot.events import decode_envelope
+from ghbot.journal import Journal, open_journal
+from ghbot.retry import RetryPolicy
+from ghbot.testing import FakeClock, FakeGitHub, RecordedRequest, app_key_pair
+from ghbot.testing.payloads import change, example_payload
+
+__all__ = ["BotHarness", "Delivered"]
+
+VSHARDS = 1
+APP_ID = 1
+REPOSITORY = "Codertocat/Hello-World"
+
+
+@dataclass
+class Delivered:
+    """What one delivery did: its journal status, its requests, its outcomes."""
+
+    delivery_id: str
+    #: "accepted", or "duplicate" for a GUID the journal holds already.
+    status: str
+    #: The requests the bot sent GitHub while handling it, in order (token exchanges
+    #: are left out).
+    requests: list[RecordedRequest] = field(default_factory=list)
+    #: The domain events its handlers emitted, decoded.
+    domain_events: list[msgspec.Struct] = field(default_factory=list)
+    #: Its dead letters: `{"handler", "attempts", "error_type", "error", ...}` each.
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
+        """Return the requests to `path` (exact), of `method` if given."""
+        return [
+            r for r in self.requests if r.path == path and (method is None or r.method == method)
+        ]
+
+
+class BotHarness:
+    """One bot class, run in-process against a fake GitHub; an async context manager."""
+
+    def __init__(
+        self,
+        bot: type[InstallationActor],
+        *,
+        installation_id: int = 1,
+        repository: str = REPOSITORY,
+        fake: FakeGitHub | None = None,
+        private_key: bytes | None = None,
+        retry: RetryPolicy | None = None,
+        pace_writes: float | None = None,
+    ) -> None:
+        if not (isinstance(bot, type) and issubclass(bot, InstallationActor)):
+            raise UsageError(f"{bot!r} is not an InstallationActor subclass")
+        if "/" not in repository:
+            raise UsageError(f"repository {repository!r} is not OWNER/NAME")
+        if fake is not None and private_key is None:
+            raise UsageError(
+                "a harness on a given fake needs the app's private_key (the fake holds "
+                "only the public one): BotHarness(..., fake=h.fake, private_key=h.private_key)"
+            )
+        self.bot = bot
+        self.installation_id = installation_id
+        self.repository = repository
+        self.clock = FakeClock()
+        #: The app's private key (PKCS#8 PEM) the harness signs its JWTs with.
+        self.private_key = private_key or b""
+        self._fake = fake
+        self._own_fake = fake is None
+        self._retry = retry or RetryPolicy(max_retries=bot.max_attempts)
+        self._pace_writes = pace_writes
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._journal: Journal | None = None
+        self._shard: ShardCore | None = None
+        self._clients: InstallationClients | None = None
+
+    @property
+    def fake(self) -> FakeGitHub:
+        """The fake GitHub the bot talks to (its requests, its store, its faults)."""
+        if self._fake is None:
+            raise UsageError("the harness is not started: use `async with BotHarness(...)`")
+        return self._fake
+
+    @property
+    def shard(self) -> ShardCore:
+        if self._shard is None:
+            raise UsageError("the harness is not started: use `async with BotHarness(...)`")
+        return self._shard
+
+    async def __aenter__(self) -> BotHarness:
+        if self._fake is None:
+            self.private_key, public = app_key_pair()
+            self._fake = await FakeGitHub(app_id=APP_ID, public_key_pem=public).start()
+        fake = self._fake
+        owner, _, name = self.repository.partition("/")
+        if fake.store.repo(owner, name) is None:
+            fake.add_installation(self.installation_id, owner, [name])
+        self._tmp = tempfile.TemporaryDirectory(prefix="ghbot-harness-")
+        settings = Settings(
+            app_id=fake.app_id,
+            private_key=self.private_key,
+            webhook_secrets=("harness",),
+            api_url=fake.url,
+            journal_url=f"sqlite://{self._tmp.name}/journal",
+        )
+        bot_path = f"{self.bot.__module__}:{self.bot.__qualname__}"
+        runtime = RuntimeSettings(bot=bot_path, settings=settings, pace_writes=self._pace_writes)
+        self._clients = clients = InstallationClients(
+            runtime, GitHubApp.from_settings(settings).create_installation_token
+        )
+        self._journal = await open_journal(settings.journal_url, shard_count=VSHARDS)
+        self._shard = ShardCore(
+            range(VSHARDS),
+            VSHARDS,
+            self._journal,
+            self.bot,
+            github_for=clients.for_installation,
+            breaker_wait=clients.breaker_wait,
+            retry=self._retry,
+            clock=self.clock,
+            sleep=self._sleep,
+        )
+        await self._shard.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._shard is not None:
+                await self._shard.close()
+            if self._journal is not None:
+                await self._journal.close()
+            if self._clients is not None and self._clients.options.pool is not None:
+                await self._clients.options.pool.close()
+            if self._own_fake and self._fake is not None:
+                await self._fake.stop()
+            await close_pool()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    async def _sleep(self, seconds: float) -> None:
+        """A handler's backoff: the clock moves on, nothing waits."""
+        self.clock.advance(max(seconds, 0.0))
+
+    async def deliver(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | bytes | Path | None = None,
+        *,
+        delivery_id: str | None = None,
+        **changes: Any,
+    ) -> Delivered:
+        """Journal a delivery of `event` and return once every handler is done.
+
+        `event` is the `X-GitHub-Event` header (`"issues"`) or, to use the shipped
+        example, the event and action (`"issues.opened"`). `changes` edit the payload
+        (`issue__number=3`). Raises `UsageError` for a payload that is not a JSON
+        object or an example that does not exist.
+        """
+        name = event.partition(".")[0]
+        data = self._payload(event, payload)
+        for dotted, value in changes.items():
+            change(data, dotted, value)
+        body = json.dumps(data).encode()
+        envelope = decode_envelope(body)
+        self._ensure_subject(envelope.number, data)
+        installation_id = envelope.installation_id or 0
+        guid = delivery_id or str(uuid.uuid4())
+        qualified = f"{name}.{envelope.action}" if envelope.action else name
+        inbound = Inbound(
+            installation_id=installation_id,
+            vshard=vshard_of(installation_id, VSHARDS),
+            received=DeliveryReceived(
+                delivery_id=guid,
+                event=name,
+                body=body,
+                received_at=self.clock(),
+                key=ordering_key(self.bot.ordering, name, envelope),
+                app_id=self.fake.app_id,
+            ),
+            completed=not self.bot.handlers_for(qualified, name),
+        )
+        seen = len(self.fake.requests)
+        stream, vshard = stream_name(installation_id), vshard_of(installation_id, VSHARDS)
+        journal = self._journal
+        assert journal is not None
+        first = (await journal.last_seq(stream, shard=vshard)) + 1
+        [status] = await self.shard.ingest(encode_batch([inbound]))
+        await self.shard.wait_idle()
+        requests = [r for r in list(self.fake.requests)[seen:] if "/access_tokens" not in r.path]
+        return Delivered(
+            delivery_id=guid,
+            status=status,
+            requests=requests,
+            domain_events=await self._domain_events(stream, vshard, first),
+            dead_letters=[
+                d for d in await self.shard.dead_letters() if d.get("delivery_id") == guid
+            ],
+        )
+
+    async def state(self, installation_id: int | None = None) -> Any:
+        """Return the bot's state (the fold of its domain events) for the installation."""
+        host = await self.shard.host(installation_id or self.installation_id)
+        return host.bot.state
+
+    def _payload(
+        self, event: str, payload: Mapping[str, Any] | bytes | Path | None
+    ) -> dict[str, Any]:
+        if payload is None:
+            return example_payload(event, installation=self.installation_id)
+        if isinstance(payload, Path):
+            payload = payload.read_bytes()
+        if isinstance(payload, bytes):
+            try:
+                payload = json.loads(payload)
+            except ValueError as exc:
+                raise UsageError(f"the payload is not JSON: {exc}") from None
+        if not isinstance(payload, Mapping):
+            raise UsageError("a webhook payload is a JSON object")
+        return dict(payload)
+
+    def _ensure_subject(self, number: int | None, data: Mapping[str, Any]) -> None:
+        """Create issues (or a pull request) in the fake up to `number`, if it lacks it."""
+        repository = data.get("repository")
+        if number is None or not isinstance(repository, Mapping):
+            return
+        owner, _, name = str(repository.get("full_name", "")).partition("/")
+        repo = self.fake.store.repo(owner, name)
+        if repo is None or number in repo.issues or number in repo.pulls:
+            return
+        is_pull = isinstance(data.get("pull_request"), Mapping)
+        while repo.next_number < number:
+            self.fake.add_issue(f"{owner}/{name}", f"issue {repo.next_number}")
+        if is_pull:
+            self.fake.add_pull_request(f"{owner}/{name}", f"pull request {number}")
+        else:
+            self.fake.add_issue(f"{owner}/{name}", f"issue {number}")
+
+    async def _domain_events(self, stream: str, vshard: int, first: int) -> list[msgspec.Struct]:
+        journal = self._journal
+        assert journal is not None
+        decoders = Codecs.of(self.bot).domain
+        found: list[msgspec.Struct] = []
+        for record in await journal.read(stream, first, shard=vshard):
+            if record.type.startswith(DOMAIN_PREFIX):
+                decoder = decoders.get(record.type[len(DOMAIN_PREFIX) :])
+                if decoder is not None:
+                    found.append(decoder.decode(record.data))
+        return found

@@ -1,0 +1,124 @@
+"""`actors.testing.BotHarness`: a bot's deliveries in-process, without Ray, against FakeGitHub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors import InstallationActor, on
+from actors.testing import BotHarness
+from examples.greeter import Greeted, Greeter
+from ghbot.errors import UsageError
+from ghbot.events import Event
+from ghbot.testing import FakeGitHub, example_names, example_payload
+
+HELLO = "/repos/Codertocat/Hello-World"
+
+
+async def test_a_shipped_example_through_the_example_bot() -> None:
+    async with BotHarness(Greeter) as bot:
+        done = await bot.deliver("issues.opened", issue__number=3)
+        assert done.status == "accepted" and done.dead_letters == []
+        [comment] = done.requests_to(f"{HELLO}/issues/3/comments", "POST")
+        assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+        assert done.domain_events == [Greeted(repository="Codertocat/Hello-World", number=3)]
+        assert await bot.state() == {"Codertocat/Hello-World": 1}
+
+        pull = await bot.deliver("pull_request.opened", number=9, pull_request__number=9)
+        assert [(r.method, r.path, r.json) for r in pull.requests] == [
+            ("POST", f"{HELLO}/issues/9/labels", {"labels": ["needs-review"]})
+        ]
+        assert pull.domain_events == []
+        assert await bot.state() == {"Codertocat/Hello-World": 1}
+
+
+async def test_payloads_from_a_dict_bytes_or_a_file_and_duplicates(tmp_path: Path) -> None:
+    data = example_payload("issues.opened", issue__number=4)
+    file = tmp_path / "opened.json"
+    file.write_text(json.dumps(example_payload("issues.opened", issue__number=5)))
+    async with BotHarness(Greeter) as bot:
+        first = await bot.deliver("issues", data, delivery_id="guid-1")
+        again = await bot.deliver("issues", json.dumps(data).encode(), delivery_id="guid-1")
+        from_file = await bot.deliver("issues", file)
+        assert (first.status, again.status, from_file.status) == (
+            "accepted",
+            "duplicate",
+            "accepted",
+        )
+        assert again.requests == [] and again.domain_events == []
+        assert from_file.requests_to(f"{HELLO}/issues/5/comments", "POST")
+        assert await bot.state() == {"Codertocat/Hello-World": 2}
+
+
+class Flaky(InstallationActor):
+    """Fails every time: retried `max_attempts` times, then dead-lettered."""
+
+    max_attempts = 4
+    calls = 0
+
+    @on("issues.opened")
+    async def fail(self, event: Event) -> None:
+        Flaky.calls += 1
+        raise RuntimeError("always")
+
+
+async def test_retries_run_at_once_on_the_harness_clock_then_dead_letter() -> None:
+    Flaky.calls = 0
+    async with BotHarness(Flaky) as bot:
+        started = bot.clock()
+        done = await bot.deliver("issues.opened")
+        assert Flaky.calls == 4
+        [dead] = done.dead_letters
+        assert (dead["handler"], dead["attempts"], dead["error_type"]) == (
+            "fail",
+            4,
+            "RuntimeError",
+        )
+        assert bot.clock() > started  # the backoff moved the harness clock, nobody waited
+
+
+async def test_bad_input_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="not an InstallationActor"):
+        BotHarness(dict)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="needs the app's private_key"):
+        BotHarness(Greeter, fake=FakeGitHub())
+    async with BotHarness(Greeter) as bot:
+        with pytest.raises(UsageError, match=r"no example payload 'issues\.opend'"):
+            await bot.deliver("issues.opend")
+        with pytest.raises(UsageError, match="a webhook payload is a JSON object"):
+            await bot.deliver("issues", b"[1, 2]")
+        with pytest.raises(UsageError, match="no object at 'nothing'"):
+            await bot.deliver("issues.opened", nothing__here=1)
+
+
+def test_example_payloads_ship_with_ghbot() -> None:
+    names = example_names()
+    assert len(names) == 62 and "issues.opened" in names and "push" in names
+    data = example_payload("push", installation=7, ref="refs/heads/x")
+    assert data["installation"]["id"] == 7 and data["ref"] == "refs/heads/x"
+    assert "installation" not in example_payload("ping", installation=None)
+
+
+def test_the_harness_never_imports_ray() -> None:
+    code = "import actors.testing, sys; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+async def test_harnesses_share_a_fake_and_its_faults() -> None:
+    async with BotHarness(Greeter) as first:
+        first.fake.faults.add(r"/comments$", "server_error", method="POST")
+        key = first.private_key
+        async with BotHarness(Greeter, fake=first.fake, private_key=key) as second:
+            done = await second.deliver("issues.opened", issue__number=2)
+            # The 502 was retried by the client: two POSTs, one comment, no dead letter.
+            assert len(done.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 2
+            assert done.dead_letters == []
+            assert len(second.fake.store.repo("Codertocat", "Hello-World").comments[2]) == 1
+        assert first.fake.url  # the first harness's fake outlives the second harness
+        again = await first.deliver("issues.opened", issue__number=2)
+        assert len(again.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1

@@ -1,0 +1,76 @@
+"""`ghbot receive`: one delivery through a bot in-process, the requests it made printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ghbot import cli
+from ghbot.testing import example_payload
+
+
+def test_an_example_delivery_prints_its_requests_and_domain_events(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["receive", "issues.opened", "--bot", "examples.greeter:Greeter"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("delivery ") and out[0].endswith("(issues.opened): accepted")
+    assert out[1] == (
+        "  POST /repos/Codertocat/Hello-World/issues/1/comments"
+        ' {"body": "Thanks for opening this issue, @Codertocat!"}'
+    )
+    assert out[2] == "  domain event Greeted(repository='Codertocat/Hello-World', number=1)"
+
+
+def test_a_payload_file_brings_its_own_repository_and_installation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = example_payload("pull_request.opened", installation=42, number=6)
+    data["pull_request"]["number"] = 6
+    data["repository"].update(full_name="me/bot-test", name="bot-test")
+    data["repository"]["owner"]["login"] = "me"
+    file = tmp_path / "pr.json"
+    file.write_text(json.dumps(data))
+    argv = ["receive", "pull_request", str(file), "--bot", "examples.greeter:Greeter"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert '  POST /repos/me/bot-test/issues/6/labels {"labels": ["needs-review"]}' in out
+
+
+def test_a_dead_letter_is_printed_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["receive", "issues.opened", "--bot", "tests.runtime.test_harness:Flaky"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "  no request to GitHub" in out
+    assert "  dead letter: fail after 4 attempts: RuntimeError: always" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["receive", "issues.opened"], "which bot? pass --bot"),
+        (["receive", "issues.opened", "--bot", "nowhere:Bot"], "cannot import 'nowhere'"),
+        (["receive", "issues.opend", "--bot", "examples.greeter:Greeter"], "no example payload"),
+    ],
+)
+def test_mistakes_are_one_line_and_exit_2(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GHBOT_BOT", raising=False)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ghbot: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_file_that_is_not_json_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "broken.json"
+    file.write_text("{not json")
+    assert cli.main(["receive", "issues", str(file), "--bot", "examples.greeter:Greeter"]) == 2
+    assert "is not JSON" in capsys.readouterr().err
