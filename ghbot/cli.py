@@ -5,10 +5,10 @@ its arguments and one that runs it and returns the exit code). Errors ghbot rais
 (`GhBotError`) and OS errors (a port in use, a missing file) print one line, without a
 traceback, and exit with code 2.
 
-Commands: `fake-github` (a fake GitHub API for development), `receive` (one delivery
-through a bot in this process, without Ray: `actors.testing`), and, on a running
-deployment, `status` (the shards' counters), `dead-letters list|replay` and
-`redeliver`. Those connect to Ray (`--address`, default `auto`) only when they run:
+Commands: `new` (a bot project), `fake-github` (a fake GitHub API for development),
+`receive` (one delivery through a bot in this process, without Ray: `actors.testing`),
+and, on a running deployment, `status` (the shards' counters), `dead-letters
+list|replay` and `redeliver`. Those connect to Ray (`--address`, default `auto`) only when they run:
 importing this module never imports Ray. They send Ray's authentication token to a
 cluster on this machine without being told (`serve run` starts one with token
 authentication on), and say what to do when a cluster refuses them.
@@ -222,6 +222,38 @@ register(
         "Run a fake GitHub API (REST, GraphQL, app auth, deliveries) for local development.",
         _fake_github_arguments,
         _run_fake_github,
+    )
+)
+
+
+# --- ghbot new --------------------------------------------------------------------------
+
+
+def _new_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the project's name, e.g. my-bot (package my_bot)")
+    parser.add_argument(
+        "--dir", type=Path, default=Path("."), help="where to create it (default: here)"
+    )
+
+
+def _run_new(args: argparse.Namespace) -> int:
+    from ghbot.scaffold import new_project, package_name
+
+    root = new_project(args.name, args.dir)
+    package = package_name(args.name)
+    print(f"created {root}: {package}/bot.py, tests/test_bot.py, pyproject.toml, README.md")
+    print("next:")
+    print(f"  cd {root}")
+    print("  python -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest")
+    return 0
+
+
+register(
+    Command(
+        "new",
+        "Create a bot project (a bot, its tests, pyproject.toml) whose tests pass at once.",
+        _new_arguments,
+        _run_new,
     )
 )
 

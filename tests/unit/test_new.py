@@ -1,0 +1,88 @@
+"""`ghbot new NAME`: a project whose own tests pass at once, without Ray, and type-check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ghbot import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_new_project_passes_its_own_tests_without_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["new", "my-bot", "--dir", str(tmp_path)]) == 0
+    assert "created" in capsys.readouterr().out
+    project = tmp_path / "my-bot"
+    names = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
+    assert names == {
+        "pyproject.toml",
+        "README.md",
+        ".env.example",
+        ".gitignore",
+        "my_bot/__init__.py",
+        "my_bot/bot.py",
+        "tests/__init__.py",
+        "tests/test_bot.py",
+    }
+    # The project's tests, in a fresh interpreter, with a check that Ray never loads.
+    guard = project / "conftest.py"
+    guard.write_text(
+        "import sys\n\n\ndef pytest_sessionfinish(session, exitstatus):\n"
+        "    assert 'ray' not in sys.modules, 'the tests imported Ray'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
+def test_the_new_bot_and_its_tests_pass_mypy_strict(tmp_path: Path) -> None:
+    binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if binary is None:
+        pytest.skip("mypy is not installed")
+    project = cli_new(tmp_path, "typed-bot")
+    argv = [binary, "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "c")]
+    env = {**os.environ, "MYPYPATH": str(ROOT)}  # ghbot as its installed package shows it
+    done = subprocess.run(
+        [*argv, "typed_bot", "tests"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def cli_new(parent: Path, name: str) -> Path:
+    assert cli.main(["new", name, "--dir", str(parent)]) == 0
+    return parent / name
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("9lives", "cannot name a project"), ("my bot", "cannot name"), ("ghbot", "taken")],
+)
+def test_a_name_that_cannot_be_a_package_is_refused(
+    name: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["new", name, "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ghbot: error: ") and message in err and err.count("\n") == 1
+
+
+def test_nothing_is_written_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "my-bot").mkdir()
+    (tmp_path / "my-bot" / "keep.txt").write_text("mine")
+    assert cli.main(["new", "my-bot", "--dir", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "my-bot").iterdir()] == ["keep.txt"]
