@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,11 @@ async def test_harnesses_share_a_fake_and_its_faults() -> None:
         assert first.fake.url  # the first harness's fake outlives the second harness
         again = await first.deliver("issues.opened", issue__number=2)
         assert len(again.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1
+
+
+async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any) -> None:
+    bot = await ghbot_harness(Greeter)
+    other = await ghbot_harness(Flaky, installation_id=2, repository="octo-org/other")
+    done = await bot.deliver("issues.opened", issue__number=8)
+    assert done.requests_to(f"{HELLO}/issues/8/comments", "POST")
+    assert other.fake is not bot.fake and other.installation_id == 2
