@@ -31,6 +31,7 @@ from actors.records import (
     installation_of,
     stream_name,
 )
+from actors.wire import vshard_of
 from ghbot import metrics
 from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
@@ -49,11 +50,6 @@ REFUSED = "refused"
 
 #: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
 DEDUP_WINDOW = GITHUB_WINDOW
-
-
-def vshard_of(installation_id: int, vshards: int) -> int:
-    """Return the virtual shard that owns an installation (stable across processes)."""
-    return installation_id % vshards
 
 
 class ShardCore:

@@ -44,26 +44,28 @@ from typing import Any
 
 import msgspec
 
-from actors.bot import InstallationActor, ordering_key
+from actors.bot import InstallationActor
 from actors.github import InstallationClients
 from actors.installation import Codecs
-from actors.records import DOMAIN_PREFIX, DeliveryReceived, Inbound, encode_batch, stream_name
+from actors.records import DOMAIN_PREFIX, encode_batch, stream_name
 from actors.settings import RuntimeSettings
-from actors.shard import ShardCore, vshard_of
+from actors.shard import ShardCore
+from actors.wire import to_inbound, vshard_of
 from ghbot.client import GitHubApp, close_pool
 from ghbot.config import Settings
 from ghbot.errors import UsageError
-from ghbot.events import decode_envelope
 from ghbot.journal import Journal, open_journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub, RecordedRequest, app_key_pair
 from ghbot.testing.payloads import change, example_payload
+from ghbot.webhooks import parse_delivery, sign
 
 __all__ = ["BotHarness", "Delivered"]
 
 VSHARDS = 1
 APP_ID = 1
 REPOSITORY = "Codertocat/Hello-World"
+SECRET = "harness"  # noqa: S105 - the webhook secret of a test harness, not a real one
 
 
 @dataclass
@@ -151,7 +153,7 @@ class BotHarness:
         settings = Settings(
             app_id=fake.app_id,
             private_key=self.private_key,
-            webhook_secrets=("harness",),
+            webhook_secrets=(SECRET,),
             api_url=fake.url,
             journal_url=f"sqlite://{self._tmp.name}/journal",
         )
@@ -219,24 +221,20 @@ class BotHarness:
         for dotted, value in changes.items():
             change(data, dotted, value)
         body = json.dumps(data).encode()
-        envelope = decode_envelope(body)
-        self._ensure_subject(envelope.number, data)
-        installation_id = envelope.installation_id or 0
         guid = delivery_id or str(uuid.uuid4())
-        qualified = f"{name}.{envelope.action}" if envelope.action else name
-        inbound = Inbound(
-            installation_id=installation_id,
-            vshard=vshard_of(installation_id, VSHARDS),
-            received=DeliveryReceived(
-                delivery_id=guid,
-                event=name,
-                body=body,
-                received_at=self.clock(),
-                key=ordering_key(self.bot.ordering, name, envelope),
-                app_id=self.fake.app_id,
-            ),
-            completed=not self.bot.handlers_for(qualified, name),
-        )
+        # Signed and checked as the ingress checks it: a body it would refuse fails here.
+        headers = {
+            "content-type": "application/json",
+            "x-github-event": name,
+            "x-github-delivery": guid,
+            "x-hub-signature-256": sign(body, SECRET),
+            "x-github-hook-installation-target-type": "integration",
+            "x-github-hook-installation-target-id": str(self.fake.app_id),
+        }
+        delivery = parse_delivery(headers, body, (SECRET,))
+        self._ensure_subject(delivery.envelope.number, data)
+        inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=self.clock())
+        installation_id = inbound.installation_id
         seen = len(self.fake.requests)
         stream, vshard = stream_name(installation_id), vshard_of(installation_id, VSHARDS)
         journal = self._journal

@@ -6,6 +6,7 @@ its arguments and one that runs it and returns the exit code). Errors ghbot rais
 traceback, and exit with code 2.
 
 Commands: `new` (a bot project), `fake-github` (a fake GitHub API for development),
+`dev` (a bot on `POST /webhooks` in one process, without Ray: `actors.dev`),
 `receive` (one delivery through a bot in this process, without Ray: `actors.testing`),
 and, on a running deployment, `status` (the shards' counters), `dead-letters
 list|replay` and `redeliver`. Those connect to Ray (`--address`, default `auto`) only when they run:
@@ -254,6 +255,144 @@ register(
         "Create a bot project (a bot, its tests, pyproject.toml) whose tests pass at once.",
         _new_arguments,
         _run_new,
+    )
+)
+
+
+# --- ghbot dev --------------------------------------------------------------------------
+
+
+def _dev_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--bot",
+        default=os.environ.get("GHBOT_BOT") or None,
+        help="the bot class, module:Class (default: GHBOT_BOT)",
+    )
+    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--port", type=int, default=3000, help="port to listen on (default 3000)")
+    add("--env-file", type=Path, default=Path(".env"), help="settings to load (default .env)")
+    add(
+        "--journal",
+        type=Path,
+        default=Path("data") / "dev-journal",
+        help="the dev server's own journal directory (default data/dev-journal)",
+    )
+    add("--proxy", help="a webhook proxy channel to pull deliveries from (https://smee.io/…)")
+    add("--no-reload", action="store_true", help="do not restart when a .py file changes")
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    """Serve the bot on POST /webhooks in this process; restart it when code changes."""
+    if not args.bot:
+        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
+    sys.path.insert(0, os.getcwd())
+    from actors.dev import load_env_file
+
+    if args.env_file.is_file():
+        os.environ.update(load_env_file(args.env_file))
+    elif args.env_file != Path(".env"):
+        raise ConfigError(f"{args.env_file}: no such file")
+    if not args.no_reload:
+        return _reloading(args)
+    from actors.dev import DevServer, relay
+    from actors.settings import load_bot
+    from ghbot.config import Settings
+    from ghbot.logs import configure
+
+    bot = load_bot(args.bot)
+    settings = Settings.from_env()
+    configure("INFO", "text")
+    _stop_on_sigterm()  # so the server closes its journal and port, as on Ctrl-C
+
+    async def serve() -> None:
+        server = await DevServer(
+            bot, settings, journal_dir=args.journal, host=args.host, port=args.port
+        ).start()
+        print(f"ghbot dev: {args.bot} on {server.url}/webhooks", flush=True)
+        tasks = []
+        if args.proxy:
+            target = f"{server.url}/webhooks"
+            tasks.append(asyncio.create_task(relay(args.proxy, target)))
+            print(f"ghbot dev: relaying {args.proxy}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await server.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _reloading(args: argparse.Namespace) -> int:
+    """Run the server in a child process; start a new one whenever a .py file changes.
+
+    SIGTERM, like Ctrl-C, stops the child first, then this process.
+    """
+    import subprocess
+    import time
+
+    _stop_on_sigterm()
+    argv = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", args.bot]
+    argv += ["--host", args.host, "--port", str(args.port), "--journal", str(args.journal)]
+    argv += ["--env-file", str(args.env_file)] + (["--proxy", args.proxy] if args.proxy else [])
+    root = Path.cwd()
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        while True:
+            seen = _sources(root)
+            child = subprocess.Popen(argv)  # noqa: S603 - this interpreter, our arguments
+            while child.poll() is None and _sources(root) == seen:
+                time.sleep(0.5)
+            if child.poll() is None:
+                print("ghbot dev: code changed; restarting", flush=True)
+                child.terminate()
+                child.wait()
+                continue
+            # The server stopped by itself (a syntax error, a bad setting): wait for a fix.
+            print(f"ghbot dev: the server exited ({child.returncode}); waiting for a change")
+            while _sources(root) == seen:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            child.wait()
+        return 0
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM stop this process the way Ctrl-C does (a `KeyboardInterrupt`)."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _sources(root: Path) -> dict[str, float]:
+    """Return each .py file's modification time under `root`, skipping venvs and data."""
+    skip = {".venv", "venv", ".git", "data", "__pycache__", "node_modules"}
+    found: dict[str, float] = {}
+    for directory, names, files in os.walk(root):
+        names[:] = [n for n in names if n not in skip and not n.startswith(".")]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    found[path] = os.stat(path).st_mtime
+    return found
+
+
+register(
+    Command(
+        "dev",
+        "Run a bot in this process (no Ray) on POST /webhooks, with .env loaded, "
+        "restarting on code changes; --proxy pulls deliveries from smee.io.",
+        _dev_arguments,
+        _run_dev,
     )
 )
 

@@ -202,7 +202,10 @@ A GitHub App built with [ghbot](https://pypi.org/project/ghbot/).
    webhook URL `https://YOUR-HOST/webhooks`, a webhook secret, the permissions your
    handlers need (this one: Issues, read and write) and the events they handle (Issues).
    Download a private key. Copy `.env.example` to `.env` and fill it in.
-5. Run it, with the variables of `.env` in the environment:
+5. Try it against real webhooks on this machine (a [smee.io](https://smee.io) channel
+   as the App's webhook URL; `.env` is loaded, code changes restart it):
+   `ghbot dev --bot {package}.bot:{cls} --proxy https://smee.io/YOUR-CHANNEL`
+6. Deploy it, with the variables of `.env` in the environment:
 
    ```sh
    set -a && . ./.env && set +a

@@ -1,0 +1,237 @@
+"""`ghbot dev`: a bot in one process, without Ray, taking real webhooks.
+
+`DevServer` is an aiohttp server with `POST /webhooks` in front of the same code a
+deployment runs: the ingress's checks (`ghbot.webhooks.parse_delivery`: size, content
+type, signature, headers), one shard (`ShardCore`) with a SQLite journal, and the real
+GitHub client with the app's credentials. What it answered 2xx is journaled, and a
+restart resumes what was pending, as in the cluster.
+
+`relay` pulls deliveries from a webhook proxy channel (smee.io's event stream; GitHub
+cannot reach a laptop) and posts each to the server. A smee event carries the delivery's
+headers and its body as a JSON value inside the event's own JSON: `relay` forwards that
+value's bytes exactly as they came (`msgspec.Raw`), never re-encoded, so the
+signature GitHub made over them still matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from actors.bot import InstallationActor
+from actors.github import InstallationClients
+from actors.records import encode_batch
+from actors.settings import RuntimeSettings
+from actors.shard import ACCEPTED, DUPLICATE, ShardCore
+from actors.wire import to_inbound
+from ghbot.client import GitHubApp
+from ghbot.config import Settings
+from ghbot.errors import ConfigError, WebhookError
+from ghbot.journal import Journal, open_journal
+from ghbot.webhooks import MAX_PAYLOAD_BYTES, parse_delivery
+
+__all__ = ["DevServer", "load_env_file", "relay"]
+
+log = logging.getLogger("ghbot.dev")
+
+VSHARDS = 1
+#: The headers a relayed delivery keeps (GitHub's, lower-cased, as smee sends them).
+_FORWARDED = ("content-type", "user-agent", "x-hub-signature-256", "x-hub-signature")
+
+
+class DevServer:
+    """`POST /webhooks` and `GET /healthz` for one bot, in this process."""
+
+    def __init__(
+        self,
+        bot: type[InstallationActor],
+        settings: Settings,
+        *,
+        journal_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+    ) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.journal_dir = journal_dir
+        self.host, self.port = host, port
+        self.url = ""
+        self.shard: ShardCore | None = None
+        self._journal: Journal | None = None
+        self._clients: InstallationClients | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> DevServer:
+        """Open the journal, resume pending work, and listen; `url` is set."""
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        journal_url = f"sqlite://{self.journal_dir.resolve()}"
+        self._journal = await open_journal(journal_url, shard_count=VSHARDS)
+        bot_path = f"{self.bot.__module__}:{self.bot.__qualname__}"
+        runtime = RuntimeSettings(bot=bot_path, settings=self.settings)
+        self._clients = clients = InstallationClients(
+            runtime, GitHubApp.from_settings(self.settings).create_installation_token
+        )
+        self.shard = ShardCore(
+            range(VSHARDS),
+            VSHARDS,
+            self._journal,
+            self.bot,
+            github_for=clients.for_installation,
+            breaker_wait=clients.breaker_wait,
+        )
+        await self.shard.start()
+        app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
+        app.router.add_post("/webhooks", self._webhook)
+        app.router.add_get("/healthz", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        port = self._runner.addresses[0][1] if self.port == 0 else self.port
+        self.url = f"http://{self.host}:{port}"
+        return self
+
+    async def close(self) -> None:
+        """Stop listening, let running handlers finish, close the journal."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.shard is not None:
+            await self.shard.close()
+        if self._journal is not None:
+            await self._journal.close()
+        if self._clients is not None and self._clients.options.pool is not None:
+            await self._clients.options.pool.close()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "pid": os.getpid()})
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        assert self.shard is not None
+        try:
+            body = await request.read()
+            delivery = parse_delivery(request.headers, body, self.settings.webhook_secrets)
+        except WebhookError as exc:
+            log.warning("refused a delivery: %s", exc, extra={"http_status": exc.http_status})
+            return web.json_response(
+                {"error": str(exc), "delivery": exc.delivery_id}, status=exc.http_status
+            )
+        inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=time.time())
+        [status] = await self.shard.ingest(encode_batch([inbound]))
+        answer = {"delivery": delivery.delivery_id, "status": status}
+        if status == ACCEPTED:
+            log.info("received %s %s", delivery.event, delivery.delivery_id)
+            return web.json_response(answer, status=202)
+        if status == DUPLICATE:
+            return web.json_response(answer, status=200)
+        return web.json_response({"error": f"the journal refused it ({status})"}, status=503)
+
+
+# --- a webhook proxy channel (smee.io) --------------------------------------------------
+
+
+class _Relayed(msgspec.Struct):
+    """A smee event's data: GitHub's headers at the top level, the body as raw JSON."""
+
+    body: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
+
+
+async def relay(
+    source: str, target: str, *, retry_after: float = 2.0, max_events: int | None = None
+) -> int:
+    """Post every delivery the event stream at `source` sends to `target`; return the count.
+
+    Runs until cancelled (or `max_events` deliveries); reconnects after `retry_after`
+    seconds when the stream ends or fails. Events other than messages (smee's `ready`
+    and `ping`) are skipped.
+    """
+    forwarded = 0
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while max_events is None or forwarded < max_events:
+            try:
+                async with session.get(source, headers={"Accept": "text/event-stream"}) as got:
+                    async for kind, data in _events(got.content):
+                        if kind not in ("", "message"):
+                            continue
+                        await _forward(session, target, data)
+                        forwarded += 1
+                        if max_events is not None and forwarded >= max_events:
+                            return forwarded
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("webhook proxy %s: %s; reconnecting", source, exc)
+            await asyncio.sleep(retry_after)
+    return forwarded
+
+
+async def _events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield `(event, data)` of each server-sent event (`data` lines joined by newlines)."""
+    kind, data = "", b""
+    async for raw in stream:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield kind, data
+            kind, data = "", b""
+        elif line.startswith(b"event:"):
+            kind = line[6:].strip().decode()
+        elif line.startswith(b"data:"):
+            chunk = line[5:]
+            chunk = chunk[1:] if chunk.startswith(b" ") else chunk
+            data = data + b"\n" + chunk if data else chunk
+
+
+async def _forward(session: aiohttp.ClientSession, target: str, data: bytes) -> None:
+    try:
+        relayed = msgspec.json.decode(data, type=_Relayed)
+        fields = msgspec.json.decode(data, type=dict[str, Any])
+    except msgspec.DecodeError as exc:
+        log.warning("webhook proxy: an event that is not a delivery (%s)", exc)
+        return
+    headers = {
+        name: str(value)
+        for name, value in fields.items()
+        if isinstance(value, str) and (name.startswith("x-github-") or name in _FORWARDED)
+    }
+    headers.setdefault("content-type", "application/json")
+    async with session.post(target, data=bytes(relayed.body), headers=headers) as answer:
+        text = await answer.text()
+        level = logging.INFO if answer.status < 300 else logging.WARNING
+        log.log(level, "relayed %s: %d %s", headers.get("x-github-event"), answer.status, text)
+
+
+# --- .env --------------------------------------------------------------------------------
+
+
+def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the `KEY=VALUE` lines of `path` whose keys `environ` lacks.
+
+    The subset of the dotenv format that GitHub App settings need: `#` comments, blank
+    lines, an optional `export `, values optionally in single or double quotes (kept
+    as written inside them; no escapes, no variable expansion, no multi-line values —
+    give the private key as a path). A variable already set wins over the file.
+    """
+    environ = os.environ if environ is None else environ
+    found: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if key not in environ:
+            found[key] = value
+    return found

@@ -1,0 +1,232 @@
+"""`ghbot dev`: the bot on POST /webhooks in one process (no Ray), .env, reload, smee relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from actors.dev import DevServer, load_env_file, relay
+from examples.greeter import Greeter
+from ghbot.config import Settings
+from ghbot.errors import ConfigError
+from ghbot.testing import FakeGitHub, app_key_pair, example_payload
+from ghbot.webhooks import sign
+
+SECRET = "dev-secret"
+HELLO = "/repos/Codertocat/Hello-World"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def signed(body: bytes, guid: str, secret: str = SECRET) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": guid,
+        "x-hub-signature-256": sign(body, secret),
+    }
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[DevServer, FakeGitHub]]:
+    private, public = app_key_pair()
+    async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
+        fake.add_installation(1, "Codertocat", ["Hello-World"])
+        for n in range(3):
+            fake.add_issue("Codertocat/Hello-World", f"issue {n + 1}")
+        settings = Settings(
+            app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
+        )
+        dev = await DevServer(Greeter, settings, journal_dir=tmp_path / "j", port=0).start()
+        try:
+            yield dev, fake
+        finally:
+            await dev.close()
+
+
+async def test_signed_deliveries_are_journaled_and_handled(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    dev, fake = server
+    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+    async with aiohttp.ClientSession() as http:
+        sent = [
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-1")),
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-1")),
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-2", "x")),
+        ]
+        answers = [(r.status, await r.json()) for r in sent]
+        health = await (await http.get(f"{dev.url}/healthz")).json()
+    assert answers[0] == (202, {"delivery": "g-1", "status": "accepted"})
+    assert answers[1] == (200, {"delivery": "g-1", "status": "duplicate"})
+    assert answers[2][0] == 401 and "Signature" in answers[2][1]["error"]
+    assert health == {"status": "alive", "pid": os.getpid()}
+    assert dev.shard is not None
+    await dev.shard.wait_idle()
+    [comment] = fake.requests_to(f"{HELLO}/issues/2/comments", "POST")
+    assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+
+
+async def test_the_relay_keeps_a_smee_body_byte_for_byte(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    dev, fake = server
+    # A body whose bytes a JSON round trip would change: escapes, spacing, key order.
+    data = example_payload("issues.opened", issue__number=3)
+    data["issue"]["title"] = "caf\u00e9 \u2615 a/b"
+    raw = json.dumps(data, ensure_ascii=True, separators=(", ", ": "))
+    raw = raw.replace("a/b", "a\\/b").encode()
+    assert b"\\u00e9" in raw and b"a\\/b" in raw
+    assert json.dumps(json.loads(raw), separators=(",", ":")).encode() != raw
+    headers = {**signed(raw, "g-smee"), "host": "smee.io", "x-github-hook-id": "42"}
+    event = b'{"body":' + raw + b',"query":{},"timestamp":1,' + json.dumps(headers)[1:].encode()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        await answer.write(b"event: ready\ndata: {}\n\n")
+        await answer.write(b"event: ping\ndata: {}\n\n")
+        await answer.write(b"data: " + event + b"\n\n")
+        await asyncio.sleep(5)
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/channel", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        source = f"http://127.0.0.1:{port}/channel"
+        assert await relay(source, f"{dev.url}/webhooks", max_events=1) == 1
+    finally:
+        await runner.cleanup()
+    assert dev.shard is not None
+    await dev.shard.wait_idle()
+    assert fake.requests_to(f"{HELLO}/issues/3/comments", "POST")
+    # Journaled as sent: the very bytes GitHub signed.
+    journal = dev.shard.journal
+    records = await journal.read("inst-1", 1, shard=0)
+    received = [r for r in records if r.type == "DeliveryReceived"]
+    assert any(raw in r.data for r in received)
+
+
+def test_env_files_fill_only_what_the_environment_lacks(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# settings\nGITHUB_APP_ID=12\nexport GITHUB_WEBHOOK_SECRET='s e'\n"
+        'GITHUB_PRIVATE_KEY="./key.pem"\n\nLOG_LEVEL=DEBUG\n'
+    )
+    assert load_env_file(env, {"LOG_LEVEL": "INFO"}) == {
+        "GITHUB_APP_ID": "12",
+        "GITHUB_WEBHOOK_SECRET": "s e",
+        "GITHUB_PRIVATE_KEY": "./key.pem",
+    }
+    env.write_text("GITHUB_APP_ID 12\n")
+    with pytest.raises(ConfigError, match=r"\.env:1: expected KEY=VALUE"):
+        load_env_file(env, {})
+
+
+BOT = """
+from actors import InstallationActor, on
+from ghbot.events import Event
+from ghbot.models import IssuesOpened
+
+
+class DevBot(InstallationActor):
+    @on("issues.opened")
+    async def hello(self, event: Event[IssuesOpened]) -> None:
+        await self.github.rest.issues.create_comment(**event.issue(), body="{text}")
+"""
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - a local URL
+        return json.load(answer)
+
+
+def _until(check: Any, within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            found = check()
+            if found:
+                return found
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def _post(url: str, body: bytes, guid: str) -> int:
+    request = urllib.request.Request(  # noqa: S310 - a local URL
+        url, data=body, headers=signed(body, guid), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - a local URL
+        return int(answer.status)
+
+
+def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> None:
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    try:
+
+        async def set_up() -> None:
+            fake.fake.add_installation(1, "Codertocat", ["Hello-World"])
+            for n in range(2):
+                fake.fake.add_issue("Codertocat/Hello-World", f"issue {n + 1}")
+
+        fake.run(set_up())
+        (tmp_path / "key.pem").write_bytes(private)
+        (tmp_path / ".env").write_text(
+            f"GITHUB_APP_ID=5\nGITHUB_PRIVATE_KEY=./key.pem\nGITHUB_WEBHOOK_SECRET={SECRET}\n"
+            f"GITHUB_API_URL={fake.url}\n"
+        )
+        (tmp_path / "devbot.py").write_text(BOT.replace("{text}", "first"))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+        command = [sys.executable, "-m", "ghbot.cli", "dev", "--bot", "devbot:DevBot"]
+        command += ["--port", str(port)]
+        process = subprocess.Popen(command, cwd=tmp_path, env=env)
+        try:
+            first = _until(lambda: _get(f"{url}/healthz"))["pid"]
+            body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+            assert _post(f"{url}/webhooks", body, "d-1") == 202
+            time.sleep(1.1)  # a new modification time, whatever the file system's precision
+            (tmp_path / "devbot.py").write_text(BOT.replace("{text}", "second"))
+            _until(lambda: _get(f"{url}/healthz")["pid"] != first)
+            body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+            assert _post(f"{url}/webhooks", body, "d-2") == 202
+
+            def comments() -> list[str]:
+                got = fake.fake.requests
+                return [r.json["body"] for r in got if r.path.endswith("/comments")]
+
+            assert _until(lambda: len(comments()) == 2 and comments()) == ["first", "second"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        with pytest.raises(OSError):
+            _get(f"{url}/healthz")  # the child went with it
+    finally:
+        fake.stop()
