@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import typing
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from types import UnionType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -183,6 +183,8 @@ class InstallationActor:
     - `domain_events`: the `msgspec.Struct` types `emit` accepts (decoded on replay).
     - `state_type`: the type of `state`, for decoding snapshots.
     - `snapshot_every`: journal events between snapshots.
+    - `permissions`: the App permissions the handlers need beyond reading what they
+      subscribe to (`{"issues": "write"}`), for `ghbot register`'s manifest.
     """
 
     ordering: ClassVar[Ordering] = "issue"
@@ -191,6 +193,7 @@ class InstallationActor:
     domain_events: ClassVar[tuple[type[msgspec.Struct], ...]] = ()
     state_type: ClassVar[Any] = Any
     snapshot_every: ClassVar[int] = 200
+    permissions: ClassVar[Mapping[str, str]] = {}
 
     _routes: ClassVar[dict[str, tuple[str, ...]]] = {}
     # Handlers that take deliveries the models do not know, and this app's own ones.

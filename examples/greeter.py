@@ -28,6 +28,8 @@ class Greeter(InstallationActor):
 
     domain_events = (Greeted,)
     state_type = dict[str, int]
+    # Comments on issues, labels on pull requests (both through the Issues API).
+    permissions = {"issues": "write", "pull_requests": "write"}
 
     def initial_state(self) -> dict[str, int]:
         return {}

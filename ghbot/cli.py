@@ -5,7 +5,8 @@ its arguments and one that runs it and returns the exit code). Errors ghbot rais
 (`GhBotError`) and OS errors (a port in use, a missing file) print one line, without a
 traceback, and exit with code 2.
 
-Commands: `new` (a bot project), `fake-github` (a fake GitHub API for development),
+Commands: `new` (a bot project), `register` (its GitHub App, from a manifest),
+`fake-github` (a fake GitHub API for development),
 `dev` (a bot on `POST /webhooks` in one process, without Ray: `actors.dev`),
 `receive` (one delivery through a bot in this process, without Ray: `actors.testing`),
 and, on a running deployment, `status` (the shards' counters), `dead-letters
@@ -255,6 +256,78 @@ register(
         "Create a bot project (a bot, its tests, pyproject.toml) whose tests pass at once.",
         _new_arguments,
         _run_new,
+    )
+)
+
+
+# --- ghbot register ---------------------------------------------------------------------
+
+
+def _register_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--bot",
+        default=os.environ.get("GHBOT_BOT") or None,
+        help="the bot class, module:Class (default: GHBOT_BOT)",
+    )
+    add("--name", required=True, help="the App's name (GitHub lets you change it there)")
+    add("--webhook-url", required=True, help="where GitHub sends deliveries (…/webhooks)")
+    add("--org", help="create the App in this organization (default: your account)")
+    add("--github-url", default="https://github.com", help="GitHub's web address (GHES)")
+    add("--api-url", default="https://api.github.com", help="GitHub's API (GHES: …/api/v3)")
+    add("--env-file", type=Path, default=Path(".env"), help="where to write the settings")
+    add("--port", type=int, default=0, help="the local page's port (default: any free one)")
+    add("--no-browser", action="store_true", help="print the page's address, do not open it")
+
+
+def _run_register(args: argparse.Namespace) -> int:
+    """Create the App from the bot's manifest through the browser; write its settings."""
+    if not args.bot:
+        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
+    sys.path.insert(0, os.getcwd())
+    import webbrowser
+
+    from actors.register import Registration
+    from actors.settings import load_bot
+
+    bot = load_bot(args.bot)
+
+    async def register() -> dict[str, Any]:
+        flow = await Registration(
+            bot,
+            name=args.name,
+            webhook_url=args.webhook_url,
+            env_file=args.env_file,
+            web_url=args.github_url,
+            api_url=args.api_url,
+            org=args.org,
+            port=args.port,
+        ).start()
+        manifest = flow.manifest()
+        print(f"events: {', '.join(manifest['default_events']) or 'none'}")
+        permissions = manifest["default_permissions"].items()
+        print(f"permissions: {', '.join(f'{k}: {v}' for k, v in permissions) or 'none'}")
+        print(f"open {flow.url}/ in a browser to create the App on GitHub", flush=True)
+        if not args.no_browser:
+            webbrowser.open(f"{flow.url}/")
+        try:
+            return await flow.wait()
+        finally:
+            await flow.close()
+
+    app = asyncio.run(register())
+    print(f"created the App {app.get('name')} (ID {app.get('id')}): {app.get('html_url')}")
+    print(f"wrote {args.env_file} and the private key beside it (both mode 0600)")
+    return 0
+
+
+register(
+    Command(
+        "register",
+        "Create the bot's GitHub App from a manifest (events from its handlers) in the "
+        "browser, and write its ID, key and webhook secret to .env.",
+        _register_arguments,
+        _run_register,
     )
 )
 

@@ -117,6 +117,7 @@ class Welcomed(msgspec.Struct, frozen=True):
 class {cls}(InstallationActor):
     """Thank whoever opens an issue; keep a count per repository in `self.state`."""
 
+    permissions = {"issues": "write"}  # for `ghbot register`: it comments on issues
     domain_events = (Welcomed,)
     state_type = dict[str, int]
 
@@ -198,10 +199,11 @@ A GitHub App built with [ghbot](https://pypi.org/project/ghbot/).
    prints what the bot asks of GitHub.
 3. Edit `{package}/bot.py`: each `@on("event.action")` handler gets a typed event
    (`Event[IssuesOpened]`) and calls GitHub through `self.github.rest`.
-4. Register a GitHub App (Settings → Developer settings → GitHub Apps → New): its
-   webhook URL `https://YOUR-HOST/webhooks`, a webhook secret, the permissions your
-   handlers need (this one: Issues, read and write) and the events they handle (Issues).
-   Download a private key. Copy `.env.example` to `.env` and fill it in.
+4. Register its GitHub App: `ghbot register --bot {package}.bot:{cls} --name "{name}"
+   --webhook-url https://smee.io/YOUR-CHANNEL` opens GitHub in the browser with the
+   App's manifest (the events your handlers take, the permissions they need) and writes
+   the App's ID, key and webhook secret to `.env`. (Or register it by hand on GitHub's
+   settings page and fill in a copy of `.env.example`.)
 5. Try it against real webhooks on this machine (a [smee.io](https://smee.io) channel
    as the App's webhook URL; `.env` is loaded, code changes restart it):
    `ghbot dev --bot {package}.bot:{cls} --proxy https://smee.io/YOUR-CHANNEL`

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from aiohttp import web
@@ -38,6 +39,7 @@ from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Ctx, Reply, Route, Router, error
 from ghbot.testing.routes_app import AppRoutes
+from ghbot.testing.routes_manifest import ManifestRoutes
 from ghbot.testing.routes_repo import RepoRoutes
 from ghbot.testing.setup import Setup
 from ghbot.testing.state import Caller, Store
@@ -132,6 +134,9 @@ class FakeGitHub(Setup):
         self.router = Router()
         RepoRoutes(self.store).register(self.router)
         AppRoutes(self.store, self.identities, self.quotas, app_id).register(self.router)
+        #: App manifests received through the manifest flow (`ghbot register`).
+        self.manifest_flow = ManifestRoutes(self.store, self.identities, app_id)
+        self.manifest_flow.register(self.router)
         self.deliveries.register(self.router)
         self.inflight = 0
         self.max_inflight = 0
@@ -202,6 +207,8 @@ class FakeGitHub(Setup):
                 parsed = _decode(body)
             except msgspec.DecodeError:
                 malformed = True
+        elif body and request.content_type == "application/x-www-form-urlencoded":
+            parsed = dict(parse_qsl(body.decode(errors="replace")))  # the manifest form
         self.requests.append(
             RecordedRequest(
                 request.method,

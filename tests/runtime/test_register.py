@@ -1,0 +1,159 @@
+"""`ghbot register`: the manifest flow end to end against FakeGitHub, a browser simulated."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from actors import InstallationActor, on
+from actors.dev import load_env_file
+from actors.register import Registration, manifest_for
+from examples.greeter import Greeter
+from ghbot import cli
+from ghbot.client import GitHubApp, close_pool
+from ghbot.config import Settings
+from ghbot.errors import UsageError
+from ghbot.events import Event
+from ghbot.testing import FakeGitHub, app_key_pair
+
+
+async def browse(page_url: str) -> tuple[int, str]:
+    """Do what the browser does: load the page, submit its form, follow GitHub's redirect."""
+    async with aiohttp.ClientSession() as browser:
+        page = await (await browser.get(page_url)).text()
+        action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+        manifest = html.unescape(re.search(r'name="manifest" value="([^"]*)"', page).group(1))  # type: ignore[union-attr]
+        created = await browser.post(action, data={"manifest": manifest}, allow_redirects=False)
+        assert created.status == 302, await created.text()
+        back = await browser.get(created.headers["Location"])
+        return back.status, await back.text()
+
+
+async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("LOG_LEVEL=DEBUG\nGITHUB_APP_ID=9\n")
+    _, public = app_key_pair()
+    async with FakeGitHub(app_id=77, public_key_pem=public) as fake:
+        flow = await Registration(
+            Greeter,
+            name="Greeter Bot",
+            webhook_url="https://bots.example.com/webhooks",
+            env_file=env_file,
+            web_url=fake.url,
+            api_url=fake.url,
+        ).start()
+        try:
+            status, text = await browse(f"{flow.url}/")
+            app = await flow.wait()
+        finally:
+            await flow.close()
+        assert status == 200 and "Greeter Bot" in text and "(ID 77)" in text
+        assert app["id"] == 77 and app["slug"] == "greeter-bot"
+        assert not {"pem", "webhook_secret", "client_secret"} & app.keys()
+
+        [manifest] = fake.manifest_flow.manifests
+        assert manifest["default_events"] == ["issues", "pull_request"]
+        assert manifest["default_permissions"] == {"issues": "write", "pull_requests": "write"}
+        assert manifest["hook_attributes"] == {
+            "url": "https://bots.example.com/webhooks",
+            "active": True,
+        }
+
+        # .env: the old app ID replaced, other lines kept, owner-only.
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        values = load_env_file(env_file, {})
+        assert values["LOG_LEVEL"] == "DEBUG" and values["GITHUB_APP_ID"] == "77"
+        assert values["GITHUB_PRIVATE_KEY"] == "./greeter-bot.private-key.pem"
+        assert values["GITHUB_API_URL"] == fake.url and len(values["GITHUB_WEBHOOK_SECRET"]) > 20
+        key = tmp_path / "greeter-bot.private-key.pem"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+        # The credentials work: the app's JWT, signed with the new key, is accepted.
+        values["GITHUB_PRIVATE_KEY"] = str(key)
+        gh = GitHubApp.from_settings(Settings.from_env(values))
+        answer = await gh.gh.request("GET", "/app")
+        assert answer.status == 200 and answer.data["id"] == 77
+        await close_pool()
+
+
+async def test_a_callback_with_the_wrong_state_writes_nothing(tmp_path: Path) -> None:
+    async with FakeGitHub(app_id=77) as fake:
+        flow = await Registration(
+            Greeter,
+            name="x",
+            webhook_url="https://h/webhooks",
+            env_file=tmp_path / ".env",
+            web_url=fake.url,
+            api_url=fake.url,
+        ).start()
+        try:
+            async with aiohttp.ClientSession() as browser:
+                got = await browser.get(f"{flow.url}/callback?code=abc&state=forged")
+                assert got.status == 400
+                got = await browser.get(f"{flow.url}/callback?code=abc&state={flow._state}")
+                assert got.status == 502  # an unknown code: GitHub answers 404
+            with pytest.raises(UsageError, match="refused the manifest's code: 404"):
+                await flow.wait()
+        finally:
+            await flow.close()
+    assert not (tmp_path / ".env").exists()
+
+
+class Everything(InstallationActor):
+    permissions = {"issues": "read", "contents": "write"}
+
+    @on("*")
+    async def any(self, event: Event) -> None:
+        return None
+
+    @on("installation.created", "issue_comment.created", "push")
+    async def some(self, event: Event) -> None:
+        return None
+
+
+def test_the_manifest_asks_read_for_each_event_and_what_the_bot_declares() -> None:
+    manifest = manifest_for(Everything, name="n", webhook_url="w", redirect_url="r")
+    # "*" names no event; installation events come without subscribing.
+    assert manifest["default_events"] == ["issue_comment", "push"]
+    assert manifest["default_permissions"] == {"contents": "write", "issues": "read"}
+
+    class Wrong(Everything):
+        permissions = {"issues": "all"}
+
+    with pytest.raises(UsageError, match="'all' is not read, write or admin"):
+        manifest_for(Wrong, name="n", webhook_url="w", redirect_url="r")
+
+
+def test_the_command_prints_the_page_and_writes_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeGitHub.start_in_thread(app_id=78)
+    try:
+        env_file = tmp_path / ".env"
+        argv = ["register", "--bot", "examples.greeter:Greeter", "--name", "Cmd Bot"]
+        argv += ["--webhook-url", "https://h/webhooks", "--env-file", str(env_file)]
+        argv += ["--github-url", fake.url, "--api-url", fake.url, "--no-browser"]
+        result: dict[str, Any] = {}
+        runner = threading.Thread(target=lambda: result.update(code=cli.main(argv)))
+        runner.start()
+        deadline = time.monotonic() + 30
+        page = None
+        while page is None and time.monotonic() < deadline:
+            page = re.search(r"open (http://\S+/) in a browser", capsys.readouterr().out)
+            time.sleep(0.1)
+        assert page is not None
+        status, _ = asyncio.run(browse(page.group(1)))
+        runner.join(30)
+        assert status == 200 and result == {"code": 0}
+        assert load_env_file(env_file, {})["GITHUB_APP_ID"] == "78"
+    finally:
+        fake.stop()
