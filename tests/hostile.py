@@ -47,11 +47,14 @@ json_value = st.recursive(
 installation = st.integers(min_value=1, max_value=10_000)
 
 
+BODY_KINDS = ("real", "json", "object", "binary", "latin1", "utf16", "form", "cut")
+
+
 @st.composite
 def bodies(draw: st.DrawFn, real: Callable[[int], bytes]) -> tuple[bool, bytes]:
     """A body: `real(installation)`, GitHub's payload (True); or JSON of any shape,
     garbage, not UTF-8, cut short, or form-encoded (False)."""
-    kind = draw(st.sampled_from(["real", "json", "object", "binary", "latin1", "form", "cut"]))
+    kind = draw(st.sampled_from(BODY_KINDS))
     return kind == "real", _body(draw, kind, real(draw(installation)))
 
 
@@ -67,6 +70,8 @@ def _body(draw: st.DrawFn, kind: str, real: bytes) -> bytes:
         return json.dumps(data).encode()
     if kind == "latin1":
         return real.decode().replace("opened", "ouvert\xe9").encode("latin-1")
+    if kind == "utf16":  # with its byte-order mark
+        return real.decode().encode("utf-16")
     if kind == "form":  # what GitHub sends when the hook's content type is form
         return ("payload=" + urllib.parse.quote_plus(real.decode())).encode()
     return draw(st.binary(max_size=512))

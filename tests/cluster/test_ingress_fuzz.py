@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from hypothesis import HealthCheck, Phase, event, given, settings
 
+from actors.admin import stats
 from actors.records import installation_of
 from ghbot.events import decode_envelope
 from ghbot.journal import open_journal
@@ -212,6 +213,8 @@ async def test_generated_and_named_hostile_requests_journal_only_what_was_validl
     body = real(32)
     assert answered("after", exchange(port, signed(body, str(uuid.uuid4())), [body]), body) == 202
     assert await journaled(app) == accepted
+    # and the shards' own count (what `ghbot status` shows) agrees.
+    assert sum(shard["received"] for shard in stats(app.runtime.namespace)) == len(accepted)
     print(f"ingress fuzz over HTTP: {sum(tally.values())} requests, {sorted(tally.items())}")
 
     # Serve's own count of what its proxy answered, once every request has reached it:
