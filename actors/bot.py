@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from types import UnionType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
@@ -55,6 +55,9 @@ _OWN = "__ghbot_include_own__"
 # Domain events emitted by the handler running in this task (handlers of one
 # installation run concurrently for different ordering keys).
 _emitted: ContextVar[list[msgspec.Struct] | None] = ContextVar("ghbot_emitted", default=None)
+#: The event the running handler was given (for `InstallationActor.config`).
+_handled: ContextVar[Event[Any] | None] = ContextVar("ghbot_handled", default=None)
+T = TypeVar("T")
 
 
 class UnknownEventWarning(UserWarning):
@@ -294,11 +297,40 @@ class InstallationActor:
         """Run one handler and return the domain events it emitted (dropped if it raised)."""
         emitted: list[msgspec.Struct] = []
         token = _emitted.set(emitted)
+        current = _handled.set(event)
         try:
             await getattr(self, method)(event)
         finally:
+            _handled.reset(current)
             _emitted.reset(token)
         return emitted
+
+    @overload
+    async def config(self, path: str, *, schema: type[T], default: T) -> T: ...
+
+    @overload
+    async def config(self, path: str, *, schema: type[T]) -> T | None: ...
+
+    async def config(self, path: str, *, schema: type[T], default: T | None = None) -> T | None:
+        """Return `.github/<path>` of the delivery's repository, decoded into `schema`.
+
+        Falls back to the owner's `.github` repository, follows one `_extends`, and
+        returns `default` when neither has the file (see `actors.repo_config`). Raises
+        `RepositoryConfigError` for a file that is not YAML or not of `schema`'s shape
+        (a handler that lets it through is dead-lettered at once, and logged), and
+        `UsageError` outside a handler or for a delivery without a repository.
+        """
+        from actors.repo_config import read_config
+
+        event = _handled.get()
+        if event is None or event.repository is None:
+            raise UsageError(
+                "self.config() reads the repository of the delivery being handled; "
+                "call it in a handler of a delivery that has one"
+            )
+        where = event.repo()
+        found = await read_config(self.github, where["owner"], where["repo"], path, schema)
+        return default if found is None else found
 
 
 def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str:

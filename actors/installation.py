@@ -57,6 +57,7 @@ from ghbot.errors import (
     MalformedPayload,
     NoInstallation,
     RateLimited,
+    RepositoryConfigError,
 )
 from ghbot.events import Event, decode_envelope, parse
 from ghbot.journal.records import NewEvent, encode
@@ -70,7 +71,7 @@ Sleep = Callable[[float], Awaitable[None]]
 Job = Callable[[], Awaitable[None]]
 
 #: Handler errors that every attempt would raise again: dead-lettered at once.
-_FINAL: tuple[type[Exception], ...] = (NoInstallation,)
+_FINAL: tuple[type[Exception], ...] = (NoInstallation, RepositoryConfigError)
 
 #: The delivery (GUID, event name) whose handlers run in this task, for error messages.
 _current: ContextVar[tuple[str, str] | None] = ContextVar("ghbot_delivery", default=None)

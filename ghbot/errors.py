@@ -54,6 +54,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RepositoryConfigError",
     "ServerError",
     "Timeout",
     "TransportError",
@@ -132,6 +133,21 @@ class NoInstallation(UsageError):
             "webhook pointed at the App's URL, or is an app-level event; "
             f"self.{attribute} is unavailable"
         )
+
+
+class RepositoryConfigError(UsageError):
+    """A repository's configuration file is there but unusable (not YAML, wrong shape).
+
+    `repository` and `path` say which file (`owner/name`, `.github/bot.yml`). Retrying
+    cannot help until someone fixes the file, so the runtime dead-letters a handler that
+    lets it through at once (replay the dead letter after the fix), and logs it.
+    """
+
+    def __init__(self, repository: str, path: str, reason: str) -> None:
+        self.repository = repository
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{repository}: {path}: {reason}")
 
 
 # --- the webhook sender's fault -------------------------------------------------------

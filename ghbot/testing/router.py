@@ -98,8 +98,12 @@ class Router:
         auth: Auth = "token",
         counted: bool = True,
     ) -> None:
-        """Route `method template` to `handler`; `{name}` matches one path segment."""
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        """Route `method template` to `handler`.
+
+        `{name}` matches one path segment, `{name*}` the rest of the path (a file's).
+        """
+        regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", template)
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
         route = Route(method, re.compile(f"^{regex}/?$"), handler, auth, counted)
         self._routes.setdefault((method, _head(template)), []).append(route)
 

@@ -8,6 +8,8 @@ https://docs.github.com/en/rest/commits/statuses
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from ghbot.testing.router import Ctx, Reply, Router, error, paged
@@ -45,6 +47,7 @@ class RepoRoutes:
         add("GET", f"{R}/issues/{{number}}/labels", self.list_labels)
         add("POST", f"{R}/issues/{{number}}/labels", self.add_labels)
         add("DELETE", f"{R}/issues/{{number}}/labels/{{name}}", self.remove_label)
+        add("GET", f"{R}/contents/{{path*}}", self.get_content)
         add("GET", f"{R}/pulls", self.list_pulls)
         add("GET", f"{R}/pulls/{{number}}", self.get_pull)
         add("GET", f"{R}/pulls/{{number}}/reviews", self.list_reviews)
@@ -264,6 +267,33 @@ class RepoRoutes:
             return found
         repo, pull = found
         return paged(ctx, repo.reviews.get(pull["number"], []))
+
+    def get_content(self, ctx: Ctx) -> Reply:
+        """A file as the contents API gives it: base64 in lines of 60, with its blob SHA."""
+        repo = self._repo(ctx)
+        if isinstance(repo, Reply):
+            return repo
+        path = ctx.params["path"].strip("/")
+        text = repo.files.get(path)
+        if text is None:
+            return error(404, "Not Found")
+        raw = text.encode()
+        encoded = base64.b64encode(raw).decode()
+        sha = hashlib.sha1(b"blob %d\0" % len(raw) + raw, usedforsecurity=False).hexdigest()
+        url = f"{self.store.base}/repos/{repo.full_name}/contents/{path}"
+        return Reply(
+            {
+                "type": "file",
+                "encoding": "base64",
+                "size": len(raw),
+                "name": path.rsplit("/", 1)[-1],
+                "path": path,
+                "sha": sha,
+                "url": url,
+                "html_url": f"https://github.com/{repo.full_name}/blob/main/{path}",
+                "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)),
+            }
+        )
 
     # --- checks and statuses ----------------------------------------------------------
 

@@ -55,6 +55,10 @@ class Setup:
         issue["labels"] = [self.store.label(repo, name) for name in labels]
         return issue
 
+    def add_file(self, full_name: str, path: str, text: str) -> None:
+        """Put a file with `text` at `path` on the repository's default branch."""
+        self._repo(full_name).files[path.strip("/")] = text
+
     def add_comment(self, full_name: str, number: int, body: str) -> dict[str, Any]:
         """Comment on issue `number`."""
         repo = self._repo(full_name)

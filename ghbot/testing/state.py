@@ -45,6 +45,8 @@ class Repo:
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    #: The default branch's files, by path (`ghbot.testing.FakeGitHub.add_file`).
+    files: dict[str, str] = field(default_factory=dict)
     #: Each pull request's reviews, by its number, in creation order.
     reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     next_number: int = 1

@@ -126,6 +126,29 @@ async def test_each_handler_does_what_the_page_says(
             # mark: a success status on the pushed commit.
             [status] = fake.requests_to(f"{base}/statuses/{'c' * 40}", "POST")
             assert status.json["state"] == "success" and status.json["context"] == "chores/push"
+
+            # relabel: the repository's .github/chores.yml says which label; a broken
+            # one is a failing check run on the head, and nothing else.
+            sync = payload(
+                "pull_request.synchronize",
+                number=pull["number"],
+                pull_request__number=pull["number"],
+                pull_request__head__sha="d" * 40,
+            )
+            fake.add_file(REPO, ".github/chores.yml", "label_updates: updated\n")
+            await shard.ingest(batch(inbound(bot, "pull_request", sync)))
+            await shard.wait_idle()
+            labelled = fake.requests_to(f"{base}/issues/{pull['number']}/labels", "POST")
+            assert labelled[-1].json == {"labels": ["updated"]}
+            fake.add_file(REPO, ".github/chores.yml", "label_updates: [not, a, string]\n")
+            await shard.ingest(batch(inbound(bot, "pull_request", sync)))
+            await shard.wait_idle()
+            assert len(fake.requests_to(f"{base}/issues/{pull['number']}/labels", "POST")) == 2
+            failed = fake.requests_to(f"{base}/check-runs", "POST")[-1].json
+            assert failed["conclusion"] == "failure" and failed["head_sha"] == "d" * 40
+            assert failed["output"]["title"] == ".github/chores.yml cannot be used"
+            assert "Expected `str | null`, got `array`" in failed["output"]["summary"]
+            assert not shard.counters.get("dead_letters"), shard.counters
         finally:
             await shard.close()
             await journal.close()

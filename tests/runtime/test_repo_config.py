@@ -1,0 +1,105 @@
+"""`self.config(...)`: a repository's `.github/` file, the owner's defaults, `_extends`."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from actors import InstallationActor, on
+from actors.testing import BotHarness
+from ghbot.errors import UsageError
+from ghbot.events import Event
+from ghbot.models import IssuesOpened
+
+HELLO = "Codertocat/Hello-World"
+COMMENTS = f"/repos/{HELLO}/issues/1/comments"
+
+
+class Greeting(msgspec.Struct, kw_only=True):
+    greeting: str = "Hello"
+    labels: list[str] = []
+    limits: dict[str, int] = {}
+
+
+class Configured(InstallationActor):
+    seen: list[Greeting] = []
+
+    @on("issues.opened")
+    async def greet(self, event: Event[IssuesOpened]) -> None:
+        config = await self.config("greeter.yml", schema=Greeting, default=Greeting())
+        Configured.seen.append(config)
+        await self.github.rest.issues.create_comment(**event.issue(), body=config.greeting)
+
+
+async def said(bot: BotHarness) -> str:
+    done = await bot.deliver("issues.opened", issue__number=1)
+    assert done.dead_letters == [], done.dead_letters
+    [comment] = done.requests_to(COMMENTS, "POST")
+    return str(comment.json["body"])
+
+
+async def test_the_default_then_the_repositorys_file_then_the_owners_defaults() -> None:
+    async with BotHarness(Configured) as bot:
+        assert await said(bot) == "Hello"  # no file anywhere: the default
+        bot.fake.add_repository("Codertocat/.github", 1)
+        bot.fake.add_file("Codertocat/.github", ".github/greeter.yml", "greeting: Org hi\n")
+        assert await said(bot) == "Org hi"  # the owner's .github repository
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "greeting: Repo hi\nlabels: [a]\n")
+        assert await said(bot) == "Repo hi"  # the repository's own wins
+        assert Configured.seen[-1] == Greeting(greeting="Repo hi", labels=["a"])
+
+
+async def test_extends_merges_the_other_file_under_this_one() -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_repository("Codertocat/shared", 1)
+        bot.fake.add_file(
+            "Codertocat/shared",
+            ".github/base.yml",
+            "greeting: Base\nlabels: [x, y]\nlimits: {a: 1, b: 2}\n",
+        )
+        bot.fake.add_file(
+            HELLO,
+            ".github/greeter.yml",
+            "_extends: shared:.github/base.yml\nlimits: {b: 3}\nlabels: [z]\n",
+        )
+        assert await said(bot) == "Base"
+        assert Configured.seen[-1] == Greeting(
+            greeting="Base", labels=["z"], limits={"a": 1, "b": 3}
+        )
+
+
+async def test_a_reread_of_an_unchanged_file_is_a_conditional_request() -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "greeting: Hi\n")
+        assert await said(bot) == "Hi"
+        assert await said(bot) == "Hi"
+        path = f"/repos/{HELLO}/contents/.github/greeter.yml"
+        first, second = bot.fake.requests_to(path, "GET")
+        assert "If-None-Match" not in first.headers and second.headers["If-None-Match"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("greeting: [unclosed\n", "is not YAML"),
+        ("- a list\n", "is not a mapping of keys"),
+        ("greeting: 7\n", "does not fit Greeting: Expected `str`, got `int` - at `$.greeting`"),
+        ("_extends: nowhere\n", "_extends: nowhere has no .github/greeter.yml"),
+    ],
+)
+async def test_a_broken_file_is_dead_lettered_at_once_with_its_reason(
+    text: str, reason: str
+) -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", text)
+        done = await bot.deliver("issues.opened", issue__number=1)
+        [dead] = done.dead_letters
+        assert (dead["attempts"], dead["error_type"]) == (1, "RepositoryConfigError")
+        assert dead["error"].startswith(f"{HELLO}: .github/greeter.yml: ")
+        assert reason in dead["error"]
+        assert done.requests_to(COMMENTS, "POST") == []
+
+
+async def test_config_outside_a_handler_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="reads the repository of the delivery"):
+        await Configured().config("greeter.yml", schema=Greeting)
