@@ -35,7 +35,7 @@ from actors.shard import ACCEPTED, DUPLICATE, ShardCore
 from actors.wire import to_inbound
 from ghbot.client import GitHubApp
 from ghbot.config import Settings
-from ghbot.errors import ConfigError, WebhookError
+from ghbot.errors import ConfigError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, parse_delivery
 
@@ -117,7 +117,12 @@ class DevServer:
     async def _webhook(self, request: web.Request) -> web.Response:
         assert self.shard is not None
         try:
-            body = await request.read()
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise PayloadTooLarge(
+                    f"payload over the {MAX_PAYLOAD_BYTES}-byte cap", delivery_id=None
+                ) from None
             delivery = parse_delivery(request.headers, body, self.settings.webhook_secrets)
         except WebhookError as exc:
             log.warning("refused a delivery: %s", exc, extra={"http_status": exc.http_status})

@@ -26,11 +26,11 @@ from ray import serve
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from actors.bot import ordering_key
-from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound, encode_batch
+from actors.records import NO_INSTALLATION, Inbound, encode_batch
 from actors.runtime import get_or_create_actors, held_secrets, set_up_process
 from actors.settings import RuntimeSettings, load_bot
-from actors.shard import ACCEPTED, DUPLICATE, vshard_of
+from actors.shard import ACCEPTED, DUPLICATE
+from actors.wire import to_inbound
 from ghbot import metrics, telemetry
 from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
@@ -263,23 +263,15 @@ class WebhookIngress:
                     telemetry.INSTALLATION_ID: installation_id,
                 }
             )
-        vshard = vshard_of(installation_id, self.settings.vshards)
-        qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
-        item = Inbound(
-            installation_id=installation_id,
-            vshard=vshard,
-            received=DeliveryReceived(
-                delivery_id=delivery.delivery_id,
-                event=delivery.event,
-                body=body,
-                received_at=time.time(),
-                hook_id=delivery.hook_id,
-                key=ordering_key(self.bot.ordering, delivery.event, envelope),
-                trace=telemetry.traceparent(span),
-                app_id=delivery.app_id,
-            ),
-            completed=not self.bot.handlers_for(qualified, delivery.event),
+        item = to_inbound(
+            self.bot,
+            delivery,
+            self.settings.vshards,
+            received_at=time.time(),
+            trace=telemetry.traceparent(span),
         )
+        vshard = item.vshard
+        qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
         batcher = self.batchers[self.settings.shard_of_vshard(vshard)]
         try:
             status = await batcher.submit(item)
