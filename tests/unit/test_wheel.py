@@ -1,0 +1,82 @@
+"""ghbot installs from its wheel, not only from a checkout: package data, entry points, and
+a new project's tests running against the installed wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run(
+        [*argv, "-q", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [built] = out.glob("ghbot-*.whl")
+    return built
+
+
+def test_the_wheel_holds_the_code_its_data_and_its_entry_points(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    examples = [n for n in names if n.startswith("ghbot/testing/examples/") and n.endswith(".json")]
+    assert len(examples) == 62
+    for needed in (
+        "ghbot/py.typed",
+        "actors/py.typed",
+        "actors/testing.py",
+        "actors/dev.py",
+        "ghbot/rest/namespaces/issues.py",
+        "ghbot/models/_generated.py",
+    ):
+        assert needed in names, needed
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
+    [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "ghbot = ghbot.cli:main" in text and "ghbot = actors.pytest_plugin" in text
+
+
+def test_a_new_project_passes_its_tests_against_the_installed_wheel(
+    wheel: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+    subprocess.run([*install, str(wheel)], check=True, capture_output=True, timeout=300)
+    # The wheel first on the path, run from elsewhere: the checkout is not what imports.
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import ghbot, actors; print(ghbot.__file__, actors.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.count(str(site)) == 2, where.stdout
+    new = [sys.executable, "-m", "ghbot.cli", "new", "wheel-bot", "--dir", str(tmp_path)]
+    subprocess.run(new, cwd=tmp_path, env=env, check=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path / "wheel-bot",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
