@@ -224,7 +224,10 @@ class Registration:
         self._save(data)
         app = {k: v for k, v in data.items() if k not in _SECRETS}
         self._done.set_result(app)
-        text = f"The App {data.get('name')} (ID {data.get('id')}) is created; see {self.env_file}."
+        text = (
+            f"The App {data.get('name')} (ID {data.get('id')}) is created; see {self.env_file}. "
+            f"Install it on a repository: {data.get('html_url')}/installations/new"
+        )
         return web.Response(text=text)
 
     def _save(self, data: Mapping[str, Any]) -> None:

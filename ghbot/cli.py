@@ -318,6 +318,7 @@ def _run_register(args: argparse.Namespace) -> int:
     app = asyncio.run(register())
     print(f"created the App {app.get('name')} (ID {app.get('id')}): {app.get('html_url')}")
     print(f"wrote {args.env_file} and the private key beside it (both mode 0600)")
+    print(f"install it on a repository: {app.get('html_url')}/installations/new")
     return 0
 
 

@@ -57,6 +57,7 @@ async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> Non
         finally:
             await flow.close()
         assert status == 200 and "Greeter Bot" in text and "(ID 77)" in text
+        assert "https://github.com/apps/greeter-bot/installations/new" in text
         assert app["id"] == 77 and app["slug"] == "greeter-bot"
         assert not {"pem", "webhook_secret", "client_secret"} & app.keys()
 
