@@ -28,12 +28,10 @@ import msgspec
 from aiohttp import web
 
 from actors.bot import InstallationActor
-from actors.github import InstallationClients
+from actors.local import LocalShard
 from actors.records import encode_batch
-from actors.settings import RuntimeSettings
 from actors.shard import ACCEPTED, DUPLICATE, ShardCore
 from actors.wire import to_inbound
-from ghbot.client import GitHubApp
 from ghbot.config import Settings
 from ghbot.errors import ConfigError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
@@ -67,7 +65,7 @@ class DevServer:
         self.url = ""
         self.shard: ShardCore | None = None
         self._journal: Journal | None = None
-        self._clients: InstallationClients | None = None
+        self._local: LocalShard | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> DevServer:
@@ -75,20 +73,9 @@ class DevServer:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         journal_url = f"sqlite://{self.journal_dir.resolve()}"
         self._journal = await open_journal(journal_url, shard_count=VSHARDS)
-        bot_path = f"{self.bot.__module__}:{self.bot.__qualname__}"
-        runtime = RuntimeSettings(bot=bot_path, settings=self.settings)
-        self._clients = clients = InstallationClients(
-            runtime, GitHubApp.from_settings(self.settings).create_installation_token
-        )
-        self.shard = ShardCore(
-            range(VSHARDS),
-            VSHARDS,
-            self._journal,
-            self.bot,
-            github_for=clients.for_installation,
-            breaker_wait=clients.breaker_wait,
-        )
-        await self.shard.start()
+        self._local = LocalShard(self.bot, self.settings, self._journal, vshards=VSHARDS)
+        self.shard = self._local.shard
+        await self._local.start()
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
         app.router.add_post("/webhooks", self._webhook)
         app.router.add_get("/healthz", self._health)
@@ -104,12 +91,10 @@ class DevServer:
         """Stop listening, let running handlers finish, close the journal."""
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.shard is not None:
-            await self.shard.close()
+        if self._local is not None:
+            await self._local.close()
         if self._journal is not None:
             await self._journal.close()
-        if self._clients is not None and self._clients.options.pool is not None:
-            await self._clients.options.pool.close()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "pid": os.getpid()})

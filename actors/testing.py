@@ -45,13 +45,12 @@ from typing import Any
 import msgspec
 
 from actors.bot import InstallationActor
-from actors.github import InstallationClients
 from actors.installation import Codecs
+from actors.local import LocalShard
 from actors.records import DOMAIN_PREFIX, encode_batch, stream_name
-from actors.settings import RuntimeSettings
 from actors.shard import ShardCore
 from actors.wire import to_inbound, vshard_of
-from ghbot.client import GitHubApp, close_pool
+from ghbot.client import close_pool
 from ghbot.config import Settings
 from ghbot.errors import UsageError
 from ghbot.journal import Journal, open_journal
@@ -126,7 +125,7 @@ class BotHarness:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._journal: Journal | None = None
         self._shard: ShardCore | None = None
-        self._clients: InstallationClients | None = None
+        self._local: LocalShard | None = None
 
     @property
     def fake(self) -> FakeGitHub:
@@ -157,24 +156,19 @@ class BotHarness:
             api_url=fake.url,
             journal_url=f"sqlite://{self._tmp.name}/journal",
         )
-        bot_path = f"{self.bot.__module__}:{self.bot.__qualname__}"
-        runtime = RuntimeSettings(bot=bot_path, settings=settings, pace_writes=self._pace_writes)
-        self._clients = clients = InstallationClients(
-            runtime, GitHubApp.from_settings(settings).create_installation_token
-        )
         self._journal = await open_journal(settings.journal_url, shard_count=VSHARDS)
-        self._shard = ShardCore(
-            range(VSHARDS),
-            VSHARDS,
-            self._journal,
+        self._local = LocalShard(
             self.bot,
-            github_for=clients.for_installation,
-            breaker_wait=clients.breaker_wait,
+            settings,
+            self._journal,
+            vshards=VSHARDS,
+            pace_writes=self._pace_writes,
             retry=self._retry,
             clock=self.clock,
             sleep=self._sleep,
         )
-        await self._shard.start()
+        self._shard = self._local.shard
+        await self._local.start()
         return self
 
     async def __aexit__(
@@ -184,12 +178,10 @@ class BotHarness:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._shard is not None:
-                await self._shard.close()
+            if self._local is not None:
+                await self._local.close()
             if self._journal is not None:
                 await self._journal.close()
-            if self._clients is not None and self._clients.options.pool is not None:
-                await self._clients.options.pool.close()
             if self._own_fake and self._fake is not None:
                 await self._fake.stop()
             await close_pool()

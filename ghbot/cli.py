@@ -228,6 +228,25 @@ register(
 )
 
 
+# --- the commands about a bot of the current directory: register, dev, receive ---------
+
+
+def _bot_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bot",
+        default=os.environ.get("GHBOT_BOT") or None,
+        help="the bot class, module:Class (default: GHBOT_BOT)",
+    )
+
+
+def _need_bot(args: argparse.Namespace) -> None:
+    """Check `--bot` was given; make the current directory's modules importable."""
+    if not args.bot:
+        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
+    # The bot is the caller's code, importable from where they run the command.
+    sys.path.insert(0, os.getcwd())
+
+
 # --- ghbot new --------------------------------------------------------------------------
 
 
@@ -265,11 +284,7 @@ register(
 
 def _register_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add(
-        "--bot",
-        default=os.environ.get("GHBOT_BOT") or None,
-        help="the bot class, module:Class (default: GHBOT_BOT)",
-    )
+    _bot_argument(parser)
     add("--name", required=True, help="the App's name (GitHub lets you change it there)")
     add("--webhook-url", required=True, help="where GitHub sends deliveries (…/webhooks)")
     add("--org", help="create the App in this organization (default: your account)")
@@ -282,9 +297,7 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_register(args: argparse.Namespace) -> int:
     """Create the App from the bot's manifest through the browser; write its settings."""
-    if not args.bot:
-        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
-    sys.path.insert(0, os.getcwd())
+    _need_bot(args)
     import webbrowser
 
     from actors.register import Registration
@@ -338,11 +351,7 @@ register(
 
 def _dev_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add(
-        "--bot",
-        default=os.environ.get("GHBOT_BOT") or None,
-        help="the bot class, module:Class (default: GHBOT_BOT)",
-    )
+    _bot_argument(parser)
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, default=3000, help="port to listen on (default 3000)")
     add("--env-file", type=Path, default=Path(".env"), help="settings to load (default .env)")
@@ -358,9 +367,7 @@ def _dev_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_dev(args: argparse.Namespace) -> int:
     """Serve the bot on POST /webhooks in this process; restart it when code changes."""
-    if not args.bot:
-        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
-    sys.path.insert(0, os.getcwd())
+    _need_bot(args)
     from actors.dev import load_env_file
 
     if args.env_file.is_file():
@@ -482,11 +489,7 @@ def _receive_arguments(parser: argparse.ArgumentParser) -> None:
         "(issues.opened) whose example payload ships with ghbot",
     )
     add("payload", nargs="?", type=Path, help="the delivery's JSON body, a file")
-    add(
-        "--bot",
-        default=os.environ.get("GHBOT_BOT") or None,
-        help="the bot class, module:Class (default: GHBOT_BOT)",
-    )
+    _bot_argument(parser)
     add(
         "--installation",
         type=int,
@@ -497,10 +500,7 @@ def _receive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_receive(args: argparse.Namespace) -> int:
     """Run one delivery through the bot in-process; print what it asked of GitHub."""
-    if not args.bot:
-        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
-    # The bot is the caller's code, importable from where they run the command.
-    sys.path.insert(0, os.getcwd())
+    _need_bot(args)
     from actors.settings import load_bot
     from actors.testing import REPOSITORY, BotHarness
 
