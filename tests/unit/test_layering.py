@@ -1,9 +1,16 @@
-"""The SDK stands alone: importing it (and a bot's `actors` imports) never imports Ray."""
+"""The layers: the SDK stands alone, and only the Ray edge imports Ray.
+
+Checked twice: by importing (what a bot's imports load) and by reading every module's
+imports from its source (module level and inside functions), so a Ray import on a path
+no test happens to run is caught too.
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_importing_the_sdk_and_writing_a_bot_needs_no_ray() -> None:
@@ -21,3 +28,89 @@ def test_deploy_is_resolved_lazily() -> None:
     import ghbot
 
     assert callable(ghbot.deploy)
+
+
+# --- the same line, read from the source (what is imported where, not what ran) -------
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The Ray edge: the only modules that import Ray (the Serve ingress, the actors'
+#: runtime, the admin API the CLI's cluster commands call, the metrics bridge).
+RAY_EDGE = {"actors/admin.py", "actors/ingress.py", "actors/runtime.py", "actors/metrics.py"}
+#: Where the SDK may import the actor framework, and only inside a function: the
+#: `ghbot.deploy` hook that `serve run ghbot.deploy` needs, and the CLI's commands.
+SDK_TO_ACTORS = {"ghbot/__init__.py", "ghbot/cli.py"}
+
+
+def imports(source: str) -> tuple[set[str], set[str]]:
+    """Return the modules a source imports at module level and inside functions."""
+    top: set[str] = set()
+    lazy: set[str] = set()
+
+    def visit(nodes: list[ast.stmt], into: set[str]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                into.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                into.add(node.module)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Import):
+                        lazy.update(alias.name for alias in inner.names)
+                    elif isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                        lazy.add(inner.module)
+            else:  # `if TYPE_CHECKING:`, `try:` ... at module level
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit([n for n in getattr(node, field, []) if isinstance(n, ast.stmt)], into)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body, into)
+
+    visit(ast.parse(source).body, top)
+    return top, lazy
+
+
+def _sources(package: str) -> dict[str, tuple[set[str], set[str]]]:
+    return {
+        path.relative_to(ROOT).as_posix(): imports(path.read_text())
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+def _under(modules: set[str], root: str) -> set[str]:
+    return {m for m in modules if m == root or m.startswith(root + ".")}
+
+
+def test_only_the_ray_edge_imports_ray() -> None:
+    for path, (top, lazy) in {**_sources("actors"), **_sources("ghbot")}.items():
+        if path in RAY_EDGE:
+            continue
+        assert not _under(top, "ray"), f"{path} imports Ray at module level"
+        if path != "ghbot/cli.py":  # its cluster commands connect to Ray when they run
+            assert not _under(lazy, "ray"), f"{path} imports Ray"
+
+
+def test_the_framework_reaches_the_ray_edge_only_from_the_edge() -> None:
+    edge_modules = {p.removesuffix(".py").replace("/", ".") for p in RAY_EDGE}
+    for path, (top, _lazy) in _sources("actors").items():
+        if path in RAY_EDGE:
+            continue
+        reached = top & edge_modules
+        assert not reached, f"{path} imports {sorted(reached)} at module level"
+
+
+def test_the_sdk_imports_the_framework_only_lazily_and_only_where_documented() -> None:
+    for path, (top, lazy) in _sources("ghbot").items():
+        assert not _under(top, "actors"), f"{path} imports actors at module level"
+        if path not in SDK_TO_ACTORS:
+            assert not _under(lazy, "actors"), f"{path} imports actors"
+
+
+def test_the_reader_sees_imports_at_every_level() -> None:
+    source = (
+        "import ray\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from actors.runtime import x\ntry:\n    import yaml\nexcept ImportError:\n"
+        "    import json\ndef f():\n    from actors import on\nclass C:\n"
+        "    def g(self):\n        import ray.util\n"
+    )
+    top, lazy = imports(source)
+    assert top == {"ray", "typing", "actors.runtime", "yaml", "json"}
+    assert lazy == {"actors", "ray.util"}
