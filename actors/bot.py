@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
+from actors.schedule import SCHEDULE_EVENT, interval_of
 from ghbot.errors import UsageError
 from ghbot.events import Envelope, Event, check_name
 
@@ -202,6 +203,8 @@ class InstallationActor:
     # Handlers that take deliveries the models do not know, and this app's own ones.
     _takes_unknown: ClassVar[frozenset[str]] = frozenset()
     _takes_own: ClassVar[frozenset[str]] = frozenset()
+    # `@every` handlers and their intervals in seconds.
+    _schedules: ClassVar[dict[str, float]] = {}
 
     # Set by the runtime before any handler runs.
     installation_id: int
@@ -214,12 +217,25 @@ class InstallationActor:
         routes: dict[str, list[str]] = {}
         unknown: set[str] = set()
         own: set[str] = set()
+        schedules: dict[str, float] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
+                seconds = interval_of(value)
+                if seconds is not None:
+                    # A scheduled run's payload is the schedule's, not a model's.
+                    if not _check_handler(cls.__name__, attr, value):
+                        raise UsageError(
+                            f"{cls.__name__}.{attr}: an @every handler gets the schedule's "
+                            "payload, not a webhook's: annotate its event with a bare Event"
+                        )
+                    schedules[attr] = seconds
+                    routes[f"{SCHEDULE_EVENT}.{attr}"] = [attr]
+                    unknown.add(attr)
                 if not getattr(value, _MARK, ()):
                     continue
                 # A subclass's override decides for the name it takes over.
-                unknown.discard(attr)
+                if attr not in schedules:
+                    unknown.discard(attr)
                 own.discard(attr)
                 if _check_handler(cls.__name__, attr, value):
                     unknown.add(attr)
@@ -231,6 +247,7 @@ class InstallationActor:
                         methods.append(attr)
         cls._routes = {name: tuple(methods) for name, methods in routes.items()}
         cls._takes_unknown, cls._takes_own = frozenset(unknown), frozenset(own)
+        cls._schedules = schedules
         if cls.max_attempts < 1 or cls.max_concurrency < 1:
             raise UsageError(f"{cls.__name__}: max_attempts and max_concurrency must be ≥ 1")
 
@@ -284,6 +301,8 @@ class InstallationActor:
         `include_own=True`.
         """
         found: list[str] = []
+        if name == SCHEDULE_EVENT:  # a scheduled run is for its own handler alone
+            return cls._routes.get(qualified_name, ())
         for key in (qualified_name, name, "*"):
             for method in cls._routes.get(key, ()):
                 if method in found or (not known and method not in cls._takes_unknown):

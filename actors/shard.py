@@ -25,12 +25,16 @@ from actors.bot import InstallationActor
 from actors.installation import InstallationHost, runtime_event
 from actors.quota import Quota
 from actors.records import (
+    NO_INSTALLATION,
     DeliveryCompleted,
+    DeliveryReceived,
     Inbound,
     decode_batch,
+    encode_batch,
     installation_of,
     stream_name,
 )
+from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of
 from actors.wire import vshard_of
 from ghbot import metrics
 from ghbot.client import GitHub
@@ -103,10 +107,14 @@ class ShardCore:
             "passivations": 0,
             "snapshots": 0,
             "pruned": 0,
+            "scheduled": 0,
         }
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        #: The last schedule slot seen per (installation, `@every` handler).
+        self._slots: dict[tuple[int, str], int] = {}
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
         #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
@@ -134,6 +142,8 @@ class ShardCore:
         self.recovery = loop.create_task(self._recover())
         self._sweeper = loop.create_task(self._sweep())
         self._pruner = loop.create_task(self._prune_forever())
+        if self.bot_class._schedules:
+            self._scheduler = loop.create_task(self._schedule_forever())
 
     async def _recover(self) -> int:
         """Activate every installation of the shard's streams; return the work resumed.
@@ -199,9 +209,61 @@ class ShardCore:
             dropped += count
         return dropped
 
+    async def _schedule_forever(self) -> None:
+        """Run `schedule_due` every few seconds (a quarter of the shortest interval, at
+        most a minute), for good; a failed pass is logged and tried at the next."""
+        tick = min(60.0, max(0.5, min(self.bot_class._schedules.values()) / 4))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.schedule_due()
+            except Exception as exc:
+                log.warning(
+                    "scheduling @every handlers failed (%s); next try in %g s",
+                    describe(exc),
+                    tick,
+                    extra={"operation": "schedule", "error_type": type(exc).__name__},
+                )
+
+    async def schedule_due(self) -> int:
+        """Journal the `@every` runs whose slot began since the last look; return how many.
+
+        The first look at an installation only notes its slot (see `actors.schedule`:
+        runs start at the next boundary, spread out, rather than all at once).
+        """
+        schedules = self.bot_class._schedules
+        if not schedules:
+            return 0
+        now = self._clock()
+        due: list[Inbound] = []
+        for vshard in self.vshards:
+            for installation_id in await self._installations(vshard):
+                if installation_id == NO_INSTALLATION:
+                    continue
+                for handler, interval in schedules.items():
+                    slot = slot_of(installation_id, handler, interval, now)
+                    last = self._slots.get((installation_id, handler))
+                    self._slots[installation_id, handler] = slot
+                    if last is None or slot <= last:
+                        continue
+                    received = DeliveryReceived(
+                        delivery_id=run_guid(handler, installation_id, slot),
+                        event=SCHEDULE_EVENT,
+                        body=run_body(handler, installation_id, interval, slot),
+                        received_at=now,
+                        key=f"{SCHEDULE_EVENT}:{handler}",
+                    )
+                    due.append(Inbound(installation_id, vshard, received))
+        if not due:
+            return 0
+        accepted = (await self.ingest(encode_batch(due))).count(ACCEPTED)
+        self.counters["scheduled"] += accepted
+        return accepted
+
     async def close(self) -> None:
         """Stop every host; what they were doing stays pending in the journal."""
-        tasks = [*self._snapshotting.values(), self._sweeper, self._pruner, self.recovery]
+        tasks = [*self._snapshotting.values(), self._sweeper, self._pruner, self._scheduler]
+        tasks.append(self.recovery)
         for task in tasks:
             if task is not None:
                 task.cancel()

@@ -48,6 +48,7 @@ from actors.bot import InstallationActor
 from actors.installation import Codecs
 from actors.local import LocalShard
 from actors.records import DOMAIN_PREFIX, encode_batch, stream_name
+from actors.schedule import SCHEDULE_EVENT
 from actors.shard import ShardCore
 from actors.wire import to_inbound, vshard_of
 from ghbot.client import close_pool
@@ -243,6 +244,26 @@ class BotHarness:
             dead_letters=[
                 d for d in await self.shard.dead_letters() if d.get("delivery_id") == guid
             ],
+        )
+
+    async def advance(self, seconds: float) -> Delivered:
+        """Move the clock on by `seconds` and run the `@every` handlers that came due.
+
+        An installation is scheduled once it has had a delivery (in a deployment,
+        `installation.created` is its first). Returns what the runs did, together.
+        """
+        start = len(self.fake.requests)
+        await self.shard.schedule_due()  # a first look only notes the current slots
+        self.clock.advance(seconds)
+        runs = await self.shard.schedule_due()
+        await self.shard.wait_idle()
+        requests = [r for r in list(self.fake.requests)[start:] if "/access_tokens" not in r.path]
+        dead = [d for d in await self.shard.dead_letters() if d["event"] == SCHEDULE_EVENT]
+        return Delivered(
+            delivery_id="",
+            status=f"{runs} run(s)",
+            requests=requests,
+            dead_letters=dead,
         )
 
     async def state(self, installation_id: int | None = None) -> Any:

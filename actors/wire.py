@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from actors.bot import InstallationActor, ordering_key
 from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound
+from actors.schedule import SCHEDULE_EVENT
 from ghbot.webhooks import Delivery
 
 __all__ = ["to_inbound", "vshard_of"]
@@ -47,5 +48,6 @@ def to_inbound(
             trace=trace,
             app_id=delivery.app_id,
         ),
-        completed=not bot.handlers_for(qualified, event),
+        # A webhook claiming to be a scheduled run runs nothing (`actors.schedule`).
+        completed=event == SCHEDULE_EVENT or not bot.handlers_for(qualified, event),
     )

@@ -8,7 +8,8 @@ body = example_payload("issues.opened", issue__number=7, repository__full_name="
 
 The payloads are GitHub's own (`@octokit/webhooks-examples`, MIT), one per event and
 action, in `ghbot/testing/examples/`. Most come from repository webhooks and so carry
-no `installation`; `example_payload` adds one (`installation=None` leaves it out).
+no `installation`; `example_payload` adds one, or sets the ID of the one an installation
+event carries (`installation=None` leaves the payload as it is).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ def example_payload(name: str, *, installation: int | None = 1, **changes: Any) 
         raise UsageError(f"no example payload {name!r}; there are: {known}")
     data: dict[str, Any] = json.loads(path.read_text())
     if installation is not None:
-        data["installation"] = {
-            "id": installation,
-            "node_id": f"MDIzOkludGVncmF0aW9u{installation}",
-        }
+        found = data.get("installation")
+        if isinstance(found, dict):  # an installation event's full object: keep it
+            found["id"] = installation
+        else:
+            node_id = f"MDIzOkludGVncmF0aW9u{installation}"
+            data["installation"] = {"id": installation, "node_id": node_id}
     for dotted, value in changes.items():
         change(data, dotted, value)
     return data

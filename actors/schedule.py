@@ -1,0 +1,94 @@
+"""Scheduled handlers: `@every("1h")` runs a handler for each installation, spread out.
+
+```python
+class Stale(InstallationActor):
+    @every("1d")
+    async def sweep(self, event: Event) -> None:   # once a day per installation
+        ...
+```
+
+The shard that owns an installation's journal stream schedules it, so each run happens
+once for the whole cluster. A run is a delivery like any other, journaled before it
+runs, retried, ordered and dead-lettered the same way: its event is `ghbot_schedule`
+(no GitHub event has that name; one sent to the ingress with it runs nothing), its
+action the handler's name, and its GUID is `schedule:<handler>:<installation>:<slot>`,
+so the journal keeps one run per slot even when two shards race through a handover.
+
+Spread: an installation's runs are offset within the interval by a hash of its ID and
+the handler's name, so a thousand installations of a `@every("1h")` handler run at a
+thousand moments of the hour, not at the top of it. A shard that starts (or first
+sees an installation) waits for the next boundary; a run due while no shard was up is
+skipped, not made up. The installations scheduled are those with a journal stream,
+that is every installation that ever sent a delivery (`installation.created` included).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from ghbot.config import parse_duration
+from ghbot.errors import UsageError
+
+__all__ = ["SCHEDULE_EVENT", "every", "interval_of", "run_body", "run_guid", "slot_of"]
+
+#: The event name of a scheduled run (GitHub sends no event of that name).
+SCHEDULE_EVENT: Final = "ghbot_schedule"
+_EVERY: Final = "__ghbot_every__"
+#: The shortest interval: a run costs a journal write and usually GitHub requests.
+MIN_INTERVAL: Final = 1.0
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def every(interval: str | float) -> Callable[[H], H]:
+    """Run the decorated handler for each installation every `interval` (`"1h"`, 90).
+
+    Raises `UsageError` for an interval that is not a duration of at least a second.
+    """
+    try:
+        seconds = parse_duration(interval) if isinstance(interval, str) else float(interval)
+    except ValueError:
+        raise UsageError(f"@every({interval!r}): expected seconds or 30s, 15m, 1h") from None
+    if not seconds >= MIN_INTERVAL or seconds == float("inf"):
+        raise UsageError(f"@every({interval!r}): the interval must be at least 1 s")
+
+    def mark(handler: H) -> H:
+        setattr(handler, _EVERY, seconds)
+        return handler
+
+    return mark
+
+
+def interval_of(handler: Any) -> float | None:
+    """Return the `@every` interval of a handler, or None."""
+    value = getattr(handler, _EVERY, None)
+    return float(value) if value is not None else None
+
+
+def slot_of(installation_id: int, handler: str, interval: float, now: float) -> int:
+    """Return the run slot `now` falls in, for this installation and handler.
+
+    Slots are `interval` long and offset per installation and handler (a stable hash),
+    so the boundaries of different installations fall at different moments.
+    """
+    offset = zlib.crc32(f"{installation_id}:{handler}".encode()) % max(int(interval), 1)
+    return int((now - offset) // interval)
+
+
+def run_guid(handler: str, installation_id: int, slot: int) -> str:
+    return f"schedule:{handler}:{installation_id}:{slot}"
+
+
+def run_body(handler: str, installation_id: int, interval: float, slot: int) -> bytes:
+    """Return the body of a scheduled run: what its handler's `event.payload` holds."""
+    return msgspec.json.encode(
+        {
+            "action": handler,
+            "installation": {"id": installation_id},
+            "schedule": {"handler": handler, "every": interval, "slot": slot},
+        }
+    )

@@ -1,0 +1,110 @@
+"""`@every`: scheduled handlers, once per installation and slot, spread, journaled."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import InstallationActor, every, on
+from actors.schedule import SCHEDULE_EVENT, slot_of
+from actors.testing import BotHarness
+from ghbot.errors import UsageError
+from ghbot.events import Event
+from ghbot.models import IssuesOpened
+
+ISSUES = "/repos/Codertocat/Hello-World/issues"
+
+
+class Sweeper(InstallationActor):
+    """Opens a tracking issue every hour; also has a catch-all handler."""
+
+    everything: list[str] = []
+
+    @every("1h")
+    async def sweep(self, event: Event) -> None:
+        assert event.payload is not None and event.installation_id == self.installation_id
+        await self.github.request("POST", ISSUES, json={"title": "hourly sweep"})
+
+    @on("*")
+    async def anything(self, event: Event) -> None:
+        Sweeper.everything.append(event.name)
+
+
+def sweeps(done: object) -> int:
+    return len(done.requests_to(ISSUES, "POST"))  # type: ignore[attr-defined]
+
+
+async def test_a_run_per_installation_and_interval_not_sent_to_catch_alls() -> None:
+    Sweeper.everything = []
+    async with BotHarness(Sweeper) as bot:
+        # Scheduled once it has had a delivery, as after `installation.created`.
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+        assert sweeps(await bot.advance(3600)) == 1
+        assert sweeps(await bot.advance(3 * 3600)) == 1  # missed slots are not made up
+        assert sweeps(await bot.advance(60)) + sweeps(await bot.advance(60)) <= 1
+        assert Sweeper.everything == ["installation"]  # "*" never saw a scheduled run
+        assert bot.shard.counters["scheduled"] >= 3
+
+
+async def test_a_slot_runs_once_even_when_looked_at_twice() -> None:
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+        # Forget what was scheduled (a restarted shard, a handover): the journal's
+        # GUID per slot still keeps it to one run.
+        bot.shard._slots = {key: slot - 1 for key, slot in bot.shard._slots.items()}
+        assert await bot.shard.schedule_due() == 0
+        assert bot.shard.counters["duplicates"] == 1
+
+
+async def test_a_webhook_claiming_to_be_a_scheduled_run_runs_nothing() -> None:
+    Sweeper.everything = []
+    async with BotHarness(Sweeper) as bot:
+        forged = {"action": "sweep", "installation": {"id": 1}}
+        done = await bot.deliver(SCHEDULE_EVENT, forged)
+        assert done.status == "accepted" and done.requests == []
+        assert Sweeper.everything == []
+
+
+class Failing(InstallationActor):
+    max_attempts = 2
+
+    @every(60)
+    async def tick(self, event: Event) -> None:
+        raise RuntimeError("down")
+
+
+async def test_a_failing_run_is_retried_and_dead_lettered_like_a_delivery() -> None:
+    async with BotHarness(Failing) as bot:
+        await bot.deliver("installation.created")
+        done = await bot.advance(60)
+        [dead] = done.dead_letters
+        assert (dead["handler"], dead["attempts"], dead["event"]) == ("tick", 2, SCHEDULE_EVENT)
+
+
+def test_runs_are_spread_over_the_interval() -> None:
+    # The moment each of 1,000 installations' hourly run falls in a given hour.
+    moments = set()
+    for installation_id in range(1, 1001):
+        for second in range(0, 3600, 10):
+            now = 7200.0 + second
+            if slot_of(installation_id, "sweep", 3600, now) != slot_of(
+                installation_id, "sweep", 3600, now - 10
+            ):
+                moments.add(second // 60)
+                break
+    assert len(moments) > 50  # spread over most minutes of the hour, not bunched
+
+
+def test_bad_schedules_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="at least 1 s"):
+        every("0s")
+    with pytest.raises(UsageError, match="expected seconds"):
+        every("hourly")
+    with pytest.raises(UsageError, match="annotate its event with a bare Event"):
+
+        class Typed(InstallationActor):
+            @every("1h")
+            @on("issues.opened")
+            async def both(self, event: Event[IssuesOpened]) -> None:
+                return None
