@@ -18,6 +18,7 @@ import asyncio
 import html
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from actors.bot import InstallationActor
+from actors.schedule import SCHEDULE_EVENT
 from ghbot.errors import UsageError
 
 __all__ = ["EVENT_PERMISSIONS", "Registration", "manifest_for", "write_env"]
@@ -53,7 +55,27 @@ EVENT_PERMISSIONS: Final[Mapping[str, str]] = {
     "issues": "issues",
     "label": "metadata",
     "member": "members",
+    "deployment_protection_rule": "deployments",
+    "deployment_review": "deployments",
+    "issue_dependencies": "issues",
+    "membership": "members",
     "merge_group": "merge_queues",
+    "organization": "members",
+    "package": "packages",
+    "personal_access_token_request": "organization_personal_access_token_requests",
+    "project": "repository_projects",
+    "project_card": "repository_projects",
+    "project_column": "repository_projects",
+    "projects_v2": "organization_projects",
+    "projects_v2_item": "organization_projects",
+    "projects_v2_status_update": "organization_projects",
+    "registry_package": "packages",
+    "repository_advisory": "repository_advisories",
+    "repository_ruleset": "administration",
+    "repository_vulnerability_alert": "vulnerability_alerts",
+    "security_and_analysis": "administration",
+    "team": "members",
+    "team_add": "members",
     "milestone": "issues",
     "page_build": "pages",
     "public": "metadata",
@@ -94,8 +116,15 @@ def manifest_for(
 
     Raises `UsageError` for a permission level other than read, write or admin.
     """
-    events = sorted({key.partition(".")[0] for key in bot._routes if key != "*"} - ALWAYS_SENT)
-    permissions = {EVENT_PERMISSIONS[e]: "read" for e in events if e in EVENT_PERMISSIONS}
+    named = {key.partition(".")[0] for key in bot._routes if key != "*"}
+    events = sorted(named - ALWAYS_SENT - {SCHEDULE_EVENT})  # a schedule is no webhook
+    unmapped = [e for e in events if e not in EVENT_PERMISSIONS]
+    if unmapped:
+        raise UsageError(
+            f"{bot.__name__}: no App permission is known for the events {unmapped}; "
+            "register the App by hand on GitHub's settings page, or tell us"
+        )
+    permissions = {EVENT_PERMISSIONS[e]: "read" for e in events}
     for permission, level in bot.permissions.items():
         if level not in _LEVELS:
             raise UsageError(
@@ -127,11 +156,19 @@ def write_env(env_file: Path, values: Mapping[str, str]) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable and writable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    """Write `text` to `path` readable and writable by its owner only, all or nothing.
+
+    Written to a new file beside it (mode 0600 from its creation), then renamed over.
+    """
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 class Registration:
@@ -158,6 +195,7 @@ class Registration:
         self.url = ""
         self._state = secrets.token_urlsafe(16)
         self._done: asyncio.Future[dict[str, Any]] | None = None
+        self._claimed = False
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> Registration:
@@ -209,19 +247,22 @@ class Registration:
         code, state = request.query.get("code"), request.query.get("state")
         if not code or state != self._state:
             return web.Response(status=400, text="This is not the answer to our request.")
-        if self._done.done():
-            return web.Response(status=409, text="The App is registered already.")
-        url = f"{self.api_url}/app-manifests/{code}/conversions"
-        headers = {"Accept": "application/vnd.github+json", "User-Agent": "ghbot-register"}
-        async with aiohttp.ClientSession() as session, session.post(url, headers=headers) as got:
-            data = await got.json(content_type=None)
-            if got.status != 201 or not isinstance(data, dict):
-                message = data.get("message") if isinstance(data, dict) else data
-                self._done.set_exception(
-                    UsageError(f"GitHub refused the manifest's code: {got.status} {message}")
+        if self._claimed:  # a second submission of the form: the first one decides
+            return web.Response(status=409, text="The App is being registered already.")
+        self._claimed = True
+        try:
+            data = await self._convert(code)
+            self._save(data)
+        except Exception as exc:
+            problem = (
+                exc
+                if isinstance(exc, UsageError)
+                else UsageError(
+                    f"the App's settings could not be fetched or written: {type(exc).__name__}"
                 )
-                return web.Response(status=502, text=f"GitHub answered {got.status}.")
-        self._save(data)
+            )
+            self._done.set_exception(problem)
+            return web.Response(status=502, text=f"{problem}")
         app = {k: v for k, v in data.items() if k not in _SECRETS}
         self._done.set_result(app)
         text = (
@@ -230,13 +271,34 @@ class Registration:
         )
         return web.Response(text=text)
 
+    async def _convert(self, code: str) -> dict[str, Any]:
+        """Exchange the one-time code for the App's settings (no authentication)."""
+        url = f"{self.api_url}/app-manifests/{code}/conversions"
+        headers = {"Accept": "application/vnd.github+json", "User-Agent": "ghbot-register"}
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, headers=headers) as got,
+        ):
+            data = await got.json(content_type=None)
+            status = got.status
+        if status != 201 or not isinstance(data, dict):
+            message = data.get("message") if isinstance(data, dict) else None
+            raise UsageError(f"GitHub refused the manifest's code: {status} {message}")
+        missing = [k for k in ("id", "pem", "webhook_secret") if not data.get(k)]
+        if missing:
+            raise UsageError(f"GitHub's answer lacks {', '.join(missing)}")
+        return data
+
     def _save(self, data: Mapping[str, Any]) -> None:
-        folder = self.env_file.parent
-        key_file = folder / f"{data.get('slug') or 'app'}.private-key.pem"
+        folder = self.env_file.resolve().parent
+        slug = re.sub(r"[^a-z0-9-]+", "-", str(data.get("slug") or "app").lower()).strip("-")
+        key_file = folder / f"{slug or 'app'}.private-key.pem"
         _write_private(key_file, str(data["pem"]))
         values = {
             "GITHUB_APP_ID": str(data["id"]),
-            "GITHUB_PRIVATE_KEY": f"./{key_file.name}",
+            # Absolute: settings read it from wherever the bot is started.
+            "GITHUB_PRIVATE_KEY": str(key_file),
             "GITHUB_WEBHOOK_SECRET": str(data["webhook_secret"]),
         }
         if self.api_url != "https://api.github.com":  # GitHub Enterprise Server

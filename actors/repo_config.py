@@ -16,6 +16,7 @@ or not of `schema`'s shape (msgspec's message says where).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ import msgspec
 import yaml
 
 from ghbot.client.github import GitHub
-from ghbot.errors import NotFound, RepositoryConfigError
+from ghbot.errors import NotFound, RepositoryConfigError, UsageError
 
 __all__ = ["read_config"]
 
@@ -37,7 +38,9 @@ async def read_config(
     github: GitHub, owner: str, repo: str, path: str, schema: type[T]
 ) -> T | None:
     """Return the repository's `.github/<path>` decoded into `schema`, or None if absent."""
-    file = f".github/{path.lstrip('/')}"
+    file = _safe_path(f".github/{path.lstrip('/')}")
+    if file is None:
+        raise UsageError(f"self.config({path!r}): a file name under .github/, without '..'")
     where = f"{owner}/{repo}"
     found = await _load(github, owner, repo, file)
     if found is None and repo != DEFAULTS_REPOSITORY:
@@ -51,8 +54,18 @@ async def read_config(
             raise RepositoryConfigError(where, file, "_extends must be [owner/]repo[:path]")
         target, _, other = extends.strip().partition(":")
         base_owner, _, base_repo = target.rpartition("/")
-        base_file = other or file
-        base = await _load(github, base_owner or owner, base_repo, base_file)
+        base_file = _safe_path(other) if other else file
+        names = [base_repo, *([base_owner] if base_owner else [])]
+        plain = all(_NAME.match(n) and n not in (".", "..") for n in names)
+        if not plain or base_file is None:
+            raise RepositoryConfigError(where, file, "_extends must be [owner/]repo[:path]")
+        if base_owner and base_owner.lower() != owner.lower():
+            # The installation may see other owners' repositories, private ones too; a
+            # file in one repository must not be able to read another owner's files.
+            raise RepositoryConfigError(
+                where, file, f"_extends: {extends} is another owner's; only {owner}'s are read"
+            )
+        base = await _load(github, owner, base_repo, base_file)
         if base is None:
             raise RepositoryConfigError(where, file, f"_extends: {extends} has no {base_file}")
         base.pop("_extends", None)  # one level, as Probot: no chains, no cycles
@@ -65,6 +78,8 @@ async def read_config(
 
 async def _load(github: GitHub, owner: str, repo: str, file: str) -> dict[str, Any] | None:
     """Return the file parsed (a mapping), None if it or the repository does not exist."""
+    if not (_NAME.match(owner) and _NAME.match(repo)) or repo in (".", ".."):
+        raise RepositoryConfigError(f"{owner}/{repo}", file, "is not a repository name")
     try:
         answer = await github.request("GET", f"/repos/{owner}/{repo}/contents/{file}")
     except NotFound:
@@ -75,14 +90,34 @@ async def _load(github: GitHub, owner: str, repo: str, file: str) -> dict[str, A
     try:
         text = base64.b64decode(str(data.get("content", ""))).decode()
         parsed = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        reason = str(exc).replace("\n", " ")
-        raise RepositoryConfigError(f"{owner}/{repo}", file, f"is not YAML: {reason}") from None
+    except yaml.MarkedYAMLError as exc:
+        # Where and what, never the offending line itself: the reason may be shown to
+        # anyone who reads the repository (a check run), and the file may be private.
+        mark = exc.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = f"is not YAML: {exc.problem or exc.context or 'cannot be parsed'}{at}"
+        raise RepositoryConfigError(f"{owner}/{repo}", file, reason) from None
+    except (ValueError, yaml.YAMLError):
+        raise RepositoryConfigError(f"{owner}/{repo}", file, "is not YAML text") from None
     if parsed is None:
         return {}
     if not isinstance(parsed, dict):
         raise RepositoryConfigError(f"{owner}/{repo}", file, "is not a mapping of keys")
     return parsed
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _safe_path(path: str) -> str | None:
+    """Return `path` if it names a file in a repository plainly, else None.
+
+    No `..`, no empty or `.` segments, nothing that would end the path in a URL.
+    """
+    segments = path.strip("/").split("/")
+    if any(s in ("", ".", "..") or not _NAME.match(s) for s in segments):
+        return None
+    return "/".join(segments)
 
 
 def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors import InstallationActor, on
+from actors import InstallationActor, every, on
 from actors.dev import load_env_file
 from actors.register import Registration, manifest_for
 from examples.greeter import Greeter
@@ -73,13 +73,12 @@ async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> Non
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         values = load_env_file(env_file, {})
         assert values["LOG_LEVEL"] == "DEBUG" and values["GITHUB_APP_ID"] == "77"
-        assert values["GITHUB_PRIVATE_KEY"] == "./greeter-bot.private-key.pem"
-        assert values["GITHUB_API_URL"] == fake.url and len(values["GITHUB_WEBHOOK_SECRET"]) > 20
         key = tmp_path / "greeter-bot.private-key.pem"
+        assert values["GITHUB_PRIVATE_KEY"] == str(key)  # absolute: found from anywhere
+        assert values["GITHUB_API_URL"] == fake.url and len(values["GITHUB_WEBHOOK_SECRET"]) > 20
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
         # The credentials work: the app's JWT, signed with the new key, is accepted.
-        values["GITHUB_PRIVATE_KEY"] = str(key)
         gh = GitHubApp.from_settings(Settings.from_env(values))
         answer = await gh.gh.request("GET", "/app")
         assert answer.status == 200 and answer.data["id"] == 77
@@ -158,3 +157,49 @@ def test_the_command_prints_the_page_and_writes_env(
         assert load_env_file(env_file, {})["GITHUB_APP_ID"] == "78"
     finally:
         fake.stop()
+
+
+async def test_a_failed_exchange_ends_the_wait_with_one_line(tmp_path: Path) -> None:
+    flow = await Registration(
+        Greeter,
+        name="x",
+        webhook_url="https://h/webhooks",
+        env_file=tmp_path / ".env",
+        web_url="http://127.0.0.1:1",
+        api_url="http://127.0.0.1:1",  # nothing listens: the exchange cannot happen
+    ).start()
+    try:
+        async with aiohttp.ClientSession() as browser:
+            url = f"{flow.url}/callback?code=abc&state={flow._state}"
+            assert (await browser.get(url)).status == 502
+            assert (await browser.get(url)).status == 409  # the form sent again
+        with pytest.raises(UsageError, match="could not be fetched or written"):
+            await asyncio.wait_for(flow.wait(), 10)
+    finally:
+        await flow.close()
+    assert not (tmp_path / ".env").exists()
+
+
+class Scheduled(InstallationActor):
+    @every("1h")
+    async def sweep(self, event: Event) -> None:
+        return None
+
+    @on("issues.opened")
+    async def seen(self, event: Event) -> None:
+        return None
+
+
+class Sponsored(InstallationActor):
+    @on("sponsorship.created")
+    async def thanks(self, event: Event) -> None:
+        return None
+
+
+def test_schedules_are_no_events_and_an_unknown_permission_is_said() -> None:
+    manifest = manifest_for(Scheduled, name="n", webhook_url="w", redirect_url="r")
+    assert manifest["default_events"] == ["issues"]
+    with pytest.raises(
+        UsageError, match=r"no App permission is known for the events \['sponsorship'\]"
+    ):
+        manifest_for(Sponsored, name="n", webhook_url="w", redirect_url="r")

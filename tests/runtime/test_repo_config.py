@@ -103,3 +103,34 @@ async def test_a_broken_file_is_dead_lettered_at_once_with_its_reason(
 async def test_config_outside_a_handler_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="reads the repository of the delivery"):
         await Configured().config("greeter.yml", schema=Greeting)
+
+
+@pytest.mark.parametrize(
+    ("extends", "reason"),
+    [
+        ("someone-else/private:.github/greeter.yml", "another owner's; only Codertocat's"),
+        ("shared:../../installation/repositories", "_extends must be [owner/]repo[:path]"),
+        ("../x", "_extends must be [owner/]repo[:path]"),
+        ("shared:a?b", "_extends must be [owner/]repo[:path]"),
+    ],
+)
+async def test_extends_reads_only_the_same_owners_files_by_plain_paths(
+    extends: str, reason: str
+) -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", f"_extends: '{extends}'\n")
+        seen = len(bot.fake.requests)
+        done = await bot.deliver("issues.opened", issue__number=1)
+        [dead] = done.dead_letters
+        assert reason in dead["error"]
+        asked = [r.path for r in list(bot.fake.requests)[seen:] if "/contents/" in r.path]
+        assert asked == [f"/repos/{HELLO}/contents/.github/greeter.yml"]  # nothing else read
+
+
+async def test_a_yaml_error_names_the_place_not_the_text() -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "ok: 1\nkey: [unclosed: SECRET_abc\n")
+        done = await bot.deliver("issues.opened", issue__number=1)
+        [dead] = done.dead_letters
+        assert "is not YAML" in dead["error"] and "line 3" in dead["error"]
+        assert "SECRET_abc" not in dead["error"]
