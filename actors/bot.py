@@ -221,6 +221,11 @@ class InstallationActor:
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 seconds = interval_of(value)
+                if seconds is None and attr in schedules and callable(value):
+                    # Overridden without @every: the subclass's method is not scheduled.
+                    del schedules[attr]
+                    routes.pop(f"{SCHEDULE_EVENT}.{attr}", None)
+                    unknown.discard(attr)
                 if seconds is not None:
                     # A scheduled run's payload is the schedule's, not a model's.
                     if not _check_handler(cls.__name__, attr, value):

@@ -69,7 +69,17 @@ class DevServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> DevServer:
-        """Open the journal, resume pending work, and listen; `url` is set."""
+        """Open the journal, resume pending work, and listen; `url` is set.
+
+        What was opened is closed again if a step fails (a port in use, say).
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> DevServer:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         journal_url = f"sqlite://{self.journal_dir.resolve()}"
         self._journal = await open_journal(journal_url, shard_count=VSHARDS)

@@ -19,7 +19,11 @@ the handler's name, so a thousand installations of a `@every("1h")` handler run 
 thousand moments of the hour, not at the top of it. A shard that starts (or first
 sees an installation) waits for the next boundary; a run due while no shard was up is
 skipped, not made up. The installations scheduled are those with a journal stream,
-that is every installation that ever sent a delivery (`installation.created` included).
+that is every installation that ever sent a delivery (`installation.created` included),
+but for those whose `installation.deleted` or `suspend` the shard journaled since it
+started (`created` and `unsuspend` put them back). A gap: a shard started after such a
+delivery schedules the installation again; its runs then fail to get a token and are
+dead-lettered, one per interval, until someone removes its stream.
 """
 
 from __future__ import annotations

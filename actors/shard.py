@@ -39,6 +39,7 @@ from actors.wire import vshard_of
 from ghbot import metrics
 from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
+from ghbot.events import decode_envelope
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, NewEvent
 from ghbot.redelivery import GITHUB_WINDOW
@@ -81,6 +82,7 @@ class ShardCore:
         dedup_window: float = DEDUP_WINDOW,
         prune_every: float = 3600.0,
         prune_after: float = 60.0,
+        schedule: bool = True,
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -115,6 +117,10 @@ class ShardCore:
         self._scheduler: asyncio.Task[None] | None = None
         #: The last schedule slot seen per (installation, `@every` handler).
         self._slots: dict[tuple[int, str], int] = {}
+        #: Whether `open` starts the `@every` scheduler (the test harness drives it).
+        self.schedule = schedule
+        #: Installations removed or suspended since this shard started: not scheduled.
+        self._inactive: set[int] = set()
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
         #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
@@ -142,7 +148,7 @@ class ShardCore:
         self.recovery = loop.create_task(self._recover())
         self._sweeper = loop.create_task(self._sweep())
         self._pruner = loop.create_task(self._prune_forever())
-        if self.bot_class._schedules:
+        if self.bot_class._schedules and self.schedule:
             self._scheduler = loop.create_task(self._schedule_forever())
 
     async def _recover(self) -> int:
@@ -238,7 +244,7 @@ class ShardCore:
         due: list[Inbound] = []
         for vshard in self.vshards:
             for installation_id in await self._installations(vshard):
-                if installation_id == NO_INSTALLATION:
+                if installation_id == NO_INSTALLATION or installation_id in self._inactive:
                     continue
                 for handler, interval in schedules.items():
                     slot = slot_of(installation_id, handler, interval, now)
@@ -298,6 +304,8 @@ class ShardCore:
         for item in inbound:
             result = next(results) if self._owns(item) else None
             if result is not None and result.status == "ok":
+                if item.received.event == "installation":
+                    self._note_installation(item)
                 host = await self.host(item.installation_id)
                 host.accept(item.received, result.first_seq, completed=item.completed)
                 if item.completed:
@@ -318,6 +326,17 @@ class ShardCore:
                 log.error("delivery %s refused: %s", item.received.delivery_id, why, extra=fields)
                 statuses.append(REFUSED)
         return statuses
+
+    def _note_installation(self, item: Inbound) -> None:
+        """Keep `@every` runs off an installation removed or suspended, and back on."""
+        action = decode_envelope(item.received.body).action
+        if action in ("deleted", "suspend"):
+            self._inactive.add(item.installation_id)
+            # Back on later, its runs start at the next boundary, as on a first look.
+            for key in [k for k in self._slots if k[0] == item.installation_id]:
+                del self._slots[key]
+        elif action in ("created", "unsuspend"):
+            self._inactive.discard(item.installation_id)
 
     async def _installations(self, vshard: int) -> list[int]:
         """Return the installations with a journal stream in `vshard`."""

@@ -80,6 +80,33 @@ async def test_a_failing_run_is_retried_and_dead_lettered_like_a_delivery() -> N
         done = await bot.advance(60)
         [dead] = done.dead_letters
         assert (dead["handler"], dead["attempts"], dead["event"]) == ("tick", 2, SCHEDULE_EVENT)
+        [again] = (await bot.advance(60)).dead_letters  # only this call's
+        assert again["delivery_id"] != dead["delivery_id"]
+
+
+async def test_a_removed_or_suspended_installation_is_not_scheduled() -> None:
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+        await bot.deliver("installation.deleted")
+        assert sweeps(await bot.advance(3600)) == 0
+        await bot.deliver("installation.created")  # installed again
+        assert sweeps(await bot.advance(3600)) == 1
+        await bot.deliver("installation.suspend")
+        assert sweeps(await bot.advance(3600)) == 0
+        await bot.deliver("installation.unsuspend")
+        assert sweeps(await bot.advance(3600)) == 1
+
+
+class NotSweeping(Sweeper):
+    async def sweep(self, event: Event) -> None:  # overridden without @every
+        return None
+
+
+def test_an_override_without_every_is_not_scheduled() -> None:
+    assert Sweeper._schedules == {"sweep": 3600.0}
+    assert NotSweeping._schedules == {}
+    assert NotSweeping.handlers_for(f"{SCHEDULE_EVENT}.sweep", SCHEDULE_EVENT) == ()
 
 
 def test_runs_are_spread_over_the_interval() -> None:
