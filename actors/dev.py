@@ -35,6 +35,7 @@ from actors.wire import to_inbound
 from ghbot.config import Settings
 from ghbot.errors import ConfigError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
+from ghbot.retry import describe
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, parse_delivery
 
 __all__ = ["DevServer", "load_env_file", "relay"]
@@ -145,31 +146,58 @@ class _Relayed(msgspec.Struct):
 
 
 async def relay(
-    source: str, target: str, *, retry_after: float = 2.0, max_events: int | None = None
+    source: str,
+    target: str,
+    *,
+    retry_after: float = 2.0,
+    max_events: int | None = None,
+    idle_timeout: float = 120.0,
 ) -> int:
     """Post every delivery the event stream at `source` sends to `target`; return the count.
 
-    Runs until cancelled (or `max_events` deliveries); reconnects after `retry_after`
-    seconds when the stream ends or fails. Events other than messages (smee's `ready`
-    and `ping`) are skipped.
+    Runs until cancelled (or `max_events` deliveries). Reconnects after `retry_after`
+    seconds when the stream ends, fails, answers anything but an event stream, or
+    stays silent for `idle_timeout` seconds (smee pings far more often: a silent stream
+    is a dead connection, after a laptop's sleep say). A delivery the local server
+    cannot take is posted again, with backoff, before the next is read. Events other
+    than messages (smee's `ready` and `ping`) are skipped.
     """
     forwarded = 0
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=idle_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while max_events is None or forwarded < max_events:
             try:
                 async with session.get(source, headers={"Accept": "text/event-stream"}) as got:
+                    if got.status != 200 or got.content_type != "text/event-stream":
+                        raise ValueError(f"answered {got.status} {got.content_type}")
                     async for kind, data in _events(got.content):
                         if kind not in ("", "message"):
                             continue
-                        await _forward(session, target, data)
+                        await _forward_until_taken(session, target, data, retry_after)
                         forwarded += 1
                         if max_events is not None and forwarded >= max_events:
                             return forwarded
-            except (aiohttp.ClientError, OSError) as exc:
-                log.warning("webhook proxy %s: %s; reconnecting", source, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever it was, the relay goes on
+                log.warning("webhook proxy %s: %s; reconnecting", source, describe(exc))
             await asyncio.sleep(retry_after)
     return forwarded
+
+
+async def _forward_until_taken(
+    session: aiohttp.ClientSession, target: str, data: bytes, retry_after: float
+) -> None:
+    """Post one delivery until the local server answers it (any answer), with backoff."""
+    delay = retry_after
+    while True:
+        try:
+            await _forward(session, target, data)
+            return
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("posting a relayed delivery failed (%s); again in %g s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def _events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:

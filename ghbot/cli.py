@@ -368,15 +368,15 @@ def _dev_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_dev(args: argparse.Namespace) -> int:
     """Serve the bot on POST /webhooks in this process; restart it when code changes."""
     _need_bot(args)
-    from actors.dev import load_env_file
-
-    if args.env_file.is_file():
-        os.environ.update(load_env_file(args.env_file))
-    elif args.env_file != Path(".env"):
+    if not args.env_file.is_file() and args.env_file != Path(".env"):
         raise ConfigError(f"{args.env_file}: no such file")
     if not args.no_reload:
         return _reloading(args)
-    from actors.dev import DevServer, relay
+    from actors.dev import DevServer, load_env_file, relay
+
+    # Read here, in the server's own process, so an edited .env takes effect on restart.
+    if args.env_file.is_file():
+        os.environ.update(load_env_file(args.env_file))
     from actors.settings import load_bot
     from ghbot.config import Settings
     from ghbot.logs import configure
@@ -423,9 +423,9 @@ def _reloading(args: argparse.Namespace) -> int:
     child: subprocess.Popen[bytes] | None = None
     try:
         while True:
-            seen = _sources(root)
+            seen = _sources(root, args.env_file)
             child = subprocess.Popen(argv)  # noqa: S603 - this interpreter, our arguments
-            while child.poll() is None and _sources(root) == seen:
+            while child.poll() is None and _sources(root, args.env_file) == seen:
                 time.sleep(0.5)
             if child.poll() is None:
                 print("ghbot dev: code changed; restarting", flush=True)
@@ -434,7 +434,7 @@ def _reloading(args: argparse.Namespace) -> int:
                 continue
             # The server stopped by itself (a syntax error, a bad setting): wait for a fix.
             print(f"ghbot dev: the server exited ({child.returncode}); waiting for a change")
-            while _sources(root) == seen:
+            while _sources(root, args.env_file) == seen:
                 time.sleep(0.5)
     except KeyboardInterrupt:
         if child is not None and child.poll() is None:
@@ -453,10 +453,13 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def _sources(root: Path) -> dict[str, float]:
-    """Return each .py file's modification time under `root`, skipping venvs and data."""
+def _sources(root: Path, env_file: Path) -> dict[str, float]:
+    """Return the modification time of each .py file under `root` (venvs and data
+    skipped) and of the settings file."""
     skip = {".venv", "venv", ".git", "data", "__pycache__", "node_modules"}
     found: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        found[str(env_file)] = env_file.stat().st_mtime
     for directory, names, files in os.walk(root):
         names[:] = [n for n in names if n not in skip and not n.startswith(".")]
         for name in files:

@@ -230,3 +230,44 @@ def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> 
             _get(f"{url}/healthz")  # the child went with it
     finally:
         fake.stop()
+
+
+async def test_the_relay_reconnects_after_a_refused_or_dropped_stream(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    dev, fake = server
+    body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+    headers = signed(body, "g-again")
+    event = b'{"body":' + body + b"," + json.dumps(headers)[1:].encode()
+    connections = 0
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            return web.Response(status=503, text="busy")  # not an event stream
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        if connections == 2:
+            await answer.write(b"event: ready\ndata: {}\n\n")
+            return answer  # the stream ends without a delivery
+        await answer.write(b"data: " + event + b"\n\n")
+        await asyncio.sleep(5)
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/channel", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        source = f"http://127.0.0.1:{port}/channel"
+        relayed = relay(source, f"{dev.url}/webhooks", max_events=1, retry_after=0.05)
+        assert await asyncio.wait_for(relayed, 10) == 1
+    finally:
+        await runner.cleanup()
+    assert connections == 3
+    assert dev.shard is not None
+    await dev.shard.wait_idle()
+    assert fake.requests_to(f"{HELLO}/issues/1/comments", "POST")
