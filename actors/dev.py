@@ -242,10 +242,11 @@ async def _forward(session: aiohttp.ClientSession, target: str, data: bytes) -> 
 def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return the `KEY=VALUE` lines of `path` whose keys `environ` lacks.
 
-    The subset of the dotenv format that GitHub App settings need: `#` comments, blank
-    lines, an optional `export `, values optionally in single or double quotes (kept
-    as written inside them; no escapes, no variable expansion, no multi-line values —
-    give the private key as a path). A variable already set wins over the file.
+    The subset of the dotenv format that GitHub App settings need: `#` comments (also
+    after an unquoted value, after a space), blank lines, an optional `export `,
+    values optionally in single or double quotes (kept as written inside them; no
+    escapes, no variable expansion, no multi-line values — give the private key as a
+    path). A variable already set wins over the file.
     """
     environ = os.environ if environ is None else environ
     found: dict[str, str] = {}
@@ -260,6 +261,8 @@ def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
+        elif " #" in value:  # an unquoted value ends where a comment starts
+            value = value.split(" #", 1)[0].rstrip()
         if key not in environ:
             found[key] = value
     return found

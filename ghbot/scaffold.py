@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -17,7 +18,8 @@ from ghbot.errors import UsageError
 
 __all__ = ["new_project", "package_name"]
 
-_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: A PEP 508 project name that is also a package once `-` is `_`: `my-bot`, `bot2`.
+_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")
 
 
 def package_name(name: str) -> str:
@@ -31,7 +33,8 @@ def package_name(name: str) -> str:
             "starting with a letter (e.g. my-bot)"
         )
     package = name.replace("-", "_").lower()
-    if keyword.iskeyword(package) or package in {"ghbot", "actors", "tests", "test"}:
+    taken = {"ghbot", "actors", "tests", "test", *sys.stdlib_module_names}
+    if keyword.iskeyword(package) or package in taken:
         raise UsageError(f"{name!r} would be the package {package!r}, which is taken")
     return package
 

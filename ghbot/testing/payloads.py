@@ -56,11 +56,17 @@ def example_payload(name: str, *, installation: int | None = 1, **changes: Any) 
 
 
 def change(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `data` at the path `dotted` (`"issue__number"`), creating no intermediate key."""
+    """Set `data` at the path `dotted` (`"issue__number"`), which must exist already.
+
+    Raises `UsageError` for a path the payload lacks (a typo such as `issue__numbr`
+    would otherwise add a key no handler reads).
+    """
     *parents, last = dotted.split("__")
     node: Any = data
     for key in parents:
         if not isinstance(node, dict) or not isinstance(node.get(key), dict):
             raise UsageError(f"{dotted}: the payload has no object at {key!r}")
         node = node[key]
+    if last not in node:
+        raise UsageError(f"{dotted}: the payload has no {last!r} there")
     node[last] = value

@@ -133,12 +133,13 @@ def test_env_files_fill_only_what_the_environment_lacks(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text(
         "# settings\nGITHUB_APP_ID=12\nexport GITHUB_WEBHOOK_SECRET='s e'\n"
-        'GITHUB_PRIVATE_KEY="./key.pem"\n\nLOG_LEVEL=DEBUG\n'
+        'GITHUB_PRIVATE_KEY="./key.pem"\n\nLOG_LEVEL=DEBUG\nGITHUB_CLIENT_ID=Iv1 # the id\n'
     )
     assert load_env_file(env, {"LOG_LEVEL": "INFO"}) == {
         "GITHUB_APP_ID": "12",
         "GITHUB_WEBHOOK_SECRET": "s e",
         "GITHUB_PRIVATE_KEY": "./key.pem",
+        "GITHUB_CLIENT_ID": "Iv1",
     }
     env.write_text("GITHUB_APP_ID 12\n")
     with pytest.raises(ConfigError, match=r"\.env:1: expected KEY=VALUE"):

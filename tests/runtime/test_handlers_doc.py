@@ -44,6 +44,22 @@ def chores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModuleType]:
     return path, module
 
 
+def test_the_bots_manifest_asks_for_what_its_handlers_do(
+    chores: tuple[Path, ModuleType],
+) -> None:
+    from actors.register import manifest_for
+
+    manifest = manifest_for(chores[1].Chores, name="c", webhook_url="w", redirect_url="r")
+    assert manifest["default_events"] == ["check_suite", "issues", "pull_request", "push"]
+    assert manifest["default_permissions"] == {
+        "checks": "write",
+        "contents": "read",
+        "issues": "write",
+        "pull_requests": "write",
+        "statuses": "write",
+    }
+
+
 def test_the_snippets_pass_mypy_strict(chores: tuple[Path, ModuleType]) -> None:
     path, _ = chores
     binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")

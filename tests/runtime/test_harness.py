@@ -94,6 +94,8 @@ async def test_bad_input_is_a_usage_error() -> None:
             await bot.deliver("issues", b"[1, 2]")
         with pytest.raises(UsageError, match="no object at 'nothing'"):
             await bot.deliver("issues.opened", nothing__here=1)
+        with pytest.raises(UsageError, match="issue__numbr: the payload has no 'numbr'"):
+            await bot.deliver("issues.opened", issue__numbr=1)
 
 
 def test_example_payloads_ship_with_ghbot() -> None:

@@ -70,7 +70,14 @@ def cli_new(parent: Path, name: str) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("9lives", "cannot name a project"), ("my bot", "cannot name"), ("ghbot", "taken")],
+    [
+        ("9lives", "cannot name a project"),
+        ("my bot", "cannot name"),
+        ("x-", "cannot name"),
+        ("my--bot", "cannot name"),
+        ("ghbot", "taken"),
+        ("json", "taken"),
+    ],
 )
 def test_a_name_that_cannot_be_a_package_is_refused(
     name: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
