@@ -5,6 +5,7 @@ a new project's tests running against the installed wheel.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,10 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of what git tracks: setuptools writes build/ beside the
+    # sources, and a build/ left in the checkout would feed stale files to later builds.
+    source = tmp_path_factory.mktemp("source")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        if name.startswith(("ghbot/", "actors/")) or name in ("pyproject.toml", "README.md"):
+            target = source / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ROOT / name, target)
     out = tmp_path_factory.mktemp("wheel")
     argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     done = subprocess.run(
-        [*argv, "-q", "-w", str(out), str(ROOT)],
+        [*argv, "-q", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
