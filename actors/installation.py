@@ -214,16 +214,30 @@ class InstallationHost:
 
     # --- rebuilding ---------------------------------------------------------------
 
-    def restore(self, snapshot_data: bytes | None, records: Sequence[Any]) -> None:
-        """Rebuild progress and state from a snapshot and the events after it."""
+    def restore(
+        self,
+        snapshot_data: bytes | None,
+        records: Sequence[Any],
+        *,
+        snapshot_seq: int | None = None,
+    ) -> None:
+        """Rebuild progress and state from a snapshot (taken at `snapshot_seq`) and the
+        events after it; what is journaled up to here counts as replayed."""
         if snapshot_data is not None:
             snap = _snapshot_decoder.decode(snapshot_data)
             self.progress = snap.progress
             self.bot.state = self._codecs.state.decode(snap.state)
+        if snapshot_seq is not None:
+            self.snapshot_seq = snapshot_seq
+            self.last_seq = max(self.last_seq, snapshot_seq)
         for record in records:
             self._apply(record.type, record.data)
             self.last_seq = record.seq
         self.restored_seq = self.last_seq
+
+    def snapshot_saved(self, seq: int) -> None:
+        """Note that a snapshot of this installation's stream up to `seq` was saved."""
+        self.snapshot_seq = max(self.snapshot_seq, seq)
 
     def resume(self) -> int:
         """Queue every pending delivery again, in journal order; return how many."""
@@ -263,13 +277,24 @@ class InstallationHost:
             self._mailbox = KeyedMailbox(type(self.bot).max_concurrency)
         self._mailbox.put(key, job)
 
-    def accept(self, received: DeliveryReceived, seq: int, *, completed: bool = False) -> None:
+    def accept(
+        self,
+        received: DeliveryReceived,
+        seq: int,
+        *,
+        completed: bool = False,
+        last_seq: int | None = None,
+    ) -> None:
         """Take a delivery the shard just journaled at `seq` (no-op if already replayed).
 
-        Appends of one stream commit concurrently (ingest batches, handler outcomes), so
-        only the activation's read point tells a replayed delivery from a new one.
+        `completed`: it was journaled completed too (no handler takes it), its append
+        ending at `last_seq`. Appends of one stream commit concurrently (ingest batches,
+        handler outcomes), so only the activation's read point tells a replayed
+        delivery from a new one.
         """
         self.last_used = self._clock()
+        if completed and last_seq is not None:
+            self.last_seq = max(self.last_seq, last_seq)
         if seq <= self.restored_seq:
             return
         self.last_seq = max(self.last_seq, seq)

@@ -307,9 +307,12 @@ class ShardCore:
                 if item.received.event == "installation":
                     self._note_installation(item)
                 host = await self.host(item.installation_id)
-                host.accept(item.received, result.first_seq, completed=item.completed)
-                if item.completed:
-                    host.last_seq = max(host.last_seq, result.last_seq)
+                host.accept(
+                    item.received,
+                    result.first_seq,
+                    completed=item.completed,
+                    last_seq=result.last_seq,
+                )
                 statuses.append(ACCEPTED)
                 self.counters["received"] += 1
             elif result is not None and result.status == "duplicate":
@@ -388,11 +391,10 @@ class ShardCore:
             stream, (snapshot.seq + 1) if snapshot else 1, shard=vshard
         )
         host = self._new_host(installation_id)
-        host.restore(snapshot.data if snapshot else None, records)
         if snapshot is not None:
-            host.snapshot_seq = snapshot.seq
-            host.last_seq = max(host.last_seq, snapshot.seq)
-            host.restored_seq = host.last_seq
+            host.restore(snapshot.data, records, snapshot_seq=snapshot.seq)
+        else:
+            host.restore(None, records)
         self.hosts[installation_id] = host
         self.counters["activations"] += 1
         host.resume()
@@ -460,7 +462,7 @@ class ShardCore:
         self.counters["snapshots"] += 1
         live = self.hosts.get(installation_id)
         if live is not None:
-            live.snapshot_seq = max(live.snapshot_seq, scratch.last_seq)
+            live.snapshot_saved(scratch.last_seq)
         return scratch.last_seq
 
     def _vshard(self, installation_id: int) -> int:

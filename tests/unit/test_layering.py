@@ -114,3 +114,19 @@ def test_the_reader_sees_imports_at_every_level() -> None:
     top, lazy = imports(source)
     assert top == {"ray", "typing", "actors.runtime", "yaml", "json"}
     assert lazy == {"actors", "ray.util"}
+
+
+def test_the_shard_changes_its_hosts_only_through_their_methods() -> None:
+    """`ShardCore` hands a host what it journaled (`accept`, `restore`, ...); it never
+    sets a host's fields itself (the host keeps its sequence numbers consistent)."""
+    tree = ast.parse((ROOT / "actors" / "shard.py").read_text())
+    written = [
+        f"{target.value.id}.{target.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id not in ("self", "bot")
+    ]
+    assert written == []
