@@ -147,9 +147,26 @@ class ShardCore:
         loop = asyncio.get_running_loop()
         self.recovery = loop.create_task(self._recover())
         self._sweeper = loop.create_task(self._sweep())
-        self._pruner = loop.create_task(self._prune_forever())
-        if self.bot_class._schedules and self.schedule:
-            self._scheduler = loop.create_task(self._schedule_forever())
+        pruning = self._forever(
+            self.prune,
+            self.prune_after,
+            self.prune_every,
+            operation="prune",
+            what="pruning delivery GUIDs",
+        )
+        self._pruner = loop.create_task(pruning)
+        schedules = self.bot_class._schedules
+        if schedules and self.schedule:
+            # A quarter of the shortest interval, at most a minute, at least half a second.
+            tick = min(60.0, max(0.5, min(schedules.values()) / 4))
+            scheduling = self._forever(
+                self.schedule_due,
+                tick,
+                tick,
+                operation="schedule",
+                what="scheduling @every handlers",
+            )
+            self._scheduler = loop.create_task(scheduling)
 
     async def _recover(self) -> int:
         """Activate every installation of the shard's streams; return the work resumed.
@@ -180,24 +197,34 @@ class ShardCore:
             await asyncio.sleep(max(self.idle_after / 4, 1.0))
             self.passivate()
 
-    async def _prune_forever(self) -> None:
-        """Run `prune` soon after start, then every `prune_every` seconds, for good.
+    async def _forever(
+        self,
+        job: Callable[[], Awaitable[int]],
+        first: float,
+        every: float,
+        *,
+        operation: str,
+        what: str,
+    ) -> None:
+        """Run `job` after `first` seconds, then every `every` seconds, for good.
 
-        A failed pass is logged and tried again at the next. Real sleeps, not the
-        injected `sleep` (which tests make instant for handler retries).
+        A failed pass is logged (`"<what> failed (<why>); next try in <n> s"`) and tried
+        again at the next. Real sleeps, not the injected `sleep` (which tests make
+        instant for handler retries).
         """
-        delay = self.prune_after
+        delay = first
         while True:
             await asyncio.sleep(delay)
-            delay = self.prune_every
+            delay = every
             try:
-                await self.prune()
+                await job()
             except Exception as exc:
                 log.warning(
-                    "pruning delivery GUIDs failed (%s); next try in %g s",
+                    "%s failed (%s); next try in %g s",
+                    what,
                     describe(exc),
                     delay,
-                    extra={"operation": "prune", "error_type": type(exc).__name__},
+                    extra={"operation": operation, "error_type": type(exc).__name__},
                 )
 
     async def prune(self) -> int:
@@ -214,22 +241,6 @@ class ShardCore:
             self.counters["pruned"] += count
             dropped += count
         return dropped
-
-    async def _schedule_forever(self) -> None:
-        """Run `schedule_due` every few seconds (a quarter of the shortest interval, at
-        most a minute), for good; a failed pass is logged and tried at the next."""
-        tick = min(60.0, max(0.5, min(self.bot_class._schedules.values()) / 4))
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self.schedule_due()
-            except Exception as exc:
-                log.warning(
-                    "scheduling @every handlers failed (%s); next try in %g s",
-                    describe(exc),
-                    tick,
-                    extra={"operation": "schedule", "error_type": type(exc).__name__},
-                )
 
     async def schedule_due(self) -> int:
         """Journal the `@every` runs whose slot began since the last look; return how many.

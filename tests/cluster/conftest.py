@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,17 +24,12 @@ from ghbot.config import Settings
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = EXAMPLES
 SECRET = "cluster-test-secret"
 APP_ID = 4242
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,10 @@ from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.testing import FakeGitHub, app_key_pair, example_payload
 from ghbot.webhooks import sign
+from tests.net import free_port
 
 SECRET = "dev-secret"
 HELLO = "/repos/Codertocat/Hello-World"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def signed(body: bytes, guid: str, secret: str = SECRET) -> dict[str, str]:
@@ -43,6 +38,23 @@ def signed(body: bytes, guid: str, secret: str = SECRET) -> dict[str, str]:
         "x-github-delivery": guid,
         "x-hub-signature-256": sign(body, secret),
     }
+
+
+@contextlib.asynccontextmanager
+async def channel(
+    stream: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve `stream` as a webhook proxy channel on 127.0.0.1; yield its URL."""
+    app = web.Application()
+    app.router.add_get("/channel", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/channel"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -108,17 +120,8 @@ async def test_the_relay_keeps_a_smee_body_byte_for_byte(
         await asyncio.sleep(5)
         return answer
 
-    app = web.Application()
-    app.router.add_get("/channel", stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        source = f"http://127.0.0.1:{port}/channel"
+    async with channel(stream) as source:
         assert await relay(source, f"{dev.url}/webhooks", max_events=1) == 1
-    finally:
-        await runner.cleanup()
     assert dev.shard is not None
     await dev.shard.wait_idle()
     assert fake.requests_to(f"{HELLO}/issues/3/comments", "POST")
@@ -256,18 +259,9 @@ async def test_the_relay_reconnects_after_a_refused_or_dropped_stream(
         await asyncio.sleep(5)
         return answer
 
-    app = web.Application()
-    app.router.add_get("/channel", stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        source = f"http://127.0.0.1:{port}/channel"
+    async with channel(stream) as source:
         relayed = relay(source, f"{dev.url}/webhooks", max_events=1, retry_after=0.05)
         assert await asyncio.wait_for(relayed, 10) == 1
-    finally:
-        await runner.cleanup()
     assert connections == 3
     assert dev.shard is not None
     await dev.shard.wait_idle()
