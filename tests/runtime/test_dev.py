@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -181,12 +182,15 @@ def _until(check: Any, within: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
-def _post(url: str, body: bytes, guid: str) -> int:
+def _post(url: str, body: bytes, guid: str, secret: str = SECRET) -> int:
     request = urllib.request.Request(  # noqa: S310 - a local URL
-        url, data=body, headers=signed(body, guid), method="POST"
+        url, data=body, headers=signed(body, guid, secret), method="POST"
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - a local URL
-        return int(answer.status)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
 
 
 def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> None:
@@ -227,6 +231,16 @@ def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> 
                 return [r.json["body"] for r in got if r.path.endswith("/comments")]
 
             assert _until(lambda: len(comments()) == 2 and comments()) == ["first", "second"]
+
+            # A new webhook secret in .env (as `ghbot register` writes one): restarted,
+            # the server takes the new secret and no longer the old.
+            second = _get(f"{url}/healthz")["pid"]
+            time.sleep(1.1)
+            env_file = tmp_path / ".env"
+            env_file.write_text(env_file.read_text().replace(SECRET, "rotated-secret"))
+            _until(lambda: _get(f"{url}/healthz")["pid"] != second)
+            assert _post(f"{url}/webhooks", body, "d-3", "rotated-secret") == 202
+            assert _post(f"{url}/webhooks", body, "d-4") == 401
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0
