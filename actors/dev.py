@@ -29,9 +29,8 @@ from aiohttp import web
 
 from actors.bot import InstallationActor
 from actors.local import LocalShard
-from actors.records import encode_batch
-from actors.shard import ACCEPTED, DUPLICATE, ShardCore
-from actors.wire import to_inbound
+from actors.shard import ShardCore
+from actors.wire import Status, encode_batch, to_inbound
 from ghbot.config import Settings
 from ghbot.errors import ConfigError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
@@ -128,10 +127,10 @@ class DevServer:
         inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=time.time())
         [status] = await self.shard.ingest(encode_batch([inbound]))
         answer = {"delivery": delivery.delivery_id, "status": status}
-        if status == ACCEPTED:
+        if status == Status.ACCEPTED:
             log.info("received %s %s", delivery.event, delivery.delivery_id)
             return web.json_response(answer, status=202)
-        if status == DUPLICATE:
+        if status == Status.DUPLICATE:
             return web.json_response(answer, status=200)
         return web.json_response({"error": f"the journal refused it ({status})"}, status=503)
 

@@ -25,12 +25,9 @@ __all__ = [
     "DeliveryReceived",
     "HandlerFailed",
     "HandlerSucceeded",
-    "Inbound",
     "Pending",
     "Progress",
-    "decode_batch",
     "decode_runtime",
-    "encode_batch",
     "evolve_progress",
     "installation_of",
     "stream_name",
@@ -202,30 +199,3 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
                 received=dead.received, only=[event.handler]
             )
     return progress
-
-
-class Inbound(msgspec.Struct, frozen=True, array_like=True):
-    """One delivery on its way from the ingress to its shard.
-
-    `completed` says the bot has no handler for it, so it is journaled as received and
-    completed at once.
-    """
-
-    installation_id: int
-    vshard: int
-    received: DeliveryReceived
-    completed: bool = False
-
-
-_inbound_encoder: Final = msgspec.msgpack.Encoder()
-_inbound_decoder: Final = msgspec.msgpack.Decoder(list[Inbound])
-
-
-def encode_batch(batch: list[Inbound]) -> bytes:
-    """Encode deliveries bound for one shard as one MessagePack message."""
-    return _inbound_encoder.encode(batch)
-
-
-def decode_batch(data: bytes) -> list[Inbound]:
-    """Decode what `encode_batch` made."""
-    return _inbound_decoder.decode(data)

@@ -90,14 +90,6 @@ class RuntimeSettings:
         left = self.max_concurrent_requests - self.app_auth_requests
         return max(1, left // self.shards)
 
-    def shard_of_vshard(self, vshard: int) -> int:
-        """Return the index of the shard actor that hosts `vshard`."""
-        return vshard % self.shards
-
-    def vshards_of(self, shard: int) -> list[int]:
-        """Return the virtual shards hosted by shard actor `shard`."""
-        return [v for v in range(self.vshards) if v % self.shards == shard]
-
 
 def load_bot(path: str) -> type[InstallationActor]:
     """Import `module:Class` and check it is an `InstallationActor`; `ConfigError` if not."""

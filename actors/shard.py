@@ -1,6 +1,6 @@
 """A shard: the installations of some virtual shards, their journal writes and recovery.
 
-`ShardCore` holds no Ray: the Ray actor in `actors.runtime` wraps it, and tests drive it
+`ShardCore` holds no Ray: the Ray actor in `actors.ray.runtime` wraps it, and tests drive it
 directly. It takes batches of deliveries (`ingest`), journals each as
 `DeliveryReceived` in one durable `append_many` (deduplicated on the delivery GUID,
 fenced by this shard's epochs), and hands them to the installations' hosts. On start it
@@ -28,14 +28,11 @@ from actors.records import (
     NO_INSTALLATION,
     DeliveryCompleted,
     DeliveryReceived,
-    Inbound,
-    decode_batch,
-    encode_batch,
     installation_of,
     stream_name,
 )
 from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of
-from actors.wire import vshard_of
+from actors.wire import Inbound, Status, decode_batch, encode_batch, vshard_of
 from ghbot import metrics
 from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
@@ -45,13 +42,9 @@ from ghbot.journal.records import AppendRequest, NewEvent
 from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
 
-__all__ = ["ACCEPTED", "DEDUP_WINDOW", "DUPLICATE", "ShardCore", "vshard_of"]
+__all__ = ["DEDUP_WINDOW", "ShardCore"]
 
 log = logging.getLogger("ghbot.shard")
-
-ACCEPTED = "accepted"
-DUPLICATE = "duplicate"
-REFUSED = "refused"
 
 #: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
 DEDUP_WINDOW = GITHUB_WINDOW
@@ -273,7 +266,7 @@ class ShardCore:
                     due.append(Inbound(installation_id, vshard, received))
         if not due:
             return 0
-        accepted = (await self.ingest(encode_batch(due))).count(ACCEPTED)
+        accepted = (await self.ingest(encode_batch(due))).count(Status.ACCEPTED)
         self.counters["scheduled"] += accepted
         return accepted
 
@@ -290,10 +283,11 @@ class ShardCore:
 
     # --- the hot path -------------------------------------------------------------
 
-    async def ingest(self, batch: bytes) -> list[str]:
+    async def ingest(self, batch: bytes) -> list[Status]:
         """Journal a batch of deliveries durably, then queue them; one status each.
 
-        Statuses: `accepted` (journaled now), `duplicate` (journaled before). Raises
+        Statuses (`actors.wire.Status`): accepted (journaled now), duplicate (journaled
+        before), refused (not written: fenced, or not this shard's). Raises
         `JournalUnavailable` (the ingress answers 503) when the commit failed, in which
         case nothing of the batch was written.
         """
@@ -311,7 +305,7 @@ class ShardCore:
             for item in owned
         ]
         results = iter(await self.journal.append_many(requests) if requests else [])
-        statuses: list[str] = []
+        statuses: list[Status] = []
         for item in inbound:
             result = next(results) if self._owns(item) else None
             if result is not None and result.status == "ok":
@@ -324,10 +318,10 @@ class ShardCore:
                     completed=item.completed,
                     last_seq=result.last_seq,
                 )
-                statuses.append(ACCEPTED)
+                statuses.append(Status.ACCEPTED)
                 self.counters["received"] += 1
             elif result is not None and result.status == "duplicate":
-                statuses.append(DUPLICATE)
+                statuses.append(Status.DUPLICATE)
                 self.counters["duplicates"] += 1
             else:
                 # Fenced (a newer shard took over), or sent to the wrong shard: never
@@ -338,7 +332,7 @@ class ShardCore:
                     "installation_id": item.installation_id,
                 }
                 log.error("delivery %s refused: %s", item.received.delivery_id, why, extra=fields)
-                statuses.append(REFUSED)
+                statuses.append(Status.REFUSED)
         return statuses
 
     def _note_installation(self, item: Inbound) -> None:

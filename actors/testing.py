@@ -47,10 +47,10 @@ import msgspec
 from actors.bot import InstallationActor
 from actors.installation import Codecs
 from actors.local import LocalShard
-from actors.records import DOMAIN_PREFIX, encode_batch, stream_name
+from actors.records import DOMAIN_PREFIX, stream_name
 from actors.schedule import SCHEDULE_EVENT
 from actors.shard import ShardCore
-from actors.wire import to_inbound, vshard_of
+from actors.wire import encode_batch, to_inbound, vshard_of
 from ghbot.client import close_pool
 from ghbot.config import Settings
 from ghbot.errors import UsageError

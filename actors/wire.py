@@ -1,25 +1,93 @@
-"""A verified delivery, as its shard takes it: the one place an `Inbound` is made.
+"""The protocol between where deliveries come in and the shards that journal them.
 
 The ingress (Serve), `ghbot dev` (aiohttp, one process) and the test harness all turn
-a `ghbot.webhooks.Delivery` (signature checked, envelope decoded) into the `Inbound`
-that `ShardCore.ingest` journals, here, so the routing (installation → virtual
-shard), the ordering key and the "no handler: complete at once" rule are the same
-wherever a delivery comes in.
+a `ghbot.webhooks.Delivery` (signature checked, envelope decoded) into an `Inbound`
+here (`to_inbound`), send it to the shard that owns its installation (`vshard_of`,
+`shard_of`) in a batch (`encode_batch`), and read one `Status` back per delivery. So
+the routing, the ordering key and the "no handler: complete at once" rule are the
+same wherever a delivery comes in.
+
+Routing has two steps: an installation belongs to a virtual shard for the journal's
+life (`vshard_of`: the journal's streams are partitioned, and fenced, by it); a
+virtual shard is hosted by one shard actor of the deployment (`shard_of`), which can
+change when the number of shard actors does.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Final
+
+import msgspec
+
 from actors.bot import InstallationActor, ordering_key
-from actors.records import NO_INSTALLATION, DeliveryReceived, Inbound
+from actors.records import NO_INSTALLATION, DeliveryReceived
 from actors.schedule import SCHEDULE_EVENT
 from ghbot.webhooks import Delivery
 
-__all__ = ["to_inbound", "vshard_of"]
+__all__ = [
+    "Inbound",
+    "Status",
+    "decode_batch",
+    "encode_batch",
+    "shard_of",
+    "to_inbound",
+    "vshard_of",
+    "vshards_of",
+]
+
+
+class Status(StrEnum):
+    """What a shard answers for each delivery of a batch."""
+
+    ACCEPTED = "accepted"
+    """Journaled now, durably: the ingress answers 202."""
+    DUPLICATE = "duplicate"
+    """Journaled before (the same GUID): the ingress answers 200."""
+    REFUSED = "refused"
+    """Not written (a newer shard fenced this one, or it is not this shard's): 503."""
+
+
+class Inbound(msgspec.Struct, frozen=True, array_like=True):
+    """One delivery on its way from the ingress to its shard.
+
+    `completed` says the bot has no handler for it, so it is journaled as received and
+    completed at once.
+    """
+
+    installation_id: int
+    vshard: int
+    received: DeliveryReceived
+    completed: bool = False
+
+
+_inbound_encoder: Final = msgspec.msgpack.Encoder()
+_inbound_decoder: Final = msgspec.msgpack.Decoder(list[Inbound])
+
+
+def encode_batch(batch: list[Inbound]) -> bytes:
+    """Encode deliveries bound for one shard as one MessagePack message."""
+    return _inbound_encoder.encode(batch)
+
+
+def decode_batch(data: bytes) -> list[Inbound]:
+    """Decode what `encode_batch` made."""
+    return _inbound_decoder.decode(data)
 
 
 def vshard_of(installation_id: int, vshards: int) -> int:
     """Return the virtual shard that owns an installation (stable across processes)."""
     return installation_id % vshards
+
+
+def shard_of(vshard: int, shards: int) -> int:
+    """Return the index of the shard actor, of `shards`, that hosts `vshard`."""
+    return vshard % shards
+
+
+def vshards_of(shard: int, shards: int, vshards: int) -> list[int]:
+    """Return the virtual shards, of `vshards`, that shard actor `shard` hosts."""
+    return [v for v in range(vshards) if shard_of(v, shards) == shard]
 
 
 def to_inbound(

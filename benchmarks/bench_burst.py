@@ -59,8 +59,8 @@ def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[
     import ray
     from ray import serve
 
-    from actors.ingress import WebhookDeployment
-    from actors.runtime import kill_actors
+    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.runtime import kill_actors
 
     port = free_port()
     start_ray_serve(port)

@@ -4,19 +4,26 @@ Measures, in one run on this machine:
 
 - the floor: `floor_bot.py`, a hand-rolled single-process aiohttp bot doing the same
   work (verify, decode, answer 202, comment through the API) with no durability;
+- the durable floor: `floor_bot.py --durable`, the same bot committing each delivery to
+  SQLite (WAL, `synchronous=FULL`, group commit) before its 202: the cheapest way to
+  give ghbot's guarantee, so what ghbot's durability should cost at most;
+- Probot: `probot/index.js`, the same handler on Probot 14 (Node.js), the framework
+  most GitHub Apps are written with; it answers once its handler has commented, and
+  journals nothing. Skipped, with the reason, without `node` or `make bench-probot`;
+- the Serve ceiling: the floor's work as a Serve deployment on ghbot's ingress
+  (`serve_floor.py`): the best any bot behind Serve's HTTP ingress can do here;
 - ghbot: `serve run ghbot.deploy` on a local Ray (Serve's HAProxy ingress unless
-  `--no-haproxy`), every delivery journaled in SQLite before its 202;
-- with `--serve-floor`, the floor's work as a Serve deployment on the same ingress
-  (`serve_floor.py`): the ceiling of any bot behind Serve's HTTP ingress here.
+  `--no-haproxy`), every delivery journaled in SQLite before its 202.
 
 The load generator (a raw keep-alive HTTP client sending requests signed beforehand)
 and the fake GitHub run in one process at nice 19 (Ray's workers run at nice 15),
 keeping `--concurrency` requests in flight. Reported: handled webhooks/s (first send
 to last comment), ack and end-to-end p50/p95/p99, the CPU the machine spent per
 delivery outside the load process and inside it, the cores it used idle before the
-run, and ghbot/floor.
+run, and ghbot's throughput and CPU per delivery against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
+        [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +44,7 @@ from typing import Any
 from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
+PROBOT = ROOT / "benchmarks" / "probot"
 SECRET = "bench-secret"
 IDLE_SECONDS = 5.0
 
@@ -162,11 +171,16 @@ def cpu_seconds() -> dict[int, float]:
     return used
 
 
-def run_floor(harness: Harness, private: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_floor(
+    harness: Harness, private: Path, args: argparse.Namespace, durable: Path | None = None
+) -> dict[str, Any]:
+    """Load floor_bot.py (with `durable`, committing deliveries to that SQLite file)."""
     port = free_port()
     # At nice 15, like Ray's workers: the floor gets the same priority over its load.
     command = [sys.executable, str(ROOT / "benchmarks" / "floor_bot.py"), "--port", str(port)]
     command += ["--api", harness.fake, "--app-id", "4242", "--key", str(private)]
+    if durable is not None:
+        command += ["--durable", str(durable)]
     bot = subprocess.Popen(
         ["nice", "-n", "15", *command, "--secret", SECRET], stdout=subprocess.PIPE, text=True
     )
@@ -179,6 +193,58 @@ def run_floor(harness: Harness, private: Path, args: argparse.Namespace) -> dict
     finally:
         bot.kill()
         bot.wait()
+
+
+def probot_missing() -> str | None:
+    """Why the Probot bot cannot run here, or None if it can."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (PROBOT / "node_modules" / "probot").is_dir():
+        return "benchmarks/probot/node_modules is absent (make bench-probot installs it)"
+    return None
+
+
+def run_probot(harness: Harness, private: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Load the Probot bot (`probot/index.js`), configured as any Probot app: by env."""
+    port = free_port()
+    fake = harness.fake.split("://", 1)[1].rstrip("/")
+    env = {
+        **os.environ,
+        "APP_ID": "4242",
+        "PRIVATE_KEY_PATH": str(private),
+        "WEBHOOK_SECRET": SECRET,
+        "GHE_HOST": fake,
+        "GHE_PROTOCOL": "http",
+        "PORT": str(port),
+        "LOG_LEVEL": "warn",
+        "NODE_ENV": "production",
+    }
+    # Its log goes to our stderr, leaving stdout to the table.
+    bot = subprocess.Popen(
+        ["nice", "-n", "15", "node", "index.js"], cwd=PROBOT, env=env, stdout=sys.stderr
+    )
+    try:
+        wait_listening(port, bot)
+        return harness.load(
+            f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
+        )
+    finally:
+        bot.kill()
+        bot.wait()
+
+
+def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the bot exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
 def run_on_serve(
@@ -198,8 +264,8 @@ def run_on_serve(
     import ray
     from ray import serve
 
-    from actors.ingress import WebhookDeployment
-    from actors.runtime import get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.runtime import get_or_create_actors, kill_actors, wait_ready
 
     port = 8000 if not args.no_haproxy else free_port()
     start_ray_serve(port)
@@ -274,10 +340,15 @@ def main() -> None:
     )
     parser.add_argument("--no-ray-metrics", action="store_true", help="no Ray metrics agent")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-durable", action="store_true", help="no durable floor")
+    parser.add_argument("--skip-probot", action="store_true")
     parser.add_argument(
-        "--serve-floor",
+        "--skip-serve-floor",
         action="store_true",
-        help="also run the floor bot's work as a Serve deployment (serve_floor.py)",
+        help="no Serve ceiling (the floor bot's work as a Serve deployment, serve_floor.py)",
+    )
+    parser.add_argument(
+        "--serve-floor", action="store_true", help="the default now; kept for older commands"
     )
     parser.add_argument(
         "--serve-floor-replicas", type=int, default=1, help="its replicas (1 was fastest here)"
@@ -286,14 +357,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.deliveries, args.warmup = 1000, 200
+    skip_probot = "--skip-probot" if args.skip_probot else probot_missing()
+    if skip_probot:
+        print(f"# probot: skipped, {skip_probot}", flush=True)
+    others: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         private, public = keys(Path(tmp))
         harness = Harness(public, args.installations)
         try:
-            floor = None if args.skip_floor else run_floor(harness, private, args)
-            on_serve = None
-            if args.serve_floor:
-                on_serve = run_on_serve(harness, private, args, Path(tmp), floor=True)
+            if not args.skip_floor:
+                others["floor"] = run_floor(harness, private, args)
+            if not args.skip_durable:
+                durable = Path(tmp) / "durable.sqlite"
+                others["durable"] = run_floor(harness, private, args, durable)
+            if not skip_probot:
+                others["probot"] = run_probot(harness, private, args)
+            if not args.skip_serve_floor:
+                others["serve-fl"] = run_on_serve(harness, private, args, Path(tmp), floor=True)
             started = time.monotonic()
             ours = run_on_serve(harness, private, args, Path(tmp))
             print(f"# ghbot run took {time.monotonic() - started:.0f} s with start and stop")
@@ -310,13 +390,16 @@ def main() -> None:
     )
     print("# load ms: the load process's (load generator and fake GitHub) CPU per delivery")
     print("# idle: cores the machine (outside the load process) used with no load, before the run")
-    if floor:
-        print(row("floor", floor))
-    if on_serve:
-        print(row("serve-fl", on_serve))
+    for name, result in others.items():
+        print(row(name, result))
     print(row("ghbot", ours))
-    if floor:
-        print(f"ghbot / floor throughput: {ours['throughput'] / floor['throughput']:.2f}")
+    if skip_probot:
+        print(f"# probot: skipped, {skip_probot}")
+    for name, result in others.items():
+        print(
+            f"ghbot / {name:<8} throughput {ours['throughput'] / result['throughput']:5.2f},"
+            f" cpu ms {ours['sut_cpu_ms'] / result['sut_cpu_ms']:5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-from actors.records import DeliveryReceived, Inbound, encode_batch
-from actors.runtime import get_or_create_actors, kill_actors, wait_ready
+from actors.ray.runtime import get_or_create_actors, kill_actors, wait_ready
+from actors.records import DeliveryReceived
 from actors.settings import RuntimeSettings
-from actors.shard import vshard_of
+from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.config import Settings
 from ghbot.testing import app_key_pair
 from ghbot.testing.payloads import EXAMPLES

@@ -231,8 +231,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
     import ray
     from ray import serve
 
-    from actors.ingress import WebhookDeployment
-    from actors.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
 
     private, public = keys(tmp)
     load = LoadProcess(public, args)

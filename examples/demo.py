@@ -185,8 +185,8 @@ def main() -> int:
     from ray import serve
 
     import ghbot
-    from actors.admin import dead_letters, stats, sweep
-    from actors.runtime import kill_actors
+    from actors.ray.admin import dead_letters, stats, sweep
+    from actors.ray.runtime import kill_actors
 
     print("Starting a local Ray (no dashboard) and deploying the Greeter bot ...")
     ray.init(

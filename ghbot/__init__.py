@@ -16,7 +16,7 @@ __all__ = ["__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "deploy":
-        from actors.deploy import deploy
+        from actors.ray.deploy import deploy
 
         return deploy
     raise AttributeError(f"module 'ghbot' has no attribute {name!r}")

@@ -278,7 +278,7 @@ class LogLimiter:
 
 
 #: Received webhooks an ingress replica logs at INFO per second, unless the deployment's
-#: `GHBOT_LOG_RECEIVED_PER_SECOND` says otherwise (validated by `actors.deploy`).
+#: `GHBOT_LOG_RECEIVED_PER_SECOND` says otherwise (validated by `actors.ray.deploy`).
 DEFAULT_RECEIVED_PER_SECOND: Final = 10
 
 

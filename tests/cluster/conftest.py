@@ -75,8 +75,8 @@ def deploy(
 ) -> Iterator[Callable[..., Deployment]]:
     from ray import serve
 
-    from actors.ingress import WebhookDeployment
-    from actors.runtime import kill_actors
+    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.runtime import kill_actors
 
     started: list[RuntimeSettings] = []
 

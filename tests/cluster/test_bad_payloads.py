@@ -20,7 +20,7 @@ async def _types(app: Any, installation_id: int) -> list[str]:
 
 
 async def test_a_body_that_does_not_fit_its_model_is_dead_lettered(deploy: Any, fake: Any) -> None:
-    from actors.admin import dead_letters
+    from actors.ray.admin import dead_letters
 
     app = deploy("tests.cluster.bots:Greeter")
     guid = str(uuid.uuid4())
@@ -41,7 +41,7 @@ async def test_a_body_that_does_not_fit_its_model_is_dead_lettered(deploy: Any, 
 async def test_a_delivery_without_installation_is_dead_lettered_clearly(
     deploy: Any, fake: Any
 ) -> None:
-    from actors.admin import dead_letters, stats
+    from actors.ray.admin import dead_letters, stats
 
     app = deploy("tests.cluster.bots:Greeter")
     guid = str(uuid.uuid4())

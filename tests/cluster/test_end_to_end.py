@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import ray
 
+from actors.ray.runtime import shard_name
 from actors.records import stream_name
-from actors.runtime import shard_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import (
     SECRET,
@@ -114,7 +114,7 @@ async def test_failures_are_retried_then_dead_lettered_and_replayed(deploy: Any,
     data = payload("issues.opened", installation=1003, repo=repo, issue__number=1)
     assert (await send(app.url, "issues", data, guid=guid))[0] == 202
 
-    from actors.admin import dead_letters, replay
+    from actors.ray.admin import dead_letters, replay
 
     await eventually(lambda: len(dead_letters(app.runtime.namespace)) == 1, within=30)
     (dead,) = dead_letters(app.runtime.namespace)
@@ -140,7 +140,7 @@ async def test_an_open_breaker_holds_one_installation_and_not_another(
         data = payload("issues.opened", installation=1004, repo="sick/repo", issue__number=1)
         assert (await send(app.url, "issues", data, guid=guid))[0] == 202
 
-    from actors.admin import stats
+    from actors.ray.admin import stats
 
     await eventually(
         lambda: sum(s["open_breakers"] for s in stats(app.runtime.namespace)) == 1, within=30
@@ -153,7 +153,7 @@ async def test_an_open_breaker_holds_one_installation_and_not_another(
     await eventually(lambda: len(_bodies(fake, "well/repo")) == 5, within=10)
     assert asyncio.get_running_loop().time() - started < 10
     # The sick installation's deliveries wait, journaled; none was dead-lettered.
-    from actors.admin import dead_letters
+    from actors.ray.admin import dead_letters
 
     assert dead_letters(app.runtime.namespace) == []
     on_fake(fake, fake.fake.faults.clear)
@@ -203,7 +203,7 @@ async def test_ingress_answers_503_when_the_shard_cannot_take_it(
 
 
 async def test_deliveries_github_failed_to_deliver_are_swept_back(deploy: Any, fake: Any) -> None:
-    from actors import admin
+    from actors.ray import admin
 
     install(fake, 1008, "e2e/swept")
     app = deploy("tests.cluster.bots:Greeter", redeliver_every=1)

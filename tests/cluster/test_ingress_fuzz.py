@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from hypothesis import HealthCheck, Phase, event, given, settings
 
-from actors.admin import stats
+from actors.ray.admin import stats
 from actors.records import installation_of
 from ghbot.events import decode_envelope
 from ghbot.journal import open_journal

@@ -67,7 +67,7 @@ class Probe:
     """A Ray process recording through the OpenTelemetry API, as ghbot's actors do."""
 
     def __init__(self) -> None:
-        from actors.metrics import install_ray_metrics
+        from actors.ray.metrics import install_ray_metrics
 
         assert install_ray_metrics()
         assert install_ray_metrics()  # a second call changes nothing

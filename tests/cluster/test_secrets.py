@@ -11,7 +11,7 @@ import aiohttp
 import ray
 from ray import serve
 
-from actors.runtime import APP_AUTH_NAME, shard_name
+from actors.ray.runtime import APP_AUTH_NAME, shard_name
 from tests.cluster.conftest import comments, eventually, install, on_fake, payload, send
 
 NO_SECRET = {"private_key": False, "private_key_path": False, "webhook_secrets": False}

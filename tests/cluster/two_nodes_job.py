@@ -36,8 +36,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from actors.records import stream_name  # noqa: E402
-from actors.runtime import (  # noqa: E402
+from actors.ray.runtime import (  # noqa: E402
     APP_AUTH_NAME,
     RemoteAppAuth,
     RemoteShard,
@@ -45,6 +44,7 @@ from actors.runtime import (  # noqa: E402
     shard_name,
     wait_ready,
 )
+from actors.records import stream_name  # noqa: E402
 from actors.settings import RuntimeSettings  # noqa: E402
 from ghbot.config import Settings  # noqa: E402
 from ghbot.journal import open_journal  # noqa: E402
@@ -198,7 +198,7 @@ def run(address: str, journal_url: str, per_installation: int) -> dict[str, Any]
         # One proxy (on the head): both raylets share this machine, so a proxy per node
         # would bind the same port twice.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        from actors.ingress import WebhookDeployment
+        from actors.ray.ingress import WebhookDeployment
 
         serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
         url = f"http://127.0.0.1:{port}"

@@ -15,9 +15,9 @@ import pytest
 from starlette.requests import Request
 
 from actors.bot import InstallationActor, on, ordering_key
-from actors.ingress import WebhookIngress
-from actors.records import DeliveryReceived, Inbound, encode_batch
-from actors.shard import ACCEPTED, vshard_of
+from actors.ray.ingress import WebhookIngress
+from actors.records import DeliveryReceived
+from actors.wire import Inbound, Status, encode_batch, vshard_of
 from ghbot.client import close_pool
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal, open_journal
@@ -130,10 +130,10 @@ class AcceptingBatcher:
     def __init__(self) -> None:
         self.items: list[Inbound] = []
 
-    def submit(self, item: Inbound) -> asyncio.Future[str]:
+    def submit(self, item: Inbound) -> asyncio.Future[Status]:
         self.items.append(item)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        future.set_result(ACCEPTED)
+        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        future.set_result(Status.ACCEPTED)
         return future
 
 
@@ -150,7 +150,7 @@ def bare_ingress(
     replica.received_logged = None
     if bot is not None:
         replica.bot = bot
-        replica.settings = SimpleNamespace(vshards=VSHARDS, shard_of_vshard=lambda _v: 0)  # type: ignore[assignment]
+        replica.settings = SimpleNamespace(vshards=VSHARDS, shards=1)  # type: ignore[assignment]
         replica.batchers = [batcher or AcceptingBatcher()]  # type: ignore[list-item]
     return replica
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from actors.ingress import ShardBatcher, ShardUnavailable
-from actors.records import DeliveryReceived, Inbound, decode_batch
+from actors.ray.ingress import ShardBatcher, ShardUnavailable
+from actors.records import DeliveryReceived
+from actors.wire import Inbound, decode_batch
 
 
 class FakeShard:

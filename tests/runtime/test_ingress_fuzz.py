@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from starlette.requests import Request
 
 from actors.bot import InstallationActor
-from actors.ingress import ShardBatcher, WebhookIngress
+from actors.ray.ingress import ShardBatcher, WebhookIngress
 from actors.records import installation_of, stream_name
 from actors.shard import ShardCore
 from ghbot import webhooks

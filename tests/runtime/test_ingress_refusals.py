@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import actors.ingress as ingress_module
+import actors.ray.ingress as ingress_module
 from ghbot import logs
 from ghbot.webhooks import sign
 from tests.runtime.conftest import WEBHOOK_SECRET as SECRET

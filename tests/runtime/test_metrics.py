@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.shard import ACCEPTED, ShardCore
+from actors.shard import ShardCore
+from actors.wire import Status
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
@@ -65,7 +66,7 @@ async def test_pending_deliveries_and_processing_time(journal: Journal) -> None:
         ]
         # A second event with no handler is completed at once: never pending, not timed.
         items.append(inbound(Gated, "issues", payload("issues.labeled")))
-        assert await shard.ingest(batch(*items)) == [ACCEPTED] * 4
+        assert await shard.ingest(batch(*items)) == [Status.ACCEPTED] * 4
         await asyncio.sleep(0.01)
         assert pending_now(m) == before + 3 == shard.pending() + before
         Gated.gate.set()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from actors.bot import InstallationActor, on
-from actors.records import Inbound
-from actors.shard import ACCEPTED, ShardCore
+from actors.shard import ShardCore
+from actors.wire import Inbound, Status
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp
 from ghbot.events import Event
@@ -96,7 +96,7 @@ async def run(
     )
     await shard.start()
     try:
-        assert await shard.ingest(batch(*items)) == [ACCEPTED] * len(items)
+        assert await shard.ingest(batch(*items)) == [Status.ACCEPTED] * len(items)
         await shard.wait_idle()
     finally:
         await shard.close()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.deploy import build_settings
+from actors.ray.deploy import build_settings
 from actors.records import stream_name
 from actors.shard import DEDUP_WINDOW, ShardCore
 from ghbot.errors import ConfigError, JournalUnavailable

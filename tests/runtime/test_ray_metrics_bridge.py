@@ -1,4 +1,4 @@
-"""The OpenTelemetry-to-Ray metrics bridge (`actors.metrics`), without Ray.
+"""The OpenTelemetry-to-Ray metrics bridge (`actors.ray.metrics`), without Ray.
 
 An SDK `MeterProvider` of its own per test (never the global one) exports through
 `RayBridgeExporter` into a fake sink standing for `ray.util.metrics`; the cluster test
@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.export import Sum as SumData
 
-from actors.metrics import RayBridgeExporter, bucket_values, ray_boundaries, ray_name
+from actors.ray.metrics import RayBridgeExporter, bucket_values, ray_boundaries, ray_name
 
 
 class Fake:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.deploy import build_settings
+from actors.ray.deploy import build_settings
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
@@ -142,7 +142,7 @@ def test_a_request_limit_below_the_process_count_is_refused(pem_pkcs8: bytes) ->
 
 @pytest.mark.parametrize("leak", ["private_key", "private_key_path", "webhook_secrets"])
 def test_a_shard_refuses_settings_that_carry_a_secret(pem_pkcs8: bytes, leak: str) -> None:
-    from actors.runtime import ShardActor
+    from actors.ray.runtime import ShardActor
     from ghbot.errors import UsageError
 
     shards = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8)).for_shards()

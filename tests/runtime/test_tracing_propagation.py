@@ -14,8 +14,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from actors.records import DeliveryReceived, decode_batch, decode_runtime, encode_batch
-from actors.shard import ACCEPTED, ShardCore
+from actors.records import DeliveryReceived, decode_runtime
+from actors.shard import ShardCore
+from actors.wire import Status, decode_batch, encode_batch
 from ghbot import telemetry
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp
@@ -66,7 +67,9 @@ async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
     await shard.start()
     try:
         # Over Ray the batch travels as bytes: the trace context goes with it.
-        assert await shard.ingest(encode_batch(decode_batch(encode_batch([item])))) == [ACCEPTED]
+        assert await shard.ingest(encode_batch(decode_batch(encode_batch([item])))) == [
+            Status.ACCEPTED
+        ]
         await shard.wait_idle()
     finally:
         await shard.close()

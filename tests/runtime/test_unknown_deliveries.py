@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from actors.bot import InstallationActor, UnknownEventWarning, on
-from actors.shard import ACCEPTED, ShardCore
+from actors.shard import ShardCore
+from actors.wire import Status
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.models import IssuesPayload, UnknownPayload
@@ -66,7 +67,7 @@ async def test_unknown_events_and_actions_reach_the_handlers_that_take_them(
     shard = ShardCore(range(VSHARDS), VSHARDS, journal, bot)
     await shard.start()
     try:
-        assert await shard.ingest(batch(*batcher.items)) == [ACCEPTED] * 3
+        assert await shard.ingest(batch(*batcher.items)) == [Status.ACCEPTED] * 3
         await shard.wait_idle()
         host = await shard.host(INSTALLATION)
         assert not host.progress.dead  # nothing dead-lettered as malformed

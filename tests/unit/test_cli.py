@@ -1,7 +1,7 @@
 """`ghbot status` and `ghbot dead-letters`, without a cluster: arguments, output, errors.
 
 Nothing here starts or joins Ray: the unreachable cases fail at the CLI's probe, and
-the output cases replace `actors.admin` and the connection with fakes. The same
+the output cases replace `actors.ray.admin` and the connection with fakes. The same
 commands on a live deployment are in tests/cluster/test_cli.py.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from actors.ray import cli as cluster_cli
 from ghbot import cli
 
 DEAD: dict[str, Any] = {
@@ -46,8 +47,8 @@ def test_importing_the_cli_and_asking_for_help_never_imports_ray() -> None:
 
 
 def test_the_commands_are_registered() -> None:
+    help_text = cli.build_parser().format_help()  # loads the plugins' commands
     assert {"fake-github", "status", "dead-letters", "redeliver"} <= set(cli._COMMANDS)
-    help_text = cli.build_parser().format_help()
     assert "dead-letters" in help_text and "status" in help_text
 
 
@@ -102,10 +103,10 @@ def test_no_cluster_is_one_line_and_exit_2_at_once(
 
 
 def test_this_machine_is_told_from_others() -> None:
-    assert cli._on_this_machine("127.0.0.1") and cli._on_this_machine("localhost")
-    assert cli._on_this_machine(socket.gethostbyname(socket.gethostname()))
-    assert not cli._on_this_machine("203.0.113.7")  # TEST-NET-3, never this machine
-    assert not cli._on_this_machine("no-such-host.invalid")
+    assert cluster_cli._on_this_machine("127.0.0.1") and cluster_cli._on_this_machine("localhost")
+    assert cluster_cli._on_this_machine(socket.gethostbyname(socket.gethostname()))
+    assert not cluster_cli._on_this_machine("203.0.113.7")  # TEST-NET-3, never this machine
+    assert not cluster_cli._on_this_machine("no-such-host.invalid")
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_this_machine_is_told_from_others() -> None:
     ],
 )
 def test_a_refusal_says_what_to_do(case: dict[str, Any], advice: str) -> None:
-    text = cli._auth_advice("10.0.0.5:6379", **case)
+    text = cluster_cli._auth_advice("10.0.0.5:6379", **case)
     assert text.startswith("the Ray cluster at 10.0.0.5:6379 ") and advice in text
     assert "\n" not in text
 
@@ -159,7 +160,7 @@ def test_an_explicit_address_wins_over_ray_address(
 
 
 class FakeAdmin:
-    """Stands in for `actors.admin` on a deployment with one dead letter."""
+    """Stands in for `actors.ray.admin` on a deployment with one dead letter."""
 
     def __init__(self, namespaces: set[str]) -> None:
         self.namespaces = namespaces
@@ -167,7 +168,7 @@ class FakeAdmin:
         self.replayed: list[tuple[str, str, str | None]] = []
 
     def require_shards(self, namespace: str = "ghbot") -> list[Any]:
-        from actors.admin import DeploymentNotFound
+        from actors.ray.admin import DeploymentNotFound
 
         if namespace not in self.namespaces:
             raise DeploymentNotFound(f"no ghbot deployment in Ray namespace {namespace!r}")
@@ -205,18 +206,18 @@ class FakeAdmin:
 
 @pytest.fixture
 def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
-    """Replace the cluster: `actors.admin`'s functions and the connection."""
-    import actors.admin
+    """Replace the cluster: `actors.ray.admin`'s functions and the connection."""
+    import actors.ray.admin
 
     fake = FakeAdmin({"ghbot"})
     for name in ("require_shards", "dead_letters", "replay", "stats", "sweep"):
-        monkeypatch.setattr(actors.admin, name, getattr(fake, name))
+        monkeypatch.setattr(actors.ray.admin, name, getattr(fake, name))
 
     @contextlib.contextmanager
     def connected(_args: Any) -> Iterator[None]:
         yield
 
-    monkeypatch.setattr(cli, "_connected", connected)
+    monkeypatch.setattr(cluster_cli, "_connected", connected)
     return fake
 
 

@@ -33,12 +33,13 @@ def test_deploy_is_resolved_lazily() -> None:
 # --- the same line, read from the source (what is imported where, not what ran) -------
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The Ray edge: the only modules that import Ray (the Serve ingress, the actors'
-#: runtime, the admin API the CLI's cluster commands call, the metrics bridge).
-RAY_EDGE = {"actors/admin.py", "actors/ingress.py", "actors/runtime.py", "actors/metrics.py"}
+#: The Ray edge: the one package that imports Ray (the Serve ingress, the actors'
+#: runtime, the deployment, the admin API and CLI commands for a running deployment,
+#: the metrics bridge).
+RAY_EDGE = "actors/ray/"
 #: Where the SDK may import the actor framework, and only inside a function: the
-#: `ghbot.deploy` hook that `serve run ghbot.deploy` needs, and the CLI's commands.
-SDK_TO_ACTORS = {"ghbot/__init__.py", "ghbot/cli.py"}
+#: `ghbot.deploy` hook that `serve run ghbot.deploy` needs.
+SDK_TO_ACTORS = {"ghbot/__init__.py": {"actors.ray.deploy"}}
 
 
 def imports(source: str) -> tuple[set[str], set[str]]:
@@ -80,39 +81,57 @@ def _under(modules: set[str], root: str) -> set[str]:
 
 
 def test_only_the_ray_edge_imports_ray() -> None:
-    for path, (top, lazy) in {**_sources("actors"), **_sources("ghbot")}.items():
-        if path in RAY_EDGE:
-            continue
+    sources = {**_sources("actors"), **_sources("ghbot")}
+    assert any(path.startswith(RAY_EDGE) for path in sources)
+    for path, (top, lazy) in sources.items():
+        if not path.startswith(RAY_EDGE):
+            assert not _under(top | lazy, "ray"), f"{path} imports Ray"
+
+
+def test_loading_the_edges_commands_imports_no_ray() -> None:
+    """Every `ghbot` command loads `actors.ray.cli` (its commands plug in): it imports
+    Ray only inside the commands, as its package's `__init__` does not at all."""
+    for path in ("actors/ray/__init__.py", "actors/ray/cli.py"):
+        top, _lazy = imports((ROOT / path).read_text())
         assert not _under(top, "ray"), f"{path} imports Ray at module level"
-        if path != "ghbot/cli.py":  # its cluster commands connect to Ray when they run
-            assert not _under(lazy, "ray"), f"{path} imports Ray"
 
 
 def test_the_framework_reaches_the_ray_edge_only_from_the_edge() -> None:
-    edge_modules = {p.removesuffix(".py").replace("/", ".") for p in RAY_EDGE}
-    for path, (top, _lazy) in _sources("actors").items():
-        if path in RAY_EDGE:
+    for path, (top, lazy) in _sources("actors").items():
+        if path.startswith(RAY_EDGE):
             continue
-        reached = top & edge_modules
-        assert not reached, f"{path} imports {sorted(reached)} at module level"
+        reached = _under(top | lazy, "actors.ray")
+        assert not reached, f"{path} imports {sorted(reached)}"
 
 
 def test_the_sdk_imports_the_framework_only_lazily_and_only_where_documented() -> None:
     for path, (top, lazy) in _sources("ghbot").items():
         assert not _under(top, "actors"), f"{path} imports actors at module level"
-        if path not in SDK_TO_ACTORS:
-            assert not _under(lazy, "actors"), f"{path} imports actors"
+        allowed = SDK_TO_ACTORS.get(path, set())
+        assert _under(lazy, "actors") <= allowed, f"{path} imports {_under(lazy, 'actors')}"
+
+
+def test_the_cli_commands_of_the_framework_plug_in_through_entry_points() -> None:
+    """`ghbot`'s CLI names no module of `actors`: they are found as `ghbot.cli` plugins."""
+    from importlib.metadata import entry_points
+
+    from ghbot import cli
+
+    plugins = {entry.value for entry in entry_points(group=cli.PLUGINS)}
+    assert plugins >= {"actors.cli", "actors.ray.cli"}
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {"new", "fake-github", "register", "dev", "receive", "status", "redeliver"} <= commands
 
 
 def test_the_reader_sees_imports_at_every_level() -> None:
     source = (
         "import ray\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-        "    from actors.runtime import x\ntry:\n    import yaml\nexcept ImportError:\n"
+        "    from actors.ray.runtime import x\ntry:\n    import yaml\nexcept ImportError:\n"
         "    import json\ndef f():\n    from actors import on\nclass C:\n"
         "    def g(self):\n        import ray.util\n"
     )
     top, lazy = imports(source)
-    assert top == {"ray", "typing", "actors.runtime", "yaml", "json"}
+    assert top == {"ray", "typing", "actors.ray.runtime", "yaml", "json"}
     assert lazy == {"actors", "ray.util"}
 
 

@@ -277,7 +277,7 @@ def test_received_lines_are_sampled_per_second_and_count_the_rest() -> None:
 def test_the_ingress_logs_received_webhooks_at_info_sampled(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors import ingress
+    from actors.ray import ingress
 
     clock = Clock()
     limiter = logs.LogLimiter(burst=1, per=1.0, clock=clock)

@@ -26,11 +26,10 @@ from ray import serve
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from actors.records import NO_INSTALLATION, Inbound, encode_batch
-from actors.runtime import get_or_create_actors, held_secrets, set_up_process
+from actors.ray.runtime import get_or_create_actors, held_secrets, set_up_process
+from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
-from actors.shard import ACCEPTED, DUPLICATE
-from actors.wire import to_inbound
+from actors.wire import Inbound, Status, encode_batch, shard_of, to_inbound
 from ghbot import metrics, telemetry
 from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
@@ -61,13 +60,13 @@ class ShardBatcher:
         self.limit = limit
         self.max_inflight = max_inflight
         self._items: list[Inbound] = []
-        self._futures: list[asyncio.Future[str]] = []
+        self._futures: list[asyncio.Future[Status]] = []
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, item: Inbound) -> asyncio.Future[str]:
+    def submit(self, item: Inbound) -> asyncio.Future[Status]:
         """Queue `item`; the future gives the shard's status for it."""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._futures.append(future)
         if self._inflight < self.max_inflight:
@@ -88,9 +87,9 @@ class ShardBatcher:
         if self._items and self._inflight < self.max_inflight:
             self._flush()
 
-    async def _send(self, items: list[Inbound], futures: list[asyncio.Future[str]]) -> None:
+    async def _send(self, items: list[Inbound], futures: list[asyncio.Future[Status]]) -> None:
         try:
-            statuses: list[str] = await self.actor.ingest.remote(encode_batch(items))
+            statuses: list[Status] = await self.actor.ingest.remote(encode_batch(items))
         except Exception as exc:
             error_type = type(exc).__name__
             log.warning(
@@ -272,18 +271,18 @@ class WebhookIngress:
         )
         vshard = item.vshard
         qualified = f"{delivery.event}.{envelope.action}" if envelope.action else delivery.event
-        batcher = self.batchers[self.settings.shard_of_vshard(vshard)]
+        batcher = self.batchers[shard_of(vshard, self.settings.shards)]
         try:
             status = await batcher.submit(item)
         except ShardUnavailable:
             return _answer(503, {"error": "the journal could not take the delivery; retry"})
-        if status in (ACCEPTED, DUPLICATE):
+        if status in (Status.ACCEPTED, Status.DUPLICATE):
             repo = envelope.repository.full_name if envelope.repository else None
             limiter = self.received_logged
             _log_received(limiter, delivery.delivery_id, qualified, installation_id, repo)
-        if status == ACCEPTED:
+        if status == Status.ACCEPTED:
             return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
-        if status == DUPLICATE:
+        if status == Status.DUPLICATE:
             return _answer(200, {"delivery": delivery.delivery_id, "status": "duplicate"})
         return _answer(503, {"error": f"the shard refused the delivery ({status}); retry"})
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.runtime import APP_AUTH_NAME, shard_name
+from actors.ray.runtime import APP_AUTH_NAME, shard_name
 from ghbot.errors import UsageError
 
 __all__ = [

@@ -119,7 +119,7 @@ def build_settings(
 
 def deploy(args: Mapping[str, str] | None = None) -> Any:
     """Return the Serve application for `serve run ghbot.deploy key=value ...`."""
-    from actors.ingress import WebhookDeployment
+    from actors.ray.ingress import WebhookDeployment
 
     runtime = build_settings(args or {})
     return WebhookDeployment.options(num_replicas=runtime.ingress_replicas).bind(runtime)

@@ -17,11 +17,12 @@ from typing import Any
 
 import ray
 
-from actors.metrics import install_ray_metrics
+from actors.ray.metrics import install_ray_metrics
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
 from actors.tracing import install_tracing
+from actors.wire import Status, shard_of, vshard_of, vshards_of
 from ghbot.errors import UsageError
 from ghbot.journal import open_journal
 from ghbot.logs import configure as configure_logging
@@ -92,7 +93,7 @@ class ShardActor:
         journal = await open_journal(s.settings.journal_url, shard_count=s.vshards)
         clients = installation_clients(s, ray.get_actor(APP_AUTH_NAME, namespace=s.namespace))
         core = ShardCore(
-            s.vshards_of(self.index),
+            vshards_of(self.index, s.shards, s.vshards),
             s.vshards,
             journal,
             load_bot(s.bot),
@@ -117,7 +118,7 @@ class ShardActor:
             return
         log.info("shard %d resumed %d pending deliveries", self.index, task.result())
 
-    async def ingest(self, batch: bytes) -> list[str]:
+    async def ingest(self, batch: bytes) -> list[Status]:
         """Journal and queue a batch of deliveries (see `ShardCore.ingest`)."""
         return await (await self._ready()).ingest(batch)
 
@@ -227,13 +228,11 @@ class AppAuthActor:
 
     async def _held(self, failed: list[Any]) -> set[str]:
         """Ask each owning shard which of the `failed` deliveries it journaled."""
-        from actors.shard import vshard_of
-
         s = self._settings
         by_shard: dict[int, list[tuple[int, str]]] = {}
         for item in failed:
             installation_id = item.installation_id or NO_INSTALLATION
-            shard = s.shard_of_vshard(vshard_of(installation_id, s.vshards))
+            shard = shard_of(vshard_of(installation_id, s.vshards), s.shards)
             by_shard.setdefault(shard, []).append((installation_id, item.guid))
         calls = [
             ray.get_actor(shard_name(shard), namespace=s.namespace).delivered.remote(wanted)
