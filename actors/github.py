@@ -7,7 +7,9 @@ cached where they are used, refreshed single-flight, and never journaled.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.records import NO_INSTALLATION
@@ -45,17 +47,30 @@ class TokenMinter:
 
 
 class InstallationClients:
-    """Make each installation's client: its own budgets, breaker and write pacing."""
+    """Make each installation's client: its own budgets, breaker and write pacing.
 
-    def __init__(self, settings: RuntimeSettings, mint: Any) -> None:
+    `clock` and `sleep` are the clients' time (token expiry, rate-limit waits, write
+    pacing, breakers): the test harness passes a fake clock so none of them waits.
+    """
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        mint: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         # Every client of the shard shares one pool: its share of the app's limit on
         # requests in flight (`RuntimeSettings.shard_requests`).
         self.options = ClientOptions.from_settings(
             settings.settings,
             pace_writes=settings.pace_writes,
             pool=Pool(max_concurrency=settings.shard_requests),
+            clock=clock,
+            sleep=sleep,
         )
-        self.tokens = InstallationTokens(mint, ttl=settings.settings.token_cache_ttl)
+        self.tokens = InstallationTokens(mint, ttl=settings.settings.token_cache_ttl, clock=clock)
         self.retry = RetryPolicy(max_retries=settings.settings.max_retries)
 
     def for_installation(self, installation_id: int) -> GitHub | None:
@@ -74,7 +89,7 @@ class InstallationClients:
         """Return how long the installation's open breaker keeps its deliveries waiting."""
         if github is None or github.breaker is None:
             return 0.0
-        return github.breaker.retry_after(time.time())
+        return github.breaker.retry_after(self.options.clock())
 
     @staticmethod
     def _logger(name: str) -> Any:

@@ -5,6 +5,9 @@ through the app-auth actor instead).
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.bot import InstallationActor
@@ -21,9 +24,10 @@ __all__ = ["LocalShard"]
 class LocalShard:
     """A started `ShardCore` for `bot` over `journal`, its clients minting with the key.
 
-    `options` go to `ShardCore` (`retry`, `clock`, `sleep`, ...); `pace_writes` to the
-    clients. `close` stops the shard and closes the clients' connection pool; the
-    journal stays the caller's.
+    `options` go to `ShardCore` (`retry`, `schedule`, ...); `pace_writes` to the
+    clients; `clock` and `sleep` to both, and to the app's token minting. `close`
+    stops the shard and closes the clients' connection pool; the journal stays the
+    caller's.
     """
 
     def __init__(
@@ -34,12 +38,15 @@ class LocalShard:
         *,
         vshards: int = 1,
         pace_writes: float | None = 1.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **options: Any,
     ) -> None:
         bot_path = f"{bot.__module__}:{bot.__qualname__}"
         runtime = RuntimeSettings(bot=bot_path, settings=settings, pace_writes=pace_writes)
+        app = GitHubApp.from_settings(settings, clock=clock, sleep=sleep)
         self.clients = InstallationClients(
-            runtime, GitHubApp.from_settings(settings).create_installation_token
+            runtime, app.create_installation_token, clock=clock, sleep=sleep
         )
         self.shard = ShardCore(
             range(vshards),
@@ -48,6 +55,8 @@ class LocalShard:
             bot,
             github_for=self.clients.for_installation,
             breaker_wait=self.clients.breaker_wait,
+            clock=clock,
+            sleep=sleep,
             **options,
         )
 

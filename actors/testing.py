@@ -25,10 +25,11 @@ fields changed with `issue__number=3`, see `ghbot.testing.example_payload`), fro
 told), and creates the issue or pull request a delivery is about when the fake lacks
 it, so the bot's calls about it find it.
 
-Time: handler retries and their backoff run without waiting; the harness's `clock`
-(a `FakeClock`) advances by each wait instead. Write pacing is off unless
-`pace_writes` is given. The GitHub client's own waits (a rate-limit `retry-after`,
-a breaker) run on real time.
+Time: nothing waits. The harness's `clock` (a `FakeClock`) is the time of the
+runtime, the GitHub client and the fake GitHub it starts: a handler's retry backoff,
+write pacing (on, one second, as in a deployment), a rate limit's `retry-after`, an
+open circuit breaker and token expiry each advance it instead of sleeping, and each
+wait is recorded in `clock.sleeps`.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class BotHarness:
         fake: FakeGitHub | None = None,
         private_key: bytes | None = None,
         retry: RetryPolicy | None = None,
-        pace_writes: float | None = None,
+        pace_writes: float | None = 1.0,
     ) -> None:
         if not (isinstance(bot, type) and issubclass(bot, InstallationActor)):
             raise UsageError(f"{bot!r} is not an InstallationActor subclass")
@@ -116,7 +117,10 @@ class BotHarness:
         self.bot = bot
         self.installation_id = installation_id
         self.repository = repository
-        self.clock = FakeClock()
+        # One time for the runtime, the client and the fake: a harness on another's fake
+        # shares that harness's clock.
+        shared = getattr(fake, "clock", None)
+        self.clock = shared if isinstance(shared, FakeClock) else FakeClock()
         #: The app's private key (PKCS#8 PEM) the harness signs its JWTs with.
         self.private_key = private_key or b""
         self._fake = fake
@@ -151,7 +155,9 @@ class BotHarness:
     async def _start(self) -> BotHarness:
         if self._fake is None:
             self.private_key, public = app_key_pair()
-            self._fake = await FakeGitHub(app_id=APP_ID, public_key_pem=public).start()
+            self._fake = await FakeGitHub(
+                app_id=APP_ID, public_key_pem=public, clock=self.clock
+            ).start()
         fake = self._fake
         owner, _, name = self.repository.partition("/")
         if fake.store.repo(owner, name) is None:
@@ -199,7 +205,8 @@ class BotHarness:
                 self._tmp.cleanup()
 
     async def _sleep(self, seconds: float) -> None:
-        """A handler's backoff: the clock moves on, nothing waits."""
+        """Any wait of the runtime or the client: recorded, the clock moves on at once."""
+        self.clock.sleeps.append(seconds)
         self.clock.advance(max(seconds, 0.0))
 
     async def deliver(

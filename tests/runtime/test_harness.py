@@ -133,3 +133,69 @@ async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any)
     done = await bot.deliver("issues.opened", issue__number=8)
     assert done.requests_to(f"{HELLO}/issues/8/comments", "POST")
     assert other.fake is not bot.fake and other.installation_id == 2
+
+
+# --- time: every wait of the runtime and the client is on the harness clock ------------
+
+
+async def test_a_rate_limit_retry_after_is_waited_out_on_the_harness_clock() -> None:
+    async with BotHarness(Greeter) as bot:
+        bot.fake.faults.add(r"/comments$", "secondary", retry_after=60)
+        started = bot.clock()
+        done = await bot.deliver("issues.opened", issue__number=3)
+        assert done.dead_letters == []
+        # Refused once, then sent again after GitHub's minute, in no time: the minute
+        # went by in the client's waits (write pacing's second is part of it).
+        assert len(done.requests_to(f"{HELLO}/issues/3/comments", "POST")) == 2
+        assert sum(bot.clock.sleeps) >= 60 and bot.clock() - started >= 60
+
+
+class TwoComments(InstallationActor):
+    """Writes twice in a row: GitHub asks for a second between one installation's writes."""
+
+    @on("issues.opened")
+    async def twice(self, event: Event) -> None:
+        for text in ("one", "two"):
+            await self.github.request("POST", f"{HELLO}/issues/3/comments", json={"body": text})
+
+
+async def test_write_pacing_is_on_as_in_a_deployment_and_takes_no_time() -> None:
+    async with BotHarness(TwoComments) as bot:
+        done = await bot.deliver("issues.opened", issue__number=3)
+        assert done.dead_letters == [] and len(done.requests) == 2
+        assert len(bot.clock.sleeps) == 1 and 0.5 < bot.clock.sleeps[0] <= 1.0  # the second's
+    async with BotHarness(TwoComments, pace_writes=None) as unpaced:
+        done = await unpaced.deliver("issues.opened", issue__number=3)
+        assert done.dead_letters == [] and len(done.requests) == 2
+        assert unpaced.clock.sleeps == []
+
+
+async def test_an_open_breaker_holds_deliveries_until_it_closes_on_the_harness_clock(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="ghbot.breaker")
+    async with BotHarness(Greeter) as bot:
+        # GitHub fails often enough to open the installation's breaker (5 calls, half
+        # failing), then recovers: the delivery waits for the breaker, and completes.
+        bot.fake.faults.add(r"/comments$", "server_error", count=12)
+        started = bot.clock()
+        done = await bot.deliver("issues.opened", issue__number=3)
+        assert done.dead_letters == []
+        repo = bot.fake.store.repo("Codertocat", "Hello-World")
+        assert repo is not None and len(repo.comments[3]) == 1
+        assert bot.clock() - started >= 30  # the breaker's open time, waited in no time
+        changes = [
+            r.getMessage().rsplit(": ", 1)[1] for r in caplog.records if r.name == "ghbot.breaker"
+        ]
+        assert changes[0] == "circuit closed -> open"
+        # It let a trial call through, which succeeded (it closes after three).
+        assert changes[-1] == "circuit open -> half_open"
+
+
+async def test_tokens_expire_on_the_harness_clock() -> None:
+    async with BotHarness(Greeter) as bot:
+        await bot.deliver("issues.opened", issue__number=3)
+        bot.clock.advance(2 * 3600)  # GitHub's tokens last an hour
+        await bot.deliver("issues.opened", issue__number=4)
+        minted = [r for r in bot.fake.requests if r.path.endswith("/access_tokens")]
+        assert len(minted) == 2
