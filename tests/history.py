@@ -183,6 +183,8 @@ class Sender:
         self.shard = shard
         self.history = history
         self.undelivered: list[Inbound] = []
+        #: Why batches were answered 503, and how often.
+        self.errors: Counter[str] = Counter()
 
     async def send(self, items: Sequence[Inbound]) -> list[str] | None:
         """Send one batch; return its statuses, or None when it was answered 503."""
@@ -190,7 +192,8 @@ class Sender:
         self.history.sending((item.received.delivery_id, item.received.key) for item in items)
         try:
             statuses = [str(s) for s in await self.shard.ingest(encode_batch(list(items)))]
-        except JournalUnavailable:
+        except JournalUnavailable as exc:
+            self.errors[str(exc)[:120]] += 1
             self.history.unavailable(guids)
             self.undelivered.extend(items)
             return None

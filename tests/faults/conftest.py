@@ -69,13 +69,13 @@ async def private_postgres() -> AsyncIterator[PrivatePostgres]:
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted at a temporary directory, unmounted afterwards."""
+    """A 64 MiB tmpfs mounted at a temporary directory, unmounted afterwards."""
     mount = tmp_path / "tmpfs"
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot make a small file system to fill")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
 import subprocess
+import time
+import uuid
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from actors.bot import InstallationActor, on
+from actors.shard import ShardCore
+from actors.wire import Inbound
 from ghbot.events import Event
-from tests.history import History
+from ghbot.journal import open_journal
+from tests.history import History, Sender, check, journaled
+from tests.runtime.conftest import VSHARDS, inbound, payload
 
 FULL = os.environ.get("GHBOT_FAULTS_FULL") == "1"
 
@@ -101,3 +108,57 @@ class PrivatePostgres:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- a steady stream of deliveries ---------------------------------------------------
+
+#: The installations a stream's deliveries are spread over, and the issues of each.
+INSTALLATIONS = (301, 302, 303)
+ISSUES = 4
+_counter = itertools.count()
+
+
+def deliveries(count: int) -> list[Inbound]:
+    """The next `count` deliveries, spread over the installations and their issues."""
+    items = []
+    for _ in range(count):
+        n = next(_counter)
+        installation = INSTALLATIONS[n % len(INSTALLATIONS)]
+        body = payload("issues.opened", installation=installation, issue__number=n % ISSUES + 1)
+        items.append(inbound(Effects, "issues", body, delivery_id=f"d{n}-{uuid.uuid4().hex[:6]}"))
+    return items
+
+
+async def stream(sender: Sender, until: float, *, every: float = 0.01) -> tuple[int, int]:
+    """Send batches of one to four deliveries until `until`; return (batches, 503s)."""
+    batches = failed = 0
+    sizes = itertools.cycle([1, 3, 2, 4])
+    while time.monotonic() < until:
+        batches += 1
+        if await sender.send(deliveries(next(sizes))) is None:
+            failed += 1
+        await asyncio.sleep(every)
+    return batches, failed
+
+
+async def settle(
+    shard: ShardCore, sender: Sender, history: History, journal: Any
+) -> dict[str, int]:
+    """Redeliver what was not acknowledged, wait until handled, and check the history."""
+    for _ in range(20):
+        if await sender.redeliver() == 0:
+            break
+        await asyncio.sleep(0.5)
+    assert sender.undelivered == [], f"still refused after the fault: {sender.errors}"
+    async with asyncio.timeout(60):
+        await shard.wait_idle()
+    assert shard.pending() == 0
+    return check(history, await journaled(journal, INSTALLATIONS, vshards=VSHARDS))
+
+
+async def run_shard(url: str) -> tuple[ShardCore, Any]:
+    """Open the journal at `url` and start a shard of `Effects` over it."""
+    journal = await open_journal(url, shard_count=VSHARDS)
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    await shard.start()
+    return shard, journal

@@ -12,72 +12,17 @@ history is checked (`tests.history`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-import uuid
-from typing import Any
 
 import pytest
 
-from actors.shard import ShardCore
-from actors.wire import Inbound
-from ghbot.journal import open_journal
-from tests.faults.support import Effects, PrivatePostgres, seconds
-from tests.history import History, Sender, check, journaled
-from tests.runtime.conftest import VSHARDS, inbound, payload
+from tests.faults.support import PrivatePostgres, run_shard, seconds, settle, stream
+from tests.history import History, Sender
 
 pytestmark = pytest.mark.faults
 
-INSTALLATIONS = (301, 302, 303)
-ISSUES = 4
 OUTAGE = seconds(5, 30)
 STEADY = seconds(1.5, 10)  # the stream before and after the fault
-_counter = itertools.count()
-
-
-def deliveries(count: int) -> list[Inbound]:
-    """The next `count` deliveries, spread over the installations and their issues."""
-    items = []
-    for _ in range(count):
-        n = next(_counter)
-        installation = INSTALLATIONS[n % len(INSTALLATIONS)]
-        body = payload("issues.opened", installation=installation, issue__number=n % ISSUES + 1)
-        items.append(inbound(Effects, "issues", body, delivery_id=f"pg-{n}-{uuid.uuid4().hex[:6]}"))
-    return items
-
-
-async def stream(sender: Sender, until: float, *, every: float = 0.01) -> tuple[int, int]:
-    """Send batches of one to four deliveries until `until`; return (batches, 503s)."""
-    batches = failed = 0
-    sizes = itertools.cycle([1, 3, 2, 4])
-    while time.monotonic() < until:
-        batches += 1
-        if await sender.send(deliveries(next(sizes))) is None:
-            failed += 1
-        await asyncio.sleep(every)
-    return batches, failed
-
-
-async def settle(
-    shard: ShardCore, sender: Sender, history: History, journal: Any
-) -> dict[str, int]:
-    """Redeliver what was not acknowledged, wait until handled, and check the history."""
-    for _ in range(20):
-        if await sender.redeliver() == 0:
-            break
-        await asyncio.sleep(0.5)
-    assert sender.undelivered == [], "redeliveries still refused after the server came back"
-    async with asyncio.timeout(60):
-        await shard.wait_idle()
-    assert shard.pending() == 0
-    return check(history, await journaled(journal, INSTALLATIONS, vshards=VSHARDS))
-
-
-async def run_shard(url: str) -> tuple[ShardCore, Any]:
-    journal = await open_journal(url, shard_count=VSHARDS)
-    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
-    await shard.start()
-    return shard, journal
 
 
 async def test_postgres_stopped_mid_stream_then_started(
@@ -99,6 +44,7 @@ async def test_postgres_stopped_mid_stream_then_started(
         await shard.close()
         await journal.close()
     print(f"\npostgres stopped {OUTAGE:g} s: batches {before}/{during}/{after}", figures)
+    print("why:", dict(sender.errors))
     assert figures["answered unavailable"] >= during
     assert figures["acknowledged"] == figures["sent"]
 
