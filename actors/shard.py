@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from actors.appends import AppendGroup
 from actors.bot import InstallationActor
 from actors.installation import InstallationHost, runtime_event
 from actors.quota import Quota
@@ -80,6 +81,8 @@ class ShardCore:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
         self.journal = journal
+        #: Every append of the shard (ingest and handlers' outcomes) goes through it.
+        self.appends = AppendGroup(journal)
         self.bot_class = bot_class
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
@@ -283,15 +286,17 @@ class ShardCore:
 
     # --- the hot path -------------------------------------------------------------
 
-    async def ingest(self, batch: bytes) -> list[Status]:
+    async def ingest(self, *parts: bytes) -> list[Status]:
         """Journal a batch of deliveries durably, then queue them; one status each.
 
-        Statuses (`actors.wire.Status`): accepted (journaled now), duplicate (journaled
-        before), refused (not written: fenced, or not this shard's). Raises
+        The batch comes in `parts` (`actors.wire.encode_parts`), each one argument of
+        the Ray call, small enough to travel inline. Statuses (`actors.wire.Status`):
+        accepted (journaled now), duplicate (journaled before), refused (not written:
+        fenced, or not this shard's). Raises
         `JournalUnavailable` (the ingress answers 503) when the commit failed, in which
         case nothing of the batch was written.
         """
-        inbound = decode_batch(batch)
+        inbound = [item for part in parts for item in decode_batch(part)]
         self.counters["batches"] += 1
         owned = [item for item in inbound if self._owns(item)]
         requests = [
@@ -304,7 +309,7 @@ class ShardCore:
             )
             for item in owned
         ]
-        results = iter(await self.journal.append_many(requests) if requests else [])
+        results = iter(await self.appends.append_many(requests))
         statuses: list[Status] = []
         for item in inbound:
             result = next(results) if self._owns(item) else None
@@ -418,7 +423,7 @@ class ShardCore:
         epoch = self.epochs.get(vshard)
 
         async def append(stream: str, events: Sequence[NewEvent]) -> int:
-            result = await self.journal.append(stream, events, shard=vshard, epoch=epoch)
+            result = await self.appends.append(stream, events, shard=vshard, epoch=epoch)
             return result.last_seq
 
         return InstallationHost(
@@ -556,6 +561,9 @@ class ShardCore:
             ),
             "vshards": list(self.vshards),
             "epochs": dict(self.epochs),
+            # Journal calls and the appends they carried (see `actors.appends`).
+            "journal_calls": self.appends.calls,
+            "journal_appends": self.appends.requests,
         }
 
 

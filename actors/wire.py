@@ -30,6 +30,7 @@ __all__ = [
     "Status",
     "decode_batch",
     "encode_batch",
+    "encode_parts",
     "shard_of",
     "to_inbound",
     "vshard_of",
@@ -73,6 +74,31 @@ def encode_batch(batch: list[Inbound]) -> bytes:
 def decode_batch(data: bytes) -> list[Inbound]:
     """Decode what `encode_batch` made."""
     return _inbound_decoder.decode(data)
+
+
+#: The most bytes of deliveries in one part of a batch (`encode_parts`): under Ray's
+#: limit for passing an argument inline (100 KiB, `max_direct_call_object_size`),
+#: past which it goes through the object store instead, a round trip more.
+PART_BYTES: Final = 90 * 1024
+
+
+def encode_parts(batch: list[Inbound], limit: int = PART_BYTES) -> list[bytes]:
+    """Encode a batch as parts of at most about `limit` bytes each, in order.
+
+    A delivery bigger than `limit` travels alone in its part. The shard's `ingest`
+    takes the parts as separate arguments, so each stays inline in a Ray call.
+    """
+    parts: list[bytes] = []
+    start, size = 0, 0
+    for index, item in enumerate(batch):
+        weight = len(item.received.body) + 256  # the body, and the fields around it
+        if index > start and size + weight > limit:
+            parts.append(encode_batch(batch[start:index]))
+            start, size = index, 0
+        size += weight
+    if start < len(batch):
+        parts.append(encode_batch(batch[start:]))
+    return parts
 
 
 def vshard_of(installation_id: int, vshards: int) -> int:

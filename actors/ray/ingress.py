@@ -29,7 +29,7 @@ from starlette.responses import Response
 from actors.ray.runtime import get_or_create_actors, held_secrets, set_up_process
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
-from actors.wire import Inbound, Status, encode_batch, shard_of, to_inbound
+from actors.wire import Inbound, Status, encode_parts, shard_of, to_inbound
 from ghbot import metrics, telemetry
 from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
@@ -89,7 +89,7 @@ class ShardBatcher:
 
     async def _send(self, items: list[Inbound], futures: list[asyncio.Future[Status]]) -> None:
         try:
-            statuses: list[Status] = await self.actor.ingest.remote(encode_batch(items))
+            statuses: list[Status] = await self.actor.ingest.remote(*encode_parts(items))
         except Exception as exc:
             error_type = type(exc).__name__
             log.warning(

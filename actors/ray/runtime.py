@@ -118,9 +118,9 @@ class ShardActor:
             return
         log.info("shard %d resumed %d pending deliveries", self.index, task.result())
 
-    async def ingest(self, batch: bytes) -> list[Status]:
-        """Journal and queue a batch of deliveries (see `ShardCore.ingest`)."""
-        return await (await self._ready()).ingest(batch)
+    async def ingest(self, *parts: bytes) -> list[Status]:
+        """Journal and queue a batch of deliveries, in parts (see `ShardCore.ingest`)."""
+        return await (await self._ready()).ingest(*parts)
 
     async def stats(self) -> dict[str, Any]:
         """Return the shard's counters; starting the shard if it has not started yet."""

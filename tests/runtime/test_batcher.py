@@ -9,7 +9,7 @@ import pytest
 
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.records import DeliveryReceived
-from actors.wire import Inbound, decode_batch
+from actors.wire import Inbound, decode_batch, encode_parts
 
 
 class FakeShard:
@@ -17,12 +17,14 @@ class FakeShard:
 
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[str]] = []
+        self.parts: list[int] = []
         self.release = asyncio.Event()
         self.fail = fail
         self.ingest = self
 
-    def remote(self, batch: bytes) -> Any:
-        items = decode_batch(batch)
+    def remote(self, *parts: bytes) -> Any:
+        self.parts.append(len(parts))
+        items = [item for part in parts for item in decode_batch(part)]
         self.batches.append([i.received.delivery_id for i in items])
         return self._answer(len(items))
 
@@ -33,8 +35,8 @@ class FakeShard:
         return ["accepted"] * n
 
 
-def item(n: int) -> Inbound:
-    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=b"{}", received_at=0.0)
+def item(n: int, body: bytes = b"{}") -> Inbound:
+    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
     return Inbound(installation_id=1, vshard=0, received=received)
 
 
@@ -59,3 +61,24 @@ async def test_a_failed_call_fails_each_of_its_deliveries_and_nothing_else() -> 
         with pytest.raises(ShardUnavailable):
             await future
     assert sum(len(b) for b in shard.batches) == 3
+
+
+def test_a_batch_travels_in_parts_small_enough_to_stay_inline_in_a_ray_call() -> None:
+    bodies = [item(n, b"x" * 12_000) for n in range(20)] + [item(20, b"y" * 200_000)]
+    parts = encode_parts(bodies)
+    assert all(len(part) < 100 * 1024 for part in parts[:-1])  # Ray's inline limit
+    assert len(parts) == 4  # 7 + 7 + 6 bodies of 12 KB, then the big one alone
+    decoded = [i for part in parts for i in decode_batch(part)]
+    assert decoded == bodies
+    assert encode_parts([]) == []
+
+
+async def test_the_batcher_sends_the_parts_as_separate_arguments() -> None:
+    shard = FakeShard()
+    batcher = ShardBatcher(shard, limit=64, max_inflight=1)
+    futures = [batcher.submit(item(n, b"x" * 12_000)) for n in range(16)]
+    shard.release.set()
+    assert await asyncio.gather(*futures) == ["accepted"] * 16
+    # The first went alone; the other 15 gathered behind it, in three parts.
+    assert shard.batches == [["d0"], [f"d{n}" for n in range(1, 16)]]
+    assert shard.parts == [1, 3]
