@@ -102,3 +102,15 @@ async def test_a_cancelled_caller_leaves_the_others_their_results(journal: Journ
     assert (await kept).last_seq == 1
     # Cancelling does not withdraw what was sent (as `Journal` says of its appends).
     assert await journal.last_seq("a", shard=0) == 1
+
+
+async def test_a_shards_stats_count_its_journal_calls_and_appends() -> None:
+    from actors.testing import BotHarness
+    from examples.greeter import Greeter
+
+    async with BotHarness(Greeter) as bot:
+        await bot.deliver("issues.opened")
+        stats = bot.shard.stats()
+        # Received, then the handler's outcome: two appends, each in its own call here
+        # (one delivery at a time); under load, calls carry many.
+        assert (stats["journal_calls"], stats["journal_appends"]) == (2, 2)
