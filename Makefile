@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck unit cluster bench clean
+.PHONY: install demo test lint typecheck unit cluster bench bench-probot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: lint typecheck
 # a local Ray). `$(BIN)/python benchmarks/run_all.py --help` for the full ones.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# The Probot bot bench_e2e.py compares ghbot with (needs Node.js >= 20.18 and npm);
+# without it bench_e2e.py skips that row and says why.
+bench-probot:
+	npm ci --prefix benchmarks/probot --no-audit --no-fund
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

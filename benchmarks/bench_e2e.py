@@ -16,11 +16,13 @@ Measures, in one run on this machine:
   `--no-haproxy`), every delivery journaled in SQLite before its 202.
 
 The load generator (a raw keep-alive HTTP client sending requests signed beforehand)
-and the fake GitHub run in one process at nice 19 (Ray's workers run at nice 15),
-keeping `--concurrency` requests in flight. Reported: handled webhooks/s (first send
-to last comment), ack and end-to-end p50/p95/p99, the CPU the machine spent per
-delivery outside the load process and inside it, the cores it used idle before the
-run, and ghbot's throughput and CPU per delivery against each of the others.
+and the fake GitHub run in one process at nice 19 (the bots and Ray's workers at nice
+15), keeping `--concurrency` requests in flight. Reported: handled webhooks/s (first
+send to last comment), ack and end-to-end p50/p95/p99, the CPU the machine spent per
+delivery outside the load process and inside it, the part of it the run's own
+processes spent (each process listed: other work on a shared machine is left out),
+the cores used idle before the run, and ghbot's throughput and CPU per delivery
+against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
@@ -135,6 +137,13 @@ class Harness:
         after = cpu_seconds()
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
+        # This run's own processes (the bot's, Ray's), by name: other work on the
+        # machine counts in sut_cpu_ms, not here.
+        by_name: dict[str, float] = {}
+        for pid, name in own_processes(os.getpid(), but=self.process.pid).items():
+            spent = (after.get(pid, 0.0) - before.get(pid, 0.0)) * 1000 / deliveries
+            by_name[name] = by_name.get(name, 0.0) + spent
+        result["own_cpu_ms"] = dict(sorted(by_name.items(), key=lambda item: -item[1]))
         return result
 
     def _others(self, before: dict[int, float], after: dict[int, float]) -> float:
@@ -169,6 +178,48 @@ def cpu_seconds() -> dict[int, float]:
             continue
         used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def own_processes(root: int, but: int) -> dict[int, str]:
+    """Return `root` and the processes descending from it, less `but` and its own, by
+    pid: their names (a script's or a Ray worker's title rather than the interpreter's)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                head, tail = stat.read().rsplit(")", 1)
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        children.setdefault(int(tail.split()[1]), []).append(int(entry))
+        names[int(entry)] = process_name(argv) or head.split("(", 1)[1]
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid != but and pid in names:
+            found[pid] = names[pid]
+            todo += children.get(pid, [])
+    return found
+
+
+def process_name(argv: list[str]) -> str:
+    """`floor_bot.py` for `python .../floor_bot.py --port ...`, `raylet` for Ray's."""
+    words = [word for word in argv if word and not word.startswith("-")]
+    if not words:
+        return ""
+    if words[0].startswith("ray::"):
+        return words[0][:40]
+    first = Path(words[0]).name
+    if first.startswith("python") and len(words) > 1:
+        return Path(words[1]).name
+    if first == "node" and len(words) > 1:
+        return f"node {Path(words[1]).name}"
+    return first
 
 
 def run_floor(
@@ -319,7 +370,8 @@ def row(name: str, result: dict[str, Any]) -> str:
         f"{name:<8}{result['handled']:>7}/{result['deliveries']:<7}{result['throughput']:>9.0f}"
         f"{ack['p50']:>8.1f}{ack['p95']:>8.1f}{ack['p99']:>8.1f}"
         f"{e2e['p50']:>8.1f}{e2e['p95']:>8.1f}{e2e['p99']:>8.1f}"
-        f"{result['sut_cpu_ms']:>8.2f}{result['harness_cpu_ms']:>8.2f}"
+        f"{result['sut_cpu_ms']:>8.2f}{sum(result['own_cpu_ms'].values()):>8.2f}"
+        f"{result['harness_cpu_ms']:>8.2f}"
         f"{result['idle_cores']:>8.2f}  {result['statuses']}"
     )
 
@@ -357,6 +409,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.deliveries, args.warmup = 1000, 200
+    if args.warmup < args.installations:
+        print("# warm-up < installations: token exchanges (a JWT each) fall in the measured run")
     skip_probot = "--skip-probot" if args.skip_probot else probot_missing()
     if skip_probot:
         print(f"# probot: skipped, {skip_probot}", flush=True)
@@ -383,11 +437,12 @@ def main() -> None:
     print(f"# {args.deliveries} deliveries, {args.warmup} warm-up, concurrency {args.concurrency}")
     heads = ["handled".rjust(15), "hooks/s".rjust(9)]
     heads += [h.rjust(8) for h in ("ack p50", "p95", "p99", "e2e p50", "p95", "p99")]
-    heads += [h.rjust(8) for h in ("cpu ms", "load ms", "idle")]
+    heads += [h.rjust(8) for h in ("cpu ms", "own ms", "load ms", "idle")]
     print(" " * 8 + "".join(heads))
     print(
         "# cpu ms: the machine's CPU per delivery outside the load process (bot, Ray, HAProxy, ...)"
     )
+    print("# own ms: the part of cpu ms this run's own processes spent (listed below)")
     print("# load ms: the load process's (load generator and fake GitHub) CPU per delivery")
     print("# idle: cores the machine (outside the load process) used with no load, before the run")
     for name, result in others.items():
@@ -395,10 +450,14 @@ def main() -> None:
     print(row("ghbot", ours))
     if skip_probot:
         print(f"# probot: skipped, {skip_probot}")
+    for name, result in [*others.items(), ("ghbot", ours)]:
+        spent = ", ".join(f"{n} {ms:.2f}" for n, ms in result["own_cpu_ms"].items() if ms >= 0.01)
+        print(f"# {name} CPU ms per delivery by process: {spent}")
     for name, result in others.items():
+        own = sum(ours["own_cpu_ms"].values()) / sum(result["own_cpu_ms"].values())
         print(
             f"ghbot / {name:<8} throughput {ours['throughput'] / result['throughput']:5.2f},"
-            f" cpu ms {ours['sut_cpu_ms'] / result['sut_cpu_ms']:5.2f}"
+            f" cpu ms {ours['sut_cpu_ms'] / result['sut_cpu_ms']:5.2f}, own ms {own:5.2f}"
         )
 
 
