@@ -2,9 +2,11 @@
 
 Closed: calls go through and outcomes are counted over a sliding window. When at least
 `min_calls` outcomes fell in the window and at least `failure_ratio` of them failed,
-it opens. Open: calls are refused until `open_for` seconds have passed, then it
-half-opens. Half-open: calls go through; `close_after` successes in a row close it,
-any failure opens it again.
+or the last `min_calls` calls all failed, it opens. (The second rule opens it at the
+start of an outage of a busy installation, whose window is full of successes: without
+it, its deliveries spent their attempts on the outage and were dead-lettered.) Open:
+calls are refused until `open_for` seconds have passed, then it half-opens. Half-open:
+calls go through; `close_after` successes in a row close it, any failure opens it again.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
+        "_failing",
         "_opened_at",
         "_outcomes",
         "_state",
@@ -71,6 +74,8 @@ class CircuitBreaker:
         self._outcomes: deque[tuple[float, bool]] = deque()
         self._opened_at = 0.0
         self._streak = 0
+        #: Failures in a row while closed.
+        self._failing = 0
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, {self._state.value})"
@@ -109,6 +114,7 @@ class CircuitBreaker:
                 self._outcomes.clear()
                 self._move(State.CLOSED)
             return
+        self._failing = 0
         self._add(now, ok=True)
 
     def record_failure(self, now: float) -> None:
@@ -120,9 +126,11 @@ class CircuitBreaker:
         if state is State.OPEN:
             return
         self._add(now, ok=False)
+        self._failing += 1
         failures = sum(1 for _, ok in self._outcomes if not ok)
         total = len(self._outcomes)
-        if total >= self.min_calls and failures >= self.failure_ratio * total:
+        ratio = total >= self.min_calls and failures >= self.failure_ratio * total
+        if ratio or self._failing >= self.min_calls:
             self._open(now)
 
     def failure_rate(self, now: float) -> float:
@@ -143,7 +151,7 @@ class CircuitBreaker:
 
     def _open(self, now: float) -> None:
         self._opened_at = now
-        self._streak = 0
+        self._streak = self._failing = 0
         self._outcomes.clear()
         self._move(State.OPEN)
 
