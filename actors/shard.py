@@ -108,6 +108,8 @@ class ShardCore:
             "scheduled": 0,
         }
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
+        #: Installations whose activation failed after their delivery was journaled.
+        self._reactivating: dict[int, asyncio.Task[None]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -276,6 +278,7 @@ class ShardCore:
     async def close(self) -> None:
         """Stop every host; what they were doing stays pending in the journal."""
         tasks = [*self._snapshotting.values(), self._sweeper, self._pruner, self._scheduler]
+        tasks += self._reactivating.values()
         tasks.append(self.recovery)
         for task in tasks:
             if task is not None:
@@ -316,13 +319,18 @@ class ShardCore:
             if result is not None and result.status == "ok":
                 if item.received.event == "installation":
                     self._note_installation(item)
-                host = await self.host(item.installation_id)
-                host.accept(
-                    item.received,
-                    result.first_seq,
-                    completed=item.completed,
-                    last_seq=result.last_seq,
-                )
+                try:
+                    host = await self.host(item.installation_id)
+                except JournalUnavailable as exc:
+                    # Journaled, so accepted: the activation, tried again, replays it.
+                    self._activate_later(item.installation_id, exc)
+                else:
+                    host.accept(
+                        item.received,
+                        result.first_seq,
+                        completed=item.completed,
+                        last_seq=result.last_seq,
+                    )
                 statuses.append(Status.ACCEPTED)
                 self.counters["received"] += 1
             elif result is not None and result.status == "duplicate":
@@ -339,6 +347,35 @@ class ShardCore:
                 log.error("delivery %s refused: %s", item.received.delivery_id, why, extra=fields)
                 statuses.append(Status.REFUSED)
         return statuses
+
+    def _activate_later(self, installation_id: int, exc: JournalUnavailable) -> None:
+        """Activate the installation in the background, with backoff, until it works.
+
+        Its delivery was journaled, then the read that activates it failed: the
+        activation replays the delivery, and no redelivery (a duplicate) would.
+        """
+        log.warning(
+            "activating installation %d failed (%s); trying again",
+            installation_id,
+            describe(exc),
+            extra={"installation_id": installation_id, "error_type": type(exc).__name__},
+        )
+        if installation_id in self._reactivating:
+            return
+
+        async def activate() -> None:
+            failures = 0
+            while True:
+                try:
+                    await self.host(installation_id)
+                    return
+                except JournalUnavailable:
+                    failures += 1
+                    await self._sleep(self._retry.backoff(min(failures, 6)))
+
+        task = asyncio.get_running_loop().create_task(activate())
+        self._reactivating[installation_id] = task
+        task.add_done_callback(lambda _t: self._reactivating.pop(installation_id, None))
 
     def _note_installation(self, item: Inbound) -> None:
         """Keep `@every` runs off an installation removed or suspended, and back on."""

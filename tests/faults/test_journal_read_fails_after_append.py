@@ -1,0 +1,61 @@
+"""The journal commits a batch, then fails the read that activates an installation.
+
+A PostgreSQL server that goes away between the commit of a batch and the next read
+can do it. `ingest` raised `JournalUnavailable` then, after the whole batch was
+journaled: the ingress answered 503, GitHub's redelivery was a duplicate, and the
+deliveries of the batch waited, acknowledged and unhandled, for another delivery of
+their installation to come and activate it, or for a restart (the active installation's
+for its passivation). Now the batch is accepted (it is journaled) and the activation is
+tried again in the background: every delivery is handled, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from actors.shard import ShardCore
+from ghbot.journal import FaultyJournal, open_journal
+from tests.faults.support import Effects
+from tests.history import History, Sender, check, journaled
+from tests.runtime.conftest import VSHARDS, inbound, payload
+
+pytestmark = pytest.mark.faults
+
+ACTIVE, NEW = 301, 302  # one installation active when the batch comes, one not
+
+
+def delivery(installation: int, guid: str) -> object:
+    body = payload("issues.opened", installation=installation, issue__number=1)
+    return inbound(Effects, "issues", body, delivery_id=guid)
+
+
+async def test_a_batch_journaled_before_a_failed_activation_is_all_handled(
+    tmp_path: Path, history: History
+) -> None:
+    journal = FaultyJournal(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    try:
+        await shard.start()
+        sender = Sender(shard, history)
+        assert await sender.send([delivery(ACTIVE, "first")]) == ["accepted"]
+        await shard.wait_idle()
+
+        journal.fail_reads(1)  # the activation of NEW reads its stream: it fails
+        batch = [delivery(NEW, "new-1"), delivery(ACTIVE, "active-2")]
+        assert await sender.send(batch) == ["accepted", "accepted"]  # it is journaled
+        await sender.send(batch)  # a redelivery anyway: duplicates
+        assert history.answers["duplicate"] == 2
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        for _ in range(500):  # the activation is tried again after a backoff
+            if len(history.effects) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        found = await journaled(journal, [ACTIVE, NEW], vshards=VSHARDS)
+        check(history, found)
+    finally:
+        await shard.close()
+        await journal.close()
