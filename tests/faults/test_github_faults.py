@@ -117,7 +117,7 @@ async def test_secondary_rate_limits(tmp_path: Path) -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the fake may drop the first write with its connection: then it passes
     raises=AssertionError,
     reason="GitHub has no idempotency key: a write whose answer timed out after GitHub "
     "applied it is sent again, and applied twice (docs/reliability.md)",
@@ -126,8 +126,8 @@ async def test_a_timed_out_write_is_applied_once(tmp_path: Path) -> None:
     async with GitHubRig(tmp_path, request_timeout=0.3) as rig:
         assert rig.fake is not None
         fake = rig.fake
-        # The comment is made, but its answer comes after the client gave up.
+        # The comments are made, but their answers come after the client gave up.
         figures = await run(
-            rig, lambda: fake.faults.add(r"/comments$", "slow", 1, method="POST", delay=0.5)
+            rig, lambda: fake.faults.add(r"/comments$", "slow", 3, method="POST", delay=0.5)
         )
     print("\na timed-out write:", figures)
