@@ -110,6 +110,11 @@ class ShardCore:
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         #: Installations whose activation failed after their delivery was journaled.
         self._reactivating: dict[int, asyncio.Task[None]] = {}
+        #: Of those, the ones whose host is being dropped: their deliveries are left to
+        #: the activation that follows, which replays them in journal order.
+        self._held: set[int] = set()
+        #: Of those, the ones to drop and activate once more (another call failed).
+        self._again: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -297,7 +302,10 @@ class ShardCore:
         accepted (journaled now), duplicate (journaled before), refused (not written:
         fenced, or not this shard's). Raises
         `JournalUnavailable` (the ingress answers 503) when the commit failed, in which
-        case nothing of the batch was written.
+        case nothing of the batch was written or, when the failure is ambiguous (an
+        answer lost, or SQLite's shard files committing apart), part of it: its
+        installations are then read again from the journal (`_reload_later`), so a
+        redelivery, a duplicate, is not left unhandled.
         """
         inbound = [item for part in parts for item in decode_batch(part)]
         self.counters["batches"] += 1
@@ -312,25 +320,36 @@ class ShardCore:
             )
             for item in owned
         ]
-        results = iter(await self.appends.append_many(requests))
+        try:
+            results = iter(await self.appends.append_many(requests))
+        except JournalUnavailable as exc:
+            # Some of it may be written all the same (an answer lost, or one of SQLite's
+            # shard files committed and another not): a redelivery is then a duplicate,
+            # so the installations are read again from the journal once it answers.
+            for installation_id in {item.installation_id for item in owned}:
+                self._reload_later(installation_id, exc)
+            raise
         statuses: list[Status] = []
         for item in inbound:
             result = next(results) if self._owns(item) else None
             if result is not None and result.status == "ok":
                 if item.received.event == "installation":
                     self._note_installation(item)
-                try:
-                    host = await self.host(item.installation_id)
-                except JournalUnavailable as exc:
-                    # Journaled, so accepted: the activation, tried again, replays it.
-                    self._activate_later(item.installation_id, exc)
+                if item.installation_id in self._held:
+                    pass  # the activation that follows the host's drop replays it
                 else:
-                    host.accept(
-                        item.received,
-                        result.first_seq,
-                        completed=item.completed,
-                        last_seq=result.last_seq,
-                    )
+                    try:
+                        host = await self.host(item.installation_id)
+                    except JournalUnavailable as exc:
+                        # Journaled, so accepted: the activation, tried again, replays it.
+                        self._reload_later(item.installation_id, exc)
+                    else:
+                        host.accept(
+                            item.received,
+                            result.first_seq,
+                            completed=item.completed,
+                            last_seq=result.last_seq,
+                        )
                 statuses.append(Status.ACCEPTED)
                 self.counters["received"] += 1
             elif result is not None and result.status == "duplicate":
@@ -348,30 +367,47 @@ class ShardCore:
                 statuses.append(Status.REFUSED)
         return statuses
 
-    def _activate_later(self, installation_id: int, exc: JournalUnavailable) -> None:
-        """Activate the installation in the background, with backoff, until it works.
+    def _reload_later(self, installation_id: int, exc: JournalUnavailable) -> None:
+        """Activate the installation again from the journal, in the background.
 
-        Its delivery was journaled, then the read that activates it failed: the
-        activation replays the delivery, and no redelivery (a duplicate) would.
+        Its deliveries may be journaled without its host knowing (the read that
+        activates it failed, or the append's answer did): a redelivery is a duplicate
+        and would not run them, an activation replays them. An active host takes no
+        new delivery and is dropped once idle (so the activation runs each key's
+        deliveries in journal order); the activation is tried with backoff until the
+        journal answers.
         """
         log.warning(
-            "activating installation %d failed (%s); trying again",
+            "installation %d: a journal call failed (%s); reading it again",
             installation_id,
             describe(exc),
             extra={"installation_id": installation_id, "error_type": type(exc).__name__},
         )
+        self._held.add(installation_id)
         if installation_id in self._reactivating:
+            self._again.add(installation_id)
             return
 
         async def activate() -> None:
-            failures = 0
             while True:
-                try:
-                    await self.host(installation_id)
+                while (host := self.hosts.get(installation_id)) is not None:
+                    await host.wait_idle()
+                    if self.hosts.get(installation_id) is host and host.busy == 0:
+                        del self.hosts[installation_id]
+                # No await since the drop: what comes next goes to the activation.
+                self._held.discard(installation_id)
+                self._again.discard(installation_id)
+                failures = 0
+                while True:
+                    try:
+                        await self.host(installation_id)
+                        break
+                    except JournalUnavailable:
+                        failures += 1
+                        await self._sleep(self._retry.backoff(min(failures, 6)))
+                if installation_id not in self._again:
+                    self._reactivating.pop(installation_id, None)
                     return
-                except JournalUnavailable:
-                    failures += 1
-                    await self._sleep(self._retry.backoff(min(failures, 6)))
 
         task = asyncio.get_running_loop().create_task(activate())
         self._reactivating[installation_id] = task

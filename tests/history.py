@@ -46,6 +46,8 @@ class History:
     first_acked: dict[str, int] = field(default_factory=dict)
     #: Every answer, by status ("accepted", "duplicate", "refused", "unavailable").
     answers: Counter[str] = field(default_factory=Counter)
+    #: Each delivery's answers, in order.
+    answers_of: dict[str, list[str]] = field(default_factory=dict)
     #: The guid of every effect, in the order they happened.
     effects: list[str] = field(default_factory=list)
     _ticks: itertools.count[int] = field(default_factory=itertools.count)
@@ -62,6 +64,7 @@ class History:
         tick = next(self._ticks)
         for guid, status in zip(guids, statuses, strict=True):
             self.answers[status] += 1
+            self.answers_of.setdefault(guid, []).append(status)
             if status in ACKNOWLEDGED:
                 self.first_acked.setdefault(guid, tick)
 
@@ -122,7 +125,8 @@ def check(history: History, journal: Journaled, *, dead: Iterable[str] = ()) -> 
     def fail(what: str, guids: Iterable[str]) -> None:
         listed = sorted(guids)
         if listed:
-            problems.append(f"{what} ({len(listed)}): {listed[:5]}")
+            shown = {g: history.answers_of.get(g, []) for g in listed[:5]}
+            problems.append(f"{what} ({len(listed)}), answered: {shown}")
 
     fail("acknowledged but not journaled", acked - received.keys())
     fail("journaled more than once", (g for g, at in received.items() if len(at) > 1))

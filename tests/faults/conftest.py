@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import Effects, PrivatePostgres, skip_or_fail
+from tests.faults.support import FULL, Effects, PrivatePostgres, skip_or_fail
 from tests.history import History
 from tests.net import free_port
 
@@ -69,13 +69,17 @@ async def private_postgres() -> AsyncIterator[PrivatePostgres]:
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs mounted at a temporary directory, unmounted afterwards."""
+    """A small tmpfs mounted at a temporary directory, unmounted afterwards.
+
+    64 MiB, 256 MiB for the full run (whose stream writes more before the disk fills:
+    the filler must leave room when it goes).
+    """
     mount = tmp_path / "tmpfs"
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot make a small file system to fill")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", f"size={256 if FULL else 64}m", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import GitHubRig
+from tests.faults.support import FULL, GitHubRig
 from tests.history import Sender
 
 pytestmark = pytest.mark.faults
 
-PER_PHASE = 16
+PER_PHASE = 64 if FULL else 16
 #: (skew of the app's clock in seconds, GitHub time that passes before the phase)
 PHASES = [
     (0, 0),

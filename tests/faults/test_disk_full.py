@@ -50,6 +50,7 @@ async def test_sqlite_disk_full_then_room_again(small_tmpfs: Path, history: Hist
         assert os.statvfs(small_tmpfs).f_bavail == 0
         # Appends fail once the WAL has to grow: within a moment of a steady stream.
         during, failed = await stream(sender, time.monotonic() + FULL_FOR)
+        room = filler.stat().st_size
         filler.unlink()
         after, _ = await stream(sender, time.monotonic() + STEADY)
         figures = await settle(shard, sender, history, journal)
@@ -57,7 +58,7 @@ async def test_sqlite_disk_full_then_room_again(small_tmpfs: Path, history: Hist
         await shard.close()
         await journal.close()
     print(f"\ndisk full {FULL_FOR:g} s: batches {before}/{during} ({failed} 503)/{after}", figures)
-    print("why:", dict(sender.errors))
+    print(f"why: {dict(sender.errors)}; the filler took {room >> 20} MiB")
     assert failed > 0, "no append failed while the disk was full"
     assert figures["answered unavailable"] >= failed
     assert figures["acknowledged"] == figures["sent"]

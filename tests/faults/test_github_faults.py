@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import GitHubRig
+from tests.faults.support import FULL, GitHubRig
 from tests.history import Sender
 
 pytestmark = pytest.mark.faults
 
-BEFORE, DURING, AFTER = 20, 40, 20
+BEFORE, DURING, AFTER = (100, 300, 100) if FULL else (20, 40, 20)
+STORM = 400 if FULL else 80  # 502s in a row (the breaker's probes spend most)
 
 
 async def run(rig: GitHubRig, arm: Callable[[], object]) -> dict[str, int]:
@@ -47,12 +48,12 @@ async def test_a_5xx_storm_opens_the_breaker_and_nothing_is_dead_lettered(
         assert rig.fake is not None
         fake = rig.fake
         with caplog.at_level(logging.WARNING, logger="ghbot.breaker"):
-            figures = await run(rig, lambda: fake.faults.add("^/repos/", "server_error", 80))
+            figures = await run(rig, lambda: fake.faults.add("^/repos/", "server_error", STORM))
         assert not fake.faults, "the storm was not spent"
     changes = [r.getMessage() for r in caplog.records if "circuit" in r.getMessage()]
     assert any("closed -> open" in c for c in changes), changes
     assert changes[-1].endswith("-> closed"), changes
-    print(f"\n5xx storm (80 x 502): {len(changes)} breaker changes", figures)
+    print(f"\n5xx storm ({STORM} x 502): {len(changes)} breaker changes", figures)
     assert figures["dead"] == 0
 
 

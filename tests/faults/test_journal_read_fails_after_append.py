@@ -59,3 +59,33 @@ async def test_a_batch_journaled_before_a_failed_activation_is_all_handled(
     finally:
         await shard.close()
         await journal.close()
+
+
+async def test_a_batch_written_though_its_append_failed_is_handled_on_redelivery(
+    tmp_path: Path, history: History
+) -> None:
+    # The append is written, but its answer lost (as SQLite's files committing apart
+    # when one has no room, or PostgreSQL gone after the COMMIT).
+    journal = FaultyJournal(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    try:
+        await shard.start()
+        sender = Sender(shard, history)
+        assert await sender.send([delivery(ACTIVE, "first")]) == ["accepted"]
+        await shard.wait_idle()
+
+        journal.lose_acks(1)
+        batch = [delivery(NEW, "new-1"), delivery(ACTIVE, "active-2")]
+        assert await sender.send(batch) is None  # 503: GitHub redelivers
+        assert await sender.redeliver() == 0
+        assert history.answers_of["active-2"] == ["unavailable", "duplicate"]
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        for _ in range(500):  # the installations are read again after a backoff
+            if len(history.effects) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        check(history, await journaled(journal, [ACTIVE, NEW], vshards=VSHARDS))
+    finally:
+        await shard.close()
+        await journal.close()
