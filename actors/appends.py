@@ -13,6 +13,7 @@ gets its own results, after the commit that holds its events is durable.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from ghbot.errors import Fenced
@@ -32,6 +33,11 @@ class AppendGroup:
         #: group size.
         self.calls = 0
         self.requests = 0
+        #: The error type of the last call, while no call has succeeded since (the
+        #: journal is failing: the shard is not ready); None otherwise. `failed_at`
+        #: is when (`time.monotonic()`).
+        self.failing: str | None = None
+        self.failed_at = 0.0
         self._requests: list[AppendRequest] = []
         self._waiters: list[tuple[int, int, asyncio.Future[list[AppendResult]]]] = []
         self._inflight = 0
@@ -94,10 +100,12 @@ class AppendGroup:
         try:
             results = await self.journal.append_many(requests)
         except Exception as exc:
+            self.failing, self.failed_at = type(exc).__name__, time.monotonic()
             for _, _, future in waiters:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.failing = None
         for start, end, future in waiters:
             if not future.done():  # its caller may have been cancelled meanwhile
                 future.set_result(results[start:end])

@@ -104,11 +104,17 @@ class InstallationClients:
         return changed
 
 
-def installation_clients(settings: RuntimeSettings, app_auth: Any) -> InstallationClients:
-    """Return the client factory of a shard whose tokens come from the `app_auth` actor."""
+def installation_clients(
+    settings: RuntimeSettings, app_auth: Callable[[], Any]
+) -> InstallationClients:
+    """Return the client factory of a shard whose tokens come from the app-auth actor.
+
+    `app_auth()` returns the actor's handle, looked up for each token minted (once an
+    hour per installation), so an app-auth actor replaced by an upgrade is found.
+    """
 
     async def mint(installation_id: int) -> InstallationToken:
-        token: InstallationToken = await app_auth.token.remote(installation_id, force=True)
+        token: InstallationToken = await app_auth().token.remote(installation_id, force=True)
         return token
 
     return InstallationClients(settings, mint)

@@ -6,8 +6,11 @@ cluster's nodes need no variables of their own. `repr` hides the secrets.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from actors.bot import InstallationActor
@@ -16,7 +19,7 @@ from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
-__all__ = ["RuntimeSettings", "load_bot"]
+__all__ = ["RuntimeSettings", "code_version", "load_bot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,24 @@ class RuntimeSettings:
     max_concurrent_requests: int = 100
     #: Received webhooks each ingress replica logs at INFO per second; 0: none.
     log_received_per_second: int = DEFAULT_RECEIVED_PER_SECOND
+    #: The deployment's version, `CODE-SETTINGS` (see `versioned`): an actor running
+    #: another is replaced when the deployment starts. "" until `versioned` sets it.
+    version: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def versioned(self) -> RuntimeSettings:
+        """Return the settings with their `version`: hashes of the bot's code and of
+        the settings the shards run with (no secret goes into it; see `key_version`)."""
+        shards = replace(self.for_shards(), version="")
+        config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
+        return replace(self, version=f"{code_version(self.bot)}-{config}")
+
+    def key_version(self) -> str:
+        """Return a short hash of the private key (or of its path): what makes the
+        app-auth actor's version differ when only the key changed. Not the key."""
+        s = self.settings
+        material = s.private_key or (s.private_key_path or "").encode()
+        return hashlib.sha256(material).hexdigest()[:8]
 
     def for_shards(self) -> RuntimeSettings:
         """Return the settings without the private key, its path or the webhook secrets.
@@ -104,3 +124,23 @@ def load_bot(path: str) -> type[InstallationActor]:
     if not isinstance(cls, type) or not issubclass(cls, InstallationActor):
         raise ConfigError(f"bot={path!r} is not an InstallationActor subclass")
     return cls
+
+
+def code_version(bot: str) -> str:
+    """Return a short hash of the bot's code: every `.py` file of the package its
+    module belongs to (the top-level one), or the module's file when it has no package.
+    """
+    top = bot.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        raise ConfigError(f"bot={bot!r}: cannot find {top!r}")
+    digest = hashlib.sha256()
+    if spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            root = Path(location)
+            for path in sorted(root.rglob("*.py")):
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes())
+    elif spec.origin:
+        digest.update(Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:8]

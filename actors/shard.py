@@ -124,6 +124,8 @@ class ShardCore:
         self.schedule = schedule
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
+        #: Set by `drain`: the shard refuses new deliveries (the ingress answers 503).
+        self.draining = False
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
         #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
@@ -308,6 +310,9 @@ class ShardCore:
         redelivery, a duplicate, is not left unhandled.
         """
         inbound = [item for part in parts for item in decode_batch(part)]
+        if self.draining:
+            log.warning("refused a batch of %d: the shard is draining", len(inbound))
+            return [Status.REFUSED] * len(inbound)
         self.counters["batches"] += 1
         owned = [item for item in inbound if self._owns(item)]
         requests = [
@@ -335,7 +340,7 @@ class ShardCore:
             if result is not None and result.status == "ok":
                 if item.received.event == "installation":
                     self._note_installation(item)
-                if item.installation_id in self._held:
+                if item.installation_id in self._held and item.installation_id in self.hosts:
                     pass  # the activation that follows the host's drop replays it
                 else:
                     try:
@@ -609,10 +614,42 @@ class ShardCore:
             held.extend(await self.journal.delivered(stream, guids, shard=vshard))
         return held
 
+    async def check_journal(self, within: float = 2.0, recent: float = 10.0) -> str | None:
+        """Return why the journal cannot take this shard's deliveries now, or None.
+
+        Asks it (a read of one stream in each of the shard's virtual shards, within
+        `within` seconds), and looks at the last appends: one that failed in the last
+        `recent` seconds, with none succeeding since, means the journal refuses writes
+        (a disk full) even when it answers reads. Only recent: with no delivery coming
+        (a load balancer holds them back while this says not ready), no append would
+        ever succeed to say the journal is back.
+        """
+        try:
+            async with asyncio.timeout(within):
+                for vshard in self.vshards:
+                    await self.journal.last_seq(stream_name(NO_INSTALLATION), shard=vshard)
+        except Exception as exc:  # a timeout, the journal away, a connection refused
+            return f"the journal did not answer: {type(exc).__name__}"
+        failed_for = time.monotonic() - self.appends.failed_at
+        if self.appends.failing is not None and failed_for < recent:
+            return f"the journal's last appends failed: {self.appends.failing}"
+        return None
+
+    async def drain(self) -> None:
+        """Refuse new deliveries from now on; return once the work taken is done.
+
+        What it refused was never journaled: the ingress answered 503, and GitHub (or
+        the redelivery sweep) sends it again, to the shard that takes over.
+        """
+        self.draining = True
+        await self.wait_idle()
+
     async def wait_idle(self) -> None:
         """Return once recovery is through and no installation has queued or running work."""
         if self.recovery is not None:
             await asyncio.shield(self.recovery)
+        while self._reactivating:  # installations read again after a journal failure
+            await asyncio.gather(*list(self._reactivating.values()), return_exceptions=True)
         while any(host.busy for host in self.hosts.values()):
             await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
 
@@ -632,6 +669,7 @@ class ShardCore:
                 for host in self.hosts.values()
                 if self._breaker_wait(getattr(host.bot, "github", None)) > 0
             ),
+            "draining": self.draining,
             "vshards": list(self.vshards),
             "epochs": dict(self.epochs),
             # Journal calls and the appends they carried (see `actors.appends`).

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.ray.runtime import APP_AUTH_NAME, shard_name
+from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, shard_name
 from ghbot.errors import UsageError
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "require_shards",
     "shards",
     "stats",
+    "stop",
     "sweep",
 ]
 
@@ -98,3 +99,37 @@ def sweep(namespace: str = "ghbot") -> dict[str, Any]:
     ref: Any = app_auth.sweep.remote()
     found: dict[str, Any] = ray.get(ref, timeout=TIMEOUT)
     return found
+
+
+def stop(
+    namespace: str = "ghbot", app: str = "default", within: float = DRAIN_TIMEOUT
+) -> dict[str, Any]:
+    """Stop a deployment: its Serve application, then each shard drained, then its actors.
+
+    Deleting the application first stops new deliveries at the door (GitHub's
+    deliveries fail meanwhile, and the next deployment's redelivery sweep has them
+    sent again). Each shard then finishes what it took, within `within` seconds (what
+    is left stays pending in the journal for the next deployment), and the shards and
+    the app-auth actor, which outlive `serve.shutdown()`, are killed.
+    """
+    from ray import serve
+
+    deleted = app in serve.status().applications
+    if deleted:
+        serve.delete(app)
+    handles = shards(namespace)
+    drained = ray.get([shard.drain.remote(within) for shard in handles], timeout=within + 30)
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+    killed = len(handles)
+    try:
+        ray.kill(ray.get_actor(APP_AUTH_NAME, namespace=namespace), no_restart=True)
+        killed += 1
+    except ValueError:
+        pass
+    return {
+        "app_deleted": deleted,
+        "drained": sum(drained),
+        "shards": len(handles),
+        "killed": killed,
+    }

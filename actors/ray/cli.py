@@ -297,7 +297,7 @@ def _run_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(found)
         return 0
-    columns = ["index", "received", "duplicates", "active", "busy", "open_breakers"]
+    columns = ["index", "version", "received", "duplicates", "active", "busy", "open_breakers"]
     columns += ["activations", "passivations", "snapshots"]
     _print_table(["shard", *columns[1:]], [[s.get(c, "") for c in columns] for s in found])
     return 0
@@ -390,6 +390,43 @@ def _list_dead_letters(found: list[dict[str, Any]], as_json: bool) -> int:
     return 0
 
 
+def _stop_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        default="default",
+        help="the Serve application to delete (default: default, what `serve run` names it)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long each shard may take to finish the deliveries it took (default 30)",
+    )
+    _cluster_arguments(parser, json_instead_of="a summary")
+
+
+def _run_stop(args: argparse.Namespace) -> int:
+    """Stop the deployment; exit 0 (2 if no cluster or no deployment)."""
+    from actors.ray import admin
+
+    with _connected(args):
+        admin.require_shards(args.namespace)
+        found = admin.stop(args.namespace, args.app, args.drain_timeout)
+    if args.json:
+        _print_json(found)
+        return 0
+    if found["app_deleted"]:
+        print(f"deleted the Serve application {args.app!r}: no new deliveries")
+    else:
+        print(f"no Serve application {args.app!r}: only the actors were stopped")
+    print(
+        f"{found['drained']} of {found['shards']} shards finished their deliveries "
+        f"(the rest stay pending in the journal); {found['killed']} actors stopped"
+    )
+    return 0
+
+
 register(
     Command(
         "status",
@@ -414,5 +451,14 @@ register(
         "lacks, and ask GitHub to redeliver them (the deployment also does this on its own).",
         _redeliver_arguments,
         _run_redeliver,
+    )
+)
+register(
+    Command(
+        "stop",
+        "Stop a running deployment: delete its Serve application, let each shard finish "
+        "the deliveries it took, then stop the shards and the app-auth actor.",
+        _stop_arguments,
+        _run_stop,
     )
 )

@@ -210,6 +210,9 @@ class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
+        # The version of the code and settings this replica runs; actors running
+        # another are replaced as it starts (`get_or_create_actors`).
+        settings = settings if settings.version else settings.versioned()
         set_up_process(settings)
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets
@@ -291,14 +294,21 @@ class WebhookIngress:
         return held_secrets(self.settings)
 
     async def ready(self) -> Response:
-        """Answer 200 when every shard has started and reached its journal."""
+        """Answer 200 when every shard has started and its journal answers now.
+
+        Asked anew on each request (a load balancer's probe every few seconds): a
+        journal that goes away turns the answer 503 at the next probe, and 200 again
+        once it is back.
+        """
         try:
-            stats = await asyncio.wait_for(
-                asyncio.gather(*(shard.stats.remote() for shard in self.shards)), 5.0
+            shards = await asyncio.wait_for(
+                asyncio.gather(*(shard.ready.remote() for shard in self.shards)), 5.0
             )
         except Exception as exc:
             return _answer(503, {"status": "not ready", "error": type(exc).__name__})
-        return _answer(200, {"status": "ready", "shards": stats})
+        if not all(shard["ready"] for shard in shards):
+            return _answer(503, {"status": "not ready", "shards": shards})
+        return _answer(200, {"status": "ready", "shards": shards})
 
 
 # Serve's decorator is untyped; the class above stays plain so mypy checks its body.

@@ -4,6 +4,12 @@ Every Ray call of ghbot is in this package. Actors are named and detached in the
 `namespace` of the deployment, so every ingress replica (and the CLI) finds the same
 ones, and restarted with `max_restarts=-1`: a shard killed with `kill -9` comes back,
 takes new epochs (its predecessor is fenced) and resumes its pending deliveries.
+
+Each actor runs one version of the deployment (`RuntimeSettings.version`: the bot's
+code and the settings). An ingress replica that starts with another version replaces
+the actors one by one (`get_or_create_actors`): a shard is drained (it refuses new
+deliveries, which the ingress answers 503 and GitHub sends again, and finishes what
+it took), then killed, and a new one takes its epochs and resumes its pending work.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ghbot.logs import configure as configure_logging
 
 __all__ = [
     "APP_AUTH_NAME",
+    "DRAIN_TIMEOUT",
     "AppAuthActor",
     "ShardActor",
     "get_or_create_actors",
@@ -40,6 +47,10 @@ __all__ = [
 
 log = logging.getLogger("ghbot.runtime")
 APP_AUTH_NAME = "ghbot-app-auth"
+
+#: Seconds a shard being replaced gets to finish the deliveries it took; what is left
+#: then is resumed by its successor from the journal (at least once).
+DRAIN_TIMEOUT = 30.0
 
 
 def set_up_process(settings: RuntimeSettings) -> None:
@@ -91,7 +102,9 @@ class ShardActor:
 
         s = self.settings
         journal = await open_journal(s.settings.journal_url, shard_count=s.vshards)
-        clients = installation_clients(s, ray.get_actor(APP_AUTH_NAME, namespace=s.namespace))
+        clients = installation_clients(
+            s, lambda: ray.get_actor(APP_AUTH_NAME, namespace=s.namespace)
+        )
         core = ShardCore(
             vshards_of(self.index, s.shards, s.vshards),
             s.vshards,
@@ -124,7 +137,35 @@ class ShardActor:
 
     async def stats(self) -> dict[str, Any]:
         """Return the shard's counters; starting the shard if it has not started yet."""
-        return {"index": self.index, **(await self._ready()).stats()}
+        stats = (await self._ready()).stats()
+        return {"index": self.index, "version": self.settings.version, **stats}
+
+    async def ready(self) -> dict[str, Any]:
+        """Tell whether this shard takes deliveries now: started, journal answering."""
+        if self._core is None:
+            started = self._starting is not None and self._starting.done()
+            if not started or self._starting is None or self._starting.exception():
+                return {"index": self.index, "ready": False, "why": "starting"}
+            await self._ready()
+        assert self._core is not None
+        if self._core.draining:
+            return {"index": self.index, "ready": False, "why": "draining"}
+        why = await self._core.check_journal()
+        return {"index": self.index, "ready": why is None, "why": why}
+
+    def version(self) -> str:
+        """Return the deployment version this shard runs (`RuntimeSettings.version`)."""
+        return self.settings.version
+
+    async def drain(self, within: float = DRAIN_TIMEOUT) -> bool:
+        """Refuse new deliveries; wait for the ones taken; False if that took over `within`."""
+        core = await self._ready()
+        try:
+            async with asyncio.timeout(within):
+                await core.drain()
+        except TimeoutError:
+            return False
+        return True
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """List this shard's dead letters, each marked with the shard's index."""
@@ -180,6 +221,7 @@ class AppAuthActor:
         from ghbot.redelivery import RedeliverySweeper
 
         set_up_process(settings)
+        self._version = f"{settings.version}-{settings.key_version()}"
         # The key comes as bytes, or as a path read here, on this actor's own node.
         settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings
@@ -192,6 +234,10 @@ class AppAuthActor:
             except RuntimeError:
                 return
             self._sweeping = loop.create_task(self._sweep_forever(settings.redeliver_every))
+
+    def version(self) -> str:
+        """Return the deployment version and the key's hash (`key_version`) it runs."""
+        return self._version
 
     def secrets_held(self) -> dict[str, bool]:
         """Tell which secrets this actor holds: the key, and no webhook secret."""
@@ -272,23 +318,78 @@ def held_secrets(settings: RuntimeSettings) -> dict[str, bool]:
 def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
+    An actor that runs another version than `settings.version` is replaced (see the
+    module), the app-auth actor first, then each shard in turn.
+
     Only the app-auth actor is given the private key (or the path to read it from);
     shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
     restarts, so what is not passed here is nowhere in Ray.
     """
-    common: dict[str, Any] = {
-        "namespace": settings.namespace,
-        "lifetime": "detached",
-        "get_if_exists": True,
-    }
-    RemoteAppAuth.options(name=APP_AUTH_NAME, max_concurrency=1000, **common).remote(
-        settings.for_app_auth()
+    app_auth = settings.for_app_auth()
+    _current(
+        RemoteAppAuth,
+        APP_AUTH_NAME,
+        (app_auth,),
+        f"{settings.version}-{app_auth.key_version()}",
+        settings.namespace,
+        drain=False,
+        max_concurrency=1000,
     )
     shards = settings.for_shards()
     return [
-        RemoteShard.options(name=shard_name(i), max_concurrency=10_000, **common).remote(i, shards)
+        _current(
+            RemoteShard,
+            shard_name(i),
+            (i, shards),
+            settings.version,
+            settings.namespace,
+            drain=True,
+            max_concurrency=10_000,
+        )
         for i in range(settings.shards)
     ]
+
+
+def _current(
+    remote: Any,
+    name: str,
+    args: tuple[Any, ...],
+    version: str,
+    namespace: str,
+    *,
+    drain: bool,
+    **options: Any,
+) -> Any:
+    """Return the named actor running `version`: the one there, or its replacement
+    (after draining the old one, if `drain`)."""
+    options |= {"name": name, "namespace": namespace, "lifetime": "detached"}
+    handle = remote.options(get_if_exists=True, **options).remote(*args)
+    if not version:
+        return handle
+    try:
+        running = ray.get(handle.version.remote(), timeout=60)
+    except Exception:  # dead, or older than versions: replace it
+        running = None
+    if running == version:
+        return handle
+    log.warning("replacing %s: it runs version %s, the deployment %s", name, running, version)
+    if drain:
+        try:
+            drained = ray.get(handle.drain.remote(DRAIN_TIMEOUT), timeout=DRAIN_TIMEOUT + 10)
+        except Exception as exc:
+            drained = False
+            log.warning("%s did not drain: %s", name, type(exc).__name__)
+        if not drained:
+            log.warning("%s: its successor resumes the deliveries it left", name)
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the name is free once the actor is gone
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            break
+        time.sleep(0.1)
+    return remote.options(get_if_exists=True, **options).remote(*args)
 
 
 def kill_actors(namespace: str = "ghbot", shards: int = 64) -> int:

@@ -35,3 +35,17 @@ class Greeter(InstallationActor):
             f"/repos/{repo.full_name}/issues/{event.payload.issue.number}/comments",
             json={"body": f"hello {event.delivery_id}"},
         )
+
+
+class GreeterV2(Greeter):
+    """The next version of `Greeter`: its upgrade test tells the two apart by the text."""
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        repo = event.repository
+        assert repo is not None
+        await self.github.request(
+            "POST",
+            f"/repos/{repo.full_name}/issues/{event.payload.issue.number}/comments",
+            json={"body": f"hello again {event.delivery_id}"},
+        )

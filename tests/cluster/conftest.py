@@ -103,9 +103,8 @@ def deploy(
         kw.setdefault("vshards", 4)
         kw.setdefault("pace_writes", None)
         kw.setdefault("redeliver_every", 0)  # tests of the sweeper turn it on
-        runtime = RuntimeSettings(
-            bot=bot, settings=settings, namespace=f"t-{uuid.uuid4().hex[:8]}", **kw
-        )
+        kw.setdefault("namespace", f"t-{uuid.uuid4().hex[:8]}")
+        runtime = RuntimeSettings(bot=bot, settings=settings, **kw)
         serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
         started.append(runtime)
         return Deployment(ray_serve, runtime, journal_dir)

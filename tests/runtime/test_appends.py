@@ -89,8 +89,10 @@ async def test_a_fenced_append_raises_and_a_failed_call_fails_each_of_its_append
         return_exceptions=True,
     )
     assert all(isinstance(f, JournalUnavailable) for f in failed)
+    assert group.failing == "JournalUnavailable"  # what makes the shard not ready
     assert await journal.last_seq("c", shard=1) == 0  # nothing of the failed call written
     assert (await group.append("c", EVENT, shard=1, epoch=None)).last_seq == 1
+    assert group.failing is None
 
 
 async def test_a_cancelled_caller_leaves_the_others_their_results(journal: Journal) -> None:

@@ -198,7 +198,8 @@ class FakeAdmin:
 
     def stats(self, namespace: str = "ghbot") -> list[dict[str, Any]]:
         return [
-            {"index": i, "received": 10 + i, "duplicates": 0, "active": 1, "busy": 0}
+            {"index": i, "version": "0a1b2c3d-4e5f6a7b", "received": 10 + i, "duplicates": 0}
+            | {"active": 1, "busy": 0}
             | {"open_breakers": 0, "activations": 1, "passivations": 0, "snapshots": 0}
             for i in range(2)
         ]
@@ -264,8 +265,11 @@ def test_status_prints_one_row_per_shard(
 ) -> None:
     assert cli.main(["status"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["SHARD", "RECEIVED", "DUPLICATES"]
-    assert [line.split()[:2] for line in lines[1:]] == [["0", "10"], ["1", "11"]]
+    assert lines[0].split()[:4] == ["SHARD", "VERSION", "RECEIVED", "DUPLICATES"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["0", "0a1b2c3d-4e5f6a7b", "10"],
+        ["1", "0a1b2c3d-4e5f6a7b", "11"],
+    ]
     assert cli.main(["status", "--json"]) == 0
     assert [s["index"] for s in json.loads(capsys.readouterr().out)] == [0, 1]
 
