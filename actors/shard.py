@@ -110,9 +110,6 @@ class ShardCore:
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         #: Installations whose activation failed after their delivery was journaled.
         self._reactivating: dict[int, asyncio.Task[None]] = {}
-        #: Of those, the ones whose host is being dropped: their deliveries are left to
-        #: the activation that follows, which replays them in journal order.
-        self._held: set[int] = set()
         #: Of those, the ones to drop and activate once more (another call failed).
         self._again: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -340,21 +337,18 @@ class ShardCore:
             if result is not None and result.status == "ok":
                 if item.received.event == "installation":
                     self._note_installation(item)
-                if item.installation_id in self._held and item.installation_id in self.hosts:
-                    pass  # the activation that follows the host's drop replays it
+                try:
+                    host = await self.host(item.installation_id)
+                except JournalUnavailable as exc:
+                    # Journaled, so accepted: the activation, tried again, replays it.
+                    self._reload_later(item.installation_id, exc)
                 else:
-                    try:
-                        host = await self.host(item.installation_id)
-                    except JournalUnavailable as exc:
-                        # Journaled, so accepted: the activation, tried again, replays it.
-                        self._reload_later(item.installation_id, exc)
-                    else:
-                        host.accept(
-                            item.received,
-                            result.first_seq,
-                            completed=item.completed,
-                            last_seq=result.last_seq,
-                        )
+                    host.accept(
+                        item.received,
+                        result.first_seq,
+                        completed=item.completed,
+                        last_seq=result.last_seq,
+                    )
                 statuses.append(Status.ACCEPTED)
                 self.counters["received"] += 1
             elif result is not None and result.status == "duplicate":
@@ -377,10 +371,10 @@ class ShardCore:
 
         Its deliveries may be journaled without its host knowing (the read that
         activates it failed, or the append's answer did): a redelivery is a duplicate
-        and would not run them, an activation replays them. An active host takes no
-        new delivery and is dropped once idle (so the activation runs each key's
-        deliveries in journal order); the activation is tried with backoff until the
-        journal answers.
+        and would not run them, an activation replays them. An active host is dropped
+        once idle; the activation is tried with backoff until the journal answers. (A
+        delivery replayed so runs after the later ones its host ran meanwhile: per-key
+        order can break for it, never exactly-once.)
         """
         log.warning(
             "installation %d: a journal call failed (%s); reading it again",
@@ -388,7 +382,6 @@ class ShardCore:
             describe(exc),
             extra={"installation_id": installation_id, "error_type": type(exc).__name__},
         )
-        self._held.add(installation_id)
         if installation_id in self._reactivating:
             self._again.add(installation_id)
             return
@@ -399,8 +392,6 @@ class ShardCore:
                     await host.wait_idle()
                     if self.hosts.get(installation_id) is host and host.busy == 0:
                         del self.hosts[installation_id]
-                # No await since the drop: what comes next goes to the activation.
-                self._held.discard(installation_id)
                 self._again.discard(installation_id)
                 failures = 0
                 while True:
@@ -416,7 +407,13 @@ class ShardCore:
 
         task = asyncio.get_running_loop().create_task(activate())
         self._reactivating[installation_id] = task
-        task.add_done_callback(lambda _t: self._reactivating.pop(installation_id, None))
+        # The task takes itself off when it is through; this is for a cancelled one.
+        task.add_done_callback(
+            lambda t: (
+                self._reactivating.get(installation_id) is t
+                and self._reactivating.pop(installation_id)
+            )
+        )
 
     def _note_installation(self, item: Inbound) -> None:
         """Keep `@every` runs off an installation removed or suspended, and back on."""

@@ -156,8 +156,11 @@ def check(history: History, journal: Journaled, *, dead: Iterable[str] = ()) -> 
             if guid in members and guid not in seen:
                 seen.add(guid)
                 happened.append(guid)
-        if happened != [g for g in wanted if g in seen]:
-            problems.append(f"key {key!r}: effects out of journal order")
+        expected = [g for g in wanted if g in seen]
+        if happened != expected:
+            at = next(i for i, (a, b) in enumerate(zip(happened, expected, strict=True)) if a != b)
+            shown = {g: history.answers_of.get(g, []) for g in (happened[at], expected[at])}
+            problems.append(f"key {key!r}: effects out of journal order at {at}: {shown}")
         latest_send = -1
         for guid in in_journal:
             ack = history.first_acked.get(guid)
