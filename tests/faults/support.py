@@ -1,6 +1,8 @@
 """What the fault suites share: the private PostgreSQL server, the length of a run
-(reduced, or full with ``GHBOT_FAULTS_FULL=1``), and a bot that records its effects in a
-`History`. The fixtures over them are in this directory's conftest.
+(reduced, or full with ``GHBOT_FAULTS_FULL=1``), a bot that records its effects in a
+`History`, a steady stream of deliveries into a shard (`stream`, `settle`), and
+`GitHubRig`, a shard against the fake GitHub on GitHub's time. The fixtures over them
+are in this directory's conftest.
 
 The private server is never the machine's own (other tests use that one): `initdb` into
 a temporary directory, `pg_ctl` on a free port with its socket in that directory, run
