@@ -33,6 +33,7 @@ __all__ = [
     "TOKEN_REFRESH_MARGIN",
     "AppAuth",
     "InstallationToken",
+    "KeyFile",
     "is_clock_error",
     "load_private_key",
     "redact",
@@ -61,6 +62,43 @@ def redact(secret: str | None) -> str:
     if len(secret) < 16:
         return "<redacted>"
     return f"{secret[:4]}…{secret[-4:]}"
+
+
+class KeyFile:
+    """A private key's file, read again when it changes.
+
+    A secret manager that mounts the key as a file (Kubernetes secrets, Vault agent,
+    AWS Secrets Manager's CSI driver) replaces the file on rotation, often through a
+    symbolic link swapped: `changed` looks at what the path resolves to (device,
+    inode, size, modification time) and returns the new content once it differs.
+    """
+
+    __slots__ = ("_seen", "path")
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(os.path.expanduser(os.fspath(path)))
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def changed(self) -> bytes | None:
+        """Return the file's content if it changed since the last look, else None.
+
+        A file that is missing for a moment (being replaced) counts as unchanged.
+        """
+        seen = self._signature()
+        if seen is None or seen == self._seen:
+            return None
+        self._seen = seen
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
 
 
 def load_private_key(key: str | bytes) -> rsa.RSAPrivateKey:
@@ -169,6 +207,16 @@ class AppAuth:
         metrics.jwt_generated.add(1)
         self._cached = (token, float(claims["exp"]))
         return token
+
+    def use_key(self, private_key: str | bytes) -> None:
+        """Sign with `private_key` (PEM text or a path) from now on: a rotated key.
+
+        The JWT signed with the old key is dropped; installation tokens minted with it
+        stay valid at GitHub until they expire. Raises `ConfigError` for a key that
+        cannot be used, and then keeps the old one.
+        """
+        self._key = load_private_key(private_key)
+        self._cached = None
 
     def public_key_pem(self) -> bytes:
         """Return the public key in PEM, for verifying this app's JWTs (the fake GitHub)."""

@@ -29,7 +29,8 @@ from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
 from actors.tracing import install_tracing
 from actors.wire import Status, shard_of, vshard_of, vshards_of
-from ghbot.errors import UsageError
+from ghbot.auth import KeyFile
+from ghbot.errors import ConfigError, UsageError
 from ghbot.journal import open_journal
 from ghbot.logs import configure as configure_logging
 
@@ -47,6 +48,12 @@ __all__ = [
 
 log = logging.getLogger("ghbot.runtime")
 APP_AUTH_NAME = "ghbot-app-auth"
+
+#: Seconds between two looks at the private key's file (`KeyFile`) for a new key.
+KEY_RECHECK = 5.0
+
+#: The most shard actors a deployment may have (`GHBOT_SHARDS`).
+MAX_SHARDS = 64
 
 #: Seconds a shard being replaced gets to finish the deliveries it took; what is left
 #: then is resumed by its successor from the journal (at least once).
@@ -153,6 +160,10 @@ class ShardActor:
         why = await self._core.check_journal()
         return {"index": self.index, "ready": why is None, "why": why}
 
+    def layout(self) -> tuple[int, int]:
+        """Return the shard actors and virtual shards of the deployment it belongs to."""
+        return self.settings.shards, self.settings.vshards
+
     def version(self) -> str:
         """Return the deployment version this shard runs (`RuntimeSettings.version`)."""
         return self.settings.version
@@ -214,6 +225,10 @@ class AppAuthActor:
     JWT: every `redeliver_every` seconds it lists the app's failed deliveries, asks
     the owning shards which of them are journaled anyway, and has GitHub redeliver
     the others.
+
+    A key given as a file is read again when the file changes (every `KEY_RECHECK`
+    seconds it looks): JWTs are signed with the new key from then on, without a
+    restart, and the installation tokens the shards hold stay until they expire.
     """
 
     def __init__(self, settings: RuntimeSettings) -> None:
@@ -228,16 +243,43 @@ class AppAuthActor:
         self._minter = TokenMinter(settings)
         self._sweeper = RedeliverySweeper(self._minter.app, self._held)
         self._sweeping: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
         if settings.redeliver_every > 0:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
             self._sweeping = loop.create_task(self._sweep_forever(settings.redeliver_every))
+        path = settings.settings.private_key_path
+        if path is not None:
+            self._watching = loop.create_task(self._watch_key(KeyFile(path)))
 
     def version(self) -> str:
         """Return the deployment version and the key's hash (`key_version`) it runs."""
         return self._version
+
+    def key_fingerprint(self) -> str:
+        """Return a SHA-256 of the public key of the key it signs with (public data)."""
+        import hashlib
+
+        return hashlib.sha256(self._minter.app.auth.public_key_pem()).hexdigest()[:16]
+
+    async def _watch_key(self, key_file: KeyFile) -> None:
+        while True:
+            await asyncio.sleep(KEY_RECHECK)
+            pem = key_file.changed()
+            if pem is None:
+                continue
+            try:
+                self._minter.app.auth.use_key(pem)
+            except ConfigError as exc:  # its message never holds the key
+                log.error(
+                    "%s changed but cannot be used (%s); still signing with the old key",
+                    key_file.path,
+                    exc,
+                )
+                continue
+            log.warning("%s changed: signing with the new key", key_file.path)
 
     def secrets_held(self) -> dict[str, bool]:
         """Tell which secrets this actor holds: the key, and no webhook secret."""
@@ -319,7 +361,11 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
     An actor that runs another version than `settings.version` is replaced (see the
-    module), the app-auth actor first, then each shard in turn.
+    module), the app-auth actor first, then each shard in turn. When the number of
+    shard actors changes, virtual shards move between them: then every running shard
+    is drained and stopped before the new ones start, so that no two shards hold a
+    virtual shard at once (a few seconds of 503s, which GitHub delivers again).
+    The number of virtual shards is fixed for a journal's life: a change is refused.
 
     Only the app-auth actor is given the private key (or the path to read it from);
     shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
@@ -335,6 +381,7 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
         drain=False,
         max_concurrency=1000,
     )
+    _reshard(settings)
     shards = settings.for_shards()
     return [
         _current(
@@ -348,6 +395,58 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
         )
         for i in range(settings.shards)
     ]
+
+
+def _reshard(settings: RuntimeSettings) -> None:
+    """Stop every running shard first when the deployment's layout changes (see above)."""
+    running = []
+    for index in range(MAX_SHARDS):
+        try:
+            running.append(ray.get_actor(shard_name(index), namespace=settings.namespace))
+        except ValueError:
+            break
+    if not running:
+        return
+    wanted = (settings.shards, settings.vshards)
+    layouts: set[tuple[int, int]]
+    try:
+        found: list[Any] = ray.get([shard.layout.remote() for shard in running], timeout=60)
+        layouts = {(int(shards), int(vshards)) for shards, vshards in found}
+    except Exception:  # dead, or without `layout`: older than layouts, so replace them
+        layouts = set()
+    if layouts == {wanted} and len(running) == settings.shards:
+        return
+    if any(vshards != settings.vshards for _, vshards in layouts):
+        raise ConfigError(
+            f"vshards={settings.vshards}, but the running shards use "
+            f"{sorted(v for _, v in layouts)}: the number of virtual shards is fixed for a "
+            "journal's life (its streams are partitioned by it); deploy with the old value"
+        )
+    log.warning(
+        "resharding to %d shard actors: draining and stopping the %d running first",
+        settings.shards,
+        len(running),
+    )
+    try:
+        ray.get(
+            [shard.drain.remote(DRAIN_TIMEOUT) for shard in running], timeout=DRAIN_TIMEOUT + 10
+        )
+    except Exception as exc:
+        log.warning("not every shard drained (%s): their successors resume the rest", exc)
+    for index, shard in enumerate(running):
+        ray.kill(shard, no_restart=True)
+        _wait_gone(shard_name(index), settings.namespace)
+
+
+def _wait_gone(name: str, namespace: str, within: float = 30.0) -> None:
+    """Wait until no actor holds `name` (a killed actor frees it a moment later)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.1)
 
 
 def _current(
@@ -382,13 +481,7 @@ def _current(
         if not drained:
             log.warning("%s: its successor resumes the deliveries it left", name)
     ray.kill(handle, no_restart=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the name is free once the actor is gone
-        try:
-            ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            break
-        time.sleep(0.1)
+    _wait_gone(name, namespace)
     return remote.options(get_if_exists=True, **options).remote(*args)
 
 

@@ -75,6 +75,9 @@ class Identities:
         self.token_lifetime = token_lifetime
         self.issuers = {str(app_id)} | ({client_id} if client_id else set())
         self.public_key = public_key_pem
+        #: More public keys the app's JWTs may be signed with: GitHub lets an app have
+        #: two keys at once, so that one can be rotated (`FakeGitHub.add_key`).
+        self.more_keys: list[bytes] = []
         self.clock = clock
         self.grants: dict[str, Grant] = {}
         self._claims: dict[str, dict[str, Any] | None] = {}
@@ -122,20 +125,29 @@ class Identities:
             return MSG_EXP_TOO_FAR
         return None
 
+    def forget_jwts(self) -> None:
+        """Check every JWT anew (a key was removed)."""
+        self._claims.clear()
+
     def _verify(self, token: str) -> dict[str, Any] | None:
-        try:
-            if self.public_key is None:
+        if self.public_key is None:
+            try:
                 claims = pyjwt.decode(token, options={"verify_signature": False})
-            else:
+            except pyjwt.PyJWTError:
+                return None
+            return claims if isinstance(claims, dict) else None
+        for key in (self.public_key, *self.more_keys):
+            try:
                 claims = pyjwt.decode(
                     token,
-                    self.public_key,
+                    key,
                     algorithms=["RS256"],
                     options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
                 )
-        except pyjwt.PyJWTError:
-            return None
-        return claims if isinstance(claims, dict) else None
+            except pyjwt.PyJWTError:
+                continue
+            return claims if isinstance(claims, dict) else None
+        return None
 
     def caller(
         self, authorization: str | None, installations: dict[int, Installation]

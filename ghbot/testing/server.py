@@ -154,6 +154,25 @@ class FakeGitHub(Setup):
         self.writes.interval = interval
         self.writes.reset()
 
+    def add_key(self, public_key_pem: bytes) -> None:
+        """Accept JWTs signed with a second key too, as GitHub does while one rotates."""
+        self.identities.more_keys.append(public_key_pem)
+        self.identities.forget_jwts()
+
+    def remove_key(self, public_key_pem: bytes) -> None:
+        """Stop accepting JWTs signed with this key (the app's key deleted on GitHub).
+
+        Raises `ValueError` for a key the fake does not hold.
+        """
+        ids = self.identities
+        if ids.public_key == public_key_pem:
+            if not ids.more_keys:
+                raise ValueError("the app's only key cannot be removed")
+            ids.public_key = ids.more_keys.pop(0)
+        else:
+            ids.more_keys.remove(public_key_pem)
+        ids.forget_jwts()
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> FakeGitHub:

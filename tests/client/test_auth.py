@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
-from ghbot.errors import NotFound, Unauthorized, ValidationFailed
+from ghbot.errors import ConfigError, NotFound, Unauthorized, ValidationFailed
 from ghbot.testing import FakeClock, FakeGitHub
 
 from .conftest import REPO
@@ -226,3 +227,51 @@ async def test_force_returns_a_fresh_token_instead_of_minting_again(clock: FakeC
     assert (await cache.get(1, force=True)).token == "ghs_2"
     cache.invalidate(1)
     assert cache.cached(1) is None
+
+
+def test_a_key_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    import os
+
+    from ghbot.auth import KeyFile
+    from ghbot.testing import app_key_pair
+
+    first, _ = app_key_pair()
+    second, second_public = app_key_pair()
+    path = tmp_path / "app.pem"
+    path.write_bytes(first)
+    watched = KeyFile(path)
+    assert watched.changed() is None
+    staged = tmp_path / "staged.pem"  # replaced the way secret managers do it
+    staged.write_bytes(second)
+    os.replace(staged, path)
+    assert watched.changed() == second
+    assert watched.changed() is None  # once
+    path.unlink()
+    assert watched.changed() is None  # missing for a moment: unchanged
+
+    auth = AppAuth(1, first)
+    old_jwt = auth.jwt()
+    auth.use_key(second)
+    assert auth.public_key_pem() == second_public
+    assert auth.jwt() != old_jwt  # the JWT signed with the old key is dropped
+    with pytest.raises(ConfigError, match="not a valid PEM private key"):
+        auth.use_key(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    assert auth.public_key_pem() == second_public  # kept
+
+
+async def test_the_fake_takes_a_second_key_while_one_rotates() -> None:
+    from ghbot.testing import FakeGitHub, app_key_pair
+
+    old, old_public = app_key_pair()
+    new, new_public = app_key_pair()
+    async with FakeGitHub(app_id=7, public_key_pem=old_public) as fake:
+        old_jwt, new_jwt = AppAuth(7, old).jwt(), AppAuth(7, new).jwt()
+        assert fake.identities.check_jwt(old_jwt) is None
+        assert fake.identities.check_jwt(new_jwt) is not None
+        fake.add_key(new_public)
+        assert fake.identities.check_jwt(new_jwt) is None
+        fake.remove_key(old_public)
+        assert fake.identities.check_jwt(old_jwt) is not None
+        assert fake.identities.check_jwt(new_jwt) is None
+        with pytest.raises(ValueError, match="only key"):
+            fake.remove_key(new_public)

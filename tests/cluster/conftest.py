@@ -86,6 +86,7 @@ def deploy(
         max_retries: int = 3,
         journal_url: str | None = None,
         key_file: Path | None = None,
+        webhook_secrets: tuple[str, ...] = (SECRET, "an-older-secret"),
         **kw: Any,
     ) -> Deployment:
         """Deploy `bot`; `key_file` sends the key's path (as `GITHUB_PRIVATE_KEY=path`)."""
@@ -94,7 +95,7 @@ def deploy(
             app_id=APP_ID,
             private_key=None if key_file else pem_pkcs8,
             private_key_path=str(key_file) if key_file else None,
-            webhook_secrets=(SECRET, "an-older-secret"),
+            webhook_secrets=webhook_secrets,
             api_url=fake.url,
             max_retries=max_retries,
             journal_url=journal_url or f"sqlite://{journal_dir}",

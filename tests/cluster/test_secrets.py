@@ -90,3 +90,48 @@ async def test_requests_in_flight_stay_within_the_app_wide_limit(deploy: Any, fa
         on_fake(fake, fake.fake.faults.clear)
     # 30 slow comments from 10 installations could have all been in flight at once.
     assert 2 <= fake.fake.max_inflight <= 5
+
+
+async def test_a_rotated_key_file_is_signed_with_at_once_and_tokens_kept(
+    deploy: Any, fake: Any, pem_pkcs8: bytes, public_pem: bytes, tmp_path: Path
+) -> None:
+    """The private key rotates without a restart: GitHub takes a second key, the mounted
+    file is replaced, the app-auth actor signs with the new key within seconds, the
+    old key is deleted on GitHub; tokens minted before stay in use until they expire."""
+    import os
+
+    from ghbot.testing import app_key_pair
+
+    key_file = tmp_path / "app.pem"
+    key_file.write_bytes(pem_pkcs8)
+    install(fake, 3101, "rotate/held")
+    install(fake, 3102, "rotate/new")
+    app = deploy("tests.cluster.bots:Greeter", key_file=key_file)
+    held = payload("issues.opened", installation=3101, repo="rotate/held", issue__number=1)
+    assert (await send(app.url, "issues", held))[0] == 202
+    await eventually(lambda: len(comments(fake, "rotate/held")) == 1)  # its token minted
+
+    app_auth = ray.get_actor(APP_AUTH_NAME, namespace=app.runtime.namespace)
+    before = await app_auth.key_fingerprint.remote()
+    new_key, new_public = app_key_pair()
+    try:
+        on_fake(fake, fake.fake.add_key, new_public)  # 1. a second key on GitHub
+        staged = tmp_path / "app.pem.new"  # 2. the secret manager swaps the file
+        staged.write_bytes(new_key)
+        os.replace(staged, key_file)
+        await eventually(lambda: ray.get(app_auth.key_fingerprint.remote()) != before, 20)
+        on_fake(fake, fake.fake.remove_key, public_pem)  # 3. the old key deleted on GitHub
+
+        new = payload("issues.opened", installation=3102, repo="rotate/new", issue__number=1)
+        assert (await send(app.url, "issues", new))[0] == 202  # a token minted anew
+        assert (await send(app.url, "issues", held))[0] == 202  # the token held still
+        await eventually(lambda: len(comments(fake, "rotate/new")) == 1)
+        await eventually(lambda: len(comments(fake, "rotate/held")) == 2)
+    finally:  # the session's fake takes the original key alone again
+        ids = fake.fake.identities
+
+        def restore() -> None:
+            ids.public_key, ids.more_keys = public_pem, []
+            ids.forget_jwts()
+
+        on_fake(fake, restore)

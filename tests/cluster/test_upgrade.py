@@ -1,10 +1,11 @@
-"""Redeploying rolls the new code to every actor, under load, losing nothing.
+"""Redeploying rolls the new code and settings to every actor, under load, losing nothing.
 
 `serve run` again with a changed bot (here `Greeter` → `GreeterV2`, same namespace and
 journal): the new ingress replica replaces each actor that runs another version
 (drained first), while deliveries keep coming. Every acknowledged delivery is handled
 exactly once, those sent after the switch by the new code, and `ghbot status` shows
-the version each shard runs.
+the version each shard runs. The same for a change of the number of shard actors
+(virtual shards move), and for a webhook secret's rotation (no shard replaced).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ REPO = "upgrade/repo"
 INSTALLATION = 1400
 
 
-async def _deliver(url: str, guids: list[str], acked: list[str]) -> None:
+async def _deliver(
+    url: str, guids: list[str], acked: list[str], secret: str = "cluster-test-secret"
+) -> None:
     """Send each delivery until it is acknowledged; a 503 is retried, as GitHub would."""
     async with aiohttp.ClientSession() as session:
 
@@ -33,7 +36,9 @@ async def _deliver(url: str, guids: list[str], acked: list[str]) -> None:
                 "issues.opened", installation=INSTALLATION, repo=REPO, issue__number=number
             )
             for _ in range(200):
-                status, _ = await send(url, "issues", data, guid=guid, session=session)
+                status, _ = await send(
+                    url, "issues", data, guid=guid, session=session, secret=secret
+                )
                 if status in (200, 202):
                     acked.append(guid)
                     return
@@ -83,3 +88,92 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     assert set(by_guid) == wanted  # nothing handled that was not sent
     assert all(len(handled) == 1 for handled in by_guid.values()), "a delivery ran twice"
     assert all(by_guid[g] == [f"hello again {g}"] for g in after)  # the new code's
+
+
+def _handled_once(fake: Any, wanted: set[str]) -> dict[str, list[str]]:
+    """Return each GUID's comments; check every wanted one was handled exactly once."""
+    by_guid: dict[str, list[str]] = {}
+    for comment in comments(fake, REPO):
+        by_guid.setdefault(comment["body"].rsplit(" ", 1)[1], []).append(comment["body"])
+    assert set(by_guid) >= wanted
+    assert all(len(by_guid[g]) == 1 for g in wanted), "a delivery ran twice"
+    return by_guid
+
+
+async def test_more_shard_actors_on_a_redeploy_move_virtual_shards_losing_nothing(
+    deploy: Any, fake: Any, tmp_path: Any
+) -> None:
+    from actors.ray.admin import stats
+
+    install(fake, INSTALLATION, REPO, issues=5)
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    common = {
+        "namespace": namespace,
+        "journal_url": f"sqlite://{tmp_path}/reshard-journal",
+        "vshards": 4,
+    }
+    first = deploy("tests.cluster.bots:Greeter", shards=1, **common)
+    assert [s["vshards"] for s in stats(namespace)] == [[0, 1, 2, 3]]
+    guids = [str(uuid.uuid4()) for _ in range(60)]
+    acked: list[str] = []
+    stream = asyncio.create_task(_deliver(first.url, guids, acked))
+    await eventually(lambda: len(acked) >= 12, within=60)
+    await asyncio.to_thread(deploy, "tests.cluster.bots:Greeter", shards=2, **common)
+    await stream
+    assert sorted(s["vshards"] for s in stats(namespace)) == [[0, 2], [1, 3]]
+    await eventually(lambda: len(comments(fake, REPO)) >= len(guids), within=120)
+    _handled_once(fake, set(guids))
+
+    # The number of virtual shards is fixed for the journal's life: refused, and the
+    # running shards are left as they were.
+    from ray import serve
+
+    with pytest.raises(Exception, match="Failed to update the deployments"):
+        await asyncio.to_thread(
+            deploy, "tests.cluster.bots:Greeter", shards=2, **{**common, "vshards": 8}
+        )
+    message = serve.status().applications["ghbot"].deployments["WebhookIngress"].message
+    assert "number of virtual shards is fixed" in message
+    assert sorted(s["vshards"] for s in stats(namespace)) == [[0, 2], [1, 3]]
+
+
+async def test_a_webhook_secret_rotates_without_a_delivery_refused(
+    deploy: Any, fake: Any, tmp_path: Any
+) -> None:
+    from actors.ray.admin import shards
+
+    install(fake, INSTALLATION, REPO, issues=5)
+    common = {
+        "namespace": f"t-{uuid.uuid4().hex[:8]}",
+        "journal_url": f"sqlite://{tmp_path}/rotate-journal",
+    }
+    first = deploy("tests.cluster.bots:Greeter", webhook_secrets=("old",), **common)
+    pids = [ray_get(s.pid.remote()) for s in shards(common["namespace"])]
+    old = [str(uuid.uuid4()) for _ in range(40)]
+    new = [str(uuid.uuid4()) for _ in range(20)]
+    acked: list[str] = []
+    # 1. Add the new secret while GitHub still signs with the old one.
+    stream = asyncio.create_task(_deliver(first.url, old, acked, secret="old"))
+    await eventually(lambda: len(acked) >= 8, within=60)
+    await asyncio.to_thread(
+        deploy, "tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common
+    )
+    await stream
+    # 2. GitHub switches to the new secret. 3. Remove the old one.
+    await _deliver(first.url, new[:10], acked, secret="new")
+    await asyncio.to_thread(
+        deploy, "tests.cluster.bots:Greeter", webhook_secrets=("new",), **common
+    )
+    await _deliver(first.url, new[10:], acked, secret="new")
+    data = payload("issues.opened", installation=INSTALLATION, repo=REPO, issue__number=1)
+    assert (await send(first.url, "issues", data, secret="old"))[0] == 401
+
+    assert [ray_get(s.pid.remote()) for s in shards(common["namespace"])] == pids
+    await eventually(lambda: len(comments(fake, REPO)) >= len(old) + len(new), within=120)
+    _handled_once(fake, set(old + new))
+
+
+def ray_get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref, timeout=60)
