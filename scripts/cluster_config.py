@@ -111,8 +111,8 @@ def filled_in(args: argparse.Namespace) -> dict[str, Any]:
         return str(Path(path).expanduser().resolve())
 
     mounts = {
-        "~/ghbot": str(ROOT),
-        "~/bot": local(args.bot_dir),
+        "~/ghbot-src": str(ROOT),
+        "~/bot-src": local(args.bot_dir),
         "~/ghbot.env": local(args.env_file),
         "~/.ray/auth_token": local(args.auth_token),
     }

@@ -41,6 +41,7 @@ import fcntl
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -392,7 +393,8 @@ def _wait_ready(within: float) -> None:
 
 
 def _json_in(output: str) -> Any:
-    """The JSON document in `ray exec`'s output (which adds lines of its own)."""
+    """The JSON document in `ray exec`'s output (which adds colours and lines of its own)."""
+    output = re.sub(r"\x1b\[[0-9;]*m", "", output)
     start = min(i for i in (output.find("["), output.find("{")) if i >= 0)
     return json.JSONDecoder().raw_decode(output[start:])[0]
 
@@ -648,6 +650,7 @@ def _launched(
     while True:
         guid = str(uuid.uuid4())
         (status,) = asyncio.run(deliver([guid]))
+        # 503: a shard draining (ghbot) or no ingress replica up for a moment (HAProxy).
         assert status in (202, 503), status
         if status == 202:
             accepted.append(guid)
@@ -661,12 +664,16 @@ def _launched(
     accepted += later
     _until(lambda: set(later) <= set(_bodies(fake)), within=120)
     assert {_bodies(fake)[g] for g in later} == {"v2"}
-    shards = _json_in(launcher.exec("ghbot status --json"))
-    new_version = {s["version"] for s in shards}
-    assert len(new_version) == 1 and new_version != old_version, shards
+
+    def every_shard_upgraded() -> bool:
+        shards = _json_in(launcher.exec("ghbot status --json"))
+        versions = {s["version"] for s in shards}
+        return len(shards) == 2 and len(versions) == 1 and not versions & old_version
+
+    _until(every_shard_upgraded, within=180)
 
     # Every accepted delivery handled exactly once (`_bodies` checks) and journaled
-    # exactly once, completed, in the PostgreSQL journal.
+    # exactly once, completed, in the PostgreSQL journal; nothing else was handled.
     bodies = _bodies(fake)
     assert set(bodies) == set(accepted)
     journal = f"{pg}{'&' if '?' in pg else '?'}schema={schema}"

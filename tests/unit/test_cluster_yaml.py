@@ -46,7 +46,7 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     assert prepared["provider"]["type"] == "local"
     (node_type,) = prepared["available_node_types"].values()
     assert node_type["max_workers"] == len(config["provider"]["worker_ips"])
-    assert any("pip install" in c and "~/ghbot" in c for c in prepared["setup_commands"])
+    assert any("pip install" in c and "~/ghbot-src" in c for c in prepared["setup_commands"])
     head = " ".join(prepared["head_start_ray_commands"])
     assert "ray start --head --port=${GHBOT_RAY_PORT:-6379}" in head
     assert "--dashboard-host=0.0.0.0" in head
@@ -117,7 +117,7 @@ def test_the_shipped_serve_config_is_valid() -> None:
     assert config.http_options.host == "0.0.0.0"  # noqa: S104 - every node, behind a LB
     assert config.http_options.port == 8000
     setup = " ".join(_load()["setup_commands"])
-    assert "~/ghbot/deploy/serve.yaml > ~/serve.yaml" in setup
+    assert "~/ghbot-src/deploy/serve.yaml > ~/serve.yaml" in setup
 
 
 def _cluster_config() -> Any:
@@ -162,8 +162,8 @@ def test_cluster_config_writes_a_config_ray_up_accepts(tmp_path: Path) -> None:
     assert prepared["provider"]["worker_ips"] == ["10.1.0.2", "10.1.0.3"]
     assert prepared["auth"] == {"ssh_user": "ops", "ssh_private_key": str(tmp_path / "id_ed25519")}
     assert prepared["file_mounts"] == {
-        "~/ghbot": str(ROOT),
-        "~/bot": str(tmp_path / "my-bot"),
+        "~/ghbot-src": str(ROOT),
+        "~/bot-src": str(tmp_path / "my-bot"),
         "~/ghbot.env": str(tmp_path / "cluster.env"),
         "~/.ray/auth_token": str(tmp_path / "token"),
         "~/github-app.pem": str(tmp_path / "app.pem"),
