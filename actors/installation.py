@@ -170,6 +170,7 @@ class InstallationHost:
         "_on_written",
         "_retry",
         "_sleep",
+        "applied",
         "bot",
         "installation_id",
         "last_seq",
@@ -197,6 +198,9 @@ class InstallationHost:
         self.bot = bot
         self.progress = Progress()
         self.last_seq = 0
+        #: How many of the stream's events progress and state hold: when it equals
+        #: `last_seq`, they are exactly the fold of events 1..last_seq (see `exact`).
+        self.applied = 0
         #: The last event the host was rebuilt from: later events are new to it.
         self.restored_seq = 0
         self.snapshot_seq = 0
@@ -234,6 +238,18 @@ class InstallationHost:
             self._apply(record.type, record.data)
             self.last_seq = record.seq
         self.restored_seq = self.last_seq
+        self.applied = (snapshot_seq or 0) + len(records)
+
+    @property
+    def exact(self) -> bool:
+        """Whether progress and state are the fold of exactly events 1..`last_seq`.
+
+        Every event the host applies is one the journal gave a number up to `last_seq`;
+        when as many were applied as `last_seq` says, none is missing: no append of
+        this stream is in flight or unknown to the host (a batch journaled whose answer
+        was lost). Then a snapshot can be taken of the host itself.
+        """
+        return self.applied == self.last_seq
 
     def snapshot_saved(self, seq: int) -> None:
         """Note that a snapshot of this installation's stream up to `seq` was saved."""
@@ -298,6 +314,7 @@ class InstallationHost:
         if seq <= self.restored_seq:
             return
         self.last_seq = max(self.last_seq, seq)
+        self.applied += 2 if completed else 1
         evolve_progress(self.progress, received)
         if self.installation_id == NO_INSTALLATION:
             self._warn_no_installation(received)
@@ -622,6 +639,7 @@ class InstallationHost:
         while True:
             try:
                 self.last_seq = max(self.last_seq, await self._append(self.stream, wrapped))
+                self.applied += len(wrapped)  # domain events: `_run` evolves the state next
                 break
             except JournalUnavailable as exc:
                 # The outcome must not be lost: wait for the journal and write it again.

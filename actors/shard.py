@@ -522,14 +522,25 @@ class ShardCore:
             task.add_done_callback(lambda _t: self._snapshotting.pop(host.installation_id, None))
 
     async def snapshot(self, installation_id: int) -> int:
-        """Save a snapshot of the installation folded from the journal; return its seq.
+        """Save a snapshot of the installation; return the seq it was taken at.
 
-        The fold starts from the latest snapshot and reads the journal, not the live
-        host, so the snapshot is exactly the fold of events 1..seq even while appends
-        are in flight. Requires `evolve` to be pure, as `InstallationActor` says.
+        Of the live host when it holds exactly events 1..seq (`InstallationHost.exact`:
+        the usual case, and no event is read back). Otherwise folded from the latest
+        snapshot and the journal after it, so the snapshot is exactly the fold of events
+        1..seq even while appends are in flight. Requires `evolve` to be pure, as
+        `InstallationActor` says.
         """
         vshard = self._vshard(installation_id)
         stream = stream_name(installation_id)
+        live = self.hosts.get(installation_id)
+        if live is not None and live.exact and live.last_seq > live.snapshot_seq:
+            seq, data = live.last_seq, live.snapshot()  # no await between the two
+            await self.journal.save_snapshot(
+                stream, seq, data, shard=vshard, epoch=self.epochs.get(vshard)
+            )
+            self.counters["snapshots"] += 1
+            live.snapshot_saved(seq)
+            return seq
         previous = await self.journal.load_snapshot(stream, shard=vshard)
         start = previous.seq if previous else 0
         records = await self.journal.read(stream, start + 1, shard=vshard)

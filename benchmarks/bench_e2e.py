@@ -315,8 +315,9 @@ def run_on_serve(
     import ray
     from ray import serve
 
+    from actors.ray.admin import stats as shard_stats
     from actors.ray.ingress import WebhookDeployment
-    from actors.ray.runtime import get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.runtime import kill_actors
 
     port = 8000 if not args.no_haproxy else free_port()
     start_ray_serve(port)
@@ -351,7 +352,7 @@ def run_on_serve(
         result = harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
         )
-        stats = wait_ready(get_or_create_actors(runtime))
+        stats = shard_stats(runtime.namespace)
         batches = sum(s["batches"] for s in stats)
         print(
             f"# ghbot: {sum(s['received'] for s in stats) / max(batches, 1):.1f} deliveries a batch"

@@ -1,7 +1,9 @@
 """`serve run ghbot.deploy bot=mymodule:Greeter`: build the Serve application.
 
 Arguments (`key=value` on the command line) override the environment:
-`bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors, default 2),
+`bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors; default
+`default_shards()`: 1 on a machine with fewer than 4 cores, where a second shard
+process costs more than it brings (`benchmarks/RESULTS.md`), else 2),
 `vshards` (`GHBOT_VSHARDS`, virtual shards, fixed for a journal's life; default: as
 many as shards, since the SQLite journal commits once per virtual shard's file — more
 only pays with PostgreSQL, to add shard actors later),
@@ -41,7 +43,20 @@ from ghbot.redelivery import GITHUB_WINDOW
 #: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
 MIN_DEDUP_WINDOW = 6 * 3600.0
 
-__all__ = ["build_settings", "deploy"]
+__all__ = ["build_settings", "default_shards", "deploy"]
+
+
+def default_shards(cores: int | None = None) -> int:
+    """Return the default number of shard actors for a machine with `cores` (this one's).
+
+    Measured on 2 cores: one shard handles more webhooks a second than two (larger
+    batches per Ray call and journal commit, one process's fixed cost); from 4 cores
+    two shards run side by side. Set `GHBOT_SHARDS` for a cluster: the default looks
+    only at the machine `serve run` runs on.
+    """
+    if cores is None:
+        cores = os.cpu_count() or 1
+    return 1 if cores < 4 else 2
 
 
 def build_settings(
@@ -77,7 +92,7 @@ def build_settings(
             load_bot(bot)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    shards = int(number("shards", "GHBOT_SHARDS", 2, 1, 64))
+    shards = int(number("shards", "GHBOT_SHARDS", default_shards(), 1, 64))
     if settings.private_key_path is not None:
         settings = settings.without_key()
     runtime = RuntimeSettings(

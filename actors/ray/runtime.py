@@ -15,6 +15,7 @@ it took), then killed, and a new one takes its epochs and resumes its pending wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -371,12 +372,18 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
     restarts, so what is not passed here is nowhere in Ray.
     """
+    if not settings.version:
+        # Versioned here too, so that a caller outside the ingress (a benchmark, a test)
+        # and the ingress agree on what runs; unless the bot's code is not importable
+        # here (it is on the cluster's workers): then nothing is compared or replaced.
+        with contextlib.suppress(ConfigError):
+            settings = settings.versioned()
     app_auth = settings.for_app_auth()
     _current(
         RemoteAppAuth,
         APP_AUTH_NAME,
         (app_auth,),
-        f"{settings.version}-{app_auth.key_version()}",
+        f"{settings.version}-{app_auth.key_version()}" if settings.version else "",
         settings.namespace,
         drain=False,
         max_concurrency=1000,

@@ -22,6 +22,14 @@ def _env(pem: bytes) -> dict[str, str]:
     }
 
 
+def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> None:
+    from actors.ray.deploy import default_shards
+
+    assert [default_shards(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 2]
+    runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
+    assert runtime.shards == runtime.vshards == default_shards()
+
+
 def test_shards_get_neither_the_key_nor_the_webhook_secrets(pem_pkcs8: bytes) -> None:
     runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
     assert runtime.settings.private_key and runtime.settings.webhook_secrets

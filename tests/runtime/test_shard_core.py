@@ -268,6 +268,61 @@ async def test_domain_events_fold_into_state_and_survive_a_restart(
     assert host.progress.pending == {}
 
 
+async def test_snapshots_of_a_host_that_holds_its_whole_stream_read_nothing_back(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live host holding exactly events 1..seq is snapshotted as it is: the events and
+    their bodies are not read back; a restart from that snapshot has the same state."""
+    shard = core(journal, Counter)
+    await shard.start()
+    await shard.host(INSTALLATION)  # activated (its one read) before counting
+    reads: list[int] = []
+    real_read = journal.read
+
+    async def counting_read(stream: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await real_read(stream, *args, **kwargs)
+
+    monkeypatch.setattr(journal, "read", counting_read)
+    for n in range(12):  # one at a time: every snapshot sees a settled host
+        item = inbound(Counter, "issues", payload("issues.opened", issue__number=n % 3))
+        await shard.ingest(batch(item))
+        await shard.wait_idle()
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    host = await shard.host(INSTALLATION)
+    assert host.exact and shard.counters["snapshots"] >= 3
+    assert reads == []  # no snapshot read the journal
+    snapshot = await journal.load_snapshot(stream_name(INSTALLATION), shard=shard_of())
+    assert snapshot is not None and snapshot.seq == host.snapshot_seq >= 30
+    monkeypatch.undo()
+    await shard.close()
+
+    again = core(journal, Counter)
+    await again.start()
+    restored = await again.host(INSTALLATION)
+    assert restored.bot.state == {"0": 4, "1": 4, "2": 4} == host.bot.state
+    assert restored.last_seq == host.last_seq and restored.exact
+
+
+async def test_a_host_missing_an_event_is_snapshotted_from_the_journal(journal: Journal) -> None:
+    shard = core(journal, Counter)
+    await shard.start()
+    await shard.ingest(batch(inbound(Counter, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    host = await shard.host(INSTALLATION)
+    # An event the host never heard of (a batch journaled whose answer was lost).
+    from actors.installation import runtime_event
+    from actors.records import DeliveryCompleted
+
+    event = runtime_event(DeliveryCompleted(delivery_id="unknown"))
+    await journal.append(stream_name(INSTALLATION), [event], shard=shard_of())
+    host.last_seq += 1  # the host saw its number go by (a later append), not the event
+    assert not host.exact
+    seq = await shard.snapshot(INSTALLATION)
+    assert seq == host.last_seq  # folded from the journal instead
+
+
 async def test_emit_refuses_an_undeclared_type() -> None:
     bot = Counter()
     with pytest.raises(UsageError, match="domain_events"):
