@@ -186,6 +186,7 @@ def main() -> int:
 
     import ghbot
     from actors.ray.admin import dead_letters, stats, sweep
+    from actors.ray.admin import shards as admin_shards
     from actors.ray.runtime import kill_actors
 
     print("Starting a local Ray (no dashboard) and deploying the Greeter bot ...")
@@ -215,7 +216,7 @@ def main() -> int:
             f"{len(swept['redelivered'])} redelivered by GitHub on request"
         )
         print("Waiting for the handlers ...")
-        shards = [ray.get_actor(f"ghbot-shard-{i}", namespace="ghbot") for i in range(2)]
+        shards = admin_shards()
         ray.get([s.wait_idle.remote(120.0) for s in shards])
         elapsed = time.monotonic() - started
         summary = stats()

@@ -129,7 +129,9 @@ def build_settings(
         )
     if problems:
         raise ConfigError(problems)
-    return runtime
+    # The version every replica and actor compares (see `get_or_create_actors`): the
+    # bot's code as this process sees it, which is the code the deployment ships.
+    return runtime.versioned()
 
 
 def deploy(args: Mapping[str, str] | None = None) -> Any:

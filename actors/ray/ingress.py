@@ -210,9 +210,6 @@ class WebhookIngress:
     """`POST /webhooks`, `GET /healthz`, `GET /readyz`."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        # The version of the code and settings this replica runs; actors running
-        # another are replaced as it starts (`get_or_create_actors`).
-        settings = settings if settings.version else settings.versioned()
         set_up_process(settings)
         self.settings = settings
         self.secrets = settings.settings.webhook_secrets

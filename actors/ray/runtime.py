@@ -15,7 +15,6 @@ it took), then killed, and a new one takes its epochs and resumes its pending wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -362,7 +361,9 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
     An actor that runs another version than `settings.version` is replaced (see the
-    module), the app-auth actor first, then each shard in turn. When the number of
+    module), the app-auth actor first, then each shard in turn. The version is set
+    once, where the deployment is built (`build_settings`), so every replica and
+    driver compares the same one; settings without one ("") replace nothing. When the number of
     shard actors changes, virtual shards move between them: then every running shard
     is drained and stopped before the new ones start, so that no two shards hold a
     virtual shard at once (a few seconds of 503s, which GitHub delivers again).
@@ -372,12 +373,6 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
     restarts, so what is not passed here is nowhere in Ray.
     """
-    if not settings.version:
-        # Versioned here too, so that a caller outside the ingress (a benchmark, a test)
-        # and the ingress agree on what runs; unless the bot's code is not importable
-        # here (it is on the cluster's workers): then nothing is compared or replaced.
-        with contextlib.suppress(ConfigError):
-            settings = settings.versioned()
     app_auth = settings.for_app_auth()
     _current(
         RemoteAppAuth,

@@ -105,7 +105,8 @@ def deploy(
         kw.setdefault("pace_writes", None)
         kw.setdefault("redeliver_every", 0)  # tests of the sweeper turn it on
         kw.setdefault("namespace", f"t-{uuid.uuid4().hex[:8]}")
-        runtime = RuntimeSettings(bot=bot, settings=settings, **kw)
+        # Versioned as `serve run ghbot.deploy` does (`build_settings`).
+        runtime = RuntimeSettings(bot=bot, settings=settings, **kw).versioned()
         serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
         started.append(runtime)
         return Deployment(ray_serve, runtime, journal_dir)

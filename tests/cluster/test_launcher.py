@@ -393,10 +393,16 @@ def _wait_ready(within: float) -> None:
 
 
 def _json_in(output: str) -> Any:
-    """The JSON document in `ray exec`'s output (which adds colours and lines of its own)."""
+    """The JSON document in `ray exec`'s output (which adds colours and lines of its own).
+
+    `ghbot status --json` starts its document on a line of its own; Ray's own lines may
+    hold braces mid-line (with two Ray clusters on the machine, as in `make test`, it
+    names both in a Python set).
+    """
     output = re.sub(r"\x1b\[[0-9;]*m", "", output)
-    start = min(i for i in (output.find("["), output.find("{")) if i >= 0)
-    return json.JSONDecoder().raw_decode(output[start:])[0]
+    found = re.search(r"(?m)^[\[{]", output)
+    assert found is not None, f"no JSON document in: {output[-2000:]}"
+    return json.JSONDecoder().raw_decode(output[found.start() :])[0]
 
 
 def _bodies(fake: Any) -> dict[str, str]:

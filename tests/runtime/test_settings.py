@@ -28,6 +28,11 @@ def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> Non
     assert [default_shards(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 2]
     runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
     assert runtime.shards == runtime.vshards == default_shards()
+    # Versioned where the deployment is built: the code's hash, then the settings'.
+    code, _, config = runtime.version.partition("-")
+    assert len(code) == len(config) == 8
+    other = build_settings({"bot": "examples.greeter:Greeter", "shards": "3"}, _env(pem_pkcs8))
+    assert other.version.partition("-")[0] == code and other.version != runtime.version
 
 
 def test_shards_get_neither_the_key_nor_the_webhook_secrets(pem_pkcs8: bytes) -> None:
