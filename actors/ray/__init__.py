@@ -6,7 +6,7 @@
   app-auth actor that holds the private key.
 - `deploy`: what `serve run ghbot.deploy` builds, from the environment and arguments.
 - `admin`: stats, dead letters and sweeps of a running deployment, for the CLI.
-- `cli`: the CLI's cluster commands (`ghbot status`, `dead-letters`, `redeliver`),
+- `cli`: the CLI's cluster commands (`ghbot status`, `dead-letters`, `redeliver`, `stop`),
   which plug into `ghbot`'s command line.
 - `metrics`: ghbot's OpenTelemetry metrics forwarded to Ray's metrics export.
 

@@ -1,4 +1,5 @@
-"""The CLI's commands about a running deployment: `status`, `dead-letters`, `redeliver`.
+"""The CLI's commands about a running deployment: `status`, `dead-letters`, `redeliver`,
+`stop`.
 
 They plug into `ghbot`'s command line through the `ghbot.cli` entry point (see
 `ghbot.cli`). Ray is imported only when one of them runs, so loading them (every
