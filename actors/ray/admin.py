@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, shard_name
+from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, retire, running_shards, shard_name
 from ghbot.errors import UsageError
 
 __all__ = [
@@ -32,15 +32,9 @@ class DeploymentNotFound(UsageError):
     """The namespace holds no shard actors: no deployment runs there (or it was deleted)."""
 
 
-def shards(namespace: str = "ghbot", limit: int = 64) -> list[Any]:
+def shards(namespace: str = "ghbot") -> list[Any]:
     """Return handles to the deployment's shard actors, in index order."""
-    found = []
-    for index in range(limit):
-        try:
-            found.append(ray.get_actor(shard_name(index), namespace=namespace))
-        except ValueError:
-            break
-    return found
+    return running_shards(namespace)
 
 
 def require_shards(namespace: str = "ghbot") -> list[Any]:
@@ -118,9 +112,7 @@ def stop(
     if deleted:
         serve.delete(app)
     handles = shards(namespace)
-    drained = ray.get([shard.drain.remote(within) for shard in handles], timeout=within + 30)
-    for handle in handles:
-        ray.kill(handle, no_restart=True)
+    drained = retire({shard_name(i): shard for i, shard in enumerate(handles)}, namespace, within)
     killed = len(handles)
     try:
         ray.kill(ray.get_actor(APP_AUTH_NAME, namespace=namespace), no_restart=True)
@@ -129,7 +121,7 @@ def stop(
         pass
     return {
         "app_deleted": deleted,
-        "drained": sum(drained),
+        "drained": drained,
         "shards": len(handles),
         "killed": killed,
     }

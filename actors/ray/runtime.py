@@ -42,6 +42,8 @@ __all__ = [
     "get_or_create_actors",
     "held_secrets",
     "kill_actors",
+    "retire",
+    "running_shards",
     "set_up_process",
     "shard_name",
 ]
@@ -401,12 +403,7 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
 
 def _reshard(settings: RuntimeSettings) -> None:
     """Stop every running shard first when the deployment's layout changes (see above)."""
-    running = []
-    for index in range(MAX_SHARDS):
-        try:
-            running.append(ray.get_actor(shard_name(index), namespace=settings.namespace))
-        except ValueError:
-            break
+    running = running_shards(settings.namespace)
     if not running:
         return
     wanted = (settings.shards, settings.vshards)
@@ -429,15 +426,37 @@ def _reshard(settings: RuntimeSettings) -> None:
         settings.shards,
         len(running),
     )
-    try:
-        ray.get(
-            [shard.drain.remote(DRAIN_TIMEOUT) for shard in running], timeout=DRAIN_TIMEOUT + 10
-        )
-    except Exception as exc:
-        log.warning("not every shard drained (%s): their successors resume the rest", exc)
-    for index, shard in enumerate(running):
+    retire({shard_name(i): shard for i, shard in enumerate(running)}, settings.namespace)
+
+
+def running_shards(namespace: str) -> list[Any]:
+    """Return handles to the deployment's shard actors there, in index order."""
+    found = []
+    for index in range(MAX_SHARDS):
+        try:
+            found.append(ray.get_actor(shard_name(index), namespace=namespace))
+        except ValueError:
+            break
+    return found
+
+
+def retire(shards: dict[str, Any], namespace: str, within: float = DRAIN_TIMEOUT) -> int:
+    """Drain the shard actors (by name) at once, up to `within` seconds, stop them, and
+    wait until their names are free; return how many drained. What the others left,
+    their successors resume from the journal (at least once)."""
+    refs = {name: shard.drain.remote(within) for name, shard in shards.items()}
+    drained = 0
+    for name, ref in refs.items():
+        try:
+            drained += bool(ray.get(ref, timeout=within + 10))
+        except Exception as exc:
+            log.warning("%s did not drain: %s", name, type(exc).__name__)
+    if drained < len(shards):
+        log.warning("%d shard(s) did not drain: successors resume the rest", len(shards) - drained)
+    for name, shard in shards.items():
         ray.kill(shard, no_restart=True)
-        _wait_gone(shard_name(index), settings.namespace)
+        _wait_gone(name, namespace)
+    return drained
 
 
 def _wait_gone(name: str, namespace: str, within: float = 30.0) -> None:
@@ -475,15 +494,10 @@ def _current(
         return handle
     log.warning("replacing %s: it runs version %s, the deployment %s", name, running, version)
     if drain:
-        try:
-            drained = ray.get(handle.drain.remote(DRAIN_TIMEOUT), timeout=DRAIN_TIMEOUT + 10)
-        except Exception as exc:
-            drained = False
-            log.warning("%s did not drain: %s", name, type(exc).__name__)
-        if not drained:
-            log.warning("%s: its successor resumes the deliveries it left", name)
-    ray.kill(handle, no_restart=True)
-    _wait_gone(name, namespace)
+        retire({name: handle}, namespace)
+    else:
+        ray.kill(handle, no_restart=True)
+        _wait_gone(name, namespace)
     return remote.options(get_if_exists=True, **options).remote(*args)
 
 
