@@ -33,9 +33,10 @@ unit: $(STAMP)
 cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster -q
 
-# Everything CI runs: lint, types, and the whole test suite (cluster tests included).
+# Everything CI runs: lint, types, and the whole test suite (cluster tests included),
+# the tests that start Ray and the others in two lanes at once (scripts/test.sh).
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	scripts/test.sh
 
 # The benchmarks' quick configurations, one after another (a few minutes; some start
 # a local Ray). `$(BIN)/python benchmarks/run_all.py --help` for the full ones.

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from ghbot import metrics
 from ghbot.errors import Fenced
 from ghbot.journal import Journal
 from ghbot.journal.records import FENCED, AppendRequest, AppendResult, NewEvent
@@ -97,14 +98,17 @@ class AppendGroup:
         requests: list[AppendRequest],
         waiters: list[tuple[int, int, asyncio.Future[list[AppendResult]]]],
     ) -> None:
+        started = time.perf_counter()
         try:
             results = await self.journal.append_many(requests)
         except Exception as exc:
+            metrics.journal_append(False, time.perf_counter() - started)
             self.failing, self.failed_at = type(exc).__name__, time.monotonic()
             for _, _, future in waiters:
                 if not future.done():
                     future.set_exception(exc)
             return
+        metrics.journal_append(True, time.perf_counter() - started)
         self.failing = None
         for start, end, future in waiters:
             if not future.done():  # its caller may have been cancelled meanwhile

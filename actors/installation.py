@@ -257,7 +257,10 @@ class InstallationHost:
 
     def resume(self) -> int:
         """Queue every pending delivery again, in journal order; return how many."""
-        pending = sorted(self.progress.pending.values(), key=lambda p: p.received.received_at)
+        # `pending` is in journal order (`evolve_progress` adds each as it is journaled).
+        # Not by `received_at`: the ingress's clock, which concurrent calls journal in
+        # another order (tests/runtime/test_journal_order.py).
+        pending = list(self.progress.pending.values())
         for item in pending:
             self._enqueue(item)
         return len(pending)

@@ -33,6 +33,7 @@ from actors.records import (
     stream_name,
 )
 from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of
+from actors.turns import Turns
 from actors.wire import Inbound, Status, decode_batch, encode_batch, vshard_of
 from ghbot import metrics
 from ghbot.client import GitHub
@@ -49,6 +50,12 @@ log = logging.getLogger("ghbot.shard")
 
 #: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
 DEDUP_WINDOW = GITHUB_WINDOW
+
+
+def _retrieved(call: asyncio.Future[Any]) -> None:
+    """Mark a shielded call's outcome retrieved: its caller may be gone."""
+    if not call.cancelled():
+        call.exception()
 
 
 class ShardCore:
@@ -83,6 +90,7 @@ class ShardCore:
         self.journal = journal
         #: Every append of the shard (ingest and handlers' outcomes) goes through it.
         self.appends = AppendGroup(journal)
+        self.turns = Turns()
         self.bot_class = bot_class
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
@@ -305,7 +313,17 @@ class ShardCore:
         answer lost, or SQLite's shard files committing apart), part of it: its
         installations are then read again from the journal (`_reload_later`), so a
         redelivery, a duplicate, is not left unhandled.
+
+        A caller that goes away (cancelled: its request, process or node gone) does not
+        cut the call short: between the commit and the hand-over to the hosts, that
+        would leave deliveries journaled, answered duplicate on redelivery, and never
+        run. The call runs on to its end.
         """
+        call = asyncio.ensure_future(self._ingest(parts))
+        call.add_done_callback(_retrieved)
+        return await asyncio.shield(call)
+
+    async def _ingest(self, parts: tuple[bytes, ...]) -> list[Status]:
         inbound = [item for part in parts for item in decode_batch(part)]
         if self.draining:
             log.warning("refused a batch of %d: the shard is draining", len(inbound))
@@ -322,49 +340,58 @@ class ShardCore:
             )
             for item in owned
         ]
+        # Hand deliveries to their hosts in journal order (`actors.turns`): the turn is
+        # taken as the appends are sent, which is the order the journal gives them.
+        turn = self.turns.take(item.installation_id for item in owned)
         try:
-            results = iter(await self.appends.append_many(requests))
-        except JournalUnavailable as exc:
-            # Some of it may be written all the same (an answer lost, or one of SQLite's
-            # shard files committed and another not): a redelivery is then a duplicate,
-            # so the installations are read again from the journal once it answers.
-            for installation_id in {item.installation_id for item in owned}:
-                self._reload_later(installation_id, exc)
-            raise
-        statuses: list[Status] = []
-        for item in inbound:
-            result = next(results) if self._owns(item) else None
-            if result is not None and result.status == "ok":
-                if item.received.event == "installation":
-                    self._note_installation(item)
-                try:
-                    host = await self.host(item.installation_id)
-                except JournalUnavailable as exc:
-                    # Journaled, so accepted: the activation, tried again, replays it.
-                    self._reload_later(item.installation_id, exc)
+            try:
+                results = iter(await self.appends.append_many(requests))
+            except JournalUnavailable as exc:
+                # Some of it may be written all the same (an answer lost, or one of SQLite's
+                # shard files committed and another not): a redelivery is then a duplicate,
+                # so the installations are read again from the journal once it answers.
+                for installation_id in {item.installation_id for item in owned}:
+                    self._reload_later(installation_id, exc)
+                raise
+            statuses: list[Status] = []
+            for item in inbound:
+                result = next(results) if self._owns(item) else None
+                if result is not None and result.status == "ok":
+                    if item.received.event == "installation":
+                        self._note_installation(item)
+                    try:
+                        await turn.wait(item.installation_id)
+                        host = await self.host(item.installation_id)
+                    except JournalUnavailable as exc:
+                        # Journaled, so accepted: the activation, tried again, replays it.
+                        self._reload_later(item.installation_id, exc)
+                    else:
+                        host.accept(
+                            item.received,
+                            result.first_seq,
+                            completed=item.completed,
+                            last_seq=result.last_seq,
+                        )
+                    statuses.append(Status.ACCEPTED)
+                    self.counters["received"] += 1
+                elif result is not None and result.status == "duplicate":
+                    statuses.append(Status.DUPLICATE)
+                    self.counters["duplicates"] += 1
                 else:
-                    host.accept(
-                        item.received,
-                        result.first_seq,
-                        completed=item.completed,
-                        last_seq=result.last_seq,
+                    # Fenced (a newer shard took over), or sent to the wrong shard: never
+                    # written, so the ingress answers 503 and GitHub's redelivery retries.
+                    why = result.status if result is not None else "not this shard's"
+                    fields = {
+                        "event_id": item.received.delivery_id,
+                        "installation_id": item.installation_id,
+                    }
+                    log.error(
+                        "delivery %s refused: %s", item.received.delivery_id, why, extra=fields
                     )
-                statuses.append(Status.ACCEPTED)
-                self.counters["received"] += 1
-            elif result is not None and result.status == "duplicate":
-                statuses.append(Status.DUPLICATE)
-                self.counters["duplicates"] += 1
-            else:
-                # Fenced (a newer shard took over), or sent to the wrong shard: never
-                # written, so the ingress answers 503 and GitHub's redelivery retries.
-                why = result.status if result is not None else "not this shard's"
-                fields = {
-                    "event_id": item.received.delivery_id,
-                    "installation_id": item.installation_id,
-                }
-                log.error("delivery %s refused: %s", item.received.delivery_id, why, extra=fields)
-                statuses.append(Status.REFUSED)
-        return statuses
+                    statuses.append(Status.REFUSED)
+            return statuses
+        finally:
+            turn.release()
 
     def _reload_later(self, installation_id: int, exc: JournalUnavailable) -> None:
         """Activate the installation again from the journal, in the background.
@@ -651,6 +678,25 @@ class ShardCore:
         """
         self.draining = True
         await self.wait_idle()
+
+    async def shut_down(self, within: float) -> bool:
+        """Drain (`drain`) for up to `within` seconds, then close the hosts and the journal.
+
+        Return whether all the work taken was done in time: then every outcome is
+        journaled and nothing is left to resume. What was not done (a handler still
+        running, a retry waiting) stays pending in the journal, and the next shard
+        resumes it: at least once, since a handler cut short may have done part of its
+        work. New deliveries are refused from the start (see `drain`).
+        """
+        try:
+            async with asyncio.timeout(within):
+                await self.drain()
+            drained = True
+        except TimeoutError:
+            drained = False
+        await self.close()
+        await self.journal.close()
+        return drained
 
     async def wait_idle(self) -> None:
         """Return once recovery is through and no installation has queued or running work."""

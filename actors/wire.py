@@ -21,8 +21,9 @@ from typing import Final
 import msgspec
 
 from actors.bot import InstallationActor, ordering_key
-from actors.records import NO_INSTALLATION, DeliveryReceived
+from actors.records import NO_INSTALLATION, DeliveryReceived, installation_of
 from actors.schedule import SCHEDULE_EVENT
+from ghbot.journal.plan import shard_for
 from ghbot.webhooks import Delivery
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "encode_batch",
     "encode_parts",
     "shard_of",
+    "stream_vshard",
     "to_inbound",
     "vshard_of",
     "vshards_of",
@@ -104,6 +106,16 @@ def encode_parts(batch: list[Inbound], limit: int = PART_BYTES) -> list[bytes]:
 def vshard_of(installation_id: int, vshards: int) -> int:
     """Return the virtual shard that owns an installation (stable across processes)."""
     return installation_id % vshards
+
+
+def stream_vshard(stream: str, vshards: int) -> int:
+    """Return the virtual shard a journal stream belongs in (what `ghbot journal reshard`
+    moves it to): its installation's (`vshard_of`), or for a stream of no installation
+    the journal's own choice (`ghbot.journal.shard_for`)."""
+    installation_id = installation_of(stream)
+    if installation_id is None:
+        return shard_for(stream, vshards)
+    return vshard_of(installation_id, vshards)
 
 
 def shard_of(vshard: int, shards: int) -> int:

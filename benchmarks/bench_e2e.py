@@ -357,12 +357,61 @@ def run_on_serve(
         print(
             f"# ghbot: {sum(s['received'] for s in stats) / max(batches, 1):.1f} deliveries a batch"
         )
+        if not args.no_ray_metrics:
+            print(ack_path(batches), flush=True)
         return result
     finally:
         serve.delete("ghbot")
         kill_actors(runtime.namespace, runtime.shards)
         serve.shutdown()
         ray.shutdown()
+
+
+def ack_path(calls: int, within: float = 40.0) -> str:
+    """Where an acknowledgement's time went, from ghbot's own histograms on Ray's export.
+
+    The mean time of the ingress's calls to its shard (`ghbot_shard_call_duration_seconds`)
+    and of the shard's journal commits (`ghbot_journal_append_duration_seconds`), warm-up
+    included, once Ray's export shows (nearly) all `calls`.
+    """
+    import urllib.request
+
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                text = answer.read().decode()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.labels.get("outcome") == "ok" and "duration" in sample.name:
+                        totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        return totals
+
+    deadline = time.monotonic() + within
+    totals = scrape()
+    shard, journal = (
+        "ray_ghbot_shard_call_duration_seconds",
+        "ray_ghbot_journal_append_duration_seconds",
+    )
+    while totals.get(f"{shard}_count", 0) < 0.98 * calls and time.monotonic() < deadline:
+        time.sleep(2)
+        totals = scrape()
+
+    def mean(name: str) -> str:
+        count = totals.get(f"{name}_count", 0.0)
+        return f"{1e3 * totals[f'{name}_sum'] / count:.2f} ms" if count else "none exported"
+
+    return (
+        f"# ghbot: mean shard call {mean(shard)} (the ingress's wait for a batch's journaling), "
+        f"of which the journal commit {mean(journal)} ({totals.get(f'{journal}_count', 0):.0f} "
+        f"commits, {totals.get(f'{shard}_count', 0):.0f} of {calls} calls exported)"
+    )
 
 
 def row(name: str, result: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ghbot.testing import FakeGitHub
+from ghbot.testing.identity import TOKEN_LIFETIME
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
 
@@ -38,8 +39,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Harness:
-    def __init__(self, public_key: bytes, installations: int, secret: str) -> None:
-        self.fake = FakeGitHub(app_id=4242, public_key_pem=public_key, max_concurrent=None)
+    def __init__(
+        self,
+        public_key: bytes,
+        installations: int,
+        secret: str,
+        *,
+        token_lifetime: float = TOKEN_LIFETIME,
+    ) -> None:
+        self.fake = FakeGitHub(
+            app_id=4242,
+            public_key_pem=public_key,
+            max_concurrent=None,
+            token_lifetime=token_lifetime,
+        )
         self.installations = installations
         self.secret = secret
         self.template = json.loads((FIXTURE / "issues.opened.json").read_text())

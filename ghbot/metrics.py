@@ -57,6 +57,8 @@ meter: Final = metrics.get_meter("ghbot")
 
 #: Seconds: GitHub answers in tens of milliseconds to seconds; handlers may take minutes.
 _API_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Seconds: a batch's journal commit (an fsync, or a PostgreSQL round trip and commit).
+_COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _WEBHOOK_BUCKETS: Final = (
     *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     *(30.0, 60.0, 300.0, 900.0, 3600.0),
@@ -116,6 +118,18 @@ webhook_signature_failures: Final = meter.create_counter(
 webhook_parse_errors: Final = meter.create_counter(
     "ghbot_webhook_parse_errors_total", unit="1", description="deliveries refused: not parsable"
 )
+shard_call_duration: Final = meter.create_histogram(
+    "ghbot_shard_call_duration_seconds",
+    unit="s",
+    description="ingress: one batch's call to its shard actor, until the shard has journaled it",
+    explicit_bucket_boundaries_advisory=_COMMIT_BUCKETS,
+)
+journal_append_duration: Final = meter.create_histogram(
+    "ghbot_journal_append_duration_seconds",
+    unit="s",
+    description="shard: one journal call carrying a group of appends, until they are durable",
+    explicit_bucket_boundaries_advisory=_COMMIT_BUCKETS,
+)
 dead_letters: Final = meter.create_counter(
     "ghbot_dead_letters_total", unit="1", description="handlers dead-lettered"
 )
@@ -130,6 +144,7 @@ AUTH_FAILURE_TYPES: Final = (
     "clock_skew",  # a JWT refused for its exp/iat
     "propagation",  # a token minted seconds ago, not yet known everywhere
 )
+OUTCOMES: Final = ("ok", "error")
 RETRY_REASONS: Final = ("network", "server_error", "rate_limit", "secondary_rate_limit", "auth")
 PARSE_ERROR_REASONS: Final = ("too_large", "content_type", "missing_header", "malformed", "other")
 METHODS: Final = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS", "OTHER")
@@ -154,6 +169,8 @@ LABELS: Final[Mapping[str, frozenset[str]]] = {
     "ghbot_webhook_processing_seconds": frozenset({"event"}),
     "ghbot_webhook_signature_failures_total": frozenset(),
     "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
+    "ghbot_shard_call_duration_seconds": frozenset({"outcome"}),
+    "ghbot_journal_append_duration_seconds": frozenset({"outcome"}),
     "ghbot_dead_letters_total": frozenset(),
     "ghbot_pending_deliveries": frozenset(),
 }
@@ -169,6 +186,7 @@ RETRY: Final = _bound("reason", RETRY_REASONS)
 PARSE_ERROR: Final = _bound("reason", PARSE_ERROR_REASONS)
 TOKEN_OK: Final[Mapping[str, str]] = {"outcome": "ok"}
 TOKEN_ERROR: Final[Mapping[str, str]] = {"outcome": "error"}
+_OUTCOME: Final[Mapping[bool, Mapping[str, str]]] = {True: TOKEN_OK, False: TOKEN_ERROR}
 CACHE_HIT: Final[Mapping[str, str]] = {"result": "hit"}
 CACHE_MISS: Final[Mapping[str, str]] = {"result": "miss"}
 PROACTIVE: Final[Mapping[str, str]] = {"kind": "proactive"}
@@ -190,6 +208,16 @@ def api_request(method: str, status: int | None, seconds: float) -> None:
     status_class = "network" if status is None else _STATUS_CLASS[min(max(status // 100, 1), 5)]
     api_requests.add(1, _API[method, status_class])
     api_request_duration.record(seconds, _METHOD[method])
+
+
+def shard_call(ok: bool, seconds: float) -> None:
+    """Record one batch's Ray call from the ingress to its shard (`outcome` ok or error)."""
+    shard_call_duration.record(seconds, _OUTCOME[ok])
+
+
+def journal_append(ok: bool, seconds: float) -> None:
+    """Record one journal call of a shard's append group (`outcome` ok or error)."""
+    journal_append_duration.record(seconds, _OUTCOME[ok])
 
 
 def retry(reason: str) -> None:

@@ -1,12 +1,19 @@
-"""Shared fixtures: keys generated per session, and a guard that unit tests never start Ray."""
+"""Shared fixtures: keys generated per session, the session's one local Ray (for the
+Ray-marked tests), and a guard that unit tests never start Ray."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.net import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +44,33 @@ def public_pem(rsa_key: rsa.RSAPrivateKey) -> bytes:
     return rsa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[str]:
+    """Start one local Ray and Serve for the session; yield the HTTP proxy's URL.
+
+    Ray starts without its dashboard on 2 CPUs; Serve's HTTP proxy listens on a free
+    port of 127.0.0.1. Here, not in tests/cluster, so that every Ray-marked test (the
+    cluster tests, tests/faults/test_process_kills.py) shares one.
+    """
+    import ray
+    from ray import serve
+
+    ray.init(
+        address="local",  # a new local Ray, never one found running
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        log_to_driver=False,
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -44,7 +44,8 @@ class History:
     #: guid -> tick of its first send, and of its first acknowledgement.
     first_sent: dict[str, int] = field(default_factory=dict)
     first_acked: dict[str, int] = field(default_factory=dict)
-    #: Every answer, by status ("accepted", "duplicate", "refused", "unavailable").
+    #: Every answer, by status ("accepted", "duplicate", "refused", "unavailable"; over
+    #: HTTP also "connection error" and "http <status>"): only the first two acknowledge.
     answers: Counter[str] = field(default_factory=Counter)
     #: Each delivery's answers, in order.
     answers_of: dict[str, list[str]] = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """The CLI's commands about a running deployment: `status`, `dead-letters`, `redeliver`,
-`stop`.
+`stop`; and `journal reshard`, which must find the deployment stopped.
 
 They plug into `ghbot`'s command line through the `ghbot.cli` entry point (see
 `ghbot.cli`). Ray is imported only when one of them runs, so loading them (every
@@ -428,6 +428,102 @@ def _run_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ghbot journal reshard ----------------------------------------------------------------
+#
+# Here, among the cluster commands, because it must refuse while the deployment's shard
+# actors run, and only Ray can tell that. The move itself is the journal's
+# (`ghbot.journal.reshard_journal`), with the runtime's routing (`stream_vshard`).
+
+MAX_VSHARDS = 4096
+"""The most virtual shards a deployment may have (as `GHBOT_VSHARDS`)."""
+
+
+def _vshard_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VSHARDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to {MAX_VSHARDS}")
+    return int(text)
+
+
+def _journal_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    what = (
+        "Move every journal stream to its virtual shard under N (events, snapshots, dead "
+        "letters, delivery GUIDs kept; every shard fenced with a new epoch) and record N. "
+        "Stop the deployment first (ghbot stop); then deploy with GHBOT_VSHARDS=N."
+    )
+    reshard = actions.add_parser(
+        "reshard", help="change the number of virtual shards (offline)", description=what
+    )
+    add = reshard.add_argument
+    add("--to", type=_vshard_count, required=True, metavar="N", help="the new GHBOT_VSHARDS")
+    add(
+        "--journal",
+        metavar="URL",
+        help="the journal (default: GHBOT_JOURNAL_URL, else ./data/journal)",
+    )
+    add(
+        "--offline",
+        action="store_true",
+        help="no Ray cluster runs the deployment any more: do not ask one whether its "
+        "shards run (any shard left writing is fenced all the same)",
+    )
+    _cluster_arguments(reshard)
+
+
+def _run_journal(args: argparse.Namespace) -> int:
+    """Reshard the journal; exit 0 (2 if shards run, no cluster answers, or it cannot)."""
+    import asyncio
+
+    from actors.wire import stream_vshard
+    from ghbot.config import default_journal_url
+    from ghbot.journal import reshard_journal
+
+    url = args.journal or os.environ.get("GHBOT_JOURNAL_URL", "").strip() or default_journal_url()
+    if not args.offline:
+        _refuse_if_running(args)
+    done = asyncio.run(reshard_journal(url, args.to, stream_vshard))
+    if done.from_count is None:
+        before = "a journal with no record of its virtual shards"
+    else:
+        before = f"{done.from_count} virtual shards"
+    print(
+        f"resharded the journal from {before} to {done.to_count}: moved {done.moved} of "
+        f"{done.streams} streams; every shard is at epoch {done.epoch}"
+    )
+    print(f"now deploy with GHBOT_VSHARDS={done.to_count}")
+    return 0
+
+
+def _refuse_if_running(args: argparse.Namespace) -> None:
+    """Raise `UsageError` if shard actors of the namespace run (`ClusterError` if no
+    cluster answers, saying to pass --offline when none runs the deployment)."""
+    from actors.ray import admin
+    from ghbot.errors import UsageError
+
+    try:
+        with _connected(args):
+            running = len(admin.shards(args.namespace))
+    except ClusterError as exc:
+        raise ClusterError(
+            f"{exc}; to reshard with no Ray cluster running the deployment, pass --offline"
+        ) from None
+    if running:
+        raise UsageError(
+            f"{running} shard actor(s) of the deployment run in Ray namespace "
+            f"{args.namespace!r}: stop it first (ghbot stop --namespace {args.namespace}), "
+            "then run this again"
+        )
+
+
+register(
+    Command(
+        "journal",
+        "Operate on the journal while the deployment is stopped: `reshard --to N` changes "
+        "its number of virtual shards.",
+        _journal_arguments,
+        _run_journal,
+    )
+)
 register(
     Command(
         "status",

@@ -4,7 +4,8 @@ Arguments (`key=value` on the command line) override the environment:
 `bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors; default
 `default_shards()`: 1 on a machine with fewer than 4 cores, where a second shard
 process costs more than it brings (`benchmarks/RESULTS.md`), else 2),
-`vshards` (`GHBOT_VSHARDS`, virtual shards, fixed for a journal's life; default: as
+`vshards` (`GHBOT_VSHARDS`, virtual shards, fixed for a journal's life unless
+`ghbot journal reshard` changes it with the deployment stopped; default: as
 many as shards, since the SQLite journal commits once per virtual shard's file — more
 only pays with PostgreSQL, to add shard actors later),
 `replicas` (`GHBOT_INGRESS_REPLICAS`, default 1), `pace_writes` (`GHBOT_PACE_WRITES`,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -88,9 +89,11 @@ class ShardBatcher:
             self._flush()
 
     async def _send(self, items: list[Inbound], futures: list[asyncio.Future[Status]]) -> None:
+        started = time.perf_counter()
         try:
             statuses: list[Status] = await self.actor.ingest.remote(*encode_parts(items))
         except Exception as exc:
+            metrics.shard_call(False, time.perf_counter() - started)
             error_type = type(exc).__name__
             log.warning(
                 "shard refused a batch of %d: %s",
@@ -102,6 +105,7 @@ class ShardBatcher:
                 if not future.done():
                     future.set_exception(ShardUnavailable(type(exc).__name__))
             return
+        metrics.shard_call(True, time.perf_counter() - started)
         for future, status in zip(futures, statuses, strict=True):
             if not future.done():
                 future.set_result(status)
@@ -132,6 +136,19 @@ async def read_body(request: Request, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
 
 def _answer(status: int, body: dict[str, Any]) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
+
+
+#: Seconds a 503 asks its sender to wait before sending again (`Retry-After`): a shard
+#: draining, restarting or without its journal. GitHub ignores it; the redelivery
+#: sweep has the delivery sent again.
+RETRY_AFTER = 10
+
+
+def _unavailable(reason: str) -> Response:
+    """Answer 503 with `reason` and a `Retry-After`: nothing was journaled, send it again."""
+    response = _answer(503, {"error": f"{reason}; retry"})
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 #: Refusals logged per kind (error type), per minute and replica; the next line logged
@@ -274,8 +291,8 @@ class WebhookIngress:
         batcher = self.batchers[shard_of(vshard, self.settings.shards)]
         try:
             status = await batcher.submit(item)
-        except ShardUnavailable:
-            return _answer(503, {"error": "the journal could not take the delivery; retry"})
+        except ShardUnavailable as exc:
+            return _unavailable(f"the shard or its journal could not take the delivery ({exc})")
         if status in (Status.ACCEPTED, Status.DUPLICATE):
             repo = envelope.repository.full_name if envelope.repository else None
             limiter = self.received_logged
@@ -284,11 +301,15 @@ class WebhookIngress:
             return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
         if status == Status.DUPLICATE:
             return _answer(200, {"delivery": delivery.delivery_id, "status": "duplicate"})
-        return _answer(503, {"error": f"the shard refused the delivery ({status}); retry"})
+        return _unavailable(f"the shard refused the delivery ({status})")
 
     def secrets_held(self) -> dict[str, bool]:
         """Tell which secrets this replica holds: the webhook secrets, never the key."""
         return held_secrets(self.settings)
+
+    def pid(self) -> int:
+        """Return the replica's process id (tests send it SIGTERM)."""
+        return os.getpid()
 
     async def ready(self) -> Response:
         """Answer 200 when every shard has started and its journal answers now.

@@ -24,6 +24,7 @@ from typing import Any
 import ray
 
 from actors.ray.metrics import install_ray_metrics
+from actors.ray.sigterm import ExitAfter
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import ShardCore
@@ -32,6 +33,7 @@ from actors.wire import Status, shard_of, vshard_of, vshards_of
 from ghbot.auth import KeyFile
 from ghbot.errors import ConfigError, UsageError
 from ghbot.journal import open_journal
+from ghbot.journal.layout import reshard_command
 from ghbot.logs import configure as configure_logging
 
 __all__ = [
@@ -91,12 +93,17 @@ class ShardActor:
         self.settings = settings
         self._core: ShardCore | None = None
         self._starting: asyncio.Task[ShardCore] | None = None
+        #: On SIGTERM: drain, close the journal, then exit (and Ray restarts the shard).
+        self.sigterm: ExitAfter | None = None
         # Ray runs an async actor's __init__ on its event loop: start at once, so a
         # restarted shard resumes its pending work without waiting for a caller.
         try:
-            self._starting = asyncio.get_running_loop().create_task(self._start())
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._starting = None
+            return
+        self._starting = loop.create_task(self._start())
+        self.sigterm = ExitAfter(loop, self._exit_drained)
+        self.sigterm.install()
 
     async def _ready(self) -> ShardCore:
         if self._core is not None:
@@ -130,6 +137,26 @@ class ShardActor:
         core.recovery.add_done_callback(self._recovered)
         return core
 
+    async def _exit_drained(self, within: float = DRAIN_TIMEOUT) -> None:
+        """Before the process exits on SIGTERM: drain for up to `within` s, then close."""
+        log.warning("shard %d got SIGTERM: draining (up to %g s), then exiting", self.index, within)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(within):
+                core = await self._ready()
+        except Exception as exc:
+            log.warning("shard %d exits unstarted (%s)", self.index, type(exc).__name__)
+            return
+        left = max(within - (time.monotonic() - started), 0.0)
+        if await core.shut_down(left):
+            log.warning("shard %d drained: every delivery it took is done; exiting", self.index)
+        else:
+            log.warning(
+                "shard %d did not drain within %g s: its successor resumes the rest; exiting",
+                self.index,
+                within,
+            )
+
     def _recovered(self, task: asyncio.Task[int]) -> None:
         if task.cancelled():
             return
@@ -150,10 +177,17 @@ class ShardActor:
         return {"index": self.index, "version": self.settings.version, **stats}
 
     async def ready(self) -> dict[str, Any]:
-        """Tell whether this shard takes deliveries now: started, journal answering."""
+        """Tell whether this shard takes deliveries now: started, journal answering.
+
+        A shard that cannot start because of its settings (`UsageError`: a journal
+        recorded with another number of virtual shards) says why.
+        """
         if self._core is None:
             started = self._starting is not None and self._starting.done()
-            if not started or self._starting is None or self._starting.exception():
+            failed = self._starting.exception() if started and self._starting else None
+            if isinstance(failed, UsageError):  # a journal of another layout: say so
+                return {"index": self.index, "ready": False, "why": f"cannot start: {failed}"}
+            if not started or self._starting is None or failed:
                 return {"index": self.index, "ready": False, "why": "starting"}
             await self._ready()
         assert self._core is not None
@@ -206,6 +240,11 @@ class ShardActor:
     def rss(self) -> int:
         """Return the process's resident memory in bytes (for the memory benchmarks)."""
         return process_rss()
+
+    def sqlite_memory(self) -> int:
+        """Return the bytes SQLite holds in this process (its page caches, for the most
+        part), for the soak: RSS less this is what it holds flat."""
+        return sqlite_memory_used()
 
     def secrets_held(self) -> dict[str, bool]:
         """Tell which secrets this shard's settings hold (none, by construction)."""
@@ -332,6 +371,20 @@ class AppAuthActor:
         return {guid for held in answers for guid in held}
 
 
+def sqlite_memory_used() -> int:
+    """Return the bytes SQLite's allocator holds in this process (0 when the library
+    `sqlite3` is linked to does not say): ``sqlite3_memory_used()``."""
+    import _sqlite3
+    import ctypes
+
+    try:
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return 0
+    used.restype = ctypes.c_int64
+    return int(used())
+
+
 def process_rss() -> int:
     """Return this process's resident memory in bytes, after a garbage collection."""
     import gc
@@ -369,7 +422,8 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     shard actors changes, virtual shards move between them: then every running shard
     is drained and stopped before the new ones start, so that no two shards hold a
     virtual shard at once (a few seconds of 503s, which GitHub delivers again).
-    The number of virtual shards is fixed for a journal's life: a change is refused.
+    The number of virtual shards is fixed for a journal's life: a change is refused
+    (`ghbot journal reshard` changes it, the deployment stopped).
 
     Only the app-auth actor is given the private key (or the path to read it from);
     shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
@@ -419,7 +473,8 @@ def _reshard(settings: RuntimeSettings) -> None:
         raise ConfigError(
             f"vshards={settings.vshards}, but the running shards use "
             f"{sorted(v for _, v in layouts)}: the number of virtual shards is fixed for a "
-            "journal's life (its streams are partitioned by it); deploy with the old value"
+            "journal's life (its streams are partitioned by it); deploy with the old value, "
+            f"or stop the deployment (ghbot stop) and run `{reshard_command(settings.vshards)}`"
         )
     log.warning(
         "resharding to %d shard actors: draining and stopping the %d running first",

@@ -6,13 +6,17 @@ Open one with `open_journal`::
     journal = await open_journal("postgresql://ghbot@db/ghbot?schema=ghbot")
 
 URL options (query parameters): ``shards`` (streams are spread over this many shards
-when the caller names none; default 16, fixed for the journal's life) for both, and
-``schema`` (default ``public``) for PostgreSQL; other PostgreSQL parameters go to
-asyncpg. See `Journal` for the contract every backend keeps.
+when the caller names none; default: the count the journal recorded when it was
+created, 16 for a new one; fixed for the journal's life, but see `reshard_journal`)
+for both, and ``schema`` (default ``public``) for PostgreSQL; other PostgreSQL
+parameters go to asyncpg. See `Journal` for the contract every backend keeps.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,6 +28,7 @@ from ghbot.journal.base import (
     Journal,
 )
 from ghbot.journal.faulty import FaultyJournal
+from ghbot.journal.layout import Resharded
 from ghbot.journal.plan import shard_for
 from ghbot.journal.records import (
     CONFLICT,
@@ -58,13 +63,49 @@ __all__ = [
     "FaultyJournal",
     "Journal",
     "NewEvent",
+    "Resharded",
     "Snapshot",
     "decode_event",
     "decode_snapshot",
     "encode",
     "open_journal",
+    "reshard_journal",
     "shard_for",
 ]
+
+
+async def reshard_journal(
+    url: str, to: int, route: Callable[[str, int], int] = shard_for
+) -> Resharded:
+    """Move every stream of the journal at `url` to its shard under `to` shards.
+
+    Offline: nothing may write the journal meanwhile (what does is fenced: every
+    shard gets a new epoch, above any granted). `route(stream, to)` names a stream's
+    new shard: `shard_for` for streams whose callers name no shard; the runtime passes
+    its own (`actors.wire.stream_vshard`). Events, sequence numbers, snapshots and
+    delivery GUIDs move with their stream; the new count is recorded, so the journal
+    then opens with `to` and refuses the old count. PostgreSQL does it in one
+    transaction; SQLite moves streams a group at a time and is safe to run again after
+    a crash (until it finishes, the journal refuses to open). A `shards` URL
+    parameter is ignored. Raise `UsageError` for a bad URL or `to`, or a stream whose
+    history is split; `JournalUnavailable` if the store cannot be reached.
+    """
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    params.pop("shards", None)
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or params:
+            raise UsageError(f"journal URL must look like sqlite:///path/to/dir, got {url!r}")
+        from ghbot.journal.sqlite_layout import reshard_sqlite
+
+        return await asyncio.to_thread(reshard_sqlite, Path(parts.path), to, route)
+    if parts.scheme in ("postgresql", "postgres"):
+        from ghbot.journal.postgres_layout import reshard_postgres
+
+        schema = params.pop("schema", "public")
+        dsn = urlunsplit(parts._replace(query=urlencode(params)))
+        return await reshard_postgres(dsn, schema, to, route)
+    raise UsageError(f"journal URL scheme must be sqlite or postgresql, not {parts.scheme!r}")
 
 
 async def open_journal(url: str, **options: Any) -> Journal:

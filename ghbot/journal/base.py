@@ -63,6 +63,8 @@ class Journal(abc.ABC):
     """
 
     shard_count: int
+    """The shards streams are spread over: recorded when the journal was created, and
+    checked when it is opened (`ghbot.journal.layout`)."""
 
     async def append(
         self,

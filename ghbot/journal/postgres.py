@@ -28,6 +28,7 @@ from ghbot.journal.base import (
     check_range,
     check_snapshot_args,
 )
+from ghbot.journal.layout import SHARD_COUNT, settle_count
 from ghbot.journal.plan import check_shard, delivery_keys, plan_batch, resolve_shards, shard_for
 from ghbot.journal.postgres_sql import Statements
 from ghbot.journal.records import AppendRequest, AppendResult, EventRecord, Snapshot
@@ -89,35 +90,57 @@ class PostgresJournal(Journal):
         dsn: str,
         *,
         schema: str = "public",
-        shard_count: int = DEFAULT_SHARD_COUNT,
+        shard_count: int | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         pool_size: int = 4,
         command_timeout: float = 30.0,
     ) -> PostgresJournal:
         """Connect to `dsn`, create the schema if missing, and return the journal.
 
-        Raise `UsageError` for a bad schema name, `JournalUnavailable` if the
-        database cannot be reached.
+        `shard_count` must be the count the journal was created with, which it records
+        (None: the recorded one, or `DEFAULT_SHARD_COUNT` for a new journal). Raise
+        `UsageError` for a bad schema name or `shard_count`, `ConfigError` for another
+        count than the recorded one, `JournalUnavailable` if the database cannot be
+        reached.
         """
+        if shard_count is not None and shard_count < 1:
+            raise UsageError(f"shard_count must be >= 1, got {shard_count}")
         Statements(schema)  # validate before connecting
         async with _unavailable_on_failure():
             pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=pool_size, command_timeout=command_timeout
             )
-        journal = cls(pool, schema=schema, shard_count=shard_count, max_batch=max_batch)
+        journal = cls(pool, schema=schema, shard_count=shard_count or 1, max_batch=max_batch)
         try:
-            await journal._create_schema()
+            journal.shard_count = await journal._create_schema(shard_count)
         except BaseException:
             await pool.close()
             raise
         return journal
 
-    async def _create_schema(self) -> None:
+    async def _create_schema(self, configured: int | None) -> int:
+        """Create what is missing; record the shard count or check it; return it.
+
+        A schema without a record is a new journal (recorded: `configured`, else
+        `DEFAULT_SHARD_COUNT`), or one made before journals recorded their count: that
+        one is taken to have the `configured` count, which is recorded; opened without a
+        count, it gets the default and nothing is recorded. Raise `ConfigError` when
+        `configured` is not the recorded count (see `ghbot.journal.layout`).
+        """
+        sql = self._sql
         async with _unavailable_on_failure(), self._pool.acquire() as conn, conn.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in pg_type.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.schema)
-            for statement in self._sql.create:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.schema)
+            existed = await conn.fetchval(sql.exists)
+            for statement in sql.create:
                 await conn.execute(statement)
+            record = dict(await conn.fetch(sql.read_meta))
+            if SHARD_COUNT not in record:
+                count = str(DEFAULT_SHARD_COUNT if configured is None else configured)
+                if configured is not None or not existed:
+                    await conn.execute(sql.write_meta, SHARD_COUNT, count)
+                record = {SHARD_COUNT: count}
+        return settle_count(record, configured)
 
     @property
     def closed(self) -> bool:

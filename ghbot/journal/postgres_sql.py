@@ -50,7 +50,23 @@ class Statements:
                 PRIMARY KEY (stream, seq))""",
             f"""CREATE TABLE IF NOT EXISTS {p}shard_epochs (
                 shard integer PRIMARY KEY, epoch bigint NOT NULL)""",
+            f"CREATE TABLE IF NOT EXISTS {p}meta (key text PRIMARY KEY, value text NOT NULL)",
         ]
+        # The layout record (`ghbot.journal.layout`) and what a reshard runs.
+        self.exists = f"SELECT to_regclass('{p}events') IS NOT NULL"
+        self.read_meta = f"SELECT key, value FROM {p}meta"
+        self.write_meta = (
+            f"INSERT INTO {p}meta VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2"
+        )
+        self.lock_layout = f"LOCK TABLE {p}streams, {p}shard_epochs, {p}meta IN EXCLUSIVE MODE"
+        self.stream_shards = f"SELECT stream, shard FROM {p}streams"
+        self.move_streams = (
+            f"UPDATE {p}streams AS s SET shard = t.sh"
+            " FROM unnest($1::text[], $2::integer[]) AS t(n, sh) WHERE s.stream = t.n"
+        )
+        self.max_epoch = f"SELECT max(epoch) FROM {p}shard_epochs"
+        self.drop_epochs = f"DELETE FROM {p}shard_epochs"
+        self.set_epochs = f"INSERT INTO {p}shard_epochs SELECT generate_series(0, $1 - 1), $2"
         # FOR SHARE: `acquire_epoch`'s UPDATE waits until appends and snapshots
         # checked against the old epoch have committed, so none lands after it.
         self.epoch_for_share = f"SELECT epoch FROM {p}shard_epochs WHERE shard = $1 FOR SHARE"

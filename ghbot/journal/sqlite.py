@@ -4,7 +4,8 @@
 ``dir/shard-0000n.sqlite3``; a stream's shard is the one its caller names, or
 `shard_for(stream, shard_count)`. Writes go through each file's writer thread
 (`ShardFile`), which group-commits concurrent appends; reads run on a small thread
-pool with their own connections, so a replay never waits behind an fsync.
+pool with their own connections, so a replay never waits behind an fsync. The shard
+count is recorded in ``dir/journal.sqlite3`` (`ghbot.journal.sqlite_layout`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ghbot.journal.base import (
 from ghbot.journal.plan import check_shard, resolve_shards, shard_for
 from ghbot.journal.records import AppendRequest, AppendResult, EventRecord, Snapshot
 from ghbot.journal.sqlite_file import ShardFile, transaction
+from ghbot.journal.sqlite_layout import open_record, shard_path
 
 __all__ = ["SqliteJournal"]
 
@@ -52,21 +54,27 @@ SELECT name FROM s WHERE name IS NOT NULL
 
 
 class SqliteJournal(Journal):
-    """A `Journal` in SQLite files under `directory` (created if missing)."""
+    """A `Journal` in SQLite files under `directory` (created if missing).
+
+    `shard_count` must be the count the journal was created with, which it records
+    (`ghbot.journal.layout`; None: the recorded one, or `DEFAULT_SHARD_COUNT` for a new
+    journal). Raise `ConfigError` for another, `JournalUnavailable` if the record
+    cannot be read.
+    """
 
     def __init__(
         self,
         directory: str | os.PathLike[str],
         *,
-        shard_count: int = DEFAULT_SHARD_COUNT,
+        shard_count: int | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         read_threads: int = 2,
     ) -> None:
-        if shard_count < 1:
+        if shard_count is not None and shard_count < 1:
             raise UsageError(f"shard_count must be >= 1, got {shard_count}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.shard_count = shard_count
+        self.shard_count = open_record(self.directory, shard_count, DEFAULT_SHARD_COUNT)
         self._max_batch = max_batch
         self._files: dict[int, ShardFile] = {}
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="ghbot-journal-read")
@@ -83,7 +91,7 @@ class SqliteJournal(Journal):
     def _file(self, shard: int) -> ShardFile:
         file = self._files.get(shard)
         if file is None:
-            path = self.directory / f"shard-{shard:05d}.sqlite3"
+            path = shard_path(self.directory, shard)
             file = self._files[shard] = ShardFile(path, max_batch=self._max_batch)
         return file
 

@@ -1,8 +1,9 @@
-"""One local Ray (and Serve) per test session, a fake GitHub, and deployments per test.
+"""A fake GitHub, and deployments per test, on the session's one local Ray and Serve.
 
-Ray starts without its dashboard on 2 CPUs; Serve's HTTP proxy listens on a free port
-of 127.0.0.1. Every deployment gets its own actor namespace and journal, and is torn
-down (Serve app deleted, detached actors killed) after its test.
+The session's Ray (`ray_serve`) is in tests/conftest.py, so that the Ray-marked fault
+suite (tests/faults/test_process_kills.py) shares it. Every deployment gets its own
+actor namespace and journal, and is torn down (Serve app deleted, detached actors
+killed) after its test.
 """
 
 from __future__ import annotations
@@ -24,33 +25,12 @@ from ghbot.config import Settings
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
-from tests.net import free_port
+from tests.net import free_port  # noqa: F401  (the two-node tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = EXAMPLES
 SECRET = "cluster-test-secret"
 APP_ID = 4242
-
-
-@pytest.fixture(scope="session")
-def ray_serve() -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    ray.init(
-        address="local",  # a new local Ray, never one found running
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        log_to_driver=False,
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -86,14 +66,16 @@ def deploy(
         max_retries: int = 3,
         journal_url: str | None = None,
         key_file: Path | None = None,
+        private_key: bytes | None = None,
         webhook_secrets: tuple[str, ...] = (SECRET, "an-older-secret"),
         **kw: Any,
     ) -> Deployment:
-        """Deploy `bot`; `key_file` sends the key's path (as `GITHUB_PRIVATE_KEY=path`)."""
+        """Deploy `bot`; `key_file` sends the key's path (as `GITHUB_PRIVATE_KEY=path`),
+        `private_key` another PEM text than the session's key."""
         journal_dir = tmp_path / f"journal-{len(started)}"
         settings = Settings(
             app_id=APP_ID,
-            private_key=None if key_file else pem_pkcs8,
+            private_key=None if key_file else (private_key or pem_pkcs8),
             private_key_path=str(key_file) if key_file else None,
             webhook_secrets=webhook_secrets,
             api_url=fake.url,

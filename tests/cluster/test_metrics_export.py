@@ -179,6 +179,16 @@ EXPECTED: dict[str, Check] = {
         and all(0 <= v <= 1 for v in _values(a, "ghbot_rate_limit_remaining_ratio"))
     ),
     "ghbot_dead_letters_total": lambda b, a: _increase(b, a, "ghbot_dead_letters_total") >= 1,
+    # Every delivery accepted went in a call to its shard, and into a journal commit.
+    "ghbot_shard_call_duration_seconds": lambda b, a: (
+        _increase(b, a, "ghbot_shard_call_duration_seconds_count", outcome="ok") >= 1
+        and _increase(b, a, "ghbot_shard_call_duration_seconds_sum", outcome="ok") > 0
+        and _histograms_consistent(a, "ghbot_shard_call_duration_seconds")
+    ),
+    "ghbot_journal_append_duration_seconds": lambda b, a: (
+        _increase(b, a, "ghbot_journal_append_duration_seconds_count", outcome="ok") >= 2
+        and _histograms_consistent(a, "ghbot_journal_append_duration_seconds")
+    ),
     # What the faults below provoke: a refused JWT, a refused installation token,
     # a 502 and a secondary limit on a comment.
     "ghbot_jwt_failures_total": lambda b, a: (

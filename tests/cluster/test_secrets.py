@@ -11,7 +11,7 @@ import aiohttp
 import ray
 from ray import serve
 
-from actors.ray.runtime import APP_AUTH_NAME, shard_name
+from actors.ray.runtime import APP_AUTH_NAME, KEY_RECHECK, shard_name
 from tests.cluster.conftest import comments, eventually, install, on_fake, payload, send
 
 NO_SECRET = {"private_key": False, "private_key_path": False, "webhook_secrets": False}
@@ -115,6 +115,18 @@ async def test_a_rotated_key_file_is_signed_with_at_once_and_tokens_kept(
     before = await app_auth.key_fingerprint.remote()
     new_key, new_public = app_key_pair()
     try:
+        # A file that is not a key (a secret manager's half-written mount) is ignored:
+        # the actor still signs with the old key and tokens are still minted.
+        garbage = tmp_path / "app.pem.bad"
+        garbage.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot a key\n")
+        os.replace(garbage, key_file)
+        await asyncio.sleep(KEY_RECHECK + 1.5)  # the watcher has looked at it
+        assert await app_auth.key_fingerprint.remote() == before
+        install(fake, 3103, "rotate/garbage")
+        bad = payload("issues.opened", installation=3103, repo="rotate/garbage", issue__number=1)
+        assert (await send(app.url, "issues", bad))[0] == 202
+        await eventually(lambda: len(comments(fake, "rotate/garbage")) == 1)
+
         on_fake(fake, fake.fake.add_key, new_public)  # 1. a second key on GitHub
         staged = tmp_path / "app.pem.new"  # 2. the secret manager swaps the file
         staged.write_bytes(new_key)
@@ -127,6 +139,53 @@ async def test_a_rotated_key_file_is_signed_with_at_once_and_tokens_kept(
         assert (await send(app.url, "issues", held))[0] == 202  # the token held still
         await eventually(lambda: len(comments(fake, "rotate/new")) == 1)
         await eventually(lambda: len(comments(fake, "rotate/held")) == 2)
+    finally:  # the session's fake takes the original key alone again
+        ids = fake.fake.identities
+
+        def restore() -> None:
+            ids.public_key, ids.more_keys = public_pem, []
+            ids.forget_jwts()
+
+        on_fake(fake, restore)
+
+
+async def test_a_key_given_as_pem_text_rotates_by_deploying_again(
+    deploy: Any, fake: Any, public_pem: bytes, tmp_path: Path
+) -> None:
+    """A key given as PEM text (not a file) rotates with a redeploy of the new text: the
+    app-auth actor's version covers the key, so it alone is replaced; the shards keep
+    running, and tokens are minted with the new key once the old one is gone."""
+    import uuid
+
+    from ghbot.testing import app_key_pair
+
+    install(fake, 3201, "pemtext/before")
+    install(fake, 3202, "pemtext/after")
+    common = {
+        "namespace": f"t-{uuid.uuid4().hex[:8]}",
+        "journal_url": f"sqlite://{tmp_path}/pem-journal",
+    }
+    app = deploy("tests.cluster.bots:Greeter", **common)
+    data = payload("issues.opened", installation=3201, repo="pemtext/before", issue__number=1)
+    assert (await send(app.url, "issues", data))[0] == 202
+    await eventually(lambda: len(comments(fake, "pemtext/before")) == 1)
+
+    namespace = app.runtime.namespace
+    before = await ray.get_actor(APP_AUTH_NAME, namespace=namespace).key_fingerprint.remote()
+    shards = [ray.get_actor(shard_name(i), namespace=namespace) for i in range(app.runtime.shards)]
+    pids = [await shard.pid.remote() for shard in shards]
+    new_key, new_public = app_key_pair()
+    try:
+        on_fake(fake, fake.fake.add_key, new_public)  # 1. a second key on GitHub
+        await asyncio.to_thread(deploy, "tests.cluster.bots:Greeter", private_key=new_key, **common)
+        app_auth = ray.get_actor(APP_AUTH_NAME, namespace=namespace)
+        assert await app_auth.key_fingerprint.remote() != before
+        assert [await shard.pid.remote() for shard in shards] == pids  # no shard replaced
+        on_fake(fake, fake.fake.remove_key, public_pem)  # 3. the old key deleted on GitHub
+
+        data = payload("issues.opened", installation=3202, repo="pemtext/after", issue__number=1)
+        assert (await send(app.url, "issues", data))[0] == 202  # a token minted anew
+        await eventually(lambda: len(comments(fake, "pemtext/after")) == 1)
     finally:  # the session's fake takes the original key alone again
         ids = fake.fake.identities
 

@@ -46,13 +46,17 @@ async def test_sqlite_disk_full_then_room_again(small_tmpfs: Path, history: Hist
     sender = Sender(shard, history)
     try:
         before, _ = await stream(sender, time.monotonic() + STEADY)
+        assert await shard.check_journal() is None  # what /readyz asks each shard
         filler = await asyncio.to_thread(fill, small_tmpfs)
         assert os.statvfs(small_tmpfs).f_bavail == 0
         # Appends fail once the WAL has to grow: within a moment of a steady stream.
         during, failed = await stream(sender, time.monotonic() + FULL_FOR)
+        # Reads still answer, but /readyz says not ready: the last appends failed.
+        why_not_ready = await shard.check_journal()
         room = filler.stat().st_size
         filler.unlink()
         after, _ = await stream(sender, time.monotonic() + STEADY)
+        ready_again = await shard.check_journal()
         figures = await settle(shard, sender, history, journal)
     finally:
         await shard.close()
@@ -60,5 +64,7 @@ async def test_sqlite_disk_full_then_room_again(small_tmpfs: Path, history: Hist
     print(f"\ndisk full {FULL_FOR:g} s: batches {before}/{during} ({failed} 503)/{after}", figures)
     print(f"why: {dict(sender.errors)}; the filler took {room >> 20} MiB")
     assert failed > 0, "no append failed while the disk was full"
+    assert why_not_ready == "the journal's last appends failed: JournalUnavailable"
+    assert ready_again is None
     assert figures["answered unavailable"] >= failed
     assert figures["acknowledged"] == figures["sent"]

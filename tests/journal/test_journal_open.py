@@ -26,7 +26,7 @@ async def test_sqlite_url_opens_one_wal_file_per_shard(tmp_path: Path) -> None:
     await journal.append("s", [NewEvent("t", b"")], shard=2)
     await journal.append("s", [NewEvent("t", b"")], shard=3)
     await journal.close()
-    files = sorted(p.name for p in (tmp_path / "data").glob("*.sqlite3"))
+    files = sorted(p.name for p in (tmp_path / "data").glob("shard-*.sqlite3"))
     assert files == ["shard-00002.sqlite3", "shard-00003.sqlite3"]
     conn = sqlite3.connect(tmp_path / "data" / files[0])
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -77,6 +77,9 @@ async def test_pending_deliveries_and_processing_time(journal: Journal) -> None:
     assert m.count("ghbot_webhook_processing_seconds", event="issues") == 3
     assert 0 < m.seconds("ghbot_webhook_processing_seconds", event="issues") < 30
     assert m.count("ghbot_dead_letters_total") == 0
+    # The batch's journal commit and the handlers' outcomes: at least two journal calls.
+    assert m.count("ghbot_journal_append_duration_seconds", outcome="ok") >= 2
+    assert 0 < m.seconds("ghbot_journal_append_duration_seconds", outcome="ok") < 30
     assert_bounded()
 
 

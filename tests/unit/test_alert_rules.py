@@ -47,6 +47,8 @@ METRICS: dict[str, frozenset[str]] = {
     "ghbot_webhook_processing_seconds": frozenset({"event"}),
     "ghbot_webhook_signature_failures_total": frozenset(),
     "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
+    "ghbot_shard_call_duration_seconds": frozenset({"outcome"}),
+    "ghbot_journal_append_duration_seconds": frozenset({"outcome"}),
     "ghbot_dead_letters_total": frozenset(),
     "ghbot_pending_deliveries": frozenset(),
 }
