@@ -461,14 +461,10 @@ def _reshard(settings: RuntimeSettings) -> None:
     if not running:
         return
     wanted = (settings.shards, settings.vshards)
-    layouts: set[tuple[int, int]]
-    try:
-        found: list[Any] = ray.get([shard.layout.remote() for shard in running], timeout=60)
-        layouts = {(int(shards), int(vshards)) for shards, vshards in found}
-    except Exception:  # dead, or without `layout`: older than layouts, so replace them
-        layouts = set()
-    if layouts == {wanted} and len(running) == settings.shards:
+    layouts = _layouts(running)
+    if layouts is not None and layouts <= {wanted} and len(running) == settings.shards:
         return
+    layouts = layouts or set()
     if any(vshards != settings.vshards for _, vshards in layouts):
         raise ConfigError(
             f"vshards={settings.vshards}, but the running shards use "
@@ -482,6 +478,29 @@ def _reshard(settings: RuntimeSettings) -> None:
         len(running),
     )
     retire({shard_name(i): shard for i, shard in enumerate(running)}, settings.namespace)
+
+
+def _layouts(running: list[Any]) -> set[tuple[int, int]] | None:
+    """Return the layouts (shards, virtual shards) the running shards answer with.
+
+    A shard that cannot answer now (dead, or restarting: its node was lost) is left out;
+    Ray restarts it with the settings it had, so it is judged by the others, never
+    replaced for that alone (a replica starting during a node's loss used to stop every
+    shard). None when a shard is older than layouts: then they are all replaced.
+    """
+    layouts: set[tuple[int, int]] = set()
+    for index, shard in enumerate(running):
+        try:
+            call = shard.layout
+        except AttributeError:  # a shard of a version before `layout`
+            return None
+        try:
+            shards, vshards = ray.get(call.remote(), timeout=60)
+        except Exception as exc:
+            log.warning("shard %d did not say its layout (%s)", index, type(exc).__name__)
+            continue
+        layouts.add((int(shards), int(vshards)))
+    return layouts
 
 
 def running_shards(namespace: str) -> list[Any]:

@@ -107,8 +107,8 @@ def _raylet_pid(node_id: str) -> int:
     raise RuntimeError(f"no raylet process with {flag.decode()}")
 
 
-def _create_actors(runtime: RuntimeSettings, worker: str) -> list[Any]:
-    """Create the app-auth actor, and the shards with a soft affinity to `worker`.
+def _create_actors(runtime: RuntimeSettings, targets: list[str]) -> list[Any]:
+    """Create the app-auth actor, and shard `i` with a soft affinity to node `targets[i]`.
 
     A soft affinity may place a shard elsewhere (the worker just joined: the scheduler
     may not count it yet); such a shard is stopped and made again, up to 10 times.
@@ -127,10 +127,10 @@ def _create_actors(runtime: RuntimeSettings, worker: str) -> list[Any]:
             shard = RemoteShard.options(
                 name=shard_name(i),
                 max_concurrency=10_000,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(worker, soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(targets[i], soft=True),
                 **common,
             ).remote(i, runtime.for_shards())
-            if ray.get(shard.node_id.remote(), timeout=60) == worker:
+            if ray.get(shard.node_id.remote(), timeout=60) == targets[i]:
                 break
             ray.kill(shard, no_restart=True)
             _wait_gone(shard_name(i), runtime.namespace)
@@ -202,8 +202,15 @@ async def _scenario(
     return result
 
 
-def run(address: str, journal_url: str, before: float, after: float) -> dict[str, Any]:
-    """Run the scenario on the cluster at `address`; return what was observed."""
+def run(
+    address: str, journal_url: str, before: float, after: float, split: bool = False
+) -> dict[str, Any]:
+    """Run the scenario on the cluster at `address`; return what was observed.
+
+    The shards both run on the worker node, or with `split` shard 0 on the head and
+    shard 1 on the worker (the layout of the one run that lost a delivery before the
+    ingest was shielded from its caller going away: docs/reliability.md).
+    """
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     pem, public = app_key_pair()
     fake = FakeGitHub.start_in_thread(app_id=APP_ID, public_key_pem=public)
@@ -225,7 +232,8 @@ def run(address: str, journal_url: str, before: float, after: float) -> dict[str
     try:
         head, worker = _nodes()
         install_all(fake, INSTALLATIONS)
-        wait_ready(_create_actors(runtime, worker), timeout=60)
+        targets = [head, worker] if split else [worker, worker]
+        wait_ready(_create_actors(runtime, targets), timeout=60)
         port = free_port()
         # One proxy, on the head: both raylets share this machine's ports.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
@@ -271,9 +279,10 @@ def main() -> int:
     parser.add_argument("--journal-url", required=True, help="postgresql://…")
     parser.add_argument("--before", type=float, default=2.0, help="seconds streamed before")
     parser.add_argument("--after", type=float, default=3.0, help="at least, after the kill")
+    parser.add_argument("--split", action="store_true", help="shard 0 on the head node")
     args = parser.parse_args()
     try:
-        result = run(args.address, args.journal_url, args.before, args.after)
+        result = run(args.address, args.journal_url, args.before, args.after, args.split)
     except Exception as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
