@@ -91,6 +91,8 @@ class ShardCore:
         #: Every append of the shard (ingest and handlers' outcomes) goes through it.
         self.appends = AppendGroup(journal)
         self.turns = Turns()
+        #: Ingest calls under way (each runs to its end even if its caller goes away).
+        self._ingesting: set[asyncio.Future[list[Status]]] = set()
         self.bot_class = bot_class
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
@@ -321,6 +323,9 @@ class ShardCore:
         """
         call = asyncio.ensure_future(self._ingest(parts))
         call.add_done_callback(_retrieved)
+        # `wait_idle` (and so a drain) waits for it too: held here, not only by its caller.
+        self._ingesting.add(call)
+        call.add_done_callback(self._ingesting.discard)
         return await asyncio.shield(call)
 
     async def _ingest(self, parts: tuple[bytes, ...]) -> list[Status]:
@@ -699,9 +704,12 @@ class ShardCore:
         return drained
 
     async def wait_idle(self) -> None:
-        """Return once recovery is through and no installation has queued or running work."""
+        """Return once recovery is through, no ingest call is under way, and no
+        installation has queued or running work."""
         if self.recovery is not None:
             await asyncio.shield(self.recovery)
+        while self._ingesting:  # a batch being journaled hands its deliveries over next
+            await asyncio.wait(set(self._ingesting))
         while self._reactivating:  # installations read again after a journal failure
             await asyncio.gather(*list(self._reactivating.values()), return_exceptions=True)
         while any(host.busy for host in self.hosts.values()):

@@ -462,7 +462,9 @@ def _reshard(settings: RuntimeSettings) -> None:
         return
     wanted = (settings.shards, settings.vshards)
     layouts = _layouts(running)
-    if layouts is not None and layouts <= {wanted} and len(running) == settings.shards:
+    # At least one shard must have answered: with none (all restarting), the layout is
+    # unknown, and the shards are replaced rather than kept on a guess.
+    if layouts and layouts <= {wanted} and len(running) == settings.shards:
         return
     layouts = layouts or set()
     if any(vshards != settings.vshards for _, vshards in layouts):

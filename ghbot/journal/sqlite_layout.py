@@ -240,5 +240,7 @@ def _remove_empty(path: Path) -> None:
     """Delete a shard file above the new count, once it holds no stream."""
     if _streams(path):
         raise UsageError(f"{path} still holds streams after the move; run the reshard again")
-    for suffix in ("", "-wal", "-shm"):
+    # The WAL and its index first: a crash in between must not leave a WAL that a later
+    # file of the same name would replay.
+    for suffix in ("-wal", "-shm", ""):
         Path(f"{path}{suffix}").unlink(missing_ok=True)

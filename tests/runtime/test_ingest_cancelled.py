@@ -50,3 +50,29 @@ async def test_a_call_cancelled_mid_commit_still_runs_its_delivery(tmp_path: Pat
     assert statuses == ["duplicate"]
     assert history.effects == ["cut-short"]
     check(history, found)
+
+
+async def test_waiting_for_idle_waits_for_an_ingest_under_way(tmp_path: Path) -> None:
+    """A drain (`wait_idle`) that starts while a batch is being journaled returns only
+    after that batch's deliveries were handed over and run: not "drained" with a commit
+    still in flight and its deliveries about to start."""
+    history = Effects.history = History()
+    journal = await open_journal(f"sqlite://{tmp_path}/journal", shard_count=VSHARDS)
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    await shard.start()
+    body = payload("issues.opened", installation=4, issue__number=1)
+    item = inbound(Effects, "issues", body, delivery_id="in-flight")
+    file: Any = journal._file(0)
+    submit = file.submit_appends
+    file.submit_appends = lambda *args: asyncio.get_running_loop().call_later(0.2, submit, *args)
+    try:
+        call = asyncio.create_task(shard.ingest(encode_batch([item])))
+        await asyncio.sleep(0.05)  # the commit is under way
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        ran_before_idle = list(history.effects)
+        assert [str(s) for s in await call] == ["accepted"]
+    finally:
+        await shard.close()
+        await journal.close()
+    assert ran_before_idle == ["in-flight"]
