@@ -206,7 +206,9 @@ def main() -> None:
     parser.add_argument("--journal", default=os.environ.get("GHBOT_TEST_POSTGRES_URL", ""))
     args = parser.parse_args()
     if not args.journal.startswith("postgres"):
-        raise SystemExit("needs a PostgreSQL journal: --journal URL or GHBOT_TEST_POSTGRES_URL")
+        # Skipped, as bench_e2e skips Probot without Node: `make bench` goes on.
+        print("# skipped: needs a PostgreSQL journal (--journal URL or GHBOT_TEST_POSTGRES_URL)")
+        return
     schema = f"ghbot_bench2n_{uuid.uuid4().hex[:8]}"
     journal = f"{args.journal}{'&' if '?' in args.journal else '?'}schema={schema}"
     temp_dir = Path(tempfile.mkdtemp(prefix="ghbot2n-", dir="/tmp"))

@@ -6,7 +6,8 @@ Each benchmark runs as its own process, from the repository's root, with its out
 shown as it comes; a summary of names, seconds and exit codes ends the run, which
 exits 1 if any benchmark failed. The quick configurations take a few minutes in all
 (most of it the ones that start a local Ray); `--full` runs each one's own defaults,
-which take much longer (bench_soak_memory alone ten minutes). Those marked Ray start a
+which take much longer (bench_soak_memory alone ten minutes; bench_two_nodes needs
+GHBOT_TEST_POSTGRES_URL and says it skipped without it). Those marked Ray start a
 Ray of their own, and bench_e2e's Serve ingress takes port 8000: run one Ray benchmark
 at a time on a machine.
 """
@@ -47,6 +48,7 @@ BENCHMARKS = (
     Bench("bench_memory", ("--installations", "1000"), ray=True),
     Bench("bench_burst", ("--deliveries", "120", "--installations", "12"), ray=True),
     Bench("bench_e2e", ("--quick",), ray=True),
+    Bench("bench_two_nodes", ("--deliveries", "1000", "--warmup", "200"), ray=True),
     Bench(
         "bench_soak_memory",
         ("--minutes", "2", "--rate", "20", "--installations", "200"),
