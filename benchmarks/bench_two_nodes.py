@@ -21,16 +21,13 @@ every delivery's comment is counted.)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from bench_e2e import Harness, bench_runtime, free_port, keys, row  # noqa: E402
+
+# The two-node test's own teardown: its processes stopped by pid, its schema dropped.
+from tests.cluster.test_two_nodes import _drop_schema as drop_schema  # noqa: E402
+from tests.cluster.test_two_nodes import _stop as stop_cluster  # noqa: E402
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -67,57 +68,6 @@ def start_cluster(temp_dir: Path) -> tuple[str, dict[str, str]]:
         if started.returncode != 0:
             raise RuntimeError(f"ray start {args}:\n{started.stderr[-3000:]}")
     return f"127.0.0.1:{port}", env
-
-
-def stop_cluster(temp_dir: Path) -> list[int]:
-    """Stop the processes naming `temp_dir` and their children; return the survivors."""
-    parents: dict[int, int] = {}
-    own: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        if str(temp_dir).encode() in cmdline and int(entry.name) != os.getpid():
-            own.add(int(entry.name))
-    found, grew = set(own), True
-    while grew:
-        children = {pid for pid, parent in parents.items() if parent in found} - found
-        found |= children
-        grew = bool(children)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 10
-        while found and time.monotonic() < deadline:
-            found = {pid for pid in found if _running(pid)}
-            time.sleep(0.2)
-    return sorted(found)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def drop_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 def run(args: argparse.Namespace, address: str, env: dict[str, str], journal: str) -> None:
