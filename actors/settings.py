@@ -34,6 +34,9 @@ class RuntimeSettings:
     ingress_replicas: int = 1
     batch_inflight: int = 2
     batch_max: int = 256
+    #: Batches go from the ingress to a shard over a TCP connection of their own
+    #: (`actors.ray.channel`); False: as Ray actor calls (`GHBOT_SHARD_CHANNEL=ray`).
+    shard_channel: bool = True
     pace_writes: float | None = 1.0
     #: Seconds between redelivery sweeps (see `ghbot.redelivery`); 0 turns them off.
     redeliver_every: float = 120.0

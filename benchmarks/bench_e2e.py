@@ -330,6 +330,7 @@ def run_on_serve(
         ingress_replicas=args.replicas,
         pace_writes=None,
         batch_inflight=args.batch_inflight,
+        shard_channel=args.shard_channel == "tcp",
     )
     try:
         if floor:
@@ -435,7 +436,15 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--vshards", type=int, default=0, help="default: --shards")
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--batch-inflight", type=int, default=2, help="Ray calls per shard")
+    parser.add_argument(
+        "--batch-inflight", type=int, default=2, help="batches in flight to each shard"
+    )
+    parser.add_argument(
+        "--shard-channel",
+        choices=("tcp", "ray"),
+        default="tcp",
+        help="batches to a shard over its TCP channel (the default) or as Ray calls",
+    )
     parser.add_argument("--no-haproxy", action="store_true")
     parser.add_argument(
         "--serve-defaults", action="store_true", help="leave Serve's throughput settings alone"

@@ -19,7 +19,10 @@ keeps deliveries 7 days; at least 21600, the sweeper's look-back),
 GitHub for the whole app, split between the shards and the app-auth actor; default
 100, GitHub's limit), `log_received_per_second` (`GHBOT_LOG_RECEIVED_PER_SECOND`,
 received webhooks each ingress replica logs at INFO a second, default 10; 0 turns
-them off), `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings
+them off), `shard_channel` (`GHBOT_SHARD_CHANNEL`: `tcp`, the default, sends batches
+from the ingress to a shard over a TCP connection between their event loops,
+`actors.ray.channel`; `ray` sends them as Ray actor calls, for nodes that reach each
+other only on Ray's ports), `namespace` (`GHBOT_NAMESPACE`, default `ghbot`). GitHub settings
 come from the environment (see `ghbot.config`), validated here, every problem listed
 at once.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from actors.settings import RuntimeSettings, load_bot
@@ -121,6 +125,10 @@ def build_settings(
             )
         ),
     )
+    channel = (args.get("shard_channel") or env.get("GHBOT_SHARD_CHANNEL") or "tcp").lower()
+    if channel not in ("tcp", "ray"):
+        problems.append(f"shard_channel={channel!r} must be tcp or ray")
+    runtime = replace(runtime, shard_channel=channel != "ray")
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")
     if runtime.max_concurrent_requests <= runtime.shards:

@@ -8,7 +8,9 @@ failure and the redelivery sweeper has it sent again). It never waits for handle
 
 Deliveries for one shard are batched (`ShardBatcher`: while calls to the shard are in
 flight, new deliveries gather for the next) so that one Ray call and one journal
-commit carry many of them.
+commit carry many of them. Batches travel over the shard's channel, a TCP connection
+between the two event loops (`actors.ray.channel`), or as Ray calls where it cannot be
+reached or `GHBOT_SHARD_CHANNEL=ray`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ray import serve
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from actors.ray.channel import RemoteError, ShardChannel
 from actors.ray.runtime import get_or_create_actors, held_secrets, set_up_process
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
@@ -56,8 +59,13 @@ class ShardBatcher:
     carry many deliveries.
     """
 
-    def __init__(self, actor: Any, *, limit: int, max_inflight: int = 2) -> None:
+    def __init__(
+        self, actor: Any, *, limit: int, max_inflight: int = 2, direct: bool = False
+    ) -> None:
         self.actor = actor
+        #: Batches go over the shard's channel (`actors.ray.channel`) when `direct`,
+        #: else as Ray calls.
+        self.channel = ShardChannel(actor, direct=direct)
         self.limit = limit
         self.max_inflight = max_inflight
         self._items: list[Inbound] = []
@@ -91,10 +99,11 @@ class ShardBatcher:
     async def _send(self, items: list[Inbound], futures: list[asyncio.Future[Status]]) -> None:
         started = time.perf_counter()
         try:
-            statuses: list[Status] = await self.actor.ingest.remote(*encode_parts(items))
+            statuses = await self.channel.ingest(encode_parts(items))
         except Exception as exc:
             metrics.shard_call(False, time.perf_counter() - started)
-            error_type = type(exc).__name__
+            # What the shard raised, or what broke on the way.
+            error_type = str(exc) if isinstance(exc, RemoteError) else type(exc).__name__
             log.warning(
                 "shard refused a batch of %d: %s",
                 len(items),
@@ -103,7 +112,7 @@ class ShardBatcher:
             )
             for future in futures:
                 if not future.done():
-                    future.set_exception(ShardUnavailable(type(exc).__name__))
+                    future.set_exception(ShardUnavailable(error_type))
             return
         metrics.shard_call(True, time.perf_counter() - started)
         for future, status in zip(futures, statuses, strict=True):
@@ -237,7 +246,12 @@ class WebhookIngress:
         #: Received webhooks logged at INFO a second by this replica (None: none).
         self.received_logged = _received_limiter(settings.log_received_per_second)
         self.batchers = [
-            ShardBatcher(shard, limit=settings.batch_max, max_inflight=settings.batch_inflight)
+            ShardBatcher(
+                shard,
+                limit=settings.batch_max,
+                max_inflight=settings.batch_inflight,
+                direct=settings.shard_channel,
+            )
             for shard in self.shards
         ]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from actors.ray.channel import ChannelAddress, ChannelServer
 from actors.ray.metrics import install_ray_metrics
 from actors.ray.sigterm import ExitAfter
 from actors.records import NO_INSTALLATION
@@ -93,6 +94,8 @@ class ShardActor:
         self.settings = settings
         self._core: ShardCore | None = None
         self._starting: asyncio.Task[ShardCore] | None = None
+        self._channel: ChannelServer | None = None
+        self._opening: asyncio.Lock | None = None
         #: On SIGTERM: drain, close the journal, then exit (and Ray restarts the shard).
         self.sigterm: ExitAfter | None = None
         # Ray runs an async actor's __init__ on its event loop: start at once, so a
@@ -171,10 +174,32 @@ class ShardActor:
         """Journal and queue a batch of deliveries, in parts (see `ShardCore.ingest`)."""
         return await (await self._ready()).ingest(*parts)
 
+    async def channel(self) -> ChannelAddress | None:
+        """Where the ingress sends batches (`actors.ray.channel`), opening it the first
+        time; None when the deployment sends them as Ray calls."""
+        if not self.settings.shard_channel:
+            return None
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._channel is None:
+                host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+                self._channel = await ChannelServer.start(self.ingest, host)
+                log.info(
+                    "shard %d takes batches on %s:%d", self.index, host, self._channel.address.port
+                )
+        return self._channel.address
+
     async def stats(self) -> dict[str, Any]:
         """Return the shard's counters; starting the shard if it has not started yet."""
         stats = (await self._ready()).stats()
-        return {"index": self.index, "version": self.settings.version, **stats}
+        channel = self._channel.batches if self._channel is not None else 0
+        return {
+            "index": self.index,
+            "version": self.settings.version,
+            "channel_batches": channel,
+            **stats,
+        }
 
     async def ready(self) -> dict[str, Any]:
         """Tell whether this shard takes deliveries now: started, journal answering.

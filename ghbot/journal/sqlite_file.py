@@ -4,6 +4,8 @@ Every write to the file goes through its writer thread, which owns one connectio
 The thread takes everything queued (up to `max_batch` requests), appends it in one
 ``BEGIN IMMEDIATE`` transaction and one fsync (WAL, ``synchronous=FULL``), then
 resolves the callers' futures with one `loop.call_soon_threadsafe` per batch.
+It keeps the heads of the streams it wrote in memory (`HeadCache`), valid while no
+other connection commits to the file, which SQLite's ``data_version`` tells.
 ``BEGIN IMMEDIATE`` takes the file's write lock first, so another process writing
 the same file (a zombie shard) is serialized, and the epoch read inside the
 transaction is the one the commit is checked against.
@@ -22,8 +24,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from ghbot.errors import JournalUnavailable
-from ghbot.journal.plan import delivery_keys, plan_batch
-from ghbot.journal.records import AppendRequest, AppendResult
+from ghbot.journal.plan import Plan, delivery_keys, plan_batch
+from ghbot.journal.records import AppendRequest
 
 __all__ = ["ShardFile", "connect", "transaction"]
 
@@ -60,6 +62,9 @@ SEEN_SQL: Final = (
 INSERT_EVENTS: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_DELIVERIES: Final = "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)"
 WRITER_CACHE_KIB: Final = 16384  # the pages one batch dirties stay in memory
+#: The most stream heads a writer keeps in memory (about 100 bytes each); past it the
+#: cache starts again empty.
+MAX_CACHED_HEADS: Final = 100_000
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -151,6 +156,36 @@ def _unavailable(exc: sqlite3.Error) -> JournalUnavailable:
     return error
 
 
+class HeadCache:
+    """The last seq of streams the writer knows, so an append need not read it.
+
+    Valid only while every commit to the file is the writer connection's own appends:
+    `check` (inside the transaction, with the write lock held) empties it when
+    another connection committed since (``PRAGMA data_version`` changed: a zombie
+    shard, a CLI); the writer empties it after anything else it runs (a snapshot, an
+    epoch bump, a prune), after a failed transaction, and with a new connection.
+    """
+
+    def __init__(self) -> None:
+        self.heads: dict[str, int] = {}
+        self._version: int | None = None
+
+    def check(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self.heads.clear()
+            self._version = version
+
+    def update(self, heads: dict[str, int]) -> None:
+        if len(self.heads) + len(heads) > MAX_CACHED_HEADS:
+            self.heads.clear()
+        self.heads.update(heads)
+
+    def clear(self) -> None:
+        self.heads.clear()
+        self._version = None
+
+
 class ShardFile:
     """The SQLite file holding one shard's streams, epochs and snapshots."""
 
@@ -164,6 +199,8 @@ class ShardFile:
         self._lock = threading.Lock()
         self._created = False
         self._stopped = False
+        #: Stream heads, used and kept by the writer thread only.
+        self._heads = HeadCache()
 
     # --- called on the event loop ----------------------------------------------------
 
@@ -286,12 +323,14 @@ class ShardFile:
 
     def _failed(self, exc: sqlite3.Error) -> JournalUnavailable:
         """Drop the writer connection (the next batch reconnects) and map `exc`."""
+        self._heads.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         return _unavailable(exc)
 
     def _call(self, item: _Call) -> _Outcome:
+        self._heads.clear()  # what it writes is not known here
         try:
             return (item.future, item.fn(self._writer()), None)
         except sqlite3.Error as exc:
@@ -305,11 +344,15 @@ class ShardFile:
         else:
             requests = [r for item in group for r in item.requests]
         shard = group[0].shard
+        heads = self._heads
         try:
-            results = transaction(self._writer(), lambda c: _append(c, requests, shard))
+            plan = transaction(self._writer(), lambda c: _append(c, requests, shard, heads))
         except Exception as exc:  # rolled back: the whole group failed, and says why
+            heads.clear()
             error = self._failed(exc) if isinstance(exc, sqlite3.Error) else exc
             return [(item.future, None, error) for item in group]
+        heads.update(plan.heads)
+        results = plan.results
         outcomes: list[_Outcome] = []
         start = 0
         for item in group:
@@ -320,10 +363,15 @@ class ShardFile:
 
 
 def _append(
-    conn: sqlite3.Connection, requests: Sequence[AppendRequest], shard: int
-) -> list[AppendResult]:
-    streams = json.dumps(list({r.stream for r in requests}))
-    heads = {stream: head for stream, head in conn.execute(HEADS_SQL, (streams,)) if head}
+    conn: sqlite3.Connection, requests: Sequence[AppendRequest], shard: int, cache: HeadCache
+) -> Plan:
+    cache.check(conn)
+    known = cache.heads
+    heads = {r.stream: known[r.stream] for r in requests if r.stream in known}
+    unknown = list({r.stream for r in requests if r.stream not in heads})
+    if unknown:
+        for stream, head in conn.execute(HEADS_SQL, (json.dumps(unknown),)):
+            heads[stream] = head or 0
     keys = delivery_keys(requests)
     seen: dict[tuple[str, str], tuple[int, int]] = {}
     if keys:
@@ -345,4 +393,4 @@ def _append(
         conn.executemany(INSERT_EVENTS, plan.events)
     if plan.deliveries:
         conn.executemany(INSERT_DELIVERIES, plan.deliveries)
-    return plan.results
+    return plan

@@ -202,6 +202,9 @@ def test_two_raylets_share_one_postgres_journal(
     assert result["sent"] == 20
     assert result["statuses"] == {"202": 20, "200": 4}
     assert result["shard_received"] == [10, 10] and result["shard_duplicates"] == [2, 2]
+    # The batches crossed from the ingress's node to each shard's over the shards'
+    # TCP channels, not as Ray calls.
+    assert all(n > 0 for n in result["shard_channel_batches"]), result
     # Handled exactly once: one comment per delivery at the fake, none missing.
     assert result["idle"] == [True, True]
     assert result["missing"] == [] and result["handled_more_than_once"] == []

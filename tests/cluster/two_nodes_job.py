@@ -224,6 +224,7 @@ def run(address: str, journal_url: str, per_installation: int) -> dict[str, Any]
             "statuses": dict(collections.Counter(statuses)),
             "shard_received": [s["received"] for s in stats],
             "shard_duplicates": [s["duplicates"] for s in stats],
+            "shard_channel_batches": [s["channel_batches"] for s in stats],
             "idle": idle,
             "missing": sorted(every - set(counts)),
             "handled_more_than_once": sorted(g for g, n in counts.items() if n > 1),

@@ -102,3 +102,31 @@ async def test_postgres_recovers_after_its_connections_are_killed(
             outcomes.append(False)
     assert outcomes[-1] is True
     assert await journal.last_seq("s") == 1 + outcomes.count(True)
+
+
+async def test_a_writer_keeps_heads_in_memory_and_forgets_them_when_another_writes(
+    tmp_path: Path,
+) -> None:
+    """The SQLite writer's stream heads (`HeadCache`): kept between appends, and
+    dropped when another connection commits, so two writers never reuse a seq."""
+    url = f"sqlite://{tmp_path}/data?shards=1"
+    one, two = await open_journal(url), await open_journal(url)
+    try:
+        first = await one.append("s", [NewEvent("t", b"1")], shard=0)
+        file = one._file(0)  # type: ignore[attr-defined]
+        assert file._heads.heads == {"s": first.last_seq}
+        # Another connection (a zombie shard, a CLI) appends to the same stream...
+        second = await two.append("s", [NewEvent("t", b"2"), NewEvent("t", b"3")], shard=0)
+        assert second.first_seq == first.last_seq + 1
+        # ...so the first writer reads the head again instead of reusing seq 2.
+        third = await one.append("s", [NewEvent("t", b"4")], shard=0)
+        assert third.first_seq == second.last_seq + 1
+        assert [r.seq for r in await one.read("s", shard=0)] == [1, 2, 3, 4]
+        assert file._heads.heads == {"s": 4}
+        # What it writes other than appends (here an epoch bump) empties the cache.
+        await one.acquire_epoch(0)
+        assert file._heads.heads == {}
+        assert (await one.append("s", [NewEvent("t", b"5")], shard=0)).first_seq == 5
+    finally:
+        await one.close()
+        await two.close()

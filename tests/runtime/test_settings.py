@@ -69,6 +69,17 @@ def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> 
             build_settings(bot, env)
 
 
+def test_the_shard_channel_is_tcp_unless_set_to_ray(pem_pkcs8: bytes) -> None:
+    bot = {"bot": "examples.greeter:Greeter"}
+    assert build_settings(bot, _env(pem_pkcs8)).shard_channel is True
+    env = {**_env(pem_pkcs8), "GHBOT_SHARD_CHANNEL": "RAY"}
+    assert build_settings(bot, env).shard_channel is False
+    assert build_settings({**bot, "shard_channel": "tcp"}, env).shard_channel is True
+    env = {**_env(pem_pkcs8), "GHBOT_SHARD_CHANNEL": "udp"}
+    with pytest.raises(ConfigError, match="shard_channel='udp' must be tcp or ray"):
+        build_settings(bot, env)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         build_settings({"bot": "nowhere:Bot", "shards": "0", "vshards": "x"}, {})

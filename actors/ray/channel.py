@@ -1,0 +1,301 @@
+"""The ingress's direct connection to a shard: batches over TCP, not Ray actor calls.
+
+A Ray actor call into a shard crosses threads twice at each end: Ray's core worker
+threads hand the call to the actor's event loop and take its result back, and each
+hand-off waits for the GIL, which the shard's event loop holds while it runs handlers
+(up to the interpreter's 5 ms switch interval a time). Measured with `bench_e2e.py`,
+half of the ingress's wait for a batch's journaling went there (`benchmarks/RESULTS.md`).
+Over this channel a batch goes from the ingress's event loop to the shard's and back
+with no other thread in between.
+
+Ray still places, restarts and fences the shards; the channel is only the data path.
+The shard opens it on demand (`ChannelServer`): a TCP port on its node's address, and
+a random token of this process's life that a client must send first. Its address and
+token go to the ingress in a Ray call (`ShardActor.channel`), so the channel is as
+private as Ray's own calls. A client (`ShardChannel`) keeps one connection per shard,
+with several batches in flight on it. When the connection breaks the batches on it
+fail (the ingress answers 503 and GitHub sends them again: a delivery that was
+journaled all the same is then a duplicate), and the next batch asks the shard, through
+Ray, where it is now: a restarted shard has a new port and a new token. Where the
+shard's port cannot be reached (a firewall between nodes that lets only Ray's ports
+through) the client falls back to Ray calls; `GHBOT_SHARD_CHANNEL=ray` makes that the
+only path.
+
+Frames: a 4-byte big-endian length, then MessagePack. The client's first frame is the
+token; then requests `[id, parts]` (the parts of `actors.wire.encode_parts`) and
+answers `[id, statuses, error]`: the statuses, or the name of the error's type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from actors.wire import Status
+
+__all__ = ["ChannelAddress", "ChannelClosed", "ChannelServer", "RemoteError", "ShardChannel"]
+
+log = logging.getLogger("ghbot.channel")
+
+_LENGTH: Final = struct.Struct(">I")
+#: The largest frame either side reads: a batch of `batch_max` deliveries of up to
+#: GitHub's 25 MB cap is far below it; a length past it is a broken peer.
+MAX_FRAME: Final = 1 << 31
+TOKEN_BYTES: Final = 32
+#: Seconds a client waits to connect before it falls back to Ray calls.
+CONNECT_TIMEOUT: Final = 5.0
+#: Seconds a client that could not connect uses Ray calls before it tries again.
+FALLBACK_FOR: Final = 60.0
+#: TCP keepalive: a peer gone without a word (its node lost) is noticed in about
+#: IDLE + INTERVAL * COUNT seconds, as Ray notices a lost node.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 10, 5, 3
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_request = msgspec.msgpack.Decoder(tuple[int, list[bytes]]).decode
+_decode_answer = msgspec.msgpack.Decoder(tuple[int, list[Status] | None, str | None]).decode
+
+
+class ChannelAddress(msgspec.Struct, frozen=True):
+    """Where a shard's channel listens, and the token it wants first."""
+
+    host: str
+    port: int
+    token: bytes
+
+    def __repr__(self) -> str:  # the token is a credential: never in a log
+        return f"ChannelAddress(host={self.host!r}, port={self.port})"
+
+
+class ChannelClosed(ConnectionError):
+    """The connection to the shard closed with the batch on it unanswered."""
+
+
+def _frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> bytes:
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    if length > limit:
+        raise ConnectionError(f"a frame of {length} bytes is past the channel's limit")
+    return await reader.readexactly(length)
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS keeps its defaults
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+class ChannelServer:
+    """A shard's end: takes batches from authenticated connections, answers each."""
+
+    def __init__(self, ingest: Callable[..., Awaitable[list[Status]]], host: str) -> None:
+        self._ingest = ingest
+        self._server: asyncio.Server | None = None
+        self._token = secrets.token_bytes(TOKEN_BYTES)
+        self._port = 0
+        self.host = host
+        #: Connections refused for a wrong token, and batches taken: for tests and stats.
+        self.refused = 0
+        self.batches = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    async def start(
+        cls, ingest: Callable[..., Awaitable[list[Status]]], host: str
+    ) -> ChannelServer:
+        """Listen on `host` (a free port); `ingest(*parts)` journals each batch."""
+        channel = cls(ingest, host)
+        channel._server = await asyncio.start_server(channel._serve, host, 0)
+        channel._port = channel._server.sockets[0].getsockname()[1]
+        return channel
+
+    @property
+    def address(self) -> ChannelAddress:
+        return ChannelAddress(self.host, self._port, self._token)
+
+    def close(self) -> None:
+        """Stop listening and drop the connections; batches under way run on."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            # Before the token, a peer gets no more than the token's length read.
+            token = await asyncio.wait_for(_read_frame(reader, TOKEN_BYTES), CONNECT_TIMEOUT)
+            if not hmac.compare_digest(token, self._token):
+                self.refused += 1
+                log.warning(
+                    "refused a channel connection from %s: wrong token",
+                    writer.get_extra_info("peername"),
+                )
+                return
+            _keepalive(writer)
+            while True:
+                request_id, parts = _decode_request(await _read_frame(reader))
+                self.batches += 1
+                task = asyncio.get_running_loop().create_task(
+                    self._answer(writer, request_id, parts)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            return  # the client went away (or never spoke): nothing is owed to it
+        except msgspec.DecodeError:
+            log.warning("closed a channel connection that sent a malformed frame")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(
+        self, writer: asyncio.StreamWriter, request_id: int, parts: list[bytes]
+    ) -> None:
+        statuses: list[Status] | None = None
+        error: str | None = None
+        try:
+            statuses = await self._ingest(*parts)
+        except Exception as exc:  # the ingress answers 503 and names the type
+            error = type(exc).__name__
+        if writer.is_closing():
+            return
+        writer.write(_frame(_encode((request_id, statuses, error))))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+
+
+class _Connection:
+    """One client connection: batches in flight, matched to answers by id."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._pending: dict[int, asyncio.Future[list[Status]]] = {}
+        self._next_id = 0
+        self.closed = False
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, address: ChannelAddress) -> _Connection:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        _keepalive(writer)
+        writer.write(_frame(address.token))
+        return cls(reader, writer)
+
+    async def call(self, parts: Sequence[bytes]) -> list[Status]:
+        if self.closed:
+            raise ChannelClosed("the connection to the shard is closed")
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[list[Status]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._writer.write(_frame(_encode((request_id, list(parts)))))
+            await self._writer.drain()
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def _read(self) -> None:
+        reason: BaseException = ChannelClosed("the shard closed the connection")
+        try:
+            while True:
+                request_id, statuses, error = _decode_answer(await _read_frame(self._reader))
+                future = self._pending.get(request_id)
+                if future is None or future.done():
+                    continue
+                if error is not None or statuses is None:
+                    future.set_exception(RemoteError(error or "no answer"))
+                else:
+                    future.set_result(statuses)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            reason = ChannelClosed(f"the connection to the shard broke ({type(exc).__name__})")
+        except msgspec.DecodeError:
+            reason = ChannelClosed("the shard sent a malformed frame")
+        finally:
+            self.closed = True
+            self._writer.close()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(reason)
+
+
+class RemoteError(Exception):
+    """The shard's `ingest` raised; the message is the type of what it raised."""
+
+
+class ShardChannel:
+    """The ingress's end for one shard actor: `ingest(parts)` over the channel."""
+
+    def __init__(self, actor: Any, *, direct: bool = True) -> None:
+        self.actor = actor
+        self.direct = direct
+        self._connection: _Connection | None = None
+        self._lock = asyncio.Lock()
+        self._ray_until = 0.0
+
+    async def ingest(self, parts: Sequence[bytes]) -> list[Status]:
+        """Journal a batch through the shard; raise when it did not answer."""
+        connection = await self._connect() if self.direct else None
+        if connection is None:
+            statuses: list[Status] = await self.actor.ingest.remote(*parts)
+            return statuses
+        return await connection.call(parts)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _connect(self) -> _Connection | None:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        if time.monotonic() < self._ray_until:
+            return None
+        async with self._lock:
+            if self._connection is not None and not self._connection.closed:
+                return self._connection
+            # Where the shard is now (it may have restarted); raises as a Ray call to a
+            # lost shard does, and the batch is answered 503.
+            address: ChannelAddress | None = await self.actor.channel.remote()
+            if address is None:  # the shard runs without a channel
+                self._ray_until = time.monotonic() + FALLBACK_FOR
+                return None
+            try:
+                self._connection = await asyncio.wait_for(
+                    _Connection.open(address), CONNECT_TIMEOUT
+                )
+            except (OSError, TimeoutError) as exc:
+                log.warning(
+                    "cannot reach the shard's channel at %s:%d (%s): using Ray calls for %g s",
+                    address.host,
+                    address.port,
+                    type(exc).__name__,
+                    FALLBACK_FOR,
+                )
+                self._ray_until = time.monotonic() + FALLBACK_FOR
+                return None
+            return self._connection

@@ -1,0 +1,182 @@
+"""The shard's channel (`actors.ray.channel`): real TCP on 127.0.0.1, the real batcher,
+and a stand-in for the shard actor's Ray handle (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import pytest
+
+from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
+from actors.ray.ingress import ShardBatcher, ShardUnavailable
+from actors.records import DeliveryReceived
+from actors.wire import Inbound, Status, decode_batch
+from ghbot.errors import JournalUnavailable
+
+
+def item(n: int, body: bytes = b"{}") -> Inbound:
+    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
+    return Inbound(installation_id=1, vshard=0, received=received)
+
+
+class Shard:
+    """What the channel server calls: records each batch, answers, or raises."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.error: Exception | None = None
+        self.hold: asyncio.Event | None = None
+        self.arrived = asyncio.Event()
+
+    async def ingest(self, *parts: bytes) -> list[Status]:
+        items = [i for part in parts for i in decode_batch(part)]
+        self.batches.append([i.received.delivery_id for i in items])
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.error is not None:
+            raise self.error
+        return [Status.ACCEPTED] * len(items)
+
+
+class _Method:
+    def __init__(self, fn: Any) -> None:
+        self.remote = fn
+
+
+class Handle:
+    """Stands in for the shard actor's Ray handle: `channel.remote()` says where the
+    channel is (None: none), `ingest.remote(*parts)` is the Ray-call path."""
+
+    def __init__(self, address: ChannelAddress | None) -> None:
+        self.address = address
+        self.ray_batches: list[int] = []
+        self.asked = 0
+        self.channel = _Method(self._channel)
+        self.ingest = _Method(self._ingest)
+
+    async def _channel(self) -> ChannelAddress | None:
+        self.asked += 1
+        return self.address
+
+    async def _ingest(self, *parts: bytes) -> list[Status]:
+        n = sum(len(decode_batch(part)) for part in parts)
+        self.ray_batches.append(n)
+        return [Status.DUPLICATE] * n
+
+
+async def test_batches_go_over_the_channel_and_not_as_ray_calls() -> None:
+    shard = Shard()
+    server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    handle = Handle(server.address)
+    batcher = ShardBatcher(handle, limit=4, max_inflight=2, direct=True)
+    try:
+        futures = [batcher.submit(item(n, b"x" * 12_000)) for n in range(10)]
+        assert await asyncio.gather(*futures) == [Status.ACCEPTED] * 10
+        assert [d for batch in shard.batches for d in batch] == [f"d{n}" for n in range(10)]
+        assert handle.ray_batches == [] and server.batches == len(shard.batches) >= 3
+        assert handle.asked == 1  # one connection, kept
+    finally:
+        batcher.channel.close()
+        server.close()
+
+
+async def test_what_the_shard_raised_fails_its_batch_with_the_error_named() -> None:
+    shard = Shard()
+    shard.error = JournalUnavailable("disk full")
+    server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    batcher = ShardBatcher(Handle(server.address), limit=8, direct=True)
+    try:
+        with pytest.raises(ShardUnavailable, match=r"^JournalUnavailable$"):
+            await batcher.submit(item(1))
+        shard.error = None  # the connection outlives a failed batch
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+    finally:
+        batcher.channel.close()
+        server.close()
+
+
+async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested() -> None:
+    shard = Shard()
+    server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    address = server.address
+    try:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write(_frame(b"not the token"))
+        writer.write(_frame(b"\x92\x01\x91\xc4\x00"))  # [1, [b""]]: a request
+        await writer.drain()
+        assert await reader.read() == b""  # closed without an answer
+        writer.close()
+        assert shard.batches == [] and server.refused == 1
+        # Nor is a long frame read before the token: the length alone ends it.
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        writer.write((2**30).to_bytes(4, "big"))
+        await writer.drain()
+        assert await reader.read() == b""
+        writer.close()
+    finally:
+        server.close()
+
+
+async def test_a_lost_connection_fails_the_batches_on_it_and_the_next_asks_again() -> None:
+    shard = Shard()
+    shard.hold = asyncio.Event()
+    first = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    handle = Handle(first.address)
+    batcher = ShardBatcher(handle, limit=8, direct=True)
+    try:
+        pending = batcher.submit(item(1))
+        await shard.arrived.wait()
+        first.close()  # as the shard's process dying does
+        with pytest.raises(ShardUnavailable, match="ChannelClosed"):
+            await pending
+        # A restarted shard listens elsewhere, with another token.
+        shard.hold = None
+        second = await ChannelServer.start(shard.ingest, "127.0.0.1")
+        assert second.address.port != first.address.port
+        assert second.address.token != first.address.token
+        handle.address = second.address
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        assert handle.asked == 2 and second.batches == 1
+        second.close()
+    finally:
+        batcher.channel.close()
+
+
+async def test_an_unreachable_channel_falls_back_to_ray_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = b"T" * 32
+    handle = Handle(ChannelAddress("127.0.0.1", port, token))
+    batcher = ShardBatcher(handle, limit=8, direct=True)
+    with caplog.at_level(logging.WARNING, logger="ghbot.channel"):
+        assert await batcher.submit(item(1)) == Status.DUPLICATE
+        assert await batcher.submit(item(2)) == Status.DUPLICATE
+    assert handle.ray_batches == [1, 1] and handle.asked == 1  # not asked again at once
+    assert "using Ray calls" in caplog.text
+    assert "TTTT" not in caplog.text and "TTTT" not in repr(handle.address)
+
+
+async def test_a_shard_without_a_channel_is_sent_ray_calls() -> None:
+    handle = Handle(None)
+    batcher = ShardBatcher(handle, limit=8, direct=True)
+    assert await batcher.submit(item(1)) == Status.DUPLICATE
+    assert handle.ray_batches == [1]
+    handle.asked = 0
+    ray_only = ShardBatcher(handle, limit=8)  # GHBOT_SHARD_CHANNEL=ray
+    assert await ray_only.submit(item(2)) == Status.DUPLICATE
+    assert handle.asked == 0
+
+
+async def test_a_frame_is_read_whole_and_an_oversized_length_is_refused() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(_frame(b"abc") + (2**31 + 1).to_bytes(4, "big"))
+    assert await _read_frame(reader) == b"abc"
+    with pytest.raises(ConnectionError, match="past the channel's limit"):
+        await _read_frame(reader)
