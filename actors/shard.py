@@ -40,11 +40,14 @@ from ghbot.client import GitHub
 from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
-from ghbot.journal.records import AppendRequest, NewEvent
+from ghbot.journal.records import AppendRequest, AppendResult, NewEvent
 from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
 
-__all__ = ["DEDUP_WINDOW", "ShardCore"]
+__all__ = ["DEDUP_WINDOW", "Answer", "ShardCore"]
+
+#: Called with a batch's statuses once they are known (`ShardCore.ingest`).
+Answer = Callable[[list[Status]], None]
 
 log = logging.getLogger("ghbot.shard")
 
@@ -303,7 +306,7 @@ class ShardCore:
 
     # --- the hot path -------------------------------------------------------------
 
-    async def ingest(self, *parts: bytes) -> list[Status]:
+    async def ingest(self, *parts: bytes, answer: Answer | None = None) -> list[Status]:
         """Journal a batch of deliveries durably, then queue them; one status each.
 
         The batch comes in `parts` (`actors.wire.encode_parts`), each one argument of
@@ -316,19 +319,24 @@ class ShardCore:
         installations are then read again from the journal (`_reload_later`), so a
         redelivery, a duplicate, is not left unhandled.
 
+        `answer`, when given, is called with the statuses as soon as they are known,
+        before the deliveries are handed to their hosts: the shard's channel answers
+        the ingress from it, ahead of the handler work the hand-over wakes (on the
+        event loop, that work would otherwise run first).
+
         A caller that goes away (cancelled: its request, process or node gone) does not
         cut the call short: between the commit and the hand-over to the hosts, that
         would leave deliveries journaled, answered duplicate on redelivery, and never
         run. The call runs on to its end.
         """
-        call = asyncio.ensure_future(self._ingest(parts))
+        call = asyncio.ensure_future(self._ingest(parts, answer))
         call.add_done_callback(_retrieved)
         # `wait_idle` (and so a drain) waits for it too: held here, not only by its caller.
         self._ingesting.add(call)
         call.add_done_callback(self._ingesting.discard)
         return await asyncio.shield(call)
 
-    async def _ingest(self, parts: tuple[bytes, ...]) -> list[Status]:
+    async def _ingest(self, parts: tuple[bytes, ...], answer: Answer | None) -> list[Status]:
         inbound = [item for part in parts for item in decode_batch(part)]
         if self.draining:
             log.warning("refused a batch of %d: the shard is draining", len(inbound))
@@ -359,24 +367,13 @@ class ShardCore:
                     self._reload_later(installation_id, exc)
                 raise
             statuses: list[Status] = []
+            accepted: list[tuple[Inbound, AppendResult]] = []
             for item in inbound:
                 result = next(results) if self._owns(item) else None
                 if result is not None and result.status == "ok":
                     if item.received.event == "installation":
                         self._note_installation(item)
-                    try:
-                        await turn.wait(item.installation_id)
-                        host = await self.host(item.installation_id)
-                    except JournalUnavailable as exc:
-                        # Journaled, so accepted: the activation, tried again, replays it.
-                        self._reload_later(item.installation_id, exc)
-                    else:
-                        host.accept(
-                            item.received,
-                            result.first_seq,
-                            completed=item.completed,
-                            last_seq=result.last_seq,
-                        )
+                    accepted.append((item, result))
                     statuses.append(Status.ACCEPTED)
                     self.counters["received"] += 1
                 elif result is not None and result.status == "duplicate":
@@ -394,6 +391,22 @@ class ShardCore:
                         "delivery %s refused: %s", item.received.delivery_id, why, extra=fields
                     )
                     statuses.append(Status.REFUSED)
+            if answer is not None:
+                answer(statuses)  # journaled: the ingress can answer GitHub now
+            for item, result in accepted:
+                try:
+                    await turn.wait(item.installation_id)
+                    host = await self.host(item.installation_id)
+                except JournalUnavailable as exc:
+                    # Journaled, so accepted: the activation, tried again, replays it.
+                    self._reload_later(item.installation_id, exc)
+                else:
+                    host.accept(
+                        item.received,
+                        result.first_seq,
+                        completed=item.completed,
+                        last_seq=result.last_seq,
+                    )
             return statuses
         finally:
             turn.release()

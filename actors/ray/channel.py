@@ -101,10 +101,15 @@ def _keepalive(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
+#: What the channel calls for a batch: journal `parts`, call `answer` with the
+#: statuses as soon as they are known (or leave it to the return value).
+Ingest = Callable[[list[bytes], Callable[[list[Status]], None]], Awaitable[list[Status]]]
+
+
 class ChannelServer:
     """A shard's end: takes batches from authenticated connections, answers each."""
 
-    def __init__(self, ingest: Callable[..., Awaitable[list[Status]]], host: str) -> None:
+    def __init__(self, ingest: Ingest, host: str) -> None:
         self._ingest = ingest
         self._server: asyncio.Server | None = None
         self._token = secrets.token_bytes(TOKEN_BYTES)
@@ -117,10 +122,8 @@ class ChannelServer:
         self._writers: set[asyncio.StreamWriter] = set()
 
     @classmethod
-    async def start(
-        cls, ingest: Callable[..., Awaitable[list[Status]]], host: str
-    ) -> ChannelServer:
-        """Listen on `host` (a free port); `ingest(*parts)` journals each batch."""
+    async def start(cls, ingest: Ingest, host: str) -> ChannelServer:
+        """Listen on `host` (a free port); `ingest(parts, answer)` journals each batch."""
         channel = cls(ingest, host)
         channel._server = await asyncio.start_server(channel._serve, host, 0)
         channel._port = channel._server.sockets[0].getsockname()[1]
@@ -169,15 +172,19 @@ class ChannelServer:
     async def _answer(
         self, writer: asyncio.StreamWriter, request_id: int, parts: list[bytes]
     ) -> None:
-        statuses: list[Status] | None = None
-        error: str | None = None
+        answered = False
+
+        def answer(statuses: list[Status] | None, error: str | None = None) -> None:
+            nonlocal answered
+            if answered or writer.is_closing():
+                return
+            answered = True
+            writer.write(_frame(_encode((request_id, statuses, error))))
+
         try:
-            statuses = await self._ingest(*parts)
+            answer(await self._ingest(parts, answer))
         except Exception as exc:  # the ingress answers 503 and names the type
-            error = type(exc).__name__
-        if writer.is_closing():
-            return
-        writer.write(_frame(_encode((request_id, statuses, error))))
+            answer(None, type(exc).__name__)
         try:
             await writer.drain()
         except ConnectionError:

@@ -28,7 +28,7 @@ from actors.ray.metrics import install_ray_metrics
 from actors.ray.sigterm import ExitAfter
 from actors.records import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
-from actors.shard import ShardCore
+from actors.shard import Answer, ShardCore
 from actors.tracing import install_tracing
 from actors.wire import Status, shard_of, vshard_of, vshards_of
 from ghbot.auth import KeyFile
@@ -184,11 +184,15 @@ class ShardActor:
         async with self._opening:
             if self._channel is None:
                 host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-                self._channel = await ChannelServer.start(self.ingest, host)
+                self._channel = await ChannelServer.start(self._ingest_answering, host)
                 log.info(
                     "shard %d takes batches on %s:%d", self.index, host, self._channel.address.port
                 )
         return self._channel.address
+
+    async def _ingest_answering(self, parts: list[bytes], answer: Answer) -> list[Status]:
+        """`ingest` for the channel: `answer` as soon as the statuses are known."""
+        return await (await self._ready()).ingest(*parts, answer=answer)
 
     async def stats(self) -> dict[str, Any]:
         """Return the shard's counters; starting the shard if it has not started yet."""

@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from actors import InstallationActor, on
 from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.records import DeliveryReceived
+from actors.shard import Answer, ShardCore
 from actors.wire import Inbound, Status, decode_batch
 from ghbot.errors import JournalUnavailable
+from ghbot.events import Event
+from ghbot.journal import Journal
+from tests.runtime.conftest import VSHARDS, inbound, payload
 
 
 def item(n: int, body: bytes = b"{}") -> Inbound:
@@ -31,7 +36,7 @@ class Shard:
         self.hold: asyncio.Event | None = None
         self.arrived = asyncio.Event()
 
-    async def ingest(self, *parts: bytes) -> list[Status]:
+    async def ingest(self, parts: list[bytes], answer: Any) -> list[Status]:
         items = [i for part in parts for i in decode_batch(part)]
         self.batches.append([i.received.delivery_id for i in items])
         self.arrived.set()
@@ -180,3 +185,44 @@ async def test_a_frame_is_read_whole_and_an_oversized_length_is_refused() -> Non
     assert await _read_frame(reader) == b"abc"
     with pytest.raises(ConnectionError, match="past the channel's limit"):
         await _read_frame(reader)
+
+
+class Recorder(InstallationActor):
+    """Notes when its handler starts, so the test can tell it from the answer."""
+
+    log: ClassVar[list[str]] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event[Any]) -> None:
+        Recorder.log.append("handler")
+
+
+async def test_the_shard_answers_once_journaled_before_its_handlers_run(
+    journal: Journal,
+) -> None:
+    core = ShardCore(range(VSHARDS), VSHARDS, journal, Recorder)
+    await core.start()
+    Recorder.log.clear()
+
+    async def ingest(parts: list[bytes], answer: Answer) -> list[Status]:
+        return await core.ingest(*parts, answer=answer)
+
+    server = await ChannelServer.start(ingest, "127.0.0.1")
+    batcher = ShardBatcher(Handle(server.address), limit=8, direct=True)
+    try:
+        items = [inbound(Recorder, "issues", payload("issues.opened")) for _ in range(3)]
+        futures = [batcher.submit(i) for i in items]
+        for future in futures:
+            future.add_done_callback(lambda _: Recorder.log.append("answered"))
+        assert await asyncio.gather(*futures) == [Status.ACCEPTED] * 3
+        await asyncio.wait_for(core.wait_idle(), 10)
+        # Each answer reached the ingress before the handler its hand-over woke ran.
+        assert Recorder.log.index("answered") < Recorder.log.index("handler")
+        assert Recorder.log.count("handler") == 3
+        # A duplicate is answered as such, and runs nothing again.
+        again = await batcher.submit(items[0])
+        assert again == Status.DUPLICATE and Recorder.log.count("handler") == 3
+    finally:
+        batcher.channel.close()
+        server.close()
+        await core.close()
