@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -104,7 +105,9 @@ async def test_what_the_shard_raised_fails_its_batch_with_the_error_named() -> N
         server.close()
 
 
-async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested() -> None:
+async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     shard = Shard()
     server = await ChannelServer.start(shard.ingest, "127.0.0.1")
     address = server.address
@@ -116,6 +119,7 @@ async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested
         assert await reader.read() == b""  # closed without an answer
         writer.close()
         assert shard.batches == [] and server.refused == 1
+        assert "wrong token" in caplog.text
         # Nor is a long frame read before the token: the length alone ends it.
         reader, writer = await asyncio.open_connection(address.host, address.port)
         writer.write((2**30).to_bytes(4, "big"))
@@ -165,6 +169,9 @@ async def test_an_unreachable_channel_falls_back_to_ray_calls(
         assert await batcher.submit(item(2)) == Status.DUPLICATE
     assert handle.ray_batches == [1, 1] and handle.asked == 1  # not asked again at once
     assert "using Ray calls" in caplog.text
+    batcher.channel._ray_until = time.monotonic() - 1  # as a minute later
+    assert await batcher.submit(item(3)) == Status.DUPLICATE
+    assert handle.asked == 2 and handle.ray_batches == [1, 1, 1]
     assert "TTTT" not in caplog.text and "TTTT" not in repr(handle.address)
 
 
