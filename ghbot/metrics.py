@@ -211,7 +211,7 @@ def api_request(method: str, status: int | None, seconds: float) -> None:
 
 
 def shard_call(ok: bool, seconds: float) -> None:
-    """Record one batch's Ray call from the ingress to its shard (`outcome` ok or error)."""
+    """Record one batch's call from the ingress to its shard (`outcome` ok or error)."""
     shard_call_duration.record(seconds, _OUTCOME[ok])
 
 

@@ -55,7 +55,7 @@ def default_shards(cores: int | None = None) -> int:
     """Return the default number of shard actors for a machine with `cores` (this one's).
 
     Measured on 2 cores: one shard handles more webhooks a second than two (larger
-    batches per Ray call and journal commit, one process's fixed cost); from 4 cores
+    batches per call and journal commit, one process's fixed cost); from 4 cores
     two shards run side by side. Set `GHBOT_SHARDS` for a cluster: the default looks
     only at the machine `serve run` runs on.
     """

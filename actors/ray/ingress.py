@@ -7,8 +7,8 @@ it durably: 202 for a new delivery, 200 for a duplicate GUID, 4xx for bad input
 failure and the redelivery sweeper has it sent again). It never waits for handlers.
 
 Deliveries for one shard are batched (`ShardBatcher`: while calls to the shard are in
-flight, new deliveries gather for the next) so that one Ray call and one journal
-commit carry many of them. Batches travel over the shard's channel, a TCP connection
+flight, new deliveries gather for the next) so that one call and one journal commit
+carry many of them. Batches travel over the shard's channel, a TCP connection
 between the two event loops (`actors.ray.channel`), or as Ray calls where it cannot be
 reached or `GHBOT_SHARD_CHANNEL=ray`.
 """
@@ -55,7 +55,7 @@ class ShardBatcher:
     Group commit across the process boundary: at most `max_inflight` calls to the
     shard are outstanding; deliveries that arrive meanwhile wait and go together in
     the next call (at most `limit` per call). Under light load a delivery is sent at
-    once; under heavy load batches grow, and so one Ray call and one journal commit
+    once; under heavy load batches grow, and so one call and one journal commit
     carry many deliveries.
     """
 
