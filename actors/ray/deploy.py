@@ -3,7 +3,8 @@
 Arguments (`key=value` on the command line) override the environment:
 `bot` (or `GHBOT_BOT`), `shards` (`GHBOT_SHARDS`, shard actors; default
 `default_shards()`: 1 on a machine with fewer than 4 cores, where a second shard
-process costs more than it brings (`benchmarks/RESULTS.md`), else 2),
+process costs CPU and memory for a few percent more webhooks a second
+(`benchmarks/RESULTS.md`), else 2),
 `vshards` (`GHBOT_VSHARDS`, virtual shards, fixed for a journal's life unless
 `ghbot journal reshard` changes it with the deployment stopped; default: as
 many as shards, since the SQLite journal commits once per virtual shard's file — more
@@ -54,10 +55,12 @@ __all__ = ["build_settings", "default_shards", "deploy"]
 def default_shards(cores: int | None = None) -> int:
     """Return the default number of shard actors for a machine with `cores` (this one's).
 
-    Measured on 2 cores: one shard handles more webhooks a second than two (larger
-    batches per call and journal commit, one process's fixed cost); from 4 cores
-    two shards run side by side. Set `GHBOT_SHARDS` for a cluster: the default looks
-    only at the machine `serve run` runs on.
+    Measured on 2 cores: with Ray calls one shard handled more webhooks a second than
+    two; over the shards' channels two handle 3-6 % more than one but spend 17 % more
+    CPU per delivery (smaller batches, a second process's fixed cost), CPU a 2-core
+    machine's handlers need more; from 4 cores two shards run side by side. Set
+    `GHBOT_SHARDS` for a cluster: the default looks only at the machine `serve run`
+    runs on.
     """
     if cores is None:
         cores = os.cpu_count() or 1
