@@ -443,8 +443,10 @@ async def test_idle_installations_are_passivated_and_come_back(journal: Journal)
     for installation in (1, 2, 3):
         body = payload("issues.opened", installation=installation)
         await shard.ingest(batch(inbound(Recorder, "issues", body)))
-    await shard.wait_idle()
-    assert len(shard.hosts) <= 2  # the LRU cap
+        # Each done before the next arrives: only an idle host is dropped, and how far
+        # the one before got otherwise depends on the machine's load.
+        await shard.wait_idle()
+    assert list(shard.hosts) == [2, 3]  # the LRU cap: the least recently used went
     now[0] += 61
     assert shard.passivate() >= 1
     assert len(shard.hosts) == 0
