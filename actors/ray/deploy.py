@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from actors.settings import RuntimeSettings, load_bot
@@ -103,10 +102,14 @@ def build_settings(
     shards = int(number("shards", "GHBOT_SHARDS", default_shards(), 1, 64))
     if settings.private_key_path is not None:
         settings = settings.without_key()
+    channel = (args.get("shard_channel") or env.get("GHBOT_SHARD_CHANNEL") or "tcp").lower()
+    if channel not in ("tcp", "ray"):
+        problems.append(f"shard_channel={channel!r} must be tcp or ray")
     runtime = RuntimeSettings(
         bot=bot,
         settings=settings,
         namespace=args.get("namespace") or env.get("GHBOT_NAMESPACE") or "ghbot",
+        shard_channel=channel != "ray",
         shards=shards,
         vshards=int(number("vshards", "GHBOT_VSHARDS", shards, 1, 4096)),
         ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
@@ -128,10 +131,6 @@ def build_settings(
             )
         ),
     )
-    channel = (args.get("shard_channel") or env.get("GHBOT_SHARD_CHANNEL") or "tcp").lower()
-    if channel not in ("tcp", "ray"):
-        problems.append(f"shard_channel={channel!r} must be tcp or ray")
-    runtime = replace(runtime, shard_channel=channel != "ray")
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")
     if runtime.max_concurrent_requests <= runtime.shards:

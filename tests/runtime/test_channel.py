@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ from actors.wire import Inbound, Status, decode_batch
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import Journal
+from tests.net import free_port
 from tests.runtime.conftest import VSHARDS, inbound, payload
 
 
@@ -158,11 +158,8 @@ async def test_a_lost_connection_fails_the_batches_on_it_and_the_next_asks_again
 async def test_an_unreachable_channel_falls_back_to_ray_calls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     token = b"T" * 32
-    handle = Handle(ChannelAddress("127.0.0.1", port, token))
+    handle = Handle(ChannelAddress("127.0.0.1", free_port(), token))
     batcher = ShardBatcher(handle, limit=8, direct=True)
     with caplog.at_level(logging.WARNING, logger="ghbot.channel"):
         assert await batcher.submit(item(1)) == Status.DUPLICATE
