@@ -93,7 +93,7 @@ def tune_gc() -> None:
     scan. Cycles are then collected less often (`GC_THRESHOLDS`): the objects of a
     delivery are mostly freed by reference counting, and each collection of the old
     generations walked the whole heap while deliveries waited. In `bench_e2e.py` this
-    took 6-10 % more webhooks a second and the acknowledgement's p99 from 53-61 ms to
+    took 8-10 % more webhooks a second and the acknowledgement's p99 from 53-61 ms to
     33 ms (`benchmarks/RESULTS.md`).
     """
     gc.freeze()
