@@ -27,30 +27,40 @@ from ghbot.errors import JournalUnavailable
 from ghbot.journal.plan import Plan, delivery_keys, plan_batch
 from ghbot.journal.records import AppendRequest
 
-__all__ = ["ShardFile", "connect", "transaction"]
+__all__ = ["ShardFile", "connect", "create_schema", "transaction"]
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_S: Final = 5.0
-# The layout keeps per-append B-tree work low, the cost that bounds group commit:
-# events are clustered by (stream, seq) so a replay reads contiguous pages, and a
-# stream's head is max(seq) there (no separate heads table to update); deliveries
-# are appended in rowid order (so pruning deletes a prefix) with one unique index.
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS events (
-    stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL,
-    delivery_guid TEXT, recorded_at REAL NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS deliveries (
-    stream TEXT NOT NULL, delivery_guid TEXT NOT NULL, first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL, recorded_at REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS deliveries_key ON deliveries (stream, delivery_guid);
-CREATE TABLE IF NOT EXISTS snapshots (
-    stream TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
-    recorded_at REAL NOT NULL, version INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shard_epochs (shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);
-"""
+# The layout keeps per-append B-tree work low, the cost that bounds group commit.
+# Events are appended in rowid order, and a unique index on (stream, seq) finds a
+# stream's events and its head (max(seq)); no separate heads table to update. Files
+# an earlier ghbot made cluster events by (stream, seq) in a WITHOUT ROWID table
+# (`_EVENTS_CLUSTERED`), which every query here reads the same; it inserts a
+# delivery's body (kilobytes) into the middle of the tree, moving neighbours, and
+# its commit writes more pages. Deliveries are appended in rowid order (so pruning
+# deletes a prefix) with one unique index.
+_EVENTS: Final = (
+    "CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
+    " data BLOB NOT NULL, delivery_guid TEXT, recorded_at REAL NOT NULL,"
+    " version INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX events_key ON events (stream, seq)",
+)
+_EVENTS_CLUSTERED: Final = (
+    "CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
+    " data BLOB NOT NULL, delivery_guid TEXT, recorded_at REAL NOT NULL,"
+    " version INTEGER NOT NULL, PRIMARY KEY (stream, seq)) WITHOUT ROWID",
+)
+_OTHER_TABLES: Final = (
+    "CREATE TABLE IF NOT EXISTS deliveries (stream TEXT NOT NULL,"
+    " delivery_guid TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+    " recorded_at REAL NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_key ON deliveries (stream, delivery_guid)",
+    "CREATE TABLE IF NOT EXISTS snapshots (stream TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " data BLOB NOT NULL, recorded_at REAL NOT NULL, version INTEGER NOT NULL,"
+    " PRIMARY KEY (stream, seq)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS shard_epochs (shard INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
+)
 HEADS_SQL: Final = (
     "SELECT j.value, (SELECT max(seq) FROM events WHERE stream = j.value) FROM json_each(?) AS j"
 )
@@ -113,6 +123,20 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
         raise
     conn.execute("COMMIT")
     return result
+
+
+def create_schema(conn: sqlite3.Connection, *, clustered: bool = False) -> None:
+    """Create the tables a shard file lacks; call it inside a transaction.
+
+    A file that has its events table keeps it, in whichever layout it was made;
+    `clustered` makes a new one in the layout earlier ghbots made (for tests).
+    """
+    exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    if conn.execute(exists).fetchone() is None:
+        for statement in _EVENTS_CLUSTERED if clustered else _EVENTS:
+            conn.execute(statement)
+    for statement in _OTHER_TABLES:
+        conn.execute(statement)
 
 
 class _Appends:
@@ -267,7 +291,7 @@ class ShardFile:
                 return
             conn = connect(self.path)
             try:  # BEGIN IMMEDIATE waits (busy timeout) for another creator
-                conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+                transaction(conn, create_schema)
             finally:
                 conn.close()
             self._created = True

@@ -29,7 +29,7 @@ from ghbot.journal.layout import (
     plan_moves,
     settle_count,
 )
-from ghbot.journal.sqlite_file import SCHEMA, connect, transaction
+from ghbot.journal.sqlite_file import connect, create_schema, transaction
 
 __all__ = ["META_FILE", "open_record", "reshard_sqlite", "shard_path"]
 
@@ -156,7 +156,11 @@ def _set_record(meta: sqlite3.Connection, values: dict[str, str], drop: str = ""
 
 def _open_shard(path: Path) -> sqlite3.Connection:
     conn = connect(path)
-    conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+    try:
+        transaction(conn, create_schema)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

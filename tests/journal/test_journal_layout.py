@@ -14,6 +14,7 @@ from ghbot.errors import ConfigError, Fenced, UsageError
 from ghbot.journal import NewEvent, open_journal, reshard_journal, shard_for
 from ghbot.journal.layout import plan_moves
 from ghbot.journal.postgres import PostgresJournal
+from ghbot.journal.sqlite_file import connect, create_schema, transaction
 from ghbot.journal.sqlite_layout import META_FILE
 
 if TYPE_CHECKING:
@@ -199,3 +200,56 @@ async def test_a_writer_left_running_through_a_reshard_is_fenced(durable: Backen
     with pytest.raises(Fenced):
         await left.append(STREAMS[0], [NewEvent("t", b"late")], shard=shard, epoch=epoch)
     await left.close()
+
+
+def _events_layout(path: Path) -> tuple[bool, list[str]]:
+    """Return whether `path`'s events table is WITHOUT ROWID, and its indexes."""
+    conn = sqlite3.connect(path)
+    try:
+        [sql] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+        indexes = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return "WITHOUT ROWID" in sql, sorted(name for (name,) in indexes)
+
+
+async def test_new_files_append_events_in_rowid_order_and_older_clustered_ones_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    """New shard files keep events in a rowid table with a unique (stream, seq) index;
+    a file an earlier ghbot made (events clustered WITHOUT ROWID) is read and written
+    as it is, without a second index, and a reshard moves rows between the two."""
+    directory = tmp_path / "j"
+    directory.mkdir()
+    old = directory / "shard-00000.sqlite3"
+    conn = connect(old)
+    transaction(conn, lambda c: create_schema(c, clustered=True))
+    conn.close()
+    url = f"sqlite://{directory}"
+    journal = await open_journal(url, shard_count=2)
+    try:
+        for stream in STREAMS:
+            await journal.append(stream, [NewEvent("a", b"1"), NewEvent("b", b"2")])
+            assert (await journal.append(stream, [NewEvent("c", b"3")])).first_seq == 3
+        assert await journal.list_streams() == sorted(STREAMS)
+        assert {shard_for(s, 2) for s in STREAMS} == {0, 1}  # both files are used
+    finally:
+        await journal.close()
+    assert _events_layout(old) == (True, [])
+    assert _events_layout(directory / "shard-00001.sqlite3") == (False, ["events_key"])
+    await reshard_journal(url, 1)  # everything into the clustered file
+    journal = await open_journal(url, shard_count=1)
+    try:
+        for stream in STREAMS:
+            records = await journal.read(stream)
+            assert [(r.seq, r.type, r.data) for r in records] == [
+                (1, "a", b"1"),
+                (2, "b", b"2"),
+                (3, "c", b"3"),
+            ]
+            assert await journal.last_seq(stream) == 3
+    finally:
+        await journal.close()
+    assert _events_layout(old) == (True, [])
