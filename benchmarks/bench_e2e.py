@@ -372,8 +372,10 @@ def ack_path(calls: int, within: float = 40.0) -> str:
     """Where an acknowledgement's time went, from ghbot's own histograms on Ray's export.
 
     The mean time of the ingress's calls to its shard (`ghbot_shard_call_duration_seconds`)
-    and of the shard's journal commits (`ghbot_journal_append_duration_seconds`), warm-up
-    included, once Ray's export shows (nearly) all `calls`.
+    and of the shard's journal calls (`ghbot_journal_append_duration_seconds`: each a
+    group of appends, ingests' and handlers' outcomes', until it is durable; the
+    journal may commit two in one transaction), warm-up included, once Ray's export
+    shows (nearly) all `calls`.
     """
     import urllib.request
 
@@ -410,8 +412,9 @@ def ack_path(calls: int, within: float = 40.0) -> str:
 
     return (
         f"# ghbot: mean shard call {mean(shard)} (the ingress's wait for a batch's journaling), "
-        f"of which the journal commit {mean(journal)} ({totals.get(f'{journal}_count', 0):.0f} "
-        f"commits, {totals.get(f'{shard}_count', 0):.0f} of {calls} calls exported)"
+        f"of which the wait for the journal's commit {mean(journal)} "
+        f"({totals.get(f'{journal}_count', 0):.0f} journal calls, ingests' and outcomes', "
+        f"{totals.get(f'{shard}_count', 0):.0f} of {calls} shard calls exported)"
     )
 
 

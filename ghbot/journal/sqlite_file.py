@@ -14,6 +14,7 @@ transaction is the one the commit is checked against.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import queue
 import sqlite3
@@ -69,8 +70,13 @@ SEEN_SQL: Final = (
     " JOIN deliveries AS d ON d.stream = json_extract(j.value, '$[0]')"
     " AND d.delivery_guid = json_extract(j.value, '$[1]')"
 )
-INSERT_EVENTS: Final = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
-INSERT_DELIVERIES: Final = "INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)"
+#: The file's data version (another connection committed when it changes) and the
+#: shard's epoch, in one statement.
+VERSION_AND_EPOCH_SQL: Final = (
+    "SELECT data_version, (SELECT epoch FROM shard_epochs WHERE shard = ?) FROM pragma_data_version"
+)
+#: Rows one INSERT statement carries at most (7 values a row, under SQLite's 32,766).
+ROWS_PER_INSERT: Final = 512
 WRITER_CACHE_KIB: Final = 16384  # the pages one batch dirties stay in memory
 #: The most stream heads a writer keeps in memory (about 100 bytes each); past it the
 #: cache starts again empty.
@@ -174,6 +180,26 @@ def _settle(outcomes: list[_Outcome]) -> None:
             future.set_exception(exc)
 
 
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: int, rows: int) -> str:
+    row = f"({', '.join('?' * columns)})"
+    return f"INSERT INTO {table} VALUES {', '.join([row] * rows)}"  # noqa: S608 - ours
+
+
+def _insert(conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert `rows` with as few statements as possible (`ROWS_PER_INSERT` rows each).
+
+    Not `executemany`: it steps SQLite once per row, releasing the GIL around each
+    step and waiting to take it back from the event loop's thread, which holds it
+    while it runs handlers (up to the switch interval, `sys.getswitchinterval`, each
+    time).
+    """
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        values = [value for row in chunk for value in row]
+        conn.execute(_insert_sql(table, len(chunk[0]), len(chunk)), values)
+
+
 def _unavailable(exc: sqlite3.Error) -> JournalUnavailable:
     error = JournalUnavailable(f"sqlite: {exc}")
     error.__cause__ = exc
@@ -194,8 +220,8 @@ class HeadCache:
         self.heads: dict[str, int] = {}
         self._version: int | None = None
 
-    def check(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+    def check(self, version: int) -> None:
+        """Empty the cache if the file's ``data_version`` is not the one it last saw."""
         if version != self._version:
             self.heads.clear()
             self._version = version
@@ -389,7 +415,8 @@ class ShardFile:
 def _append(
     conn: sqlite3.Connection, requests: Sequence[AppendRequest], shard: int, cache: HeadCache
 ) -> Plan:
-    cache.check(conn)
+    version, epoch = conn.execute(VERSION_AND_EPOCH_SQL, (shard,)).fetchone()
+    cache.check(version)
     known = cache.heads
     heads = {r.stream: known[r.stream] for r in requests if r.stream in known}
     unknown = list({r.stream for r in requests if r.stream not in heads})
@@ -401,10 +428,7 @@ def _append(
     if keys:
         for stream, guid, first, last in conn.execute(SEEN_SQL, (json.dumps(keys),)):
             seen[(stream, guid)] = (first, last)
-    epochs: dict[int, int] = {}
-    if any(r.epoch is not None for r in requests):
-        row = conn.execute("SELECT epoch FROM shard_epochs WHERE shard = ?", (shard,)).fetchone()
-        epochs[shard] = row[0] if row else 0
+    epochs = {shard: epoch or 0}
     plan = plan_batch(
         requests,
         [shard] * len(requests),
@@ -414,7 +438,7 @@ def _append(
         now=time.time(),
     )
     if plan.events:
-        conn.executemany(INSERT_EVENTS, plan.events)
+        _insert(conn, "events", plan.events)
     if plan.deliveries:
-        conn.executemany(INSERT_DELIVERIES, plan.deliveries)
+        _insert(conn, "deliveries", plan.deliveries)
     return plan

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import ray
 
-from actors.ray.runtime import shard_name
+from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S, shard_name
 from actors.records import stream_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import (
@@ -194,7 +194,11 @@ async def test_a_killed_shard_loses_nothing_it_acknowledged(deploy: Any, fake: A
                     (await send(app.url, "issues", data, guid=guid, session=session))[0]
                 )
             assert statuses[-1] in (200, 202), statuses
-    assert ray.get(owner.stats.remote())["channel_batches"] >= 1
+    stats = ray.get(owner.stats.remote())
+    assert stats["channel_batches"] >= 1
+    # The restarted shard's process was set up as the first (`set_up_process`).
+    assert stats["gc_thresholds"] == list(GC_THRESHOLDS)
+    assert stats["switch_interval"] == SWITCH_INTERVAL_S
     guids += later
     await eventually(lambda: {f"hello {g}" for g in guids} <= set(_bodies(fake, repo)), within=90)
 

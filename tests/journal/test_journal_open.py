@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from ghbot.errors import JournalUnavailable, UsageError
-from ghbot.journal import NewEvent, open_journal
+from ghbot.journal import AppendRequest, NewEvent, open_journal
 from ghbot.journal.postgres import PostgresJournal
 from ghbot.journal.sqlite import SqliteJournal
 
@@ -130,3 +130,24 @@ async def test_a_writer_keeps_heads_in_memory_and_forgets_them_when_another_writ
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_batch_of_more_rows_than_one_insert_statement_holds_is_written_whole(
+    tmp_path: Path,
+) -> None:
+    """The SQLite writer inserts rows `ROWS_PER_INSERT` to a statement: a batch past it
+    takes several statements in its one transaction, in order."""
+    from ghbot.journal.sqlite_file import ROWS_PER_INSERT
+
+    journal = await open_journal(f"sqlite://{tmp_path}/data?shards=1")
+    try:
+        count = 2 * ROWS_PER_INSERT + 7
+        many = [AppendRequest(f"s{n}", (NewEvent("t", b"%d" % n),)) for n in range(count)]
+        long = AppendRequest("long", tuple(NewEvent("t", b"%d" % n) for n in range(count)))
+        results = await journal.append_many([*many, long])
+        assert [r.last_seq for r in results] == [1] * count + [count]
+        assert [r.data for r in await journal.read("long")] == [b"%d" % n for n in range(count)]
+        assert (await journal.read(f"s{count - 1}"))[0].data == b"%d" % (count - 1)
+        assert len(await journal.list_streams()) == count + 1
+    finally:
+        await journal.close()

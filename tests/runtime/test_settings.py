@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors.ray.deploy import build_settings
-from actors.ray.runtime import GC_THRESHOLDS
+from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
@@ -182,24 +182,25 @@ def test_a_shard_refuses_settings_that_carry_a_secret(pem_pkcs8: bytes, leak: st
         ShardActor(0, leaked)
 
 
-def test_a_ray_process_set_up_freezes_its_start_and_collects_cycles_less_often() -> None:
+def test_a_ray_process_set_up_freezes_its_start_collects_less_often_and_switches_sooner() -> None:
     """`set_up_process`, as each ingress replica, shard and app-auth actor runs it, in a
     process of its own (it changes the interpreter's collector)."""
     script = """
-import gc, json
+import gc, json, sys
 from actors.ray.runtime import set_up_process
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 before = gc.get_threshold()
 settings = Settings.from_env({}, require_app=False, require_webhooks=False)
 set_up_process(RuntimeSettings(bot="examples.greeter:Greeter", settings=settings))
-print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))
+print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count(), sys.getswitchinterval()]))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    before, after, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+    before, after, frozen, switch = json.loads(done.stdout.strip().splitlines()[-1])
     assert before == [700, 10, 10]
     assert after == list(GC_THRESHOLDS)
     assert frozen > 10_000  # the modules and objects of a set-up process
+    assert switch == SWITCH_INTERVAL_S != 0.005
