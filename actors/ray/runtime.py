@@ -112,8 +112,9 @@ def tune_gil() -> None:
     A shard's SQLite writer thread gives the GIL up for each call into SQLite and must
     take it back from the event loop's thread, which holds it while it runs handlers:
     five or six times a transaction, while deliveries wait for the commit. In
-    `bench_e2e.py` the wait for ``BEGIN`` and the statement after it halved, and
-    webhooks/s rose 7-9 % in two interleaved pairs (`benchmarks/RESULTS.md`).
+    `bench_e2e.py` the wait for ``BEGIN`` halved, that for the statement after it fell
+    by a third or more, and webhooks/s rose 7-9 % in two interleaved pairs
+    (`benchmarks/RESULTS.md`).
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
