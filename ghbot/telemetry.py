@@ -58,7 +58,8 @@ def span(
     """Start a current span of ghbot's tracer; nothing at all while no provider is set.
 
     The API's no-op span still costs a context switch (microseconds); on the hot path
-    (the ingress, each handler run) this skips even that until an SDK is installed.
+    (the ingress, each handler run, each GitHub request and token lookup) this skips
+    even that until an SDK is installed.
     """
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return _NO_SPAN

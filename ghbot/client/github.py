@@ -18,7 +18,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from ghbot import metrics
+from ghbot import metrics, telemetry
 from ghbot.auth import AppAuth
 from ghbot.breaker import CircuitBreaker
 from ghbot.client.call import REDIRECTS, Call, build_url, resource_of
@@ -36,7 +36,7 @@ from ghbot.errors import (
     Unauthorized,
 )
 from ghbot.ratelimit import Budget, Lease, RateLimit
-from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE, tracer
+from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
 
 if TYPE_CHECKING:
     from ghbot.rest import Rest
@@ -305,7 +305,7 @@ class GitHub:
 
     async def _send(self, call: Call, *, pace: bool) -> Response:
         """Send one logical request (with its retries) inside a client span."""
-        with tracer.start_as_current_span(f"GitHub {call.method}", kind=SpanKind.CLIENT) as span:
+        with telemetry.span(f"GitHub {call.method}", kind=SpanKind.CLIENT) as span:
             recording = span.is_recording()
             if recording:
                 span.set_attributes({API_METHOD: call.method, API_ENDPOINT: call.url.path})

@@ -17,9 +17,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from ghbot import metrics
+from ghbot import metrics, telemetry
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
-from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE, tracer
+from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE
 
 log = logging.getLogger("ghbot.client.tokens")
 
@@ -81,7 +81,7 @@ class InstallationTokens:
 
     async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         """Return a usable token for `installation_id`, exchanging one when needed."""
-        with tracer.start_as_current_span("GitHub installation token") as span:
+        with telemetry.span("GitHub installation token") as span:
             token, hit = await self._get(installation_id, force)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(

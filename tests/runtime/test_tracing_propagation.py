@@ -122,6 +122,49 @@ async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
         assert span is trace.INVALID_SPAN
 
 
+async def test_without_a_tracer_provider_the_hot_path_starts_no_span_at_all(
+    monkeypatch: pytest.MonkeyPatch, journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    """The ingress, the delivery, its handler, its GitHub request and token lookup go
+    through `telemetry.span`, which skips the API's no-op span (`jwt sign`, once per
+    token exchange, does not)."""
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    clock = FakeClock()
+    app = GitHubApp(
+        AppAuth(1, pem_pkcs8, clock=clock),
+        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
+    )
+    shard = ShardCore(
+        range(VSHARDS), VSHARDS, journal, Commenter, github_for=app.installation, clock=clock
+    )
+
+    def no_span(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a span was started without a tracer provider: {args[1:]}")
+
+    def comments() -> int:
+        return sum(r.method == "POST" and r.path.endswith("/comments") for r in fake.requests)
+
+    await shard.start()
+    try:
+        await app.installation(INSTALLATION).request("GET", "/rate_limit")  # token exchanged
+        before = comments()
+        # The tracer object every ghbot module holds (imported by name), by its class.
+        monkeypatch.setattr(type(telemetry.tracer), "start_as_current_span", no_span)
+        batcher = AcceptingBatcher()
+        answer = await bare_ingress(Commenter, batcher).webhook(
+            webhook_request(
+                payload("issues.opened", installation=INSTALLATION), x_github_delivery="guid-bare"
+            )
+        )
+        assert answer.status_code == 202
+        assert await shard.ingest(encode_batch(batcher.items)) == [Status.ACCEPTED]
+        await shard.wait_idle()
+    finally:
+        await shard.close()
+    assert comments() == before + 1  # the handler ran, its request went through
+
+
 async def test_a_no_op_provider_adds_no_trace_either(monkeypatch: pytest.MonkeyPatch) -> None:
     provider = trace.NoOpTracerProvider()
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
