@@ -37,10 +37,10 @@ BUSY_TIMEOUT_S: Final = 5.0
 # Events are appended in rowid order, and a unique index on (stream, seq) finds a
 # stream's events and its head (max(seq)); no separate heads table to update. Files
 # an earlier ghbot made cluster events by (stream, seq) in a WITHOUT ROWID table
-# (`_EVENTS_CLUSTERED`), which every query here reads the same; it inserts a
-# delivery's body (kilobytes) into the middle of the tree, moving neighbours, and
-# its commit writes more pages. Deliveries are appended in rowid order (so pruning
-# deletes a prefix) with one unique index.
+# (`_EVENTS_CLUSTERED`), which every query here reads the same; that puts a
+# delivery's body (kilobytes) into the middle of a tree ordered by stream, and made
+# appends slower (benchmarks/RESULTS.md). Deliveries are appended in rowid order (so
+# pruning deletes a prefix) with one unique index.
 _EVENTS: Final = (
     "CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
     " data BLOB NOT NULL, delivery_guid TEXT, recorded_at REAL NOT NULL,"
