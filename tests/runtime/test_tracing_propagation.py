@@ -43,6 +43,21 @@ def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
+def commenter_shard(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> tuple[GitHubApp, ShardCore]:
+    """A shard running `Commenter` with an app whose API is `fake`, on a fake clock."""
+    clock = FakeClock()
+    app = GitHubApp(
+        AppAuth(1, pem_pkcs8, clock=clock),
+        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
+    )
+    shard = ShardCore(
+        range(VSHARDS), VSHARDS, journal, Commenter, github_for=app.installation, clock=clock
+    )
+    return app, shard
+
+
 async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
     journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
 ) -> None:
@@ -56,14 +71,7 @@ async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
     [item] = batcher.items
     assert item.received.trace.startswith("00-")
 
-    clock = FakeClock()
-    app = GitHubApp(
-        AppAuth(1, pem_pkcs8, clock=clock),
-        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
-    )
-    shard = ShardCore(
-        range(VSHARDS), VSHARDS, journal, Commenter, github_for=app.installation, clock=clock
-    )
+    _, shard = commenter_shard(journal, fake, pem_pkcs8)
     await shard.start()
     try:
         # Over Ray the batch travels as bytes: the trace context goes with it.
@@ -130,14 +138,7 @@ async def test_without_a_tracer_provider_the_hot_path_starts_no_span_at_all(
     token exchange, does not)."""
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
     monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
-    clock = FakeClock()
-    app = GitHubApp(
-        AppAuth(1, pem_pkcs8, clock=clock),
-        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
-    )
-    shard = ShardCore(
-        range(VSHARDS), VSHARDS, journal, Commenter, github_for=app.installation, clock=clock
-    )
+    app, shard = commenter_shard(journal, fake, pem_pkcs8)
 
     def no_span(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"a span was started without a tracer provider: {args[1:]}")
