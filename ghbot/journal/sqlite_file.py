@@ -41,16 +41,17 @@ BUSY_TIMEOUT_S: Final = 5.0
 # delivery's body (kilobytes) into the middle of a tree ordered by stream, and made
 # appends slower (benchmarks/RESULTS.md). Deliveries are appended in rowid order (so
 # pruning deletes a prefix) with one unique index.
+# The same columns in both layouts: a reshard copies rows between them (SELECT *).
+_EVENT_COLUMNS: Final = (
+    "stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL,"
+    " delivery_guid TEXT, recorded_at REAL NOT NULL, version INTEGER NOT NULL"
+)
 _EVENTS: Final = (
-    "CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
-    " data BLOB NOT NULL, delivery_guid TEXT, recorded_at REAL NOT NULL,"
-    " version INTEGER NOT NULL)",
+    f"CREATE TABLE events ({_EVENT_COLUMNS})",
     "CREATE UNIQUE INDEX events_key ON events (stream, seq)",
 )
 _EVENTS_CLUSTERED: Final = (
-    "CREATE TABLE events (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
-    " data BLOB NOT NULL, delivery_guid TEXT, recorded_at REAL NOT NULL,"
-    " version INTEGER NOT NULL, PRIMARY KEY (stream, seq)) WITHOUT ROWID",
+    f"CREATE TABLE events ({_EVENT_COLUMNS}, PRIMARY KEY (stream, seq)) WITHOUT ROWID",
 )
 _OTHER_TABLES: Final = (
     "CREATE TABLE IF NOT EXISTS deliveries (stream TEXT NOT NULL,"
