@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actors.ray.deploy import serve_environment
 from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,10 +306,12 @@ def run_on_serve(
     if not args.no_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if not args.serve_defaults:
-        # Serve's documented high-throughput mode (user code on the replica's own event
-        # loop), and no per-request HAProxy metrics: what README recommends.
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_ENABLED", "0")
+        # What `ghbot serve-env` prints (README): Serve's high-throughput mode, HAProxy's
+        # threads and the controller's pace chosen for this machine's cores. The Serve
+        # ceiling runs with them too: the same ingress.
+        for name, value in serve_environment().items():
+            if name != "RAY_SERVE_ENABLE_HA_PROXY" or not args.no_haproxy:
+                os.environ.setdefault(name, value)
     if args.no_ray_metrics:
         # Ray's own metrics agent costs ~14 % of a core here even without the dashboard.
         os.environ["RAY_enable_metrics_collection"] = "0"  # noqa: SIM112 - Ray spells it so
@@ -368,14 +371,14 @@ def run_on_serve(
         ray.shutdown()
 
 
-def ack_path(calls: int, within: float = 40.0) -> str:
+def ack_path(calls: int, within: float = 60.0) -> str:
     """Where an acknowledgement's time went, from ghbot's own histograms on Ray's export.
 
     The mean time of the ingress's calls to its shard (`ghbot_shard_call_duration_seconds`)
     and of the shard's journal calls (`ghbot_journal_append_duration_seconds`: each a
     group of appends, ingests' and handlers' outcomes', until it is durable; the
     journal may commit two in one transaction), warm-up included, once Ray's export
-    shows (nearly) all `calls`.
+    shows (nearly) all `calls` and the journal calls have stopped growing.
     """
     import urllib.request
 
@@ -405,6 +408,14 @@ def ack_path(calls: int, within: float = 40.0) -> str:
     while totals.get(f"{shard}_count", 0) < 0.98 * calls and time.monotonic() < deadline:
         time.sleep(2)
         totals = scrape()
+    # The shard's process exports on its own clock, after the ingress's: wait until its
+    # journal calls hold still for longer than a value takes to show (~15 s).
+    seen, still_since = totals.get(f"{journal}_count", 0), time.monotonic()
+    while time.monotonic() - still_since < 16 and time.monotonic() < deadline:
+        time.sleep(2)
+        totals = scrape()
+        if totals.get(f"{journal}_count", 0) != seen:
+            seen, still_since = totals.get(f"{journal}_count", 0), time.monotonic()
 
     def mean(name: str) -> str:
         count = totals.get(f"{name}_count", 0.0)
@@ -450,7 +461,9 @@ def main() -> None:
     )
     parser.add_argument("--no-haproxy", action="store_true")
     parser.add_argument(
-        "--serve-defaults", action="store_true", help="leave Serve's throughput settings alone"
+        "--serve-defaults",
+        action="store_true",
+        help="leave Serve's settings alone (not `ghbot serve-env`'s)",
     )
     parser.add_argument("--no-ray-metrics", action="store_true", help="no Ray metrics agent")
     parser.add_argument("--skip-floor", action="store_true")

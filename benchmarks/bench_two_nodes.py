@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_e2e import Harness, bench_runtime, free_port, keys, row  # noqa: E402
 
+from actors.ray.deploy import serve_environment  # noqa: E402
+
 # The two-node test's own teardown: its processes stopped by pid, its schema dropped.
 from tests.cluster.test_two_nodes import _drop_schema as drop_schema  # noqa: E402
 from tests.cluster.test_two_nodes import _stop as stop_cluster  # noqa: E402
@@ -52,8 +54,7 @@ def start_cluster(temp_dir: Path) -> tuple[str, dict[str, str]]:
         env.pop(name, None)
     # A token of this cluster's own for every process (see tests/cluster/test_two_nodes.py).
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env |= {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-    env |= {"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
+    env |= serve_environment()  # as `ghbot serve-env` prints them for this machine
     port = free_port()
     common = ["--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     head = ["--head", f"--port={port}", "--include-dashboard=false"]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
+from actors.ray.deploy import serve_environment
 from ghbot.testing import FakeGitHub, FakeGitHubThread, app_key_pair
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
@@ -171,9 +172,8 @@ def main() -> int:
         GHBOT_PACE_WRITES="0",
         GHBOT_REDELIVER_EVERY="0",  # the demo sweeps once, below, when it is due
         LOG_LEVEL="WARNING",
-        RAY_SERVE_ENABLE_HA_PROXY="1",
-        RAY_SERVE_THROUGHPUT_OPTIMIZED="1",
-        RAY_SERVE_HAPROXY_METRICS_ENABLED="0",
+        # What `ghbot serve-env` prints: Serve's settings for this machine's cores.
+        **serve_environment(),
         # Throughput-optimized Serve keeps a stopping ingress replica reachable this long
         # (30 s by default) so an external load balancer can deregister it first; the
         # demo has none in front of Serve and stops only once every answer is in, so its

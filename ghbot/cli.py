@@ -10,8 +10,9 @@ fake GitHub API for development). Other packages plug theirs in through the
 `ghbot.cli` entry point group: a module named there registers its commands when it is
 imported. ghbot's actor framework plugs in two: `actors.cli` (`register`, `dev`,
 `receive`: a bot of the current directory, without Ray) and `actors.ray.cli`
-(`status`, `dead-letters`, `redeliver`, `stop`: a running deployment, over Ray). Loading them
-imports no Ray; a cluster command imports it when it runs.
+(`status`, `dead-letters`, `redeliver`, `stop`, `journal`: a deployment, over Ray;
+`serve-env`: the Serve settings to start Ray with). Loading them imports no Ray; a
+cluster command imports it when it runs.
 """
 
 from __future__ import annotations

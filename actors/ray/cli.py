@@ -1,5 +1,6 @@
 """The CLI's commands about a running deployment: `status`, `dead-letters`, `redeliver`,
-`stop`; and `journal reshard`, which must find the deployment stopped.
+`stop`; `journal reshard`, which must find the deployment stopped; and `serve-env`,
+the Serve settings to start Ray with.
 
 They plug into `ghbot`'s command line through the `ghbot.cli` entry point (see
 `ghbot.cli`). Ray is imported only when one of them runs, so loading them (every
@@ -16,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -391,6 +393,34 @@ def _list_dead_letters(found: list[dict[str, Any]], as_json: bool) -> int:
     return 0
 
 
+def _serve_env_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cores",
+        type=_cores,
+        default=None,
+        help="the cores of the node Ray will run on (default: this machine's)",
+    )
+
+
+def _cores(text: str) -> int:
+    try:
+        cores = int(text)
+    except ValueError:
+        cores = 0
+    if cores < 1:
+        raise argparse.ArgumentTypeError(f"not a number of cores: {text!r}")
+    return cores
+
+
+def _run_serve_env(args: argparse.Namespace) -> int:
+    """Print `serve_environment` as shell exports, one a line; exit 0."""
+    from actors.ray.deploy import serve_environment
+
+    for name, value in serve_environment(args.cores).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def _stop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app",
@@ -548,6 +578,15 @@ register(
         "lacks, and ask GitHub to redeliver them (the deployment also does this on its own).",
         _redeliver_arguments,
         _run_redeliver,
+    )
+)
+register(
+    Command(
+        "serve-env",
+        "Print the Serve settings ghbot runs with on this machine (or --cores N) as shell "
+        'exports: `eval "$(ghbot serve-env)"` before Ray starts.',
+        _serve_env_arguments,
+        _run_serve_env,
     )
 )
 register(

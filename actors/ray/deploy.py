@@ -48,7 +48,13 @@ from ghbot.redelivery import GITHUB_WINDOW
 #: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
 MIN_DEDUP_WINDOW = 6 * 3600.0
 
-__all__ = ["build_settings", "default_shards", "deploy"]
+__all__ = [
+    "SERVE_CONTROL_LOOP_INTERVAL_S",
+    "build_settings",
+    "default_shards",
+    "deploy",
+    "serve_environment",
+]
 
 
 def default_shards(cores: int | None = None) -> int:
@@ -64,6 +70,40 @@ def default_shards(cores: int | None = None) -> int:
     if cores is None:
         cores = os.cpu_count() or 1
     return 1 if cores < 4 else 2
+
+
+#: Seconds between Serve's controller passes (Serve's own default is 0.1): each pass
+#: reconciles every deployment, a fixed cost a small machine feels; replica changes are
+#: acted on up to this much later.
+SERVE_CONTROL_LOOP_INTERVAL_S = 0.5
+
+
+def serve_environment(cores: int | None = None) -> dict[str, str]:
+    """Return the Serve settings ghbot runs with on a node of `cores` (this one's).
+
+    Serve reads them from the environment its processes start with, so they must be
+    set before Ray starts (`ghbot serve-env` prints them as shell exports; cluster.yaml
+    sets them on every node, each by its own cores). Measured on 2 cores
+    (`benchmarks/RESULTS.md`), against Serve's defaults:
+
+    - `RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`: Serve's
+      high-throughput ingress (HAProxy in front, user code on the replica's own loop);
+    - `RAY_SERVE_HAPROXY_NBTHREAD`: half the cores, 1 to 4 (Serve starts 4 threads
+      on any machine);
+    - `RAY_SERVE_CONTROL_LOOP_INTERVAL_S`: `SERVE_CONTROL_LOOP_INTERVAL_S`;
+    - `RAY_SERVE_HAPROXY_METRICS_ENABLED=0`: Serve's HTTP request metrics
+      (`serve_num_http_requests`, ...) come from the ingress replica, as without
+      HAProxy, not from a log line HAProxy sends per request.
+    """
+    if cores is None:
+        cores = os.cpu_count() or 1
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, cores // 2))),
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{SERVE_CONTROL_LOOP_INTERVAL_S:g}",
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+    }
 
 
 def build_settings(

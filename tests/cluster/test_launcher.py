@@ -61,6 +61,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from actors.ray.deploy import serve_environment
 from tests.cluster.conftest import APP_ID, SECRET, comments, install, payload, send
 from tests.net import free_port
 
@@ -620,8 +621,7 @@ def _launched(
     )
     for name, value in {
         "RAY_AUTH_MODE": "token",
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        **serve_environment(),  # `ghbot serve-env` on the node: this machine's cores
         "GHBOT_BOT": "launcher_bot:Bot",
     }.items():
         assert environ.get(name) == value, (name, environ.get(name))

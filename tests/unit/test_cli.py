@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +40,8 @@ def test_importing_the_cli_and_asking_for_help_never_imports_ray() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from ghbot import cli\n"
-        "for argv in (['--help'], ['dead-letters', '--help'], ['status', '--help']):\n"
+        "argvs = (['--help'], ['dead-letters', '--help'], ['status', '--help'], ['serve-env'])\n"
+        "for argv in argvs:\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "        cli.main(argv)\n"
         "assert 'ray' not in sys.modules, 'ghbot.cli imported ray'\n"
@@ -46,9 +49,38 @@ def test_importing_the_cli_and_asking_for_help_never_imports_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_serve_env_prints_exports_a_shell_takes_for_the_cores() -> None:
+    """`eval "$(ghbot serve-env)"`, as README and cluster.yaml run it: the installed
+    script's output, evaluated by bash, puts the settings in Ray's environment."""
+    from actors.ray.deploy import SERVE_CONTROL_LOOP_INTERVAL_S, serve_environment
+
+    ghbot = Path(sys.executable).with_name("ghbot")
+    script = f'eval "$({ghbot} serve-env --cores 2)"; env'
+    shown = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    environ = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+    expected = serve_environment(2)
+    assert {name: environ.get(name) for name in expected} == expected
+    assert (
+        expected["RAY_SERVE_ENABLE_HA_PROXY"] == expected["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    )
+    assert float(expected["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"]) == SERVE_CONTROL_LOOP_INTERVAL_S
+    # HAProxy's threads: half the cores, 1 to 4; this machine's by default.
+    threads = [serve_environment(n)["RAY_SERVE_HAPROXY_NBTHREAD"] for n in (1, 2, 3, 4, 6, 8, 64)]
+    assert threads == ["1", "1", "1", "2", "3", "4", "4"]
+    assert serve_environment() == serve_environment(os.cpu_count())
+
+
+def test_serve_env_refuses_a_wrong_core_count(capsys: pytest.CaptureFixture[str]) -> None:
+    for wrong in ("0", "two"):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["serve-env", "--cores", wrong])
+        assert exited.value.code == 2
+        assert f"not a number of cores: {wrong!r}" in capsys.readouterr().err
+
+
 def test_the_commands_are_registered() -> None:
     help_text = cli.build_parser().format_help()  # loads the plugins' commands
-    assert {"fake-github", "status", "dead-letters", "redeliver"} <= set(cli._COMMANDS)
+    assert {"fake-github", "status", "dead-letters", "redeliver", "serve-env"} <= set(cli._COMMANDS)
     assert "dead-letters" in help_text and "status" in help_text
 
 

@@ -95,12 +95,12 @@ def test_the_aws_example_in_the_comments_is_valid_too() -> None:
 
 def test_serve_settings_are_set_before_ray_starts() -> None:
     """Serve reads RAY_SERVE_* when its processes start: they must be in `ray start`'s
-    environment on every node, with the node's settings file loaded after them."""
+    environment on every node (as `ghbot serve-env` prints them for the node), with the
+    node's settings file loaded after them, so that it may override them."""
     prepared = _as_ray_up_does(_load())
     for commands in (prepared["head_start_ray_commands"], prepared["worker_start_ray_commands"]):
         start = commands[-1]
-        exports = start.index("RAY_SERVE_ENABLE_HA_PROXY=1")
-        assert "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in start
+        exports = start.index('eval "$(ghbot serve-env)"')
         assert exports < start.index(". ~/ghbot.env") < start.index("ray start")
 
 
