@@ -78,6 +78,12 @@ def inbound(
     )
 
 
+def item(n: int, body: bytes = b"{}") -> Inbound:
+    """Delivery `dn` of installation 1 with `body`, for tests of how batches travel."""
+    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
+    return Inbound(installation_id=1, vshard=0, received=received)
+
+
 def batch(*items: Inbound) -> bytes:
     return encode_batch(list(items))
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
-from actors.records import DeliveryReceived
-from actors.wire import Inbound, decode_batch, encode_parts
+from actors.wire import decode_batch, encode_parts
+from tests.runtime.conftest import item
 
 
 class FakeShard:
@@ -33,11 +33,6 @@ class FakeShard:
         if self.fail:
             raise RuntimeError("RayActorError")
         return ["accepted"] * n
-
-
-def item(n: int, body: bytes = b"{}") -> Inbound:
-    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
-    return Inbound(installation_id=1, vshard=0, received=received)
 
 
 async def test_deliveries_gather_while_calls_are_in_flight() -> None:

@@ -13,19 +13,13 @@ import pytest
 from actors import InstallationActor, on
 from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
-from actors.records import DeliveryReceived
 from actors.shard import Answer, ShardCore
-from actors.wire import Inbound, Status, decode_batch
+from actors.wire import Status, decode_batch
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import Journal
 from tests.net import free_port
-from tests.runtime.conftest import VSHARDS, inbound, payload
-
-
-def item(n: int, body: bytes = b"{}") -> Inbound:
-    received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
-    return Inbound(installation_id=1, vshard=0, received=received)
+from tests.runtime.conftest import VSHARDS, inbound, item, payload
 
 
 class Shard:
