@@ -91,9 +91,7 @@ def serve_environment(cores: int | None = None) -> dict[str, str]:
     - `RAY_SERVE_HAPROXY_NBTHREAD`: half the cores, 1 to 4 (Serve starts 4 threads
       on any machine);
     - `RAY_SERVE_CONTROL_LOOP_INTERVAL_S`: `SERVE_CONTROL_LOOP_INTERVAL_S`;
-    - `RAY_SERVE_HAPROXY_METRICS_ENABLED=0`: Serve's HTTP request metrics
-      (`serve_num_http_requests`, ...) come from the ingress replica, as without
-      HAProxy, not from a log line HAProxy sends per request.
+    - `RAY_SERVE_HAPROXY_METRICS_ENABLED=0`: HAProxy's per-request metrics off.
     """
     if cores is None:
         cores = os.cpu_count() or 1
