@@ -132,20 +132,29 @@ class Harness:
         time.sleep(1.0)
         before, idle_began = cpu_seconds(), time.monotonic()
         time.sleep(IDLE_SECONDS)
-        idle = self._others(before, cpu_seconds()) / (time.monotonic() - idle_began)
+        idle_after = cpu_seconds()
+        idle_s = time.monotonic() - idle_began
+        idle = self._others(before, idle_after) / idle_s
+        idle_by_name = self._by_name(before, idle_after, 1 / idle_s)
         before = cpu_seconds()
         result = self._command(target, deliveries, concurrency)
         after = cpu_seconds()
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
-        # This run's own processes (the bot's, Ray's), by name: other work on the
-        # machine counts in sut_cpu_ms, not here.
+        result["own_idle_cores"] = idle_by_name
+        result["own_cpu_ms"] = self._by_name(before, after, 1000 / deliveries)
+        return result
+
+    def _by_name(
+        self, before: dict[int, float], after: dict[int, float], scale: float
+    ) -> dict[str, float]:
+        """CPU seconds × `scale` spent by this run's own processes (the bot's, Ray's),
+        by name, most first: other work on the machine counts in `_others`, not here."""
         by_name: dict[str, float] = {}
         for pid, name in own_processes(os.getpid(), but=self.process.pid).items():
-            spent = (after.get(pid, 0.0) - before.get(pid, 0.0)) * 1000 / deliveries
+            spent = (after.get(pid, 0.0) - before.get(pid, 0.0)) * scale
             by_name[name] = by_name.get(name, 0.0) + spent
-        result["own_cpu_ms"] = dict(sorted(by_name.items(), key=lambda item: -item[1]))
-        return result
+        return dict(sorted(by_name.items(), key=lambda item: -item[1]))
 
     def _others(self, before: dict[int, float], after: dict[int, float]) -> float:
         """CPU seconds spent between two `cpu_seconds()` by every process but the load's."""
@@ -528,6 +537,10 @@ def main() -> None:
     for name, result in [*others.items(), ("ghbot", ours)]:
         spent = ", ".join(f"{n} {ms:.2f}" for n, ms in result["own_cpu_ms"].items() if ms >= 0.01)
         print(f"# {name} CPU ms per delivery by process: {spent}")
+        idle = result.get("own_idle_cores", {})
+        if sum(idle.values()) >= 0.01:
+            spent = ", ".join(f"{n} {cores:.3f}" for n, cores in idle.items() if cores >= 0.001)
+            print(f"# {name} idle cores by process: {spent}")
     for name, result in others.items():
         own = sum(ours["own_cpu_ms"].values()) / sum(result["own_cpu_ms"].values())
         print(
