@@ -316,8 +316,8 @@ def run_on_serve(
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if not args.serve_defaults:
         # What `ghbot serve-env` prints (README): Serve's high-throughput mode, HAProxy's
-        # threads and the controller's pace chosen for this machine's cores. The Serve
-        # ceiling runs with them too: the same ingress.
+        # threads chosen for this machine's cores. The Serve ceiling runs with them too:
+        # the same ingress.
         for name, value in serve_environment().items():
             if name != "RAY_SERVE_ENABLE_HA_PROXY" or not args.no_haproxy:
                 os.environ.setdefault(name, value)
@@ -328,7 +328,7 @@ def run_on_serve(
     from ray import serve
 
     from actors.ray.admin import stats as shard_stats
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
     from actors.ray.runtime import kill_actors
 
     port = 8000 if not args.no_haproxy else free_port()
@@ -361,7 +361,7 @@ def run_on_serve(
             return harness.load(
                 f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
             )
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         result = harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
         )

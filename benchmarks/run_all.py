@@ -8,8 +8,8 @@ exits 1 if any benchmark failed. The quick configurations take a few minutes in 
 (most of it the ones that start a local Ray); `--full` runs each one's own defaults,
 which take much longer (bench_soak_memory alone ten minutes; bench_two_nodes needs
 GHBOT_TEST_POSTGRES_URL and says it skipped without it). Those marked Ray start a
-Ray of their own, and bench_e2e's Serve ingress takes port 8000: run one Ray benchmark
-at a time on a machine.
+Ray of their own, and bench_e2e's and bench_replica_loss's Serve ingresses take port
+8000: run one Ray benchmark at a time on a machine.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ BENCHMARKS = (
     Bench("bench_burst", ("--deliveries", "120", "--installations", "12"), ray=True),
     Bench("bench_e2e", ("--quick",), ray=True),
     Bench("bench_two_nodes", ("--deliveries", "1000", "--warmup", "200"), ray=True),
+    Bench("bench_replica_loss", ("--repeat", "1", "--intervals", "0.1"), ray=True),
     Bench(
         "bench_soak_memory",
         ("--minutes", "2", "--rate", "20", "--installations", "200"),

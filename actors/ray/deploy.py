@@ -49,7 +49,7 @@ from ghbot.redelivery import GITHUB_WINDOW
 MIN_DEDUP_WINDOW = 6 * 3600.0
 
 __all__ = [
-    "SERVE_CONTROL_LOOP_INTERVAL_S",
+    "application",
     "build_settings",
     "default_shards",
     "deploy",
@@ -72,12 +72,6 @@ def default_shards(cores: int | None = None) -> int:
     return 1 if cores < 4 else 2
 
 
-#: Seconds between Serve's controller passes (Serve's own default is 0.1): each pass
-#: reconciles every deployment, a fixed cost a small machine feels; replica changes are
-#: acted on up to this much later.
-SERVE_CONTROL_LOOP_INTERVAL_S = 0.5
-
-
 def serve_environment(cores: int | None = None) -> dict[str, str]:
     """Return the Serve settings ghbot runs with on a node of `cores` (this one's).
 
@@ -90,8 +84,12 @@ def serve_environment(cores: int | None = None) -> dict[str, str]:
       high-throughput ingress (HAProxy in front, user code on the replica's own loop);
     - `RAY_SERVE_HAPROXY_NBTHREAD`: half the cores, 1 to 4 (Serve starts 4 threads
       on any machine);
-    - `RAY_SERVE_CONTROL_LOOP_INTERVAL_S`: `SERVE_CONTROL_LOOP_INTERVAL_S`;
     - `RAY_SERVE_HAPROXY_METRICS_ENABLED=0`: HAProxy's per-request metrics off.
+
+    Serve's controller keeps its own pace (a pass every 0.1 s). A pass every 0.5 s
+    spent 0.02 ms less CPU a delivery, but Serve then replaced a killed ingress
+    replica about 1 s later: with one replica, at GitHub's 10 s limit
+    (`benchmarks/bench_replica_loss.py`).
     """
     if cores is None:
         cores = os.cpu_count() or 1
@@ -99,7 +97,6 @@ def serve_environment(cores: int | None = None) -> dict[str, str]:
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, cores // 2))),
-        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": f"{SERVE_CONTROL_LOOP_INTERVAL_S:g}",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     }
 
@@ -183,9 +180,13 @@ def build_settings(
     return runtime.versioned()
 
 
-def deploy(args: Mapping[str, str] | None = None) -> Any:
-    """Return the Serve application for `serve run ghbot.deploy key=value ...`."""
+def application(runtime: RuntimeSettings) -> Any:
+    """Return the Serve application of `runtime`: its ingress, `ingress_replicas` of it."""
     from actors.ray.ingress import WebhookDeployment
 
-    runtime = build_settings(args or {})
     return WebhookDeployment.options(num_replicas=runtime.ingress_replicas).bind(runtime)
+
+
+def deploy(args: Mapping[str, str] | None = None) -> Any:
+    """Return the Serve application for `serve run ghbot.deploy key=value ...`."""
+    return application(build_settings(args or {}))

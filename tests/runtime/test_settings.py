@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.ray.deploy import build_settings
+from actors.ray.deploy import application, build_settings
 from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
@@ -60,6 +60,22 @@ def test_defaults_and_arguments(pem_pkcs8: bytes) -> None:
     assert runtime.redeliver_every == 120.0
     args = {"bot": "examples.greeter:Greeter", "redeliver_every": "0"}
     assert build_settings(args, _env(pem_pkcs8)).redeliver_every == 0
+
+
+def test_the_application_has_as_many_ingress_replicas_as_asked(
+    pem_pkcs8: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replicas=` (or GHBOT_INGRESS_REPLICAS) reaches Serve as the ingress's replica
+    count, through `serve run ghbot.deploy` and `application()` alike."""
+    from actors.ray.deploy import deploy
+
+    bot = {"bot": "examples.greeter:Greeter"}
+    assert application(build_settings(bot, _env(pem_pkcs8)))._bound_deployment.num_replicas == 1
+    two = application(build_settings({**bot, "replicas": "2"}, _env(pem_pkcs8)))
+    assert two._bound_deployment.num_replicas == 2
+    for name, value in {**_env(pem_pkcs8), "GHBOT_INGRESS_REPLICAS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    assert deploy(bot)._bound_deployment.num_replicas == 3
 
 
 def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> None:

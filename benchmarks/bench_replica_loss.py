@@ -1,0 +1,237 @@
+"""What GitHub would see when an ingress replica's process dies, by Serve's controller
+pace and the number of ingress replicas.
+
+    python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.5,0.1] [--replicas 1]
+
+A slower Serve controller (a pass every 0.5 s rather than Serve's 0.1 s) saves a
+little CPU on a small machine and makes Serve act on a dead replica later; `ghbot
+serve-env` once set it. This measures what that costs. For each interval in turn
+(interleaved, `--repeat` times), it starts a local Ray and Serve with `ghbot
+serve-env`'s settings and that interval (HAProxy on port 8000, as README runs it),
+deploys ghbot with `--replicas` ingress replicas and the benchmarks' bot
+(`bench_bot:Thanks`, against `bench_e2e.py`'s load process, which holds the fake
+GitHub), and sends signed `issues.opened` deliveries as GitHub does: 40 a second,
+none waiting for another's answer, each given GitHub's 10 s to be answered. One
+second in, it kills one ingress replica's process with SIGKILL; it sends until
+`--after` seconds after the kill and waits for every answer.
+
+Printed per run: how many deliveries failed (any answer but 202, or none within
+10 s: GitHub records a failure and does not retry by itself; `ghbot redeliver` asks
+it to), by answer; when, after the kill, the first and the last failed one was sent;
+and the slowest 202 of those sent after the kill.
+
+Stops what it starts: Serve (`serve.shutdown()`), its actors and its Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from bench_e2e import SECRET, Harness, bench_runtime, keys, start_ray_serve  # noqa: E402
+
+from actors.ray.deploy import serve_environment  # noqa: E402
+from ghbot.testing.payloads import example_payload  # noqa: E402
+from ghbot.webhooks import sign  # noqa: E402
+
+PORT = 8000
+GITHUB_TIMEOUT = 10.0  # seconds GitHub waits for an answer
+RATE = 40  # deliveries a second
+INGRESS = "ray::ServeReplica:ghbot:WebhookIngress"
+BODY = json.dumps(
+    example_payload(
+        "issues.opened",
+        installation__id=1,
+        repository__full_name="org1/repo",
+        issue__number=1,
+    )
+).encode()
+
+
+def deliver() -> tuple[str, float]:
+    """Send one signed delivery; return its status (or what failed) and the seconds taken."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/bench",
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(BODY, SECRET),
+    }
+    began = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=GITHUB_TIMEOUT)
+    try:
+        connection.request("POST", "/webhooks", body=BODY, headers=headers)
+        status = str(connection.getresponse().status)
+    except TimeoutError:
+        status = "no answer in 10 s"
+    except (OSError, http.client.HTTPException) as exc:
+        status = type(exc).__name__
+    finally:
+        connection.close()
+    return status, time.monotonic() - began
+
+
+def ingress_pids() -> list[int]:
+    """Return the pids of the processes titled as ghbot's ingress replica."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    title = cmdline.read().split(b"\0", 1)[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(INGRESS):
+                found.append(int(entry))
+    return found
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class Outage:
+    failed: Counter[str]
+    first_failed: float | None  # seconds after the kill its delivery was sent
+    last_failed: float | None
+    slowest_202: float  # seconds, of the deliveries sent after the kill
+    sent: int
+
+
+def stream(kill: threading.Event, after: float) -> Outage:
+    """Send at `RATE` a second from now until `after` s past the kill; kill 1 s in."""
+    results: list[tuple[float, Future[tuple[str, float]]]] = []
+    with ThreadPoolExecutor(max_workers=int(RATE * GITHUB_TIMEOUT) + 50) as pool:
+        began = time.monotonic()
+        killed_at: float | None = None
+        n = 0
+        while killed_at is None or time.monotonic() < killed_at + after:
+            now = time.monotonic()
+            if killed_at is None and now >= began + 1.0:
+                kill.set()  # the caller's thread kills; this one goes on sending
+                killed_at = now
+            results.append((now, pool.submit(deliver)))
+            n += 1
+            time.sleep(max(0.0, began + n / RATE - time.monotonic()))
+    assert killed_at is not None
+    failed: Counter[str] = Counter()
+    failed_at: list[float] = []
+    slowest = 0.0
+    for sent_at, future in results:
+        status, took = future.result()
+        if status != "202":
+            failed[status] += 1
+            failed_at.append(sent_at - killed_at)
+        elif sent_at >= killed_at:
+            slowest = max(slowest, took)
+    return Outage(
+        failed,
+        min(failed_at, default=None),
+        max(failed_at, default=None),
+        slowest,
+        len(results),
+    )
+
+
+def one_run(
+    harness: Harness, private: Path, data: Path, interval: str, replicas: int, after: float
+) -> Outage:
+    """Start Ray and Serve at `interval`, deploy, kill an ingress replica; return the outage."""
+    os.environ.update(serve_environment())
+    os.environ["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = interval
+    # No load balancer in front to deregister a stopping replica first (see the demo).
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
+    import ray
+    from ray import serve
+
+    from actors.ray.deploy import application
+    from actors.ray.runtime import kill_actors
+
+    start_ray_serve(PORT)
+    runtime = bench_runtime(
+        private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
+    )
+    try:
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
+        deadline = time.monotonic() + 60
+        while deliver()[0] != "202" or len(ingress_pids()) != replicas:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not {replicas} ingress replicas answering 202 within 60 s")
+            time.sleep(0.2)
+        time.sleep(2.0)  # settled: Serve's controller and HAProxy have seen them healthy
+        victim = ingress_pids()[0]
+        kill = threading.Event()
+        outcome: list[Outage] = []
+        sender = threading.Thread(target=lambda: outcome.append(stream(kill, after)))
+        sender.start()
+        kill.wait()
+        os.kill(victim, signal.SIGKILL)
+        sender.join()
+        return outcome[0]
+    finally:
+        serve.delete("ghbot")
+        kill_actors(runtime.namespace, runtime.shards)
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each interval")
+    parser.add_argument("--intervals", default="0.5,0.1", help="controller intervals, s")
+    parser.add_argument("--replicas", type=int, default=1, help="ingress replicas")
+    parser.add_argument("--after", type=float, default=20.0, help="s sent after the kill")
+    args = parser.parse_args()
+    intervals = [value.strip() for value in args.intervals.split(",") if value.strip()]
+    if not port_free(PORT):
+        raise SystemExit(f"port {PORT}, which Serve's HAProxy ingress takes, is in use")
+    work = Path(tempfile.mkdtemp(prefix="ghbot-bench-loss-"))
+    private, public = keys(work)
+    harness = Harness(public, installations=1)
+    print(f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;")
+    print(f"# {RATE} deliveries/s from 1 s before a SIGKILL to a replica to {args.after:g} s after")
+    columns = "interval s  run  sent  failed  first/last failed sent at s  slowest 202 s"
+    print(f"{columns}  failed by answer")
+    try:
+        for run in range(args.repeat):
+            for interval in intervals:
+                data = work / f"journal-{interval}-{run}"
+                out = one_run(harness, private, data, interval, args.replicas, args.after)
+                span = (
+                    f"{out.first_failed:.2f} / {out.last_failed:.2f}"
+                    if out.first_failed is not None and out.last_failed is not None
+                    else "-"
+                )
+                print(
+                    f"{interval:>10}  {run + 1:>3}  {out.sent:>4}  {sum(out.failed.values()):>6}"
+                    f"  {span:>27}  {out.slowest_202:>13.2f}  {dict(out.failed)}",
+                    flush=True,
+                )
+                if out.last_failed is not None and out.last_failed > args.after - 3:
+                    print("#   failures until the end: --after was too short for this run")
+    finally:
+        harness.close()
+    print(f"# port {PORT} free afterwards: {port_free(PORT)}")
+
+
+if __name__ == "__main__":
+    main()
