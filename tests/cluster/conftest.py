@@ -55,7 +55,7 @@ def deploy(
 ) -> Iterator[Callable[..., Deployment]]:
     from ray import serve
 
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
     from actors.ray.runtime import kill_actors
 
     started: list[RuntimeSettings] = []
@@ -89,7 +89,7 @@ def deploy(
         kw.setdefault("namespace", f"t-{uuid.uuid4().hex[:8]}")
         # Versioned as `serve run ghbot.deploy` does (`build_settings`).
         runtime = RuntimeSettings(bot=bot, settings=settings, **kw).versioned()
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         started.append(runtime)
         return Deployment(ray_serve, runtime, journal_dir)
 

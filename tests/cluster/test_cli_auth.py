@@ -74,6 +74,9 @@ def head() -> Iterator[Head]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = clean_env(HOME=str(home), RAY_TMPDIR=str(base), RAY_AUTH_MODE="token")
+    # On SIGTERM, `ray start --block` first drains the node for Serve, up to 30 s by
+    # default; this head runs no Serve, so it stops at once.
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}"]
     command += ["--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"]
     log = (base / "head.log").open("w")

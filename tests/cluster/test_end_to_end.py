@@ -23,6 +23,7 @@ from tests.cluster.conftest import (
     install,
     on_fake,
     payload,
+    scrape_metrics,
     send,
 )
 
@@ -106,6 +107,65 @@ async def test_each_issue_in_journal_order_many_issues_at_once(
     assert len(by_issue) == issues
     for number, seqs in by_issue.items():
         assert seqs == list(range(per_issue)), f"issue {number} out of order: {seqs}"
+
+
+async def test_two_ingress_replicas_share_the_deliveries_and_keep_each_issue_in_order(
+    deploy: Any, fake: Any
+) -> None:
+    """What README asks for in production: with two ingress replicas, both take
+    deliveries (each counts its own on Ray's metrics export), and each issue's
+    deliveries, sent one after another's 202, still run once each in that order,
+    whichever replica took them."""
+    from ray import serve
+
+    def received(scrape: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for labels, value in scrape.get("ray_ghbot_webhooks_received_total", []):
+            if labels.get("event") == "issue_comment":
+                counts[labels["WorkerId"]] = counts.get(labels["WorkerId"], 0.0) + value
+        return counts
+
+    repo, issues, per_issue = "e2e/two-replicas", 6, 10
+    install(fake, 1009, repo, issues=issues)
+    before = await asyncio.to_thread(scrape_metrics)
+    app = deploy("tests.cluster.bots:Echo", ingress_replicas=2)
+    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
+    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
+
+    async def one_issue(session: aiohttp.ClientSession, number: int) -> None:
+        for seq in range(per_issue):
+            data = payload(
+                "issue_comment.created",
+                installation=1009,
+                repo=repo,
+                issue__number=number,
+                comment__body=f"{number}:{seq}",
+            )
+            status, _ = await send(app.url, "issue_comment", data, session=session)
+            assert status == 202
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one_issue(session, n) for n in range(1, issues + 1)))
+    await eventually(lambda: len(_bodies(fake, repo)) == issues * per_issue, within=60)
+    by_issue: dict[str, list[int]] = defaultdict(list)
+    for body in _bodies(fake, repo):
+        number, seq = body.removeprefix("echo ").split(":")
+        by_issue[number].append(int(seq))
+    assert len(by_issue) == issues
+    for number, seqs in by_issue.items():
+        assert seqs == list(range(per_issue)), f"issue {number} out of order: {seqs}"
+
+    # Both replicas took some: two processes' counts grew (a series new since `before`
+    # counts from 0; the replicas of earlier tests are gone and count nothing more).
+    old = received(before)
+
+    def grown() -> dict[str, float]:
+        now = received(scrape_metrics())
+        return {w: n - old.get(w, 0.0) for w, n in now.items() if n > old.get(w, 0.0)}
+
+    await eventually(lambda: sum(grown().values()) >= issues * per_issue, within=60, every=2)
+    took = grown()
+    assert len(took) == 2 and sum(took.values()) == issues * per_issue, took
 
 
 async def test_failures_are_retried_then_dead_lettered_and_replayed(deploy: Any, fake: Any) -> None:
