@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 # Run as a script: its own folder is on the path, and holds both.
-from bench_e2e import SECRET, bench_runtime, free_port, keys, start_ray_serve
+from bench_e2e import SECRET, bench_runtime, free_port, keys, start_ray_serve, stop_ray_serve
 from e2e_harness import Harness
 
 T = TypeVar("T")
@@ -56,11 +56,9 @@ class HarnessThread:
 
 def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[str, Any]:
     """Deploy ghbot with `--pace` on a new local Ray, send the burst, return the results."""
-    import ray
     from ray import serve
 
     from actors.ray.ingress import WebhookDeployment
-    from actors.ray.runtime import kill_actors
 
     port = free_port()
     start_ray_serve(port)
@@ -79,10 +77,7 @@ def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[
         # `Harness.run` waits for every comment, up to 120 s.
         return load.run(load.harness.run(target, args.deliveries, args.concurrency, 0))
     finally:
-        serve.delete("ghbot")
-        kill_actors(runtime.namespace, runtime.shards)
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray_serve(runtime)
 
 
 def main() -> None:

@@ -73,6 +73,20 @@ def start_ray_serve(port: int) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
 
 
+def stop_ray_serve(runtime: Any) -> None:
+    """Undo `start_ray_serve` and the deployment of `runtime`: the app, its actors, Serve
+    (cleanly: its HAProxy must not outlive it) and Ray."""
+    import ray
+    from ray import serve
+
+    from actors.ray.runtime import kill_actors
+
+    serve.delete("ghbot")
+    kill_actors(runtime.namespace, runtime.shards)
+    serve.shutdown()
+    ray.shutdown()
+
+
 def bench_runtime(
     private: Path, api_url: str, journal: Path, *, log_level: str = "WARNING", **runtime: Any
 ) -> Any:
@@ -324,12 +338,10 @@ def run_on_serve(
     if args.no_ray_metrics:
         # Ray's own metrics agent costs ~14 % of a core here even without the dashboard.
         os.environ["RAY_enable_metrics_collection"] = "0"  # noqa: SIM112 - Ray spells it so
-    import ray
     from ray import serve
 
     from actors.ray.admin import stats as shard_stats
     from actors.ray.deploy import application
-    from actors.ray.runtime import kill_actors
 
     port = 8000 if not args.no_haproxy else free_port()
     start_ray_serve(port)
@@ -374,10 +386,7 @@ def run_on_serve(
             print(ack_path(batches), flush=True)
         return result
     finally:
-        serve.delete("ghbot")
-        kill_actors(runtime.namespace, runtime.shards)
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray_serve(runtime)
 
 
 def ack_path(calls: int, within: float = 60.0) -> str:

@@ -45,7 +45,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_e2e import SECRET, Harness, bench_runtime, keys, start_ray_serve  # noqa: E402
+from bench_e2e import (  # noqa: E402
+    SECRET,
+    Harness,
+    bench_runtime,
+    keys,
+    start_ray_serve,
+    stop_ray_serve,
+)
 
 from actors.ray.deploy import serve_environment  # noqa: E402
 from ghbot.testing.payloads import example_payload  # noqa: E402
@@ -160,11 +167,9 @@ def one_run(
     os.environ["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = interval
     # No load balancer in front to deregister a stopping replica first (see the demo).
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
-    import ray
     from ray import serve
 
     from actors.ray.deploy import application
-    from actors.ray.runtime import kill_actors
 
     start_ray_serve(PORT)
     runtime = bench_runtime(
@@ -188,10 +193,7 @@ def one_run(
         sender.join()
         return outcome[0]
     finally:
-        serve.delete("ghbot")
-        kill_actors(runtime.namespace, runtime.shards)
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray_serve(runtime)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from bench_e2e import (  # noqa: E402 - a script's sibling
     free_port,
     keys,
     start_ray_serve,
+    stop_ray_serve,
 )
 from e2e_harness import Harness, _host_port, _read_response  # noqa: E402
 
@@ -232,7 +233,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
     from ray import serve
 
     from actors.ray.ingress import WebhookDeployment
-    from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, wait_ready
 
     private, public = keys(tmp)
     load = LoadProcess(public, args)
@@ -273,10 +274,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
         return samples, result
     finally:
         load.close()
-        serve.delete("ghbot")
-        kill_actors(runtime.namespace, runtime.shards)
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray_serve(runtime)
 
 
 def report(args: argparse.Namespace, samples: list[dict[str, Any]], result: dict[str, Any]) -> None:

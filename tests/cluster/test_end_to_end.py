@@ -84,21 +84,34 @@ async def test_each_issue_in_journal_order_many_issues_at_once(
     repo, issues, per_issue = f"e2e/ordered-{channel}", 8, 12
     install(fake, 1002, repo, issues=issues)
     app = deploy("tests.cluster.bots:Echo", shard_channel=channel)
+    await _comment_on_each_issue_in_turn(app.url, 1002, repo, issues, per_issue)
+    await _each_issue_once_in_order(fake, repo, issues, per_issue)
+
+
+async def _comment_on_each_issue_in_turn(
+    url: str, installation: int, repo: str, issues: int, per_issue: int
+) -> None:
+    """Send `per_issue` comment deliveries on each of `issues` issues, the issues at
+    once, each issue's one after another's 202; the comment is "issue:seq"."""
 
     async def one_issue(session: aiohttp.ClientSession, number: int) -> None:
         for seq in range(per_issue):
             data = payload(
                 "issue_comment.created",
-                installation=1002,
+                installation=installation,
                 repo=repo,
                 issue__number=number,
                 comment__body=f"{number}:{seq}",
             )
-            status, _ = await send(app.url, "issue_comment", data, session=session)
+            status, _ = await send(url, "issue_comment", data, session=session)
             assert status == 202
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(one_issue(session, n) for n in range(1, issues + 1)))
+
+
+async def _each_issue_once_in_order(fake: Any, repo: str, issues: int, per_issue: int) -> None:
+    """Wait for the Echo bot's comments; check each issue's ran once each, in order."""
     await eventually(lambda: len(_bodies(fake, repo)) == issues * per_issue, within=60)
     by_issue: dict[str, list[int]] = defaultdict(list)
     for body in _bodies(fake, repo):
@@ -132,28 +145,8 @@ async def test_two_ingress_replicas_share_the_deliveries_and_keep_each_issue_in_
     ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
     assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
 
-    async def one_issue(session: aiohttp.ClientSession, number: int) -> None:
-        for seq in range(per_issue):
-            data = payload(
-                "issue_comment.created",
-                installation=1009,
-                repo=repo,
-                issue__number=number,
-                comment__body=f"{number}:{seq}",
-            )
-            status, _ = await send(app.url, "issue_comment", data, session=session)
-            assert status == 202
-
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(one_issue(session, n) for n in range(1, issues + 1)))
-    await eventually(lambda: len(_bodies(fake, repo)) == issues * per_issue, within=60)
-    by_issue: dict[str, list[int]] = defaultdict(list)
-    for body in _bodies(fake, repo):
-        number, seq = body.removeprefix("echo ").split(":")
-        by_issue[number].append(int(seq))
-    assert len(by_issue) == issues
-    for number, seqs in by_issue.items():
-        assert seqs == list(range(per_issue)), f"issue {number} out of order: {seqs}"
+    await _comment_on_each_issue_in_turn(app.url, 1009, repo, issues, per_issue)
+    await _each_issue_once_in_order(fake, repo, issues, per_issue)
 
     # Both replicas took some: two processes' counts grew (a series new since `before`
     # counts from 0; the replicas of earlier tests are gone and count nothing more).
