@@ -29,6 +29,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -232,6 +233,7 @@ def main() -> None:
                     print("#   failures until the end: --after was too short for this run")
     finally:
         harness.close()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"# port {PORT} free afterwards: {port_free(PORT)}")
 
 

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,7 @@ async def main() -> None:
     finally:
         fake.terminate()
         fake.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
