@@ -14,8 +14,8 @@ The fake GitHub runs in a child process (`ghbot fake-github`), so its CPU is not
 counted. Reported: CPU per delivery (`time.process_time`: every thread of this
 process, the journal's writer included) for both, and the difference, the shard's
 cost above its handler's work (issue 13's target: at most 0.6 ms); and how the
-shard's splits between the journal's writer thread (SQLite's inserts, commits and
-fsyncs) and the rest (the event loop: handler, mailboxes, ingest).
+shard's CPU splits between the journal's writer thread (SQLite's inserts, commits
+and fsyncs) and the rest (the event loop: handler, mailboxes, ingest).
 
     python benchmarks/bench_shard.py [--deliveries 4000] [--batch 8] [--concurrency 32]
 """
