@@ -51,6 +51,7 @@ from bench_e2e import (  # noqa: E402
     Harness,
     bench_runtime,
     keys,
+    own_processes,
     start_ray_serve,
     stop_ray_serve,
 )
@@ -96,19 +97,10 @@ def deliver() -> tuple[str, float]:
     return status, time.monotonic() - began
 
 
-def ingress_pids() -> list[int]:
-    """Return the pids of the processes titled as ghbot's ingress replica."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    title = cmdline.read().split(b"\0", 1)[0].decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith(INGRESS):
-                found.append(int(entry))
-    return found
+def ingress_pids(harness: Harness) -> list[int]:
+    """Return the pids of this run's processes titled as ghbot's ingress replica."""
+    mine = own_processes(os.getpid(), but=harness.process.pid)
+    return [pid for pid, name in mine.items() if name.startswith(INGRESS)]
 
 
 def port_free(port: int) -> bool:
@@ -179,12 +171,12 @@ def one_run(
     try:
         serve.run(application(runtime), name="ghbot", route_prefix="/")
         deadline = time.monotonic() + 60
-        while deliver()[0] != "202" or len(ingress_pids()) != replicas:
+        while deliver()[0] != "202" or len(ingress_pids(harness)) != replicas:
             if time.monotonic() > deadline:
                 raise SystemExit(f"not {replicas} ingress replicas answering 202 within 60 s")
             time.sleep(0.2)
         time.sleep(2.0)  # settled: Serve's controller and HAProxy have seen them healthy
-        victim = ingress_pids()[0]
+        victim = ingress_pids(harness)[0]
         kill = threading.Event()
         outcome: list[Outage] = []
         sender = threading.Thread(target=lambda: outcome.append(stream(kill, after)))
