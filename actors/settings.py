@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from actors.bot import InstallationActor
 from ghbot.config import Settings
@@ -19,7 +19,12 @@ from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
-__all__ = ["RuntimeSettings", "code_version", "load_bot"]
+__all__ = ["INGRESS_ONLY", "RuntimeSettings", "code_version", "load_bot"]
+
+#: The settings only the ingress replicas read. A change of them is a new ingress for
+#: Serve, and no new version for the actors (`for_shards`): scaling the ingress
+#: (`GHBOT_INGRESS_REPLICAS`) replaces no shard and not the app-auth actor.
+INGRESS_ONLY: Final = ("ingress_replicas", "batch_inflight", "batch_max", "log_received_per_second")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,8 @@ class RuntimeSettings:
 
     def versioned(self) -> RuntimeSettings:
         """Return the settings with their `version`: hashes of the bot's code and of
-        the settings the shards run with (no secret goes into it; see `key_version`)."""
+        the settings the shards run with (`for_shards`: no secret goes into it, nor the
+        ingress's own settings; see `key_version`)."""
         shards = replace(self.for_shards(), version="")
         config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
         return replace(self, version=f"{code_version(self.bot)}-{config}")
@@ -68,15 +74,16 @@ class RuntimeSettings:
         return hashlib.sha256(material).hexdigest()[:8]
 
     def for_shards(self) -> RuntimeSettings:
-        """Return the settings without the private key, its path or the webhook secrets.
+        """Return the settings without the private key, its path or the webhook secrets,
+        and with the ingress's own settings (`INGRESS_ONLY`) at their defaults.
 
         Shards need none of them: tokens come from the app-auth actor, the only holder
-        of the key, and signatures are checked at the ingress.
+        of the key, and signatures are checked and batches made at the ingress.
         """
         settings = replace(
             self.settings, private_key=None, private_key_path=None, webhook_secrets=()
         )
-        return replace(self, settings=settings)
+        return replace(self, settings=settings, **_INGRESS_DEFAULTS)
 
     def for_app_auth(self) -> RuntimeSettings:
         """Return the settings the app-auth actor needs: the key, no webhook secrets.
@@ -112,6 +119,12 @@ class RuntimeSettings:
         """
         left = self.max_concurrent_requests - self.app_auth_requests
         return max(1, left // self.shards)
+
+
+#: `INGRESS_ONLY`'s defaults, which `for_shards` sets.
+_INGRESS_DEFAULTS: Final[dict[str, Any]] = {
+    f.name: f.default for f in fields(RuntimeSettings) if f.name in INGRESS_ONLY
+}
 
 
 def load_bot(path: str) -> type[InstallationActor]:

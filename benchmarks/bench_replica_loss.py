@@ -1,14 +1,17 @@
 """What GitHub would see when an ingress replica's process dies, by Serve's controller
-pace and the number of ingress replicas.
+pace, the ingress's health-check period and the number of ingress replicas.
 
-    python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.5,0.1] [--replicas 1]
+    python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.1]
+        [--health-periods 10,2] [--replicas 1]
 
-A slower Serve controller (a pass every 0.5 s rather than Serve's 0.1 s) saves a
-little CPU on a small machine and makes Serve act on a dead replica later; `ghbot
-serve-env` once set it. This measures what that costs. For each interval in turn
-(interleaved, `--repeat` times), it starts a local Ray and Serve with `ghbot
-serve-env`'s settings and that interval (HAProxy on port 8000, as README runs it),
-deploys ghbot with `--replicas` ingress replicas and the benchmarks' bot
+Serve notices a replica's dead process at its next health check of it (every
+`health_check_period_s`, Serve's default 10 s; ghbot's ingress sets
+`actors.ray.ingress.HEALTH_CHECK_PERIOD_S`), and its controller acts on it at its
+next pass (every 0.1 s; `ghbot serve-env` once slowed it to 0.5 s). This measures
+what each costs. For each pair of interval and period in turn (interleaved,
+`--repeat` times), it starts a local Ray and Serve with `ghbot serve-env`'s settings
+and that interval (HAProxy on port 8000, as README runs it), deploys ghbot with
+`--replicas` ingress replicas checked every period and the benchmarks' bot
 (`bench_bot:Thanks`, against `bench_e2e.py`'s load process, which holds the fake
 GitHub), and sends signed `issues.opened` deliveries as GitHub does: 40 a second,
 none waiting for another's answer, each given GitHub's 10 s to be answered. One
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -57,6 +61,7 @@ from bench_e2e import (  # noqa: E402
 )
 
 from actors.ray.deploy import serve_environment  # noqa: E402
+from actors.ray.ingress import HEALTH_CHECK_PERIOD_S  # noqa: E402
 from ghbot.testing.payloads import example_payload  # noqa: E402
 from ghbot.webhooks import sign  # noqa: E402
 
@@ -153,23 +158,32 @@ def stream(kill: threading.Event, after: float) -> Outage:
 
 
 def one_run(
-    harness: Harness, private: Path, data: Path, interval: str, replicas: int, after: float
+    harness: Harness,
+    private: Path,
+    data: Path,
+    interval: str,
+    period: float,
+    replicas: int,
+    after: float,
 ) -> Outage:
-    """Start Ray and Serve at `interval`, deploy, kill an ingress replica; return the outage."""
+    """Start Ray and Serve at `interval`, deploy with health checks every `period`
+    seconds, kill an ingress replica; return the outage."""
     os.environ.update(serve_environment())
     os.environ["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = interval
     # No load balancer in front to deregister a stopping replica first (see the demo).
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
     from ray import serve
 
-    from actors.ray.deploy import application
+    from actors.ray.ingress import WebhookDeployment
 
     start_ray_serve(PORT)
     runtime = bench_runtime(
         private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
     )
     try:
-        serve.run(application(runtime), name="ghbot", route_prefix="/")
+        # `actors.ray.deploy.application(runtime)`, with the period asked for.
+        ingress = WebhookDeployment.options(num_replicas=replicas, health_check_period_s=period)
+        serve.run(ingress.bind(runtime), name="ghbot", route_prefix="/")
         deadline = time.monotonic() + 60
         while deliver()[0] != "202" or len(ingress_pids(harness)) != replicas:
             if time.monotonic() > deadline:
@@ -192,11 +206,17 @@ def one_run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each interval")
-    parser.add_argument("--intervals", default="0.5,0.1", help="controller intervals, s")
+    parser.add_argument("--intervals", default="0.1", help="controller intervals, s")
+    parser.add_argument(
+        "--health-periods",
+        default=f"10,{HEALTH_CHECK_PERIOD_S:g}",
+        help="the ingress's health-check periods, s (Serve's default, then ghbot's)",
+    )
     parser.add_argument("--replicas", type=int, default=1, help="ingress replicas")
     parser.add_argument("--after", type=float, default=20.0, help="s sent after the kill")
     args = parser.parse_args()
     intervals = [value.strip() for value in args.intervals.split(",") if value.strip()]
+    periods = [float(value) for value in args.health_periods.split(",") if value.strip()]
     if not port_free(PORT):
         raise SystemExit(f"port {PORT}, which Serve's HAProxy ingress takes, is in use")
     work = Path(tempfile.mkdtemp(prefix="ghbot-bench-loss-"))
@@ -204,20 +224,21 @@ def main() -> None:
     harness = Harness(public, installations=1)
     print(f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;")
     print(f"# {RATE} deliveries/s from 1 s before a SIGKILL to a replica to {args.after:g} s after")
-    columns = "interval s  run  sent  failed  first/last failed sent at s  slowest 202 s"
+    columns = "interval s  period s  run  sent  failed  first/last failed sent at s  slowest 202 s"
     print(f"{columns}  failed by answer")
     try:
         for run in range(args.repeat):
-            for interval in intervals:
-                data = work / f"journal-{interval}-{run}"
-                out = one_run(harness, private, data, interval, args.replicas, args.after)
+            for interval, period in itertools.product(intervals, periods):
+                data = work / f"journal-{interval}-{period:g}-{run}"
+                out = one_run(harness, private, data, interval, period, args.replicas, args.after)
                 span = (
                     f"{out.first_failed:.2f} / {out.last_failed:.2f}"
                     if out.first_failed is not None and out.last_failed is not None
                     else "-"
                 )
                 print(
-                    f"{interval:>10}  {run + 1:>3}  {out.sent:>4}  {sum(out.failed.values()):>6}"
+                    f"{interval:>10}  {period:>8g}  {run + 1:>3}  {out.sent:>4}"
+                    f"  {sum(out.failed.values()):>6}"
                     f"  {span:>27}  {out.slowest_202:>13.2f}  {dict(out.failed)}",
                     flush=True,
                 )

@@ -88,7 +88,8 @@ def serve_environment(cores: int | None = None) -> dict[str, str]:
 
     Serve's controller keeps its own pace (a pass every 0.1 s). A pass every 0.5 s
     spent 0.02 ms less CPU a delivery, but Serve then replaced a killed ingress
-    replica about 1 s later: with one replica, at GitHub's 10 s limit
+    replica about 1 s later: with one replica and Serve's health check every 10 s
+    (before the ingress asked for one every 2 s), at GitHub's 10 s limit
     (`benchmarks/bench_replica_loss.py`).
     """
     if cores is None:

@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from opentelemetry.trace import Span, SpanKind
@@ -39,7 +39,7 @@ from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, check_content_length, parse_delivery
 
-__all__ = ["ShardBatcher", "WebhookDeployment", "WebhookIngress"]
+__all__ = ["HEALTH_CHECK_PERIOD_S", "ShardBatcher", "WebhookDeployment", "WebhookIngress"]
 
 log = logging.getLogger("ghbot.ingress")
 _json = msgspec.json.Encoder()
@@ -346,8 +346,15 @@ class WebhookIngress:
 # Serve's decorator is untyped; the class above stays plain so mypy checks its body.
 # No per-request access log: at a thousand webhooks a second it costs a tenth of the
 # replica's CPU; ghbot logs what matters (refusals, shard failures) itself.
+#: Seconds between Serve's health checks of an ingress replica (Serve's default is 10).
+#: Serve notices a replica whose process died at its next check, and only then starts
+#: another; with one replica, HAProxy holds new deliveries until that one answers
+#: (`benchmarks/bench_replica_loss.py`).
+HEALTH_CHECK_PERIOD_S: Final = 2.0
+
 WebhookDeployment: Any = serve.deployment(
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=2000,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
     logging_config={"enable_access_log": False, "log_level": "WARNING"},
 )(WebhookIngress)

@@ -5,7 +5,8 @@ journal): the new ingress replica replaces each actor that runs another version
 (drained first), while deliveries keep coming. Every acknowledged delivery is handled
 exactly once, those sent after the switch by the new code, and `ghbot status` shows
 the version each shard runs. The same for a change of the number of shard actors
-(virtual shards move), and for a webhook secret's rotation (no shard replaced).
+(virtual shards move), and for a webhook secret's rotation and more ingress replicas
+(no shard replaced).
 """
 
 from __future__ import annotations
@@ -137,10 +138,16 @@ async def test_more_shard_actors_on_a_redeploy_move_virtual_shards_losing_nothin
     assert sorted(s["vshards"] for s in stats(namespace)) == [[0, 2], [1, 3]]
 
 
-async def test_a_webhook_secret_rotates_without_a_delivery_refused(
+async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_delivery_refused(
     deploy: Any, fake: Any, tmp_path: Any
 ) -> None:
+    """Neither the webhook secrets nor the ingress's replica count are in the actors'
+    version: the shards and the app-auth actor keep running through both redeploys."""
+    import ray
+    from ray import serve
+
     from actors.ray.admin import shards
+    from actors.ray.runtime import APP_AUTH_NAME
 
     install(fake, INSTALLATION, REPO, issues=5)
     common = {
@@ -148,6 +155,7 @@ async def test_a_webhook_secret_rotates_without_a_delivery_refused(
         "journal_url": f"sqlite://{tmp_path}/rotate-journal",
     }
     first = deploy("tests.cluster.bots:Greeter", webhook_secrets=("old",), **common)
+    app_auth = ray.get_actor(APP_AUTH_NAME, namespace=common["namespace"])
     pids = [ray_get(s.pid.remote()) for s in shards(common["namespace"])]
     old = [str(uuid.uuid4()) for _ in range(40)]
     new = [str(uuid.uuid4()) for _ in range(20)]
@@ -159,16 +167,26 @@ async def test_a_webhook_secret_rotates_without_a_delivery_refused(
         deploy, "tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common
     )
     await stream
-    # 2. GitHub switches to the new secret. 3. Remove the old one.
+    # 2. GitHub switches to the new secret. 3. Remove the old one, and scale the
+    # ingress to two replicas (what README asks for in production) on the way.
     await _deliver(first.url, new[:10], acked, secret="new")
     await asyncio.to_thread(
-        deploy, "tests.cluster.bots:Greeter", webhook_secrets=("new",), **common
+        deploy,
+        "tests.cluster.bots:Greeter",
+        webhook_secrets=("new",),
+        ingress_replicas=2,
+        **common,
     )
+    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
+    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
     await _deliver(first.url, new[10:], acked, secret="new")
     data = payload("issues.opened", installation=INSTALLATION, repo=REPO, issue__number=1)
     assert (await send(first.url, "issues", data, secret="old"))[0] == 401
 
     assert [ray_get(s.pid.remote()) for s in shards(common["namespace"])] == pids
+    # The same app-auth actor (a replaced one is another actor under the same name).
+    again = ray.get_actor(APP_AUTH_NAME, namespace=common["namespace"])
+    assert again._actor_id == app_auth._actor_id
     await eventually(lambda: len(comments(fake, REPO)) >= len(old) + len(new), within=120)
     _handled_once(fake, set(old + new))
 

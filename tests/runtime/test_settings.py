@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors.ray.deploy import application, build_settings
+from actors.ray.ingress import HEALTH_CHECK_PERIOD_S
 from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.settings import RuntimeSettings, load_bot
 from ghbot.config import Settings
@@ -39,6 +40,25 @@ def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> Non
     assert len(code) == len(config) == 8
     other = build_settings({"bot": "examples.greeter:Greeter", "shards": "3"}, _env(pem_pkcs8))
     assert other.version.partition("-")[0] == code and other.version != runtime.version
+
+
+def test_the_ingress_own_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -> None:
+    """Scaling the ingress (or its batching, or its log rate) is a new ingress for Serve,
+    not a new version for the shards and the app-auth actor; the shards' settings are."""
+    base = {"bot": "examples.greeter:Greeter"}
+    runtime = build_settings(base, _env(pem_pkcs8))
+    for name, value in [
+        ("replicas", "3"),
+        ("log_received_per_second", "0"),
+    ]:
+        other = build_settings({**base, name: value}, _env(pem_pkcs8))
+        assert other != runtime and other.version == runtime.version, name
+    for field, changed in [("batch_inflight", 4), ("batch_max", 64)]:
+        assert replace(runtime, **{field: changed}).versioned().version == runtime.version
+    assert build_settings({**base, "replicas": "2"}, _env(pem_pkcs8)).ingress_replicas == 2
+    for name, value in [("pace_writes", "0"), ("dedup_window", "604800")]:
+        other = build_settings({**base, name: value}, _env(pem_pkcs8))
+        assert other.version != runtime.version, name
 
 
 def test_shards_get_neither_the_key_nor_the_webhook_secrets(pem_pkcs8: bytes) -> None:
@@ -76,6 +96,10 @@ def test_the_application_has_as_many_ingress_replicas_as_asked(
     for name, value in {**_env(pem_pkcs8), "GHBOT_INGRESS_REPLICAS": "3"}.items():
         monkeypatch.setenv(name, value)
     assert deploy(bot)._bound_deployment.num_replicas == 3
+    # Serve checks each replica every HEALTH_CHECK_PERIOD_S, not its default 10 s: a
+    # replica whose process died is replaced that much sooner (bench_replica_loss.py).
+    config = deploy(bot)._bound_deployment._deployment_config
+    assert config.health_check_period_s == HEALTH_CHECK_PERIOD_S < 10
 
 
 def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> None:

@@ -196,3 +196,5 @@ def test_the_settings_example_sets_what_a_cluster_needs() -> None:
     for name in ("GITHUB_APP_ID", *_cluster_config().REQUIRED):
         assert settings.get(name), name
     assert settings["GHBOT_JOURNAL_URL"].startswith("postgresql://")
+    # Two ingress replicas, as README asks for in production (docs/scaling.md).
+    assert int(settings["GHBOT_INGRESS_REPLICAS"]) >= 2
