@@ -55,11 +55,19 @@ async def _deliver(
 async def test_a_redeploy_reaches_every_shard_under_load(
     deploy: Any, fake: Any, tmp_path: Any
 ) -> None:
+    from ray import serve
+
     from actors.ray.admin import stats
 
     install(fake, INSTALLATION, REPO, issues=5)
     namespace = f"t-{uuid.uuid4().hex[:8]}"
-    common = {"namespace": namespace, "journal_url": f"sqlite://{tmp_path}/upgrade-journal"}
+    common = {
+        "namespace": namespace,
+        "journal_url": f"sqlite://{tmp_path}/upgrade-journal",
+        # As README asks for in production: Serve replaces them one at a time, the
+        # first new one replacing the actors while the other old one takes deliveries.
+        "ingress_replicas": 2,
+    }
     first = deploy("tests.cluster.bots:Greeter", **common)
     old_versions = {s["version"] for s in stats(namespace)}
 
@@ -69,8 +77,10 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     stream = asyncio.create_task(_deliver(first.url, before, acked))
     await eventually(lambda: len(acked) >= 12, within=60)
     # The redeploy, while the stream goes on: `serve run` returns once the new
-    # replica is up, and so once it has replaced the actors.
+    # replicas are up, and so once the first of them has replaced the actors.
     await asyncio.to_thread(deploy, "tests.cluster.bots:GreeterV2", **common)
+    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
+    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
     await stream
     await _deliver(first.url, after, acked)
 
