@@ -605,18 +605,26 @@ def retire(shards: dict[str, Any], namespace: str, within: float = DRAIN_TIMEOUT
         log.warning("%d shard(s) did not drain: successors resume the rest", len(shards) - drained)
     for name, shard in shards.items():
         ray.kill(shard, no_restart=True)
-        _wait_gone(name, namespace)
+        _wait_gone(name, namespace, shard)
     return drained
 
 
-def _wait_gone(name: str, namespace: str, within: float = 30.0) -> None:
-    """Wait until no actor holds `name` (a killed actor frees it a moment later)."""
+def _wait_gone(name: str, namespace: str, killed: Any, within: float = 30.0) -> bool:
+    """Wait until `name` no longer names the actor `killed` (a killed actor frees its
+    name a moment later): no actor holds it, or another does, the replacement that
+    another ingress replica, replacing the same actor at the same time, has started.
+    Return False if `killed` still held it after `within` seconds (logged)."""
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    while True:
         try:
-            ray.get_actor(name, namespace=namespace)
+            holder = ray.get_actor(name, namespace=namespace)
         except ValueError:
-            return
+            return True
+        if holder._actor_id != killed._actor_id:
+            return True
+        if time.monotonic() > deadline:
+            log.warning("%s still holds its name %.0f s after it was killed", name, within)
+            return False
         time.sleep(0.1)
 
 
@@ -647,7 +655,7 @@ def _current(
         retire({name: handle}, namespace)
     else:
         ray.kill(handle, no_restart=True)
-        _wait_gone(name, namespace)
+        _wait_gone(name, namespace, handle)
     return remote.options(get_if_exists=True, **options).remote(*args)
 
 

@@ -12,7 +12,9 @@ the version each shard runs. The same for a change of the number of shard actors
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -99,6 +101,46 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     assert set(by_guid) == wanted  # nothing handled that was not sent
     assert all(len(handled) == 1 for handled in by_guid.values()), "a delivery ran twice"
     assert all(by_guid[g] == [f"hello again {g}"] for g in after)  # the new code's
+
+
+async def test_two_replicas_replacing_the_same_actors_at_once_end_with_one_set(
+    deploy: Any, fake: Any
+) -> None:
+    """Two ingress replicas of a new version that start together (a scale-up and an
+    upgrade in one deploy, say) each replace the old version's actors: they end up
+    with the same new actors, on the new version, and neither waits on a name the
+    other has already given to its replacement."""
+    import ray
+
+    from actors.ray.admin import stats
+    from actors.ray.runtime import APP_AUTH_NAME, _wait_gone, get_or_create_actors, shard_name
+
+    runtime = deploy("tests.cluster.bots:Greeter").runtime
+    new = replace(runtime, version=f"{runtime.version}-next")
+    # What a third replica that looked before the other two replaced it would hold.
+    stale = ray.get_actor(shard_name(0), namespace=runtime.namespace)
+    took: list[float] = []
+
+    def start_a_replica() -> list[str]:
+        began = time.monotonic()
+        handles = get_or_create_actors(new)  # what a new replica's constructor does
+        took.append(round(time.monotonic() - began, 2))
+        return [handle._actor_id.hex() for handle in handles]
+
+    first, second = await asyncio.gather(
+        asyncio.to_thread(start_a_replica), asyncio.to_thread(start_a_replica)
+    )
+    print(f"\nthe two replicas' replacements took {sorted(took)} s")
+    assert first == second
+    assert [s["version"] for s in stats(runtime.namespace)] == [new.version] * runtime.shards
+    app_auth = ray.get_actor(APP_AUTH_NAME, namespace=runtime.namespace)
+    assert ray_get(app_auth.version.remote()) == f"{new.version}-{runtime.key_version()}"
+    # That third replica's wait for the old shard's name ends at once: the name is the
+    # new shard's now (it used to wait 30 s for the name to be free).
+    assert _wait_gone(shard_name(0), runtime.namespace, stale, within=5.0)
+    assert ray_get(ray.get_actor(shard_name(0), namespace=runtime.namespace).version.remote()) == (
+        new.version
+    )
 
 
 def _handled_once(fake: Any, wanted: set[str]) -> dict[str, list[str]]:

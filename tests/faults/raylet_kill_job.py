@@ -133,7 +133,7 @@ def _create_actors(runtime: RuntimeSettings, targets: list[str]) -> list[Any]:
             if ray.get(shard.node_id.remote(), timeout=60) == targets[i]:
                 break
             ray.kill(shard, no_restart=True)
-            _wait_gone(shard_name(i), runtime.namespace)
+            _wait_gone(shard_name(i), runtime.namespace, shard)
             time.sleep(1.0)
         shards.append(shard)
     return shards
