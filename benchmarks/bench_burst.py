@@ -58,7 +58,7 @@ def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[
     """Deploy ghbot with `--pace` on a new local Ray, send the burst, return the results."""
     from ray import serve
 
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
 
     port = free_port()
     start_ray_serve(port)
@@ -72,7 +72,7 @@ def burst(args: argparse.Namespace, private: Path, load: HarnessThread) -> dict[
         redeliver_every=0,
     )
     try:
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         target = f"http://127.0.0.1:{port}"
         # `Harness.run` waits for every comment, up to 120 s.
         return load.run(load.harness.run(target, args.deliveries, args.concurrency, 0))

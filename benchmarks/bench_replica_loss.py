@@ -174,16 +174,15 @@ def one_run(
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
     from ray import serve
 
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
 
     start_ray_serve(PORT)
     runtime = bench_runtime(
         private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
     )
     try:
-        # `actors.ray.deploy.application(runtime)`, with the period asked for.
-        ingress = WebhookDeployment.options(num_replicas=replicas, health_check_period_s=period)
-        serve.run(ingress.bind(runtime), name="ghbot", route_prefix="/")
+        app = application(runtime, health_check_period_s=period)
+        serve.run(app, name="ghbot", route_prefix="/")
         deadline = time.monotonic() + 60
         while deliver()[0] != "202" or len(ingress_pids(harness)) != replicas:
             if time.monotonic() > deadline:
@@ -205,7 +204,7 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each interval")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each interval and period")
     parser.add_argument("--intervals", default="0.1", help="controller intervals, s")
     parser.add_argument(
         "--health-periods",

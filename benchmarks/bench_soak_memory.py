@@ -232,7 +232,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
     import ray
     from ray import serve
 
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
     from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, wait_ready
 
     private, public = keys(tmp)
@@ -250,7 +250,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
     )
     target = f"http://127.0.0.1:{port}"
     try:
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         shards = get_or_create_actors(runtime)
         wait_ready(shards)
         app_auth = ray.get_actor(APP_AUTH_NAME, namespace=runtime.namespace)

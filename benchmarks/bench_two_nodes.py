@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, address: str, env: dict[str, str], journal: st
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.ray.admin import stats
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
     from actors.ray.runtime import (
         APP_AUTH_NAME,
         RemoteAppAuth,
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, address: str, env: dict[str, str], journal: st
         wait_ready(shards, timeout=60)
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         result = harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
         )

@@ -49,7 +49,11 @@ BENCHMARKS = (
     Bench("bench_burst", ("--deliveries", "120", "--installations", "12"), ray=True),
     Bench("bench_e2e", ("--quick",), ray=True),
     Bench("bench_two_nodes", ("--deliveries", "1000", "--warmup", "200"), ray=True),
-    Bench("bench_replica_loss", ("--repeat", "1", "--intervals", "0.1"), ray=True),
+    Bench(
+        "bench_replica_loss",
+        ("--repeat", "1", "--intervals", "0.1", "--health-periods", "2"),
+        ray=True,
+    ),
     Bench(
         "bench_soak_memory",
         ("--minutes", "2", "--rate", "20", "--installations", "200"),

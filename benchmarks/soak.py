@@ -230,7 +230,7 @@ def soak(config: SoakConfig, target: str, tmp: Path) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from actors.ray.ingress import WebhookDeployment
+    from actors.ray.deploy import application
     from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
 
     private, public = keys(tmp)
@@ -246,7 +246,7 @@ def soak(config: SoakConfig, target: str, tmp: Path) -> dict[str, Any]:
     )
     runtime = replace(runtime, bot="benchmarks.soak_bot:Soak", **config.extra).versioned()
     try:
-        serve.run(WebhookDeployment.bind(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime), name="ghbot", route_prefix="/")
         shards = get_or_create_actors(runtime)
         wait_ready(shards)
         app_auth = ray.get_actor(APP_AUTH_NAME, namespace=runtime.namespace)

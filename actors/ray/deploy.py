@@ -181,11 +181,16 @@ def build_settings(
     return runtime.versioned()
 
 
-def application(runtime: RuntimeSettings) -> Any:
-    """Return the Serve application of `runtime`: its ingress, `ingress_replicas` of it."""
+def application(runtime: RuntimeSettings, **options: Any) -> Any:
+    """Return the Serve application of `runtime`: its ingress, `ingress_replicas` of it.
+
+    `options` are more of Serve's deployment options, over ghbot's (the benchmarks
+    compare `health_check_period_s` values).
+    """
     from actors.ray.ingress import WebhookDeployment
 
-    return WebhookDeployment.options(num_replicas=runtime.ingress_replicas).bind(runtime)
+    replicas = WebhookDeployment.options(num_replicas=runtime.ingress_replicas, **options)
+    return replicas.bind(runtime)
 
 
 def deploy(args: Mapping[str, str] | None = None) -> Any:

@@ -343,15 +343,15 @@ class WebhookIngress:
         return _answer(200, {"status": "ready", "shards": shards})
 
 
-# Serve's decorator is untyped; the class above stays plain so mypy checks its body.
-# No per-request access log: at a thousand webhooks a second it costs a tenth of the
-# replica's CPU; ghbot logs what matters (refusals, shard failures) itself.
 #: Seconds between Serve's health checks of an ingress replica (Serve's default is 10).
 #: Serve notices a replica whose process died at its next check, and only then starts
 #: another; with one replica, HAProxy holds new deliveries until that one answers
 #: (`benchmarks/bench_replica_loss.py`).
 HEALTH_CHECK_PERIOD_S: Final = 2.0
 
+# Serve's decorator is untyped; the class above stays plain so mypy checks its body.
+# No per-request access log: at a thousand webhooks a second it costs a tenth of the
+# replica's CPU; ghbot logs what matters (refusals, shard failures) itself.
 WebhookDeployment: Any = serve.deployment(
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=2000,

@@ -6,10 +6,11 @@ ones, and restarted with `max_restarts=-1`: a shard killed with `kill -9` comes 
 takes new epochs (its predecessor is fenced) and resumes its pending deliveries.
 
 Each actor runs one version of the deployment (`RuntimeSettings.version`: the bot's
-code and the settings). An ingress replica that starts with another version replaces
-the actors one by one (`get_or_create_actors`): a shard is drained (it refuses new
-deliveries, which the ingress answers 503 and GitHub sends again, and finishes what
-it took), then killed, and a new one takes its epochs and resumes its pending work.
+code and the settings the actors run with, not the ingress's own). An ingress replica
+that starts with another version replaces the actors one by one
+(`get_or_create_actors`): a shard is drained (it refuses new deliveries, which the
+ingress answers 503 and GitHub sends again, and finishes what it took), then killed,
+and a new one takes its epochs and resumes its pending work.
 """
 
 from __future__ import annotations
@@ -592,8 +593,8 @@ def running_shards(namespace: str) -> list[Any]:
 
 def retire(shards: dict[str, Any], namespace: str, within: float = DRAIN_TIMEOUT) -> int:
     """Drain the shard actors (by name) at once, up to `within` seconds, stop them, and
-    wait until their names are free; return how many drained. What the others left,
-    their successors resume from the journal (at least once)."""
+    wait until their names no longer name them (`_wait_gone`); return how many drained.
+    What the others left, their successors resume from the journal (at least once)."""
     refs = {name: shard.drain.remote(within) for name, shard in shards.items()}
     drained = 0
     for name, ref in refs.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,9 +30,14 @@ INSTALLATION = 1400
 
 
 async def _deliver(
-    url: str, guids: list[str], acked: list[str], secret: str = "cluster-test-secret"
+    url: str,
+    guids: list[str],
+    acked: list[str],
+    secret: str = "cluster-test-secret",
+    unavailable: list[str] | None = None,
 ) -> None:
-    """Send each delivery until it is acknowledged; a 503 is retried, as GitHub would."""
+    """Send each delivery until it is acknowledged; a 503 is retried, as GitHub would
+    (and its GUID added to `unavailable`)."""
     async with aiohttp.ClientSession() as session:
 
         async def one(guid: str, number: int) -> None:
@@ -46,12 +52,43 @@ async def _deliver(
                     acked.append(guid)
                     return
                 assert status == 503, status
+                if unavailable is not None:
+                    unavailable.append(guid)
                 await asyncio.sleep(0.2)
             raise AssertionError(f"{guid} never acknowledged")
 
         for start in range(0, len(guids), 4):  # a steady stream, 4 in flight
             batch = guids[start : start + 4]
             await asyncio.gather(*(one(g, 1 + (start + i) % 5) for i, g in enumerate(batch)))
+
+
+async def _deliver_during(
+    work: Callable[[], object],
+    url: str,
+    acked: list[str],
+    secret: str = "cluster-test-secret",
+    unavailable: list[str] | None = None,
+) -> list[str]:
+    """Run `work` (a redeploy) in a thread while deliveries go on, 4 at a time every 50
+    ms, from half a second before it starts to a second after it ends (a redeploy takes
+    seconds); return their GUIDs."""
+    sent: list[str] = []
+    done = asyncio.Event()
+
+    async def stream() -> None:
+        while not done.is_set():
+            batch = [str(uuid.uuid4()) for _ in range(4)]
+            sent.extend(batch)
+            await _deliver(url, batch, acked, secret, unavailable)
+            await asyncio.sleep(0.05)
+
+    streaming = asyncio.create_task(stream())
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(work)
+    await asyncio.sleep(1.0)
+    done.set()
+    await streaming
+    return sent
 
 
 async def test_a_redeploy_reaches_every_shard_under_load(
@@ -73,17 +110,15 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     first = deploy("tests.cluster.bots:Greeter", **common)
     old_versions = {s["version"] for s in stats(namespace)}
 
-    before = [str(uuid.uuid4()) for _ in range(60)]
     after = [str(uuid.uuid4()) for _ in range(20)]
     acked: list[str] = []
-    stream = asyncio.create_task(_deliver(first.url, before, acked))
-    await eventually(lambda: len(acked) >= 12, within=60)
     # The redeploy, while the stream goes on: `serve run` returns once the new
     # replicas are up, and so once the first of them has replaced the actors.
-    await asyncio.to_thread(deploy, "tests.cluster.bots:GreeterV2", **common)
+    before = await _deliver_during(
+        lambda: deploy("tests.cluster.bots:GreeterV2", **common), first.url, acked
+    )
     ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
     assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
-    await stream
     await _deliver(first.url, after, acked)
 
     versions = {s["version"] for s in stats(namespace)}
@@ -209,29 +244,33 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
     first = deploy("tests.cluster.bots:Greeter", webhook_secrets=("old",), **common)
     app_auth = ray.get_actor(APP_AUTH_NAME, namespace=common["namespace"])
     pids = [ray_get(s.pid.remote()) for s in shards(common["namespace"])]
-    old = [str(uuid.uuid4()) for _ in range(40)]
-    new = [str(uuid.uuid4()) for _ in range(20)]
     acked: list[str] = []
     # 1. Add the new secret while GitHub still signs with the old one.
-    stream = asyncio.create_task(_deliver(first.url, old, acked, secret="old"))
-    await eventually(lambda: len(acked) >= 8, within=60)
-    await asyncio.to_thread(
-        deploy, "tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common
+    old = await _deliver_during(
+        lambda: deploy("tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common),
+        first.url,
+        acked,
+        secret="old",
     )
-    await stream
     # 2. GitHub switches to the new secret. 3. Remove the old one, and scale the
-    # ingress to two replicas (what README asks for in production) on the way.
-    await _deliver(first.url, new[:10], acked, secret="new")
-    await asyncio.to_thread(
-        deploy,
-        "tests.cluster.bots:Greeter",
-        webhook_secrets=("new",),
-        ingress_replicas=2,
-        **common,
+    # ingress to two replicas (what README asks for in production) on the way, while
+    # deliveries keep coming.
+    new = [str(uuid.uuid4()) for _ in range(10)]
+    await _deliver(first.url, new, acked, secret="new")
+    unavailable: list[str] = []
+    new += await _deliver_during(
+        lambda: deploy(
+            "tests.cluster.bots:Greeter", webhook_secrets=("new",), ingress_replicas=2, **common
+        ),
+        first.url,
+        acked,
+        secret="new",
+        unavailable=unavailable,
     )
     ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
     assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
-    await _deliver(first.url, new[10:], acked, secret="new")
+    print(f"\n{len(old)} and {len(new)} deliveries around the two redeploys; answered 503")
+    print(f"(and sent again) while scaling the ingress: {len(unavailable)}")
     data = payload("issues.opened", installation=INSTALLATION, repo=REPO, issue__number=1)
     assert (await send(first.url, "issues", data, secret="old"))[0] == 401
 

@@ -13,7 +13,7 @@ import pytest
 from actors.ray.deploy import application, build_settings
 from actors.ray.ingress import HEALTH_CHECK_PERIOD_S
 from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
-from actors.settings import RuntimeSettings, load_bot
+from actors.settings import INGRESS_ONLY, RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
 
@@ -42,20 +42,20 @@ def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> Non
     assert other.version.partition("-")[0] == code and other.version != runtime.version
 
 
-def test_the_ingress_own_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -> None:
+def test_the_ingress_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -> None:
     """Scaling the ingress (or its batching, or its log rate) is a new ingress for Serve,
     not a new version for the shards and the app-auth actor; the shards' settings are."""
     base = {"bot": "examples.greeter:Greeter"}
     runtime = build_settings(base, _env(pem_pkcs8))
-    for name, value in [
-        ("replicas", "3"),
-        ("log_received_per_second", "0"),
-    ]:
+    # Through `serve run`'s arguments, for the two it takes...
+    for name, value in [("replicas", "3"), ("log_received_per_second", "0")]:
         other = build_settings({**base, name: value}, _env(pem_pkcs8))
         assert other != runtime and other.version == runtime.version, name
-    for field, changed in [("batch_inflight", 4), ("batch_max", 64)]:
-        assert replace(runtime, **{field: changed}).versioned().version == runtime.version
-    assert build_settings({**base, "replicas": "2"}, _env(pem_pkcs8)).ingress_replicas == 2
+    # ...and every one of INGRESS_ONLY, so that one added later is checked too.
+    for field in INGRESS_ONLY:
+        changed = replace(runtime, **{field: getattr(runtime, field) + 1})
+        assert changed.versioned().version == runtime.version, field
+        assert getattr(changed.for_shards(), field) == getattr(runtime.for_shards(), field)
     for name, value in [("pace_writes", "0"), ("dedup_window", "604800")]:
         other = build_settings({**base, name: value}, _env(pem_pkcs8))
         assert other.version != runtime.version, name
