@@ -19,12 +19,15 @@ from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
-__all__ = ["INGRESS_ONLY", "RuntimeSettings", "code_version", "load_bot"]
+__all__ = ["APP_AUTH_ONLY", "INGRESS_ONLY", "RuntimeSettings", "code_version", "load_bot"]
 
 #: The settings only the ingress replicas read. A change of them is a new ingress for
 #: Serve, and no new version for the actors (`for_shards`): scaling the ingress
 #: (`GHBOT_INGRESS_REPLICAS`) replaces no shard and not the app-auth actor.
 INGRESS_ONLY: Final = ("ingress_replicas", "batch_inflight", "batch_max", "log_received_per_second")
+#: The settings only the app-auth actor reads (its redelivery sweeps): in its version
+#: (`app_auth_version`), not in the shards', so a change of them replaces no shard.
+APP_AUTH_ONLY: Final = ("redeliver_every",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,12 @@ class RuntimeSettings:
         config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
         return replace(self, version=f"{code_version(self.bot)}-{config}")
 
+    def app_auth_version(self) -> str:
+        """Return the app-auth actor's version: the deployment's, the key's hash
+        (`key_version`) and a hash of the settings only it reads (`APP_AUTH_ONLY`)."""
+        own = repr(tuple(getattr(self, name) for name in APP_AUTH_ONLY)).encode()
+        return f"{self.version}-{self.key_version()}-{hashlib.sha256(own).hexdigest()[:8]}"
+
     def key_version(self) -> str:
         """Return a short hash of the private key (or of its path): what makes the
         app-auth actor's version differ when only the key changed. Not the key."""
@@ -75,15 +84,17 @@ class RuntimeSettings:
 
     def for_shards(self) -> RuntimeSettings:
         """Return the settings without the private key, its path or the webhook secrets,
-        and with the ingress's own settings (`INGRESS_ONLY`) at their defaults.
+        and with the settings only the ingress or the app-auth actor reads
+        (`INGRESS_ONLY`, `APP_AUTH_ONLY`) at their defaults.
 
         Shards need none of them: tokens come from the app-auth actor, the only holder
-        of the key, and signatures are checked and batches made at the ingress.
+        of the key, which also sweeps for failed deliveries, and signatures are checked
+        and batches made at the ingress.
         """
         settings = replace(
             self.settings, private_key=None, private_key_path=None, webhook_secrets=()
         )
-        return replace(self, settings=settings, **_INGRESS_DEFAULTS)
+        return replace(self, settings=settings, **_NOT_THE_SHARDS)
 
     def for_app_auth(self) -> RuntimeSettings:
         """Return the settings the app-auth actor needs: the key, no webhook secrets.
@@ -121,9 +132,9 @@ class RuntimeSettings:
         return max(1, left // self.shards)
 
 
-#: `INGRESS_ONLY`'s defaults, which `for_shards` sets.
-_INGRESS_DEFAULTS: Final[dict[str, Any]] = {
-    f.name: f.default for f in fields(RuntimeSettings) if f.name in INGRESS_ONLY
+#: The defaults of `INGRESS_ONLY` and `APP_AUTH_ONLY`, which `for_shards` sets.
+_NOT_THE_SHARDS: Final[dict[str, Any]] = {
+    f.name: f.default for f in fields(RuntimeSettings) if f.name in INGRESS_ONLY + APP_AUTH_ONLY
 }
 
 

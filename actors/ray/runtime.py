@@ -352,7 +352,7 @@ class AppAuthActor:
         from ghbot.redelivery import RedeliverySweeper
 
         set_up_process(settings)
-        self._version = f"{settings.version}-{settings.key_version()}"
+        self._version = settings.app_auth_version()
         # The key comes as bytes, or as a path read here, on this actor's own node.
         settings = replace(settings, settings=settings.settings.load_key())
         self._settings = settings
@@ -371,7 +371,7 @@ class AppAuthActor:
             self._watching = loop.create_task(self._watch_key(KeyFile(path)))
 
     def version(self) -> str:
-        """Return the deployment version and the key's hash (`key_version`) it runs."""
+        """Return the version it runs (`RuntimeSettings.app_auth_version`)."""
         return self._version
 
     def key_fingerprint(self) -> str:
@@ -509,7 +509,7 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
         RemoteAppAuth,
         APP_AUTH_NAME,
         (app_auth,),
-        f"{settings.version}-{app_auth.key_version()}" if settings.version else "",
+        app_auth.app_auth_version() if settings.version else "",
         settings.namespace,
         drain=False,
         max_concurrency=1000,

@@ -169,13 +169,35 @@ async def test_two_replicas_replacing_the_same_actors_at_once_end_with_one_set(
     assert first == second
     assert [s["version"] for s in stats(runtime.namespace)] == [new.version] * runtime.shards
     app_auth = ray.get_actor(APP_AUTH_NAME, namespace=runtime.namespace)
-    assert ray_get(app_auth.version.remote()) == f"{new.version}-{runtime.key_version()}"
+    assert ray_get(app_auth.version.remote()) == new.for_app_auth().app_auth_version()
     # That third replica's wait for the old shard's name ends at once: the name is the
     # new shard's now (it used to wait 30 s for the name to be free).
     assert _wait_gone(shard_name(0), runtime.namespace, stale, within=5.0)
     assert ray_get(ray.get_actor(shard_name(0), namespace=runtime.namespace).version.remote()) == (
         new.version
     )
+
+
+async def test_a_new_sweep_interval_replaces_the_app_auth_actor_and_no_shard(
+    deploy: Any, fake: Any, tmp_path: Any
+) -> None:
+    """`GHBOT_REDELIVER_EVERY` is the app-auth actor's alone: a redeploy with another
+    interval replaces it (its sweeps start anew) and keeps every shard running."""
+    import ray
+
+    from actors.ray.admin import shards
+    from actors.ray.runtime import APP_AUTH_NAME
+
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    common = {"namespace": namespace, "journal_url": f"sqlite://{tmp_path}/sweep-journal"}
+    deploy("tests.cluster.bots:Greeter", **common)
+    pids = [ray_get(s.pid.remote()) for s in shards(namespace)]
+    before = ray.get_actor(APP_AUTH_NAME, namespace=namespace)
+    again = deploy("tests.cluster.bots:Greeter", redeliver_every=3600, **common)
+    after = ray.get_actor(APP_AUTH_NAME, namespace=namespace)
+    assert after._actor_id != before._actor_id
+    assert ray_get(after.version.remote()) == again.runtime.for_app_auth().app_auth_version()
+    assert [ray_get(s.pid.remote()) for s in shards(namespace)] == pids
 
 
 def _handled_once(fake: Any, wanted: set[str]) -> dict[str, list[str]]:

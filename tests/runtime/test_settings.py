@@ -61,6 +61,23 @@ def test_the_ingress_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -
         assert other.version != runtime.version, name
 
 
+def test_the_sweep_interval_is_in_the_app_auth_actors_version_alone(pem_pkcs8: bytes) -> None:
+    """Only the app-auth actor sweeps for failed deliveries: a new interval is a new
+    version for it, not for the shards; the shards' settings are new for both, the
+    ingress's for neither."""
+    base = {"bot": "examples.greeter:Greeter"}
+    runtime = build_settings(base, _env(pem_pkcs8))
+
+    def app_auth(args: dict[str, str]) -> str:
+        return build_settings({**base, **args}, _env(pem_pkcs8)).for_app_auth().app_auth_version()
+
+    swept = build_settings({**base, "redeliver_every": "600"}, _env(pem_pkcs8))
+    assert swept.version == runtime.version and swept.for_shards() == runtime.for_shards()
+    assert app_auth({"redeliver_every": "600"}) != app_auth({})
+    assert app_auth({"pace_writes": "0"}) != app_auth({})
+    assert app_auth({"replicas": "2"}) == app_auth({})
+
+
 def test_shards_get_neither_the_key_nor_the_webhook_secrets(pem_pkcs8: bytes) -> None:
     runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
     assert runtime.settings.private_key and runtime.settings.webhook_secrets
