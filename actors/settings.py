@@ -63,8 +63,8 @@ class RuntimeSettings:
 
     def versioned(self) -> RuntimeSettings:
         """Return the settings with their `version`: hashes of the bot's code and of
-        the settings the shards run with (`for_shards`: no secret goes into it, nor the
-        ingress's own settings; see `key_version`)."""
+        the settings the shards run with (`for_shards`: no secret goes into it, nor what
+        only the ingress or the app-auth actor reads; see `app_auth_version`)."""
         shards = replace(self.for_shards(), version="")
         config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
         return replace(self, version=f"{code_version(self.bot)}-{config}")
