@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -62,6 +61,7 @@ from bench_e2e import (  # noqa: E402
 
 from actors.ray.deploy import serve_environment  # noqa: E402
 from actors.ray.ingress import HEALTH_CHECK_PERIOD_S  # noqa: E402
+from examples.demo import port_free  # noqa: E402
 from ghbot.testing.payloads import example_payload  # noqa: E402
 from ghbot.webhooks import sign  # noqa: E402
 
@@ -106,11 +106,6 @@ def ingress_pids(harness: Harness) -> list[int]:
     """Return the pids of this run's processes titled as ghbot's ingress replica."""
     mine = own_processes(os.getpid(), but=harness.process.pid)
     return [pid for pid, name in mine.items() if name.startswith(INGRESS)]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @dataclass

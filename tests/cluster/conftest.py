@@ -99,6 +99,15 @@ def deploy(
         kill_actors(runtime.namespace, runtime.shards)
 
 
+def ingress_replica_states() -> dict[str, int]:
+    """Return how many of the deployment's ingress replicas are in each of Serve's
+    states (`{"RUNNING": 2}`)."""
+    from ray import serve
+
+    deployments = serve.status().applications["ghbot"].deployments
+    return dict(deployments["WebhookIngress"].replica_states)
+
+
 def payload(name: str, *, installation: int, repo: str, **changes: Any) -> dict[str, Any]:
     """Return a real payload for `installation` and `repo` (`owner/name`), fields changed."""
     data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())

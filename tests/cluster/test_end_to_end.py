@@ -20,6 +20,7 @@ from tests.cluster.conftest import (
     SECRET,
     comments,
     eventually,
+    ingress_replica_states,
     install,
     on_fake,
     payload,
@@ -129,7 +130,6 @@ async def test_two_ingress_replicas_share_the_deliveries_and_keep_each_issue_in_
     deliveries (each counts its own on Ray's metrics export), and each issue's
     deliveries, sent one after another's 202, still run once each in that order,
     whichever replica took them."""
-    from ray import serve
 
     def received(scrape: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, float]:
         counts: dict[str, float] = {}
@@ -142,8 +142,8 @@ async def test_two_ingress_replicas_share_the_deliveries_and_keep_each_issue_in_
     install(fake, 1009, repo, issues=issues)
     before = await asyncio.to_thread(scrape_metrics)
     app = deploy("tests.cluster.bots:Echo", ingress_replicas=2)
-    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
-    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
+    states = ingress_replica_states()
+    assert states.get("RUNNING") == 2, states
 
     await _comment_on_each_issue_in_turn(app.url, 1009, repo, issues, per_issue)
     await _each_issue_once_in_order(fake, repo, issues, per_issue)

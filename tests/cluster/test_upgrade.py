@@ -21,7 +21,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cluster.conftest import comments, eventually, install, payload, send
+from tests.cluster.conftest import (
+    comments,
+    eventually,
+    ingress_replica_states,
+    install,
+    payload,
+    send,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -94,8 +101,6 @@ async def _deliver_during(
 async def test_a_redeploy_reaches_every_shard_under_load(
     deploy: Any, fake: Any, tmp_path: Any
 ) -> None:
-    from ray import serve
-
     from actors.ray.admin import stats
 
     install(fake, INSTALLATION, REPO, issues=5)
@@ -117,8 +122,8 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     before = await _deliver_during(
         lambda: deploy("tests.cluster.bots:GreeterV2", **common), first.url, acked
     )
-    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
-    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
+    states = ingress_replica_states()
+    assert states.get("RUNNING") == 2, states
     await _deliver(first.url, after, acked)
 
     versions = {s["version"] for s in stats(namespace)}
@@ -253,7 +258,6 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
     """Neither the webhook secrets nor the ingress's replica count are in the actors'
     version: the shards and the app-auth actor keep running through both redeploys."""
     import ray
-    from ray import serve
 
     from actors.ray.admin import shards
     from actors.ray.runtime import APP_AUTH_NAME
@@ -289,8 +293,8 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
         secret="new",
         unavailable=unavailable,
     )
-    ingress = serve.status().applications["ghbot"].deployments["WebhookIngress"]
-    assert ingress.replica_states.get("RUNNING") == 2, ingress.replica_states
+    states = ingress_replica_states()
+    assert states.get("RUNNING") == 2, states
     print(f"\n{len(old)} and {len(new)} deliveries around the two redeploys; answered 503")
     print(f"(and sent again) while scaling the ingress: {len(unavailable)}")
     data = payload("issues.opened", installation=INSTALLATION, repo=REPO, issue__number=1)
