@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,9 +148,14 @@ def _run_dev(args: argparse.Namespace) -> int:
     bot = load_bot(args.bot)
     settings = Settings.from_env()
     configure("INFO", "text")
-    _stop_on_sigterm()  # so the server closes its journal and port, as on Ctrl-C
 
     async def serve() -> None:
+        # SIGTERM stops the server as Ctrl-C does, closing its journal and port. Through
+        # the loop, not `signal.signal`: the kernel may hand the signal to one of the
+        # journal's threads, and a Python handler then waits for the main thread, which
+        # an idle loop keeps asleep in `select` (the server never stopped).
+        stopped = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
         server = await DevServer(
             bot, settings, journal_dir=args.journal, host=args.host, port=args.port
         ).start()
@@ -160,7 +166,7 @@ def _run_dev(args: argparse.Namespace) -> int:
             tasks.append(asyncio.create_task(relay(args.proxy, target)))
             print(f"ghbot dev: relaying {args.proxy}", flush=True)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             for task in tasks:
                 task.cancel()
