@@ -250,6 +250,42 @@ def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> 
         fake.stop()
 
 
+def test_the_server_stops_on_a_sigterm_a_journal_thread_receives(tmp_path: Path) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads. Sent to another
+    than the main one, the idle server (`ghbot dev --no-reload`, what the reloader runs)
+    still stops, and cleanly."""
+    import ctypes
+
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    (tmp_path / "key.pem").write_bytes(private)
+    (tmp_path / ".env").write_text(
+        f"GITHUB_APP_ID=5\nGITHUB_PRIVATE_KEY=./key.pem\nGITHUB_WEBHOOK_SECRET={SECRET}\n"
+        f"GITHUB_API_URL={fake.url}\n"
+    )
+    (tmp_path / "devbot.py").write_text(BOT.replace("{text}", "first"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    command = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", "devbot:DevBot"]
+    process = subprocess.Popen([*command, "--port", str(port)], cwd=tmp_path, env=env)
+    try:
+        _until(lambda: _get(f"http://127.0.0.1:{port}/healthz"))
+
+        # The server's other threads (the journal's writer and readers: Python does not
+        # name them for the kernel), the main thread's id being the process's.
+        tasks = Path(f"/proc/{process.pid}/task")
+        (thread, *_) = [int(t.name) for t in tasks.iterdir() if int(t.name) != process.pid]
+        tgkill = 234  # x86_64's syscall number: signal one thread of another process
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(tgkill, process.pid, thread, signal.SIGTERM) == 0
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        fake.stop()
+
+
 async def test_the_relay_reconnects_after_a_refused_or_dropped_stream(
     server: tuple[DevServer, FakeGitHub],
 ) -> None:
