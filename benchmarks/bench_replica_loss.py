@@ -1,8 +1,10 @@
-"""What GitHub would see when an ingress replica's process dies, by Serve's controller
-pace, the ingress's health-check period and the number of ingress replicas.
+"""What GitHub would see when an ingress replica's process dies, or when a redeploy
+replaces the ingress replicas, by Serve's controller pace, the ingress's health-check
+period, its rolling update's surge and the number of ingress replicas.
 
     python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.1]
         [--health-periods 10,2] [--replicas 1]
+    python benchmarks/bench_replica_loss.py --event redeploy [--surges 0,100]
 
 Serve notices a replica's dead process at its next health check of it (every
 `health_check_period_s`, Serve's default 10 s; ghbot's ingress sets
@@ -18,10 +20,17 @@ none waiting for another's answer, each given GitHub's 10 s to be answered. One
 second in, it kills one ingress replica's process with SIGKILL; it sends until
 `--after` seconds after the kill and waits for every answer.
 
+With `--event redeploy`, one second in it deploys again instead, with one more
+webhook secret (the deliveries stay signed with the first): a change of the
+ingress's alone, so Serve replaces every ingress replica and ghbot no shard. Serve's
+rolling update stops old replicas before it starts new ones unless the deployment
+allows a surge (`max_surge_percent`, compared by `--surges`; ghbot's ingress sets
+`actors.ray.ingress.MAX_SURGE_PERCENT`).
+
 Printed per run: how many deliveries failed (any answer but 202, or none within
 10 s: GitHub records a failure and does not retry by itself; `ghbot redeliver` asks
-it to), by answer; when, after the kill, the first and the last failed one was sent;
-and the slowest 202 of those sent after the kill.
+it to), by answer; when, after the kill (or the redeploy's start), the first and the
+last failed one was sent; and the slowest 202 of those sent after it.
 
 Stops what it starts: Serve (`serve.shutdown()`), its actors and its Ray.
 """
@@ -42,7 +51,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +69,7 @@ from bench_e2e import (  # noqa: E402
 )
 
 from actors.ray.deploy import serve_environment  # noqa: E402
-from actors.ray.ingress import HEALTH_CHECK_PERIOD_S  # noqa: E402
+from actors.ray.ingress import HEALTH_CHECK_PERIOD_S, MAX_SURGE_PERCENT  # noqa: E402
 from examples.demo import port_free  # noqa: E402
 from ghbot.testing.payloads import example_payload  # noqa: E402
 from ghbot.webhooks import sign  # noqa: E402
@@ -158,15 +167,20 @@ def one_run(
     data: Path,
     interval: str,
     period: float,
-    replicas: int,
-    after: float,
+    surge: int,
+    args: argparse.Namespace,
 ) -> Outage:
     """Start Ray and Serve at `interval`, deploy with health checks every `period`
-    seconds, kill an ingress replica; return the outage."""
+    seconds and rolling updates with a `surge`, kill an ingress replica or redeploy
+    (`args.event`); return the outage."""
+    replicas = args.replicas
     os.environ.update(serve_environment())
     os.environ["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] = interval
-    # No load balancer in front to deregister a stopping replica first (see the demo).
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
+    if args.event == "kill":
+        # No load balancer in front to deregister a stopping replica first (see the
+        # demo): the teardown's replica stops at once. A redeploy keeps Serve's 30 s,
+        # as `ghbot serve-env` does: an old replica stays reachable while it stops.
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
     from ray import serve
 
     from actors.ray.deploy import application
@@ -175,9 +189,9 @@ def one_run(
     runtime = bench_runtime(
         private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
     )
+    options = {"health_check_period_s": period, "max_surge_percent": surge}
     try:
-        app = application(runtime, health_check_period_s=period)
-        serve.run(app, name="ghbot", route_prefix="/")
+        serve.run(application(runtime, **options), name="ghbot", route_prefix="/")
         deadline = time.monotonic() + 60
         while deliver()[0] != "202" or len(ingress_pids(harness)) != replicas:
             if time.monotonic() > deadline:
@@ -187,10 +201,15 @@ def one_run(
         victim = ingress_pids(harness)[0]
         kill = threading.Event()
         outcome: list[Outage] = []
-        sender = threading.Thread(target=lambda: outcome.append(stream(kill, after)))
+        sender = threading.Thread(target=lambda: outcome.append(stream(kill, args.after)))
         sender.start()
         kill.wait()
-        os.kill(victim, signal.SIGKILL)
+        if args.event == "kill":
+            os.kill(victim, signal.SIGKILL)
+        else:  # one more secret: the ingress's own setting, no shard replaced
+            secrets = (*runtime.settings.webhook_secrets, "the next secret")
+            rotated = replace(runtime, settings=replace(runtime.settings, webhook_secrets=secrets))
+            serve.run(application(rotated, **options), name="ghbot", route_prefix="/")
         sender.join()
         return outcome[0]
     finally:
@@ -206,32 +225,40 @@ def main() -> None:
         default=f"10,{HEALTH_CHECK_PERIOD_S:g}",
         help="the ingress's health-check periods, s (Serve's default, then ghbot's)",
     )
+    parser.add_argument(
+        "--surges",
+        default=f"{MAX_SURGE_PERCENT}",
+        help="the rolling update's max_surge_percent values (ghbot's by default)",
+    )
     parser.add_argument("--replicas", type=int, default=1, help="ingress replicas")
-    parser.add_argument("--after", type=float, default=20.0, help="s sent after the kill")
+    parser.add_argument("--event", choices=("kill", "redeploy"), default="kill")
+    parser.add_argument("--after", type=float, default=20.0, help="s sent after the event")
     args = parser.parse_args()
     intervals = [value.strip() for value in args.intervals.split(",") if value.strip()]
     periods = [float(value) for value in args.health_periods.split(",") if value.strip()]
+    surges = [int(value) for value in args.surges.split(",") if value.strip()]
     if not port_free(PORT):
         raise SystemExit(f"port {PORT}, which Serve's HAProxy ingress takes, is in use")
     work = Path(tempfile.mkdtemp(prefix="ghbot-bench-loss-"))
     private, public = keys(work)
     harness = Harness(public, installations=1)
+    event = "a SIGKILL to a replica" if args.event == "kill" else "a redeploy"
     print(f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;")
-    print(f"# {RATE} deliveries/s from 1 s before a SIGKILL to a replica to {args.after:g} s after")
-    columns = "interval s  period s  run  sent  failed  first/last failed sent at s  slowest 202 s"
-    print(f"{columns}  failed by answer")
+    print(f"# {RATE} deliveries/s from 1 s before {event} to {args.after:g} s after")
+    columns = "interval s  period s  surge %  run  sent  failed  first/last failed sent at s"
+    print(f"{columns}  slowest 202 s  failed by answer")
     try:
         for run in range(args.repeat):
-            for interval, period in itertools.product(intervals, periods):
-                data = work / f"journal-{interval}-{period:g}-{run}"
-                out = one_run(harness, private, data, interval, period, args.replicas, args.after)
+            for interval, period, surge in itertools.product(intervals, periods, surges):
+                data = work / f"journal-{interval}-{period:g}-{surge}-{run}"
+                out = one_run(harness, private, data, interval, period, surge, args)
                 span = (
                     f"{out.first_failed:.2f} / {out.last_failed:.2f}"
                     if out.first_failed is not None and out.last_failed is not None
                     else "-"
                 )
                 print(
-                    f"{interval:>10}  {period:>8g}  {run + 1:>3}  {out.sent:>4}"
+                    f"{interval:>10}  {period:>8g}  {surge:>7}  {run + 1:>3}  {out.sent:>4}"
                     f"  {sum(out.failed.values()):>6}"
                     f"  {span:>27}  {out.slowest_202:>13.2f}  {dict(out.failed)}",
                     flush=True,

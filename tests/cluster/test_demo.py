@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from examples.demo import port_free
 from tests.cluster.conftest import ROOT
 
 PORT = 8000
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.fixture

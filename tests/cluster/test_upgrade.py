@@ -12,9 +12,11 @@ the version each shard runs. The same for a change of the number of shard actors
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -98,6 +100,26 @@ async def _deliver_during(
     return sent
 
 
+@contextmanager
+def _sampling_replica_states(samples: list[dict[str, int]]) -> Iterator[None]:
+    """Add the ingress's replica states (`ingress_replica_states`) to `samples` every
+    0.1 s while the block runs, and once more at its end."""
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            samples.append(ingress_replica_states())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sampler.join()
+        samples.append(ingress_replica_states())
+
+
 async def test_a_redeploy_reaches_every_shard_under_load(
     deploy: Any, fake: Any, tmp_path: Any
 ) -> None:
@@ -117,13 +139,21 @@ async def test_a_redeploy_reaches_every_shard_under_load(
 
     after = [str(uuid.uuid4()) for _ in range(20)]
     acked: list[str] = []
+    samples: list[dict[str, int]] = []
+
+    def redeploy() -> None:
+        with _sampling_replica_states(samples):
+            deploy("tests.cluster.bots:GreeterV2", **common)
+
     # The redeploy, while the stream goes on: `serve run` returns once the new
     # replicas are up, and so once the first of them has replaced the actors.
-    before = await _deliver_during(
-        lambda: deploy("tests.cluster.bots:GreeterV2", **common), first.url, acked
-    )
-    states = ingress_replica_states()
-    assert states.get("RUNNING") == 2, states
+    before = await _deliver_during(redeploy, first.url, acked)
+    assert samples[-1].get("RUNNING") == 2, samples[-1]
+    # Serve's rolling update: a replica was running to take deliveries at every
+    # sample, also while a new one was starting (and replacing the actors).
+    assert len(samples) >= 3, samples
+    assert all(s.get("RUNNING", 0) >= 1 for s in samples), samples
+    assert any(s.get("RUNNING", 0) >= 1 and s.get("STARTING", 0) >= 1 for s in samples), samples
     await _deliver(first.url, after, acked)
 
     versions = {s["version"] for s in stats(namespace)}
@@ -271,13 +301,19 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
     app_auth = ray.get_actor(APP_AUTH_NAME, namespace=common["namespace"])
     pids = [ray_get(s.pid.remote()) for s in shards(common["namespace"])]
     acked: list[str] = []
+    samples: list[dict[str, int]] = []
+
+    def add_secret() -> None:
+        with _sampling_replica_states(samples):
+            deploy("tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common)
+
     # 1. Add the new secret while GitHub still signs with the old one.
-    old = await _deliver_during(
-        lambda: deploy("tests.cluster.bots:Greeter", webhook_secrets=("new", "old"), **common),
-        first.url,
-        acked,
-        secret="old",
-    )
+    old = await _deliver_during(add_secret, first.url, acked, secret="old")
+    # The one replica was replaced by one with the new secrets (a surge: the new one
+    # started while the old one still ran; Serve's default would stop it first).
+    assert len(samples) >= 3, samples
+    assert all(s.get("RUNNING", 0) >= 1 for s in samples), samples
+    assert any(s.get("RUNNING", 0) >= 1 and s.get("STARTING", 0) >= 1 for s in samples), samples
     # 2. GitHub switches to the new secret. 3. Remove the old one, and scale the
     # ingress to two replicas (what README asks for in production) on the way, while
     # deliveries keep coming.
