@@ -4,7 +4,7 @@ period, its rolling update's surge and the number of ingress replicas.
 
     python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.1]
         [--health-periods 10,2] [--replicas 1]
-    python benchmarks/bench_replica_loss.py --event redeploy [--surges 0,100]
+    python benchmarks/bench_replica_loss.py --event redeploy|upgrade [--surges 0,25]
 
 Serve notices a replica's dead process at its next health check of it (every
 `health_check_period_s`, Serve's default 10 s; ghbot's ingress sets
@@ -25,7 +25,10 @@ webhook secret (the deliveries stay signed with the first): a change of the
 ingress's alone, so Serve replaces every ingress replica and ghbot no shard. Serve's
 rolling update stops old replicas before it starts new ones unless the deployment
 allows a surge (`max_surge_percent`, compared by `--surges`; ghbot's ingress sets
-`actors.ray.ingress.MAX_SURGE_PERCENT`).
+`actors.ray.ingress.MAX_SURGE_PERCENT`). With `--event upgrade` the redeploy changes
+a setting the shards run with (`GHBOT_MAX_RETRIES`) instead: a new version, so the
+new ingress replica also drains and replaces the shard and the app-auth actor, as a
+new release of the bot's code does.
 
 Printed per run: how many deliveries failed (any answer but 202, or none within
 10 s: GitHub records a failure and does not retry by itself; `ghbot redeliver` asks
@@ -188,7 +191,7 @@ def one_run(
     start_ray_serve(PORT)
     runtime = bench_runtime(
         private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
-    )
+    ).versioned()  # as `serve run ghbot.deploy` does: what decides which actors go
     options = {"health_check_period_s": period, "max_surge_percent": surge}
     try:
         serve.run(application(runtime, **options), name="ghbot", route_prefix="/")
@@ -204,13 +207,21 @@ def one_run(
         sender = threading.Thread(target=lambda: outcome.append(stream(kill, args.after)))
         sender.start()
         kill.wait()
-        if args.event == "kill":
-            os.kill(victim, signal.SIGKILL)
-        else:  # one more secret: the ingress's own setting, no shard replaced
-            secrets = (*runtime.settings.webhook_secrets, "the next secret")
-            rotated = replace(runtime, settings=replace(runtime.settings, webhook_secrets=secrets))
-            serve.run(application(rotated, **options), name="ghbot", route_prefix="/")
-        sender.join()
+        settings = runtime.settings
+        try:
+            if args.event == "kill":
+                os.kill(victim, signal.SIGKILL)
+            elif args.event == "redeploy":  # one more secret: the ingress's alone
+                secrets = (*settings.webhook_secrets, "the next secret")
+                new = replace(runtime, settings=replace(settings, webhook_secrets=secrets))
+            else:  # a setting of the shards': a new version, every actor replaced
+                retries = replace(settings, max_retries=settings.max_retries + 1)
+                new = replace(runtime, settings=retries)
+            if args.event != "kill":
+                app = application(new.versioned(), **options)
+                serve.run(app, name="ghbot", route_prefix="/")
+        finally:
+            sender.join()
         return outcome[0]
     finally:
         stop_ray_serve(runtime)
@@ -231,7 +242,7 @@ def main() -> None:
         help="the rolling update's max_surge_percent values (ghbot's by default)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="ingress replicas")
-    parser.add_argument("--event", choices=("kill", "redeploy"), default="kill")
+    parser.add_argument("--event", choices=("kill", "redeploy", "upgrade"), default="kill")
     parser.add_argument("--after", type=float, default=20.0, help="s sent after the event")
     args = parser.parse_args()
     intervals = [value.strip() for value in args.intervals.split(",") if value.strip()]
@@ -242,9 +253,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ghbot-bench-loss-"))
     private, public = keys(work)
     harness = Harness(public, installations=1)
-    event = "a SIGKILL to a replica" if args.event == "kill" else "a redeploy"
+    event = {"kill": "a SIGKILL to a replica", "redeploy": "a redeploy", "upgrade": "an upgrade"}
     print(f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;")
-    print(f"# {RATE} deliveries/s from 1 s before {event} to {args.after:g} s after")
+    print(f"# {RATE} deliveries/s from 1 s before {event[args.event]} to {args.after:g} s after")
     columns = "interval s  period s  surge %  run  sent  failed  first/last failed sent at s"
     print(f"{columns}  slowest 202 s  failed by answer")
     try:

@@ -39,7 +39,13 @@ from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, check_content_length, parse_delivery
 
-__all__ = ["HEALTH_CHECK_PERIOD_S", "ShardBatcher", "WebhookDeployment", "WebhookIngress"]
+__all__ = [
+    "HEALTH_CHECK_PERIOD_S",
+    "MAX_SURGE_PERCENT",
+    "ShardBatcher",
+    "WebhookDeployment",
+    "WebhookIngress",
+]
 
 log = logging.getLogger("ghbot.ingress")
 _json = msgspec.json.Encoder()
@@ -349,12 +355,17 @@ class WebhookIngress:
 #: (`benchmarks/bench_replica_loss.py`).
 HEALTH_CHECK_PERIOD_S: Final = 2.0
 #: How many replicas Serve's rolling update (a redeploy with new code or settings) may
-#: start above the ingress's replica count, in percent of it, rounded up: one for up
-#: to four replicas, as Kubernetes' default surge. A new replica starts, and replaces
-#: the actors, before an old one stops; Serve's default, 0, stops the old one first,
-#: and with one replica HAProxy then held deliveries until the new one answered:
-#: 2.4-2.7 s against 0.02-0.33 s (`bench_replica_loss.py --event redeploy`).
-MAX_SURGE_PERCENT: Final = 25
+#: start above the ingress's replica count, in percent of it: Serve's default, 0, which
+#: stops an old replica before it starts its replacement. A surge (25: one more, for up
+#: to four) keeps an old replica up while the new one starts and replaces the shards,
+#: but an old replica cannot use shards of a new version (its handles are to the ones
+#: replaced, and it must not: its bot may lack a handler the new code has), so with
+#: one replica it answered 503 to 52-72 deliveries of an upgrade, where without one
+#: HAProxy held them 3.9-4.5 s and every one was answered 202. It only shortened a
+#: redeploy of the ingress's own settings (a webhook secret), from 2.4-2.7 s of held
+#: deliveries to 0.02-0.33 s, none failed either way
+#: (`benchmarks/bench_replica_loss.py --event upgrade|redeploy --surges 0,25`).
+MAX_SURGE_PERCENT: Final = 0
 
 # Serve's decorator is untyped; the class above stays plain so mypy checks its body.
 # No per-request access log: at a thousand webhooks a second it costs a tenth of the
