@@ -138,7 +138,8 @@ async def test_a_redeploy_reaches_every_shard_under_load(
         "namespace": namespace,
         "journal_url": f"sqlite://{tmp_path}/upgrade-journal",
         # As README asks for in production: Serve replaces them one at a time, the
-        # first new one replacing the actors while the other old one takes deliveries.
+        # first new one replacing the actors while the other old one answers (503 for
+        # a shard being replaced: `_deliver` sends those again, as GitHub would).
         "ingress_replicas": 2,
     }
     first = deploy("tests.cluster.bots:Greeter", **common)
