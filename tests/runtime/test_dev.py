@@ -193,6 +193,18 @@ def _post(url: str, body: bytes, guid: str, secret: str = SECRET) -> int:
         return int(refused.code)
 
 
+def _dev_project(folder: Path, private: bytes, api_url: str) -> dict[str, str]:
+    """Write a bot project for `ghbot dev` into `folder` (its key, `.env` and
+    `devbot.py`); return the environment to run it in, without this one's GITHUB_*."""
+    (folder / "key.pem").write_bytes(private)
+    (folder / ".env").write_text(
+        f"GITHUB_APP_ID=5\nGITHUB_PRIVATE_KEY=./key.pem\nGITHUB_WEBHOOK_SECRET={SECRET}\n"
+        f"GITHUB_API_URL={api_url}\n"
+    )
+    (folder / "devbot.py").write_text(BOT.replace("{text}", "first"))
+    return {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+
+
 def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> None:
     private, public = app_key_pair()
     fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
@@ -204,15 +216,9 @@ def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> 
                 fake.fake.add_issue("Codertocat/Hello-World", f"issue {n + 1}")
 
         fake.run(set_up())
-        (tmp_path / "key.pem").write_bytes(private)
-        (tmp_path / ".env").write_text(
-            f"GITHUB_APP_ID=5\nGITHUB_PRIVATE_KEY=./key.pem\nGITHUB_WEBHOOK_SECRET={SECRET}\n"
-            f"GITHUB_API_URL={fake.url}\n"
-        )
-        (tmp_path / "devbot.py").write_text(BOT.replace("{text}", "first"))
+        env = _dev_project(tmp_path, private, fake.url)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
         command = [sys.executable, "-m", "ghbot.cli", "dev", "--bot", "devbot:DevBot"]
         command += ["--port", str(port)]
         process = subprocess.Popen(command, cwd=tmp_path, env=env)
@@ -258,14 +264,8 @@ def test_the_server_stops_on_a_sigterm_a_journal_thread_receives(tmp_path: Path)
 
     private, public = app_key_pair()
     fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
-    (tmp_path / "key.pem").write_bytes(private)
-    (tmp_path / ".env").write_text(
-        f"GITHUB_APP_ID=5\nGITHUB_PRIVATE_KEY=./key.pem\nGITHUB_WEBHOOK_SECRET={SECRET}\n"
-        f"GITHUB_API_URL={fake.url}\n"
-    )
-    (tmp_path / "devbot.py").write_text(BOT.replace("{text}", "first"))
+    env = _dev_project(tmp_path, private, fake.url)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
     command = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", "devbot:DevBot"]
     process = subprocess.Popen([*command, "--port", str(port)], cwd=tmp_path, env=env)
     try:
