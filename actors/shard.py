@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from actors.appends import AppendGroup
-from actors.bot import InstallationActor
+from actors.bot import InstallationActor, ordering_key
 from actors.installation import InstallationHost, runtime_event
 from actors.quota import Quota
 from actors.records import (
@@ -34,13 +34,21 @@ from actors.records import (
 )
 from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of
 from actors.turns import Turns
-from actors.wire import Inbound, Status, decode_batch, encode_batch, vshard_of
+from actors.wire import (
+    Inbound,
+    Status,
+    completes_at_once,
+    decode_batch,
+    encode_batch,
+    vshard_of,
+)
 from ghbot import metrics
 from ghbot.client import GitHub
-from ghbot.errors import JournalUnavailable, UsageError
+from ghbot.errors import JournalUnavailable, MalformedPayload, UsageError
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, AppendResult, NewEvent
+from ghbot.logs import LogLimiter
 from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
 
@@ -50,6 +58,9 @@ __all__ = ["DEDUP_WINDOW", "Answer", "ShardCore"]
 Answer = Callable[[list[Status]], None]
 
 log = logging.getLogger("ghbot.shard")
+#: Batches refused while draining, logged: one line a second per shard (the ingress
+#: tries a held batch again every quarter second).
+_DRAINING_LOGGED = LogLimiter(burst=1, per=1.0)
 
 #: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
 DEDUP_WINDOW = GITHUB_WINDOW
@@ -87,6 +98,7 @@ class ShardCore:
         prune_every: float = 3600.0,
         prune_after: float = 60.0,
         schedule: bool = True,
+        version: str = "",
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -97,6 +109,9 @@ class ShardCore:
         #: Ingest calls under way (each runs to its end even if its caller goes away).
         self._ingesting: set[asyncio.Future[list[Status]]] = set()
         self.bot_class = bot_class
+        #: The deployment version `bot_class` belongs to (`RuntimeSettings.version`): a
+        #: delivery judged by another version's code is judged again (`_ingest`).
+        self.version = version
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
         self._activating: dict[int, asyncio.Future[InstallationHost]] = {}
@@ -134,7 +149,7 @@ class ShardCore:
         self.schedule = schedule
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
-        #: Set by `drain`: the shard refuses new deliveries (the ingress answers 503).
+        #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`).
         self.draining = False
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
@@ -285,7 +300,7 @@ class ShardCore:
                         received_at=now,
                         key=f"{SCHEDULE_EVENT}:{handler}",
                     )
-                    due.append(Inbound(installation_id, vshard, received))
+                    due.append(Inbound(installation_id, vshard, received, version=self.version))
         if not due:
             return 0
         accepted = (await self.ingest(encode_batch(due))).count(Status.ACCEPTED)
@@ -312,7 +327,9 @@ class ShardCore:
         The batch comes in `parts` (`actors.wire.encode_parts`), each one argument of
         the Ray call, small enough to travel inline. Statuses (`actors.wire.Status`):
         accepted (journaled now), duplicate (journaled before), refused (not written:
-        fenced, or not this shard's). Raises
+        fenced, or not this shard's), draining (not written: the shard is draining, to
+        be replaced). A delivery another version's code judged (an old ingress replica,
+        during an upgrade) is judged again with this shard's bot (`_judged`). Raises
         `JournalUnavailable` (the ingress answers 503) when the commit failed, in which
         case nothing of the batch was written or, when the failure is ambiguous (an
         answer lost, or SQLite's shard files committing apart), part of it: its
@@ -339,8 +356,16 @@ class ShardCore:
     async def _ingest(self, parts: tuple[bytes, ...], answer: Answer | None) -> list[Status]:
         inbound = [item for part in parts for item in decode_batch(part)]
         if self.draining:
-            log.warning("refused a batch of %d: the shard is draining", len(inbound))
-            return [Status.REFUSED] * len(inbound)
+            held = _DRAINING_LOGGED.allow("draining")
+            if held is not None:
+                log.warning(
+                    "refused a batch of %d: the shard is draining%s",
+                    len(inbound),
+                    f" ({held} more refused batches were not logged)" if held else "",
+                )
+            return [Status.DRAINING] * len(inbound)
+        if any(item.version != self.version for item in inbound):
+            inbound = [self._judged(item) for item in inbound]
         self.counters["batches"] += 1
         owned = [item for item in inbound if self._owns(item)]
         requests = [
@@ -475,6 +500,28 @@ class ShardCore:
         """Return the installations with a journal stream in `vshard`."""
         streams = await self.journal.list_streams(shard=vshard)
         return [i for i in map(installation_of, streams) if i is not None]
+
+    def _judged(self, item: Inbound) -> Inbound:
+        """Return `item` with `completed` and its ordering key as this shard's bot
+        judges them, when another version's code judged them: during an upgrade, an
+        ingress replica of the old version sends to the new shards, and its bot may
+        lack a handler the new one has (or have one the new one dropped), or order
+        deliveries otherwise."""
+        if item.version == self.version:
+            return item
+        received = item.received
+        try:
+            envelope = decode_envelope(received.body)
+        except MalformedPayload:  # the ingress checked it; a name-wide handler still counts
+            completed = completes_at_once(self.bot_class, received.event, None)
+            return msgspec.structs.replace(item, completed=completed, version=self.version)
+        completed = completes_at_once(self.bot_class, received.event, envelope.action)
+        if received.event != SCHEDULE_EVENT:  # and its ordering, which may have changed
+            key = ordering_key(self.bot_class.ordering, received.event, envelope)
+            received = msgspec.structs.replace(received, key=key)
+        return msgspec.structs.replace(
+            item, received=received, completed=completed, version=self.version
+        )
 
     def _owns(self, item: Inbound) -> bool:
         return item.vshard in self.epochs and item.vshard == self._vshard(item.installation_id)
@@ -691,8 +738,9 @@ class ShardCore:
     async def drain(self) -> None:
         """Refuse new deliveries from now on; return once the work taken is done.
 
-        What it refused was never journaled: the ingress answered 503, and GitHub (or
-        the redelivery sweep) sends it again, to the shard that takes over.
+        What it refused (`Status.DRAINING`) was never journaled: the ingress sends it
+        to the shard that takes over, or answers 503 and GitHub (or the redelivery
+        sweep) sends it again.
         """
         self.draining = True
         await self.wait_idle()

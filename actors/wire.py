@@ -29,6 +29,7 @@ from ghbot.webhooks import Delivery
 __all__ = [
     "Inbound",
     "Status",
+    "completes_at_once",
     "decode_batch",
     "encode_batch",
     "encode_parts",
@@ -49,19 +50,25 @@ class Status(StrEnum):
     """Journaled before (the same GUID): the ingress answers 200."""
     REFUSED = "refused"
     """Not written (a newer shard fenced this one, or it is not this shard's): 503."""
+    DRAINING = "draining"
+    """Not written: the shard is draining, to be replaced. The ingress tries again for a
+    few seconds (`actors.ray.ingress.HOLD_FOR`), then answers 503."""
 
 
 class Inbound(msgspec.Struct, frozen=True, array_like=True):
     """One delivery on its way from the ingress to its shard.
 
     `completed` says the bot has no handler for it, so it is journaled as received and
-    completed at once.
+    completed at once. `version` is the deployment version of the code that judged
+    that (`RuntimeSettings.version`): a shard of another version, during an upgrade,
+    judges again with its own bot (`completes_at_once`).
     """
 
     installation_id: int
     vshard: int
     received: DeliveryReceived
     completed: bool = False
+    version: str = ""
 
 
 _inbound_encoder: Final = msgspec.msgpack.Encoder()
@@ -128,6 +135,14 @@ def vshards_of(shard: int, shards: int, vshards: int) -> list[int]:
     return [v for v in range(vshards) if shard_of(v, shards) == shard]
 
 
+def completes_at_once(bot: type[InstallationActor], event: str, action: str | None) -> bool:
+    """Tell whether a delivery of `event` (and `action`) runs none of `bot`'s handlers,
+    so its shard journals it as received and completed at once. A webhook claiming to
+    be a scheduled run runs nothing (`actors.schedule`)."""
+    qualified = f"{event}.{action}" if action else event
+    return event == SCHEDULE_EVENT or not bot.handlers_for(qualified, event)
+
+
 def to_inbound(
     bot: type[InstallationActor],
     delivery: Delivery,
@@ -135,12 +150,13 @@ def to_inbound(
     *,
     received_at: float,
     trace: str = "",
+    version: str = "",
 ) -> Inbound:
-    """Return what the shard owning `delivery`'s installation journals for it."""
+    """Return what the shard owning `delivery`'s installation journals for it; `version`
+    is the deployment version `bot` belongs to."""
     envelope = delivery.envelope
     installation_id = envelope.installation_id or NO_INSTALLATION
     event = delivery.event
-    qualified = f"{event}.{envelope.action}" if envelope.action else event
     return Inbound(
         installation_id=installation_id,
         vshard=vshard_of(installation_id, vshards),
@@ -154,6 +170,6 @@ def to_inbound(
             trace=trace,
             app_id=delivery.app_id,
         ),
-        # A webhook claiming to be a scheduled run runs nothing (`actors.schedule`).
-        completed=event == SCHEDULE_EVENT or not bot.handlers_for(qualified, event),
+        completed=completes_at_once(bot, event, envelope.action),
+        version=version,
     )

@@ -14,12 +14,13 @@ a random token of this process's life that a client must send first. Its address
 token go to the ingress in a Ray call (`ShardActor.channel`), so the channel is as
 private as Ray's own calls. A client (`ShardChannel`) keeps one connection per shard,
 with several batches in flight on it. When the connection breaks the batches on it
-fail (the ingress answers 503 and GitHub sends them again: a delivery that was
-journaled all the same is then a duplicate), and the next batch asks the shard, through
-Ray, where it is now: a restarted shard has a new port and a new token. Where the
-shard's port cannot be reached (a firewall between nodes that lets only Ray's ports
-through) the client falls back to Ray calls; `GHBOT_SHARD_CHANNEL=ray` makes that the
-only path.
+fail (the ingress tries them again for a few seconds, `actors.ray.ingress.ShardBatcher`,
+then answers 503 and GitHub sends them again: a delivery that was journaled all the
+same is then a duplicate), and the next batch asks the shard, through Ray, where it is
+now: a restarted shard has a new port and a new token, a replaced one is another actor
+(`use`). Where the shard's port cannot be reached (a firewall between nodes that lets
+only Ray's ports through) the client falls back to Ray calls; `GHBOT_SHARD_CHANNEL=ray`
+makes that the only path.
 
 Frames: a 4-byte big-endian length, then MessagePack. The client's first frame is the
 token; then requests `[id, parts]` (the parts of `actors.wire.encode_parts`) and
@@ -277,6 +278,12 @@ class ShardChannel:
             self._connection.close()
             self._connection = None
 
+    def use(self, actor: Any) -> None:
+        """Send to `actor` from now on (the shard's successor): a new connection."""
+        self.actor = actor
+        self.close()
+        self._ray_until = 0.0
+
     async def _connect(self) -> _Connection | None:
         if self._connection is not None and not self._connection.closed:
             return self._connection
@@ -286,8 +293,11 @@ class ShardChannel:
             if self._connection is not None and not self._connection.closed:
                 return self._connection
             # Where the shard is now (it may have restarted); raises as a Ray call to a
-            # lost shard does, and the batch is answered 503.
-            address: ChannelAddress | None = await self.actor.channel.remote()
+            # lost shard does.
+            actor = self.actor
+            address: ChannelAddress | None = await actor.channel.remote()
+            if actor is not self.actor:  # replaced meanwhile (`use`): ask the new one
+                raise ChannelClosed("the shard was replaced while its address was asked")
             if address is None:  # the shard runs without a channel
                 self._ray_until = time.monotonic() + FALLBACK_FOR
                 return None

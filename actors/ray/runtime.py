@@ -9,8 +9,9 @@ Each actor runs one version of the deployment (`RuntimeSettings.version`: the bo
 code and the settings the actors run with, not the ingress's own). An ingress replica
 that starts with another version replaces the actors one by one
 (`get_or_create_actors`): a shard is drained (it refuses new deliveries, which the
-ingress answers 503 and GitHub sends again, and finishes what it took), then killed,
-and a new one takes its epochs and resumes its pending work.
+ingress holds for a few seconds, `actors.ray.ingress.ShardBatcher`, and finishes what
+it took), then killed, and a new one of the same name takes its epochs, resumes its
+pending work, and is sent what was held.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "DRAIN_TIMEOUT",
     "AppAuthActor",
     "ShardActor",
+    "find_shard",
     "get_or_create_actors",
     "held_secrets",
     "kill_actors",
@@ -176,6 +178,7 @@ class ShardActor:
             breaker_wait=clients.breaker_wait,
             retry=clients.retry,
             dedup_window=s.dedup_window,
+            version=s.version,
         )
         await core.open()
         log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)
@@ -496,7 +499,8 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     driver compares the same one; settings without one ("") replace nothing. When the number of
     shard actors changes, virtual shards move between them: then every running shard
     is drained and stopped before the new ones start, so that no two shards hold a
-    virtual shard at once (a few seconds of 503s, which GitHub delivers again).
+    virtual shard at once (a few seconds of 503s for what an ingress replica still
+    routing by the old number sends, which GitHub delivers again).
     The number of virtual shards is fixed for a journal's life: a change is refused
     (`ghbot journal reshard` changes it, the deployment stopped).
 
@@ -658,6 +662,12 @@ def _current(
         ray.kill(handle, no_restart=True)
         _wait_gone(name, namespace, handle)
     return remote.options(get_if_exists=True, **options).remote(*args)
+
+
+async def find_shard(index: int, namespace: str) -> Any:
+    """Return a handle to the actor named as shard `index` now (its successor, once a
+    shard is replaced); raise `ValueError` while none is."""
+    return await asyncio.to_thread(ray.get_actor, shard_name(index), namespace=namespace)
 
 
 def kill_actors(namespace: str = "ghbot", shards: int = 64) -> int:

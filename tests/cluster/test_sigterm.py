@@ -137,11 +137,12 @@ async def test_a_shard_given_sigterm_finishes_what_it_took_then_restarts(
     assert set(greeted) == set(taken + later) and set(greeted.values()) == {1}
     assert ray.get(owner.pid.remote(), timeout=60) != pid  # Ray restarted the shard
 
-    # Refused while it drained or restarted: 503, a reason, a Retry-After; no other 5xx.
+    # Held by the ingress while it drained and restarted (`ShardBatcher`), or refused
+    # once that took longer than the hold: 503, a reason, a Retry-After; no other 5xx.
     statuses = Counter(status for status, _, _ in answers)
     assert set(statuses) <= {200, 202, 503}
     assert statuses[200] + statuses[202] == len(taken + later)
-    assert statuses[503] > 0
+    print(f"\n{statuses[503]} answers 503 to the {len(later)} deliveries sent after SIGTERM")
     for status, retry_after, reason in answers:
         if status == 503:
             assert retry_after == str(RETRY_AFTER) and "retry" in reason

@@ -138,8 +138,8 @@ async def test_a_redeploy_reaches_every_shard_under_load(
         "namespace": namespace,
         "journal_url": f"sqlite://{tmp_path}/upgrade-journal",
         # As README asks for in production: Serve replaces them one at a time, the
-        # first new one replacing the actors while the other old one answers (503 for
-        # a shard being replaced: `_deliver` sends those again, as GitHub would).
+        # first new one replacing the actors while the other old one answers (holding
+        # what goes to a shard being replaced until its successor takes it).
         "ingress_replicas": 2,
     }
     first = deploy("tests.cluster.bots:Greeter", **common)
@@ -147,6 +147,7 @@ async def test_a_redeploy_reaches_every_shard_under_load(
 
     after = [str(uuid.uuid4()) for _ in range(20)]
     acked: list[str] = []
+    unavailable: list[str] = []
     samples: list[dict[str, int]] = []
 
     def redeploy() -> None:
@@ -155,7 +156,10 @@ async def test_a_redeploy_reaches_every_shard_under_load(
 
     # The redeploy, while the stream goes on: `serve run` returns once the new
     # replicas are up, and so once the first of them has replaced the actors.
-    before = await _deliver_during(redeploy, first.url, acked)
+    before = await _deliver_during(redeploy, first.url, acked, unavailable=unavailable)
+    # The old replica held what it sent to the shard being replaced, and its successor
+    # took it: none answered 503 (before 2026-12-02, about 2 s of deliveries were).
+    assert unavailable == [], f"{len(unavailable)} of {len(before)} answered 503"
     assert samples[-1].get("RUNNING") == 2, samples[-1]
     # Serve's rolling update replaces one replica at a time: one was running to answer
     # at every sample, also while a new one was starting (and replacing the actors).

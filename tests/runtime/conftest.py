@@ -156,7 +156,7 @@ def bare_ingress(
     replica.received_logged = None
     if bot is not None:
         replica.bot = bot
-        replica.settings = SimpleNamespace(vshards=VSHARDS, shards=1)  # type: ignore[assignment]
+        replica.settings = SimpleNamespace(vshards=VSHARDS, shards=1, version="")  # type: ignore[assignment]
         replica.batchers = [batcher or AcceptingBatcher()]  # type: ignore[list-item]
     return replica
 

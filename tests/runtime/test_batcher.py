@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+from ray.exceptions import RayActorError, RayTaskError
 
-from actors.ray.ingress import ShardBatcher, ShardUnavailable
+from actors.bot import InstallationActor, on
+from actors.ray.channel import RemoteError
+from actors.ray.ingress import RETRY_AFTER, ShardBatcher, ShardUnavailable
 from actors.wire import decode_batch, encode_parts
-from tests.runtime.conftest import item
+from ghbot.events import Event
+from tests.runtime.conftest import bare_ingress, item, payload, webhook_request
 
 
 class FakeShard:
@@ -77,3 +82,161 @@ async def test_the_batcher_sends_the_parts_as_separate_arguments() -> None:
     # The first went alone; the other 15 gathered behind it, in three parts.
     assert shard.batches == [["d0"], [f"d{n}" for n in range(1, 16)]]
     assert shard.parts == [1, 3]
+
+
+class Succession:
+    """What each look for the shard by name finds, in turn (the last one from then on);
+    None: no actor has the name (between a shard and its successor)."""
+
+    def __init__(self, *found: Any) -> None:
+        self.found = list(found)
+        self.resolved = 0
+
+    async def resolve(self) -> Any:
+        shard = self.found[min(self.resolved, len(self.found) - 1)]
+        self.resolved += 1
+        if shard is None:
+            raise ValueError("no actor of that name")  # as `ray.get_actor` while none is
+        return shard
+
+
+class Draining(FakeShard):
+    """A shard being replaced: it answers every delivery `draining`."""
+
+    async def _answer(self, n: int) -> list[str]:
+        return ["draining"] * n
+
+
+class Gone(FakeShard):
+    """A shard whose process is gone: each call raises what Ray raises for it."""
+
+    async def _answer(self, n: int) -> list[str]:
+        raise RayActorError()
+
+
+async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_successor() -> None:
+    old, new = Draining(), FakeShard()
+    new.release.set()
+    names = Succession(old, None, new)  # draining, then gone, then its successor
+    batcher = ShardBatcher(old, limit=8, resolve=names.resolve, hold_for=5.0, retry_every=0.01)
+    statuses = await asyncio.gather(*(batcher.submit(item(n)) for n in range(3)))
+    assert statuses == ["accepted"] * 3
+    # The two sent at once were refused by the old shard (maybe more than once; the
+    # third waited for a call to end, by when the new one was found); the new took
+    # each once.
+    assert {guid for b in old.batches for guid in b} == {"d0", "d1"}
+    assert sorted(guid for b in new.batches for guid in b) == ["d0", "d1", "d2"]
+    assert batcher.actor is new and batcher.retries >= 2
+
+
+async def test_a_batch_to_a_shard_that_is_gone_is_sent_again_to_the_one_named_now() -> None:
+    gone, new = Gone(), FakeShard()
+    new.release.set()
+    names = Succession(new)
+    batcher = ShardBatcher(gone, limit=8, resolve=names.resolve, retry_every=0.01)
+    assert await batcher.submit(item(0)) == "accepted"
+    assert gone.batches == [["d0"]] and new.batches == [["d0"]]
+
+
+async def test_the_hold_ends_and_the_deliveries_are_answered_draining() -> None:
+    shard = Draining()
+    names = Succession(shard)  # no successor comes
+    batcher = ShardBatcher(shard, limit=8, resolve=names.resolve, hold_for=0.2, retry_every=0.05)
+    started = time.monotonic()
+    assert await batcher.submit(item(0)) == "draining"  # the ingress answers 503
+    assert 0.1 <= time.monotonic() - started < 2.0
+    assert 2 <= len(shard.batches) <= 5
+
+
+class Raising(FakeShard):
+    """A shard that answers each call with an error it raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    async def _answer(self, n: int) -> list[str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RemoteError("JournalUnavailable"),  # over the channel: its journal failed
+        # Over Ray, what it raised comes as a RayTaskError that is also of its type:
+        # here its PostgreSQL journal refusing the connection.
+        RayTaskError("ingest", "...", ConnectionRefusedError("journal")).as_instanceof_cause(),
+    ],
+    ids=["channel", "ray"],
+)
+async def test_an_error_the_shard_answered_with_is_not_held(error: BaseException) -> None:
+    assert not isinstance(error, RayTaskError) or isinstance(error, ConnectionError)
+    names = Succession(FakeShard())
+    batcher = ShardBatcher(Raising(error), limit=8, resolve=names.resolve, retry_every=0.01)
+    with pytest.raises(ShardUnavailable):
+        await batcher.submit(item(0))
+    assert names.resolved == 0 and batcher.retries == 0
+
+
+async def test_deliveries_queued_behind_held_batches_are_answered_within_their_own_hold() -> None:
+    shard = Draining()
+    names = Succession(shard)  # no successor comes
+    batcher = ShardBatcher(
+        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=0.3, retry_every=0.05
+    )
+    first = batcher.submit(item(0))
+    await asyncio.sleep(0.2)
+    arrived = time.monotonic()
+    second = batcher.submit(item(1))  # waits for the first's call to end
+    assert await first == "draining"
+    assert await second == "draining"
+    # Held for at most its own 0.3 s (and a try's wait), not also for the first's.
+    assert time.monotonic() - arrived < 0.3 + 0.1 + 0.1
+    assert batcher.expired == 2
+
+
+async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
+    class Hanging(FakeShard):
+        async def _answer(self, n: int) -> list[str]:
+            await asyncio.Event().wait()  # a restarting actor's call that never returns
+            return []
+
+    hanging = Hanging()
+    names = Succession(hanging)
+    batcher = ShardBatcher(Gone(), limit=8, resolve=names.resolve, hold_for=0.3, retry_every=0.05)
+    started = time.monotonic()
+    with pytest.raises(ShardUnavailable, match="TimeoutError"):
+        await batcher.submit(item(0))
+    assert time.monotonic() - started < 0.3 + 0.1
+    assert hanging.batches == [["d0"]]
+
+
+async def test_without_resolve_a_draining_shard_is_answered_at_once() -> None:
+    shard = Draining()
+    batcher = ShardBatcher(shard, limit=8)
+    assert await batcher.submit(item(0)) == "draining"
+    assert shard.batches == [["d0"]]
+
+
+async def test_the_ingress_answers_503_with_retry_after_once_a_hold_ends() -> None:
+    shard = Draining()
+    batcher = ShardBatcher(
+        shard, limit=8, resolve=Succession(shard).resolve, hold_for=0.2, retry_every=0.05
+    )
+    replica = bare_ingress(Greeter, batcher)  # type: ignore[arg-type]
+    body = payload("issues.opened")
+    answer = await replica.webhook(webhook_request(body))
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == str(RETRY_AFTER)
+    assert b"draining" in answer.body and len(shard.batches) >= 2 and batcher.expired == 1
+    # Its successor named: the next delivery is held, then taken (202).
+    successor = FakeShard()
+    successor.release.set()
+    batcher.resolve = Succession(successor).resolve
+    assert (await replica.webhook(webhook_request(body))).status_code == 202
+    assert batcher.actor is successor and len(successor.batches) == 1
+
+
+class Greeter(InstallationActor):
+    @on("issues.opened")
+    async def hello(self, event: Event) -> None:
+        raise AssertionError("the ingress runs no handler")

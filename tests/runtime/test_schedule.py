@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from actors import InstallationActor, every, on
+from actors.records import DeliveryReceived
 from actors.schedule import SCHEDULE_EVENT, slot_of
 from actors.testing import BotHarness
+from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.models import IssuesOpened
@@ -135,3 +137,30 @@ def test_bad_schedules_are_usage_errors() -> None:
             @on("issues.opened")
             async def both(self, event: Event[IssuesOpened]) -> None:
                 return None
+
+
+async def test_a_versioned_shard_runs_its_schedules_and_no_forged_run_of_another_version() -> None:
+    Sweeper.everything = []
+    async with BotHarness(Sweeper) as bot:
+        bot.shard.version = "v2"  # a deployment's shard (`RuntimeSettings.version`)
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1  # its own runs carry its version
+        # A webhook claiming to be a run, from an ingress replica of another version
+        # (an upgrade) that did not judge it complete: judged again, it runs nothing.
+        forged = Inbound(
+            1,
+            vshard_of(1, bot.shard.vshard_count),
+            DeliveryReceived(
+                delivery_id="forged",
+                event=SCHEDULE_EVENT,
+                body=b'{"action": "sweep", "installation": {"id": 1}}',
+                received_at=0.0,
+            ),
+            completed=False,
+            version="v1",
+        )
+        before = len(bot.fake.requests)
+        assert await bot.shard.ingest(encode_batch([forged])) == ["accepted"]
+        await bot.shard.wait_idle()
+        assert [r for r in list(bot.fake.requests)[before:] if r.path == ISSUES] == []
+        assert Sweeper.everything == ["installation"]

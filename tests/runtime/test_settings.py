@@ -117,9 +117,9 @@ def test_the_application_has_as_many_ingress_replicas_as_asked(
     # replica whose process died is replaced that much sooner (bench_replica_loss.py).
     config = deploy(bot)._bound_deployment._deployment_config
     assert config.health_check_period_s == HEALTH_CHECK_PERIOD_S < 10
-    # A redeploy stops an old replica before it starts a new one (Serve's default; a
-    # surge turned an upgrade's held deliveries into 503s: bench_replica_loss.py).
-    assert config.max_surge_percent == MAX_SURGE_PERCENT == 0
+    # A redeploy starts a new replica before it stops an old one: the old one answers
+    # meanwhile (bench_replica_loss.py --event upgrade|redeploy --surges 0,25).
+    assert config.max_surge_percent == MAX_SURGE_PERCENT == 25
 
 
 def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> None:

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import stream_name
+from actors.records import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.errors import UsageError
 from ghbot.events import Event
@@ -490,4 +490,61 @@ async def test_a_delivery_for_another_shard_is_refused_and_not_written(journal: 
     await shard.start()
     item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="lost?")
     assert await shard.ingest(batch(item)) == ["refused"]
+    assert await types_in(journal) == []
+
+
+class Silent(InstallationActor):
+    """The old code of an upgrade: no handler for what `Recorder` handles."""
+
+
+async def test_a_delivery_another_version_judged_is_judged_again_by_this_shards_bot(
+    journal: Journal,
+) -> None:
+    # During an upgrade an old ingress replica sends to the new shard: its bot (here
+    # without handlers) said "complete at once"; the new shard's bot has handlers.
+    shard = core(journal, Recorder, version="v2")
+    await shard.start()
+    old = inbound(Silent, "issues", payload("issues.opened"), delivery_id="d-old")
+    assert old.completed
+    stale = msgspec.structs.replace(old, version="v1")
+    assert await shard.ingest(batch(stale)) == ["accepted"]
+    await shard.wait_idle()
+    assert Recorder.seen == [("opened", "d-old"), ("issues", "d-old")]
+    # From the shard's own version, what it was sent is taken as it is.
+    same = msgspec.structs.replace(old, version="v2", received=_renamed(old, "d-same"))
+    assert await shard.ingest(batch(same)) == ["accepted"]
+    await shard.wait_idle()
+    assert [guid for _, guid in Recorder.seen].count("d-same") == 0
+
+
+class ByInstallation(InstallationActor):
+    """Old code that ordered every delivery of an installation as one."""
+
+    ordering = "installation"
+
+
+async def test_another_versions_ordering_key_is_taken_again_from_this_shards_bot(
+    journal: Journal,
+) -> None:
+    shard = core(journal, Recorder, version="v2")  # Recorder orders by issue
+    await shard.start()
+    old = inbound(ByInstallation, "issues", payload("issues.opened"), delivery_id="d-key")
+    assert old.received.key == ""
+    assert await shard.ingest(batch(msgspec.structs.replace(old, version="v1"))) == ["accepted"]
+    await shard.wait_idle()
+    records = await journal.read(stream_name(INSTALLATION), shard=shard_of())
+    [received] = [decode_runtime(r.type, r.data) for r in records if r.type == "DeliveryReceived"]
+    assert isinstance(received, DeliveryReceived) and received.key == "186853002#1"  # repo#issue
+
+
+def _renamed(item: Any, delivery_id: str) -> Any:
+    return msgspec.structs.replace(item.received, delivery_id=delivery_id)
+
+
+async def test_a_draining_shard_answers_draining_and_writes_nothing(journal: Journal) -> None:
+    shard = core(journal, Recorder)
+    await shard.start()
+    await shard.drain()
+    item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="d-late")
+    assert await shard.ingest(batch(item)) == ["draining"]  # held, then 503, at the ingress
     assert await types_in(journal) == []
