@@ -4,7 +4,8 @@ It verifies each delivery (size, content type, signature, headers, envelope), ha
 to the shard that owns its installation, and answers only once the shard has journaled
 it durably: 202 for a new delivery, 200 for a duplicate GUID, 4xx for bad input
 (nothing recorded), 503 when the shard or journal cannot take it (GitHub logs the
-failure and the redelivery sweeper has it sent again). It never waits for handlers.
+failure and the redelivery sweeper has it sent again; a shard draining or not reached
+is waited for first, `HOLD_FOR`). It never waits for handlers.
 
 Deliveries for one shard are batched (`ShardBatcher`: while calls to the shard are in
 flight, new deliveries gather for the next) so that one call and one journal commit
@@ -58,11 +59,12 @@ class ShardUnavailable(Exception):
     """The shard did not journal the batch (it failed, restarted, or the journal is down)."""
 
 
-#: Seconds from a delivery's arrival during which the ingress may hold it, its shard
-#: draining or not reached (its process gone, or replaced in an upgrade), trying it
-#: again on the actor named as that shard now (`ShardBatcher`); then it answers 503. A
-#: replaced shard whose drain is short (handlers that finish in a second or two) is
-#: back within it; GitHub waits 10 s for an answer.
+#: Seconds from a batch's first arrival during which the ingress may hold it, its
+#: shard draining or not reached (its process gone, or replaced in an upgrade), trying
+#: it again on the actor named as that shard now (`ShardBatcher`); then it answers 503.
+#: A replaced shard whose handlers finish at once was back within it (the slowest 202
+#: of an upgrade came after 2.0-2.6 s: `benchmarks/bench_replica_loss.py --event
+#: upgrade`); GitHub waits 10 s for an answer.
 HOLD_FOR: Final = 6.0
 #: Seconds between two tries of a held batch.
 RETRY_EVERY: Final = 0.25
@@ -122,7 +124,8 @@ class ShardBatcher:
         self.resolve = resolve
         self.hold_for = hold_for
         self.retry_every = retry_every
-        #: Tries of held batches, and holds that ended in 503s: for tests and stats.
+        #: Tries of held batches, and holds that ended in 503s: for tests (no metric
+        #: reports them yet).
         self.retries = 0
         self.expired = 0
         self._items: list[Inbound] = []
@@ -209,7 +212,7 @@ class ShardBatcher:
         if logged is not None:
             log.warning(
                 "holding deliveries: the shard is draining or not reached; trying again "
-                "for up to %g s after each arrived%s",
+                "for up to %g s after a batch arrived%s",
                 self.hold_for,
                 f" ({logged} more tries were not logged)" if logged else "",
             )

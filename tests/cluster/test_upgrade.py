@@ -158,7 +158,8 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     # replicas are up, and so once the first of them has replaced the actors.
     before = await _deliver_during(redeploy, first.url, acked, unavailable=unavailable)
     # The old replica held what it sent to the shard being replaced, and its successor
-    # took it: none answered 503 (before 2026-12-02, about 2 s of deliveries were).
+    # took it: none answered 503 (before the ingress held such batches, about 2 s of
+    # deliveries were).
     assert unavailable == [], f"{len(unavailable)} of {len(before)} answered 503"
     assert samples[-1].get("RUNNING") == 2, samples[-1]
     # Serve's rolling update replaces one replica at a time: one was running to answer

@@ -10,10 +10,12 @@ import pytest
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.bot import InstallationActor, on
+from actors.ray import ingress
 from actors.ray.channel import RemoteError
 from actors.ray.ingress import RETRY_AFTER, ShardBatcher, ShardUnavailable
 from actors.wire import decode_batch, encode_parts
 from ghbot.events import Event
+from ghbot.logs import LogLimiter
 from tests.runtime.conftest import bare_ingress, item, payload, webhook_request
 
 
@@ -114,7 +116,10 @@ class Gone(FakeShard):
         raise RayActorError()
 
 
-async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_successor() -> None:
+async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_successor(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ingress, "_HOLDS_LOGGED", LogLimiter(burst=1, per=10.0))
     old, new = Draining(), FakeShard()
     new.release.set()
     names = Succession(old, None, new)  # draining, then gone, then its successor
@@ -127,6 +132,9 @@ async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_succe
     assert {guid for b in old.batches for guid in b} == {"d0", "d1"}
     assert sorted(guid for b in new.batches for guid in b) == ["d0", "d1", "d2"]
     assert batcher.actor is new and batcher.retries >= 2
+    # One line for the hold, however many tries (at most one each 10 s per replica).
+    held = [r for r in caplog.records if r.getMessage().startswith("holding deliveries")]
+    assert len(held) == 1 and held[0].levelname == "WARNING"
 
 
 async def test_a_batch_to_a_shard_that_is_gone_is_sent_again_to_the_one_named_now() -> None:
