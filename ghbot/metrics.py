@@ -124,6 +124,11 @@ shard_call_duration: Final = meter.create_histogram(
     description="ingress: one batch's call to its shard actor, until the shard has journaled it",
     explicit_bucket_boundaries_advisory=_COMMIT_BUCKETS,
 )
+held_deliveries: Final = meter.create_counter(
+    "ghbot_held_deliveries_total",
+    unit="1",
+    description="ingress: deliveries held for a shard draining or not reached, by how it ended",
+)
 journal_append_duration: Final = meter.create_histogram(
     "ghbot_journal_append_duration_seconds",
     unit="s",
@@ -145,6 +150,9 @@ AUTH_FAILURE_TYPES: Final = (
     "propagation",  # a token minted seconds ago, not yet known everywhere
 )
 OUTCOMES: Final = ("ok", "error")
+#: How a hold ended: its deliveries taken (by the shard or its successor), or
+#: answered 503 once the hold was over.
+HOLD_OUTCOMES: Final = ("taken", "expired")
 RETRY_REASONS: Final = ("network", "server_error", "rate_limit", "secondary_rate_limit", "auth")
 PARSE_ERROR_REASONS: Final = ("too_large", "content_type", "missing_header", "malformed", "other")
 METHODS: Final = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS", "OTHER")
@@ -170,6 +178,7 @@ LABELS: Final[Mapping[str, frozenset[str]]] = {
     "ghbot_webhook_signature_failures_total": frozenset(),
     "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
     "ghbot_shard_call_duration_seconds": frozenset({"outcome"}),
+    "ghbot_held_deliveries_total": frozenset({"outcome"}),
     "ghbot_journal_append_duration_seconds": frozenset({"outcome"}),
     "ghbot_dead_letters_total": frozenset(),
     "ghbot_pending_deliveries": frozenset(),
@@ -213,6 +222,15 @@ def api_request(method: str, status: int | None, seconds: float) -> None:
 def shard_call(ok: bool, seconds: float) -> None:
     """Record one batch's call from the ingress to its shard (`outcome` ok or error)."""
     shard_call_duration.record(seconds, _OUTCOME[ok])
+
+
+_HOLD_OUTCOME: Final = _bound("outcome", HOLD_OUTCOMES)
+
+
+def held(outcome: str, deliveries: int) -> None:
+    """Count deliveries the ingress held for a shard draining or not reached, by how
+    the hold ended (`HOLD_OUTCOMES`)."""
+    held_deliveries.add(deliveries, _HOLD_OUTCOME[outcome])
 
 
 def journal_append(ok: bool, seconds: float) -> None:

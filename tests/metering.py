@@ -106,7 +106,7 @@ _VALUES: Mapping[str, frozenset[str]] = {
             *ghbot.metrics.PARSE_ERROR_REASONS,
         }
     ),
-    "outcome": frozenset({"ok", "error"}),
+    "outcome": frozenset({*ghbot.metrics.OUTCOMES, *ghbot.metrics.HOLD_OUTCOMES}),
     "result": frozenset({"hit", "miss"}),
     "kind": frozenset({"proactive", "reactive"}),
     "type": frozenset(ghbot.metrics.AUTH_FAILURE_TYPES),

@@ -124,8 +124,8 @@ class ShardBatcher:
         self.resolve = resolve
         self.hold_for = hold_for
         self.retry_every = retry_every
-        #: Tries of held batches, and holds that ended in 503s: for tests (no metric
-        #: reports them yet).
+        #: Tries of held batches, and holds that ended in 503s, for tests; the
+        #: deliveries held are counted in `ghbot_held_deliveries_total`.
         self.retries = 0
         self.expired = 0
         self._items: list[Inbound] = []
@@ -195,6 +195,8 @@ class ShardBatcher:
                     again.append(entry)
                 elif not entry[1].done():
                     entry[1].set_result(status)
+            if held and len(again) < len(items):
+                metrics.held("taken", len(items) - len(again))
             if not again:
                 return
             items, futures = [i for i, _ in again], [f for _, f in again]
@@ -232,6 +234,7 @@ class ShardBatcher:
     def _answer_draining(self, futures: list[asyncio.Future[Status]], held: bool) -> None:
         if held:
             self.expired += 1
+            metrics.held("expired", len(futures))
         log.warning(
             "shard refused a batch of %d: draining%s",
             len(futures),
@@ -253,6 +256,7 @@ class ShardBatcher:
             return
         if held:
             self.expired += 1
+            metrics.held("expired", sum(not future.done() for future in futures))
         # What the shard raised, or what broke on the way.
         error_type = str(exc) if isinstance(exc, RemoteError) else type(exc).__name__
         log.warning(

@@ -16,6 +16,7 @@ from actors.ray.ingress import RETRY_AFTER, ShardBatcher, ShardUnavailable
 from actors.wire import decode_batch, encode_parts
 from ghbot.events import Event
 from ghbot.logs import LogLimiter
+from tests.metering import metered
 from tests.runtime.conftest import bare_ingress, item, payload, webhook_request
 
 
@@ -120,6 +121,7 @@ async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_succe
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ingress, "_HOLDS_LOGGED", LogLimiter(burst=1, per=10.0))
+    m = metered()
     old, new = Draining(), FakeShard()
     new.release.set()
     names = Succession(old, None, new)  # draining, then gone, then its successor
@@ -135,6 +137,8 @@ async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_succe
     # One line for the hold, however many tries (at most one each 10 s per replica).
     held = [r for r in caplog.records if r.getMessage().startswith("holding deliveries")]
     assert len(held) == 1 and held[0].levelname == "WARNING"
+    # Held: the two the old shard refused (the third was sent once, to the new one).
+    assert m.delta("ghbot_held_deliveries_total") == {frozenset({("outcome", "taken")}): 2}
 
 
 async def test_a_batch_to_a_shard_that_is_gone_is_sent_again_to_the_one_named_now() -> None:
@@ -147,11 +151,13 @@ async def test_a_batch_to_a_shard_that_is_gone_is_sent_again_to_the_one_named_no
 
 
 async def test_the_hold_ends_and_the_deliveries_are_answered_draining() -> None:
+    m = metered()
     shard = Draining()
     names = Succession(shard)  # no successor comes
     batcher = ShardBatcher(shard, limit=8, resolve=names.resolve, hold_for=0.2, retry_every=0.05)
     started = time.monotonic()
     assert await batcher.submit(item(0)) == "draining"  # the ingress answers 503
+    assert m.delta("ghbot_held_deliveries_total") == {frozenset({("outcome", "expired")}): 1}
     assert 0.1 <= time.monotonic() - started < 2.0
     assert 2 <= len(shard.batches) <= 5
 
@@ -181,9 +187,11 @@ async def test_an_error_the_shard_answered_with_is_not_held(error: BaseException
     assert not isinstance(error, RayTaskError) or isinstance(error, ConnectionError)
     names = Succession(FakeShard())
     batcher = ShardBatcher(Raising(error), limit=8, resolve=names.resolve, retry_every=0.01)
+    m = metered()
     with pytest.raises(ShardUnavailable):
         await batcher.submit(item(0))
     assert names.resolved == 0 and batcher.retries == 0
+    assert m.delta("ghbot_held_deliveries_total") == {}  # never held
 
 
 async def test_deliveries_queued_behind_held_batches_are_answered_within_their_own_hold() -> None:
@@ -209,6 +217,7 @@ async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
             await asyncio.Event().wait()  # a restarting actor's call that never returns
             return []
 
+    m = metered()
     hanging = Hanging()
     names = Succession(hanging)
     batcher = ShardBatcher(Gone(), limit=8, resolve=names.resolve, hold_for=0.3, retry_every=0.05)
@@ -217,6 +226,7 @@ async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
         await batcher.submit(item(0))
     assert time.monotonic() - started < 0.3 + 0.1
     assert hanging.batches == [["d0"]]
+    assert m.count("ghbot_held_deliveries_total", outcome="expired") == 1
 
 
 async def test_without_resolve_a_draining_shard_is_answered_at_once() -> None:
