@@ -73,6 +73,7 @@ def test_the_panels_the_issue_asks_for_are_there() -> None:
         "pending deliveries",
         "secondary rate limits",
         "refused deliveries",
+        "held deliveries",  # for a shard draining or not reached (docs/operations.md)
     ):
         assert words in titles, words
     exprs = " ".join(expr for _, expr in _exprs())
