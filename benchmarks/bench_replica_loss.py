@@ -5,6 +5,7 @@ period, its rolling update's surge and the number of ingress replicas.
     python benchmarks/bench_replica_loss.py [--repeat 3] [--intervals 0.1]
         [--health-periods 10,2] [--replicas 1]
     python benchmarks/bench_replica_loss.py --event redeploy|upgrade [--surges 0,25]
+        [--installations 1] [--pace-writes S]
 
 Serve notices a replica's dead process at its next health check of it (every
 `health_check_period_s`, Serve's default 10 s; ghbot's ingress sets
@@ -29,6 +30,11 @@ allows a surge (`max_surge_percent`, compared by `--surges`; ghbot's ingress set
 a setting the shards run with (`GHBOT_MAX_RETRIES`) instead: a new version, so the
 new ingress replica also drains and replaces the shard and the app-auth actor, as a
 new release of the bot's code does.
+
+The deliveries go to `--installations` installations in turn (one by default, every
+delivery to the same issue), whose writes are paced `--pace-writes` seconds apart
+(`GHBOT_PACE_WRITES`; not paced by default): a shard being replaced drains what it
+took first, and a backlog of paced writes makes that drain longer.
 
 Printed per run: how many deliveries failed (any answer but 202, or none within
 10 s: GitHub records a failure and does not retry by itself; `ghbot redeliver` asks
@@ -81,29 +87,39 @@ PORT = 8000
 GITHUB_TIMEOUT = 10.0  # seconds GitHub waits for an answer
 RATE = 40  # deliveries a second
 INGRESS = "ray::ServeReplica:ghbot:WebhookIngress"
-BODY = json.dumps(
-    example_payload(
-        "issues.opened",
-        installation__id=1,
-        repository__full_name="org1/repo",
-        issue__number=1,
-    )
-).encode()
 
 
-def deliver() -> tuple[str, float]:
-    """Send one signed delivery; return its status (or what failed) and the seconds taken."""
+def body(installation: int) -> bytes:
+    """An `issues.opened` of `installation`'s repository (`e2e_harness`'s `orgN/repo`)."""
+    return json.dumps(
+        example_payload(
+            "issues.opened",
+            installation__id=installation,
+            repository__full_name=f"org{installation}/repo",
+            issue__number=1,
+        )
+    ).encode()
+
+
+#: The deliveries' bodies, one per installation, sent in turn (`--installations`).
+BODIES: list[bytes] = [body(1)]
+
+
+def deliver(n: int = 0) -> tuple[str, float]:
+    """Send the `n`th signed delivery (of installation `n % len(BODIES) + 1`); return its
+    status (or what failed) and the seconds taken."""
+    data = BODIES[n % len(BODIES)]
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "GitHub-Hookshot/bench",
         "X-GitHub-Event": "issues",
         "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": sign(BODY, SECRET),
+        "X-Hub-Signature-256": sign(data, SECRET),
     }
     began = time.monotonic()
     connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=GITHUB_TIMEOUT)
     try:
-        connection.request("POST", "/webhooks", body=BODY, headers=headers)
+        connection.request("POST", "/webhooks", body=data, headers=headers)
         status = str(connection.getresponse().status)
     except TimeoutError:
         status = "no answer in 10 s"
@@ -141,7 +157,7 @@ def stream(kill: threading.Event, after: float) -> Outage:
             if killed_at is None and now >= began + 1.0:
                 kill.set()  # the caller's thread kills; this one goes on sending
                 killed_at = now
-            results.append((now, pool.submit(deliver)))
+            results.append((now, pool.submit(deliver, n)))
             n += 1
             time.sleep(max(0.0, began + n / RATE - time.monotonic()))
     assert killed_at is not None
@@ -190,7 +206,7 @@ def one_run(
 
     start_ray_serve(PORT)
     runtime = bench_runtime(
-        private, harness.fake, data, pace_writes=None, ingress_replicas=replicas
+        private, harness.fake, data, pace_writes=args.pace_writes, ingress_replicas=replicas
     ).versioned()  # as `serve run ghbot.deploy` does: what decides which actors go
     options = {"health_check_period_s": period, "max_surge_percent": surge}
     try:
@@ -244,7 +260,17 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="ingress replicas")
     parser.add_argument("--event", choices=("kill", "redeploy", "upgrade"), default="kill")
     parser.add_argument("--after", type=float, default=20.0, help="s sent after the event")
+    parser.add_argument(
+        "--installations", type=int, default=1, help="installations the deliveries go to, in turn"
+    )
+    parser.add_argument(
+        "--pace-writes",
+        type=float,
+        default=None,
+        help="GHBOT_PACE_WRITES, s between an installation's writes (default: not paced)",
+    )
     args = parser.parse_args()
+    BODIES[:] = [body(n) for n in range(1, args.installations + 1)]
     intervals = [value.strip() for value in args.intervals.split(",") if value.strip()]
     periods = [float(value) for value in args.health_periods.split(",") if value.strip()]
     surges = [int(value) for value in args.surges.split(",") if value.strip()]
@@ -252,9 +278,13 @@ def main() -> None:
         raise SystemExit(f"port {PORT}, which Serve's HAProxy ingress takes, is in use")
     work = Path(tempfile.mkdtemp(prefix="ghbot-bench-loss-"))
     private, public = keys(work)
-    harness = Harness(public, installations=1)
+    harness = Harness(public, installations=args.installations)
     event = {"kill": "a SIGKILL to a replica", "redeploy": "a redeploy", "upgrade": "an upgrade"}
-    print(f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;")
+    paced = "not paced" if args.pace_writes is None else f"paced {args.pace_writes:g} s apart"
+    print(
+        f"# {os.cpu_count()} cores; {args.replicas} ingress replica(s), one shard;"
+        f" {args.installations} installation(s), their writes {paced};"
+    )
     print(f"# {RATE} deliveries/s from 1 s before {event[args.event]} to {args.after:g} s after")
     columns = "interval s  period s  surge %  run  sent  failed  first/last failed sent at s"
     print(f"{columns}  slowest 202 s  failed by answer")
