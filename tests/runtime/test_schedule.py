@@ -12,6 +12,7 @@ from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.models import IssuesOpened
+from ghbot.testing.clock import FakeClock
 
 ISSUES = "/repos/Codertocat/Hello-World/issues"
 
@@ -76,8 +77,21 @@ class Failing(InstallationActor):
         raise RuntimeError("down")
 
 
+def _just_after_a_boundary(clock: FakeClock, installation: int, handler: str, every: int) -> None:
+    """Move `clock` on to between 0.5 and 1.5 s past the next slot boundary."""
+    slot = slot_of(installation, handler, every, clock.now)
+    step = next(
+        t for t in range(every + 1) if slot_of(installation, handler, every, clock.now + t) > slot
+    )
+    clock.advance(step + 0.5)
+
+
 async def test_a_failing_run_is_retried_and_dead_lettered_like_a_delivery() -> None:
     async with BotHarness(Failing) as bot:
+        # The harness's clock starts at the wall clock's time and a retry's backoff
+        # moves it on: start just after a slot boundary, so that the backoff (about a
+        # second) cannot carry it past the next one and schedule a run more.
+        _just_after_a_boundary(bot.clock, 1, "tick", 60)
         await bot.deliver("installation.created")
         done = await bot.advance(60)
         [dead] = done.dead_letters
