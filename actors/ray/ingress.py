@@ -175,11 +175,10 @@ class ShardBatcher:
         held = False
         while True:
             started = time.perf_counter()
+            # A try of a held batch ends with the hold; a first try is not bounded.
+            left = max(held_until - time.monotonic(), 0.0) if held else None
             try:
-                if held:  # a try of a held batch ends with the hold
-                    async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
-                        statuses = await self.channel.ingest(encode_parts(items))
-                else:
+                async with asyncio.timeout(left):
                     statuses = await self.channel.ingest(encode_parts(items))
             except Exception as exc:
                 if (held or _unreached(exc)) and await self._again(held_until):
@@ -219,17 +218,23 @@ class ShardBatcher:
                 f" ({logged} more tries were not logged)" if logged else "",
             )
         await asyncio.sleep(self.retry_every)
+        try:
+            async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
+                await self.find()
+        except Exception as exc:  # none named yet (its successor is starting)
+            log.debug("the shard is not found by name (%s)", type(exc).__name__)
+        return True
+
+    async def find(self) -> Any:
+        """Look the shard up by name (`resolve`) and send to what is found from now on;
+        return it. Raises what `resolve` raises (none named now)."""
+        assert self.resolve is not None
         async with self._resolving:
-            try:
-                async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
-                    actor = await self.resolve()
-            except Exception as exc:  # none named yet (its successor is starting)
-                log.debug("the shard is not found by name (%s)", type(exc).__name__)
-                return True
+            actor = await self.resolve()
             if actor != self.actor:
                 self.actor = actor
                 self.channel.use(actor)
-        return True
+        return actor
 
     def _answer_draining(self, futures: list[asyncio.Future[Status]], held: bool) -> None:
         if held:
@@ -487,9 +492,7 @@ class WebhookIngress:
         except RayActorError:
             if batcher.resolve is None:
                 raise
-            batcher.actor = await batcher.resolve()
-            batcher.channel.use(batcher.actor)
-            answer = await batcher.actor.ready.remote()
+            answer = await (await batcher.find()).ready.remote()
         return answer
 
     async def ready(self) -> Response:
