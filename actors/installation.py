@@ -50,6 +50,7 @@ from actors.records import (
     stream_name,
 )
 from ghbot import metrics, telemetry
+from ghbot.client.github import GitHub, call_watcher
 from ghbot.errors import (
     CircuitOpen,
     JournalError,
@@ -75,6 +76,79 @@ _FINAL: tuple[type[Exception], ...] = (NoInstallation, RepositoryConfigError)
 
 #: The delivery (GUID, event name) whose handlers run in this task, for error messages.
 _current: ContextVar[tuple[str, str] | None] = ContextVar("ghbot_delivery", default=None)
+
+
+class _Stopped(Exception):
+    """Raised in a delivery's run when its host stopped: it stays pending (`_Run`)."""
+
+
+class _Run:
+    """A delivery being run in its mailbox task, and where it may be stopped.
+
+    It may be stopped where running it again from its last journaled step repeats no
+    write: between attempts (waiting for the breaker, a rate limit, a retry's
+    backoff), and, in an attempt that has sent no write yet, before its first write or
+    while the GitHub client waits for its turn (the write lane, a backoff; the client
+    tells through `call_watcher`). Not while an outcome is journaled, nor once the
+    handler's own tasks call GitHub (their calls are not followed), nor while the
+    installation's client holds what the journal does not (a secondary-limit pause, an
+    open breaker: a successor's new client would write too soon). A host that stops
+    (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
+    others run on and are stopped at the next such place, or finish.
+    """
+
+    __slots__ = ("between", "host", "refused", "task", "waits", "wrote")
+
+    def __init__(self, host: InstallationHost) -> None:
+        self.host = host
+        self.task = asyncio.current_task()
+        self.between = self.waits = self.wrote = self.refused = False
+
+    @property
+    def cuttable(self) -> bool:
+        """Whether `stop` may cancel it now (it is suspended in such a wait)."""
+        return (self.between or (self.waits and not self.wrote)) and self.host.may_hand_over()
+
+    def _stop_here(self) -> bool:
+        return self.host.stopping and self.host.may_hand_over()
+
+    def may_cut(self) -> None:
+        """Between attempts: raise `_Stopped` if the host stopped."""
+        if self._stop_here():
+            raise _Stopped
+        self.between = True
+
+    def attempt(self) -> None:
+        """An attempt of a handler starts."""
+        self.between = self.wrote = self.refused = False
+
+    def journaling(self) -> None:
+        """The attempt's outcome is being journaled: not to be cut from here on."""
+        self.between = False
+        self.wrote = True
+
+    # `CallWatcher`, for the handler's GitHub calls:
+
+    def waiting(self, waiting: bool) -> None:
+        if asyncio.current_task() is not self.task:
+            self.wrote = True  # a task the handler started: not followed, not cut
+            return
+        if waiting and not self.wrote and self._stop_here():
+            self._refuse()
+        self.waits = waiting
+
+    def writing(self) -> None:
+        if asyncio.current_task() is not self.task:
+            self.wrote = True
+            return
+        if not self.wrote and self._stop_here():
+            self._refuse()
+        self.wrote = True
+
+    def _refuse(self) -> None:
+        """Stop the attempt before the client waits or writes: cancel it from inside."""
+        self.refused = True  # should the handler swallow the cancellation (`_run`)
+        raise asyncio.CancelledError
 
 
 class _NoInstallationClient:
@@ -169,6 +243,7 @@ class InstallationHost:
         "_mailbox",
         "_on_written",
         "_retry",
+        "_runs",
         "_sleep",
         "applied",
         "bot",
@@ -178,6 +253,7 @@ class InstallationHost:
         "progress",
         "restored_seq",
         "snapshot_seq",
+        "stopping",
         "stream",
     )
 
@@ -212,6 +288,9 @@ class InstallationHost:
         self._sleep = sleep
         self._breaker_wait = breaker_wait
         self._mailbox: KeyedMailbox | None = None
+        #: The deliveries running now (see `_Run`), and whether `stop` was called.
+        self._runs: set[_Run] = set()
+        self.stopping = False
         self._codecs = Codecs.of(type(bot))
         if installation_id == NO_INSTALLATION:
             _without_installation(bot)
@@ -294,6 +373,8 @@ class InstallationHost:
     def _put(self, key: str, job: Job) -> None:
         if self._mailbox is None:
             self._mailbox = KeyedMailbox(type(self.bot).max_concurrency)
+            if self.stopping:
+                self._mailbox.stop()
         self._mailbox.put(key, job)
 
     def accept(
@@ -351,6 +432,14 @@ class InstallationHost:
         dead = self.progress.dead.get(dead_key(delivery_id, handler))
         if dead is None:
             return False
+        if self.stopping:  # its shard is draining: the successor takes the replay
+            log.warning(
+                "%s: not replaying %s of %s: the shard is draining; ask again once it is replaced",
+                self.stream,
+                handler,
+                delivery_id,
+            )
+            return False
         self._put(dead.received.key, self._replay_job(delivery_id, handler))
         return True
 
@@ -358,6 +447,35 @@ class InstallationHost:
         """Return once no delivery is queued or running."""
         if self._mailbox is not None:
             await self._mailbox.wait_idle()
+
+    def may_hand_over(self) -> bool:
+        """Tell whether a successor could take this installation's work now: its client
+        holds no secondary-limit pause and its breaker is closed (what GitHub asked
+        that the journal does not hold; a new client would know none of it)."""
+        if self._breaker_wait() > 0:
+            return False
+        github = getattr(self.bot, "github", None)
+        return not (isinstance(github, GitHub) and github.paused)
+
+    def stop(self) -> int:
+        """Start no more deliveries, and cut short the running ones that only wait and
+        would repeat nothing if run again (`_Run`); return how many were cut.
+
+        What is not done stays pending in the journal, for the shard that takes over
+        (a draining shard's successor) to resume. The others run on until their
+        handler returns and its outcome is journaled, or until they next only wait
+        (`wait_idle` waits for them).
+        """
+        self.stopping = True
+        if self._mailbox is not None:
+            self._mailbox.stop()
+        cut = 0
+        for run in list(self._runs):
+            if run.cuttable and run.task is not None:
+                run.refused = True  # should the handler swallow the cancellation (`_run`)
+                run.task.cancel()
+                cut += 1
+        return cut
 
     async def close(self) -> None:
         """Stop running handlers (their deliveries stay pending in the journal)."""
@@ -387,16 +505,25 @@ class InstallationHost:
         """Process a delivery; whatever fails outside its handlers is dead-lettered.
 
         A `JournalError` is left to the mailbox (which logs it): nothing can be journaled
-        then, so the delivery stays pending and the next activation resumes it.
+        then, so the delivery stays pending and the next activation resumes it. So does
+        a delivery stopped by `stop`.
         """
+        run = _Run(self)
+        self._runs.add(run)
+        token = call_watcher.set(run)
         try:
-            await self._process(pending)
+            await self._process(pending, run)
+        except _Stopped:
+            return
         except JournalError:
             raise
         except Exception as exc:
             await self._give_up(pending, exc, operation="process")
+        finally:
+            call_watcher.reset(token)
+            self._runs.discard(run)
 
-    async def _process(self, pending: Pending) -> None:
+    async def _process(self, pending: Pending, run: _Run) -> None:
         received = pending.received
         try:
             event = parse(
@@ -421,11 +548,11 @@ class InstallationHost:
             return
         token = _current.set((received.delivery_id, received.event))
         try:
-            await self._run_all(event, pending, todo)
+            await self._run_all(event, pending, todo, run)
         finally:
             _current.reset(token)
 
-    async def _run_all(self, event: Event, pending: Pending, todo: list[str]) -> None:
+    async def _run_all(self, event: Event, pending: Pending, todo: list[str], run: _Run) -> None:
         # One span per delivery; the handlers' GitHub requests are its children.
         # Its parent is the ingress's span, when the webhook came with a trace.
         parent = telemetry.parent_context(pending.received.trace)
@@ -440,16 +567,30 @@ class InstallationHost:
                         telemetry.REPOSITORY: repo.full_name if repo is not None else "",
                     }
                 )
-            for index, name in enumerate(todo):
-                await self._run(name, event, pending, last=index == len(todo) - 1)
+            try:
+                for index, name in enumerate(todo):
+                    await self._run(name, event, pending, run, last=index == len(todo) - 1)
+            except _Stopped:
+                # Left to the next shard: not an error of this span's.
+                if span.is_recording():
+                    span.add_event("handed over to the next shard")
+                stopped = True
+            else:
+                stopped = False
+        if stopped:
+            raise _Stopped
 
-    async def _run(self, name: str, event: Event, pending: Pending, *, last: bool) -> None:
+    async def _run(
+        self, name: str, event: Event, pending: Pending, run: _Run, *, last: bool
+    ) -> None:
         delivery_id = pending.received.delivery_id
         attempt = pending.attempts.get(name, 0)
         max_attempts = type(self.bot).max_attempts
         while True:
+            run.may_cut()  # before an attempt: what came before it is journaled
             await self._wait_for_breaker()
             attempt += 1
+            run.attempt()
             started = self._clock()
             try:
                 with log_context(**self._fields(event, name)):
@@ -460,17 +601,29 @@ class InstallationHost:
                         if handler_span.is_recording():
                             handler_span.set_attribute(telemetry.HANDLER, name)
                         emitted = await self.bot.run_handler(name, event)
+                if run.refused:  # the handler swallowed the cancellation that stopped it
+                    raise _Stopped
+            except _Stopped:
+                raise
             except (CircuitOpen, RateLimited) as exc:
                 # GitHub asked us to wait: not the handler's fault, not an attempt.
+                # (The attempt runs again from the start, on this shard or the next.)
                 attempt -= 1
+                run.may_cut()
                 await self._sleep(max(exc.retry_after, 0.05))
                 continue
             except Exception as exc:
+                if run.refused:
+                    raise _Stopped from exc
+                run.journaling()
                 final = attempt >= max_attempts or isinstance(exc, _FINAL)
-                await self._failed(event, name, exc, attempt, last=last, final=final)
+                delay = await self._failed(event, name, exc, attempt, last=last, final=final)
                 if final:
                     return
+                run.may_cut()  # the failed attempt is journaled
+                await self._sleep(delay)
                 continue
+            run.journaling()
             took = round((self._clock() - started) * 1000, 3)
             if log.isEnabledFor(logging.DEBUG):
                 fields = self._fields(event, name, duration_ms=took)
@@ -490,7 +643,9 @@ class InstallationHost:
 
     async def _failed(
         self, event: Event, name: str, exc: Exception, attempt: int, *, last: bool, final: bool
-    ) -> None:
+    ) -> float:
+        """Journal a failed attempt (`final`: dead-letter it); return the wait before the
+        next."""
         delivery_id = event.delivery_id or ""
         error_type, message = type(exc).__name__, _message(exc)
         fields = self._fields(event, name, error_type=error_type)
@@ -523,7 +678,7 @@ class InstallationHost:
             if last:
                 outcome.append(DeliveryCompleted(delivery_id=delivery_id))
             await self._write(outcome)
-            return
+            return 0.0
         log.warning(
             "%s: %s failed attempt %d: %s", self.stream, name, attempt, error_type, extra=fields
         )
@@ -540,7 +695,7 @@ class InstallationHost:
                 )
             ]
         )
-        await self._sleep(delay)
+        return delay
 
     async def _give_up(self, pending: Pending, exc: Exception, *, operation: str) -> None:
         """Dead-letter every handler of `pending` not yet through, and complete it.

@@ -21,7 +21,7 @@ log = logging.getLogger("ghbot.mailbox")
 class KeyedMailbox:
     """Queue jobs by key; a job must handle its own errors (one that raises is logged)."""
 
-    __slots__ = ("_idle", "_queues", "_slots", "_tasks")
+    __slots__ = ("_idle", "_queues", "_slots", "_stopped", "_tasks")
 
     def __init__(self, limit: int) -> None:
         self._queues: dict[str, deque[Job]] = {}
@@ -29,6 +29,7 @@ class KeyedMailbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopped = False
 
     def __len__(self) -> int:
         """Return the number of jobs queued or running."""
@@ -50,6 +51,12 @@ class KeyedMailbox:
         """Return once no job is queued or running."""
         await self._idle.wait()
 
+    def stop(self) -> None:
+        """Start no job from now on: the running ones finish, the others are dropped
+        (as are jobs put later). For a caller whose jobs are recorded elsewhere and
+        run again by whoever takes over (a draining shard's journaled deliveries)."""
+        self._stopped = True
+
     async def close(self) -> None:
         """Cancel every queued and running job."""
         for task in list(self._tasks):
@@ -61,8 +68,10 @@ class KeyedMailbox:
     async def _drain(self, key: str) -> None:
         queue = self._queues[key]
         try:
-            while queue:
+            while queue and not self._stopped:
                 async with self._slots:
+                    if self._stopped:  # stopped while this job waited for a slot
+                        break
                     try:
                         await queue[0]()
                     except Exception:

@@ -93,7 +93,16 @@ class Quota:
 
     @asynccontextmanager
     async def lease(self, n: int) -> AsyncIterator[QuotaLease]:
-        """Set `n` core requests aside for the block; raise `RateLimited` if they don't fit."""
+        """Set `n` core requests aside for the block; raise `RateLimited` if they don't fit.
+
+        Counts as a write for a shard that drains (`call_watcher`): what the lease's
+        tasks do elsewhere is not followed, so the handler is not cut short after it.
+        """
+        from ghbot.client.github import call_watcher
+
+        watcher = call_watcher.get()
+        if watcher is not None:
+            watcher.writing()
         gh = self._github
         budget = gh.budgets.core
         granted = budget.lease(n, self._clock())

@@ -593,7 +593,7 @@ class ShardCore:
             result = await self.appends.append(stream, events, shard=vshard, epoch=epoch)
             return result.last_seq
 
-        return InstallationHost(
+        host = InstallationHost(
             installation_id,
             bot,
             append=append,
@@ -603,6 +603,9 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
         )
+        if self.draining:  # activated while draining (recovery): it runs nothing
+            host.stop()
+        return host
 
     # --- snapshots ----------------------------------------------------------------
 
@@ -735,24 +738,56 @@ class ShardCore:
             return f"the journal's last appends failed: {self.appends.failing}"
         return None
 
-    async def drain(self) -> None:
-        """Refuse new deliveries from now on; return once the work taken is done.
+    async def drain(self, *, finish: bool = False) -> int:
+        """Refuse new deliveries and stop running them; return once none is running.
 
         What it refused (`Status.DRAINING`) was never journaled: the ingress sends it
         to the shard that takes over, or answers 503 and GitHub (or the redelivery
-        sweep) sends it again.
+        sweep) sends it again. What it took stays journaled, and a delivery stops
+        wherever running it again from its last journaled step repeats no write to
+        GitHub: not started yet; between attempts (a retry's backoff, a rate limit);
+        in an attempt that has not written yet, before its first write or while the
+        client waits for its turn (the write lane, with `GHBOT_PACE_WRITES`). It is
+        left pending for the shard that takes over, which resumes every pending
+        delivery in journal order. A delivery that has written in its attempt runs to
+        the end of its handler and its outcome is journaled; so does any delivery while
+        its installation's client holds a secondary-limit pause or an open breaker,
+        which a successor would not know (see `actors.installation._Run`). So a drain
+        lasts about as long as the handlers that are writing, not as long as the
+        installations' backlog (with writes paced, a second per queued write). Return
+        how many deliveries were left pending.
+
+        `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
+        takes over).
         """
         self.draining = True
-        await self.wait_idle()
+        if finish:
+            await self.wait_idle()
+            return self.pending()
+        # Hosts activated from here on (by recovery, by an ingest under way) start
+        # stopped (`_new_host`); what an ingest under way journals stays pending.
+        cut = sum(host.stop() for host in list(self.hosts.values()))
+        while self._ingesting:
+            await asyncio.wait(set(self._ingesting))
+        while any(host.busy for host in self.hosts.values()):
+            await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
+        left = self.pending()
+        log.info(
+            "drained: no delivery running; %d left pending for the next shard (%d of them "
+            "stopped while they waited)",
+            left,
+            cut,
+        )
+        return left
 
     async def shut_down(self, within: float) -> bool:
         """Drain (`drain`) for up to `within` seconds, then close the hosts and the journal.
 
-        Return whether all the work taken was done in time: then every outcome is
-        journaled and nothing is left to resume. What was not done (a handler still
-        running, a retry waiting) stays pending in the journal, and the next shard
-        resumes it: at least once, since a handler cut short may have done part of its
-        work. New deliveries are refused from the start (see `drain`).
+        Return whether the drain ended in time: then no handler was cut short after it
+        wrote, and what is left pending the next shard runs from its last journaled
+        step. A handler still running then is cancelled and stays pending too: at
+        least once, since it may have done part of its work. New deliveries are refused
+        from the start.
         """
         try:
             async with asyncio.timeout(within):

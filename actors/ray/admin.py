@@ -112,7 +112,8 @@ def stop(
     if deleted:
         serve.delete(app)
     handles = shards(namespace)
-    drained = retire({shard_name(i): shard for i, shard in enumerate(handles)}, namespace, within)
+    named = {shard_name(i): shard for i, shard in enumerate(handles)}
+    drained = retire(named, namespace, within, finish=True)
     killed = len(handles)
     try:
         ray.kill(ray.get_actor(APP_AUTH_NAME, namespace=namespace), no_restart=True)

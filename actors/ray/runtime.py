@@ -198,7 +198,10 @@ class ShardActor:
             return
         left = max(within - (time.monotonic() - started), 0.0)
         if await core.shut_down(left):
-            log.warning("shard %d drained: every delivery it took is done; exiting", self.index)
+            log.warning(
+                "shard %d drained: nothing running; its restart resumes what is pending; exiting",
+                self.index,
+            )
         else:
             log.warning(
                 "shard %d did not drain within %g s: its successor resumes the rest; exiting",
@@ -282,12 +285,13 @@ class ShardActor:
         """Return the deployment version this shard runs (`RuntimeSettings.version`)."""
         return self.settings.version
 
-    async def drain(self, within: float = DRAIN_TIMEOUT) -> bool:
-        """Refuse new deliveries; wait for the ones taken; False if that took over `within`."""
+    async def drain(self, within: float = DRAIN_TIMEOUT, finish: bool = False) -> bool:
+        """Refuse new deliveries and stop running them (`ShardCore.drain`; `finish`: run
+        every one taken first); False if that took over `within` seconds."""
         core = await self._ready()
         try:
             async with asyncio.timeout(within):
-                await core.drain()
+                await core.drain(finish=finish)
         except TimeoutError:
             return False
         return True
@@ -595,11 +599,16 @@ def running_shards(namespace: str) -> list[Any]:
     return found
 
 
-def retire(shards: dict[str, Any], namespace: str, within: float = DRAIN_TIMEOUT) -> int:
+def retire(
+    shards: dict[str, Any], namespace: str, within: float = DRAIN_TIMEOUT, *, finish: bool = False
+) -> int:
     """Drain the shard actors (by name) at once, up to `within` seconds, stop them, and
     wait until their names no longer name them (`_wait_gone`); return how many drained.
-    What the others left, their successors resume from the journal (at least once)."""
-    refs = {name: shard.drain.remote(within) for name, shard in shards.items()}
+    What they left pending, their successors resume from the journal (`finish`: each
+    runs every delivery it took first, for `ghbot stop`)."""
+    # `finish` only when asked: a shard of an older version takes `within` alone.
+    args = (within, True) if finish else (within,)
+    refs = {name: shard.drain.remote(*args) for name, shard in shards.items()}
     drained = 0
     for name, ref in refs.items():
         try:

@@ -5,6 +5,7 @@ https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -13,10 +14,21 @@ from yarl import URL
 
 from ghbot.errors import GitHubError
 
-__all__ = ["Call", "build_url", "origin", "resource_of"]
+__all__ = ["Call", "build_url", "is_mutation", "origin", "resource_of"]
 
 #: Redirects the client knows how to follow.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: The methods that may change something at GitHub.
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+_COMMENT = re.compile(r"#[^\n\r]*")
+_MUTATION = re.compile(r"(?:^|\})\s*mutation\b")
+
+
+def is_mutation(query: str) -> bool:
+    """Tell whether a GraphQL document holds a mutation: an operation `mutation` at its
+    top level, first or after another definition (a fragment), comments aside."""
+    return _MUTATION.search(_COMMENT.sub("", query)) is not None
 
 
 class Call:
@@ -26,7 +38,17 @@ class Call:
     `cache_key` is set for GETs that may use the ETag cache.
     """
 
-    __slots__ = ("away", "body", "cache_key", "headers", "method", "resource", "text", "url")
+    __slots__ = (
+        "away",
+        "body",
+        "cache_key",
+        "headers",
+        "method",
+        "resource",
+        "text",
+        "url",
+        "writes",
+    )
 
     def __init__(
         self,
@@ -46,6 +68,9 @@ class Call:
         self.cache_key: tuple[str, str, str] | None = None
         #: Whether a redirect left the first origin: credentials never go there.
         self.away = False
+        #: Whether it may change something at GitHub (a mutating method; for GraphQL,
+        #: a mutation): see `ghbot.client.github.before_write`.
+        self.writes = method in WRITES
 
     def shown(self) -> str:
         """The URL for messages and logs, without any user information in it."""

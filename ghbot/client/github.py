@@ -10,8 +10,9 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import msgspec
@@ -21,7 +22,7 @@ from yarl import URL
 from ghbot import metrics, telemetry
 from ghbot.auth import AppAuth
 from ghbot.breaker import CircuitBreaker
-from ghbot.client.call import REDIRECTS, Call, build_url, resource_of
+from ghbot.client.call import REDIRECTS, Call, build_url, is_mutation, resource_of
 from ghbot.client.credentials import AuthRetry, Credentials, TokenSource, credentials_for
 from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
 from ghbot.client.pool import current_pool
@@ -41,11 +42,29 @@ from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STAT
 if TYPE_CHECKING:
     from ghbot.rest import Rest
 
-__all__ = ["GitHub"]
+__all__ = ["CallWatcher", "GitHub", "call_watcher"]
 
 log = logging.getLogger("ghbot.client")
 
-_WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+class CallWatcher(Protocol):
+    """What a runner is told of the client's calls in its context (`call_watcher`).
+
+    `actors.installation` watches each handler's run, to know when cutting it short
+    (to hand it to another shard) would repeat nothing: while it waits for its turn
+    and has not written.
+    """
+
+    def waiting(self, waiting: bool) -> None:
+        """A wait of the client's own begins (True) or ends (False): for the write
+        lane, a pause, a retry's backoff, a rate limit."""
+
+    def writing(self) -> None:
+        """A write (a mutating method, a GraphQL mutation) is about to be sent."""
+
+
+#: The watcher of the calls made in this context, where a runner set one.
+call_watcher: ContextVar[CallWatcher | None] = ContextVar("ghbot_call_watcher", default=None)
 _encode = msgspec.json.encode
 
 Answer = tuple[int, Mapping[str, str], bytes]
@@ -195,6 +214,11 @@ class GitHub:
         return state.paused_until <= now
 
     @property
+    def paused(self) -> bool:
+        """Whether a secondary-limit pause is in force (GitHub asked for no request)."""
+        return self._state.paused_until > self.options.clock()
+
+    @property
     def credentials(self) -> Credentials:
         """How this client authenticates (its `kind` and cache `identity`; no secret)."""
         return self._creds
@@ -234,7 +258,7 @@ class GitHub:
         method = method.upper()
         target = build_url(self.base_url, url, params)
         call = self._call(method, target, json, body, headers, resource_of(target.path))
-        return await self._send(call, pace=method in _WRITES if pace is None else pace)
+        return await self._send(call, pace=call.writes if pace is None else pace)
 
     async def paginate(
         self,
@@ -267,7 +291,8 @@ class GitHub:
         target = URL(graphql_url(self.base_url))
         payload = {"query": query, "variables": variables}
         call = self._call("POST", target, payload, None, None, "graphql")
-        answer = await self._send(call, pace=query.lstrip().startswith("mutation"))
+        call.writes = is_mutation(query)
+        answer = await self._send(call, pace=call.writes)
         data = answer.data if isinstance(answer.data, dict) else {}
         if data.get("errors"):
             wait = self._state.budgets.get("graphql").seconds_to_reset(self.options.clock())
@@ -364,16 +389,29 @@ class GitHub:
         writer after it can run.)
         """
         if not interval:
-            return await self._admit(call), await self._exchange(call)
-        opts, lane = self.options, self._state.lane
-        async with lane.lock:
-            while (wait := lane.free_at - opts.clock()) > 0:
-                await opts.sleep(wait)
             budget = await self._admit(call)
+            _note_write(call)
+            return budget, await self._exchange(call)
+        opts, lane = self.options, self._state.lane
+        watcher = call_watcher.get()
+        if watcher is not None:
+            watcher.waiting(True)
+        try:
+            await lane.lock.acquire()
+        finally:
+            if watcher is not None:
+                watcher.waiting(False)
+        try:
+            while (wait := lane.free_at - opts.clock()) > 0:
+                await self._pause(wait)
+            budget = await self._admit(call)
+            _note_write(call)
             try:
                 return budget, await self._exchange(call)
             finally:
                 lane.free_at = opts.clock() + interval
+        finally:
+            lane.lock.release()
 
     async def _admit(self, call: Call) -> Budget | None:
         """Check the breaker, a pause and the budget before one HTTP exchange."""
@@ -392,7 +430,7 @@ class GitHub:
                     method=call.method,
                     url=call.shown(),
                 )
-            await opts.sleep(wait)
+            await self._pause(wait)
             now = opts.clock()
         if call.resource is None:
             return None
@@ -478,7 +516,7 @@ class GitHub:
             delay,
             extra={"error_type": "TransportError" if why == "no answer" else "ServerError"},
         )
-        await self.options.sleep(delay)
+        await self._pause(delay)
 
     def _may_wait(self, error: RateLimited, hits: int) -> bool:
         """Pause the installation for a secondary limit; tell whether to wait in-line."""
@@ -498,7 +536,7 @@ class GitHub:
             extra={"error_type": "RateLimited", "http_status": error.status},
         )
         if error.kind != "secondary":  # the pause of a secondary limit is waited in _admit
-            await self.options.sleep(error.retry_after)
+            await self._pause(error.retry_after)
 
     async def _recover(self, retry: AuthRetry, error: Unauthorized) -> bool:
         now = self.options.clock()
@@ -506,5 +544,23 @@ class GitHub:
         if delay is None:
             return False
         if delay:
-            await self.options.sleep(delay)
+            await self._pause(delay)
         return True
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds` (the options' sleep), telling the call's watcher."""
+        watcher = call_watcher.get()
+        if watcher is None:
+            await self.options.sleep(seconds)
+            return
+        watcher.waiting(True)
+        try:
+            await self.options.sleep(seconds)
+        finally:
+            watcher.waiting(False)
+
+
+def _note_write(call: Call) -> None:
+    """Tell the call's watcher that `call`, if a write, is about to be sent."""
+    if call.writes and (watcher := call_watcher.get()) is not None:
+        watcher.writing()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ghbot.client.call import is_mutation
+
 __all__ = ["WRITE_METHODS", "WriteSpacing", "is_write"]
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -23,7 +25,7 @@ def is_write(method: str, path: str, json: Any) -> bool:
     if path != "/graphql":
         return True
     query = json.get("query") if isinstance(json, dict) else None
-    return isinstance(query, str) and query.lstrip().startswith("mutation")
+    return isinstance(query, str) and is_mutation(query)
 
 
 class WriteSpacing:

@@ -7,9 +7,11 @@ from collections.abc import Callable
 import pytest
 
 from ghbot.client import GitHub
+from ghbot.client.call import is_mutation
 from ghbot.client.response import graphql_error
 from ghbot.errors import GraphQLError, RateLimited
 from ghbot.testing import FakeGitHub
+from ghbot.testing.writes import is_write
 
 from .conftest import REPO
 
@@ -63,3 +65,20 @@ def test_rate_limited_graphql_errors_raise_rate_limited() -> None:
     error = graphql_error(data, url="https://api.github.com/graphql", request_id="r", wait=42.0)
     assert isinstance(error, RateLimited)
     assert (error.kind, error.retry_after, error.request_id) == ("primary", 42.0, "r")
+
+
+@pytest.mark.parametrize(
+    ("document", "mutation"),
+    [
+        ("mutation { addComment(input: {}) { clientMutationId } }", True),
+        ("  # why\nmutation Add($id: ID!) { addComment(input: {subjectId: $id}) { x } }", True),
+        ("fragment F on Issue { id }\nmutation { closeIssue(input: {}) { issue { ...F } } }", True),
+        ("query { viewer { login } }", False),
+        ('{ repository(owner: "o", name: "r") { mutationTestingEnabled } }', False),
+        ("# mutation { later }\nquery { viewer { login } }", False),
+    ],
+)
+def test_a_mutation_is_found_after_comments_and_fragments(document: str, mutation: bool) -> None:
+    # A mutation is a write: paced, and never cut short by a draining shard once sent.
+    assert is_mutation(document) is mutation
+    assert is_write("POST", "/graphql", {"query": document}) is mutation  # the fake agrees

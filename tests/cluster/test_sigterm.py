@@ -2,11 +2,12 @@
 Kubernetes or the autoscaler send it, while deliveries keep coming.
 
 Each delivery is sent again after a 503, as GitHub's redelivery would. Every one
-acknowledged is handled exactly once; a shard drains first (the handlers running when
-the signal came finish in the old process and are not replayed by the new one), closes
-its journal, exits, and Ray restarts it; an ingress replica finishes the requests it
-holds, and Serve starts another. The ingress test takes about 25 s, so it runs only with
-``GHBOT_SIGTERM_INGRESS=1``:
+acknowledged is handled exactly once; a shard drains first (the handlers writing when
+the signal came finish in the old process and are not replayed by the new one; those
+queued or waiting their turn to write are left pending in the journal), closes its
+journal, exits, and Ray restarts it, which runs what was left; an ingress replica
+finishes the requests it holds, and Serve starts another. The ingress test takes about
+25 s, so it runs only with ``GHBOT_SIGTERM_INGRESS=1``:
 
     GHBOT_SIGTERM_INGRESS=1 .venv/bin/python -m pytest tests/cluster/test_sigterm.py
 """
@@ -102,7 +103,7 @@ async def _deliver(
             await asyncio.sleep(0.05)
 
 
-async def test_a_shard_given_sigterm_finishes_what_it_took_then_restarts(
+async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest(
     deploy: Any, fake: Any
 ) -> None:
     install(fake, INSTALLATION, REPO, issues=ISSUES)
@@ -126,9 +127,11 @@ async def test_a_shard_given_sigterm_finishes_what_it_took_then_restarts(
     sending = asyncio.create_task(_deliver(app.url, later, answers))
     await eventually(lambda: not _alive(pid), within=40, every=0.02)
     exited = time.time()
-    # The old process finished every delivery it took before it exited.
+    # What the old process started writing, it finished; the rest it left pending.
     greeted = _greeted(fake)
-    assert all(greeted[g] == 1 for g in taken), "a delivery taken was not finished in time"
+    finished = {g for g in taken if greeted[g]}
+    assert all(greeted[g] == 1 for g in finished)
+    print(f"\n{len(taken) - len(finished)} of {len(taken)} taken left to the restarted shard")
     await sending
 
     await eventually(lambda: set(_greeted(fake)) >= set(taken + later), within=60)
@@ -142,7 +145,7 @@ async def test_a_shard_given_sigterm_finishes_what_it_took_then_restarts(
     statuses = Counter(status for status, _, _ in answers)
     assert set(statuses) <= {200, 202, 503}
     assert statuses[200] + statuses[202] == len(taken + later)
-    print(f"\n{statuses[503]} answers 503 to the {len(later)} deliveries sent after SIGTERM")
+    print(f"{statuses[503]} answers 503 to the {len(later)} deliveries sent after SIGTERM")
     for status, retry_after, reason in answers:
         if status == 503:
             assert retry_after == str(RETRY_AFTER) and "retry" in reason
@@ -158,11 +161,14 @@ async def test_a_shard_given_sigterm_finishes_what_it_took_then_restarts(
         of_kind = [r for r in records if r.type == kind]
         guids = Counter(getattr(decode_runtime(kind, r.data), "delivery_id", "") for r in of_kind)
         assert set(guids) == set(taken + later) and set(guids.values()) == {1}, kind
-        # What the old process took, it finished and journaled before it exited.
-        finished = [
-            r for r in of_kind if getattr(decode_runtime(kind, r.data), "delivery_id", "") in taken
-        ]
-        assert len(finished) == len(taken) and all(r.recorded_at < exited for r in finished)
+        # The old process journaled it all before it exited: what it took, and the
+        # outcome of each delivery it finished; nothing else (the rest is the restart's).
+        before = {
+            getattr(decode_runtime(kind, r.data), "delivery_id", "")
+            for r in of_kind
+            if r.recorded_at < exited
+        }
+        assert before == (set(taken) if kind == "DeliveryReceived" else finished), kind
 
 
 @pytest.mark.skipif(

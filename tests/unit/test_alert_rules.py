@@ -67,6 +67,11 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
     "GhbotWebhookSignatureFailures": ("ghbot:webhook_signature_failures:increase5m", "> 0", None),
     "GhbotProcessingLatencyHigh": ("ghbot:webhook_processing_seconds:p95", "> 30", "10m"),
     "GhbotParseErrorRateHigh": ("ghbot:webhook_parse_error_ratio:rate5m", "> 0.01", "10m"),
+    "GhbotHeldDeliveriesExpired": (
+        'ghbot:held_deliveries:increase5m{outcome="expired"}',
+        "> 0",
+        None,
+    ),
 }
 
 #: A raw metric in a rule: `{__name__=~"(ray_)?NAME"}`, both spellings at once.

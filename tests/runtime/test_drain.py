@@ -1,0 +1,313 @@
+"""A draining shard stops what only waits and leaves it to its successor, repeating nothing.
+
+`ShardCore.drain` (an upgrade, a reshard, `ghbot stop`, SIGTERM) used to wait for every
+delivery it had queued: with writes paced (a second apart per installation), a backlog
+made the drain outlast the ingress's hold, and deliveries were answered 503. Now a
+delivery not started, or one that only waits (its turn in the write lane before it
+wrote, a retry's backoff), stays pending in the journal; a handler running its own code
+or writing runs on. Against a real FakeGitHub, without Ray; the drain on a real Ray is
+tests/cluster/test_upgrade.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from actors.bot import InstallationActor, on
+from actors.mailbox import KeyedMailbox
+from actors.records import HandlerFailed, HandlerSucceeded, decode_runtime, stream_name
+from actors.shard import ShardCore
+from ghbot.client import ClientOptions, GitHub
+from ghbot.events import Event
+from ghbot.journal import Journal
+from ghbot.retry import RetryPolicy
+from ghbot.testing import FakeGitHub
+from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
+from tests.runtime.conftest import COMMENTER_REPO, VSHARDS, Commenter, batch, inbound, payload
+
+COMMENTS = f"/repos/{COMMENTER_REPO}/issues/1/comments"
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not true within 10 s")
+
+
+def _shard(
+    journal: Journal, fake: FakeGitHub, bot: type[InstallationActor], **options: Any
+) -> ShardCore:
+    token = fake.create_token(INSTALLATION)
+    opts = ClientOptions(base_url=fake.url, **options)
+    return ShardCore(
+        range(VSHARDS),
+        VSHARDS,
+        journal,
+        bot,
+        github_for=lambda _id: GitHub(token=token, options=opts),
+        retry=RetryPolicy(base=60.0),  # a retry waits 15 to 30 s
+    )
+
+
+def _opened(bot: type[InstallationActor], number: int, delivery_id: str) -> Any:
+    body = payload("issues.opened", installation=INSTALLATION, issue__number=number)
+    return inbound(bot, "issues", body, delivery_id=delivery_id)
+
+
+async def _outcomes(journal: Journal) -> list[Any]:
+    records = await journal.read(stream_name(INSTALLATION), shard=INSTALLATION % VSHARDS)
+    return [decode_runtime(r.type, r.data) for r in records]
+
+
+async def _completed(journal: Journal) -> list[str]:
+    return sorted(
+        getattr(e, "delivery_id", "")
+        for e in await _outcomes(journal)
+        if type(e).__name__ == "DeliveryCompleted"
+    )
+
+
+async def _successor_runs_the_rest(journal: Journal, fake: FakeGitHub, bot: Any) -> int:
+    """Start the next shard (writes not paced), let it resume; return what it resumed."""
+    successor = _shard(journal, fake, bot, pace_writes=None)
+    try:
+        resumed = await successor.start()
+        await successor.wait_idle()
+        return resumed
+    finally:
+        await successor.close()
+
+
+async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it_once(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    shard = _shard(journal, fake, Commenter, pace_writes=60.0)  # one write a minute
+    await shard.start()
+    # Issues 1 to 3 run at once (one key each); the second delivery of issue 1 queues.
+    taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
+    taken.append(_opened(Commenter, 1, "d1-again"))
+    assert await shard.ingest(batch(*taken)) == ["accepted"] * 4
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+
+    async with asyncio.timeout(10):  # the two waiting in the lane would take 2 minutes
+        assert await shard.drain() == 3
+    await shard.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 1
+    [first] = await _completed(journal)
+    assert not any(isinstance(e, HandlerFailed) for e in await _outcomes(journal))
+
+    assert await _successor_runs_the_rest(journal, fake, Commenter) == 3
+    assert len(fake.requests_to(COMMENTS, "POST")) == 4  # one comment per delivery
+    assert await _completed(journal) == ["d1", "d1-again", "d2", "d3"]
+    assert first in {"d1", "d2", "d3"}
+
+
+class TwoComments(InstallationActor):
+    """Comment twice per new issue: the second write waits for its turn in the lane."""
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        for text in ("one", "two"):
+            await self.github.request("POST", COMMENTS, json={"body": text})
+
+
+async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    shard = _shard(journal, fake, TwoComments, pace_writes=0.5)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 0  # it waited for the second write, then ended
+    await shard.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
+    assert await _completed(journal) == ["d1"]
+    # Cut short after its first write, it would have been run again: four comments.
+    assert await _successor_runs_the_rest(journal, fake, TwoComments) == 0
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
+
+
+class FailsOnce(InstallationActor):
+    """Fail the first attempt of each delivery, then comment."""
+
+    attempts: list[str] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        type(self).attempts.append(event.delivery_id or "")
+        if type(self).attempts.count(event.delivery_id or "") == 1:
+            raise RuntimeError("the first attempt fails")
+        await self.github.request("POST", COMMENTS, json={"body": "at last"})
+
+
+async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    FailsOnce.attempts = []
+    shard = _shard(journal, fake, FailsOnce, pace_writes=None)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(FailsOnce, 1, "d1"))) == ["accepted"]
+    await _until(lambda: FailsOnce.attempts == ["d1"])
+
+    async with asyncio.timeout(10):  # the retry would wait 15 to 30 s
+        assert await shard.drain() == 1
+    await shard.close()
+    assert [type(e).__name__ for e in await _outcomes(journal)][-1] == "HandlerFailed"
+
+    assert await _successor_runs_the_rest(journal, fake, FailsOnce) == 1
+    assert FailsOnce.attempts == ["d1", "d1"]
+    assert len(fake.requests_to(COMMENTS, "POST")) == 1
+    [succeeded] = [e for e in await _outcomes(journal) if isinstance(e, HandlerSucceeded)]
+    assert succeeded.attempt == 2  # the attempt the first shard journaled counts
+
+
+async def test_a_stopped_mailbox_lets_running_jobs_end_and_starts_no_other() -> None:
+    mailbox = KeyedMailbox(limit=1)
+    release, ran = asyncio.Event(), []
+
+    def job(name: str, gate: asyncio.Event | None = None) -> Callable[[], Any]:
+        async def run() -> None:
+            if gate is not None:
+                await gate.wait()
+            ran.append(name)
+
+        return run
+
+    mailbox.put("a", job("a1", release))
+    mailbox.put("a", job("a2"))  # behind a1, same key
+    mailbox.put("b", job("b1"))  # waits for the one slot
+    await asyncio.sleep(0)
+    mailbox.stop()
+    mailbox.put("c", job("c1"))  # put after the stop
+    release.set()
+    async with asyncio.timeout(5):
+        await mailbox.wait_idle()
+    assert ran == ["a1"] and len(mailbox) == 0
+
+
+async def test_a_drain_asked_to_finish_runs_every_delivery_taken_first(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ghbot stop`: no shard takes over, so what was taken runs here first.
+    shard = _shard(journal, fake, Commenter, pace_writes=0.2)
+    await shard.start()
+    taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
+    assert await shard.ingest(batch(*taken)) == ["accepted"] * 3
+    async with asyncio.timeout(10):
+        assert await shard.drain(finish=True) == 0
+    await shard.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 3
+    assert await _completed(journal) == ["d1", "d2", "d3"]
+
+
+class FanOut(InstallationActor):
+    """Wait for `gate` (its own code), then write twice from tasks of its own."""
+
+    gate: asyncio.Event = asyncio.Event()
+    at_gate: asyncio.Event = asyncio.Event()
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        type(self).at_gate.set()
+        await type(self).gate.wait()
+        async with asyncio.TaskGroup() as group:
+            for text in ("one", "two"):
+                group.create_task(self.github.request("POST", COMMENTS, json={"body": text}))
+
+
+async def test_a_handler_whose_own_tasks_call_github_is_not_stopped_by_them(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    FanOut.gate, FanOut.at_gate = asyncio.Event(), asyncio.Event()
+    shard = _shard(journal, fake, FanOut, pace_writes=0.3)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(FanOut, 1, "d1"))) == ["accepted"]
+    await FanOut.at_gate.wait()
+    draining = asyncio.create_task(shard.drain())  # it runs its own code: not stopped
+    await asyncio.sleep(0.05)
+    FanOut.gate.set()
+    async with asyncio.timeout(10):
+        # Its tasks' calls are not followed: stopped there, a write would be lost
+        # while the handler, unaware, returned as if done.
+        assert await draining == 0
+    await shard.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
+    assert await _completed(journal) == ["d1"]
+    assert await _successor_runs_the_rest(journal, fake, FanOut) == 0
+
+
+async def test_a_paused_installation_is_not_handed_over_until_its_pause_ends(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # A secondary limit asks for 2 s; the client does not wait that long in-line, so
+    # the runtime waits between attempts. A successor's new client would not know
+    # the pause: the drain waits for it to end, then leaves the delivery pending.
+    fake.faults.add(r"/comments$", "secondary", retry_after=2, count=1)
+    shard = _shard(journal, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    github = shard.hosts[INSTALLATION].bot.github
+    await _until(lambda: github.paused)
+
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 1
+    assert not github.paused  # handed over only once the pause was over
+    await shard.close()
+    assert await _successor_runs_the_rest(journal, fake, Commenter) == 1
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the refused one, then the comment
+    assert await _completed(journal) == ["d1"]
+
+
+class AlwaysFails(InstallationActor):
+    max_attempts = 1
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        raise RuntimeError("broken")
+
+
+async def test_a_draining_shard_does_not_take_a_dead_letter_replay(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    shard = _shard(journal, fake, AlwaysFails, pace_writes=None)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(AlwaysFails, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    assert len(await shard.dead_letters()) == 1
+    await shard.drain()
+    # Queued into a stopped host, it would be dropped after being reported queued.
+    assert await shard.replay(INSTALLATION, "d1", None) == 0
+    assert len(await shard.dead_letters()) == 1  # still there, to replay on the successor
+    await shard.close()
+
+
+class Swallows(InstallationActor):
+    """Comment, and go on as if done when the comment is cancelled (a bad habit)."""
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.github.request("POST", COMMENTS, json={"body": "hi"})
+
+
+async def test_a_handler_that_swallows_the_stop_is_left_pending_all_the_same(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    shard = _shard(journal, fake, Swallows, pace_writes=60.0)
+    await shard.start()
+    taken = [_opened(Swallows, n, f"d{n}") for n in (1, 2)]
+    assert await shard.ingest(batch(*taken)) == ["accepted"] * 2
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 1  # not journaled as done: its comment was not sent
+    await shard.close()
+    assert await _successor_runs_the_rest(journal, fake, Swallows) == 1
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
