@@ -33,8 +33,10 @@ new release of the bot's code does.
 
 The deliveries go to `--installations` installations in turn (one by default, every
 delivery to the same issue), whose writes are paced `--pace-writes` seconds apart
-(`GHBOT_PACE_WRITES`; not paced by default): a shard being replaced drains what it
-took first, and a backlog of paced writes makes that drain longer.
+(`GHBOT_PACE_WRITES`; not paced by default): a shard being replaced drains first (it
+lets the handlers that are writing end, and leaves what waits its turn to write to
+its successor), so a backlog of paced writes would lengthen the drain if it waited
+for it.
 
 Printed per run: how many deliveries failed (any answer but 202, or none within
 10 s: GitHub records a failure and does not retry by itself; `ghbot redeliver` asks

@@ -65,8 +65,9 @@ KEY_RECHECK = 5.0
 #: The most shard actors a deployment may have (`GHBOT_SHARDS`).
 MAX_SHARDS = 64
 
-#: Seconds a shard being replaced gets to finish the deliveries it took; what is left
-#: then is resumed by its successor from the journal (at least once).
+#: Seconds a shard being replaced gets to drain (`ShardCore.drain`: the handlers that
+#: wrote end; `ghbot stop`: every delivery it took); what is still running then is cut
+#: short and resumed by its successor from the journal (at least once).
 DRAIN_TIMEOUT = 30.0
 
 
