@@ -86,13 +86,14 @@ class _Run:
     """A delivery being run in its mailbox task, and where it may be stopped.
 
     It may be stopped where running it again from its last journaled step repeats no
-    write: between attempts (waiting for the breaker, a rate limit, a retry's
-    backoff), and, in an attempt that has sent no write yet, before its first write or
-    while the GitHub client waits for its turn (the write lane, a backoff; the client
-    tells through `call_watcher`). Not while an outcome is journaled, nor once the
-    handler's own tasks call GitHub (their calls are not followed), nor while the
-    installation's client holds what the journal does not (a secondary-limit pause, an
-    open breaker: a successor's new client would write too soon). A host that stops
+    write: between attempts (a rate limit, a retry's backoff), and, in an attempt that
+    has sent no write yet, before its first write or while the GitHub client waits for
+    its turn (the write lane, a backoff; the client tells through `call_watcher`). Not
+    while an outcome is journaled, nor once the handler's own tasks called GitHub in
+    the attempt (their calls are not followed; a task that has not called yet is not
+    known either), nor while the installation's client holds what the journal does
+    not (a secondary-limit pause, an open breaker: a successor's new client would
+    write too soon). A host that stops
     (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
     others run on and are stopped at the next such place, or finish.
     """
@@ -137,13 +138,14 @@ class _Run:
             self._refuse()
         self.waits = waiting
 
-    def writing(self) -> None:
+    def calling(self, writes: bool) -> None:
         if asyncio.current_task() is not self.task:
-            self.wrote = True
+            self.wrote = True  # its next request may be a write: not cut from now on
             return
-        if not self.wrote and self._stop_here():
-            self._refuse()
-        self.wrote = True
+        if writes:
+            if not self.wrote and self._stop_here():
+                self._refuse()
+            self.wrote = True
 
     def _refuse(self) -> None:
         """Stop the attempt before the client waits or writes: cancel it from inside."""
@@ -242,6 +244,7 @@ class InstallationHost:
         "_codecs",
         "_mailbox",
         "_on_written",
+        "_replays",
         "_retry",
         "_runs",
         "_sleep",
@@ -291,6 +294,8 @@ class InstallationHost:
         #: The deliveries running now (see `_Run`), and whether `stop` was called.
         self._runs: set[_Run] = set()
         self.stopping = False
+        #: Dead-letter replays queued and not started yet (delivery, handler).
+        self._replays: set[tuple[str, str]] = set()
         self._codecs = Codecs.of(type(bot))
         if installation_id == NO_INSTALLATION:
             _without_installation(bot)
@@ -440,6 +445,7 @@ class InstallationHost:
                 delivery_id,
             )
             return False
+        self._replays.add((delivery_id, handler))
         self._put(dead.received.key, self._replay_job(delivery_id, handler))
         return True
 
@@ -469,6 +475,15 @@ class InstallationHost:
         self.stopping = True
         if self._mailbox is not None:
             self._mailbox.stop()
+        for delivery_id, handler in sorted(self._replays):  # not journaled: nothing ran
+            log.warning(
+                "%s: the replay of %s of %s queued before the drain will not run; ask "
+                "again once the shard is replaced",
+                self.stream,
+                handler,
+                delivery_id,
+            )
+        self._replays.clear()
         cut = 0
         for run in list(self._runs):
             if run.cuttable and run.task is not None:
@@ -492,6 +507,7 @@ class InstallationHost:
 
     def _replay_job(self, delivery_id: str, handler: str) -> Job:
         async def job() -> None:
+            self._replays.discard((delivery_id, handler))
             if dead_key(delivery_id, handler) not in self.progress.dead:
                 return  # a second request for a replay that already ran
             await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])

@@ -102,7 +102,7 @@ class Quota:
 
         watcher = call_watcher.get()
         if watcher is not None:
-            watcher.writing()
+            watcher.calling(True)
         gh = self._github
         budget = gh.budgets.core
         granted = budget.lease(n, self._clock())

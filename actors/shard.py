@@ -662,7 +662,12 @@ class ShardCore:
     # --- memory -------------------------------------------------------------------
 
     def passivate(self, *, force_idle: bool = False) -> int:
-        """Drop idle hosts: over `max_active` (least recently used first) or idle too long."""
+        """Drop idle hosts: over `max_active` (least recently used first) or idle too long.
+
+        None while draining: a stopped host keeps what it leaves pending in view.
+        """
+        if self.draining:
+            return 0
         now = self._clock()
         dropped = 0
         for installation_id in list(self.hosts):

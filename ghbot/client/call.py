@@ -21,14 +21,17 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: The methods that may change something at GitHub.
 WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
-_COMMENT = re.compile(r"#[^\n\r]*")
+#: A GraphQL string (block or not), kept as an empty one, or a comment, dropped.
+_STRING_OR_COMMENT = re.compile(r'"""[\s\S]*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n\r]*')
 _MUTATION = re.compile(r"(?:^|\})\s*mutation\b")
 
 
 def is_mutation(query: str) -> bool:
     """Tell whether a GraphQL document holds a mutation: an operation `mutation` at its
-    top level, first or after another definition (a fragment), comments aside."""
-    return _MUTATION.search(_COMMENT.sub("", query)) is not None
+    top level, first or after another definition (a fragment), strings and comments
+    aside."""
+    bare = _STRING_OR_COMMENT.sub(lambda m: "" if m[0][0] == "#" else '""', query)
+    return _MUTATION.search(bare) is not None
 
 
 class Call:

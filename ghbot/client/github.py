@@ -57,10 +57,12 @@ class CallWatcher(Protocol):
 
     def waiting(self, waiting: bool) -> None:
         """A wait of the client's own begins (True) or ends (False): for the write
-        lane, a pause, a retry's backoff, a rate limit."""
+        lane, a pause, a retry's backoff, a rate limit. May raise (before a wait
+        begins, or before a request is sent, for `calling`) to stop the caller."""
 
-    def writing(self) -> None:
-        """A write (a mutating method, a GraphQL mutation) is about to be sent."""
+    def calling(self, writes: bool) -> None:
+        """A request is about to be sent; `writes`: a write (a mutating method, a
+        GraphQL mutation)."""
 
 
 #: The watcher of the calls made in this context, where a runner set one.
@@ -561,6 +563,6 @@ class GitHub:
 
 
 def _note_write(call: Call) -> None:
-    """Tell the call's watcher that `call`, if a write, is about to be sent."""
-    if call.writes and (watcher := call_watcher.get()) is not None:
-        watcher.writing()
+    """Tell the call's watcher that `call` is about to be sent."""
+    if (watcher := call_watcher.get()) is not None:
+        watcher.calling(call.writes)

@@ -170,3 +170,15 @@ async def test_a_secondary_limit_pauses_its_installation_and_no_other(
     await paused
     assert strict.secondary_limits == 1
     assert len(strict.comments(REPO, 1)) == 1
+
+
+async def test_a_graphql_mutation_is_paced_after_a_comment_and_a_query_is_not(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client(options=paced)
+    for _ in range(2):
+        await gh.graphql("# says why\nmutation { viewer { login } }")
+    assert clock.sleeps == [1.0]
+    for _ in range(2):
+        await gh.graphql("# no mutation here\nquery { viewer { login } }")
+    assert clock.sleeps == [1.0]

@@ -114,12 +114,13 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     pid = ray.get(owner.pid.remote(), timeout=60)
     # GitHub is slow: handlers are waiting for it when the signal comes.
     on_fake(fake, fake.fake.faults.add, "^/repos/sigterm/repo/", "slow", None, delay=0.4)
-    taken = [str(uuid.uuid4()) for _ in range(12)]
+    taken = [str(uuid.uuid4()) for _ in range(24)]  # six per issue, run in turn
     answers: list[Answer] = []
     await _deliver(app.url, taken, answers)
     assert [a[0] for a in answers] == [202] * len(taken)
     await eventually(lambda: sum(_greeted(fake).values()) >= 2, within=30)
-    running = len(taken) - sum(_greeted(fake).values())
+    done = sum(_greeted(fake).values())
+    running = len(taken) - done
     assert running >= ISSUES  # still in the shard, queued or at GitHub
 
     os.kill(pid, signal.SIGTERM)
@@ -129,9 +130,14 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     exited = time.time()
     # What the old process started writing, it finished; the rest it left pending.
     greeted = _greeted(fake)
-    finished = {g for g in taken if greeted[g]}
+    finished = {g for g in taken + later if greeted[g]}  # a `later` one may have come first
     assert all(greeted[g] == 1 for g in finished)
-    print(f"\n{len(taken) - len(finished)} of {len(taken)} taken left to the restarted shard")
+    left = len(set(taken) - finished)
+    print(f"\n{left} of {len(taken)} taken left to the restarted shard ({done} done before)")
+    # One delivery per issue runs at a time, each 0.4 s or more at GitHub: the old
+    # process finished those running when it was counted, and at most one more per
+    # issue started before the signal; the drain left the rest (it used to run all).
+    assert len(taken) - left <= done + 2 * ISSUES, "the drain ran what was queued"
     await sending
 
     await eventually(lambda: set(_greeted(fake)) >= set(taken + later), within=60)
@@ -168,7 +174,10 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
             for r in of_kind
             if r.recorded_at < exited
         }
-        assert before == (set(taken) if kind == "DeliveryReceived" else finished), kind
+        if kind == "DeliveryReceived":
+            assert before >= set(taken), kind
+        else:
+            assert before == finished, kind
 
 
 @pytest.mark.skipif(

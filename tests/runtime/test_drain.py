@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from actors.bot import InstallationActor, on
 from actors.mailbox import KeyedMailbox
 from actors.records import HandlerFailed, HandlerSucceeded, decode_runtime, stream_name
@@ -119,10 +121,11 @@ class TwoComments(InstallationActor):
 async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    shard = _shard(journal, fake, TwoComments, pace_writes=0.5)
+    shard = _shard(journal, fake, TwoComments, pace_writes=2.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    assert len(fake.requests_to(COMMENTS, "POST")) == 1  # the second waits its turn
 
     async with asyncio.timeout(10):
         assert await shard.drain() == 0  # it waited for the second write, then ended
@@ -311,3 +314,66 @@ async def test_a_handler_that_swallows_the_stop_is_left_pending_all_the_same(
     await shard.close()
     assert await _successor_runs_the_rest(journal, fake, Swallows) == 1
     assert len(fake.requests_to(COMMENTS, "POST")) == 2
+
+
+class Spawns(InstallationActor):
+    """Start a task that reads, then writes; write itself meanwhile (a fan-out)."""
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        async def child() -> None:
+            await self.github.request("GET", f"/repos/{COMMENTER_REPO}")
+            await self.github.request("POST", COMMENTS, json={"body": "from the task"})
+
+        task = asyncio.create_task(child())
+        await asyncio.sleep(0)  # the task sends its read
+        await self.github.request("POST", COMMENTS, json={"body": "from the handler"})
+        await task
+
+
+async def test_a_handler_whose_own_task_called_github_is_not_handed_over(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # d0 writes first, so d1's own write waits its turn while d1's task reads (slowly).
+    fake.faults.add(rf"^/repos/{COMMENTER_REPO}$", "slow", None, method="GET", delay=0.5)
+    shard = _shard(journal, fake, Spawns, pace_writes=1.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Spawns, 9, "d0"))) == ["accepted"]
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    assert await shard.ingest(batch(_opened(Spawns, 1, "d1"))) == ["accepted"]
+    await _until(lambda: len(fake.requests_to(f"/repos/{COMMENTER_REPO}", "GET")) == 2)
+
+    async with asyncio.timeout(10):
+        # Handed over, d1 would leave its task running: its write, then d1 run again
+        # by the successor, task and all: the task's comment twice.
+        assert await shard.drain() == 0
+    await shard.close()
+    assert await _successor_runs_the_rest(journal, fake, Spawns) == 0
+    bodies = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
+    assert sorted(bodies) == ["from the handler"] * 2 + ["from the task"] * 2  # d0's, d1's
+
+
+async def test_a_replay_queued_before_the_drain_is_reported_as_not_run(
+    journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    shard = _shard(journal, fake, AlwaysFails, pace_writes=None)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(AlwaysFails, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    host = shard.hosts[INSTALLATION]
+    # Queued behind a job of the same key that runs until the drain has begun.
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    host._put(_opened(AlwaysFails, 1, "x").received.key, hold)
+    assert await shard.replay(INSTALLATION, "d1", None) == 1
+    draining = asyncio.create_task(shard.drain())
+    await asyncio.sleep(0)
+    release.set()
+    async with asyncio.timeout(10):
+        await draining
+    assert "the replay of opened of d1 queued before the drain will not run" in caplog.text
+    assert len(await shard.dead_letters()) == 1  # still dead-lettered: replay it later
+    await shard.close()
