@@ -93,9 +93,9 @@ class _Run:
     the attempt (their calls are not followed; a task that has not called yet is not
     known either), nor while the installation's client holds what the journal does
     not (a secondary-limit pause, an open breaker: a successor's new client would
-    write too soon). A host that stops
-    (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
-    others run on and are stopped at the next such place, or finish.
+    write too soon). A host that stops (`InstallationHost.stop`) cancels the runs
+    waiting where they may be stopped; the others run on and are stopped at the next
+    such place, or finish.
     """
 
     __slots__ = ("between", "host", "refused", "task", "waits", "wrote")
