@@ -131,21 +131,27 @@ class _Run:
     # `CallWatcher`, for the handler's GitHub calls:
 
     def waiting(self, waiting: bool) -> None:
-        if asyncio.current_task() is not self.task:
-            self.wrote = True  # a task the handler started: not followed, not cut
+        if self._from_another_task():
             return
         if waiting and not self.wrote and self._stop_here():
             self._refuse()
         self.waits = waiting
 
     def calling(self, writes: bool) -> None:
-        if asyncio.current_task() is not self.task:
-            self.wrote = True  # its next request may be a write: not cut from now on
+        if self._from_another_task():
             return
         if writes:
             if not self.wrote and self._stop_here():
                 self._refuse()
             self.wrote = True
+
+    def _from_another_task(self) -> bool:
+        """Tell whether the client is called from a task the handler started: its calls
+        are not followed (any may be a write), so the attempt is not cut from now on."""
+        if asyncio.current_task() is self.task:
+            return False
+        self.wrote = True
+        return True
 
     def _refuse(self) -> None:
         """Stop the attempt before the client waits or writes: cancel it from inside."""

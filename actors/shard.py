@@ -748,19 +748,15 @@ class ShardCore:
 
         What it refused (`Status.DRAINING`) was never journaled: the ingress sends it
         to the shard that takes over, or answers 503 and GitHub (or the redelivery
-        sweep) sends it again. What it took stays journaled, and a delivery stops
-        wherever running it again from its last journaled step repeats no write to
-        GitHub: not started yet; between attempts (a retry's backoff, a rate limit);
-        in an attempt that has not written yet, before its first write or while the
-        client waits for its turn (the write lane, with `GHBOT_PACE_WRITES`). It is
-        left pending for the shard that takes over, which resumes every pending
-        delivery in journal order. A delivery that has written in its attempt runs to
-        the end of its handler and its outcome is journaled; so does any delivery while
-        its installation's client holds a secondary-limit pause or an open breaker,
-        which a successor would not know (see `actors.installation._Run`). So a drain
-        lasts about as long as the handlers that are writing, not as long as the
-        installations' backlog (with writes paced, a second per queued write). Return
-        how many deliveries were left pending.
+        sweep) sends it again. What it took stays journaled: a delivery not started, or
+        stopped where running it again from its last journaled step repeats no write
+        to GitHub (`actors.installation._Run` says where: between attempts, or before
+        an attempt's first write, waiting its turn in the write lane), is left pending
+        for the shard that takes over, which resumes every pending delivery in journal
+        order; one whose attempt has written runs to its end. So a drain lasts about as
+        long as the handlers that are writing, not as long as the installations'
+        backlog (with writes paced, a second per queued write). Return how many
+        deliveries were left pending.
 
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
         takes over).
@@ -772,10 +768,8 @@ class ShardCore:
         # Hosts activated from here on (by recovery, by an ingest under way) start
         # stopped (`_new_host`); what an ingest under way journals stays pending.
         cut = sum(host.stop() for host in list(self.hosts.values()))
-        while self._ingesting:
-            await asyncio.wait(set(self._ingesting))
-        while any(host.busy for host in self.hosts.values()):
-            await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
+        await self._wait_ingests()
+        await self._wait_hosts()
         left = self.pending()
         log.info(
             "drained: no delivery running; %d left pending for the next shard (%d of them "
@@ -809,10 +803,18 @@ class ShardCore:
         installation has queued or running work."""
         if self.recovery is not None:
             await asyncio.shield(self.recovery)
-        while self._ingesting:  # a batch being journaled hands its deliveries over next
-            await asyncio.wait(set(self._ingesting))
+        await self._wait_ingests()
         while self._reactivating:  # installations read again after a journal failure
             await asyncio.gather(*list(self._reactivating.values()), return_exceptions=True)
+        await self._wait_hosts()
+
+    async def _wait_ingests(self) -> None:
+        """Return once no ingest call is under way (each hands its batch over next)."""
+        while self._ingesting:
+            await asyncio.wait(set(self._ingesting))
+
+    async def _wait_hosts(self) -> None:
+        """Return once no host has queued or running work."""
         while any(host.busy for host in self.hosts.values()):
             await asyncio.gather(*(host.wait_idle() for host in list(self.hosts.values())))
 

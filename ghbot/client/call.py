@@ -72,7 +72,7 @@ class Call:
         #: Whether a redirect left the first origin: credentials never go there.
         self.away = False
         #: Whether it may change something at GitHub (a mutating method; for GraphQL,
-        #: a mutation): see `ghbot.client.github.before_write`.
+        #: a mutation): paced, and told to `ghbot.client.github.call_watcher`.
         self.writes = method in WRITES
 
     def shown(self) -> str:

@@ -9,7 +9,8 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -392,22 +393,16 @@ class GitHub:
         """
         if not interval:
             budget = await self._admit(call)
-            _note_write(call)
+            _note_call(call)
             return budget, await self._exchange(call)
         opts, lane = self.options, self._state.lane
-        watcher = call_watcher.get()
-        if watcher is not None:
-            watcher.waiting(True)
-        try:
+        with _waiting():
             await lane.lock.acquire()
-        finally:
-            if watcher is not None:
-                watcher.waiting(False)
         try:
             while (wait := lane.free_at - opts.clock()) > 0:
                 await self._pause(wait)
             budget = await self._admit(call)
-            _note_write(call)
+            _note_call(call)
             try:
                 return budget, await self._exchange(call)
             finally:
@@ -551,18 +546,26 @@ class GitHub:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep `seconds` (the options' sleep), telling the call's watcher."""
-        watcher = call_watcher.get()
-        if watcher is None:
+        with _waiting():
             await self.options.sleep(seconds)
-            return
-        watcher.waiting(True)
-        try:
-            await self.options.sleep(seconds)
-        finally:
-            watcher.waiting(False)
 
 
-def _note_write(call: Call) -> None:
+@contextmanager
+def _waiting() -> Iterator[None]:
+    """Tell the call's watcher, if any, that a wait of the client's own begins, then
+    ends (it may refuse the wait by raising before it begins)."""
+    watcher = call_watcher.get()
+    if watcher is None:
+        yield
+        return
+    watcher.waiting(True)
+    try:
+        yield
+    finally:
+        watcher.waiting(False)
+
+
+def _note_call(call: Call) -> None:
     """Tell the call's watcher that `call` is about to be sent."""
     if (watcher := call_watcher.get()) is not None:
         watcher.calling(call.writes)

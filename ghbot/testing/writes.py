@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ghbot.client.call import is_mutation
+from ghbot.client.call import WRITES, is_mutation
 
 __all__ = ["WRITE_METHODS", "WriteSpacing", "is_write"]
 
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+WRITE_METHODS = WRITES  # the client's: what it paces, the fake spaces
 
 
 def is_write(method: str, path: str, json: Any) -> bool:
