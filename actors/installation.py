@@ -608,6 +608,12 @@ class InstallationHost:
         delivery_id = pending.received.delivery_id
         attempt = pending.attempts.get(name, 0)
         max_attempts = type(self.bot).max_attempts
+        # Resumed (a restart, a hand-over) while a journaled failure's backoff runs: wait
+        # out what is left of it; no longer than the policy's cap, whatever the clocks.
+        left = pending.retry_at.get(name, 0.0) - self._clock()
+        if left > 0:
+            run.may_cut()
+            await self._sleep(min(left, self._retry.cap))
         while True:
             run.may_cut()  # before an attempt: what came before it is journaled
             await self._wait_for_breaker()
@@ -714,6 +720,7 @@ class InstallationHost:
                     error_type=error_type,
                     error=message,
                     retry_in=round(delay, 3),
+                    retry_at=round(self._clock() + delay, 3),
                 )
             ]
         )

@@ -86,6 +86,9 @@ class HandlerFailed(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str
     error: str
     retry_in: float
+    #: When the next attempt is due (`time.time()`; 0 in records written before it
+    #: was kept): a shard that resumes the delivery waits out what is left of it.
+    retry_at: float = 0.0
 
 
 class DeadLettered(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,13 +137,15 @@ class Pending(msgspec.Struct, kw_only=True):
     """A delivery not yet completed: the handlers done and the attempts made so far.
 
     `only`, when set, limits the handlers to run (a replayed dead letter runs just its
-    own handler again).
+    own handler again). `retry_at` holds, per handler whose last attempt failed, when
+    its next attempt is due (`HandlerFailed.retry_at`).
     """
 
     received: DeliveryReceived
     done: list[str] = msgspec.field(default_factory=list)
     attempts: dict[str, int] = msgspec.field(default_factory=dict)
     only: list[str] | None = None
+    retry_at: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -173,10 +178,13 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
         if pending is not None and event.handler not in pending.done:
             pending.done.append(event.handler)
             pending.attempts[event.handler] = event.attempt
+            pending.retry_at.pop(event.handler, None)
     elif isinstance(event, HandlerFailed):
         pending = progress.pending.get(event.delivery_id)
         if pending is not None:
             pending.attempts[event.handler] = event.attempt
+            if event.retry_at:
+                pending.retry_at[event.handler] = event.retry_at
     elif isinstance(event, DeadLettered):
         pending = progress.pending.get(event.delivery_id)
         if pending is not None:
@@ -184,6 +192,7 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
             progress.dead[key] = DeadLetter(record=event, received=pending.received)
             if event.handler not in pending.done:
                 pending.done.append(event.handler)
+            pending.retry_at.pop(event.handler, None)
     elif isinstance(event, DeliveryCompleted):
         if progress.pending.pop(event.delivery_id, None) is not None:
             progress.completed += 1
@@ -194,6 +203,7 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
             if event.handler in pending.done:
                 pending.done.remove(event.handler)
             pending.attempts.pop(event.handler, None)
+            pending.retry_at.pop(event.handler, None)
         elif dead is not None:
             progress.pending[event.delivery_id] = Pending(
                 received=dead.received, only=[event.handler]

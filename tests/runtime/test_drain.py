@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,12 @@ async def _until(check: Callable[[], bool]) -> None:
 
 
 def _shard(
-    journal: Journal, fake: FakeGitHub, bot: type[InstallationActor], **options: Any
+    journal: Journal,
+    fake: FakeGitHub,
+    bot: type[InstallationActor],
+    *,
+    retry: RetryPolicy | None = None,
+    **options: Any,
 ) -> ShardCore:
     token = fake.create_token(INSTALLATION)
     opts = ClientOptions(base_url=fake.url, **options)
@@ -52,7 +58,7 @@ def _shard(
         journal,
         bot,
         github_for=lambda _id: GitHub(token=token, options=opts),
-        retry=RetryPolicy(base=60.0),  # a retry waits 15 to 30 s
+        retry=retry or RetryPolicy(base=60.0),  # a retry waits 15 to 30 s
     )
 
 
@@ -140,32 +146,44 @@ async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
 class FailsOnce(InstallationActor):
     """Fail the first attempt of each delivery, then comment."""
 
-    attempts: list[str] = []
+    attempts: list[tuple[str, float]] = []
 
     @on("issues.opened")
     async def opened(self, event: Event) -> None:
-        type(self).attempts.append(event.delivery_id or "")
-        if type(self).attempts.count(event.delivery_id or "") == 1:
+        type(self).attempts.append((event.delivery_id or "", time.time()))
+        if len(type(self).attempts) == 1:
             raise RuntimeError("the first attempt fails")
         await self.github.request("POST", COMMENTS, json={"body": "at last"})
 
 
-async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor(
+async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_waits_the_rest(
     journal: Journal, fake: FakeGitHub
 ) -> None:
     FailsOnce.attempts = []
-    shard = _shard(journal, fake, FailsOnce, pace_writes=None)
+    backoff = RetryPolicy(base=4.0)  # the first retry waits 2 to 4 s
+    shard = _shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
     await shard.start()
     assert await shard.ingest(batch(_opened(FailsOnce, 1, "d1"))) == ["accepted"]
-    await _until(lambda: FailsOnce.attempts == ["d1"])
+    await _until(lambda: len(FailsOnce.attempts) == 1)
 
-    async with asyncio.timeout(10):  # the retry would wait 15 to 30 s
+    async with asyncio.timeout(1.5):  # not waiting out the backoff
         assert await shard.drain() == 1
     await shard.close()
-    assert [type(e).__name__ for e in await _outcomes(journal)][-1] == "HandlerFailed"
+    [*_, failed] = await _outcomes(journal)
+    assert isinstance(failed, HandlerFailed)
+    assert failed.retry_at == pytest.approx(FailsOnce.attempts[0][1] + failed.retry_in, abs=0.1)
 
-    assert await _successor_runs_the_rest(journal, fake, FailsOnce) == 1
-    assert FailsOnce.attempts == ["d1", "d1"]
+    successor = _shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
+    try:
+        assert await successor.start() == 1
+        assert not fake.requests_to(COMMENTS, "POST")  # the backoff is not over yet
+        await successor.wait_idle()
+    finally:
+        await successor.close()
+    [(_, first), (_, second)] = FailsOnce.attempts
+    # The successor waited out the rest of the backoff, not a new one nor none at all.
+    assert second >= failed.retry_at - 0.01
+    assert second - first < failed.retry_in + 1.0
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
     [succeeded] = [e for e in await _outcomes(journal) if isinstance(e, HandlerSucceeded)]
     assert succeeded.attempt == 2  # the attempt the first shard journaled counts

@@ -11,7 +11,15 @@ import msgspec
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import DeliveryReceived, decode_runtime, stream_name
+from actors.records import (
+    DeliveryReceived,
+    HandlerFailed,
+    Pending,
+    Progress,
+    decode_runtime,
+    evolve_progress,
+    stream_name,
+)
 from actors.shard import ShardCore
 from ghbot.errors import UsageError
 from ghbot.events import Event
@@ -176,6 +184,82 @@ async def test_a_failing_handler_is_retried_then_succeeds(journal: Journal) -> N
         "HandlerSucceeded",
         "DeliveryCompleted",
     ]
+
+
+async def test_a_shard_resuming_a_failed_attempt_waits_what_is_left_of_its_backoff(
+    journal: Journal,
+) -> None:
+    """After a restart or a hand-over, the next attempt comes when the journaled
+    backoff ends: not at once, not after a new backoff, never after more than the cap."""
+    never = asyncio.Event()
+
+    async def forever(_seconds: float) -> None:  # the first shard stops in the backoff
+        await never.wait()
+
+    Flaky.failures_left, Flaky.errors = 1, []
+    backoff = RetryPolicy(base=8.0, cap=10.0)  # the first retry waits 4 to 8 s
+    first = core(journal, Flaky, clock=lambda: 1000.0, sleep=forever, retry=backoff)
+    await first.start()
+    await first.ingest(batch(inbound(Flaky, "issues", payload("issues.opened"))))
+    for _ in range(100):
+        if (await types_in(journal))[-1] == "HandlerFailed":
+            break
+        await asyncio.sleep(0.01)
+    await first.close()
+    [*_, record] = await journal.read(stream_name(INSTALLATION), shard=shard_of(INSTALLATION))
+    failed = decode_runtime(record.type, record.data)
+    assert isinstance(failed, HandlerFailed)
+    assert 4.0 <= failed.retry_in <= 8.0
+    assert failed.retry_at == pytest.approx(1000.0 + failed.retry_in)
+
+    for now, expected in (
+        (1001.0, failed.retry_at - 1001.0),  # 1 s later: the rest of it
+        (990.0, 10.0),  # a successor's clock behind: no more than the cap
+    ):
+        waits: list[float] = []
+
+        async def recorded(seconds: float, waits: list[float] = waits) -> None:
+            waits.append(seconds)
+            if len(waits) > 1:  # the resumed attempt's own backoff: stop there
+                await never.wait()
+
+        later = core(journal, Flaky, clock=lambda now=now: now, sleep=recorded, retry=backoff)
+        Flaky.failures_left = 1  # the resumed attempt fails too: the delivery stays pending
+        await later.start()
+        for _ in range(100):
+            if len(waits) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await later.close()
+        assert waits[0] == pytest.approx(expected)
+        assert Flaky.errors == [1, 2]  # the resumed attempt counts from the journaled one
+        del Flaky.errors[1:]
+        # Its own failure journaled a new backoff: put the first one back for the next.
+        await journal.append(
+            stream_name(INSTALLATION),
+            [NewEvent("HandlerFailed", msgspec.msgpack.encode(failed))],
+            shard=shard_of(INSTALLATION),
+        )
+
+
+def test_a_failure_journaled_before_retry_at_was_kept_is_retried_at_once() -> None:
+    old = msgspec.msgpack.encode(
+        {
+            "delivery_id": "d1",
+            "handler": "opened",
+            "attempt": 1,
+            "error_type": "RuntimeError",
+            "error": "",
+            "retry_in": 5.0,
+        }
+    )
+    decoded = decode_runtime("HandlerFailed", old)
+    assert isinstance(decoded, HandlerFailed) and decoded.retry_at == 0.0
+    received = DeliveryReceived(delivery_id="d1", event="issues", body=b"{}", received_at=0.0)
+    progress = Progress(pending={"d1": Pending(received=received)})
+    evolve_progress(progress, decoded)
+    assert progress.pending["d1"].attempts == {"opened": 1}
+    assert progress.pending["d1"].retry_at == {}
 
 
 async def test_a_failed_attempt_is_logged_as_a_warning_with_the_delivery(
