@@ -44,7 +44,7 @@ from actors.wire import (
 )
 from ghbot import metrics
 from ghbot.client import GitHub
-from ghbot.errors import JournalUnavailable, MalformedPayload, UsageError
+from ghbot.errors import JournalUnavailable, MalformedPayload, ShardDraining, UsageError
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, AppendResult, NewEvent
@@ -698,7 +698,12 @@ class ShardCore:
         return found
 
     async def replay(self, installation_id: int, delivery_id: str, handler: str | None) -> int:
-        """Run dead-lettered handlers of a delivery again; return how many were queued."""
+        """Run dead-lettered handlers of a delivery again; return how many were queued.
+
+        Raise `ShardDraining` while the shard drains: a stopped host would not run them.
+        """
+        if self.draining:
+            raise ShardDraining(installation_id, f"delivery {delivery_id} was not replayed")
         host = await self.host(installation_id)
         handlers = [
             dead.record.handler

@@ -19,6 +19,7 @@ GhBotError
 │   └── GraphQLError      a 200 whose body lists errors
 ├── TransportError        no answer at all: Timeout, ConnectionFailed
 ├── CircuitOpen           an installation's breaker refuses calls for now
+├── ShardDraining         a shard being replaced takes no new work; ask its successor
 └── JournalError          the event store: Conflict, Fenced, JournalUnavailable
 ```
 
@@ -56,6 +57,7 @@ __all__ = [
     "RateLimited",
     "RepositoryConfigError",
     "ServerError",
+    "ShardDraining",
     "Timeout",
     "TransportError",
     "Unauthorized",
@@ -333,6 +335,19 @@ class CircuitOpen(GhBotError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ShardDraining(GhBotError):
+    """The shard asked is draining (an upgrade, a reshard, `ghbot stop`) and takes no
+    new work; nothing was done. Ask again once its successor runs."""
+
+    def __init__(self, installation_id: int, operation: str) -> None:
+        super().__init__(
+            f"the shard holding installation {installation_id} is draining (an upgrade, "
+            f"a reshard or a stop): {operation}; ask again once its successor runs"
+        )
+        self.installation_id = installation_id
+        self.operation = operation
 
 
 # --- the journal ----------------------------------------------------------------------

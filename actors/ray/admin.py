@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, retire, running_shards, shard_name
-from ghbot.errors import UsageError
+from ghbot.errors import ShardDraining, UsageError
 
 __all__ = [
     "DeploymentNotFound",
@@ -67,7 +67,11 @@ def dead_letters(namespace: str = "ghbot") -> list[dict[str, Any]]:
 
 
 def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
-    """Run a dead letter's handlers again (one `handler`, or all); return how many."""
+    """Run a dead letter's handlers again (one `handler`, or all); return how many.
+
+    Raise `ShardDraining` (as itself, not wrapped in Ray's error) if the shard holding
+    it is being replaced.
+    """
     handles = shards(namespace)
     owners = {
         (d["shard"], d["installation_id"])
@@ -78,7 +82,11 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
         handles[shard].replay.remote(installation_id, delivery_id, handler)
         for shard, installation_id in owners
     ]
-    return sum(ray.get(refs, timeout=TIMEOUT))
+    try:
+        return sum(ray.get(refs, timeout=TIMEOUT))
+    except ShardDraining as exc:  # Ray's `RayTaskError`, made an instance of its cause
+        cause = getattr(exc, "cause", exc)
+        raise ShardDraining(cause.installation_id, cause.operation) from None
 
 
 def sweep(namespace: str = "ghbot") -> dict[str, Any]:

@@ -325,8 +325,8 @@ def _dead_letters_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_dead_letters(args: argparse.Namespace) -> int:
     """`list`: print them, exit 0. `replay`: exit 0 if any was replayed, 1 if none matched.
 
-    Exit 2 (one line on stderr) when no cluster is reachable or the namespace has no
-    deployment.
+    Exit 2 (one line on stderr) when no cluster is reachable, the namespace has no
+    deployment, or the shard holding the dead letter is being replaced.
     """
     from actors.ray import admin
 

@@ -17,6 +17,7 @@ reached or `GHBOT_SHARD_CHANNEL=ray`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import os
@@ -100,7 +101,9 @@ class ShardBatcher:
     the old one refused, and Ray restarts one whose process died. What was journaled
     before a connection broke is then answered duplicate (200). Without `resolve`,
     or once the hold is over, the deliveries are answered `DRAINING` or fail
-    (`ShardUnavailable`): 503.
+    (`ShardUnavailable`): 503. Held batches are tried in the order they were sent:
+    only the oldest is tried, and a batch sent while any is held waits behind them,
+    so the successor journals them in the order they arrived.
     """
 
     def __init__(
@@ -134,6 +137,11 @@ class ShardBatcher:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving = asyncio.Lock()
+        #: Batches numbered as they are sent; those held now, oldest first (only the
+        #: first is tried), and an event set each time one leaves the hold.
+        self._sent_count = 0
+        self._holding: list[int] = []
+        self._hold_moved = asyncio.Event()
 
     def submit(self, item: Inbound) -> asyncio.Future[Status]:
         """Queue `item`; the future gives the shard's status for it."""
@@ -150,7 +158,9 @@ class ShardBatcher:
         held_until = self._arrived[0] + self.hold_for  # the batch's first arrival
         del self._items[: self.limit], self._futures[: self.limit], self._arrived[: self.limit]
         self._inflight += 1
-        task = asyncio.get_running_loop().create_task(self._send(items, futures, held_until))
+        seq = self._sent_count
+        self._sent_count += 1
+        task = asyncio.get_running_loop().create_task(self._send(items, futures, held_until, seq))
         self._tasks.add(task)
         task.add_done_callback(self._sent)
 
@@ -161,18 +171,37 @@ class ShardBatcher:
             self._flush()
 
     async def _send(
-        self, items: list[Inbound], futures: list[asyncio.Future[Status]], held_until: float
+        self,
+        items: list[Inbound],
+        futures: list[asyncio.Future[Status]],
+        held_until: float,
+        seq: int,
     ) -> None:
         try:
-            await self._deliver(items, futures, held_until)
+            await self._deliver(items, futures, held_until, seq)
         except BaseException as exc:  # never leave a request without its answer
             self._fail(futures, exc, len(items))
             raise
+        finally:
+            if self._holding:
+                self._unhold(seq)
 
     async def _deliver(
-        self, items: list[Inbound], futures: list[asyncio.Future[Status]], held_until: float
+        self,
+        items: list[Inbound],
+        futures: list[asyncio.Future[Status]],
+        held_until: float,
+        seq: int,
     ) -> None:
         held = False
+        if self._holding and self.resolve is not None:
+            # Batches sent before it are held: it goes after them, not to the successor
+            # before them.
+            self._holding.append(seq)  # the newest: it stays in order
+            held = True
+            if not await self._turn(seq, held_until):
+                self._answer_draining(futures, held)
+                return
         while True:
             started = time.perf_counter()
             # A try of a held batch ends with the hold; a first try is not bounded.
@@ -181,7 +210,7 @@ class ShardBatcher:
                 async with asyncio.timeout(left):
                     statuses = await self.channel.ingest(encode_parts(items))
             except Exception as exc:
-                if (held or _unreached(exc)) and await self._again(held_until):
+                if (held or _unreached(exc)) and await self._again(held_until, seq):
                     held = True
                     continue
                 metrics.shard_call(False, time.perf_counter() - started)
@@ -199,15 +228,18 @@ class ShardBatcher:
             if not again:
                 return
             items, futures = [i for i, _ in again], [f for _, f in again]
-            if not await self._again(held_until):
+            if not await self._again(held_until, seq):
                 self._answer_draining(futures, held)
                 return
             held = True
 
-    async def _again(self, held_until: float) -> bool:
-        """Wait `retry_every` and find the shard anew; False once the hold is over."""
+    async def _again(self, held_until: float, seq: int) -> bool:
+        """Wait `retry_every`, find the shard anew, and wait for the batches held before
+        this one (`seq`) to leave the hold; False once the hold is over."""
         if self.resolve is None or time.monotonic() + self.retry_every >= held_until:
             return False
+        if seq not in self._holding:
+            bisect.insort(self._holding, seq)
         self.retries += 1
         logged = _HOLDS_LOGGED.allow("hold")
         if logged is not None:
@@ -223,7 +255,24 @@ class ShardBatcher:
                 await self.find()
         except Exception as exc:  # none named yet (its successor is starting)
             log.debug("the shard is not found by name (%s)", type(exc).__name__)
+        return await self._turn(seq, held_until)
+
+    async def _turn(self, seq: int, held_until: float) -> bool:
+        """Wait until batch `seq` is the oldest held; False if its hold ends first."""
+        while self._holding[0] != seq:
+            try:
+                async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
+                    await self._hold_moved.wait()
+            except TimeoutError:
+                return False
         return True
+
+    def _unhold(self, seq: int) -> None:
+        """Batch `seq` left the hold (taken, answered or failed): wake the others."""
+        if seq in self._holding:
+            self._holding.remove(seq)
+            self._hold_moved.set()
+            self._hold_moved = asyncio.Event()
 
     async def find(self) -> Any:
         """Look the shard up by name (`resolve`) and send to what is found from now on;

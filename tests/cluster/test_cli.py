@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import ray
 
+from actors.ray import admin
 from ghbot import cli
 from tests.cluster.conftest import comments, eventually, install, on_fake, payload, send
 
@@ -64,6 +65,21 @@ async def test_list_and_replay_a_dead_letter_from_the_command_line(
     await eventually(lambda: listed() == [])
     code, out, _ = _run(["dead-letters", "list", *namespace], capsys)
     assert (code, out) == (0, "no dead letters\n")
+
+    # A dead letter on a shard being replaced is not replayed, and the command says why
+    # (it used to say there was no such dead letter).
+    on_fake(fake, fake.fake.faults.add, "^/repos/cli/failing/", "server_error", None)
+    again = str(uuid.uuid4())
+    data = payload("issues.opened", installation=1103, repo=repo, issue__number=2)
+    assert (await send(app.url, "issues", data, guid=again))[0] == 202
+    await eventually(lambda: len(listed()) == 1, within=30)
+    (dead,) = listed()
+    shard = admin.shards(app.runtime.namespace)[dead["shard"]]
+    assert await shard.drain.remote(10.0)
+    code, out, err = _run(["dead-letters", "replay", again, *namespace], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("ghbot: error: the shard holding installation 1103 is draining")
+    assert err.count("\n") == 1 and f"delivery {again} was not replayed" in err
     assert ray.is_initialized()  # the commands left the session's connection open
 
 

@@ -24,6 +24,7 @@ from actors.mailbox import KeyedMailbox
 from actors.records import HandlerFailed, HandlerSucceeded, decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.client import ClientOptions, GitHub
+from ghbot.errors import ShardDraining
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
@@ -305,7 +306,8 @@ async def test_a_draining_shard_does_not_take_a_dead_letter_replay(
     assert len(await shard.dead_letters()) == 1
     await shard.drain()
     # Queued into a stopped host, it would be dropped after being reported queued.
-    assert await shard.replay(INSTALLATION, "d1", None) == 0
+    with pytest.raises(ShardDraining, match=r"draining .*: delivery d1 was not replayed"):
+        await shard.replay(INSTALLATION, "d1", None)
     assert len(await shard.dead_letters()) == 1  # still there, to replay on the successor
     await shard.close()
 

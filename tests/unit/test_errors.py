@@ -23,6 +23,7 @@ def _examples() -> list[errors.GhBotError]:
         errors.GraphQLError([{"message": "nope"}]),
         errors.Timeout("slow", method="GET", url="u"),
         errors.CircuitOpen("open", retry_after=3),
+        errors.ShardDraining(7, "delivery d was not replayed"),
         errors.Conflict("s", 1, 2),
         errors.Fenced(1, 2, 3),
         errors.JournalUnavailable("down"),
