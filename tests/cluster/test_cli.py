@@ -65,22 +65,32 @@ async def test_list_and_replay_a_dead_letter_from_the_command_line(
     await eventually(lambda: listed() == [])
     code, out, _ = _run(["dead-letters", "list", *namespace], capsys)
     assert (code, out) == (0, "no dead letters\n")
-
-    # A dead letter on a shard being replaced is not replayed, and the command says why
-    # (it used to say there was no such dead letter).
-    on_fake(fake, fake.fake.faults.add, "^/repos/cli/failing/", "server_error", None)
-    again = str(uuid.uuid4())
-    data = payload("issues.opened", installation=1103, repo=repo, issue__number=2)
-    assert (await send(app.url, "issues", data, guid=again))[0] == 202
-    await eventually(lambda: len(listed()) == 1, within=30)
-    (dead,) = listed()
-    shard = admin.shards(app.runtime.namespace)[dead["shard"]]
-    assert await shard.drain.remote(10.0)
-    code, out, err = _run(["dead-letters", "replay", again, *namespace], capsys)
-    assert (code, out) == (2, "")
-    assert err.startswith("ghbot: error: the shard holding installation 1103 is draining")
-    assert err.count("\n") == 1 and f"delivery {again} was not replayed" in err
     assert ray.is_initialized()  # the commands left the session's connection open
+
+
+async def test_a_dead_letter_on_a_draining_shard_is_not_replayed_and_the_command_says_why(
+    deploy: Any, fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = "cli/draining"
+    install(fake, 1104, repo)
+    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
+    namespace = ["--namespace", app.runtime.namespace]
+    on_fake(fake, fake.fake.faults.add, "^/repos/cli/draining/", "server_error", None)
+    guid = str(uuid.uuid4())
+    data = payload("issues.opened", installation=1104, repo=repo, issue__number=1)
+    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+    await eventually(lambda: len(admin.dead_letters(app.runtime.namespace)) == 1, within=30)
+    on_fake(fake, fake.fake.faults.clear)
+    (dead,) = admin.dead_letters(app.runtime.namespace)
+    # The shard holding it drains, as in an upgrade before its successor starts.
+    assert await admin.shards(app.runtime.namespace)[dead["shard"]].drain.remote(10.0)
+    code, out, err = _run(["dead-letters", "replay", guid, *namespace], capsys)
+    # It used to say there was no such dead letter (exit 1), and nothing ran.
+    assert (code, out) == (2, "")
+    assert err.startswith("ghbot: error: the shard holding installation 1104 is draining")
+    assert err.count("\n") == 1 and f"delivery {guid} was not replayed" in err
+    assert [d["delivery_id"] for d in admin.dead_letters(app.runtime.namespace)] == [guid]
+    assert comments(fake, repo) == []
 
 
 def test_a_namespace_without_a_deployment(
