@@ -462,12 +462,13 @@ class InstallationHost:
 
     def may_hand_over(self) -> bool:
         """Tell whether a successor could take this installation's work now: its client
-        holds no secondary-limit pause and its breaker is closed (what GitHub asked
-        that the journal does not hold; a new client would know none of it)."""
+        holds no secondary-limit pause, no write slots set aside for a quota lease's
+        tasks, and its breaker is closed (what the journal does not hold; a new client
+        would know none of it)."""
         if self._breaker_wait() > 0:
             return False
         github = getattr(self.bot, "github", None)
-        return not (isinstance(github, GitHub) and github.paused)
+        return not (isinstance(github, GitHub) and (github.paused or github.writes_reserved))
 
     def stop(self) -> int:
         """Start no more deliveries, and cut short the running ones that only wait and
@@ -609,11 +610,11 @@ class InstallationHost:
         attempt = pending.attempts.get(name, 0)
         max_attempts = type(self.bot).max_attempts
         # Resumed (a restart, a hand-over) while a journaled failure's backoff runs: wait
-        # out what is left of it; no longer than the policy's cap, whatever the clocks.
-        left = pending.retry_at.get(name, 0.0) - self._clock()
-        if left > 0:
+        # out what is left of it; never longer than the backoff, whatever the clocks.
+        due, backoff = pending.retry_at.get(name, (0.0, 0.0))
+        if (left := min(due - self._clock(), backoff)) > 0:
             run.may_cut()
-            await self._sleep(min(left, self._retry.cap))
+            await self._sleep(left)
         while True:
             run.may_cut()  # before an attempt: what came before it is journaled
             await self._wait_for_breaker()

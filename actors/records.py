@@ -138,14 +138,15 @@ class Pending(msgspec.Struct, kw_only=True):
 
     `only`, when set, limits the handlers to run (a replayed dead letter runs just its
     own handler again). `retry_at` holds, per handler whose last attempt failed, when
-    its next attempt is due (`HandlerFailed.retry_at`).
+    its next attempt is due and the backoff it waits (`HandlerFailed.retry_at`,
+    `retry_in`).
     """
 
     received: DeliveryReceived
     done: list[str] = msgspec.field(default_factory=list)
     attempts: dict[str, int] = msgspec.field(default_factory=dict)
     only: list[str] | None = None
-    retry_at: dict[str, float] = msgspec.field(default_factory=dict)
+    retry_at: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -184,7 +185,9 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
         if pending is not None:
             pending.attempts[event.handler] = event.attempt
             if event.retry_at:
-                pending.retry_at[event.handler] = event.retry_at
+                pending.retry_at[event.handler] = (event.retry_at, event.retry_in)
+            else:  # written by older code: retried at once
+                pending.retry_at.pop(event.handler, None)
     elif isinstance(event, DeadLettered):
         pending = progress.pending.get(event.delivery_id)
         if pending is not None:

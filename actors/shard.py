@@ -700,10 +700,9 @@ class ShardCore:
     async def replay(self, installation_id: int, delivery_id: str, handler: str | None) -> int:
         """Run dead-lettered handlers of a delivery again; return how many were queued.
 
-        Raise `ShardDraining` while the shard drains: a stopped host would not run them.
+        Raise `ShardDraining` while the shard drains, if there is one to replay: a
+        stopped host would not run it.
         """
-        if self.draining:
-            raise ShardDraining(installation_id, f"delivery {delivery_id} was not replayed")
         host = await self.host(installation_id)
         handlers = [
             dead.record.handler
@@ -711,6 +710,8 @@ class ShardCore:
             if dead.record.delivery_id == delivery_id
             and (handler is None or dead.record.handler == handler)
         ]
+        if handlers and self.draining:
+            raise ShardDraining(installation_id, f"delivery {delivery_id} was not replayed")
         replayed = 0
         for name in handlers:
             replayed += await host.replay_dead_letter(delivery_id, name)

@@ -106,11 +106,19 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
 
 @dataclass(slots=True)
 class Lease:
-    """Quota set aside for work elsewhere; spend it with `Budget.spend`, close it with `release`."""
+    """Quota set aside for work elsewhere; spend it with `Budget.spend`, close it with `release`.
+
+    `write_slots`, when not None, are the times (epoch seconds) its writes may be sent
+    at, one write (every attempt) per slot, each at most `write_late` seconds after its
+    time: the installation's write lane set them aside (`GitHub.reserve_writes`). A
+    write with no slot left is refused.
+    """
 
     granted: int
     used: int = 0
     open: bool = True
+    write_slots: list[float] | None = None
+    write_late: float = 0.0
 
     @property
     def unused(self) -> int:

@@ -102,8 +102,9 @@ class ShardBatcher:
     before a connection broke is then answered duplicate (200). Without `resolve`,
     or once the hold is over, the deliveries are answered `DRAINING` or fail
     (`ShardUnavailable`): 503. Held batches are tried in the order they were sent:
-    only the oldest is tried, and a batch sent while any is held waits behind them,
-    so the successor journals them in the order they arrived.
+    only the oldest is tried, and a batch sent while any is held waits behind them
+    (sent as a first try once those before it are through), so the successor journals
+    them in the order this replica sent them.
     """
 
     def __init__(
@@ -193,15 +194,18 @@ class ShardBatcher:
         held_until: float,
         seq: int,
     ) -> None:
-        held = False
+        # Held: refused by the shard (or not reached) at least once. Waited: it waited
+        # behind held batches first, so a 503 at the end of its hold counts as held.
+        held = waited = False
         if self._holding and self.resolve is not None:
-            # Batches sent before it are held: it goes after them, not to the successor
-            # before them.
-            self._holding.append(seq)  # the newest: it stays in order
-            held = True
+            # Batches sent before it are held: it waits behind them, not to reach the
+            # successor before them, then goes as a first try.
+            bisect.insort(self._holding, seq)
+            waited = True
             if not await self._turn(seq, held_until):
-                self._answer_draining(futures, held)
+                self._answer_draining(futures, True)  # held for all of its hold
                 return
+            self._unhold(seq)
         while True:
             started = time.perf_counter()
             # A try of a held batch ends with the hold; a first try is not bounded.
@@ -214,7 +218,7 @@ class ShardBatcher:
                     held = True
                     continue
                 metrics.shard_call(False, time.perf_counter() - started)
-                self._fail(futures, exc, len(items), held)
+                self._fail(futures, exc, len(items), held or waited)
                 return
             metrics.shard_call(True, time.perf_counter() - started)
             again: list[tuple[Inbound, asyncio.Future[Status]]] = []
@@ -229,7 +233,7 @@ class ShardBatcher:
                 return
             items, futures = [i for i, _ in again], [f for _, f in again]
             if not await self._again(held_until, seq):
-                self._answer_draining(futures, held)
+                self._answer_draining(futures, held or waited)
                 return
             held = True
 

@@ -102,12 +102,18 @@ class _WriteLane:
     installations have lanes of their own; reads never wait for one.
     """
 
-    __slots__ = ("free_at", "lock")
+    __slots__ = ("free_at", "lock", "reserved_until")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         #: When the next write may be sent (epoch seconds, the client's clock).
         self.free_at = 0.0
+        #: Until when slots are set aside for writes sent elsewhere (`reserve_writes`).
+        self.reserved_until = 0.0
+
+    def next_free(self) -> float:
+        """When the lane's next write may be sent: after the last and after the slots."""
+        return max(self.free_at, self.reserved_until)
 
 
 class _State:
@@ -212,7 +218,7 @@ class GitHub:
         """
         state, now = self._state, self.options.clock()
         lane = state._lane
-        if lane is not None and (lane.lock.locked() or lane.free_at > now):
+        if lane is not None and (lane.lock.locked() or lane.next_free() > now):
             return False
         return state.paused_until <= now
 
@@ -220,6 +226,33 @@ class GitHub:
     def paused(self) -> bool:
         """Whether a secondary-limit pause is in force (GitHub asked for no request)."""
         return self._state.paused_until > self.options.clock()
+
+    @property
+    def writes_reserved(self) -> bool:
+        """Whether write slots set aside for work elsewhere (`reserve_writes`) are to come."""
+        lane = self._state._lane
+        return lane is not None and lane.reserved_until > self.options.clock()
+
+    async def reserve_writes(self, count: int, spacing: float) -> list[float]:
+        """Set `count` slots aside in the installation's write lane, `spacing` seconds
+        apart, for writes sent elsewhere (a quota lease's tasks); return their times.
+
+        The first comes once the lane's writes so far are done and `spacing` after the
+        last of them; this client's next write goes `spacing` after the last slot.
+        """
+        if count <= 0:
+            return []
+        lane = self._state.lane
+        with _waiting():
+            await lane.lock.acquire()
+        try:  # held: a write in flight has ended and set `free_at` (its end + interval)
+            since_last = lane.free_at - (self.options.pace_writes or 0.0) + spacing
+            start = max(self.options.clock(), since_last, lane.reserved_until)
+            slots = [start + index * spacing for index in range(count)]
+            lane.reserved_until = slots[-1] + spacing
+            return slots
+        finally:
+            lane.lock.release()
 
     @property
     def credentials(self) -> Credentials:
@@ -391,7 +424,11 @@ class GitHub:
         that drew the limit notes the pause before it next awaits, so before the
         writer after it can run.)
         """
+        lease = self._lease
+        slots = lease.write_slots if lease is not None and call.writes else None
         if not interval:
+            if slots is not None:
+                await self._write_slot(slots)
             budget = await self._admit(call)
             _note_call(call)
             return budget, await self._exchange(call)
@@ -399,8 +436,10 @@ class GitHub:
         with _waiting():
             await lane.lock.acquire()
         try:
-            while (wait := lane.free_at - opts.clock()) > 0:
+            while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
+            if slots is not None:
+                await self._write_slot(slots)
             budget = await self._admit(call)
             _note_call(call)
             try:
@@ -409,6 +448,30 @@ class GitHub:
                 lane.free_at = opts.clock() + interval
         finally:
             lane.lock.release()
+
+    async def _write_slot(self, slots: list[float]) -> None:
+        """Wait for the next of the lease's write slots this write may take; raise
+        `RateLimited` when none is left.
+
+        A slot is taken at its time, or up to the lease's `write_late` after it (the
+        task was late); one passed by more is skipped, since a write sent then could
+        reach GitHub too close to another task's slot.
+        """
+        late = self._lease.write_late if self._lease is not None else 0.0
+        now = self.options.clock()
+        while slots and slots[0] < now - late:
+            slots.pop(0)
+        if not slots:
+            raise RateLimited(
+                429,
+                "quota lease has no write slot left: ask for them, quota.lease(n, writes=k)",
+                kind="primary",
+                retry_after=0.0,
+                reset=0.0,
+            )
+        slot = slots.pop(0)
+        while (wait := slot - self.options.clock()) > 0:
+            await self._pause(wait)
 
     async def _admit(self, call: Call) -> Budget | None:
         """Check the breaker, a pause and the budget before one HTTP exchange."""

@@ -308,6 +308,7 @@ async def test_a_draining_shard_does_not_take_a_dead_letter_replay(
     # Queued into a stopped host, it would be dropped after being reported queued.
     with pytest.raises(ShardDraining, match=r"draining .*: delivery d1 was not replayed"):
         await shard.replay(INSTALLATION, "d1", None)
+    assert await shard.replay(INSTALLATION, "d1", "no-such-handler") == 0  # none to replay
     assert len(await shard.dead_letters()) == 1  # still there, to replay on the successor
     await shard.close()
 

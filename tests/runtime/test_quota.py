@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pickle
 import time
 
 import pytest
 
 from actors.bot import Ordering, ordering_key
-from actors.quota import Quota, QuotaLease
+from actors.quota import WRITE_SPACING, Quota, QuotaLease
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp
 from ghbot.errors import RateLimited, UsageError
@@ -81,3 +82,93 @@ def test_a_report_beyond_the_grant_is_refused() -> None:
 def test_ordering_keys(ordering: Ordering, expected: str) -> None:
     envelope = decode_envelope(payload("issues.opened", issue__number=1))
     assert ordering_key(ordering, "issues", envelope) == expected
+
+
+COMMENTS = "/repos/octo/repo/issues/1/comments"
+
+
+async def test_a_leases_writes_go_in_the_installations_write_lane_spaced_at_github(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    # GitHub's rule, as the fake keeps it: an installation's writes 0.2 s apart, by arrival.
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem, write_interval=0.2) as fake:
+        fake.add_installation(7, "octo", ["repo"])
+        fake.add_issue("octo/repo", "one")
+        options = ClientOptions(base_url=fake.url, pace_writes=0.2)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        await gh.request("POST", COMMENTS, json={"body": "handler 1"})
+
+        async def task(part: QuotaLease) -> int:
+            part = pickle.loads(pickle.dumps(part))  # noqa: S301 - our own bytes
+            client = part.client()  # paced as the installation is
+            for n in range(2):
+                await client.request("POST", COMMENTS, json={"body": f"task {n}"})
+            return 2
+
+        async with Quota(gh).lease(20, writes=4) as lease:
+            assert lease.write_slots is not None and len(lease.write_slots) == 4
+            gaps = [b - a for a, b in itertools.pairwise(lease.write_slots)]
+            assert gaps == pytest.approx([0.2 * WRITE_SPACING] * 3)
+            # A new client (a successor's) would not know of them: not settled.
+            assert gh.writes_reserved and not gh.settled
+            parts = lease.split(2)
+            assert [p.write_slots for p in parts] == [
+                lease.write_slots[0::2],
+                lease.write_slots[1::2],
+            ]
+            # The tasks write at once, and the handler too, meanwhile.
+            own = asyncio.create_task(gh.request("POST", COMMENTS, json={"body": "handler 2"}))
+            lease.report(sum(await asyncio.gather(*(task(p) for p in parts))))
+            await own
+        assert fake.secondary_limits == 0  # no two writes came too close
+        bodies = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
+        # The handler's second write waited for the slots set aside before it.
+        assert bodies[0] == "handler 1" and bodies[-1] == "handler 2"
+        assert sorted(bodies[1:-1]) == ["task 0", "task 0", "task 1", "task 1"]
+
+
+async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
+        fake.add_installation(7, "octo", ["repo"])
+        fake.add_issue("octo/repo", "one")
+        options = ClientOptions(base_url=fake.url, pace_writes=0.05)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        quota = Quota(gh)
+        with pytest.raises(UsageError, match="cannot hold 3 writes"):
+            async with quota.lease(2, writes=3):
+                pass
+        async with quota.lease(5, writes=1) as lease:
+            client = lease.client()
+            await client.request("POST", COMMENTS, json={"body": "the one"})
+            with pytest.raises(RateLimited, match="no write slot left"):
+                await client.request("POST", COMMENTS, json={"body": "one too many"})
+            await client.request("GET", "/repos/octo/repo")  # reads take no slot
+        async with quota.lease(5) as lease:  # no writes asked for: none allowed
+            with pytest.raises(RateLimited, match="no write slot left"):
+                await lease.client().request("POST", COMMENTS, json={"body": "no"})
+        assert [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")] == ["the one"]
+
+
+async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
+        fake.add_installation(7, "octo", ["repo"])
+        fake.add_issue("octo/repo", "one")
+        token = fake.create_token(7)
+        now = time.time()
+        late = QuotaLease(
+            installation_id=7,
+            granted=5,
+            base_url=fake.url,
+            token=token,
+            write_slots=[now - 10.0, now + 0.3],
+            pace_writes=1.0,
+        )
+        client = late.client()
+        await client.request("POST", COMMENTS, json={"body": "at the second slot"})
+        assert time.time() >= now + 0.3  # it waited for the slot it could still take
+        with pytest.raises(RateLimited, match="no write slot left"):
+            await client.request("POST", COMMENTS, json={"body": "none left"})

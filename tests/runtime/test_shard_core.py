@@ -190,7 +190,7 @@ async def test_a_shard_resuming_a_failed_attempt_waits_what_is_left_of_its_backo
     journal: Journal,
 ) -> None:
     """After a restart or a hand-over, the next attempt comes when the journaled
-    backoff ends: not at once, not after a new backoff, never after more than the cap."""
+    backoff ends: not at once, not after a new backoff, never after more than it."""
     never = asyncio.Event()
 
     async def forever(_seconds: float) -> None:  # the first shard stops in the backoff
@@ -214,7 +214,7 @@ async def test_a_shard_resuming_a_failed_attempt_waits_what_is_left_of_its_backo
 
     for now, expected in (
         (1001.0, failed.retry_at - 1001.0),  # 1 s later: the rest of it
-        (990.0, 10.0),  # a successor's clock behind: no more than the cap
+        (990.0, failed.retry_in),  # a successor's clock behind: no more than the backoff
     ):
         waits: list[float] = []
 
@@ -259,6 +259,12 @@ def test_a_failure_journaled_before_retry_at_was_kept_is_retried_at_once() -> No
     progress = Progress(pending={"d1": Pending(received=received)})
     evolve_progress(progress, decoded)
     assert progress.pending["d1"].attempts == {"opened": 1}
+    assert progress.pending["d1"].retry_at == {}
+    # After a newer record, an older one's (a rollback) leaves none behind either.
+    newer = msgspec.structs.replace(decoded, retry_at=1000.0)
+    evolve_progress(progress, newer)
+    assert progress.pending["d1"].retry_at == {"opened": (1000.0, 5.0)}
+    evolve_progress(progress, decoded)
     assert progress.pending["d1"].retry_at == {}
 
 
