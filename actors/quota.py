@@ -64,6 +64,14 @@ class QuotaLease:
     #: installation's write interval (the tasks' clients pace with it too).
     write_slots: list[float] | None = None
     pace_writes: float | None = None
+    #: The installation client's clock and sleep, for `client` in the same process (a
+    #: test's fake clock keeps the slots' time); not pickled: a task elsewhere keeps
+    #: wall-clock time.
+    local: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.installation_id, self.granted, self.base_url, self.token, self.used)
+        return (QuotaLease, (*fields, self.write_slots, self.pace_writes))
 
     def __repr__(self) -> str:
         return (
@@ -82,6 +90,8 @@ class QuotaLease:
 
         if self.write_slots is not None:
             options.setdefault("pace_writes", self.pace_writes)
+        for name, value in (self.local or {}).items():
+            options.setdefault(name, value)
         gh = GitHub(token=self.token, options=ClientOptions(base_url=self.base_url, **options))
         late = (self.pace_writes or 0.0) / 2
         slots = None if self.write_slots is None else list(self.write_slots)
@@ -102,6 +112,7 @@ class QuotaLease:
                 token=self.token,
                 write_slots=None if slots is None else slots[index::parts],
                 pace_writes=self.pace_writes,
+                local=self.local,
             )
             for index in range(parts)
         ]
@@ -151,6 +162,7 @@ class Quota:
                 token=(token or "").split(" ", 1)[-1],
                 write_slots=slots,
                 pace_writes=interval,
+                local={"clock": gh.options.clock, "sleep": gh.options.sleep},
             )
             yield ticket
         except BaseException:

@@ -15,7 +15,7 @@ from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp
 from ghbot.errors import RateLimited, UsageError
 from ghbot.events import decode_envelope
-from ghbot.testing import FakeGitHub
+from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import payload
 
 
@@ -172,3 +172,26 @@ async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
         assert time.time() >= now + 0.3  # it waited for the slot it could still take
         with pytest.raises(RateLimited, match="no write slot left"):
             await client.request("POST", COMMENTS, json={"body": "none left"})
+
+
+async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_elsewhere(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
+        fake.add_installation(7, "octo", ["repo"])
+        fake.add_issue("octo/repo", "one")
+        clock = FakeClock(start=time.time() + 1000.0)  # a test's clock, far ahead
+        options = ClientOptions(base_url=fake.url, pace_writes=1.0, clock=clock, sleep=clock.sleep)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        async with Quota(gh).lease(5, writes=2) as lease:
+            assert lease.write_slots == [clock.now, clock.now + 1.0 * WRITE_SPACING]
+            # In the same process (a BotHarness test), on the test's clock: no real wait.
+            client = lease.client()
+            for n in range(2):
+                await client.request("POST", COMMENTS, json={"body": str(n)})
+            assert clock.now >= lease.write_slots[1]
+            # Sent to a Ray task, the lease keeps wall-clock time.
+            elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
+            assert elsewhere.local is None and elsewhere.client().options.clock is time.time
+            assert elsewhere.write_slots == lease.write_slots and elsewhere.token == lease.token
+        assert len(fake.requests_to(COMMENTS, "POST")) == 2
