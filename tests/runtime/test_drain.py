@@ -398,3 +398,46 @@ async def test_a_replay_queued_before_the_drain_is_reported_as_not_run(
     assert "the replay of opened of d1 queued before the drain will not run" in caplog.text
     assert len(await shard.dead_letters()) == 1  # still dead-lettered: replay it later
     await shard.close()
+
+
+class Leases(InstallationActor):
+    """Issue 1: lease two write slots and write from them (the lease's tasks, here in
+    process). Any other issue: comment."""
+
+    leased: asyncio.Event = asyncio.Event()
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if event.payload.issue.number != 1:
+            await self.github.request("POST", COMMENTS, json={"body": "own"})
+            return
+        async with self.quota.lease(4, writes=2) as lease:
+            type(self).leased.set()
+            client = lease.client()
+            for text in ("task one", "task two"):
+                await client.request("POST", COMMENTS, json={"body": text})
+            lease.report(2)
+
+
+async def test_an_installation_with_write_slots_set_aside_is_not_handed_over_before_them(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # Issue 2's delivery waits in the lane for the lease's slots to pass. Handed over
+    # then, a successor's new client, not knowing the slots, could write among them.
+    Leases.leased = asyncio.Event()
+    fake.write_interval = 0.2  # GitHub's rule, as the fake keeps it
+    shard = _shard(journal, fake, Leases, pace_writes=0.2)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Leases, 1, "d1"))) == ["accepted"]
+    await Leases.leased.wait()
+    github = shard.hosts[INSTALLATION].bot.github
+    assert await shard.ingest(batch(_opened(Leases, 2, "d2"))) == ["accepted"]
+    await asyncio.sleep(0.05)  # d2 waits in the lane, before its first write
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 1  # d2, left pending...
+    assert not github.writes_reserved  # ...only once the slots had passed
+    await shard.close()
+    assert await _completed(journal) == ["d1"]
+    assert await _successor_runs_the_rest(journal, fake, Leases) == 1
+    bodies = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
+    assert bodies == ["task one", "task two", "own"] and fake.secondary_limits == 0
