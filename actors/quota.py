@@ -2,7 +2,7 @@
 
 ```python
 async with self.quota.lease(30, writes=6) as lease:
-    parts = lease.split(len(chunks))                  # 10 requests, 2 writes each
+    parts = lease.split(len(chunks))                  # 3 chunks: 10 requests, 2 writes each
     refs = [label_many.remote(part, chunk) for part, chunk in zip(parts, chunks)]
     lease.report(sum(await asyncio.gather(*refs)))    # requests they made
 ```
@@ -16,12 +16,16 @@ report, the whole grant counts as used (pessimistic).
 
 Writes are paced with the installation's own (`GHBOT_PACE_WRITES`): a lease asks for
 `writes` of its requests to be writes, and the installation's write lane sets that many
-slots aside, `WRITE_SPACING` intervals apart, after the writes already in it (its own
-next write goes after the last slot). Each write of the tasks (every attempt) takes
-the next slot of its part and is sent at the slot's time, or up to half an interval
-later; a write with no slot left is refused (`RateLimited`). The slots are wall-clock
-times, so the tasks' nodes must keep their clocks in sync (NTP) with the shard's. With
-pacing off, writes are not limited.
+slots aside, `WRITE_SPACING` intervals apart, the first one spacing from now (time for
+the tasks to start), after any secondary-limit pause and the writes already in it (its
+own next write goes after the last slot). Each write of the tasks (every attempt: a
+retry takes a slot too) takes the next slot of its part and is sent at the slot's
+time; a slot passed by more than half an interval is lost (the task started late),
+and a write with no slot left is refused (`LeaseExhausted`, which fails the handler's
+attempt like its other errors). Make one client per part (`client()`): two clients
+of one part would use the same slots. The slots are wall-clock times, so the tasks'
+nodes must keep their clocks in sync (NTP) with the shard's; a secondary limit a task
+meets pauses that task's client only. With pacing off, writes are not limited.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ GhBotError
 ├── UsageError            the bot author or operator did something wrong
 │   ├── ConfigError       settings that cannot work (every problem listed at once)
 │   ├── UnknownEventError a handler names an event or action GitHub does not send
-│   └── NoInstallation    a handler used `self.github` on a delivery without installation
+│   ├── NoInstallation    a handler used `self.github` on a delivery without installation
+│   └── LeaseExhausted    a quota lease's task asked for more than it was granted
 ├── WebhookError          the sender of a webhook did something wrong (4xx to answer)
 │   ├── MissingHeader, DuplicateHeader,            400
 │   │   MalformedPayload
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidSignature",
     "JournalError",
     "JournalUnavailable",
+    "LeaseExhausted",
     "MalformedPayload",
     "MissingHeader",
     "NoInstallation",
@@ -135,6 +137,15 @@ class NoInstallation(UsageError):
             "webhook pointed at the App's URL, or is an app-level event; "
             f"self.{attribute} is unavailable"
         )
+
+
+class LeaseExhausted(UsageError):
+    """A quota lease's client was asked for a request, or a write, beyond its grant.
+
+    Not a `RateLimited`: GitHub asked for nothing, the lease was too small for what
+    its tasks did. Raised in a handler (or a task it awaits), it fails the attempt like
+    any error of the handler's: retried with backoff, then dead-lettered.
+    """
 
 
 class RepositoryConfigError(UsageError):

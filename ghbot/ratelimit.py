@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ghbot.errors import ConfigError, RateLimited
+from ghbot.errors import ConfigError, LeaseExhausted, RateLimited
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -186,11 +186,9 @@ class Budget:
         return Lease(granted=n)
 
     def spend(self, lease: Lease) -> None:
-        """Spend one unit of `lease` on a request; raises `RateLimited` when it is used up."""
+        """Spend one unit of `lease` on a request; raises `LeaseExhausted` when it is used up."""
         if not lease.open or lease.unused < 1:
-            raise RateLimited(
-                429, "quota lease is used up", kind="primary", retry_after=0.0, reset=self.reset
-            )
+            raise LeaseExhausted(f"quota lease is used up: all {lease.granted} requests made")
         lease.used += 1
         self._reserved -= 1
         self.remaining -= 1

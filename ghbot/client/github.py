@@ -31,6 +31,7 @@ from ghbot.client.response import Response, answer_for, error_from, graphql_erro
 from ghbot.config import Settings, graphql_url
 from ghbot.errors import (
     ConnectionFailed,
+    LeaseExhausted,
     RateLimited,
     ServerError,
     Timeout,
@@ -237,8 +238,10 @@ class GitHub:
         """Set `count` slots aside in the installation's write lane, `spacing` seconds
         apart, for writes sent elsewhere (a quota lease's tasks); return their times.
 
-        The first comes once the lane's writes so far are done and `spacing` after the
-        last of them; this client's next write goes `spacing` after the last slot.
+        The first comes `spacing` from now (time for the tasks to start), after any
+        secondary-limit pause, once the lane's writes so far are done and `spacing`
+        after the last of them; this client's next write goes `spacing` after the last
+        slot.
         """
         if count <= 0:
             return []
@@ -247,7 +250,8 @@ class GitHub:
             await lane.lock.acquire()
         try:  # held: a write in flight has ended and set `free_at` (its end + interval)
             since_last = lane.free_at - (self.options.pace_writes or 0.0) + spacing
-            start = max(self.options.clock(), since_last, lane.reserved_until)
+            now = self.options.clock()
+            start = max(now + spacing, since_last, lane.reserved_until, self._state.paused_until)
             slots = [start + index * spacing for index in range(count)]
             lane.reserved_until = slots[-1] + spacing
             return slots
@@ -427,9 +431,9 @@ class GitHub:
         lease = self._lease
         slots = lease.write_slots if lease is not None and call.writes else None
         if not interval:
-            if slots is not None:
-                await self._write_slot(slots)
             budget = await self._admit(call)
+            if slots is not None:  # after `_admit`'s waits: sent at its slot
+                await self._write_slot(slots)
             _note_call(call)
             return budget, await self._exchange(call)
         opts, lane = self.options, self._state.lane
@@ -438,9 +442,9 @@ class GitHub:
         try:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
-            if slots is not None:
-                await self._write_slot(slots)
             budget = await self._admit(call)
+            if slots is not None:  # after `_admit`'s waits: sent at its slot
+                await self._write_slot(slots)
             _note_call(call)
             try:
                 return budget, await self._exchange(call)
@@ -451,7 +455,7 @@ class GitHub:
 
     async def _write_slot(self, slots: list[float]) -> None:
         """Wait for the next of the lease's write slots this write may take; raise
-        `RateLimited` when none is left.
+        `LeaseExhausted` when none is left.
 
         A slot is taken at its time, or up to the lease's `write_late` after it (the
         task was late); one passed by more is skipped, since a write sent then could
@@ -462,12 +466,10 @@ class GitHub:
         while slots and slots[0] < now - late:
             slots.pop(0)
         if not slots:
-            raise RateLimited(
-                429,
-                "quota lease has no write slot left: ask for them, quota.lease(n, writes=k)",
-                kind="primary",
-                retry_after=0.0,
-                reset=0.0,
+            raise LeaseExhausted(
+                "quota lease has no write slot left for this write (every attempt takes "
+                "one; a slot passed by more than half an interval is lost): ask for "
+                "more, quota.lease(n, writes=k)"
             )
         slot = slots.pop(0)
         while (wait := slot - self.options.clock()) > 0:

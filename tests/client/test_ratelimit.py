@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from ghbot.client import ClientOptions, GitHub
-from ghbot.errors import RateLimited
+from ghbot.errors import LeaseExhausted, RateLimited
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.testing import FakeClock, FakeGitHub
 
@@ -170,7 +170,7 @@ async def test_requests_under_a_lease_spend_the_lease(
     await leased.request("GET", ISSUE)
     await leased.request("GET", f"/repos/{REPO}/issues")
     assert lease.used == 2 and budget.reserved == 0
-    with pytest.raises(RateLimited, match="lease is used up"):
+    with pytest.raises(LeaseExhausted, match="lease is used up"):
         await leased.request("GET", f"/repos/{REPO}")
     assert budget.release(lease) == 0
 

@@ -9,14 +9,24 @@ import time
 
 import pytest
 
-from actors.bot import Ordering, ordering_key
+from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
+from actors.shard import ShardCore
 from ghbot.auth import AppAuth
-from ghbot.client import ClientOptions, GitHubApp
-from ghbot.errors import RateLimited, UsageError
-from ghbot.events import decode_envelope
+from ghbot.client import ClientOptions, GitHub, GitHubApp
+from ghbot.errors import LeaseExhausted, RateLimited, UsageError
+from ghbot.events import Event, decode_envelope
+from ghbot.journal import Journal
+from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
-from tests.runtime.conftest import payload
+from tests.runtime.conftest import (
+    COMMENTER_INSTALLATION,
+    COMMENTER_REPO,
+    VSHARDS,
+    batch,
+    inbound,
+    payload,
+)
 
 
 async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
@@ -54,7 +64,7 @@ async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
             parts = lease.split(3)
             assert [p.granted for p in parts] == [10, 10, 10]
             used = sum(await asyncio.gather(*(task(p, 4) for p in parts)))
-            with pytest.raises(RateLimited, match="used up"):
+            with pytest.raises(LeaseExhausted, match="used up"):
                 await task(parts[0], 11)
             lease.report(used)
         assert budget.reserved == 0
@@ -142,11 +152,11 @@ async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
         async with quota.lease(5, writes=1) as lease:
             client = lease.client()
             await client.request("POST", COMMENTS, json={"body": "the one"})
-            with pytest.raises(RateLimited, match="no write slot left"):
+            with pytest.raises(LeaseExhausted, match="no write slot left"):
                 await client.request("POST", COMMENTS, json={"body": "one too many"})
             await client.request("GET", "/repos/octo/repo")  # reads take no slot
         async with quota.lease(5) as lease:  # no writes asked for: none allowed
-            with pytest.raises(RateLimited, match="no write slot left"):
+            with pytest.raises(LeaseExhausted, match="no write slot left"):
                 await lease.client().request("POST", COMMENTS, json={"body": "no"})
         assert [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")] == ["the one"]
 
@@ -170,7 +180,7 @@ async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
         client = late.client()
         await client.request("POST", COMMENTS, json={"body": "at the second slot"})
         assert time.time() >= now + 0.3  # it waited for the slot it could still take
-        with pytest.raises(RateLimited, match="no write slot left"):
+        with pytest.raises(LeaseExhausted, match="no write slot left"):
             await client.request("POST", COMMENTS, json={"body": "none left"})
 
 
@@ -184,7 +194,8 @@ async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_el
         options = ClientOptions(base_url=fake.url, pace_writes=1.0, clock=clock, sleep=clock.sleep)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
         async with Quota(gh).lease(5, writes=2) as lease:
-            assert lease.write_slots == [clock.now, clock.now + 1.0 * WRITE_SPACING]
+            spacing = 1.0 * WRITE_SPACING  # the first a spacing ahead: time for tasks to start
+            assert lease.write_slots == [clock.now + spacing, clock.now + 2 * spacing]
             # In the same process (a BotHarness test), on the test's clock: no real wait.
             client = lease.client()
             for n in range(2):
@@ -195,3 +206,49 @@ async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_el
             assert elsewhere.local is None and elsewhere.client().options.clock is time.time
             assert elsewhere.write_slots == lease.write_slots and elsewhere.token == lease.token
         assert len(fake.requests_to(COMMENTS, "POST")) == 2
+
+
+class OverLeases(InstallationActor):
+    """Lease one write slot, then write twice from it: the second has no slot."""
+
+    max_attempts = 2
+    runs = 0
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        type(self).runs += 1
+        async with self.quota.lease(4, writes=1) as lease:
+            client = lease.client()
+            for text in ("one", "two"):
+                await client.request("POST", SHARD_COMMENTS, json={"body": text})
+
+
+SHARD_COMMENTS = f"/repos/{COMMENTER_REPO}/issues/1/comments"
+
+
+async def test_a_handler_beyond_its_lease_fails_its_attempts_and_is_dead_lettered(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # Taken for GitHub's rate limit, the refusal was waited out and the handler run
+    # again, without end (each run leasing again and writing again).
+    OverLeases.runs = 0
+    token = fake.create_token(COMMENTER_INSTALLATION)
+    opts = ClientOptions(base_url=fake.url, pace_writes=0.05)
+    shard = ShardCore(
+        range(VSHARDS),
+        VSHARDS,
+        journal,
+        OverLeases,
+        github_for=lambda _id: GitHub(token=token, options=opts),
+        retry=RetryPolicy(base=0.01, cap=0.01),
+    )
+    await shard.start()
+    body = payload("issues.opened", installation=COMMENTER_INSTALLATION, issue__number=1)
+    assert await shard.ingest(batch(inbound(OverLeases, "issues", body))) == ["accepted"]
+    async with asyncio.timeout(20):
+        await shard.wait_idle()
+    [dead] = await shard.dead_letters()
+    await shard.close()
+    assert OverLeases.runs == 2 and dead["attempts"] == 2
+    assert dead["error_type"] == "LeaseExhausted"
+    assert [r.json["body"] for r in fake.requests_to(SHARD_COMMENTS, "POST")] == ["one", "one"]

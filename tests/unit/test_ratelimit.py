@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghbot.errors import ConfigError, RateLimited
+from ghbot.errors import ConfigError, LeaseExhausted, RateLimited
 from ghbot.ratelimit import Budget, LimitKind, RateLimit, classify, retry_wait
 
 NOW = 1_700_000_000.0
@@ -127,8 +127,9 @@ def test_leases_are_pessimistic_and_give_back_what_was_not_spent() -> None:
         budget.spend(lease)
     assert budget.release(lease) == 50
     assert budget.release(lease) == 0
-    with pytest.raises(RateLimited, match="used up"):
+    with pytest.raises(LeaseExhausted, match="used up"):  # not GitHub's limit: no wait
         budget.spend(lease)
+    assert not issubclass(LeaseExhausted, RateLimited)
     budget.release(other)
     assert budget.reserved == 0
     assert budget.remaining == 90
@@ -174,7 +175,7 @@ def test_granted_leases_never_exceed_remaining_less_margin(
                 budget.release(leases[n % len(leases)])
             elif op == "observe":
                 budget.observe(RateLimit.from_headers(_headers(n)), NOW)
-        except RateLimited:
+        except (RateLimited, LeaseExhausted):
             pass
         assert budget.reserved == sum(lease.unused for lease in leases if lease.open)
         assert budget.reserved >= 0
