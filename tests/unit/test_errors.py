@@ -24,6 +24,7 @@ def _examples() -> list[errors.GhBotError]:
         errors.Timeout("slow", method="GET", url="u"),
         errors.CircuitOpen("open", retry_after=3),
         errors.ShardDraining(7, "delivery d was not replayed"),
+        errors.LeaseExhausted("quota lease is used up: all 3 requests made"),
         errors.Conflict("s", 1, 2),
         errors.Fenced(1, 2, 3),
         errors.JournalUnavailable("down"),
