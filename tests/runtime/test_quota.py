@@ -6,6 +6,9 @@ import asyncio
 import itertools
 import pickle
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -29,12 +32,19 @@ from tests.runtime.conftest import (
 )
 
 
+@asynccontextmanager
+async def _octo(public_pem: bytes, **options: Any) -> AsyncIterator[FakeGitHub]:
+    """A FakeGitHub with installation 7 on octo/repo and its issue 1."""
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem, **options) as fake:
+        fake.add_installation(7, "octo", ["repo"])
+        fake.add_issue("octo/repo", "one")
+        yield fake
+
+
 async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem, rate_limit=100) as fake:
-        fake.add_installation(7, "octo", ["repo"])
-        fake.add_issue("octo/repo", "one")
+    async with _octo(public_pem, rate_limit=100) as fake:
         options = ClientOptions(base_url=fake.url, pace_writes=None)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
         await gh.request("GET", "/repos/octo/repo")  # learn the budget: 99 of 100 left
@@ -101,9 +111,7 @@ async def test_a_leases_writes_go_in_the_installations_write_lane_spaced_at_gith
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
     # GitHub's rule, as the fake keeps it: an installation's writes 0.2 s apart, by arrival.
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem, write_interval=0.2) as fake:
-        fake.add_installation(7, "octo", ["repo"])
-        fake.add_issue("octo/repo", "one")
+    async with _octo(public_pem, write_interval=0.2) as fake:
         options = ClientOptions(base_url=fake.url, pace_writes=0.2)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
         await gh.request("POST", COMMENTS, json={"body": "handler 1"})
@@ -140,9 +148,7 @@ async def test_a_leases_writes_go_in_the_installations_write_lane_spaced_at_gith
 async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
-        fake.add_installation(7, "octo", ["repo"])
-        fake.add_issue("octo/repo", "one")
+    async with _octo(public_pem) as fake:
         options = ClientOptions(base_url=fake.url, pace_writes=0.05)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
         quota = Quota(gh)
@@ -164,9 +170,7 @@ async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
 async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
-        fake.add_installation(7, "octo", ["repo"])
-        fake.add_issue("octo/repo", "one")
+    async with _octo(public_pem) as fake:
         token = fake.create_token(7)
         now = time.time()
         late = QuotaLease(
@@ -187,9 +191,7 @@ async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
 async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_elsewhere(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem) as fake:
-        fake.add_installation(7, "octo", ["repo"])
-        fake.add_issue("octo/repo", "one")
+    async with _octo(public_pem) as fake:
         clock = FakeClock(start=time.time() + 1000.0)  # a test's clock, far ahead
         options = ClientOptions(base_url=fake.url, pace_writes=1.0, clock=clock, sleep=clock.sleep)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
