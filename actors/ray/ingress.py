@@ -104,7 +104,8 @@ class ShardBatcher:
     (`ShardUnavailable`): 503. Held batches are tried in the order they were sent:
     only the oldest is tried, and a batch sent while any is held waits behind them
     (sent as a first try once those before it are through), so the successor journals
-    them in the order this replica sent them.
+    them in the order this replica sent them (unless a batch released from waiting is
+    refused while the one released after it is taken).
     """
 
     def __init__(
