@@ -429,11 +429,13 @@ class GitHub:
         writer after it can run.)
         """
         lease = self._lease
-        slots = lease.write_slots if lease is not None and call.writes else None
+        slotted = (
+            lease if lease is not None and lease.write_slots is not None and call.writes else None
+        )
         if not interval:
             budget = await self._admit(call)
-            if slots is not None:  # after `_admit`'s waits: sent at its slot
-                await self._write_slot(slots)
+            if slotted is not None:  # after `_admit`'s waits: sent at its slot
+                await self._write_slot(slotted)
             _note_call(call)
             return budget, await self._exchange(call)
         opts, lane = self.options, self._state.lane
@@ -443,8 +445,8 @@ class GitHub:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
             budget = await self._admit(call)
-            if slots is not None:  # after `_admit`'s waits: sent at its slot
-                await self._write_slot(slots)
+            if slotted is not None:  # after `_admit`'s waits: sent at its slot
+                await self._write_slot(slotted)
             _note_call(call)
             try:
                 return budget, await self._exchange(call)
@@ -453,7 +455,7 @@ class GitHub:
         finally:
             lane.lock.release()
 
-    async def _write_slot(self, slots: list[float]) -> None:
+    async def _write_slot(self, lease: Lease) -> None:
         """Wait for the next of the lease's write slots this write may take; raise
         `LeaseExhausted` when none is left.
 
@@ -461,9 +463,9 @@ class GitHub:
         task was late); one passed by more is skipped, since a write sent then could
         reach GitHub too close to another task's slot.
         """
-        late = self._lease.write_late if self._lease is not None else 0.0
+        slots = lease.write_slots or []
         now = self.options.clock()
-        while slots and slots[0] < now - late:
+        while slots and slots[0] < now - lease.write_late:
             slots.pop(0)
         if not slots:
             raise LeaseExhausted(
