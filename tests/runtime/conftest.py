@@ -17,10 +17,12 @@ from starlette.requests import Request
 from actors.bot import InstallationActor, on, ordering_key
 from actors.ray.ingress import WebhookIngress
 from actors.records import DeliveryReceived
+from actors.shard import ShardCore
 from actors.wire import Inbound, Status, encode_batch, vshard_of
-from ghbot.client import close_pool
+from ghbot.client import ClientOptions, GitHub, close_pool
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal, open_journal
+from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
@@ -123,6 +125,29 @@ async def fake(public_pem: bytes) -> AsyncIterator[FakeGitHub]:
         server.add_issue(COMMENTER_REPO, "Found a bug", "It crashes")
         yield server
     await close_pool()
+
+
+def commenter_shard(
+    journal: Journal,
+    fake: FakeGitHub,
+    bot: type[InstallationActor],
+    *,
+    retry: RetryPolicy | None = None,
+    **options: Any,
+) -> ShardCore:
+    """A shard of every virtual shard running `bot`, its client as `Commenter`'s
+    installation at `fake` (`options` are the client's); a retry waits 15 to 30 s
+    unless `retry` says otherwise."""
+    token = fake.create_token(COMMENTER_INSTALLATION)
+    opts = ClientOptions(base_url=fake.url, **options)
+    return ShardCore(
+        range(VSHARDS),
+        VSHARDS,
+        journal,
+        bot,
+        github_for=lambda _id: GitHub(token=token, options=opts),
+        retry=retry or RetryPolicy(base=60.0),
+    )
 
 
 # --- the ingress without Ray ------------------------------------------------------

@@ -22,15 +22,21 @@ import pytest
 from actors.bot import InstallationActor, on
 from actors.mailbox import KeyedMailbox
 from actors.records import HandlerFailed, HandlerSucceeded, decode_runtime, stream_name
-from actors.shard import ShardCore
-from ghbot.client import ClientOptions, GitHub
 from ghbot.errors import ShardDraining
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
-from tests.runtime.conftest import COMMENTER_REPO, VSHARDS, Commenter, batch, inbound, payload
+from tests.runtime.conftest import (
+    COMMENTER_REPO,
+    VSHARDS,
+    Commenter,
+    batch,
+    commenter_shard,
+    inbound,
+    payload,
+)
 
 COMMENTS = f"/repos/{COMMENTER_REPO}/issues/1/comments"
 
@@ -41,26 +47,6 @@ async def _until(check: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("not true within 10 s")
-
-
-def _shard(
-    journal: Journal,
-    fake: FakeGitHub,
-    bot: type[InstallationActor],
-    *,
-    retry: RetryPolicy | None = None,
-    **options: Any,
-) -> ShardCore:
-    token = fake.create_token(INSTALLATION)
-    opts = ClientOptions(base_url=fake.url, **options)
-    return ShardCore(
-        range(VSHARDS),
-        VSHARDS,
-        journal,
-        bot,
-        github_for=lambda _id: GitHub(token=token, options=opts),
-        retry=retry or RetryPolicy(base=60.0),  # a retry waits 15 to 30 s
-    )
 
 
 def _opened(bot: type[InstallationActor], number: int, delivery_id: str) -> Any:
@@ -83,7 +69,7 @@ async def _completed(journal: Journal) -> list[str]:
 
 async def _successor_runs_the_rest(journal: Journal, fake: FakeGitHub, bot: Any) -> int:
     """Start the next shard (writes not paced), let it resume; return what it resumed."""
-    successor = _shard(journal, fake, bot, pace_writes=None)
+    successor = commenter_shard(journal, fake, bot, pace_writes=None)
     try:
         resumed = await successor.start()
         await successor.wait_idle()
@@ -95,7 +81,7 @@ async def _successor_runs_the_rest(journal: Journal, fake: FakeGitHub, bot: Any)
 async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it_once(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    shard = _shard(journal, fake, Commenter, pace_writes=60.0)  # one write a minute
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=60.0)  # one write a minute
     await shard.start()
     # Issues 1 to 3 run at once (one key each); the second delivery of issue 1 queues.
     taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
@@ -128,7 +114,7 @@ class TwoComments(InstallationActor):
 async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    shard = _shard(journal, fake, TwoComments, pace_writes=2.0)
+    shard = commenter_shard(journal, fake, TwoComments, pace_writes=2.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
@@ -162,7 +148,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
 ) -> None:
     FailsOnce.attempts = []
     backoff = RetryPolicy(base=4.0)  # the first retry waits 2 to 4 s
-    shard = _shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
+    shard = commenter_shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
     await shard.start()
     assert await shard.ingest(batch(_opened(FailsOnce, 1, "d1"))) == ["accepted"]
     await _until(lambda: len(FailsOnce.attempts) == 1)
@@ -174,7 +160,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
     assert isinstance(failed, HandlerFailed)
     assert failed.retry_at == pytest.approx(FailsOnce.attempts[0][1] + failed.retry_in, abs=0.1)
 
-    successor = _shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
+    successor = commenter_shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
     try:
         assert await successor.start() == 1
         assert not fake.requests_to(COMMENTS, "POST")  # the backoff is not over yet
@@ -218,7 +204,7 @@ async def test_a_drain_asked_to_finish_runs_every_delivery_taken_first(
     journal: Journal, fake: FakeGitHub
 ) -> None:
     # `ghbot stop`: no shard takes over, so what was taken runs here first.
-    shard = _shard(journal, fake, Commenter, pace_writes=0.2)
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=0.2)
     await shard.start()
     taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
     assert await shard.ingest(batch(*taken)) == ["accepted"] * 3
@@ -248,7 +234,7 @@ async def test_a_handler_whose_own_tasks_call_github_is_not_stopped_by_them(
     journal: Journal, fake: FakeGitHub
 ) -> None:
     FanOut.gate, FanOut.at_gate = asyncio.Event(), asyncio.Event()
-    shard = _shard(journal, fake, FanOut, pace_writes=0.3)
+    shard = commenter_shard(journal, fake, FanOut, pace_writes=0.3)
     await shard.start()
     assert await shard.ingest(batch(_opened(FanOut, 1, "d1"))) == ["accepted"]
     await FanOut.at_gate.wait()
@@ -272,7 +258,7 @@ async def test_a_paused_installation_is_not_handed_over_until_its_pause_ends(
     # the runtime waits between attempts. A successor's new client would not know
     # the pause: the drain waits for it to end, then leaves the delivery pending.
     fake.faults.add(r"/comments$", "secondary", retry_after=2, count=1)
-    shard = _shard(journal, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
     await shard.start()
     assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
@@ -299,7 +285,7 @@ class AlwaysFails(InstallationActor):
 async def test_a_draining_shard_does_not_take_a_dead_letter_replay(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    shard = _shard(journal, fake, AlwaysFails, pace_writes=None)
+    shard = commenter_shard(journal, fake, AlwaysFails, pace_writes=None)
     await shard.start()
     assert await shard.ingest(batch(_opened(AlwaysFails, 1, "d1"))) == ["accepted"]
     await shard.wait_idle()
@@ -325,7 +311,7 @@ class Swallows(InstallationActor):
 async def test_a_handler_that_swallows_the_stop_is_left_pending_all_the_same(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    shard = _shard(journal, fake, Swallows, pace_writes=60.0)
+    shard = commenter_shard(journal, fake, Swallows, pace_writes=60.0)
     await shard.start()
     taken = [_opened(Swallows, n, f"d{n}") for n in (1, 2)]
     assert await shard.ingest(batch(*taken)) == ["accepted"] * 2
@@ -357,7 +343,7 @@ async def test_a_handler_whose_own_task_called_github_is_not_handed_over(
 ) -> None:
     # d0 writes first, so d1's own write waits its turn while d1's task reads (slowly).
     fake.faults.add(rf"^/repos/{COMMENTER_REPO}$", "slow", None, method="GET", delay=0.5)
-    shard = _shard(journal, fake, Spawns, pace_writes=1.0)
+    shard = commenter_shard(journal, fake, Spawns, pace_writes=1.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(Spawns, 9, "d0"))) == ["accepted"]
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
@@ -377,7 +363,7 @@ async def test_a_handler_whose_own_task_called_github_is_not_handed_over(
 async def test_a_replay_queued_before_the_drain_is_reported_as_not_run(
     journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    shard = _shard(journal, fake, AlwaysFails, pace_writes=None)
+    shard = commenter_shard(journal, fake, AlwaysFails, pace_writes=None)
     await shard.start()
     assert await shard.ingest(batch(_opened(AlwaysFails, 1, "d1"))) == ["accepted"]
     await shard.wait_idle()
@@ -426,7 +412,7 @@ async def test_an_installation_with_write_slots_set_aside_is_not_handed_over_bef
     # then, a successor's new client, not knowing the slots, could write among them.
     Leases.leased = asyncio.Event()
     fake.write_interval = 0.2  # GitHub's rule, as the fake keeps it
-    shard = _shard(journal, fake, Leases, pace_writes=0.2)
+    shard = commenter_shard(journal, fake, Leases, pace_writes=0.2)
     await shard.start()
     assert await shard.ingest(batch(_opened(Leases, 1, "d1"))) == ["accepted"]
     await Leases.leased.wait()

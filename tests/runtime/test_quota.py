@@ -14,9 +14,8 @@ import pytest
 
 from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
-from actors.shard import ShardCore
 from ghbot.auth import AppAuth
-from ghbot.client import ClientOptions, GitHub, GitHubApp
+from ghbot.client import ClientOptions, GitHubApp
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal
@@ -25,8 +24,8 @@ from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import (
     COMMENTER_INSTALLATION,
     COMMENTER_REPO,
-    VSHARDS,
     batch,
+    commenter_shard,
     inbound,
     payload,
 )
@@ -234,16 +233,8 @@ async def test_a_handler_beyond_its_lease_fails_its_attempts_and_is_dead_lettere
     # Taken for GitHub's rate limit, the refusal was waited out and the handler run
     # again, without end (each run leasing again and writing again).
     OverLeases.runs = 0
-    token = fake.create_token(COMMENTER_INSTALLATION)
-    opts = ClientOptions(base_url=fake.url, pace_writes=0.05)
-    shard = ShardCore(
-        range(VSHARDS),
-        VSHARDS,
-        journal,
-        OverLeases,
-        github_for=lambda _id: GitHub(token=token, options=opts),
-        retry=RetryPolicy(base=0.01, cap=0.01),
-    )
+    retry = RetryPolicy(base=0.01, cap=0.01)
+    shard = commenter_shard(journal, fake, OverLeases, retry=retry, pace_writes=0.05)
     await shard.start()
     body = payload("issues.opened", installation=COMMENTER_INSTALLATION, issue__number=1)
     assert await shard.ingest(batch(inbound(OverLeases, "issues", body))) == ["accepted"]
