@@ -24,17 +24,26 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, captured.out, captured.err
 
 
+async def _failing_delivery(
+    deploy: Any, fake: Any, installation: int, repo: str
+) -> tuple[Any, list[str], str]:
+    """Deploy `Greeter`, make `repo`'s GitHub calls fail, and send one delivery of
+    `installation` (acknowledged); return the deployment, its namespace arguments and
+    the delivery's GUID."""
+    install(fake, installation, repo)
+    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
+    on_fake(fake, fake.fake.faults.add, f"^/repos/{repo}/", "server_error", None)
+    guid = str(uuid.uuid4())
+    data = payload("issues.opened", installation=installation, repo=repo, issue__number=1)
+    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+    return app, ["--namespace", app.runtime.namespace], guid
+
+
 async def test_list_and_replay_a_dead_letter_from_the_command_line(
     deploy: Any, fake: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = "cli/failing"
-    install(fake, 1103, repo)
-    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
-    namespace = ["--namespace", app.runtime.namespace]
-    on_fake(fake, fake.fake.faults.add, "^/repos/cli/failing/", "server_error", None)
-    guid = str(uuid.uuid4())
-    data = payload("issues.opened", installation=1103, repo=repo, issue__number=1)
-    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+    _, namespace, guid = await _failing_delivery(deploy, fake, 1103, repo)
 
     def listed() -> list[dict[str, Any]]:
         code, out, err = _run(["dead-letters", "list", "--json", *namespace], capsys)
@@ -72,13 +81,7 @@ async def test_a_dead_letter_on_a_draining_shard_is_not_replayed_and_the_command
     deploy: Any, fake: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = "cli/draining"
-    install(fake, 1104, repo)
-    app = deploy("tests.cluster.bots:Greeter", max_retries=0)
-    namespace = ["--namespace", app.runtime.namespace]
-    on_fake(fake, fake.fake.faults.add, "^/repos/cli/draining/", "server_error", None)
-    guid = str(uuid.uuid4())
-    data = payload("issues.opened", installation=1104, repo=repo, issue__number=1)
-    assert (await send(app.url, "issues", data, guid=guid))[0] == 202
+    app, namespace, guid = await _failing_delivery(deploy, fake, 1104, repo)
     await eventually(lambda: len(admin.dead_letters(app.runtime.namespace)) == 1, within=30)
     on_fake(fake, fake.fake.faults.clear)
     (dead,) = admin.dead_letters(app.runtime.namespace)
