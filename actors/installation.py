@@ -36,6 +36,7 @@ from actors.mailbox import KeyedMailbox
 from actors.records import (
     DOMAIN_PREFIX,
     NO_INSTALLATION,
+    ClientHeld,
     DeadLettered,
     DeadLetterReplayed,
     DeliveryCompleted,
@@ -91,11 +92,12 @@ class _Run:
     its turn (the write lane, a backoff; the client tells through `call_watcher`). Not
     while an outcome is journaled, nor once the handler's own tasks called GitHub in
     the attempt (their calls are not followed; a task that has not called yet is not
-    known either), nor while the installation's client holds what the journal does
-    not (a secondary-limit pause, an open breaker: a successor's new client would
-    write too soon). A host that stops (`InstallationHost.stop`) cancels the runs
-    waiting where they may be stopped; the others run on and are stopped at the next
-    such place, or finish.
+    known either), nor while the installation's breaker is open (a successor's new
+    breaker would not know it). What the client holds of GitHub's pacing (a
+    secondary-limit pause, the write lane's next turn) goes to the successor in the
+    journal (`InstallationHost.hand_over_client`). A host that stops
+    (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
+    others run on and are stopped at the next such place, or finish.
     """
 
     __slots__ = ("between", "host", "refused", "task", "waits", "wrote")
@@ -202,6 +204,11 @@ class Snapshot(msgspec.Struct, kw_only=True):
 
 
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+#: The longest wait (seconds) a client takes over from the shard that handed its
+#: installation over (`ClientHeld`): longer than any pause GitHub asks for, or any
+#: quota lease's write slots a handler would set aside.
+MAX_HELD = 3600.0
 
 
 def runtime_event(event: msgspec.Struct) -> NewEvent:
@@ -329,6 +336,7 @@ class InstallationHost:
             self.last_seq = record.seq
         self.restored_seq = self.last_seq
         self.applied = (snapshot_seq or 0) + len(records)
+        self._take_over_client()
 
     @property
     def exact(self) -> bool:
@@ -461,14 +469,41 @@ class InstallationHost:
             await self._mailbox.wait_idle()
 
     def may_hand_over(self) -> bool:
-        """Tell whether a successor could take this installation's work now: its client
-        holds no secondary-limit pause, no write slots set aside for a quota lease's
-        tasks, and its breaker is closed (what the journal does not hold; a new client
-        would know none of it)."""
-        if self._breaker_wait() > 0:
-            return False
+        """Tell whether a successor could take this installation's work now: its
+        breaker is closed (a new breaker would know nothing of the failures that opened
+        it). What the client holds of GitHub's pacing (the write lane's next turn, slots
+        set aside for a quota lease's tasks, a secondary-limit pause) is handed over
+        with the installation (`hand_over_client`)."""
+        return self._breaker_wait() <= 0
+
+    async def hand_over_client(self) -> bool:
+        """Journal what the installation's client holds that a successor's new client
+        would not know (`ClientHeld`: when its next write may go, until when a
+        secondary-limit pause holds); return whether it held anything.
+
+        The shard calls it once the installation runs nothing (a drain), so no
+        later write of this client moves it.
+        """
         github = getattr(self.bot, "github", None)
-        return not (isinstance(github, GitHub) and (github.paused or github.writes_reserved))
+        if not isinstance(github, GitHub):
+            return False
+        writes_after, paused_until = github.holds()
+        if max(writes_after, paused_until) <= github.options.clock():
+            return False
+        await self._write([ClientHeld(writes_after=writes_after, paused_until=paused_until)])
+        return True
+
+    def _take_over_client(self) -> None:
+        """Start the client where the installation's previous shard left its own
+        (`ClientHeld`), waiting at most `MAX_HELD` seconds from now (a clock far ahead
+        on the node that wrote it does not stop the installation for long)."""
+        held, github = self.progress.held, getattr(self.bot, "github", None)
+        if held is None or not isinstance(github, GitHub):
+            return
+        limit = github.options.clock() + MAX_HELD
+        github.hold(
+            writes_after=min(held.writes_after, limit), paused_until=min(held.paused_until, limit)
+        )
 
     def stop(self) -> int:
         """Start no more deliveries, and cut short the running ones that only wait and

@@ -18,6 +18,7 @@ import msgspec
 
 __all__ = [
     "NO_INSTALLATION",
+    "ClientHeld",
     "DeadLetter",
     "DeadLetterReplayed",
     "DeadLettered",
@@ -113,6 +114,20 @@ class DeadLetterReplayed(msgspec.Struct, frozen=True, kw_only=True):
     handler: str
 
 
+class ClientHeld(msgspec.Struct, frozen=True, kw_only=True):
+    """When its shard handed the installation over (a drain), its GitHub client held
+    what the other events do not say and a successor's new client would not know.
+
+    `writes_after`: no write before then (the write lane's pacing, and write slots set
+    aside for a quota lease's tasks); `paused_until`: no request before then (a
+    secondary-limit pause). Epoch seconds, 0 for none. Older code skips the event (an
+    unknown runtime type), as it did before the event existed.
+    """
+
+    writes_after: float = 0.0
+    paused_until: float = 0.0
+
+
 RUNTIME_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     cls.__name__: cls
     for cls in (
@@ -122,6 +137,7 @@ RUNTIME_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
         DeadLettered,
         DeliveryCompleted,
         DeadLetterReplayed,
+        ClientHeld,
     )
 }
 _DECODERS: Final = {name: msgspec.msgpack.Decoder(cls) for name, cls in RUNTIME_TYPES.items()}
@@ -163,6 +179,9 @@ class Progress(msgspec.Struct, kw_only=True):
     dead: dict[str, DeadLetter] = msgspec.field(default_factory=dict)
     received: int = 0
     completed: int = 0
+    #: What the client held when the installation was last handed over (`ClientHeld`);
+    #: the shard that takes it over starts its client from there.
+    held: ClientHeld | None = None
 
 
 def dead_key(delivery_id: str, handler: str) -> str:
@@ -199,6 +218,8 @@ def evolve_progress(progress: Progress, event: msgspec.Struct) -> Progress:
     elif isinstance(event, DeliveryCompleted):
         if progress.pending.pop(event.delivery_id, None) is not None:
             progress.completed += 1
+    elif isinstance(event, ClientHeld):
+        progress.held = event
     elif isinstance(event, DeadLetterReplayed):
         dead = progress.dead.pop(dead_key(event.delivery_id, event.handler), None)
         pending = progress.pending.get(event.delivery_id)

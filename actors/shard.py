@@ -44,7 +44,13 @@ from actors.wire import (
 )
 from ghbot import metrics
 from ghbot.client import GitHub
-from ghbot.errors import JournalUnavailable, MalformedPayload, ShardDraining, UsageError
+from ghbot.errors import (
+    JournalError,
+    JournalUnavailable,
+    MalformedPayload,
+    ShardDraining,
+    UsageError,
+)
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
 from ghbot.journal.records import AppendRequest, AppendResult, NewEvent
@@ -761,21 +767,27 @@ class ShardCore:
         for the shard that takes over, which resumes every pending delivery in journal
         order; one whose attempt has written runs to its end. So a drain lasts about as
         long as the handlers that are writing, not as long as the installations'
-        backlog (with writes paced, a second per queued write). Return how many
-        deliveries were left pending.
+        backlog (with writes paced, a second per queued write). Nor does it wait out
+        what the installations' clients hold of GitHub's pacing (a write's turn, write
+        slots set aside for a quota lease's tasks, a secondary-limit pause): that is
+        journaled for the successor (`ClientHeld`), whose clients start from it.
+        Return how many deliveries were left pending.
 
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
         takes over).
         """
         self.draining = True
-        if finish:
-            await self.wait_idle()
-            return self.pending()
-        # Hosts activated from here on (by recovery, by an ingest under way) start
-        # stopped (`_new_host`); what an ingest under way journals stays pending.
-        cut = sum(host.stop() for host in list(self.hosts.values()))
-        await self._wait_ingests()
-        await self._wait_hosts()
+        try:
+            if finish:
+                await self.wait_idle()
+                return self.pending()
+            # Hosts activated from here on (by recovery, by an ingest under way) start
+            # stopped (`_new_host`); what an ingest under way journals stays pending.
+            cut = sum(host.stop() for host in list(self.hosts.values()))
+            await self._wait_ingests()
+            await self._wait_hosts()
+        finally:  # also when the drain is cut short (`shut_down`, the Ray actor's timeout)
+            await self._hand_over_clients()
         left = self.pending()
         log.info(
             "drained: no delivery running; %d left pending for the next shard (%d of them "
@@ -784,6 +796,28 @@ class ShardCore:
             cut,
         )
         return left
+
+    async def _hand_over_clients(self, within: float = 5.0) -> int:
+        """Journal, for each installation whose client holds a write's turn or a
+        secondary-limit pause, what it holds (`InstallationHost.hand_over_client`), so
+        the shard that takes it over waits as this one would have; return how many.
+
+        At most `within` seconds: the journal away, the successor takes over without
+        it (it may write too soon once).
+        """
+        handed = 0
+        try:
+            async with asyncio.timeout(within):
+                for host in list(self.hosts.values()):
+                    handed += await host.hand_over_client()
+        except (TimeoutError, JournalError) as exc:  # away, or fenced: a successor owns it
+            log.warning(
+                "could not journal what the clients hold for the next shard (%s)",
+                type(exc).__name__,
+            )
+        if handed:
+            log.info("handed over %d installations' write turns and pauses", handed)
+        return handed
 
     async def shut_down(self, within: float) -> bool:
         """Drain (`drain`) for up to `within` seconds, then close the hosts and the journal.

@@ -234,6 +234,32 @@ class GitHub:
         lane = self._state._lane
         return lane is not None and lane.reserved_until > self.options.clock()
 
+    def holds(self) -> tuple[float, float]:
+        """Return what a new client of the installation would not know: when its next
+        write may go (the lane's pacing and any slots set aside, `reserve_writes`; 0
+        when writes are not paced) and until when a secondary-limit pause holds every
+        request (0 for none). Epoch seconds of the client's clock.
+
+        A write in flight counts as ending now: its interval runs from now.
+        """
+        lane, interval = self._state._lane, self.options.pace_writes or 0.0
+        writes_after = 0.0
+        if lane is not None:
+            writes_after = lane.next_free()
+            if lane.lock.locked():
+                writes_after = max(writes_after, self.options.clock() + interval)
+        return writes_after, self._state.paused_until
+
+    def hold(self, *, writes_after: float = 0.0, paused_until: float = 0.0) -> None:
+        """Take over what another client of the installation held (`holds`): no write
+        before `writes_after`, no request before `paused_until`. Never shortens a wait
+        this client already has."""
+        state = self._state
+        state.paused_until = max(state.paused_until, paused_until)
+        if writes_after > 0:
+            lane = state.lane
+            lane.free_at = max(lane.free_at, writes_after)
+
     async def reserve_writes(self, count: int, spacing: float) -> list[float]:
         """Set `count` slots aside in the installation's write lane, `spacing` seconds
         apart, for writes sent elsewhere (a quota lease's tasks); return their times.

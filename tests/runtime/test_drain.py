@@ -13,15 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pickle
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from actors.bot import InstallationActor, on
+from actors.installation import MAX_HELD, runtime_event
 from actors.mailbox import KeyedMailbox
-from actors.records import HandlerFailed, HandlerSucceeded, decode_runtime, stream_name
+from actors.quota import QuotaLease
+from actors.records import (
+    ClientHeld,
+    HandlerFailed,
+    HandlerSucceeded,
+    decode_runtime,
+    stream_name,
+)
 from ghbot.errors import ShardDraining
 from ghbot.events import Event
 from ghbot.journal import Journal
@@ -251,12 +260,12 @@ async def test_a_handler_whose_own_tasks_call_github_is_not_stopped_by_them(
     assert await _successor_runs_the_rest(journal, fake, FanOut) == 0
 
 
-async def test_a_paused_installation_is_not_handed_over_until_its_pause_ends(
+async def test_a_paused_installation_is_handed_over_with_its_pause(
     journal: Journal, fake: FakeGitHub
 ) -> None:
     # A secondary limit asks for 2 s; the client does not wait that long in-line, so
-    # the runtime waits between attempts. A successor's new client would not know
-    # the pause: the drain waits for it to end, then leaves the delivery pending.
+    # the runtime waits between attempts. The drain does not wait the pause out: it
+    # journals it (`ClientHeld`), and the successor's client waits the rest of it.
     fake.faults.add(r"/comments$", "secondary", retry_after=2, count=1)
     shard = commenter_shard(journal, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
     await shard.start()
@@ -264,12 +273,23 @@ async def test_a_paused_installation_is_not_handed_over_until_its_pause_ends(
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     github = shard.hosts[INSTALLATION].bot.github
     await _until(lambda: github.paused)
+    _, paused_until = github.holds()
 
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(1):  # not the 2 s of the pause
         assert await shard.drain() == 1
-    assert not github.paused  # handed over only once the pause was over
+    assert github.paused
     await shard.close()
-    assert await _successor_runs_the_rest(journal, fake, Commenter) == 1
+    held = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held == [ClientHeld(writes_after=0.0, paused_until=paused_until)]
+
+    successor = commenter_shard(journal, fake, Commenter, pace_writes=None)
+    try:
+        assert await successor.start() == 1
+        assert successor.hosts[INSTALLATION].bot.github.paused  # it took the pause over
+        await successor.wait_idle()
+    finally:
+        await successor.close()
+    assert time.time() >= paused_until  # its comment went once the pause had ended
     assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the refused one, then the comment
     assert await _completed(journal) == ["d1"]
 
@@ -387,10 +407,11 @@ async def test_a_replay_queued_before_the_drain_is_reported_as_not_run(
 
 
 class Leases(InstallationActor):
-    """Issue 1: lease two write slots and write from them (the lease's tasks, here in
-    process). Any other issue: comment."""
+    """Issue 1: lease two write slots and hand the lease to a task that writes from
+    them, without waiting for it (as a Ray task would get it: pickled). Any other
+    issue: comment."""
 
-    leased: asyncio.Event = asyncio.Event()
+    tasks: ClassVar[list[asyncio.Task[None]]] = []
 
     @on("issues.opened")
     async def opened(self, event: Event) -> None:
@@ -398,32 +419,62 @@ class Leases(InstallationActor):
             await self.github.request("POST", COMMENTS, json={"body": "own"})
             return
         async with self.quota.lease(4, writes=2) as lease:
-            type(self).leased.set()
-            client = lease.client()
-            for text in ("task one", "task two"):
-                await client.request("POST", COMMENTS, json={"body": text})
+            sent = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
+            type(self).tasks.append(asyncio.create_task(self._task(sent)))
             lease.report(2)
 
+    @staticmethod
+    async def _task(lease: QuotaLease) -> None:
+        client = lease.client()
+        for text in ("task one", "task two"):
+            await client.request("POST", COMMENTS, json={"body": text})
 
-async def test_an_installation_with_write_slots_set_aside_is_not_handed_over_before_them(
+
+async def test_an_installation_with_write_slots_set_aside_is_handed_over_with_them(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    # Issue 2's delivery waits in the lane for the lease's slots to pass. Handed over
-    # then, a successor's new client, not knowing the slots, could write among them.
-    Leases.leased = asyncio.Event()
-    fake.write_interval = 0.2  # GitHub's rule, as the fake keeps it
+    # The installation runs nothing when the drain comes, but a task's writes are to
+    # come in its slots. A successor's new client, not knowing them, would write
+    # among them: GitHub's secondary limit (the fake keeps its spacing rule).
+    Leases.tasks = []
+    fake.write_interval = 0.2
     shard = commenter_shard(journal, fake, Leases, pace_writes=0.2)
     await shard.start()
     assert await shard.ingest(batch(_opened(Leases, 1, "d1"))) == ["accepted"]
-    await Leases.leased.wait()
+    await shard.wait_idle()
     github = shard.hosts[INSTALLATION].bot.github
-    assert await shard.ingest(batch(_opened(Leases, 2, "d2"))) == ["accepted"]
-    await asyncio.sleep(0.05)  # d2 waits in the lane, before its first write
-    async with asyncio.timeout(10):
-        assert await shard.drain() == 1  # d2, left pending...
-    assert not github.writes_reserved  # ...only once the slots had passed
+    assert github.writes_reserved
+    async with asyncio.timeout(1):
+        assert await shard.drain() == 0
     await shard.close()
-    assert await _completed(journal) == ["d1"]
-    assert await _successor_runs_the_rest(journal, fake, Leases) == 1
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == github.holds()[0] > time.time()
+
+    successor = commenter_shard(journal, fake, Leases, pace_writes=0.2)
+    try:
+        await successor.start()
+        assert await successor.ingest(batch(_opened(Leases, 2, "d2"))) == ["accepted"]
+        await successor.wait_idle()
+    finally:
+        await successor.close()
+    await asyncio.gather(*Leases.tasks)
     bodies = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
     assert bodies == ["task one", "task two", "own"] and fake.secondary_limits == 0
+    assert await _completed(journal) == ["d1", "d2"]
+
+
+async def test_a_held_wait_is_taken_over_up_to_an_hour(journal: Journal, fake: FakeGitHub) -> None:
+    # A `ClientHeld` written on a node whose clock is far ahead: the installation
+    # waits an hour at most, not until that clock's time.
+    far = time.time() + 10 * 86400
+    event = runtime_event(ClientHeld(writes_after=far, paused_until=far))
+    await journal.append(stream_name(INSTALLATION), [event], shard=INSTALLATION % VSHARDS)
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=1.0)
+    await shard.start()
+    try:
+        github = (await shard.host(INSTALLATION)).bot.github
+        writes_after, paused_until = github.holds()
+        assert time.time() + 3000 < paused_until <= time.time() + MAX_HELD
+        assert time.time() + 3000 < writes_after <= time.time() + MAX_HELD
+    finally:
+        await shard.close()
