@@ -209,6 +209,9 @@ _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 #: installation over (`ClientHeld`): longer than any pause GitHub asks for, or any
 #: quota lease's write slots a handler would set aside.
 MAX_HELD = 3600.0
+#: How far ahead of this node's clock a `ClientHeld` may have been written and still
+#: be taken over (seconds): more, and the two clocks disagree.
+MAX_SKEW = 300.0
 
 
 def runtime_event(event: msgspec.Struct) -> NewEvent:
@@ -488,19 +491,34 @@ class InstallationHost:
         if not isinstance(github, GitHub):
             return False
         writes_after, paused_until = github.holds()
-        if max(writes_after, paused_until) <= github.options.clock():
+        now = github.options.clock()
+        if max(writes_after, paused_until) <= now:
             return False
-        await self._write([ClientHeld(writes_after=writes_after, paused_until=paused_until)])
+        held = ClientHeld(writes_after=writes_after, paused_until=paused_until, at=now)
+        await self._write([held])
         return True
 
     def _take_over_client(self) -> None:
         """Start the client where the installation's previous shard left its own
-        (`ClientHeld`), waiting at most `MAX_HELD` seconds from now (a clock far ahead
-        on the node that wrote it does not stop the installation for long)."""
+        (`ClientHeld`), for at most `MAX_HELD` seconds from now.
+
+        Ignored, with a warning, when written more than `MAX_SKEW` seconds ahead of
+        this clock: the node that wrote it had a clock far ahead, and its times would
+        stop the installation (at each activation) until this clock reached them.
+        """
         held, github = self.progress.held, getattr(self.bot, "github", None)
         if held is None or not isinstance(github, GitHub):
             return
-        limit = github.options.clock() + MAX_HELD
+        now = github.options.clock()
+        if held.at > now + MAX_SKEW:
+            log.warning(
+                "%s: what the previous shard's client held was written %.0f s ahead of "
+                "this node's clock; not taken over (are the nodes' clocks in sync?)",
+                self.stream,
+                held.at - now,
+            )
+            return
+        limit = now + MAX_HELD
         github.hold(
             writes_after=min(held.writes_after, limit), paused_until=min(held.paused_until, limit)
         )

@@ -157,6 +157,8 @@ class ShardCore:
         self._inactive: set[int] = set()
         #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`).
         self.draining = False
+        #: Whether what the clients hold was journaled for the next shard (`drain`).
+        self._handed_over = False
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
         #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
@@ -314,7 +316,12 @@ class ShardCore:
         return accepted
 
     async def close(self) -> None:
-        """Stop every host; what they were doing stays pending in the journal."""
+        """Stop every host; what they were doing stays pending in the journal.
+
+        After a drain cut short (`shut_down`, the Ray actor's `drain` out of time), once
+        the hosts have stopped, what their clients hold is journaled for the next shard
+        (`_hand_over_clients`).
+        """
         tasks = [*self._snapshotting.values(), self._sweeper, self._pruner, self._scheduler]
         tasks += self._reactivating.values()
         tasks.append(self.recovery)
@@ -323,6 +330,8 @@ class ShardCore:
                 task.cancel()
         for host in list(self.hosts.values()):
             await host.close()
+        if self.draining and not self._handed_over:  # a drain cut short: nothing runs now
+            await self._hand_over_clients()
         self.hosts.clear()
 
     # --- the hot path -------------------------------------------------------------
@@ -777,17 +786,16 @@ class ShardCore:
         takes over).
         """
         self.draining = True
-        try:
-            if finish:
-                await self.wait_idle()
-                return self.pending()
-            # Hosts activated from here on (by recovery, by an ingest under way) start
-            # stopped (`_new_host`); what an ingest under way journals stays pending.
-            cut = sum(host.stop() for host in list(self.hosts.values()))
-            await self._wait_ingests()
-            await self._wait_hosts()
-        finally:  # also when the drain is cut short (`shut_down`, the Ray actor's timeout)
+        if finish:
+            await self.wait_idle()
             await self._hand_over_clients()
+            return self.pending()
+        # Hosts activated from here on (by recovery, by an ingest under way) start
+        # stopped (`_new_host`); what an ingest under way journals stays pending.
+        cut = sum(host.stop() for host in list(self.hosts.values()))
+        await self._wait_ingests()
+        await self._wait_hosts()
+        await self._hand_over_clients()
         left = self.pending()
         log.info(
             "drained: no delivery running; %d left pending for the next shard (%d of them "
@@ -805,16 +813,25 @@ class ShardCore:
         At most `within` seconds: the journal away, the successor takes over without
         it (it may write too soon once).
         """
-        handed = 0
+        hosts = list(self.hosts.values())
         try:
             async with asyncio.timeout(within):
-                for host in list(self.hosts.values()):
-                    handed += await host.hand_over_client()
-        except (TimeoutError, JournalError) as exc:  # away, or fenced: a successor owns it
+                outcomes = await asyncio.gather(
+                    *(host.hand_over_client() for host in hosts), return_exceptions=True
+                )
+        except TimeoutError:
+            outcomes = [TimeoutError()]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for outcome in failed:
+            if not isinstance(outcome, (TimeoutError, JournalError)):  # not away, not fenced
+                raise outcome
+        if failed:
             log.warning(
-                "could not journal what the clients hold for the next shard (%s)",
-                type(exc).__name__,
+                "could not journal what every client holds for the next shard (%s)",
+                type(failed[0]).__name__,
             )
+        self._handed_over = True
+        handed = sum(o is True for o in outcomes)
         if handed:
             log.info("handed over %d installations' write turns and pauses", handed)
         return handed

@@ -288,12 +288,15 @@ class ShardActor:
 
     async def drain(self, within: float = DRAIN_TIMEOUT, finish: bool = False) -> bool:
         """Refuse new deliveries and stop running them (`ShardCore.drain`; `finish`: run
-        every one taken first); False if that took over `within` seconds."""
+        every one taken first); False if that took over `within` seconds: then what
+        still runs is stopped (`ShardCore.close`; its successor runs it again from the
+        journal) and what the clients hold is journaled for the successor."""
         core = await self._ready()
         try:
             async with asyncio.timeout(within):
                 await core.drain(finish=finish)
         except TimeoutError:
+            await core.close()
             return False
         return True
 

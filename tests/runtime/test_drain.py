@@ -279,8 +279,8 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
         assert await shard.drain() == 1
     assert github.paused
     await shard.close()
-    held = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
-    assert held == [ClientHeld(writes_after=0.0, paused_until=paused_until)]
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert (held.writes_after, held.paused_until) == (0.0, paused_until)
 
     successor = commenter_shard(journal, fake, Commenter, pace_writes=None)
     try:
@@ -463,18 +463,60 @@ async def test_an_installation_with_write_slots_set_aside_is_handed_over_with_th
     assert await _completed(journal) == ["d1", "d2"]
 
 
-async def test_a_held_wait_is_taken_over_up_to_an_hour(journal: Journal, fake: FakeGitHub) -> None:
-    # A `ClientHeld` written on a node whose clock is far ahead: the installation
-    # waits an hour at most, not until that clock's time.
-    far = time.time() + 10 * 86400
-    event = runtime_event(ClientHeld(writes_after=far, paused_until=far))
-    await journal.append(stream_name(INSTALLATION), [event], shard=INSTALLATION % VSHARDS)
+async def _held_then_taken_over(journal: Journal, fake: FakeGitHub, held: ClientHeld) -> Any:
+    """Journal `held` for the installation; return its client in a shard that takes it."""
+    await journal.append(
+        stream_name(INSTALLATION), [runtime_event(held)], shard=INSTALLATION % VSHARDS
+    )
     shard = commenter_shard(journal, fake, Commenter, pace_writes=1.0)
     await shard.start()
     try:
-        github = (await shard.host(INSTALLATION)).bot.github
-        writes_after, paused_until = github.holds()
-        assert time.time() + 3000 < paused_until <= time.time() + MAX_HELD
-        assert time.time() + 3000 < writes_after <= time.time() + MAX_HELD
+        return (await shard.host(INSTALLATION)).bot.github
     finally:
         await shard.close()
+
+
+async def test_a_held_wait_is_taken_over_for_an_hour_at_most(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    now = time.time()
+    far = now + 10 * 86400
+    github = await _held_then_taken_over(
+        journal, fake, ClientHeld(writes_after=far, paused_until=far, at=now)
+    )
+    writes_after, paused_until = github.holds()
+    assert now + 3000 < paused_until <= time.time() + MAX_HELD
+    assert now + 3000 < writes_after <= time.time() + MAX_HELD
+
+
+async def test_a_held_wait_written_by_a_clock_far_ahead_is_not_taken_over(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # Taken over, it would stop the installation at each activation until this
+    # clock reached the other's.
+    ahead = time.time() + 86400
+    github = await _held_then_taken_over(
+        journal, fake, ClientHeld(writes_after=ahead + 5, paused_until=ahead + 5, at=ahead)
+    )
+    assert github.holds() == (0.0, 0.0)
+
+
+async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # The handler wrote, and waits a minute for its second write: the drain cannot
+    # end in time; what still runs is stopped, and the lane's turn handed over.
+    shard = commenter_shard(journal, fake, TwoComments, pace_writes=60.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
+    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    github = shard.hosts[INSTALLATION].bot.github
+    writes_after, _ = github.holds()
+    with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
+        async with asyncio.timeout(0.3):
+            await shard.drain()
+    assert not [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == pytest.approx(writes_after, abs=0.5)
+    assert held.writes_after > time.time() + 50
