@@ -92,10 +92,9 @@ class _Run:
     its turn (the write lane, a backoff; the client tells through `call_watcher`). Not
     while an outcome is journaled, nor once the handler's own tasks called GitHub in
     the attempt (their calls are not followed; a task that has not called yet is not
-    known either), nor while the installation's breaker is open (a successor's new
-    breaker would not know it). What the client holds of GitHub's pacing (a
-    secondary-limit pause, the write lane's next turn) goes to the successor in the
-    journal (`InstallationHost.hand_over_client`). A host that stops
+    known either). What the installation's client holds that the journal does not (a
+    secondary-limit pause, the write lane's next turn, an open breaker) goes to the
+    successor in the journal (`InstallationHost.hand_over_client`). A host that stops
     (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
     others run on and are stopped at the next such place, or finish.
     """
@@ -110,10 +109,10 @@ class _Run:
     @property
     def cuttable(self) -> bool:
         """Whether `stop` may cancel it now (it is suspended in such a wait)."""
-        return (self.between or (self.waits and not self.wrote)) and self.host.may_hand_over()
+        return self.between or (self.waits and not self.wrote)
 
     def _stop_here(self) -> bool:
-        return self.host.stopping and self.host.may_hand_over()
+        return self.host.stopping
 
     def may_cut(self) -> None:
         """Between attempts: raise `_Stopped` if the host stopped."""
@@ -471,18 +470,11 @@ class InstallationHost:
         if self._mailbox is not None:
             await self._mailbox.wait_idle()
 
-    def may_hand_over(self) -> bool:
-        """Tell whether a successor could take this installation's work now: its
-        breaker is closed (a new breaker would know nothing of the failures that opened
-        it). What the client holds of GitHub's pacing (the write lane's next turn, slots
-        set aside for a quota lease's tasks, a secondary-limit pause) is handed over
-        with the installation (`hand_over_client`)."""
-        return self._breaker_wait() <= 0
-
     async def hand_over_client(self) -> bool:
         """Journal what the installation's client holds that a successor's new client
         would not know (`ClientHeld`: when its next write may go, until when a
-        secondary-limit pause holds); return whether it held anything.
+        secondary-limit pause holds, until when its breaker is open); return whether it
+        held anything.
 
         The shard calls it once the installation runs nothing (a drain), so no
         later write of this client moves it.
@@ -490,11 +482,15 @@ class InstallationHost:
         github = getattr(self.bot, "github", None)
         if not isinstance(github, GitHub):
             return False
-        writes_after, paused_until = github.holds()
-        now = github.options.clock()
-        if max(writes_after, paused_until) <= now:
+        holds, now = github.holds(), github.options.clock()
+        if max(holds) <= now:
             return False
-        held = ClientHeld(writes_after=writes_after, paused_until=paused_until, at=now)
+        held = ClientHeld(
+            writes_after=holds.writes_after,
+            paused_until=holds.paused_until,
+            at=now,
+            breaker_until=holds.breaker_until,
+        )
         await self._write([held])
         return True
 
@@ -520,7 +516,9 @@ class InstallationHost:
             return
         limit = now + MAX_HELD
         github.hold(
-            writes_after=min(held.writes_after, limit), paused_until=min(held.paused_until, limit)
+            writes_after=min(held.writes_after, limit),
+            paused_until=min(held.paused_until, limit),
+            breaker_until=min(held.breaker_until, limit),
         )
 
     def stop(self) -> int:

@@ -120,7 +120,8 @@ class ClientHeld(msgspec.Struct, frozen=True, kw_only=True):
 
     `writes_after`: no write before then (the write lane's pacing, and write slots set
     aside for a quota lease's tasks); `paused_until`: no request before then (a
-    secondary-limit pause); `at`: when it was written. Epoch seconds of the clock of
+    secondary-limit pause); `breaker_until`: its circuit breaker open until then;
+    `at`: when it was written. Epoch seconds of the clock of
     the node that wrote it (0 for none): nodes' clocks are assumed to agree (NTP).
     Older code skips the event (an unknown runtime type), as it did before the event
     existed.
@@ -128,6 +129,7 @@ class ClientHeld(msgspec.Struct, frozen=True, kw_only=True):
 
     writes_after: float = 0.0
     paused_until: float = 0.0
+    breaker_until: float = 0.0
     at: float = 0.0
 
 

@@ -105,6 +105,13 @@ class CircuitBreaker:
             return 0.0
         return max(self.open_for - (now - self._opened_at), 0.0)
 
+    def open_until(self, until: float, now: float) -> None:
+        """Be open until `until` (what another breaker of the installation said, taken
+        over with it); nothing when that has passed or this one is open longer."""
+        if until <= now or (self.state(now) is State.OPEN and self.retry_after(now) >= until - now):
+            return
+        self._open(until - self.open_for)
+
     def record_success(self, now: float) -> None:
         """Count a call that worked."""
         state = self.state(now)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import aiohttp
 import msgspec
@@ -44,7 +44,7 @@ from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STAT
 if TYPE_CHECKING:
     from ghbot.rest import Rest
 
-__all__ = ["CallWatcher", "GitHub", "call_watcher"]
+__all__ = ["CallWatcher", "GitHub", "Holds", "call_watcher"]
 
 log = logging.getLogger("ghbot.client")
 
@@ -115,6 +115,18 @@ class _WriteLane:
     def next_free(self) -> float:
         """When the lane's next write may be sent: after the last and after the slots."""
         return max(self.free_at, self.reserved_until)
+
+
+class Holds(NamedTuple):
+    """What an installation's client holds that a new client would not know: when its
+    next write may go (the write lane's pacing and slots set aside, `reserve_writes`;
+    0 when writes are not paced), until when a secondary-limit pause holds every
+    request, and until when its open breaker refuses calls (0 for none). Epoch
+    seconds of the client's clock."""
+
+    writes_after: float
+    paused_until: float
+    breaker_until: float
 
 
 class _State:
@@ -234,31 +246,34 @@ class GitHub:
         lane = self._state._lane
         return lane is not None and lane.reserved_until > self.options.clock()
 
-    def holds(self) -> tuple[float, float]:
-        """Return what a new client of the installation would not know: when its next
-        write may go (the lane's pacing and any slots set aside, `reserve_writes`; 0
-        when writes are not paced) and until when a secondary-limit pause holds every
-        request (0 for none). Epoch seconds of the client's clock.
+    def holds(self) -> Holds:
+        """Return what a new client of the installation would not know (`Holds`).
 
         A write in flight counts as ending now: its interval runs from now.
         """
-        lane, interval = self._state._lane, self.options.pace_writes or 0.0
-        writes_after = 0.0
+        state, now = self._state, self.options.clock()
+        lane, interval = state._lane, self.options.pace_writes or 0.0
+        writes_after = breaker_until = 0.0
         if lane is not None:
             writes_after = lane.next_free()
             if lane.lock.locked():
-                writes_after = max(writes_after, self.options.clock() + interval)
-        return writes_after, self._state.paused_until
+                writes_after = max(writes_after, now + interval)
+        if state.breaker is not None and (left := state.breaker.retry_after(now)) > 0:
+            breaker_until = now + left
+        return Holds(writes_after, state.paused_until, breaker_until)
 
-    def hold(self, *, writes_after: float = 0.0, paused_until: float = 0.0) -> None:
-        """Take over what another client of the installation held (`holds`): no write
-        before `writes_after`, no request before `paused_until`. Never shortens a wait
-        this client already has."""
+    def hold(
+        self, *, writes_after: float = 0.0, paused_until: float = 0.0, breaker_until: float = 0.0
+    ) -> None:
+        """Take over what another client of the installation held (`holds`). Never
+        shortens a wait this client already has."""
         state = self._state
         state.paused_until = max(state.paused_until, paused_until)
         if writes_after > 0:
             lane = state.lane
             lane.free_at = max(lane.free_at, writes_after)
+        if state.breaker is not None:
+            state.breaker.open_until(breaker_until, self.options.clock())
 
     async def reserve_writes(self, count: int, spacing: float) -> list[float]:
         """Set `count` slots aside in the installation's write lane, `spacing` seconds

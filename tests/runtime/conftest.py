@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +19,7 @@ from actors.ray.ingress import WebhookIngress
 from actors.records import DeliveryReceived
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status, encode_batch, vshard_of
+from ghbot.breaker import CircuitBreaker
 from ghbot.client import ClientOptions, GitHub, close_pool
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal, open_journal
@@ -133,19 +134,31 @@ def commenter_shard(
     bot: type[InstallationActor],
     *,
     retry: RetryPolicy | None = None,
+    breaker: Callable[[], CircuitBreaker] | None = None,
     **options: Any,
 ) -> ShardCore:
     """A shard of every virtual shard running `bot`, its client as `Commenter`'s
     installation at `fake` (`options` are the client's); a retry waits 15 to 30 s
-    unless `retry` says otherwise."""
+    unless `retry` says otherwise; `breaker` makes each installation's breaker, whose
+    open state keeps its deliveries waiting (as `actors.github.InstallationClients` has it)."""
     token = fake.create_token(COMMENTER_INSTALLATION)
     opts = ClientOptions(base_url=fake.url, **options)
+
+    def github_for(_id: int) -> GitHub:
+        return GitHub(token=token, options=opts, breaker=breaker() if breaker else None)
+
+    def breaker_wait(github: GitHub | None) -> float:
+        if github is None or github.breaker is None:
+            return 0.0
+        return github.breaker.retry_after(opts.clock())
+
     return ShardCore(
         range(VSHARDS),
         VSHARDS,
         journal,
         bot,
-        github_for=lambda _id: GitHub(token=token, options=opts),
+        github_for=github_for,
+        breaker_wait=breaker_wait,
         retry=retry or RetryPolicy(base=60.0),
     )
 

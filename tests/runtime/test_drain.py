@@ -31,6 +31,7 @@ from actors.records import (
     decode_runtime,
     stream_name,
 )
+from ghbot.breaker import CircuitBreaker
 from ghbot.errors import ShardDraining
 from ghbot.events import Event
 from ghbot.journal import Journal
@@ -273,7 +274,7 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     github = shard.hosts[INSTALLATION].bot.github
     await _until(lambda: github.paused)
-    _, paused_until = github.holds()
+    paused_until = github.holds().paused_until
 
     async with asyncio.timeout(1):  # not the 2 s of the pause
         assert await shard.drain() == 1
@@ -292,6 +293,43 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
     assert time.time() >= paused_until  # its comment went once the pause had ended
     assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the refused one, then the comment
     assert await _completed(journal) == ["d1"]
+
+
+async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # A 502 opens the breaker (one failure is enough here) for 5 s; the delivery
+    # waits for it without spending an attempt. The drain does not wait: the
+    # successor's breaker starts open until the same time.
+    fake.faults.add(r"/comments$", "server_error", count=1)
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(min_calls=1, open_for=5.0)
+
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=None, breaker=breaker)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    github = shard.hosts[INSTALLATION].bot.github
+    await _until(lambda: github.holds().breaker_until > 0)
+    breaker_until = github.holds().breaker_until
+    async with asyncio.timeout(3):  # not the 5 s the breaker stays open
+        assert await shard.drain() == 1
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.breaker_until == breaker_until
+
+    successor = commenter_shard(journal, fake, Commenter, pace_writes=None, breaker=breaker)
+    try:
+        assert await successor.start() == 1
+        taken = successor.hosts[INSTALLATION].bot.github.breaker
+        assert taken.retry_after(time.time()) > 2  # open, until the same time
+        await successor.wait_idle()
+    finally:
+        await successor.close()
+    assert time.time() >= breaker_until
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the 502, then the comment
+    assert await _completed(journal) == ["d1"]
+    assert not any(isinstance(e, HandlerFailed) for e in await _outcomes(journal))
 
 
 class AlwaysFails(InstallationActor):
@@ -448,7 +486,7 @@ async def test_an_installation_with_write_slots_set_aside_is_handed_over_with_th
         assert await shard.drain() == 0
     await shard.close()
     [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
-    assert held.writes_after == github.holds()[0] > time.time()
+    assert held.writes_after == github.holds().writes_after > time.time()
 
     successor = commenter_shard(journal, fake, Leases, pace_writes=0.2)
     try:
@@ -484,7 +522,7 @@ async def test_a_held_wait_is_taken_over_for_an_hour_at_most(
     github = await _held_then_taken_over(
         journal, fake, ClientHeld(writes_after=far, paused_until=far, at=now)
     )
-    writes_after, paused_until = github.holds()
+    writes_after, paused_until, _ = github.holds()
     assert now + 3000 < paused_until <= time.time() + MAX_HELD
     assert now + 3000 < writes_after <= time.time() + MAX_HELD
 
@@ -498,7 +536,7 @@ async def test_a_held_wait_written_by_a_clock_far_ahead_is_not_taken_over(
     github = await _held_then_taken_over(
         journal, fake, ClientHeld(writes_after=ahead + 5, paused_until=ahead + 5, at=ahead)
     )
-    assert github.holds() == (0.0, 0.0)
+    assert github.holds() == (0.0, 0.0, 0.0)
 
 
 async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
@@ -511,7 +549,7 @@ async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
     assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
     await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     github = shard.hosts[INSTALLATION].bot.github
-    writes_after, _ = github.holds()
+    writes_after = github.holds().writes_after
     with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
         async with asyncio.timeout(0.3):
             await shard.drain()

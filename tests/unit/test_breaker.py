@@ -98,3 +98,16 @@ def test_invariants_hold_for_any_sequence(steps: list[tuple[float, bool]]) -> No
         if after is State.OPEN:
             assert not breaker.allows(now)
             assert breaker.retry_after(now) <= 30.0
+
+
+def test_open_until_takes_over_another_breaker_s_open_state_without_shortening_its_own() -> None:
+    breaker = CircuitBreaker(open_for=30.0)
+    breaker.open_until(100.0, now=110.0)  # passed: nothing
+    assert breaker.state(110.0) is State.CLOSED
+    breaker.open_until(120.0, now=110.0)
+    assert breaker.state(110.0) is State.OPEN and breaker.retry_after(110.0) == 10.0
+    breaker.open_until(115.0, now=111.0)  # it is open longer already
+    assert breaker.retry_after(111.0) == 9.0
+    breaker.open_until(125.0, now=111.0)
+    assert breaker.retry_after(111.0) == 14.0
+    assert breaker.state(125.0) is State.HALF_OPEN
