@@ -62,6 +62,10 @@ APP_AUTH_NAME = "ghbot-app-auth"
 #: Seconds between two looks at the private key's file (`KeyFile`) for a new key.
 KEY_RECHECK = 5.0
 
+#: Seconds an ingress replica replacing the shards waits for one's successor to start
+#: before it replaces the next (`get_or_create_actors`).
+SUCCESSOR_START = 30.0
+
 #: The most shard actors a deployment may have (`GHBOT_SHARDS`).
 MAX_SHARDS = 64
 
@@ -502,7 +506,8 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
     An actor that runs another version than `settings.version` is replaced (see the
-    module), the app-auth actor first, then each shard in turn. The version is set
+    module), the app-auth actor first, then each shard in turn, the next once the
+    previous one's successor has started (up to `SUCCESSOR_START`). The version is set
     once, where the deployment is built (`build_settings`), so every replica and
     driver compares the same one; settings without one ("") replace nothing. When the number of
     shard actors changes, virtual shards move between them: then every running shard
@@ -674,7 +679,16 @@ def _current(
     else:
         ray.kill(handle, no_restart=True)
         _wait_gone(name, namespace, handle)
-    return remote.options(get_if_exists=True, **options).remote(*args)
+    successor = remote.options(get_if_exists=True, **options).remote(*args)
+    if drain:
+        # Replace the next shard once this one's successor has started: processes that
+        # start at once share the cores, and each successor must be up within the hold
+        # of what the ingress keeps for it (`actors.ray.ingress.HOLD_FOR`).
+        try:
+            ray.get(successor.stats.remote(), timeout=SUCCESSOR_START)
+        except Exception as exc:
+            log.warning("%s: not started within %g s (%r)", name, SUCCESSOR_START, exc)
+    return successor
 
 
 async def find_shard(index: int, namespace: str) -> Any:
