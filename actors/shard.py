@@ -777,9 +777,10 @@ class ShardCore:
         order; one whose attempt has written runs to its end. So a drain lasts about as
         long as the handlers that are writing, not as long as the installations'
         backlog (with writes paced, a second per queued write). Nor does it wait out
-        what the installations' clients hold of GitHub's pacing (a write's turn, write
-        slots set aside for a quota lease's tasks, a secondary-limit pause): that is
-        journaled for the successor (`ClientHeld`), whose clients start from it.
+        what the installations' clients hold that the journal does not (a write's
+        turn, write slots set aside for a quota lease's tasks, a secondary-limit pause,
+        an open breaker): that is journaled for the successor (`ClientHeld`), whose
+        clients start from it.
         Return how many deliveries were left pending.
 
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
@@ -806,9 +807,10 @@ class ShardCore:
         return left
 
     async def _hand_over_clients(self, within: float = 5.0) -> int:
-        """Journal, for each installation whose client holds a write's turn or a
-        secondary-limit pause, what it holds (`InstallationHost.hand_over_client`), so
-        the shard that takes it over waits as this one would have; return how many.
+        """Journal, for each installation whose client holds a write's turn, a
+        secondary-limit pause or an open breaker, what it holds
+        (`InstallationHost.hand_over_client`), so the shard that takes it over waits as
+        this one would have; return how many.
 
         At most `within` seconds: the journal away, the successor takes over without
         it (it may write too soon once).
@@ -833,7 +835,7 @@ class ShardCore:
         self._handed_over = True
         handed = sum(o is True for o in outcomes)
         if handed:
-            log.info("handed over %d installations' write turns and pauses", handed)
+            log.info("handed over what %d installations' clients hold", handed)
         return handed
 
     async def shut_down(self, within: float) -> bool:

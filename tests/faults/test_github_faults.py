@@ -58,20 +58,21 @@ async def test_a_5xx_storm_opens_the_breaker_and_nothing_is_dead_lettered(
 
 
 async def test_timeouts_and_a_slow_api(tmp_path: Path) -> None:
-    async with GitHubRig(tmp_path, request_timeout=0.3) as rig:
+    async with GitHubRig(tmp_path, request_timeout=0.8) as rig:
         assert rig.fake is not None
         fake = rig.fake
 
         def arm() -> None:
-            # Reads time out (the client gives up at 0.3 s and tries again); writes
-            # are slow but answered in time (a write that timed out after GitHub
-            # applied it would be sent twice: see test_a_timed_out_write_...).
-            fake.faults.add(r"^/repos/.*/issues/\d+$", "slow", 12, method="GET", delay=0.5)
+            # Reads time out (the client gives up at 0.8 s and tries again); writes
+            # are slow but answered in time, with room for a loaded machine (a write
+            # that timed out after GitHub applied it would be sent twice: see
+            # test_a_timed_out_write_...).
+            fake.faults.add(r"^/repos/.*/issues/\d+$", "slow", 12, method="GET", delay=1.2)
             fake.faults.add(r"/comments$", "slow", 20, method="POST", delay=0.1)
 
         figures = await run(rig, arm)
         assert not fake.faults
-    print("\ntimeouts (12 reads at 0.5 s > 0.3 s) and slow writes (20 at 0.1 s):", figures)
+    print("\ntimeouts (12 reads at 1.2 s > 0.8 s) and slow writes (20 at 0.1 s):", figures)
     assert figures["dead"] == 0
 
 

@@ -516,6 +516,10 @@ async def test_a_restarted_shard_takes_deliveries_while_it_recovers(tmp_path: An
     assert sorted(Stuck.ran) == ["n1", "n2", "p0", "p1"]
     assert Stuck.ran.index("p0") < Stuck.ran.index("n2")
     assert not second.recovery.done()
+    for _ in range(500):  # and their outcomes journaled (a loaded machine is slower)
+        if not any(host.busy for host in second.hosts.values()):
+            break
+        await asyncio.sleep(0.01)
 
     journal.fail_reads(1)  # the first listing fails: recovery tries again
     journal.opened.set()
