@@ -205,8 +205,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
 _snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 #: The longest wait (seconds) a client takes over from the shard that handed its
-#: installation over (`ClientHeld`): longer than any pause GitHub asks for, or any
-#: quota lease's write slots a handler would set aside.
+#: installation over (`ClientHeld`): longer than any pause GitHub asks for.
 MAX_HELD = 3600.0
 #: How far ahead of this node's clock a `ClientHeld` may have been written and still
 #: be taken over (seconds): more, and the two clocks disagree.

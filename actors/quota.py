@@ -15,40 +15,42 @@ the block ends, what the tasks did not use (`report`) goes back to the budget; w
 report, the whole grant counts as used (pessimistic).
 
 Writes are paced with the installation's own (`GHBOT_PACE_WRITES`): a lease asks for
-`writes` of its requests to be writes, and the installation's write lane sets that many
-slots aside, `WRITE_SPACING` intervals apart, the first one spacing from now (time for
-the tasks to start), after any secondary-limit pause and the writes already in it (its
-own next write goes after the last slot). Each write of the tasks (every attempt: a
-retry takes a slot too) takes the next slot of its part and is sent at the slot's
-time; a slot passed by more than half an interval is lost (the task started late),
-and a write with no slot left is refused (`LeaseExhausted`, which fails the handler's
-attempt like its other errors). Make one client per part (`client()`): two clients
-of one part would use the same slots. The slots are wall-clock times, so the tasks'
-nodes must keep their clocks in sync (NTP) with the shard's; a secondary limit a task
-meets pauses that task's client only. With pacing off, writes are not limited.
+`writes` of its requests to be writes (every attempt counts: a retry takes one too; a
+write beyond them is refused, `LeaseExhausted`, which fails the handler's attempt like
+its other errors). Before each write a task asks the shard that holds the installation
+for its turn in the installation's write lane (`TurnSource`, a Ray call on a
+deployment) and sends it as soon as it has it: the lane waits for the writes before it
+and any secondary-limit pause, then lets its next write (the installation's own or
+another task's) go `WRITE_SPACING` intervals later. A turn is asked for when the task
+is ready, so a task that starts late (a new Ray worker process takes seconds) loses
+nothing, and no clocks are compared. With pacing off, writes are not limited.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ghbot.auth import redact
-from ghbot.errors import UsageError
+from ghbot.errors import LeaseExhausted, UsageError
 from ghbot.ratelimit import Lease
 
 if TYPE_CHECKING:
     from ghbot.client import GitHub
 
-__all__ = ["WRITE_SPACING", "Quota", "QuotaLease"]
+__all__ = ["WRITE_SPACING", "Quota", "QuotaLease", "TurnSource"]
 
-#: A lease's write slots are this many write intervals apart: the tasks' writes are
-#: scheduled, not chained to the answers as a client's own writes are, so the spacing
-#: keeps their arrivals an interval apart even when one reaches GitHub later than the
-#: one before (up to an interval later, with a task half an interval late).
+#: Asks the shard that holds installation `id` for a write's turn (`GitHub.grant_write`);
+#: picklable, so a lease's task elsewhere can call it (`actors.ray.runtime.ShardTurns`).
+TurnSource = Callable[[int], Awaitable[None]]
+
+#: The write lane's next write goes this many write intervals after a turn granted to
+#: a task: the task's write is sent when its turn's answer arrives, not chained to its
+#: own answer as a client's writes are, so it gets 1.5 intervals to reach GitHub.
 WRITE_SPACING = 2.5
 
 
@@ -64,58 +66,64 @@ class QuotaLease:
     base_url: str
     token: str = field(repr=False)
     used: int | None = None
-    #: When its writes may be sent (None: not paced, writes not limited), and the
-    #: installation's write interval (the tasks' clients pace with it too).
-    write_slots: list[float] | None = None
+    #: How many writes its tasks may send (None: writes not paced, not limited), the
+    #: installation's write interval (the tasks' clients pace with it too), and where
+    #: they ask for their turns (None: nowhere, so no write is sent).
+    writes: int | None = None
     pace_writes: float | None = None
-    #: The installation client's clock and sleep, for `client` in the same process (a
-    #: test's fake clock keeps the slots' time); not pickled: a task elsewhere keeps
-    #: wall-clock time.
+    turns: TurnSource | None = field(default=None, repr=False, compare=False)
+    #: The installation client's clock, sleep and turns, for `client` in the same
+    #: process (a test's fake clock; no call to the shard); not pickled.
     local: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.installation_id, self.granted, self.base_url, self.token, self.used)
-        return (QuotaLease, (*fields, self.write_slots, self.pace_writes))
+        return (QuotaLease, (*fields, self.writes, self.pace_writes, self.turns))
 
     def __repr__(self) -> str:
         return (
             f"QuotaLease(installation_id={self.installation_id}, granted={self.granted}, "
-            f"token={redact(self.token)})"
+            f"writes={self.writes}, token={redact(self.token)})"
         )
 
     def client(self, **options: Any) -> GitHub:
-        """Return a client (in the task's process) limited to `granted` core requests,
-        its writes to its `write_slots`.
+        """Return a client (in the task's process) limited to `granted` core requests
+        and `writes` writes, each sent in its turn in the installation's write lane.
 
         `options` go to its `ClientOptions` (`timeout`, …; `pace_writes` is the
         installation's unless given).
         """
         from ghbot.client import ClientOptions, GitHub
 
-        if self.write_slots is not None:
+        local = dict(self.local or {})
+        turn = local.pop("turn", None)
+        if self.writes is not None:
             options.setdefault("pace_writes", self.pace_writes)
-        for name, value in (self.local or {}).items():
+            if turn is None and self.turns is not None:
+                turn = functools.partial(self.turns, self.installation_id)
+            if turn is None:
+                turn = _nowhere_to_ask
+        for name, value in local.items():
             options.setdefault(name, value)
         gh = GitHub(token=self.token, options=ClientOptions(base_url=self.base_url, **options))
-        late = (self.pace_writes or 0.0) / 2
-        slots = None if self.write_slots is None else list(self.write_slots)
-        return gh.with_lease(Lease(granted=self.granted, write_slots=slots, write_late=late))
+        return gh.with_lease(Lease(granted=self.granted, writes=self.writes, write_turn=turn))
 
     def split(self, parts: int) -> list[QuotaLease]:
-        """Divide the grant into `parts` leases for as many tasks (remainder to the
-        first), and the write slots in turn (the first part the first slot, and so on)."""
+        """Divide the grant and the writes into `parts` leases for as many tasks (the
+        remainders to the first)."""
         if parts < 1:
             raise UsageError("a lease is split into at least one part")
         share, extra = divmod(self.granted, parts)
-        slots = self.write_slots
+        writes, more = divmod(self.writes or 0, parts)
         return [
             QuotaLease(
                 installation_id=self.installation_id,
                 granted=share + (extra if index == 0 else 0),
                 base_url=self.base_url,
                 token=self.token,
-                write_slots=None if slots is None else slots[index::parts],
+                writes=None if self.writes is None else writes + (more if index == 0 else 0),
                 pace_writes=self.pace_writes,
+                turns=self.turns,
                 local=self.local,
             )
             for index in range(parts)
@@ -128,17 +136,35 @@ class QuotaLease:
         self.used = used
 
 
-class Quota:
-    """An installation's leases, bound to its client's core budget."""
+async def _nowhere_to_ask() -> None:
+    raise LeaseExhausted(
+        "quota lease has nowhere to ask for a write's turn: its shard gave it no turn "
+        "source (a shard on Ray does); in the handler's own process, use the lease "
+        "itself, not a copy"
+    )
 
-    def __init__(self, github: GitHub, clock: Callable[[], float] = time.time) -> None:
+
+class Quota:
+    """An installation's leases, bound to its client's core budget and write lane."""
+
+    def __init__(
+        self,
+        github: GitHub,
+        clock: Callable[[], float] = time.time,
+        turns: TurnSource | None = None,
+        installation_id: int | None = None,
+    ) -> None:
         self._github = github
         self._clock = clock
+        self._turns = turns
+        #: The installation (its client's, when not given).
+        self._installation_id = installation_id
 
     @asynccontextmanager
     async def lease(self, n: int, *, writes: int = 0) -> AsyncIterator[QuotaLease]:
-        """Set `n` core requests aside for the block, `writes` of them writes with their
-        slots in the installation's write lane; raise `RateLimited` if they don't fit.
+        """Set `n` core requests aside for the block, `writes` of them writes, each sent
+        in its turn in the installation's write lane; raise `RateLimited` if they don't
+        fit.
 
         Counts as a write for a shard that drains (`call_watcher`): what the lease's
         tasks do elsewhere is not followed, so the handler is not cut short after it.
@@ -156,17 +182,20 @@ class Quota:
         try:
             token = await gh.credentials.authorization()
             interval = gh.options.pace_writes
-            slots = None
+            local: dict[str, Any] = {"clock": gh.options.clock, "sleep": gh.options.sleep}
             if interval:
-                slots = await gh.reserve_writes(writes, interval * WRITE_SPACING)
+                local["turn"] = functools.partial(gh.grant_write, interval * WRITE_SPACING)
             ticket = QuotaLease(
-                installation_id=getattr(gh.credentials, "installation_id", 0),
+                installation_id=int(
+                    self._installation_id or getattr(gh.credentials, "installation_id", 0) or 0
+                ),
                 granted=n,
                 base_url=gh.base_url,
                 token=(token or "").split(" ", 1)[-1],
-                write_slots=slots,
+                writes=writes if interval else None,
                 pace_writes=interval,
-                local={"clock": gh.options.clock, "sleep": gh.options.sleep},
+                turns=self._turns,
+                local=local,
             )
             yield ticket
         except BaseException:

@@ -118,8 +118,8 @@ class ClientHeld(msgspec.Struct, frozen=True, kw_only=True):
     """When its shard handed the installation over (a drain), its GitHub client held
     what the other events do not say and a successor's new client would not know.
 
-    `writes_after`: no write before then (the write lane's pacing, and write slots set
-    aside for a quota lease's tasks); `paused_until`: no request before then (a
+    `writes_after`: no write before then (the write lane's pacing, and a turn given to
+    a quota lease's task); `paused_until`: no request before then (a
     secondary-limit pause); `breaker_until`: its circuit breaker open until then;
     `at`: when it was written. Epoch seconds of the clock of
     the node that wrote it (0 for none): nodes' clocks are assumed to agree (NTP).

@@ -24,7 +24,7 @@ import msgspec
 from actors.appends import AppendGroup
 from actors.bot import InstallationActor, ordering_key
 from actors.installation import InstallationHost, runtime_event
-from actors.quota import Quota
+from actors.quota import WRITE_SPACING, Quota, TurnSource
 from actors.records import (
     NO_INSTALLATION,
     DeliveryCompleted,
@@ -105,6 +105,7 @@ class ShardCore:
         prune_after: float = 60.0,
         schedule: bool = True,
         version: str = "",
+        write_turns: TurnSource | None = None,
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -118,6 +119,8 @@ class ShardCore:
         #: The deployment version `bot_class` belongs to (`RuntimeSettings.version`): a
         #: delivery judged by another version's code is judged again (`_ingest`).
         self.version = version
+        #: Where a quota lease's tasks ask for their writes' turns (`grant_write`).
+        self._write_turns = write_turns
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
         self._activating: dict[int, asyncio.Future[InstallationHost]] = {}
@@ -157,8 +160,9 @@ class ShardCore:
         self._inactive: set[int] = set()
         #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`).
         self.draining = False
-        #: Whether what the clients hold was journaled for the next shard (`drain`).
-        self._handed_over = False
+        #: Whether what the clients hold is being, or was, journaled for the next shard
+        #: (`_hand_over_clients`).
+        self._handing_over = self._handed_over = False
         #: Resuming the pending work of every installation (see `open`).
         self.recovery: asyncio.Task[int] | None = None
         #: This shard's part of `ghbot_pending_deliveries`, while the shard lives.
@@ -600,7 +604,7 @@ class ShardCore:
         github = None if scratch else self._github_for(installation_id)
         if github is not None:  # else no handler runs, or `_without_installation` says why
             bot.github = github
-            bot.quota = Quota(github)
+            bot.quota = Quota(github, turns=self._write_turns, installation_id=installation_id)
         vshard = self._vshard(installation_id)
         epoch = self.epochs.get(vshard)
 
@@ -699,6 +703,24 @@ class ShardCore:
 
     # --- operations ---------------------------------------------------------------
 
+    async def grant_write(self, installation_id: int) -> None:
+        """Give a write of a quota lease's task its turn in the installation's write
+        lane (`GitHub.grant_write`); return when the task may send it.
+
+        Raise `ShardDraining` once a drain hands the installations' clients over
+        (`_hand_over_clients`), also to a task that was waiting for its turn then: the
+        turn would not reach the successor, which the task asks instead.
+        """
+        refused = ShardDraining(installation_id, "no write turn was given")
+        if self._handing_over:
+            raise refused
+        github = getattr((await self.host(installation_id)).bot, "github", None)
+        interval = github.options.pace_writes if isinstance(github, GitHub) else None
+        if isinstance(github, GitHub) and interval:
+            await github.grant_write(interval * WRITE_SPACING)
+        if self._handing_over:
+            raise refused
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """List the dead letters of every installation in this shard's virtual shards."""
         found: list[dict[str, Any]] = []
@@ -778,10 +800,9 @@ class ShardCore:
         long as the handlers that are writing, not as long as the installations'
         backlog (with writes paced, a second per queued write). Nor does it wait out
         what the installations' clients hold that the journal does not (a write's
-        turn, write slots set aside for a quota lease's tasks, a secondary-limit pause,
-        an open breaker): that is journaled for the successor (`ClientHeld`), whose
-        clients start from it.
-        Return how many deliveries were left pending.
+        turn, a secondary-limit pause, an open breaker): that is journaled for the
+        successor (`ClientHeld`), whose clients start from it. Return how many
+        deliveries were left pending.
 
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
         takes over).
@@ -815,6 +836,7 @@ class ShardCore:
         At most `within` seconds: the journal away, the successor takes over without
         it (it may write too soon once).
         """
+        self._handing_over = True
         hosts = list(self.hosts.values())
         try:
             async with asyncio.timeout(within):

@@ -8,7 +8,7 @@ https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -108,17 +108,17 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
 class Lease:
     """Quota set aside for work elsewhere; spend it with `Budget.spend`, close it with `release`.
 
-    `write_slots`, when not None, are the times (epoch seconds) its writes may be sent
-    at, one write (every attempt) per slot, each at most `write_late` seconds after its
-    time: the installation's write lane set them aside (`GitHub.reserve_writes`). A
-    write with no slot left is refused.
+    `writes`, when not None, is how many writes (every attempt) it may still send; a
+    write beyond them is refused. `write_turn`, when given, is awaited before each
+    write: it returns once the installation's write lane gives the write its turn
+    (`GitHub.grant_write`, in the shard that holds the installation).
     """
 
     granted: int
     used: int = 0
     open: bool = True
-    write_slots: list[float] | None = None
-    write_late: float = 0.0
+    writes: int | None = None
+    write_turn: Callable[[], Awaitable[None]] | None = None
 
     @property
     def unused(self) -> int:

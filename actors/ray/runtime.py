@@ -22,10 +22,11 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import ray
+from ray.exceptions import RayActorError
 
 from actors.ray.channel import ChannelAddress, ChannelServer
 from actors.ray.metrics import install_ray_metrics
@@ -36,7 +37,7 @@ from actors.shard import Answer, ShardCore
 from actors.tracing import install_tracing
 from actors.wire import Status, shard_of, vshard_of, vshards_of
 from ghbot.auth import KeyFile
-from ghbot.errors import ConfigError, UsageError
+from ghbot.errors import ConfigError, ShardDraining, UsageError
 from ghbot.journal import open_journal
 from ghbot.journal.layout import reshard_command
 from ghbot.logs import configure as configure_logging
@@ -132,6 +133,34 @@ def shard_name(index: int) -> str:
     return f"ghbot-shard-{index}"
 
 
+@dataclass(frozen=True)
+class ShardTurns:
+    """Where a quota lease's task asks for its writes' turns (`actors.quota.TurnSource`):
+    the shard actor holding the installation, found by name, so a shard replaced
+    meanwhile is not asked, its successor is. Picklable (it travels in the lease)."""
+
+    namespace: str
+    shards: int
+    vshards: int
+    #: Seconds to keep asking while the shard is being replaced (refused or gone).
+    within: float = 60.0
+
+    async def __call__(self, installation_id: int) -> None:
+        name = shard_name(shard_of(vshard_of(installation_id, self.vshards), self.shards))
+        deadline = time.monotonic() + self.within
+        while True:
+            try:
+                actor = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
+                await actor.grant_write.remote(installation_id)
+                return
+            # Not found (its successor starting), gone, or draining (Ray's RayTaskError,
+            # made an instance of its cause): ask again.
+            except (RayActorError, ValueError, ShardDraining):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+
 class ShardActor:
     """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
 
@@ -184,6 +213,7 @@ class ShardActor:
             retry=clients.retry,
             dedup_window=s.dedup_window,
             version=s.version,
+            write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
         )
         await core.open()
         log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)
@@ -303,6 +333,10 @@ class ShardActor:
             await core.close()
             return False
         return True
+
+    async def grant_write(self, installation_id: int) -> None:
+        """Give a quota lease's task its write's turn (`ShardCore.grant_write`)."""
+        await (await self._ready()).grant_write(installation_id)
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """List this shard's dead letters, each marked with the shard's index."""

@@ -103,26 +103,24 @@ class _WriteLane:
     installations have lanes of their own; reads never wait for one.
     """
 
-    __slots__ = ("free_at", "lock", "reserved_until")
+    __slots__ = ("free_at", "lock")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         #: When the next write may be sent (epoch seconds, the client's clock).
         self.free_at = 0.0
-        #: Until when slots are set aside for writes sent elsewhere (`reserve_writes`).
-        self.reserved_until = 0.0
 
     def next_free(self) -> float:
-        """When the lane's next write may be sent: after the last and after the slots."""
-        return max(self.free_at, self.reserved_until)
+        """When the lane's next write may be sent (after the last, or a turn granted)."""
+        return self.free_at
 
 
 class Holds(NamedTuple):
     """What an installation's client holds that a new client would not know: when its
-    next write may go (the write lane's pacing and slots set aside, `reserve_writes`;
-    0 when writes are not paced), until when a secondary-limit pause holds every
-    request, and until when its open breaker refuses calls (0 for none). Epoch
-    seconds of the client's clock."""
+    next write may go (the write lane's pacing, and turns granted to writes sent
+    elsewhere, `grant_write`; 0 when writes are not paced), until when a
+    secondary-limit pause holds every request, and until when its open breaker refuses
+    calls (0 for none). Epoch seconds of the client's clock."""
 
     writes_after: float
     paused_until: float
@@ -240,12 +238,6 @@ class GitHub:
         """Whether a secondary-limit pause is in force (GitHub asked for no request)."""
         return self._state.paused_until > self.options.clock()
 
-    @property
-    def writes_reserved(self) -> bool:
-        """Whether write slots set aside for work elsewhere (`reserve_writes`) are to come."""
-        lane = self._state._lane
-        return lane is not None and lane.reserved_until > self.options.clock()
-
     def holds(self) -> Holds:
         """Return what a new client of the installation would not know (`Holds`).
 
@@ -275,27 +267,22 @@ class GitHub:
         if state.breaker is not None:
             state.breaker.open_until(breaker_until, self.options.clock())
 
-    async def reserve_writes(self, count: int, spacing: float) -> list[float]:
-        """Set `count` slots aside in the installation's write lane, `spacing` seconds
-        apart, for writes sent elsewhere (a quota lease's tasks); return their times.
+    async def grant_write(self, spacing: float) -> None:
+        """Give the installation's next write turn to a write sent elsewhere (a quota
+        lease's task, which sends it as soon as this returns).
 
-        The first comes `spacing` from now (time for the tasks to start), after any
-        secondary-limit pause, once the lane's writes so far are done and `spacing`
-        after the last of them; this client's next write goes `spacing` after the last
-        slot.
+        Waits for the lane's writes so far and any secondary-limit pause; then the
+        lane's next write goes `spacing` from now, which leaves the granted write that
+        long, less the interval, to reach GitHub.
         """
-        if count <= 0:
-            return []
-        lane = self._state.lane
+        state = self._state
+        lane = state.lane
         with _waiting():
             await lane.lock.acquire()
         try:  # held: a write in flight has ended and set `free_at` (its end + interval)
-            since_last = lane.free_at - (self.options.pace_writes or 0.0) + spacing
-            now = self.options.clock()
-            start = max(now + spacing, since_last, lane.reserved_until, self._state.paused_until)
-            slots = [start + index * spacing for index in range(count)]
-            lane.reserved_until = slots[-1] + spacing
-            return slots
+            while (wait := max(lane.free_at, state.paused_until) - self.options.clock()) > 0:
+                await self._pause(wait)
+            lane.free_at = self.options.clock() + spacing
         finally:
             lane.lock.release()
 
@@ -470,13 +457,11 @@ class GitHub:
         writer after it can run.)
         """
         lease = self._lease
-        slotted = (
-            lease if lease is not None and lease.write_slots is not None and call.writes else None
-        )
+        turned = lease if lease is not None and lease.writes is not None and call.writes else None
         if not interval:
             budget = await self._admit(call)
-            if slotted is not None:  # after `_admit`'s waits: sent at its slot
-                await self._write_slot(slotted)
+            if turned is not None:  # after `_admit`'s waits: sent in its turn
+                await self._write_turn(turned)
             _note_call(call)
             return budget, await self._exchange(call)
         opts, lane = self.options, self._state.lane
@@ -486,8 +471,8 @@ class GitHub:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
             budget = await self._admit(call)
-            if slotted is not None:  # after `_admit`'s waits: sent at its slot
-                await self._write_slot(slotted)
+            if turned is not None:  # after `_admit`'s waits: sent in its turn
+                await self._write_turn(turned)
             _note_call(call)
             try:
                 return budget, await self._exchange(call)
@@ -496,27 +481,19 @@ class GitHub:
         finally:
             lane.lock.release()
 
-    async def _write_slot(self, lease: Lease) -> None:
-        """Wait for the next of the lease's write slots this write may take; raise
-        `LeaseExhausted` when none is left.
-
-        A slot is taken at its time, or up to the lease's `write_late` after it (the
-        task was late); one passed by more is skipped, since a write sent then could
-        reach GitHub too close to another task's slot.
-        """
-        slots = lease.write_slots or []
-        now = self.options.clock()
-        while slots and slots[0] < now - lease.write_late:
-            slots.pop(0)
-        if not slots:
-            raise LeaseExhausted(
-                "quota lease has no write slot left for this write (every attempt takes "
-                "one; a slot passed by more than half an interval is lost): ask for "
-                "more, quota.lease(n, writes=k)"
-            )
-        slot = slots.pop(0)
-        while (wait := slot - self.options.clock()) > 0:
-            await self._pause(wait)
+    async def _write_turn(self, lease: Lease) -> None:
+        """Take one of the lease's writes and wait for its turn in the installation's
+        write lane (`Lease.write_turn`); raise `LeaseExhausted` when none is left."""
+        if lease.writes is not None:
+            if lease.writes <= 0:
+                raise LeaseExhausted(
+                    "quota lease has no write left for this write (every attempt takes "
+                    "one): ask for more, quota.lease(n, writes=k)"
+                )
+            lease.writes -= 1
+        if lease.write_turn is not None:
+            with _waiting():
+                await lease.write_turn()
 
     async def _admit(self, call: Call) -> Budget | None:
         """Check the breaker, a pause and the budget before one HTTP exchange."""

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import ray
+
 from actors import InstallationActor, on
+from actors.quota import QuotaLease
+from ghbot.client import close_pool
 from ghbot.events import Event
 
 
@@ -43,3 +49,39 @@ class GreeterV2(Greeter):
     """The next version of `Greeter`: its upgrade test tells the two apart by the text."""
 
     greeting = "hello again"
+
+
+@ray.remote(num_cpus=0)
+def comment_from_task(lease: QuotaLease, path: str, body: str) -> None:
+    """A Ray task: comment once with its part of a quota lease (its own client)."""
+
+    async def comment() -> None:
+        try:
+            await lease.client().request("POST", path, json={"body": body})
+        finally:
+            await close_pool()
+
+    asyncio.run(comment())
+
+
+class FansOut(InstallationActor):
+    """Comment on every new issue from two Ray tasks, each with its part of a lease
+    of two writes, then once from the handler."""
+
+    max_attempts = 1  # a task refused its write shows as a dead letter, not a retry
+
+    @on("issues.opened")
+    async def fan_out(self, event: Event) -> None:
+        repo = event.repository
+        assert repo is not None
+        path = f"/repos/{repo.full_name}/issues/{event.payload.issue.number}/comments"
+        async with self.quota.lease(4, writes=2) as lease:
+            parts = lease.split(2)
+            await asyncio.gather(
+                *(
+                    comment_from_task.remote(part, path, f"task {n} {event.delivery_id}")
+                    for n, part in enumerate(parts)
+                )
+            )
+            lease.report(2)
+        await self.github.request("POST", path, json={"body": f"own {event.delivery_id}"})

@@ -70,3 +70,41 @@ async def test_a_burst_over_many_installations_lands_whole_without_a_secondary_l
     assert strict_fake.fake.secondary_limits == before
     assert all(len(comments(strict_fake, repo)) == ISSUES for repo in repos)
     assert took < ISSUES * INTERVAL + MINT_DELAY + 15.0
+
+
+async def test_a_lease_s_ray_tasks_write_in_their_turns_beside_the_handler(
+    deploy: Any, strict_fake: Any
+) -> None:
+    # Two issues of one installation at once: each handler leases two writes, gives
+    # one to each of two Ray tasks (pickled to worker processes, new ones taking
+    # seconds to start), waits for them, then writes itself. Each task asks the shard
+    # for its write's turn. Six writes of one installation from three processes, none
+    # closer than the fake allows.
+    interval = 0.4
+    on_fake(strict_fake, setattr, strict_fake.fake, "write_interval", interval)
+    repo = "fanned/repo"
+    install(strict_fake, 9200, repo, issues=2)
+    app = deploy("tests.cluster.bots:FansOut", pace_writes=interval)
+    before = strict_fake.fake.secondary_limits
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(
+            *(
+                send(
+                    app.url,
+                    "issues",
+                    payload("issues.opened", installation=9200, repo=repo, issue__number=i),
+                    guid=f"fan-{i}-{uuid.uuid4()}",
+                    session=session,
+                )
+                for i in (1, 2)
+            )
+        )
+    assert {status for status, _ in answers} == {202}
+    await eventually(lambda: len(comments(strict_fake, repo)) >= 6, within=60.0, every=0.25)
+    await asyncio.sleep(2 * interval)  # nothing more comes
+    bodies = [c["body"] for c in comments(strict_fake, repo)]
+    assert strict_fake.fake.secondary_limits == before
+    for guid in {body.split()[-1] for body in bodies}:
+        mine = [body.split()[0] for body in bodies if body.endswith(guid)]
+        assert mine == ["task", "task", "own"]  # each task once, then the handler
+    assert len(bodies) == 6

@@ -15,6 +15,7 @@ import pytest
 from starlette.requests import Request
 
 from actors.bot import InstallationActor, on, ordering_key
+from actors.quota import TurnSource
 from actors.ray.ingress import WebhookIngress
 from actors.records import DeliveryReceived
 from actors.shard import ShardCore
@@ -135,6 +136,7 @@ def commenter_shard(
     *,
     retry: RetryPolicy | None = None,
     breaker: Callable[[], CircuitBreaker] | None = None,
+    write_turns: TurnSource | None = None,
     **options: Any,
 ) -> ShardCore:
     """A shard of every virtual shard running `bot`, its client as `Commenter`'s
@@ -160,6 +162,7 @@ def commenter_shard(
         github_for=github_for,
         breaker_wait=breaker_wait,
         retry=retry or RetryPolicy(base=60.0),
+        write_turns=write_turns,
     )
 
 

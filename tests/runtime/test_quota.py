@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import pickle
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
 from ghbot.auth import AppAuth
-from ghbot.client import ClientOptions, GitHubApp
+from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal
@@ -106,45 +105,56 @@ def test_ordering_keys(ordering: Ordering, expected: str) -> None:
 COMMENTS = "/repos/octo/repo/issues/1/comments"
 
 
-async def test_a_leases_writes_go_in_the_installations_write_lane_spaced_at_github(
+class InProcessTurns:
+    """A `TurnSource` for tests: the turn from the installation's client in this
+    process, as a shard's `grant_write` gives it. Picklable (by reference), as a
+    lease's turn source must be to travel to a task."""
+
+    clients: ClassVar[dict[int, GitHub]] = {}
+    asked: ClassVar[int] = 0
+
+    async def __call__(self, installation_id: int) -> None:
+        type(self).asked += 1
+        github = self.clients[installation_id]
+        await github.grant_write((github.options.pace_writes or 0.0) * WRITE_SPACING)
+
+
+async def test_a_leases_writes_take_turns_in_the_installations_write_lane_spaced_at_github(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
     # GitHub's rule, as the fake keeps it: an installation's writes 0.2 s apart, by arrival.
     async with _octo(public_pem, write_interval=0.2) as fake:
         options = ClientOptions(base_url=fake.url, pace_writes=0.2)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        InProcessTurns.clients[7], InProcessTurns.asked = gh, 0
         await gh.request("POST", COMMENTS, json={"body": "handler 1"})
 
-        async def task(part: QuotaLease) -> int:
+        async def task(part: QuotaLease, late: float) -> int:
             part = pickle.loads(pickle.dumps(part))  # noqa: S301 - our own bytes
+            assert part.local is None  # no shortcut: the turns are asked for
+            await asyncio.sleep(late)  # a task starting late loses nothing
             client = part.client()  # paced as the installation is
             for n in range(2):
                 await client.request("POST", COMMENTS, json={"body": f"task {n}"})
             return 2
 
-        async with Quota(gh).lease(20, writes=4) as lease:
-            assert lease.write_slots is not None and len(lease.write_slots) == 4
-            gaps = [b - a for a, b in itertools.pairwise(lease.write_slots)]
-            assert gaps == pytest.approx([0.2 * WRITE_SPACING] * 3)
-            # A new client (a successor's) would not know of them: not settled.
-            assert gh.writes_reserved and not gh.settled
+        async with Quota(gh, turns=InProcessTurns()).lease(20, writes=4) as lease:
+            assert lease.writes == 4
             parts = lease.split(2)
-            assert [p.write_slots for p in parts] == [
-                lease.write_slots[0::2],
-                lease.write_slots[1::2],
-            ]
-            # The tasks write at once, and the handler too, meanwhile.
+            assert [p.writes for p in parts] == [2, 2]
+            # The tasks write at once, one of them a second late, and the handler too.
             own = asyncio.create_task(gh.request("POST", COMMENTS, json={"body": "handler 2"}))
-            lease.report(sum(await asyncio.gather(*(task(p) for p in parts))))
+            tasks = (task(part, late) for part, late in zip(parts, (0.0, 1.0), strict=True))
+            lease.report(sum(await asyncio.gather(*tasks)))
             await own
         assert fake.secondary_limits == 0  # no two writes came too close
+        assert InProcessTurns.asked == 4  # one turn a write
         bodies = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
-        # The handler's second write waited for the slots set aside before it.
-        assert bodies[0] == "handler 1" and bodies[-1] == "handler 2"
-        assert sorted(bodies[1:-1]) == ["task 0", "task 0", "task 1", "task 1"]
+        assert bodies[0] == "handler 1"
+        assert sorted(bodies[1:]) == ["handler 2", "task 0", "task 0", "task 1", "task 1"]
 
 
-async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
+async def test_a_task_writing_beyond_its_writes_is_refused_and_may_still_read(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
     async with _octo(public_pem) as fake:
@@ -157,34 +167,18 @@ async def test_a_task_writing_beyond_its_slots_is_refused_and_may_still_read(
         async with quota.lease(5, writes=1) as lease:
             client = lease.client()
             await client.request("POST", COMMENTS, json={"body": "the one"})
-            with pytest.raises(LeaseExhausted, match="no write slot left"):
+            with pytest.raises(LeaseExhausted, match="no write left"):
                 await client.request("POST", COMMENTS, json={"body": "one too many"})
-            await client.request("GET", "/repos/octo/repo")  # reads take no slot
+            await client.request("GET", "/repos/octo/repo")  # reads take none
         async with quota.lease(5) as lease:  # no writes asked for: none allowed
-            with pytest.raises(LeaseExhausted, match="no write slot left"):
+            with pytest.raises(LeaseExhausted, match="no write left"):
                 await lease.client().request("POST", COMMENTS, json={"body": "no"})
+        async with quota.lease(5, writes=1) as lease:
+            # Sent to a task with nowhere to ask for turns (no shard): no write.
+            elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
+            with pytest.raises(LeaseExhausted, match="nowhere to ask"):
+                await elsewhere.client().request("POST", COMMENTS, json={"body": "no"})
         assert [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")] == ["the one"]
-
-
-async def test_a_slot_passed_by_more_than_half_an_interval_is_skipped(
-    public_pem: bytes, pem_pkcs8: bytes
-) -> None:
-    async with _octo(public_pem) as fake:
-        token = fake.create_token(7)
-        now = time.time()
-        late = QuotaLease(
-            installation_id=7,
-            granted=5,
-            base_url=fake.url,
-            token=token,
-            write_slots=[now - 10.0, now + 0.3],
-            pace_writes=1.0,
-        )
-        client = late.client()
-        await client.request("POST", COMMENTS, json={"body": "at the second slot"})
-        assert time.time() >= now + 0.3  # it waited for the slot it could still take
-        with pytest.raises(LeaseExhausted, match="no write slot left"):
-            await client.request("POST", COMMENTS, json={"body": "none left"})
 
 
 async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_elsewhere(
@@ -194,23 +188,23 @@ async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_el
         clock = FakeClock(start=time.time() + 1000.0)  # a test's clock, far ahead
         options = ClientOptions(base_url=fake.url, pace_writes=1.0, clock=clock, sleep=clock.sleep)
         gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
-        async with Quota(gh).lease(5, writes=2) as lease:
-            spacing = 1.0 * WRITE_SPACING  # the first a spacing ahead: time for tasks to start
-            assert lease.write_slots == [clock.now + spacing, clock.now + 2 * spacing]
+        async with Quota(gh, turns=InProcessTurns()).lease(5, writes=2) as lease:
             # In the same process (a BotHarness test), on the test's clock: no real wait.
+            started = clock.now
             client = lease.client()
             for n in range(2):
                 await client.request("POST", COMMENTS, json={"body": str(n)})
-            assert clock.now >= lease.write_slots[1]
-            # Sent to a Ray task, the lease keeps wall-clock time.
+            assert clock.now >= started + 1.0 * WRITE_SPACING  # the second turn waited
+            # Sent to a Ray task, the lease keeps wall-clock time and its turn source.
             elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
             assert elsewhere.local is None and elsewhere.client().options.clock is time.time
-            assert elsewhere.write_slots == lease.write_slots and elsewhere.token == lease.token
+            assert isinstance(elsewhere.turns, InProcessTurns)
+            assert elsewhere.writes == lease.writes and elsewhere.token == lease.token
         assert len(fake.requests_to(COMMENTS, "POST")) == 2
 
 
 class OverLeases(InstallationActor):
-    """Lease one write slot, then write twice from it: the second has no slot."""
+    """Lease one write, then write twice from it: the second has none left."""
 
     max_attempts = 2
     runs = 0
