@@ -34,8 +34,7 @@ cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster -q
 
 # Everything CI runs: lint, types, and the whole test suite (cluster tests included),
-# the tests that start Ray (in two lanes, each with its own Ray) and the others, all at
-# once (scripts/test.sh).
+# the tests that start Ray and the others in two lanes at once (scripts/test.sh).
 test: lint typecheck
 	scripts/test.sh
 
