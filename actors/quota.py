@@ -23,7 +23,11 @@ deployment) and sends it as soon as it has it: the lane waits for the writes bef
 and any secondary-limit pause, then lets its next write (the installation's own or
 another task's) go `WRITE_SPACING` intervals later. A turn is asked for when the task
 is ready, so a task that starts late (a new Ray worker process takes seconds) loses
-nothing, and no clocks are compared. With pacing off, writes are not limited.
+nothing, and no clocks are compared. Make one client per part (`client()`): two
+clients of one part could each send its writes. A copy of a lease whose shard gave
+no turn source (`LocalShard`, `ghbot dev`: no Ray) sends no write; in the handler's
+own process the lease itself takes its turns from the shard. With pacing off,
+writes are not limited.
 """
 
 from __future__ import annotations
@@ -153,10 +157,14 @@ class Quota:
         clock: Callable[[], float] = time.time,
         turns: TurnSource | None = None,
         installation_id: int | None = None,
+        local_turn: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._github = github
         self._clock = clock
         self._turns = turns
+        #: A turn in this process (the shard's, so a drain's refusal applies); by
+        #: default straight from the client's lane.
+        self._local_turn = local_turn
         #: The installation (its client's, when not given).
         self._installation_id = installation_id
 
@@ -184,7 +192,9 @@ class Quota:
             interval = gh.options.pace_writes
             local: dict[str, Any] = {"clock": gh.options.clock, "sleep": gh.options.sleep}
             if interval:
-                local["turn"] = functools.partial(gh.grant_write, interval * WRITE_SPACING)
+                local["turn"] = self._local_turn or functools.partial(
+                    gh.grant_write, interval * WRITE_SPACING
+                )
             ticket = QuotaLease(
                 installation_id=int(
                     self._installation_id or getattr(gh.credentials, "installation_id", 0) or 0

@@ -13,6 +13,7 @@ GUIDs once they are older than the deduplication window (`prune`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -604,7 +605,12 @@ class ShardCore:
         github = None if scratch else self._github_for(installation_id)
         if github is not None:  # else no handler runs, or `_without_installation` says why
             bot.github = github
-            bot.quota = Quota(github, turns=self._write_turns, installation_id=installation_id)
+            bot.quota = Quota(
+                github,
+                turns=self._write_turns,
+                installation_id=installation_id,
+                local_turn=functools.partial(self.grant_write, installation_id),
+            )
         vshard = self._vshard(installation_id)
         epoch = self.epochs.get(vshard)
 

@@ -271,9 +271,10 @@ class GitHub:
         """Give the installation's next write turn to a write sent elsewhere (a quota
         lease's task, which sends it as soon as this returns).
 
-        Waits for the lane's writes so far and any secondary-limit pause; then the
-        lane's next write goes `spacing` from now, which leaves the granted write that
-        long, less the interval, to reach GitHub.
+        Waits for the lane's writes so far and any secondary-limit pause (raising
+        `RateLimited` for a pause longer than `max_rate_limit_wait`, as a request
+        would); then the lane's next write goes `spacing` from now, which leaves the
+        granted write that long, less the interval, to reach GitHub.
         """
         state = self._state
         lane = state.lane
@@ -281,6 +282,14 @@ class GitHub:
             await lane.lock.acquire()
         try:  # held: a write in flight has ended and set `free_at` (its end + interval)
             while (wait := max(lane.free_at, state.paused_until) - self.options.clock()) > 0:
+                paused = state.paused_until - self.options.clock()
+                if paused > self.options.max_rate_limit_wait:
+                    raise RateLimited(
+                        429,
+                        "the installation is paused after a secondary rate limit",
+                        kind="secondary",
+                        retry_after=paused,
+                    )
                 await self._pause(wait)
             lane.free_at = self.options.clock() + spacing
         finally:

@@ -497,9 +497,9 @@ async def test_a_turn_given_to_a_lease_s_task_is_handed_over_and_its_next_asked_
     # soon after it (GitHub's secondary limit; the fake keeps its spacing rule). The
     # task's next write asks for its turn again, and gets it from the successor.
     Leases.tasks, Leases.first_sent, Leases.go_on = [], asyncio.Event(), asyncio.Event()
-    fake.write_interval = 0.2
+    fake.write_interval = 1.0
     turns = CurrentShardTurns()
-    shard = commenter_shard(journal, fake, Leases, pace_writes=0.2, write_turns=turns)
+    shard = commenter_shard(journal, fake, Leases, pace_writes=1.0, write_turns=turns)
     CurrentShardTurns.current = shard
     await shard.start()
     assert await shard.ingest(batch(_opened(Leases, 1, "d1"))) == ["accepted"]
@@ -514,7 +514,7 @@ async def test_a_turn_given_to_a_lease_s_task_is_handed_over_and_its_next_asked_
     with pytest.raises(ShardDraining):  # a turn now would not reach the successor
         await shard.grant_write(INSTALLATION)
 
-    successor = commenter_shard(journal, fake, Leases, pace_writes=0.2, write_turns=turns)
+    successor = commenter_shard(journal, fake, Leases, pace_writes=1.0, write_turns=turns)
     CurrentShardTurns.current = successor
     try:
         await successor.start()
