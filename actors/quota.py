@@ -76,8 +76,9 @@ class QuotaLease:
     writes: int | None = None
     pace_writes: float | None = None
     turns: TurnSource | None = field(default=None, repr=False, compare=False)
-    #: The installation client's clock, sleep and turns, for `client` in the same
-    #: process (a test's fake clock; no call to the shard); not pickled.
+    #: The installation client's clock and sleep, and its turns taken in this
+    #: process, for `client` in the handler's own process (a test's fake clock; no
+    #: Ray call); not pickled.
     local: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
