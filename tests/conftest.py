@@ -64,6 +64,11 @@ def ray_serve() -> Iterator[str]:
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
         log_to_driver=False,
     )
+    # Serve's client checks once a second whether an app it deploys or deletes is
+    # there yet; each test deploys and deletes, so the session checks more often.
+    from ray.serve._private import client as serve_client
+
+    serve_client.CLIENT_POLLING_INTERVAL_S = 0.1
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

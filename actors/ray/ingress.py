@@ -44,6 +44,7 @@ from ghbot.logs import LogLimiter
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, check_content_length, parse_delivery
 
 __all__ = [
+    "GRACEFUL_WAIT_LOOP_S",
     "HEALTH_CHECK_PERIOD_S",
     "HOLD_FOR",
     "MAX_SURGE_PERCENT",
@@ -584,6 +585,11 @@ HEALTH_CHECK_PERIOD_S: Final = 2.0
 #: the ingress's own settings after 0.01 s against 1.6 s; none failed
 #: (`benchmarks/bench_replica_loss.py --event upgrade|redeploy --surges 0,25`).
 MAX_SURGE_PERCENT: Final = 25
+#: Seconds between a stopping replica's checks that the requests it holds are done
+#: (Serve's `graceful_shutdown_wait_loop_s`, 2 by default): an ingress request takes
+#: milliseconds (or a hold of at most `HOLD_FOR`), so a replica stopped by a redeploy
+#: or a scale-down exits within about this long of its last answer, not 2 s later.
+GRACEFUL_WAIT_LOOP_S: Final = 0.5
 
 # Serve's decorator is untyped; the class above stays plain so mypy checks its body.
 # No per-request access log: at a thousand webhooks a second it costs a tenth of the
@@ -593,5 +599,6 @@ WebhookDeployment: Any = serve.deployment(
     max_ongoing_requests=2000,
     health_check_period_s=HEALTH_CHECK_PERIOD_S,
     max_surge_percent=MAX_SURGE_PERCENT,
+    graceful_shutdown_wait_loop_s=GRACEFUL_WAIT_LOOP_S,
     logging_config={"enable_access_log": False, "log_level": "WARNING"},
 )(WebhookIngress)

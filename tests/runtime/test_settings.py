@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors.ray.deploy import application, build_settings
-from actors.ray.ingress import HEALTH_CHECK_PERIOD_S, MAX_SURGE_PERCENT
+from actors.ray.ingress import GRACEFUL_WAIT_LOOP_S, HEALTH_CHECK_PERIOD_S, MAX_SURGE_PERCENT
 from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.settings import INGRESS_ONLY, RuntimeSettings, load_bot
 from ghbot.config import Settings
@@ -120,6 +120,9 @@ def test_the_application_has_as_many_ingress_replicas_as_asked(
     # A redeploy starts a new replica before it stops an old one: the old one answers
     # meanwhile (bench_replica_loss.py --event upgrade|redeploy --surges 0,25).
     assert config.max_surge_percent == MAX_SURGE_PERCENT == 25
+    # A stopping replica checks every half second, not Serve's 2 s, that what it holds
+    # is answered (the cluster tests' replicas, each stopped at its test's end, too).
+    assert config.graceful_shutdown_wait_loop_s == GRACEFUL_WAIT_LOOP_S < 2
 
 
 def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> None:
