@@ -557,16 +557,23 @@ class ShardCore:
         """Return the installation's host, activating it from the journal if needed.
 
         Raises `UsageError` for an installation of another shard's virtual shards.
+        The host returned is the installation's host at that moment: a caller that
+        waited for another's activation looks again, since the host activated may be
+        dropped before the caller resumes (`_reload_later` drops an idle one), and a
+        delivery handed to a dropped host would also run in its successor.
         """
-        host = self.hosts.get(installation_id)
-        if host is not None:
-            self.hosts.move_to_end(installation_id)
-            return host
-        if self._vshard(installation_id) not in self.vshards:
-            raise UsageError(f"installation {installation_id} belongs to another shard")
-        pending = self._activating.get(installation_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (host := self.hosts.get(installation_id)) is None:
+            if self._vshard(installation_id) not in self.vshards:
+                raise UsageError(f"installation {installation_id} belongs to another shard")
+            pending = self._activating.get(installation_id)
+            if pending is None:
+                return await self._activate_once(installation_id)
+            await asyncio.shield(pending)
+        self.hosts.move_to_end(installation_id)
+        return host
+
+    async def _activate_once(self, installation_id: int) -> InstallationHost:
+        """Activate the installation, letting concurrent callers wait for it (`host`)."""
         future: asyncio.Future[InstallationHost] = asyncio.get_running_loop().create_future()
         self._activating[installation_id] = future
         try:

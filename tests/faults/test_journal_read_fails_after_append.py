@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from actors.shard import ShardCore
 from ghbot.journal import FaultyJournal, open_journal
+from ghbot.journal.records import EventRecord
 from tests.faults.support import Effects
 from tests.history import History, Sender, check, journaled
 from tests.runtime.conftest import VSHARDS, inbound, payload
@@ -86,6 +88,55 @@ async def test_a_batch_written_though_its_append_failed_is_handled_on_redelivery
                 break
             await asyncio.sleep(0.01)
         check(history, await journaled(journal, [ACTIVE, NEW], vshards=VSHARDS))
+    finally:
+        await shard.close()
+        await journal.close()
+
+
+class HeldReads(FaultyJournal):
+    """A `FaultyJournal` whose reads, while `hold` is set, read at once and answer only
+    once it is cleared: what they answer is the journal as it was when they read it."""
+
+    hold: asyncio.Event | None = None
+
+    async def read(self, stream: str, *args: Any, **kwargs: Any) -> list[EventRecord]:
+        records = await super().read(stream, *args, **kwargs)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None  # one read is held
+            await hold.wait()
+        return records
+
+
+async def test_a_delivery_taken_while_its_host_is_read_again_runs_once(
+    tmp_path: Path, history: History
+) -> None:
+    """A batch committed while its installation is being activated waits for that
+    activation; if the host it activated is dropped before the batch resumes (read
+    again after a failure, `_reload_later`), the batch's deliveries go to the host read
+    after it. Handed to the dropped host, a delivery ran twice: there, and in the new
+    host, which read it pending (once in a PostgreSQL outage in CI)."""
+    journal = HeldReads(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    try:
+        await shard.start()
+        sender = Sender(shard, history)
+        held = journal.hold = asyncio.Event()
+        # Its appends fail: the installation is read again in the background (held
+        # there, before anything of it is journaled), and then once more after that.
+        journal.fail_appends(2)
+        assert await sender.send([delivery(NEW, "refused-1")]) is None
+        await asyncio.sleep(0.05)  # the background activation reads, and is held
+        assert await sender.send([delivery(NEW, "refused-2")]) is None
+        # Journaled now, after that read: it waits for the held activation.
+        taken = asyncio.create_task(sender.send([delivery(NEW, "taken")]))
+        await asyncio.sleep(0.05)
+        held.set()
+        assert await taken == ["accepted"]
+        assert await sender.redeliver() == 0
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        check(history, await journaled(journal, [NEW], vshards=VSHARDS))
+        assert sorted(history.effects) == ["refused-1", "refused-2", "taken"]
     finally:
         await shard.close()
         await journal.close()
