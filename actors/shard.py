@@ -602,7 +602,7 @@ class ShardCore:
         self.hosts[installation_id] = host
         self.counters["activations"] += 1
         host.resume()
-        self.passivate()
+        self.passivate(keep=installation_id)  # callers waiting for it look it up again
         return host
 
     def _new_host(self, installation_id: int, *, scratch: bool = False) -> InstallationHost:
@@ -693,16 +693,19 @@ class ShardCore:
 
     # --- memory -------------------------------------------------------------------
 
-    def passivate(self, *, force_idle: bool = False) -> int:
+    def passivate(self, *, force_idle: bool = False, keep: int | None = None) -> int:
         """Drop idle hosts: over `max_active` (least recently used first) or idle too long.
 
-        None while draining: a stopped host keeps what it leaves pending in view.
+        None while draining: a stopped host keeps what it leaves pending in view. Nor
+        `keep`'s (one just activated, whose deliveries may still be on their way to it).
         """
         if self.draining:
             return 0
         now = self._clock()
         dropped = 0
         for installation_id in list(self.hosts):
+            if installation_id == keep:
+                continue
             host = self.hosts[installation_id]
             over_cap = len(self.hosts) > self.max_active
             stale = force_idle or now - host.last_used >= self.idle_after

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, ClassVar
 
+from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
 from ghbot.client import ClientOptions, GitHub
+from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
@@ -58,4 +61,38 @@ async def test_a_paused_installation_is_not_passivated_during_its_pause(
         clock.advance(61)
         assert shard.passivate(force_idle=True) == 1
     finally:
+        await shard.close()
+
+
+class Gated(InstallationActor):
+    """Its handler waits for `gate`: its installation stays busy until then."""
+
+    gate: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await type(self).gate.wait()
+
+
+async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_for_it(
+    journal: Journal,
+) -> None:
+    """With the shard over `max_active` and the other installation busy, the one just
+    activated is idle, the first to drop: callers waiting for its activation (a batch
+    journaled meanwhile) got it dropped, or, looking again, activated it again and
+    again while the other stayed busy."""
+    Gated.gate = asyncio.Event()
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Gated, max_active=1)
+    await shard.start()
+    try:
+        body = payload("issues.opened", installation=41)
+        await shard.ingest(batch(inbound(Gated, "issues", body)))  # 41 busy from now
+        activations = shard.counters["activations"]
+        first, second = await asyncio.wait_for(
+            asyncio.gather(shard.host(42), shard.host(42)), timeout=5
+        )
+        assert first is second is shard.hosts[42]
+        assert shard.counters["activations"] == activations + 1
+    finally:
+        Gated.gate.set()
         await shard.close()
