@@ -568,7 +568,13 @@ class ShardCore:
             pending = self._activating.get(installation_id)
             if pending is None:
                 return await self._activate_once(installation_id)
-            await asyncio.shield(pending)
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                # The activation's own caller was cancelled (not this one): try again.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
         self.hosts.move_to_end(installation_id)
         return host
 

@@ -68,6 +68,7 @@ def ray_serve() -> Iterator[str]:
     # there yet; each test deploys and deletes, so the session checks more often.
     from ray.serve._private import client as serve_client
 
+    assert hasattr(serve_client, "CLIENT_POLLING_INTERVAL_S"), "Ray renamed it: look again"
     serve_client.CLIENT_POLLING_INTERVAL_S = 0.1
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -12,14 +12,15 @@ tried again in the background: every delivery is handled, once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actors.shard import ShardCore
-from ghbot.journal import FaultyJournal, open_journal
-from ghbot.journal.records import EventRecord
+from ghbot.journal import FaultyJournal, Journal, open_journal
+from ghbot.journal.records import AppendRequest, AppendResult, EventRecord
 from tests.faults.support import Effects
 from tests.history import History, Sender, check, journaled
 from tests.runtime.conftest import VSHARDS, inbound, payload
@@ -97,12 +98,22 @@ class HeldReads(FaultyJournal):
     """A `FaultyJournal` whose reads, while `hold` is set, read at once and answer only
     once it is cleared: what they answer is the journal as it was when they read it."""
 
-    hold: asyncio.Event | None = None
+    def __init__(self, inner: Journal) -> None:
+        super().__init__(inner)
+        self.hold: asyncio.Event | None = None
+        self.entered = asyncio.Event()  # set once the held read has read
+        self.appended = asyncio.Event()  # set once an append is written
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        results = await super().append_many(requests)
+        self.appended.set()
+        return results
 
     async def read(self, stream: str, *args: Any, **kwargs: Any) -> list[EventRecord]:
         records = await super().read(stream, *args, **kwargs)
         if self.hold is not None:
             hold, self.hold = self.hold, None  # one read is held
+            self.entered.set()
             await hold.wait()
         return records
 
@@ -125,11 +136,15 @@ async def test_a_delivery_taken_while_its_host_is_read_again_runs_once(
         # there, before anything of it is journaled), and then once more after that.
         journal.fail_appends(2)
         assert await sender.send([delivery(NEW, "refused-1")]) is None
-        await asyncio.sleep(0.05)  # the background activation reads, and is held
+        async with asyncio.timeout(10):
+            await journal.entered.wait()  # the background activation read, and is held
         assert await sender.send([delivery(NEW, "refused-2")]) is None
         # Journaled now, after that read: it waits for the held activation.
         taken = asyncio.create_task(sender.send([delivery(NEW, "taken")]))
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            await journal.appended.wait()
+        await asyncio.sleep(0.05)  # its batch goes on to wait for the activation
+        assert not taken.done()
         held.set()
         assert await taken == ["accepted"]
         assert await sender.redeliver() == 0
@@ -138,5 +153,33 @@ async def test_a_delivery_taken_while_its_host_is_read_again_runs_once(
         check(history, await journaled(journal, [NEW], vshards=VSHARDS))
         assert sorted(history.effects) == ["refused-1", "refused-2", "taken"]
     finally:
+        await shard.close()
+        await journal.close()
+
+
+async def test_a_caller_waiting_for_an_activation_another_gave_up_activates_it_itself(
+    tmp_path: Path,
+) -> None:
+    """The caller that started an activation is cancelled (its request gone): one
+    waiting for the same activation activates the installation itself. It raised the
+    other's `CancelledError`, and an ingest waiting so left its batch's deliveries, all
+    journaled, unrun."""
+    journal = HeldReads(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    held = journal.hold = asyncio.Event()
+    try:
+        await shard.start()
+        first = asyncio.create_task(shard.host(NEW))
+        async with asyncio.timeout(10):
+            await journal.entered.wait()
+        second = asyncio.create_task(shard.host(NEW))
+        await asyncio.sleep(0.05)  # it waits for the first one's activation
+        first.cancel()
+        async with asyncio.timeout(10):
+            assert await second is shard.hosts[NEW]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        held.set()
         await shard.close()
         await journal.close()

@@ -79,8 +79,8 @@ async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_
 ) -> None:
     """With the shard over `max_active` and the other installation busy, the one just
     activated is idle, the first to drop: callers waiting for its activation (a batch
-    journaled meanwhile) got it dropped, or, looking again, activated it again and
-    again while the other stayed busy."""
+    journaled meanwhile) got a dropped host, or, looking again, each activated it once
+    more."""
     Gated.gate = asyncio.Event()
     shard = ShardCore(range(VSHARDS), VSHARDS, journal, Gated, max_active=1)
     await shard.start()
