@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -185,22 +186,45 @@ async def test_failures_are_retried_then_dead_lettered_and_replayed(deploy: Any,
 
 
 async def test_an_open_breaker_holds_one_installation_and_not_another(
-    deploy: Any, fake: Any
+    deploy: Any, fake: Any, tmp_path: Any
 ) -> None:
+    from actors.ray.admin import stats
+
     install(fake, 1004, "sick/repo")
     install(fake, 1005, "well/repo")
-    app = deploy("tests.cluster.bots:Greeter", max_retries=3)
+    common = {
+        "max_retries": 3,
+        "namespace": f"t-{uuid.uuid4().hex[:8]}",
+        "journal_url": f"sqlite://{tmp_path}/breaker-journal",
+    }
+    app = deploy("tests.cluster.bots:Greeter", **common)
     on_fake(fake, fake.fake.faults.add, "^/repos/sick/", "server_error", None)
     sick = [str(uuid.uuid4()) for _ in range(3)]
+    sent_at = time.monotonic()  # the breaker opens after this, for 30 s
     for guid in sick:
         data = payload("issues.opened", installation=1004, repo="sick/repo", issue__number=1)
         assert (await send(app.url, "issues", data, guid=guid))[0] == 202
 
-    from actors.ray.admin import stats
+    def open_breakers() -> int:
+        return sum(s["open_breakers"] for s in stats(app.runtime.namespace))
 
-    await eventually(
-        lambda: sum(s["open_breakers"] for s in stats(app.runtime.namespace)) == 1, within=30
-    )
+    await eventually(lambda: open_breakers() == 1, within=30)
+    old_versions = {s["version"] for s in stats(app.runtime.namespace)}
+
+    def sick_requests() -> int:
+        requests = on_fake(fake, list, fake.fake.requests)  # copied on the fake's loop
+        return sum(1 for r in requests if r.path.startswith("/repos/sick/"))
+
+    # An upgrade while the breaker is open: the old shard's drain does not wait for it
+    # (the sick deliveries only wait), and hands the open breaker over (`ClientHeld`).
+    before_upgrade = sick_requests()
+    deploy("tests.cluster.bots:GreeterV2", **common)
+    new_versions = {s["version"] for s in stats(app.runtime.namespace)}
+    assert new_versions.isdisjoint(old_versions)
+    assert open_breakers() == 1  # the successor's breaker is the one left open
+    await asyncio.sleep(3)  # a successor with its breaker closed would try them now
+    if time.monotonic() < sent_at + 30:  # else it may have half-opened meanwhile
+        assert sick_requests() == before_upgrade
     well = [str(uuid.uuid4()) for _ in range(5)]
     started = asyncio.get_running_loop().time()
     for guid in well:
@@ -214,7 +238,7 @@ async def test_an_open_breaker_holds_one_installation_and_not_another(
     assert dead_letters(app.runtime.namespace) == []
     on_fake(fake, fake.fake.faults.clear)
     await eventually(lambda: len(_bodies(fake, "sick/repo")) >= 3, within=60)
-    assert {f"hello {g}" for g in sick} <= set(_bodies(fake, "sick/repo"))
+    assert {f"hello again {g}" for g in sick} <= set(_bodies(fake, "sick/repo"))
 
 
 async def test_a_killed_shard_loses_nothing_it_acknowledged(deploy: Any, fake: Any) -> None:
