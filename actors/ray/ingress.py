@@ -589,6 +589,8 @@ MAX_SURGE_PERCENT: Final = 25
 #: (Serve's `graceful_shutdown_wait_loop_s`, 2 by default): an ingress request takes
 #: milliseconds (or a hold of at most `HOLD_FOR`), so a replica stopped by a redeploy
 #: or a scale-down exits within about this long of its last answer, not 2 s later.
+#: Behind Serve's HAProxy it first stays reachable for HAProxy's draining window
+#: (`RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`, 30 s), as before.
 GRACEFUL_WAIT_LOOP_S: Final = 0.5
 
 # Serve's decorator is untyped; the class above stays plain so mypy checks its body.
