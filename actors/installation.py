@@ -246,7 +246,10 @@ class InstallationHost:
     """Run one installation's deliveries through its bot, journaling every outcome.
 
     `append(events)` writes to this installation's stream (the shard binds it to the
-    journal with the shard's epoch) and returns the last sequence number written.
+    journal with the shard's epoch) and returns the last sequence number written;
+    `find(after, events)` returns the last sequence number of `events` if the stream
+    holds them, in a row, after `after` (None if not), for an append whose answer was
+    lost (`_write`).
     Thousands live in one shard, so a host keeps little: its mailbox is made on its
     first delivery and its decoders are shared by every host of the bot class.
     """
@@ -256,6 +259,7 @@ class InstallationHost:
         "_breaker_wait",
         "_clock",
         "_codecs",
+        "_find",
         "_mailbox",
         "_on_written",
         "_replays",
@@ -285,6 +289,7 @@ class InstallationHost:
         sleep: Sleep = asyncio.sleep,
         breaker_wait: Callable[[], float] = lambda: 0.0,
         on_written: Callable[[InstallationHost], None] = lambda _host: None,
+        find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
     ) -> None:
         self.installation_id = installation_id
         self.stream = stream_name(installation_id)
@@ -300,6 +305,7 @@ class InstallationHost:
         self.last_used = clock()
         self._on_written = on_written
         self._append = append
+        self._find = find
         self._retry = retry
         self._clock = clock
         self._sleep = sleep
@@ -874,14 +880,24 @@ class InstallationHost:
 
     async def _write(self, events: Sequence[msgspec.Struct | NewEvent]) -> None:
         wrapped = [e if isinstance(e, NewEvent) else runtime_event(e) for e in events]
+        # Every event the journal held when the append is sent comes before it.
+        before, failed = self.last_seq, False
         while True:
             try:
-                self.last_seq = max(self.last_seq, await self._append(self.stream, wrapped))
+                written = None
+                if failed and self._find is not None:
+                    # Written, with only the answer lost? Then not again: its domain
+                    # events would count twice whenever the stream is read.
+                    written = await self._find(before, wrapped)
+                if written is None:
+                    written = await self._append(self.stream, wrapped)
+                self.last_seq = max(self.last_seq, written)
                 self.applied += len(wrapped)  # domain events: `_run` evolves the state next
                 break
             except JournalUnavailable as exc:
                 # The outcome must not be lost: wait for the journal and write it again.
                 # (`Fenced` is not caught: a newer shard owns this stream now.)
+                failed = True
                 log.warning(
                     "%s: journal append failed (%s); retrying",
                     self.stream,

@@ -54,7 +54,7 @@ from ghbot.errors import (
 )
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
-from ghbot.journal.records import AppendRequest, AppendResult, NewEvent
+from ghbot.journal.records import AppendRequest, AppendResult, EventRecord, NewEvent
 from ghbot.logs import LogLimiter
 from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
@@ -478,7 +478,13 @@ class ShardCore:
 
         async def activate() -> None:
             while True:
-                while (host := self.hosts.get(installation_id)) is not None:
+                while True:
+                    if (activating := self._activating.get(installation_id)) is not None:
+                        # Under way: its read may come before what failed was written.
+                        await asyncio.wait([activating])
+                        continue
+                    if (host := self.hosts.get(installation_id)) is None:
+                        break
                     await host.wait_idle()
                     if self.hosts.get(installation_id) is host and host.busy == 0:
                         del self.hosts[installation_id]
@@ -631,10 +637,15 @@ class ShardCore:
             result = await self.appends.append(stream, events, shard=vshard, epoch=epoch)
             return result.last_seq
 
+        async def find(after: int, events: Sequence[NewEvent]) -> int | None:
+            records = await self.journal.read(stream_name(installation_id), after + 1, shard=vshard)
+            return _last_seq_of_run(records, events)
+
         host = InstallationHost(
             installation_id,
             bot,
             append=append,
+            find=find,
             retry=self._retry,
             clock=self._clock,
             sleep=self._sleep,
@@ -944,6 +955,17 @@ class ShardCore:
             "journal_calls": self.appends.calls,
             "journal_appends": self.appends.requests,
         }
+
+
+def _last_seq_of_run(records: Sequence[EventRecord], events: Sequence[NewEvent]) -> int | None:
+    """Return the seq of the last of `events` where `records` hold them all in a row (the
+    events of one append are numbered in a row), else None."""
+    wanted = [(e.type, e.data) for e in events]
+    for start in range(len(records) - len(wanted) + 1):
+        run = records[start : start + len(wanted)]
+        if [(r.type, r.data) for r in run] == wanted:
+            return run[-1].seq
+    return None
 
 
 def _settled(host: InstallationHost) -> bool:

@@ -14,11 +14,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
+from actors.bot import InstallationActor, on
+from actors.records import stream_name
 from actors.shard import ShardCore
+from actors.wire import encode_batch
+from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, open_journal
 from ghbot.journal.records import AppendRequest, AppendResult, EventRecord
 from tests.faults.support import Effects
@@ -181,5 +186,94 @@ async def test_a_caller_waiting_for_an_activation_another_gave_up_activates_it_i
             await first
     finally:
         held.set()
+        await shard.close()
+        await journal.close()
+
+
+async def test_a_batch_written_while_its_installation_is_activated_is_read_again_after(
+    tmp_path: Path, history: History
+) -> None:
+    """A batch whose answer was lost is written after the read of an activation under
+    way for its installation: the installation must be read again after that
+    activation, not take its host (read before the batch) as the one read again; its
+    redelivery is a duplicate, so nothing else runs the batch."""
+    journal = HeldReads(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Effects)
+    held = journal.hold = asyncio.Event()
+    try:
+        await shard.start()
+        sender = Sender(shard, history)
+        # A batch activates NEW; the activation's read is made, then held.
+        first = asyncio.create_task(sender.send([delivery(NEW, "first")]))
+        async with asyncio.timeout(10):
+            await journal.entered.wait()
+        journal.lose_acks(1)  # the next batch is written, its answer lost: 503
+        assert await sender.send([delivery(NEW, "lost-ack")]) is None
+        held.set()
+        assert await first == ["accepted"]
+        assert await sender.redeliver() == 0  # lost-ack: a duplicate now
+        assert history.answers_of["lost-ack"] == ["unavailable", "duplicate"]
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        check(history, await journaled(journal, [NEW], vshards=VSHARDS))
+        assert sorted(history.effects) == ["first", "lost-ack"]
+    finally:
+        held.set()
+        await shard.close()
+        await journal.close()
+
+
+class Opened(msgspec.Struct):
+    number: int
+
+
+class Counting(InstallationActor):
+    """Count `issues.opened` in its state (one domain event each); the journal's answer
+    to the append of its first outcome is lost (the append is written)."""
+
+    domain_events = (Opened,)
+    state_type = int
+    journal: ClassVar[FaultyJournal | None] = None
+
+    def initial_state(self) -> int:
+        return 0
+
+    def evolve(self, state: int, event: msgspec.Struct) -> int:
+        return state + 1
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        self.emit(Opened(number=event.payload.issue.number))
+        if (journal := type(self).journal) is not None:
+            journal.lose_acks(1)  # this outcome's append
+            type(self).journal = None
+
+
+async def test_an_outcome_written_though_its_answer_was_lost_is_not_written_again(
+    tmp_path: Path,
+) -> None:
+    """The handler's outcome (its domain event, `HandlerSucceeded`, `DeliveryCompleted`)
+    is written but the answer lost: the host looks for it before writing it again. It
+    wrote it twice, and the state read back from the journal counted the event twice."""
+    journal = FaultyJournal(await open_journal(f"sqlite://{tmp_path}/j", shard_count=VSHARDS))
+
+    async def at_once(_seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Counting, sleep=at_once)
+    try:
+        await shard.start()
+        Counting.journal = journal
+        body = payload("issues.opened", installation=NEW, issue__number=1)
+        await shard.ingest(encode_batch([inbound(Counting, "issues", body, delivery_id="d1")]))
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert journal.appends_failed == 1
+        assert shard.hosts[NEW].bot.state == 1
+        records = await journal.read(stream_name(NEW), shard=NEW % VSHARDS)
+        assert [r.type for r in records].count("HandlerSucceeded") == 1
+        del shard.hosts[NEW]  # passivated; read from the journal again
+        assert (await shard.host(NEW)).bot.state == 1
+    finally:
         await shard.close()
         await journal.close()
