@@ -479,6 +479,12 @@ class ShardCore:
         async def activate() -> None:
             while True:
                 while True:
+                    if self.draining:
+                        # A host now runs nothing, and the one there holds what its
+                        # client knows for the drain to hand over (`ClientHeld`): keep
+                        # it. The successor reads every installation when it starts.
+                        self._again.discard(installation_id)
+                        return
                     if (activating := self._activating.get(installation_id)) is not None:
                         # Under way: its read may come before what failed was written.
                         await asyncio.wait([activating])
@@ -486,11 +492,13 @@ class ShardCore:
                     if (host := self.hosts.get(installation_id)) is None:
                         break
                     await host.wait_idle()
+                    if self.draining:
+                        continue  # kept (above)
                     if self.hosts.get(installation_id) is host and host.busy == 0:
                         del self.hosts[installation_id]
                 self._again.discard(installation_id)
                 failures = 0
-                while True:
+                while not self.draining:
                     try:
                         await self.host(installation_id)
                         break

@@ -33,9 +33,9 @@ from actors.records import (
 )
 from actors.shard import ShardCore
 from ghbot.breaker import CircuitBreaker
-from ghbot.errors import ShardDraining
+from ghbot.errors import JournalUnavailable, ShardDraining
 from ghbot.events import Event
-from ghbot.journal import Journal
+from ghbot.journal import FaultyJournal, Journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
@@ -294,6 +294,33 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
     assert time.time() >= paused_until  # its comment went once the pause had ended
     assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the refused one, then the comment
     assert await _completed(journal) == ["d1"]
+
+
+async def test_an_installation_being_read_again_is_handed_over_with_its_pause(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # An append of the installation failed while a delivery of it waits out a pause:
+    # it is to be read again once idle. The drain makes it idle; the host that holds
+    # the pause must stay for the hand-over, not be swapped for a fresh one (which
+    # knew no pause, so none was journaled).
+    fake.faults.add(r"/comments$", "secondary", retry_after=2, count=1)
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    github = shard.hosts[INSTALLATION].bot.github
+    await _until(lambda: github.paused)
+    paused_until = github.holds().paused_until
+    faulty.fail_appends(1)
+    with pytest.raises(JournalUnavailable):  # the ingress answers 503
+        await shard.ingest(batch(_opened(Commenter, 2, "d2")))
+    assert INSTALLATION in shard._reactivating
+    async with asyncio.timeout(1):  # not the 2 s of the pause
+        assert await shard.drain() == 1
+    assert shard.hosts[INSTALLATION].bot.github is github
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.paused_until == paused_until
 
 
 async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
