@@ -484,6 +484,7 @@ class ShardCore:
                         # client knows for the drain to hand over (`ClientHeld`): keep
                         # it. The successor reads every installation when it starts.
                         self._again.discard(installation_id)
+                        self._reactivating.pop(installation_id, None)
                         return
                     if (activating := self._activating.get(installation_id)) is not None:
                         # Under way: its read may come before what failed was written.
@@ -511,7 +512,8 @@ class ShardCore:
 
         task = asyncio.get_running_loop().create_task(activate())
         self._reactivating[installation_id] = task
-        # The task takes itself off when it is through; this is for a cancelled one.
+        # The task takes itself off when it is through; this is for one cancelled or
+        # failed.
         task.add_done_callback(
             lambda t: (
                 self._reactivating.get(installation_id) is t
