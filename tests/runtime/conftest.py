@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from starlette.requests import Request
@@ -107,6 +107,17 @@ async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
 
 COMMENTER_INSTALLATION = 77
 COMMENTER_REPO = "octo-org/hello-world"
+
+
+class Stuck(InstallationActor):
+    """A handler that waits for `release`: what it took stays pending (its installation
+    busy) until then."""
+
+    release: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await type(self).release.wait()
 
 
 class Commenter(InstallationActor):

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
-from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
 from actors.turns import Turns
 from actors.wire import Inbound, encode_batch
-from ghbot.events import Event
 from ghbot.journal import open_journal
 from tests.faults.support import Effects
 from tests.history import History, check, journaled
-from tests.runtime.conftest import VSHARDS, inbound, payload
+from tests.runtime.conftest import VSHARDS, Stuck, inbound, payload
 
 
 def _delivery(installation: int, guid: str) -> Inbound:
@@ -91,16 +89,6 @@ async def test_a_turn_not_waited_for_still_follows_the_one_before() -> None:
     third.release()
     await asyncio.sleep(0)
     assert len(turns) == 0
-
-
-class Stuck(InstallationActor):
-    """A handler that never ends: what it took stays pending in the journal."""
-
-    release: ClassVar[asyncio.Event]
-
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        await type(self).release.wait()
 
 
 async def test_a_restarted_shard_resumes_in_journal_order_not_by_arrival_time(

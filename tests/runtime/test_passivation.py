@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any
 
-from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
 from ghbot.client import ClientOptions, GitHub
-from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
-from tests.runtime.conftest import VSHARDS, Commenter, batch, inbound, payload
+from tests.runtime.conftest import VSHARDS, Commenter, Stuck, batch, inbound, payload
 
 
 async def _shard_after_one_write(
@@ -64,16 +62,6 @@ async def test_a_paused_installation_is_not_passivated_during_its_pause(
         await shard.close()
 
 
-class Gated(InstallationActor):
-    """Its handler waits for `gate`: its installation stays busy until then."""
-
-    gate: ClassVar[asyncio.Event]
-
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        await type(self).gate.wait()
-
-
 async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_for_it(
     journal: Journal,
 ) -> None:
@@ -81,12 +69,12 @@ async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_
     activated is idle, the first to drop: callers waiting for its activation (a batch
     journaled meanwhile) got a dropped host, or, looking again, each activated it once
     more."""
-    Gated.gate = asyncio.Event()
-    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Gated, max_active=1)
+    Stuck.release = asyncio.Event()
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Stuck, max_active=1)
     await shard.start()
     try:
         body = payload("issues.opened", installation=41)
-        await shard.ingest(batch(inbound(Gated, "issues", body)))  # 41 busy from now
+        await shard.ingest(batch(inbound(Stuck, "issues", body)))  # 41 busy from now
         activations = shard.counters["activations"]
         first, second = await asyncio.wait_for(
             asyncio.gather(shard.host(42), shard.host(42)), timeout=5
@@ -94,5 +82,5 @@ async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_
         assert first is second is shard.hosts[42]
         assert shard.counters["activations"] == activations + 1
     finally:
-        Gated.gate.set()
+        Stuck.release.set()
         await shard.close()
