@@ -493,9 +493,9 @@ class ShardCore:
                     if (host := self.hosts.get(installation_id)) is None:
                         break
                     await host.wait_idle()
-                    if self.draining:
-                        continue  # kept (above)
-                    if self.hosts.get(installation_id) is host and host.busy == 0:
+                    # Dropped once idle, unless a drain began meanwhile (kept, above).
+                    current = self.hosts.get(installation_id) is host and host.busy == 0
+                    if current and not self.draining:
                         del self.hosts[installation_id]
                 self._again.discard(installation_id)
                 failures = 0
