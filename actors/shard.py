@@ -150,6 +150,8 @@ class ShardCore:
         self._reactivating: dict[int, asyncio.Task[None]] = {}
         #: Of those, the ones to drop and activate once more (another call failed).
         self._again: set[int] = set()
+        #: The clients of hosts so dropped, for the host read after them (`_new_host`).
+        self._clients_kept: dict[int, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -494,9 +496,14 @@ class ShardCore:
                         break
                     await host.wait_idle()
                     # Dropped once idle, unless a drain began meanwhile (kept, above).
+                    # Its client goes to the host read after it: what it knows of
+                    # GitHub (a write's interval, a pause, an open breaker) is not in
+                    # the journal.
                     current = self.hosts.get(installation_id) is host and host.busy == 0
                     if current and not self.draining:
                         del self.hosts[installation_id]
+                        if (github := getattr(host.bot, "github", None)) is not None:
+                            self._clients_kept[installation_id] = github
                 self._again.discard(installation_id)
                 failures = 0
                 while not self.draining:
@@ -631,7 +638,10 @@ class ShardCore:
         """Make a host; a `scratch` one (for folding snapshots) gets no GitHub client."""
         bot = self.bot_class()
         bot.installation_id = installation_id
-        github = None if scratch else self._github_for(installation_id)
+        if scratch:
+            github = None
+        elif (github := self._clients_kept.pop(installation_id, None)) is None:
+            github = self._github_for(installation_id)
         if github is not None:  # else no handler runs, or `_without_installation` says why
             bot.github = github
             bot.quota = Quota(
@@ -880,6 +890,10 @@ class ShardCore:
         it (it may write too soon once).
         """
         self._handing_over = True
+        # An installation being read again (`_reload_later`) gets its host, with the
+        # client of the host dropped for it, when its activation ends: let it end.
+        if activating := list(self._activating.values()):
+            await asyncio.wait(activating, timeout=within)
         hosts = list(self.hosts.values())
         try:
             async with asyncio.timeout(within):

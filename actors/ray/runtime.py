@@ -171,6 +171,9 @@ class ShardActor:
         set_up_process(settings)
         self.index = index
         self.settings = settings
+        #: When this process's shard was made, and when it took its epochs (epoch
+        #: seconds; an upgrade starts the next shard's successor after the latter).
+        self.created_at, self.started_at = time.time(), 0.0
         self._core: ShardCore | None = None
         self._starting: asyncio.Task[ShardCore] | None = None
         self._channel: ChannelServer | None = None
@@ -216,6 +219,7 @@ class ShardActor:
             write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
         )
         await core.open()
+        self.started_at = time.time()
         log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)
         assert core.recovery is not None
         core.recovery.add_done_callback(self._recovered)
@@ -286,6 +290,8 @@ class ShardActor:
         return {
             "index": self.index,
             "version": self.settings.version,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
             "channel_batches": channel,
             "gc_thresholds": list(gc.get_threshold()),
             "switch_interval": sys.getswitchinterval(),

@@ -169,8 +169,12 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     assert any(s.get("RUNNING", 0) >= 1 and s.get("STARTING", 0) >= 1 for s in samples), samples
     await _deliver(first.url, after, acked)
 
-    versions = {s["version"] for s in stats(namespace)}
+    shards = sorted(stats(namespace), key=lambda s: s["created_at"])
+    versions = {s["version"] for s in shards}
     assert len(versions) == 1 and versions.isdisjoint(old_versions) and "" not in versions
+    # One shard replaced at a time: the second successor was made once the first had
+    # started (side by side, on a slow machine, neither started within the hold).
+    assert shards[1]["created_at"] >= shards[0]["started_at"] > 0, shards
 
     def bodies() -> list[str]:
         return [c["body"] for c in comments(fake, REPO)]

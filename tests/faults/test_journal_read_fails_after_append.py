@@ -12,9 +12,8 @@ tried again in the background: every delivery is handled, once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 import pytest
@@ -24,11 +23,10 @@ from actors.records import stream_name
 from actors.shard import ShardCore
 from actors.wire import encode_batch
 from ghbot.events import Event
-from ghbot.journal import FaultyJournal, Journal, open_journal
-from ghbot.journal.records import AppendRequest, AppendResult, EventRecord
+from ghbot.journal import FaultyJournal, open_journal
 from tests.faults.support import Effects
 from tests.history import History, Sender, check, journaled
-from tests.runtime.conftest import VSHARDS, inbound, payload
+from tests.runtime.conftest import VSHARDS, HeldReads, inbound, payload
 
 pytestmark = pytest.mark.faults
 
@@ -97,30 +95,6 @@ async def test_a_batch_written_though_its_append_failed_is_handled_on_redelivery
     finally:
         await shard.close()
         await journal.close()
-
-
-class HeldReads(FaultyJournal):
-    """A `FaultyJournal` whose reads, while `hold` is set, read at once and answer only
-    once it is cleared: what they answer is the journal as it was when they read it."""
-
-    def __init__(self, inner: Journal) -> None:
-        super().__init__(inner)
-        self.hold: asyncio.Event | None = None
-        self.entered = asyncio.Event()  # set once the held read has read
-        self.appended = asyncio.Event()  # set once an append is written
-
-    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        results = await super().append_many(requests)
-        self.appended.set()
-        return results
-
-    async def read(self, stream: str, *args: Any, **kwargs: Any) -> list[EventRecord]:
-        records = await super().read(stream, *args, **kwargs)
-        if self.hold is not None:
-            hold, self.hold = self.hold, None  # one read is held
-            self.entered.set()
-            await hold.wait()
-        return records
 
 
 async def test_a_delivery_taken_while_its_host_is_read_again_runs_once(

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -23,7 +23,8 @@ from actors.wire import Inbound, Status, encode_batch, vshard_of
 from ghbot.breaker import CircuitBreaker
 from ghbot.client import ClientOptions, GitHub, close_pool
 from ghbot.events import Event, decode_envelope
-from ghbot.journal import Journal, open_journal
+from ghbot.journal import FaultyJournal, Journal, open_journal
+from ghbot.journal.records import AppendRequest, AppendResult, EventRecord
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
@@ -86,6 +87,30 @@ def item(n: int, body: bytes = b"{}") -> Inbound:
     """Delivery `dn` of installation 1 with `body`, for tests of how batches travel."""
     received = DeliveryReceived(delivery_id=f"d{n}", event="issues", body=body, received_at=0.0)
     return Inbound(installation_id=1, vshard=0, received=received)
+
+
+class HeldReads(FaultyJournal):
+    """A `FaultyJournal` whose reads, while `hold` is set, read at once and answer only
+    once it is cleared: what they answer is the journal as it was when they read it."""
+
+    def __init__(self, inner: Journal) -> None:
+        super().__init__(inner)
+        self.hold: asyncio.Event | None = None
+        self.entered = asyncio.Event()  # set once the held read has read
+        self.appended = asyncio.Event()  # set once an append is written
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        results = await super().append_many(requests)
+        self.appended.set()
+        return results
+
+    async def read(self, stream: str, *args: Any, **kwargs: Any) -> list[EventRecord]:
+        records = await super().read(stream, *args, **kwargs)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None  # one read is held
+            self.entered.set()
+            await hold.wait()
+        return records
 
 
 def batch(*items: Inbound) -> bytes:

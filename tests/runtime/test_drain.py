@@ -43,6 +43,7 @@ from tests.runtime.conftest import (
     COMMENTER_REPO,
     VSHARDS,
     Commenter,
+    HeldReads,
     batch,
     commenter_shard,
     inbound,
@@ -322,6 +323,38 @@ async def test_an_installation_being_read_again_is_handed_over_with_its_pause(
     [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.paused_until == paused_until
     assert left == 1  # d1, for the successor
+
+
+async def test_an_installation_read_again_as_the_drain_begins_is_handed_over_with_its_turn(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # An append of the installation failed: its host, idle, is dropped to be read again
+    # (`_reload_later`), and the read is under way when the drain begins. The host read
+    # takes the dropped one's client, and the drain waits for it to journal that
+    # client's turn: a write a minute, the last one a moment ago.
+    held_reads = HeldReads(journal)
+    shard = commenter_shard(held_reads, fake, Commenter, pace_writes=60.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+    assert writes_after > time.time() + 50
+    hold = held_reads.hold = asyncio.Event()
+    held_reads.fail_appends(1)
+    with pytest.raises(JournalUnavailable):  # the ingress answers 503
+        await shard.ingest(batch(_opened(Commenter, 2, "d2")))
+    async with asyncio.timeout(10):
+        await held_reads.entered.wait()  # the host is dropped, the read held
+    assert INSTALLATION not in shard.hosts
+    drain = asyncio.create_task(shard.drain())
+    await asyncio.sleep(0.1)
+    hold.set()
+    async with asyncio.timeout(10):
+        assert await drain == 0
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == writes_after
+    assert len(fake.requests_to(COMMENTS, "POST")) == 1
 
 
 async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(

@@ -1,13 +1,17 @@
-"""Passivation never forgets what GitHub asked of an installation: write spacing, pauses."""
+"""Passivation never forgets what GitHub asked of an installation: write spacing, pauses;
+nor does reading an installation again from the journal."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from actors.shard import ShardCore
 from ghbot.client import ClientOptions, GitHub
-from ghbot.journal import Journal
+from ghbot.errors import JournalUnavailable
+from ghbot.journal import FaultyJournal, Journal
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
 from tests.runtime.conftest import VSHARDS, Commenter, Stuck, batch, inbound, payload
@@ -83,4 +87,35 @@ async def test_an_installation_activated_over_the_cap_is_kept_for_those_waiting_
         assert shard.counters["activations"] == activations + 1
     finally:
         Stuck.release.set()
+        await shard.close()
+
+
+async def test_an_installation_read_again_keeps_its_client(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    """An append failed: the installation is read again from the journal, its host
+    dropped once idle (`_reload_later`). The host read after it takes the dropped one's
+    client: a new one would not know the last write was a moment ago, and would write
+    at once."""
+    clock = FakeClock()
+    faulty = FaultyJournal(journal)
+    shard = await _shard_after_one_write(faulty, fake, clock, pace_writes=5.0)
+    try:
+        github = shard.hosts[INSTALLATION].bot.github
+        body = payload("issues.opened", installation=INSTALLATION)
+        second = inbound(Commenter, "issues", body)
+        faulty.fail_appends(1)
+        with pytest.raises(JournalUnavailable):  # the ingress answers 503
+            await shard.ingest(batch(second))
+        async with asyncio.timeout(10):
+            await shard.wait_idle()  # it is read again
+        assert shard.counters["activations"] == 2
+        assert shard.hosts[INSTALLATION].bot.github is github
+        slept = len(clock.sleeps)
+        assert await shard.ingest(batch(second)) == ["accepted"]  # GitHub's redelivery
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert sum(clock.sleeps[slept:]) == pytest.approx(5.0)  # its turn in the lane
+        assert len([r for r in fake.requests if r.method == "POST"]) == 2
+    finally:
         await shard.close()
