@@ -21,8 +21,10 @@ and the fake GitHub run in one process at nice 19 (the bots and Ray's workers at
 send to last comment), ack and end-to-end p50/p95/p99, the CPU the machine spent per
 delivery outside the load process and inside it, the part of it the run's own
 processes spent (each process listed: other work on a shared machine is left out),
-the cores used idle before the run, and ghbot's throughput and CPU per delivery
-against each of the others.
+the cores used idle before the run, the share of the machine's CPU time the
+hypervisor took for others during the row (steal, from /proc/stat: a row with a few
+per cent of it was measured on a slower machine than its neighbours), and ghbot's
+throughput and CPU per delivery against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
@@ -150,9 +152,10 @@ class Harness:
         idle_s = time.monotonic() - idle_began
         idle = self._others(before, idle_after) / idle_s
         idle_by_name = self._by_name(before, idle_after, 1 / idle_s)
-        before = cpu_seconds()
+        before, ticks = cpu_seconds(), machine_ticks()
         result = self._command(target, deliveries, concurrency)
-        after = cpu_seconds()
+        after, ticks = cpu_seconds(), [b - a for a, b in zip(ticks, machine_ticks(), strict=True)]
+        result["steal"] = ticks[STEAL] / max(sum(ticks[: STEAL + 1]), 1)
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
         result["own_idle_cores"] = idle_by_name
@@ -186,6 +189,17 @@ class Harness:
         if self.process.stdin is not None:
             self.process.stdin.close()
         self.process.wait(timeout=30)
+
+
+#: The field of /proc/stat's `cpu` line (after the name) that counts steal: user,
+#: nice, system, idle, iowait, irq, softirq, steal.
+STEAL = 7
+
+
+def machine_ticks() -> list[int]:
+    """Return the machine's CPU ticks by kind, as /proc/stat's `cpu` line counts them."""
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:]]
 
 
 def cpu_seconds() -> dict[int, float]:
@@ -455,7 +469,7 @@ def row(name: str, result: dict[str, Any]) -> str:
         f"{e2e['p50']:>8.1f}{e2e['p95']:>8.1f}{e2e['p99']:>8.1f}"
         f"{result['sut_cpu_ms']:>8.2f}{sum(result['own_cpu_ms'].values()):>8.2f}"
         f"{result['harness_cpu_ms']:>8.2f}"
-        f"{result['idle_cores']:>8.2f}  {result['statuses']}"
+        f"{result['idle_cores']:>8.2f}{100 * result['steal']:>7.1f}%  {result['statuses']}"
     )
 
 
@@ -530,7 +544,7 @@ def main() -> None:
     print(f"# {args.deliveries} deliveries, {args.warmup} warm-up, concurrency {args.concurrency}")
     heads = ["handled".rjust(15), "hooks/s".rjust(9)]
     heads += [h.rjust(8) for h in ("ack p50", "p95", "p99", "e2e p50", "p95", "p99")]
-    heads += [h.rjust(8) for h in ("cpu ms", "own ms", "load ms", "idle")]
+    heads += [h.rjust(8) for h in ("cpu ms", "own ms", "load ms", "idle", "steal")]
     print(" " * 8 + "".join(heads))
     print(
         "# cpu ms: the machine's CPU per delivery outside the load process (bot, Ray, HAProxy, ...)"
@@ -538,6 +552,7 @@ def main() -> None:
     print("# own ms: the part of cpu ms this run's own processes spent (listed below)")
     print("# load ms: the load process's (load generator and fake GitHub) CPU per delivery")
     print("# idle: cores the machine (outside the load process) used with no load, before the run")
+    print("# steal: the share of the machine's CPU time the hypervisor gave others during the row")
     for name, result in others.items():
         print(row(name, result))
     print(row("ghbot", ours))
