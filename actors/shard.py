@@ -629,6 +629,7 @@ class ShardCore:
         else:
             host.restore(None, records)
         self.hosts[installation_id] = host
+        self._clients_kept.pop(installation_id, None)  # now the host's (`_new_host`)
         self.counters["activations"] += 1
         host.resume()
         self.passivate(keep=installation_id)  # callers waiting for it look it up again
@@ -640,7 +641,7 @@ class ShardCore:
         bot.installation_id = installation_id
         if scratch:
             github = None
-        elif (github := self._clients_kept.pop(installation_id, None)) is None:
+        elif (github := self._clients_kept.get(installation_id)) is None:
             github = self._github_for(installation_id)
         if github is not None:  # else no handler runs, or `_without_installation` says why
             bot.github = github
@@ -890,18 +891,26 @@ class ShardCore:
         it (it may write too soon once).
         """
         self._handing_over = True
-        # An installation being read again (`_reload_later`) gets its host, with the
-        # client of the host dropped for it, when its activation ends: let it end.
-        if activating := list(self._activating.values()):
-            await asyncio.wait(activating, timeout=within)
-        hosts = list(self.hosts.values())
+        # An installation being read again (`_reload_later`) keeps the client of the
+        # host dropped for it until its host is read: read it now, if its reading has
+        # not (the host starts stopped, with that client).
+        kept, read = list(self._clients_kept), list[object]()
         try:
             async with asyncio.timeout(within):
+                read = await asyncio.gather(*map(self.host, kept), return_exceptions=True)
+                hosts = list(self.hosts.values())
                 outcomes = await asyncio.gather(
                     *(host.hand_over_client() for host in hosts), return_exceptions=True
                 )
         except TimeoutError:
             outcomes = [TimeoutError()]
+        for installation_id, error in zip(kept, read, strict=False):
+            if isinstance(error, BaseException):
+                log.warning(
+                    "installation %d: not read again to hand its client over (%s)",
+                    installation_id,
+                    describe(error) if isinstance(error, JournalError) else repr(error),
+                )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for outcome in failed:
             if not isinstance(outcome, (TimeoutError, JournalError)):  # not away, not fenced

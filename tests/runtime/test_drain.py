@@ -357,6 +357,31 @@ async def test_an_installation_read_again_as_the_drain_begins_is_handed_over_wit
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
 
 
+async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_over(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # As above, but the read fails too: the reading again waits to try once more (its
+    # backoff: a minute here) when the drain begins. The drain reads the installation
+    # itself to hand over the kept client's turn.
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, Commenter, pace_writes=60.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+    faulty.fail_appends(1)
+    faulty.fail_reads(1)
+    with pytest.raises(JournalUnavailable):
+        await shard.ingest(batch(_opened(Commenter, 2, "d2")))
+    await _until(lambda: faulty.reads_failed == 1 and not shard._activating)
+    assert INSTALLATION not in shard.hosts
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 0
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == writes_after
+
+
 async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     journal: Journal, fake: FakeGitHub
 ) -> None:
