@@ -885,32 +885,25 @@ class ShardCore:
         """Journal, for each installation whose client holds a write's turn, a
         secondary-limit pause or an open breaker, what it holds
         (`InstallationHost.hand_over_client`), so the shard that takes it over waits as
-        this one would have; return how many.
+        this one would have; return how many. An installation being read again after
+        a failed append, its host dropped and its client kept for the next, is read
+        for it (`_read_and_hand_over`).
 
         At most `within` seconds: the journal away, the successor takes over without
         it (it may write too soon once).
         """
         self._handing_over = True
-        # An installation being read again (`_reload_later`) keeps the client of the
-        # host dropped for it until its host is read: read it now, if its reading has
-        # not (the host starts stopped, with that client).
-        kept, read = list(self._clients_kept), list[object]()
+        hosts = list(self.hosts.values())
+        kept = [i for i in self._clients_kept if i not in self.hosts]
         try:
             async with asyncio.timeout(within):
-                read = await asyncio.gather(*map(self.host, kept), return_exceptions=True)
-                hosts = list(self.hosts.values())
                 outcomes = await asyncio.gather(
-                    *(host.hand_over_client() for host in hosts), return_exceptions=True
+                    *(host.hand_over_client() for host in hosts),
+                    *map(self._read_and_hand_over, kept),
+                    return_exceptions=True,
                 )
         except TimeoutError:
             outcomes = [TimeoutError()]
-        for installation_id, error in zip(kept, read, strict=False):
-            if isinstance(error, BaseException):
-                log.warning(
-                    "installation %d: not read again to hand its client over (%s)",
-                    installation_id,
-                    describe(error) if isinstance(error, JournalError) else repr(error),
-                )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for outcome in failed:
             if not isinstance(outcome, (TimeoutError, JournalError)):  # not away, not fenced
@@ -925,6 +918,28 @@ class ShardCore:
         if handed:
             log.info("handed over what %d installations' clients hold", handed)
         return handed
+
+    async def _read_and_hand_over(self, installation_id: int) -> bool:
+        """Read an installation whose host was dropped to be read again (`_reload_later`),
+        which keeps that host's client for the next, and hand that client over
+        (`_hand_over_clients`); the host starts stopped. A read that fails (perhaps one
+        under way, begun before the drain) is tried once more."""
+        try:
+            try:
+                host = await self.host(installation_id)
+            except JournalUnavailable:
+                host = await self.host(installation_id)
+        except JournalError:
+            raise
+        except Exception as exc:  # the bot's state would not restore: nothing to hand over
+            log.warning(
+                "installation %d: not read again to hand its client over (%r)",
+                installation_id,
+                exc,
+                extra={"installation_id": installation_id, "error_type": type(exc).__name__},
+            )
+            return False
+        return await host.hand_over_client()
 
     async def shut_down(self, within: float) -> bool:
         """Drain (`drain`) for up to `within` seconds, then close the hosts and the journal.
