@@ -862,6 +862,12 @@ class ShardCore:
         takes over).
         """
         self.draining = True
+        # Installations being read again after a failed append (`_reload_later`) are
+        # read no more (a host read now would start stopped): the next shard reads
+        # every installation, and the hand-over reads those whose client is kept. A
+        # reading waiting out its backoff would hold `wait_idle` for it.
+        for reading in list(self._reactivating.values()):
+            reading.cancel()
         if finish:
             await self.wait_idle()
             await self._hand_over_clients()

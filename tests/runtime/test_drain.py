@@ -382,6 +382,33 @@ async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_o
     assert held.writes_after == writes_after
 
 
+async def test_a_finishing_drain_does_not_wait_out_a_reading_again_s_backoff(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ghbot stop` (`finish`) waits for every delivery taken; it waited too for an
+    # installation's reading again after a failed append and a failed read, through its
+    # backoff (15 to 30 s here; up to 30 s in production), past the drain's time. It
+    # stops that reading, and hands over the kept client's turn.
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, Commenter, pace_writes=60.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+    faulty.fail_appends(1)
+    faulty.fail_reads(1)
+    with pytest.raises(JournalUnavailable):
+        await shard.ingest(batch(_opened(Commenter, 2, "d2")))
+    await _until(lambda: faulty.reads_failed == 1 and not shard._activating)
+    assert INSTALLATION in shard._reactivating  # waiting out its backoff
+    async with asyncio.timeout(5):
+        assert await shard.drain(finish=True) == 0
+    assert not shard._reactivating
+    await shard.close()
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == writes_after
+
+
 async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     journal: Journal, fake: FakeGitHub
 ) -> None:
