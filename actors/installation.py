@@ -556,7 +556,9 @@ class InstallationHost:
         return cut
 
     async def close(self) -> None:
-        """Stop running handlers (their deliveries stay pending in the journal)."""
+        """Stop running handlers (their deliveries stay pending in the journal), and
+        start none taken later (an ingest under way as its shard closes)."""
+        self.stopping = True
         if self._mailbox is not None:
             await self._mailbox.close()
 

@@ -58,7 +58,8 @@ class KeyedMailbox:
         self._stopped = True
 
     async def close(self) -> None:
-        """Cancel every queued and running job."""
+        """Cancel every queued and running job, and start none put later."""
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

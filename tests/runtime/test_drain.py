@@ -409,6 +409,23 @@ async def test_a_finishing_drain_does_not_wait_out_a_reading_again_s_backoff(
     assert held.writes_after == writes_after
 
 
+async def test_a_closed_host_runs_no_delivery_handed_to_it_later(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # The shard's `close()` after a drain cut short closes its hosts while an ingest
+    # under way may still hand one a delivery: its handler ran after the close (after
+    # what the clients hold was handed over), and was cut at the process's exit.
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=None)
+    await shard.start()
+    host = await shard.host(INSTALLATION)
+    await host.close()
+    host.accept(_opened(Commenter, 1, "d1").received, 1)
+    await asyncio.sleep(0.2)
+    assert host.busy == 0
+    assert fake.requests_to(COMMENTS, "POST") == []
+    await shard.close()
+
+
 async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     journal: Journal, fake: FakeGitHub
 ) -> None:
