@@ -466,14 +466,18 @@ class ShardCore:
         and would not run them, an activation replays them. An active host is dropped
         once idle; the activation is tried with backoff until the journal answers. (A
         delivery replayed so runs after the later ones its host ran meanwhile: per-key
-        order can break for it, never exactly-once.)
+        order can break for it, never exactly-once.) Not while draining: the shard that
+        takes over reads every installation.
         """
         log.warning(
-            "installation %d: a journal call failed (%s); reading it again",
+            "installation %d: a journal call failed (%s); %s",
             installation_id,
             describe(exc),
+            "the next shard reads it again" if self.draining else "reading it again",
             extra={"installation_id": installation_id, "error_type": type(exc).__name__},
         )
+        if self.draining:
+            return
         if installation_id in self._reactivating:
             self._again.add(installation_id)
             return
