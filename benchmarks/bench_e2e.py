@@ -23,7 +23,7 @@ delivery outside the load process and inside it, the part of it the run's own
 processes spent (each process listed: other work on a shared machine is left out),
 the cores used idle before the run, the share of the machine's CPU time the
 hypervisor took for others during the row (steal, from /proc/stat: a row with a few
-per cent of it was measured on a slower machine than its neighbours), and ghbot's
+per cent of it ran with less of the machine than its neighbours), and ghbot's
 throughput and CPU per delivery against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
