@@ -4,21 +4,36 @@ nor does reading an installation again from the journal."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
+from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
 from ghbot.client import ClientOptions, GitHub
 from ghbot.errors import JournalUnavailable
+from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
-from tests.runtime.conftest import VSHARDS, Commenter, Stuck, batch, inbound, payload
+from tests.runtime.conftest import (
+    COMMENTER_REPO,
+    VSHARDS,
+    Commenter,
+    Stuck,
+    batch,
+    inbound,
+    payload,
+)
 
 
 async def _shard_after_one_write(
-    journal: Journal, fake: FakeGitHub, clock: FakeClock, **options: Any
+    journal: Journal,
+    fake: FakeGitHub,
+    clock: FakeClock,
+    bot: type[InstallationActor] = Commenter,
+    **options: Any,
 ) -> ShardCore:
     opts = ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep, **options)
     token = fake.create_token(INSTALLATION)
@@ -26,13 +41,13 @@ async def _shard_after_one_write(
         range(VSHARDS),
         VSHARDS,
         journal,
-        Commenter,
+        bot,
         github_for=lambda _id: GitHub(token=token, options=opts),
         clock=clock,
     )
     await shard.start()
     body = payload("issues.opened", installation=INSTALLATION)
-    await shard.ingest(batch(inbound(Commenter, "issues", body)))
+    await shard.ingest(batch(inbound(bot, "issues", body)))
     await shard.wait_idle()
     return shard
 
@@ -118,4 +133,61 @@ async def test_an_installation_read_again_keeps_its_client(
         assert sum(clock.sleeps[slept:]) == pytest.approx(5.0)  # its turn in the lane
         assert len([r for r in fake.requests if r.method == "POST"]) == 2
     finally:
+        await shard.close()
+
+
+class Noted(msgspec.Struct):
+    number: int
+
+
+class NotingCommenter(InstallationActor):
+    """Comment, and note the issue (a domain event); while `broken`, its state does
+    not restore from the journal."""
+
+    domain_events = (Noted,)
+    broken: ClassVar[bool] = False
+
+    def evolve(self, state: Any, event: msgspec.Struct) -> Any:
+        if NotingCommenter.broken:
+            raise RuntimeError("this evolve cannot read what it wrote")
+        return state
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await self.github.request(
+            "POST", f"/repos/{COMMENTER_REPO}/issues/1/comments", json={"body": "thanks"}
+        )
+        self.emit(Noted(number=event.payload.issue.number))
+
+
+async def test_a_client_kept_for_an_installation_read_again_outlives_a_failed_restore(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    """The installation's state does not restore the first time it is read again: the
+    dropped host's client stays kept for the host read after that."""
+    clock = FakeClock()
+    faulty = FaultyJournal(journal)
+    shard = await _shard_after_one_write(faulty, fake, clock, NotingCommenter, pace_writes=5.0)
+    try:
+        github = shard.hosts[INSTALLATION].bot.github
+        body = payload("issues.opened", installation=INSTALLATION)
+        second = inbound(NotingCommenter, "issues", body)
+        NotingCommenter.broken = True
+        faulty.fail_appends(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(second))
+        if (reading := shard._reactivating.get(INSTALLATION)) is not None:
+            await asyncio.wait([reading], timeout=10)  # it fails to restore
+            assert isinstance(reading.exception(), RuntimeError)
+        assert INSTALLATION not in shard.hosts
+        assert shard._clients_kept[INSTALLATION] is github
+        NotingCommenter.broken = False
+        slept = len(clock.sleeps)
+        assert await shard.ingest(batch(second)) == ["accepted"]  # GitHub's redelivery
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert shard.hosts[INSTALLATION].bot.github is github
+        assert sum(clock.sleeps[slept:]) == pytest.approx(5.0)  # its turn in the lane
+    finally:
+        NotingCommenter.broken = False
         await shard.close()
