@@ -357,23 +357,34 @@ async def test_an_installation_read_again_as_the_drain_begins_is_handed_over_wit
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
 
 
-async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_over(
+async def _reading_again_after_a_failed_read(
     journal: Journal, fake: FakeGitHub
-) -> None:
-    # As above, but the read fails too: the reading again waits to try once more (its
-    # backoff: a minute here) when the drain begins. The drain reads the installation
-    # itself to hand over the kept client's turn.
+) -> tuple[ShardCore, float]:
+    """A shard (a write a minute) whose installation wrote once, then had an append
+    fail and the read of its reading again fail too: that reading now waits out its
+    backoff (15 to 30 s here), the host dropped and its client kept. Return the shard
+    and when that client's next write may go."""
     faulty = FaultyJournal(journal)
     shard = commenter_shard(faulty, fake, Commenter, pace_writes=60.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
     await shard.wait_idle()
-    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+    writes_after: float = shard.hosts[INSTALLATION].bot.github.holds().writes_after
     faulty.fail_appends(1)
     faulty.fail_reads(1)
     with pytest.raises(JournalUnavailable):
         await shard.ingest(batch(_opened(Commenter, 2, "d2")))
     await _until(lambda: faulty.reads_failed == 1 and not shard._activating)
+    return shard, writes_after
+
+
+async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_over(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # As above, but the read fails too: the reading again waits to try once more (its
+    # backoff: 15 to 30 s here) when the drain begins. The drain reads the installation
+    # itself to hand over the kept client's turn.
+    shard, writes_after = await _reading_again_after_a_failed_read(journal, fake)
     assert INSTALLATION not in shard.hosts
     async with asyncio.timeout(10):
         assert await shard.drain() == 0
@@ -389,17 +400,7 @@ async def test_a_finishing_drain_does_not_wait_out_a_reading_again_s_backoff(
     # installation's reading again after a failed append and a failed read, through its
     # backoff (15 to 30 s here; up to 30 s in production), past the drain's time. It
     # stops that reading, and hands over the kept client's turn.
-    faulty = FaultyJournal(journal)
-    shard = commenter_shard(faulty, fake, Commenter, pace_writes=60.0)
-    await shard.start()
-    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
-    await shard.wait_idle()
-    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
-    faulty.fail_appends(1)
-    faulty.fail_reads(1)
-    with pytest.raises(JournalUnavailable):
-        await shard.ingest(batch(_opened(Commenter, 2, "d2")))
-    await _until(lambda: faulty.reads_failed == 1 and not shard._activating)
+    shard, writes_after = await _reading_again_after_a_failed_read(journal, fake)
     assert INSTALLATION in shard._reactivating  # waiting out its backoff
     async with asyncio.timeout(5):
         assert await shard.drain(finish=True) == 0
