@@ -483,15 +483,9 @@ class ShardCore:
             return
 
         async def activate() -> None:
+            # A drain cancels it (`drain`): the successor reads every installation.
             while True:
                 while True:
-                    if self.draining:
-                        # A host now runs nothing, and the one there holds what its
-                        # client knows for the drain to hand over (`ClientHeld`): keep
-                        # it. The successor reads every installation when it starts.
-                        self._again.discard(installation_id)
-                        self._reactivating.pop(installation_id, None)
-                        return
                     if (activating := self._activating.get(installation_id)) is not None:
                         # Under way: its read may come before what failed was written.
                         await asyncio.wait([activating])
@@ -499,18 +493,16 @@ class ShardCore:
                     if (host := self.hosts.get(installation_id)) is None:
                         break
                     await host.wait_idle()
-                    # Dropped once idle, unless a drain began meanwhile (kept, above).
-                    # Its client goes to the host read after it: what it knows of
-                    # GitHub (a write's interval, a pause, an open breaker) is not in
-                    # the journal.
-                    current = self.hosts.get(installation_id) is host and host.busy == 0
-                    if current and not self.draining:
+                    # Dropped once idle. Its client goes to the host read after it:
+                    # what it knows of GitHub (a write's interval, a pause, an open
+                    # breaker) is not in the journal.
+                    if self.hosts.get(installation_id) is host and host.busy == 0:
                         del self.hosts[installation_id]
                         if (github := getattr(host.bot, "github", None)) is not None:
                             self._clients_kept[installation_id] = github
                 self._again.discard(installation_id)
                 failures = 0
-                while not self.draining:
+                while True:
                     try:
                         await self.host(installation_id)
                         break
