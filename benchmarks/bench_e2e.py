@@ -12,6 +12,9 @@ Measures, in one run on this machine:
   journals nothing. Skipped, with the reason, without `node` or `make bench-probot`;
 - the Serve ceiling: the floor's work as a Serve deployment on ghbot's ingress
   (`serve_floor.py`): the best any bot behind Serve's HTTP ingress can do here;
+- the durable Serve ceiling: the same deployment committing each delivery to SQLite
+  before its 202 as the durable floor does: the best any bot behind Serve's ingress
+  that gives ghbot's guarantee can do here;
 - ghbot: `serve run ghbot.deploy` on a local Ray (Serve's HAProxy ingress unless
   `--no-haproxy`), every delivery journaled in SQLite before its 202.
 
@@ -28,6 +31,7 @@ throughput and CPU per delivery against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
+        [--skip-serve-durable]
 """
 
 from __future__ import annotations
@@ -337,9 +341,16 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 3
 
 
 def run_on_serve(
-    harness: Harness, private: Path, args: argparse.Namespace, data: Path, *, floor: bool = False
+    harness: Harness,
+    private: Path,
+    args: argparse.Namespace,
+    data: Path,
+    *,
+    floor: bool = False,
+    durable: Path | None = None,
 ) -> dict[str, Any]:
-    """Deploy ghbot (or, with `floor`, `serve_floor.ServeFloor`) on Serve and load it."""
+    """Deploy ghbot (or, with `floor`, `serve_floor.ServeFloor`, committing deliveries to
+    `durable` if given) on Serve and load it."""
     if not args.no_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if not args.serve_defaults:
@@ -382,7 +393,9 @@ def run_on_serve(
                 ray_actor_options={"num_cpus": 0},
                 max_ongoing_requests=2000,
                 logging_config={"enable_access_log": False, "log_level": "WARNING"},
-            )(ServeFloor).bind(harness.fake, "4242", private.read_bytes(), SECRET)
+            )(ServeFloor).bind(
+                harness.fake, "4242", private.read_bytes(), SECRET, durable and str(durable)
+            )
             serve.run(app, name="ghbot", route_prefix="/")
             return harness.load(
                 f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
@@ -507,6 +520,11 @@ def main() -> None:
         help="no Serve ceiling (the floor bot's work as a Serve deployment, serve_floor.py)",
     )
     parser.add_argument(
+        "--skip-serve-durable",
+        action="store_true",
+        help="no durable Serve ceiling (the same, committing each delivery to SQLite first)",
+    )
+    parser.add_argument(
         "--serve-floor", action="store_true", help="the default now; kept for older commands"
     )
     parser.add_argument(
@@ -535,6 +553,11 @@ def main() -> None:
                 others["probot"] = run_probot(harness, private, args)
             if not args.skip_serve_floor:
                 others["serve-fl"] = run_on_serve(harness, private, args, Path(tmp), floor=True)
+            if not args.skip_serve_durable:
+                durable = Path(tmp) / "serve-durable.sqlite"
+                others["serve-du"] = run_on_serve(
+                    harness, private, args, Path(tmp), floor=True, durable=durable
+                )
             started = time.monotonic()
             ours = run_on_serve(harness, private, args, Path(tmp))
             print(f"# ghbot run took {time.monotonic() - started:.0f} s with start and stop")
@@ -571,6 +594,15 @@ def main() -> None:
             f"ghbot / {name:<8} throughput {ours['throughput'] / result['throughput']:5.2f},"
             f" cpu ms {ours['sut_cpu_ms'] / result['sut_cpu_ms']:5.2f}, own ms {own:5.2f}"
         )
+    # What durability alone costs a bot of the same work, without ghbot: the bound it
+    # puts on ghbot against the rows without a journal.
+    for durable, plain in (("durable", "floor"), ("serve-du", "serve-fl")):
+        if durable in others and plain in others:
+            print(
+                f"{durable} / {plain:<8} throughput"
+                f" {others[durable]['throughput'] / others[plain]['throughput']:5.2f}, cpu ms"
+                f" {others[durable]['sut_cpu_ms'] / others[plain]['sut_cpu_ms']:5.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import hmac
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,20 +118,23 @@ class Bot:
         ) as answer:
             await answer.read()
 
-    async def webhook(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def receive(self, body: bytes, headers: Mapping[str, str]) -> int:
+        """Verify, decode, commit (durable), start the comment; return the status to answer."""
         expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, request.headers.get("X-Hub-Signature-256", "")):
-            return web.Response(status=401)
+        if not hmac.compare_digest(expected, headers.get("X-Hub-Signature-256", "")):
+            return 401
         data = json.loads(body)
-        guid = request.headers.get("X-GitHub-Delivery", "")
+        guid = headers.get("X-GitHub-Delivery", "")
         if self.journal is not None and not await self.journal.append(guid, body):
-            return web.Response(status=202)  # a redelivery: handled already
-        if request.headers.get("X-GitHub-Event") == "issues" and data.get("action") == "opened":
+            return 202  # a redelivery: handled already
+        if headers.get("X-GitHub-Event") == "issues" and data.get("action") == "opened":
             task = asyncio.create_task(self.comment(data, guid))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return web.Response(status=202)
+        return 202
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        return web.Response(status=await self.receive(await request.read(), request.headers))
 
 
 async def main() -> None:

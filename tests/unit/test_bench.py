@@ -59,3 +59,52 @@ def test_bench_tokens_estimates_quantiles_as_prometheus_does() -> None:
     assert abs(quantile(0.5, bounds, [4, 0, 0, 0]) - 0.0025) < 1e-12
     assert quantile(0.95, bounds, [1, 0, 0, 19]) == 0.025
     assert quantile(0.95, bounds, [0, 0, 0, 0]) != quantile(0.95, bounds, [0, 0, 0, 0])  # nan
+
+
+def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path: Path) -> None:
+    """The durable floor and the durable Serve ceiling answer through `Bot.receive`: a
+    delivery is in the SQLite file when it is answered, a redelivery is answered and
+    neither written nor handled again, a bad signature is refused and writes nothing."""
+    import asyncio
+    import sqlite3
+    from typing import Any
+
+    from benchmarks.floor_bot import Bot, Journal
+    from ghbot.webhooks import sign
+
+    body = b'{"action": "opened", "issue": {"number": 1}}'
+    journal = tmp_path / "j.sqlite"
+    handled: list[str] = []
+
+    def stored() -> list[str]:
+        return sorted(
+            row[0] for row in sqlite3.connect(journal).execute("SELECT guid FROM deliveries")
+        )
+
+    def headers(guid: str, secret: str) -> dict[str, str]:
+        signature = sign(body, secret)
+        return {
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": guid,
+            "X-Hub-Signature-256": signature,
+        }
+
+    async def comment(data: dict[str, Any], guid: str) -> None:
+        handled.append(guid)
+
+    async def deliver() -> list[int]:
+        bot = Bot("http://127.0.0.1:9", "1", b"", "s3cret", Journal(str(journal)))
+        bot.comment = comment  # type: ignore[method-assign]
+        first = await bot.receive(body, headers("a", "s3cret"))
+        assert stored() == ["a"]  # on disk when it was answered
+        together = await asyncio.gather(
+            bot.receive(body, headers("a", "s3cret")),
+            bot.receive(body, headers("b", "s3cret")),
+            bot.receive(body, headers("c", "another")),
+        )
+        await asyncio.gather(*bot.tasks)
+        return [first, *together]
+
+    assert asyncio.run(deliver()) == [202, 202, 202, 401]
+    assert stored() == ["a", "b"]
+    assert handled == ["a", "b"]
