@@ -596,12 +596,12 @@ def main() -> None:
         )
     # What durability alone costs a bot of the same work, without ghbot: the bound it
     # puts on ghbot against the rows without a journal.
-    for durable, plain in (("durable", "floor"), ("serve-du", "serve-fl")):
-        if durable in others and plain in others:
+    for journaled, plain in (("durable", "floor"), ("serve-du", "serve-fl")):
+        if journaled in others and plain in others:
             print(
-                f"{durable} / {plain:<8} throughput"
-                f" {others[durable]['throughput'] / others[plain]['throughput']:5.2f}, cpu ms"
-                f" {others[durable]['sut_cpu_ms'] / others[plain]['sut_cpu_ms']:5.2f}"
+                f"{journaled} / {plain:<8} throughput"
+                f" {others[journaled]['throughput'] / others[plain]['throughput']:5.2f}, cpu ms"
+                f" {others[journaled]['sut_cpu_ms'] / others[plain]['sut_cpu_ms']:5.2f}"
             )
 
 
