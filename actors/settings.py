@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,14 @@ from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 from ghbot.redelivery import GITHUB_WINDOW
 
-__all__ = ["APP_AUTH_ONLY", "INGRESS_ONLY", "RuntimeSettings", "code_version", "load_bot"]
+__all__ = [
+    "APP_AUTH_ONLY",
+    "INGRESS_ONLY",
+    "RUNTIME_PACKAGES",
+    "RuntimeSettings",
+    "code_version",
+    "load_bot",
+]
 
 #: The settings only the ingress replicas read. A change of them is a new ingress for
 #: Serve, and no new version for the actors (`for_shards`): scaling the ingress
@@ -62,9 +70,10 @@ class RuntimeSettings:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def versioned(self) -> RuntimeSettings:
-        """Return the settings with their `version`: hashes of the bot's code and of
-        the settings the shards run with (`for_shards`: no secret goes into it, nor what
-        only the ingress or the app-auth actor reads; see `app_auth_version`)."""
+        """Return the settings with their `version`: hashes of the code (the bot's and
+        ghbot's, `code_version`) and of the settings the shards run with (`for_shards`:
+        no secret goes into it, nor what only the ingress or the app-auth actor reads;
+        see `app_auth_version`)."""
         shards = replace(self.for_shards(), version="")
         config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
         return replace(self, version=f"{code_version(self.bot)}-{config}")
@@ -153,21 +162,30 @@ def load_bot(path: str) -> type[InstallationActor]:
     return cls
 
 
-def code_version(bot: str) -> str:
-    """Return a short hash of the bot's code: every `.py` file of the package its
-    module belongs to (the top-level one), or the module's file when it has no package.
+#: The packages of ghbot's own code: in every deployment's version beside the bot's, so
+#: that upgrading ghbot alone replaces the actors too (their processes keep the code
+#: they imported).
+RUNTIME_PACKAGES: Final = ("ghbot", "actors")
+
+
+def code_version(bot: str, runtime: Sequence[str] = RUNTIME_PACKAGES) -> str:
+    """Return a short hash of the code the actors run: every `.py` file of the package
+    the bot's module belongs to (the top-level one; the module's own file when it has
+    no package), and of the `runtime` packages (ghbot's).
     """
     top = bot.partition(":")[0].split(".")[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None:
-        raise ConfigError(f"bot={bot!r}: cannot find {top!r}")
     digest = hashlib.sha256()
-    if spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            root = Path(location)
-            for path in sorted(root.rglob("*.py")):
-                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-                digest.update(path.read_bytes())
-    elif spec.origin:
-        digest.update(Path(spec.origin).read_bytes())
+    for name in dict.fromkeys((top, *runtime)):
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise ConfigError(f"bot={bot!r}: cannot find {name!r}")
+        digest.update(name.encode() + b"\0")
+        if spec.submodule_search_locations:
+            for location in spec.submodule_search_locations:
+                root = Path(location)
+                for path in sorted(root.rglob("*.py")):
+                    digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+                    digest.update(path.read_bytes())
+        elif spec.origin:
+            digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:8]

@@ -892,20 +892,24 @@ class ShardCore:
         for it (`_read_and_hand_over`).
 
         At most `within` seconds: the journal away, the successor takes over without
-        it (it may write too soon once).
+        what was not journaled by then (it may write too soon once); what was, counts.
         """
         self._handing_over = True
         hosts = list(self.hosts.values())
         kept = [i for i in self._clients_kept if i not in self.hosts]
+        tasks = [asyncio.ensure_future(host.hand_over_client()) for host in hosts]
+        tasks += [asyncio.ensure_future(self._read_and_hand_over(i)) for i in kept]
         try:
-            async with asyncio.timeout(within):
-                outcomes = await asyncio.gather(
-                    *(host.hand_over_client() for host in hosts),
-                    *map(self._read_and_hand_over, kept),
-                    return_exceptions=True,
-                )
-        except TimeoutError:
-            outcomes = [TimeoutError()]
+            if tasks:  # each its own outcome: one slow read costs the others nothing
+                await asyncio.wait(tasks, timeout=within)
+        finally:
+            for task in tasks:
+                task.cancel()  # those not done in time (or the drain's own cancellation)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = [
+            TimeoutError() if task.cancelled() else task.exception() or task.result()
+            for task in tasks
+        ]
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for outcome in failed:
             if not isinstance(outcome, (TimeoutError, JournalError)):  # not away, not fenced

@@ -177,7 +177,8 @@ def build_settings(
     if problems:
         raise ConfigError(problems)
     # The version every replica and actor compares (see `get_or_create_actors`): the
-    # bot's code as this process sees it, which is the code the deployment ships.
+    # bot's and ghbot's code as this process sees it, which is the code the deployment
+    # ships.
     return runtime.versioned()
 
 

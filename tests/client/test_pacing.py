@@ -83,6 +83,17 @@ async def test_token_exchanges_are_not_paced(
     assert clock.sleeps == []
 
 
+async def test_redelivery_requests_are_paced_like_writes(
+    fake: FakeGitHub, clock: FakeClock, app: GitHubApp, paced: ClientOptions
+) -> None:
+    # The redelivery sweep's `POST …/attempts` are writes of the app: a second apart.
+    ids = [fake.add_delivery("issues", {"action": "opened"}, status_code=503)["id"] for _ in "ab"]
+    paced_app = GitHubApp(app.auth, options=paced)
+    await asyncio.gather(*(paced_app.redeliver(i) for i in ids))
+    assert clock.sleeps == [1.0]
+    assert len(fake.redeliveries) == 2
+
+
 # --- against a fake that enforces the spacing, on the real clock -----------------------
 
 

@@ -718,3 +718,42 @@ async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
     [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == pytest.approx(writes_after, abs=0.5)
     assert held.writes_after > time.time() + 50
+
+
+class _SlowToHandOver:
+    """A host whose hand-over never ends (its journal read or write hangs)."""
+
+    busy = 0
+    cancelled = False
+
+    async def hand_over_client(self) -> bool:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_one_slow_hand_over_costs_the_others_nothing(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # The hand-over has one deadline; an installation whose hand-over outlasts it is
+    # cut at it, and the others, journaled by then, count as handed over.
+    shard = commenter_shard(journal, fake, Commenter, pace_writes=60.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
+    await shard.wait_idle()
+    writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+    slow = _SlowToHandOver()
+    shard.hosts[INSTALLATION + VSHARDS] = slow  # type: ignore[assignment]
+    async with asyncio.timeout(5):
+        assert await shard._hand_over_clients(within=0.3) == 1
+    assert slow.cancelled
+    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert held.writes_after == writes_after
+    del shard.hosts[INSTALLATION + VSHARDS]
+    await shard.close()

@@ -42,6 +42,33 @@ def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> Non
     assert other.version.partition("-")[0] == code and other.version != runtime.version
 
 
+def test_the_code_version_covers_ghbot_s_code_as_well_as_the_bot_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pem_pkcs8: bytes
+) -> None:
+    """An upgrade of ghbot alone (the bot's code unchanged) is a new version too: the
+    shards and the app-auth actor, which keep the code they imported, are replaced."""
+    from actors.settings import RUNTIME_PACKAGES, code_version
+
+    assert RUNTIME_PACKAGES == ("ghbot", "actors")
+    for package in ("v_bot", "v_runtime"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bot = "v_bot.bot:Bot"
+    before = code_version(bot, runtime=("v_runtime",))
+    assert code_version(bot, runtime=("v_runtime",)) == before  # the same code
+    (tmp_path / "v_runtime" / "__init__.py").write_text("X = 2\n")  # the runtime's alone
+    after = code_version(bot, runtime=("v_runtime",))
+    assert after != before
+    (tmp_path / "v_bot" / "__init__.py").write_text("X = 2\n")  # the bot's alone
+    assert code_version(bot, runtime=("v_runtime",)) not in (before, after)
+    # By default the runtime is ghbot's own packages, hashed where they are installed.
+    greeter = "examples.greeter:Greeter"
+    assert code_version(greeter) != code_version(greeter, runtime=())
+    runtime = build_settings({"bot": greeter}, _env(pem_pkcs8))
+    assert runtime.version.partition("-")[0] == code_version(greeter)
+
+
 def test_the_ingress_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -> None:
     """Scaling the ingress (or its batching, or its log rate) is a new ingress for Serve,
     not a new version for the shards and the app-auth actor; the shards' settings are."""

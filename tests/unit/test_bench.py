@@ -66,6 +66,7 @@ def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path:
     delivery is in the SQLite file when it is answered, a redelivery is answered and
     neither written nor handled again, a bad signature is refused and writes nothing."""
     import asyncio
+    import contextlib
     import sqlite3
     from typing import Any
 
@@ -77,9 +78,8 @@ def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path:
     handled: list[str] = []
 
     def stored() -> list[str]:
-        return sorted(
-            row[0] for row in sqlite3.connect(journal).execute("SELECT guid FROM deliveries")
-        )
+        with contextlib.closing(sqlite3.connect(journal)) as db:
+            return sorted(row[0] for row in db.execute("SELECT guid FROM deliveries"))
 
     def headers(guid: str, secret: str) -> dict[str, str]:
         signature = sign(body, secret)
