@@ -97,6 +97,9 @@ async def test_paginate_refuses_what_does_not_page(token_client: Callable[..., G
     get = gh.rest.issues.get
     with pytest.raises(UsageError, match="does not page"):
         gh.rest.paginate(get, owner=OWNER, repo=NAME, issue_number=1)  # type: ignore[call-overload]
+    compare = gh.rest.repos.compare_commits  # takes `per_page`, but answers one object
+    with pytest.raises(UsageError, match="does not page"):
+        gh.rest.paginate(compare, owner=OWNER, repo=NAME, base="a", head="b", per_page=10)  # type: ignore[call-overload]
     listing = gh.rest.issues.list_for_repo
     with pytest.raises(UsageError, match="takes no"):
         gh.rest.paginate(listing, owner=OWNER, repo=NAME, colour="red")  # type: ignore[call-overload]

@@ -68,6 +68,24 @@ async def test_extends_merges_the_other_file_under_this_one() -> None:
         )
 
 
+async def test_extends_by_owner_and_repo_follows_one_level_and_unknown_keys_are_ignored() -> None:
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_repository("Codertocat/shared", 1)
+        bot.fake.add_repository("Codertocat/deeper", 1)
+        bot.fake.add_file("Codertocat/deeper", ".github/greeter.yml", "greeting: Deeper\n")
+        bot.fake.add_file(  # its own _extends is not followed: one level
+            "Codertocat/shared",
+            ".github/greeter.yml",
+            "_extends: deeper\nlabels: [x]\nunknown_to_the_schema: 1\n",
+        )
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "_extends: Codertocat/shared\n")
+        seen = len(bot.fake.requests)
+        assert await said(bot) == "Hello"  # the schema's default: "Deeper" was not read
+        assert Configured.seen[-1] == Greeting(labels=["x"])
+        asked = [r.path for r in list(bot.fake.requests)[seen:] if "/contents/" in r.path]
+        assert "/repos/Codertocat/deeper/contents/.github/greeter.yml" not in asked
+
+
 async def test_a_reread_of_an_unchanged_file_is_a_conditional_request() -> None:
     async with BotHarness(Configured) as bot:
         bot.fake.add_file(HELLO, ".github/greeter.yml", "greeting: Hi\n")

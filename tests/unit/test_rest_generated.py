@@ -97,7 +97,8 @@ def test_the_root_lists_every_namespace_module() -> None:
 
 def test_importing_ghbot_and_the_client_loads_no_generated_module() -> None:
     code = (
-        "import sys, ghbot, ghbot.client, ghbot.rest\n"
+        "import sys, ghbot, ghbot.client\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ghbot.rest')))\n"
         "from ghbot.client import GitHub\n"
         "GitHub(token='t').rest\n"
         "print(sorted(m for m in sys.modules if m.startswith('ghbot.rest.')))"
@@ -105,7 +106,7 @@ def test_importing_ghbot_and_the_client_loads_no_generated_module() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
     ).stdout
-    assert out.strip() == "['ghbot.rest.operation', 'ghbot.rest.root']"
+    assert out.split("\n")[:2] == ["[]", "['ghbot.rest.operation', 'ghbot.rest.root']"]
 
 
 def test_a_namespace_is_imported_on_first_use() -> None:
