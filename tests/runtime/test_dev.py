@@ -316,3 +316,102 @@ async def test_the_relay_reconnects_after_a_refused_or_dropped_stream(
     assert dev.shard is not None
     await dev.shard.wait_idle()
     assert fake.requests_to(f"{HELLO}/issues/1/comments", "POST")
+
+
+async def test_the_relay_reconnects_when_the_stream_stays_silent(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    # A stream that says nothing for `idle_timeout` is a dead connection (a laptop
+    # that slept): the relay drops it and connects again.
+    dev, _ = server
+    body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+    event = b'{"body":' + body + b"," + json.dumps(signed(body, "g-silent"))[1:].encode()
+    connections = 0
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        nonlocal connections
+        connections += 1
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        await answer.write(b"event: ready\ndata: {}\n\n")
+        if connections > 1:
+            await answer.write(b"data: " + event + b"\n\n")
+        await asyncio.sleep(1.5)  # then silent, longer than `idle_timeout`
+        return answer
+
+    async with channel(stream) as source:
+        relayed = relay(
+            source, f"{dev.url}/webhooks", max_events=1, retry_after=0.05, idle_timeout=0.5
+        )
+        assert await asyncio.wait_for(relayed, 4) == 1
+    assert connections == 2
+
+
+async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    # The local server dropped the first post (restarting, say): the relay posts the
+    # same delivery again before it reads the next.
+    dev, fake = server
+    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+    event = b'{"body":' + body + b"," + json.dumps(signed(body, "g-retry"))[1:].encode()
+    posts = connections = 0
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        nonlocal connections
+        connections += 1
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        if connections == 1:  # sent once, as smee does: not fetched again
+            await answer.write(b"data: " + event + b"\n\n")
+        await asyncio.sleep(2)
+        return answer
+
+    async def flaky(request: web.Request) -> web.Response:
+        nonlocal posts
+        posts += 1
+        data = await request.read()
+        if posts == 1:
+            assert request.transport is not None
+            request.transport.close()  # no answer
+            return web.Response(status=500)
+        async with aiohttp.ClientSession() as http:
+            sent = await http.post(f"{dev.url}/webhooks", data=data, headers=request.headers)
+            return web.Response(status=sent.status)
+
+    local = web.Application()
+    local.router.add_post("/webhooks", flaky)
+    async with channel(stream) as source, _served(local) as target:
+        relayed = relay(source, f"{target}/webhooks", max_events=1, retry_after=0.05)
+        assert await asyncio.wait_for(relayed, 10) == 1
+    assert (posts, connections) == (2, 1)
+    assert dev.shard is not None
+    await dev.shard.wait_idle()
+    assert len(fake.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1
+
+
+async def test_a_delivery_over_the_size_cap_is_refused_with_413(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    from ghbot.webhooks import MAX_PAYLOAD_BYTES
+
+    dev, _ = server
+    body = b'{"pad": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}'
+    async with aiohttp.ClientSession() as http:
+        answer = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-big"))
+        status, reason = answer.status, (await answer.json())["error"]
+    assert status == 413 and "cap" in reason
+    assert dev.shard is not None
+    assert dev.shard.stats()["received"] == 0
+
+
+@contextlib.asynccontextmanager
+async def _served(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

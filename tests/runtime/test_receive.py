@@ -7,8 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from actors import InstallationActor, on
 from ghbot import cli
+from ghbot.events import Event
 from ghbot.testing import example_payload
+
+
+class SaysItsInstallation(InstallationActor):
+    @on("issues.opened")
+    async def say(self, event: Event) -> None:
+        await self.github.request(
+            "POST",
+            f"/repos/{event.repository.full_name}/issues/1/comments",  # type: ignore[union-attr]
+            json={"body": f"installation {self.installation_id}"},
+        )
 
 
 def test_an_example_delivery_prints_its_requests_and_domain_events(
@@ -37,6 +49,21 @@ def test_a_payload_file_brings_its_own_repository_and_installation(
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert '  POST /repos/me/bot-test/issues/6/labels {"labels": ["needs-review"]}' in out
+
+
+def test_a_payload_file_without_an_installation_gets_the_one_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As repository webhooks' examples: no `installation`; `--installation` adds one.
+    data = example_payload("issues.opened")
+    del data["installation"]
+    file = tmp_path / "issue.json"
+    file.write_text(json.dumps(data))
+    bot = "tests.runtime.test_receive:SaysItsInstallation"
+    assert cli.main(["receive", "issues", str(file), "--bot", bot, "--installation", "7"]) == 0
+    out = capsys.readouterr().out
+    said = '{"body": "installation 7"}'
+    assert f"  POST /repos/Codertocat/Hello-World/issues/1/comments {said}" in out
 
 
 def test_a_dead_letter_is_printed_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,6 +85,30 @@ async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> Non
         await close_pool()
 
 
+async def test_an_organization_s_app_is_created_under_the_organization(tmp_path: Path) -> None:
+    # `--org ORG`: the form goes to the organization's settings, and the App it owns.
+    async with FakeGitHub(app_id=78) as fake:
+        flow = await Registration(
+            Greeter,
+            name="Org Bot",
+            webhook_url="https://bots.example.com/webhooks",
+            env_file=tmp_path / ".env",
+            web_url=fake.url,
+            api_url=fake.url,
+            org="acme",
+        ).start()
+        try:
+            async with aiohttp.ClientSession() as browser:
+                page = await (await browser.get(f"{flow.url}/")).text()
+            status, _ = await browse(f"{flow.url}/")
+            app = await flow.wait()
+        finally:
+            await flow.close()
+    action = html.unescape(re.search(r'action="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    assert action.startswith(f"{fake.url}/organizations/acme/settings/apps/new?state=")
+    assert status == 200 and app["owner"]["login"] == "acme"
+
+
 async def test_a_callback_with_the_wrong_state_writes_nothing(tmp_path: Path) -> None:
     async with FakeGitHub(app_id=77) as fake:
         flow = await Registration(
