@@ -526,6 +526,13 @@ class InstallationHost:
             breaker_until=min(held.breaker_until, limit),
         )
 
+    def take_replays(self) -> list[tuple[str, str]]:
+        """Return the dead-letter replays queued and not started, as `(delivery_id,
+        handler)`, and forget them (their jobs run no more once the host stops)."""
+        replays = sorted(self._replays)
+        self._replays.clear()
+        return replays
+
     def stop(self) -> int:
         """Start no more deliveries, and cut short the running ones that only wait and
         would repeat nothing if run again (`_Run`); return how many were cut.

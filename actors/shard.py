@@ -152,6 +152,8 @@ class ShardCore:
         self._again: set[int] = set()
         #: The clients of hosts so dropped, for the host read after them (`_new_host`).
         self._clients_kept: dict[int, Any] = {}
+        #: Dead-letter replays those hosts had queued, for the host read after them.
+        self._replays_kept: dict[int, list[tuple[str, str]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -463,10 +465,14 @@ class ShardCore:
 
         Its deliveries may be journaled without its host knowing (the read that
         activates it failed, or the append's answer did): a redelivery is a duplicate
-        and would not run them, an activation replays them. An active host is dropped
-        once idle; the activation is tried with backoff until the journal answers. (A
-        delivery replayed so runs after the later ones its host ran meanwhile: per-key
-        order can break for it, never exactly-once.) Not while draining: the shard that
+        and would not run them, an activation replays them. An active host is stopped
+        at once, as a drain stops it (`_stop_to_read_again`): it starts nothing more,
+        and what only waits is cut, so it is soon idle however many deliveries keep
+        coming; it is dropped then, and the host read after it resumes every pending
+        delivery in journal order, those it had taken included. So per-key order holds
+        (but for a delivery of another batch whose append was in flight with the failed
+        one and which started before the failure was known). The activation is tried
+        with backoff until the journal answers. Not while draining: the shard that
         takes over reads every installation.
         """
         log.warning(
@@ -478,6 +484,8 @@ class ShardCore:
         )
         if self.draining:
             return
+        if (host := self.hosts.get(installation_id)) is not None:
+            self._stop_to_read_again(host)  # now: a later delivery must not start first
         if installation_id in self._reactivating:
             self._again.add(installation_id)
             return
@@ -492,6 +500,7 @@ class ShardCore:
                         continue
                     if (host := self.hosts.get(installation_id)) is None:
                         break
+                    self._stop_to_read_again(host)  # read since (another call failed)
                     await host.wait_idle()
                     # Dropped once idle. Its client goes to the host read after it:
                     # what it knows of GitHub (a write's interval, a pause, an open
@@ -504,11 +513,13 @@ class ShardCore:
                 failures = 0
                 while True:
                     try:
-                        await self.host(installation_id)
+                        host = await self.host(installation_id)
                         break
                     except JournalUnavailable:
                         failures += 1
                         await self._sleep(self._retry.backoff(min(failures, 6)))
+                for delivery_id, handler in self._replays_kept.pop(installation_id, ()):
+                    await host.replay_dead_letter(delivery_id, handler)
                 if installation_id not in self._again:
                     self._reactivating.pop(installation_id, None)
                     return
@@ -523,6 +534,14 @@ class ShardCore:
                 and self._reactivating.pop(installation_id)
             )
         )
+
+    def _stop_to_read_again(self, host: InstallationHost) -> None:
+        """Stop `host`, to be dropped and read again (`_reload_later`); the dead-letter
+        replays it had queued go to the host read after it."""
+        replays = host.take_replays()
+        if replays:
+            self._replays_kept.setdefault(host.installation_id, []).extend(replays)
+        host.stop()
 
     def _note_installation(self, item: Inbound) -> None:
         """Keep `@every` runs off an installation removed or suspended, and back on."""
@@ -791,6 +810,12 @@ class ShardCore:
         stopped host would not run it.
         """
         host = await self.host(installation_id)
+        while host.stopping and not self.draining:
+            # Stopped to be read again (`_reload_later`): ask the host read after it.
+            if (reading := self._reactivating.get(installation_id)) is None:
+                break
+            await asyncio.wait([reading])
+            host = await self.host(installation_id)
         handlers = [
             dead.record.handler
             for dead in list(host.progress.dead.values())
@@ -864,6 +889,16 @@ class ShardCore:
         # reading waiting out its backoff would hold `wait_idle` for it.
         for reading in list(self._reactivating.values()):
             reading.cancel()
+        for installation_id, replays in self._replays_kept.items():
+            for delivery_id, handler in replays:  # not journaled: nothing ran
+                log.warning(
+                    "%s: the replay of %s of %s queued before the drain will not run; "
+                    "ask again once the shard is replaced",
+                    stream_name(installation_id),
+                    handler,
+                    delivery_id,
+                )
+        self._replays_kept.clear()
         if finish:
             await self.wait_idle()
             await self._hand_over_clients()

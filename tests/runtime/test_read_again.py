@@ -1,0 +1,172 @@
+"""An installation read again after an append whose answer was lost keeps per-key order.
+
+The shard cannot tell whether such an append was written; a redelivery of what it
+held would be a duplicate and run nothing, so the installation is read again from
+the journal (`ShardCore._reload_later`), which runs what was written. Its host used
+to run on until idle, starting later deliveries meanwhile: under a steady stream it
+was never idle, and the delivery whose answer was lost, found by the read, ran after
+later ones of its own issue. Now the host is stopped at once, as a drain stops it,
+and the host read after it runs everything pending in journal order. Against a real
+FakeGitHub and SQLite journal, without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+
+from actors.bot import InstallationActor, on
+from ghbot.errors import JournalUnavailable
+from ghbot.events import Event
+from ghbot.journal import FaultyJournal, Journal
+from ghbot.testing import FakeGitHub
+from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
+from tests.runtime.conftest import batch, commenter_shard, inbound, payload
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not true within 10 s")
+
+
+class InOrder(InstallationActor):
+    """Note each delivery of issue 1 as it runs; `d1` waits for `release` first, an
+    `s…` one takes 20 ms (its own work)."""
+
+    seen: ClassVar[list[str]] = []
+    release: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if event.delivery_id == "d1":
+            await InOrder.release.wait()
+        elif event.delivery_id.startswith("s"):
+            await asyncio.sleep(0.02)
+        InOrder.seen.append(event.delivery_id)
+
+
+def _opened(delivery_id: str) -> Any:
+    body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
+    return inbound(InOrder, "issues", body, delivery_id=delivery_id)
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    InOrder.seen = []
+    InOrder.release = asyncio.Event()
+
+
+async def test_a_delivery_whose_answer_was_lost_runs_before_later_ones_of_its_issue(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
+        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)  # d1 runs, and waits
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):  # written, but the shard cannot know
+            await shard.ingest(batch(_opened("d2")))
+        # Deliveries keep coming for the same issue while d1 runs.
+        for n in (3, 4):
+            assert await shard.ingest(batch(_opened(f"d{n}"))) == ["accepted"]
+        InOrder.release.set()
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert InOrder.seen == ["d1", "d2", "d3", "d4"]
+        # GitHub's redelivery of d2 is a duplicate: it ran once.
+        assert await shard.ingest(batch(_opened("d2"))) == ["duplicate"]
+    finally:
+        await shard.close()
+
+
+async def test_a_host_to_be_read_again_is_soon_idle_however_much_keeps_coming(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # It used to be dropped only once idle: a steady stream of deliveries for the
+    # installation kept it busy, and what the journal held and it did not, unrun.
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(_opened("s0"))) == ["accepted"]  # active, busy
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(_opened("d0")))
+        sent = 0  # one every 10 ms, each 20 ms of work: a backlog that only grows
+        while "d0" not in InOrder.seen:
+            assert sent < 100, "d0 did not run while deliveries kept coming"
+            sent += 1
+            assert await shard.ingest(batch(_opened(f"s{sent}"))) == ["accepted"]
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert InOrder.seen[:2] == ["s0", "d0"]  # in journal order
+        assert sorted(InOrder.seen) == sorted(["d0", *(f"s{n}" for n in range(sent + 1))])
+    finally:
+        await shard.close()
+
+
+class Replayed(InstallationActor):
+    """`x…` deliveries fail while `broken` (one attempt: dead-lettered at once); `d1`
+    waits for `release`."""
+
+    max_attempts = 1
+    broken: ClassVar[bool] = True
+    ran: ClassVar[list[str]] = []
+    release: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if event.delivery_id == "d1":
+            await Replayed.release.wait()
+        elif Replayed.broken:
+            raise RuntimeError("broken")
+        Replayed.ran.append(event.delivery_id)
+
+
+async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_read(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # One replay queued before the failure (behind d1, on its issue), one asked while
+    # the host waits to be dropped: both run, in the host read after it.
+    Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
+    await shard.start()
+    try:
+
+        def opened(delivery_id: str) -> Any:
+            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
+            return inbound(Replayed, "issues", body, delivery_id=delivery_id)
+
+        for x in ("x1", "x2"):
+            assert await shard.ingest(batch(opened(x))) == ["accepted"]
+        await shard.wait_idle()
+        assert len(shard.hosts[INSTALLATION].progress.dead) == 2
+        Replayed.broken = False
+        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
+        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(opened("d2")))
+        asked = asyncio.create_task(shard.replay(INSTALLATION, "x2", None))
+        await asyncio.sleep(0.1)
+        assert not asked.done()  # it waits for the host read after this one
+        Replayed.release.set()
+        async with asyncio.timeout(10):
+            assert await asked == 1
+            await shard.wait_idle()
+        assert sorted(Replayed.ran) == ["d1", "d2", "x1", "x2"]
+        assert not shard.hosts[INSTALLATION].progress.dead
+    finally:
+        Replayed.release.set()
+        await shard.close()
