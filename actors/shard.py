@@ -337,6 +337,7 @@ class ShardCore:
         for task in tasks:
             if task is not None:
                 task.cancel()
+        self._log_replays_kept()
         for host in list(self.hosts.values()):
             await host.close()
         if self.draining and not self._handed_over:  # a drain cut short: nothing runs now
@@ -493,47 +494,58 @@ class ShardCore:
         async def activate() -> None:
             # A drain cancels it (`drain`): the successor reads every installation.
             while True:
-                while True:
-                    if (activating := self._activating.get(installation_id)) is not None:
-                        # Under way: its read may come before what failed was written.
-                        await asyncio.wait([activating])
-                        continue
-                    if (host := self.hosts.get(installation_id)) is None:
-                        break
-                    self._stop_to_read_again(host)  # read since (another call failed)
-                    await host.wait_idle()
-                    # Dropped once idle. Its client goes to the host read after it:
-                    # what it knows of GitHub (a write's interval, a pause, an open
-                    # breaker) is not in the journal.
-                    if self.hosts.get(installation_id) is host and host.busy == 0:
-                        del self.hosts[installation_id]
-                        if (github := getattr(host.bot, "github", None)) is not None:
-                            self._clients_kept[installation_id] = github
+                await self._drop_when_idle(installation_id)
                 self._again.discard(installation_id)
                 failures = 0
                 while True:
                     try:
-                        host = await self.host(installation_id)
+                        await self.host(installation_id)
                         break
                     except JournalUnavailable:
                         failures += 1
                         await self._sleep(self._retry.backoff(min(failures, 6)))
-                for delivery_id, handler in self._replays_kept.pop(installation_id, ()):
-                    await host.replay_dead_letter(delivery_id, handler)
                 if installation_id not in self._again:
                     self._reactivating.pop(installation_id, None)
                     return
 
+        def ended(task: asyncio.Task[None]) -> None:
+            # The task takes itself off when it is through; this is for one cancelled
+            # or failed (its state would not restore, say: the next activation, by a
+            # delivery or a restart, tries again).
+            if self._reactivating.get(installation_id) is task:
+                self._reactivating.pop(installation_id)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error(
+                    "installation %d: not read again (%s: %s)",
+                    installation_id,
+                    type(error).__name__,
+                    error,
+                    extra={"installation_id": installation_id, "error_type": type(error).__name__},
+                )
+
         task = asyncio.get_running_loop().create_task(activate())
         self._reactivating[installation_id] = task
-        # The task takes itself off when it is through; this is for one cancelled or
-        # failed.
-        task.add_done_callback(
-            lambda t: (
-                self._reactivating.get(installation_id) is t
-                and self._reactivating.pop(installation_id)
-            )
-        )
+        task.add_done_callback(ended)
+
+    async def _drop_when_idle(self, installation_id: int) -> None:
+        """Stop the installation's host (`_stop_to_read_again`), and drop it once its
+        running handlers end, for it to be read again (`_reload_later`)."""
+        while True:
+            if (activating := self._activating.get(installation_id)) is not None:
+                # Under way: its read may come before what failed was written.
+                await asyncio.wait([activating])
+                continue
+            if (host := self.hosts.get(installation_id)) is None:
+                return
+            self._stop_to_read_again(host)  # read since (another call failed)
+            await host.wait_idle()
+            # Dropped once idle. Its client goes to the host read after it: what it
+            # knows of GitHub (a write's interval, a pause, an open breaker) is not in
+            # the journal.
+            if self.hosts.get(installation_id) is host and host.busy == 0:
+                del self.hosts[installation_id]
+                if (github := getattr(host.bot, "github", None)) is not None:
+                    self._clients_kept[installation_id] = github
 
     def _stop_to_read_again(self, host: InstallationHost) -> None:
         """Stop `host`, to be dropped and read again (`_reload_later`); the dead-letter
@@ -647,6 +659,10 @@ class ShardCore:
         self._clients_kept.pop(installation_id, None)  # now the host's (`_new_host`)
         self.counters["activations"] += 1
         host.resume()
+        if not host.stopping:  # else a drain: it reports them (`_log_replays_kept`)
+            # Dead-letter replays a host dropped to be read again had queued.
+            for delivery_id, handler in self._replays_kept.pop(installation_id, ()):
+                await host.replay_dead_letter(delivery_id, handler)
         self.passivate(keep=installation_id)  # callers waiting for it look it up again
         return host
 
@@ -810,12 +826,6 @@ class ShardCore:
         stopped host would not run it.
         """
         host = await self.host(installation_id)
-        while host.stopping and not self.draining:
-            # Stopped to be read again (`_reload_later`): ask the host read after it.
-            if (reading := self._reactivating.get(installation_id)) is None:
-                break
-            await asyncio.wait([reading])
-            host = await self.host(installation_id)
         handlers = [
             dead.record.handler
             for dead in list(host.progress.dead.values())
@@ -824,6 +834,10 @@ class ShardCore:
         ]
         if handlers and self.draining:
             raise ShardDraining(installation_id, f"delivery {delivery_id} was not replayed")
+        if host.stopping:  # to be read again (`_reload_later`): the host read after it runs them
+            kept = self._replays_kept.setdefault(installation_id, [])
+            kept.extend((delivery_id, name) for name in handlers)
+            return len(handlers)
         replayed = 0
         for name in handlers:
             replayed += await host.replay_dead_letter(delivery_id, name)
@@ -882,6 +896,8 @@ class ShardCore:
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
         takes over).
         """
+        if finish:  # what the installations being read again took runs too
+            await self._read_again_now()
         self.draining = True
         # Installations being read again after a failed append (`_reload_later`) are
         # read no more (a host read now would start stopped): the next shard reads
@@ -889,16 +905,7 @@ class ShardCore:
         # reading waiting out its backoff would hold `wait_idle` for it.
         for reading in list(self._reactivating.values()):
             reading.cancel()
-        for installation_id, replays in self._replays_kept.items():
-            for delivery_id, handler in replays:  # not journaled: nothing ran
-                log.warning(
-                    "%s: the replay of %s of %s queued before the drain will not run; "
-                    "ask again once the shard is replaced",
-                    stream_name(installation_id),
-                    handler,
-                    delivery_id,
-                )
-        self._replays_kept.clear()
+        self._log_replays_kept()
         if finish:
             await self.wait_idle()
             await self._hand_over_clients()
@@ -917,6 +924,41 @@ class ShardCore:
             cut,
         )
         return left
+
+    async def _read_again_now(self) -> None:
+        """Read each installation being read again (`_reload_later`) once, now, not
+        waiting out a backoff: for a drain that finishes what the shard took. One the
+        journal cannot read is left pending, to the next start."""
+        readings = dict(self._reactivating)
+        for reading in readings.values():
+            reading.cancel()
+        await asyncio.gather(*readings.values(), return_exceptions=True)
+        for installation_id in readings:
+            await self._drop_when_idle(installation_id)
+            try:
+                await self.host(installation_id)
+            except Exception as exc:
+                log.warning(
+                    "installation %d: not read again before stopping (%s); the next start "
+                    "runs what it took",
+                    installation_id,
+                    type(exc).__name__,
+                    extra={"installation_id": installation_id, "error_type": type(exc).__name__},
+                )
+
+    def _log_replays_kept(self) -> None:
+        """Report the dead-letter replays kept for hosts to be read again, which will
+        not run now (a drain, a close); forget them."""
+        for installation_id, replays in self._replays_kept.items():
+            for delivery_id, handler in replays:  # not journaled: nothing ran
+                log.warning(
+                    "%s: the replay of %s of %s queued before the drain will not run; "
+                    "ask again once the shard is replaced",
+                    stream_name(installation_id),
+                    handler,
+                    delivery_id,
+                )
+        self._replays_kept.clear()
 
     async def _hand_over_clients(self, within: float = 5.0) -> int:
         """Journal, for each installation whose client holds a write's turn, a
@@ -1008,7 +1050,9 @@ class ShardCore:
             await asyncio.shield(self.recovery)
         await self._wait_ingests()
         while self._reactivating:  # installations read again after a journal failure
-            await asyncio.gather(*list(self._reactivating.values()), return_exceptions=True)
+            # Not `gather`: a caller's timeout must not cancel them (`asyncio.wait`
+            # leaves them running), or their hosts would stay stopped.
+            await asyncio.wait(list(self._reactivating.values()))
         await self._wait_hosts()
 
     async def _wait_ingests(self) -> None:

@@ -136,7 +136,8 @@ async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_
     journal: Journal, fake: FakeGitHub
 ) -> None:
     # One replay queued before the failure (behind d1, on its issue), one asked while
-    # the host waits to be dropped: both run, in the host read after it.
+    # the host waits to be dropped: both run, in the host read after it; the asking
+    # does not wait for that host.
     Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
     faulty = FaultyJournal(journal)
     shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
@@ -158,15 +159,103 @@ async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_
         faulty.lose_acks(1)
         with pytest.raises(JournalUnavailable):
             await shard.ingest(batch(opened("d2")))
-        asked = asyncio.create_task(shard.replay(INSTALLATION, "x2", None))
-        await asyncio.sleep(0.1)
-        assert not asked.done()  # it waits for the host read after this one
+        # Asked of the stopped host: kept for the host read after it.
+        assert await shard.replay(INSTALLATION, "x2", None) == 1
         Replayed.release.set()
         async with asyncio.timeout(10):
-            assert await asked == 1
             await shard.wait_idle()
         assert sorted(Replayed.ran) == ["d1", "d2", "x1", "x2"]
         assert not shard.hosts[INSTALLATION].progress.dead
+    finally:
+        Replayed.release.set()
+        await shard.close()
+
+
+async def test_a_caller_s_timeout_on_wait_idle_leaves_the_reading_again_running(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ShardActor.wait_idle(within)` gives up after `within`: that must not cancel the
+    # reading again, or its host would stay stopped, taking deliveries it never runs.
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
+        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(_opened("d2")))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await shard.wait_idle()
+        assert INSTALLATION in shard._reactivating
+        assert await shard.ingest(batch(_opened("d3"))) == ["accepted"]
+        InOrder.release.set()
+        async with asyncio.timeout(10):
+            await shard.wait_idle()
+        assert InOrder.seen == ["d1", "d2", "d3"]
+        assert shard.pending() == 0
+    finally:
+        await shard.close()
+
+
+async def test_a_finishing_drain_runs_what_an_installation_being_read_again_took(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ghbot stop` finishes what the shard took: the deliveries a host stopped to be
+    # read again took run too, in the host read before the drain.
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
+        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(_opened("d2")))
+        assert await shard.ingest(batch(_opened("d3"))) == ["accepted"]
+        drain = asyncio.create_task(shard.drain(finish=True))
+        await asyncio.sleep(0.05)
+        InOrder.release.set()
+        async with asyncio.timeout(10):
+            assert await drain == 0
+        assert InOrder.seen == ["d1", "d2", "d3"]
+    finally:
+        await shard.close()
+
+
+async def test_a_replay_kept_for_the_host_read_again_runs_in_one_a_delivery_activates(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # The reading again's read failed: it waits out its backoff (15 to 30 s here).
+    # A delivery activates the installation meanwhile; the replay its dropped host had
+    # queued runs there.
+    Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
+    await shard.start()
+    try:
+
+        def opened(delivery_id: str) -> Any:
+            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
+            return inbound(Replayed, "issues", body, delivery_id=delivery_id)
+
+        assert await shard.ingest(batch(opened("x1"))) == ["accepted"]
+        await shard.wait_idle()
+        Replayed.broken = False
+        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
+        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
+        faulty.lose_acks(1)
+        faulty.fail_reads(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(opened("d2")))
+        Replayed.release.set()
+        await _until(lambda: faulty.reads_failed == 1 and INSTALLATION not in shard.hosts)
+        assert await shard.ingest(batch(opened("d3"))) == ["accepted"]  # activates it
+        async with asyncio.timeout(5):  # not the reading again's backoff
+            await _until(lambda: "x1" in Replayed.ran and "d3" in Replayed.ran)
+        assert sorted(Replayed.ran) == ["d1", "d2", "d3", "x1"]
     finally:
         Replayed.release.set()
         await shard.close()
