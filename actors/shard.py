@@ -154,6 +154,9 @@ class ShardCore:
         self._clients_kept: dict[int, Any] = {}
         #: Dead-letter replays those hosts had queued, for the host read after them.
         self._replays_kept: dict[int, list[tuple[str, str]]] = {}
+        #: Installations read again by a drain that finishes what the shard took: their
+        #: hosts run (`_read_again_now`).
+        self._finishing: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -704,8 +707,8 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
         )
-        if self.draining:  # activated while draining (recovery): it runs nothing
-            host.stop()
+        if self.draining and installation_id not in self._finishing:
+            host.stop()  # activated while draining (recovery): it runs nothing
         return host
 
     # --- snapshots ----------------------------------------------------------------
@@ -834,7 +837,8 @@ class ShardCore:
         ]
         if handlers and self.draining:
             raise ShardDraining(installation_id, f"delivery {delivery_id} was not replayed")
-        if host.stopping:  # to be read again (`_reload_later`): the host read after it runs them
+        if handlers and host.stopping and installation_id in self._reactivating:
+            # Stopped to be read again (`_reload_later`): the host read after it runs them.
             kept = self._replays_kept.setdefault(installation_id, [])
             kept.extend((delivery_id, name) for name in handlers)
             return len(handlers)
@@ -896,15 +900,16 @@ class ShardCore:
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
         takes over).
         """
-        if finish:  # what the installations being read again took runs too
-            await self._read_again_now()
         self.draining = True
         # Installations being read again after a failed append (`_reload_later`) are
         # read no more (a host read now would start stopped): the next shard reads
         # every installation, and the hand-over reads those whose client is kept. A
         # reading waiting out its backoff would hold `wait_idle` for it.
-        for reading in list(self._reactivating.values()):
+        readings = dict(self._reactivating)
+        for reading in readings.values():
             reading.cancel()
+        if finish:  # but what they took runs too: each is read once, now
+            await self._read_again_now(readings)
         self._log_replays_kept()
         if finish:
             await self.wait_idle()
@@ -925,16 +930,15 @@ class ShardCore:
         )
         return left
 
-    async def _read_again_now(self) -> None:
-        """Read each installation being read again (`_reload_later`) once, now, not
-        waiting out a backoff: for a drain that finishes what the shard took. One the
-        journal cannot read is left pending, to the next start."""
-        readings = dict(self._reactivating)
-        for reading in readings.values():
-            reading.cancel()
+    async def _read_again_now(self, readings: dict[int, asyncio.Task[None]]) -> None:
+        """Read each installation whose reading again (`_reload_later`) a drain that
+        finishes what the shard took (`drain(finish=True)`) cancelled, once, now, not
+        waiting out a backoff; its host runs, though the shard drains. One the journal
+        cannot read is left pending, to the next start."""
         await asyncio.gather(*readings.values(), return_exceptions=True)
         for installation_id in readings:
             await self._drop_when_idle(installation_id)
+            self._finishing.add(installation_id)  # not stopped (`_new_host`)
             try:
                 await self.host(installation_id)
             except Exception as exc:

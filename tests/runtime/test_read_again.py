@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 import pytest
 
 from actors.bot import InstallationActor, on
+from actors.records import ClientHeld, decode_runtime, stream_name
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
-from tests.runtime.conftest import batch, commenter_shard, inbound, payload
+from tests.runtime.conftest import VSHARDS, batch, commenter_shard, inbound, payload
 
 
 async def _until(check: Callable[[], bool]) -> None:
@@ -259,3 +260,54 @@ async def test_a_replay_kept_for_the_host_read_again_runs_in_one_a_delivery_acti
     finally:
         Replayed.release.set()
         await shard.close()
+
+
+class WritesThenWaits(InstallationActor):
+    """`d1` comments, then waits for `release`; the others only comment."""
+
+    release: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await self.github.request(
+            "POST", "/repos/octo-org/hello-world/issues/1/comments", json={"body": "hi"}
+        )
+        if event.delivery_id == "d1":
+            await WritesThenWaits.release.wait()
+
+
+async def test_a_finishing_drain_cut_short_while_reading_again_still_hands_over(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ghbot stop`'s drain runs out of time while it waits for the stopped host's
+    # writing handler: the close after it still journals the client's turn (a write a
+    # minute) for the next start.
+    WritesThenWaits.release = asyncio.Event()
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, WritesThenWaits, pace_writes=60.0)
+    await shard.start()
+    try:
+
+        def opened(delivery_id: str) -> Any:
+            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
+            return inbound(WritesThenWaits, "issues", body, delivery_id=delivery_id)
+
+        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
+        await _until(
+            lambda: (
+                len(fake.requests_to("/repos/octo-org/hello-world/issues/1/comments", "POST")) == 1
+            )
+        )
+        writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
+        faulty.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(opened("d2")))
+        with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
+            async with asyncio.timeout(0.3):
+                await shard.drain(finish=True)
+    finally:
+        WritesThenWaits.release.set()
+        await shard.close()
+    records = await journal.read(stream_name(INSTALLATION), shard=INSTALLATION % VSHARDS)
+    [held] = [e for r in records if isinstance(e := decode_runtime(r.type, r.data), ClientHeld)]
+    assert held.writes_after == writes_after
