@@ -518,11 +518,12 @@ class ShardCore:
             if self._reactivating.get(installation_id) is task:
                 self._reactivating.pop(installation_id)
             if not task.cancelled() and (error := task.exception()) is not None:
+                text = str(error)
                 log.error(
                     "installation %d: not read again (%s: %s)",
                     installation_id,
                     type(error).__name__,
-                    error,
+                    text if len(text) <= 500 else text[:497] + "...",
                     extra={"installation_id": installation_id, "error_type": type(error).__name__},
                 )
 

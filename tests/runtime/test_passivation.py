@@ -161,7 +161,7 @@ class NotingCommenter(InstallationActor):
 
 
 async def test_a_client_kept_for_an_installation_read_again_outlives_a_failed_restore(
-    journal: Journal, fake: FakeGitHub
+    journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The installation's state does not restore the first time it is read again: the
     dropped host's client stays kept for the host read after that."""
@@ -179,6 +179,8 @@ async def test_a_client_kept_for_an_installation_read_again_outlives_a_failed_re
         if (reading := shard._reactivating.get(INSTALLATION)) is not None:
             await asyncio.wait([reading], timeout=10)  # it fails to restore
             assert isinstance(reading.exception(), RuntimeError)
+            await asyncio.sleep(0)
+            assert "not read again (RuntimeError: this evolve cannot read" in caplog.text
         assert INSTALLATION not in shard.hosts
         assert shard._clients_kept[INSTALLATION] is github
         NotingCommenter.broken = False
