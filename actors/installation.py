@@ -66,7 +66,7 @@ from ghbot.journal.records import NewEvent, encode
 from ghbot.logs import TRACE, log_context, shape
 from ghbot.retry import RetryPolicy, describe
 
-__all__ = ["InstallationHost", "Snapshot"]
+__all__ = ["InstallationHost", "Snapshot", "log_replay_not_run"]
 
 log = logging.getLogger("ghbot.installation")
 Sleep = Callable[[float], Awaitable[None]]
@@ -545,15 +545,8 @@ class InstallationHost:
         self.stopping = True
         if self._mailbox is not None:
             self._mailbox.stop()
-        for delivery_id, handler in sorted(self._replays):  # not journaled: nothing ran
-            log.warning(
-                "%s: the replay of %s of %s queued before the drain will not run; ask "
-                "again once the shard is replaced",
-                self.stream,
-                handler,
-                delivery_id,
-            )
-        self._replays.clear()
+        for delivery_id, handler in self.take_replays():
+            log_replay_not_run(self.stream, delivery_id, handler)
         cut = 0
         for run in list(self._runs):
             if run.cuttable and run.task is not None:
@@ -938,6 +931,18 @@ class InstallationHost:
         metrics.webhook_processing.record(
             max(self._clock() - received.received_at, 0.0), metrics.event_label(received.event)
         )
+
+
+def log_replay_not_run(stream: str, delivery_id: str, handler: str) -> None:
+    """Warn that a dead-letter replay queued before a drain will not run (it was not
+    journaled: nothing of it ran)."""
+    log.warning(
+        "%s: the replay of %s of %s queued before the drain will not run; ask again once "
+        "the shard is replaced",
+        stream,
+        handler,
+        delivery_id,
+    )
 
 
 def _message(exc: BaseException) -> str:

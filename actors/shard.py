@@ -24,7 +24,7 @@ import msgspec
 
 from actors.appends import AppendGroup
 from actors.bot import InstallationActor, ordering_key
-from actors.installation import InstallationHost, runtime_event
+from actors.installation import InstallationHost, log_replay_not_run, runtime_event
 from actors.quota import WRITE_SPACING, Quota, TurnSource
 from actors.records import (
     NO_INSTALLATION,
@@ -955,14 +955,8 @@ class ShardCore:
         """Report the dead-letter replays kept for hosts to be read again, which will
         not run now (a drain, a close); forget them."""
         for installation_id, replays in self._replays_kept.items():
-            for delivery_id, handler in replays:  # not journaled: nothing ran
-                log.warning(
-                    "%s: the replay of %s of %s queued before the drain will not run; "
-                    "ask again once the shard is replaced",
-                    stream_name(installation_id),
-                    handler,
-                    delivery_id,
-                )
+            for delivery_id, handler in replays:
+                log_replay_not_run(stream_name(installation_id), delivery_id, handler)
         self._replays_kept.clear()
 
     async def _hand_over_clients(self, within: float = 5.0) -> int:

@@ -113,6 +113,15 @@ class HeldReads(FaultyJournal):
         return records
 
 
+async def until(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Return once `check()` is true; fail after `within` seconds."""
+    for _ in range(round(within / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not true within {within:g} s")
+
+
 def batch(*items: Inbound) -> bytes:
     return encode_batch(list(items))
 

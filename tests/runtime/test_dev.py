@@ -41,6 +41,13 @@ def signed(body: bytes, guid: str, secret: str = SECRET) -> dict[str, str]:
     }
 
 
+def smee_event(number: int, guid: str) -> bytes:
+    """A smee event's data for a signed `issues.opened` about issue `number`: the body
+    as raw JSON, GitHub's headers beside it."""
+    body = json.dumps(example_payload("issues.opened", issue__number=number)).encode()
+    return b'{"body":' + body + b"," + json.dumps(signed(body, guid))[1:].encode()
+
+
 @contextlib.asynccontextmanager
 async def channel(
     stream: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -290,9 +297,7 @@ async def test_the_relay_reconnects_after_a_refused_or_dropped_stream(
     server: tuple[DevServer, FakeGitHub],
 ) -> None:
     dev, fake = server
-    body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
-    headers = signed(body, "g-again")
-    event = b'{"body":' + body + b"," + json.dumps(headers)[1:].encode()
+    event = smee_event(1, "g-again")
     connections = 0
 
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -324,8 +329,7 @@ async def test_the_relay_reconnects_when_the_stream_stays_silent(
     # A stream that says nothing for `idle_timeout` is a dead connection (a laptop
     # that slept): the relay drops it and connects again.
     dev, _ = server
-    body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
-    event = b'{"body":' + body + b"," + json.dumps(signed(body, "g-silent"))[1:].encode()
+    event = smee_event(1, "g-silent")
     connections = 0
 
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -353,8 +357,7 @@ async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
     # The local server dropped the first post (restarting, say): the relay posts the
     # same delivery again before it reads the next.
     dev, fake = server
-    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
-    event = b'{"body":' + body + b"," + json.dumps(signed(body, "g-retry"))[1:].encode()
+    event = smee_event(2, "g-retry")
     posts = connections = 0
 
     async def stream(request: web.Request) -> web.StreamResponse:

@@ -48,17 +48,10 @@ from tests.runtime.conftest import (
     commenter_shard,
     inbound,
     payload,
+    until,
 )
 
 COMMENTS = f"/repos/{COMMENTER_REPO}/issues/1/comments"
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not true within 10 s")
 
 
 def _opened(bot: type[InstallationActor], number: int, delivery_id: str) -> Any:
@@ -99,7 +92,7 @@ async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it
     taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
     taken.append(_opened(Commenter, 1, "d1-again"))
     assert await shard.ingest(batch(*taken)) == ["accepted"] * 4
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
 
     async with asyncio.timeout(10):  # the two waiting in the lane would take 2 minutes
         assert await shard.drain() == 3
@@ -129,7 +122,7 @@ async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
     shard = commenter_shard(journal, fake, TwoComments, pace_writes=2.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     assert len(fake.requests_to(COMMENTS, "POST")) == 1  # the second waits its turn
 
     async with asyncio.timeout(10):
@@ -163,7 +156,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
     shard = commenter_shard(journal, fake, FailsOnce, retry=backoff, pace_writes=None)
     await shard.start()
     assert await shard.ingest(batch(_opened(FailsOnce, 1, "d1"))) == ["accepted"]
-    await _until(lambda: len(FailsOnce.attempts) == 1)
+    await until(lambda: len(FailsOnce.attempts) == 1)
 
     async with asyncio.timeout(1.5):  # not waiting out the backoff
         assert await shard.drain() == 1
@@ -273,9 +266,9 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
     shard = commenter_shard(journal, fake, Commenter, pace_writes=None, max_rate_limit_wait=0.5)
     await shard.start()
     assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     github = shard.hosts[INSTALLATION].bot.github
-    await _until(lambda: github.paused)
+    await until(lambda: github.paused)
     paused_until = github.holds().paused_until
 
     async with asyncio.timeout(1):  # not the 2 s of the pause
@@ -310,7 +303,7 @@ async def test_an_installation_being_read_again_is_handed_over_with_its_pause(
     await shard.start()
     assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
     github = shard.hosts[INSTALLATION].bot.github
-    await _until(lambda: github.paused)
+    await until(lambda: github.paused)
     paused_until = github.holds().paused_until
     faulty.fail_appends(1)
     with pytest.raises(JournalUnavailable):  # the ingress answers 503
@@ -374,7 +367,7 @@ async def _reading_again_after_a_failed_read(
     faulty.fail_reads(1)
     with pytest.raises(JournalUnavailable):
         await shard.ingest(batch(_opened(Commenter, 2, "d2")))
-    await _until(lambda: faulty.reads_failed == 1 and not shard._activating)
+    await until(lambda: faulty.reads_failed == 1 and not shard._activating)
     return shard, writes_after
 
 
@@ -442,7 +435,7 @@ async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     await shard.start()
     assert await shard.ingest(batch(_opened(Commenter, 1, "d1"))) == ["accepted"]
     github = shard.hosts[INSTALLATION].bot.github
-    await _until(lambda: github.holds().breaker_until > 0)
+    await until(lambda: github.holds().breaker_until > 0)
     breaker_until = github.holds().breaker_until
     async with asyncio.timeout(3):  # not the 5 s the breaker stays open
         assert await shard.drain() == 1
@@ -505,7 +498,7 @@ async def test_a_handler_that_swallows_the_stop_is_left_pending_all_the_same(
     await shard.start()
     taken = [_opened(Swallows, n, f"d{n}") for n in (1, 2)]
     assert await shard.ingest(batch(*taken)) == ["accepted"] * 2
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     async with asyncio.timeout(10):
         assert await shard.drain() == 1  # not journaled as done: its comment was not sent
     await shard.close()
@@ -536,9 +529,9 @@ async def test_a_handler_whose_own_task_called_github_is_not_handed_over(
     shard = commenter_shard(journal, fake, Spawns, pace_writes=1.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(Spawns, 9, "d0"))) == ["accepted"]
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     assert await shard.ingest(batch(_opened(Spawns, 1, "d1"))) == ["accepted"]
-    await _until(lambda: len(fake.requests_to(f"/repos/{COMMENTER_REPO}", "GET")) == 2)
+    await until(lambda: len(fake.requests_to(f"/repos/{COMMENTER_REPO}", "GET")) == 2)
 
     async with asyncio.timeout(10):
         # Handed over, d1 would leave its task running: its write, then d1 run again
@@ -707,7 +700,7 @@ async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
     shard = commenter_shard(journal, fake, TwoComments, pace_writes=60.0)
     await shard.start()
     assert await shard.ingest(batch(_opened(TwoComments, 1, "d1"))) == ["accepted"]
-    await _until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
     github = shard.hosts[INSTALLATION].bot.github
     writes_after = github.holds().writes_after
     with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it

@@ -13,27 +13,26 @@ FakeGitHub and SQLite journal, without Ray.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
 
 from actors.bot import InstallationActor, on
 from actors.records import ClientHeld, decode_runtime, stream_name
+from actors.shard import ShardCore
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
-from tests.runtime.conftest import VSHARDS, batch, commenter_shard, inbound, payload
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not true within 10 s")
+from tests.runtime.conftest import (
+    VSHARDS,
+    batch,
+    commenter_shard,
+    inbound,
+    payload,
+    until,
+)
 
 
 class InOrder(InstallationActor):
@@ -52,9 +51,25 @@ class InOrder(InstallationActor):
         InOrder.seen.append(event.delivery_id)
 
 
-def _opened(delivery_id: str) -> Any:
+def _opened(delivery_id: str, bot: type[InstallationActor] = InOrder) -> Any:
     body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
-    return inbound(InOrder, "issues", body, delivery_id=delivery_id)
+    return inbound(bot, "issues", body, delivery_id=delivery_id)
+
+
+async def _d2_lost_while_d1_runs(
+    journal: Journal, fake: FakeGitHub, bot: type[InstallationActor] = InOrder, **options: Any
+) -> ShardCore:
+    """Start a shard (`options` are its client's) whose host runs d1 (which waits for
+    its bot's `release`), then take d2 of the same issue: written, its answer lost."""
+    faulty = FaultyJournal(journal)
+    shard = commenter_shard(faulty, fake, bot, **options)
+    await shard.start()
+    assert await shard.ingest(batch(_opened("d1", bot))) == ["accepted"]
+    await until(lambda: shard.hosts[INSTALLATION].busy == 1)  # d1 runs, and waits
+    faulty.lose_acks(1)
+    with pytest.raises(JournalUnavailable):  # written, but the shard cannot know
+        await shard.ingest(batch(_opened("d2", bot)))
+    return shard
 
 
 @pytest.fixture(autouse=True)
@@ -66,15 +81,8 @@ def _fresh() -> None:
 async def test_a_delivery_whose_answer_was_lost_runs_before_later_ones_of_its_issue(
     journal: Journal, fake: FakeGitHub
 ) -> None:
-    faulty = FaultyJournal(journal)
-    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
-    await shard.start()
+    shard = await _d2_lost_while_d1_runs(journal, fake, pace_writes=None)
     try:
-        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
-        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)  # d1 runs, and waits
-        faulty.lose_acks(1)
-        with pytest.raises(JournalUnavailable):  # written, but the shard cannot know
-            await shard.ingest(batch(_opened("d2")))
         # Deliveries keep coming for the same issue while d1 runs.
         for n in (3, 4):
             assert await shard.ingest(batch(_opened(f"d{n}"))) == ["accepted"]
@@ -144,22 +152,17 @@ async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_
     shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
     await shard.start()
     try:
-
-        def opened(delivery_id: str) -> Any:
-            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
-            return inbound(Replayed, "issues", body, delivery_id=delivery_id)
-
         for x in ("x1", "x2"):
-            assert await shard.ingest(batch(opened(x))) == ["accepted"]
+            assert await shard.ingest(batch(_opened(x, Replayed))) == ["accepted"]
         await shard.wait_idle()
         assert len(shard.hosts[INSTALLATION].progress.dead) == 2
         Replayed.broken = False
-        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
-        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        assert await shard.ingest(batch(_opened("d1", Replayed))) == ["accepted"]
+        await until(lambda: shard.hosts[INSTALLATION].busy == 1)
         assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
         faulty.lose_acks(1)
         with pytest.raises(JournalUnavailable):
-            await shard.ingest(batch(opened("d2")))
+            await shard.ingest(batch(_opened("d2", Replayed)))
         # Asked of the stopped host: kept for the host read after it.
         assert await shard.replay(INSTALLATION, "x2", None) == 1
         Replayed.release.set()
@@ -177,15 +180,8 @@ async def test_a_caller_s_timeout_on_wait_idle_leaves_the_reading_again_running(
 ) -> None:
     # `ShardActor.wait_idle(within)` gives up after `within`: that must not cancel the
     # reading again, or its host would stay stopped, taking deliveries it never runs.
-    faulty = FaultyJournal(journal)
-    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
-    await shard.start()
+    shard = await _d2_lost_while_d1_runs(journal, fake, pace_writes=None)
     try:
-        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
-        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
-        faulty.lose_acks(1)
-        with pytest.raises(JournalUnavailable):
-            await shard.ingest(batch(_opened("d2")))
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await shard.wait_idle()
@@ -205,15 +201,8 @@ async def test_a_finishing_drain_runs_what_an_installation_being_read_again_took
 ) -> None:
     # `ghbot stop` finishes what the shard took: the deliveries a host stopped to be
     # read again took run too, in the host read before the drain.
-    faulty = FaultyJournal(journal)
-    shard = commenter_shard(faulty, fake, InOrder, pace_writes=None)
-    await shard.start()
+    shard = await _d2_lost_while_d1_runs(journal, fake, pace_writes=None)
     try:
-        assert await shard.ingest(batch(_opened("d1"))) == ["accepted"]
-        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
-        faulty.lose_acks(1)
-        with pytest.raises(JournalUnavailable):
-            await shard.ingest(batch(_opened("d2")))
         assert await shard.ingest(batch(_opened("d3"))) == ["accepted"]
         drain = asyncio.create_task(shard.drain(finish=True))
         await asyncio.sleep(0.05)
@@ -236,26 +225,21 @@ async def test_a_replay_kept_for_the_host_read_again_runs_in_one_a_delivery_acti
     shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
     await shard.start()
     try:
-
-        def opened(delivery_id: str) -> Any:
-            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
-            return inbound(Replayed, "issues", body, delivery_id=delivery_id)
-
-        assert await shard.ingest(batch(opened("x1"))) == ["accepted"]
+        assert await shard.ingest(batch(_opened("x1", Replayed))) == ["accepted"]
         await shard.wait_idle()
         Replayed.broken = False
-        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
-        await _until(lambda: shard.hosts[INSTALLATION].busy == 1)
+        assert await shard.ingest(batch(_opened("d1", Replayed))) == ["accepted"]
+        await until(lambda: shard.hosts[INSTALLATION].busy == 1)
         assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
         faulty.lose_acks(1)
         faulty.fail_reads(1)
         with pytest.raises(JournalUnavailable):
-            await shard.ingest(batch(opened("d2")))
+            await shard.ingest(batch(_opened("d2", Replayed)))
         Replayed.release.set()
-        await _until(lambda: faulty.reads_failed == 1 and INSTALLATION not in shard.hosts)
-        assert await shard.ingest(batch(opened("d3"))) == ["accepted"]  # activates it
+        await until(lambda: faulty.reads_failed == 1 and INSTALLATION not in shard.hosts)
+        assert await shard.ingest(batch(_opened("d3", Replayed))) == ["accepted"]  # activates it
         async with asyncio.timeout(5):  # not the reading again's backoff
-            await _until(lambda: "x1" in Replayed.ran and "d3" in Replayed.ran)
+            await until(lambda: "x1" in Replayed.ran and "d3" in Replayed.ran)
         assert sorted(Replayed.ran) == ["d1", "d2", "d3", "x1"]
     finally:
         Replayed.release.set()
@@ -283,25 +267,11 @@ async def test_a_finishing_drain_cut_short_while_reading_again_still_hands_over(
     # writing handler: the close after it still journals the client's turn (a write a
     # minute) for the next start.
     WritesThenWaits.release = asyncio.Event()
-    faulty = FaultyJournal(journal)
-    shard = commenter_shard(faulty, fake, WritesThenWaits, pace_writes=60.0)
-    await shard.start()
+    comments = "/repos/octo-org/hello-world/issues/1/comments"
+    shard = await _d2_lost_while_d1_runs(journal, fake, WritesThenWaits, pace_writes=60.0)
     try:
-
-        def opened(delivery_id: str) -> Any:
-            body = payload("issues.opened", installation=INSTALLATION, issue__number=1)
-            return inbound(WritesThenWaits, "issues", body, delivery_id=delivery_id)
-
-        assert await shard.ingest(batch(opened("d1"))) == ["accepted"]
-        await _until(
-            lambda: (
-                len(fake.requests_to("/repos/octo-org/hello-world/issues/1/comments", "POST")) == 1
-            )
-        )
+        await until(lambda: len(fake.requests_to(comments, "POST")) == 1)  # d1 wrote
         writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
-        faulty.lose_acks(1)
-        with pytest.raises(JournalUnavailable):
-            await shard.ingest(batch(opened("d2")))
         with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
             async with asyncio.timeout(0.3):
                 await shard.drain(finish=True)

@@ -22,7 +22,7 @@ from actors.records import decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.events import Event
 from ghbot.journal import Journal, open_journal
-from tests.runtime.conftest import VSHARDS, batch, inbound, payload, shard_of
+from tests.runtime.conftest import VSHARDS, batch, inbound, payload, shard_of, until
 
 
 class Gated(InstallationActor):
@@ -120,14 +120,6 @@ def ray_like_sigterm() -> Iterator[None]:
         globals()[RAY_EXIT] = raise_sys_exit_with_custom_error_message
 
 
-async def _until(check: Any) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not true within 5 s")
-
-
 async def test_sigterm_runs_the_coroutine_then_exits_as_ray_would(ray_like_sigterm: None) -> None:
     steps: list[str] = []
     release = asyncio.Event()
@@ -140,13 +132,13 @@ async def test_sigterm_runs_the_coroutine_then_exits_as_ray_would(ray_like_sigte
     exit_after = ExitAfter(asyncio.get_running_loop(), before_exit)
     assert exit_after.install()
     os.kill(os.getpid(), signal.SIGTERM)
-    await _until(lambda: steps == ["draining"])
+    await until(lambda: steps == ["draining"], within=5.0)
     os.kill(os.getpid(), signal.SIGTERM)  # again while stopping: still no exit
     await asyncio.sleep(0.05)
     assert EXITS == [] and exit_after.state == "stopping"
     release.set()
     # Once through, the process sends itself SIGTERM, and Ray's exit runs.
-    await _until(lambda: EXITS == ["The process receives a SIGTERM."])
+    await until(lambda: EXITS == ["The process receives a SIGTERM."], within=5.0)
     assert steps == ["draining", "drained"] and exit_after.state == "done"
 
 
