@@ -45,6 +45,22 @@ class Greeter(InstallationActor):
         )
 
 
+class Hesitant(InstallationActor):
+    """Read the repository, then comment on the new issue with the delivery's GUID: a
+    slow read (the fake's "slow" fault) holds the handler before it writes anything."""
+
+    @on("issues.opened")
+    async def look_then_greet(self, event: Event) -> None:
+        repo = event.repository
+        assert repo is not None
+        await self.github.request("GET", f"/repos/{repo.full_name}")
+        await self.github.request(
+            "POST",
+            f"/repos/{repo.full_name}/issues/{event.payload.issue.number}/comments",
+            json={"body": f"hello {event.delivery_id}"},
+        )
+
+
 class GreeterV2(Greeter):
     """The next version of `Greeter`: its upgrade test tells the two apart by the text."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
@@ -49,3 +50,48 @@ async def test_stop_finishes_what_was_taken_then_removes_every_actor(
         with pytest.raises(ValueError):
             ray.get_actor(name, namespace=namespace)
     assert await asyncio.to_thread(cli.main, argv) == 2  # nothing left to stop
+
+
+async def test_a_drain_cut_by_its_timeout_leaves_the_deliveries_to_the_next_deployment(
+    deploy: Any,
+    fake: Any,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The shard actor's drain timed out (`ShardActor.drain` returned False): it closed
+    # its core, which cut the handlers still running, and `ghbot stop` killed it. What
+    # it cut stays pending in the journal, and the next deployment runs it, once.
+    repo = "cut/repo"
+    install(fake, 1610, repo, issues=4)
+    journal = f"sqlite://{tmp_path}/kept"
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    app = deploy("tests.cluster.bots:Hesitant", journal_url=journal, namespace=namespace)
+    # The read before the comment never answers in time: every handler is still in it.
+    on_fake(fake, fake.fake.faults.add, "^/repos/cut/repo$", "slow", None, delay=60.0)
+    guids = [str(uuid.uuid4()) for _ in range(4)]
+    async with aiohttp.ClientSession() as session:
+        for n, guid in enumerate(guids, 1):
+            data = payload("issues.opened", installation=1610, repo=repo, issue__number=n)
+            assert (await send(app.url, "issues", data, guid=guid, session=session))[0] == 202
+
+    argv = ["stop", "--app", "ghbot", "--namespace", namespace, "--drain-timeout", "1"]
+    with caplog.at_level(logging.WARNING, logger="ghbot.runtime"):
+        assert await asyncio.to_thread(cli.main, argv) == 0
+    # The shard answered that it did not drain (its own timeout), not Ray's wait for it.
+    warned = [r.getMessage() for r in caplog.records if r.name == "ghbot.runtime"]
+    assert "1 shard(s) did not drain: successors resume the rest" in warned, warned
+    assert not [w for w in warned if " did not drain: " in w and "shard(s)" not in w], warned
+    out = capsys.readouterr().out
+    assert "1 of 2 shards finished their deliveries" in out, out  # the other has none
+    assert comments(fake, repo) == []
+    on_fake(fake, fake.fake.faults.clear)
+
+    deploy("tests.cluster.bots:Hesitant", journal_url=journal, namespace=namespace)
+    wanted = {f"hello {g}" for g in guids}
+    for _ in range(300):
+        if {c["body"] for c in comments(fake, repo)} >= wanted:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # time for a second comment, were a delivery run twice
+    assert sorted(c["body"] for c in comments(fake, repo)) == sorted(wanted)
