@@ -666,7 +666,14 @@ class ShardCore:
         if not host.stopping:  # else a drain: it reports them (`_log_replays_kept`)
             # Dead-letter replays a host dropped to be read again had queued.
             for delivery_id, handler in self._replays_kept.pop(installation_id, ()):
-                await host.replay_dead_letter(delivery_id, handler)
+                if not await host.replay_dead_letter(delivery_id, handler):
+                    # Asked while the host before ran that very replay: it ran there.
+                    log.info(
+                        "%s: no dead letter %s of %s left to replay (it ran meanwhile)",
+                        host.stream,
+                        handler,
+                        delivery_id,
+                    )
         self.passivate(keep=installation_id)  # callers waiting for it look it up again
         return host
 

@@ -68,7 +68,7 @@ async def test_a_drain_cut_by_its_timeout_leaves_the_deliveries_to_the_next_depl
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     app = deploy("tests.cluster.bots:Hesitant", journal_url=journal, namespace=namespace)
     # The read before the comment never answers in time: every handler is still in it.
-    on_fake(fake, fake.fake.faults.add, "^/repos/cut/repo$", "slow", None, delay=60.0)
+    on_fake(fake, fake.fake.faults.add, "^/repos/cut/repo$", "slow", None, delay=20.0)
     guids = [str(uuid.uuid4()) for _ in range(4)]
     async with aiohttp.ClientSession() as session:
         for n, guid in enumerate(guids, 1):

@@ -13,6 +13,8 @@ FakeGitHub and SQLite journal, without Ray.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -22,7 +24,7 @@ from actors.records import ClientHeld, decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
-from ghbot.journal import FaultyJournal, Journal
+from ghbot.journal import AppendRequest, AppendResult, FaultyJournal, Journal
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
 from tests.runtime.conftest import (
@@ -243,6 +245,56 @@ async def test_a_replay_kept_for_the_host_read_again_runs_in_one_a_delivery_acti
         assert sorted(Replayed.ran) == ["d1", "d2", "d3", "x1"]
     finally:
         Replayed.release.set()
+        await shard.close()
+
+
+class ReplayWaits(FaultyJournal):
+    """Holds the append of a `DeadLetterReplayed` until `gate` is set."""
+
+    def __init__(self, inner: Journal) -> None:
+        super().__init__(inner)
+        self.gate = asyncio.Event()
+        self.held = 0
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        if any(e.type == "DeadLetterReplayed" for r in requests for e in r.events):
+            self.held += 1
+            await self.gate.wait()
+        return await super().append_many(requests)
+
+
+async def test_a_replay_asked_while_the_stopped_host_runs_it_runs_once_and_says_so(
+    journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The replay is under way in the host stopped to be read again (its first write
+    # not yet answered) when it is asked again: answered as kept, it finds no dead
+    # letter in the host read after (it ran in the one before), and the log says so.
+    Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
+    gated = ReplayWaits(journal)
+    shard = commenter_shard(gated, fake, Replayed, pace_writes=None)
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(_opened("x1", Replayed))) == ["accepted"]
+        await shard.wait_idle()
+        Replayed.broken = False
+        assert await shard.replay(INSTALLATION, "x1", None) == 1
+        await until(lambda: gated.held == 1)  # the replay's first write is under way
+        gated.lose_acks(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(batch(_opened("d2", Replayed)))
+        assert await shard.replay(INSTALLATION, "x1", None) == 1  # kept: still dead
+        with caplog.at_level(logging.INFO, logger="ghbot.shard"):
+            gated.gate.set()
+            async with asyncio.timeout(10):
+                await until(lambda: not shard._reactivating)
+                await shard.wait_idle()
+        assert sorted(Replayed.ran) == ["d2", "x1"]  # the replay ran once
+        assert not shard.hosts[INSTALLATION].progress.dead
+        said = [r.getMessage() for r in caplog.records if r.name == "ghbot.shard"]
+        assert f"{stream_name(INSTALLATION)}: no dead letter opened of x1 left to replay" in (
+            " ".join(said)
+        ), said
+    finally:
         await shard.close()
 
 
