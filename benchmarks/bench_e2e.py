@@ -26,8 +26,10 @@ delivery outside the load process and inside it, the part of it the run's own
 processes spent (each process listed: other work on a shared machine is left out),
 the cores used idle before the run, the share of the machine's CPU time the
 hypervisor took for others during the row (steal, from /proc/stat: a row with a few
-per cent of it ran with less of the machine than its neighbours), and ghbot's
-throughput and CPU per delivery against each of the others.
+per cent of it ran with less of the machine than its neighbours), how long each
+process's threads waited for a core while ready to run (seconds a second, from
+/proc/PID/task/TID/schedstat: where latency goes on a busy machine that CPU time does
+not show), and ghbot's throughput and CPU per delivery against each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +159,15 @@ class Harness:
         idle_s = time.monotonic() - idle_began
         idle = self._others(before, idle_after) / idle_s
         idle_by_name = self._by_name(before, idle_after, 1 / idle_s)
+        own = own_processes(os.getpid(), but=self.process.pid)
+        watched = {**own, self.process.pid: "load"}
+        waited = waited_seconds(watched)
         before, ticks = cpu_seconds(), machine_ticks()
         result = self._command(target, deliveries, concurrency)
         after, ticks = cpu_seconds(), [b - a for a, b in zip(ticks, machine_ticks(), strict=True)]
+        result["waited"] = _by_name_of(
+            watched, waited, waited_seconds(watched), 1 / max(result["seconds"], 1e-9)
+        )
         result["steal"] = ticks[STEAL] / max(sum(ticks[: STEAL + 1]), 1)
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
@@ -220,6 +229,40 @@ def cpu_seconds() -> dict[int, float]:
             continue
         used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def waited_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """Return the seconds each process's threads have spent ready to run while no core
+    was free for them (the second field of /proc/PID/task/TID/schedstat, summed over
+    its threads): where a busy machine's latency goes that CPU time does not show.
+    A process, or a kernel, that does not say is left out."""
+    waited: dict[int, float] = {}
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        total = 0
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        waited[pid] = total / 1e9
+    return waited
+
+
+def _by_name_of(
+    names: dict[int, str], before: dict[int, float], after: dict[int, float], scale: float
+) -> dict[str, float]:
+    """`after - before` × `scale` by process name, most first (processes gone since,
+    or new, are left out)."""
+    by_name: dict[str, float] = {}
+    for pid, name in names.items():
+        if pid in before and pid in after:
+            by_name[name] = by_name.get(name, 0.0) + (after[pid] - before[pid]) * scale
+    return dict(sorted(by_name.items(), key=lambda item: -item[1]))
 
 
 def own_processes(root: int, but: int) -> dict[int, str]:
@@ -584,6 +627,9 @@ def main() -> None:
     for name, result in [*others.items(), ("ghbot", ours)]:
         spent = ", ".join(f"{n} {ms:.2f}" for n, ms in result["own_cpu_ms"].items() if ms >= 0.01)
         print(f"# {name} CPU ms per delivery by process: {spent}")
+        waits = ", ".join(f"{n} {s:.2f}" for n, s in result.get("waited", {}).items() if s >= 0.01)
+        if waits:
+            print(f"# {name} run-queue wait by process, seconds a second: {waits}")
         idle = result.get("own_idle_cores", {})
         if sum(idle.values()) >= 0.01:
             spent = ", ".join(f"{n} {cores:.3f}" for n, cores in idle.items() if cores >= 0.001)

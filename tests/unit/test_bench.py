@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +111,18 @@ def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path:
     assert asyncio.run(deliver()) == [202, 202, 202, 401]
     assert stored() == ["a", "b"]
     assert handled == ["a", "b"]
+
+
+def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_e2e import _by_name_of, waited_seconds
+
+    gone = 2**22 + 1  # above Linux's largest pid: no such process
+    waited = waited_seconds([os.getpid(), gone])
+    assert set(waited) == {os.getpid()} and waited[os.getpid()] >= 0.0
+    names = {1: "shard", 2: "ingress", 3: "shard", 4: "gone"}
+    before = {1: 1.0, 2: 0.5, 3: 2.0, 4: 0.0}
+    after = {1: 1.5, 2: 0.6, 3: 2.25}
+    by_name = _by_name_of(names, before, after, 2.0)
+    assert list(by_name) == ["shard", "ingress"]  # most first; "gone" has no after
+    assert by_name == {"shard": pytest.approx(1.5), "ingress": pytest.approx(0.2)}
