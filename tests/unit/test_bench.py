@@ -114,8 +114,11 @@ def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path:
 
 
 def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from bench_e2e import _by_name_of, waited_seconds
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_e2e import _by_name_of, waited_seconds
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
     gone = 2**22 + 1  # above Linux's largest pid: no such process
     waited = waited_seconds([os.getpid(), gone])
