@@ -299,8 +299,10 @@ async def test_a_replay_asked_while_the_stopped_host_runs_it_runs_once_and_says_
 
 
 class WritesThenWaits(InstallationActor):
-    """`d1` comments, then waits for `release`; the others only comment."""
+    """`d1` comments, sets `wrote` once the answer is in, then waits for `release`;
+    the others only comment."""
 
+    wrote: ClassVar[asyncio.Event]
     release: ClassVar[asyncio.Event]
 
     @on("issues.opened")
@@ -309,6 +311,7 @@ class WritesThenWaits(InstallationActor):
             "POST", "/repos/octo-org/hello-world/issues/1/comments", json={"body": "hi"}
         )
         if event.delivery_id == "d1":
+            WritesThenWaits.wrote.set()
             await WritesThenWaits.release.wait()
 
 
@@ -318,11 +321,13 @@ async def test_a_finishing_drain_cut_short_while_reading_again_still_hands_over(
     # `ghbot stop`'s drain runs out of time while it waits for the stopped host's
     # writing handler: the close after it still journals the client's turn (a write a
     # minute) for the next start.
-    WritesThenWaits.release = asyncio.Event()
-    comments = "/repos/octo-org/hello-world/issues/1/comments"
+    WritesThenWaits.wrote, WritesThenWaits.release = asyncio.Event(), asyncio.Event()
     shard = await _d2_lost_while_d1_runs(journal, fake, WritesThenWaits, pace_writes=60.0)
     try:
-        await until(lambda: len(fake.requests_to(comments, "POST")) == 1)  # d1 wrote
+        # d1 wrote, and its client has taken the answer in (the fake seeing the request
+        # is too soon: the client sets the next write's turn again from the answer).
+        async with asyncio.timeout(10):
+            await WritesThenWaits.wrote.wait()
         writes_after = shard.hosts[INSTALLATION].bot.github.holds().writes_after
         with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
             async with asyncio.timeout(0.3):
