@@ -143,6 +143,17 @@ class Replayed(InstallationActor):
         Replayed.ran.append(event.delivery_id)
 
 
+async def _dead_lettered(shard: ShardCore, *deliveries: str) -> None:
+    """Start `shard` (a `Replayed` bot's), have `deliveries` dead-lettered, then mend
+    the bot (its later runs succeed)."""
+    await shard.start()
+    for delivery_id in deliveries:
+        assert await shard.ingest(batch(_opened(delivery_id, Replayed))) == ["accepted"]
+    await shard.wait_idle()
+    assert len(shard.hosts[INSTALLATION].progress.dead) == len(deliveries)
+    Replayed.broken = False
+
+
 async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_read(
     journal: Journal, fake: FakeGitHub
 ) -> None:
@@ -152,13 +163,8 @@ async def test_dead_letter_replays_asked_around_a_reading_again_run_in_the_host_
     Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
     faulty = FaultyJournal(journal)
     shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
-    await shard.start()
     try:
-        for x in ("x1", "x2"):
-            assert await shard.ingest(batch(_opened(x, Replayed))) == ["accepted"]
-        await shard.wait_idle()
-        assert len(shard.hosts[INSTALLATION].progress.dead) == 2
-        Replayed.broken = False
+        await _dead_lettered(shard, "x1", "x2")
         assert await shard.ingest(batch(_opened("d1", Replayed))) == ["accepted"]
         await until(lambda: shard.hosts[INSTALLATION].busy == 1)
         assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
@@ -225,11 +231,8 @@ async def test_a_replay_kept_for_the_host_read_again_runs_in_one_a_delivery_acti
     Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
     faulty = FaultyJournal(journal)
     shard = commenter_shard(faulty, fake, Replayed, pace_writes=None)
-    await shard.start()
     try:
-        assert await shard.ingest(batch(_opened("x1", Replayed))) == ["accepted"]
-        await shard.wait_idle()
-        Replayed.broken = False
+        await _dead_lettered(shard, "x1")
         assert await shard.ingest(batch(_opened("d1", Replayed))) == ["accepted"]
         await until(lambda: shard.hosts[INSTALLATION].busy == 1)
         assert await shard.replay(INSTALLATION, "x1", None) == 1  # queued behind d1
@@ -272,11 +275,8 @@ async def test_a_replay_asked_while_the_stopped_host_runs_it_runs_once_and_says_
     Replayed.ran, Replayed.release, Replayed.broken = [], asyncio.Event(), True
     gated = ReplayWaits(journal)
     shard = commenter_shard(gated, fake, Replayed, pace_writes=None)
-    await shard.start()
     try:
-        assert await shard.ingest(batch(_opened("x1", Replayed))) == ["accepted"]
-        await shard.wait_idle()
-        Replayed.broken = False
+        await _dead_lettered(shard, "x1")
         assert await shard.replay(INSTALLATION, "x1", None) == 1
         await until(lambda: gated.held == 1)  # the replay's first write is under way
         gated.lose_acks(1)
