@@ -29,7 +29,11 @@ hypervisor took for others during the row (steal, from /proc/stat: a row with a 
 per cent of it ran with less of the machine than its neighbours), how long each
 process's threads waited for a core while ready to run (seconds a second, from
 /proc/PID/task/TID/schedstat: where latency goes on a busy machine that CPU time does
-not show), and ghbot's throughput and CPU per delivery against each of the others.
+not show), the machine's speed before and after each row against the first row's (a
+fixed pure-Python loop timed on every core at once: a shared host can slow a VM by a
+quarter for minutes with no steal to show for it, and a ratio between two rows is then
+a ratio between two machines), and ghbot's throughput and CPU per delivery against
+each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
@@ -59,6 +63,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBOT = ROOT / "benchmarks" / "probot"
 SECRET = "bench-secret"
 IDLE_SECONDS = 5.0
+#: The speed probe (`probe_seconds`): a fixed pure-Python loop, ~0.35 s of CPU on a
+#: 2-core machine of 2026; one process runs it on each core at once.
+PROBE = """
+import time
+started = time.process_time()
+total = 0
+for i in range(3_000_000):
+    total += i * i
+print(time.process_time() - started)
+"""
 
 
 def free_port() -> int:
@@ -159,12 +173,14 @@ class Harness:
         idle_s = time.monotonic() - idle_began
         idle = self._others(before, idle_after) / idle_s
         idle_by_name = self._by_name(before, idle_after, 1 / idle_s)
+        probed = probe_seconds()
         own = own_processes(os.getpid(), but=self.process.pid)
         watched = {**own, self.process.pid: "load"}
         waited = waited_seconds(watched)
         before, ticks = cpu_seconds(), machine_ticks()
         result = self._command(target, deliveries, concurrency)
         after, ticks = cpu_seconds(), [b - a for a, b in zip(ticks, machine_ticks(), strict=True)]
+        result["probe_s"] = [probed, probe_seconds()]  # before the row, after it
         result["waited"] = _by_name_of(
             watched, waited, waited_seconds(watched), 1 / max(result["seconds"], 1e-9)
         )
@@ -229,6 +245,34 @@ def cpu_seconds() -> dict[int, float]:
             continue
         used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def probe_seconds(cores: int | None = None, script: str = PROBE, tries: int = 3) -> float:
+    """Run `script` (which prints the CPU seconds it took) in one process per core,
+    all at once, `tries` times; return the least of the tries' means. A slower
+    machine (a busy neighbour on the host, a lower clock) takes longer for the same
+    work; the first try after an idle spell is slower too (the cores waking), which
+    the least of three leaves out."""
+    argv = [sys.executable, "-c", script]
+    means = []
+    for _ in range(tries):
+        runs = [
+            subprocess.Popen([*argv, str(core)], stdout=subprocess.PIPE, text=True)
+            for core in range(cores or os.cpu_count() or 1)
+        ]
+        took = [float(run.communicate(timeout=60)[0]) for run in runs]
+        means.append(sum(took) / len(took))
+    return min(means)
+
+
+def speeds(results: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Each row's machine speed before and after it, against the first row's before
+    (1.0: the same; 0.8: the same work took 1.25 times as long)."""
+    probes = [result["probe_s"] for result in results]
+    if not probes:
+        return []
+    first = probes[0][0]
+    return [(first / before, first / after) for before, after in probes]
 
 
 def waited_seconds(pids: Iterable[int]) -> dict[int, float]:
@@ -517,7 +561,7 @@ def ack_path(calls: int, within: float = 60.0) -> str:
     )
 
 
-def row(name: str, result: dict[str, Any]) -> str:
+def row(name: str, result: dict[str, Any], speed: tuple[float, float]) -> str:
     ack, e2e = result["ack_ms"], result["e2e_ms"]
     return (
         f"{name:<8}{result['handled']:>7}/{result['deliveries']:<7}{result['throughput']:>9.0f}"
@@ -525,7 +569,8 @@ def row(name: str, result: dict[str, Any]) -> str:
         f"{e2e['p50']:>8.1f}{e2e['p95']:>8.1f}{e2e['p99']:>8.1f}"
         f"{result['sut_cpu_ms']:>8.2f}{sum(result['own_cpu_ms'].values()):>8.2f}"
         f"{result['harness_cpu_ms']:>8.2f}"
-        f"{result['idle_cores']:>8.2f}{100 * result['steal']:>7.1f}%  {result['statuses']}"
+        f"{result['idle_cores']:>8.2f}{100 * result['steal']:>7.1f}%"
+        f"{speed[0]:>6.2f}/{speed[1]:.2f}  {result['statuses']}"
     )
 
 
@@ -611,6 +656,7 @@ def main() -> None:
     heads = ["handled".rjust(15), "hooks/s".rjust(9)]
     heads += [h.rjust(8) for h in ("ack p50", "p95", "p99", "e2e p50", "p95", "p99")]
     heads += [h.rjust(8) for h in ("cpu ms", "own ms", "load ms", "idle", "steal")]
+    heads.append("speed".rjust(10))
     print(" " * 8 + "".join(heads))
     print(
         "# cpu ms: the machine's CPU per delivery outside the load process (bot, Ray, HAProxy, ...)"
@@ -619,9 +665,21 @@ def main() -> None:
     print("# load ms: the load process's (load generator and fake GitHub) CPU per delivery")
     print("# idle: cores the machine (outside the load process) used with no load, before the run")
     print("# steal: the share of the machine's CPU time the hypervisor gave others during the row")
-    for name, result in others.items():
-        print(row(name, result))
-    print(row("ghbot", ours))
+    print(
+        "# speed: the machine's speed before/after the row against before the first row"
+        " (a loop timed on every core)"
+    )
+    rows = [*others.items(), ("ghbot", ours)]
+    speed = speeds(result for _, result in rows)
+    for (name, result), (before, after) in zip(rows, speed, strict=True):
+        print(row(name, result, (before, after)))
+    spread = [s for pair in speed for s in pair]
+    if max(spread) - min(spread) > 0.1:
+        print(
+            f"# the machine's speed moved between {min(spread):.2f} and {max(spread):.2f} of"
+            " the first row's: not a quiet machine, and the ratios below compare rows that"
+            " ran at different speeds"
+        )
     if skip_probot:
         print(f"# probot: skipped, {skip_probot}")
     for name, result in [*others.items(), ("ghbot", ours)]:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from bench_e2e import Harness, bench_runtime, free_port, keys, row  # noqa: E402
+from bench_e2e import Harness, bench_runtime, free_port, keys, row, speeds  # noqa: E402
 
 from actors.ray.deploy import serve_environment  # noqa: E402
 
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace, address: str, env: dict[str, str], journal: st
         )
         print("# placement:", {k: v for k, v in placed.items() if "ghbot" in k or "Webhook" in k})
         print("# deliveries taken (warm-up included):", taken)
-        print(row("ghbot-2n", result))
+        print(row("ghbot-2n", result, speeds([result])[0]))
         print("# cpu ms: the machine's CPU per delivery outside the load process")
     finally:
         with contextlib.suppress(Exception):

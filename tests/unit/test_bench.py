@@ -129,3 +129,33 @@ def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
     by_name = _by_name_of(names, before, after, 2.0)
     assert list(by_name) == ["shard", "ingress"]  # most first; "gone" has no after
     assert by_name == {"shard": pytest.approx(1.5), "ingress": pytest.approx(0.2)}
+
+
+def test_the_speed_probe_runs_on_every_core_at_once_and_rows_are_told_against_the_first(
+    tmp_path: Path,
+) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_e2e import probe_seconds, speeds
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    # One process a core, each told its index: their mean is what it returns.
+    told = "import sys; print(0.1 * (int(sys.argv[1]) + 1))"
+    assert probe_seconds(cores=3, script=told, tries=1) == pytest.approx(0.2)
+    # The least of the tries: the first after an idle spell is slow (the cores waking).
+    count = tmp_path / "tries"
+    tried = (
+        f"from pathlib import Path; p = Path({str(count)!r}); n = len(p.read_text()) if"
+        " p.exists() else 0; p.write_text('x' * (n + 1)); print([0.3, 0.1, 0.2][n])"
+    )
+    assert probe_seconds(cores=1, script=tried) == pytest.approx(0.1)
+    assert count.read_text() == "xxx"
+    assert probe_seconds(cores=1) > 0.0  # the real loop, once
+    rows = [{"probe_s": [0.2, 0.25]}, {"probe_s": [0.25, 0.2]}, {"probe_s": [0.1, 0.2]}]
+    assert speeds(rows) == [
+        pytest.approx((1.0, 0.8)),
+        pytest.approx((0.8, 1.0)),
+        pytest.approx((2.0, 1.0)),
+    ]
+    assert speeds([]) == []
