@@ -31,7 +31,7 @@ process's threads waited for a core while ready to run (seconds a second, from
 /proc/PID/task/TID/schedstat: where latency goes on a busy machine that CPU time does
 not show), the machine's speed before and after each row against the first row's (a
 fixed pure-Python loop timed on every core at once: a shared host can slow a VM by a
-quarter for minutes with no steal to show for it, and a ratio between two rows is then
+quarter and more with no steal to show for it, and a ratio between two rows is then
 a ratio between two machines), and ghbot's throughput and CPU per delivery against
 each of the others.
 
@@ -251,8 +251,8 @@ def probe_seconds(cores: int | None = None, script: str = PROBE, tries: int = 3)
     """Run `script` (which prints the CPU seconds it took) in one process per core,
     all at once, `tries` times; return the least of the tries' means. A slower
     machine (a busy neighbour on the host, a lower clock) takes longer for the same
-    work; the first try after an idle spell is slower too (the cores waking), which
-    the least of three leaves out."""
+    work. The first try after an idle spell was slower too on a machine here, by up
+    to a third (`benchmarks/RESULTS.md`): the least of three leaves that out."""
     argv = [sys.executable, "-c", script]
     means = []
     for _ in range(tries):
