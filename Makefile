@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict ghbot actors examples
+	$(BIN)/mypy --strict --explicit-package-bases ghbot actors examples tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not cluster" -q

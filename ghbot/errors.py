@@ -270,18 +270,20 @@ class Gone(ClientError):
 
 
 class ValidationFailed(ClientError):
-    """422; `errors` is GitHub's list of `{resource, field, code}` objects."""
+    """422; `errors` is GitHub's `errors` list as it came: mostly `{resource, field,
+    code}` objects, but some endpoints send strings (creating a pull request review
+    without a body: ``["Review Can't be blank"]``)."""
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        errors: Sequence[Mapping[str, Any]] = (),
+        errors: Sequence[Mapping[str, Any] | str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(status, message, **kwargs)
-        self.errors: list[Mapping[str, Any]] = list(errors)
+        self.errors: list[Mapping[str, Any] | str] = list(errors)
 
 
 class RateLimited(ClientError):

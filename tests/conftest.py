@@ -75,7 +75,7 @@ def ray_serve() -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
 
 

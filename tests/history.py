@@ -107,7 +107,8 @@ async def journaled(journal: Journal, installations: Iterable[int], *, vshards: 
             if isinstance(event, DeliveryReceived):
                 found.received.setdefault(event.delivery_id, []).append((stream, record.seq))
             elif record.type == "DeliveryCompleted":
-                found.completed[record.delivery_guid or getattr(event, "delivery_id", "")] += 1
+                guid = str(record.delivery_guid or getattr(event, "delivery_id", ""))
+                found.completed[guid] += 1
             elif isinstance(event, DeadLettered):
                 found.dead.add(event.delivery_id)
     return found

@@ -152,7 +152,8 @@ async def test_a_422_raises_validation_failed_with_errors(
             state="fine",  # type: ignore[arg-type]
         )
     assert caught.value.status == 422
-    assert caught.value.errors[0]["field"] == "state"
+    (error,) = caught.value.errors
+    assert isinstance(error, dict) and error["field"] == "state"
     with pytest.raises(NotFound):
         await gh.rest.issues.get(owner=OWNER, repo=NAME, issue_number=999)
 

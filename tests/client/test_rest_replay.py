@@ -90,7 +90,7 @@ def _arguments(op: Op, exchange: dict[str, Any], in_path: dict[str, str]) -> dic
         args[op.in_body[0]] = body.encode() if bytes_wanted else body
         args["content_type"] = exchange["reqheaders"]["content-type"]
     elif isinstance(body, dict):
-        args.update({from_wire.get(k, k): v for k, v in body.items()})
+        args.update({from_wire.get(k) or k: v for k, v in body.items()})
     return args
 
 

@@ -25,7 +25,7 @@ from ghbot.config import Settings
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
 from ghbot.webhooks import sign
-from tests.net import free_port  # noqa: F401  (the two-node tests import it from here)
+from tests.net import free_port as free_port  # the two-node tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = EXAMPLES
@@ -105,7 +105,7 @@ def ingress_replica_states() -> dict[str, int]:
     from ray import serve
 
     deployments = serve.status().applications["ghbot"].deployments
-    return dict(deployments["WebhookIngress"].replica_states)
+    return {state.value: n for state, n in deployments["WebhookIngress"].replica_states.items()}
 
 
 def payload(name: str, *, installation: int, repo: str, **changes: Any) -> dict[str, Any]:
@@ -211,7 +211,7 @@ def scrape_metrics() -> dict[str, list[Sample]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     samples: dict[str, list[Sample]] = {}
-    for node in ray.nodes():
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
         if not node["Alive"]:
             continue
         url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"

@@ -8,7 +8,7 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -64,11 +64,11 @@ async def test_signed_real_payloads_are_journaled_acknowledged_and_handled(
     )
     assert status == 415
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{app.url}/healthz") as answer:
-            assert answer.status == 200
-        async with session.get(f"{app.url}/readyz") as answer:
-            assert answer.status == 200
-            assert len((await answer.json())["shards"]) == 2
+        async with session.get(f"{app.url}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{app.url}/readyz") as response:
+            assert response.status == 200
+            assert len((await response.json())["shards"]) == 2
 
     journal = await open_journal(app.runtime.settings.journal_url, shard_count=4)
     try:
@@ -253,7 +253,7 @@ async def test_a_killed_shard_loses_nothing_it_acknowledged(deploy: Any, fake: A
             assert (await send(app.url, "issues", data, guid=guid, session=session))[0] == 202
 
     owner = ray.get_actor(shard_name(1006 % 4 % 2), namespace=app.runtime.namespace)
-    pid = ray.get(owner.pid.remote())
+    pid = cast(int, ray.get(owner.pid.remote()))
     os.kill(pid, signal.SIGKILL)
     on_fake(fake, fake.fake.faults.clear)
 

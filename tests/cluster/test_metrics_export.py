@@ -99,7 +99,7 @@ async def test_any_instrument_reaches_rays_metrics_export(ray_serve: str) -> Non
         await probe.record.remote()
 
         def check(scrape: Scrape) -> list[str]:
-            wrong = []
+            wrong: list[tuple[str, object]] = []
             if _values(scrape, "ghbot_test_probe_total", k="v") != [3.0]:
                 wrong.append(("counter", _values(scrape, "ghbot_test_probe_total")))
             buckets = {

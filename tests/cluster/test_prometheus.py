@@ -68,7 +68,7 @@ def prometheus(ray_serve: str, tmp_path: Path) -> Iterator[str]:
     binary = _prometheus_binary()
     targets = [
         f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
-        for node in ray.nodes()
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
         if node["Alive"]
     ]
     port = free_port()

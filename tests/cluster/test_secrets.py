@@ -84,7 +84,10 @@ async def test_requests_in_flight_stay_within_the_app_wide_limit(deploy: Any, fa
                 for _ in range(3)
             ]
             assert {status for status, _ in await asyncio.gather(*sends)} == {202}
-        total = lambda: sum(len(comments(fake, f"gate/r{i}")) for i in installations)  # noqa: E731
+
+        def total() -> int:
+            return sum(len(comments(fake, f"gate/r{i}")) for i in installations)
+
         await eventually(lambda: total() == 30, within=60)
     finally:
         on_fake(fake, fake.fake.faults.clear)

@@ -21,7 +21,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -111,7 +111,7 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     namespace, layout = app.runtime.namespace, app.runtime
     index = shard_of(vshard_of(INSTALLATION, layout.vshards), layout.shards)
     owner = ray.get_actor(shard_name(index), namespace=namespace)
-    pid = ray.get(owner.pid.remote(), timeout=60)
+    pid = cast(int, ray.get(owner.pid.remote(), timeout=60))
     # GitHub is slow: handlers are waiting for it when the signal comes.
     on_fake(fake, fake.fake.faults.add, "^/repos/sigterm/repo/", "slow", None, delay=0.4)
     taken = [str(uuid.uuid4()) for _ in range(24)]  # six per issue, run in turn

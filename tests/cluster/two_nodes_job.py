@@ -69,7 +69,7 @@ def _alive_nodes(want: int, within: float) -> list[str]:
     """Return the ids of the cluster's alive nodes once there are `want` of them."""
     deadline = time.monotonic() + within
     while True:
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])  # type: ignore[no-untyped-call]
         if len(nodes) >= want or time.monotonic() > deadline:
             return nodes
         time.sleep(0.5)
@@ -234,7 +234,7 @@ def run(address: str, journal_url: str, per_installation: int) -> dict[str, Any]
         }
     finally:
         try:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
             kill_actors(NAMESPACE, runtime.shards)
             fake.stop()

@@ -70,7 +70,7 @@ def _nodes() -> tuple[str, str]:
     """Return (head node id, worker node id) once two nodes are alive."""
     deadline = time.monotonic() + 30
     while True:
-        alive = [n for n in ray.nodes() if n["Alive"]]
+        alive = [n for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
         if len(alive) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -262,11 +262,12 @@ def run(
             != placed_after.get(shard_name(i), ("", 0))[1]
             for i in range(2)
         ]
-        result["worker_alive"] = any(n["NodeID"] == worker and n["Alive"] for n in ray.nodes())
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        result["worker_alive"] = any(n["NodeID"] == worker and n["Alive"] for n in nodes)
         return result
     finally:
         try:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
             kill_actors(NAMESPACE, runtime.shards)
             fake.stop()

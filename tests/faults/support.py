@@ -316,11 +316,9 @@ class GitHubRig:
         async with asyncio.timeout(60):
             await self.shard.wait_idle()
         assert self.fake is not None
-        comments = [
-            c
-            for n in range(1, ISSUES + 1)
-            for c in self.fake.store.repo(REPO_OWNER, REPO_NAME).comments.get(n, [])
-        ]
+        repo = self.fake.store.repo(REPO_OWNER, REPO_NAME)
+        assert repo is not None
+        comments = [c for n in range(1, ISSUES + 1) for c in repo.comments.get(n, [])]
         comments.sort(key=lambda c: c["id"])
         self.history.effects = [c["body"].removeprefix("seen ") for c in comments]
         found = await journaled(self.journal, [GH_INSTALLATION], vshards=VSHARDS)

@@ -21,7 +21,7 @@ import pytest
 from actors.bot import InstallationActor, on
 from actors.records import stream_name
 from actors.shard import ShardCore
-from actors.wire import encode_batch
+from actors.wire import Inbound, encode_batch
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, open_journal
 from tests.faults.support import Effects
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.faults
 ACTIVE, NEW = 301, 302  # one installation active when the batch comes, one not
 
 
-def delivery(installation: int, guid: str) -> object:
+def delivery(installation: int, guid: str) -> Inbound:
     body = payload("issues.opened", installation=installation, issue__number=1)
     return inbound(Effects, "issues", body, delivery_id=guid)
 

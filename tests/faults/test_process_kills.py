@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -88,7 +88,7 @@ def _pid_finders(namespace: str) -> dict[str, Callable[[], int]]:
 
     def shard() -> int:
         handle = ray.get_actor(shard_name(0), namespace=namespace)
-        return int(ray.get(handle.pid.remote(), timeout=30))
+        return cast(int, ray.get(handle.pid.remote(), timeout=30))
 
     return {
         "shard 0": shard,
@@ -198,8 +198,8 @@ async def test_each_process_kind_killed_mid_stream(deploy: Any, fake: Any) -> No
     repeated = sum(n - 1 for n in label_requests(fake).values() if n > 1)
     print(f"\nhandler runs repeated: {repeated}")
     assert result["acknowledged"] == result["sent"]
-    for what, phase in figures.items():  # 2xx, or 5xx and connection errors: never 4xx
-        odd = {status for status in phase["answers"] if status.startswith("http 4")}
+    for what, figure in figures.items():  # 2xx, or 5xx and connection errors: never 4xx
+        odd = {status for status in figure["answers"] if status.startswith("http 4")}
         assert not odd, f"{what}: answered {odd}"
 
 

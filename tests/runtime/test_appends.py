@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,9 +34,9 @@ class Counting:
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> Journal:
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
     opened = await open_journal(f"sqlite://{tmp_path}/j", shard_count=2)
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 
@@ -45,7 +46,7 @@ async def test_appends_made_together_go_in_one_call_and_each_gets_its_results(
     counting = Counting(journal)
     group = AppendGroup(counting, max_inflight=1)  # type: ignore[arg-type]
     epoch = await journal.acquire_epoch(0)
-    results = await asyncio.gather(
+    results: list[Any] = await asyncio.gather(
         *(group.append(f"s{n % 3}", EVENT, shard=0, epoch=epoch) for n in range(9)),
         group.append_many([AppendRequest("s9", EVENT * 2, shard=1)]),
     )

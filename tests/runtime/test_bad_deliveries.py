@@ -223,7 +223,7 @@ async def test_the_stand_in_client_raises_on_use_only() -> None:
     assert bot.github.breaker is None  # reads as a client without a breaker
     assert "NoInstallation" not in repr(bot.github)
     with pytest.raises(AttributeError):
-        bot.github.__deepcopy__  # noqa: B018 - copying protocols see a plain object
+        bot.github.__deepcopy__  # type: ignore[attr-defined]  # noqa: B018 - copying protocols see a plain object
 
 
 async def test_a_failure_outside_any_handler_is_dead_lettered_not_dropped(

@@ -153,7 +153,7 @@ async def test_held_batches_reach_the_successor_in_the_order_they_were_sent() ->
         old, limit=1, max_inflight=2, resolve=names.resolve, hold_for=5.0, retry_every=0.01
     )
     first, second = batcher.submit(item(0)), batcher.submit(item(1))
-    assert await asyncio.gather(first, second) == ["accepted"] * 2
+    assert [*await asyncio.gather(first, second)] == ["accepted"] * 2
     # The second found the successor first, yet waited for the first (an opened
     # issue then its edit: the handlers see them in that order).
     assert new.batches == [["d0"], ["d1"]]
@@ -252,7 +252,9 @@ class Raising(FakeShard):
         RemoteError("JournalUnavailable"),  # over the channel: its journal failed
         # Over Ray, what it raised comes as a RayTaskError that is also of its type:
         # here its PostgreSQL journal refusing the connection.
-        RayTaskError("ingest", "...", ConnectionRefusedError("journal")).as_instanceof_cause(),
+        RayTaskError(  # type: ignore[no-untyped-call]
+            "ingest", "...", ConnectionRefusedError("journal")
+        ).as_instanceof_cause(),
     ],
     ids=["channel", "ray"],
 )

@@ -447,6 +447,7 @@ async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     try:
         assert await successor.start() == 1
         taken = successor.hosts[INSTALLATION].bot.github.breaker
+        assert taken is not None
         assert taken.retry_after(time.time()) > 2  # open, until the same time
         await successor.wait_idle()
     finally:

@@ -121,7 +121,8 @@ async def test_harnesses_share_a_fake_and_its_faults() -> None:
             # The 502 was retried by the client: two POSTs, one comment, no dead letter.
             assert len(done.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 2
             assert done.dead_letters == []
-            assert len(second.fake.store.repo("Codertocat", "Hello-World").comments[2]) == 1
+            repo = second.fake.store.repo("Codertocat", "Hello-World")
+            assert repo is not None and len(repo.comments[2]) == 1
         assert first.fake.url  # the first harness's fake outlives the second harness
         again = await first.deliver("issues.opened", issue__number=2)
         assert len(again.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from actors.shard import ShardCore
 from actors.wire import encode_batch
@@ -29,7 +29,7 @@ async def test_a_call_cancelled_mid_commit_still_runs_its_delivery(tmp_path: Pat
     await shard.start()
     body = payload("issues.opened", installation=4, issue__number=1)
     item = inbound(Effects, "issues", body, delivery_id="cut-short")
-    file: Any = journal._file(0)  # installation 4's shard file: its commit starts late
+    file: Any = cast(Any, journal)._file(0)  # installation 4's shard file: its commit starts late
     submit = file.submit_appends
     file.submit_appends = lambda *args: asyncio.get_running_loop().call_later(0.2, submit, *args)
     try:
@@ -62,7 +62,7 @@ async def test_waiting_for_idle_waits_for_an_ingest_under_way(tmp_path: Path) ->
     await shard.start()
     body = payload("issues.opened", installation=4, issue__number=1)
     item = inbound(Effects, "issues", body, delivery_id="in-flight")
-    file: Any = journal._file(0)
+    file: Any = cast(Any, journal)._file(0)
     submit = file.submit_appends
     file.submit_appends = lambda *args: asyncio.get_running_loop().call_later(0.2, submit, *args)
     try:

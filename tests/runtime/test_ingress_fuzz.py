@@ -136,7 +136,9 @@ def raw_request(
         message = next(messages, None)
         if message is None:  # only an endless body runs out of prepared messages
             message = {"type": "http.request", "body": b"x" * 2**20, "more_body": True}
-        read += len(message.get("body", b""))
+        body = message.get("body", b"")
+        assert isinstance(body, bytes)
+        read += len(body)
         if read > 2 * MAX_PAYLOAD_BYTES:
             raise AssertionError("the ingress read on past twice the cap")
         return message

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
 from ghbot.webhooks import sign
-from tests.metering import assert_bounded, metered
+from tests.metering import Metered, assert_bounded, metered
 from tests.runtime.conftest import (
     VSHARDS,
     WEBHOOK_SECRET,
@@ -37,8 +36,9 @@ class Gated(InstallationActor):
 
     @on("issues.opened")
     async def opened(self, event: Event) -> None:
-        if type(self).gate is not None:
-            await type(self).gate.wait()
+        gate = type(self).gate
+        if gate is not None:
+            await gate.wait()
 
 
 class Failing(InstallationActor):
@@ -49,7 +49,7 @@ class Failing(InstallationActor):
         raise RuntimeError("GitHub was down")
 
 
-def pending_now(m: Any) -> float:
+def pending_now(m: Metered) -> float:
     gc.collect()  # shards of earlier tests, closed, drop out of the gauge
     return m.count("ghbot_pending_deliveries")
 

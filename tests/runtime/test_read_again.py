@@ -48,9 +48,9 @@ class InOrder(InstallationActor):
     async def opened(self, event: Event) -> None:
         if event.delivery_id == "d1":
             await InOrder.release.wait()
-        elif event.delivery_id.startswith("s"):
+        elif (event.delivery_id or "").startswith("s"):
             await asyncio.sleep(0.02)
-        InOrder.seen.append(event.delivery_id)
+        InOrder.seen.append(event.delivery_id or "")
 
 
 def _opened(delivery_id: str, bot: type[InstallationActor] = InOrder) -> Any:
@@ -140,7 +140,7 @@ class Replayed(InstallationActor):
             await Replayed.release.wait()
         elif Replayed.broken:
             raise RuntimeError("broken")
-        Replayed.ran.append(event.delivery_id)
+        Replayed.ran.append(event.delivery_id or "")
 
 
 async def _dead_lettered(shard: ShardCore, *deliveries: str) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,7 +268,8 @@ def test_a_shard_refuses_settings_that_carry_a_secret(pem_pkcs8: bytes, leak: st
 
     shards = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8)).for_shards()
     secret: object = {"private_key": pem_pkcs8, "private_key_path": "/k.pem"}.get(leak, ("s",))
-    leaked = replace(shards, settings=replace(shards.settings, **{leak: secret}))
+    changes: dict[str, Any] = {leak: secret}
+    leaked = replace(shards, settings=replace(shards.settings, **changes))
     with pytest.raises(UsageError, match="private key or webhook secrets"):
         ShardActor(0, leaked)
 

@@ -143,7 +143,8 @@ def test_installation_token_from_githubs_answer() -> None:
     assert token.needs_refresh(token.expires_at - 300)
     assert token.needs_refresh(token.expires_at - 60, margin=120)
     assert token.is_fresh(1468274052.0) and not token.is_fresh(1468274056.0)
-    assert data["token"] not in repr(token) and data["token"] not in str(token)
+    secret = str(data["token"])
+    assert secret not in repr(token) and secret not in str(token)
     copy = pickle.loads(pickle.dumps(token))  # noqa: S301 - our own bytes
     assert copy.token == token.token and copy.expires_at == token.expires_at
 

@@ -33,7 +33,8 @@ def _as_ray_up_does(config: dict[str, Any]) -> dict[str, Any]:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     prepared = prepare_config(copy.deepcopy(config))
-    provider_cls = _NODE_PROVIDERS[prepared["provider"]["type"]](prepared["provider"])
+    provider = _NODE_PROVIDERS[prepared["provider"]["type"]]
+    provider_cls = provider(prepared["provider"])  # type: ignore[no-untyped-call]
     prepared = provider_cls.fillout_available_node_types_resources(prepared)
     validate_config(prepared)
     return dict(provider_cls.bootstrap_config(prepared))

@@ -119,7 +119,7 @@ def test_the_cli_commands_of_the_framework_plug_in_through_entry_points() -> Non
 
     plugins = {entry.value for entry in entry_points(group=cli.PLUGINS)}
     assert plugins >= {"actors.cli", "actors.ray.cli"}
-    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr, arg-type]
     assert {"new", "fake-github", "register", "dev", "receive", "status", "redeliver"} <= commands
 
 

@@ -38,7 +38,7 @@ def test_rate_limit_from_headers() -> None:
         (429, _headers(0), "API rate limit exceeded", LimitKind.PRIMARY),
         (
             403,
-            _headers(4000, **{"retry-after": "30"}),
+            _headers(4000) | {"retry-after": "30"},
             "You have exceeded a secondary rate limit.",
             LimitKind.SECONDARY,
         ),
@@ -63,7 +63,7 @@ def test_classify(
 
 
 def test_wait_follows_retry_after_first() -> None:
-    assert retry_wait(_headers(0, **{"retry-after": "17"}), NOW) == 17
+    assert retry_wait(_headers(0) | {"retry-after": "17"}, NOW) == 17
 
 
 def test_wait_until_reset_when_primary_spent() -> None:
