@@ -105,7 +105,9 @@ def ingress_replica_states() -> dict[str, int]:
     from ray import serve
 
     deployments = serve.status().applications["ghbot"].deployments
-    return {state.value: n for state, n in deployments["WebhookIngress"].replica_states.items()}
+    # Typed as `ReplicaState` keys; they come as plain names ("RUNNING").
+    states: dict[str, int] = dict(deployments["WebhookIngress"].replica_states.items())
+    return states
 
 
 def payload(name: str, *, installation: int, repo: str, **changes: Any) -> dict[str, Any]:
