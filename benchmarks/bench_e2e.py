@@ -671,8 +671,8 @@ def main() -> None:
     )
     rows = [*others.items(), ("ghbot", ours)]
     speed = speeds(result for _, result in rows)
-    for (name, result), (before, after) in zip(rows, speed, strict=True):
-        print(row(name, result, (before, after)))
+    for (name, result), pair in zip(rows, speed, strict=True):
+        print(row(name, result, pair))
     spread = [s for pair in speed for s in pair]
     if max(spread) - min(spread) > 0.1:
         print(
@@ -682,7 +682,7 @@ def main() -> None:
         )
     if skip_probot:
         print(f"# probot: skipped, {skip_probot}")
-    for name, result in [*others.items(), ("ghbot", ours)]:
+    for name, result in rows:
         spent = ", ".join(f"{n} {ms:.2f}" for n, ms in result["own_cpu_ms"].items() if ms >= 0.01)
         print(f"# {name} CPU ms per delivery by process: {spent}")
         waits = ", ".join(f"{n} {s:.2f}" for n, s in result.get("waited", {}).items() if s >= 0.01)
