@@ -95,6 +95,28 @@ def test_the_root_lists_every_namespace_module() -> None:
         assert isinstance(getattr(Rest, name), property)
 
 
+def test_the_docs_give_the_generated_codes_size() -> None:
+    """docs/rest.md's "Cost" figures: the structs in `ghbot.rest.models`, and the
+    generated modules' size and lines, as the docs round them."""
+    import msgspec
+
+    models = importlib.import_module("ghbot.rest.models")
+    structs = [
+        v
+        for v in vars(models).values()
+        if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == models.__name__
+    ]
+    text = " ".join((ROOT / "docs" / "rest.md").read_text().split())
+    said = re.search(r"\((\d+) structs\)", text)
+    size = re.search(r"generated code is ([\d.]+) MB of source \(([\d,]+) lines\)", text)
+    assert said and size
+    assert int(said.group(1)) == len(structs)
+    sources = [path.read_bytes() for path in _generated()]
+    assert float(size.group(1)) == round(sum(map(len, sources)) / 1e6, 1)
+    lines = sum(source.count(b"\n") for source in sources)
+    assert int(size.group(2).replace(",", "")) == round(lines, -2)
+
+
 def test_importing_ghbot_and_the_client_loads_no_generated_module() -> None:
     code = (
         "import sys, ghbot, ghbot.client\n"
