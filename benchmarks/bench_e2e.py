@@ -172,7 +172,7 @@ class Harness:
         idle_after = cpu_seconds()
         idle_s = time.monotonic() - idle_began
         idle = self._others(before, idle_after) / idle_s
-        idle_by_name = self._by_name(before, idle_after, 1 / idle_s)
+        idle_by_name = _by_name_of(self._own(), before, idle_after, 1 / idle_s)
         probed = probe_seconds()
         own = own_processes(os.getpid(), but=self.process.pid)
         watched = {**own, self.process.pid: "load"}
@@ -188,19 +188,13 @@ class Harness:
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
         result["own_idle_cores"] = idle_by_name
-        result["own_cpu_ms"] = self._by_name(before, after, 1000 / deliveries)
+        result["own_cpu_ms"] = _by_name_of(self._own(), before, after, 1000 / deliveries)
         return result
 
-    def _by_name(
-        self, before: dict[int, float], after: dict[int, float], scale: float
-    ) -> dict[str, float]:
-        """CPU seconds × `scale` spent by this run's own processes (the bot's, Ray's),
-        by name, most first: other work on the machine counts in `_others`, not here."""
-        by_name: dict[str, float] = {}
-        for pid, name in own_processes(os.getpid(), but=self.process.pid).items():
-            spent = (after.get(pid, 0.0) - before.get(pid, 0.0)) * scale
-            by_name[name] = by_name.get(name, 0.0) + spent
-        return dict(sorted(by_name.items(), key=lambda item: -item[1]))
+    def _own(self) -> dict[int, str]:
+        """This run's own processes (the bot's, Ray's), now, by pid: other work on the
+        machine counts in `_others`, not by name."""
+        return own_processes(os.getpid(), but=self.process.pid)
 
     def _others(self, before: dict[int, float], after: dict[int, float]) -> float:
         """CPU seconds spent between two `cpu_seconds()` by every process but the load's."""
@@ -300,12 +294,12 @@ def waited_seconds(pids: Iterable[int]) -> dict[int, float]:
 def _by_name_of(
     names: dict[int, str], before: dict[int, float], after: dict[int, float], scale: float
 ) -> dict[str, float]:
-    """`after - before` × `scale` by process name, most first (processes gone since,
-    or new, are left out)."""
+    """`after - before` × `scale` by process name, most first (a process gone since is
+    left out; one new since counts from zero)."""
     by_name: dict[str, float] = {}
     for pid, name in names.items():
-        if pid in before and pid in after:
-            by_name[name] = by_name.get(name, 0.0) + (after[pid] - before[pid]) * scale
+        if pid in after:
+            by_name[name] = by_name.get(name, 0.0) + (after[pid] - before.get(pid, 0.0)) * scale
     return dict(sorted(by_name.items(), key=lambda item: -item[1]))
 
 

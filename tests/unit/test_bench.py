@@ -123,12 +123,16 @@ def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
     gone = 2**22 + 1  # above Linux's largest pid: no such process
     waited = waited_seconds([os.getpid(), gone])
     assert set(waited) == {os.getpid()} and waited[os.getpid()] >= 0.0
-    names = {1: "shard", 2: "ingress", 3: "shard", 4: "gone"}
+    names = {1: "shard", 2: "ingress", 3: "shard", 4: "gone", 5: "new"}
     before = {1: 1.0, 2: 0.5, 3: 2.0, 4: 0.0}
-    after = {1: 1.5, 2: 0.6, 3: 2.25}
+    after = {1: 1.5, 2: 0.6, 3: 2.25, 5: 0.05}
     by_name = _by_name_of(names, before, after, 2.0)
-    assert list(by_name) == ["shard", "ingress"]  # most first; "gone" has no after
-    assert by_name == {"shard": pytest.approx(1.5), "ingress": pytest.approx(0.2)}
+    assert list(by_name) == ["shard", "ingress", "new"]  # most first; "gone" has no after
+    assert by_name == {
+        "shard": pytest.approx(1.5),
+        "ingress": pytest.approx(0.2),
+        "new": pytest.approx(0.1),  # started since `before`: all of it counts
+    }
 
 
 def test_the_speed_probe_runs_on_every_core_at_once_and_rows_are_told_against_the_first(
