@@ -43,6 +43,7 @@ BENCHMARKS = (
     Bench("bench_events", ("--quick",)),
     Bench("bench_client", ("--quick",)),
     Bench("bench_tokens", ("--quick",)),
+    Bench("bench_metrics", ("--quick",)),
     Bench("bench_journal", ("--quick",)),
     Bench("bench_shard", ("--deliveries", "800", "--repeat", "1")),
     Bench("bench_memory", ("--installations", "1000"), ray=True),

@@ -40,11 +40,12 @@ def test_it_knows_every_benchmark() -> None:
 
 
 def test_it_runs_quick_benchmarks_and_sums_up() -> None:
-    done = run_all("--only", "bench_events", "bench_core")
+    done = run_all("--only", "bench_events", "bench_core", "bench_metrics")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "=== bench_events: --quick" in done.stdout
+    assert re.search(r"^SDK - floor +\d+\.\d+", done.stdout, re.M), done.stdout
     summary = done.stdout.split("=== summary\n", 1)[1].splitlines()
-    assert [line.split()[0] for line in summary] == ["bench_events", "bench_core"]
+    assert [line.split()[0] for line in summary] == ["bench_events", "bench_core", "bench_metrics"]
     assert all(line.endswith(" ok") for line in summary)
     assert run_all("--only", "bench_nothing").returncode == 2
 
