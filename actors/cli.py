@@ -223,14 +223,21 @@ def _stop_on_sigterm() -> None:
 
 
 def _sources(root: Path, env_file: Path) -> dict[str, float]:
-    """Return the modification time of each .py file under `root` (venvs and data
-    skipped) and of the settings file."""
-    skip = {".venv", "venv", ".git", "data", "__pycache__", "node_modules"}
+    """Return the modification time of each .py file under `root` and of the settings
+    file. Skipped: hidden directories, `data`, `__pycache__`, `node_modules`, and
+    virtual environments whatever their name (a directory holding `pyvenv.cfg`)."""
+    skip = {"data", "__pycache__", "node_modules"}
     found: dict[str, float] = {}
     with contextlib.suppress(OSError):
         found[str(env_file)] = env_file.stat().st_mtime
     for directory, names, files in os.walk(root):
-        names[:] = [n for n in names if n not in skip and not n.startswith(".")]
+        names[:] = [
+            n
+            for n in names
+            if n not in skip
+            and not n.startswith(".")
+            and not os.path.exists(os.path.join(directory, n, "pyvenv.cfg"))
+        ]
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(directory, name)

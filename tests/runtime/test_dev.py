@@ -140,6 +140,35 @@ async def test_the_relay_keeps_a_smee_body_byte_for_byte(
     assert any(raw in r.data for r in received)
 
 
+def test_the_reloader_watches_the_code_not_venvs_data_or_hidden_directories(
+    tmp_path: Path,
+) -> None:
+    from actors.cli import _sources
+
+    for path in (
+        "bot.py",
+        "pkg/handlers.py",
+        "pkg/notes.txt",
+        "env/lib/site.py",  # a virtual environment not called venv: pyvenv.cfg says so
+        ".venv/lib/site.py",
+        "data/dev-journal/x.py",
+        ".git/hooks/h.py",
+        "node_modules/m/x.py",
+        "pkg/__pycache__/handlers.py",
+    ):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    (tmp_path / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    env_file = tmp_path / ".env"
+    env_file.write_text("GHBOT_APP_ID=1\n")
+    watched = _sources(tmp_path, env_file)
+    assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in watched) == [
+        ".env",
+        "bot.py",
+        "pkg/handlers.py",
+    ]
+
+
 def test_env_files_fill_only_what_the_environment_lacks(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text(

@@ -108,6 +108,13 @@ async def test_each_handler_does_what_the_page_says(chores: tuple[Path, ModuleTy
         [run] = repo.check_runs.values()
         assert (run["status"], run["conclusion"]) == ("completed", "success")
         assert run["external_id"] == "suite-77"
+        # ... and again when someone asks for the suite to run again.
+        again = await bot.deliver("check_suite.rerequested", check_suite__id=78)
+        assert again.dead_letters == []
+        [created] = again.requests_to(f"{base}/check-runs", "POST")
+        assert created.json["external_id"] == "suite-78"
+        [rerun] = [r for r in repo.check_runs.values() if r["external_id"] == "suite-78"]
+        assert (rerun["status"], rerun["conclusion"]) == ("completed", "success")
 
         # mark: a success status on the pushed commit.
         [status] = fake.requests_to(f"{base}/statuses/{'c' * 40}", "POST")

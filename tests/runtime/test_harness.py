@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from examples.greeter import Greeted, Greeter
 from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.testing import FakeGitHub, example_names, example_payload
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HELLO = "/repos/Codertocat/Hello-World"
 
@@ -134,6 +137,46 @@ async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any)
     done = await bot.deliver("issues.opened", issue__number=8)
     assert done.requests_to(f"{HELLO}/issues/8/comments", "POST")
     assert other.fake is not bot.fake and other.installation_id == 2
+
+
+def test_the_pytest_plugins_harnesses_are_closed_when_their_test_ends(tmp_path: Path) -> None:
+    """A pytest run of its own (the plugin as pytest loads it, by its entry point): the
+    first test starts a harness and notes its fake's address; once that test is over,
+    the second finds nothing listening there."""
+    (tmp_path / "test_inner.py").write_text(
+        textwrap.dedent(
+            f"""
+            import socket
+            from pathlib import Path
+            from urllib.parse import urlsplit
+
+            import pytest
+
+            from examples.greeter import Greeter
+
+            NOTE = Path({str(tmp_path / "fake-url")!r})
+
+
+            async def test_starts(ghbot_harness):
+                bot = await ghbot_harness(Greeter)
+                assert (await bot.deliver("issues.opened")).status == "accepted"
+                NOTE.write_text(bot.fake.url)
+
+
+            def test_then_closed():
+                url = urlsplit(NOTE.read_text())
+                with pytest.raises(OSError):
+                    socket.create_connection((url.hostname, url.port), timeout=2).close()
+            """
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+         "asyncio_mode=auto", str(tmp_path / "test_inner.py")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
 
 
 # --- time: every wait of the runtime and the client is on the harness clock ------------

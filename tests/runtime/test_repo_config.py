@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 import pytest
 
@@ -116,6 +118,30 @@ async def test_a_broken_file_is_dead_lettered_at_once_with_its_reason(
         assert dead["error"].startswith(f"{HELLO}: .github/greeter.yml: ")
         assert reason in dead["error"]
         assert done.requests_to(COMMENTS, "POST") == []
+
+
+async def test_a_broken_file_logs_a_warning_and_its_dead_letter_replays_once_fixed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/handlers.md: "it dead-letters the handler at once, with the reason in the
+    dead letter and a WARNING log line; replay the dead letter once the file is fixed"."""
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "greeting: 7\n")
+        with caplog.at_level(logging.WARNING):
+            done = await bot.deliver("issues.opened", issue__number=1)
+        [dead] = done.dead_letters
+        [line] = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+        assert line.levelno == logging.WARNING
+        assert "RepositoryConfigError" in line.getMessage()
+        assert f"{HELLO}: .github/greeter.yml: does not fit Greeting" in line.getMessage()
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "greeting: Fixed\n")
+        seen = len(bot.fake.requests)
+        installation = bot.installation_id
+        assert await bot.shard.replay(installation, dead["delivery_id"], "greet") == 1
+        await bot.shard.wait_idle()
+        [comment] = [r for r in list(bot.fake.requests)[seen:] if r.path == COMMENTS]
+        assert comment.json["body"] == "Fixed"
+        assert await bot.shard.dead_letters() == []
 
 
 async def test_config_outside_a_handler_is_a_usage_error() -> None:

@@ -1,0 +1,113 @@
+"""docs/testing.md: its Python blocks run as written, and what the page says of the
+harness holds (a saved delivery of another installation, the handlers' retries and
+their backoff), through `BotHarness` (no Ray) against FakeGitHub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+from actors.bot import InstallationActor, on
+from actors.testing import BotHarness
+from examples.greeter import Greeter
+from ghbot.events import Event
+from ghbot.retry import RetryPolicy
+from ghbot.testing import example_payload
+from tests.runtime.test_schedule import Sweeper
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def blocks() -> list[str]:
+    """The page's ```python blocks, in order."""
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "testing.md").read_text(), re.S)
+
+
+async def run_block(source: str, names: dict[str, Any]) -> dict[str, Any]:
+    """Run a block whose top level awaits (as a test body would) with `names` in scope;
+    return its names, the body's locals included."""
+    body = textwrap.indent(source + "\nreturn locals()", "    ")
+    scope = dict(names)
+    exec(f"async def block():\n{body}", scope)  # noqa: S102 - the page's own code
+    block = cast(Callable[[], Awaitable[dict[str, Any]]], scope["block"])
+    return await block()
+
+
+def test_the_page_has_the_blocks_these_tests_run() -> None:
+    assert [source.split("\n", 1)[0] for source in blocks()] == [
+        "from actors.testing import BotHarness",
+        "async with BotHarness(Greeter) as bot:",
+        "async with BotHarness(Sweeper) as bot:",
+    ]
+
+
+async def test_the_first_example_is_a_test_that_passes() -> None:
+    scope: dict[str, Any] = {}
+    exec(blocks()[0], scope)  # noqa: S102 - the page's own code
+    await scope["test_welcome"]()
+
+
+async def test_the_retry_after_example_waits_out_a_minute_on_the_harness_clock() -> None:
+    done = await run_block(blocks()[1], {"BotHarness": BotHarness, "Greeter": Greeter})
+    assert done["bot"].clock() - done["started"] >= 60
+
+
+async def test_the_scheduled_example_runs_the_hourly_handler_once() -> None:
+    done = await run_block(blocks()[2], {"BotHarness": BotHarness, "Sweeper": Sweeper})
+    assert len(done["done"].requests_to("/repos/Codertocat/Hello-World/issues", "POST")) == 1
+
+
+async def test_a_saved_delivery_of_another_installation_and_repository(tmp_path: Path) -> None:
+    """ "a payload you saved from a real delivery", with `BotHarness(MyBot,
+    installation_id=..., repository=...)` naming its installation and repository."""
+    saved = example_payload(
+        "issues.opened",
+        issue__number=7,
+        installation__id=4711,
+        repository__full_name="octo-org/tools",
+        repository__name="tools",
+        repository__owner__login="octo-org",
+    )
+    file = tmp_path / "saved-delivery.json"
+    file.write_text(json.dumps(saved))
+    async with BotHarness(Greeter, installation_id=4711, repository="octo-org/tools") as bot:
+        done = await bot.deliver("issues", file)
+        [comment] = done.requests_to("/repos/octo-org/tools/issues/7/comments", "POST")
+        assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+        assert done.dead_letters == []
+        assert await bot.state() == {"octo-org/tools": 1}
+
+
+class FailsTwice(InstallationActor):
+    """Fails its first two tries; `max_attempts` is the number of tries in all."""
+
+    max_attempts = 3
+    tries = 0
+
+    @on("issues.opened")
+    async def flaky(self, event: Event) -> None:
+        FailsTwice.tries += 1
+        if FailsTwice.tries <= 2:
+            raise RuntimeError("not yet")
+
+
+async def test_max_attempts_counts_every_try_and_retry_sets_the_backoff() -> None:
+    """ "tried `max_attempts` times in all", and `BotHarness(MyBot,
+    retry=RetryPolicy(...))` sets the waits between tries."""
+    FailsTwice.tries = 0
+    async with BotHarness(FailsTwice, retry=RetryPolicy(base=40.0, cap=40.0)) as bot:
+        done = await bot.deliver("issues.opened")
+        assert FailsTwice.tries == 3 and done.dead_letters == []
+        backoffs = [s for s in bot.clock.sleeps if s >= 1.0]
+        assert len(backoffs) == 2 and all(20.0 <= s <= 40.0 for s in backoffs), backoffs
+    FailsTwice.tries = -10  # fails every time from here on: 3 tries, then a dead letter
+    async with BotHarness(FailsTwice) as bot:
+        done = await bot.deliver("issues.opened")
+        [dead] = done.dead_letters
+        assert dead["attempts"] == 3 and FailsTwice.tries == -7
+        assert all(s <= 1.0 for s in bot.clock.sleeps)  # the default: 0.5 s, doubling
