@@ -6,6 +6,7 @@ functions find the deployment's shard actors by name in its namespace.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
@@ -16,6 +17,7 @@ from ghbot.errors import ShardDraining, UsageError
 __all__ = [
     "DeploymentNotFound",
     "dead_letters",
+    "ingress_app",
     "replay",
     "require_shards",
     "shards",
@@ -103,8 +105,41 @@ def sweep(namespace: str = "ghbot") -> dict[str, Any]:
     return found
 
 
+#: The Serve deployment of ghbot's ingress, by which `stop` finds its application.
+INGRESS_DEPLOYMENT = "WebhookIngress"
+
+
+def ingress_app(asked: str | None, applications: Mapping[str, Iterable[str]]) -> str | None:
+    """Return the Serve application `stop` deletes, of `applications` (name: the names of
+    its deployments); None if there is none to delete.
+
+    `asked` if there is one so named. Not asked: the one application running ghbot's
+    ingress (`serve run` names it ``default``, `deploy/serve.yaml` ``ghbot``). None when
+    no application runs the ingress (deleted already: only the actors are left). Raises
+    `UsageError`, before anything is stopped, for an `asked` that is not there while
+    the ingress runs under another name, and, not asked, for several such applications.
+    """
+    ours = sorted(name for name, deployments in applications.items()
+                  if INGRESS_DEPLOYMENT in deployments)  # fmt: skip
+    if asked is not None and asked in applications:
+        return asked
+    if not ours:
+        return None
+    named = ", ".join(repr(name) for name in ours)
+    if asked is not None:
+        raise UsageError(
+            f"no Serve application {asked!r}; ghbot's ingress runs as {named}: nothing stopped"
+        )
+    if len(ours) > 1:
+        raise UsageError(
+            f"ghbot's ingress runs in {len(ours)} Serve applications ({named}): "
+            "name one with --app; nothing stopped"
+        )
+    return ours[0]
+
+
 def stop(
-    namespace: str = "ghbot", app: str = "default", within: float = DRAIN_TIMEOUT
+    namespace: str = "ghbot", app: str | None = None, within: float = DRAIN_TIMEOUT
 ) -> dict[str, Any]:
     """Stop a deployment: its Serve application, then each shard drained, then its actors.
 
@@ -112,13 +147,15 @@ def stop(
     deliveries fail meanwhile, and the next deployment's redelivery sweep has them
     sent again). Each shard then finishes what it took, within `within` seconds (what
     is left stays pending in the journal for the next deployment), and the shards and
-    the app-auth actor, which outlive `serve.shutdown()`, are killed.
+    the app-auth actor, which outlive `serve.shutdown()`, are killed. `app` names the
+    application; by default the one running ghbot's ingress (`ingress_app`).
     """
     from ray import serve
 
-    deleted = app in serve.status().applications
-    if deleted:
-        serve.delete(app)
+    applications = serve.status().applications
+    chosen = ingress_app(app, {name: list(s.deployments) for name, s in applications.items()})
+    if chosen is not None:
+        serve.delete(chosen)
     handles = shards(namespace)
     named = {shard_name(i): shard for i, shard in enumerate(handles)}
     drained = retire(named, namespace, within, finish=True)
@@ -129,7 +166,8 @@ def stop(
     except ValueError:
         pass
     return {
-        "app_deleted": deleted,
+        "app": chosen,
+        "app_deleted": chosen is not None,
         "drained": drained,
         "shards": len(handles),
         "killed": killed,

@@ -424,8 +424,8 @@ def _run_serve_env(args: argparse.Namespace) -> int:
 def _stop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app",
-        default="default",
-        help="the Serve application to delete (default: default, what `serve run` names it)",
+        default=None,
+        help="the Serve application to delete (default: the one running ghbot's ingress)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -448,9 +448,10 @@ def _run_stop(args: argparse.Namespace) -> int:
         _print_json(found)
         return 0
     if found["app_deleted"]:
-        print(f"deleted the Serve application {args.app!r}: no new deliveries")
+        print(f"deleted the Serve application {found['app']!r}: no new deliveries")
     else:
-        print(f"no Serve application {args.app!r}: only the actors were stopped")
+        which = repr(args.app) if args.app else "runs ghbot's ingress"
+        print(f"no Serve application {which}: only the actors were stopped")
     print(
         f"{found['drained']} of {found['shards']} shards finished their deliveries "
         f"(the rest stay pending in the journal); {found['killed']} actors stopped"

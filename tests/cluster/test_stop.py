@@ -36,7 +36,16 @@ async def test_stop_finishes_what_was_taken_then_removes_every_actor(
             data = payload("issues.opened", installation=1600, repo=repo, issue__number=1)
             assert (await send(app.url, "issues", data, guid=guid, session=session))[0] == 202
 
-    argv = ["stop", "--app", "ghbot", "--namespace", namespace]
+    # A wrong --app would leave the ingress taking deliveries: refused, nothing stopped.
+    wrong = ["stop", "--app", "default", "--namespace", namespace]
+    assert await asyncio.to_thread(cli.main, wrong) == 2
+    err = capsys.readouterr().err
+    assert "no Serve application 'default'; ghbot's ingress runs as 'ghbot'" in err, err
+    assert "ghbot" in serve.status().applications
+    ray.get_actor(shard_name(0), namespace=namespace)  # still there
+
+    # No --app: the application running ghbot's ingress, whatever its name.
+    argv = ["stop", "--namespace", namespace]
     assert await asyncio.to_thread(cli.main, argv) == 0
     out = capsys.readouterr().out
     assert "deleted the Serve application 'ghbot'" in out

@@ -118,6 +118,7 @@ async def test_dead_letters_are_counted_and_their_delivery_timed(journal: Journa
         ({"x_github_event": ""}, None, "missing_header"),
         ({"content_type": "application/x-www-form-urlencoded"}, None, "content_type"),
         ({"content_length": str(26 * 1024 * 1024)}, None, "too_large"),
+        ({"X_GitHub_Event": "issues"}, None, "other"),  # the header twice: DuplicateHeader
     ],
 )
 async def test_refused_deliveries_by_reason(

@@ -22,6 +22,7 @@ import pytest
 
 from actors.ray import cli as cluster_cli
 from ghbot import cli
+from ghbot.errors import UsageError
 
 DEAD: dict[str, Any] = {
     "delivery_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
@@ -332,3 +333,19 @@ def test_a_namespace_without_a_deployment_is_exit_2(
         assert err.startswith("ghbot: error: no ghbot deployment in Ray namespace 'nobody'")
         assert err.count("\n") == 1
     assert admin.replayed == []
+
+
+def test_stop_deletes_the_serve_application_running_ghbots_ingress() -> None:
+    from actors.ray.admin import ingress_app
+
+    served = {"default": ["WebhookIngress"], "other": ["Model"]}
+    assert ingress_app(None, served) == "default"  # `serve run`'s name
+    assert ingress_app(None, {"ghbot": ["WebhookIngress"]}) == "ghbot"  # deploy/serve.yaml's
+    assert ingress_app("other", served) == "other"  # asked for by name: that one
+    assert ingress_app(None, {"other": ["Model"]}) is None  # deleted already: actors only
+    assert ingress_app("gone", {"other": ["Model"]}) is None
+    with pytest.raises(UsageError, match="no Serve application 'gone'; ghbot's ingress runs as"):
+        ingress_app("gone", served)  # a wrong name would leave the ingress running
+    two = {"a": ["WebhookIngress"], "b": ["WebhookIngress"]}
+    with pytest.raises(UsageError, match=r"runs in 2 Serve applications \('a', 'b'\)"):
+        ingress_app(None, two)

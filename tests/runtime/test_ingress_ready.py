@@ -1,0 +1,52 @@
+"""`GET /readyz` on an ingress replica (without Ray): what it answers for each shard's
+answer, as docs/operations.md ("Readiness") says. A cluster test stops PostgreSQL
+under a deployment (`tests/cluster/test_readiness.py`); this covers the other answers.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from tests.runtime.conftest import bare_ingress
+
+
+def shard(answer: dict[str, Any] | Exception) -> SimpleNamespace:
+    """A batcher whose shard actor answers `ready` with `answer` (or raises it)."""
+
+    async def ready() -> dict[str, Any]:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return SimpleNamespace(actor=SimpleNamespace(ready=SimpleNamespace(remote=ready)))
+
+
+async def readyz(*answers: dict[str, Any] | Exception) -> tuple[int, dict[str, Any]]:
+    replica = bare_ingress()
+    replica.batchers = [shard(answer) for answer in answers]  # type: ignore[misc]
+    response = await replica.ready()
+    return response.status_code, json.loads(bytes(response.body))
+
+
+async def test_ready_when_every_shard_is() -> None:
+    first = {"index": 0, "ready": True, "why": None}
+    second = {"index": 1, "ready": True, "why": None}
+    assert await readyz(first, second) == (200, {"status": "ready", "shards": [first, second]})
+
+
+async def test_a_draining_shard_turns_it_503_naming_the_shard_and_why() -> None:
+    ready = {"index": 0, "ready": True, "why": None}
+    draining = {"index": 1, "ready": False, "why": "draining"}
+    status, body = await readyz(ready, draining)
+    assert (status, body["status"]) == (503, "not ready")
+    assert body["shards"] == [ready, draining]
+
+
+async def test_a_shard_that_fails_to_answer_gives_only_the_errors_type() -> None:
+    ready = {"index": 0, "ready": True, "why": None}
+    assert await readyz(ready, RuntimeError("the journal's password is hunter2")) == (
+        503,
+        {"status": "not ready", "error": "RuntimeError"},  # the type, never the message
+    )
