@@ -221,7 +221,8 @@ class Budget:
         self._roll(now)
         if limit.reset > self.reset:
             self.reset = limit.reset
-            self.limit = limit.limit
+            if limit.limit > 0:  # never 0 from GitHub; a 0 would leave the budget empty for good
+                self.limit = limit.limit
             self.remaining = limit.remaining
         else:
             # Answers to concurrent requests arrive out of order: the lowest count wins.

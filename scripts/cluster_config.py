@@ -15,6 +15,7 @@ without pyproject.toml, no Ray token, an SQLite journal. Nothing connects anywhe
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import stat
@@ -118,9 +119,19 @@ def filled_in(args: argparse.Namespace) -> dict[str, Any]:
     }
     for mount in args.mount:
         remote, _, path = mount.partition("=")
-        mounts[remote] = local(path)
+        mounts[node_path(remote)] = local(path)
     config["file_mounts"] = mounts
     return config
+
+
+def node_path(remote: str) -> str:
+    """Return a mount's REMOTE as a path on the nodes: one under this machine's home is
+    a `~` the shell expanded here (`--mount ~/a.pem=...` unquoted), and goes back to
+    `~/`, the SSH user's home there."""
+    home = os.path.expanduser("~").rstrip("/")
+    if home and remote.startswith(home + "/"):
+        return "~/" + remote[len(home) + 1 :]
+    return remote
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="REMOTE=LOCAL",
-        help="one more file to copy to every node, e.g. ~/github-app.pem=./my-app.pem",
+        help="one more file to copy to every node, e.g. '~/github-app.pem=./my-app.pem'"
+        " (REMOTE on the nodes: ~ is the SSH user's home there)",
     )
     parser.add_argument("--cluster-name", help="another cluster_name than cluster.yaml's")
     parser.add_argument("-o", "--output", help="where to write (default: standard output)")

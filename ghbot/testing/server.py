@@ -346,6 +346,7 @@ class FakeGitHub(Setup):
         data = {"message": f"API rate limit exceeded for {who}.", "documentation_url": DOCS}
         headers = {"Content-Type": _JSON, **quota.headers(resource)}
         headers["x-ratelimit-remaining"] = "0"
+        headers["x-ratelimit-used"] = headers["x-ratelimit-limit"]
         return self._response(403, _encode(data), headers)
 
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
@@ -361,7 +362,10 @@ class FakeGitHub(Setup):
         if kind == "primary":
             authorization = request.headers.get("Authorization")
             caller = self.identities.caller(authorization, self.store.installations)
-            return self._primary(caller, Quota(0, int(self.clock()) + 3600.0), "core")
+            # As GitHub answers a caller out of budget: its limit, none left, the reset.
+            key = caller.key if isinstance(caller, Caller) else "anonymous"
+            limit = self.quotas.get(key, "core").limit
+            return self._primary(caller, Quota(limit, int(self.clock()) + 3600.0), "core")
         if kind == "secondary":
             self.secondary_limits += 1
             if fault.retry_after is not None:

@@ -226,6 +226,9 @@ async def test_primary_limit_fault_answers_like_github(
     assert error.kind == "primary" and error.status == 403
     assert error.message == "API rate limit exceeded for installation ID 1."
     assert error.headers["x-ratelimit-remaining"] == "0"
+    # GitHub's limit stays the caller's (it said 0, which no GitHub answer does).
+    assert error.headers["x-ratelimit-limit"] == "5000"
+    assert error.headers["x-ratelimit-used"] == "5000"
 
 
 async def test_ghes_paths_are_served(fake: FakeGitHub, token_client: Callable[..., GitHub]) -> None:

@@ -131,6 +131,22 @@ async def test_harnesses_share_a_fake_and_its_faults() -> None:
         assert len(again.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1
 
 
+async def test_a_primary_rate_limit_waits_for_its_reset_without_spending_attempts() -> None:
+    """README: "A rate limit ... makes the delivery wait without spending an attempt":
+    GitHub refuses the comment, out of budget, more times than the handler has tries."""
+    refusals = Greeter.max_attempts + 1
+    async with BotHarness(Greeter) as bot:
+        bot.fake.faults.add(r"/comments$", "primary", count=refusals)
+        started = bot.clock()
+        done = await bot.deliver("issues.opened", issue__number=3)
+        assert done.dead_letters == []
+        posts = done.requests_to(f"{HELLO}/issues/3/comments", "POST")
+        assert len(posts) == refusals + 1  # each refused, then the one that made it
+        repo = bot.fake.store.repo("Codertocat", "Hello-World")
+        assert repo is not None and len(repo.comments[3]) == 1
+        assert bot.clock() - started >= 3000  # the resets waited out on the harness clock
+
+
 async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any) -> None:
     bot = await ghbot_harness(Greeter)
     other = await ghbot_harness(Flaky, installation_id=2, repository="octo-org/other")

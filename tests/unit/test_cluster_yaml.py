@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +175,29 @@ def test_cluster_config_writes_a_config_ray_up_accepts(tmp_path: Path) -> None:
     # Everything else is cluster.yaml's.
     assert prepared["setup_commands"] == _load()["setup_commands"]
     assert prepared["head_start_ray_commands"] == _load()["head_start_ray_commands"]
+
+
+def test_a_mount_written_as_the_readme_does_lands_in_the_nodes_home(tmp_path: Path) -> None:
+    """The README's `--mount ~/github-app.pem=...`, through a shell, quoted as written
+    there and unquoted (the shell expands `~` to this machine's home): both mount the
+    key at the SSH user's `~/github-app.pem` on the nodes."""
+    pem = tmp_path / "app.pem"
+    inputs = _inputs(tmp_path)[:-2]  # less _inputs' own --mount
+    readme = (ROOT / "README.md").read_text()
+    assert "--mount '~/github-app.pem=~/keys/my-app.pem'" in readme
+    script = ROOT / "scripts" / "cluster_config.py"
+    for written in (f"'~/github-app.pem={pem}'", f"~/github-app.pem={pem}"):
+        out = tmp_path / "my-cluster.yaml"
+        command = " ".join([sys.executable, str(script), *map(shlex.quote, inputs)])
+        done = subprocess.run(
+            ["bash", "-c", f"{command} --mount {written} -o {out}"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        mounts = yaml.safe_load(out.read_text())["file_mounts"]
+        assert mounts["~/github-app.pem"] == str(pem), written
+        assert not [m for m in mounts if m.startswith(str(Path.home()))], mounts
 
 
 def test_cluster_config_lists_every_problem_and_writes_nothing(

@@ -98,6 +98,18 @@ def test_budget_rolls_over_at_reset() -> None:
     assert budget.available(NOW + 5) == 4500
 
 
+def test_an_answer_giving_a_limit_of_0_does_not_empty_the_budget_for_good() -> None:
+    """GitHub's limit is never 0; a proxy's or a fake's 0 kept the budget at 0 after
+    the reset, and a handler retried its request without end."""
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit(limit=0, remaining=0, used=0, reset=2000.0, resource="core"), 1000.0)
+    with pytest.raises(RateLimited) as refused:
+        budget.acquire(1000.0)
+    assert refused.value.retry_after == 1000.0
+    budget.acquire(2000.0)  # the window reset: GitHub's last known limit again
+    assert budget.remaining == 4999
+
+
 def test_out_of_order_answers_keep_the_lowest_count() -> None:
     budget = Budget(margin=0.0)
     budget.observe(RateLimit.from_headers(_headers(100)), NOW)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,19 @@ def test_the_first_sample_defines_a_bot_with_its_handler() -> None:
     exec(compile(first_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
     bot = namespace["Greeter"]
     assert bot.handlers_for("issues.opened", "issues") == ("welcome",)  # type: ignore[attr-defined]
+
+
+def harness_sample() -> str:
+    """Return the Python block under the README's "Testing a bot"."""
+    section = (ROOT / "README.md").read_text().split("## Testing a bot", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+async def test_the_testing_sample_passes_against_the_first_samples_bot() -> None:
+    """ "Testing a bot", run as written on the README's own `Greeter` (the harness, no Ray)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(first_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    exec(compile(harness_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    await namespace["test_welcome"]()
