@@ -121,6 +121,16 @@ def load_private_key(key: str | bytes) -> rsa.RSAPrivateKey:
     return loaded
 
 
+def _load_counted(key: str | bytes) -> rsa.RSAPrivateKey:
+    """`load_private_key`, counting a key that does not load in the auth metrics."""
+    try:
+        return load_private_key(key)
+    except ConfigError:
+        metrics.jwt_failures.add(1, metrics.JWT_FAILURE["invalid_key"])
+        metrics.auth_failures.add(1, metrics.AUTH_FAILURE["invalid_key"])
+        raise
+
+
 def _read_pem(key: str | bytes) -> bytes:
     if isinstance(key, bytes):
         return key
@@ -170,12 +180,7 @@ class AppAuth:
             raise ConfigError("the app ID (or client ID) is empty")
         # GitHub accepts the app ID as a string; PyJWT insists that `iss` is one.
         self.iss = iss
-        try:
-            self._key = load_private_key(private_key)
-        except ConfigError:
-            metrics.jwt_failures.add(1, metrics.JWT_FAILURE["invalid_key"])
-            metrics.auth_failures.add(1, metrics.AUTH_FAILURE["invalid_key"])
-            raise
+        self._key = _load_counted(private_key)
         self._clock = clock
         #: Seconds to add to the local clock to get GitHub's (from a `Date` header).
         self.offset = 0.0
@@ -213,9 +218,9 @@ class AppAuth:
 
         The JWT signed with the old key is dropped; installation tokens minted with it
         stay valid at GitHub until they expire. Raises `ConfigError` for a key that
-        cannot be used, and then keeps the old one.
+        cannot be used (counted as `invalid_key`), and then keeps the old one.
         """
-        self._key = load_private_key(private_key)
+        self._key = _load_counted(private_key)
         self._cached = None
 
     def public_key_pem(self) -> bytes:

@@ -115,16 +115,20 @@ async def test_jwt_failures_by_reason(
         await GitHubApp(AppAuth(99, pem_pkcs8), options=options).gh.request("GET", "/app")
     with pytest.raises(ConfigError):
         AppAuth(1, "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----")
+    rotated = AppAuth(1, pem_pkcs8)
+    with pytest.raises(ConfigError):  # a rotated key file that is not a key: the old kept
+        rotated.use_key("-----BEGIN PRIVATE KEY-----\nnot a key either\n-----END PRIVATE KEY-----")
+    assert rotated.public_key_pem() == AppAuth(1, pem_pkcs8).public_key_pem()
 
     assert m.delta("ghbot_jwt_failures_total") == {
         frozenset({("reason", "clock_skew")}): 1,
         frozenset({("reason", "refused")}): 1,
-        frozenset({("reason", "invalid_key")}): 1,
+        frozenset({("reason", "invalid_key")}): 2,
     }
     assert m.delta("ghbot_auth_failures_total") == {
         frozenset({("type", "clock_skew")}): 1,
         frozenset({("type", "bad_credentials")}): 1,
-        frozenset({("type", "invalid_key")}): 1,
+        frozenset({("type", "invalid_key")}): 2,
     }
     # The skewed app signed twice (before and after the Date header), the stranger once.
     assert m.count("ghbot_jwt_generated_total") == 3

@@ -36,6 +36,11 @@ def test_the_default_number_of_shards_follows_the_cores(pem_pkcs8: bytes) -> Non
     assert [default_shards(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 2]
     runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
     assert runtime.shards == runtime.vshards == default_shards()
+    assert runtime.max_concurrent_requests == 100  # docs/operations.md's default
+    env = {**_env(pem_pkcs8), "GHBOT_SHARDS": "3", "GHBOT_MAX_CONCURRENT_REQUESTS": "40"}
+    scaled = build_settings({"bot": "examples.greeter:Greeter"}, env)
+    # GHBOT_VSHARDS follows GHBOT_SHARDS unless set (docs/operations.md, "Scaling").
+    assert (scaled.shards, scaled.vshards, scaled.max_concurrent_requests) == (3, 3, 40)
     # Versioned where the deployment is built: the code's hash, then the settings'.
     code, _, config = runtime.version.partition("-")
     assert len(code) == len(config) == 8
@@ -104,6 +109,26 @@ def test_the_sweep_interval_is_in_the_app_auth_actors_version_alone(pem_pkcs8: b
     assert app_auth({"redeliver_every": "600"}) != app_auth({})
     assert app_auth({"pace_writes": "0"}) != app_auth({})
     assert app_auth({"replicas": "2"}) == app_auth({})
+
+
+def test_a_new_key_is_a_new_app_auth_version_and_a_key_files_is_its_path(
+    pem_pkcs8: bytes, tmp_path: Path
+) -> None:
+    """docs/operations.md: the app-auth actor's version covers the private key (a key
+    given as a file: its path; a new file at that path is read without a restart)."""
+    from ghbot.testing import app_key_pair
+
+    base = {"bot": "examples.greeter:Greeter"}
+    old = build_settings(base, _env(pem_pkcs8))
+    new = build_settings(base, _env(app_key_pair()[0]))
+    assert new.for_app_auth().app_auth_version() != old.for_app_auth().app_auth_version()
+    assert new.version == old.version and new.for_shards() == old.for_shards()
+    key = tmp_path / "app.pem"
+    key.write_bytes(pem_pkcs8)
+    as_file = {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": str(key)}
+    first = build_settings(base, as_file).for_app_auth().app_auth_version()
+    key.write_bytes(app_key_pair()[0])
+    assert build_settings(base, as_file).for_app_auth().app_auth_version() == first
 
 
 def test_shards_get_neither_the_key_nor_the_webhook_secrets(pem_pkcs8: bytes) -> None:
