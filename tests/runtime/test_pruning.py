@@ -167,3 +167,22 @@ def test_the_window_is_three_days_unless_set(pem_pkcs8: bytes) -> None:
     assert build_settings(bot, week).dedup_window == 7 * DAY
     with pytest.raises(ConfigError, match="dedup_window='60'"):
         build_settings({**bot, "dedup_window": "60"}, _env(pem_pkcs8))
+
+
+async def test_by_default_a_shard_prunes_a_minute_after_it_starts_then_hourly(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/architecture.md: "a minute after it starts and hourly after that"."""
+    loops: dict[str, tuple[float, float]] = {}
+
+    async def recorded(
+        self: ShardCore, job: Any, first: float, every: float, *, operation: str, what: str
+    ) -> None:
+        loops[operation] = (first, every)
+
+    monkeypatch.setattr(ShardCore, "_forever", recorded)
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Doomed, sleep=_no_sleep)
+    _started.append(shard)
+    await shard.start()
+    await asyncio.sleep(0)  # the loop's task has begun
+    assert loops["prune"] == (60.0, 3600.0)

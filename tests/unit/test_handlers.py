@@ -215,6 +215,19 @@ def test_is_from_this_app_needs_the_app_id_and_a_matching_trace() -> None:
     assert not parse("issue_comment", human, app_id=42).is_from_this_app
 
 
+def test_is_from_this_app_reads_a_check_runs_app_too() -> None:
+    """docs/architecture.md: the payload's own `app` (check_run, check_suite) counts."""
+    app = json.loads((WEBHOOKS / "check_run.completed.json").read_bytes())["check_run"]["app"]
+    run = body_of(
+        "check_run.completed",
+        check_run__app=app | {"id": 42, "slug": "greeter"},
+        sender__login="greeter[bot]",
+        sender__type="Bot",
+    )
+    assert parse("check_run", run, app_id=42).is_from_this_app
+    assert not parse("check_run", run, app_id=7).is_from_this_app
+
+
 def test_a_bare_event_annotation_means_any_payload() -> None:
     event: Event = parse("issues", body_of("issues.opened"))
     assert isinstance(event.payload, IssuesOpened)

@@ -1,0 +1,47 @@
+"""`ShardCore.check_journal`, what each shard answers `/readyz` with: not ready while
+the journal's appends fail (a disk full, though reads answer), ready again after one
+succeeds, or once the failure is older than `recent` (docs/reliability.md; the disk-full
+fault test, which needs a tmpfs, shows it on a real full disk)."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.bot import InstallationActor, on
+from actors.shard import ShardCore
+from ghbot.errors import JournalUnavailable
+from ghbot.events import Event
+from ghbot.journal import FaultyJournal, Journal
+from tests.runtime.conftest import VSHARDS, batch, inbound, payload
+
+
+class Quiet(InstallationActor):
+    @on("issues.opened")
+    async def note(self, event: Event) -> None:
+        return None
+
+
+def opened(guid: str) -> bytes:
+    return batch(inbound(Quiet, "issues", payload("issues.opened"), delivery_id=guid))
+
+
+async def test_not_ready_while_appends_fail_and_ready_after_one_succeeds(
+    journal: Journal,
+) -> None:
+    faulty = FaultyJournal(journal)
+    shard = ShardCore(range(VSHARDS), VSHARDS, faulty, Quiet)
+    await shard.start()
+    try:
+        assert await shard.check_journal() is None
+        faulty.fail_appends(1)
+        with pytest.raises(JournalUnavailable):
+            await shard.ingest(opened("d1"))
+        why = await shard.check_journal()
+        assert why is not None and why.startswith("the journal's last appends failed: ")
+        assert await shard.check_journal(recent=0.0) is None  # the failure is old now
+        assert await shard.ingest(opened("d2")) == ["accepted"]
+        assert await shard.check_journal() is None  # an append succeeded since
+        faulty.fail_reads(1)
+        assert await shard.check_journal() == "the journal did not answer: JournalUnavailable"
+    finally:
+        await shard.close()
