@@ -208,3 +208,48 @@ async def test_typed_calls_ride_the_clients_retries_limits_and_pacing(
     backoff, *waits = clock.sleeps
     assert backoff < 1.0 and sum(waits[:2]) == 3.0, "the limit's 3 s were waited out"
     assert waits[2:] == [1.0], "the second write was paced a second after the first"
+
+
+async def test_an_upload_from_a_ghes_base_goes_to_its_api_uploads(options: ClientOptions) -> None:
+    """docs/rest.md: uploads go to `https://HOST/api/uploads` from a GHES
+    `https://HOST/api/v3`; answered here with GitHub's recorded upload exchange."""
+    import json
+    from pathlib import Path
+
+    from aiohttp import web
+
+    recorded = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "api" / "release-assets.json").read_text()
+    )
+    [upload] = [e for e in recorded if e["method"] == "post"]
+    seen: list[tuple[str, str, str, bytes]] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append((request.method, request.path_qs, request.content_type, body))
+        return web.json_response(upload["response"], status=201)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        gh = GitHub(token="ghs_t", base_url=f"http://127.0.0.1:{port}/api/v3", options=options)
+        asset = await gh.rest.repos.upload_release_asset(
+            owner="o", repo="r", release_id=1000, name="test-upload.txt",
+            data=b"Hello, world!\n", content_type="text/plain",
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert seen == [
+        (
+            "POST",
+            "/api/uploads/repos/o/r/releases/1000/assets?name=test-upload.txt",
+            "text/plain",
+            b"Hello, world!\n",
+        )
+    ]
+    assert asset.name == upload["response"]["name"] and asset.state == "uploaded"
