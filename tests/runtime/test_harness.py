@@ -259,3 +259,21 @@ async def test_tokens_expire_on_the_harness_clock() -> None:
         await bot.deliver("issues.opened", issue__number=4)
         minted = [r for r in bot.fake.requests if r.path.endswith("/access_tokens")]
         assert len(minted) == 2
+
+
+async def test_at_trace_a_handler_logs_its_bodys_shape_never_its_values(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHANGELOG: "TRACE body shapes": keys and type names, two levels deep."""
+    import logging
+
+    from ghbot.logs import TRACE
+
+    monkeypatch.setattr(logging.getLogger("ghbot"), "propagate", True)
+    async with BotHarness(Greeter) as bot:
+        with caplog.at_level(TRACE, logger="ghbot"):
+            await bot.deliver("issues.opened", issue__number=3, issue__title="a secret title")
+    [line] = [r.getMessage() for r in caplog.records if "body shape" in r.getMessage()]
+    assert line.startswith("welcome: body shape {")
+    assert "'issue': {" in line and "'title': 'str'" in line and "'number': 'int'" in line
+    assert "a secret title" not in line and "Codertocat" not in line

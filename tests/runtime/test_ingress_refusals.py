@@ -122,3 +122,26 @@ async def test_a_guid_is_kept_short_and_printable(clock: Clock, captured: io.Str
     assert (await post(BODY, guid=claimed, secret="wrong"))[0] == 401
     [line] = lines(captured)
     assert line["event_id"] == "?" * 20 + "x" * 43 + "…"
+
+
+async def test_received_webhooks_are_logged_at_info_through_the_replica_sampled(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GHBOT_LOG_RECEIVED_PER_SECOND through `webhook()`: the replica's limiter, made
+    as `__init__` makes it from the setting, lets that many lines a second through."""
+    from tests.runtime.conftest import payload
+    from tests.runtime.test_metrics import Gated
+
+    replica = bare_ingress(Gated)
+    replica.received_logged = ingress_module._received_limiter(2)
+    monkeypatch.setattr(logging.getLogger("ghbot"), "propagate", True)
+    body = payload("issues.opened")
+    with caplog.at_level(logging.INFO, logger="ghbot.ingress"):
+        for _ in range(3):
+            assert (await replica.webhook(webhook_request(body))).status_code == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "ghbot.ingress"]
+    assert lines == ["received issues.opened"] * 2  # the third held back: 2 a second
+    replica.received_logged = ingress_module._received_limiter(0)  # 0: none logged
+    with caplog.at_level(logging.INFO, logger="ghbot.ingress"):
+        assert (await replica.webhook(webhook_request(body))).status_code == 202
+    assert len([r for r in caplog.records if r.name == "ghbot.ingress"]) == 2

@@ -7,6 +7,7 @@ spans are recorded by an in-memory SDK exporter (tests/tracing.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -194,3 +195,43 @@ def test_a_delivery_journaled_before_traces_reads_with_no_trace() -> None:
     )
     received = decode_runtime("DeliveryReceived", old)
     assert isinstance(received, DeliveryReceived) and received.trace == ""
+
+
+async def test_a_delivery_resumed_by_another_shard_joins_its_webhooks_trace(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    """The trace context is journaled with the delivery: a shard that resumes it after
+    a restart runs it in the trace the ingress began."""
+    spans = recorder()
+    batcher = AcceptingBatcher()
+    answer = await bare_ingress(Commenter, batcher).webhook(
+        webhook_request(payload("issues.opened", installation=INSTALLATION))
+    )
+    assert answer.status_code == 202
+    [item] = batcher.items
+    root = one(list(spans.get_finished_spans()), "webhook issues")
+
+    # The first shard journals it, and is gone while its comment is still being sent.
+    fake.faults.add(r"/comments$", "slow", 1, delay=1.0)
+    _, first = commenter_shard(journal, fake, pem_pkcs8)
+    await first.start()
+    assert await first.ingest(encode_batch([item])) == [Status.ACCEPTED]
+    for _ in range(200):
+        if any(r.path.endswith("/comments") for r in list(fake.requests)):
+            break
+        await asyncio.sleep(0.01)
+    await first.close()
+    fake.faults.clear()
+    spans.clear()
+
+    _, second = commenter_shard(journal, fake, pem_pkcs8)
+    await second.start()
+    try:
+        await second.wait_idle()
+    finally:
+        await second.close()
+    finished = list(spans.get_finished_spans())
+    handler = one(finished, "handler opened")
+    assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
+    assert handler.context.trace_id == root.context.trace_id
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
