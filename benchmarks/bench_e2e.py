@@ -184,7 +184,7 @@ class Harness:
         result["waited"] = _by_name_of(
             watched, waited, waited_seconds(watched), 1 / max(result["seconds"], 1e-9)
         )
-        result["steal"] = ticks[STEAL] / max(sum(ticks[: STEAL + 1]), 1)
+        result["steal"] = steal_share(ticks)
         result["sut_cpu_ms"] = self._others(before, after) * 1000 / deliveries
         result["idle_cores"] = idle
         result["own_idle_cores"] = idle_by_name
@@ -217,6 +217,13 @@ class Harness:
 #: The field of /proc/stat's `cpu` line (after the name) that counts steal: user,
 #: nice, system, idle, iowait, irq, softirq, steal.
 STEAL = 7
+
+
+def steal_share(ticks: list[int]) -> float:
+    """Return the share of `ticks` (a /proc/stat `cpu` line's increase) that was steal:
+    of user, nice, system, idle, iowait, irq, softirq and steal, not the guest fields
+    after them (already counted in user and nice)."""
+    return ticks[STEAL] / max(sum(ticks[: STEAL + 1]), 1)
 
 
 def machine_ticks() -> list[int]:
@@ -267,6 +274,19 @@ def speeds(results: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
         return []
     first = probes[0][0]
     return [(first / before, first / after) for before, after in probes]
+
+
+def speed_warning(speed: list[tuple[float, float]], spread: float = 0.1) -> str | None:
+    """Return what to say when the rows' speeds (before, after, against the first row's)
+    moved more than `spread`; None for a quiet machine."""
+    seen = [s for pair in speed for s in pair]
+    if not seen or max(seen) - min(seen) <= spread:
+        return None
+    return (
+        f"# the machine's speed moved between {min(seen):.2f} and {max(seen):.2f} of"
+        " the first row's: not a quiet machine, and the ratios below compare rows that"
+        " ran at different speeds"
+    )
 
 
 def waited_seconds(pids: Iterable[int]) -> dict[int, float]:
@@ -667,13 +687,8 @@ def main() -> None:
     speed = speeds(result for _, result in rows)
     for (name, result), pair in zip(rows, speed, strict=True):
         print(row(name, result, pair))
-    spread = [s for pair in speed for s in pair]
-    if max(spread) - min(spread) > 0.1:
-        print(
-            f"# the machine's speed moved between {min(spread):.2f} and {max(spread):.2f} of"
-            " the first row's: not a quiet machine, and the ratios below compare rows that"
-            " ran at different speeds"
-        )
+    if warning := speed_warning(speed):
+        print(warning)
     if skip_probot:
         print(f"# probot: skipped, {skip_probot}")
     for name, result in rows:

@@ -206,3 +206,15 @@ async def test_every_label_recorded_is_bounded(
     await app.installation(1).request("GET", ISSUE)
     await token_client(2).request("GET", "/repos/acme/widgets")
     assert_bounded()
+
+
+async def test_a_token_exchanges_time_counts_its_retries(fake: FakeGitHub, app: GitHubApp) -> None:
+    """`ghbot_token_request_duration_seconds`: one exchange, retries included."""
+    m = metered()
+    fake.faults.add("/access_tokens$", "server_error", 1)  # refused once, then sent again
+    fake.faults.add("/access_tokens$", "slow", 1, delay=0.2)  # and that one answers slowly
+    await app.create_installation_token(1)
+    assert m.count("ghbot_token_request_duration_seconds") == 1
+    assert m.seconds("ghbot_token_request_duration_seconds") >= 0.2
+    assert m.count("ghbot_token_requests_total", outcome="ok") == 1
+    assert m.count("ghbot_api_retries_total", reason="server_error") == 1

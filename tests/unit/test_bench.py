@@ -164,3 +164,18 @@ def test_the_speed_probe_runs_on_every_core_at_once_and_rows_are_told_against_th
         pytest.approx((2.0, 1.0)),
     ]
     assert speeds([]) == []
+
+
+def test_steal_is_its_share_of_the_ticks_and_a_moving_speed_is_said() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_e2e import speed_warning, steal_share
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    assert steal_share([50, 0, 20, 20, 0, 0, 0, 10, 40, 0]) == pytest.approx(0.10)
+    assert steal_share([0] * 10) == 0.0
+    assert speed_warning([(1.0, 1.0), (0.97, 1.04), (0.95, 1.02)]) is None  # within 0.1
+    said = speed_warning([(1.0, 1.19), (0.67, 1.23)])
+    assert said is not None and "between 0.67 and 1.23" in said and "not a quiet" in said
