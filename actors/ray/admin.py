@@ -119,8 +119,7 @@ def ingress_app(asked: str | None, applications: Mapping[str, Iterable[str]]) ->
     `UsageError`, before anything is stopped, for an `asked` that is not there while
     the ingress runs under another name, and, not asked, for several such applications.
     """
-    ours = sorted(name for name, deployments in applications.items()
-                  if INGRESS_DEPLOYMENT in deployments)  # fmt: skip
+    ours = sorted(name for name, names in applications.items() if INGRESS_DEPLOYMENT in names)
     if asked is not None and asked in applications:
         return asked
     if not ours:
