@@ -127,13 +127,16 @@ async def test_a_guid_is_kept_short_and_printable(clock: Clock, captured: io.Str
 async def test_received_webhooks_are_logged_at_info_through_the_replica_sampled(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GHBOT_LOG_RECEIVED_PER_SECOND through `webhook()`: the replica's limiter, made
-    as `__init__` makes it from the setting, lets that many lines a second through."""
+    """GHBOT_LOG_RECEIVED_PER_SECOND through `webhook()`: the replica's limiter (2 a
+    second, as `_received_limiter(2)` makes it, on a clock that stands still here)
+    lets that many lines through."""
     from tests.runtime.conftest import payload
     from tests.runtime.test_metrics import Gated
 
+    made = ingress_module._received_limiter(2)
+    assert made is not None and (made.burst, made.per) == (2, 1.0)
     replica = bare_ingress(Gated)
-    replica.received_logged = ingress_module._received_limiter(2)
+    replica.received_logged = logs.LogLimiter(burst=2, per=1.0, clock=lambda: 0.0)
     monkeypatch.setattr(logging.getLogger("ghbot"), "propagate", True)
     body = payload("issues.opened")
     with caplog.at_level(logging.INFO, logger="ghbot.ingress"):

@@ -212,7 +212,7 @@ async def test_a_delivery_resumed_by_another_shard_joins_its_webhooks_trace(
     root = one(list(spans.get_finished_spans()), "webhook issues")
 
     # The first shard journals it, and is gone while its comment is still being sent.
-    fake.faults.add(r"/comments$", "slow", 1, delay=1.0)
+    fake.faults.add(r"/comments$", "slow", 1, delay=2.0)
     _, first = commenter_shard(journal, fake, pem_pkcs8)
     await first.start()
     assert await first.ingest(encode_batch([item])) == [Status.ACCEPTED]
