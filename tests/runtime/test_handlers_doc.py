@@ -6,7 +6,6 @@ FakeGitHub.
 from __future__ import annotations
 
 import importlib.util
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from actors.testing import BotHarness
 from ghbot.client import GitHubApp
 from ghbot.testing import FakeGitHub
+from tests.docs import python_blocks
 from tests.runtime.conftest import INSTALLATION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,7 @@ REPO = "Codertocat/Hello-World"
 
 def module_source() -> str:
     """Return the page's Python blocks, in order, joined: the `Chores` bot module."""
-    text = (ROOT / "docs" / "handlers.md").read_text()
-    return "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
+    return "\n".join(python_blocks("docs/handlers.md"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ their backoff), through `BotHarness` (no Ray) against FakeGitHub.
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,14 +17,13 @@ from examples.greeter import Greeter
 from ghbot.events import Event
 from ghbot.retry import RetryPolicy
 from ghbot.testing import example_payload
+from tests.docs import python_blocks
 from tests.runtime.test_schedule import Sweeper
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def blocks() -> list[str]:
     """The page's ```python blocks, in order."""
-    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "testing.md").read_text(), re.S)
+    return python_blocks("docs/testing.md")
 
 
 async def run_block(source: str, names: dict[str, Any]) -> dict[str, Any]:

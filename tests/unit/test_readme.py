@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -11,16 +10,14 @@ from typing import Any
 
 import pytest
 
+from tests.docs import python_blocks
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def first_sample() -> str:
     """Return the first Python block under the README's "Writing a bot"."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Writing a bot", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None
-    return match.group(1)
+    return python_blocks("README.md", after="## Writing a bot")[0]
 
 
 def test_the_first_sample_passes_mypy_strict(tmp_path: Path) -> None:
@@ -42,17 +39,10 @@ def test_the_first_sample_defines_a_bot_with_its_handler() -> None:
     assert bot.handlers_for("issues.opened", "issues") == ("welcome",)  # type: ignore[attr-defined]
 
 
-def harness_sample() -> str:
-    """Return the Python block under the README's "Testing a bot"."""
-    section = (ROOT / "README.md").read_text().split("## Testing a bot", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None
-    return match.group(1)
-
-
 async def test_the_testing_sample_passes_against_the_first_samples_bot() -> None:
     """ "Testing a bot", run as written on the README's own `Greeter` (the harness, no Ray)."""
     namespace: dict[str, Any] = {}
     exec(compile(first_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
-    exec(compile(harness_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    harness = python_blocks("README.md", after="## Testing a bot")[0]
+    exec(compile(harness, "README.md", "exec"), namespace)  # noqa: S102 - our README
     await namespace["test_welcome"]()
