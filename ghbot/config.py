@@ -130,9 +130,17 @@ class Settings:
         """
         if self.private_key is not None:
             return self
-        if self.private_key_path is None:
+        path = self.private_key_path
+        if path is None:
             raise ConfigError("no private key: set GITHUB_PRIVATE_KEY (PEM text or a path)")
-        return replace(self, private_key=_pem_pkcs8(self.private_key_path))
+        # The path named a readable key file where the settings were read; here (another
+        # node, later) it may not. It is a path, not key text, so the error can name it.
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"the private key file {path!r} is not here: GITHUB_PRIVATE_KEY names a "
+                "file, which must exist at that path on the node that reads it"
+            )
+        return replace(self, private_key=_pem_pkcs8(path))
 
 
 class _Reader:

@@ -1,0 +1,161 @@
+"""The app-auth actor's own loops, run in-process without Ray (its process set-up, which
+installs Ray's metrics and ghbot's logging, is skipped): what a rotated key file logs,
+as docs/operations.md says, and when the redelivery sweeps run, as
+docs/architecture.md says. `tests/cluster/test_secrets.py` rotates a key under a
+deployment; this checks the lines an operator reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from actors.ray import runtime
+from actors.ray.runtime import AppAuthActor
+from actors.settings import RuntimeSettings
+from ghbot.config import Settings
+from ghbot.errors import ConfigError
+from ghbot.testing import app_key_pair
+
+NOT_A_KEY = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.fixture
+def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Skip `set_up_process`: Ray's meter provider and ghbot's log handler stay out of
+    the test process (the records still reach pytest's `caplog`)."""
+    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
+    yield
+
+
+def app_auth(key_path: Path) -> AppAuthActor:
+    settings = Settings(
+        app_id=1, private_key=None, webhook_secrets=(), private_key_path=str(key_path)
+    )
+    return AppAuthActor(
+        RuntimeSettings(bot="examples.demo:Demo", settings=settings, redeliver_every=0)
+    )
+
+
+def fingerprint(public_pem: bytes) -> str:
+    return hashlib.sha256(public_pem).hexdigest()[:16]
+
+
+def replace_file(path: Path, content: bytes) -> None:
+    """Replace `path` the way a secret manager does: write beside it, then rename."""
+    staged = path.with_suffix(".staged")
+    staged.write_bytes(content)
+    os.replace(staged, path)
+
+
+async def until(check: object, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():  # type: ignore[operator]
+        assert loop.time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_rotated_key_file_is_logged_and_a_bad_one_keeps_the_old_key(
+    bare_process: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(runtime, "KEY_RECHECK", 0.01)
+    first, first_public = app_key_pair()
+    second, second_public = app_key_pair()
+    path = tmp_path / "app.pem"
+    path.write_bytes(first)
+    caplog.set_level(logging.INFO, logger="ghbot.runtime")
+    actor = app_auth(path)
+    watching = actor._watching
+    assert watching is not None  # a key given as a file is watched
+    try:
+        assert actor.key_fingerprint() == fingerprint(first_public)
+
+        replace_file(path, second)
+        await until(lambda: actor.key_fingerprint() == fingerprint(second_public))
+        [rotated] = [r for r in caplog.records if r.name == "ghbot.runtime"]
+        assert (rotated.levelname, rotated.getMessage()) == (
+            "WARNING",
+            f"{path} changed: signing with the new key",
+        )
+
+        caplog.clear()
+        replace_file(path, NOT_A_KEY)
+        await until(lambda: any(r.levelname == "ERROR" for r in caplog.records))
+        [refused] = [r for r in caplog.records if r.name == "ghbot.runtime"]
+        message = refused.getMessage()
+        assert message.startswith(f"{path} changed but cannot be used (")
+        assert message.endswith("); still signing with the old key")
+        assert b"not a key" not in message.encode()  # the file's content is never logged
+        assert actor.key_fingerprint() == fingerprint(second_public)  # kept
+    finally:
+        watching.cancel()
+
+
+async def test_the_first_sweep_comes_within_30_s_of_a_start_then_one_every_interval(
+    bare_process: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key, _ = app_key_pair()
+    (tmp_path / "app.pem").write_bytes(key)
+    actor = app_auth(tmp_path / "app.pem")
+    assert actor._watching is not None
+    actor._watching.cancel()
+
+    slept: list[float] = []
+    sweeps: list[int] = []
+
+    async def sweep() -> None:
+        sweeps.append(len(slept))
+        if len(sweeps) == 1:
+            raise RuntimeError("GitHub answered 502")  # a failed sweep: the loop goes on
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 4:
+            raise Stop
+
+    actor._sweeper = SimpleNamespace(sweep=sweep)  # type: ignore[assignment]
+    monkeypatch.setattr(runtime, "asyncio", SimpleNamespace(sleep=sleep))
+    caplog.set_level(logging.WARNING, logger="ghbot.runtime")
+
+    with pytest.raises(Stop):
+        await actor._sweep_forever(120.0)
+    assert slept == [30.0, 120.0, 120.0, 120.0]  # the first 30 s after the start
+    assert sweeps == [1, 2, 3]  # one after each wait
+    assert [r.getMessage() for r in caplog.records] == [
+        "redelivery sweep failed (RuntimeError); next in 120 s"
+    ]
+
+    slept.clear()
+    with pytest.raises(Stop):
+        await actor._sweep_forever(10.0)  # an interval under 30 s: the first comes sooner
+    assert slept[0] == 10.0
+
+
+def test_a_key_path_missing_at_start_stops_the_actor_with_a_config_error(
+    bare_process: None, tmp_path: Path
+) -> None:
+    """Not counted as `invalid_key` (docs/operations.md, GhbotJwtGenerationFailing): the
+    actor does not start, and its error names the path, which Ray shows."""
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(
+        ConfigError, match=re.escape(f"private key file {str(missing)!r} is not here")
+    ):
+        app_auth(missing)
