@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+#: Held by whatever starts a Ray that takes this machine's fixed ports (Serve's 8000,
+#: the dashboard's 8265): the launcher test, the demo test, benchmarks. `make test`
+#: runs the launcher test beside the other Ray tests (scripts/test.sh); this keeps it
+#: and the demo from wanting port 8000 at once.
+RAY_LOCK = Path("/tmp/ghbot-ray.lock")
 
 
 def free_port() -> int:
@@ -10,3 +23,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def ray_lock(timeout: float = 1800.0) -> Iterator[None]:
+    """Hold `RAY_LOCK` (flock, as `flock /tmp/ghbot-ray.lock CMD` does)."""
+    with RAY_LOCK.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{RAY_LOCK} still held by another Ray user after {timeout:.0f} s")
+                time.sleep(2.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

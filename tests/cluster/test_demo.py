@@ -25,6 +25,7 @@ import pytest
 
 from examples.demo import port_free
 from tests.cluster.conftest import ROOT
+from tests.net import ray_lock
 
 PORT = 8000
 
@@ -38,6 +39,11 @@ def ray_tmpdir() -> Iterator[Path]:
 
 
 def test_the_demo_handles_everything_and_stops_promptly(ray_tmpdir: Path) -> None:
+    with ray_lock():  # the launcher test, which may run beside it, takes port 8000 too
+        demo_runs_and_stops(ray_tmpdir)
+
+
+def demo_runs_and_stops(ray_tmpdir: Path) -> None:
     if not port_free(PORT):
         pytest.skip(f"port {PORT}, which the demo's Serve ingress takes, is in use")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

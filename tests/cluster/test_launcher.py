@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import pwd
@@ -53,7 +52,6 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +61,7 @@ import pytest
 
 from actors.ray.deploy import serve_environment
 from tests.cluster.conftest import APP_ID, SECRET, comments, install, payload, send
-from tests.net import free_port
+from tests.net import free_port, ray_lock
 
 pytestmark = pytest.mark.postgres
 
@@ -71,7 +69,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = BIN / "ray"
 SSHD = Path("/usr/sbin/sshd")
-LOCK = Path("/tmp/ghbot-ray.lock")
 WHEELHOUSE = Path(os.environ.get("GHBOT_WHEELHOUSE", ROOT / ".venv" / "wheelhouse"))
 NODE = "127.0.0.1"
 SERVE_PORT = 8000
@@ -160,25 +157,6 @@ def _preconditions() -> str:
     except Exception as exc:
         _unavailable(f"PostgreSQL at GHBOT_TEST_POSTGRES_URL is unreachable: {exc!r}")
     return url
-
-
-@contextlib.contextmanager
-def _ray_lock(timeout: float = 1800.0) -> Iterator[None]:
-    """Hold /tmp/ghbot-ray.lock (flock, as `flock /tmp/ghbot-ray.lock CMD` does)."""
-    with LOCK.open("a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{LOCK} still held by another Ray user after {timeout:.0f} s")
-                time.sleep(2.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pids_of_user(uid: int) -> list[int]:
@@ -446,7 +424,7 @@ def test_ray_up_deploy_upgrade_ray_down(public_pem: bytes, pem_pkcs8: bytes) -> 
 
     pg = _preconditions()
     started = time.monotonic()
-    with _ray_lock():
+    with ray_lock():
         for port, what in ((22, "SSH"), (SERVE_PORT, "Serve"), (DASHBOARD_PORT, "the dashboard")):
             if _port_taken(port):
                 _unavailable(f"port {port} ({what}) of 127.0.0.1 is taken by something else")
