@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-#: Held by whatever starts a Ray that takes this machine's fixed ports (Serve's 8000,
-#: the dashboard's 8265): the launcher test, the demo test, benchmarks. `make test`
-#: runs the launcher test beside the other Ray tests (scripts/test.sh); this keeps it
-#: and the demo from wanting port 8000 at once.
+#: Held while a Ray that takes this machine's fixed ports (Serve's 8000, the
+#: dashboard's 8265) runs: by the launcher test and the demo test, and by a benchmark
+#: run by hand under `flock /tmp/ghbot-ray.lock`. `make test` runs the launcher test
+#: beside the other Ray tests (scripts/test.sh); this keeps it and the demo from
+#: wanting port 8000 at once.
 RAY_LOCK = Path("/tmp/ghbot-ray.lock")
 
 

@@ -23,9 +23,10 @@ shared machine belong to other users). Then, through the shipped files only:
 5. `ray down -y`, after which no process of the node's user is left and ports 8000, 8265
    and the GCS port are free.
 
-Ray is started only while /tmp/ghbot-ray.lock is held (other Ray tests and benchmarks
-on this machine take it too). Afterwards the test stops its sshd (by pid), removes its
-user, drops its schema and deletes its files, whatever happened.
+Ray is started only while /tmp/ghbot-ray.lock is held (`tests.net.ray_lock`; the
+demo test, which `make test` may run beside it, takes it too). Afterwards the test
+stops its sshd (by pid), removes its user, drops its schema and deletes its files,
+whatever happened.
 
 Needs: root, Debian's openssh-server (/usr/sbin/sshd), rsync, port 22 of 127.0.0.1 free,
 the wheelhouse (scripts/wheelhouse.sh) and GHBOT_TEST_POSTGRES_URL. Without one of
