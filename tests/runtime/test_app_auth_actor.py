@@ -7,7 +7,6 @@ deployment; this checks the lines an operator reads.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.testing import app_key_pair
+from tests.runtime.conftest import until
 
 NOT_A_KEY = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
 
@@ -41,7 +41,7 @@ def app_auth(key_path: Path) -> AppAuthActor:
         app_id=1, private_key=None, webhook_secrets=(), private_key_path=str(key_path)
     )
     return AppAuthActor(
-        RuntimeSettings(bot="examples.demo:Demo", settings=settings, redeliver_every=0)
+        RuntimeSettings(bot="examples.greeter:Greeter", settings=settings, redeliver_every=0)
     )
 
 
@@ -54,14 +54,6 @@ def replace_file(path: Path, content: bytes) -> None:
     staged = path.with_suffix(".staged")
     staged.write_bytes(content)
     os.replace(staged, path)
-
-
-async def until(check: object, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():  # type: ignore[operator]
-        assert loop.time() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_rotated_key_file_is_logged_and_a_bad_one_keeps_the_old_key(
