@@ -80,14 +80,20 @@ def ray_serve() -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/cluster as `cluster` and run it last.
+    """Mark everything under tests/cluster as `cluster` and run it last; mark the
+    cluster tests that start a Ray of their own, not the session's, `own_ray`.
 
     `-m "not cluster"` is then the fast set, and the session's one Ray starts after
-    every Ray-free test has run.
+    every Ray-free test has run. `-m own_ray` can run beside the session's Ray
+    (scripts/test.sh does).
     """
     for item in items:
         if "/tests/cluster/" in str(item.path):
             item.add_marker(pytest.mark.cluster)
+        if item.get_closest_marker("cluster") is not None and "ray_serve" not in getattr(
+            item, "fixturenames", ()
+        ):
+            item.add_marker(pytest.mark.own_ray)
     items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
 
 

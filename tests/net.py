@@ -13,9 +13,9 @@ import pytest
 
 #: Held while a Ray that takes this machine's fixed ports (Serve's 8000, the
 #: dashboard's 8265) runs: by the launcher test and the demo test, and by a benchmark
-#: run by hand under `flock /tmp/ghbot-ray.lock`. `make test` runs the launcher test
-#: beside the other Ray tests (scripts/test.sh); this keeps it and the demo from
-#: wanting port 8000 at once.
+#: run by hand under `flock /tmp/ghbot-ray.lock`. `make test` runs the launcher and
+#: demo tests one after the other (scripts/test.sh); this keeps them from wanting
+#: port 8000 at once in any other run (two at once, or a benchmark beside them).
 RAY_LOCK = Path("/tmp/ghbot-ray.lock")
 
 

@@ -39,7 +39,7 @@ def ray_tmpdir() -> Iterator[Path]:
 
 
 def test_the_demo_handles_everything_and_stops_promptly(ray_tmpdir: Path) -> None:
-    with ray_lock():  # the launcher test, which may run beside it, takes port 8000 too
+    with ray_lock():  # the launcher test (or a benchmark run by hand) takes port 8000 too
         demo_runs_and_stops(ray_tmpdir)
 
 

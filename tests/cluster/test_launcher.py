@@ -24,7 +24,7 @@ shared machine belong to other users). Then, through the shipped files only:
    and the GCS port are free.
 
 Ray is started only while /tmp/ghbot-ray.lock is held (`tests.net.ray_lock`; the
-demo test, which `make test` may run beside it, takes it too). Afterwards the test
+demo test, which also takes port 8000, holds it too). Afterwards the test
 stops its sshd (by pid), removes its user, drops its schema and deletes its files,
 whatever happened.
 
