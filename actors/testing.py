@@ -179,7 +179,7 @@ class BotHarness:
             pace_writes=self._pace_writes,
             retry=self._retry,
             clock=self.clock,
-            sleep=self._sleep,
+            sleep=self.clock.sleep,
             schedule=False,  # `advance` drives the @every handlers, on the harness clock
         )
         self._shard = self._local.shard
@@ -203,11 +203,6 @@ class BotHarness:
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
-
-    async def _sleep(self, seconds: float) -> None:
-        """Any wait of the runtime or the client: recorded, the clock moves on at once."""
-        self.clock.sleeps.append(seconds)
-        self.clock.advance(max(seconds, 0.0))
 
     async def deliver(
         self,

@@ -27,6 +27,19 @@ async def _held(app: Any) -> dict[str, dict[str, bool]]:
     return held
 
 
+def _worker_log_lines(needle: str) -> list[str]:
+    """Return the lines of the session Ray's worker logs that hold `needle`."""
+    node = ray._private.worker._global_node  # the session's Ray, started in this process
+    assert node is not None
+    logs = Path(node.get_logs_dir_path())
+    return [
+        line
+        for log in sorted(logs.glob("worker-*.err"))
+        for line in log.read_text(errors="replace").splitlines()
+        if needle in line
+    ]
+
+
 async def test_only_the_app_auth_actor_holds_the_key(
     deploy: Any, fake: Any, pem_pkcs8: bytes, tmp_path: Path
 ) -> None:
@@ -142,6 +155,17 @@ async def test_a_rotated_key_file_is_signed_with_at_once_and_tokens_kept(
         assert (await send(app.url, "issues", held))[0] == 202  # the token held still
         await eventually(lambda: len(comments(fake, "rotate/new")) == 1)
         await eventually(lambda: len(comments(fake, "rotate/held")) == 2)
+
+        # What the operator reads in the actor's log (docs/operations.md): the garbage
+        # at ERROR, the new key at WARNING, and neither file's content.
+        ignored = f"{key_file} changed but cannot be used ("
+        taken = f"{key_file} changed: signing with the new key"
+        await eventually(lambda: len(_worker_log_lines(str(key_file))) == 2, 10)
+        first, second = _worker_log_lines(str(key_file))
+        assert ignored in first and '"level": "error"' in first
+        assert taken in second and '"level": "warning"' in second
+        assert "PRIVATE KEY" not in first + second
+        assert new_key.splitlines()[1].decode() not in first + second
     finally:  # the session's fake takes the original key alone again
         ids = fake.fake.identities
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from actors import InstallationActor, on
 from actors.testing import BotHarness
 from examples.greeter import Greeted, Greeter
-from ghbot.errors import UsageError
+from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.events import Event
 from ghbot.testing import FakeGitHub, example_names, example_payload
 
@@ -250,6 +251,30 @@ async def test_an_open_breaker_holds_deliveries_until_it_closes_on_the_harness_c
         assert changes[0] == "circuit closed -> open"
         # It let a trial call through, which succeeded (it closes after three).
         assert changes[-1] == "circuit open -> half_open"
+
+
+async def test_a_runtime_wait_lets_other_tasks_run() -> None:
+    """The shard's journal retries wait on the harness clock, which yields each time:
+    a journal that comes back through another task is found at the next try."""
+    async with BotHarness(Greeter) as bot:
+        journal = bot.shard.journal
+        away = asyncio.Event()
+        away.set()
+        failed = 0
+        list_streams = journal.list_streams
+
+        async def flaky(*, shard: int | None = None) -> list[str]:
+            nonlocal failed
+            if away.is_set() and failed < 1000:  # without a yield: 1000, then through
+                failed += 1
+                raise JournalUnavailable("the journal is away")
+            return await list_streams(shard=shard)
+
+        journal.list_streams = flaky  # type: ignore[method-assign]
+        asyncio.get_running_loop().call_soon(away.clear)  # it comes back at the next turn
+        await bot.shard._recover()
+        assert failed == 1
+        assert bot.clock.sleeps  # the retry's backoff, on the harness clock
 
 
 async def test_tokens_expire_on_the_harness_clock() -> None:
