@@ -5,9 +5,10 @@
 # without Ray (in-process, a few minutes of CPU), then the cluster tests that start a
 # Ray of their own (`-m own_ray`, tests/conftest.py: the cluster launcher test's `ray
 # up` over SSH, the demo, the two-raylet tests, the CLI against a token-authenticated
-# head), their output shown when both lanes are done. The launcher test and the demo
-# test both take port 8000, so each holds /tmp/ghbot-ray.lock while it runs
-# (tests/net.py), for a run that does not go through this script.
+# head), their output shown when both lanes are done, with how long the Ray lane
+# waited for them. The launcher test and the demo test both take port 8000, so each
+# holds /tmp/ghbot-ray.lock while it runs (tests/net.py), for a run that does not go
+# through this script.
 # Exits non-zero if any run failed. Arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,11 @@ echo "== tests on the session's Ray (-m 'cluster and not own_ray'); the others r
 "$python" -m pytest -q -p no:cacheprovider -m "cluster and not own_ray" --durations=15 "$@"
 cluster_status=$?
 [ "$cluster_status" -eq 5 ] && cluster_status=0  # arguments that select none of them
+ray_lane_done=$SECONDS
 wait "$side_pid"
 side_status=$?
+# CI's time is the longer lane's: say when the other one outgrows this one.
+echo "== the session's Ray lane waited $((SECONDS - ray_lane_done)) s for the other lane =="
 echo "== tests without Ray (-m 'not cluster'), then those with a Ray of their own (-m own_ray) =="
 cat "$side_log"
 rm -f "$side_log"
