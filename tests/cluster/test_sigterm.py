@@ -103,6 +103,21 @@ async def _deliver(
             await asyncio.sleep(0.05)
 
 
+async def _probe_while_alive(url: str, pid: int) -> list[tuple[int, dict[str, Any]]]:
+    """Ask the ingress's `/readyz` over and over while the process `pid` lives."""
+    probes: list[tuple[int, dict[str, Any]]] = []
+    async with aiohttp.ClientSession() as session:
+        while _alive(pid):
+            async with session.get(f"{url}/readyz") as answer:
+                text = await answer.text()
+            try:
+                probes.append((answer.status, json.loads(text)))
+            except ValueError:
+                probes.append((answer.status, {"text": text}))  # Serve's own answer
+            await asyncio.sleep(0.02)
+    return probes
+
+
 async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest(
     deploy: Any, fake: Any
 ) -> None:
@@ -124,6 +139,7 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     assert running >= ISSUES  # still in the shard, queued or at GitHub
 
     os.kill(pid, signal.SIGTERM)
+    probing = asyncio.create_task(_probe_while_alive(app.url, pid))
     later = [str(uuid.uuid4()) for _ in range(12)]
     sending = asyncio.create_task(_deliver(app.url, later, answers))
     await eventually(lambda: not _alive(pid), within=40, every=0.02)
@@ -138,6 +154,10 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     # process finished those running when it was counted, and at most one more per
     # issue started before the signal; the drain left the rest (it used to run all).
     assert len(taken) - left <= done + 2 * ISSUES, "the drain ran what was queued"
+    # docs/operations.md: while a shard drains, `/readyz` answers 503 and says why.
+    draining = {"index": index, "ready": False, "why": "draining"}
+    probes = await probing  # its last probe may wait 5 s for a shard gone meanwhile
+    assert any(s == 503 and draining in b.get("shards", []) for s, b in probes), probes
     await sending
 
     await eventually(lambda: set(_greeted(fake)) >= set(taken + later), within=60)
