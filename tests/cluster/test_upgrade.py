@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
 
+from actors.ray.ingress import HOLD_FOR, RETRY_EVERY
 from tests.cluster.conftest import (
     comments,
     eventually,
@@ -38,15 +39,23 @@ REPO = "upgrade/repo"
 INSTALLATION = 1400
 
 
+class Refused(NamedTuple):
+    """A delivery the ingress answered 503: its GUID, the answer, seconds it took."""
+
+    guid: str
+    answer: dict[str, Any]
+    wait: float
+
+
 async def _deliver(
     url: str,
     guids: list[str],
     acked: list[str],
     secret: str = "cluster-test-secret",
-    unavailable: list[str] | None = None,
+    unavailable: list[Refused] | None = None,
 ) -> None:
     """Send each delivery until it is acknowledged; a 503 is retried, as GitHub would
-    (and its GUID added to `unavailable`)."""
+    (and added to `unavailable`, with its answer and how long it took)."""
     async with aiohttp.ClientSession() as session:
 
         async def one(guid: str, number: int) -> None:
@@ -54,7 +63,8 @@ async def _deliver(
                 "issues.opened", installation=INSTALLATION, repo=REPO, issue__number=number
             )
             for _ in range(200):
-                status, _ = await send(
+                started = time.monotonic()
+                status, answer = await send(
                     url, "issues", data, guid=guid, session=session, secret=secret
                 )
                 if status in (200, 202):
@@ -62,7 +72,7 @@ async def _deliver(
                     return
                 assert status == 503, status
                 if unavailable is not None:
-                    unavailable.append(guid)
+                    unavailable.append(Refused(guid, answer, time.monotonic() - started))
                 await asyncio.sleep(0.2)
             raise AssertionError(f"{guid} never acknowledged")
 
@@ -76,7 +86,7 @@ async def _deliver_during(
     url: str,
     acked: list[str],
     secret: str = "cluster-test-secret",
-    unavailable: list[str] | None = None,
+    unavailable: list[Refused] | None = None,
 ) -> list[str]:
     """Run `work` (a redeploy) in a thread while deliveries go on, 4 at a time every 50
     ms, from half a second before it starts to a second after it ends (a redeploy takes
@@ -147,7 +157,7 @@ async def test_a_redeploy_reaches_every_shard_under_load(
 
     after = [str(uuid.uuid4()) for _ in range(20)]
     acked: list[str] = []
-    unavailable: list[str] = []
+    unavailable: list[Refused] = []
     samples: list[dict[str, int]] = []
 
     def redeploy() -> None:
@@ -158,9 +168,15 @@ async def test_a_redeploy_reaches_every_shard_under_load(
     # replicas are up, and so once the first of them has replaced the actors.
     before = await _deliver_during(redeploy, first.url, acked, unavailable=unavailable)
     # The old replica held what it sent to the shard being replaced, and its successor
-    # took it: none answered 503 (before the ingress held such batches, about 2 s of
-    # deliveries were).
-    assert unavailable == [], f"{len(unavailable)} of {len(before)} answered 503"
+    # took it: none answered 503 without being held for the whole hold (before the
+    # ingress held such batches, about 2 s of deliveries were). One held that long is
+    # the hold's documented limit (CHANGELOG's known gaps: a successor slower to start
+    # than the hold); one 503 of 324 came in a CI run on a loaded machine, its wait
+    # not recorded then.
+    unheld = [r for r in unavailable if r.wait < HOLD_FOR - 2 * RETRY_EVERY]
+    assert unheld == [], f"{len(unheld)} of {len(before)} answered 503 unheld: {unheld}"
+    if unavailable:
+        print(f"\n{len(unavailable)} held for the whole {HOLD_FOR:g} s hold, then 503")
     assert samples[-1].get("RUNNING") == 2, samples[-1]
     # Serve's rolling update replaces one replica at a time: one was running to answer
     # at every sample, also while a new one was starting (and replacing the actors).
@@ -330,7 +346,7 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
     # deliveries keep coming.
     new = [str(uuid.uuid4()) for _ in range(10)]
     await _deliver(first.url, new, acked, secret="new")
-    unavailable: list[str] = []
+    unavailable: list[Refused] = []
     new += await _deliver_during(
         lambda: deploy(
             "tests.cluster.bots:Greeter", webhook_secrets=("new",), ingress_replicas=2, **common
