@@ -172,6 +172,17 @@ def comments(fake: Any, repo: str) -> list[dict[str, Any]]:
     return list(fake.run(copy()))
 
 
+def worker_log_lines(logs: Path, needle: str) -> list[str]:
+    """Return the lines of the Ray worker logs in `logs` (a Ray session's `logs`
+    folder: its actors' and replicas' stderr) that hold `needle`."""
+    return [
+        line
+        for log in sorted(logs.glob("worker-*.err"))
+        for line in log.read_text(errors="replace").splitlines()
+        if needle in line
+    ]
+
+
 async def eventually(check: Callable[[], bool], within: float = 30.0, every: float = 0.1) -> None:
     """Wait until `check()` is true; fail the test after `within` seconds."""
     deadline = time.monotonic() + within

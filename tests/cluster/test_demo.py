@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from examples.demo import port_free
-from tests.cluster.conftest import ROOT
+from tests.cluster.conftest import ROOT, worker_log_lines
 from tests.net import ray_lock
 
 PORT = 8000
@@ -76,11 +76,6 @@ def demo_runs_and_stops(ray_tmpdir: Path) -> None:
     assert stopping < 20, f"the demo took {stopping:.0f} s to stop:\n{text}"
     assert port_free(PORT)
     logs = ray_tmpdir / "ray" / "session_latest" / "logs"
-    refusals = [
-        line
-        for log in logs.glob("worker-*.err")
-        for line in log.read_text(errors="replace").splitlines()
-        if "refused delivery" in line
-    ]
+    refusals = worker_log_lines(logs, "refused delivery")
     assert len(refusals) == 1 and '"error_type": "InvalidSignature"' in refusals[0]
     assert '"message": "refused delivery forged-' in refusals[0]

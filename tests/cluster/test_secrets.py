@@ -12,7 +12,15 @@ import ray
 from ray import serve
 
 from actors.ray.runtime import APP_AUTH_NAME, KEY_RECHECK, shard_name
-from tests.cluster.conftest import comments, eventually, install, on_fake, payload, send
+from tests.cluster.conftest import (
+    comments,
+    eventually,
+    install,
+    on_fake,
+    payload,
+    send,
+    worker_log_lines,
+)
 
 NO_SECRET = {"private_key": False, "private_key_path": False, "webhook_secrets": False}
 
@@ -31,13 +39,7 @@ def _worker_log_lines(needle: str) -> list[str]:
     """Return the lines of the session Ray's worker logs that hold `needle`."""
     node = ray._private.worker._global_node  # the session's Ray, started in this process
     assert node is not None
-    logs = Path(node.get_logs_dir_path())
-    return [
-        line
-        for log in sorted(logs.glob("worker-*.err"))
-        for line in log.read_text(errors="replace").splitlines()
-        if needle in line
-    ]
+    return worker_log_lines(Path(node.get_logs_dir_path()), needle)
 
 
 async def test_only_the_app_auth_actor_holds_the_key(
