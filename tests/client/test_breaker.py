@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -17,6 +18,7 @@ from ghbot.testing import FakeClock, FakeGitHub
 from .conftest import REPO
 
 WIDGETS = "/repos/acme/widgets"
+T = TypeVar("T")
 
 
 async def test_failures_open_the_breaker_and_it_refuses_before_sending(
@@ -49,6 +51,16 @@ async def test_client_errors_count_as_successes(
     assert breaker.state(clock()) is State.CLOSED and breaker.failure_rate(clock()) == 0
 
 
+async def _in_flight(fake: FakeGitHub, call: Awaitable[T]) -> asyncio.Future[T]:
+    """Start `call`, a request for `WIDGETS`, and return it once the fake GitHub holds it."""
+    started = asyncio.ensure_future(call)
+    for _ in range(100_000):  # turns of the event loop, not time
+        if started.done() or WIDGETS in [r.path for r in fake.requests]:
+            break
+        await asyncio.sleep(0)
+    return started
+
+
 async def _timed(coro: object) -> tuple[float, object]:
     started = time.perf_counter()
     try:
@@ -65,11 +77,12 @@ async def test_one_installations_open_breaker_does_not_delay_another(
     broken.record_failure(clock())
     first = token_client(1, breaker=broken)
     second = token_client(2, breaker=CircuitBreaker())
-    fake.faults.add("/widgets$", "slow", delay=0.05)  # the healthy one's answer takes a while
-    (took_first, refused), (took_second, answer) = await asyncio.gather(
-        _timed(first.request("GET", f"/repos/{REPO}")), _timed(second.request("GET", WIDGETS))
-    )
-    assert isinstance(refused, CircuitOpen) and took_first < 0.02
+    fake.faults.add("/widgets$", "slow", delay=0.2)  # the healthy one's answer takes a while
+    healthy = await _in_flight(fake, _timed(second.request("GET", WIDGETS)))
+    with pytest.raises(CircuitOpen):
+        await first.request("GET", f"/repos/{REPO}")
+    assert not healthy.done()  # refused while the other's request still waits on GitHub
+    took_second, answer = await healthy
     assert getattr(answer, "status", None) == 200 and took_second < 1.0
     assert [r.path for r in fake.requests] == [WIDGETS]
 
@@ -85,10 +98,13 @@ async def test_one_installations_spent_budget_does_not_delay_another(
         "x-ratelimit-resource": "core",
     }
     first.budgets.core.observe(RateLimit.from_headers(spent), clock())
-    (took_first, refused), (took_second, answer) = await asyncio.gather(
-        _timed(first.request("GET", f"/repos/{REPO}")), _timed(second.request("GET", WIDGETS))
-    )
-    assert isinstance(refused, RateLimited) and took_first < 0.02
+    fake.faults.add("/widgets$", "slow", delay=0.2)  # the healthy one's answer takes a while
+    healthy = await _in_flight(fake, _timed(second.request("GET", WIDGETS)))
+    with pytest.raises(RateLimited) as caught:
+        await first.request("GET", f"/repos/{REPO}")
+    assert not healthy.done()  # refused while the other's request still waits on GitHub
+    refused = caught.value
+    took_second, answer = await healthy
     assert refused.reset == int(clock()) + 1800 and refused.retry_after == pytest.approx(
         1800, abs=1
     )
