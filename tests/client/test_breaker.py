@@ -51,11 +51,13 @@ async def test_client_errors_count_as_successes(
     assert breaker.state(clock()) is State.CLOSED and breaker.failure_rate(clock()) == 0
 
 
-async def _in_flight(fake: FakeGitHub, call: Awaitable[T]) -> asyncio.Future[T]:
-    """Start `call`, a request for `WIDGETS`, and return it once the fake GitHub holds it."""
+async def _in_flight(
+    fake: FakeGitHub, call: Awaitable[T], path: str = WIDGETS
+) -> asyncio.Future[T]:
+    """Start `call`, a request for `path`, and return it once the fake GitHub holds it."""
     started = asyncio.ensure_future(call)
     for _ in range(100_000):  # turns of the event loop, not time
-        if started.done() or WIDGETS in [r.path for r in fake.requests]:
+        if started.done() or path in [r.path for r in fake.requests]:
             break
         await asyncio.sleep(0)
     return started
@@ -118,11 +120,13 @@ async def test_one_installations_slow_or_limited_calls_do_not_hold_another(
     first, second = token_client(1), token_client(2)
     fake.faults.add("/hello-world$", "slow", delay=0.5)
     fake.faults.add("/other$", "secondary", retry_after=600)
-    slow = asyncio.ensure_future(_timed(first.request("GET", f"/repos/{REPO}")))
-    await asyncio.sleep(0.05)  # the first installation's request is now in flight
-    took_limited, limited = await _timed(first.request("GET", "/repos/octo-org/other"))
-    took_second, answer = await _timed(second.request("GET", WIDGETS))
-    assert isinstance(limited, RateLimited) and took_limited < 0.1
-    assert getattr(answer, "status", None) == 200 and took_second < 0.2
+    slow = await _in_flight(fake, _timed(first.request("GET", f"/repos/{REPO}")), f"/repos/{REPO}")
+    assert not slow.done()  # the first installation's request waits at the fake GitHub
+    _, limited = await _timed(first.request("GET", "/repos/octo-org/other"))
+    assert isinstance(limited, RateLimited)
+    assert not slow.done()  # limited without waiting behind its own slow call
+    _, answer = await _timed(second.request("GET", WIDGETS))
+    assert getattr(answer, "status", None) == 200
+    assert not slow.done()  # answered while the other installation's call still waits
     took_slow, slow_answer = await slow
     assert took_slow >= 0.5 and not isinstance(slow_answer, GitHubError)
