@@ -97,6 +97,7 @@ def deploy(
     serve.delete("ghbot")
     for runtime in started:
         kill_actors(runtime.namespace, runtime.shards)
+    on_fake(fake, fake.fake.faults.clear)  # the fake is the session's: faults end here
 
 
 def ingress_replica_states() -> dict[str, int]:
@@ -210,9 +211,10 @@ def install(fake: Any, installation: int, repo: str, issues: int = 1) -> None:
 
 
 Sample = tuple[dict[str, str], float]
+Scrape = dict[str, list[Sample]]
 
 
-def scrape_metrics() -> dict[str, list[Sample]]:
+def scrape_metrics() -> Scrape:
     """Return every sample of every live node's metrics export port, by sample name.
 
     That port (``ray.nodes()[i]["MetricsExportPort"]``) is the Prometheus endpoint of
@@ -234,3 +236,22 @@ def scrape_metrics() -> dict[str, list[Sample]]:
             for sample in family.samples:
                 samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return samples
+
+
+def series_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def series(scrape: Scrape, name: str, labels: dict[str, str]) -> list[Sample]:
+    """Return the samples of `name` (with the ``ray_`` prefix added) carrying `labels`."""
+    found = scrape.get(f"ray_{name}", [])
+    return [(got, v) for got, v in found if labels.items() <= got.items()]
+
+
+def increase(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
+    """Return how much `name`'s series carrying `labels` grew from `before` to `after`.
+
+    Series are per process (``WorkerId``); one new since `before` counts from 0.
+    """
+    old = {series_key(got): v for got, v in series(before, name, labels)}
+    return sum(v - old.get(series_key(got), 0.0) for got, v in series(after, name, labels))

@@ -33,13 +33,23 @@ from actors.records import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of
 from ghbot.journal import open_journal
 from ghbot.webhooks import sign
-from tests.cluster.conftest import SECRET, comments, eventually, install, on_fake, payload
+from tests.cluster.conftest import (
+    SECRET,
+    comments,
+    eventually,
+    increase,
+    install,
+    on_fake,
+    payload,
+    scrape_metrics,
+)
 
 pytestmark = pytest.mark.cluster
 
 REPO = "sigterm/repo"
 INSTALLATION = 1700
 ISSUES = 4
+HELD = "ghbot_held_deliveries_total"
 Answer = tuple[int, str | None, str]
 
 
@@ -122,6 +132,7 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     deploy: Any, fake: Any
 ) -> None:
     install(fake, INSTALLATION, REPO, issues=ISSUES)
+    before = await asyncio.to_thread(scrape_metrics)
     app = deploy("tests.cluster.bots:Greeter")
     namespace, layout = app.runtime.namespace, app.runtime
     index = shard_of(vshard_of(INSTALLATION, layout.vshards), layout.shards)
@@ -175,6 +186,22 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     for status, retry_after, reason in answers:
         if status == 503:
             assert retry_after == str(RETRY_AFTER) and "retry" in reason
+    # docs/operations.md: what the ingress held is counted by outcome, and the count
+    # reaches Ray's metrics export port (a new replica's series counts from 0).
+    held: dict[str, float] = {}
+
+    def counted() -> bool:
+        after = scrape_metrics()
+        for outcome in ("taken", "expired"):
+            held[outcome] = increase(before, after, HELD, outcome=outcome)
+        return held["taken"] >= 1 and held["expired"] >= min(statuses[503], 1)
+
+    try:
+        await eventually(counted, within=120, every=3)
+    except AssertionError as exc:
+        raise AssertionError(f"held deliveries counted: {held}, 503s: {statuses[503]}") from exc
+    print(f"held deliveries counted on Ray's metrics export port: {held}")
+    assert held["expired"] <= statuses[503], held  # each expired one was answered 503
 
     journal = await open_journal(app.runtime.settings.journal_url, shard_count=layout.vshards)
     try:
