@@ -36,6 +36,7 @@ a ratio between two machines), and ghbot's throughput and CPU per delivery again
 each of the others.
 
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
+        [--shards N (default: ghbot's for this machine, 1 below 4 cores)]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
         [--skip-serve-durable]
 """
@@ -56,7 +57,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from actors.ray.deploy import serve_environment
+from actors.ray.deploy import default_shards, serve_environment
 from ghbot.testing import app_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -588,13 +589,18 @@ def row(name: str, result: dict[str, Any], speed: tuple[float, float]) -> str:
     )
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=4000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--installations", type=int, default=200)
-    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=default_shards(),
+        help="shard actors (default: ghbot's own default for this machine's cores)",
+    )
     parser.add_argument("--vshards", type=int, default=0, help="default: --shards")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument(
@@ -633,9 +639,14 @@ def main() -> None:
         "--serve-floor-replicas", type=int, default=1, help="its replicas (1 was fastest here)"
     )
     parser.add_argument("--quick", action="store_true", help="1,000 deliveries, 200 warm-up")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.deliveries, args.warmup = 1000, 200
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     if args.warmup < args.installations:
         print("# warm-up < installations: token exchanges (a JWT each) fall in the measured run")
     skip_probot = "--skip-probot" if args.skip_probot else probot_missing()

@@ -136,6 +136,22 @@ def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
     }
 
 
+def test_the_end_to_end_benchmark_runs_ghbots_default_shards_for_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README: `python benchmarks/bench_e2e.py` measures ghbot as deployed by default."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_e2e import parse_arguments
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    for cores, shards in ((2, 1), (3, 1), (4, 2), (16, 2)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert parse_arguments([]).shards == shards, cores
+    assert parse_arguments(["--shards", "3"]).shards == 3
+
+
 def test_the_speed_probe_runs_on_every_core_at_once_and_rows_are_told_against_the_first(
     tmp_path: Path,
 ) -> None:
