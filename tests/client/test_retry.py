@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 
 import pytest
@@ -56,10 +55,10 @@ async def test_timeouts_are_retried(
 ) -> None:
     fake.faults.add("/issues/1$", "slow", delay=0.3)
     gh = token_client(options=options.replace(timeout=0.05))
-    started = time.perf_counter()
     answer = await gh.request("GET", ISSUE)
-    assert answer.status == 200 and time.perf_counter() - started < 0.25
-    assert len(fake.requests_to(ISSUE)) == 2
+    # Two requests: the first, cut by the timeout, was tried again (had it waited for
+    # the slow answer, that answer would have been the only request).
+    assert answer.status == 200 and len(fake.requests_to(ISSUE)) == 2
 
 
 async def test_persistent_timeouts_raise_timeout(
