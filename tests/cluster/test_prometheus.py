@@ -6,8 +6,9 @@ its rule files and its `ray` job, discovered from a file in the format Ray's hea
 writes (the session's Ray runs without the dashboard that writes the real one), with
 1 s intervals instead of 15 s. The test checks what a user following the document
 would check: the target is up, every recording rule and alert is loaded and
-evaluates without error, ghbot's recorded series get values, and a forged delivery
-makes `GhbotWebhookSignatureFailures` fire.
+evaluates without error, ghbot's recorded series get values, a forged delivery
+makes `GhbotWebhookSignatureFailures` fire, and deliveries for a shard lost and not
+restarted make `GhbotHeldDeliveriesExpired` fire.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 import yaml
 
+from actors.ray.runtime import shard_name
+from actors.wire import shard_of, vshard_of
 from tests.cluster.conftest import comments, free_port, install, payload, send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +150,7 @@ def _rules_in_files() -> tuple[set[str], set[str]]:
     return recorded, alerts
 
 
-async def test_prometheus_as_documented_scrapes_ghbot_and_fires_an_alert(
+async def test_prometheus_as_documented_scrapes_ghbot_and_fires_alerts(
     prometheus: str, deploy: Any, fake: Any
 ) -> None:
     install(fake, 1501, "prometheus/scraped")
@@ -154,6 +158,27 @@ async def test_prometheus_as_documented_scrapes_ghbot_and_fires_an_alert(
     data = payload("issues.opened", installation=1501, repo="prometheus/scraped", issue__number=1)
     status, _ = await send(app.url, "issues", data, secret="forged", guid=str(uuid.uuid4()))
     assert status == 401
+
+    # Another installation's shard is lost and not restarted: each delivery for it is
+    # held for the whole hold, then answered 503, and GhbotHeldDeliveriesExpired fires
+    # (an increase: the count must grow after Prometheus first sees it, so they go on).
+    layout = app.runtime
+
+    def owner_of(installation: int) -> int:
+        return shard_of(vshard_of(installation, layout.vshards), layout.shards)
+
+    lost = next(i for i in range(1502, 1600) if owner_of(i) != owner_of(1501))
+    install(fake, lost, "prometheus/lost")
+    shard = ray.get_actor(shard_name(owner_of(lost)), namespace=layout.namespace)
+    ray.kill(shard, no_restart=True)
+    lost_answers: list[int] = []
+
+    async def held_until_expired() -> None:
+        lost_data = payload("issues.opened", installation=lost, repo="prometheus/lost")
+        while True:
+            lost_answers.append((await send(app.url, "issues", lost_data))[0])
+
+    holding = asyncio.create_task(held_until_expired())
 
     async def traffic() -> None:
         # A rate counts the increases Prometheus sees, so deliveries keep coming, as
@@ -193,8 +218,12 @@ async def test_prometheus_as_documented_scrapes_ghbot_and_fires_an_alert(
             for a in _api(prometheus, "alerts")["alerts"]
             if a["state"] == "firing"
         }
-        if "GhbotWebhookSignatureFailures" not in firing:
-            wrong.append(f"firing: {sorted(firing)}")
+        if not {"GhbotWebhookSignatureFailures", "GhbotHeldDeliveriesExpired"} <= firing:
+            wrong.append(f"firing: {sorted(firing)}; the lost shard's answers: {lost_answers}")
         return wrong
 
-    await _until(check, traffic)
+    try:
+        await _until(check, traffic)
+    finally:
+        holding.cancel()
+    assert set(lost_answers) == {503}, lost_answers  # none taken: its shard is gone
