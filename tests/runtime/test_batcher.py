@@ -286,6 +286,22 @@ async def test_deliveries_queued_behind_held_batches_are_answered_within_their_o
     assert batcher.expired == 2
 
 
+async def test_a_batch_is_held_from_its_first_arrival_not_from_when_it_is_sent() -> None:
+    """GitHub's 10 s run from a delivery's arrival: one that waited for another call
+    to end has its hold counted from its arrival, not from when it went."""
+    shard = Draining()
+    names = Succession(shard)  # no successor comes
+    batcher = ShardBatcher(
+        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=0.3, retry_every=0.05
+    )
+    first = batcher.submit(item(0))  # goes now, and is held
+    second = batcher.submit(item(1))  # arrives now, goes once the first's hold has ended
+    assert await first == "draining" and await second == "draining"
+    sent = [guid for b in shard.batches for guid in b]
+    assert sent.count("d0") >= 2  # held: tried again until its hold ended
+    assert sent.count("d1") == 1  # its own hold, from the same arrival, was over too
+
+
 async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
     class Hanging(FakeShard):
         async def _answer(self, n: int) -> list[str]:
