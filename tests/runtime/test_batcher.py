@@ -286,6 +286,42 @@ async def test_deliveries_queued_behind_held_batches_are_answered_within_their_o
     assert batcher.expired == 2
 
 
+class DrainingTogether(FakeShard):
+    """Draining, answering only once `calls` calls are in: all are refused at once."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls = calls
+        self.all_in = asyncio.Event()
+
+    async def _answer(self, n: int) -> list[str]:
+        if len(self.batches) >= self.calls:
+            self.all_in.set()
+        await self.all_in.wait()
+        return ["draining"] * n
+
+
+class RefusesFirst(FakeShard):
+    """A successor still starting for its first call (draining), taking all after."""
+
+    async def _answer(self, n: int) -> list[str]:
+        return ["draining" if len(self.batches) == 1 else "accepted"] * n
+
+
+async def test_batches_held_together_reach_the_successor_oldest_first() -> None:
+    """The successor refuses the oldest once more: the others wait for it, not to be
+    journaled before it."""
+    old, new = DrainingTogether(3), RefusesFirst()
+    names = Succession(new)
+    batcher = ShardBatcher(
+        old, limit=1, max_inflight=3, resolve=names.resolve, hold_for=5.0, retry_every=0.02
+    )
+    futures = [batcher.submit(item(n)) for n in range(3)]
+    assert await asyncio.gather(*futures) == ["accepted"] * 3
+    assert old.batches == [["d0"], ["d1"], ["d2"]]  # each refused once, all in flight
+    assert new.batches == [["d0"], ["d0"], ["d1"], ["d2"]]
+
+
 async def test_a_batch_is_held_from_its_first_arrival_not_from_when_it_is_sent() -> None:
     """GitHub's 10 s run from a delivery's arrival: one that waited for another call
     to end has its hold counted from its arrival, not from when it went."""
