@@ -78,6 +78,25 @@ async def test_tokens_are_refreshed_five_minutes_before_expiry(
     assert len(fake.requests_to(TOKENS)) == 2
 
 
+async def test_a_token_expiring_sooner_than_the_ttl_is_refreshed_within_the_margin(
+    clock: FakeClock,
+) -> None:
+    """The margin counts from the token's own `expires_at`, not only from the cache's
+    ttl: a token given a shorter life is refreshed 5 minutes before it ends."""
+    minted: list[int] = []
+
+    async def mint(installation_id: int) -> InstallationToken:
+        minted.append(installation_id)
+        return InstallationToken(f"ghs_{len(minted)}", clock() + 600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)  # ttl 3,300 s, margin 300 s
+    assert (await cache.get(1)).token == "ghs_1"
+    clock.advance(299)
+    assert (await cache.get(1)).token == "ghs_1"
+    clock.advance(2)  # 301 s old: 299 s left of its 600, inside the margin
+    assert (await cache.get(1)).token == "ghs_2"
+
+
 async def test_token_cache_ttl_caps_the_life_of_a_cached_token(
     fake: FakeGitHub, clock: FakeClock, auth: AppAuth, options: ClientOptions
 ) -> None:

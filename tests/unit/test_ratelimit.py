@@ -53,6 +53,8 @@ def test_rate_limit_from_headers() -> None:
         (403, _headers(0), "You have exceeded a secondary rate limit.", LimitKind.SECONDARY),
         (429, _headers(4000), "", LimitKind.SECONDARY),
         (403, _headers(4000), "Resource not accessible by integration", LimitKind.FORBIDDEN),
+        # A Retry-After on a 403 is a secondary limit whatever the message says.
+        (403, _headers(4000) | {"retry-after": "60"}, "Forbidden", LimitKind.SECONDARY),
         (404, _headers(0), "Not Found", None),
     ],
 )
