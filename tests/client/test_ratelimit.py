@@ -59,6 +59,16 @@ async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
     assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
 
 
+async def test_one_request_sits_through_at_most_max_rate_limit_waits(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/issues/1$", "secondary", retry_after=3, count=10)
+    with pytest.raises(RateLimited) as caught:
+        await token_client().request("GET", ISSUE)  # max_rate_limit_waits: 3
+    assert caught.value.kind == "secondary" and clock.sleeps == [3.0, 3.0, 3.0]
+    assert len(fake.requests_to(ISSUE)) == 4
+
+
 async def test_max_rate_limit_wait_is_configurable(
     fake: FakeGitHub, options: ClientOptions, token_client: Callable[..., GitHub]
 ) -> None:

@@ -41,6 +41,10 @@ def test_verify_accepts_uppercase_hex() -> None:
     webhooks.verify(VECTOR_BODY, "sha256=" + VECTOR_SIGNATURE[7:].upper(), [VECTOR_SECRET])
 
 
+def test_verify_accepts_whitespace_around_the_digest() -> None:
+    webhooks.verify(VECTOR_BODY, VECTOR_SIGNATURE + " ", [VECTOR_SECRET])
+
+
 @pytest.mark.parametrize(
     ("signature", "secrets", "reason"),
     [
@@ -52,6 +56,8 @@ def test_verify_accepts_uppercase_hex() -> None:
         ("sha256=" + "0" * 64, [VECTOR_SECRET], "matches no configured secret"),
         (VECTOR_SIGNATURE, ["another secret"], "matches no configured secret"),
         (VECTOR_SIGNATURE[:-1], [VECTOR_SECRET], "64-digit hex"),
+        # The right digest with a space inside (which bytes.fromhex would skip).
+        (VECTOR_SIGNATURE[:21] + " " + VECTOR_SIGNATURE[21:], [VECTOR_SECRET], "64-digit hex"),
     ],
 )
 def test_verify_refuses(signature: str | None, secrets: list[str], reason: str) -> None:
