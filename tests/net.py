@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -24,6 +25,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: Ray's default worker ports end here (`--max-worker-port`, 19999).
+_ABOVE_RAY_WORKERS = 20_000
+_handed_out: set[int] = set()
+
+
+def unassigned_port() -> int:
+    """Return a free port at 127.0.0.1 that the kernel does not hand out by itself.
+
+    `free_port`'s ports come from the kernel's ephemeral range, where any process's
+    next connection can take one before a server started minutes later binds it: a
+    `ray up` failed so once, its GCS port taken meanwhile. This one is below that
+    range (/proc/sys/net/ipv4/ip_local_port_range) and above Ray's worker ports, and
+    never the same twice in a session. Falls back to `free_port` when no such port
+    exists on this machine.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    candidates = list(set(range(_ABOVE_RAY_WORKERS, low)) - _handed_out)
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    return free_port()
 
 
 @contextlib.contextmanager

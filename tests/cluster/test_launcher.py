@@ -62,7 +62,7 @@ import pytest
 
 from actors.ray.deploy import serve_environment
 from tests.cluster.conftest import APP_ID, SECRET, comments, install, payload, send
-from tests.net import free_port, ray_lock
+from tests.net import ray_lock, unassigned_port
 
 pytestmark = pytest.mark.postgres
 
@@ -472,9 +472,11 @@ def _scenario(node: Node, fake: Any, pg: str, schema: str, pem: bytes) -> None:
     token = local / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    gcs_port, metrics_port = free_port(), free_port()
+    # Bound minutes from now (after the installs): ports no connection is given meanwhile.
+    gcs_port, metrics_port = unassigned_port(), unassigned_port()
     start_args = (
-        f"--dashboard-agent-listen-port={free_port()} --ray-client-server-port={free_port()} "
+        f"--dashboard-agent-listen-port={unassigned_port()} "
+        f"--ray-client-server-port={unassigned_port()} "
         f"--metrics-export-port={metrics_port}"
     )
     settings = local / "cluster.env"
@@ -502,8 +504,8 @@ def _scenario(node: Node, fake: Any, pg: str, schema: str, pem: bytes) -> None:
             RAY_SERVE_HAPROXY_SERVER_STATE_BASE=~/hp
             RAY_SERVE_HAPROXY_SERVER_STATE_FILE=~/hp/server-state
             RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=~/hp/metrics.sock
-            RAY_SERVE_HAPROXY_STATS_PORT={free_port()}
-            RAY_SERVE_HAPROXY_METRICS_PORT={free_port()}
+            RAY_SERVE_HAPROXY_STATS_PORT={unassigned_port()}
+            RAY_SERVE_HAPROXY_METRICS_PORT={unassigned_port()}
             # No load balancer in front to deregister a stopping replica first.
             RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=0
             """
