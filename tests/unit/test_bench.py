@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _benchmark(name: str) -> ModuleType:
+    """Import `benchmarks/<name>.py` (the benchmarks are scripts, not a package)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def run_all(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -51,11 +62,7 @@ def test_it_runs_quick_benchmarks_and_sums_up() -> None:
 
 
 def test_bench_tokens_estimates_quantiles_as_prometheus_does() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_tokens import quantile
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    quantile = _benchmark("bench_tokens").quantile
     bounds = [0.005, 0.01, 0.025]
     # 10 values in (0.005, 0.01]: the 95th is 9.5/10 of the way through that bucket.
     assert abs(quantile(0.95, bounds, [0, 10, 0, 0]) - 0.00975) < 1e-12
@@ -115,19 +122,15 @@ def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path:
 
 
 def test_the_run_queue_wait_is_read_per_process_and_named() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_e2e import _by_name_of, waited_seconds
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = _benchmark("bench_e2e")
 
     gone = 2**22 + 1  # above Linux's largest pid: no such process
-    waited = waited_seconds([os.getpid(), gone])
+    waited = bench.waited_seconds([os.getpid(), gone])
     assert set(waited) == {os.getpid()} and waited[os.getpid()] >= 0.0
     names = {1: "shard", 2: "ingress", 3: "shard", 4: "gone", 5: "new"}
     before = {1: 1.0, 2: 0.5, 3: 2.0, 4: 0.0}
     after = {1: 1.5, 2: 0.6, 3: 2.25, 5: 0.05}
-    by_name = _by_name_of(names, before, after, 2.0)
+    by_name = bench._by_name_of(names, before, after, 2.0)
     assert list(by_name) == ["shard", "ingress", "new"]  # most first; "gone" has no after
     assert by_name == {
         "shard": pytest.approx(1.5),
@@ -140,58 +143,46 @@ def test_the_end_to_end_benchmark_runs_ghbots_default_shards_for_the_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """README: `python benchmarks/bench_e2e.py` measures ghbot as deployed by default."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_e2e import parse_arguments
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = _benchmark("bench_e2e")
 
     for cores, shards in ((2, 1), (3, 1), (4, 2), (16, 2)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert parse_arguments([]).shards == shards, cores
-    assert parse_arguments(["--shards", "3"]).shards == 3
+        assert bench.parse_arguments([]).shards == shards, cores
+    assert bench.parse_arguments(["--shards", "3"]).shards == 3
 
 
 def test_the_speed_probe_runs_on_every_core_at_once_and_rows_are_told_against_the_first(
     tmp_path: Path,
 ) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_e2e import probe_seconds, speeds
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = _benchmark("bench_e2e")
 
     # One process a core, each told its index: their mean is what it returns.
     told = "import sys; print(0.1 * (int(sys.argv[1]) + 1))"
-    assert probe_seconds(cores=3, script=told, tries=1) == pytest.approx(0.2)
+    assert bench.probe_seconds(cores=3, script=told, tries=1) == pytest.approx(0.2)
     # The least of the tries: the first after an idle spell can be slow.
     count = tmp_path / "tries"
     tried = (
         f"from pathlib import Path; p = Path({str(count)!r}); n = len(p.read_text()) if"
         " p.exists() else 0; p.write_text('x' * (n + 1)); print([0.3, 0.1, 0.2][n])"
     )
-    assert probe_seconds(cores=1, script=tried) == pytest.approx(0.1)
+    assert bench.probe_seconds(cores=1, script=tried) == pytest.approx(0.1)
     assert count.read_text() == "xxx"
-    assert probe_seconds(cores=1, tries=1) > 0.0  # the real loop, once
+    assert bench.probe_seconds(cores=1, tries=1) > 0.0  # the real loop, once
     rows = [{"probe_s": [0.2, 0.25]}, {"probe_s": [0.25, 0.2]}, {"probe_s": [0.1, 0.2]}]
-    assert speeds(rows) == [
+    assert bench.speeds(rows) == [
         pytest.approx((1.0, 0.8)),
         pytest.approx((0.8, 1.0)),
         pytest.approx((2.0, 1.0)),
     ]
-    assert speeds([]) == []
+    assert bench.speeds([]) == []
 
 
 def test_steal_is_its_share_of_the_ticks_and_a_moving_speed_is_said() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_e2e import speed_warning, steal_share
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench = _benchmark("bench_e2e")
 
     # user nice system idle iowait irq softirq steal guest guest_nice
-    assert steal_share([50, 0, 20, 20, 0, 0, 0, 10, 40, 0]) == pytest.approx(0.10)
-    assert steal_share([0] * 10) == 0.0
-    assert speed_warning([(1.0, 1.0), (0.97, 1.04), (0.95, 1.02)]) is None  # within 0.1
-    said = speed_warning([(1.0, 1.19), (0.67, 1.23)])
+    assert bench.steal_share([50, 0, 20, 20, 0, 0, 0, 10, 40, 0]) == pytest.approx(0.10)
+    assert bench.steal_share([0] * 10) == 0.0
+    assert bench.speed_warning([(1.0, 1.0), (0.97, 1.04), (0.95, 1.02)]) is None  # within 0.1
+    said = bench.speed_warning([(1.0, 1.19), (0.67, 1.23)])
     assert said is not None and "between 0.67 and 1.23" in said and "not a quiet" in said
