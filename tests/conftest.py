@@ -79,9 +79,18 @@ def ray_serve() -> Iterator[str]:
         ray.shutdown()
 
 
+#: A test still running after this many seconds hangs: pytest-timeout fails it with
+#: its stack, rather than the run stalling until CI's own limit. Far above the slowest
+#: test of each kind (a Ray test starting its own nodes takes minutes), so a slow
+#: machine never meets it.
+HANG_AFTER = 300
+CLUSTER_HANG_AFTER = 900
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark everything under tests/cluster as `cluster` and run it last; mark the
-    cluster tests that start a Ray of their own, not the session's, `own_ray`.
+    cluster tests that start a Ray of their own, not the session's, `own_ray`; give
+    each test without a `timeout` mark of its own the one for its kind.
 
     `-m "not cluster"` is then the fast set, and the session's one Ray starts after
     every Ray-free test has run. `-m own_ray` can run beside the session's Ray
@@ -90,10 +99,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/tests/cluster/" in str(item.path):
             item.add_marker(pytest.mark.cluster)
-        if item.get_closest_marker("cluster") is not None and "ray_serve" not in getattr(
-            item, "fixturenames", ()
-        ):
+        cluster = item.get_closest_marker("cluster") is not None
+        if cluster and "ray_serve" not in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.own_ray)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(CLUSTER_HANG_AFTER if cluster else HANG_AFTER))
     items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
 
 

@@ -81,6 +81,12 @@ _UNREACHED: Final = (RayActorError, ConnectionError)
 _HOLDS_LOGGED = LogLimiter(burst=1, per=10.0)
 
 
+def _now() -> float:
+    """The running event loop's clock, the one `asyncio.timeout` and `asyncio.sleep`
+    count in: holds are measured in it, so they end when their timeouts do."""
+    return asyncio.get_running_loop().time()
+
+
 def _unreached(exc: BaseException) -> bool:
     return isinstance(exc, _UNREACHED) and not isinstance(exc, RayTaskError)
 
@@ -151,7 +157,7 @@ class ShardBatcher:
         future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
         self._items.append(item)
         self._futures.append(future)
-        self._arrived.append(time.monotonic())
+        self._arrived.append(_now())
         if self._inflight < self.max_inflight:
             self._flush()
         return future
@@ -211,9 +217,8 @@ class ShardBatcher:
         while True:
             started = time.perf_counter()
             # A try of a held batch ends with the hold; a first try is not bounded.
-            left = max(held_until - time.monotonic(), 0.0) if held else None
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout_at(held_until if held else None):
                     statuses = await self.channel.ingest(encode_parts(items))
             except Exception as exc:
                 if (held or _unreached(exc)) and await self._again(held_until, seq):
@@ -242,7 +247,7 @@ class ShardBatcher:
     async def _again(self, held_until: float, seq: int) -> bool:
         """Wait `retry_every`, find the shard anew, and wait for the batches held before
         this one (`seq`) to leave the hold; False once the hold is over."""
-        if self.resolve is None or time.monotonic() + self.retry_every >= held_until:
+        if self.resolve is None or _now() + self.retry_every >= held_until:
             return False
         if seq not in self._holding:
             bisect.insort(self._holding, seq)
@@ -257,7 +262,7 @@ class ShardBatcher:
             )
         await asyncio.sleep(self.retry_every)
         try:
-            async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
+            async with asyncio.timeout_at(held_until):
                 await self.find()
         except Exception as exc:  # none named yet (its successor is starting)
             log.debug("the shard is not found by name (%s)", type(exc).__name__)
@@ -267,7 +272,7 @@ class ShardBatcher:
         """Wait until batch `seq` is the oldest held; False if its hold ends first."""
         while self._holding[0] != seq:
             try:
-                async with asyncio.timeout(max(held_until - time.monotonic(), 0.0)):
+                async with asyncio.timeout_at(held_until):
                     await self._hold_moved.wait()
             except TimeoutError:
                 return False

@@ -350,10 +350,11 @@ class FakeGitHub(Setup):
         return self._response(403, _encode(data), headers)
 
     async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
-        """Answer as `fault` says, or None (after a delay) to answer as usual."""
+        """Answer as `fault` says (after its delay, if any), or None to answer as usual."""
         kind, headers = fault.kind, {"Content-Type": _JSON}
-        if kind == "slow":
+        if fault.delay:
             await asyncio.sleep(fault.delay)
+        if kind == "slow":
             return None
         if kind == "drop":
             if request.transport is not None:

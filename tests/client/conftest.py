@@ -7,8 +7,9 @@ except where they time real I/O on purpose.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,17 @@ from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 
 REPO = "octo-org/hello-world"
+T = TypeVar("T")
+
+
+async def in_flight(fake: FakeGitHub, call: Awaitable[T], path: str) -> asyncio.Future[T]:
+    """Start `call`, a request for `path`, and return it once the fake GitHub holds it."""
+    started = asyncio.ensure_future(call)
+    for _ in range(100_000):  # turns of the event loop, not time
+        if started.done() or path in [r.path for r in fake.requests]:
+            break
+        await asyncio.sleep(0)
+    return started
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from ghbot.errors import LeaseExhausted, RateLimited
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.testing import FakeClock, FakeGitHub
 
-from .conftest import REPO
+from .conftest import REPO, in_flight
 
 ISSUE = f"/repos/{REPO}/issues/1"
 
@@ -56,6 +56,30 @@ async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
         await gh.request("GET", f"/repos/{REPO}")
     assert len(fake.requests) == sent, "a paused installation sends nothing"
     clock.advance(121)
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+
+
+async def test_a_shorter_secondary_limit_answered_later_never_shortens_the_pause(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """Two of one installation's requests in flight draw secondary limits: the one
+    answered last asks for less, and the pause keeps the longer."""
+    gh = token_client(options=options.replace(max_rate_limit_wait=30))
+    fake.faults.add("/hello-world$", "secondary", retry_after=60, delay=0.2)
+    fake.faults.add("/other$", "secondary", retry_after=600)
+    late = await in_flight(fake, gh.request("GET", f"/repos/{REPO}"), f"/repos/{REPO}")
+    with pytest.raises(RateLimited) as first:
+        await gh.request("GET", "/repos/octo-org/other")
+    assert not late.done()  # its 60 s limit comes after the 600 s one
+    with pytest.raises(RateLimited) as second:
+        await late
+    assert (first.value.retry_after, second.value.retry_after) == (600, 60)
+    clock.advance(120)
+    sent = len(fake.requests)
+    with pytest.raises(RateLimited, match="paused"):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert len(fake.requests) == sent and gh.paused
+    clock.advance(481)
     assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
 
 

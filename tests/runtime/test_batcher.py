@@ -1,9 +1,14 @@
-"""The ingress's per-shard batcher, with a stand-in for the shard actor (no Ray)."""
+"""The ingress's per-shard batcher, with a stand-in for the shard actor (no Ray).
+
+The tests run on looptime's event loop clock: a sleep or timeout takes no wall time and
+the clock moves only by them, so each hold's length is checked exactly, never against
+how fast the machine is. The holds and tries are powers of two (0.5 s, 0.125 s): their
+sums are exact in floating point.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -18,6 +23,15 @@ from ghbot.events import Event
 from ghbot.logs import LogLimiter
 from tests.metering import metered
 from tests.runtime.conftest import bare_ingress, item, payload, webhook_request
+
+pytestmark = pytest.mark.looptime
+
+HOLD, TRY = 0.5, 0.125
+
+
+def now() -> float:
+    """The event loop's (looptime's) clock, the one the batcher counts holds in."""
+    return asyncio.get_running_loop().time()
 
 
 class FakeShard:
@@ -201,17 +215,19 @@ async def test_batches_held_behind_one_another_each_end_with_their_own_hold() ->
     shard = Draining()
     names = Succession(shard)  # no successor comes
     batcher = ShardBatcher(
-        shard, limit=1, max_inflight=3, resolve=names.resolve, hold_for=0.3, retry_every=0.05
+        shard, limit=1, max_inflight=3, resolve=names.resolve, hold_for=HOLD, retry_every=TRY
     )
-    started = time.monotonic()
+    started = now()
     futures = [batcher.submit(item(n)) for n in range(3)]
     assert await asyncio.gather(*futures) == ["draining"] * 3
-    assert time.monotonic() - started < 0.3 + 0.1 + 0.1
+    # All three arrived together: each is answered at its own hold's last try, not
+    # one hold after another.
+    assert now() - started == HOLD - TRY
     assert batcher.expired == 3 and not batcher._holding
-    # Only the oldest held batch is tried again: the others went once at first, then
-    # at most once more, when the hold of those before them had ended.
+    # Only the oldest held batch is tried again (at 0, 1/8, 2/8 and 3/8 s): the others,
+    # sent while it was held, waited behind it and went once, when its hold ended.
     sent = [guid for b in shard.batches for guid in b]
-    assert sent.count("d0") >= 3 and sent.count("d1") <= 2 and sent.count("d2") <= 2
+    assert (sent.count("d0"), sent.count("d1"), sent.count("d2")) == (4, 1, 1)
 
 
 async def test_a_batch_to_a_shard_that_is_gone_is_sent_again_to_the_one_named_now() -> None:
@@ -227,12 +243,12 @@ async def test_the_hold_ends_and_the_deliveries_are_answered_draining() -> None:
     m = metered()
     shard = Draining()
     names = Succession(shard)  # no successor comes
-    batcher = ShardBatcher(shard, limit=8, resolve=names.resolve, hold_for=0.2, retry_every=0.05)
-    started = time.monotonic()
+    batcher = ShardBatcher(shard, limit=8, resolve=names.resolve, hold_for=HOLD, retry_every=TRY)
+    started = now()
     assert await batcher.submit(item(0)) == "draining"  # the ingress answers 503
     assert m.delta("ghbot_held_deliveries_total") == {frozenset({("outcome", "expired")}): 1}
-    assert 0.1 <= time.monotonic() - started < 2.0
-    assert 2 <= len(shard.batches) <= 5
+    # Tried at 0, 1/8, 2/8 and 3/8 s: one more wait would have passed the hold's end.
+    assert now() - started == HOLD - TRY and len(shard.batches) == 4
 
 
 class Raising(FakeShard):
@@ -273,16 +289,17 @@ async def test_deliveries_queued_behind_held_batches_are_answered_within_their_o
     shard = Draining()
     names = Succession(shard)  # no successor comes
     batcher = ShardBatcher(
-        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=0.3, retry_every=0.05
+        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=HOLD, retry_every=TRY
     )
     first = batcher.submit(item(0))
-    await asyncio.sleep(0.2)
-    arrived = time.monotonic()
+    await asyncio.sleep(HOLD / 2)
+    arrived = now()
     second = batcher.submit(item(1))  # waits for the first's call to end
     assert await first == "draining"
+    assert now() - arrived == HOLD / 2 - TRY  # the first's hold ended (3/8 s)
     assert await second == "draining"
-    # Held for at most its own 0.3 s (and a try's wait), not also for the first's.
-    assert time.monotonic() - arrived < 0.3 + 0.1 + 0.1
+    # Held for its own hold from its arrival, not also for the first's.
+    assert now() - arrived == HOLD - TRY
     assert batcher.expired == 2
 
 
@@ -328,13 +345,13 @@ async def test_a_batch_is_held_from_its_first_arrival_not_from_when_it_is_sent()
     shard = Draining()
     names = Succession(shard)  # no successor comes
     batcher = ShardBatcher(
-        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=0.3, retry_every=0.05
+        shard, limit=8, max_inflight=1, resolve=names.resolve, hold_for=HOLD, retry_every=TRY
     )
     first = batcher.submit(item(0))  # goes now, and is held
     second = batcher.submit(item(1))  # arrives now, goes once the first's hold has ended
     assert await first == "draining" and await second == "draining"
     sent = [guid for b in shard.batches for guid in b]
-    assert sent.count("d0") >= 2  # held: tried again until its hold ended
+    assert sent.count("d0") == 4  # held: tried again until its hold ended
     assert sent.count("d1") == 1  # its own hold, from the same arrival, was over too
 
 
@@ -347,11 +364,11 @@ async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
     m = metered()
     hanging = Hanging()
     names = Succession(hanging)
-    batcher = ShardBatcher(Gone(), limit=8, resolve=names.resolve, hold_for=0.3, retry_every=0.05)
-    started = time.monotonic()
+    batcher = ShardBatcher(Gone(), limit=8, resolve=names.resolve, hold_for=HOLD, retry_every=TRY)
+    started = now()
     with pytest.raises(ShardUnavailable, match="TimeoutError"):
         await batcher.submit(item(0))
-    assert time.monotonic() - started < 0.3 + 0.1
+    assert now() - started == HOLD  # cut off at the hold's end
     assert hanging.batches == [["d0"]]
     assert m.count("ghbot_held_deliveries_total", outcome="expired") == 1
 
@@ -366,13 +383,13 @@ async def test_without_resolve_a_draining_shard_is_answered_at_once() -> None:
 async def test_the_ingress_answers_503_with_retry_after_once_a_hold_ends() -> None:
     shard = Draining()
     batcher = ShardBatcher(
-        shard, limit=8, resolve=Succession(shard).resolve, hold_for=0.2, retry_every=0.05
+        shard, limit=8, resolve=Succession(shard).resolve, hold_for=HOLD, retry_every=TRY
     )
     replica = bare_ingress(Greeter, batcher)  # type: ignore[arg-type]
     body = payload("issues.opened")
     answer = await replica.webhook(webhook_request(body))
     assert answer.status_code == 503 and answer.headers["Retry-After"] == str(RETRY_AFTER)
-    assert b"draining" in answer.body and len(shard.batches) >= 2 and batcher.expired == 1
+    assert b"draining" in answer.body and len(shard.batches) == 4 and batcher.expired == 1
     # Its successor named: the next delivery is held, then taken (202).
     successor = FakeShard()
     successor.release.set()
