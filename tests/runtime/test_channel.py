@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actors import InstallationActor, on
+from actors.ray import channel
 from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.shard import Answer, ShardCore
@@ -99,8 +100,9 @@ async def test_what_the_shard_raised_fails_its_batch_with_the_error_named() -> N
         server.close()
 
 
+@pytest.mark.timeout(60)
 async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shard = Shard()
     server = await ChannelServer.start(shard.ingest, "127.0.0.1")
@@ -114,7 +116,9 @@ async def test_a_connection_without_the_token_is_refused_and_nothing_is_ingested
         writer.close()
         assert shard.batches == [] and server.refused == 1
         assert "wrong token" in caplog.text
-        # Nor is a long frame read before the token: the length alone ends it.
+        # Nor is a long frame read before the token: the length alone ends it, not the
+        # wait for the token (made endless here; a hang fails at the test's limit).
+        monkeypatch.setattr(channel, "CONNECT_TIMEOUT", 3600.0)
         reader, writer = await asyncio.open_connection(address.host, address.port)
         writer.write((2**30).to_bytes(4, "big"))
         await writer.drain()
@@ -147,6 +151,78 @@ async def test_a_lost_connection_fails_the_batches_on_it_and_the_next_asks_again
         second.close()
     finally:
         batcher.channel.close()
+
+
+async def test_the_successor_found_by_name_gets_the_next_batch_on_a_connection_of_its_own() -> None:
+    old_shard, new_shard = Shard(), Shard()
+    old = await ChannelServer.start(old_shard.ingest, "127.0.0.1")
+    new = await ChannelServer.start(new_shard.ingest, "127.0.0.1")
+    successor = Handle(new.address)
+
+    async def resolve() -> Handle:
+        return successor
+
+    batcher = ShardBatcher(Handle(old.address), limit=8, direct=True, resolve=resolve)
+    try:
+        assert await batcher.submit(item(1)) == Status.ACCEPTED
+        assert await batcher.find() is successor  # as a held batch's next try does
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        # Not on the old shard's connection, still open: the old one is draining.
+        assert old_shard.batches == [["d1"]] and new_shard.batches == [["d2"]]
+        assert successor.asked == 1 and successor.ray_batches == []
+    finally:
+        batcher.channel.close()
+        old.close()
+        new.close()
+
+
+async def test_a_successor_with_a_channel_is_used_at_once_after_one_without() -> None:
+    """The predecessor had none (Ray calls for a minute): its successor's is tried
+    at once, not when that minute ends."""
+    shard = Shard()
+    server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    successor = Handle(server.address)
+
+    async def resolve() -> Handle:
+        return successor
+
+    batcher = ShardBatcher(Handle(None), limit=8, direct=True, resolve=resolve)
+    try:
+        assert await batcher.submit(item(1)) == Status.DUPLICATE  # over Ray
+        await batcher.find()
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        assert shard.batches == [["d2"]] and successor.ray_batches == []
+    finally:
+        batcher.channel.close()
+        server.close()
+
+
+async def test_an_address_asked_of_a_shard_replaced_meanwhile_is_not_used() -> None:
+    old_shard, new_shard = Shard(), Shard()
+    old = await ChannelServer.start(old_shard.ingest, "127.0.0.1")
+    new = await ChannelServer.start(new_shard.ingest, "127.0.0.1")
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    class Slow(Handle):
+        async def _channel(self) -> ChannelAddress | None:
+            asked.set()
+            await answer.wait()  # its answer comes after the successor is named
+            return await super()._channel()
+
+    batcher = ShardBatcher(Slow(old.address), limit=8, direct=True)
+    try:
+        first = batcher.submit(item(1))
+        await asked.wait()
+        batcher.channel.use(Handle(new.address))
+        answer.set()
+        with pytest.raises(ShardUnavailable, match="ChannelClosed"):
+            await first  # (with `resolve`, the ingress holds it for the successor)
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        assert old_shard.batches == [] and new_shard.batches == [["d2"]]
+    finally:
+        batcher.channel.close()
+        old.close()
+        new.close()
 
 
 async def test_an_unreachable_channel_falls_back_to_ray_calls(
