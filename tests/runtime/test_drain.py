@@ -44,6 +44,7 @@ from tests.runtime.conftest import (
     VSHARDS,
     Commenter,
     HeldReads,
+    Stuck,
     batch,
     commenter_shard,
     inbound,
@@ -105,6 +106,28 @@ async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it
     assert len(fake.requests_to(COMMENTS, "POST")) == 4  # one comment per delivery
     assert await _completed(journal) == ["d1", "d1-again", "d2", "d3"]
     assert first in {"d1", "d2", "d3"}
+
+
+async def test_a_draining_shard_passivates_no_host_it_stopped(journal: Journal) -> None:
+    """What a drain left pending stays in view (`pending`, the drain's count): an idle
+    host it stopped is not dropped, however long idle."""
+    Stuck.release = asyncio.Event()
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Stuck)
+    await shard.start()
+    try:
+        body = payload("issues.opened", installation=41)  # one issue: one after the other
+        taken = [inbound(Stuck, "issues", body, delivery_id=d) for d in ("first", "second")]
+        assert await shard.ingest(batch(*taken)) == ["accepted"] * 2
+        await until(lambda: shard.hosts[41].busy == 2)
+        draining = asyncio.create_task(shard.drain())
+        await asyncio.sleep(0)  # the drain stops the host: the second will not start
+        Stuck.release.set()  # the first runs to its end
+        assert await draining == 1
+        assert shard.passivate(force_idle=True) == 0
+        assert list(shard.hosts) == [41] and shard.pending() == 1
+    finally:
+        Stuck.release.set()
+        await shard.close()
 
 
 class TwoComments(InstallationActor):

@@ -591,6 +591,21 @@ async def test_a_delivery_for_another_shard_is_refused_and_not_written(journal: 
     assert await types_in(journal) == []
 
 
+async def test_a_delivery_named_for_a_virtual_shard_not_its_installations_is_refused(
+    journal: Journal,
+) -> None:
+    """An ingress counting another number of virtual shards names one this shard owns,
+    but not the installation's: journaled there, it would be in a stream no shard
+    reads for the installation."""
+    shard = core(journal, Recorder)
+    await shard.start()
+    item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="misrouted")
+    item = msgspec.structs.replace(item, vshard=shard_of() ^ 1)
+    assert await shard.ingest(batch(item)) == ["refused"]
+    for vshard in (shard_of(), shard_of() ^ 1):
+        assert await journal.read(stream_name(INSTALLATION), shard=vshard) == []
+
+
 class Silent(InstallationActor):
     """The old code of an upgrade: no handler for what `Recorder` handles."""
 
