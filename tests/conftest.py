@@ -80,9 +80,9 @@ def ray_serve() -> Iterator[str]:
 
 
 #: A test still running after this many seconds hangs: pytest-timeout fails it with
-#: its stack, rather than the run stalling until CI's own limit. Far above the slowest
-#: test of each kind (a Ray test starting its own nodes takes minutes), so a slow
-#: machine never meets it.
+#: its stack, rather than the run stalling until CI's own limit. Several times the
+#: slowest test of each kind seen here (a Ray test starting its own nodes, a few
+#: minutes), so that a slow machine does not meet it.
 HANG_AFTER = 300
 CLUSTER_HANG_AFTER = 900
 
