@@ -158,6 +158,40 @@ async def test_a_handler_that_wrote_is_not_cut_while_it_waits_to_write_again(
     assert len(fake.requests_to(COMMENTS, "POST")) == 2
 
 
+class WritesWaitsWrites(InstallationActor):
+    """Comment, wait for `go_on`, then comment again (waiting for its turn to)."""
+
+    go_on: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        await self.github.request("POST", COMMENTS, json={"body": "one"})
+        await type(self).go_on.wait()
+        await self.github.request("POST", COMMENTS, json={"body": "two"})
+
+
+async def test_a_handler_that_wrote_is_not_cut_when_it_waits_to_write_after_the_drain_began(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    """The wait for its turn starts once the host is stopping: it has written, so it
+    is not refused there either."""
+    WritesWaitsWrites.go_on = asyncio.Event()
+    shard = commenter_shard(journal, fake, WritesWaitsWrites, pace_writes=2.0)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(WritesWaitsWrites, 1, "d1"))) == ["accepted"]
+    await until(lambda: len(fake.requests_to(COMMENTS, "POST")) == 1)
+    draining = asyncio.create_task(shard.drain())
+    await asyncio.sleep(0)  # the host is stopping from here on
+    WritesWaitsWrites.go_on.set()  # its second write waits for its turn now
+    async with asyncio.timeout(10):
+        assert await draining == 0
+    await shard.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
+    assert await _completed(journal) == ["d1"]
+    assert await _successor_runs_the_rest(journal, fake, WritesWaitsWrites) == 0
+    assert len(fake.requests_to(COMMENTS, "POST")) == 2
+
+
 class FailsOnce(InstallationActor):
     """Fail the first attempt of each delivery, then comment."""
 

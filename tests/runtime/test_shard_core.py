@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -14,6 +14,7 @@ from actors.bot import InstallationActor, on
 from actors.records import (
     DeliveryReceived,
     HandlerFailed,
+    HandlerSucceeded,
     Pending,
     Progress,
     decode_runtime,
@@ -25,7 +26,19 @@ from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
 from ghbot.retry import RetryPolicy
-from tests.runtime.conftest import INSTALLATION, VSHARDS, batch, inbound, payload, shard_of
+from ghbot.testing import FakeGitHub
+from tests.runtime.conftest import (
+    COMMENTER_INSTALLATION,
+    INSTALLATION,
+    VSHARDS,
+    Commenter,
+    batch,
+    commenter_shard,
+    inbound,
+    payload,
+    shard_of,
+    until,
+)
 
 
 async def _no_sleep(_seconds: float) -> None:
@@ -184,6 +197,86 @@ async def test_a_failing_handler_is_retried_then_succeeds(journal: Journal) -> N
         "HandlerSucceeded",
         "DeliveryCompleted",
     ]
+
+
+class TwoSteps(InstallationActor):
+    """Two handlers of one event: the second waits for `release`."""
+
+    ran: ClassVar[list[str]] = []
+    release: ClassVar[asyncio.Event]
+
+    @on("issues.opened")
+    async def first(self, event: Event) -> None:
+        TwoSteps.ran.append("first")
+
+    @on("issues.opened")
+    async def second(self, event: Event) -> None:
+        TwoSteps.ran.append("second")
+        await TwoSteps.release.wait()
+
+
+async def test_a_restarted_shard_runs_only_the_handlers_not_journaled_as_done(
+    journal: Journal,
+) -> None:
+    TwoSteps.ran, TwoSteps.release = [], asyncio.Event()
+    first = core(journal, TwoSteps)
+    await first.start()
+    await first.ingest(batch(inbound(TwoSteps, "issues", payload("issues.opened"))))
+    await until(lambda: TwoSteps.ran == ["first", "second"])
+    await first.close()  # as a process dying with the second handler running
+    assert await types_in(journal) == ["DeliveryReceived", "HandlerSucceeded"]
+
+    TwoSteps.release.set()
+    second = core(journal, TwoSteps)
+    assert await second.start() == 1
+    await second.wait_idle()
+    assert TwoSteps.ran == ["first", "second", "second"]  # the first ran once
+    assert (await types_in(journal))[-1] == "DeliveryCompleted"
+
+
+class FailsWithData(InstallationActor):
+    max_attempts = 1
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        raise RuntimeError("could not reach alice@example.com")
+
+
+async def test_a_dead_letters_log_line_names_the_handlers_error_type_not_its_message(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler's error may carry data: its message goes to the journal's dead letter
+    (for `ghbot dead-letters list`), not to the log."""
+    shard = core(journal, FailsWithData)
+    await shard.start()
+    await shard.ingest(batch(inbound(FailsWithData, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    [line] = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert line.endswith("after 1 attempts: RuntimeError")
+    assert "alice@example.com" not in caplog.text
+
+
+class CommentsInOneAttempt(Commenter):
+    max_attempts = 1
+
+
+async def test_a_try_github_asked_to_wait_for_is_not_counted_as_an_attempt(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    """A secondary limit is GitHub's, not the handler's: the handler runs again from
+    the start when it ends, in the same attempt, even with one attempt allowed."""
+    fake.faults.add(r"/comments$", "secondary", retry_after=1, count=1)
+    shard = commenter_shard(journal, fake, CommentsInOneAttempt, max_rate_limit_wait=0)
+    _started.append(shard)
+    await shard.start()
+    body = payload("issues.opened", installation=COMMENTER_INSTALLATION)
+    assert await shard.ingest(batch(inbound(CommentsInOneAttempt, "issues", body))) == ["accepted"]
+    await shard.wait_idle()
+    assert fake.secondary_limits == 1
+    stream, vshard = stream_name(COMMENTER_INSTALLATION), shard_of(COMMENTER_INSTALLATION)
+    outcomes = [decode_runtime(r.type, r.data) for r in await journal.read(stream, shard=vshard)]
+    [succeeded] = [e for e in outcomes if isinstance(e, HandlerSucceeded)]
+    assert succeeded.attempt == 1
 
 
 async def test_a_shard_resuming_a_failed_attempt_waits_what_is_left_of_its_backoff(
