@@ -17,7 +17,7 @@ from starlette.requests import Request
 from actors.bot import InstallationActor, on, ordering_key
 from actors.quota import TurnSource
 from actors.ray.ingress import WebhookIngress
-from actors.records import DeliveryReceived
+from actors.records import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status, encode_batch, vshard_of
 from ghbot.breaker import CircuitBreaker
@@ -154,6 +154,16 @@ class Stuck(InstallationActor):
         await type(self).release.wait()
 
 
+class AlwaysFails(InstallationActor):
+    """A handler that fails its one attempt; its error carries data (an address)."""
+
+    max_attempts = 1
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        raise RuntimeError("could not reach alice@example.com")
+
+
 class Commenter(InstallationActor):
     """Comment once on issue 1 of `COMMENTER_REPO` for every new issue."""
 
@@ -162,6 +172,12 @@ class Commenter(InstallationActor):
         await self.github.request(
             "POST", f"/repos/{COMMENTER_REPO}/issues/1/comments", json={"body": "thanks"}
         )
+
+
+async def commenter_outcomes(journal: Journal) -> list[Any]:
+    """The runtime's records in `Commenter`'s installation's stream, decoded."""
+    stream, vshard = stream_name(COMMENTER_INSTALLATION), COMMENTER_INSTALLATION % VSHARDS
+    return [decode_runtime(r.type, r.data) for r in await journal.read(stream, shard=vshard)]
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from actors.records import (
     ClientHeld,
     HandlerFailed,
     HandlerSucceeded,
-    decode_runtime,
     stream_name,
 )
 from actors.shard import ShardCore
@@ -42,10 +41,12 @@ from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
 from tests.runtime.conftest import (
     COMMENTER_REPO,
     VSHARDS,
+    AlwaysFails,
     Commenter,
     HeldReads,
     Stuck,
     batch,
+    commenter_outcomes,
     commenter_shard,
     inbound,
     payload,
@@ -60,15 +61,10 @@ def _opened(bot: type[InstallationActor], number: int, delivery_id: str) -> Any:
     return inbound(bot, "issues", body, delivery_id=delivery_id)
 
 
-async def _outcomes(journal: Journal) -> list[Any]:
-    records = await journal.read(stream_name(INSTALLATION), shard=INSTALLATION % VSHARDS)
-    return [decode_runtime(r.type, r.data) for r in records]
-
-
 async def _completed(journal: Journal) -> list[str]:
     return sorted(
         getattr(e, "delivery_id", "")
-        for e in await _outcomes(journal)
+        for e in await commenter_outcomes(journal)
         if type(e).__name__ == "DeliveryCompleted"
     )
 
@@ -100,7 +96,7 @@ async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it
     await shard.close()
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
     [first] = await _completed(journal)
-    assert not any(isinstance(e, HandlerFailed) for e in await _outcomes(journal))
+    assert not any(isinstance(e, HandlerFailed) for e in await commenter_outcomes(journal))
 
     assert await _successor_runs_the_rest(journal, fake, Commenter) == 3
     assert len(fake.requests_to(COMMENTS, "POST")) == 4  # one comment per delivery
@@ -219,7 +215,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
         assert await shard.drain() == 1
     drained_at = time.time()
     await shard.close()
-    [*_, failed] = await _outcomes(journal)
+    [*_, failed] = await commenter_outcomes(journal)
     assert isinstance(failed, HandlerFailed)
     assert drained_at < failed.retry_at  # it did not wait out the backoff
     assert failed.retry_at == pytest.approx(FailsOnce.attempts[0][1] + failed.retry_in, abs=0.1)
@@ -236,7 +232,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
     assert second >= failed.retry_at - 0.01
     assert second - first < failed.retry_in + 1.0
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
-    [succeeded] = [e for e in await _outcomes(journal) if isinstance(e, HandlerSucceeded)]
+    [succeeded] = [e for e in await commenter_outcomes(journal) if isinstance(e, HandlerSucceeded)]
     assert succeeded.attempt == 2  # the attempt the first shard journaled counts
 
 
@@ -334,7 +330,7 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
         assert await shard.drain() == 1
     assert github.paused  # it did not wait the pause out
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert (held.writes_after, held.paused_until) == (0.0, paused_until)
 
     successor = commenter_shard(journal, fake, Commenter, pace_writes=None)
@@ -373,7 +369,7 @@ async def test_an_installation_being_read_again_is_handed_over_with_its_pause(
     assert shard.hosts[INSTALLATION].bot.github is github
     assert github.paused  # it did not wait the pause out
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.paused_until == paused_until
     assert left == 1  # d1, for the successor
 
@@ -405,7 +401,7 @@ async def test_an_installation_read_again_as_the_drain_begins_is_handed_over_wit
     async with asyncio.timeout(10):
         assert await drain == 0
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == writes_after
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
 
@@ -442,7 +438,7 @@ async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_o
     async with asyncio.timeout(10):
         assert await shard.drain() == 0
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == writes_after
 
 
@@ -459,7 +455,7 @@ async def test_a_finishing_drain_does_not_wait_out_a_reading_again_s_backoff(
         assert await shard.drain(finish=True) == 0
     assert not shard._reactivating
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == writes_after
 
 
@@ -501,7 +497,7 @@ async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
         assert await shard.drain() == 1
     assert time.time() < breaker_until  # it did not wait for the breaker to close
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.breaker_until == breaker_until
 
     successor = commenter_shard(journal, fake, Commenter, pace_writes=None, breaker=breaker)
@@ -516,15 +512,7 @@ async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
     assert time.time() >= breaker_until
     assert len(fake.requests_to(COMMENTS, "POST")) == 2  # the 502, then the comment
     assert await _completed(journal) == ["d1"]
-    assert not any(isinstance(e, HandlerFailed) for e in await _outcomes(journal))
-
-
-class AlwaysFails(InstallationActor):
-    max_attempts = 1
-
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        raise RuntimeError("broken")
+    assert not any(isinstance(e, HandlerFailed) for e in await commenter_outcomes(journal))
 
 
 async def test_a_draining_shard_does_not_take_a_dead_letter_replay(
@@ -695,7 +683,7 @@ async def test_a_turn_given_to_a_lease_s_task_is_handed_over_and_its_next_asked_
     async with asyncio.timeout(10):
         assert await shard.drain() == 0
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == github.holds().writes_after > time.time()
     with pytest.raises(ShardDraining):  # a turn now would not reach the successor
         await shard.grant_write(INSTALLATION)
@@ -768,9 +756,9 @@ async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
     with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
         async with asyncio.timeout(0.3):
             await shard.drain()
-    assert not [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    assert not [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     await shard.close()
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == pytest.approx(writes_after, abs=0.5)
     assert held.writes_after > time.time() + 50
 
@@ -808,7 +796,7 @@ async def test_one_slow_hand_over_costs_the_others_nothing(
     async with asyncio.timeout(5):
         assert await shard._hand_over_clients(within=0.3) == 1
     assert slow.cancelled
-    [held] = [e for e in await _outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
     assert held.writes_after == writes_after
     del shard.hosts[INSTALLATION + VSHARDS]
     await shard.close()

@@ -31,8 +31,10 @@ from tests.runtime.conftest import (
     COMMENTER_INSTALLATION,
     INSTALLATION,
     VSHARDS,
+    AlwaysFails,
     Commenter,
     batch,
+    commenter_outcomes,
     commenter_shard,
     inbound,
     payload,
@@ -234,22 +236,14 @@ async def test_a_restarted_shard_runs_only_the_handlers_not_journaled_as_done(
     assert (await types_in(journal))[-1] == "DeliveryCompleted"
 
 
-class FailsWithData(InstallationActor):
-    max_attempts = 1
-
-    @on("issues.opened")
-    async def opened(self, event: Event) -> None:
-        raise RuntimeError("could not reach alice@example.com")
-
-
 async def test_a_dead_letters_log_line_names_the_handlers_error_type_not_its_message(
     journal: Journal, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler's error may carry data: its message goes to the journal's dead letter
     (for `ghbot dead-letters list`), not to the log."""
-    shard = core(journal, FailsWithData)
+    shard = core(journal, AlwaysFails)
     await shard.start()
-    await shard.ingest(batch(inbound(FailsWithData, "issues", payload("issues.opened"))))
+    await shard.ingest(batch(inbound(AlwaysFails, "issues", payload("issues.opened"))))
     await shard.wait_idle()
     [line] = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert line.endswith("after 1 attempts: RuntimeError")
@@ -273,8 +267,7 @@ async def test_a_try_github_asked_to_wait_for_is_not_counted_as_an_attempt(
     assert await shard.ingest(batch(inbound(CommentsInOneAttempt, "issues", body))) == ["accepted"]
     await shard.wait_idle()
     assert fake.secondary_limits == 1
-    stream, vshard = stream_name(COMMENTER_INSTALLATION), shard_of(COMMENTER_INSTALLATION)
-    outcomes = [decode_runtime(r.type, r.data) for r in await journal.read(stream, shard=vshard)]
+    outcomes = await commenter_outcomes(journal)
     [succeeded] = [e for e in outcomes if isinstance(e, HandlerSucceeded)]
     assert succeeded.attempt == 1
 
