@@ -135,6 +135,8 @@ def _create_actors(runtime: RuntimeSettings, targets: list[str]) -> list[Any]:
             ray.kill(shard, no_restart=True)
             _wait_gone(shard_name(i), runtime.namespace, shard)
             time.sleep(1.0)
+        else:  # not a killed actor's handle, whose first call fails as if the kill did
+            raise RuntimeError(f"{shard_name(i)} was placed off its node 10 times in a row")
         shards.append(shard)
     return shards
 
