@@ -6,7 +6,8 @@ tests/faults/test_process_kills.py on a cluster of two raylets (tests/cluster/te
 Deploys `tests.faults.labeler:Labeler` with a PostgreSQL journal and a FakeGitHub, its
 two shards placed on the second (worker) node by a soft node affinity (what Ray does
 with an actor whose node died: a soft affinity lets it start elsewhere; a hard one
-would not), Serve's proxy on the head. It streams signed deliveries through the proxy,
+would not; with `--split`, shard 0 on the head by a hard one, the head never being
+killed), Serve's proxy on the head. It streams signed deliveries through the proxy,
 kills the worker node's raylet with SIGKILL (found by the node id it was started with), and
 streams on until every answer has been 2xx for a second; sends again what was not
 acknowledged, waits for the shards, and checks the history (`tests.history.check`).
@@ -107,11 +108,15 @@ def _raylet_pid(node_id: str) -> int:
     raise RuntimeError(f"no raylet process with {flag.decode()}")
 
 
-def _create_actors(runtime: RuntimeSettings, targets: list[str]) -> list[Any]:
-    """Create the app-auth actor, and shard `i` with a soft affinity to node `targets[i]`.
+def _create_actors(runtime: RuntimeSettings, targets: list[str], head: str) -> list[Any]:
+    """Create the app-auth actor, and shard `i` with an affinity to node `targets[i]`.
 
-    A soft affinity may place a shard elsewhere (the worker just joined: the scheduler
-    may not count it yet); such a shard is stopped and made again, up to 10 times.
+    A shard meant for the worker gets a soft affinity, so that it can start again on
+    the head once the worker's raylet is killed. A soft affinity may place it elsewhere
+    (the worker just joined: the scheduler may not count it yet); such a shard is
+    stopped and made again, up to 10 times. A shard meant for the head, which is never
+    killed, gets a hard one: with a soft one, a CI run once saw shard 0 placed off the
+    head 10 times in a row.
     """
     common: dict[str, Any] = {
         "namespace": runtime.namespace,
@@ -127,7 +132,9 @@ def _create_actors(runtime: RuntimeSettings, targets: list[str]) -> list[Any]:
             shard = RemoteShard.options(
                 name=shard_name(i),
                 max_concurrency=10_000,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(targets[i], soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    targets[i], soft=targets[i] != head
+                ),
                 **common,
             ).remote(i, runtime.for_shards())
             if ray.get(shard.node_id.remote(), timeout=60) == targets[i]:
@@ -235,7 +242,7 @@ def run(
         head, worker = _nodes()
         install_all(fake, INSTALLATIONS)
         targets = [head, worker] if split else [worker, worker]
-        wait_ready(_create_actors(runtime, targets), timeout=60)
+        wait_ready(_create_actors(runtime, targets, head), timeout=60)
         port = free_port()
         # One proxy, on the head: both raylets share this machine's ports.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
