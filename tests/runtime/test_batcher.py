@@ -355,6 +355,65 @@ async def test_a_batch_is_held_from_its_first_arrival_not_from_when_it_is_sent()
     assert sent.count("d1") == 1  # its own hold, from the same arrival, was over too
 
 
+class TakesFirstOnly(FakeShard):
+    """Takes its first call once released; refuses every later one (draining)."""
+
+    async def _answer(self, n: int) -> list[str]:
+        if len(self.batches) > 1:
+            return ["draining"] * n
+        return await super()._answer(n)
+
+
+async def test_each_batch_gathered_behind_a_call_is_held_from_its_own_first_arrival() -> None:
+    """Deliveries that gathered while a call was out go in batches of `limit`: each
+    batch's hold counts from its own first delivery, not from one sent before it."""
+    shard = TakesFirstOnly()
+    batcher = ShardBatcher(
+        shard,
+        limit=2,
+        max_inflight=1,
+        resolve=Succession(shard).resolve,
+        hold_for=HOLD,
+        retry_every=TRY,
+    )
+    started = now()
+    first = batcher.submit(item(0))  # goes at once; answered when released
+    second = [batcher.submit(item(1))]
+    await asyncio.sleep(2 * TRY)
+    second.append(batcher.submit(item(2)))  # with d1, once d0's call ends
+    await asyncio.sleep(TRY)
+    third = batcher.submit(item(3))  # arrives 3/8 s in: a batch of its own
+    shard.release.set()
+    assert await first == "accepted"
+    # Held from d1's arrival: at 3/8 s no try is left within its hold.
+    assert await asyncio.gather(*second) == ["draining"] * 2
+    assert now() - started == 3 * TRY
+    # Held from d3's arrival at 3/8 s: tried until its last try, 6/8 s.
+    assert await third == "draining"
+    assert now() - started == 3 * TRY + HOLD - TRY
+    assert shard.batches == [["d0"], ["d1", "d2"], ["d3"], ["d3"], ["d3"], ["d3"]]
+
+
+async def test_a_request_that_went_away_leaves_the_rest_of_its_batch_answered() -> None:
+    """A request cancelled while its delivery waits for the shard (the sender hung up)
+    cancels that delivery's future; the others in its batch still get their answer."""
+    shard = FakeShard()
+    batcher = ShardBatcher(shard, limit=8, max_inflight=1)
+    replica = bare_ingress(Greeter, batcher)  # type: ignore[arg-type]
+    body = payload("issues.opened")
+    first = asyncio.create_task(replica.webhook(webhook_request(body)))
+    await asyncio.sleep(TRY)  # its call is out
+    gone = asyncio.create_task(replica.webhook(webhook_request(body)))
+    kept = asyncio.create_task(replica.webhook(webhook_request(body)))
+    await asyncio.sleep(TRY)  # both wait for the next call, together
+    gone.cancel()
+    shard.release.set()
+    assert (await first).status_code == 202
+    assert (await kept).status_code == 202
+    assert gone.cancelled()
+    assert [len(batch) for batch in shard.batches] == [1, 2]
+
+
 async def test_a_try_of_a_held_batch_that_hangs_ends_with_the_hold() -> None:
     class Hanging(FakeShard):
         async def _answer(self, n: int) -> list[str]:

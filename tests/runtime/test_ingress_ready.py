@@ -9,6 +9,9 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from ray.exceptions import RayActorError
+
+from actors.ray.ingress import ShardBatcher
 from tests.runtime.conftest import bare_ingress
 
 
@@ -50,3 +53,30 @@ async def test_a_shard_that_fails_to_answer_gives_only_the_errors_type() -> None
         503,
         {"status": "not ready", "error": "RuntimeError"},  # the type, never the message
     )
+
+
+async def test_a_shard_gone_is_looked_up_by_name_and_its_successor_answers() -> None:
+    """A shard replaced (its actor gone: Ray raises `RayActorError`) is found again by
+    name, as a held batch finds it, and its successor answers; deliveries go there
+    from then on."""
+    successor = {"index": 0, "ready": True, "why": None}
+    found = shard(successor).actor
+
+    async def resolve() -> Any:
+        return found
+
+    batcher = ShardBatcher(shard(RayActorError()).actor, limit=8, resolve=resolve)
+    replica = bare_ingress()
+    replica.batchers = [batcher]
+    response = await replica.ready()
+    assert response.status_code == 200
+    assert json.loads(bytes(response.body)) == {"status": "ready", "shards": [successor]}
+    assert batcher.actor is found
+
+
+async def test_a_shard_gone_with_no_way_to_look_it_up_is_not_ready() -> None:
+    replica = bare_ingress()
+    replica.batchers = [ShardBatcher(shard(RayActorError()).actor, limit=8)]
+    response = await replica.ready()
+    assert response.status_code == 503
+    assert json.loads(bytes(response.body)) == {"status": "not ready", "error": "RayActorError"}

@@ -124,6 +124,14 @@ async def test_a_guid_is_kept_short_and_printable(clock: Clock, captured: io.Str
     assert line["event_id"] == "?" * 20 + "x" * 43 + "…"
 
 
+async def test_a_guid_as_long_as_the_limit_is_shown_whole_and_a_longer_one_cut(
+    clock: Clock, captured: io.StringIO
+) -> None:
+    for claimed in ("g" * 64, "g" * 65):
+        assert (await post(BODY, guid=claimed, secret="wrong"))[0] == 401
+    assert [line["event_id"] for line in lines(captured)] == ["g" * 64, "g" * 63 + "…"]
+
+
 async def test_received_webhooks_are_logged_at_info_through_the_replica_sampled(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
