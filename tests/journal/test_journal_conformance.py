@@ -101,6 +101,11 @@ async def test_invalid_appends_are_usage_errors(journal: Journal) -> None:
         await journal.append("s", events("a"), expected_seq=-1)
     with pytest.raises(UsageError):
         await journal.append("s", events("a"), shard=-2)
+    with pytest.raises(UsageError):
+        await journal.append("s", events("a"), shard=-1)
+    with pytest.raises(UsageError):  # a bool is an int to Python, not a shard
+        await journal.append("s", events("a"), shard=True)
+    assert await journal.list_streams() == []
 
 
 # --- delivery deduplication -----------------------------------------------------------
@@ -237,6 +242,8 @@ async def test_snapshots_keep_the_last_n_and_load_by_max_seq(journal: Journal) -
     assert latest is not None and (latest.seq, latest.data) == (10, b"state@10")
     older = await journal.load_snapshot("s", max_seq=7)
     assert older is not None and older.seq == 6
+    at = await journal.load_snapshot("s", max_seq=8)  # one saved at max_seq itself
+    assert at is not None and at.seq == 8
     assert await journal.load_snapshot("s", max_seq=5) is None  # 2 and 4 were dropped
     await journal.save_snapshot("s", 10, b"replaced", version=2)
     replaced = await journal.load_snapshot("s")
@@ -287,6 +294,8 @@ async def test_fencing_in_append_many_fails_only_the_stale_requests(journal: Jou
     assert [r.status for r in results] == [FENCED, OK, OK, FENCED]
     assert results[0].epoch == epoch + 1 and results[3].epoch == 0
     assert await journal.list_streams() == ["y", "z"]
+    assert await journal.list_streams(shard=1) == ["y", "z"]  # not the fenced "x"
+    assert await journal.list_streams(shard=2) == []
 
 
 # --- pruning, listing, close ----------------------------------------------------------
@@ -305,6 +314,17 @@ async def test_prune_forgets_old_deliveries_but_keeps_events(journal: Journal) -
     assert (await journal.append("s", events("b"), delivery_guid="young")).status == DUPLICATE
     assert await journal.prune_deliveries(retention=3600, now=10**10) == 2
     assert await seqs(journal, "s") == [1, 2, 3]
+
+
+async def test_a_delivery_recorded_exactly_retention_before_now_is_kept(
+    journal: Journal,
+) -> None:
+    """Forgotten are those recorded *more* than `retention` seconds before `now`."""
+    await journal.append("s", events("a"), delivery_guid="g")
+    [event] = await journal.read("s")
+    assert await journal.prune_deliveries(retention=0, now=event.recorded_at) == 0
+    assert await journal.delivered("s", ["g"]) == {"g"}
+    assert await journal.prune_deliveries(retention=0, now=event.recorded_at + 1) == 1
 
 
 async def test_prune_of_one_shard_leaves_the_others_alone(journal: Journal) -> None:
