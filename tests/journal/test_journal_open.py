@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -150,4 +151,45 @@ async def test_a_batch_of_more_rows_than_one_insert_statement_holds_is_written_w
         assert (await journal.read(f"s{count - 1}"))[0].data == b"%d" % (count - 1)
         assert len(await journal.list_streams()) == count + 1
     finally:
+        await journal.close()
+
+
+async def test_every_sqlite_connection_syncs_each_commit(tmp_path: Path) -> None:
+    """WAL with ``synchronous=FULL``: a commit is on disk when the append returns
+    (``NORMAL`` may lose the last commits to a power cut); readers open the same way."""
+    journal = await open_journal(f"sqlite://{tmp_path}/data?shards=1")
+    try:
+        await journal.append("s", [NewEvent("t", b"")], shard=0)
+        await journal.read("s", shard=0)
+        file = journal._file(0)  # type: ignore[attr-defined]
+        full = (2,)
+        assert file._conn.execute("PRAGMA synchronous").fetchone() == full
+        assert [r.execute("PRAGMA synchronous").fetchone() for r in file._readers] == [full]
+    finally:
+        await journal.close()
+
+
+async def test_an_append_whose_caller_went_away_leaves_the_rest_of_its_commit_answered(
+    tmp_path: Path,
+) -> None:
+    """Appends queued behind a commit go in the next one together. One whose caller
+    was cancelled meanwhile is still written (the writer cannot take it back), and
+    the others of that commit get their results."""
+    journal = await open_journal(f"sqlite://{tmp_path}/data?shards=1")
+    await journal.append("s", [NewEvent("t", b"0")], shard=0)
+    lock = sqlite3.connect(tmp_path / "data" / "shard-00000.sqlite3", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the writer waits for this lock
+        blocked = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")], shard=0))
+        await asyncio.sleep(0.2)  # the writer has taken it, and waits
+        gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")], shard=0))
+        kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")], shard=0))
+        await asyncio.sleep(0.05)  # both queued
+        gone.cancel()
+        lock.execute("COMMIT")
+        assert (await asyncio.wait_for(kept, 10)).ok
+        assert (await blocked).ok and gone.cancelled()
+        assert [e.data for e in await journal.read("s")] == [b"0", b"1", b"2", b"3"]
+    finally:
+        lock.close()
         await journal.close()
