@@ -154,9 +154,12 @@ async def test_a_batch_of_more_rows_than_one_insert_statement_holds_is_written_w
         await journal.close()
 
 
-async def test_every_sqlite_connection_syncs_each_commit(tmp_path: Path) -> None:
+async def test_every_sqlite_connection_syncs_each_commit_and_readers_only_read(
+    tmp_path: Path,
+) -> None:
     """WAL with ``synchronous=FULL``: a commit is on disk when the append returns
-    (``NORMAL`` may lose the last commits to a power cut); readers open the same way."""
+    (``NORMAL`` may lose the last commits to a power cut); readers open the same way,
+    and read only."""
     journal = await open_journal(f"sqlite://{tmp_path}/data?shards=1")
     try:
         await journal.append("s", [NewEvent("t", b"")], shard=0)
@@ -165,6 +168,7 @@ async def test_every_sqlite_connection_syncs_each_commit(tmp_path: Path) -> None
         full = (2,)
         assert file._conn.execute("PRAGMA synchronous").fetchone() == full
         assert [r.execute("PRAGMA synchronous").fetchone() for r in file._readers] == [full]
+        assert [r.execute("PRAGMA query_only").fetchone() for r in file._readers] == [(1,)]
     finally:
         await journal.close()
 
