@@ -197,3 +197,82 @@ async def test_an_append_whose_caller_went_away_leaves_the_rest_of_its_commit_an
     finally:
         lock.close()
         await journal.close()
+
+
+async def test_a_postgres_append_whose_caller_went_away_leaves_the_rest_answered(
+    postgres_backend: Backend,
+) -> None:
+    """As on SQLite: appends queued behind a commit go in the next one together; one
+    whose caller was cancelled is still written, the others get their results, and
+    the journal goes on taking appends."""
+    journal = await postgres_backend.open()
+    assert isinstance(journal, PostgresJournal)
+    await journal.append("s", [NewEvent("t", b"0")])
+    url = postgres_backend.url.split("?")[0]
+    lock = await asyncpg.connect(url)
+    try:
+        locked = lock.transaction()
+        await locked.start()  # the flusher waits for this row lock
+        streams = f'"{journal._sql.schema}".ghbot_streams'
+        await lock.execute(f"SELECT 1 FROM {streams} WHERE stream = 's' FOR UPDATE")  # noqa: S608
+        blocked = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")]))
+        await asyncio.sleep(0.2)  # the flusher has taken it, and waits
+        gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")]))
+        kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")]))
+        await asyncio.sleep(0.05)  # both queued
+        gone.cancel()
+        await locked.rollback()
+        assert (await asyncio.wait_for(kept, 10)).ok
+        assert (await blocked).ok and gone.cancelled()
+        assert [e.data for e in await journal.read("s")] == [b"0", b"1", b"2", b"3"]
+        assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
+    finally:
+        await lock.close()
+
+
+async def test_a_failed_postgres_commit_answers_every_caller_left_waiting(
+    postgres_backend: Backend,
+) -> None:
+    """A commit whose connection is killed fails each append in it that still has a
+    caller (one cancelled meanwhile is skipped), and the journal goes on taking
+    appends with a new connection."""
+    journal = await postgres_backend.open()
+    assert isinstance(journal, PostgresJournal)
+    await journal.append("s", [NewEvent("t", b"0")])
+    url = postgres_backend.url.split("?")[0]
+    lock, admin = await asyncpg.connect(url), await asyncpg.connect(url)
+
+    async def kill_the_waiting_flusher() -> None:
+        """Terminate the backend waiting for `lock`'s row lock (the flusher's).
+
+        Asked on `admin`, outside a transaction: inside one, PostgreSQL answers
+        `pg_stat_activity` from the snapshot it took first."""
+        query = "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        async with asyncio.timeout(10):
+            while not (waiting := await admin.fetch(query, lock.get_server_pid())):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        for row in waiting:
+            await admin.execute("SELECT pg_terminate_backend($1)", row["pid"])
+
+    try:
+        locked = lock.transaction()
+        await locked.start()
+        streams = f'"{journal._sql.schema}".ghbot_streams'
+        await lock.execute(f"SELECT 1 FROM {streams} WHERE stream = 's' FOR UPDATE")  # noqa: S608
+        first = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")]))
+        await kill_the_waiting_flusher()  # a connection killed under the first commit
+        with pytest.raises(JournalUnavailable):
+            await first
+        gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")]))
+        kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")]))
+        await asyncio.sleep(0.05)  # both queued: one commit
+        gone.cancel()
+        await kill_the_waiting_flusher()  # and under the next
+        with pytest.raises(JournalUnavailable):
+            await asyncio.wait_for(kept, 10)
+        await locked.rollback()
+        assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
+        assert [e.data for e in await journal.read("s")] == [b"0", b"4"]
+    finally:
+        await lock.close()
+        await admin.close()
