@@ -7,6 +7,7 @@ deployment; this checks the lines an operator reads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ from actors.ray.runtime import AppAuthActor
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.redelivery import Failed
 from ghbot.testing import app_key_pair
 from tests.runtime.conftest import until
 
@@ -151,3 +153,37 @@ def test_a_key_path_missing_at_start_stops_the_actor_with_a_config_error(
         ConfigError, match=re.escape(f"private key file {str(missing)!r} is not here")
     ):
         app_auth(missing)
+
+
+async def test_each_failed_delivery_is_asked_of_the_shard_that_owns_its_installation(
+    bare_process: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep has GitHub redeliver only what no shard journaled: each shard is asked
+    for its own installations' deliveries (one without an installation belongs with
+    installation 0), and what any shard holds is left out."""
+    key, _ = app_key_pair()
+    (tmp_path / "app.pem").write_bytes(key)
+    actor = app_auth(tmp_path / "app.pem")
+    assert actor._watching is not None
+    actor._watching.cancel()
+    actor._settings = dataclasses.replace(actor._settings, shards=2, vshards=4)
+    asked: dict[str, list[tuple[int, str]]] = {}
+
+    def get_actor(name: str, namespace: str) -> SimpleNamespace:
+        async def delivered(wanted: list[tuple[int, str]]) -> list[str]:
+            asked[name] = wanted
+            return [guid for _, guid in wanted if guid in {"g8", "g-none"}]
+
+        return SimpleNamespace(delivered=SimpleNamespace(remote=delivered))
+
+    monkeypatch.setattr(runtime, "ray", SimpleNamespace(get_actor=get_actor))
+    failed = [
+        Failed(guid=guid, attempt_id=1, event="issues", installation_id=i, attempts=1, first_at=0)
+        for guid, i in [("g5", 5), ("g6", 6), ("g8", 8), ("g-none", None)]
+    ]
+    assert await actor._held(failed) == {"g8", "g-none"}
+    # Installation i is in virtual shard i % 4, which shard actor (i % 4) % 2 hosts.
+    assert asked == {
+        runtime.shard_name(0): [(6, "g6"), (8, "g8"), (0, "g-none")],
+        runtime.shard_name(1): [(5, "g5")],
+    }

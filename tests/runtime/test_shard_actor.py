@@ -1,0 +1,90 @@
+"""The shard actor's start and its `ready` answer, in-process without Ray.
+
+The actor is made off the event loop (as Ray makes it before its loop runs its calls),
+so it starts nothing by itself; its process set-up is skipped. `tests/cluster`
+deploys the real one (`test_readiness.py`: a journal gone under it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from actors.ray import runtime
+from actors.ray.runtime import ShardActor
+from actors.settings import RuntimeSettings
+from ghbot.config import Settings
+from ghbot.errors import JournalUnavailable, UsageError
+
+
+@pytest.fixture
+def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Skip `set_up_process` (Ray's meter provider, ghbot's log handler)."""
+    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
+    yield
+
+
+async def shard_actor() -> ShardActor:
+    settings = Settings(app_id=1, private_key=None, webhook_secrets=())
+    runtime_settings = RuntimeSettings(bot="examples.greeter:Greeter", settings=settings)
+    return await asyncio.to_thread(ShardActor, 0, runtime_settings.for_shards())
+
+
+async def test_a_start_that_failed_is_tried_again_by_the_next_call(bare_process: None) -> None:
+    """The journal down when the shard started: the next delivery's call starts it."""
+    actor = await shard_actor()
+    core: Any = SimpleNamespace(draining=False)
+    tries: list[int] = []
+
+    async def start() -> Any:
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise JournalUnavailable("postgresql: connection refused")
+        return core
+
+    actor._start = start  # type: ignore[method-assign]
+    with pytest.raises(JournalUnavailable):
+        await actor._ready()
+    assert await actor._ready() is core
+    assert await actor._ready() is core  # started: not again
+    assert tries == [0, 1]
+
+
+async def test_ready_says_starting_until_started_and_why_it_cannot_start(
+    bare_process: None,
+) -> None:
+    actor = await shard_actor()
+    assert await actor.ready() == {"index": 0, "ready": False, "why": "starting"}
+    gate = asyncio.Event()
+
+    async def start() -> Any:
+        await gate.wait()
+        raise UsageError("the journal was made with 8 virtual shards, not 64")
+
+    actor._starting = asyncio.get_running_loop().create_task(start())
+    assert await actor.ready() == {"index": 0, "ready": False, "why": "starting"}
+    gate.set()
+    with pytest.raises(UsageError):
+        await actor._starting
+    assert await actor.ready() == {
+        "index": 0,
+        "ready": False,
+        "why": "cannot start: the journal was made with 8 virtual shards, not 64",
+    }
+
+
+async def test_ready_says_draining_before_asking_the_journal(bare_process: None) -> None:
+    actor = await shard_actor()
+
+    async def check_journal() -> str | None:
+        return None
+
+    core: Any = SimpleNamespace(draining=True, check_journal=check_journal)
+    actor._core = core
+    assert await actor.ready() == {"index": 0, "ready": False, "why": "draining"}
+    core.draining = False
+    assert await actor.ready() == {"index": 0, "ready": True, "why": None}
