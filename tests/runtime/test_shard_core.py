@@ -22,7 +22,7 @@ from actors.records import (
     stream_name,
 )
 from actors.shard import ShardCore
-from ghbot.errors import UsageError
+from ghbot.errors import RateLimited, UsageError
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
 from ghbot.retry import RetryPolicy
@@ -270,6 +270,38 @@ async def test_a_try_github_asked_to_wait_for_is_not_counted_as_an_attempt(
     outcomes = await commenter_outcomes(journal)
     [succeeded] = [e for e in outcomes if isinstance(e, HandlerSucceeded)]
     assert succeeded.attempt == 1
+
+
+class LimitedTwice(InstallationActor):
+    """Told twice by GitHub to wait no time at all (a reset already past), then runs."""
+
+    limited = 0
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if type(self).limited < 2:
+            type(self).limited += 1
+            raise RateLimited(403, "rate limit", kind="primary", retry_after=0.0)
+
+
+async def test_a_wait_github_asks_of_no_time_still_yields_before_the_next_try(
+    journal: Journal,
+) -> None:
+    """A reset already past gives `retry_after` 0: the next try waits 0.05 s, not 0,
+    so a handler GitHub keeps refusing cannot spin the shard's event loop."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    LimitedTwice.limited = 0
+    shard = core(journal, LimitedTwice, sleep=sleep)
+    await shard.start()
+    await shard.ingest(batch(inbound(LimitedTwice, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    assert LimitedTwice.limited == 2
+    assert slept == [0.05, 0.05]
+    assert (await types_in(journal))[-1] == "DeliveryCompleted"
 
 
 async def test_a_shard_resuming_a_failed_attempt_waits_what_is_left_of_its_backoff(
