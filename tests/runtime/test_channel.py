@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from actors.ray import channel
 from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
 from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.shard import Answer, ShardCore
-from actors.wire import Status, decode_batch
+from actors.wire import Status, decode_batch, encode_parts
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import Journal
@@ -246,11 +247,56 @@ async def test_a_shard_without_a_channel_is_sent_ray_calls() -> None:
     handle = Handle(None)
     batcher = ShardBatcher(handle, limit=8, direct=True)
     assert await batcher.submit(item(1)) == Status.DUPLICATE
-    assert handle.ray_batches == [1]
+    assert await batcher.submit(item(3)) == Status.DUPLICATE
+    assert handle.ray_batches == [1, 1] and handle.asked == 1  # not asked on every batch
     handle.asked = 0
     ray_only = ShardBatcher(handle, limit=8)  # GHBOT_SHARD_CHANNEL=ray
     assert await ray_only.submit(item(2)) == Status.DUPLICATE
     assert handle.asked == 0
+
+
+async def test_a_batch_answered_as_soon_as_it_is_journaled_is_answered_once() -> None:
+    """The shard answers a batch early (`answer`) and then returns the same statuses:
+    one answer goes back per batch, not two."""
+
+    async def ingest(parts: list[bytes], answer: Answer) -> list[Status]:
+        statuses = [Status.ACCEPTED] * sum(len(decode_batch(part)) for part in parts)
+        answer(statuses)
+        return statuses
+
+    server = await ChannelServer.start(ingest, "127.0.0.1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.address.port)
+    try:
+        writer.write(_frame(server.address.token))
+        for request_id in (1, 2):
+            request = (request_id, encode_parts([item(request_id)]))
+            writer.write(_frame(channel._encode(request)))
+            frame = await asyncio.wait_for(_read_frame(reader), 10)
+            assert channel._decode_answer(frame) == (request_id, [Status.ACCEPTED], None)
+    finally:
+        writer.close()
+        server.close()
+
+
+async def test_both_ends_of_a_channel_connection_keep_it_alive() -> None:
+    """TCP keepalive on both ends: a peer whose node was lost without a word is
+    noticed in about half a minute, not after the system's two hours."""
+    server = await ChannelServer.start(Shard().ingest, "127.0.0.1")
+    batcher = ShardBatcher(Handle(server.address), limit=8, direct=True)
+    try:
+        assert await batcher.submit(item(1)) == Status.ACCEPTED
+        client = batcher.channel._connection
+        assert client is not None
+        [served] = server._writers
+        for writer in (client._writer, served):
+            sock = writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+            if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
+                idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                assert idle == channel.KEEPALIVE_IDLE
+    finally:
+        batcher.channel.close()
+        server.close()
 
 
 async def test_a_frame_is_read_whole_and_an_oversized_length_is_refused() -> None:
