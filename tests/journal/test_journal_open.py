@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 
 from ghbot.errors import JournalUnavailable, UsageError
-from ghbot.journal import AppendRequest, NewEvent, open_journal
+from ghbot.journal import AppendRequest, Journal, NewEvent, open_journal
 from ghbot.journal.postgres import PostgresJournal
 from ghbot.journal.sqlite import SqliteJournal
 
@@ -199,6 +200,22 @@ async def test_an_append_whose_caller_went_away_leaves_the_rest_of_its_commit_an
         await journal.close()
 
 
+@contextlib.asynccontextmanager
+async def stream_row_locked(backend: Backend, journal: Journal) -> AsyncIterator[Any]:
+    """Hold the row lock on stream "s"'s head from a connection of the test's own (the
+    flusher's next commit waits for it, as for another writer's); yield that
+    connection, released when the block ends."""
+    assert isinstance(journal, PostgresJournal)
+    lock = await asyncpg.connect(backend.url.split("?")[0])
+    try:
+        async with lock.transaction():
+            streams = f'"{journal._sql.schema}".ghbot_streams'
+            await lock.execute(f"SELECT 1 FROM {streams} WHERE stream = 's' FOR UPDATE")  # noqa: S608
+            yield lock
+    finally:
+        await lock.close()
+
+
 async def test_a_postgres_append_whose_caller_went_away_leaves_the_rest_answered(
     postgres_backend: Backend,
 ) -> None:
@@ -206,28 +223,18 @@ async def test_a_postgres_append_whose_caller_went_away_leaves_the_rest_answered
     whose caller was cancelled is still written, the others get their results, and
     the journal goes on taking appends."""
     journal = await postgres_backend.open()
-    assert isinstance(journal, PostgresJournal)
     await journal.append("s", [NewEvent("t", b"0")])
-    url = postgres_backend.url.split("?")[0]
-    lock = await asyncpg.connect(url)
-    try:
-        locked = lock.transaction()
-        await locked.start()  # the flusher waits for this row lock
-        streams = f'"{journal._sql.schema}".ghbot_streams'
-        await lock.execute(f"SELECT 1 FROM {streams} WHERE stream = 's' FOR UPDATE")  # noqa: S608
+    async with stream_row_locked(postgres_backend, journal):
         blocked = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")]))
         await asyncio.sleep(0.2)  # the flusher has taken it, and waits
         gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")]))
         kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")]))
         await asyncio.sleep(0.05)  # both queued
         gone.cancel()
-        await locked.rollback()
-        assert (await asyncio.wait_for(kept, 10)).ok
-        assert (await blocked).ok and gone.cancelled()
-        assert [e.data for e in await journal.read("s")] == [b"0", b"1", b"2", b"3"]
-        assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
-    finally:
-        await lock.close()
+    assert (await asyncio.wait_for(kept, 10)).ok
+    assert (await blocked).ok and gone.cancelled()
+    assert [e.data for e in await journal.read("s")] == [b"0", b"1", b"2", b"3"]
+    assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
 
 
 async def test_a_failed_postgres_commit_answers_every_caller_left_waiting(
@@ -237,12 +244,10 @@ async def test_a_failed_postgres_commit_answers_every_caller_left_waiting(
     caller (one cancelled meanwhile is skipped), and the journal goes on taking
     appends with a new connection."""
     journal = await postgres_backend.open()
-    assert isinstance(journal, PostgresJournal)
     await journal.append("s", [NewEvent("t", b"0")])
-    url = postgres_backend.url.split("?")[0]
-    lock, admin = await asyncpg.connect(url), await asyncpg.connect(url)
+    admin = await asyncpg.connect(postgres_backend.url.split("?")[0])
 
-    async def kill_the_waiting_flusher() -> None:
+    async def kill_the_flusher_waiting_for(lock: Any) -> None:
         """Terminate the backend waiting for `lock`'s row lock (the flusher's).
 
         Asked on `admin`, outside a transaction: inside one, PostgreSQL answers
@@ -255,24 +260,19 @@ async def test_a_failed_postgres_commit_answers_every_caller_left_waiting(
             await admin.execute("SELECT pg_terminate_backend($1)", row["pid"])
 
     try:
-        locked = lock.transaction()
-        await locked.start()
-        streams = f'"{journal._sql.schema}".ghbot_streams'
-        await lock.execute(f"SELECT 1 FROM {streams} WHERE stream = 's' FOR UPDATE")  # noqa: S608
-        first = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")]))
-        await kill_the_waiting_flusher()  # a connection killed under the first commit
-        with pytest.raises(JournalUnavailable):
-            await first
-        gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")]))
-        kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")]))
-        await asyncio.sleep(0.05)  # both queued: one commit
-        gone.cancel()
-        await kill_the_waiting_flusher()  # and under the next
-        with pytest.raises(JournalUnavailable):
-            await asyncio.wait_for(kept, 10)
-        await locked.rollback()
-        assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
-        assert [e.data for e in await journal.read("s")] == [b"0", b"4"]
+        async with stream_row_locked(postgres_backend, journal) as lock:
+            first = asyncio.create_task(journal.append("s", [NewEvent("t", b"1")]))
+            await kill_the_flusher_waiting_for(lock)  # killed under the first commit
+            with pytest.raises(JournalUnavailable):
+                await first
+            gone = asyncio.create_task(journal.append("s", [NewEvent("t", b"2")]))
+            kept = asyncio.create_task(journal.append("s", [NewEvent("t", b"3")]))
+            await asyncio.sleep(0.05)  # both queued: one commit
+            gone.cancel()
+            await kill_the_flusher_waiting_for(lock)  # and under the next
+            with pytest.raises(JournalUnavailable):
+                await asyncio.wait_for(kept, 10)
     finally:
-        await lock.close()
         await admin.close()
+    assert (await asyncio.wait_for(journal.append("s", [NewEvent("t", b"4")]), 10)).ok
+    assert [e.data for e in await journal.read("s")] == [b"0", b"4"]
