@@ -273,7 +273,7 @@ async def test_a_try_github_asked_to_wait_for_is_not_counted_as_an_attempt(
 
 
 class LimitedTwice(InstallationActor):
-    """Told twice by GitHub to wait no time at all (a reset already past), then runs."""
+    """Told twice by GitHub to wait no time at all (`Retry-After: 0`), then runs."""
 
     limited = 0
 
@@ -287,8 +287,8 @@ class LimitedTwice(InstallationActor):
 async def test_a_wait_github_asks_of_no_time_still_yields_before_the_next_try(
     journal: Journal,
 ) -> None:
-    """A reset already past gives `retry_after` 0: the next try waits 0.05 s, not 0,
-    so a handler GitHub keeps refusing cannot spin the shard's event loop."""
+    """`Retry-After: 0` gives `retry_after` 0: the next try waits 0.05 s, not 0, so a
+    handler GitHub keeps refusing cannot spin the shard's event loop."""
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
