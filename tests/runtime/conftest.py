@@ -233,15 +233,17 @@ WEBHOOK_SECRET = "the-webhook-secret"
 
 
 class AcceptingBatcher:
-    """Keeps what the ingress sends its shard, and answers as a shard that journaled it."""
+    """Keeps what the ingress sends its shard, and answers as a shard that journaled it
+    (`status`: `DUPLICATE` as one that had it already)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: Status = Status.ACCEPTED) -> None:
         self.items: list[Inbound] = []
+        self.status = status
 
     def submit(self, item: Inbound) -> asyncio.Future[Status]:
         self.items.append(item)
         future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-        future.set_result(Status.ACCEPTED)
+        future.set_result(self.status)
         return future
 
 

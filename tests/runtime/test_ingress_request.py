@@ -1,12 +1,12 @@
 """One webhook through an ingress replica without Ray: what it sends the shard and logs.
 
 `WebhookIngress.webhook` runs on Starlette requests; the shard is a stand-in that keeps
-what it is sent and answers as a shard that journaled it (or had it already).
+what it is sent and answers as a shard that journaled it (or had it already: GitHub's
+redelivery).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from actors.ray.ingress import read_body
-from actors.wire import Inbound, Status
+from actors.wire import Status
 from ghbot import logs
 from ghbot.errors import PayloadTooLarge
 from tests.runtime.conftest import (
@@ -27,16 +27,6 @@ from tests.runtime.conftest import (
 )
 from tests.runtime.test_ingress_fuzz import raw_request
 from tests.runtime.test_metrics import Gated
-
-
-class HadIt(AcceptingBatcher):
-    """A shard that had each delivery journaled already (GitHub's redelivery)."""
-
-    def submit(self, item: Inbound) -> asyncio.Future[Status]:
-        self.items.append(item)
-        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-        future.set_result(Status.DUPLICATE)
-        return future
 
 
 async def test_each_delivery_is_stamped_with_its_arrival_and_the_deployments_version() -> None:
@@ -57,7 +47,7 @@ async def test_each_delivery_is_stamped_with_its_arrival_and_the_deployments_ver
 async def test_a_redelivered_webhook_is_answered_200_and_logged_as_received(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    replica = bare_ingress(Gated, HadIt())
+    replica = bare_ingress(Gated, AcceptingBatcher(Status.DUPLICATE))  # had it
     replica.received_logged = logs.LogLimiter(burst=2, per=1.0, clock=lambda: 0.0)
     monkeypatch.setattr(logging.getLogger("ghbot"), "propagate", True)
     request = webhook_request(payload("issues.opened"), x_github_delivery="redelivered-1")
