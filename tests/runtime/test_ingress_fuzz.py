@@ -272,12 +272,15 @@ def test_a_form_encoded_delivery_is_refused_with_415_even_when_signed(rig: Rig) 
     assert "set the webhook's content type to application/json" in reason(answer)
 
 
-@pytest.mark.parametrize("name", ["x-hub-signature-256", "x-github-event", "x-github-delivery"])
+@pytest.mark.parametrize(
+    "name", ["x-hub-signature-256", "x-github-event", "x-github-delivery", "content-type"]
+)
 @pytest.mark.parametrize("valid_first", [True, False])
 def test_a_header_github_sends_once_is_refused_when_doubled(
     rig: Rig, name: str, valid_first: bool
 ) -> None:
-    """Two signatures (one valid) or two events: 400, whichever comes first."""
+    """Two signatures (one valid), two events, two content types: 400, whichever
+    comes first."""
     headers = signed_headers(BODY, str(uuid.uuid4()))
     other = {"x-hub-signature-256": "sha256=" + "0" * 64}.get(name, "other")
     doubled = (name, other)

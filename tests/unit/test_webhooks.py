@@ -158,7 +158,9 @@ def test_parse_delivery_never_keeps_the_signature() -> None:
     ("change", "error", "status"),
     [
         ({"X-GitHub-Event": ""}, MissingHeader, 400),
+        ({"X-GitHub-Event": "  "}, MissingHeader, 400),
         ({"X-GitHub-Delivery": ""}, MissingHeader, 400),
+        ({"X-GitHub-Delivery": " \t"}, MissingHeader, 400),
         ({"X-Hub-Signature-256": ""}, InvalidSignature, 401),
         ({"Content-Type": "application/x-www-form-urlencoded"}, UnsupportedContentType, 415),
     ],
@@ -171,6 +173,32 @@ def test_parse_delivery_refuses_bad_headers(
     with pytest.raises(error) as caught:
         webhooks.parse_delivery(headers, body, ["s3cret"])
     assert caught.value.http_status == status
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON", "application/json; charset=utf-8"]
+)
+def test_a_json_content_type_is_taken_in_any_case_and_with_parameters(content_type: str) -> None:
+    """Media types are case-insensitive and may carry parameters (RFC 9110); a proxy
+    in front of the ingress may add a charset."""
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    headers = _headers(body) | {"Content-Type": content_type}
+    assert webhooks.parse_delivery(headers, body, ["s3cret"]).event == "issues"
+
+
+def test_padding_around_the_event_and_the_guid_is_not_kept() -> None:
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    headers = _headers(body) | {"X-GitHub-Event": " issues ", "X-GitHub-Delivery": " g-1\t"}
+    delivery = webhooks.parse_delivery(headers, body, ["s3cret"])
+    assert (delivery.event, delivery.delivery_id) == ("issues", "g-1")
+
+
+def test_a_body_as_long_as_the_cap_is_taken_and_one_byte_more_is_not() -> None:
+    body = (FIXTURES / "ping.json").read_bytes()
+    headers = _headers(body, event="ping")
+    assert webhooks.parse_delivery(headers, body, ["s3cret"], limit=len(body)).event == "ping"
+    with pytest.raises(PayloadTooLarge):
+        webhooks.parse_delivery(headers, body, ["s3cret"], limit=len(body) - 1)
 
 
 def test_parse_delivery_refuses_oversized_bodies_before_anything_else() -> None:
