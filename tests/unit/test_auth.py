@@ -51,6 +51,12 @@ def test_numeric_app_id_is_sent_as_a_string(pem_pkcs8: bytes) -> None:
     assert AppAuth(42, pem_pkcs8).iss == "42"
 
 
+def test_an_app_id_read_with_its_newline_is_sent_without_it(pem_pkcs8: bytes) -> None:
+    """An ID read from a file or a secret often ends in a newline: the JWT's `iss` is
+    the ID without it."""
+    assert AppAuth(" 12345\n", pem_pkcs8).iss == "12345"
+
+
 def test_jwt_is_reused_until_a_minute_before_it_expires(pem_pkcs8: bytes) -> None:
     auth = AppAuth(1, pem_pkcs8)
     first = auth.jwt(now=NOW)
@@ -125,6 +131,8 @@ def test_redact_shows_only_the_ends() -> None:
     token = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
     assert redact(token) == "ghs_…8B4a"
     assert redact("short") == "<redacted>"
+    assert redact("x" * 15) == "<redacted>"  # under 16: its ends would be most of it
+    assert redact("abcd" + "x" * 8 + "wxyz") == "abcd…wxyz"
     assert redact(None) == "<none>"
 
 
@@ -143,6 +151,7 @@ def test_installation_token_from_githubs_answer() -> None:
     assert token.needs_refresh(token.expires_at - 300)
     assert token.needs_refresh(token.expires_at - 60, margin=120)
     assert token.is_fresh(1468274052.0) and not token.is_fresh(1468274056.0)
+    assert token.is_fresh(1468274054.9) and not token.is_fresh(1468274055.0)  # 5 s
     secret = str(data["token"])
     assert secret not in repr(token) and secret not in str(token)
     copy = pickle.loads(pickle.dumps(token))  # noqa: S301 - our own bytes
@@ -160,6 +169,8 @@ def test_installation_token_of_any_length_is_accepted() -> None:
 def test_installation_token_answer_without_token_is_refused() -> None:
     with pytest.raises(ValueError, match="lacks"):
         InstallationToken.from_response({"expires_at": "2030-01-01T00:00:00Z"})
+    with pytest.raises(ValueError, match="lacks"):
+        InstallationToken.from_response({"token": "", "expires_at": "2030-01-01T00:00:00Z"})
 
 
 @pytest.mark.parametrize(
