@@ -29,6 +29,9 @@ def test_rate_limit_from_headers() -> None:
     limit = RateLimit.from_headers(_headers(4990))
     assert limit == RateLimit(5000, 4990, 10, NOW + 1800, "core")
     assert RateLimit.from_headers({}) is None
+    # Without `x-ratelimit-used` and `-resource`: the used count follows, the core one.
+    bare = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4990"}
+    assert RateLimit.from_headers(bare) == RateLimit(5000, 4990, 10, 0.0, "core")
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,8 @@ def test_rate_limit_from_headers() -> None:
         # A Retry-After on a 403 is a secondary limit whatever the message says.
         (403, _headers(4000) | {"retry-after": "60"}, "Forbidden", LimitKind.SECONDARY),
         (404, _headers(0), "Not Found", None),
+        # Headers gone (a proxy dropped them), the message still names a rate limit.
+        (403, {}, "API rate limit exceeded for installation ID 1.", LimitKind.SECONDARY),
     ],
 )
 def test_classify(
@@ -66,6 +71,7 @@ def test_classify(
 
 def test_wait_follows_retry_after_first() -> None:
     assert retry_wait(_headers(0) | {"retry-after": "17"}, NOW) == 17
+    assert retry_wait({"retry-after": "-5"}, NOW) == 0  # never a negative wait
 
 
 def test_wait_until_reset_when_primary_spent() -> None:
@@ -91,6 +97,14 @@ def test_budget_keeps_a_margin_and_refuses_with_the_reset() -> None:
     assert caught.value.kind == "primary"
     assert caught.value.retry_after == 600
     assert caught.value.reset == NOW + 600
+
+
+def test_a_budget_spent_before_any_reset_is_known_refuses_without_one() -> None:
+    budget = Budget(limit=1, margin=0.0)
+    budget.acquire(NOW)
+    with pytest.raises(RateLimited) as caught:
+        budget.acquire(NOW)
+    assert (caught.value.retry_after, caught.value.reset) == (0.0, None)
 
 
 def test_budget_rolls_over_at_reset() -> None:
@@ -147,6 +161,18 @@ def test_leases_are_pessimistic_and_give_back_what_was_not_spent() -> None:
     budget.release(other)
     assert budget.reserved == 0
     assert budget.remaining == 90
+    with pytest.raises(ValueError, match="negative"):
+        budget.lease(-1, NOW)
+
+
+def test_a_refund_after_its_lease_closed_goes_to_the_budget_only() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit.from_headers(_headers(100)), NOW)
+    lease = budget.lease(5, NOW)
+    budget.spend(lease)
+    budget.release(lease)
+    budget.refund(lease)  # a 304 answered after the lease's task ended
+    assert (lease.used, budget.reserved, budget.remaining) == (1, 0, 100)
 
 
 @pytest.mark.parametrize("margin", [-0.1, 0.6])
