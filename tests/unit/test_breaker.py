@@ -40,6 +40,30 @@ def test_old_outcomes_leave_the_window() -> None:
     assert breaker.failure_rate(66) == pytest.approx(1 / 5)
 
 
+def test_an_outcome_a_full_window_old_has_left_it() -> None:
+    breaker = CircuitBreaker(window=60)
+    breaker.record_failure(0)
+    assert breaker.failure_rate(59.5) == 1.0
+    assert breaker.failure_rate(60) == 0.0  # asked without a call since: still trimmed
+
+
+def test_a_call_failing_after_the_breaker_opened_does_not_keep_it_open_longer() -> None:
+    """A call that began before the breaker opened may fail after: the breaker stays
+    open for its `open_for` from when it opened. A state change is said once."""
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker(min_calls=2, on_change=lambda a, b: changes.append((a, b)))
+    breaker.record_failure(0)
+    breaker.record_failure(1)
+    assert breaker.retry_after(1) == 30
+    breaker.record_failure(10)  # the late ones: as many as opened it
+    breaker.record_failure(11)
+    assert breaker.retry_after(11) == 20
+    # Open longer, taken over from another breaker: still open, so no change is said.
+    breaker.open_until(45, now=11)
+    assert breaker.retry_after(11) == 34
+    assert changes == [(State.CLOSED, State.OPEN)]
+
+
 def test_open_refuses_then_half_opens_after_30s_and_closes_after_3_successes() -> None:
     changes: list[tuple[State, State]] = []
     breaker = CircuitBreaker(min_calls=1, on_change=lambda a, b: changes.append((a, b)))
