@@ -8,7 +8,13 @@ import pytest
 from aiohttp import web
 
 from ghbot.client import GitHubApp
-from ghbot.redelivery import Attempt, Failed, RedeliverySweeper, failed_deliveries
+from ghbot.redelivery import (
+    GITHUB_WINDOW,
+    Attempt,
+    Failed,
+    RedeliverySweeper,
+    failed_deliveries,
+)
 from ghbot.testing import FakeClock, FakeGitHub
 
 
@@ -29,6 +35,11 @@ def test_a_guid_failed_only_when_none_of_its_attempts_was_ok() -> None:
     assert failed.guid == "b" and failed.attempt_id == 5 and failed.attempts == 2
     assert failed.first_at == attempt(0, "x").at  # the older of its two attempts
     assert failed_deliveries([]) == []
+    listed = [  # GitHub lists the newest first; failures come back oldest first
+        attempt(9, "new", "Invalid HTTP Response: 503", delivered_at="2026-11-27T11:00:00Z"),
+        attempt(8, "old", "Invalid HTTP Response: 503", delivered_at="2026-11-27T09:00:00Z"),
+    ]
+    assert [f.guid for f in failed_deliveries(listed)] == ["old", "new"]
 
 
 @pytest.fixture
@@ -91,7 +102,7 @@ async def test_a_delivery_that_keeps_failing_is_asked_for_a_bounded_number_of_ti
 
     assert (await sweeper.sweep()).redelivered == ["down"]
     assert (await sweeper.sweep()).redelivered == []  # within `spacing`: GitHub may be busy
-    clock.advance(61)
+    clock.advance(60)  # `spacing` later: asked again
     assert (await sweeper.sweep()).redelivered == ["down"]
     clock.advance(61)
     assert (await sweeper.sweep()).gave_up == ["down"]
@@ -100,6 +111,10 @@ async def test_a_delivery_that_keeps_failing_is_asked_for_a_bounded_number_of_ti
     assert last.redelivered == [] and last.gave_up == []
     assert len(fake.redeliveries) == 2
     assert all(d["status_code"] == 503 for d in fake.redeliveries)
+    assert sweeper.stats()["remembered"] == 1
+    clock.advance(GITHUB_WINDOW)  # past GitHub's window: the GUID is forgotten
+    await sweeper.sweep()
+    assert sweeper.stats()["remembered"] == 0
 
 
 async def test_sweeps_look_back_only_as_far_as_they_need(
@@ -118,6 +133,30 @@ async def test_sweeps_look_back_only_as_far_as_they_need(
     # "recent" and its redelivery (at the first sweep), and "newer"; not "ancient".
     assert second.listed == 3 and second.failed == 1 and second.redelivered == ["newer"]
     assert not second.truncated
+
+
+async def test_a_sweep_long_after_the_last_looks_back_only_its_lookback(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, overlap=60, clock=clock)
+    await sweeper.sweep()
+    fake.add_delivery("issues", {}, guid="old", status_code=500)
+    clock.advance(7200)
+    fake.add_delivery("issues", {}, guid="new", status_code=500)
+    result = await sweeper.sweep()
+    assert result.listed == 1 and result.redelivered == ["new"]
+    # GitHub keeps deliveries three days: no sweep looks back further.
+    assert RedeliverySweeper(app, Journal().held, lookback=10 * 86400).lookback == GITHUB_WINDOW
+
+
+async def test_a_sweep_that_finds_no_failure_asks_no_shard(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    fake.add_delivery("issues", {}, guid="fine")
+    journal = Journal()
+    result = await RedeliverySweeper(app, journal.held, max_pages=0, clock=clock).sweep()
+    assert (result.listed, result.failed, result.truncated) == (1, 0, False)  # a page at least
+    assert journal.asked == []
 
 
 async def test_a_sweep_reads_a_bounded_number_of_pages(
