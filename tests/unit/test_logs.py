@@ -86,6 +86,40 @@ def test_secrets_never_reach_a_line(captured: io.StringIO, pem_pkcs8: bytes) -> 
     assert got[4]["message"] == "key [key]"
 
 
+@pytest.mark.parametrize(
+    ("text", "kept", "gone"),
+    [
+        # A key cut short (a message cut at its length limit) still goes, to the end.
+        ("key -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA", "key [key]", "MIIE"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: [redacted]", "dXNl"),
+        ("AUTHORIZATION=token abc123def456", "AUTHORIZATION=[redacted]", "abc123"),
+        # An unsigned JWT ("alg": "none") has an empty third part.
+        ("jwt eyJhbGciOiJub25lIn0.eyJpc3MiOiIxIn0.", "jwt [jwt]", "eyJpc3M"),
+        ("legacy sha1=" + "ab" * 20, "legacy sha1=[redacted]", "abab"),
+        ("sha256=" + "AB" * 32, "sha256=[redacted]", "ABAB"),
+    ],
+)
+def test_what_else_is_masked(text: str, kept: str, gone: str) -> None:
+    masked = logs.mask(text)
+    assert masked == kept and gone not in masked
+
+
+def test_an_error_type_a_line_names_stays_when_it_carries_an_exception(
+    captured: io.StringIO,
+) -> None:
+    logs.configure("INFO", "json", stream=captured)
+    try:
+        raise RuntimeError("wrapped")
+    except RuntimeError:
+        logging.getLogger("ghbot.test").exception("failed", extra={"error_type": "Timeout"})
+    [line] = lines(captured)
+    assert line["error_type"] == "Timeout"
+
+
+def test_a_level_read_with_spaces_around_it_is_taken() -> None:
+    assert logs.level_name(" warn\n") == "WARNING"
+
+
 def test_text_format_masks_too_and_reconfiguring_replaces_the_handler(
     captured: io.StringIO,
 ) -> None:

@@ -68,3 +68,16 @@ def test_describe_names_the_failure() -> None:
     assert describe(ServerError(500, "x")) == "server_error"
     assert describe(Timeout("x")) == "timeout"
     assert describe(KeyError("x")) == "unexpected"
+
+
+def test_a_wait_github_names_is_taken_and_never_negative() -> None:
+    policy = RetryPolicy()
+    limited = RateLimited(429, "slow down", kind="secondary", retry_after=-3.0)
+    assert is_retryable(limited) and policy.should_retry(limited, 0)
+    assert policy.delay_for(limited, 0) == 0.0
+    assert policy.delay_for(RateLimited(429, "x", kind="secondary", retry_after=42.0), 5) == 42
+
+
+def test_a_negative_attempt_backs_off_as_the_first() -> None:
+    first, negative = RetryPolicy(rng=random.Random(7)), RetryPolicy(rng=random.Random(7))
+    assert negative.backoff(-2) == first.backoff(0)
