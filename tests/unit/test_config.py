@@ -93,13 +93,31 @@ def test_a_client_id_in_the_app_id_variable_is_pointed_out(pem_pkcs8: bytes) -> 
         Settings.from_env(_env(pem_pkcs8, GITHUB_APP_ID="Iv23liAbCd"))
 
 
+def test_values_are_read_as_an_operator_writes_them(pem_pkcs8: bytes) -> None:
+    """Spaces around a list's items, a setting of spaces only (as unset), the
+    `postgres://` scheme, and the app ID over the client ID when both are set."""
+    env = _env(pem_pkcs8, GITHUB_WEBHOOK_SECRET=" new , old ", MAX_RETRIES="  ")
+    env |= {"GHBOT_JOURNAL_URL": "postgres://ghbot@db/ghbot", "GITHUB_CLIENT_ID": "Iv23li"}
+    settings = Settings.from_env(env)
+    assert settings.webhook_secrets == ("new", "old")
+    assert settings.max_retries == 3
+    assert settings.journal_url == "postgres://ghbot@db/ghbot"
+    assert settings.app_id == 12345
+
+
+def test_a_webhook_secret_of_spaces_is_no_secret(pem_pkcs8: bytes) -> None:
+    with pytest.raises(ConfigError, match="GITHUB_WEBHOOK_SECRET is not set or empty"):
+        Settings.from_env(_env(pem_pkcs8, GITHUB_WEBHOOK_SECRET="   "))
+
+
 def test_parts_can_be_optional() -> None:
     settings = Settings.from_env({}, require_app=False, require_webhooks=False)
     assert settings.app_id is None and settings.webhook_secrets == ()
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30", 30), ("30s", 30), ("55m", 3300), ("1h", 3600), ("0.5", 0.5)]
+    ("text", "seconds"),
+    [("30", 30), ("30s", 30), ("55m", 3300), ("1h", 3600), ("0.5", 0.5), (" 2H ", 7200)],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -114,6 +132,7 @@ def test_parse_duration_refuses(text: str) -> None:
 def test_graphql_url() -> None:
     assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
     assert graphql_url("https://h/api/v3") == "https://h/api/graphql"
+    assert graphql_url("https://h/v3") == "https://h/v3/graphql"  # not GHES's /api/v3
 
 
 def test_log_level_accepts_the_operations_guides_names() -> None:
