@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from actors.bot import InstallationActor, on, ordering_key
 from actors.quota import TurnSource
+from actors.ray import runtime
 from actors.ray.ingress import WebhookIngress
 from actors.records import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
@@ -289,3 +290,11 @@ def webhook_request(body: bytes, **headers: str) -> Request:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return Request(scope, receive)
+
+
+@pytest.fixture
+def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Skip `set_up_process`: Ray's meter provider and ghbot's log handler stay out of
+    the test process (the records still reach pytest's `caplog`)."""
+    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
+    yield

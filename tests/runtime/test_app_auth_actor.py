@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,14 +27,6 @@ from ghbot.testing import app_key_pair
 from tests.runtime.conftest import until
 
 NOT_A_KEY = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
-
-
-@pytest.fixture
-def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Skip `set_up_process`: Ray's meter provider and ghbot's log handler stay out of
-    the test process (the records still reach pytest's `caplog`)."""
-    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
-    yield
 
 
 def app_auth(key_path: Path) -> AppAuthActor:

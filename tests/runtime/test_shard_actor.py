@@ -8,24 +8,15 @@ deploys the real one (`test_readiness.py`: a journal gone under it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from actors.ray import runtime
 from actors.ray.runtime import ShardActor
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import JournalUnavailable, UsageError
-
-
-@pytest.fixture
-def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Skip `set_up_process` (Ray's meter provider, ghbot's log handler)."""
-    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
-    yield
 
 
 async def shard_actor() -> ShardActor:
