@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from starlette.requests import Request
@@ -179,6 +179,14 @@ async def commenter_outcomes(journal: Journal) -> list[Any]:
     """The runtime's records in `Commenter`'s installation's stream, decoded."""
     stream, vshard = stream_name(COMMENTER_INSTALLATION), COMMENTER_INSTALLATION % VSHARDS
     return [decode_runtime(r.type, r.data) for r in await journal.read(stream, shard=vshard)]
+
+
+R = TypeVar("R")
+
+
+async def commenter_records(journal: Journal, kind: type[R]) -> list[R]:
+    """`commenter_outcomes` of one record type (`ClientHeld`, `HandlerSucceeded`)."""
+    return [e for e in await commenter_outcomes(journal) if isinstance(e, kind)]
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from tests.runtime.conftest import (
     Stuck,
     batch,
     commenter_outcomes,
+    commenter_records,
     commenter_shard,
     inbound,
     payload,
@@ -232,7 +233,7 @@ async def test_a_retry_waiting_out_its_backoff_is_left_to_the_successor_which_wa
     assert second >= failed.retry_at - 0.01
     assert second - first < failed.retry_in + 1.0
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
-    [succeeded] = [e for e in await commenter_outcomes(journal) if isinstance(e, HandlerSucceeded)]
+    [succeeded] = await commenter_records(journal, HandlerSucceeded)
     assert succeeded.attempt == 2  # the attempt the first shard journaled counts
 
 
@@ -330,7 +331,7 @@ async def test_a_paused_installation_is_handed_over_with_its_pause(
         assert await shard.drain() == 1
     assert github.paused  # it did not wait the pause out
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert (held.writes_after, held.paused_until) == (0.0, paused_until)
 
     successor = commenter_shard(journal, fake, Commenter, pace_writes=None)
@@ -369,7 +370,7 @@ async def test_an_installation_being_read_again_is_handed_over_with_its_pause(
     assert shard.hosts[INSTALLATION].bot.github is github
     assert github.paused  # it did not wait the pause out
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.paused_until == paused_until
     assert left == 1  # d1, for the successor
 
@@ -401,7 +402,7 @@ async def test_an_installation_read_again_as_the_drain_begins_is_handed_over_wit
     async with asyncio.timeout(10):
         assert await drain == 0
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == writes_after
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
 
@@ -438,7 +439,7 @@ async def test_an_installation_whose_reading_again_failed_is_read_for_the_hand_o
     async with asyncio.timeout(10):
         assert await shard.drain() == 0
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == writes_after
 
 
@@ -455,7 +456,7 @@ async def test_a_finishing_drain_does_not_wait_out_a_reading_again_s_backoff(
         assert await shard.drain(finish=True) == 0
     assert not shard._reactivating
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == writes_after
 
 
@@ -497,7 +498,7 @@ async def test_an_installation_with_its_breaker_open_is_handed_over_with_it(
         assert await shard.drain() == 1
     assert time.time() < breaker_until  # it did not wait for the breaker to close
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.breaker_until == breaker_until
 
     successor = commenter_shard(journal, fake, Commenter, pace_writes=None, breaker=breaker)
@@ -683,7 +684,7 @@ async def test_a_turn_given_to_a_lease_s_task_is_handed_over_and_its_next_asked_
     async with asyncio.timeout(10):
         assert await shard.drain() == 0
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == github.holds().writes_after > time.time()
     with pytest.raises(ShardDraining):  # a turn now would not reach the successor
         await shard.grant_write(INSTALLATION)
@@ -756,9 +757,9 @@ async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(
     with pytest.raises(TimeoutError):  # as the Ray actor's `drain` runs it
         async with asyncio.timeout(0.3):
             await shard.drain()
-    assert not [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    assert not await commenter_records(journal, ClientHeld)
     await shard.close()
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == pytest.approx(writes_after, abs=0.5)
     assert held.writes_after > time.time() + 50
 
@@ -796,7 +797,7 @@ async def test_one_slow_hand_over_costs_the_others_nothing(
     async with asyncio.timeout(5):
         assert await shard._hand_over_clients(within=0.3) == 1
     assert slow.cancelled
-    [held] = [e for e in await commenter_outcomes(journal) if isinstance(e, ClientHeld)]
+    [held] = await commenter_records(journal, ClientHeld)
     assert held.writes_after == writes_after
     del shard.hosts[INSTALLATION + VSHARDS]
     await shard.close()
