@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| `GITHUB_APP_ID` or `GITHUB_CLIENT_ID` | the app's ID or client ID (the JWT's `iss`) | required |
+| `GITHUB_APP_ID` or `GITHUB_CLIENT_ID` | the app's ID or client ID (the JWT's `iss`; the ID if both are set) | required |
 | `GITHUB_PRIVATE_KEY` | PEM text, or a path to the PEM file | required |
 | `GITHUB_WEBHOOK_SECRET` | one or more secrets, comma-separated (rotation) | required |
 | `GITHUB_API_URL` | REST base; `https://HOST/api/v3` on GHES | `https://api.github.com` |
