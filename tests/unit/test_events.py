@@ -245,7 +245,23 @@ def test_envelope_number_prefers_issue_then_pull_request_then_top_level() -> Non
     assert decode_envelope(b'{"number": 3, "pull_request": {"number": 2}}').number == 2
     body = b'{"number": 3, "pull_request": {"number": 2}, "issue": {"number": 1}}'
     assert decode_envelope(body).number == 1
+    assert decode_envelope(b'{"issue": {}, "pull_request": {"number": 2}}').number == 2
     assert decode_envelope(b"{}") == Envelope()
+
+
+def test_a_body_nested_too_deeply_raises_malformed_payload() -> None:
+    """Well-formed JSON nested past what the decoder recurses through (100,000 levels,
+    in a field the model skips) is refused, not a `RecursionError` out of `parse`."""
+    deep = b'{"action": "opened", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MalformedPayload, match="nested too deeply") as info:
+        parse("issues", deep, delivery_id="d-deep")
+    assert info.value.delivery_id == "d-deep"
+
+
+def test_a_known_event_without_its_action_is_malformed_not_unknown() -> None:
+    """An `issues` body with no `action` is not a new action the models lack."""
+    with pytest.raises(MalformedPayload, match="action"):
+        parse("issues", b'{"issue": {"number": 1}}')
 
 
 # --- names -------------------------------------------------------------------------------
@@ -270,6 +286,12 @@ def test_check_name_accepts(name: str) -> None:
     ("name", "message"),
     [
         ("issues.opend", "did you mean 'issues.opened'"),
+        # up to three of the event's own names (not `check_suite.requested`)
+        (
+            "check_run.requested",
+            "did you mean 'check_run.rerequested' or 'check_run.requested_action' or "
+            "'check_run.created'?",
+        ),
         ("isues", "did you mean 'issues'"),
         ("pull_request.open", "did you mean 'pull_request.opened'"),
         ("push.opened", "'push' has no actions; did you mean 'push'"),

@@ -113,6 +113,14 @@ def test_strict_false_registers_an_unknown_name_with_a_warning() -> None:
     assert Bot.handlers_for("issues.brand_new_action", "issues", known=False) == ("new_action",)
 
 
+@pytest.mark.parametrize("name", ["issues.", "issues.brand.new", "brand_new_event.", ".opened"])
+def test_strict_false_still_refuses_a_name_that_is_not_well_formed(name: str) -> None:
+    """`strict=False` lets a new event or action through, not a name no delivery can have
+    (an empty action, an action with a dot, no event)."""
+    with pytest.raises(UnknownEventError):
+        on(name, strict=False)
+
+
 def test_strict_false_still_checks_the_annotation_and_known_names_do_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -185,6 +193,17 @@ def test_repo_issue_and_pull_request_give_rest_parameters() -> None:
     installation = parse("installation", body_of("installation.created"))
     with pytest.raises(UsageError, match="no repository"):
         installation.repo()
+    with pytest.raises(UsageError, match="push delivery is about no issue"):
+        parse("push", body_of("push")).issue()
+
+
+def test_pull_request_number_falls_back_to_the_top_level_number() -> None:
+    """A `pull_request` object without its number (an event the models lack): the
+    payload's `number` beside it."""
+    repository = json.loads(body_of("pull_request.opened"))["repository"]
+    body = {"pull_request": {"url": "https://x"}, "number": 77, "repository": repository}
+    event = parse("brand_new_event", json.dumps(body).encode())
+    assert event.pull_request() == {"owner": "Codertocat", "repo": "Hello-World", "pull_number": 77}
 
 
 def test_is_bot_reads_the_sender_type_or_login() -> None:
