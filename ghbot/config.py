@@ -2,7 +2,7 @@
 
 | variable | meaning | default |
 |---|---|---|
-| `GITHUB_APP_ID` or `GITHUB_CLIENT_ID` | the app's ID or client ID (the JWT's `iss`; the ID if both are set) | required |
+| `GITHUB_APP_ID` or `GITHUB_CLIENT_ID` | the app's ID or client ID (the JWT's `iss`) | required |
 | `GITHUB_PRIVATE_KEY` | PEM text, or a path to the PEM file | required |
 | `GITHUB_WEBHOOK_SECRET` | one or more secrets, comma-separated (rotation) | required |
 | `GITHUB_API_URL` | REST base; `https://HOST/api/v3` on GHES | `https://api.github.com` |
@@ -13,6 +13,8 @@
 | `LOG_LEVEL` | `TRACE`, `DEBUG`, `INFO`, `WARN` (or `WARNING`), `ERROR`, `CRITICAL` | `INFO` |
 | `LOG_FORMAT` | `json` (one object per line) or `text` | `json` |
 | `GHBOT_JOURNAL_URL` | `sqlite:///abs/dir` or `postgresql://…` | `./data/journal`, made absolute |
+
+With both `GITHUB_APP_ID` and `GITHUB_CLIENT_ID` set, the app ID is used.
 """
 
 from __future__ import annotations
