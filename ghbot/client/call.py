@@ -97,9 +97,11 @@ class Call:
     def follow(self, status: int, location: str) -> None:
         """Point the request at the redirect's target, resolved against the current URL.
 
-        307/308 keep the method and the body (a PATCH to a renamed repository). Leaving
-        the first origin drops the credentials, the budget and the ETag cache: that host
-        is not GitHub's API for this client. Raises `GitHubError` without a Location.
+        307/308 keep the method and the body (a PATCH to a renamed repository); the
+        others are followed for GET and HEAD only (`may_follow`), which keep their
+        method. Leaving the first origin drops the credentials, the budget and the ETag
+        cache: that host is not GitHub's API for this client. Raises `GitHubError`
+        without a Location.
         """
         if not location:
             raise GitHubError(
@@ -109,7 +111,7 @@ class Call:
         self.text = urljoin(self.text, location)
         self.url = URL(self.text, encoded=True)
         if status not in (307, 308):
-            self.method, self.body = "GET", None
+            self.body = None
             self.headers.pop("Content-Type", None)
         self.away = self.away or origin(self.url) != home
         if self.away:

@@ -108,8 +108,10 @@ class Router:
         self._routes.setdefault((method, _head(template)), []).append(route)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        """Return the route for `method path` and its parameters, or None."""
-        for route in self._routes.get((method, _head(path)), ()):
+        """Return the route for `method path` and its parameters, or None. HEAD takes
+        GET's route, as GitHub answers it (aiohttp sends no body for HEAD)."""
+        routed = "GET" if method == "HEAD" else method
+        for route in self._routes.get((routed, _head(path)), ()):
             found = route.pattern.match(path)
             if found is not None:
                 return route, found.groupdict()

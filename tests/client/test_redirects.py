@@ -42,6 +42,32 @@ async def test_a_307_repeats_the_patch_with_its_body(
     assert repeated.path == f"/repos/{NEW}/issues/1" and repeated.json == {"title": "Renamed"}
 
 
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_307_or_308_repeats_the_post_with_its_body(
+    fake: FakeGitHub, token_client: Callable[..., GitHub], status: int
+) -> None:
+    comments = f"/repos/{REPO}/issues/1/comments"
+    fake.faults.add("/moved/comments$", "redirect", status=status, location=comments)
+    answer = await token_client().request("POST", "/moved/comments", json={"body": "hi"})
+    assert answer.status == 201
+    moved, repeated = list(fake.requests)[-2:]
+    assert (moved.method, repeated.method) == ("POST", "POST")
+    assert repeated.path == comments and repeated.json == {"body": "hi"}
+    assert [c["body"] for c in fake.comments(REPO, 1)] == ["hi"]
+
+
+async def test_a_302_to_a_head_is_followed(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    fake.faults.add("/moved$", "redirect", status=302, location=f"/repos/{REPO}/issues/1")
+    answer = await token_client().request("HEAD", "/moved")
+    assert answer.status == 200 and answer.data is None  # still HEAD: no body
+    assert [(r.method, r.path) for r in fake.requests][-2:] == [
+        ("HEAD", "/moved"),
+        ("HEAD", f"/repos/{REPO}/issues/1"),
+    ]
+
+
 async def test_a_302_to_a_post_is_not_followed(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
