@@ -12,7 +12,8 @@ the installation's remaining budget less its margin (`ghbot.ratelimit.Budget.lea
 In the task, `lease.client()` is a client that refuses a request beyond the grant (give
 each task its own part: `split`; a part is never shared between processes). When
 the block ends, what the tasks did not use (`report`) goes back to the budget; with no
-report, the whole grant counts as used (pessimistic).
+report, the whole grant counts as used (pessimistic), also when the block raises
+(its tasks may have made requests before it failed).
 
 Writes are paced with the installation's own (`GHBOT_PACE_WRITES`): a lease asks for
 `writes` of its requests to be writes (every attempt counts: a retry takes one too; a
@@ -188,6 +189,7 @@ class Quota:
         gh = self._github
         budget = gh.budgets.core
         granted = budget.lease(n, self._clock())
+        ticket: QuotaLease | None = None
         try:
             token = await gh.credentials.authorization()
             interval = gh.options.pace_writes
@@ -209,9 +211,8 @@ class Quota:
                 local=local,
             )
             yield ticket
-        except BaseException:
+        finally:
+            if ticket is not None:  # handed out: what its tasks may have used counts
+                for _ in range(n if ticket.used is None else ticket.used):
+                    budget.spend(granted)
             budget.release(granted)
-            raise
-        for _ in range(n if ticket.used is None else ticket.used):
-            budget.spend(granted)
-        budget.release(granted)

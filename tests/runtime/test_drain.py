@@ -189,6 +189,36 @@ async def test_a_handler_that_wrote_is_not_cut_when_it_waits_to_write_after_the_
     assert len(fake.requests_to(COMMENTS, "POST")) == 2
 
 
+class LeasesThenReads(InstallationActor):
+    """Lease two requests for tasks elsewhere (none made), then read issue 1."""
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        async with self.quota.lease(2) as lease:
+            lease.report(0)
+        await self.github.request("GET", f"/repos/{COMMENTER_REPO}/issues/1")
+
+
+async def test_a_handler_that_leased_is_not_cut_while_its_client_waits(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    """What a lease's tasks did elsewhere is not followed, so a lease counts as a
+    write: the handler's later wait (here a secondary limit's pause) is waited out,
+    where a handler that only read would be left to the successor."""
+    issue = f"/repos/{COMMENTER_REPO}/issues/1"
+    fake.faults.add("/issues/1$", "secondary", retry_after=1)
+    shard = commenter_shard(journal, fake, LeasesThenReads, pace_writes=None)
+    await shard.start()
+    assert await shard.ingest(batch(_opened(LeasesThenReads, 1, "d1"))) == ["accepted"]
+    await until(lambda: len(fake.requests_to(issue)) == 1)  # paused for 1 s from here
+    async with asyncio.timeout(10):
+        assert await shard.drain() == 0
+    await shard.close()
+    assert len(fake.requests_to(issue)) == 2
+    assert await _completed(journal) == ["d1"]
+    assert await _successor_runs_the_rest(journal, fake, LeasesThenReads) == 0
+
+
 class FailsOnce(InstallationActor):
     """Fail the first attempt of each delivery, then comment."""
 

@@ -91,6 +91,39 @@ async def test_a_turn_not_waited_for_still_follows_the_one_before() -> None:
     assert len(turns) == 0
 
 
+async def test_a_cancelled_wait_leaves_the_order_of_the_turns_after_it() -> None:
+    """A call cancelled while it waits for the one before (its request went away)
+    does not cancel that one's turn: the call after it still waits for both."""
+    turns = Turns()
+    first, second, third = turns.take([1]), turns.take([1]), turns.take([1])
+    cancelled = asyncio.create_task(second.wait(1))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    second.release()
+    waiting = asyncio.create_task(third.wait(1))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # `first` is still running: `second` ends after it
+    first.release()
+    await asyncio.wait_for(waiting, 1)
+    third.release()
+
+
+async def test_a_turn_that_ends_forgets_only_itself() -> None:
+    """The first turn ending leaves the second as the latest: a turn taken now follows it."""
+    turns = Turns()
+    first, second = turns.take([1]), turns.take([1])
+    first.release()
+    await asyncio.sleep(0)  # the first's future is done, its callbacks run
+    third = turns.take([1])
+    waiting = asyncio.create_task(third.wait(1))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    second.release()
+    await asyncio.wait_for(waiting, 1)
+    third.release()
+
+
 async def test_a_restarted_shard_resumes_in_journal_order_not_by_arrival_time(
     tmp_path: Path,
 ) -> None:

@@ -80,12 +80,43 @@ async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
         assert budget.remaining == 99 - 12
 
 
+async def test_a_lease_without_a_report_counts_whole_even_when_its_block_raises(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    async with _octo(public_pem, rate_limit=100) as fake:
+        options = ClientOptions(base_url=fake.url, pace_writes=None)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        await gh.request("GET", "/repos/octo/repo")  # learn the budget: 99 of 100 left
+        budget, quota = gh.budgets.core, Quota(gh)
+        async with quota.lease(5):
+            pass  # no report: its tasks may have made all five
+        assert (budget.remaining, budget.reserved) == (94, 0)
+        with pytest.raises(RuntimeError):
+            async with quota.lease(5):
+                raise RuntimeError("a task failed; the others' requests were made")
+        assert (budget.remaining, budget.reserved) == (89, 0)
+        with pytest.raises(RuntimeError):
+            async with quota.lease(5) as lease:
+                lease.report(2)
+                raise RuntimeError("failed after its tasks reported")
+        assert (budget.remaining, budget.reserved) == (87, 0)
+
+
 def test_a_report_beyond_the_grant_is_refused() -> None:
     lease = QuotaLease(installation_id=1, granted=5, base_url="http://x", token="t" * 40)
     with pytest.raises(UsageError):
         lease.report(6)
     with pytest.raises(UsageError):
+        lease.report(-1)
+    with pytest.raises(UsageError):
         lease.split(0)
+
+
+def test_a_split_gives_the_remainders_to_the_first_part() -> None:
+    lease = QuotaLease(installation_id=1, granted=10, base_url="http://x", token="t" * 40, writes=5)
+    parts = lease.split(3)
+    assert [p.granted for p in parts] == [4, 3, 3]
+    assert [p.writes for p in parts] == [3, 1, 1]
 
 
 @pytest.mark.parametrize(
@@ -166,6 +197,7 @@ async def test_a_task_writing_beyond_its_writes_is_refused_and_may_still_read(
                 pass
         async with quota.lease(5, writes=1) as lease:
             client = lease.client()
+            assert client.options.pace_writes == 0.05  # the installation's interval
             await client.request("POST", COMMENTS, json={"body": "the one"})
             with pytest.raises(LeaseExhausted, match="no write left"):
                 await client.request("POST", COMMENTS, json={"body": "one too many"})
@@ -195,6 +227,7 @@ async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_el
             for n in range(2):
                 await client.request("POST", COMMENTS, json={"body": str(n)})
             assert clock.now >= started + 1.0 * WRITE_SPACING  # the second turn waited
+            assert lease.split(2)[1].client().options.clock is clock  # its parts too
             # Sent to a Ray task, the lease keeps wall-clock time and its turn source.
             elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
             assert elsewhere.local is None and elsewhere.client().options.clock is time.time
