@@ -248,6 +248,46 @@ async def test_force_returns_a_fresh_token_instead_of_minting_again(clock: FakeC
     assert cache.cached(1) is None
 
 
+async def test_force_uses_the_caches_fresh_window(clock: FakeClock) -> None:
+    async def mint(installation_id: int) -> InstallationToken:
+        return InstallationToken(f"ghs_{clock()}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock, fresh_window=30.0)
+    first = await cache.get(1)
+    clock.advance(20)  # older than the default 5 s, inside this cache's 30 s
+    assert await cache.get(1, force=True) is first
+    assert cache.minted == 1
+
+
+async def test_a_token_is_not_used_once_its_ttl_is_over(clock: FakeClock) -> None:
+    async def mint(installation_id: int) -> InstallationToken:
+        return InstallationToken(f"ghs_{clock()}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock, ttl=600.0, margin=0.0)
+    first = await cache.get(1)
+    clock.advance(600)  # exactly the ttl
+    assert await cache.get(1) is not first
+    assert cache.minted == 2
+
+
+async def test_the_token_cache_keeps_the_most_recently_minted_up_to_maxsize(
+    clock: FakeClock,
+) -> None:
+    async def mint(installation_id: int) -> InstallationToken:
+        return InstallationToken(f"ghs_{clock()}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock, maxsize=2)
+    await cache.get(1)
+    await cache.get(2)
+    clock.advance(10)
+    await cache.get(1, force=True)  # minted again: now the most recent
+    await cache.get(3)  # one too many: the least recent, 2, goes
+    assert [cache.cached(i) is not None for i in (1, 2, 3)] == [True, False, True]
+    await cache.get(1)  # a hit: the most recent again
+    await cache.get(4)  # 3 goes, not 1
+    assert [cache.cached(i) is not None for i in (1, 3, 4)] == [True, False, True]
+
+
 def test_a_key_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     import os
 

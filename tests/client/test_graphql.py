@@ -75,6 +75,7 @@ def test_rate_limited_graphql_errors_raise_rate_limited() -> None:
         ("fragment F on Issue { id }\nmutation { closeIssue(input: {}) { issue { ...F } } }", True),
         ("query { viewer { login } }", False),
         ('{ repository(owner: "o", name: "r") { mutationTestingEnabled } }', False),
+        ('{ repository(owner: "o", name: "r") { owner { login } mutationTestingEnabled } }', False),
         ("# mutation { later }\nquery { viewer { login } }", False),
     ],
 )

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from ghbot.auth import InstallationToken
 from ghbot.client import ETagCache, InstallationTokens
 from ghbot.client.etag import CachedAnswer
@@ -69,6 +71,24 @@ def test_the_etag_cache_counts_a_replaced_answer_once_and_skips_a_huge_one() -> 
     cache.put(key, answer(10))
     cache.clear()
     assert cache.size_bytes == 0
+    cache.put(key, answer(1000))  # exactly the budget: kept
+    assert len(cache) == 1 and cache.size_bytes == 1000
+
+
+def test_a_hit_makes_an_answer_the_most_recently_used() -> None:
+    cache = ETagCache(maxsize=2)
+    first, second, third = (("installation:1", f"https://api/{n}", "json") for n in range(3))
+    cache.put(first, answer(1))
+    cache.put(second, answer(1))
+    assert cache.get(first) is not None
+    cache.put(third, answer(1))  # evicts the least recently used: `second`, not `first`
+    assert cache.get(second) is None and cache.get(first) is not None
+
+
+@pytest.mark.parametrize(("maxsize", "max_bytes"), [(0, 1), (1, 0)])
+def test_an_etag_cache_holds_at_least_one_answer_and_byte(maxsize: int, max_bytes: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ETagCache(maxsize, max_bytes=max_bytes)
 
 
 class _App:

@@ -14,8 +14,11 @@ import pytest
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, GitHubApp, close_pool
+from ghbot.client.github import call_watcher
+from ghbot.errors import RateLimited
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
+from tests.runtime.conftest import until
 
 from .conftest import REPO
 
@@ -40,6 +43,85 @@ async def test_writes_of_one_installation_are_a_second_apart(
     started = clock()
     await asyncio.gather(*(gh.request("POST", COMMENTS, json={"body": "x"}) for _ in range(3)))
     assert clock() - started == pytest.approx(3.0), "concurrent writes also wait their turn"
+
+
+async def test_a_client_with_a_write_in_flight_or_a_pause_is_not_settled(
+    fake: FakeGitHub, clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """`settled` and `holds` tell a runtime whether forgetting the client loses a wait."""
+    gh = token_client(options=paced)
+    assert gh.settled and gh.holds() == (0.0, 0.0, 0.0)
+    fake.faults.add("/comments$", "slow", delay=0.2)
+    writing = asyncio.create_task(gh.request("POST", COMMENTS, json={"body": "slow"}))
+    await until(lambda: bool(fake.requests_to(COMMENTS, "POST")))
+    assert not gh.settled  # the write's interval starts at its answer, not yet come
+    assert gh.holds().writes_after == clock() + 1.0  # counted as ending now
+    await writing
+    assert not gh.settled and gh.holds().writes_after == clock() + 1.0
+    clock.advance(1.0)
+    assert gh.settled
+    gh.hold(paused_until=clock() + 10, writes_after=clock() + 20)
+    gh.hold(paused_until=clock() + 5, writes_after=clock() + 3)  # never shortens a wait
+    assert gh.holds()[:2] == (clock() + 20, clock() + 10) and not gh.settled
+    clock.advance(10)
+    assert gh.holds().paused_until == clock() and not gh.settled  # writes still wait
+    clock.advance(10)  # the writes' wait ends exactly now
+    assert gh.settled
+    gh.hold(paused_until=clock())  # a pause ending exactly now holds nothing
+    assert gh.settled
+
+
+async def test_a_timer_that_fires_early_does_not_let_a_write_go_early(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    async def early(seconds: float) -> None:  # the loop's timer ends 0.1 s short
+        clock.advance(seconds - 0.1 if seconds > 0.1 else seconds)
+
+    gh = token_client(options=paced.replace(sleep=early))
+    await gh.request("POST", COMMENTS, json={"body": "one"})
+    answered = clock()
+    await gh.request("POST", COMMENTS, json={"body": "two"})
+    assert clock() - answered >= 1.0
+
+
+async def test_a_turn_is_not_granted_through_a_pause_longer_than_the_in_line_wait(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client(options=paced)
+    gh.hold(paused_until=clock() + 61)  # `max_rate_limit_wait` is 60 s
+    with pytest.raises(RateLimited, match="paused"):
+        await gh.grant_write(2.5)
+    assert clock.sleeps == []
+
+
+async def test_a_wait_cut_short_is_told_as_ended(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """A runner watching the client (`call_watcher`) hears that a wait ended, also when
+    the request waiting is cancelled."""
+    heard: list[bool] = []
+
+    class Watcher:
+        def waiting(self, waiting: bool) -> None:
+            heard.append(waiting)
+
+        def calling(self, writes: bool) -> None:
+            pass
+
+    async def forever(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    gh = token_client(options=paced.replace(sleep=forever))
+    gh.hold(paused_until=clock() + 5)
+    token = call_watcher.set(Watcher())
+    try:
+        request = asyncio.create_task(gh.request("GET", f"/repos/{REPO}"))
+    finally:
+        call_watcher.reset(token)
+    await until(lambda: heard == [True])
+    request.cancel()
+    await asyncio.gather(request, return_exceptions=True)
+    assert heard == [True, False]
 
 
 async def test_reads_are_not_paced(

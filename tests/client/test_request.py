@@ -7,10 +7,12 @@ import logging
 import tracemalloc
 from collections.abc import Callable
 
+import aiohttp
 import pytest
 
 from ghbot.auth import AppAuth
-from ghbot.client import ClientOptions, GitHub, GitHubApp, current_pool
+from ghbot.client import ClientOptions, GitHub, GitHubApp, close_pool, current_pool
+from ghbot.client.pool import Pool
 from ghbot.config import Settings
 from ghbot.errors import (
     BadRequest,
@@ -80,6 +82,11 @@ async def test_params_are_encoded_into_the_query(
     gh = token_client()
     await gh.request("GET", f"/repos/{REPO}/issues", params={"state": "all", "per_page": 5})
     assert fake.requests_to(f"/repos/{REPO}/issues")[0].query == "state=all&per_page=5"
+    # None leaves a parameter out; a URL with a query of its own keeps it.
+    await gh.request("GET", f"/repos/{REPO}/issues?state=open", params={"per_page": 2, "x": None})
+    assert fake.requests_to(f"/repos/{REPO}/issues")[1].query == "state=open&per_page=2"
+    await gh.request("GET", f"/repos/{REPO}/issues", params={"pinned": True, "locked": False})
+    assert fake.requests_to(f"/repos/{REPO}/issues")[2].query == "pinned=true&locked=false"
 
 
 @pytest.mark.parametrize(
@@ -199,6 +206,29 @@ def test_pool_closes_when_the_loop_ends(public_pem: bytes) -> None:
     assert session.closed  # type: ignore[attr-defined]
 
 
+async def test_a_pool_remakes_its_own_session_and_leaves_a_given_one_open() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Pool(max_concurrency=0)
+    pool = Pool()
+    first = pool.session
+    await first.close()
+    assert pool.session is not first and not pool.session.closed  # its own: made again
+    await pool.close()
+    async with aiohttp.ClientSession() as given:
+        borrowed = Pool(session=given)
+        assert borrowed.session is given
+        await borrowed.close()
+        assert not given.closed  # the caller's to close
+
+
+async def test_close_pool_closes_the_loops_pool_and_the_next_request_gets_a_new_one() -> None:
+    pool = current_pool()
+    session = pool.session
+    await close_pool()
+    assert session.closed
+    assert current_pool() is not pool
+
+
 async def test_from_settings_reads_url_timeout_retries_and_margin(fake: FakeGitHub) -> None:
     env = {
         "GITHUB_API_URL": f"{fake.url}/api/v3",
@@ -211,6 +241,7 @@ async def test_from_settings_reads_url_timeout_retries_and_margin(fake: FakeGitH
     assert gh.base_url == f"{fake.url}/api/v3"
     assert (gh.options.timeout, gh.options.retry.max_retries) == (7.0, 1)
     assert gh.budgets.core.margin == 0.2
+    assert ClientOptions.from_settings(settings, timeout=3.0).timeout == 3.0  # changes win
     answer = await gh.request("GET", f"/repos/{REPO}")
     assert answer.data["full_name"] == REPO
     assert fake.requests[-1].url.startswith(f"{fake.url}/api/v3/repos/")

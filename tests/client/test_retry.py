@@ -17,10 +17,11 @@ from .conftest import REPO
 ISSUE = f"/repos/{REPO}/issues/1"
 
 
+@pytest.mark.parametrize("status", [500, 502])
 async def test_server_errors_are_retried_with_growing_jittered_backoff(
-    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub], status: int
 ) -> None:
-    fake.faults.add("/issues/1$", "server_error", count=2)
+    fake.faults.add("/issues/1$", "server_error", count=2, status=status)
     answer = await token_client().request("GET", ISSUE)
     assert answer.status == 200
     assert len(fake.requests_to(ISSUE)) == 3

@@ -32,6 +32,11 @@ def test_instruments_made_before_the_provider_record_through_it() -> None:
         ghbot_metrics.api_request("GET", 200, 0.02)
         ghbot_metrics.api_request("post", None, 0.5)
         ghbot_metrics.retry("network")
+        ghbot_metrics.api_request("GET", 600, 0.1)  # past 5xx: counted as 5xx
+        from ghbot import errors
+        for refused in ("InvalidSignature", "UnsupportedContentType", "MissingHeader"):
+            ghbot_metrics.parse_error(getattr(errors, refused)("refused"))
+        ghbot_metrics.webhook_received("brand_new_event")
         for rm in reader.get_metrics_data().resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
@@ -48,8 +53,18 @@ def test_instruments_made_before_the_provider_record_through_it() -> None:
     assert (
         "ghbot_api_requests_total 1 [('method', 'OTHER'), ('status_class', 'network')] 1" in lines
     )
-    assert "ghbot_api_request_duration_seconds s [('method', 'GET')] 1" in lines
+    assert "ghbot_api_request_duration_seconds s [('method', 'GET')] 2" in lines
     assert "ghbot_api_retries_total 1 [('reason', 'network')] 1" in lines
+    assert "ghbot_api_requests_total 1 [('method', 'GET'), ('status_class', '5xx')] 1" in lines
+    # A bad signature is counted apart, not also as a parse error of its own.
+    assert "ghbot_webhook_signature_failures_total 1 [] 1" in lines
+    parse_errors = {line for line in lines if line.startswith("ghbot_webhook_parse_errors")}
+    assert parse_errors == {
+        "ghbot_webhook_parse_errors_total 1 [('reason', 'content_type')] 1",
+        "ghbot_webhook_parse_errors_total 1 [('reason', 'missing_header')] 1",
+    }
+    # An event GitHub does not document is `other` (bounded).
+    assert "ghbot_webhooks_received_total 1 [('event', 'other')] 1" in lines
 
 
 def test_without_a_provider_every_call_is_a_no_op() -> None:
@@ -107,6 +122,10 @@ def test_the_rate_limit_gauge_keeps_the_lowest_ratio_of_the_window() -> None:
         assert ghbot.metrics._lowest["search"] == (29 / 30, 1120.0)
         assert ghbot.metrics._live(1200.0) == []
         assert "search" not in ghbot.metrics._lowest
+        ghbot.metrics.rate_limit_seen("search", 0, 0, reset=1300.0, now=1200.0)  # no limit
+        assert "search" not in ghbot.metrics._lowest
+        ghbot.metrics.rate_limit_seen("search", 1, 30, reset=1300.0, now=1200.0)
+        assert ghbot.metrics._live(1300.0) == []  # the window ends at its reset
     finally:
         ghbot.metrics._lowest.clear()
 

@@ -1,0 +1,365 @@
+"""Answers as GitHub may send them and the fake does not: text and error pages, odd
+conditional answers, GraphQL error lists, `Link` headers with spaces."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, GitHub, items_of, parse_links
+from ghbot.client.response import error_for, graphql_error
+from ghbot.errors import (
+    GitHubError,
+    GraphQLError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    UsageError,
+)
+from tests.tracing import recorder
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Scripted:
+    """A server that answers each request with the next scripted answer."""
+
+    def __init__(self) -> None:
+        self.answers: list[Answer] = []
+        self.seen: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append(dict(request.headers))
+        self.paths.append(request.raw_path)
+        status, headers, body = self.answers.pop(0)
+        return web.Response(status=status, headers=headers, body=body)
+
+
+@asynccontextmanager
+async def scripted_server() -> AsyncIterator[Scripted]:
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    scripted.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield scripted
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Scripted]:
+    async with scripted_server() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def gh(server: Scripted, options: ClientOptions) -> GitHub:
+    return GitHub(token="ghs_answers", base_url=server.url, options=options)
+
+
+async def test_a_text_answer_is_decoded_as_utf8(server: Scripted, gh: GitHub) -> None:
+    """`Accept: application/vnd.github.raw` gives a file's bytes, not JSON."""
+    server.answers.append((200, {"Content-Type": "text/plain"}, "héllo ✓\n".encode()))
+    answer = await gh.request("GET", "/repos/o/r/contents/README")
+    assert answer.data == "héllo ✓\n"
+
+
+async def test_an_error_page_that_is_not_json_gives_its_text_cut_short(
+    server: Scripted, gh: GitHub
+) -> None:
+    page = "<html>" + "x" * 500 + "</html>"
+    server.answers += [(502, {"Content-Type": "application/json"}, page.encode())] * 4
+    with pytest.raises(ServerError) as caught:
+        await gh.request("GET", "/repos/o/r")
+    assert caught.value.status == 502
+    assert caught.value.message == page[:200]
+    assert caught.value.data == page
+
+
+async def test_an_error_without_a_message_says_its_status(server: Scripted, gh: GitHub) -> None:
+    server.answers += [
+        (404, {"Content-Type": "application/json"}, b'{"message": ""}'),
+        (404, {"Content-Type": "text/plain"}, b"  \n "),
+    ]
+    for _ in range(2):
+        with pytest.raises(NotFound) as caught:
+            await gh.request("GET", "/repos/o/gone")
+        assert caught.value.message == "HTTP 404"
+
+
+async def test_a_304_keeps_the_cached_bodys_headers(server: Scripted, gh: GitHub) -> None:
+    """A 304 describes no body: its `Content-Type` and `Content-Length` do not replace
+    the cached answer's, its other headers do."""
+    json_type = {"Content-Type": "application/json; charset=utf-8"}
+    server.answers += [
+        (200, {**json_type, "ETag": '"v1"', "X-Seen": "first"}, b'{"id": 1}'),
+        (304, {"Content-Type": "text/plain", "ETag": '"v1"', "X-Seen": "second"}, b""),
+    ]
+    first = await gh.request("GET", "/repos/o/r")
+    again = await gh.request("GET", "/repos/o/r")
+    assert server.seen[1]["If-None-Match"] == '"v1"'
+    assert again.cached and again.data == {"id": 1}
+    assert again.headers["Content-Type"] == json_type["Content-Type"]
+    assert again.headers["Content-Length"] == first.headers["Content-Length"] == "9"
+    assert again.headers["X-Seen"] == "second"
+
+
+async def test_only_a_200_is_cached(server: Scripted, gh: GitHub) -> None:
+    """GitHub's statistics answer 202 while it computes them: that empty answer is not
+    kept, so the next request is not conditional."""
+    server.answers += [
+        (202, {"Content-Type": "application/json", "ETag": '"computing"'}, b"{}"),
+        (200, {"Content-Type": "application/json", "ETag": '"done"'}, b"[1]"),
+    ]
+    assert (await gh.request("GET", "/repos/o/r/stats/contributors")).status == 202
+    assert (await gh.request("GET", "/repos/o/r/stats/contributors")).data == [1]
+    assert "If-None-Match" not in server.seen[1]
+
+
+def test_graphql_errors_are_read_whatever_their_order_and_shape() -> None:
+    where: dict[str, Any] = {"url": "https://api.github.com/graphql", "request_id": "r"}
+    where["wait"] = 9.0
+    limited = {"errors": ["odd", {"type": "OTHER"}, {"type": "RATE_LIMITED"}]}
+    error = graphql_error(limited, **where)
+    assert isinstance(error, RateLimited) and error.retry_after == 9.0
+    first = {"errors": [{"type": "RATE_LIMITED", "message": "You have exceeded a limit"}]}
+    assert graphql_error(first, **where).message == "You have exceeded a limit"
+    other = graphql_error({"errors": ["odd", {"type": "NOT_FOUND"}]}, **where)
+    assert isinstance(other, GraphQLError) and other.errors == [{"type": "NOT_FOUND"}]
+
+
+_WHERE: dict[str, Any] = {"method": "GET", "url": "u", "now": 0.0}
+
+
+def test_an_error_message_is_githubs_or_the_status() -> None:
+    assert error_for(500, {"message": "boom"}, {}, **_WHERE).message == "boom"
+    assert error_for(500, {"message": ""}, {}, **_WHERE).message == "HTTP 500"
+    assert isinstance(error_for(500, None, {}, **_WHERE), ServerError)
+
+
+def test_link_headers_may_have_spaces_around_the_semicolon() -> None:
+    header = '<https://x/2> ; rel="next", <https://x/9>;rel=last'
+    assert parse_links(header) == {"next": "https://x/2", "last": "https://x/9"}
+
+
+def test_items_under_a_named_key_that_holds_no_list_are_none() -> None:
+    assert items_of({"total_count": 0}, key="items") == []
+    assert items_of({"items": None}, key="items") == []
+
+
+def test_a_rate_limit_with_an_unreadable_reset_is_still_a_rate_limit() -> None:
+    headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}
+    error = error_for(403, {"message": "API rate limit exceeded"}, headers, **_WHERE)
+    assert isinstance(error, RateLimited) and error.reset is None
+
+
+async def test_a_redirect_without_a_location_is_an_error(server: Scripted, gh: GitHub) -> None:
+    server.answers.append((302, {}, b""))
+    with pytest.raises(GitHubError, match="redirect without a Location") as caught:
+        await gh.request("GET", "/repos/o/r")
+    assert caught.value.status == 302 and len(server.seen) == 1
+
+
+async def test_user_information_in_a_url_stays_out_of_errors(
+    server: Scripted, options: ClientOptions
+) -> None:
+    """A URL may carry a user and password (no token then: aiohttp sends them)."""
+    server.answers.append((404, {"Content-Type": "application/json"}, b'{"message": "no"}'))
+    secret_url = server.url.replace("http://", "http://someone:hunter2@") + "/repos/o/r"
+    with pytest.raises(NotFound) as caught:
+        await GitHub(options=options).request("GET", secret_url)
+    assert server.seen[0]["Authorization"].startswith("Basic ")
+    assert "hunter2" not in str(caught.value) and "hunter2" not in caught.value.url
+    assert caught.value.url.endswith("/repos/o/r")
+
+
+async def test_a_jwt_is_corrected_for_clock_skew_once_per_request(
+    server: Scripted, auth: AppAuth, options: ClientOptions
+) -> None:
+    """Each answer's `Date` moves GitHub's clock again; the request is sent again once."""
+    skew = b"{\"message\": \"'Expiration time' claim ('exp') is too far in the future\"}"
+    for minutes in (10, 20, 30):
+        date = formatdate(time.time() + 60 * minutes, usegmt=True)
+        server.answers.append((401, {"Content-Type": "application/json", "Date": date}, skew))
+    with pytest.raises(Unauthorized, match="too far in the future"):
+        await GitHub(auth=auth, base_url=server.url, options=options).request("GET", "/app")
+    assert len(server.seen) == 2
+
+
+async def test_a_callers_own_if_none_match_is_sent_as_given(server: Scripted, gh: GitHub) -> None:
+    ok = {"Content-Type": "application/json", "ETag": '"cached"'}
+    server.answers += [(200, ok, b"{}"), (304, {"ETag": '"mine"'}, b"")]
+    await gh.request("GET", "/repos/o/r")
+    answer = await gh.request("GET", "/repos/o/r", headers={"If-None-Match": '"mine"'})
+    assert server.seen[1]["If-None-Match"] == '"mine"'
+    assert answer.status == 304 and not answer.cached  # the caller's to read
+
+
+async def test_only_a_get_is_conditional_and_each_accept_is_cached_apart(
+    server: Scripted, gh: GitHub
+) -> None:
+    json_answer = (200, {"Content-Type": "application/json", "ETag": '"j"'}, b'{"a": 1}')
+    raw_answer = (200, {"Content-Type": "text/plain", "ETag": '"r"'}, b"raw")
+    server.answers += [json_answer, (200, {"Content-Type": "application/json"}, b"{}")]
+    server.answers += [raw_answer, raw_answer]
+    await gh.request("GET", "/repos/o/r/contents/f")
+    await gh.request("POST", "/repos/o/r/contents/f", json={})
+    raw = {"Accept": "application/vnd.github.raw"}
+    await gh.request("GET", "/repos/o/r/contents/f", headers=raw)
+    await gh.request("GET", "/repos/o/r/contents/f", headers=raw)
+    assert [h.get("If-None-Match") for h in server.seen] == [None, None, None, '"r"']
+
+
+async def test_a_span_leaves_out_a_remaining_count_that_is_not_a_number(
+    server: Scripted, gh: GitHub
+) -> None:
+    spans = recorder()
+    headers = {"Content-Type": "application/json", "x-ratelimit-remaining": "lots"}
+    server.answers.append((200, headers, b"{}"))
+    assert (await gh.request("GET", "/repos/o/r")).status == 200
+    [span] = [s for s in spans.get_finished_spans() if s.name == "GitHub GET"]
+    assert "github.rate_limit.remaining" not in (span.attributes or {})
+
+
+async def test_a_method_in_lower_case_is_sent_and_named_in_upper_case(
+    server: Scripted, gh: GitHub
+) -> None:
+    server.answers.append((201, {"Content-Type": "application/json"}, b"{}"))
+    answer = await gh.request("post", "/repos/o/r/issues", json={"title": "t"})
+    assert answer.method == "POST"
+
+
+async def test_a_graphql_rate_limit_waits_for_the_graphql_budgets_reset(
+    server: Scripted, gh: GitHub, options: ClientOptions
+) -> None:
+    reset = int(options.clock()) + 120
+    headers = {
+        "Content-Type": "application/json",
+        "x-ratelimit-resource": "graphql",
+        "x-ratelimit-limit": "5000",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-used": "5000",
+        "x-ratelimit-reset": str(reset),
+    }
+    body = b'{"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]}'
+    server.answers.append((200, headers, body))
+    with pytest.raises(RateLimited) as caught:
+        await gh.graphql("query { viewer { login } }")
+    assert caught.value.retry_after == pytest.approx(120, abs=2)
+
+
+async def test_a_graphql_answer_that_is_not_an_object_has_no_data(
+    server: Scripted, gh: GitHub
+) -> None:
+    server.answers.append((200, {"Content-Type": "application/json"}, b"null"))
+    assert await gh.graphql("query { viewer { login } }") is None
+
+
+async def test_a_request_redirected_away_stays_away_even_when_sent_back(
+    server: Scripted, gh: GitHub
+) -> None:
+    """Once a redirect leaves GitHub's origin, the request is no longer GitHub's: no
+    credentials, no conditional header, no budget, no cache, on that host's own next
+    hop and even when a hop points it home again."""
+    cached = {"Content-Type": "application/json", "ETag": '"home"'}
+    server.answers.append((200, cached, b'{"n": 1}'))
+    await gh.request("GET", "/repos/o/r/tarball")  # its ETag is cached
+    spent = gh.budgets.core.remaining
+    async with scripted_server() as other:
+        server.answers.append((302, {"Location": f"{other.url}/blob"}, b""))
+        limits = {"x-ratelimit-remaining": "7", "x-ratelimit-limit": "5000"}
+        limits |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": "core"}
+        back = {"Location": f"{server.url}/repos/o/r/tarball", **limits}
+        other.answers += [(302, {"Location": f"{other.url}/blob-2"}, b""), (302, back, b"")]
+        server.answers.append((200, {**cached, "ETag": '"back"'}, b'{"n": 2}'))
+        answer = await gh.request("GET", "/repos/o/r/tarball")
+    assert answer.data == {"n": 2} and not answer.cached
+    assert "Authorization" in server.seen[1] and "If-None-Match" in server.seen[1]
+    assert len(other.seen) == 2
+    for away in (*other.seen, server.seen[2]):
+        assert "Authorization" not in away and "If-None-Match" not in away
+    assert gh.budgets.core.remaining == spent  # not the other host's numbers
+    server.answers.append((200, {"Content-Type": "application/json"}, b"{}"))
+    await gh.request("GET", "/repos/o/r/tarball")
+    assert server.seen[3]["If-None-Match"] == '"home"'  # the away answer was not kept
+
+
+async def test_a_path_is_encoded_and_an_absolute_url_kept_verbatim(
+    server: Scripted, gh: GitHub
+) -> None:
+    server.answers += [(200, {"Content-Type": "application/json"}, b"{}")] * 2
+    await gh.request("GET", "/repos/o/r/contents/a b/ü.txt")
+    await gh.request("GET", f"{server.url}/repositories/1/issues?page=2&q=a%20b")
+    assert server.paths == [
+        "/repos/o/r/contents/a%20b/%C3%BC.txt",
+        "/repositories/1/issues?page=2&q=a%20b",
+    ]
+
+
+async def test_rate_limit_asked_of_ghes_spends_no_budget(
+    server: Scripted, options: ClientOptions
+) -> None:
+    gh = GitHub(token="ghs_answers", base_url=f"{server.url}/api/v3", options=options)
+    limits = {"x-ratelimit-remaining": "7", "x-ratelimit-limit": "5000"}
+    limits |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": "core"}
+    server.answers.append((200, {"Content-Type": "application/json", **limits}, b"{}"))
+    before = gh.budgets.core.remaining
+    await gh.request("GET", "/rate_limit")
+    assert server.paths == ["/api/v3/rate_limit"]
+    assert gh.budgets.core.remaining == before
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"), [("/search/code", "code_search"), ("/api/graphql", "graphql")]
+)
+async def test_code_search_and_graphql_spend_budgets_of_their_own(
+    server: Scripted, options: ClientOptions, path: str, resource: str
+) -> None:
+    """Once GitHub says a resource is spent until a reset far off, the next request
+    for it is refused here, whatever the other budgets hold."""
+    gh = GitHub(token="ghs_answers", options=options.replace(base_url=f"{server.url}/api/v3/"))
+    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-limit": "10", "x-ratelimit-used": "10"}
+    spent |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": resource}
+    server.answers.append((200, {"Content-Type": "application/json", **spent}, b"{}"))
+    await gh.request("POST", f"{server.url}{path}")
+    with pytest.raises(RateLimited):
+        await gh.request("POST", f"{server.url}{path}")
+    assert server.paths == [path]
+    server.answers.append((200, {"Content-Type": "application/json"}, b"{}"))
+    await gh.request("GET", "/repos/o/r")  # the base URL's slash is not doubled
+    assert server.paths[-1] == "/api/v3/repos/o/r"
+
+
+def test_a_client_takes_one_kind_of_credentials(auth: AppAuth) -> None:
+    with pytest.raises(UsageError, match="not token and auth"):
+        GitHub(token="ghs_x", auth=auth)
+    with pytest.raises(UsageError, match="go together"):
+        GitHub(installation_id=1)
+
+
+async def test_a_refusal_is_logged_with_githubs_message_cut_short(
+    server: Scripted, gh: GitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    long = "Bad credentials " + "x" * 500
+    body = json.dumps({"message": long}).encode()
+    server.answers.append((401, {"Content-Type": "application/json"}, body))
+    with pytest.raises(Unauthorized):
+        await gh.request("GET", "/repos/o/r")
+    [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert line.endswith(long[:200])
