@@ -39,13 +39,19 @@ async def _octo(public_pem: bytes, **options: Any) -> AsyncIterator[FakeGitHub]:
         yield fake
 
 
+async def _budget_learned(fake: FakeGitHub, pem_pkcs8: bytes) -> GitHub:
+    """Installation 7's client, writes not paced, after one request taught it the budget."""
+    options = ClientOptions(base_url=fake.url, pace_writes=None)
+    gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+    await gh.request("GET", "/repos/octo/repo")
+    return gh
+
+
 async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
     async with _octo(public_pem, rate_limit=100) as fake:
-        options = ClientOptions(base_url=fake.url, pace_writes=None)
-        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
-        await gh.request("GET", "/repos/octo/repo")  # learn the budget: 99 of 100 left
+        gh = await _budget_learned(fake, pem_pkcs8)  # 99 of 100 left
         budget = gh.budgets.core
         usable = budget.usable(time.time())
         assert usable == 89  # 99 less the 10 % margin, rounded down
@@ -84,9 +90,7 @@ async def test_a_lease_without_a_report_counts_whole_even_when_its_block_raises(
     public_pem: bytes, pem_pkcs8: bytes
 ) -> None:
     async with _octo(public_pem, rate_limit=100) as fake:
-        options = ClientOptions(base_url=fake.url, pace_writes=None)
-        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
-        await gh.request("GET", "/repos/octo/repo")  # learn the budget: 99 of 100 left
+        gh = await _budget_learned(fake, pem_pkcs8)  # 99 of 100 left
         budget, quota = gh.budgets.core, Quota(gh)
         async with quota.lease(5):
             pass  # no report: its tasks may have made all five
