@@ -1,5 +1,7 @@
-"""Answers as GitHub may send them and the fake does not: text and error pages, odd
-conditional answers, GraphQL error lists, `Link` headers with spaces."""
+"""Answers as GitHub (or a host it redirects to) may send them and the fake GitHub does
+not, each scripted: text and error pages, odd conditional answers, redirects away and
+back, rate-limit headers of other resources, GraphQL error lists, `Link` headers with
+spaces; and the client's own checks around them."""
 
 from __future__ import annotations
 
