@@ -37,6 +37,7 @@ from ghbot.errors import (
     Timeout,
     TransportError,
     Unauthorized,
+    UsageError,
 )
 from ghbot.ratelimit import Budget, Lease, RateLimit
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
@@ -387,6 +388,10 @@ class GitHub:
         headers: Mapping[str, str] | None,
         resource: str | None,
     ) -> Call:
+        if target.user is not None and self._creds.kind != "none":
+            shown = target.with_user(None)
+            message = f"{shown} carries a user: send it with a client without credentials"
+            raise UsageError(message)
         sent = dict(self.options.base_headers)
         payload: bytes | None = None
         if json is not None:

@@ -179,9 +179,10 @@ async def test_a_redirect_without_a_location_is_an_error(server: Scripted, gh: G
 
 
 async def test_user_information_in_a_url_stays_out_of_errors(
-    server: Scripted, options: ClientOptions
+    server: Scripted, gh: GitHub, options: ClientOptions
 ) -> None:
-    """A URL may carry a user and password (no token then: aiohttp sends them)."""
+    """A URL may carry a user and password: a client without credentials sends them
+    (aiohttp does, as Basic auth); one with credentials refuses the URL."""
     server.answers.append((404, {"Content-Type": "application/json"}, b'{"message": "no"}'))
     secret_url = server.url.replace("http://", "http://someone:hunter2@") + "/repos/o/r"
     with pytest.raises(NotFound) as caught:
@@ -189,6 +190,10 @@ async def test_user_information_in_a_url_stays_out_of_errors(
     assert server.seen[0]["Authorization"].startswith("Basic ")
     assert "hunter2" not in str(caught.value) and "hunter2" not in caught.value.url
     assert caught.value.url.endswith("/repos/o/r")
+    # With credentials of its own, a client refuses such a URL before sending it.
+    with pytest.raises(UsageError, match="carries a user") as refused:
+        await gh.request("GET", secret_url)
+    assert "hunter2" not in str(refused.value) and len(server.seen) == 1
 
 
 async def test_a_jwt_is_corrected_for_clock_skew_once_per_request(
