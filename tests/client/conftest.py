@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, ETagCache, GitHub, GitHubApp, close_pool
@@ -20,6 +22,42 @@ from ghbot.testing import FakeClock, FakeGitHub
 
 REPO = "octo-org/hello-world"
 T = TypeVar("T")
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Scripted:
+    """A server that answers each request with the next scripted answer."""
+
+    def __init__(self) -> None:
+        self.answers: list[Answer] = []
+        self.seen: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append(dict(request.headers))
+        self.paths.append(request.raw_path)
+        status, headers, body = self.answers.pop(0)
+        return web.Response(status=status, headers=headers, body=body)
+
+
+@asynccontextmanager
+async def scripted_server() -> AsyncIterator[Scripted]:
+    """A `Scripted` server on 127.0.0.1, on a free port, for the block."""
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    scripted.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield scripted
+    finally:
+        await runner.cleanup()
 
 
 async def in_flight(fake: FakeGitHub, call: Awaitable[T], path: str) -> asyncio.Future[T]:

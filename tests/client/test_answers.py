@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from email.utils import formatdate
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, items_of, parse_links
@@ -27,41 +25,10 @@ from ghbot.errors import (
     Unauthorized,
     UsageError,
 )
+from ghbot.testing.identity import Quota
 from tests.tracing import recorder
 
-Answer = tuple[int, dict[str, str], bytes]
-
-
-class Scripted:
-    """A server that answers each request with the next scripted answer."""
-
-    def __init__(self) -> None:
-        self.answers: list[Answer] = []
-        self.seen: list[dict[str, str]] = []
-        self.paths: list[str] = []
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.seen.append(dict(request.headers))
-        self.paths.append(request.raw_path)
-        status, headers, body = self.answers.pop(0)
-        return web.Response(status=status, headers=headers, body=body)
-
-
-@asynccontextmanager
-async def scripted_server() -> AsyncIterator[Scripted]:
-    scripted = Scripted()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", scripted.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    scripted.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield scripted
-    finally:
-        await runner.cleanup()
+from .conftest import Scripted, scripted_server
 
 
 @pytest.fixture
@@ -73,6 +40,15 @@ async def server() -> AsyncIterator[Scripted]:
 @pytest.fixture
 def gh(server: Scripted, options: ClientOptions) -> GitHub:
     return GitHub(token="ghs_answers", base_url=server.url, options=options)
+
+
+def limit_headers(
+    resource: str, remaining: int, limit: int = 5000, reset: float = 4102444800.0
+) -> dict[str, str]:
+    """GitHub's `x-ratelimit-*` headers, as the fake GitHub writes them."""
+    quota = Quota(limit, reset)
+    quota.remaining = remaining
+    return quota.headers(resource)
 
 
 async def test_a_text_answer_is_decoded_as_utf8(server: Scripted, gh: GitHub) -> None:
@@ -256,14 +232,7 @@ async def test_a_graphql_rate_limit_waits_for_the_graphql_budgets_reset(
     server: Scripted, gh: GitHub, options: ClientOptions
 ) -> None:
     reset = int(options.clock()) + 120
-    headers = {
-        "Content-Type": "application/json",
-        "x-ratelimit-resource": "graphql",
-        "x-ratelimit-limit": "5000",
-        "x-ratelimit-remaining": "0",
-        "x-ratelimit-used": "5000",
-        "x-ratelimit-reset": str(reset),
-    }
+    headers = {"Content-Type": "application/json", **limit_headers("graphql", 0, reset=reset)}
     body = b'{"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]}'
     server.answers.append((200, headers, body))
     with pytest.raises(RateLimited) as caught:
@@ -290,9 +259,7 @@ async def test_a_request_redirected_away_stays_away_even_when_sent_back(
     spent = gh.budgets.core.remaining
     async with scripted_server() as other:
         server.answers.append((302, {"Location": f"{other.url}/blob"}, b""))
-        limits = {"x-ratelimit-remaining": "7", "x-ratelimit-limit": "5000"}
-        limits |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": "core"}
-        back = {"Location": f"{server.url}/repos/o/r/tarball", **limits}
+        back = {"Location": f"{server.url}/repos/o/r/tarball", **limit_headers("core", 7)}
         other.answers += [(302, {"Location": f"{other.url}/blob-2"}, b""), (302, back, b"")]
         server.answers.append((200, {**cached, "ETag": '"back"'}, b'{"n": 2}'))
         answer = await gh.request("GET", "/repos/o/r/tarball")
@@ -323,8 +290,7 @@ async def test_rate_limit_asked_of_ghes_spends_no_budget(
     server: Scripted, options: ClientOptions
 ) -> None:
     gh = GitHub(token="ghs_answers", base_url=f"{server.url}/api/v3", options=options)
-    limits = {"x-ratelimit-remaining": "7", "x-ratelimit-limit": "5000"}
-    limits |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": "core"}
+    limits = limit_headers("core", 7)
     server.answers.append((200, {"Content-Type": "application/json", **limits}, b"{}"))
     before = gh.budgets.core.remaining
     await gh.request("GET", "/rate_limit")
@@ -341,8 +307,7 @@ async def test_code_search_and_graphql_spend_budgets_of_their_own(
     """Once GitHub says a resource is spent until a reset far off, the next request
     for it is refused here, whatever the other budgets hold."""
     gh = GitHub(token="ghs_answers", options=options.replace(base_url=f"{server.url}/api/v3/"))
-    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-limit": "10", "x-ratelimit-used": "10"}
-    spent |= {"x-ratelimit-reset": "4102444800", "x-ratelimit-resource": resource}
+    spent = limit_headers(resource, 0, limit=10)
     server.answers.append((200, {"Content-Type": "application/json", **spent}, b"{}"))
     await gh.request("POST", f"{server.url}{path}")
     with pytest.raises(RateLimited):

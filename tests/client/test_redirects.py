@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from aiohttp import web
 
 from ghbot.client import GitHub
 from ghbot.errors import GitHubError
 from ghbot.testing import FakeGitHub
 
-from .conftest import REPO
+from .conftest import REPO, scripted_server
 
 NEW = "octo-org/renamed"
 
@@ -90,32 +89,14 @@ async def test_redirect_hops_are_capped(
     assert len(fake.requests) == 6  # the request and five hops
 
 
-@pytest.fixture
-async def other_host() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    seen: list[dict[str, str]] = []
-
-    async def anything(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.json_response({"from": "elsewhere"})
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", anything)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
-
-
 async def test_credentials_never_follow_a_redirect_to_another_host(
-    fake: FakeGitHub,
-    token_client: Callable[..., GitHub],
-    other_host: tuple[str, list[dict[str, str]]],
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
-    url, seen = other_host
     gh = token_client()
-    fake.faults.add("/download$", "redirect", status=302, location=f"{url}/blob?sig=x")
-    answer = await gh.request("GET", "/download")
+    async with scripted_server() as other:
+        other.answers.append((200, {"Content-Type": "application/json"}, b'{"from": "elsewhere"}'))
+        fake.faults.add("/download$", "redirect", status=302, location=f"{other.url}/blob?sig=x")
+        answer = await gh.request("GET", "/download")
     assert answer.data == {"from": "elsewhere"}
-    assert "Authorization" not in seen[0]
+    assert "Authorization" not in other.seen[0]
     assert fake.requests[-1].headers["Authorization"].startswith("token ")
