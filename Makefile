@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck unit cluster bench bench-probot clean
+.PHONY: install demo test lint typecheck unit cluster bench bench-probot mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,13 @@ bench: $(STAMP)
 bench-probot:
 	npm ci --prefix benchmarks/probot --no-audit --no-fund
 
+# Mutation testing of the modules pyproject.toml's [tool.mutmut] names (by hand, not in
+# CI: about half an hour on 2 cores); mutmut works in mutants/ and remembers its results
+# there. mutmut is pinned: its settings' names change between versions.
+mutate: $(STAMP)
+	$(BIN)/python -m pip install --quiet "mutmut==3.8.1"
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

@@ -50,10 +50,12 @@ def stream_name(installation_id: int) -> str:
 
 
 def installation_of(stream: str) -> int | None:
-    """Return the installation whose stream this is (None for any other stream)."""
-    if not stream.startswith(_STREAM_PREFIX):
+    """Return the installation whose stream this is (None for any other stream, such as
+    `inst-x` or `inst-+5`, which no installation has)."""
+    digits = stream[len(_STREAM_PREFIX) :]
+    if not stream.startswith(_STREAM_PREFIX) or not (digits.isascii() and digits.isdecimal()):
         return None
-    return int(stream[len(_STREAM_PREFIX) :])
+    return int(digits)
 
 
 class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):

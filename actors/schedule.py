@@ -88,7 +88,11 @@ def run_guid(handler: str, installation_id: int, slot: int) -> str:
 
 
 def run_body(handler: str, installation_id: int, interval: float, slot: int) -> bytes:
-    """Return the body of a scheduled run: what its handler's `event.payload` holds."""
+    """Return the body of a scheduled run: its handler's `event.raw`.
+
+    (`event.payload` is an `UnknownPayload`: the handler's name as its action, and the
+    installation.)
+    """
     return msgspec.json.encode(
         {
             "action": handler,

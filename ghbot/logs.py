@@ -112,8 +112,9 @@ def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
 def shape(value: Any, depth: int = 1) -> Any:
     """Describe the shape of a body, never its content: keys and type names.
 
-    A dict gives its keys with their values' shapes (to `depth` levels; below,
-    only type names), a list its length and its first item's shape.
+    A dict gives its keys with their values' shapes (to `depth` levels; below, its
+    number of keys), a list only its length, `None` "null", anything else its type's
+    name.
     """
     if isinstance(value, dict):
         if depth <= 0:

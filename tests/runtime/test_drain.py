@@ -291,6 +291,40 @@ async def test_a_stopped_mailbox_lets_running_jobs_end_and_starts_no_other() -> 
     assert ran == ["a1"] and len(mailbox) == 0
 
 
+async def test_a_job_that_raises_is_logged_and_the_next_of_its_key_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mailbox, ran = KeyedMailbox(limit=1), []
+
+    async def fails() -> None:
+        raise RuntimeError("handler bug")
+
+    async def runs() -> None:
+        ran.append("next")
+
+    mailbox.put("inst-5", fails)
+    mailbox.put("inst-5", runs)
+    async with asyncio.timeout(5):
+        await mailbox.wait_idle()
+    assert ran == ["next"]
+    [record] = [r for r in caplog.records if r.name == "ghbot.mailbox"]
+    assert record.getMessage() == "a mailbox job for key 'inst-5' raised"
+    assert record.exc_info is not None and str(record.exc_info[1]) == "handler bug"
+
+
+async def test_a_closed_mailbox_starts_no_job_put_later() -> None:
+    mailbox, ran = KeyedMailbox(limit=1), []
+
+    async def job() -> None:
+        ran.append("late")
+
+    await mailbox.close()
+    mailbox.put("a", job)
+    async with asyncio.timeout(5):
+        await mailbox.wait_idle()
+    assert ran == [] and len(mailbox) == 0
+
+
 async def test_a_drain_asked_to_finish_runs_every_delivery_taken_first(
     journal: Journal, fake: FakeGitHub
 ) -> None:

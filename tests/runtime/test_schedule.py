@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from actors import InstallationActor, every, on
 from actors.records import DeliveryReceived
-from actors.schedule import SCHEDULE_EVENT, slot_of
+from actors.schedule import SCHEDULE_EVENT, interval_of, slot_of
 from actors.testing import BotHarness
 from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.errors import UsageError
 from ghbot.events import Event
-from ghbot.models import IssuesOpened
+from ghbot.models import IssuesOpened, UnknownPayload
 from ghbot.testing.clock import FakeClock
 
 ISSUES = "/repos/Codertocat/Hello-World/issues"
@@ -21,10 +24,12 @@ class Sweeper(InstallationActor):
     """Opens a tracking issue every hour; also has a catch-all handler."""
 
     everything: list[str] = []
+    payloads: list[tuple[str | None, object, Any]] = []
 
     @every("1h")
     async def sweep(self, event: Event) -> None:
         assert event.payload is not None and event.installation_id == self.installation_id
+        Sweeper.payloads.append((event.action, event.payload, json.loads(event.raw)))
         await self.github.request("POST", ISSUES, json={"title": "hourly sweep"})
 
     @on("*")
@@ -47,6 +52,26 @@ async def test_a_run_per_installation_and_interval_not_sent_to_catch_alls() -> N
         assert sweeps(await bot.advance(60)) + sweeps(await bot.advance(60)) <= 1
         assert Sweeper.everything == ["installation"]  # "*" never saw a scheduled run
         assert bot.shard.counters["scheduled"] >= 3
+
+
+async def test_a_run_s_body_names_its_handler_interval_and_slot() -> None:
+    """`event.raw` holds the schedule (the README says so); `event.payload`, a model of
+    no GitHub event, has only the handler's name as its action and the installation."""
+    Sweeper.payloads = []
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        installation = bot.installation_id
+        await bot.advance(3600)
+        slot = slot_of(installation, "sweep", 3600, bot.clock.now)
+        [(action, payload, raw)] = Sweeper.payloads
+        assert raw == {
+            "action": "sweep",
+            "installation": {"id": installation},
+            "schedule": {"handler": "sweep", "every": 3600.0, "slot": slot},
+        }
+        assert action == "sweep"
+        assert isinstance(payload, UnknownPayload) and payload.action == "sweep"
+        assert payload.installation is not None and payload.installation.id == installation
 
 
 async def test_a_slot_runs_once_even_when_looked_at_twice() -> None:
@@ -137,6 +162,41 @@ def test_runs_are_spread_over_the_interval() -> None:
                 moments.add(second // 60)
                 break
     assert len(moments) > 50  # spread over most minutes of the hour, not bunched
+
+
+def test_slots_are_an_interval_long_and_start_at_the_installation_s_offset() -> None:
+    """Slot numbers are part of a run's GUID in the journal: a version that numbered
+    them differently would run a slot again, or skip one, when it takes over."""
+    for installation_id in (1, 2, 42, 10**9):
+        for interval in (1.0, 60.0, 3600.0):
+            slots = [
+                slot_of(installation_id, "sweep", interval, interval * k / 10) for k in range(10)
+            ]
+            # The first interval's moments: slot -1 before the offset, 0 from it on.
+            assert slots == sorted(slots) and set(slots) <= {-1, 0}
+            for k in range(10):
+                now = 1.7e9 + interval * k / 10
+                assert slot_of(installation_id, "sweep", interval, now) == (
+                    slot_of(installation_id, "sweep", interval, now - interval) + 1
+                )
+                # The same holds around zero, where rounding toward zero would not.
+                now = interval * k / 10
+                assert slot_of(installation_id, "sweep", interval, now) == (
+                    slot_of(installation_id, "sweep", interval, now - interval) + 1
+                )
+        # One-second slots cannot be spread: they are the seconds themselves.
+        assert slot_of(installation_id, "sweep", 1.0, 1.7e9 + 0.5) == 1_700_000_000
+    assert slot_of(1, "sweep", 3600, 1.7e9) == 472221  # numbered so since @every came in
+
+
+def test_an_interval_in_seconds_or_as_a_duration_of_one_second_or_more() -> None:
+    def handler() -> None:
+        return None
+
+    assert interval_of(every(90)(handler)) == 90.0
+    assert interval_of(every(1)(handler)) == 1.0
+    assert interval_of(every("1s")(handler)) == 1.0
+    assert interval_of(every("1h")(handler)) == 3600.0
 
 
 def test_bad_schedules_are_usage_errors() -> None:

@@ -135,3 +135,46 @@ def test_open_until_takes_over_another_breaker_s_open_state_without_shortening_i
     breaker.open_until(125.0, now=111.0)
     assert breaker.retry_after(111.0) == 14.0
     assert breaker.state(125.0) is State.HALF_OPEN
+
+
+def test_by_default_five_failures_in_a_row_open_it_for_30_s() -> None:
+    """docs/architecture.md: "when at least half of its recent calls fail, or five in
+    a row"."""
+    breaker = CircuitBreaker()
+    for second in range(20):
+        breaker.record_success(float(second))
+    for second in range(20, 24):
+        breaker.record_failure(float(second))
+    assert breaker.state(24.0) is State.CLOSED
+    breaker.record_failure(24.0)
+    assert breaker.state(24.0) is State.OPEN
+    assert breaker.retry_after(53.5) == 0.5  # the seconds left, not rounded up
+    assert breaker.state(54.0) is State.HALF_OPEN
+
+
+def test_by_default_the_window_is_a_minute() -> None:
+    breaker = CircuitBreaker()
+    breaker.record_failure(0.0)
+    assert breaker.failure_rate(59.9) == 1.0
+    assert breaker.failure_rate(60.0) == 0.0
+
+
+def test_an_open_circuit_names_itself_in_its_error() -> None:
+    for name, message in [
+        ("installation 5", "circuit installation 5 is open"),
+        ("", "circuit is open"),
+    ]:
+        breaker = CircuitBreaker(name=name, min_calls=1)
+        breaker.record_failure(0.0)
+        with pytest.raises(CircuitOpen) as caught:
+            breaker.check(10.0)
+        assert str(caught.value) == message and caught.value.retry_after == 20.0
+        assert repr(breaker) == f"CircuitBreaker({name!r}, open)"
+
+
+def test_taking_over_an_open_state_that_already_ended_changes_nothing() -> None:
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker(on_change=lambda old, new: changes.append((old, new)))
+    breaker.open_until(100.0, 100.0)
+    breaker.open_until(99.0, 100.0)
+    assert breaker.state(100.0) is State.CLOSED and changes == []

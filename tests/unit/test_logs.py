@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -128,8 +129,9 @@ def test_text_format_masks_too_and_reconfiguring_replaces_the_handler(
     logging.getLogger("ghbot.test").info("token %s", TOKEN, extra={"installation_id": 7})
     [line] = captured.getvalue().splitlines()
     assert line.endswith("ghbot.test: token ghs_…8B4a [installation_id=7]")
-    with pytest.raises(ValueError, match="log format"):
+    with pytest.raises(ValueError) as caught:
         logs.configure("INFO", "xml")
+    assert str(caught.value) == "log format 'xml' is not one of json, text"
 
 
 def test_lines_go_to_the_process_stderr_even_where_sys_stderr_was_swapped(
@@ -195,13 +197,19 @@ def test_no_part_of_a_new_format_token_survives() -> None:
 def test_a_short_token_shows_no_more_than_its_prefix(token: str) -> None:
     masked = logs.mask(f"token {token}")
     assert masked == "token " + token[:4] + "…"
+    # From 16 characters on, its last four are shown too.
+    padded = f"{token:x<16}"
+    assert logs.mask(f"token {padded}") == f"token {padded[:4]}…{padded[-4:]}"
 
 
 def test_trace_and_warn_are_levels(captured: io.StringIO) -> None:
     assert logs.level_name("trace") == "TRACE" and logs.level_name("Warn") == "WARNING"
     assert logs.LEVELS["TRACE"] < logs.LEVELS["DEBUG"]
-    with pytest.raises(ValueError, match="chatty"):
+    with pytest.raises(ValueError) as caught:
         logs.level_name("chatty")
+    assert str(caught.value) == (
+        "log level 'chatty' is not one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL"
+    )
     log = logging.getLogger("ghbot.test")
     logs.configure("TRACE", "json", stream=captured)
     log.log(logs.TRACE, "every detail")
@@ -238,8 +246,20 @@ def test_the_limiter_lets_a_burst_through_then_one_line_per_interval() -> None:
 
 
 def test_the_limiter_refuses_a_budget_of_nothing() -> None:
-    with pytest.raises(ValueError, match="burst"):
-        logs.LogLimiter(burst=0)
+    for burst, per in [(0, 60.0), (1, 0.0)]:
+        with pytest.raises(ValueError) as caught:
+            logs.LogLimiter(burst=burst, per=per)
+        assert str(caught.value) == "a log limiter needs burst >= 1 and per > 0"
+
+
+def test_the_limiter_lets_ten_lines_a_minute_through_by_default() -> None:
+    clock = Clock()
+    limiter = logs.LogLimiter(clock=clock)
+    assert [limiter.allow("InvalidSignature") for _ in range(11)] == [0] * 10 + [None]
+    clock.now += 5.9
+    assert limiter.allow("InvalidSignature") is None
+    clock.now += 0.1  # a line comes back every 6 s
+    assert limiter.allow("InvalidSignature") == 2
 
 
 def test_emails_are_masked_in_messages_and_fields(captured: io.StringIO) -> None:
@@ -297,6 +317,7 @@ def test_shape_gives_keys_and_types_never_values() -> None:
         "labels": "array[2]",
     }
     assert logs.shape(body) == {"action": "str", "issue": "object[2]", "labels": "array[2]"}
+    assert logs.shape({"closed_at": None, "draft": True}) == {"closed_at": "null", "draft": "bool"}
     assert "secret" not in json.dumps(logs.shape(body, depth=5))
 
 
@@ -327,3 +348,69 @@ def test_the_ingress_logs_received_webhooks_at_info_sampled(
     assert (first.event_id, first.installation_id, first.repository) == ("guid-1", 42, "o/r")  # type: ignore[attr-defined]
     assert "2 more received webhooks were not logged" in second.getMessage()
     assert second.suppressed == 2 and second.installation_id is None  # type: ignore[attr-defined]
+
+
+def test_current_fields_give_a_copy_of_the_context() -> None:
+    assert logs.current_fields() == {}
+    with logs.log_context(event_id="guid-1", installation_id=42):
+        fields = logs.current_fields()
+        assert fields == {"event_id": "guid-1", "installation_id": 42}
+        fields["event_id"] = "changed"
+        assert logs.current_fields()["event_id"] == "guid-1"
+    assert logs.current_fields() == {}
+
+
+def test_json_lines_keep_text_as_written_and_give_other_values_as_text(
+    captured: io.StringIO,
+) -> None:
+    logs.configure("INFO", "json", stream=captured)
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    logging.getLogger("ghbot.test").warning("título ✓", extra={"duration_ms": when})
+    assert "título ✓" in captured.getvalue()  # not \u escapes
+    [line] = lines(captured)
+    assert line["duration_ms"] == "2026-12-04 00:00:00+00:00"
+
+
+def test_a_text_line_without_fields_has_no_brackets(captured: io.StringIO) -> None:
+    logs.configure("INFO", "text", stream=captured)
+    logging.getLogger("ghbot.test").info("plain")
+    assert captured.getvalue().rstrip("\n").endswith("ghbot.test: plain")
+
+
+def test_the_defaults_are_json_at_info(captured: io.StringIO) -> None:
+    logs.configure(stream=captured)
+    logging.getLogger("ghbot.test").debug("not at INFO")
+    logging.getLogger("ghbot.test").info("shown")
+    assert [(line["level"], line["message"]) for line in lines(captured)] == [("info", "shown")]
+
+
+def test_a_root_logger_others_configured_is_left_alone(captured: io.StringIO) -> None:
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(io.StringIO())
+    root.handlers[:] = [theirs]
+    root.setLevel(logging.ERROR)
+    logs.configure("DEBUG", "json", stream=captured)
+    assert root.handlers == [theirs] and root.level == logging.ERROR
+    ghbot = logging.getLogger("ghbot")
+    assert ghbot.level == logging.DEBUG and ghbot.propagate is False
+    logging.getLogger("ghbot.test").debug("once")
+    assert [line["message"] for line in lines(captured)] == ["once"]
+    assert theirs.stream.getvalue() == ""
+
+
+def test_an_unconfigured_root_logger_gets_the_same_lines(captured: io.StringIO) -> None:
+    """Libraries' lines (aiohttp's, Ray's) come out in the same format; ghbot's come
+    out once, not again through the root."""
+    root = logging.getLogger()
+    root.handlers[:] = []
+    logs.configure("INFO", "json", stream=captured)
+    assert root.level == logging.INFO
+    logging.getLogger("aiohttp.client").debug("not at INFO")
+    logging.getLogger("aiohttp.client").info("from a library")
+    logging.getLogger("ghbot.test").info("from ghbot")
+    assert [(line["logger"], line["message"]) for line in lines(captured)] == [
+        ("aiohttp.client", "from a library"),
+        ("ghbot.test", "from ghbot"),
+    ]
+    logs.configure("INFO", "json", stream=captured)  # again: still one handler each
+    assert len(root.handlers) == 1 and len(logging.getLogger("ghbot").handlers) == 1

@@ -81,3 +81,26 @@ def test_a_wait_github_names_is_taken_and_never_negative() -> None:
 def test_a_negative_attempt_backs_off_as_the_first() -> None:
     first, negative = RetryPolicy(rng=random.Random(7)), RetryPolicy(rng=random.Random(7))
     assert negative.backoff(-2) == first.backoff(0)
+
+
+class Edge(random.Random):
+    """Draws the lower or the upper end of every range."""
+
+    def __init__(self, upper: bool) -> None:
+        super().__init__(0)
+        self.upper = upper
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.upper else a
+
+
+def test_the_jitter_spans_half_of_the_delay_to_all_of_it() -> None:
+    for attempt, ceiling in [(0, 0.5), (3, 4.0), (10, 30.0)]:
+        assert RetryPolicy(rng=Edge(upper=False)).backoff(attempt) == ceiling / 2
+        assert RetryPolicy(rng=Edge(upper=True)).backoff(attempt) == ceiling
+
+
+def test_a_failure_without_a_named_wait_backs_off_by_its_attempt() -> None:
+    policy = RetryPolicy(rng=Edge(upper=True))
+    assert policy.delay_for(ServerError(502, "bad gateway"), 0) == 0.5
+    assert policy.delay_for(Timeout("read"), 4) == 8.0

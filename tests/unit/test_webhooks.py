@@ -45,26 +45,34 @@ def test_verify_accepts_whitespace_around_the_digest() -> None:
     webhooks.verify(VECTOR_BODY, VECTOR_SIGNATURE + " ", [VECTOR_SECRET])
 
 
+MISSING = "X-Hub-Signature-256 is missing"
+NOT_SHA256 = "X-Hub-Signature-256 must start with 'sha256='"
+NOT_HEX = "X-Hub-Signature-256 is not a 64-digit hex digest"
+NO_MATCH = "X-Hub-Signature-256 matches no configured secret"
+
+
 @pytest.mark.parametrize(
-    ("signature", "secrets", "reason"),
+    ("signature", "secrets", "message"),
     [
-        (None, [VECTOR_SECRET], "missing"),
-        ("", [VECTOR_SECRET], "missing"),
-        (VECTOR_SIGNATURE, [], "no webhook secret"),
-        ("sha1=" + "0" * 40, [VECTOR_SECRET], "must start with 'sha256='"),
-        ("sha256=xyz", [VECTOR_SECRET], "64-digit hex"),
-        ("sha256=" + "0" * 64, [VECTOR_SECRET], "matches no configured secret"),
-        (VECTOR_SIGNATURE, ["another secret"], "matches no configured secret"),
-        (VECTOR_SIGNATURE[:-1], [VECTOR_SECRET], "64-digit hex"),
+        (None, [VECTOR_SECRET], MISSING),
+        ("", [VECTOR_SECRET], MISSING),
+        (VECTOR_SIGNATURE, [], "no webhook secret is configured; refusing every delivery"),
+        ("sha1=" + "0" * 40, [VECTOR_SECRET], NOT_SHA256),
+        ("sha256=xyz", [VECTOR_SECRET], NOT_HEX),
+        ("sha256=" + "0" * 64, [VECTOR_SECRET], NO_MATCH),
+        (VECTOR_SIGNATURE, ["another secret"], NO_MATCH),
+        (VECTOR_SIGNATURE[:-1], [VECTOR_SECRET], NOT_HEX),
         # The right digest with a space inside (which bytes.fromhex would skip).
-        (VECTOR_SIGNATURE[:21] + " " + VECTOR_SIGNATURE[21:], [VECTOR_SECRET], "64-digit hex"),
+        (VECTOR_SIGNATURE[:21] + " " + VECTOR_SIGNATURE[21:], [VECTOR_SECRET], NOT_HEX),
     ],
 )
-def test_verify_refuses(signature: str | None, secrets: list[str], reason: str) -> None:
-    with pytest.raises(InvalidSignature, match=reason) as caught:
+def test_verify_refuses(signature: str | None, secrets: list[str], message: str) -> None:
+    """Each refusal says which header and what is wrong with it, as GitHub names it:
+    the ingress answers with this text and logs it."""
+    with pytest.raises(InvalidSignature) as caught:
         webhooks.verify(VECTOR_BODY, signature, secrets)
     assert caught.value.http_status == 401
-    assert VECTOR_SECRET not in str(caught.value)
+    assert str(caught.value) == message
 
 
 def test_verify_tries_every_secret_for_rotation() -> None:
@@ -154,25 +162,46 @@ def test_parse_delivery_never_keeps_the_signature() -> None:
     assert headers["X-Hub-Signature-256"][7:] not in repr(delivery)
 
 
+GUID = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+FORM = (
+    "content type 'application/x-www-form-urlencoded' is not application/json; "
+    "set the webhook's content type to application/json"
+)
+
+
 @pytest.mark.parametrize(
-    ("change", "error", "status"),
+    ("change", "error", "status", "message", "delivery_id"),
     [
-        ({"X-GitHub-Event": ""}, MissingHeader, 400),
-        ({"X-GitHub-Event": "  "}, MissingHeader, 400),
-        ({"X-GitHub-Delivery": ""}, MissingHeader, 400),
-        ({"X-GitHub-Delivery": " \t"}, MissingHeader, 400),
-        ({"X-Hub-Signature-256": ""}, InvalidSignature, 401),
-        ({"Content-Type": "application/x-www-form-urlencoded"}, UnsupportedContentType, 415),
+        ({"X-GitHub-Event": ""}, MissingHeader, 400, "X-GitHub-Event is missing", GUID),
+        ({"X-GitHub-Event": "  "}, MissingHeader, 400, "X-GitHub-Event is missing", GUID),
+        ({"X-GitHub-Delivery": ""}, MissingHeader, 400, "X-GitHub-Delivery is missing", None),
+        ({"X-GitHub-Delivery": " \t"}, MissingHeader, 400, "X-GitHub-Delivery is missing", None),
+        ({"X-Hub-Signature-256": ""}, InvalidSignature, 401, MISSING, None),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            UnsupportedContentType,
+            415,
+            FORM,
+            None,
+        ),
     ],
 )
 def test_parse_delivery_refuses_bad_headers(
-    change: dict[str, str], error: type[WebhookError], status: int
+    change: dict[str, str],
+    error: type[WebhookError],
+    status: int,
+    message: str,
+    delivery_id: str | None,
 ) -> None:
+    """The error says what is wrong and, once the delivery's ID is known, carries it
+    (for the log line and the metrics)."""
     body = (FIXTURES / "issues.opened.json").read_bytes()
     headers = _headers(body) | change
     with pytest.raises(error) as caught:
         webhooks.parse_delivery(headers, body, ["s3cret"])
     assert caught.value.http_status == status
+    assert str(caught.value) == message
+    assert caught.value.delivery_id == delivery_id
 
 
 @pytest.mark.parametrize(
@@ -197,8 +226,11 @@ def test_a_body_as_long_as_the_cap_is_taken_and_one_byte_more_is_not() -> None:
     body = (FIXTURES / "ping.json").read_bytes()
     headers = _headers(body, event="ping")
     assert webhooks.parse_delivery(headers, body, ["s3cret"], limit=len(body)).event == "ping"
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PayloadTooLarge) as caught:
         webhooks.parse_delivery(headers, body, ["s3cret"], limit=len(body) - 1)
+    assert str(caught.value) == (
+        f"payload of {len(body)} bytes is over the {len(body) - 1}-byte cap"
+    )
 
 
 def test_parse_delivery_refuses_oversized_bodies_before_anything_else() -> None:
@@ -209,10 +241,16 @@ def test_parse_delivery_refuses_oversized_bodies_before_anything_else() -> None:
 
 
 def test_declared_content_length_over_the_cap_is_refused_before_reading() -> None:
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PayloadTooLarge) as caught:
         webhooks.check_content_length({"Content-Length": str(26 * 1024 * 1024)})
+    assert str(caught.value) == "payload of 27262976 bytes is over the 26214400-byte cap"
     webhooks.check_content_length({"Content-Length": "1024"})
     webhooks.check_content_length({})
+    # Exactly the cap is what GitHub may send.
+    webhooks.check_content_length({"Content-Length": str(webhooks.MAX_PAYLOAD_BYTES)})
+    with pytest.raises(PayloadTooLarge):
+        webhooks.check_content_length({"content-length": "11"}, limit=10)
+    webhooks.check_content_length({"content-length": "10"}, limit=10)
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"text"', b"{"])
