@@ -17,7 +17,7 @@ from actors.wire import (
     vshard_of,
     vshards_of,
 )
-from ghbot.events import Event
+from ghbot.events import Envelope, Event
 from ghbot.journal.plan import shard_for
 from ghbot.webhooks import parse_delivery, sign
 from tests.runtime.conftest import INSTALLATION, item, payload
@@ -62,6 +62,27 @@ def test_to_inbound_carries_what_the_shard_journals() -> None:
     assert (bare.received.trace, bare.version) == ("", "")
 
 
+def by_event_and_action(event: str, envelope: Envelope) -> str:
+    return f"{event}:{envelope.action}"
+
+
+class ByEventAndAction(InstallationActor):
+    ordering: ClassVar[Ordering] = staticmethod(by_event_and_action)
+
+
+def test_an_ordering_function_gets_the_event_s_name() -> None:
+    body = payload("issues.opened")
+    headers = {
+        "X-GitHub-Event": "issues",
+        "X-GitHub-Delivery": "g-2",
+        "X-Hub-Signature-256": sign(body, "s"),
+    }
+    delivery = parse_delivery(headers, body, ["s"])
+    assert (
+        to_inbound(ByEventAndAction, delivery, 8, received_at=0.0).received.key == "issues:opened"
+    )
+
+
 def test_a_handler_of_the_whole_event_takes_each_of_its_actions() -> None:
     assert not completes_at_once(ByRepository, "issues", "opened")
     assert not completes_at_once(ByRepository, "issues", None)
@@ -83,7 +104,8 @@ def test_a_stream_of_no_installation_lies_where_the_journal_puts_it() -> None:
 
 
 def test_parts_stay_under_the_limit_and_none_is_empty() -> None:
-    batch = [item(n, b"x" * (700 + 150 * (n % 5))) for n in range(40)]
+    # The first delivery alone is over the smaller limits: it travels alone, first.
+    batch = [item(99, b"y" * 5000)] + [item(n, b"x" * (700 + 150 * (n % 5))) for n in range(40)]
     for limit in (1000, 4096, 10_000):
         parts = encode_parts(batch, limit)
         assert [i for part in parts for i in decode_batch(part)] == batch

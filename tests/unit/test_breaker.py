@@ -170,6 +170,7 @@ def test_an_open_circuit_names_itself_in_its_error() -> None:
             breaker.check(10.0)
         assert str(caught.value) == message and caught.value.retry_after == 20.0
         assert repr(breaker) == f"CircuitBreaker({name!r}, open)"
+    assert repr(CircuitBreaker()) == "CircuitBreaker('', closed)"  # unnamed by default
 
 
 def test_taking_over_an_open_state_that_already_ended_changes_nothing() -> None:

@@ -205,7 +205,13 @@ def test_parse_delivery_refuses_bad_headers(
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/json", "Application/JSON", "application/json; charset=utf-8"]
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/json; charset=utf-8; version=1",
+    ],
 )
 def test_a_json_content_type_is_taken_in_any_case_and_with_parameters(content_type: str) -> None:
     """Media types are case-insensitive and may carry parameters (RFC 9110); a proxy
