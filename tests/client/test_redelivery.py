@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -169,3 +170,99 @@ async def test_a_sweep_reads_a_bounded_number_of_pages(
     assert result.truncated and result.listed == 100
     assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 1  # not a page more
     assert result.redelivered == []  # the failed one, "g0", is past the first page
+
+
+async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart(
+    fake: FakeGitHub,
+    app: GitHubApp,
+    clock: FakeClock,
+    refusing: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.deliveries.webhook_url = refusing
+    fake.add_delivery("issues", {"action": "opened"}, guid="down", status_code=503)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        for _ in range(3):
+            assert (await sweeper.sweep()).redelivered == ["down"]
+            clock.advance(299)
+            assert (await sweeper.sweep()).redelivered == []
+            clock.advance(1)
+        assert (await sweeper.sweep()).gave_up == ["down"]
+        clock.advance(300)
+        assert (await sweeper.sweep()).gave_up == []
+    assert len(fake.redeliveries) == 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"]
+    assert lines == ["redelivery: asked GitHub for 1 failed deliveries, gave up on 0"] * 3 + [
+        "redelivery: down (issues) still failed after 3 redeliveries; giving up",
+        "redelivery: asked GitHub for 0 failed deliveries, gave up on 1",
+    ]
+    assert sweeper.stats() == {
+        "sweeps": 8,
+        "redelivered": 3,
+        "gave_up": 1,  # counted over every sweep, not the last one's
+        "errors": 0,
+        "last_sweep": clock.now,
+        "remembered": 1,
+    }
+
+
+async def test_a_redelivery_github_refuses_is_counted_logged_and_asked_for_again(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add_delivery("issues", {"action": "opened"}, guid="lost", status_code=502)
+    fake.faults.add("/attempts$", "status", method="POST", status=422)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    assert sweeper.stats()["errors"] == 0 and sweeper.stats()["gave_up"] == 0
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        first = await sweeper.sweep()
+    assert (first.errors, first.redelivered) == (1, [])
+    [record] = [r for r in caplog.records if r.name == "ghbot.redelivery"]
+    assert record.getMessage() == "redelivery of lost failed: ValidationFailed"
+    fields = (record.event_id, record.operation, record.error_type)  # type: ignore[attr-defined]
+    assert fields == ("lost", "redeliver", "ValidationFailed")
+    second = await sweeper.sweep()  # at once: a refused ask does not count as asked
+    assert (second.errors, second.redelivered) == (0, ["lost"])
+    assert sweeper.stats()["errors"] == 1  # counted over every sweep
+
+
+async def test_a_later_sweep_starts_at_the_last_less_ten_minutes(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    clock.now = 1_800_000_000.0  # whole seconds, as GitHub's `delivered_at`
+    fake.add_delivery("issues", {}, guid="before")
+    clock.advance(399)
+    fake.add_delivery("issues", {}, guid="just-before")
+    clock.advance(1)
+    fake.add_delivery("issues", {}, guid="at-the-start")
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    clock.advance(600)
+    assert (await sweeper.sweep()).listed == 3
+    clock.advance(1000)
+    assert (await sweeper.sweep()).listed == 1  # from 600 s before the last sweep on
+
+
+async def test_a_truncated_listing_says_how_far_back_it_got(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock.now = 1_800_000_000.0
+    for n in range(101):
+        fake.add_delivery("issues", {}, guid=f"g{n}")
+        clock.advance(10)
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, max_pages=1, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        assert (await sweeper.sweep()).truncated
+    [record] = [r for r in caplog.records if r.name == "ghbot.redelivery"]
+    # The 100th newest attempt was made 1,000 s before the sweep, of a 3,600 s lookback.
+    assert record.getMessage() == (
+        "redelivery: stopped after 100 delivery attempts, 1000 s back of 3600"
+    )
+
+
+def test_a_failure_names_its_newest_attempt_s_event_and_installation() -> None:
+    attempts = [
+        attempt(2, "b", "Invalid HTTP Response: 503", event="pull_request", installation_id=8),
+        attempt(1, "b", "failed to connect to host", event="issues", installation_id=7),
+    ]
+    [failed] = failed_deliveries(attempts)
+    assert (failed.event, failed.installation_id) == ("pull_request", 8)

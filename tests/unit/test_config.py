@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,103 @@ def test_log_level_accepts_the_operations_guides_names() -> None:
     )
     with pytest.raises(ConfigError, match=r"LOG_LEVEL='chatty'.*TRACE, DEBUG"):
         level("chatty")
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "taken", "refused", "expected"),
+    [
+        (
+            "RATE_LIMIT_MARGIN",
+            "rate_limit_margin",
+            {"0": 0, "0.5": 0.5},
+            ["-0.01", "0.51"],
+            "between 0 and 0.5",
+        ),
+        (
+            "TOKEN_CACHE_TTL",
+            "token_cache_ttl",
+            {"1m": 60, "1h": 3600, "30m": 1800},
+            ["59", "3601"],
+            "between 1m and 1h (tokens live one hour)",
+        ),
+        ("MAX_RETRIES", "max_retries", {"0": 0, "10": 10}, ["-1", "11"], "between 0 and 10"),
+        (
+            "REQUEST_TIMEOUT",
+            "request_timeout",
+            {"0.5": 0.5, "10m": 600},
+            ["0", "601"],
+            "between 0 and 600 seconds",
+        ),
+        ("LOG_FORMAT", "log_format", {"text": "text", "JSON": "json"}, ["xml"], "json or text"),
+    ],
+)
+def test_each_setting_takes_its_range_and_names_it_when_refusing(
+    pem_pkcs8: bytes,
+    name: str,
+    field: str,
+    taken: dict[str, object],
+    refused: list[str],
+    expected: str,
+) -> None:
+    for raw, value in taken.items():
+        assert getattr(Settings.from_env(_env(pem_pkcs8, **{name: raw})), field) == value
+    for raw in refused:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(_env(pem_pkcs8, **{name: raw}))
+        assert caught.value.problems == (f"{name}={raw!r} is out of range; expected {expected}",)
+
+
+def test_a_setting_that_does_not_parse_names_what_it_expects(pem_pkcs8: bytes) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(_env(pem_pkcs8, MAX_RETRIES="many", LOG_LEVEL="chatty"))
+    assert caught.value.problems == (
+        "MAX_RETRIES='many' is not valid; expected between 0 and 10",
+        "LOG_LEVEL='chatty' is not valid; expected one of "
+        "TRACE, DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL",
+    )
+
+
+def test_each_problem_says_what_to_set(pem_pkcs8: bytes) -> None:
+    env = {"GITHUB_WEBHOOK_SECRET": "a,,b", "GHBOT_JOURNAL_URL": "mysql://db/ghbot"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.problems == (
+        "GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set",
+        "GITHUB_PRIVATE_KEY is not set (PEM text or a path to the .pem file)",
+        "GITHUB_WEBHOOK_SECRET has an empty secret between commas",
+        "GHBOT_JOURNAL_URL must start with sqlite:/// or postgresql:// "
+        "(got a URL starting 'mysql')",
+    )
+    with pytest.raises(ConfigError) as unset:
+        Settings.from_env(_env(pem_pkcs8, GITHUB_WEBHOOK_SECRET=""))
+    assert unset.value.problems == ("GITHUB_WEBHOOK_SECRET is not set or empty",)
+    no_key = Settings.from_env({}, require_app=False, require_webhooks=False)
+    with pytest.raises(ConfigError) as keyless:
+        no_key.load_key()
+    assert str(keyless.value) == "no private key: set GITHUB_PRIVATE_KEY (PEM text or a path)"
+
+
+def test_urls_lose_a_trailing_slash_and_the_journal_defaults_under_the_working_folder(
+    pem_pkcs8: bytes,
+) -> None:
+    settings = Settings.from_env(_env(pem_pkcs8, GITHUB_API_URL="https://ghe.example/api/v3/"))
+    assert settings.api_url == "https://ghe.example/api/v3"
+    assert settings.graphql_url == "https://ghe.example/api/graphql"
+    assert graphql_url("https://api.github.com/") == "https://api.github.com/graphql"
+    assert settings.journal_url == "sqlite://" + str(Path.cwd() / "data" / "journal")
+
+
+def test_a_key_file_missing_where_the_settings_are_used_is_named(
+    pem_pkcs8: bytes, tmp_path: Path
+) -> None:
+    key = tmp_path / "app.pem"
+    key.write_bytes(pem_pkcs8)
+    read_here = Settings.from_env(_env(pem_pkcs8, GITHUB_PRIVATE_KEY=str(key)))
+    elsewhere = replace(read_here, private_key=None)  # as sent to another node
+    key.unlink()
+    with pytest.raises(ConfigError) as caught:
+        elsewhere.load_key()
+    assert str(caught.value) == (
+        f"the private key file {str(key)!r} is not here: GITHUB_PRIVATE_KEY names a "
+        "file, which must exist at that path on the node that reads it"
+    )

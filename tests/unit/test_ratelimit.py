@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghbot.errors import ConfigError, LeaseExhausted, RateLimited
-from ghbot.ratelimit import Budget, LimitKind, RateLimit, classify, retry_wait
+from ghbot.ratelimit import (
+    SECONDARY_MIN_WAIT,
+    Budget,
+    LimitKind,
+    RateLimit,
+    classify,
+    retry_wait,
+)
 
 NOW = 1_700_000_000.0
 
@@ -219,3 +226,23 @@ def test_granted_leases_never_exceed_remaining_less_margin(
             pass
         assert budget.reserved == sum(lease.unused for lease in leases if lease.open)
         assert budget.reserved >= 0
+
+
+def test_a_lease_that_does_not_fit_says_what_is_left_and_what_was_wanted() -> None:
+    budget = Budget()
+    with pytest.raises(RateLimited) as caught:
+        budget.lease(4501, 0.0)  # 5,000 less the 10 % margin is 4,500
+    assert str(caught.value) == (
+        "429 the installation's budget is spent (5000 left, 0 leased, margin 10%; wanted 4501)"
+    )
+    # A lease is no request: no method or URL to name.
+    assert (caught.value.kind, caught.value.method, caught.value.url) == ("primary", "", "")
+    with pytest.raises(ValueError) as negative:
+        budget.lease(-1, 0.0)
+    assert str(negative.value) == "a lease cannot be negative"
+
+
+def test_a_spent_budget_whose_reset_has_passed_waits_one_second() -> None:
+    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "100"}
+    assert retry_wait(spent, 200.0) == 1.0
+    assert retry_wait({}, 0.0) == SECONDARY_MIN_WAIT  # the first wait, by default
