@@ -49,8 +49,8 @@ bench-probot:
 	npm ci --prefix benchmarks/probot --no-audit --no-fund
 
 # Mutation testing of the modules pyproject.toml's [tool.mutmut] names (by hand, not in
-# CI: about half an hour on 2 cores); mutmut works in mutants/ and remembers its results
-# there. mutmut is pinned: its settings' names change between versions.
+# CI: about 45 minutes on 2 cores from scratch); mutmut works in mutants/ and keeps its
+# results there. mutmut is pinned: its settings' names change between versions.
 mutate: $(STAMP)
 	$(BIN)/python -m pip install --quiet "mutmut==3.8.1"
 	$(BIN)/mutmut run --max-children 2

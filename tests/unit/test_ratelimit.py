@@ -246,3 +246,33 @@ def test_a_spent_budget_whose_reset_has_passed_waits_one_second() -> None:
     spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "100"}
     assert retry_wait(spent, 200.0) == 1.0
     assert retry_wait({}, 0.0) == SECONDARY_MIN_WAIT  # the first wait, by default
+
+
+def test_a_request_the_spent_budget_refuses_names_itself() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit(limit=5000, remaining=0, used=5000, reset=900.0, resource="core"), 0.0)
+    with pytest.raises(RateLimited) as caught:
+        budget.acquire(0.0, method="GET", url="https://api.github.com/repos/o/r")
+    refused = caught.value
+    assert (refused.status, refused.method, refused.url) == (
+        429,
+        "GET",
+        "https://api.github.com/repos/o/r",
+    )
+    assert str(refused) == (
+        "429 the installation's budget is spent (0 left, 0 leased, margin 0%; wanted 1) "
+        "(GET https://api.github.com/repos/o/r)"
+    )
+    assert (refused.retry_after, refused.reset) == (900.0, 900.0)
+
+
+def test_headers_without_a_limit_or_without_a_count_are_no_rate_limit() -> None:
+    assert RateLimit.from_headers({"x-ratelimit-remaining": "5"}) is None
+    assert RateLimit.from_headers({"x-ratelimit-limit": "5000"}) is None
+
+
+def test_a_refund_gives_a_lease_back_only_a_unit_it_spent() -> None:
+    budget = Budget()
+    lease = budget.lease(2, 0.0)
+    budget.refund(lease)  # nothing spent under it yet
+    assert (lease.used, lease.unused) == (0, 2)
