@@ -276,3 +276,11 @@ def test_a_refund_gives_a_lease_back_only_a_unit_it_spent() -> None:
     lease = budget.lease(2, 0.0)
     budget.refund(lease)  # nothing spent under it yet
     assert (lease.used, lease.unused) == (0, 2)
+
+
+def test_used_is_github_s_count_when_it_sends_one() -> None:
+    headers = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4990"}
+    assert RateLimit.from_headers(headers | {"x-ratelimit-used": "7"}).used == 7  # type: ignore[union-attr]
+    assert RateLimit.from_headers(headers).used == 10  # type: ignore[union-attr]
+    over = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "5001"}
+    assert RateLimit.from_headers(over).used == 0  # type: ignore[union-attr]
