@@ -226,6 +226,16 @@ async def test_a_redelivery_github_refuses_is_counted_logged_and_asked_for_again
     assert sweeper.stats()["errors"] == 1  # counted over every sweep
 
 
+async def test_each_refused_redelivery_of_a_sweep_is_counted(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    fake.add_delivery("issues", {}, guid="one", status_code=502)
+    fake.add_delivery("issues", {}, guid="two", status_code=502)
+    fake.faults.add("/attempts$", "status", count=2, method="POST", status=422)
+    result = await RedeliverySweeper(app, Journal().held, clock=clock).sweep()
+    assert (result.errors, result.redelivered) == (2, [])
+
+
 async def test_a_later_sweep_starts_at_the_last_less_ten_minutes(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock
 ) -> None:

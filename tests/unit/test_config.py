@@ -251,3 +251,18 @@ def test_a_key_file_missing_where_the_settings_are_used_is_named(
         f"the private key file {str(key)!r} is not here: GITHUB_PRIVATE_KEY names a "
         "file, which must exist at that path on the node that reads it"
     )
+
+
+def test_settings_come_from_the_process_environment_by_default(
+    pem_pkcs8: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _env(pem_pkcs8, MAX_RETRIES="5").items():
+        monkeypatch.setenv(name, value)
+    assert Settings.from_env().max_retries == 5
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///var/lib/ghbot/journal", "postgresql://ghbot@db/ghbot", "postgres://db/g"]
+)
+def test_each_journal_scheme_is_taken(pem_pkcs8: bytes, url: str) -> None:
+    assert Settings.from_env(_env(pem_pkcs8, GHBOT_JOURNAL_URL=url)).journal_url == url
