@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import ray
 
@@ -59,6 +60,15 @@ class Hesitant(InstallationActor):
             f"/repos/{repo.full_name}/issues/{event.payload.issue.number}/comments",
             json={"body": f"hello {event.delivery_id}"},
         )
+
+
+class SignedGreeter(Greeter):
+    """`Greeter` whose comments also name the process that wrote them ("hello from
+    <pid> <GUID>"): `test_sigterm.py` tells an old shard process's from its restart's."""
+
+    @property
+    def greeting(self) -> str:  # type: ignore[override]
+        return f"hello from {os.getpid()}"
 
 
 class GreeterV2(Greeter):
