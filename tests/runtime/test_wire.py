@@ -19,7 +19,7 @@ from actors.wire import (
 )
 from ghbot.events import Envelope, Event
 from ghbot.journal.plan import shard_for
-from ghbot.webhooks import parse_delivery, sign
+from ghbot.webhooks import Delivery, parse_delivery, sign
 from tests.runtime.conftest import INSTALLATION, item, payload
 
 
@@ -33,24 +33,29 @@ class ByRepository(InstallationActor):
         return None
 
 
-def test_to_inbound_carries_what_the_shard_journals() -> None:
+def issue_opened(guid: str, **headers: str) -> Delivery:
+    """Return a verified `issues.opened` delivery of `INSTALLATION`, with more `headers`."""
     body = payload("issues.opened")
-    headers = {
-        "X-GitHub-Event": "issues",
-        "X-GitHub-Delivery": "g-1",
-        "X-GitHub-Hook-ID": "292430182",
-        "X-GitHub-Hook-Installation-Target-Type": "integration",
-        "X-GitHub-Hook-Installation-Target-ID": "79929171",
-        "X-Hub-Signature-256": sign(body, "s"),
-    }
-    delivery = parse_delivery(headers, body, ["s"])
+    sent = {"X-GitHub-Event": "issues", "X-GitHub-Delivery": guid} | headers
+    return parse_delivery(sent | {"X-Hub-Signature-256": sign(body, "s")}, body, ["s"])
+
+
+def test_to_inbound_carries_what_the_shard_journals() -> None:
+    delivery = issue_opened(
+        "g-1",
+        **{
+            "X-GitHub-Hook-ID": "292430182",
+            "X-GitHub-Hook-Installation-Target-Type": "integration",
+            "X-GitHub-Hook-Installation-Target-ID": "79929171",
+        },
+    )
     got = to_inbound(ByRepository, delivery, 8, received_at=12.5, trace="00-ab-cd-01", version="v2")
     repository_id = str(delivery.envelope.repository.id)  # type: ignore[union-attr]
     assert got.installation_id == INSTALLATION and got.vshard == vshard_of(INSTALLATION, 8)
     assert got.received == DeliveryReceived(
         delivery_id="g-1",
         event="issues",
-        body=body,
+        body=payload("issues.opened"),
         received_at=12.5,
         hook_id="292430182",
         key=repository_id,  # the bot's ordering, not the default per issue
@@ -71,16 +76,8 @@ class ByEventAndAction(InstallationActor):
 
 
 def test_an_ordering_function_gets_the_event_s_name() -> None:
-    body = payload("issues.opened")
-    headers = {
-        "X-GitHub-Event": "issues",
-        "X-GitHub-Delivery": "g-2",
-        "X-Hub-Signature-256": sign(body, "s"),
-    }
-    delivery = parse_delivery(headers, body, ["s"])
-    assert (
-        to_inbound(ByEventAndAction, delivery, 8, received_at=0.0).received.key == "issues:opened"
-    )
+    got = to_inbound(ByEventAndAction, issue_opened("g-2"), 8, received_at=0.0)
+    assert got.received.key == "issues:opened"
 
 
 def test_a_handler_of_the_whole_event_takes_each_of_its_actions() -> None:
