@@ -15,6 +15,11 @@ Measures, in one run on this machine:
 - the durable Serve ceiling: the same deployment committing each delivery to SQLite
   before its 202 as the durable floor does: the best any bot behind Serve's ingress
   that gives ghbot's guarantee can do here;
+- the split Serve ceiling: the durable Serve ceiling in two processes, ghbot's layout
+  without ghbot (`split_floor.py`): a Serve deployment verifies and hands each delivery
+  over TCP to a plain process that commits it to SQLite before the 202 and then
+  comments: the best ghbot's layout (an ingress, and a journal and handlers in a
+  process of their own) can do here;
 - ghbot: `serve run ghbot.deploy` on a local Ray (Serve's HAProxy ingress unless
   `--no-haproxy`), every delivery journaled in SQLite before its 202.
 
@@ -38,7 +43,7 @@ each of the others.
     python benchmarks/bench_e2e.py [--deliveries 4000] [--concurrency 32] [--quick]
         [--shards N (default: ghbot's for this machine, 1 below 4 cores)]
         [--skip-floor] [--skip-durable] [--skip-probot] [--skip-serve-floor]
-        [--skip-serve-durable]
+        [--skip-serve-durable] [--skip-serve-split]
 """
 
 from __future__ import annotations
@@ -366,22 +371,33 @@ def process_name(argv: list[str]) -> str:
     return first
 
 
+def start_bot(script: str, port: int, harness: Harness, private: Path, *more: str) -> Any:
+    """Start `benchmarks/<script>` on `port` and return its process once it says ready."""
+    # At nice 15, like Ray's workers: the floor gets the same priority over its load.
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--port", str(port)]
+    command += ["--api", harness.fake, "--app-id", "4242", "--key", str(private), *more]
+    bot = subprocess.Popen(
+        ["nice", "-n", "15", *command],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert bot.stdout is not None
+    if bot.stdout.readline().strip() != "ready":
+        bot.kill()
+        bot.wait()
+        raise RuntimeError(f"{script} did not start")
+    return bot
+
+
 def run_floor(
     harness: Harness, private: Path, args: argparse.Namespace, durable: Path | None = None
 ) -> dict[str, Any]:
     """Load floor_bot.py (with `durable`, committing deliveries to that SQLite file)."""
     port = free_port()
-    # At nice 15, like Ray's workers: the floor gets the same priority over its load.
-    command = [sys.executable, str(ROOT / "benchmarks" / "floor_bot.py"), "--port", str(port)]
-    command += ["--api", harness.fake, "--app-id", "4242", "--key", str(private)]
-    if durable is not None:
-        command += ["--durable", str(durable)]
-    bot = subprocess.Popen(
-        ["nice", "-n", "15", *command, "--secret", SECRET], stdout=subprocess.PIPE, text=True
-    )
+    more = ["--secret", SECRET] + (["--durable", str(durable)] if durable is not None else [])
+    bot = start_bot("floor_bot.py", port, harness, private, *more)
     try:
-        assert bot.stdout is not None
-        bot.stdout.readline()
         return harness.load(
             f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
         )
@@ -450,9 +466,11 @@ def run_on_serve(
     *,
     floor: bool = False,
     durable: Path | None = None,
+    split: Path | None = None,
 ) -> dict[str, Any]:
     """Deploy ghbot (or, with `floor`, `serve_floor.ServeFloor`, committing deliveries to
-    `durable` if given) on Serve and load it."""
+    `durable` if given; or, with `split`, `split_floor.SplitIngress` and its journal
+    process, committing to that file) on Serve and load it."""
     if not args.no_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     if not args.serve_defaults:
@@ -483,21 +501,31 @@ def run_on_serve(
         batch_inflight=args.batch_inflight,
         shard_channel=args.shard_channel == "tcp",
     )
+    journal_process = None
     try:
-        if floor:
+        if floor or split is not None:
             # The same Serve options as ghbot's ingress, floor_bot's work inside. Import
             # it as Ray's workers will (PYTHONPATH is the repository's root there).
             sys.path.insert(0, str(ROOT))
             from benchmarks.serve_floor import ServeFloor
+            from benchmarks.split_floor import SplitIngress
 
-            app = serve.deployment(
+            deployment = serve.deployment(
                 num_replicas=args.serve_floor_replicas,
                 ray_actor_options={"num_cpus": 0},
                 max_ongoing_requests=2000,
                 logging_config={"enable_access_log": False, "log_level": "WARNING"},
-            )(ServeFloor).bind(
-                harness.fake, "4242", private.read_bytes(), SECRET, durable and str(durable)
             )
+            if split is not None:
+                journal_port = free_port()
+                journal_process = start_bot(
+                    "split_floor.py", journal_port, harness, private, "--durable", str(split)
+                )
+                app = deployment(SplitIngress).bind(SECRET, journal_port)
+            else:
+                app = deployment(ServeFloor).bind(
+                    harness.fake, "4242", private.read_bytes(), SECRET, durable and str(durable)
+                )
             serve.run(app, name="ghbot", route_prefix="/")
             return harness.load(
                 f"http://127.0.0.1:{port}", args.deliveries, args.concurrency, args.warmup
@@ -516,6 +544,9 @@ def run_on_serve(
         return result
     finally:
         stop_ray_serve(runtime)
+        if journal_process is not None:
+            journal_process.kill()
+            journal_process.wait()
 
 
 def ack_path(calls: int, within: float = 60.0) -> str:
@@ -633,6 +664,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="no durable Serve ceiling (the same, committing each delivery to SQLite first)",
     )
     parser.add_argument(
+        "--skip-serve-split",
+        action="store_true",
+        help="no split Serve ceiling (the durable one in two processes, split_floor.py)",
+    )
+    parser.add_argument(
         "--serve-floor", action="store_true", help="the default now; kept for older commands"
     )
     parser.add_argument(
@@ -671,6 +707,9 @@ def main() -> None:
                 others["serve-du"] = run_on_serve(
                     harness, private, args, Path(tmp), floor=True, durable=durable
                 )
+            if not args.skip_serve_split:
+                split = Path(tmp) / "serve-split.sqlite"
+                others["serve-sp"] = run_on_serve(harness, private, args, Path(tmp), split=split)
             started = time.monotonic()
             ours = run_on_serve(harness, private, args, Path(tmp))
             print(f"# ghbot run took {time.monotonic() - started:.0f} s with start and stop")
@@ -719,13 +758,17 @@ def main() -> None:
             f" cpu ms {ours['sut_cpu_ms'] / result['sut_cpu_ms']:5.2f}, own ms {own:5.2f}"
         )
     # What durability alone costs a bot of the same work, without ghbot: the bound it
-    # puts on ghbot against the rows without a journal.
-    for journaled, plain in (("durable", "floor"), ("serve-du", "serve-fl")):
-        if journaled in others and plain in others:
+    # puts on ghbot against the rows without a journal. And what handing each delivery
+    # to a process of its own costs on top (the split ceiling): the bound ghbot's layout
+    # puts on it, whatever ghbot's own code costs.
+    pairs = [("durable", "floor"), ("serve-du", "serve-fl")]
+    pairs += [("serve-sp", "serve-fl"), ("serve-sp", "serve-du"), ("serve-sp", "durable")]
+    for bound, against in pairs:
+        if bound in others and against in others:
             print(
-                f"{journaled} / {plain:<8} throughput"
-                f" {others[journaled]['throughput'] / others[plain]['throughput']:5.2f}, cpu ms"
-                f" {others[journaled]['sut_cpu_ms'] / others[plain]['sut_cpu_ms']:5.2f}"
+                f"{bound} / {against:<8} throughput"
+                f" {others[bound]['throughput'] / others[against]['throughput']:5.2f}, cpu ms"
+                f" {others[bound]['sut_cpu_ms'] / others[against]['sut_cpu_ms']:5.2f}"
             )
 
 

@@ -186,3 +186,74 @@ def test_steal_is_its_share_of_the_ticks_and_a_moving_speed_is_said() -> None:
     assert bench.speed_warning([(1.0, 1.0), (0.97, 1.04), (0.95, 1.02)]) is None  # within 0.1
     said = bench.speed_warning([(1.0, 1.19), (0.67, 1.23)])
     assert said is not None and "between 0.67 and 1.23" in said and "not a quiet" in said
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_split_ceiling_answers_once_its_journal_process_has_committed(
+    loop: str, tmp_path: Path
+) -> None:
+    """The split Serve ceiling's two sides (`split_floor.py`), over a real connection: a
+    delivery is in the journal process's SQLite file when the ingress answers 202, a
+    redelivery is answered and not handled again, a bad signature is refused before
+    anything is sent, a failed commit is answered 503, and a journal process gone is
+    answered 503. On asyncio's loop and on uvloop, the one Serve's replicas run on
+    (whose transports are not `asyncio.Transport`s: an `isinstance` check left every
+    delivery unsent there)."""
+    import asyncio
+    import contextlib
+    import sqlite3
+    from typing import Any
+
+    from benchmarks.floor_bot import Bot, Journal
+    from benchmarks.split_floor import SplitIngress, serve_journal
+    from ghbot.webhooks import sign
+
+    body = b'{"action": "opened", "issue": {"number": 1}}'
+    journal = tmp_path / "j.sqlite"
+    handled: list[str] = []
+
+    def stored() -> list[str]:
+        with contextlib.closing(sqlite3.connect(journal)) as db:
+            return sorted(row[0] for row in db.execute("SELECT guid FROM deliveries"))
+
+    def headers(guid: str, secret: str = "s3cret", event: str = "issues") -> dict[str, str]:
+        return {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": guid,
+            "X-Hub-Signature-256": sign(body, secret),
+        }
+
+    async def comment(data: dict[str, Any], guid: str) -> None:
+        assert data["issue"]["number"] == 1
+        handled.append(guid)
+
+    async def deliver() -> list[int]:
+        bot = Bot("http://127.0.0.1:9", "1", b"", "", Journal(str(journal)))
+        bot.comment = comment  # type: ignore[method-assign]
+        server = await serve_journal(bot, 0)
+        ingress = SplitIngress("s3cret", server.sockets[0].getsockname()[1])
+        first = await ingress.receive(body, headers("a"))
+        assert stored() == ["a"]  # on disk when it was answered
+        together = await asyncio.gather(
+            ingress.receive(body, headers("a")),
+            ingress.receive(body, headers("b")),
+            ingress.receive(body, headers("c", "another")),
+            ingress.receive(body, headers("d", event="push")),
+        )
+        await asyncio.gather(*bot.tasks)
+        assert bot.journal is not None
+        bot.journal.db.execute("PRAGMA query_only = ON")  # the next commit fails
+        failed = await ingress.receive(body, headers("e"))
+        server.close()
+        await server.wait_closed()
+        assert ingress.connecting is not None
+        ingress.connecting.result()[0].close()
+        await asyncio.sleep(0.05)
+        gone = await ingress.receive(body, headers("f"))
+        return [first, *together, failed, gone]
+
+    factory = pytest.importorskip("uvloop").new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(asyncio.wait_for(deliver(), 10)) == [202, 202, 202, 401, 202, 503, 503]
+    assert stored() == ["a", "b", "d"]
+    assert handled == ["a", "b"]  # a push is journaled, not commented on
