@@ -136,6 +136,23 @@ async def test_sweeps_look_back_only_as_far_as_they_need(
     assert not second.truncated
 
 
+async def test_a_guid_asked_for_is_remembered_for_github_s_three_days_and_no_longer(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, refusing: str
+) -> None:
+    fake.deliveries.webhook_url = refusing
+    fake.add_delivery("issues", {"action": "opened"}, guid="down", status_code=503)
+    journal = Journal()
+    sweeper = RedeliverySweeper(app, journal.held, clock=clock)
+    assert (await sweeper.sweep()).redelivered == ["down"]
+    journal.guids.add("down")  # the redelivery came: no later sweep asks for it again
+    clock.advance(GITHUB_WINDOW)
+    await sweeper.sweep()
+    assert sweeper.stats()["remembered"] == 1  # asked exactly three days ago: kept
+    clock.advance(1)
+    await sweeper.sweep()
+    assert sweeper.stats()["remembered"] == 0
+
+
 async def test_a_sweep_long_after_the_last_looks_back_only_its_lookback(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock
 ) -> None:
@@ -170,6 +187,8 @@ async def test_a_sweep_reads_a_bounded_number_of_pages(
     assert result.truncated and result.listed == 100
     assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 1  # not a page more
     assert result.redelivered == []  # the failed one, "g0", is past the first page
+    # By default 50 pages: the 5,000 most recent attempts a sweep.
+    assert RedeliverySweeper(app, Journal().held).max_pages == 50
 
 
 async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart(

@@ -18,7 +18,7 @@ from actors.ray import cli as cluster_cli
 from actors.records import stream_name
 from actors.wire import vshard_of
 from ghbot import cli
-from ghbot.journal import NewEvent, open_journal
+from ghbot.journal import NewEvent, open_journal, shard_for
 
 INSTALLATIONS = [0, 1, 2, 3, 5, 7, 12]
 
@@ -75,6 +75,29 @@ def test_reshard_moves_streams_to_their_installations_vshards(
     monkeypatch.setenv("GHBOT_JOURNAL_URL", url)  # the deployment's setting, by default
     assert cli.main(["journal", "reshard", "--to", "3", "--offline"]) == 0
     assert asyncio.run(_placed(url, 3)) == _expected(3)
+
+
+def test_a_stream_of_no_installation_goes_where_the_journal_puts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream named like an installation's but not one (`inst-x`: a journal shared with
+    something else) is moved as the journal places any stream of no installation; the
+    command crashed on it with a `ValueError` before."""
+
+    async def odd(url: str) -> None:
+        journal = await open_journal(url, shard_count=4)
+        await journal.append("inst-x", [NewEvent("t", b"")], shard=shard_for("inst-x", 4) ^ 1)
+        await journal.close()
+
+    url = asyncio.run(_journal(tmp_path, 4))
+    asyncio.run(odd(url))
+    argv = ["journal", "reshard", "--to", "8", "--journal", url, "--offline"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "from 4 virtual shards to 8: moved" in capsys.readouterr().out
+    placed = asyncio.run(_placed(url, 8))
+    expected = _expected(8)
+    expected[shard_for("inst-x", 8)] = sorted([*expected[shard_for("inst-x", 8)], "inst-x"])
+    assert placed == expected
 
 
 def test_no_cluster_answering_is_refused_and_says_to_pass_offline(

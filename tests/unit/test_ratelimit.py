@@ -121,6 +121,17 @@ def test_budget_rolls_over_at_reset() -> None:
     assert budget.available(NOW + 5) == 4500
 
 
+def test_a_refusal_names_the_request_only_when_its_caller_does() -> None:
+    budget = Budget(limit=1, margin=0.0)
+    budget.acquire(NOW)
+    with pytest.raises(RateLimited) as unnamed:
+        budget.acquire(NOW)
+    assert (unnamed.value.method, unnamed.value.url) == ("", "")
+    with pytest.raises(RateLimited) as named:
+        budget.acquire(NOW, method="POST", url="https://api.github.com/x")
+    assert (named.value.method, named.value.url) == ("POST", "https://api.github.com/x")
+
+
 def test_an_answer_giving_a_limit_of_0_does_not_empty_the_budget_for_good() -> None:
     """GitHub's limit is never 0; a proxy's or a fake's 0 kept the budget at 0 after
     the reset, and a handler retried its request without end."""
@@ -131,6 +142,9 @@ def test_an_answer_giving_a_limit_of_0_does_not_empty_the_budget_for_good() -> N
     assert refused.value.retry_after == 1000.0
     budget.acquire(2000.0)  # the window reset: GitHub's last known limit again
     assert budget.remaining == 4999
+    # Any limit above 0 is taken, the smallest too.
+    budget.observe(RateLimit(limit=1, remaining=0, used=1, reset=3000.0, resource="core"), 2000.0)
+    assert budget.available(3000.0) == 1
 
 
 def test_out_of_order_answers_keep_the_lowest_count() -> None:
