@@ -257,3 +257,32 @@ def test_the_split_ceiling_answers_once_its_journal_process_has_committed(
         assert runner.run(asyncio.wait_for(deliver(), 10)) == [202, 202, 202, 401, 202, 503, 503]
     assert stored() == ["a", "b", "d"]
     assert handled == ["a", "b"]  # a push is journaled, not commented on
+
+
+def test_the_split_ceiling_sends_what_one_turn_of_the_loop_gave_it_in_one_write() -> None:
+    import asyncio
+
+    from benchmarks.split_floor import _Client
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def send() -> list[bytes]:
+        client, transport = _Client(), Transport()
+        client.connection_made(transport)  # type: ignore[arg-type]
+        client.send("a", "issues", b"{}")
+        client.send("b", "issues", b"{}")
+        await asyncio.sleep(0)
+        client.send("c", "issues", b"{}")
+        await asyncio.sleep(0)
+        return transport.writes
+
+    writes = asyncio.run(send())
+    assert [w.count(b"issues") for w in writes] == [2, 1]
