@@ -137,12 +137,18 @@ class Bot:
         return web.Response(status=await self.receive(await request.read(), request.headers))
 
 
-async def main() -> None:
+def bot_arguments() -> argparse.ArgumentParser:
+    """The options every bot of the benchmark takes: where to listen, the API, the app."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--api", required=True)
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--key", required=True)
+    return parser
+
+
+async def main() -> None:
+    parser = bot_arguments()
     parser.add_argument("--secret", required=True)
     parser.add_argument("--durable", metavar="PATH", help="commit deliveries to this SQLite file")
     args = parser.parse_args()

@@ -23,12 +23,12 @@ Frames: a 4-byte big-endian length, then MessagePack: `[id, guid, event, body]` 
 the journal process, `[id, status]` back (202 when the delivery is on disk, whether new
 or a redelivery; 503 when its commit failed).
 
-    python benchmarks/split_floor.py --port P --api URL --app-id ID --key PEM --durable PATH
+    PYTHONPATH=. python benchmarks/split_floor.py --port P --api URL --app-id ID --key PEM \
+        --durable PATH
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
@@ -40,7 +40,7 @@ from typing import Any, Final, cast
 import aiohttp
 import msgspec
 
-from benchmarks.floor_bot import Bot, Journal
+from benchmarks.floor_bot import Bot, Journal, bot_arguments
 
 _LENGTH: Final = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode
@@ -186,11 +186,7 @@ async def serve_journal(bot: Bot, port: int, host: str = "127.0.0.1") -> asyncio
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--api", required=True)
-    parser.add_argument("--app-id", required=True)
-    parser.add_argument("--key", required=True)
+    parser = bot_arguments()
     parser.add_argument("--durable", metavar="PATH", required=True)
     args = parser.parse_args()
     with open(args.key, "rb") as f:

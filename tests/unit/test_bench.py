@@ -72,25 +72,35 @@ def test_bench_tokens_estimates_quantiles_as_prometheus_does() -> None:
     assert quantile(0.95, bounds, [0, 0, 0, 0]) != quantile(0.95, bounds, [0, 0, 0, 0])  # nan
 
 
+#: The body both floors' tests deliver.
+_OPENED = b'{"action": "opened", "issue": {"number": 1}}'
+
+
+def _stored(journal: Path) -> list[str]:
+    """The GUIDs a floor's SQLite file holds, sorted."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        return sorted(row[0] for row in db.execute("SELECT guid FROM deliveries"))
+
+
 def test_the_durable_floors_commit_each_delivery_once_before_answering(tmp_path: Path) -> None:
     """The durable floor and the durable Serve ceiling answer through `Bot.receive`: a
     delivery is in the SQLite file when it is answered, a redelivery is answered and
     neither written nor handled again, a bad signature is refused and writes nothing."""
     import asyncio
-    import contextlib
-    import sqlite3
     from typing import Any
 
     from benchmarks.floor_bot import Bot, Journal
     from ghbot.webhooks import sign
 
-    body = b'{"action": "opened", "issue": {"number": 1}}'
+    body = _OPENED
     journal = tmp_path / "j.sqlite"
     handled: list[str] = []
 
     def stored() -> list[str]:
-        with contextlib.closing(sqlite3.connect(journal)) as db:
-            return sorted(row[0] for row in db.execute("SELECT guid FROM deliveries"))
+        return _stored(journal)
 
     def headers(guid: str, secret: str) -> dict[str, str]:
         signature = sign(body, secret)
@@ -200,21 +210,18 @@ def test_the_split_ceiling_answers_once_its_journal_process_has_committed(
     (whose transports are not `asyncio.Transport`s: an `isinstance` check left every
     delivery unsent there)."""
     import asyncio
-    import contextlib
-    import sqlite3
     from typing import Any
 
     from benchmarks.floor_bot import Bot, Journal
     from benchmarks.split_floor import SplitIngress, serve_journal
     from ghbot.webhooks import sign
 
-    body = b'{"action": "opened", "issue": {"number": 1}}'
+    body = _OPENED
     journal = tmp_path / "j.sqlite"
     handled: list[str] = []
 
     def stored() -> list[str]:
-        with contextlib.closing(sqlite3.connect(journal)) as db:
-            return sorted(row[0] for row in db.execute("SELECT guid FROM deliveries"))
+        return _stored(journal)
 
     def headers(guid: str, secret: str = "s3cret", event: str = "issues") -> dict[str, str]:
         return {
