@@ -18,8 +18,8 @@ Measures, in one run on this machine:
 - the split Serve ceiling: the durable Serve ceiling in two processes, ghbot's layout
   without ghbot (`split_floor.py`): a Serve deployment verifies and hands each delivery
   over TCP to a plain process that commits it to SQLite before the 202 and then
-  comments: the best ghbot's layout (an ingress, and a journal and handlers in a
-  process of their own) can do here;
+  comments: what ghbot's layout (an ingress, and a journal and handlers in a process
+  of their own) reaches here with nothing of ghbot in it, built this one way;
 - ghbot: `serve run ghbot.deploy` on a local Ray (Serve's HAProxy ingress unless
   `--no-haproxy`), every delivery journaled in SQLite before its 202.
 

@@ -1,4 +1,4 @@
-"""The durable Serve ceiling split in two processes: the best ghbot's layout can do here.
+"""The durable Serve ceiling split in two processes: ghbot's layout without ghbot.
 
 ghbot's ingress replica verifies a delivery and hands it to a shard, another process,
 which journals it before the ingress answers and then runs its handler. This is that
@@ -14,10 +14,10 @@ layout with nothing of ghbot in it:
 
 It keeps no order, retries nothing and passes no token between processes; the
 deliveries a replica's event loop sends in one turn go in one write, and every
-delivery may be in flight at once. What it reaches is a ceiling for any bot with
-Serve's HTTP ingress in front and its journal and handlers in a process of their own,
-ghbot's layout, on the machine it runs on: `bench_e2e.py` runs it as the split Serve
-ceiling.
+delivery may be in flight at once. What it reaches is what ghbot's layout (Serve's
+HTTP ingress in front, the journal and handlers in a process of their own) does on the
+machine it runs on with nothing of ghbot in it, built this one way (a better-built
+split bot may do somewhat better): `bench_e2e.py` runs it as the split Serve ceiling.
 
 Frames: a 4-byte big-endian length, then MessagePack: `[id, guid, event, body]` to
 the journal process, `[id, status]` back (202 when the delivery is on disk, whether new
