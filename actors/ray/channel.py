@@ -42,6 +42,7 @@ from typing import Any, Final
 import msgspec
 
 from actors.wire import Status
+from ghbot.errors import GhBotError
 
 __all__ = ["ChannelAddress", "ChannelClosed", "ChannelServer", "RemoteError", "ShardChannel"]
 
@@ -185,6 +186,14 @@ class ChannelServer:
         try:
             answer(await self._ingest(parts, answer))
         except Exception as exc:  # the ingress answers 503 and names the type
+            # Said here too, with where it came from when it is not one of ghbot's own
+            # (a journal outage is logged where it happens): the ingress sees the name.
+            log.warning(
+                "a batch failed in the shard: %s",
+                type(exc).__name__,
+                exc_info=not isinstance(exc, GhBotError),
+                extra={"error_type": type(exc).__name__},
+            )
             answer(None, type(exc).__name__)
         try:
             await writer.drain()

@@ -86,16 +86,29 @@ async def test_batches_go_over_the_channel_and_not_as_ray_calls() -> None:
         server.close()
 
 
-async def test_what_the_shard_raised_fails_its_batch_with_the_error_named() -> None:
+async def test_what_the_shard_raised_fails_its_batch_with_the_error_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     shard = Shard()
     shard.error = JournalUnavailable("disk full")
     server = await ChannelServer.start(shard.ingest, "127.0.0.1")
     batcher = ShardBatcher(Handle(server.address), limit=8, direct=True)
     try:
-        with pytest.raises(ShardUnavailable, match=r"^JournalUnavailable$"):
-            await batcher.submit(item(1))
+        with caplog.at_level(logging.WARNING, logger="ghbot.channel"):
+            with pytest.raises(ShardUnavailable, match=r"^JournalUnavailable$"):
+                await batcher.submit(item(1))
+            shard.error = RuntimeError("not ghbot's")
+            with pytest.raises(ShardUnavailable, match=r"^RuntimeError$"):
+                await batcher.submit(item(2))
+        # The shard's log says what failed; where, when it is not one of ghbot's errors.
+        said = [r for r in caplog.records if r.name == "ghbot.channel"]
+        assert [r.getMessage() for r in said] == [
+            "a batch failed in the shard: JournalUnavailable",
+            "a batch failed in the shard: RuntimeError",
+        ]
+        assert [bool(r.exc_info) for r in said] == [False, True]
         shard.error = None  # the connection outlives a failed batch
-        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        assert await batcher.submit(item(3)) == Status.ACCEPTED
     finally:
         batcher.channel.close()
         server.close()
