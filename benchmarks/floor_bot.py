@@ -76,6 +76,12 @@ class Journal:
             return [self.db.execute(insert, (guid, body)).rowcount == 1 for guid, body, _ in group]
 
 
+def signed(secret: bytes, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Whether `X-Hub-Signature-256` is `body`'s HMAC-SHA256 under `secret`."""
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers.get("X-Hub-Signature-256", ""))
+
+
 class Bot:
     def __init__(
         self, api: str, app_id: str, key: bytes, secret: str, journal: Journal | None = None
@@ -120,8 +126,7 @@ class Bot:
 
     async def receive(self, body: bytes, headers: Mapping[str, str]) -> int:
         """Verify, decode, commit (durable), start the comment; return the status to answer."""
-        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, headers.get("X-Hub-Signature-256", "")):
+        if not signed(self.secret, body, headers):
             return 401
         data = json.loads(body)
         guid = headers.get("X-GitHub-Delivery", "")

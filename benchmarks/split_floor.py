@@ -30,8 +30,6 @@ or a redelivery; 503 when its commit failed).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import struct
 from collections.abc import Mapping
@@ -40,7 +38,7 @@ from typing import Any, Final, cast
 import aiohttp
 import msgspec
 
-from benchmarks.floor_bot import Bot, Journal, bot_arguments
+from benchmarks.floor_bot import Bot, Journal, bot_arguments, signed
 
 _LENGTH: Final = struct.Struct(">I")
 _encode = msgspec.msgpack.Encoder().encode
@@ -148,8 +146,7 @@ class SplitIngress:
 
     async def receive(self, body: bytes, headers: Mapping[str, str]) -> int:
         """Return the status to answer: 401 for a bad signature, else the journal's."""
-        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, headers.get("X-Hub-Signature-256", "")):
+        if not signed(self.secret, body, headers):
             return 401
         guid, event = headers.get("X-GitHub-Delivery", ""), headers.get("X-GitHub-Event", "")
         try:

@@ -186,8 +186,8 @@ class ChannelServer:
         try:
             answer(await self._ingest(parts, answer))
         except Exception as exc:  # the ingress answers 503 and names the type
-            # Said here too, with where it came from when it is not one of ghbot's own
-            # (a journal outage is logged where it happens): the ingress sees the name.
+            # The ingress sees only the name: the shard's log says it too, with where it
+            # was raised when it is not one of ghbot's own errors (whose names say what).
             log.warning(
                 "a batch failed in the shard: %s",
                 type(exc).__name__,
