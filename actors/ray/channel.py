@@ -209,7 +209,7 @@ class _Connection:
         self._writer = writer
         self._pending: dict[int, asyncio.Future[list[Status]]] = {}
         self._next_id = 0
-        self.closed = False
+        self._lost = False
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -218,6 +218,15 @@ class _Connection:
         _keepalive(writer)
         writer.write(_frame(address.token))
         return cls(reader, writer)
+
+    @property
+    def closed(self) -> bool:
+        """The connection broke, or its transport is closing: a batch sent on it now
+        would never be answered. When the shard's end resets the connection, the loop
+        closes the transport a turn before `_read` is woken to say so, and uvloop
+        (Serve's loop) raises `RuntimeError` for a write to a closed transport, which
+        the ingress answered 503 at once; now the next batch connects again."""
+        return self._lost or self._writer.is_closing()
 
     async def call(self, parts: Sequence[bytes]) -> list[Status]:
         if self.closed:
@@ -253,7 +262,7 @@ class _Connection:
         except msgspec.DecodeError:
             reason = ChannelClosed("the shard sent a malformed frame")
         finally:
-            self.closed = True
+            self._lost = True
             self._writer.close()
             for future in self._pending.values():
                 if not future.done():

@@ -14,13 +14,13 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 from starlette.requests import Request
 
-from actors.bot import InstallationActor, on, ordering_key
+from actors.bot import InstallationActor, on
 from actors.quota import TurnSource
 from actors.ray import runtime
 from actors.ray.ingress import WebhookIngress
 from actors.records import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
-from actors.wire import Inbound, Status, encode_batch, vshard_of
+from actors.wire import Inbound, Status, encode_batch, to_inbound
 from ghbot.breaker import CircuitBreaker
 from ghbot.client import ClientOptions, GitHub, close_pool
 from ghbot.events import Event, decode_envelope
@@ -29,7 +29,7 @@ from ghbot.journal.records import AppendRequest, AppendResult, EventRecord
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from ghbot.testing.payloads import EXAMPLES
-from ghbot.webhooks import sign
+from ghbot.webhooks import Delivery, sign
 
 FIXTURES = EXAMPLES
 VSHARDS = 4
@@ -66,22 +66,17 @@ def inbound(
     *,
     delivery_id: str | None = None,
 ) -> Inbound:
-    """Build what the ingress sends a shard for one delivery."""
-    envelope = decode_envelope(body)
-    installation_id = envelope.installation_id or 0
-    qualified = f"{event}.{envelope.action}" if envelope.action else event
-    return Inbound(
-        installation_id=installation_id,
-        vshard=vshard_of(installation_id, VSHARDS),
-        received=DeliveryReceived(
-            delivery_id=delivery_id or str(uuid.uuid4()),
-            event=event,
-            body=body,
-            received_at=time.time(),
-            key=ordering_key(bot.ordering, event, envelope),
-        ),
-        completed=not bot.handlers_for(qualified, event),
+    """Build what the ingress sends a shard for one delivery (`actors.wire.to_inbound`)."""
+    delivery = Delivery(
+        event=event,
+        delivery_id=delivery_id or str(uuid.uuid4()),
+        hook_id=None,
+        target_type=None,
+        target_id=None,
+        envelope=decode_envelope(body),
+        body=body,
     )
+    return to_inbound(bot, delivery, VSHARDS, received_at=time.time())
 
 
 def item(n: int, body: bytes = b"{}") -> Inbound:

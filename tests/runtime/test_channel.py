@@ -360,3 +360,37 @@ async def test_the_shard_answers_once_journaled_before_its_handlers_run(
         batcher.channel.close()
         server.close()
         await core.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_batch_sent_as_the_connection_is_torn_down_goes_on_a_new_one(loop: str) -> None:
+    """A reset from the shard's end closes the ingress's transport a turn of the loop
+    before the connection's reader is woken to say so; a batch sent in between went on
+    the closed transport, where uvloop (Serve's loop) raised `RuntimeError` and the
+    ingress answered 503 at once (a user-style `make test` saw it in an upgrade)."""
+
+    async def main() -> list[Status]:
+        shard = Shard()
+        server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+        handle = Handle(server.address)
+
+        async def resolve() -> Handle:
+            return handle
+
+        batcher = ShardBatcher(handle, limit=8, direct=True, resolve=resolve)
+        try:
+            first = await batcher.submit(item(1))
+            connection = batcher.channel._connection
+            assert connection is not None
+            connection._writer.transport.abort()  # as a reset from the shard's end does
+            second = await batcher.submit(item(2))  # sent before the reader knows
+            assert batcher.channel._connection is not connection
+            assert handle.asked == 2 and batcher.retries == 0  # no hold: a new connection
+            return [first, second]
+        finally:
+            batcher.channel.close()
+            server.close()
+
+    factory = pytest.importorskip("uvloop").new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(asyncio.wait_for(main(), 10)) == [Status.ACCEPTED] * 2
