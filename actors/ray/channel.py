@@ -225,7 +225,8 @@ class _Connection:
         would never be answered. When the shard's end resets the connection, the loop
         closes the transport a turn before `_read` is woken to say so, and uvloop
         (Serve's loop) raises `RuntimeError` for a write to a closed transport, which
-        the ingress answered 503 at once; now the next batch connects again."""
+        the ingress would answer 503 at once as an error of the shard's: a closing
+        connection is not written to, and the next batch connects again."""
         return self._lost or self._writer.is_closing()
 
     async def call(self, parts: Sequence[bytes]) -> list[Status]:
