@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from typing import Any, ClassVar
 
@@ -367,7 +368,9 @@ def test_a_batch_sent_as_the_connection_is_torn_down_goes_on_a_new_one(loop: str
     """A reset from the shard's end closes the ingress's transport a turn of the loop
     before the connection's reader is woken to say so; a batch sent in between went on
     the closed transport, where uvloop (Serve's loop) raised `RuntimeError` and the
-    ingress answered 503 at once (a user-style `make test` saw it in an upgrade)."""
+    ingress answered 503 at once (a user-style `make test` saw it in an upgrade). The
+    reset here is a real one, from the kernel: the shard's end closes its socket with
+    a zero linger, as a process that exits with a batch unread does."""
 
     async def main() -> list[Status]:
         shard = Shard()
@@ -382,7 +385,18 @@ def test_a_batch_sent_as_the_connection_is_torn_down_goes_on_a_new_one(loop: str
             first = await batcher.submit(item(1))
             connection = batcher.channel._connection
             assert connection is not None
-            connection._writer.transport.abort()  # as a reset from the shard's end does
+            (shard_end,) = server._writers
+            shard_end.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            shard_end.transport.abort()  # an RST, not a FIN
+            for _ in range(1000):  # turn by turn, until the reset reaches the ingress
+                if connection._writer.transport.is_closing():
+                    break
+                await asyncio.sleep(0)
+            else:
+                pytest.fail("the reset did not reach the ingress's end in 1,000 turns")
+            assert not connection._lost  # its reader not woken yet: the window
             second = await batcher.submit(item(2))  # sent before the reader knows
             assert batcher.channel._connection is not connection
             assert handle.asked == 2 and batcher.retries == 0  # no hold: a new connection
