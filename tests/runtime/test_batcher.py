@@ -134,7 +134,8 @@ class Gone(FakeShard):
 async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_successor(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(ingress, "_HOLDS_LOGGED", LogLimiter(burst=1, per=10.0))
+    deployed = ingress._HOLDS_LOGGED  # its settings, with none of its state
+    monkeypatch.setattr(ingress, "_HOLDS_LOGGED", LogLimiter(deployed.burst, deployed.per))
     m = metered()
     old, new = Draining(), FakeShard()
     new.release.set()
@@ -274,7 +275,9 @@ class Raising(FakeShard):
     ],
     ids=["channel", "ray"],
 )
-async def test_an_error_the_shard_answered_with_is_not_held(error: BaseException) -> None:
+async def test_an_error_the_shard_answered_with_is_not_held(
+    error: BaseException, caplog: pytest.LogCaptureFixture
+) -> None:
     assert not isinstance(error, RayTaskError) or isinstance(error, ConnectionError)
     names = Succession(FakeShard())
     batcher = ShardBatcher(Raising(error), limit=8, resolve=names.resolve, retry_every=0.01)
@@ -283,9 +286,17 @@ async def test_an_error_the_shard_answered_with_is_not_held(error: BaseException
         await batcher.submit(item(0))
     assert names.resolved == 0 and batcher.retries == 0
     assert m.delta("ghbot_held_deliveries_total") == {}  # never held
+    # The operator's line: the batch's size and what the shard answered, at WARNING.
+    name = str(error) if isinstance(error, RemoteError) else type(error).__name__
+    refused = [r for r in caplog.records if r.getMessage().startswith("shard refused")]
+    assert [(r.levelname, r.getMessage()) for r in refused] == [
+        ("WARNING", f"shard refused a batch of 1: {name}")
+    ]
 
 
-async def test_deliveries_queued_behind_held_batches_are_answered_within_their_own_hold() -> None:
+async def test_deliveries_queued_behind_held_batches_are_answered_within_their_own_hold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     shard = Draining()
     names = Succession(shard)  # no successor comes
     batcher = ShardBatcher(
@@ -301,6 +312,8 @@ async def test_deliveries_queued_behind_held_batches_are_answered_within_their_o
     # Held for its own hold from its arrival, not also for the first's.
     assert now() - arrived == HOLD - TRY
     assert batcher.expired == 2
+    refused = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert refused.count("shard refused a batch of 1: draining for all of the 0.5 s hold") == 2
 
 
 class DrainingTogether(FakeShard):

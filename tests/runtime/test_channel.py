@@ -250,7 +250,8 @@ async def test_an_unreachable_channel_falls_back_to_ray_calls(
         assert await batcher.submit(item(1)) == Status.DUPLICATE
         assert await batcher.submit(item(2)) == Status.DUPLICATE
     assert handle.ray_batches == [1, 1] and handle.asked == 1  # not asked again at once
-    assert "using Ray calls" in caplog.text
+    assert "using Ray calls for 60 s" in caplog.text
+    assert 59 < batcher.channel._ray_until - time.monotonic() <= 60  # for a minute
     batcher.channel._ray_until = time.monotonic() - 1  # as a minute later
     assert await batcher.submit(item(3)) == Status.DUPLICATE
     assert handle.asked == 2 and handle.ray_batches == [1, 1, 1]

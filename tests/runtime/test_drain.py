@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.installation import MAX_HELD, runtime_event
+from actors.installation import MAX_HELD, MAX_SKEW, runtime_event
 from actors.mailbox import KeyedMailbox
 from actors.quota import QuotaLease
 from actors.records import (
@@ -805,6 +805,22 @@ async def test_a_held_wait_written_by_a_clock_far_ahead_is_not_taken_over(
         journal, fake, ClientHeld(writes_after=ahead + 5, paused_until=ahead + 5, at=ahead)
     )
     assert github.holds() == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("ahead", [MAX_SKEW - 5, MAX_SKEW + 5], ids=["within", "past"])
+async def test_a_held_wait_is_taken_over_up_to_five_minutes_ahead_of_this_clock(
+    journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture, ahead: float
+) -> None:
+    assert MAX_SKEW == 300  # the operations guide's "more than 5 minutes ahead"
+    at = time.time() + ahead
+    github = await _held_then_taken_over(
+        journal, fake, ClientHeld(writes_after=at + 5, paused_until=at + 5, at=at)
+    )
+    warned = "not taken over (are the nodes' clocks in sync?)" in caplog.text
+    if ahead < MAX_SKEW:
+        assert github.holds()[:2] == (at + 5, at + 5) and not warned
+    else:
+        assert github.holds() == (0.0, 0.0, 0.0) and warned
 
 
 async def test_a_drain_cut_short_hands_over_once_its_runs_are_stopped(

@@ -5,28 +5,34 @@ under a deployment (`tests/cluster/test_readiness.py`); this covers the other an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from ray.exceptions import RayActorError
 
 from actors.ray.ingress import ShardBatcher
 from tests.runtime.conftest import bare_ingress
 
 
-def shard(answer: dict[str, Any] | Exception) -> SimpleNamespace:
-    """A batcher whose shard actor answers `ready` with `answer` (or raises it)."""
+def shard(answer: dict[str, Any] | Exception | None) -> SimpleNamespace:
+    """A batcher whose shard actor answers `ready` with `answer` (or raises it; None:
+    never answers)."""
 
     async def ready() -> dict[str, Any]:
+        if answer is None:
+            await asyncio.Event().wait()
         if isinstance(answer, Exception):
             raise answer
+        assert answer is not None
         return answer
 
     return SimpleNamespace(actor=SimpleNamespace(ready=SimpleNamespace(remote=ready)))
 
 
-async def readyz(*answers: dict[str, Any] | Exception) -> tuple[int, dict[str, Any]]:
+async def readyz(*answers: dict[str, Any] | Exception | None) -> tuple[int, dict[str, Any]]:
     replica = bare_ingress()
     replica.batchers = [shard(answer) for answer in answers]  # type: ignore[misc]
     response = await replica.ready()
@@ -53,6 +59,15 @@ async def test_a_shard_that_fails_to_answer_gives_only_the_errors_type() -> None
         503,
         {"status": "not ready", "error": "RuntimeError"},  # the type, never the message
     )
+
+
+@pytest.mark.looptime  # the 5 s pass on the loop's clock, not the wall's
+async def test_a_shard_that_does_not_answer_within_5_s_turns_it_503() -> None:
+    loop = asyncio.get_running_loop()
+    ready = {"index": 0, "ready": True, "why": None}
+    started = loop.time()
+    assert await readyz(ready, None) == (503, {"status": "not ready", "error": "TimeoutError"})
+    assert loop.time() - started == pytest.approx(5.0)
 
 
 async def test_a_shard_gone_is_looked_up_by_name_and_its_successor_answers() -> None:

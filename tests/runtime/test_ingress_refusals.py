@@ -34,9 +34,10 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """A fresh refusal limiter (10 a minute per kind, as deployed) on a clock of our own."""
+    """A fresh refusal limiter, with the deployed one's settings, on a clock of our own."""
     clock = Clock()
-    limiter = logs.LogLimiter(burst=10, per=60.0, clock=clock)
+    deployed = ingress_module._REFUSALS_LOGGED
+    limiter = logs.LogLimiter(burst=deployed.burst, per=deployed.per, clock=clock)
     monkeypatch.setattr(ingress_module, "_REFUSALS_LOGGED", limiter, raising=False)
     return clock
 

@@ -5,6 +5,9 @@ fault test, which needs a tmpfs, shows it on a real full disk)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from actors.bot import InstallationActor, on
@@ -44,4 +47,32 @@ async def test_not_ready_while_appends_fail_and_ready_after_one_succeeds(
         faulty.fail_reads(1)
         assert await shard.check_journal() == "the journal did not answer: JournalUnavailable"
     finally:
+        await shard.close()
+
+
+class Hanging(FaultyJournal):
+    """Reads of the last seq that never answer once `hang` is set (a journal whose
+    server takes the connection and says nothing)."""
+
+    hang = False
+
+    async def last_seq(self, stream: str, *, shard: int | None = None) -> int:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super().last_seq(stream, shard=shard)
+
+
+async def test_not_ready_when_the_journal_does_not_answer_a_read_within_2_s(
+    journal: Journal,
+) -> None:
+    hanging = Hanging(journal)
+    shard = ShardCore(range(VSHARDS), VSHARDS, hanging, Quiet)
+    await shard.start()
+    try:
+        hanging.hang = True
+        started = time.monotonic()
+        assert await shard.check_journal() == "the journal did not answer: TimeoutError"
+        assert time.monotonic() - started > 1.9  # its default wait of 2 s, not at once
+    finally:
+        hanging.hang = False
         await shard.close()

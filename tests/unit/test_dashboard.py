@@ -136,3 +136,32 @@ def test_promtool_parses_every_query(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+_LEVEL = re.compile(r"^(ghbot:[a-z0-9_:]+)(?:\{[^}]*\})?\s*[<>]\s*([0-9.]+)$")
+
+
+def test_a_panel_draws_the_level_its_alert_fires_at() -> None:
+    """docs/operations.md: panels whose alert fires above or below a level (a ratio, a
+    latency, the rate limit left) draw that level as a line; alerts on any event at
+    all (`> 0`) have none to draw."""
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "ghbot-alerts.yml").read_text())
+    levels = {}
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            found = _LEVEL.match(rule["expr"].strip())
+            assert found, rule["alert"]  # one recorded series against a number
+            if float(found[2]) != 0:
+                levels[rule["alert"]] = (found[1], float(found[2]))
+    assert len(levels) == 7
+    for alert, (series, level) in levels.items():
+        # The panel may chart the series, or what it is recorded from (a p95 from the
+        # histogram's buckets): the metric's part of the name, then `_` or `:`.
+        metric = re.compile(rf"ghbot:{re.escape(series.split(':')[1])}[_:]")
+        drawn = [
+            [step["value"] for step in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+            for p in _panels()
+            if any(metric.search(t["expr"]) for t in p["targets"])
+            and p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+        ]
+        assert any(level in values for values in drawn), (alert, series, level, drawn)

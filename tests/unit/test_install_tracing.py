@@ -51,6 +51,11 @@ def test_console_exporter_prints_the_spans_of_the_process() -> None:
     assert span["resource"]["attributes"]["service.name"] == "ghbot-test"
 
 
+def test_the_spans_service_name_is_ghbot_unless_set() -> None:
+    span = json.loads(run(OTEL_TRACES_EXPORTER="console").stdout)
+    assert span["resource"]["attributes"]["service.name"] == "ghbot"
+
+
 def test_without_otel_variables_nothing_is_installed() -> None:
     done = run()
     assert "not installed" in done.stderr.splitlines()
