@@ -235,3 +235,39 @@ async def test_a_delivery_resumed_by_another_shard_joins_its_webhooks_trace(
     assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
     assert handler.context.trace_id == root.context.trace_id
     assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+
+
+async def test_a_dead_letter_replayed_joins_its_webhooks_trace(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    spans = recorder()
+    batcher = AcceptingBatcher()
+    guid = f"guid-{time.monotonic_ns()}"
+    answer = await bare_ingress(Commenter, batcher).webhook(
+        webhook_request(payload("issues.opened", installation=INSTALLATION), x_github_delivery=guid)
+    )
+    assert answer.status_code == 202
+    [item] = batcher.items
+    root = one(list(spans.get_finished_spans()), "webhook issues")
+
+    # GitHub refuses the comment (422: no attempt would do better): dead-lettered.
+    fake.faults.add(r"/comments$", "status", None, status=422)
+    _, shard = commenter_shard(journal, fake, pem_pkcs8)
+    await shard.start()
+    try:
+        assert await shard.ingest(encode_batch([item])) == [Status.ACCEPTED]
+        await shard.wait_idle()
+        [dead] = await shard.dead_letters()
+        assert dead["delivery_id"] == guid
+        fake.faults.clear()
+        spans.clear()
+        assert await shard.replay(INSTALLATION, guid, None) == 1
+        await shard.wait_idle()
+        assert await shard.dead_letters() == []
+    finally:
+        await shard.close()
+    finished = list(spans.get_finished_spans())
+    handler = one(finished, "handler opened")
+    assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
+    assert handler.context.trace_id == root.context.trace_id
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
