@@ -7,23 +7,26 @@ deployment; this checks the lines an operator reads.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from actors.github import TokenMinter
 from actors.ray import runtime
 from actors.ray.runtime import AppAuthActor
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.redelivery import Failed
-from ghbot.testing import app_key_pair
+from ghbot.testing import FakeGitHub, app_key_pair
 from tests.runtime.conftest import until
 
 NOT_A_KEY = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
@@ -178,3 +181,19 @@ async def test_each_failed_delivery_is_asked_of_the_shard_that_owns_its_installa
         runtime.shard_name(0): [(6, "g6"), (8, "g8"), (0, "g-none")],
         runtime.shard_name(1): [(5, "g5")],
     }
+
+
+async def test_the_apps_redelivery_requests_are_paced_by_the_deployments_setting(
+    fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    """The README: redeliveries are "paced like every write" (`GHBOT_PACE_WRITES`), here
+    through the app-auth actor's own client, as the deployment makes it."""
+    settings = Settings(app_id=1, private_key=pem_pkcs8, webhook_secrets=(), api_url=fake.url)
+    minter = TokenMinter(
+        RuntimeSettings(bot="examples.greeter:Greeter", settings=settings, pace_writes=0.5)
+    )
+    ids = [fake.add_delivery("issues", {"action": "opened"}, status_code=503)["id"] for _ in "ab"]
+    started = time.monotonic()
+    await asyncio.gather(*(minter.app.redeliver(i) for i in ids))
+    assert len(fake.redeliveries) == 2
+    assert time.monotonic() - started >= 0.45  # the second waited for the first's 0.5 s
