@@ -54,6 +54,12 @@ async def test_get_update_and_label_an_issue(
     assert isinstance(closed, Issue), "an issue with `suggestions` is still an Issue"
     sent = fake.requests_to(f"/repos/{REPO}/issues/1")[-1]
     assert sent.json == {"state": "closed"}, "arguments left out are not sent"
+    await gh.rest.issues.update(owner=OWNER, repo=NAME, issue_number=1, milestone=None)
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1")[-1]
+    assert sent.json == {"milestone": None}, "None is sent as null: the milestone removed"
+    await gh.rest.issues.list_comments(owner=OWNER, repo=NAME, issue_number=1, per_page=5)
+    (listed,) = fake.requests_to(f"/repos/{REPO}/issues/1/comments", "GET")
+    assert listed.url.endswith("/comments?per_page=5"), "query parameters left at None: not sent"
     await gh.rest.issues.add_labels(owner=OWNER, repo=NAME, issue_number=1, labels=["good 1st"])
     left = await gh.rest.issues.remove_label(
         owner=OWNER, repo=NAME, issue_number=1, name="good 1st"
@@ -253,3 +259,18 @@ async def test_an_upload_from_a_ghes_base_goes_to_its_api_uploads(options: Clien
         )
     ]
     assert asset.name == upload["response"]["name"] and asset.state == "uploaded"
+
+
+async def test_a_body_property_named_like_a_path_parameter_is_sent_under_githubs_name(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """docs/rest.md: `name_` in `actions.update_repo_variable` is the body's `name`,
+    beside the path's `name` (the fake has no variables: it answers 404, after the
+    request is recorded)."""
+    gh = token_client()
+    with pytest.raises(NotFound):
+        await gh.rest.actions.update_repo_variable(
+            owner=OWNER, repo=NAME, name="OLD_NAME", name_="NEW_NAME", value="v"
+        )
+    (sent,) = fake.requests_to(f"/repos/{REPO}/actions/variables/OLD_NAME", "PATCH")
+    assert sent.json == {"name": "NEW_NAME", "value": "v"}

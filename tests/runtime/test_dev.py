@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -378,6 +379,8 @@ async def test_the_relay_reconnects_when_the_stream_stays_silent(
         )
         assert await asyncio.wait_for(relayed, 4) == 1
     assert connections == 2
+    # `ghbot dev --proxy` keeps the default: two minutes of silence (docs/testing.md).
+    assert inspect.signature(relay).parameters["idle_timeout"].default == 120
 
 
 async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
 import stat
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from actors import InstallationActor, every, on
 from actors.dev import load_env_file
-from actors.register import Registration, manifest_for
+from actors.register import Registration, manifest_for, write_env
 from examples.greeter import Greeter
 from ghbot import cli
 from ghbot.client import GitHubApp, close_pool
@@ -170,15 +171,22 @@ def test_the_command_prints_the_page_and_writes_env(
         runner = threading.Thread(target=lambda: result.update(code=cli.main(argv)))
         runner.start()
         deadline = time.monotonic() + 30
-        page = None
+        page, printed = None, ""
         while page is None and time.monotonic() < deadline:
-            page = re.search(r"open (http://\S+/) in a browser", capsys.readouterr().out)
+            printed += capsys.readouterr().out
+            page = re.search(r"open (http://\S+/) in a browser", printed)
             time.sleep(0.1)
         assert page is not None
         status, _ = asyncio.run(browse(page.group(1)))
         runner.join(30)
         assert status == 200 and result == {"code": 0}
-        assert load_env_file(env_file, {})["GITHUB_APP_ID"] == "78"
+        env = load_env_file(env_file, {})
+        assert env["GITHUB_APP_ID"] == "78"
+        # Nothing secret on the terminal: not the webhook secret, not the key.
+        both = capsys.readouterr()
+        printed += both.out + both.err
+        assert env["GITHUB_WEBHOOK_SECRET"] not in printed
+        assert "PRIVATE KEY" not in printed and "wrote" in printed
     finally:
         fake.stop()
 
@@ -227,3 +235,19 @@ def test_schedules_are_no_events_and_an_unknown_permission_is_said() -> None:
         UsageError, match=r"no App permission is known for the events \['sponsorship'\]"
     ):
         manifest_for(Sponsored, name="n", webhook_url="w", redirect_url="r")
+
+
+def test_a_failed_write_leaves_env_as_it_was_and_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GHBOT_BOT=examples.greeter:Greeter\nGITHUB_APP_ID=1\n")
+
+    def full_disk(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)  # as actors.register calls it
+    with pytest.raises(OSError, match="No space left"):
+        write_env(env_file, {"GITHUB_APP_ID": "78", "GITHUB_WEBHOOK_SECRET": "s3cret"})
+    assert env_file.read_text() == "GHBOT_BOT=examples.greeter:Greeter\nGITHUB_APP_ID=1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env"]  # the partial removed

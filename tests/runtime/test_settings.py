@@ -275,10 +275,20 @@ def test_the_app_wide_request_limit_is_split_between_processes(shards: int, limi
         shards=shards,
         max_concurrent_requests=limit,
     )
-    assert runtime.shard_requests >= 1 and runtime.app_auth_requests >= 1
+    assert runtime.shard_requests >= 1 and 1 <= runtime.app_auth_requests <= 4
     assert runtime.shard_requests * shards + runtime.app_auth_requests <= limit
     # Most of the limit goes to the shards, which make the bot's requests.
     assert runtime.shard_requests * shards >= limit - runtime.app_auth_requests - shards
+
+
+def test_githubs_100_requests_in_flight_go_4_to_the_app_auth_actor_and_the_rest_to_shards() -> None:
+    runtime = RuntimeSettings(
+        bot="examples.greeter:Greeter",
+        settings=Settings(app_id=1, private_key=None, webhook_secrets=()),
+        shards=2,
+    )
+    assert runtime.max_concurrent_requests == 100  # GitHub's limit, the default
+    assert (runtime.app_auth_requests, runtime.shard_requests) == (4, 48)
 
 
 def test_a_request_limit_below_the_process_count_is_refused(pem_pkcs8: bytes) -> None:

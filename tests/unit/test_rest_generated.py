@@ -117,6 +117,26 @@ def test_the_docs_give_the_generated_codes_size() -> None:
     assert int(size.group(2).replace(",", "")) == round(lines, -2)
 
 
+def test_the_docs_count_the_operations_and_those_answered_as_plain_json() -> None:
+    """docs/rest.md: how many operations in how many namespaces, and how many answer
+    the decoded JSON (`Any`) rather than a struct."""
+    from typing import Any
+
+    from ghbot.rest import NAMESPACES
+    from ghbot.rest.operation import Op
+
+    ops = [
+        op
+        for namespace in NAMESPACES
+        for op in vars(importlib.import_module(f"ghbot.rest.namespaces.{namespace}")).values()
+        if isinstance(op, Op)
+    ]
+    text = " ".join((ROOT / "docs" / "rest.md").read_text().split())
+    assert f"It covers {len(ops):,} operations in {len(NAMESPACES)} namespaces." in text
+    untyped = sum(op.returns is Any for op in ops)
+    assert f"a file or a directory listing; {untyped} operations in all)" in text
+
+
 def test_the_docs_say_which_gets_page() -> None:
     """docs/rest.md: 274 paging GETs, 83 wrapping their items, and the six that take
     `per_page` and do not page, by name."""
