@@ -103,8 +103,8 @@ class QuotaLease:
 
         local = dict(self.local or {})
         turn = local.pop("turn", None)
+        options.setdefault("pace_writes", self.pace_writes)  # None: the installation's is off
         if self.writes is not None:
-            options.setdefault("pace_writes", self.pace_writes)
             if turn is None and self.turns is not None:
                 turn = functools.partial(self.turns, self.installation_id)
             if turn is None:

@@ -71,8 +71,9 @@ def classify(status: int, headers: Mapping[str, str], message: str = "") -> Limi
 
     Both kinds come as 403 or 429, so the headers and message decide: a message about a
     secondary limit (or GitHub's older "abuse" wording) or a `retry-after` header means
-    secondary; `x-ratelimit-remaining: 0` means primary; any other 429 is secondary;
-    any other 403 is `FORBIDDEN`. Returns None for every other status.
+    secondary; `x-ratelimit-remaining: 0` means primary; any other 429, or 403 whose
+    message speaks of a rate limit, is secondary; any other 403 is `FORBIDDEN`. Returns
+    None for every other status.
     """
     if status not in (403, 429):
         return None

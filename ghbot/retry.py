@@ -1,8 +1,9 @@
 """Retry policy: which failures to retry, and how long to back off, without sleeping.
 
 Requests to GitHub retry 5xx answers, timeouts and dropped connections with exponential
-backoff and jitter, up to `max_retries` times; 4xx answers are final (rate limits are
-waited out separately, see `ghbot.ratelimit`). Handlers use the same policy shape for
+backoff and jitter, up to `max_retries` times; 4xx answers are final, but for a 401,
+which the credentials recover from (`ghbot.client.credentials`), and rate limits, which
+are waited out separately (`ghbot.ratelimit`). Handlers use the same policy shape for
 their attempts before a delivery is dead-lettered.
 """
 

@@ -37,7 +37,8 @@ def is_mutation(query: str) -> bool:
 class Call:
     """What is sent: method, URL, body, headers, the budget resource and cache key.
 
-    `resource` is None when the request spends no budget (`/rate_limit`, another host).
+    `resource` is None when the request spends no budget (`/rate_limit`, or another
+    host a redirect led to).
     `cache_key` is set for GETs that may use the ETag cache.
     """
 

@@ -7,7 +7,8 @@
   once more;
 - an installation (a `TokenSource` and an id): the token is fetched from the source
   for each request (a cache hit); a 401 within 5 s of minting is propagation and is
-  retried after a short backoff, any other 401 forces one fresh token and one retry.
+  retried after a short backoff (0.5, 1 and 2 s, then it is final); any other 401
+  forces one fresh token and a retry, whose own 401s are then propagation.
 
 https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app-installation
 """

@@ -305,7 +305,7 @@ class GitHub:
         """Return a client whose core requests spend `lease` (see `Budget.lease`).
 
         The copy shares credentials, budgets, breaker and pacing with this client; a
-        request beyond the lease raises `RateLimited`.
+        request beyond the lease raises `LeaseExhausted`.
         """
         clone = copy.copy(self)
         clone._lease = lease

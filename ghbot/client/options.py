@@ -34,8 +34,10 @@ class ClientOptions:
       requests to the next one's send, so at least that much between their arrivals at
       GitHub (which asks for 1 s); None turns pacing off.
     - `max_rate_limit_wait`: the longest a request sleeps in-line for a rate limit
-      (`retry-after`, a reset, a paused installation). Longer waits raise
-      `RateLimited` at once, so the caller can park the work instead of holding it.
+      GitHub answered (`retry-after`, a reset, a paused installation). Longer waits
+      raise `RateLimited` at once, so the caller can park the work instead of holding
+      it. A budget the client itself counts as spent raises at once, however near its
+      reset.
     - `max_rate_limit_waits`: how many rate-limit waits one request sits through.
     - `max_redirects`: hops followed before giving up.
     - `etags`: the conditional-request cache, or None for no caching.

@@ -37,8 +37,10 @@ class InstallationTokens:
 
     `get(id, force=True)` is what a client calls after a 401: it mints anew unless the
     cached token is under `fresh_window` seconds old (a 401 then is propagation, and a
-    new token would not help). A failed exchange raises to every waiter and caches
-    nothing.
+    new token would not help). The client takes a 401 within 5 s of minting for
+    propagation and does not force; a `fresh_window` longer than that hands a client
+    that forces the token it was refused with, once, and its 401 is then final. A
+    failed exchange raises to every waiter and caches nothing.
     """
 
     __slots__ = (

@@ -3,9 +3,10 @@
 A browser posts a form with a `manifest` field (JSON) to `/settings/apps/new` (or
 `/organizations/{org}/settings/apps/new`); GitHub creates the App and redirects to the
 manifest's `redirect_url` with `code` and the query's `state`. The App's owner then
-exchanges the code, once, within an hour, at `POST /app-manifests/{code}/conversions`
-(no authentication) for the App's ID, slug, client ID and secret, webhook secret and
-private key. The fake becomes that App: its JWTs are checked against the new key.
+exchanges the code, once (GitHub allows an hour; the fake's codes do not expire), at
+`POST /app-manifests/{code}/conversions` (no authentication) for the App's ID, slug,
+client ID and secret, webhook secret and private key. The fake becomes that App: its
+JWTs are checked against the new key.
 
 https://docs.github.com/en/apps/sharing-github-apps/registering-a-github-app-from-a-manifest
 https://docs.github.com/en/rest/apps/apps#create-a-github-app-from-a-manifest

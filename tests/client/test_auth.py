@@ -134,6 +134,24 @@ async def test_a_persistent_401_raises_after_the_refresh(
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
 
+async def test_a_fresh_window_longer_than_the_clients_hands_back_the_refused_token_once(
+    fake: FakeGitHub, clock: FakeClock, app: GitHubApp, options: ClientOptions
+) -> None:
+    """`InstallationTokens`' docstring: the client forces a token 20 s old (past its own
+    5 s), a cache with a 30 s window hands back the same token, and its 401 is final."""
+    tokens = InstallationTokens(app.create_installation_token, fresh_window=30, clock=clock)
+    gh = GitHub(tokens=tokens, installation_id=1, options=options)
+    await gh.request("GET", f"/repos/{REPO}")
+    clock.advance(20)
+    fake.faults.add("/issues/1$", "unauthorized", count=None)
+    with pytest.raises(Unauthorized):
+        await gh.request("GET", f"/repos/{REPO}/issues/1")
+    assert len(fake.requests_to(TOKENS)) == 1  # never minted anew
+    sent = fake.requests_to(f"/repos/{REPO}/issues/1")
+    first, second = (request.headers["Authorization"] for request in sent)
+    assert first == second and clock.sleeps == []
+
+
 async def test_a_401_on_a_token_minted_seconds_ago_is_retried_without_a_new_token(
     fake: FakeGitHub, clock: FakeClock, installation: GitHub
 ) -> None:

@@ -7,6 +7,8 @@ redeliver them.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -133,3 +135,35 @@ async def test_the_sweeper_forgets_what_it_asked_for_once_github_would_not_redel
     clock.advance(GITHUB_WINDOW + 1)
     await sweeper.sweep()
     assert sweeper.stats()["remembered"] == 0
+
+
+def test_an_etag_cache_shared_by_threads_keeps_its_count_of_bytes() -> None:
+    """`ETagCache`: clients on several threads (one loop each) may share one cache. Four
+    threads store and read overlapping keys at once, with the interpreter switching
+    threads often; the bytes counted stay those of the bodies kept, within bounds."""
+    cache = ETagCache(maxsize=50, max_bytes=4_000)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for n in range(5_000):
+                key = ("GET", f"/repos/o/r/issues/{(n * seed) % 80}", "installation:1")
+                if cache.get(key) is None:
+                    cache.put(key, CachedAnswer(f'"{n}"', b"x" * (1 + (n * 7 + seed) % 200), {}))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in (1, 3, 7, 11)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(before)
+    assert errors == []
+    kept = list(cache._entries.values())
+    assert cache.size_bytes == sum(len(answer.body) for answer in kept)
+    assert cache.size_bytes <= 4_000 and len(kept) <= 50

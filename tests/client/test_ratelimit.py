@@ -149,6 +149,24 @@ async def test_budget_refuses_before_the_margin_is_spent(
     assert sent == 19 and fake.rate_limit(1) == 1
 
 
+async def test_a_budget_the_client_counts_as_spent_raises_at_once_however_near_its_reset(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """`ClientOptions.max_rate_limit_wait` is for limits GitHub answered: a budget the
+    client itself counts as spent is not waited out, even 10 s before its reset."""
+    gh = token_client(options=options.replace(etags=None))
+    fake.set_rate_limit(1, 2)
+    await gh.request("GET", f"/repos/{REPO}")  # the budget learned: 1 left, kept back
+    with pytest.raises(RateLimited) as first:
+        await gh.request("GET", f"/repos/{REPO}")
+    assert first.value.reset is not None
+    clock.advance(first.value.reset - clock() - 10)  # 10 s before the reset
+    sent = len(fake.requests_to(f"/repos/{REPO}"))
+    with pytest.raises(RateLimited):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert clock.sleeps == [] and len(fake.requests_to(f"/repos/{REPO}")) == sent
+
+
 async def test_budget_follows_every_answer(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:

@@ -67,7 +67,8 @@ async def test_leases_bound_fanned_out_work_and_return_what_was_not_used(
             async def task(part: QuotaLease, calls: int) -> int:
                 # What a Ray task on another node does with its part (it arrives pickled).
                 part = pickle.loads(pickle.dumps(part))  # noqa: S301 - our own bytes
-                client = part.client(pace_writes=None)
+                client = part.client()
+                assert client.options.pace_writes is None  # the installation's: off
                 for n in range(calls):
                     # Writes: a conditional GET answered 304 would cost nothing.
                     await client.request(
@@ -215,6 +216,14 @@ async def test_a_task_writing_beyond_its_writes_is_refused_and_may_still_read(
             with pytest.raises(LeaseExhausted, match="nowhere to ask"):
                 await elsewhere.client().request("POST", COMMENTS, json={"body": "no"})
         assert [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")] == ["the one"]
+        # Every attempt counts: the retry of a write GitHub failed (a 502) is a second
+        # write, which a lease of one refuses.
+        fake.faults.add(COMMENTS, "server_error", 1, method="POST")
+        async with quota.lease(5, writes=1) as lease:
+            with pytest.raises(LeaseExhausted, match="no write left"):
+                await lease.client().request("POST", COMMENTS, json={"body": "failed once"})
+        posts = [r.json["body"] for r in fake.requests_to(COMMENTS, "POST")]
+        assert posts == ["the one", "failed once"]  # sent once, not retried
 
 
 async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_elsewhere(

@@ -169,6 +169,31 @@ async def test_same_key_runs_in_journal_order_different_keys_concurrently(
     assert Ordered.most > 1, "different issues should have run concurrently"
 
 
+class TwoAtATime(Ordered):
+    max_concurrency = 2
+
+
+async def test_max_concurrency_bounds_the_keys_of_one_installation_running_at_once(
+    journal: Journal,
+) -> None:
+    TwoAtATime.log, TwoAtATime.running, TwoAtATime.most = [], 0, 0
+    shard = core(journal, TwoAtATime)
+    await shard.start()
+    items = [
+        inbound(
+            TwoAtATime,
+            "issue_comment",
+            payload("issue_comment.created", issue__number=issue, comment__id=comment),
+        )
+        for comment in range(2)
+        for issue in range(1, 6)
+    ]
+    await shard.ingest(batch(*items))
+    await shard.wait_idle()
+    assert len(TwoAtATime.log) == 20  # all ten ran
+    assert TwoAtATime.most == 2, "five issues, at most two at once"
+
+
 class Flaky(InstallationActor):
     failures_left = 0
     errors: list[int] = []
