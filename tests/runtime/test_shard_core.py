@@ -143,22 +143,29 @@ class Ordered(InstallationActor):
         cls.running -= 1
 
 
+def comments(bot: type[Ordered], issues: range, each: int) -> bytes:
+    """A batch of `each` comments on every issue of `issues`, interleaved; `bot`'s
+    record of what ran starts empty."""
+    bot.log, bot.running, bot.most = [], 0, 0
+    return batch(
+        *(
+            inbound(
+                bot,
+                "issue_comment",
+                payload("issue_comment.created", issue__number=issue, comment__id=comment),
+            )
+            for comment in range(each)
+            for issue in issues
+        )
+    )
+
+
 async def test_same_key_runs_in_journal_order_different_keys_concurrently(
     journal: Journal,
 ) -> None:
-    Ordered.log, Ordered.running, Ordered.most = [], 0, 0
     shard = core(journal, Ordered)
     await shard.start()
-    items = [
-        inbound(
-            Ordered,
-            "issue_comment",
-            payload("issue_comment.created", issue__number=issue, comment__id=comment),
-        )
-        for comment in range(10)
-        for issue in (1, 2, 3)
-    ]
-    await shard.ingest(batch(*items))
+    await shard.ingest(comments(Ordered, range(1, 4), 10))
     await shard.wait_idle()
     for issue in (1, 2, 3):
         order = [c for kind, n, c in Ordered.log if n == issue and kind == "start"]
@@ -176,19 +183,9 @@ class TwoAtATime(Ordered):
 async def test_max_concurrency_bounds_the_keys_of_one_installation_running_at_once(
     journal: Journal,
 ) -> None:
-    TwoAtATime.log, TwoAtATime.running, TwoAtATime.most = [], 0, 0
     shard = core(journal, TwoAtATime)
     await shard.start()
-    items = [
-        inbound(
-            TwoAtATime,
-            "issue_comment",
-            payload("issue_comment.created", issue__number=issue, comment__id=comment),
-        )
-        for comment in range(2)
-        for issue in range(1, 6)
-    ]
-    await shard.ingest(batch(*items))
+    await shard.ingest(comments(TwoAtATime, range(1, 6), 2))
     await shard.wait_idle()
     assert len(TwoAtATime.log) == 20  # all ten ran
     assert TwoAtATime.most == 2, "five issues, at most two at once"

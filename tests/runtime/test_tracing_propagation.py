@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from actors.records import DeliveryReceived, decode_runtime
 from actors.shard import ShardCore
-from actors.wire import Status, decode_batch, encode_batch
+from actors.wire import Inbound, Status, decode_batch, encode_batch
 from ghbot import telemetry
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp
@@ -59,17 +59,30 @@ def commenter_shard(
     return app, shard
 
 
-async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
-    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
-) -> None:
-    spans = recorder()
+async def through_the_ingress(guid: str) -> Inbound:
+    """Post an `issues.opened` for `guid` to a bare ingress; return what it hands its shard."""
     batcher = AcceptingBatcher()
-    guid = f"guid-{time.monotonic_ns()}"
     answer = await bare_ingress(Commenter, batcher).webhook(
         webhook_request(payload("issues.opened", installation=INSTALLATION), x_github_delivery=guid)
     )
     assert answer.status_code == 202
     [item] = batcher.items
+    return item
+
+
+def assert_commented_in_the_trace_of(root: ReadableSpan, finished: list[ReadableSpan]) -> None:
+    handler = one(finished, "handler opened")
+    assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
+    assert handler.context.trace_id == root.context.trace_id
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+
+
+async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    spans = recorder()
+    guid = f"guid-{time.monotonic_ns()}"
+    item = await through_the_ingress(guid)
     assert item.received.trace.startswith("00-")
 
     _, shard = commenter_shard(journal, fake, pem_pkcs8)
@@ -203,12 +216,7 @@ async def test_a_delivery_resumed_by_another_shard_joins_its_webhooks_trace(
     """The trace context is journaled with the delivery: a shard that resumes it after
     a restart runs it in the trace the ingress began."""
     spans = recorder()
-    batcher = AcceptingBatcher()
-    answer = await bare_ingress(Commenter, batcher).webhook(
-        webhook_request(payload("issues.opened", installation=INSTALLATION))
-    )
-    assert answer.status_code == 202
-    [item] = batcher.items
+    item = await through_the_ingress(f"guid-{time.monotonic_ns()}")
     root = one(list(spans.get_finished_spans()), "webhook issues")
 
     # The first shard journals it, and is gone while its comment is still being sent.
@@ -230,24 +238,15 @@ async def test_a_delivery_resumed_by_another_shard_joins_its_webhooks_trace(
         await second.wait_idle()
     finally:
         await second.close()
-    finished = list(spans.get_finished_spans())
-    handler = one(finished, "handler opened")
-    assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
-    assert handler.context.trace_id == root.context.trace_id
-    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+    assert_commented_in_the_trace_of(root, list(spans.get_finished_spans()))
 
 
 async def test_a_dead_letter_replayed_joins_its_webhooks_trace(
     journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
 ) -> None:
     spans = recorder()
-    batcher = AcceptingBatcher()
     guid = f"guid-{time.monotonic_ns()}"
-    answer = await bare_ingress(Commenter, batcher).webhook(
-        webhook_request(payload("issues.opened", installation=INSTALLATION), x_github_delivery=guid)
-    )
-    assert answer.status_code == 202
-    [item] = batcher.items
+    item = await through_the_ingress(guid)
     root = one(list(spans.get_finished_spans()), "webhook issues")
 
     # GitHub refuses the comment (422: no attempt would do better): dead-lettered.
@@ -266,8 +265,4 @@ async def test_a_dead_letter_replayed_joins_its_webhooks_trace(
         assert await shard.dead_letters() == []
     finally:
         await shard.close()
-    finished = list(spans.get_finished_spans())
-    handler = one(finished, "handler opened")
-    assert [s for s in finished if s.name == "GitHub POST"]  # it commented, this time
-    assert handler.context.trace_id == root.context.trace_id
-    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+    assert_commented_in_the_trace_of(root, list(spans.get_finished_spans()))
