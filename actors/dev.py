@@ -98,7 +98,8 @@ class DevServer:
         return self
 
     async def close(self) -> None:
-        """Stop listening, let running handlers finish, close the journal."""
+        """Stop listening, cancel running handlers (journaled, they run at the next
+        start), close the journal."""
         if self._runner is not None:
             await self._runner.cleanup()
         if self._local is not None:
@@ -158,7 +159,8 @@ async def relay(
     seconds when the stream ends, fails, answers anything but an event stream, or
     stays silent for `idle_timeout` seconds (smee pings far more often: a silent stream
     is a dead connection, after a laptop's sleep say). A delivery the local server
-    cannot take is posted again, with backoff, before the next is read. Events other
+    cannot take (no answer, or a 5xx) is posted again, with backoff, before the next is
+    read; one it refuses (a 4xx: a wrong secret, say) is logged and not. Events other
     than messages (smee's `ready` and `ping`) are skipped.
     """
     forwarded = 0
@@ -187,13 +189,14 @@ async def relay(
 async def _forward_until_taken(
     session: aiohttp.ClientSession, target: str, data: bytes, retry_after: float
 ) -> None:
-    """Post one delivery until the local server answers it (any answer), with backoff."""
+    """Post one delivery until the local server answers it with anything but a 5xx, with
+    backoff."""
     delay = retry_after
     while True:
         try:
             await _forward(session, target, data)
             return
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, _NotTaken) as exc:
             log.warning("posting a relayed delivery failed (%s); again in %g s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -216,6 +219,10 @@ async def _events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, byte
             data = data + b"\n" + chunk if data else chunk
 
 
+class _NotTaken(Exception):
+    """The local server answered a relayed delivery with a 5xx: it did not take it."""
+
+
 async def _forward(session: aiohttp.ClientSession, target: str, data: bytes) -> None:
     try:
         relayed = msgspec.json.decode(data, type=_Relayed)
@@ -233,6 +240,8 @@ async def _forward(session: aiohttp.ClientSession, target: str, data: bytes) -> 
         text = await answer.text()
         level = logging.INFO if answer.status < 300 else logging.WARNING
         log.log(level, "relayed %s: %d %s", headers.get("x-github-event"), answer.status, text)
+        if answer.status >= 500:
+            raise _NotTaken(f"answered {answer.status}")
 
 
 # --- .env --------------------------------------------------------------------------------

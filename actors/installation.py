@@ -12,7 +12,8 @@ Every journaled delivery ends completed or dead-lettered, never silently pending
 body that does not decode into its model (`MalformedPayload`) is dead-lettered at once
 under every handler it would have run, and so is a delivery whose processing failed
 outside its handlers (a runtime fault), both replayable. Only a journal that cannot
-be written leaves a delivery pending, for the next activation to resume.
+be written, a shard fenced by its successor, or a drain that stops the host leaves a
+delivery pending, for the next activation to resume.
 
 Deliveries without an installation (`NO_INSTALLATION`) run with a `self.github` and a
 `self.quota` that raise `NoInstallation` on use, dead-lettered at once: handlers that
@@ -449,7 +450,8 @@ class InstallationHost:
         )
 
     async def replay_dead_letter(self, delivery_id: str, handler: str) -> bool:
-        """Queue a dead-lettered handler to run again; False if there is no such dead letter.
+        """Queue a dead-lettered handler to run again; False if there is no such dead
+        letter, or the host is stopping (its shard drains: ask its successor).
 
         The replay (`DeadLetterReplayed`, then the handler from attempt 1) runs as a job
         of the delivery's ordering key, so it never overlaps another run of the same

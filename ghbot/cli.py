@@ -2,8 +2,9 @@
 
 Add a subcommand by registering a `Command` (a name, a help line, a function that adds
 its arguments and one that runs it and returns the exit code). Errors ghbot raises
-(`GhBotError`) and OS errors (a port in use, a missing file) print one line, without a
-traceback, and exit with code 2.
+(`GhBotError`) and OS errors (a port in use, a missing file) print their message (one
+line; a `ConfigError` of several problems, a line each), without a traceback, and exit
+with code 2.
 
 This module holds the SDK's own commands: `new` (a bot project) and `fake-github` (a
 fake GitHub API for development). Other packages plug theirs in through the

@@ -49,8 +49,9 @@ __all__ = ["ChannelAddress", "ChannelClosed", "ChannelServer", "RemoteError", "S
 log = logging.getLogger("ghbot.channel")
 
 _LENGTH: Final = struct.Struct(">I")
-#: The largest frame either side reads: a batch of `batch_max` deliveries of up to
-#: GitHub's 25 MB cap is far below it; a length past it is a broken peer.
+#: The largest frame either side reads; a length past it is taken for a broken peer.
+#: Batches are not cut by size, so a batch past it (`batch_max` deliveries near
+#: GitHub's 25 MB cap each: gigabytes) cannot go over the channel.
 MAX_FRAME: Final = 1 << 31
 TOKEN_BYTES: Final = 32
 #: Seconds a client waits to connect before it falls back to Ray calls.

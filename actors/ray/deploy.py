@@ -112,7 +112,12 @@ def build_settings(
         settings = Settings.from_env(env)
     except ConfigError as exc:
         problems.extend(exc.problems)
-        settings = Settings.from_env(env, require_app=False, require_webhooks=False)
+        # The rest is still checked, on settings that need nothing the environment
+        # lacks, or, when a value there is malformed too, on the defaults.
+        try:
+            settings = Settings.from_env(env, require_app=False, require_webhooks=False)
+        except ConfigError:
+            settings = Settings(app_id=None, private_key=None, webhook_secrets=())
 
     def number(name: str, var: str, default: float, low: float, high: float) -> float:
         raw = args.get(name) or env.get(var) or ""

@@ -58,7 +58,9 @@ _json = msgspec.json.Encoder()
 
 
 class ShardUnavailable(Exception):
-    """The shard did not journal the batch (it failed, restarted, or the journal is down)."""
+    """The shard did not answer that it journaled the batch (it failed, restarted, or the
+    journal is down); some of it may be journaled all the same, and a redelivery of
+    that part is answered as a duplicate."""
 
 
 #: Seconds from a batch's first arrival during which the ingress may hold it, its
@@ -370,7 +372,8 @@ RETRY_AFTER = 10
 
 
 def _unavailable(reason: str) -> Response:
-    """Answer 503 with `reason` and a `Retry-After`: nothing was journaled, send it again."""
+    """Answer 503 with `reason` and a `Retry-After`: not known to be journaled, send it
+    again (what was is answered as a duplicate)."""
     response = _answer(503, {"error": f"{reason}; retry"})
     response.headers["Retry-After"] = str(RETRY_AFTER)
     return response

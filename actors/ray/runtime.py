@@ -162,7 +162,8 @@ class ShardTurns:
 
 
 class ShardActor:
-    """A Ray actor around `ShardCore`; starts lazily so `__init__` never blocks a restart."""
+    """A Ray actor around `ShardCore`; starts in the background, so `__init__` never
+    blocks a restart."""
 
     def __init__(self, index: int, settings: RuntimeSettings) -> None:
         if any(held_secrets(settings).values()):
@@ -557,9 +558,12 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     The number of virtual shards is fixed for a journal's life: a change is refused
     (`ghbot journal reshard` changes it, the deployment stopped).
 
-    Only the app-auth actor is given the private key (or the path to read it from);
-    shards get neither the key nor the webhook secrets. Ray keeps actor arguments for
-    restarts, so what is not passed here is nowhere in Ray.
+    Of the actors started here, only the app-auth actor is given the private key (or
+    the path to read it from); shards get neither the key, its path, nor the webhook
+    secrets. Ray keeps actor arguments for restarts, so what an actor is not passed is
+    in none of its arguments. The ingress replicas, Serve's, keep the webhook secrets
+    and the key's path, not the key; a key given as PEM text reaches them, and Serve's
+    control store, in the deployment's arguments (`docs/architecture.md`).
     """
     app_auth = settings.for_app_auth()
     _current(
@@ -751,7 +755,8 @@ def kill_actors(namespace: str = "ghbot", shards: int = 64) -> int:
 
 
 def wait_ready(shards: list[Any], timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Block until every shard has started (taken its epochs, resumed its work)."""
+    """Block until every shard has started (taken its epochs; the recovery of its
+    installations goes on in the background)."""
     deadline = time.monotonic() + timeout
     refs = [shard.stats.remote() for shard in shards]
     return list(ray.get(refs, timeout=max(deadline - time.monotonic(), 1.0)))

@@ -383,11 +383,12 @@ async def test_the_relay_reconnects_when_the_stream_stays_silent(
     assert inspect.signature(relay).parameters["idle_timeout"].default == 120
 
 
+@pytest.mark.parametrize("first", ["dropped", "503"])
 async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
-    server: tuple[DevServer, FakeGitHub],
+    server: tuple[DevServer, FakeGitHub], first: str
 ) -> None:
-    # The local server dropped the first post (restarting, say): the relay posts the
-    # same delivery again before it reads the next.
+    # The local server dropped the first post (restarting, say) or answered it 503:
+    # the relay posts the same delivery again before it reads the next.
     dev, fake = server
     event = smee_event(2, "g-retry")
     posts = connections = 0
@@ -406,6 +407,8 @@ async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
         nonlocal posts
         posts += 1
         data = await request.read()
+        if posts == 1 and first == "503":
+            return web.Response(status=503, text="the journal is not answering")
         if posts == 1:
             assert request.transport is not None
             request.transport.close()  # no answer
@@ -423,6 +426,34 @@ async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
     assert dev.shard is not None
     await dev.shard.wait_idle()
     assert len(fake.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1
+
+
+async def test_the_relay_does_not_post_again_a_delivery_the_local_server_refuses(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    # A 4xx (the channel's deliveries signed with another secret, say) would be
+    # refused every time: logged, not posted again.
+    event = smee_event(2, "g-refused")
+    posts = 0
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        await answer.write(b"data: " + event + b"\n\n")
+        await asyncio.sleep(2)
+        return answer
+
+    async def refusing(request: web.Request) -> web.Response:
+        nonlocal posts
+        posts += 1
+        return web.Response(status=401, text="invalid signature")
+
+    local = web.Application()
+    local.router.add_post("/webhooks", refusing)
+    async with channel(stream) as source, _served(local) as target:
+        relayed = relay(source, f"{target}/webhooks", max_events=1, retry_after=0.05)
+        assert await asyncio.wait_for(relayed, 10) == 1
+    assert posts == 1
 
 
 async def test_a_delivery_over_the_size_cap_is_refused_with_413(

@@ -212,6 +212,15 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "shards='0'" in text and "vshards='x'" in text
 
 
+def test_a_malformed_environment_value_does_not_hide_the_other_problems() -> None:
+    env = {"GITHUB_APP_ID": "abc", "RATE_LIMIT_MARGIN": "2"}
+    with pytest.raises(ConfigError) as caught:
+        build_settings({"bot": "nowhere:Bot", "shards": "0"}, env)
+    text = "\n".join(caught.value.problems)
+    for expected in ("GITHUB_APP_ID", "RATE_LIMIT_MARGIN", "nowhere", "shards='0'"):
+        assert expected in text
+
+
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
