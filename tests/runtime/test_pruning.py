@@ -167,6 +167,10 @@ def test_the_window_is_three_days_unless_set(pem_pkcs8: bytes) -> None:
     assert build_settings(bot, week).dedup_window == 7 * DAY
     with pytest.raises(ConfigError, match="dedup_window='60'"):
         build_settings({**bot, "dedup_window": "60"}, _env(pem_pkcs8))
+    # At least 21600 s (the README): the floor itself is taken.
+    assert build_settings({**bot, "dedup_window": "21600"}, _env(pem_pkcs8)).dedup_window == 21600
+    with pytest.raises(ConfigError, match="dedup_window='21599'"):
+        build_settings({**bot, "dedup_window": "21599"}, _env(pem_pkcs8))
 
 
 async def test_by_default_a_shard_prunes_a_minute_after_it_starts_then_hourly(

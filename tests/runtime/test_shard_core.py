@@ -692,6 +692,20 @@ async def test_idle_installations_are_passivated_and_come_back(journal: Journal)
     assert host.progress.completed == 1
 
 
+async def test_idle_installations_are_passivated_in_the_background(journal: Journal) -> None:
+    # `open`'s sweep, every `idle_after / 4` seconds but at most once a second (here
+    # 0.5 s, so 1 s): no `passivate()` called here, no other activation to trigger one.
+    now = [1000.0]
+    shard = core(journal, Recorder, clock=lambda: now[0], idle_after=2)
+    await shard.start()
+    await shard.ingest(batch(inbound(Recorder, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    assert len(shard.hosts) == 1
+    now[0] += 3  # idle past `idle_after` by the shard's clock
+    await until(lambda: not shard.hosts, within=5.0)  # the next sweep: a second at most
+    assert shard.counters["passivations"] == 1
+
+
 async def test_a_handler_outcome_committed_before_an_ingest_ack_loses_nothing(
     journal: Journal,
 ) -> None:
