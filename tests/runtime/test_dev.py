@@ -428,9 +428,7 @@ async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
     assert len(fake.requests_to(f"{HELLO}/issues/2/comments", "POST")) == 1
 
 
-async def test_the_relay_does_not_post_again_a_delivery_the_local_server_refuses(
-    server: tuple[DevServer, FakeGitHub],
-) -> None:
+async def test_the_relay_does_not_post_again_a_delivery_the_local_server_refuses() -> None:
     # A 4xx (the channel's deliveries signed with another secret, say) would be
     # refused every time: logged, not posted again.
     event = smee_event(2, "g-refused")
