@@ -28,9 +28,11 @@ from ghbot.auth import load_private_key
 from ghbot.errors import ConfigError
 from ghbot.logs import FORMATS, LEVELS, level_name
 
-__all__ = ["DEFAULT_API_URL", "Settings", "graphql_url", "parse_duration"]
+__all__ = ["DEFAULT_API_URL", "UPLOADS_URL", "Settings", "graphql_url", "parse_duration"]
 
 DEFAULT_API_URL = "https://api.github.com"
+#: Where github.com takes uploads (release assets); GHES takes them under its own host.
+UPLOADS_URL = "https://uploads.github.com"
 
 T = TypeVar("T")
 

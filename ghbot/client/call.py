@@ -5,6 +5,7 @@ https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -12,9 +13,10 @@ from urllib.parse import urlencode, urljoin
 
 from yarl import URL
 
+from ghbot.config import DEFAULT_API_URL, UPLOADS_URL
 from ghbot.errors import GitHubError
 
-__all__ = ["Call", "build_url", "is_mutation", "origin", "resource_of"]
+__all__ = ["Call", "api_origins", "build_url", "is_mutation", "origin", "resource_of"]
 
 #: Redirects the client knows how to follow.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -37,8 +39,9 @@ def is_mutation(query: str) -> bool:
 class Call:
     """What is sent: method, URL, body, headers, the budget resource and cache key.
 
-    `resource` is None when the request spends no budget (`/rate_limit`, or another
-    host a redirect led to).
+    `resource` is None when the request spends no budget (`/rate_limit`, or a host
+    that is not the client's API: asked for by its absolute URL, or led to by a
+    redirect).
     `cache_key` is set for GETs that may use the ETag cache.
     """
 
@@ -70,7 +73,8 @@ class Call:
         self.headers = headers
         self.resource = resource
         self.cache_key: tuple[str, str, str] | None = None
-        #: Whether a redirect left the first origin: credentials never go there.
+        #: Whether it goes to a host that is not GitHub's API (asked for, or a redirect
+        #: left the first origin): credentials never go there.
         self.away = False
         #: Whether it may change something at GitHub (a mutating method; for GraphQL,
         #: a mutation): paced, and told to `ghbot.client.github.call_watcher`.
@@ -114,11 +118,16 @@ class Call:
         if status not in (307, 308):
             self.body = None
             self.headers.pop("Content-Type", None)
-        self.away = self.away or origin(self.url) != home
-        if self.away:
-            self.resource = None
-            self.cache_key = None
-            self.headers.pop("If-None-Match", None)
+        if origin(self.url) != home:
+            self.leave()
+
+    def leave(self) -> None:
+        """Send this request, from now on, as to a host that is not GitHub's API:
+        without credentials, budget or ETag cache (`away` stays true)."""
+        self.away = True
+        self.resource = None
+        self.cache_key = None
+        self.headers.pop("If-None-Match", None)
 
 
 def build_url(base_url: str, url: str, params: Mapping[str, Any] | None) -> URL:
@@ -141,6 +150,17 @@ def resource_of(path: str) -> str | None:
     if path.endswith("/graphql"):
         return "graphql"
     return "core"
+
+
+@functools.cache
+def api_origins(base_url: str) -> frozenset[str]:
+    """The origins that are the API at `base_url`, where its credentials may go: its own
+    and, for api.github.com, uploads.github.com (GHES takes uploads under its own host).
+    Kept per base URL: a client is made per installation and a process has few bases.
+    """
+    if base_url == DEFAULT_API_URL:
+        return frozenset({origin(URL(base_url)), origin(URL(UPLOADS_URL))})
+    return frozenset({origin(URL(base_url))})
 
 
 def origin(url: URL) -> str:

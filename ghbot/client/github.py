@@ -23,7 +23,15 @@ from yarl import URL
 from ghbot import metrics, telemetry
 from ghbot.auth import AppAuth
 from ghbot.breaker import CircuitBreaker
-from ghbot.client.call import REDIRECTS, Call, build_url, is_mutation, resource_of
+from ghbot.client.call import (
+    REDIRECTS,
+    Call,
+    api_origins,
+    build_url,
+    is_mutation,
+    origin,
+    resource_of,
+)
 from ghbot.client.credentials import AuthRetry, Credentials, TokenSource, credentials_for
 from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
 from ghbot.client.pool import current_pool
@@ -157,7 +165,7 @@ class GitHub:
     holds no session (see `ghbot.client.pool`) and costs well under a few KB.
     """
 
-    __slots__ = ("_creds", "_lease", "_state", "base_url", "options")
+    __slots__ = ("_creds", "_homes", "_lease", "_state", "base_url", "options")
 
     def __init__(
         self,
@@ -173,6 +181,8 @@ class GitHub:
     ) -> None:
         self.options = options or DEFAULT_OPTIONS
         self.base_url = base_url.rstrip("/") if base_url else self.options.base_url
+        #: Where the credentials may go (`request` with an absolute URL elsewhere).
+        self._homes = api_origins(self.base_url)
         self._creds: Credentials = credentials_for(
             token=token, auth=auth, tokens=tokens, installation_id=installation_id
         )
@@ -324,7 +334,11 @@ class GitHub:
     ) -> Response:
         """Send one request and return GitHub's answer, or raise a `ghbot.errors` error.
 
-        `url` is a path under `base_url` or an absolute URL (used verbatim). `json` is
+        `url` is a path under `base_url` or an absolute URL (used verbatim). An absolute
+        URL on another host than the API's (`base_url`'s, and uploads.github.com beside
+        api.github.com) is sent as a redirect there would be: without the credentials,
+        spending no budget, not cached; so a URL taken from a payload's text never
+        carries the installation's token away. `json` is
         encoded as the body; `body` sends raw bytes or text instead (set its
         Content-Type in `headers`). Mutating methods are paced per installation unless
         `pace=False`. Retries, rate-limit waits, 401 recovery, redirects and conditional
@@ -336,6 +350,8 @@ class GitHub:
         method = method.upper()
         target = build_url(self.base_url, url, params)
         call = self._call(method, target, json, body, headers, resource_of(target.path))
+        if url.startswith(("https://", "http://")) and origin(target) not in self._homes:
+            call.leave()
         return await self._send(call, pace=call.writes if pace is None else pace)
 
     async def paginate(

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import msgspec
 
+from ghbot.config import DEFAULT_API_URL
+from ghbot.config import UPLOADS_URL as UPLOADS
 from ghbot.errors import GitHubError, UsageError
 
 if TYPE_CHECKING:
@@ -25,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MISSING", "Model", "Namespace", "Op", "Paged", "RestBase"]
 
-#: Where github.com takes uploads (release assets).
-UPLOADS = "https://uploads.github.com"
 P = ParamSpec("P")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -222,7 +222,7 @@ def at_base(url: str, base_url: str) -> str:
     uploads at `https://HOST/api/uploads`, and any other base (a fake) at itself.
     https://docs.github.com/en/rest/releases/assets#upload-a-release-asset
     """
-    if not url.startswith(UPLOADS) or base_url == "https://api.github.com":
+    if not url.startswith(UPLOADS) or base_url == DEFAULT_API_URL:
         return url
     rest = url.removeprefix(UPLOADS)
     if base_url.endswith("/api/v3"):

@@ -15,6 +15,7 @@ import pytest
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, items_of, parse_links
+from ghbot.client.call import api_origins
 from ghbot.client.response import error_for, graphql_error
 from ghbot.errors import (
     GitHubError,
@@ -272,6 +273,37 @@ async def test_a_request_redirected_away_stays_away_even_when_sent_back(
     server.answers.append((200, {"Content-Type": "application/json"}, b"{}"))
     await gh.request("GET", "/repos/o/r/tarball")
     assert server.seen[3]["If-None-Match"] == '"home"'  # the away answer was not kept
+
+
+async def test_an_absolute_url_on_another_host_gets_no_token_budget_or_cache(
+    server: Scripted, gh: GitHub
+) -> None:
+    """A URL a bot took from a payload's text may name any host: asked for verbatim,
+    it is sent as a redirect there would be, without the installation's token, and
+    that host's rate-limit headers and ETag are not GitHub's. The API's own origin,
+    named in full (a `Link`), keeps the token."""
+    cached = {"Content-Type": "application/json", "ETag": '"there"', **limit_headers("core", 7)}
+    spent = gh.budgets.core.remaining
+    async with scripted_server() as other:
+        other.answers += [(200, cached, b'{"n": 1}'), (200, cached, b'{"n": 2}')]
+        first = await gh.request("GET", f"{other.url}/avatar?size=40")
+        second = await gh.request("GET", f"{other.url}/avatar?size=40")
+    assert (first.data, second.data) == ({"n": 1}, {"n": 2})
+    for away in other.seen:
+        assert "Authorization" not in away and "If-None-Match" not in away
+    assert gh.budgets.core.remaining == spent
+    server.answers.append((200, {"Content-Type": "application/json"}, b"{}"))
+    await gh.request("GET", f"{server.url}/repositories/1/issues?page=2")
+    assert server.seen[0]["Authorization"] == "token ghs_answers"
+
+
+def test_the_api_of_github_com_takes_its_uploads_host_with_it() -> None:
+    """Release assets go to uploads.github.com with the token (GHES: its own host)."""
+    assert api_origins("https://api.github.com") == {
+        "https://api.github.com:443",
+        "https://uploads.github.com:443",
+    }
+    assert api_origins("https://ghe.example/api/v3") == {"https://ghe.example:443"}
 
 
 async def test_a_path_is_encoded_and_an_absolute_url_kept_verbatim(
