@@ -91,15 +91,27 @@ def start_ray_serve(port: int) -> None:
     """Start a new local Ray (never one found running) and Serve on 127.0.0.1:`port`."""
     import ray
     from ray import serve
+    from ray.exceptions import ActorDiedError
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-        log_to_driver=False,
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for attempt in (1, 2):
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+            log_to_driver=False,
+        )
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            return
+        except ActorDiedError as exc:
+            # Seen once: Serve's HAProxy manager stopped answering its
+            # health checks right after starting HAProxy, and the controller killed it.
+            if attempt == 2:
+                raise
+            print(f"# Serve did not start ({type(exc).__name__}); again", file=sys.stderr)
+            serve.shutdown()
+            ray.shutdown()
 
 
 def stop_ray_serve(runtime: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, retire, running_shards, shard_name
-from ghbot.errors import ShardDraining, UsageError
+from ghbot.errors import GhBotError, UsageError
 
 __all__ = [
     "DeploymentNotFound",
@@ -56,14 +56,14 @@ def require_shards(namespace: str = "ghbot") -> list[Any]:
 
 def stats(namespace: str = "ghbot") -> list[dict[str, Any]]:
     """Return every shard's counters."""
-    return list(ray.get([shard.stats.remote() for shard in shards(namespace)], timeout=TIMEOUT))
+    return list(_get([shard.stats.remote() for shard in shards(namespace)]))
 
 
 def dead_letters(namespace: str = "ghbot") -> list[dict[str, Any]]:
     """Return every dead letter of the deployment, oldest first."""
     found: list[dict[str, Any]] = []
     refs = [shard.dead_letters.remote() for shard in shards(namespace)]
-    for batch in ray.get(refs, timeout=TIMEOUT):
+    for batch in _get(refs):
         found.extend(batch)
     return sorted(found, key=lambda d: d["at"])
 
@@ -71,8 +71,7 @@ def dead_letters(namespace: str = "ghbot") -> list[dict[str, Any]]:
 def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
     """Run a dead letter's handlers again (one `handler`, or all); return how many.
 
-    Raise `ShardDraining` (as itself, not wrapped in Ray's error) if the shard holding
-    it is being replaced.
+    Raise `ShardDraining` if the shard holding it is being replaced.
     """
     handles = shards(namespace)
     owners = {
@@ -84,11 +83,7 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
         handles[shard].replay.remote(installation_id, delivery_id, handler)
         for shard, installation_id in owners
     ]
-    try:
-        return sum(ray.get(refs, timeout=TIMEOUT))
-    except ShardDraining as exc:  # Ray's `RayTaskError`, made an instance of its cause
-        cause = getattr(exc, "cause", exc)
-        raise ShardDraining(cause.installation_id, cause.operation) from None
+    return sum(_get(refs))
 
 
 def sweep(namespace: str = "ghbot") -> dict[str, Any]:
@@ -101,8 +96,21 @@ def sweep(namespace: str = "ghbot") -> dict[str, Any]:
             f"{APP_AUTH_NAME!r}); check the namespace"
         ) from None
     ref: Any = app_auth.sweep.remote()
-    found: dict[str, Any] = ray.get(ref, timeout=TIMEOUT)
+    found: dict[str, Any] = _get(ref)
     return found
+
+
+def _get(refs: Any) -> Any:
+    """`ray.get` with `TIMEOUT`; a ghbot error an actor raised is raised as itself.
+
+    Ray raises its `RayTaskError` made an instance of the cause's class, whose text is
+    the actor's traceback (its first line names the actor and its pid, not the error):
+    the CLI prints an error's own message as its one line.
+    """
+    try:
+        return ray.get(refs, timeout=TIMEOUT)
+    except GhBotError as exc:
+        raise getattr(exc, "cause", exc) from None
 
 
 #: The Serve deployment of ghbot's ingress, by which `stop` finds its application.
