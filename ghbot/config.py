@@ -50,7 +50,8 @@ class Settings:
     max_retries: int = 3
     request_timeout: float = 30.0
     log_level: str = "INFO"
-    journal_url: str = ""
+    #: Out of `repr` too: a PostgreSQL URL may hold a password.
+    journal_url: str = field(default="", repr=False)
     log_format: str = "json"
     #: Where `private_key` was read from, when GITHUB_PRIVATE_KEY named a file: the
     #: Ray runtime then sends the path, never the key, and the app-auth actor reads it.

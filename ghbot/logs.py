@@ -215,7 +215,9 @@ class JsonFormatter(logging.Formatter):
             "message": mask(record.getMessage()),
         }
         for name, value in _fields_of(record).items():
-            data[name] = mask(value) if isinstance(value, str) else value
+            # Numbers as numbers; anything else is written as its masked text.
+            plain = value is None or isinstance(value, (bool, int, float))
+            data[name] = value if plain else mask(value if isinstance(value, str) else str(value))
         if record.exc_info and record.exc_info[0] is not None:
             data.setdefault("error_type", record.exc_info[0].__name__)
             data["traceback"] = mask(self.formatException(record.exc_info))

@@ -16,16 +16,21 @@ them; the Ray runtime's processes set one from the standard ``OTEL_*`` variables
   the rate limit left;
 - a child span per installation token asked of the cache, saying whether it was a hit.
 
-Attribute names are DESIGN.md's; no span ever carries a token, a key or a payload.
+Attribute names are DESIGN.md's; no span ever carries a token, a key or a payload. A
+span an exception leaves says only the exception's type (its status and
+``error.type``): OpenTelemetry's default would add the message and the traceback,
+which can hold a payload's text or a URL's query.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = ["parent_context", "span", "traceparent", "tracer"]
@@ -44,6 +49,7 @@ STATUS_CODE: Final = "http.response.status_code"
 TOKEN_TYPE: Final = "auth.token_type"  # noqa: S105 - an attribute name, not a token
 CACHE_HIT: Final = "auth.cache_hit"
 HANDLER: Final = "ghbot.handler"
+ERROR_TYPE: Final = "error.type"
 
 _W3C: Final = TraceContextTextMapPropagator()
 _NO_SPAN: Final = nullcontext(trace.INVALID_SPAN)
@@ -63,7 +69,21 @@ def span(
     """
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return _NO_SPAN
-    return tracer.start_as_current_span(name, context=context, kind=kind)
+    return _recorded(name, context, kind)
+
+
+@contextmanager
+def _recorded(name: str, context: Context | None, kind: trace.SpanKind) -> Iterator[trace.Span]:
+    """A current span that an exception marks with its type only, not its text."""
+    with tracer.start_as_current_span(
+        name, context=context, kind=kind, record_exception=False, set_status_on_exception=False
+    ) as current:
+        try:
+            yield current
+        except Exception as exc:  # as OpenTelemetry's: a cancellation is not an error
+            current.set_attribute(ERROR_TYPE, type(exc).__qualname__)
+            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
 
 
 def traceparent(span: trace.Span) -> str:

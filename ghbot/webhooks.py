@@ -74,9 +74,13 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def app_id(self) -> int | None:
         """Return the app the delivery was sent to, when the target is an app."""
-        if self.target_type != "integration" or not (self.target_id or "").isdigit():
+        target = self.target_id or ""
+        # "²".isdigit() is true and int("²") fails; past 63 bits the journal cannot hold
+        # it (and no app of GitHub's has such an id): ASCII digits, 19 at most.
+        if self.target_type != "integration" or not target.isascii() or not target.isdecimal():
             return None
-        return int(self.target_id or "")
+        value = int(target) if len(target) <= 19 else 2**63
+        return value if value < 2**63 else None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -93,9 +97,10 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
 
     Raises `InvalidSignature` when the header is missing or not `sha256=<64 hex>`
     (a legacy `sha1=` signature included), when no secret is configured, or when no
-    secret matches.
+    secret matches. An empty secret is no secret (anyone could sign with it): it is
+    never tried.
     """
-    if not secrets:
+    if not any(secrets):
         raise InvalidSignature("no webhook secret is configured; refusing every delivery")
     if not signature:
         raise InvalidSignature("X-Hub-Signature-256 is missing")
@@ -111,7 +116,8 @@ def verify(body: bytes, signature: str | None, secrets: Sequence[str]) -> None:
     matched = False
     for secret in secrets:
         # hmac.digest is the one-shot C implementation; compare_digest is constant time.
-        matched |= hmac.compare_digest(hmac.digest(secret.encode(), body, "sha256"), given)
+        if secret:
+            matched |= hmac.compare_digest(hmac.digest(secret.encode(), body, "sha256"), given)
     if not matched:
         raise InvalidSignature("X-Hub-Signature-256 matches no configured secret")
 

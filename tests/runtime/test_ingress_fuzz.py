@@ -329,6 +329,20 @@ def test_an_unparsable_content_length_is_left_to_the_body_read(rig: Rig, length:
     assert answer.status_code == 202
 
 
+@pytest.mark.parametrize("target", ["\xb2", str(2**64), "9" * 5000])
+def test_a_target_id_that_is_no_app_id_is_journaled_without_one(rig: Rig, target: str) -> None:
+    """Once a 500 (`int("²")`) or a batch that would not encode: the header is not signed."""
+    guid = str(uuid.uuid4())
+    headers = signed_headers(
+        BODY,
+        guid,
+        x_github_hook_installation_target_type="integration",
+        x_github_hook_installation_target_id=target,
+    )
+    assert post(rig, headers).status_code == 202
+    assert rig.journaled(42, guid)
+
+
 @pytest.mark.parametrize("installation_id", [-1, 2**63, 2**64, 10**30])
 def test_an_installation_id_the_journal_cannot_hold_is_a_400(
     rig: Rig, installation_id: int

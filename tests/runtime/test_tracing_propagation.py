@@ -258,6 +258,12 @@ async def test_a_dead_letter_replayed_joins_its_webhooks_trace(
         await shard.wait_idle()
         [dead] = await shard.dead_letters()
         assert dead["delivery_id"] == guid
+        # The handler's span says what failed by its type: not GitHub's message, nor
+        # the handler's traceback (either may quote the payload).
+        runs = [s for s in spans.get_finished_spans() if s.name == "handler opened"]
+        assert runs and {(s.status.description, s.events) for s in runs} == {
+            ("ValidationFailed", ())
+        }
         fake.faults.clear()
         spans.clear()
         assert await shard.replay(INSTALLATION, guid, None) == 1

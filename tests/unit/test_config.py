@@ -73,9 +73,11 @@ def test_unreadable_key_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_repr_shows_no_secret(pem_pkcs8: bytes) -> None:
-    settings = Settings.from_env(_env(pem_pkcs8))
+    journal = "postgresql://ghbot:pg-password@db.example/ghbot"
+    settings = Settings.from_env(_env(pem_pkcs8, GHBOT_JOURNAL_URL=journal))
     text = repr(settings)
     assert "new-secret" not in text and "PRIVATE KEY" not in text
+    assert "pg-password" not in text and settings.journal_url == journal
     assert "12345" in text
 
 

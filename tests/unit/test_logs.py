@@ -371,6 +371,19 @@ def test_json_lines_keep_text_as_written_and_give_other_values_as_text(
     assert line["duration_ms"] == "2026-12-04 00:00:00+00:00"
 
 
+def test_a_json_field_that_is_not_text_is_masked_as_its_text(captured: io.StringIO) -> None:
+    """A dict, bytes or an object given as a field is written as its text, masked: a
+    token inside it is cut as in the message. Numbers stay numbers."""
+    logs.configure("INFO", "json", stream=captured)
+    log = logging.getLogger("ghbot.test")
+    log.warning("x", extra={"error_type": {"header": f"token {TOKEN}"}, "http_status": 2})
+    log.warning("x", extra={"error_type": f"token {TOKEN}".encode(), "installation_id": None})
+    first, second = lines(captured)
+    assert TOKEN not in captured.getvalue()
+    assert first["error_type"] == "{'header': 'token ghs_…8B4a'}" and first["http_status"] == 2
+    assert "ghs_…8B4a" in str(second["error_type"])
+
+
 def test_a_text_line_without_fields_has_no_brackets(captured: io.StringIO) -> None:
     logs.configure("INFO", "text", stream=captured)
     logging.getLogger("ghbot.test").info("plain")

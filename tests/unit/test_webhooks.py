@@ -49,6 +49,7 @@ MISSING = "X-Hub-Signature-256 is missing"
 NOT_SHA256 = "X-Hub-Signature-256 must start with 'sha256='"
 NOT_HEX = "X-Hub-Signature-256 is not a 64-digit hex digest"
 NO_MATCH = "X-Hub-Signature-256 matches no configured secret"
+NO_SECRET = "no webhook secret is configured; refusing every delivery"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,9 @@ NO_MATCH = "X-Hub-Signature-256 matches no configured secret"
     [
         (None, [VECTOR_SECRET], MISSING),
         ("", [VECTOR_SECRET], MISSING),
-        (VECTOR_SIGNATURE, [], "no webhook secret is configured; refusing every delivery"),
+        (VECTOR_SIGNATURE, [], NO_SECRET),
+        (webhooks.sign(VECTOR_BODY, ""), [""], NO_SECRET),
+        (webhooks.sign(VECTOR_BODY, ""), ["", VECTOR_SECRET], NO_MATCH),
         ("sha1=" + "0" * 40, [VECTOR_SECRET], NOT_SHA256),
         ("sha256=xyz", [VECTOR_SECRET], NOT_HEX),
         ("sha256=" + "0" * 64, [VECTOR_SECRET], NO_MATCH),
@@ -138,7 +141,16 @@ def test_parse_delivery_reads_headers_and_envelope() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target_type", "target_id"), [("repository", "79929171"), ("integration", ""), ("", "7")]
+    ("target_type", "target_id"),
+    [
+        ("repository", "79929171"),
+        ("integration", ""),
+        ("", "7"),
+        # Not an id: "²".isdigit() is true and int("²") fails; past what the journal holds.
+        ("integration", "\xb2"),
+        ("integration", str(2**63)),
+        ("integration", "9" * 5000),
+    ],
 )
 def test_a_delivery_not_sent_to_an_app_has_no_app_id(target_type: str, target_id: str) -> None:
     body = (FIXTURES / "issues.opened.json").read_bytes()
