@@ -146,18 +146,23 @@ class RedeliverySweeper:
         self._asked: dict[str, tuple[int, float]] = {}
         self._lock = asyncio.Lock()
 
-    async def sweep(self) -> Sweep:
+    async def sweep(self, *, again: bool = False) -> Sweep:
         """List, compare with the journal, redeliver; return what happened.
 
-        Sweeps run one at a time (a scheduled one and one asked for by hand).
+        Sweeps run one at a time (a scheduled one and one asked for by hand). With
+        `again` (one asked for by hand, `ghbot redeliver`), the sweep looks back the
+        whole `lookback` and asks for every failed delivery the journal lacks, those
+        given up on or asked for within `spacing` included, each counted from one
+        again: after an outage longer than `max_requests` asks `spacing` apart, the
+        scheduled sweeps have given up on what failed early in it.
         """
         async with self._lock:
-            return await self._sweep()
+            return await self._sweep(again)
 
-    async def _sweep(self) -> Sweep:
+    async def _sweep(self, again: bool) -> Sweep:
         now = self.clock()
         since = now - self.lookback
-        if self.last_sweep is not None:
+        if self.last_sweep is not None and not again:
             since = max(since, self.last_sweep - self.overlap)
         attempts, truncated = await self._attempts(since)
         failed = failed_deliveries(attempts)
@@ -173,6 +178,8 @@ class RedeliverySweeper:
         result.held = len(held)
         for item in failed:
             if item.guid not in held:
+                if again:
+                    self._asked.pop(item.guid, None)
                 await self._ask(item, now, result)
         self.last_sweep = now
         self._forget(now)

@@ -470,10 +470,11 @@ class AppAuthActor:
         return process_rss()
 
     async def sweep(self) -> dict[str, Any]:
-        """Sweep for failed deliveries now; return what was found and redelivered."""
+        """Sweep for failed deliveries now, over the whole lookback and given-up ones
+        included (`RedeliverySweeper.sweep(again=True)`); return what it found and did."""
         import msgspec
 
-        result: dict[str, Any] = msgspec.to_builtins(await self._sweeper.sweep())
+        result: dict[str, Any] = msgspec.to_builtins(await self._sweeper.sweep(again=True))
         return result
 
     async def _sweep_forever(self, every: float) -> None:

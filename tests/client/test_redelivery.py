@@ -226,6 +226,31 @@ async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart
     }
 
 
+async def test_a_sweep_asked_for_again_after_a_long_outage_brings_back_what_was_given_up(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, refusing: str
+) -> None:
+    """The receiver stays down past three asks five minutes apart: the scheduled sweeps
+    give up, and the ones after it no longer list what failed early. `ghbot redeliver`
+    (a sweep `again`) looks back the whole lookback and asks for it anyway."""
+    fake.deliveries.webhook_url = refusing
+    fake.add_delivery("issues", {"action": "opened"}, guid="early", status_code=503)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    assert sweeper.lookback == 6 * 3600  # as deployed: what `ghbot redeliver` looks back
+    for _ in range(20):  # every 2 minutes for 40 minutes, as deployed
+        await sweeper.sweep()
+        clock.advance(120)
+    assert sweeper.totals["gave_up"] == 1 and len(fake.redeliveries) == 3
+    assert (await sweeper.sweep()).failed == 0  # "early" is older than a sweep looks
+    fake.add_delivery("issues", {"action": "opened"}, guid="late", status_code=503)
+
+    fake.deliveries.webhook_url = None  # the outage is over
+    swept = await sweeper.sweep(again=True)
+    assert swept.redelivered == ["early", "late"] and swept.gave_up == []
+    assert [d["guid"] for d in fake.redeliveries[3:]] == ["early", "late"]
+    clock.advance(120)
+    assert (await sweeper.sweep()).redelivered == []  # both came back
+
+
 async def test_a_redelivery_github_refuses_is_counted_logged_and_asked_for_again(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

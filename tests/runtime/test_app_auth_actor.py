@@ -25,7 +25,7 @@ from actors.ray.runtime import AppAuthActor
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
-from ghbot.redelivery import Failed
+from ghbot.redelivery import Failed, Sweep
 from ghbot.testing import FakeGitHub, app_key_pair
 from tests.runtime.conftest import until
 
@@ -89,6 +89,37 @@ async def test_a_rotated_key_file_is_logged_and_a_bad_one_keeps_the_old_key(
         assert actor.key_fingerprint() == fingerprint(second_public)  # kept
     finally:
         watching.cancel()
+
+
+async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_not(
+    bare_process: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ghbot redeliver` (the actor's `sweep`) looks back the whole lookback and asks for
+    what the scheduled sweeps gave up on; the scheduled ones keep their bounds."""
+    key, _ = app_key_pair()
+    (tmp_path / "app.pem").write_bytes(key)
+    actor = app_auth(tmp_path / "app.pem")
+    assert actor._watching is not None
+    actor._watching.cancel()
+    asked: list[bool] = []
+
+    async def sweep(*, again: bool = False) -> Sweep:
+        asked.append(again)
+        return Sweep(listed=1)
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        if asked:
+            raise Stop
+
+    actor._sweeper = SimpleNamespace(sweep=sweep)  # type: ignore[assignment]
+    monkeypatch.setattr(runtime, "asyncio", SimpleNamespace(sleep=sleep))
+    with pytest.raises(Stop):
+        await actor._sweep_forever(120.0)
+    assert (await actor.sweep())["listed"] == 1
+    assert asked == [False, True]
 
 
 async def test_the_first_sweep_comes_within_30_s_of_a_start_then_one_every_interval(
