@@ -381,10 +381,11 @@ class Conflict(JournalError):
 
 
 class Fenced(JournalError):
-    """A writer holds an older epoch than the shard's current one (a zombie)."""
+    """A writer's epoch is not the shard's current one: an older one (a zombie), or
+    one never granted."""
 
     def __init__(self, shard: int, epoch: int, current: int) -> None:
-        super().__init__(f"shard {shard}: epoch {epoch} is older than current {current}")
+        super().__init__(f"shard {shard}: epoch {epoch} is not its current epoch {current}")
         self.shard = shard
         self.epoch = epoch
         self.current = current

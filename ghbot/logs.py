@@ -244,12 +244,12 @@ class _Bucket:
 
 
 class LogLimiter:
-    """At most `burst` lines per `per` seconds of each kind; the rest are held back, counted.
+    """About `burst` lines per `per` seconds of each kind; the rest are held back, counted.
 
     A token bucket per key: `burst` lines may come at once, then one more every
-    `per / burst` seconds. Keys are kinds of line (an error type), never values an
-    outsider chooses, since each key keeps a little state. Not thread-safe: one
-    event loop (a Serve replica's) uses it.
+    `per / burst` seconds (so up to twice `burst` within the first `per`). Keys are
+    kinds of line (an error type), never values an outsider chooses, since each key
+    keeps a little state. Not thread-safe: one event loop (a Serve replica's) uses it.
     """
 
     def __init__(
@@ -308,14 +308,15 @@ def configure(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None =
     handler = _Handler(stream or sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    targets = [logging.getLogger("ghbot")]
-    if not [h for h in root.handlers if not isinstance(h, _Handler)]:
-        targets.append(root)
-        root.setLevel(number)
-    for logger in targets:
+    ours = not [h for h in root.handlers if not isinstance(h, _Handler)]
+    for logger in (logging.getLogger("ghbot"), root):
+        # The one installed before goes, from root too once others configured it.
         for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
             logger.removeHandler(old)
-        logger.addHandler(handler)
+    logging.getLogger("ghbot").addHandler(handler)
+    if ours:
+        root.addHandler(handler)
+        root.setLevel(number)
     ghbot = logging.getLogger("ghbot")
     ghbot.setLevel(number)
     ghbot.propagate = False

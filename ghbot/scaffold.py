@@ -7,6 +7,7 @@ next steps. Nothing is written over: an existing non-empty directory is refused.
 
 from __future__ import annotations
 
+import importlib.metadata
 import keyword
 import re
 import sys
@@ -36,6 +37,11 @@ def package_name(name: str) -> str:
     taken = {"ghbot", "actors", "tests", "test", *sys.stdlib_module_names}
     if keyword.iskeyword(package) or package in taken:
         raise UsageError(f"{name!r} would be the package {package!r}, which is taken")
+    if package in importlib.metadata.packages_distributions():
+        raise UsageError(
+            f"{name!r} would be the package {package!r}, which is taken: an installed "
+            "package (msgspec, ray, ...) imports by that name, and the project would hide it"
+        )
     return package
 
 
@@ -50,6 +56,8 @@ def new_project(name: str, parent: Path) -> Path:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"{root} exists and is not empty; choose another name or place")
     cls = "".join(part.capitalize() for part in re.split(r"[-_]", name) if part)
+    if cls in _TEMPLATE_NAMES:
+        cls += "Bot"  # `ghbot new welcomed`: the bot class would hide the event's
     files = {
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
@@ -71,6 +79,11 @@ def new_project(name: str, parent: Path) -> Path:
         )
     return root
 
+
+#: Names the generated modules define or import: a bot class so named would hide one.
+_TEMPLATE_NAMES: Final = frozenset(
+    {"Welcomed", "Event", "InstallationActor", "IssuesOpened", "BotHarness"}
+)
 
 _PYPROJECT = """\
 [build-system]

@@ -148,7 +148,7 @@ def parse_delivery(
     that name is one of `SINGLE_HEADERS` (`DuplicateHeader`, 400). Checks, in
     order: size (`PayloadTooLarge`, 413), duplicates, content type (`UnsupportedContentType`, 415:
     GitHub's form encoding is refused, an absent type is taken as JSON), signature
-    (`InvalidSignature`, 401), the `X-GitHub-Event` and `X-GitHub-Delivery` headers
+    (`InvalidSignature`, 401), the `X-GitHub-Delivery` and `X-GitHub-Event` headers
     (`MissingHeader`, 400) and the body being a JSON object (`MalformedPayload`, 400).
     """
     if len(body) > limit:

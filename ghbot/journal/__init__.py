@@ -15,7 +15,8 @@ parameters go to asyncpg. See `Journal` for the contract every backend keeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -128,6 +129,7 @@ async def open_journal(url: str, **options: Any) -> Journal:
             raise UsageError(f"journal URL must look like sqlite:///path/to/dir, got {url!r}")
         from ghbot.journal.sqlite import SqliteJournal
 
+        _known(SqliteJournal, options)
         return SqliteJournal(parts.path, **options)
     if parts.scheme in ("postgresql", "postgres"):
         if "schema" in params:
@@ -135,5 +137,16 @@ async def open_journal(url: str, **options: Any) -> Journal:
         from ghbot.journal.postgres import PostgresJournal
 
         dsn = urlunsplit(parts._replace(query=urlencode(params)))
+        _known(PostgresJournal.connect, options)
         return await PostgresJournal.connect(dsn, **options)
     raise UsageError(f"journal URL scheme must be sqlite or postgresql, not {parts.scheme!r}")
+
+
+def _known(opener: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """Raise `UsageError` naming the options `opener` does not take."""
+    taken = inspect.signature(opener).parameters
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise UsageError(
+            f"journal option(s) {', '.join(unknown)} not among {', '.join(sorted(taken))}"
+        )

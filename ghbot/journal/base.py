@@ -30,7 +30,8 @@ __all__ = [
 DEFAULT_SHARD_COUNT: Final = 16
 """Shards streams are spread over when the caller names none (see `shard_for`)."""
 DEFAULT_RETENTION: Final = 8 * 24 * 3600.0
-"""Seconds a delivery GUID is remembered: GitHub redelivers within 3 days."""
+"""Seconds `prune_deliveries` keeps a delivery GUID unless told: past GitHub's 3 days
+(7 on GHES). A deployment prunes at its `GHBOT_DEDUP_WINDOW` (3 days by default)."""
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
 PRUNE_BATCH: Final = 1000
 """Delivery GUIDs `prune_deliveries` forgets per transaction: appends queued behind a
@@ -99,9 +100,11 @@ class Journal(abc.ABC):
 
         Requests are decided in order; a later request to the same stream sees the
         earlier ones. One request's conflict, duplicate or fencing never fails
-        another. (SQLite commits once per shard file the batch touches.) Raise
-        `UsageError` for a request without events, `JournalUnavailable` if the
-        commit failed, in which case none of the batch was written.
+        another. Raise `UsageError` for a request without events, and
+        `JournalUnavailable` if a commit failed: PostgreSQL commits the batch once, so
+        then none of it was written; SQLite commits once per shard file the batch
+        touches, so the other files' requests may stand. Either way an append that
+        raised may or may not have been written: retry it with its delivery GUID.
         """
 
     @abc.abstractmethod
@@ -129,8 +132,8 @@ class Journal(abc.ABC):
     ) -> set[str]:
         """Return which of the delivery `guids` the stream has recorded.
 
-        A GUID is held from its append until `prune_deliveries` forgets it (after
-        `DEFAULT_RETENTION`, longer than GitHub keeps a delivery redeliverable).
+        A GUID is held from its append until `prune_deliveries` forgets it (its
+        `retention`; a deployment's is `GHBOT_DEDUP_WINDOW`, at least GitHub's window).
         """
 
     @abc.abstractmethod

@@ -20,8 +20,8 @@ class FaultyJournal(Journal):
     """Wrap `inner`, injecting faults into appends and reads.
 
     Appends are `append` and `append_many` (one call, one fault); reads are `read`,
-    `last_seq`, `load_snapshot`, `current_epoch` and `list_streams`. Other calls pass
-    through. Faults fire in this order: delay, then failure.
+    `last_seq`, `delivered`, `load_snapshot`, `current_epoch` and `list_streams`.
+    Other calls pass through. Faults fire in this order: delay, then failure.
     """
 
     def __init__(self, inner: Journal) -> None:

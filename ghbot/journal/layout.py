@@ -5,7 +5,7 @@ A stream lives in one shard (`Journal`); which one follows from the shard count
 count is part of the data: a journal records the one it was created with (SQLite: in
 ``journal.sqlite3`` beside the shard files; PostgreSQL: in the ``ghbot_meta`` table),
 and opening it with another raises `ConfigError`, naming both counts and the command
-that changes it (`ghbot journal reshard --to N`, see `ghbot.journal.reshard`).
+that changes it (`ghbot journal reshard --to N`, see `ghbot.journal.reshard_journal`).
 
 The decision here is pure; each backend reads and writes the record.
 """

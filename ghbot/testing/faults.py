@@ -71,10 +71,13 @@ class Faults:
     ) -> Fault:
         """Inject `kind` into requests whose path matches the regex `path` (searched).
 
-        Raises `ValueError` for an unknown kind or a redirect without a location.
+        Raises `ValueError` for an unknown kind, a `count` below 1 (None is every
+        request) or a redirect without a location.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
+        if count is not None and count < 1:
+            raise ValueError(f"a fault's count is None (every request) or 1 or more, not {count}")
         if kind == "redirect" and not location:
             raise ValueError("a redirect fault needs a location")
         fault = Fault(

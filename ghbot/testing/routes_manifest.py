@@ -6,7 +6,8 @@ manifest's `redirect_url` with `code` and the query's `state`. The App's owner t
 exchanges the code, once (GitHub allows an hour; the fake's codes do not expire), at
 `POST /app-manifests/{code}/conversions` (no authentication) for the App's ID, slug,
 client ID and secret, webhook secret and private key. The fake becomes that App: its
-JWTs are checked against the new key.
+JWTs are checked against the new key alone (a JWT signed with an earlier key is
+refused, even one the fake had accepted before).
 
 https://docs.github.com/en/apps/sharing-github-apps/registering-a-github-app-from-a-manifest
 https://docs.github.com/en/rest/apps/apps#create-a-github-app-from-a-manifest
@@ -79,6 +80,8 @@ class ManifestRoutes:
         manifest, org = found
         private, public = app_key_pair()
         self.identities.public_key = public
+        self.identities.more_keys.clear()
+        self.identities.forget_jwts()
         name = str(manifest.get("name") or "ghbot-app")
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "app"
         self.store.app_slug = slug

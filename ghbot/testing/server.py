@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -370,7 +371,8 @@ class FakeGitHub(Setup):
         if kind == "secondary":
             self.secondary_limits += 1
             if fault.retry_after is not None:
-                headers["retry-after"] = str(int(fault.retry_after))
+                # Whole seconds, as GitHub sends them; never shorter than asked.
+                headers["retry-after"] = str(math.ceil(fault.retry_after))
             data = {"message": fault.message or MSG_SECONDARY, "documentation_url": DOCS}
             return self._response(fault.status or 403, _encode(data), headers)
         if kind == "redirect":

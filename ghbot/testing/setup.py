@@ -81,9 +81,10 @@ class Setup:
         installation_id: int,
         *,
         repositories: Iterable[str] | None = None,
-        lifetime: float = 3600.0,
+        lifetime: float | None = None,
     ) -> str:
-        """Issue an installation token directly, as if exchanged through the API."""
+        """Issue an installation token directly, as if exchanged through the API: it
+        lasts `lifetime` s, by default the fake's `token_lifetime`."""
         inst = self.store.installations[installation_id]
         ids = None
         if repositories is not None:

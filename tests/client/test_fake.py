@@ -172,6 +172,41 @@ async def test_faults_hit_count_times_then_stop(
     assert fault.hits == 2 and not fake.faults
     with pytest.raises(ValueError, match="unknown fault kind"):
         fake.faults.add(".", "explode")
+    for count in (0, -1):  # it used to hit one request all the same
+        with pytest.raises(ValueError, match="count is None"):
+            fake.faults.add(".", "server_error", count=count)
+    assert not fake.faults
+
+
+async def test_a_secondary_limit_s_retry_after_is_whole_seconds_rounded_up(
+    fake: FakeGitHub,
+) -> None:
+    fake.faults.add("/hello-world$", "secondary", retry_after=0.5)
+    answer = await _in_thread(
+        functools.partial(_status_and_retry_after, f"{fake.url}/repos/{REPO}", fake.create_token(1))
+    )
+    assert answer == (403, "1")  # GitHub's are whole seconds: "0" would be no wait
+
+
+def _status_and_retry_after(url: str, token: str) -> tuple[int, str | None]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request) as answer:  # noqa: S310
+            return answer.status, answer.headers.get("retry-after")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers.get("retry-after")
+
+
+async def test_a_token_made_directly_lasts_the_fake_s_token_lifetime(public_pem: bytes) -> None:
+    """`create_token` (what `ghbot fake-github --print-tokens` prints) lasts as long as
+    a token exchanged through the API: `token_lifetime`, unless told otherwise."""
+    clock = FakeClock()
+    fake = FakeGitHub(public_key_pem=public_pem, clock=clock, token_lifetime=60)
+    fake.add_installation(1, "octo-org", ["hello-world"])
+    made, told = fake.create_token(1), fake.create_token(1, lifetime=600)
+    grants = fake.identities.grants
+    assert (grants[made].expires_at, grants[told].expires_at) == (clock.now + 60, clock.now + 600)
 
 
 async def test_unknown_routes_and_bad_json(fake: FakeGitHub) -> None:

@@ -44,6 +44,15 @@ async def test_bad_urls_are_usage_errors(url: str) -> None:
         await open_journal(url)
 
 
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/journal", "postgresql://nobody@127.0.0.1:1/none"])
+async def test_an_option_the_backend_does_not_take_is_a_usage_error(
+    url: str, tmp_path: Path
+) -> None:
+    """Once a `TypeError` from the constructor; PostgreSQL's before connecting."""
+    with pytest.raises(UsageError, match=r"journal option\(s\) snapshot_evry not among"):
+        await open_journal(url.format(tmp=tmp_path), snapshot_evry=10)
+
+
 async def test_unreachable_postgres_is_unavailable() -> None:
     with pytest.raises(JournalUnavailable):
         await open_journal("postgresql://nobody@127.0.0.1:1/none", command_timeout=2)

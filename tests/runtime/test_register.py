@@ -20,9 +20,10 @@ from actors.dev import load_env_file
 from actors.register import Registration, manifest_for, write_env
 from examples.greeter import Greeter
 from ghbot import cli
-from ghbot.client import GitHubApp, close_pool
+from ghbot.auth import AppAuth
+from ghbot.client import ClientOptions, GitHubApp, close_pool
 from ghbot.config import Settings
-from ghbot.errors import UsageError
+from ghbot.errors import Unauthorized, UsageError
 from ghbot.events import Event
 from ghbot.testing import FakeGitHub, app_key_pair
 
@@ -42,8 +43,10 @@ async def browse(page_url: str) -> tuple[int, str]:
 async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("LOG_LEVEL=DEBUG\nGITHUB_APP_ID=9\n")
-    _, public = app_key_pair()
+    old_key, public = app_key_pair()
     async with FakeGitHub(app_id=77, public_key_pem=public) as fake:
+        before = GitHubApp(AppAuth(77, old_key), options=ClientOptions(base_url=fake.url))
+        assert (await before.gh.request("GET", "/app")).status == 200  # its JWT now known
         flow = await Registration(
             Greeter,
             name="Greeter Bot",
@@ -83,6 +86,9 @@ async def test_the_app_is_created_and_its_secrets_written(tmp_path: Path) -> Non
         gh = GitHubApp.from_settings(Settings.from_env(values))
         answer = await gh.gh.request("GET", "/app")
         assert answer.status == 200 and answer.data["id"] == 77
+        # The App's earlier key is no longer its own: even its JWT the fake had seen.
+        with pytest.raises(Unauthorized):
+            await before.gh.request("GET", "/app")
         await close_pool()
 
 

@@ -411,6 +411,23 @@ def test_a_root_logger_others_configured_is_left_alone(captured: io.StringIO) ->
     assert theirs.stream.getvalue() == ""
 
 
+def test_configured_again_after_others_took_root_leaves_no_old_handler(
+    captured: io.StringIO,
+) -> None:
+    """configure, then an application adds its own root handler, then configure again:
+    root keeps theirs alone, not ghbot's first one with its old stream and level."""
+    root = logging.getLogger()
+    root.handlers[:] = []
+    first = io.StringIO()
+    logs.configure("INFO", "json", stream=first)
+    theirs = logging.StreamHandler(io.StringIO())
+    root.addHandler(theirs)
+    logs.configure("INFO", "text", stream=captured)
+    assert root.handlers == [theirs]
+    logging.getLogger("aiohttp.client").warning("from a library")
+    assert first.getvalue() == "" and "from a library" in theirs.stream.getvalue()
+
+
 def test_an_unconfigured_root_logger_gets_the_same_lines(captured: io.StringIO) -> None:
     """Libraries' lines (aiohttp's, Ray's) come out in the same format; ghbot's come
     out once, not again through the root."""

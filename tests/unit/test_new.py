@@ -50,6 +50,26 @@ def test_the_new_project_passes_its_own_tests_without_ray(
     assert "2 passed" in done.stdout
 
 
+@pytest.mark.parametrize("name", ["welcomed", "event"])
+def test_a_project_named_like_what_its_bot_uses_passes_its_tests(tmp_path: Path, name: str) -> None:
+    """`Welcomed` (the bot's event) and `Event` are names the bot module uses: the bot
+    class takes a `Bot` suffix instead of hiding them."""
+    project = cli_new(tmp_path, name)
+    assert (
+        f"class {name.capitalize()}Bot(InstallationActor)"
+        in (project / name / "bot.py").read_text()
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_new_bot_and_its_tests_pass_mypy_strict(tmp_path: Path) -> None:
     binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
     if binary is None:
@@ -77,6 +97,8 @@ def cli_new(parent: Path, name: str) -> Path:
         ("my--bot", "cannot name"),
         ("ghbot", "taken"),
         ("json", "taken"),
+        ("msgspec", "an installed package"),  # the bot would import itself for msgspec
+        ("ray", "an installed package"),
     ],
 )
 def test_a_name_that_cannot_be_a_package_is_refused(
