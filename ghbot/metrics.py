@@ -16,7 +16,9 @@ they are too: it adds neither a second ``_total`` nor a unit suffix already pres
 
 Labels stay bounded: never an installation, a repository or a delivery. `method` is
 one of the HTTP methods below (others are ``OTHER``), `event` a webhook event GitHub
-documents (others are ``other``); every other label takes a fixed set of values.
+documents (others are ``other``), `resource` a rate-limit resource GitHub's REST
+description names (others are ``other``); every other label takes a fixed set of
+values.
 
 Gauges are observed when a reader collects, never per request:
 
@@ -285,11 +287,33 @@ def webhook_received(event: str) -> None:
 _lowest: dict[str, tuple[float, float]] = {}
 _RESOURCES: dict[str, Mapping[str, str]] = {}
 
+#: The rate-limit resources GitHub's REST description names (`rate-limit-overview`'s
+#: `resources`); an answer's `x-ratelimit-resource` outside them is counted as
+#: ``other``, so a server or proxy sending anything cannot grow the label's values.
+RATE_LIMIT_RESOURCES: Final = frozenset(
+    {
+        "core",
+        "search",
+        "graphql",
+        "code_search",
+        "source_import",
+        "integration_manifest",
+        "actions_runner_registration",
+        "scim",
+        "dependency_snapshots",
+        "dependency_sbom",
+        "code_scanning_autofix",
+        "copilot_usage_records",
+    }
+)
+
 
 def rate_limit_seen(resource: str, remaining: int, limit: int, reset: float, now: float) -> None:
     """Note one answer's rate-limit headers (`reset` and `now` in epoch seconds)."""
     if limit <= 0:
         return
+    if resource not in RATE_LIMIT_RESOURCES:
+        resource = "other"
     ratio = remaining / limit
     seen = _lowest.get(resource)
     if seen is None or ratio < seen[0] or seen[1] <= now:

@@ -111,6 +111,22 @@ def test_the_prometheus_exporter_shows_the_names_as_they_are() -> None:
     assert 'ghbot_rate_limit_remaining_ratio{otel_scope_name="ghbot"' in out
 
 
+def test_a_rate_limit_resource_github_does_not_describe_is_other() -> None:
+    """The `resource` label takes GitHub's described resources, and `other`."""
+    from ghbot.rest.models import RateLimitOverviewResources
+
+    assert set(RateLimitOverviewResources.__struct_fields__) == ghbot.metrics.RATE_LIMIT_RESOURCES
+    ghbot.metrics._lowest.clear()
+    try:
+        for made_up in ("made-up-1", "made-up-2"):
+            ghbot.metrics.rate_limit_seen(made_up, 5, 10, reset=2000.0, now=1000.0)
+        ghbot.metrics.rate_limit_seen("code_search", 9, 10, reset=2000.0, now=1000.0)
+        labels = [label for label, _, _ in ghbot.metrics._live(1500.0)]
+        assert sorted(label["resource"] for label in labels) == ["code_search", "other"]
+    finally:
+        ghbot.metrics._lowest.clear()
+
+
 def test_the_rate_limit_gauge_keeps_the_lowest_ratio_of_the_window() -> None:
     ghbot.metrics._lowest.clear()
     try:
