@@ -73,9 +73,12 @@ class RuntimeSettings:
         """Return the settings with their `version`: hashes of the code (the bot's and
         ghbot's, `code_version`) and of the settings the shards run with (`for_shards`:
         no secret goes into it, nor what only the ingress or the app-auth actor reads;
-        see `app_auth_version`)."""
+        see `app_auth_version`), the journal's URL included though `repr` hides it."""
         shards = replace(self.for_shards(), version="")
-        config = hashlib.sha256(repr(shards).encode()).hexdigest()[:8]
+        # The journal's URL is out of `repr` (it may hold a password), not out of the
+        # version: shards open it at start, so a new one must replace them.
+        material = f"{shards!r}\0{shards.settings.journal_url}".encode()
+        config = hashlib.sha256(material).hexdigest()[:8]
         return replace(self, version=f"{code_version(self.bot)}-{config}")
 
     def app_auth_version(self) -> str:

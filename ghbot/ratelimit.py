@@ -94,7 +94,9 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
 
     `retry-after` if present; else, when the primary limit is spent, until
     `x-ratelimit-reset` (plus one second, as the reset is rounded down); else at least
-    `SECONDARY_MIN_WAIT`, doubling with each earlier `attempt`.
+    `SECONDARY_MIN_WAIT`, doubling with each earlier `attempt` (the client counts the
+    installation's secondary limits in a row, across requests, reads apart from
+    writes), up to `SECONDARY_MAX_WAIT`.
     """
     retry_after = _int(headers.get("retry-after"))
     if retry_after is not None:

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urljoin
 
 from yarl import URL
 
+from ghbot.client.etag import CachedAnswer
 from ghbot.config import DEFAULT_API_URL, UPLOADS_URL
 from ghbot.errors import GitHubError
 
@@ -42,13 +43,15 @@ class Call:
     `resource` is None when the request spends no budget (`/rate_limit`, or a host
     that is not the client's API: asked for by its absolute URL, or led to by a
     redirect).
-    `cache_key` is set for GETs that may use the ETag cache.
+    `cache_key` is set for GETs that may use the ETag cache; `cached` is the cached
+    answer whose ETag the request sends, kept for its 304 even if the cache evicts it.
     """
 
     __slots__ = (
         "away",
         "body",
         "cache_key",
+        "cached",
         "headers",
         "method",
         "resource",
@@ -73,6 +76,7 @@ class Call:
         self.headers = headers
         self.resource = resource
         self.cache_key: tuple[str, str, str] | None = None
+        self.cached: CachedAnswer | None = None
         #: Whether it goes to a host that is not GitHub's API (asked for, or a redirect
         #: left the first origin): credentials never go there.
         self.away = False
@@ -127,6 +131,7 @@ class Call:
         self.away = True
         self.resource = None
         self.cache_key = None
+        self.cached = None
         self.headers.pop("If-None-Match", None)
 
 

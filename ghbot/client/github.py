@@ -139,12 +139,16 @@ class Holds(NamedTuple):
 class _State:
     """What the clients of one installation share: budgets, breaker, writes, pause."""
 
-    __slots__ = ("_lane", "breaker", "budgets", "paused_until")
+    __slots__ = ("_lane", "breaker", "budgets", "limited", "paused_until")
 
     def __init__(self, budgets: Budgets, breaker: CircuitBreaker | None) -> None:
         self.budgets = budgets
         self.breaker = breaker
         self.paused_until = 0.0
+        #: Secondary limits in a row, of reads and of writes (a success of the kind
+        #: ends the row): a limit without `retry-after` waits 60 s doubled per earlier
+        #: one, across requests, as GitHub asks ("then back off exponentially").
+        self.limited = [0, 0]
         self._lane: _WriteLane | None = None
 
     @property
@@ -421,9 +425,9 @@ class GitHub:
         etags = self.options.etags
         if method == "GET" and etags is not None and "If-None-Match" not in sent:
             call.cache_key = (self._creds.identity, call.text, sent.get("Accept", ""))
-            cached = etags.get(call.cache_key)
-            if cached is not None:
-                sent["If-None-Match"] = cached.etag
+            call.cached = etags.get(call.cache_key)
+            if call.cached is not None:
+                sent["If-None-Match"] = call.cached.etag
         return call
 
     async def _send(self, call: Call, *, pace: bool) -> Response:
@@ -441,7 +445,7 @@ class GitHub:
             return answer
 
     async def _send_retrying(self, call: Call, *, pace: bool) -> Response:
-        opts = self.options
+        opts, limited = self.options, self._state.limited
         interval = opts.pace_writes if pace else None
         attempt = limit_hits = hops = 0
         retry = AuthRetry()
@@ -459,12 +463,15 @@ class GitHub:
             self._observe(budget, status, headers)
             self._outcome(ok=status < 500)
             if status < 300 or status == 304:
+                limited[call.writes] = 0
                 return answer_for(call, status, headers, raw, opts.etags)
             if status in REDIRECTS and hops < opts.max_redirects and call.may_follow(status):
                 hops += 1
                 call.follow(status, headers.get("Location", ""))
                 continue
-            error = error_from(call, status, headers, raw, opts.clock(), limit_hits)
+            error = error_from(call, status, headers, raw, opts.clock(), limited[call.writes])
+            if isinstance(error, RateLimited) and error.kind == "secondary":
+                limited[call.writes] += 1
             if isinstance(error, ServerError) and attempt < opts.retry.max_retries:
                 metrics.retry("server_error")
                 await self._backoff(call, attempt, f"HTTP {status}")

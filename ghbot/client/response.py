@@ -168,12 +168,13 @@ def answer_for(
     """Make the `Response` for a 2xx or 304, using and filling the ETag cache.
 
     A 304 to a request sent with a cached ETag answers the cached body (a fresh decode)
-    with the 304's headers over the cached ones. A 200 with an ETag is cached. Raises
-    `ServerError` when a JSON body cannot be decoded.
+    with the 304's headers over the cached ones: the answer the request's ETag came
+    from, even if the cache evicted or replaced it meanwhile. A 200 with an ETag is
+    cached. Raises `ServerError` when a JSON body cannot be decoded.
     """
     key = call.cache_key
     if status == 304 and key and etags is not None:
-        cached = etags.get(key)
+        cached = call.cached
         if cached is not None:
             etags.hits += 1
             merged = CIMultiDict(cached.headers)

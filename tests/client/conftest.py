@@ -24,7 +24,7 @@ REPO = "octo-org/hello-world"
 T = TypeVar("T")
 
 
-Answer = tuple[int, dict[str, str], bytes]
+Answer = tuple[int, dict[str, str], bytes] | Callable[[], tuple[int, dict[str, str], bytes]]
 
 
 class Scripted:
@@ -39,7 +39,9 @@ class Scripted:
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append(dict(request.headers))
         self.paths.append(request.raw_path)
-        status, headers, body = self.answers.pop(0)
+        answer = self.answers.pop(0)
+        # A callable answer runs as the request arrives (to change the client's state).
+        status, headers, body = answer() if callable(answer) else answer
         return web.Response(status=status, headers=headers, body=body)
 
 

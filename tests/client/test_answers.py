@@ -306,6 +306,27 @@ def test_the_api_of_github_com_takes_its_uploads_host_with_it() -> None:
     assert api_origins("https://ghe.example/api/v3") == {"https://ghe.example:443"}
 
 
+async def test_a_304_answers_the_cached_body_even_when_the_cache_lost_it_in_flight(
+    server: Scripted, gh: GitHub
+) -> None:
+    """The cache is shared and bounded: another request can evict (or replace) the
+    entry while this one, sent with its ETag, waits for GitHub's 304."""
+    etags = gh.options.etags
+    assert etags is not None
+    body = {"Content-Type": "application/json", "ETag": '"v1"'}
+    server.answers.append((200, body, b'{"n": 1}'))
+    await gh.request("GET", "/repos/o/r")
+
+    def evicted_then_304() -> tuple[int, dict[str, str], bytes]:
+        etags.clear()
+        return 304, {"ETag": '"v1"'}, b""
+
+    server.answers.append(evicted_then_304)
+    answer = await gh.request("GET", "/repos/o/r")
+    assert server.seen[1]["If-None-Match"] == '"v1"'
+    assert (answer.status, answer.data, answer.cached) == (200, {"n": 1}, True)
+
+
 async def test_a_path_is_encoded_and_an_absolute_url_kept_verbatim(
     server: Scripted, gh: GitHub
 ) -> None:

@@ -38,6 +38,28 @@ async def test_secondary_limit_without_retry_after_waits_a_minute_then_doubles(
     assert caught.value.kind == "secondary" and caught.value.retry_after == 120.0
 
 
+async def test_secondary_limits_in_a_row_double_the_wait_across_requests(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """A handler that met a secondary limit runs again later and meets another: the
+    wait doubles (60, 120, 240 s) until a request of that kind succeeds; it used to
+    start at 60 s on every request, so GitHub was asked again every minute or two."""
+    gh = GitHub(token=fake.create_token(1), options=options.replace(max_rate_limit_waits=0))
+    fake.faults.add("/issues/1$", "secondary", count=3)
+    waits = []
+    for _ in range(3):
+        with pytest.raises(RateLimited) as caught:
+            await gh.request("GET", ISSUE)
+        waits.append(caught.value.retry_after)
+        clock.advance(caught.value.retry_after)
+    assert waits == [60.0, 120.0, 240.0]
+    assert (await gh.request("GET", ISSUE)).status == 200
+    fake.faults.add("/issues/1$", "secondary")
+    with pytest.raises(RateLimited) as caught:
+        await gh.request("GET", ISSUE)
+    assert caught.value.retry_after == 60.0  # a success ended the row
+
+
 async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
     fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
 ) -> None:

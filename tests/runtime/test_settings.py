@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -93,6 +94,32 @@ def test_the_ingress_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -
     for name, value in [("pace_writes", "0"), ("dedup_window", "604800")]:
         other = build_settings({**base, name: value}, _env(pem_pkcs8))
         assert other.version != runtime.version, name
+
+
+def test_every_setting_the_shards_read_is_in_their_version(pem_pkcs8: bytes) -> None:
+    """A shard keeps running while its version matches: each of `Settings`' fields but
+    the secrets changes it, `journal_url` too although `repr` leaves it out (it may hold
+    a password), and the version does not show it."""
+    runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
+    secrets = {"private_key", "private_key_path", "webhook_secrets"}
+    changes: dict[str, Any] = {
+        "app_id": 2,
+        "api_url": "http://127.0.0.1:10",
+        "rate_limit_margin": 0.2,
+        "token_cache_ttl": 3000.0,
+        "max_retries": 4,
+        "request_timeout": 20.0,
+        "log_level": "DEBUG",
+        "journal_url": "postgresql://ghbot:pg-password@db.example/ghbot",
+        "log_format": "text",
+    }
+    assert {f.name for f in dataclasses.fields(Settings)} - secrets == set(changes)
+    for name, value in changes.items():
+        changed = replace(runtime, settings=replace(runtime.settings, **{name: value}))
+        assert changed.versioned().version != runtime.version, name
+    url = str(changes["journal_url"])
+    moved = replace(runtime, settings=replace(runtime.settings, journal_url=url))
+    assert "pg-password" not in moved.versioned().version
 
 
 def test_the_sweep_interval_is_in_the_app_auth_actors_version_alone(pem_pkcs8: bytes) -> None:
