@@ -99,6 +99,8 @@ async def _load(github: GitHub, owner: str, repo: str, file: str) -> dict[str, A
         raise RepositoryConfigError(f"{owner}/{repo}", file, reason) from None
     except (ValueError, yaml.YAMLError):
         raise RepositoryConfigError(f"{owner}/{repo}", file, "is not YAML text") from None
+    except RecursionError:  # PyYAML builds nested values recursively
+        raise RepositoryConfigError(f"{owner}/{repo}", file, "nests too deeply") from None
     if parsed is None:
         return {}
     if not isinstance(parsed, dict):

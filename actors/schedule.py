@@ -49,14 +49,15 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 
 def every(interval: str | float) -> Callable[[H], H]:
-    """Run the decorated handler for each installation every `interval` (`"1h"`, 90).
+    """Run the decorated handler for each installation every `interval` (`"1h"`, `"1d"`,
+    90).
 
     Raises `UsageError` for an interval that is not a duration of at least a second.
     """
     try:
         seconds = parse_duration(interval) if isinstance(interval, str) else float(interval)
-    except ValueError:
-        raise UsageError(f"@every({interval!r}): expected seconds or 30s, 15m, 1h") from None
+    except (ValueError, TypeError):
+        raise UsageError(f"@every({interval!r}): expected seconds or 30s, 15m, 1h, 1d") from None
     if not seconds >= MIN_INTERVAL or seconds == float("inf"):
         raise UsageError(f"@every({interval!r}): the interval must be at least 1 s")
 

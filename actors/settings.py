@@ -159,6 +159,10 @@ def load_bot(path: str) -> type[InstallationActor]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"bot={path!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # a SyntaxError, a mistyped @on(...) raising UsageError
+        raise ConfigError(
+            f"bot={path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, InstallationActor):
         raise ConfigError(f"bot={path!r} is not an InstallationActor subclass")

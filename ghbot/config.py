@@ -265,9 +265,10 @@ def default_journal_url() -> str:
 
 
 def parse_duration(text: str) -> float:
-    """Parse seconds given as `30`, `30s`, `55m` or `1h`; raise `ValueError` otherwise."""
+    """Parse seconds given as `30`, `30s`, `55m`, `1h` or `1d`; raise `ValueError`
+    otherwise."""
     text = text.strip().lower()
-    factor = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:])
+    factor = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}.get(text[-1:])
     number = text[:-1] if factor is not None else text
     value = float(number) * (factor or 1.0)
     if value != value or value < 0:  # NaN or negative

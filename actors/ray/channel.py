@@ -275,6 +275,12 @@ class RemoteError(Exception):
     """The shard's `ingest` raised; the message is the type of what it raised."""
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark an attempt's outcome seen: every batch that waited on it may be gone."""
+    if not future.cancelled():
+        future.exception()
+
+
 class ShardChannel:
     """The ingress's end for one shard actor: `ingest(parts)` over the channel."""
 
@@ -282,7 +288,8 @@ class ShardChannel:
         self.actor = actor
         self.direct = direct
         self._connection: _Connection | None = None
-        self._lock = asyncio.Lock()
+        #: The one attempt to connect in progress, which every batch waits on.
+        self._connecting: asyncio.Future[_Connection | None] | None = None
         self._ray_until = 0.0
 
     async def ingest(self, parts: Sequence[bytes]) -> list[Status]:
@@ -302,6 +309,7 @@ class ShardChannel:
         """Send to `actor` from now on (the shard's successor): a new connection."""
         self.actor = actor
         self.close()
+        self._connecting = None  # an attempt for the old shard ends on its own
         self._ray_until = 0.0
 
     async def _connect(self) -> _Connection | None:
@@ -309,30 +317,38 @@ class ShardChannel:
             return self._connection
         if time.monotonic() < self._ray_until:
             return None
-        async with self._lock:
-            if self._connection is not None and not self._connection.closed:
-                return self._connection
-            # Where the shard is now (it may have restarted); raises as a Ray call to a
-            # lost shard does.
-            actor = self.actor
-            address: ChannelAddress | None = await actor.channel.remote()
-            if actor is not self.actor:  # replaced meanwhile (`use`): ask the new one
-                raise ChannelClosed("the shard was replaced while its address was asked")
-            if address is None:  # the shard runs without a channel
-                self._ray_until = time.monotonic() + FALLBACK_FOR
-                return None
-            try:
-                self._connection = await asyncio.wait_for(
-                    _Connection.open(address), CONNECT_TIMEOUT
-                )
-            except (OSError, TimeoutError) as exc:
-                log.warning(
-                    "cannot reach the shard's channel at %s:%d (%s): using Ray calls for %g s",
-                    address.host,
-                    address.port,
-                    type(exc).__name__,
-                    FALLBACK_FOR,
-                )
-                self._ray_until = time.monotonic() + FALLBACK_FOR
-                return None
-            return self._connection
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._open(self.actor))
+            self._connecting.add_done_callback(_retrieved)
+        # Shielded: a batch whose hold ran out (its wait cancelled) leaves the attempt to
+        # end, so that one unreachable port costs one CONNECT_TIMEOUT a minute, not one
+        # per held batch.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self, actor: Any) -> _Connection | None:
+        """Ask `actor` where its channel is and connect; None: use Ray calls for now."""
+        # Where the shard is now (it may have restarted); raises as a Ray call to a
+        # lost shard does.
+        address: ChannelAddress | None = await actor.channel.remote()
+        if actor is not self.actor:  # replaced meanwhile (`use`): ask the new one
+            raise ChannelClosed("the shard was replaced while its address was asked")
+        if address is None:  # the shard runs without a channel
+            self._ray_until = time.monotonic() + FALLBACK_FOR
+            return None
+        try:
+            connection = await asyncio.wait_for(_Connection.open(address), CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            log.warning(
+                "cannot reach the shard's channel at %s:%d (%s): using Ray calls for %g s",
+                address.host,
+                address.port,
+                type(exc).__name__,
+                FALLBACK_FOR,
+            )
+            self._ray_until = time.monotonic() + FALLBACK_FOR
+            return None
+        if actor is not self.actor:  # replaced while connecting: not to the old one
+            connection.close()
+            raise ChannelClosed("the shard was replaced while its channel was connected")
+        self._connection = connection
+        return connection

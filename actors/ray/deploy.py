@@ -132,6 +132,14 @@ def build_settings(
             return default
         return value
 
+    def whole(name: str, var: str, default: int, low: int, high: int) -> int:
+        value = number(name, var, default, low, high)
+        if not float(value).is_integer():  # 1.5 shards, or 0.5 log lines a second (0: none)
+            raw = args.get(name) or env.get(var)
+            problems.append(f"{name}={raw!r} must be a whole number from {low} to {high}")
+            return default
+        return int(value)
+
     bot = args.get("bot") or env.get("GHBOT_BOT", "")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
@@ -140,7 +148,7 @@ def build_settings(
             load_bot(bot)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    shards = int(number("shards", "GHBOT_SHARDS", default_shards(), 1, 64))
+    shards = whole("shards", "GHBOT_SHARDS", default_shards(), 1, 64)
     if settings.private_key_path is not None:
         settings = settings.without_key()
     channel = (args.get("shard_channel") or env.get("GHBOT_SHARD_CHANNEL") or "tcp").lower()
@@ -152,24 +160,22 @@ def build_settings(
         namespace=args.get("namespace") or env.get("GHBOT_NAMESPACE") or "ghbot",
         shard_channel=channel != "ray",
         shards=shards,
-        vshards=int(number("vshards", "GHBOT_VSHARDS", shards, 1, 4096)),
-        ingress_replicas=int(number("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64)),
+        vshards=whole("vshards", "GHBOT_VSHARDS", shards, 1, 4096),
+        ingress_replicas=whole("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
         dedup_window=number(
             "dedup_window", "GHBOT_DEDUP_WINDOW", GITHUB_WINDOW, MIN_DEDUP_WINDOW, 366 * 86400
         ),
-        max_concurrent_requests=int(
-            number("max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000)
+        max_concurrent_requests=whole(
+            "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000
         ),
-        log_received_per_second=int(
-            number(
-                "log_received_per_second",
-                "GHBOT_LOG_RECEIVED_PER_SECOND",
-                DEFAULT_RECEIVED_PER_SECOND,
-                0,
-                100_000,
-            )
+        log_received_per_second=whole(
+            "log_received_per_second",
+            "GHBOT_LOG_RECEIVED_PER_SECOND",
+            DEFAULT_RECEIVED_PER_SECOND,
+            0,
+            100_000,
         ),
     )
     if runtime.vshards < runtime.shards:

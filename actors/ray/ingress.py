@@ -460,7 +460,9 @@ class WebhookIngress:
         self.secrets = settings.settings.webhook_secrets
         self.bot = load_bot(settings.bot)
         shards = get_or_create_actors(settings)
-        # The app-auth actor exists now; this replica keeps no copy of the private key.
+        # The app-auth actor exists now: the replica's own settings drop the key. (A key
+        # given as PEM text stays in Serve's copy of the deployment's arguments, which
+        # this process cannot drop: give GITHUB_PRIVATE_KEY as a path.)
         self.settings = settings = settings.for_ingress()
         #: Received webhooks logged at INFO a second by this replica (None: none).
         self.received_logged = _received_limiter(settings.log_received_per_second)

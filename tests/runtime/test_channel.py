@@ -258,6 +258,32 @@ async def test_an_unreachable_channel_falls_back_to_ray_calls(
     assert "TTTT" not in caplog.text and "TTTT" not in repr(handle.address)
 
 
+async def test_a_connect_that_hangs_is_tried_once_though_its_batch_gave_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port that drops packets: the connect waits its whole timeout. A batch whose
+    hold runs out first is cancelled; the attempt goes on, ends, and sends the channel
+    to Ray calls for a minute. It used to be cancelled with the batch, so the next held
+    batch waited out another connect, and so on, each ending in a 503."""
+    tries: list[ChannelAddress] = []
+
+    async def hangs(address: ChannelAddress) -> Any:
+        tries.append(address)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(channel._Connection, "open", staticmethod(hangs))
+    monkeypatch.setattr(channel, "CONNECT_TIMEOUT", 0.2)
+    handle = Handle(ChannelAddress("127.0.0.1", free_port(), b"T" * 32))
+    to_shard = channel.ShardChannel(handle)
+    parts = encode_parts([item(1)])
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(to_shard.ingest(parts), 0.05)  # the hold ran out
+    await asyncio.sleep(0.3)  # the attempt's own timeout passes
+    assert await to_shard.ingest(parts) == [Status.DUPLICATE]  # Ray calls, at once
+    assert len(tries) == 1 and handle.ray_batches == [1]
+    assert 59 < to_shard._ray_until - time.monotonic() <= 60
+
+
 async def test_a_shard_without_a_channel_is_sent_ray_calls() -> None:
     handle = Handle(None)
     batcher = ShardBatcher(handle, limit=8, direct=True)

@@ -171,6 +171,16 @@ async def test_extends_reads_only_the_same_owners_files_by_plain_paths(
         assert asked == [f"/repos/{HELLO}/contents/.github/greeter.yml"]  # nothing else read
 
 
+async def test_a_file_nested_past_python_s_recursion_is_dead_lettered_at_once() -> None:
+    """PyYAML builds nested values recursively: a RecursionError was retried as if the
+    file might read better next time."""
+    async with BotHarness(Configured) as bot:
+        bot.fake.add_file(HELLO, ".github/greeter.yml", "key: " + "[" * 3000 + "]" * 3000)
+        done = await bot.deliver("issues.opened", issue__number=1)
+        [dead] = done.dead_letters
+        assert "nests too deeply" in dead["error"] and dead["attempts"] == 1
+
+
 async def test_a_yaml_error_names_the_place_not_the_text() -> None:
     async with BotHarness(Configured) as bot:
         bot.fake.add_file(HELLO, ".github/greeter.yml", "ok: 1\nkey: [unclosed: SECRET_abc\n")

@@ -197,6 +197,7 @@ def test_an_interval_in_seconds_or_as_a_duration_of_one_second_or_more() -> None
     assert interval_of(every(1)(handler)) == 1.0
     assert interval_of(every("1s")(handler)) == 1.0
     assert interval_of(every("1h")(handler)) == 3600.0
+    assert interval_of(every("1d")(handler)) == 86400.0  # the module's own example
 
 
 def test_bad_schedules_are_usage_errors() -> None:
@@ -204,6 +205,8 @@ def test_bad_schedules_are_usage_errors() -> None:
         every("0s")
     with pytest.raises(UsageError, match="expected seconds"):
         every("hourly")
+    with pytest.raises(UsageError, match="expected seconds"):
+        every(None)  # type: ignore[arg-type]  # a TypeError once
     with pytest.raises(UsageError, match="annotate its event with a bare Event"):
 
         class Typed(InstallationActor):

@@ -249,6 +249,18 @@ def test_a_malformed_environment_value_does_not_hide_the_other_problems() -> Non
 
 
 @pytest.mark.parametrize(
+    ("name", "value"),
+    [("shards", "1.5"), ("log_received_per_second", "0.5"), ("replicas", "2.5")],
+)
+def test_a_count_that_is_not_whole_is_refused_not_cut(
+    name: str, value: str, pem_pkcs8: bytes
+) -> None:
+    """`int()` cut 1.5 shards to 1 and 0.5 log lines a second to 0 (none) unsaid."""
+    with pytest.raises(ConfigError, match=f"{name}='{value}' must be a whole number"):
+        build_settings({"bot": "examples.greeter:Greeter", name: value}, _env(pem_pkcs8))
+
+
+@pytest.mark.parametrize(
     ("path", "reason"),
     [
         ("examples.greeter", "must look like"),
@@ -258,6 +270,37 @@ def test_a_malformed_environment_value_does_not_hide_the_other_problems() -> Non
 def test_a_bot_path_that_is_not_a_bot_is_refused(path: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         load_bot(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("def broken(:\n", "raised SyntaxError"),
+        (
+            "from actors import InstallationActor, on\n"
+            "class Bot(InstallationActor):\n"
+            "    @on('isues.opened')\n"
+            "    async def typo(self, event): ...\n",
+            "raised UnknownEventError",
+        ),
+    ],
+)
+def test_a_bot_module_that_fails_to_import_is_one_problem_among_the_others(
+    source: str,
+    reason: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pem_pkcs8: bytes,
+) -> None:
+    """A syntax error or a mistyped event in the bot's module was a traceback out of
+    `serve run`, and the other problems went unsaid."""
+    (tmp_path / "broken_bot.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {**_env(pem_pkcs8), "RATE_LIMIT_MARGIN": "2"}
+    with pytest.raises(ConfigError) as caught:
+        build_settings({"bot": "broken_bot:Bot"}, env)
+    text = "\n".join(caught.value.problems)
+    assert reason in text and "RATE_LIMIT_MARGIN" in text
 
 
 def _with_key_file(pem: bytes, key_file: Path) -> RuntimeSettings:
@@ -283,7 +326,11 @@ def test_a_key_file_travels_as_its_path_and_only_to_the_app_auth_actor(
     assert runtime.for_ingress().settings.webhook_secrets == ("topsecret",)
 
 
-def test_pem_text_goes_to_the_app_auth_actor_and_not_to_the_ingress(pem_pkcs8: bytes) -> None:
+def test_pem_text_goes_to_the_app_auth_actor_and_out_of_the_ingress_settings(
+    pem_pkcs8: bytes,
+) -> None:
+    """The ingress's own settings drop it; Serve keeps the deployment's arguments, PEM
+    text included, which is why the docs say to give a path."""
     runtime = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8))
     assert runtime.settings.private_key_path is None
     assert runtime.for_app_auth().settings.private_key == pem_pkcs8
