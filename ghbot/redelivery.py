@@ -33,6 +33,8 @@ log = logging.getLogger("ghbot.redelivery")
 
 #: How long github.com keeps a delivery redeliverable.
 GITHUB_WINDOW = 3 * 24 * 3600.0
+#: How long GitHub Enterprise Server keeps one: the longest a sweep may look back.
+GHES_WINDOW = 7 * 24 * 3600.0
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,7 +148,7 @@ class RedeliverySweeper:
         self._asked: dict[str, tuple[int, float]] = {}
         self._lock = asyncio.Lock()
 
-    async def sweep(self, *, again: bool = False) -> Sweep:
+    async def sweep(self, *, again: bool = False, lookback: float | None = None) -> Sweep:
         """List, compare with the journal, redeliver; return what happened.
 
         Sweeps run one at a time (a scheduled one and one asked for by hand). With
@@ -154,14 +156,16 @@ class RedeliverySweeper:
         whole `lookback` and asks for every failed delivery the journal lacks, those
         given up on or asked for within `spacing` included, each counted from one
         again: after an outage longer than `max_requests` asks `spacing` apart, the
-        scheduled sweeps have given up on what failed early in it.
+        scheduled sweeps have given up on what failed early in it. `lookback` (with
+        `again`: `ghbot redeliver --since`) looks back that far instead, up to
+        GitHub Enterprise Server's 7 days.
         """
         async with self._lock:
-            return await self._sweep(again)
+            return await self._sweep(again, self.lookback if lookback is None else lookback)
 
-    async def _sweep(self, again: bool) -> Sweep:
+    async def _sweep(self, again: bool, lookback: float) -> Sweep:
         now = self.clock()
-        since = now - self.lookback
+        since = now - min(lookback, GHES_WINDOW)
         if self.last_sweep is not None and not again:
             since = max(since, self.last_sweep - self.overlap)
         attempts, truncated = await self._attempts(since)

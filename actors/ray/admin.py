@@ -86,8 +86,9 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
     return sum(_get(refs))
 
 
-def sweep(namespace: str = "ghbot") -> dict[str, Any]:
-    """Have the app-auth actor sweep for failed deliveries now; return what it did."""
+def sweep(namespace: str = "ghbot", lookback: float | None = None) -> dict[str, Any]:
+    """Have the app-auth actor sweep for failed deliveries now, `lookback` seconds back
+    (None: its own 6 hours); return what it did."""
     try:
         app_auth = ray.get_actor(APP_AUTH_NAME, namespace=namespace)
     except ValueError:
@@ -95,7 +96,7 @@ def sweep(namespace: str = "ghbot") -> dict[str, Any]:
             f"no ghbot deployment in Ray namespace {namespace!r} (no actor named "
             f"{APP_AUTH_NAME!r}); check the namespace"
         ) from None
-    ref: Any = app_auth.sweep.remote()
+    ref: Any = app_auth.sweep.remote(lookback)
     found: dict[str, Any] = _get(ref)
     return found
 

@@ -344,7 +344,26 @@ def _run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _redeliver_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since",
+        type=_lookback,
+        help="how far back to look: 90m, 24h, 3d (default: 6h; GitHub keeps deliveries "
+        "3 days, 7 on GHES)",
+    )
     _cluster_arguments(parser, json_instead_of="a summary")
+
+
+def _lookback(text: str) -> float:
+    """`--since`'s value in seconds: a duration from 1 minute to 7 days."""
+    from ghbot.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90m, 24h, 3d)") from None
+    if not 60 <= seconds <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not from 1 minute to 7 days")
+    return seconds
 
 
 def _run_redeliver(args: argparse.Namespace) -> int:
@@ -353,7 +372,7 @@ def _run_redeliver(args: argparse.Namespace) -> int:
 
     with _connected(args):
         admin.require_shards(args.namespace)
-        found = admin.sweep(args.namespace)
+        found = admin.sweep(args.namespace, args.since)
     if args.json:
         _print_json(found)
         return 0

@@ -469,12 +469,14 @@ class AppAuthActor:
         """Return the process's resident memory in bytes (for the memory benchmarks)."""
         return process_rss()
 
-    async def sweep(self) -> dict[str, Any]:
-        """Sweep for failed deliveries now, over the whole lookback and given-up ones
-        included (`RedeliverySweeper.sweep(again=True)`); return what it found and did."""
+    async def sweep(self, lookback: float | None = None) -> dict[str, Any]:
+        """Sweep for failed deliveries now, over the whole lookback (or `lookback`
+        seconds), given-up ones included (`RedeliverySweeper.sweep(again=True)`);
+        return what it found and did."""
         import msgspec
 
-        result: dict[str, Any] = msgspec.to_builtins(await self._sweeper.sweep(again=True))
+        swept = await self._sweeper.sweep(again=True, lookback=lookback)
+        result: dict[str, Any] = msgspec.to_builtins(swept)
         return result
 
     async def _sweep_forever(self, every: float) -> None:

@@ -251,6 +251,22 @@ async def test_a_sweep_asked_for_again_after_a_long_outage_brings_back_what_was_
     assert (await sweeper.sweep()).redelivered == []  # both came back
 
 
+async def test_a_sweep_asked_for_again_looks_back_as_far_as_it_is_told(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    """`ghbot redeliver --since 2d`: an outage longer than the 6 hours it looks back by
+    default; never past GHES's 7 days."""
+    fake.add_delivery("issues", {"action": "opened"}, guid="old", status_code=503)
+    clock.advance(26 * 3600)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    assert (await sweeper.sweep(again=True)).failed == 0  # 26 hours back: past 6
+    assert (await sweeper.sweep(again=True, lookback=2 * 86400)).redelivered == ["old"]
+    # 7 days and an hour after "old" was sent, 6 days after its redelivery: asked to
+    # look back 30 days, the sweep looks back 7 and lists the redelivery alone.
+    clock.advance(7 * 86400 + 3600 - 26 * 3600)
+    assert (await sweeper.sweep(again=True, lookback=30 * 86400)).listed == 1
+
+
 async def test_a_redelivery_github_refuses_is_counted_logged_and_asked_for_again(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -123,7 +123,8 @@ async def test_redeliver_says_in_one_line_that_github_refused_the_listing(
     answer instead."""
     app = deploy("tests.cluster.bots:Greeter")
     on_fake(fake, fake.fake.faults.add, "^/app/hook/deliveries", "server_error", None)
-    code, out, err = _run(["redeliver", "--namespace", app.runtime.namespace], capsys)
+    argv = ["redeliver", "--since", "1d", "--namespace", app.runtime.namespace]
+    code, out, err = _run(argv, capsys)
     assert (code, out) == (2, "")
     assert err.startswith("ghbot: error: ") and err.count("\n") == 1, err
     assert "/app/hook/deliveries" in err and "502" in err

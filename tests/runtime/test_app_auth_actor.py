@@ -102,9 +102,11 @@ async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_
     assert actor._watching is not None
     actor._watching.cancel()
     asked: list[bool] = []
+    looked: list[float | None] = []
 
-    async def sweep(*, again: bool = False) -> Sweep:
+    async def sweep(*, again: bool = False, lookback: float | None = None) -> Sweep:
         asked.append(again)
+        looked.append(lookback)
         return Sweep(listed=1)
 
     class Stop(Exception):
@@ -119,7 +121,8 @@ async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_
     with pytest.raises(Stop):
         await actor._sweep_forever(120.0)
     assert (await actor.sweep())["listed"] == 1
-    assert asked == [False, True]
+    assert (await actor.sweep(86400.0))["listed"] == 1  # `ghbot redeliver --since 1d`
+    assert asked == [False, True, True] and looked == [None, None, 86400.0]
 
 
 async def test_the_first_sweep_comes_within_30_s_of_a_start_then_one_every_interval(

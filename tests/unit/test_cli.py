@@ -211,6 +211,7 @@ class FakeAdmin:
         self.namespaces = namespaces
         self.dead = [dict(DEAD)]
         self.replayed: list[tuple[str, str, str | None]] = []
+        self.swept: list[float | None] = []
 
     def require_shards(self, namespace: str = "ghbot") -> list[Any]:
         from actors.ray.admin import DeploymentNotFound
@@ -231,7 +232,8 @@ class FakeAdmin:
         ]
         return len(matched)
 
-    def sweep(self, namespace: str = "ghbot") -> dict[str, Any]:
+    def sweep(self, namespace: str = "ghbot", lookback: float | None = None) -> dict[str, Any]:
+        self.swept.append(lookback)
         return {
             "listed": 40,
             "failed": 3,
@@ -331,6 +333,18 @@ def test_redeliver_sweeps_now_and_says_what_it_asked_for(
     assert lines == ["redelivered guid-a", "redelivered guid-b"]
     assert cli.main(["redeliver", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["redelivered"] == ["guid-a", "guid-b"]
+    assert cli.main(["redeliver", "--since", "2d"]) == 0
+    assert admin.swept == [None, None, 2 * 86400.0]  # None: the actor's own 6 hours
+
+
+@pytest.mark.parametrize("since", ["soon", "30s", "8d"])
+def test_redeliver_since_takes_a_duration_from_a_minute_to_seven_days(
+    admin: FakeAdmin, since: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["redeliver", "--since", since])
+    assert exited.value.code == 2 and admin.swept == []
+    assert "--since" in capsys.readouterr().err
 
 
 def test_a_namespace_without_a_deployment_is_exit_2(
