@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -251,7 +252,7 @@ def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[
     """Return the `KEY=VALUE` lines of `path` whose keys `environ` lacks.
 
     The subset of the dotenv format that GitHub App settings need: `#` comments (also
-    after an unquoted value, after a space), blank lines, an optional `export `,
+    after a value, after a space), blank lines, an optional `export `,
     values optionally in single or double quotes (kept as written inside them; no
     escapes, no variable expansion, no multi-line values — give the private key as a
     path). A variable already set wins over the file.
@@ -267,8 +268,9 @@ def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[
         key, value = key.strip(), value.strip()
         if not sep or not key.isidentifier():
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        quoted = re.match(r"""(['"])(.*?)\1\s*(?:#.*)?$""", value)
+        if quoted:  # a quoted value, with a comment after it or not
+            value = quoted[2]
         elif " #" in value:  # an unquoted value ends where a comment starts
             value = value.split(" #", 1)[0].rstrip()
         if key not in environ:

@@ -111,7 +111,9 @@ class QuotaLease:
                 turn = _nowhere_to_ask
         for name, value in local.items():
             options.setdefault(name, value)
-        gh = GitHub(token=self.token, options=ClientOptions(base_url=self.base_url, **options))
+        gh = GitHub(
+            token=self.token or None, options=ClientOptions(base_url=self.base_url, **options)
+        )
         return gh.with_lease(Lease(granted=self.granted, writes=self.writes, write_turn=turn))
 
     def split(self, parts: int) -> list[QuotaLease]:

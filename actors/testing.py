@@ -311,7 +311,12 @@ class BotHarness:
         repo = self.fake.store.repo(owner, name)
         if repo is None or number in repo.issues or number in repo.pulls:
             return
-        is_pull = isinstance(data.get("pull_request"), Mapping)
+        issue = data.get("issue")
+        # A pull request's own events carry `pull_request`; an `issue_comment` on one
+        # carries an `issue` whose `pull_request` says so.
+        is_pull = isinstance(data.get("pull_request"), Mapping) or (
+            isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping)
+        )
         while repo.next_number < number:
             self.fake.add_issue(f"{owner}/{name}", f"issue {repo.next_number}")
         if is_pull:

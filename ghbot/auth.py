@@ -9,6 +9,7 @@ https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-fo
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -54,8 +55,8 @@ Clock = Callable[[], float]
 def redact(secret: str | None) -> str:
     """Show a token as its first and last four characters, never more.
 
-    Values under 16 characters show nothing but their length class, so a short secret
-    is never mostly revealed.
+    Values under 16 characters show only `<redacted>`, so a short secret is never
+    mostly revealed.
     """
     if not secret:
         return "<none>"
@@ -102,7 +103,8 @@ class KeyFile:
 
 
 def load_private_key(key: str | bytes) -> rsa.RSAPrivateKey:
-    """Load an RSA private key from PEM text (PKCS#1 or PKCS#8) or a path to a PEM file.
+    """Load an RSA private key from PEM text (PKCS#1 or PKCS#8), that PEM base64-encoded
+    (as some put it in an environment variable), or a path to a PEM file.
 
     Raises `ConfigError` naming what is wrong; the key's text never appears in it.
     """
@@ -140,8 +142,16 @@ def _read_pem(key: str | bytes) -> bytes:
         return text.replace("\\n", "\n").encode()
     if not text:
         raise ConfigError("the private key is empty")
+    decoded = _base64_pem(text)
+    if decoded is not None:
+        return decoded
     path = Path(os.path.expanduser(text))
-    if len(text) > 4096 or not path.is_file():
+    try:
+        # An OSError here (a name too long: long text that is no path) would name it.
+        found = len(text) <= 4096 and path.is_file()
+    except OSError:
+        found = False
+    if not found:
         raise ConfigError("the private key is neither PEM text nor a path to a readable file")
     try:
         return path.read_bytes()
@@ -149,6 +159,17 @@ def _read_pem(key: str | bytes) -> bytes:
         raise ConfigError(
             f"the private key file {str(path)!r} cannot be read: {exc.strerror}"
         ) from None
+
+
+def _base64_pem(text: str) -> bytes | None:
+    """The PEM of a base64-encoded key (one way to put it in a variable), else None."""
+    if len(text) < 64 or len(text) > 16384:
+        return None
+    try:
+        decoded = base64.b64decode("".join(text.split()), validate=True)
+    except ValueError:
+        return None
+    return decoded if decoded.lstrip().startswith(b"-----BEGIN") else None
 
 
 def is_clock_error(status: int, message: str) -> bool:

@@ -3,7 +3,7 @@
 | variable | meaning | default |
 |---|---|---|
 | `GITHUB_APP_ID` or `GITHUB_CLIENT_ID` | the app's ID or client ID (the JWT's `iss`) | required |
-| `GITHUB_PRIVATE_KEY` | PEM text, or a path to the PEM file | required |
+| `GITHUB_PRIVATE_KEY` | PEM text, the PEM base64-encoded, or a path to the PEM file | required |
 | `GITHUB_WEBHOOK_SECRET` | one or more secrets, comma-separated (rotation) | required |
 | `GITHUB_API_URL` | REST base; `https://HOST/api/v3` on GHES | `https://api.github.com` |
 | `RATE_LIMIT_MARGIN` | share of the budget kept back, 0 to 0.5 | `0.1` |
@@ -217,11 +217,13 @@ def _pem_pkcs8(key: str) -> bytes:
 
 
 def _key_path(env: Mapping[str, str]) -> str | None:
-    """Return GITHUB_PRIVATE_KEY as an absolute path when it names a file, else None."""
+    """Return GITHUB_PRIVATE_KEY as an absolute path when it names a file, else None
+    (PEM text, or the PEM base64-encoded)."""
     raw = env.get("GITHUB_PRIVATE_KEY", "").strip()
     if raw.startswith("-----BEGIN"):
         return None
-    return os.path.abspath(os.path.expanduser(raw))
+    path = os.path.abspath(os.path.expanduser(raw))
+    return path if os.path.isfile(path) else None
 
 
 def _secrets(env: Mapping[str, str], problems: list[str], *, required: bool) -> tuple[str, ...]:

@@ -184,8 +184,13 @@ def credentials_for(
     tokens: TokenSource | None = None,
     installation_id: int | None = None,
 ) -> Credentials:
-    """Pick the credentials for the arguments given; raise `UsageError` for a mix."""
-    given = [name for name, v in (("token", token), ("auth", auth), ("tokens", tokens)) if v]
+    """Pick the credentials for the arguments given; raise `UsageError` for a mix, or
+    for an empty `token` (an unset variable read as "": it would be sent as nothing)."""
+    if token is not None and not token.strip():
+        raise UsageError("token= is empty: give a token, or leave token= out to send none")
+    given = [
+        name for name, v in (("token", token), ("auth", auth), ("tokens", tokens)) if v is not None
+    ]
     if len(given) > 1:
         raise UsageError(f"give one of token=, auth= or tokens=, not {' and '.join(given)}")
     if (tokens is None) != (installation_id is None):

@@ -14,8 +14,10 @@ T = TypeVar("T")
 class Model(msgspec.Struct, omit_defaults=True, gc=False):
     """A lenient, typed view of (part of) a webhook payload.
 
-    Unknown fields are ignored and almost every field is optional, because GitHub adds
-    fields and nulls every month. `gc=False` is safe because a decoded payload is a
+    Unknown fields are ignored, because GitHub adds fields every month. A field the
+    webhook schema does not require is optional, and so is one it requires that real
+    payloads leave out (the generator's `LENIENT`); the others are required, and a
+    payload without one is `MalformedPayload`. `gc=False` is safe because a decoded payload is a
     tree: it holds no reference cycles unless a caller builds one by mutation.
     Subclasses set `kw_only=True` themselves (msgspec does not inherit it).
     """

@@ -376,6 +376,11 @@ def test_a_client_takes_one_kind_of_credentials(auth: AppAuth) -> None:
         GitHub(token="ghs_x", auth=auth)
     with pytest.raises(UsageError, match="go together"):
         GitHub(installation_id=1)
+    # os.environ.get("GITHUB_TOKEN", ""): it was sent as `token ` (a 401), and beside
+    # auth= it silently replaced the app's credentials.
+    for app in (None, auth):
+        with pytest.raises(UsageError, match="token= is empty"):
+            GitHub(token="", auth=app)
 
 
 async def test_a_refusal_is_logged_with_githubs_message_cut_short(

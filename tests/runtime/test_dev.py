@@ -174,13 +174,16 @@ def test_env_files_fill_only_what_the_environment_lacks(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text(
         "# settings\nGITHUB_APP_ID=12\nexport GITHUB_WEBHOOK_SECRET='s e'\n"
-        'GITHUB_PRIVATE_KEY="./key.pem"\n\nLOG_LEVEL=DEBUG\nGITHUB_CLIENT_ID=Iv1 # the id\n'
+        'GITHUB_PRIVATE_KEY="./key.pem" # the key\n\n'
+        "LOG_LEVEL=DEBUG\nGITHUB_CLIENT_ID=Iv1 # the id\n"
+        "GHBOT_NAMESPACE='a # b'\n"
     )
     assert load_env_file(env, {"LOG_LEVEL": "INFO"}) == {
         "GITHUB_APP_ID": "12",
         "GITHUB_WEBHOOK_SECRET": "s e",
-        "GITHUB_PRIVATE_KEY": "./key.pem",
+        "GITHUB_PRIVATE_KEY": "./key.pem",  # the quotes went on with a comment after them
         "GITHUB_CLIENT_ID": "Iv1",
+        "GHBOT_NAMESPACE": "a # b",
     }
     env.write_text("GITHUB_APP_ID 12\n")
     with pytest.raises(ConfigError, match=r"\.env:1: expected KEY=VALUE"):

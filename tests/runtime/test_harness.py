@@ -41,6 +41,25 @@ async def test_a_shipped_example_through_the_example_bot() -> None:
         assert await bot.state() == {"Codertocat/Hello-World": 1}
 
 
+class PullReader(InstallationActor):
+    @on("issue_comment.created")
+    async def read(self, event: Event) -> None:
+        number = json.loads(event.raw)["issue"]["number"]
+        await self.github.request("GET", f"{HELLO}/pulls/{number}")
+
+
+async def test_a_comment_on_a_pull_request_finds_that_pull_request() -> None:
+    """`issue_comment` on a pull request names it by `issue.pull_request`: the harness
+    made an issue for it, and the handler's read of the pull request got 404s."""
+    payload = example_payload("issue_comment.created")
+    payload["issue"]["number"] = 7
+    payload["issue"]["pull_request"] = {"url": f"https://api.github.com{HELLO}/pulls/7"}
+    async with BotHarness(PullReader) as bot:
+        done = await bot.deliver("issue_comment", payload)
+        assert done.dead_letters == []
+        assert len(done.requests_to(f"{HELLO}/pulls/7", "GET")) == 1  # found at once
+
+
 async def test_payloads_from_a_dict_bytes_or_a_file_and_duplicates(tmp_path: Path) -> None:
     data = example_payload("issues.opened", issue__number=4)
     file = tmp_path / "opened.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 from pathlib import Path
 
@@ -90,6 +91,20 @@ def test_key_from_a_path(tmp_path: Path, pem_pkcs1: bytes) -> None:
 def test_pem_with_escaped_newlines_from_an_env_var(pem_pkcs8: bytes) -> None:
     escaped = pem_pkcs8.decode().replace("\n", "\\n")
     assert AppAuth(1, escaped).jwt(now=NOW)
+
+
+def test_a_base64_encoded_pem_loads(pem_pkcs8: bytes) -> None:
+    """As Probot takes it: the PEM base64-encoded into one line of a variable."""
+    assert AppAuth(1, base64.b64encode(pem_pkcs8).decode()).jwt(now=NOW)
+
+
+@pytest.mark.parametrize("text", ["x" * 300, "LS0t" + "A" * 3000])
+def test_long_text_that_is_no_key_is_a_config_error_without_it(text: str) -> None:
+    """A name too long for a path raised `OSError` from `is_file()`, with the text
+    (a mangled key, say) in its message."""
+    with pytest.raises(ConfigError, match="neither PEM text nor a path") as caught:
+        load_private_key(text)
+    assert text[:40] not in str(caught.value)
 
 
 @pytest.mark.parametrize(

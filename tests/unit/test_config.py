@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_unreadable_key_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     env = {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": str(bad), "GITHUB_WEBHOOK_SECRET": "s"}
     with pytest.raises(ConfigError, match="GITHUB_PRIVATE_KEY: the private key is not a valid PEM"):
         Settings.from_env(env)
+
+
+def test_a_base64_encoded_key_travels_as_the_key_not_as_a_path(pem_pkcs8: bytes) -> None:
+    settings = Settings.from_env(
+        {**_env(pem_pkcs8), "GITHUB_PRIVATE_KEY": base64.b64encode(pem_pkcs8).decode()}
+    )
+    assert settings.private_key_path is None and settings.private_key is not None
 
 
 def test_repr_shows_no_secret(pem_pkcs8: bytes) -> None:
