@@ -269,6 +269,7 @@ class InstallationHost:
         "_sleep",
         "applied",
         "bot",
+        "diverged",
         "installation_id",
         "last_seq",
         "last_used",
@@ -300,6 +301,9 @@ class InstallationHost:
         #: How many of the stream's events progress and state hold: when it equals
         #: `last_seq`, they are exactly the fold of events 1..last_seq (see `exact`).
         self.applied = 0
+        #: Set when the bot's `evolve` raised on an event this host journaled: its state
+        #: is no fold of the journal from then on, and is never saved as a snapshot.
+        self.diverged = False
         #: The last event the host was rebuilt from: later events are new to it.
         self.restored_seq = 0
         self.snapshot_seq = 0
@@ -353,9 +357,10 @@ class InstallationHost:
         Every event the host applies is one the journal gave a number up to `last_seq`;
         when as many were applied as `last_seq` says, none is missing: no append of
         this stream is in flight or unknown to the host (a batch journaled whose answer
-        was lost). Then a snapshot can be taken of the host itself.
+        was lost), and every one was folded (`diverged`). Then a snapshot can be taken
+        of the host itself.
         """
-        return self.applied == self.last_seq
+        return self.applied == self.last_seq and not self.diverged
 
     def snapshot_saved(self, seq: int) -> None:
         """Note that a snapshot of this installation's stream up to `seq` was saved."""
@@ -726,8 +731,13 @@ class InstallationHost:
             if last:
                 done.append(DeliveryCompleted(delivery_id=delivery_id))
             await self._write(done)
-            for domain in emitted:
-                self.bot.state = self.bot.evolve(self.bot.state, domain)
+            try:
+                for domain in emitted:
+                    self.bot.state = self.bot.evolve(self.bot.state, domain)
+            except Exception:
+                # Journaled but not folded: a snapshot of this state would lose them.
+                self.diverged = True
+                raise
             return
 
     async def _failed(

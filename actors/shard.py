@@ -231,7 +231,12 @@ class ShardCore:
                 resumed = 0
                 for vshard in self.vshards:
                     for installation_id in await self._installations(vshard):
-                        resumed += (await self.host(installation_id)).busy
+                        try:
+                            resumed += (await self.host(installation_id)).busy
+                        except JournalUnavailable:
+                            raise
+                        except Exception as exc:  # one installation's state, say
+                            self._not_activated(installation_id, exc)
             except JournalUnavailable as exc:
                 failures += 1
                 wait = self._retry.backoff(min(failures, 6))
@@ -453,6 +458,8 @@ class ShardCore:
                 except JournalUnavailable as exc:
                     # Journaled, so accepted: the activation, tried again, replays it.
                     self._reload_later(item.installation_id, exc)
+                except Exception as exc:  # its state would not restore: not the others'
+                    self._not_activated(item.installation_id, exc)
                 else:
                     host.accept(
                         item.received,
@@ -463,6 +470,18 @@ class ShardCore:
             return statuses
         finally:
             turn.release()
+
+    def _not_activated(self, installation_id: int, exc: Exception) -> None:
+        """Log an installation whose activation raised (its bot's `evolve` on a stored
+        event, a snapshot its `state_type` no longer decodes): its deliveries stay
+        journaled and pending, to run when an activation gets through (its next
+        delivery, or a restart), and the shard's other installations go on."""
+        log.error(
+            "installation %d could not be activated (%s); its deliveries stay pending",
+            installation_id,
+            type(exc).__name__,  # its text may quote the journal's data
+            extra={"installation_id": installation_id, "error_type": type(exc).__name__},
+        )
 
     def _reload_later(self, installation_id: int, exc: JournalUnavailable) -> None:
         """Activate the installation again from the journal, in the background.
@@ -822,7 +841,13 @@ class ShardCore:
         found: list[dict[str, Any]] = []
         for vshard in self.vshards:
             for installation_id in await self._installations(vshard):
-                host = await self.host(installation_id)
+                try:
+                    host = await self.host(installation_id)
+                except JournalUnavailable:
+                    raise
+                except Exception as exc:  # listed when it activates again
+                    self._not_activated(installation_id, exc)
+                    continue
                 for dead in host.progress.dead.values():
                     record = msgspec.to_builtins(dead.record)
                     record["installation_id"] = host.installation_id

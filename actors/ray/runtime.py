@@ -253,8 +253,9 @@ class ShardActor:
         if task.cancelled():
             return
         if task.exception() is not None:
-            # Not the journal (that is retried): the installations left are resumed
-            # when their next delivery activates them, or at the next restart.
+            # Not the journal (retried) nor one installation's state (logged, skipped):
+            # the installations left are resumed when their next delivery activates
+            # them, or at the next restart.
             log.error("shard %d: recovery failed: %r", self.index, task.exception())
             return
         log.info("shard %d resumed %d pending deliveries", self.index, task.result())

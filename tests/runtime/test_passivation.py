@@ -4,6 +4,7 @@ nor does reading an installation again from the journal."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
 import msgspec
@@ -11,10 +12,12 @@ import pytest
 
 from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
+from actors.wire import Status
 from ghbot.client import ClientOptions, GitHub
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
+from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import COMMENTER_INSTALLATION as INSTALLATION
 from tests.runtime.conftest import (
@@ -193,3 +196,127 @@ async def test_a_client_kept_for_an_installation_read_again_outlives_a_failed_re
     finally:
         NotingCommenter.broken = False
         await shard.close()
+
+
+class Add(msgspec.Struct):
+    n: int
+
+
+class Adder(InstallationActor):
+    """Adds what it emits; `evolve` raises while `failing` is above 0 (counted down)
+    or, for the installations in `broken`, always; `gate` holds an installation's
+    handler in `held` until set."""
+
+    domain_events = (Add,)
+    state_type = int
+    snapshot_every = 1
+    failing: ClassVar[int] = 0
+    broken: ClassVar[set[int]] = set()
+    held: ClassVar[set[int]] = set()
+    gate: ClassVar[asyncio.Event | None] = None
+    seen: ClassVar[list[str]] = []
+
+    def initial_state(self) -> int:
+        return 0
+
+    def evolve(self, state: int, event: msgspec.Struct) -> int:
+        if self.installation_id in Adder.broken:
+            raise RuntimeError("this evolve cannot read what it wrote")
+        if Adder.failing > 0:
+            Adder.failing -= 1
+            raise RuntimeError("a passing fault")
+        assert isinstance(event, Add)
+        return state + event.n
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if self.installation_id in Adder.held and Adder.gate is not None:
+            await Adder.gate.wait()
+        Adder.seen.append(event.delivery_id or "")
+        self.emit(Add(n=1))
+        self.emit(Add(n=10))
+
+
+class UnsavedAdder(Adder):
+    """An `Adder` that never snapshots: an activation folds every stored event."""
+
+    snapshot_every = 1_000_000
+
+
+def _adder_shard(journal: Journal, bot: type[Adder] = Adder) -> ShardCore:
+    return ShardCore(
+        range(VSHARDS), VSHARDS, journal, bot, sleep=_no_wait, retry=RetryPolicy(base=0, cap=0)
+    )
+
+
+async def _no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_a_state_evolve_failed_to_fold_is_never_saved_as_a_snapshot(
+    journal: Journal,
+) -> None:
+    """The events were journaled, `evolve` raised on the first: the host's state lacks
+    both. Its snapshot used to be saved as the fold to that seq, so every later
+    activation started from it and never replayed them."""
+    Adder.failing, Adder.broken, Adder.held = 1, set(), set()
+    shard = _adder_shard(journal)
+    await shard.start()
+    try:
+        delivery = inbound(Adder, "issues", payload("issues.opened", installation=5))
+        assert await shard.ingest(batch(delivery)) == [Status.ACCEPTED]
+        await shard.wait_idle()
+        assert not shard.hosts[5].exact
+    finally:
+        await shard.close()
+    again = _adder_shard(journal)
+    await again.start()
+    try:
+        assert (await again.host(5)).bot.state == 11  # the journal's fold
+    finally:
+        await again.close()
+
+
+async def test_an_installation_that_will_not_activate_holds_up_no_other(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A's state no longer restores (its `evolve` raises on a stored event). A batch of
+    A's and B's deliveries, both journaled and answered: B's used to be left unrun
+    when A's activation raised, and a restart's recovery stopped at A."""
+    Adder.failing, Adder.broken, Adder.held, Adder.seen = 0, set(), set(), []
+    a, b = 5, 6
+    shard = _adder_shard(journal, UnsavedAdder)
+    await shard.start()
+    try:
+        first = inbound(UnsavedAdder, "issues", payload("issues.opened", installation=a))
+        await shard.ingest(batch(first))
+        await shard.wait_idle()
+        shard.passivate(force_idle=True)
+        assert a not in shard.hosts
+        Adder.broken.add(a)
+        mine = inbound(UnsavedAdder, "issues", payload("issues.opened", installation=a))
+        theirs = inbound(UnsavedAdder, "issues", payload("issues.opened", installation=b))
+        answered: list[list[Status]] = []
+        with caplog.at_level(logging.ERROR, logger="ghbot.shard"):
+            statuses = await shard.ingest(batch(mine, theirs), answer=answered.append)
+        assert statuses == answered[0] == [Status.ACCEPTED, Status.ACCEPTED]
+        await shard.wait_idle()
+        assert theirs.received.delivery_id in Adder.seen
+        assert mine.received.delivery_id not in Adder.seen  # pending, for A's next try
+        assert f"installation {a} could not be activated (RuntimeError)" in caplog.text
+        # B's next delivery is held in its handler while the shard stops: pending.
+        Adder.held, Adder.gate = {b}, asyncio.Event()
+        held = inbound(UnsavedAdder, "issues", payload("issues.opened", installation=b))
+        await shard.ingest(batch(held))
+        await asyncio.sleep(0)
+    finally:
+        await shard.close()
+    Adder.gate.set()
+    again = _adder_shard(journal, UnsavedAdder)
+    await again.start()  # recovery: A fails again, B's held delivery is resumed
+    try:
+        await again.wait_idle()
+        assert held.received.delivery_id in Adder.seen
+        assert mine.received.delivery_id not in Adder.seen
+    finally:
+        await again.close()
