@@ -55,6 +55,7 @@ from ghbot import metrics, telemetry
 from ghbot.client.github import GitHub, call_watcher
 from ghbot.errors import (
     CircuitOpen,
+    Fenced,
     JournalError,
     JournalUnavailable,
     MalformedPayload,
@@ -592,9 +593,10 @@ class InstallationHost:
     async def _guarded(self, pending: Pending) -> None:
         """Process a delivery; whatever fails outside its handlers is dead-lettered.
 
-        A `JournalError` is left to the mailbox (which logs it): nothing can be journaled
-        then, so the delivery stays pending and the next activation resumes it. So does
-        a delivery stopped by `stop`.
+        A `JournalError` is left to the mailbox (which logs it), and the delivery stays
+        pending for the next activation to resume; so does a delivery stopped by
+        `stop`. `Fenced` (a newer shard owns the stream) also stops this host: the
+        deliveries queued behind are the new owner's to run, not this one's too.
         """
         run = _Run(self)
         self._runs.add(run)
@@ -603,6 +605,9 @@ class InstallationHost:
             await self._process(pending, run)
         except _Stopped:
             return
+        except Fenced:
+            self.stop()
+            raise
         except JournalError:
             raise
         except Exception as exc:

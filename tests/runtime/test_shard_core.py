@@ -623,6 +623,35 @@ async def test_a_new_shard_fences_the_old_one_and_finishes_its_work(tmp_path: An
     await second_journal.close()
 
 
+async def test_a_fenced_shard_starts_none_of_the_deliveries_queued_behind(tmp_path: Any) -> None:
+    """Three deliveries of one issue queue behind each other on a shard a successor has
+    fenced. The first's outcome is refused (`Fenced`); the two behind it used to start
+    anyway, each running its handler (its GitHub calls) before its own write was
+    refused, while the successor ran all three: every one of them twice."""
+    url = f"sqlite://{tmp_path}/journal"
+    gate = asyncio.Event()
+    Stuck.gate, Stuck.ran = gate, []
+    first_journal = await open_journal(url, shard_count=VSHARDS)
+    first = core(first_journal, Stuck)
+    await first.start()
+    items = [
+        inbound(Stuck, "issues", payload("issues.opened", issue__number=1), delivery_id=f"q{n}")
+        for n in range(3)
+    ]
+    assert await first.ingest(batch(*items)) == ["accepted"] * 3
+    await asyncio.sleep(0.01)  # q0 waits in its handler; q1 and q2 wait behind it
+    second_journal = await open_journal(url, shard_count=VSHARDS)
+    second = core(second_journal, Stuck)
+    await second.start()  # takes the epochs; its own q0 waits at the same gate
+    gate.set()
+    await second.wait_idle()
+    await first.wait_idle()
+    assert sorted(Stuck.ran) == ["q0", "q0", "q1", "q2"]  # the zombie ran q0 only
+    assert (await types_in(second_journal)).count("DeliveryCompleted") == 3
+    await first_journal.close()
+    await second_journal.close()
+
+
 class SlowToList(FaultyJournal):
     """A journal whose stream listing (what recovery starts with) waits for `opened`."""
 
