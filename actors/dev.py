@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import msgspec
@@ -182,7 +182,8 @@ async def relay(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever it was, the relay goes on
-                log.warning("webhook proxy %s: %s; reconnecting", source, describe(exc))
+                why = f"{describe(exc)} ({type(exc).__name__})"
+                log.warning("webhook proxy %s: %s; reconnecting", source, why)
             await asyncio.sleep(retry_after)
     return forwarded
 
@@ -206,8 +207,8 @@ async def _forward_until_taken(
 async def _events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
     """Yield `(event, data)` of each server-sent event (`data` lines joined by newlines)."""
     kind, data = "", b""
-    async for raw in stream:
-        line = raw.rstrip(b"\r\n")
+    async for raw in _lines(stream):
+        line = raw.rstrip(b"\r")
         if not line:
             if data:
                 yield kind, data
@@ -218,6 +219,30 @@ async def _events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, byte
             chunk = line[5:]
             chunk = chunk[1:] if chunk.startswith(b" ") else chunk
             data = data + b"\n" + chunk if data else chunk
+
+
+#: The longest line of an event stream read: a delivery at the ingress's cap, escaped.
+MAX_LINE: Final = 2 * MAX_PAYLOAD_BYTES + 65_536
+
+
+async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Yield the lines of `stream` without their `\n`, up to `MAX_LINE` bytes each.
+
+    aiohttp's own line reader stops at about 512 KiB, and a smee event is one line
+    holding the whole delivery.
+    """
+    buffer = bytearray()
+    async for chunk in stream.iter_any():
+        start = len(buffer)
+        buffer += chunk
+        while (end := buffer.find(b"\n", start)) >= 0:
+            yield bytes(buffer[:end])
+            del buffer[: end + 1]
+            start = 0
+        if len(buffer) > MAX_LINE:
+            raise ValueError(f"an event stream line over {MAX_LINE} bytes")
+    if buffer:
+        yield bytes(buffer)
 
 
 class _NotTaken(Exception):
