@@ -91,16 +91,22 @@ async def test_a_rotated_key_file_is_logged_and_a_bad_one_keeps_the_old_key(
         watching.cancel()
 
 
-async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_not(
-    bare_process: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`ghbot redeliver` (the actor's `sweep`) looks back the whole lookback and asks for
-    what the scheduled sweeps gave up on; the scheduled ones keep their bounds."""
+def _not_watching(tmp_path: Path) -> AppAuthActor:
+    """An app-auth actor on a new key file, its key file watcher stopped."""
     key, _ = app_key_pair()
     (tmp_path / "app.pem").write_bytes(key)
     actor = app_auth(tmp_path / "app.pem")
     assert actor._watching is not None
     actor._watching.cancel()
+    return actor
+
+
+async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_not(
+    bare_process: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ghbot redeliver` (the actor's `sweep`) looks back the whole lookback and asks for
+    what the scheduled sweeps gave up on; the scheduled ones keep their bounds."""
+    actor = _not_watching(tmp_path)
     asked: list[bool] = []
     looked: list[float | None] = []
 
@@ -131,11 +137,7 @@ async def test_the_first_sweep_comes_within_30_s_of_a_start_then_one_every_inter
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    key, _ = app_key_pair()
-    (tmp_path / "app.pem").write_bytes(key)
-    actor = app_auth(tmp_path / "app.pem")
-    assert actor._watching is not None
-    actor._watching.cancel()
+    actor = _not_watching(tmp_path)
 
     slept: list[float] = []
     sweeps: list[int] = []
@@ -189,11 +191,7 @@ async def test_each_failed_delivery_is_asked_of_the_shard_that_owns_its_installa
     """The sweep has GitHub redeliver only what no shard journaled: each shard is asked
     for its own installations' deliveries (one without an installation belongs with
     installation 0), and what any shard holds is left out."""
-    key, _ = app_key_pair()
-    (tmp_path / "app.pem").write_bytes(key)
-    actor = app_auth(tmp_path / "app.pem")
-    assert actor._watching is not None
-    actor._watching.cancel()
+    actor = _not_watching(tmp_path)
     actor._settings = dataclasses.replace(actor._settings, shards=2, vshards=4)
     asked: dict[str, list[tuple[int, str]]] = {}
 

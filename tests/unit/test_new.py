@@ -38,16 +38,7 @@ def test_the_new_project_passes_its_own_tests_without_ray(
         "import sys\n\n\ndef pytest_sessionfinish(session, exitstatus):\n"
         "    assert 'ray' not in sys.modules, 'the tests imported Ray'\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "2 passed" in _project_tests(project)
 
 
 @pytest.mark.parametrize("name", ["welcomed", "event"])
@@ -59,6 +50,11 @@ def test_a_project_named_like_what_its_bot_uses_passes_its_tests(tmp_path: Path,
         f"class {name.capitalize()}Bot(InstallationActor)"
         in (project / name / "bot.py").read_text()
     )
+    _project_tests(project)
+
+
+def _project_tests(project: Path) -> str:
+    """Run the project's own tests in a fresh interpreter; assert they pass; their output."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=project,
@@ -68,6 +64,7 @@ def test_a_project_named_like_what_its_bot_uses_passes_its_tests(tmp_path: Path,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_the_new_bot_and_its_tests_pass_mypy_strict(tmp_path: Path) -> None:
