@@ -21,6 +21,7 @@ handlers registered with `include_own=True`, so a bot that comments on
 
 from __future__ import annotations
 
+import inspect
 import typing
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -79,8 +80,11 @@ def on(*names: str, strict: bool = True, include_own: bool = False) -> Callable[
     The handler's event annotation is checked when its class is defined (see
     `InstallationActor`).
     """
-    if not names:
-        raise UsageError("@on() needs at least one event name, such as 'issues.opened'")
+    if not names or not all(isinstance(name, str) for name in names):
+        # `@on` bare, or a list: the handler or the list arrives as the name.
+        raise UsageError(
+            "@on(...) takes event names as strings, at least one: @on('issues.opened')"
+        )
     for name in names:
         if not check_name(name, strict=strict):
             message = f"@on({name!r}): the models do not know this name; its deliveries "
@@ -88,6 +92,11 @@ def on(*names: str, strict: bool = True, include_own: bool = False) -> Callable[
             warnings.warn(message, UnknownEventWarning, stacklevel=2)
 
     def mark(handler: H) -> H:
+        is_async: bool = inspect.iscoroutinefunction(handler)  # a bool: no narrowing
+        if not is_async:
+            # Called and awaited, a plain function fails after its side effects, and
+            # its retries repeat them.
+            raise UsageError(f"@on(...) handler {handler.__name__} must be an async def")
         setattr(handler, _MARK, (*getattr(handler, _MARK, ()), *names))
         if include_own:
             setattr(handler, _OWN, True)
@@ -253,8 +262,20 @@ class InstallationActor:
         cls._routes = {name: tuple(methods) for name, methods in routes.items()}
         cls._takes_unknown, cls._takes_own = frozenset(unknown), frozenset(own)
         cls._schedules = schedules
-        if cls.max_attempts < 1 or cls.max_concurrency < 1:
-            raise UsageError(f"{cls.__name__}: max_attempts and max_concurrency must be ≥ 1")
+        counts = (cls.max_attempts, cls.max_concurrency)
+        if not all(type(n) is int and n >= 1 for n in counts):
+            raise UsageError(
+                f"{cls.__name__}: max_attempts and max_concurrency must be whole numbers ≥ 1"
+            )
+        if not callable(cls.ordering) and cls.ordering not in (
+            "issue",
+            "repository",
+            "installation",
+        ):
+            raise UsageError(
+                f"{cls.__name__}.ordering={cls.ordering!r}: 'issue', 'repository', "
+                "'installation' or a function of (event name, envelope)"
+            )
 
     def __init__(self) -> None:
         self.state = self.initial_state()

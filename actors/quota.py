@@ -139,8 +139,8 @@ class QuotaLease:
 
     def report(self, used: int) -> None:
         """Say how many requests the tasks made; the rest returns to the budget."""
-        if not 0 <= used <= self.granted:
-            raise UsageError(f"a lease of {self.granted} cannot have used {used}")
+        if type(used) is not int or not 0 <= used <= self.granted:
+            raise UsageError(f"a lease of {self.granted} cannot have used {used!r}")
         self.used = used
 
 
@@ -183,6 +183,9 @@ class Quota:
         """
         from ghbot.client.github import call_watcher
 
+        if type(n) is not int or type(writes) is not int:
+            # 2.5 got as far as the budget and then never went back to it.
+            raise UsageError(f"a lease is of whole requests and writes, not {n!r}, {writes!r}")
         if not 0 <= writes <= n:
             raise UsageError(f"a lease of {n} requests cannot hold {writes} writes")
         watcher = call_watcher.get()

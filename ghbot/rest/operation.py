@@ -36,12 +36,30 @@ T_co = TypeVar("T_co", covariant=True)
 MISSING: Any = None
 
 
+#: Fields of REST answers that hold a secret (an installation token, a new App's key and
+#: secrets): their `repr` shows them as `redact` does.
+SECRET_FIELDS = frozenset({"token", "pem", "client_secret", "webhook_secret"})
+
+
 class Model(msgspec.Struct, kw_only=True):
     """The base of every REST response model: lenient, unknown fields ignored.
 
     A field the description requires is typed `T` but reads None when an answer lacks
     it (see `MISSING`); other fields are `T | None`. Rules in `scripts/gen_rest.py`.
+    Its `repr` cuts `SECRET_FIELDS` to their ends (`InstallationToken.token`).
     """
+
+    def __repr__(self) -> str:
+        from ghbot.auth import redact
+
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and isinstance(value, str):
+                shown.append(f"{name}={redact(value)!r}")
+            else:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 class Paged(Protocol[T_co]):
@@ -103,11 +121,24 @@ class Op:
         return f"<Op {self.method} {self.path}>"
 
     def url(self, args: Mapping[str, Any]) -> str:
-        """Fill the path template; a value is percent-encoded but for `/` (`heads/main`)."""
-        try:
-            values = {self.wire.get(n, n): quote(_text(args[n]), safe="/") for n in self.in_path}
-        except KeyError as missing:
-            raise UsageError(f"{self.method} {self.path} needs {missing}") from None
+        """Fill the path template; a value is percent-encoded but for `/` (`heads/main`).
+
+        Raises `UsageError` for a value missing or None, or with a `.` or `..` segment:
+        URL resolution would take it for a step up the path (a label named
+        `../../collaborators/x` would be another endpoint, with the same token).
+        """
+        values = {}
+        for name in self.in_path:
+            if name not in args:
+                raise UsageError(f"{self.method} {self.path} needs {name!r}")
+            value = args[name]
+            text = _text(value)  # "" stays: `contents/{path}` of the root is `contents/`
+            if value is None or any(part in (".", "..") for part in text.split("/")):
+                raise UsageError(
+                    f"{self.method} {self.path}: {name}={value!r} cannot be in a path "
+                    "(None, or a '.' or '..' segment)"
+                )
+            values[self.wire.get(name, name)] = quote(text, safe="/")
         return self.path.format_map(values)
 
     def query(self, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,24 @@ def test_a_report_beyond_the_grant_is_refused() -> None:
     with pytest.raises(UsageError):
         lease.report(-1)
     with pytest.raises(UsageError):
+        lease.report(2.5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
         lease.split(0)
+
+
+async def test_a_lease_of_a_part_of_a_request_is_refused_before_it_holds_any(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """`lease(2.5)` was granted, then its close raised `TypeError` and never gave the
+    grant back: every later lease of the installation had less room."""
+    async with _octo(public_pem, rate_limit=100) as fake:
+        gh = await _budget_learned(fake, pem_pkcs8)  # 99 of 100 left
+        budget, quota = gh.budgets.core, Quota(gh)
+        for n, writes in ((2.5, 0), ("3", 0), (3, 1.5)):
+            with pytest.raises(UsageError, match="whole requests and writes"):
+                async with quota.lease(n, writes=writes):  # type: ignore[arg-type]
+                    pass
+        assert (budget.remaining, budget.reserved) == (99, 0)
 
 
 def test_a_split_gives_the_remainders_to_the_first_part() -> None:

@@ -291,3 +291,46 @@ def test_mypy_catches_a_field_the_subscribed_payload_lacks(tmp_path: Path) -> No
     # Not every `issues` action has `changes`: the union must be narrowed first.
     assert 'wrong_bot.py:10: error: Item "IssuesAssigned" of' in errors
     assert 'has no attribute "changes"' in errors
+
+
+# --- a bot class written wrong ---------------------------------------------------------------
+
+
+def test_a_bare_on_or_a_list_of_names_is_a_usage_error() -> None:
+    """A bare `@on` passes the handler as the name, a list passes the list: both were an
+    `AttributeError` from deep inside the name check."""
+
+    async def handler(self: Any, event: Event) -> None: ...
+
+    with pytest.raises(UsageError, match="takes event names as strings"):
+        on(handler)  # type: ignore[arg-type]  # what a bare @on does
+    with pytest.raises(UsageError, match="takes event names as strings"):
+        on(["issues.opened"])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="at least one"):
+        on()
+
+
+def test_a_handler_that_is_not_async_is_refused_where_it_is_defined() -> None:
+    """Awaited, a plain function's result fails after its body ran: the runtime retried
+    it, repeating what it did (a comment, say), then dead-lettered it."""
+    with pytest.raises(UsageError, match="handler opened must be an async def"):
+
+        class Bot(InstallationActor):
+            @on("issues.opened")  # type: ignore[type-var]
+            def opened(self, event: Event) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("ordering", "repositroy", "ordering='repositroy'"),  # was ordered per issue
+        ("max_attempts", "3", "whole numbers"),  # was a TypeError
+        ("max_concurrency", 2.5, "whole numbers"),
+        ("max_attempts", 0, "whole numbers"),
+    ],
+)
+def test_a_class_setting_out_of_its_values_is_refused(
+    setting: str, value: Any, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        type("Bot", (InstallationActor,), {setting: value})

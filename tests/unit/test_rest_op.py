@@ -29,6 +29,21 @@ def test_path_values_are_encoded_but_for_slashes() -> None:
         _UPDATE_REF.url({"owner": "o"})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ref", "heads/../../../../other"),  # DELETE /repos/o/other, with the token
+        ("ref", "heads/./x"),
+        ("ref", ".."),
+        ("owner", None),  # sent as /repos/None/...: GitHub's 404, not a usage error
+    ],
+)
+def test_a_path_value_that_would_move_the_path_is_refused(name: str, value: Any) -> None:
+    args = {"owner": "o", "repo": "r", "ref": "heads/main", "sha": "1", name: value}
+    with pytest.raises(UsageError, match=f"{name}=.* cannot be in a path"):
+        _UPDATE_REF.url(args)
+
+
 def test_query_drops_none_and_joins_sequences() -> None:
     args = {"owner": "o", "repo": "r", "labels": ["bug", "ui"], "state": None, "per_page": 5}
     assert _LIST_FOR_REPO.query(args) == {"labels": "bug,ui", "per_page": 5}
@@ -75,3 +90,23 @@ def test_uploads_go_where_the_clients_github_takes_them() -> None:
         == "http://127.0.0.1:8080/repos/o/r/releases/1/assets"
     )
     assert at_base("/repos/o/r", "https://ghe.example.com/api/v3") == "/repos/o/r"
+
+
+def test_an_answer_holding_a_token_or_a_key_shows_neither_in_its_repr() -> None:
+    from ghbot.rest.models import InstallationToken
+    from ghbot.rest.namespaces.apps import AppsCreateFromManifest
+
+    token = InstallationToken(token="ghs_16C7e42F292c6912E7710c838347Ae178B4a", expires_at="x")
+    assert "ghs_16C7e42F292c6912E7710c838347Ae178B4a" not in repr(token)
+    assert "token='ghs_…8B4a'" in repr(token) and "expires_at='x'" in repr(token)
+    app = msgspec.convert(
+        {
+            "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIE...",
+            "webhook_secret": "s" * 40,
+            "client_secret": "c" * 40,
+            "id": 7,
+        },
+        AppsCreateFromManifest,
+    )
+    assert "BEGIN" not in repr(app) and "s" * 20 not in repr(app) and "c" * 20 not in repr(app)
+    assert "id=7" in repr(app)
