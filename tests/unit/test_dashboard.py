@@ -165,3 +165,20 @@ def test_a_panel_draws_the_level_its_alert_fires_at() -> None:
             and p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
         ]
         assert any(level in values for values in drawn), (alert, series, level, drawn)
+
+
+def test_a_panel_of_a_series_an_alert_counts_whole_counts_it_whole_too() -> None:
+    """An alert on `ghbot:X:increase5m` counts a series new in the last 5 minutes at its
+    full value (a process's first hold, say); a panel of `ghbot:X:rate5m` shows 0 for
+    it, so the panel read nothing while the alert fired."""
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "ghbot-alerts.yml").read_text())
+    counted = {
+        name
+        for group in alerts["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"ghbot:(\w+):increase5m", rule["expr"])
+    }
+    assert counted  # the held deliveries' and the signature failures', at least
+    for title, expr in _exprs():
+        for name in counted:
+            assert f"ghbot:{name}:rate5m" not in expr, (title, name)
