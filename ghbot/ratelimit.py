@@ -131,7 +131,8 @@ class Lease:
 class Budget:
     """One installation's primary-limit budget, kept with a safety margin.
 
-    `usable` is `remaining × (1 − margin)`, rounded down. Requests take one unit each
+    `usable` is `remaining` less `margin × limit` (rounded up): with the default 0.1,
+    the last 500 of a window of 5,000 are never spent. Requests take one unit each
     (`acquire`), leases set units aside pessimistically (`lease`): a lease is granted
     only if all outstanding leases plus in-flight requests still fit in `usable`.
     Headers from answers (`observe`) update `remaining`; a new window (a later reset)
@@ -167,7 +168,7 @@ class Budget:
     def usable(self, now: float) -> int:
         """Return the units that may be spent in this window, less the margin."""
         self._roll(now)
-        return math.floor(self.remaining * (1.0 - self.margin))
+        return max(self.remaining - math.ceil(self.limit * self.margin), 0)
 
     def available(self, now: float) -> int:
         """Return the units neither spent, nor leased, nor kept back as margin."""

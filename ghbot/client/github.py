@@ -497,9 +497,7 @@ class GitHub:
         turned = lease if lease is not None and lease.writes is not None and call.writes else None
         if not interval:
             budget = await self._admit(call)
-            if turned is not None:  # after `_admit`'s waits: sent in its turn
-                await self._write_turn(turned)
-            _note_call(call)
+            await self._go(call, budget, turned)
             return budget, await self._exchange(call)
         opts, lane = self.options, self._state.lane
         with _waiting():
@@ -508,15 +506,25 @@ class GitHub:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
             budget = await self._admit(call)
-            if turned is not None:  # after `_admit`'s waits: sent in its turn
-                await self._write_turn(turned)
-            _note_call(call)
+            await self._go(call, budget, turned)
             try:
                 return budget, await self._exchange(call)
             finally:
                 lane.free_at = opts.clock() + interval
         finally:
             lane.lock.release()
+
+    async def _go(self, call: Call, budget: Budget | None, turned: Lease | None) -> None:
+        """Take the write's turn (`turned`'s lane) and tell the call's watcher it goes;
+        give the unit `_admit` took back when either stops it (no turn, a drain)."""
+        try:
+            if turned is not None:  # after `_admit`'s waits: sent in its turn
+                await self._write_turn(turned)
+            _note_call(call)
+        except BaseException:
+            if budget is not None:  # never sent: GitHub counted nothing
+                budget.refund(self._lease if budget.resource == "core" else None)
+            raise
 
     async def _write_turn(self, lease: Lease) -> None:
         """Take one of the lease's writes and wait for its turn in the installation's
@@ -538,7 +546,9 @@ class GitHub:
         now = opts.clock()
         if state.breaker is not None:
             state.breaker.check(now)
-        if state.paused_until > now:
+        # Looked at again after each wait: a request in flight meanwhile may have drawn
+        # a longer pause, or opened the breaker.
+        while state.paused_until > now:
             wait = state.paused_until - now
             if wait > opts.max_rate_limit_wait:
                 raise RateLimited(
@@ -551,6 +561,8 @@ class GitHub:
                 )
             await self._pause(wait)
             now = opts.clock()
+            if state.breaker is not None:
+                state.breaker.check(now)
         if call.resource is None:
             return None
         budget = state.budgets.get(call.resource)

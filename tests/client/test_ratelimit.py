@@ -105,6 +105,27 @@ async def test_a_shorter_secondary_limit_answered_later_never_shortens_the_pause
     assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
 
 
+async def test_a_pause_lengthened_while_a_request_waits_it_out_is_waited_out_too(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """A request waits out the installation's 10 s pause; meanwhile another draws a
+    `retry-after: 30`. It used to go at the end of the 10 s, inside the new pause."""
+    lengthened: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if not lengthened:  # another request's answer, during this wait
+            lengthened.append(clock.now + 30)
+            gh._state.paused_until = lengthened[0]
+
+    gh = token_client(options=options.replace(max_rate_limit_wait=60, sleep=sleep))
+    gh._state.paused_until = clock.now + 10
+    sent = len(fake.requests)
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+    assert clock.sleeps == [10.0, 30.0] and len(fake.requests) == sent + 1
+    assert fake.requests[-1].path == f"/repos/{REPO}"
+
+
 async def test_one_request_sits_through_at_most_max_rate_limit_waits(
     fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
 ) -> None:
@@ -159,16 +180,18 @@ async def test_budget_refuses_before_the_margin_is_spent(
     fake: FakeGitHub, options: ClientOptions, token_client: Callable[..., GitHub]
 ) -> None:
     gh = token_client(options=options.replace(etags=None))
-    fake.set_rate_limit(1, 20)
+    fake.set_rate_limit(1, 520)
     sent = 0
     with pytest.raises(RateLimited) as caught:
         for _ in range(30):
             await gh.request("GET", f"/repos/{REPO}")
             sent += 1
     assert caught.value.kind == "primary" and caught.value.reset is not None
-    assert fake.rate_limit(1) > 0, "the client stopped before GitHub had to refuse"
-    # Budget keeps `remaining × margin` back, rounded down: with 20 left it stops at 1.
-    assert sent == 19 and fake.rate_limit(1) == 1
+    # The margin is 10 % of the window's limit, 500 of 5,000, never spent: with 520
+    # left it stops at 500. (It was 10 % of what was left, worked out again after
+    # each request: one request's worth at the end.) The first answer tells the
+    # client what is left, so the first request goes on the assumed full budget.
+    assert sent == 20 and fake.rate_limit(1) == 500
 
 
 async def test_a_budget_the_client_counts_as_spent_raises_at_once_however_near_its_reset(

@@ -224,6 +224,8 @@ async def test_a_task_writing_beyond_its_writes_is_refused_and_may_still_read(
             with pytest.raises(LeaseExhausted, match="no write left"):
                 await client.request("POST", COMMENTS, json={"body": "one too many"})
             await client.request("GET", "/repos/octo/repo")  # reads take none
+            # The refused write was never sent: its unit of the lease came back.
+            assert client._lease is not None and client._lease.used == 2
         async with quota.lease(5) as lease:  # no writes asked for: none allowed
             with pytest.raises(LeaseExhausted, match="no write left"):
                 await lease.client().request("POST", COMMENTS, json={"body": "no"})

@@ -95,8 +95,8 @@ def test_wait_at_least_a_minute_then_doubles() -> None:
 
 def test_budget_keeps_a_margin_and_refuses_with_the_reset() -> None:
     budget = Budget(margin=0.1)
-    budget.observe(RateLimit.from_headers(_headers(10, reset=NOW + 600)), NOW)
-    assert budget.usable(NOW) == 9
+    budget.observe(RateLimit.from_headers(_headers(19, limit=100, reset=NOW + 600)), NOW)
+    assert budget.usable(NOW) == 9  # 10 of the window's 100 kept back
     for _ in range(9):
         budget.acquire(NOW)
     with pytest.raises(RateLimited) as caught:
@@ -165,7 +165,7 @@ def test_other_resources_do_not_touch_the_core_budget() -> None:
 
 def test_leases_are_pessimistic_and_give_back_what_was_not_spent() -> None:
     budget = Budget(margin=0.1)
-    budget.observe(RateLimit.from_headers(_headers(100)), NOW)
+    budget.observe(RateLimit.from_headers(_headers(100, limit=100)), NOW)  # 90 usable
     lease = budget.lease(60, NOW)
     with pytest.raises(RateLimited):
         budget.lease(31, NOW)
