@@ -231,12 +231,8 @@ class ShardCore:
                 resumed = 0
                 for vshard in self.vshards:
                     for installation_id in await self._installations(vshard):
-                        try:
-                            resumed += (await self.host(installation_id)).busy
-                        except JournalUnavailable:
-                            raise
-                        except Exception as exc:  # one installation's state, say
-                            self._not_activated(installation_id, exc)
+                        host = await self._host_if_it_restores(installation_id)
+                        resumed += host.busy if host is not None else 0
             except JournalUnavailable as exc:
                 failures += 1
                 wait = self._retry.backoff(min(failures, 6))
@@ -470,6 +466,17 @@ class ShardCore:
             return statuses
         finally:
             turn.release()
+
+    async def _host_if_it_restores(self, installation_id: int) -> InstallationHost | None:
+        """`host`, or None (logged, `_not_activated`) when the installation's activation
+        raised something other than `JournalUnavailable` (which is raised)."""
+        try:
+            return await self.host(installation_id)
+        except JournalUnavailable:
+            raise
+        except Exception as exc:  # one installation's state, say
+            self._not_activated(installation_id, exc)
+            return None
 
     def _not_activated(self, installation_id: int, exc: Exception) -> None:
         """Log an installation whose activation raised (its bot's `evolve` on a stored
@@ -841,12 +848,8 @@ class ShardCore:
         found: list[dict[str, Any]] = []
         for vshard in self.vshards:
             for installation_id in await self._installations(vshard):
-                try:
-                    host = await self.host(installation_id)
-                except JournalUnavailable:
-                    raise
-                except Exception as exc:  # listed when it activates again
-                    self._not_activated(installation_id, exc)
+                host = await self._host_if_it_restores(installation_id)
+                if host is None:  # listed when it activates again
                     continue
                 for dead in host.progress.dead.values():
                     record = msgspec.to_builtins(dead.record)

@@ -356,12 +356,13 @@ def _redeliver_arguments(parser: argparse.ArgumentParser) -> None:
 def _lookback(text: str) -> float:
     """`--since`'s value in seconds: a duration from 1 minute to 7 days."""
     from ghbot.config import parse_duration
+    from ghbot.redelivery import GHES_WINDOW
 
     try:
         seconds = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90m, 24h, 3d)") from None
-    if not 60 <= seconds <= 7 * 86400:
+    if not 60 <= seconds <= GHES_WINDOW:
         raise argparse.ArgumentTypeError(f"{text!r} is not from 1 minute to 7 days")
     return seconds
 

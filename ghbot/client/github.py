@@ -523,7 +523,7 @@ class GitHub:
             _note_call(call)
         except BaseException:
             if budget is not None:  # never sent: GitHub counted nothing
-                budget.refund(self._lease if budget.resource == "core" else None)
+                self._refund(budget)
             raise
 
     async def _write_turn(self, lease: Lease) -> None:
@@ -622,11 +622,15 @@ class GitHub:
         limit = RateLimit.from_headers(headers)
         if status == 304 or limit is None or limit.resource != budget.resource:
             # GitHub did not count it against this budget: give the unit back.
-            budget.refund(self._lease if budget.resource == "core" else None)
+            self._refund(budget)
         if limit is not None:
             now = self.options.clock()
             self._state.budgets.get(limit.resource).observe(limit, now)
             metrics.rate_limit_seen(limit.resource, limit.remaining, limit.limit, limit.reset, now)
+
+    def _refund(self, budget: Budget) -> None:
+        """Give back the unit `_admit` took (to this client's lease, for core)."""
+        budget.refund(self._lease if budget.resource == "core" else None)
 
     def _outcome(self, *, ok: bool) -> None:
         breaker = self._state.breaker

@@ -49,6 +49,22 @@ def smee_event(number: int, guid: str) -> bytes:
     return b'{"body":' + body + b"," + json.dumps(signed(body, guid))[1:].encode()
 
 
+def frames_then_silence(
+    *frames: bytes, silence: float
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An event stream's handler: `frames` as written, then `silence` seconds of none."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await answer.prepare(request)
+        for frame in frames:
+            await answer.write(frame)
+        await asyncio.sleep(silence)
+        return answer
+
+    return stream
+
+
 @contextlib.asynccontextmanager
 async def channel(
     stream: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -124,15 +140,12 @@ async def test_the_relay_keeps_a_smee_body_byte_for_byte(
     headers = {**signed(raw, "g-smee"), "host": "smee.io", "x-github-hook-id": "42"}
     event = b'{"body":' + raw + b',"query":{},"timestamp":1,' + json.dumps(headers)[1:].encode()
 
-    async def stream(request: web.Request) -> web.StreamResponse:
-        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await answer.prepare(request)
-        await answer.write(b"event: ready\ndata: {}\n\n")
-        await answer.write(b"event: ping\ndata: {}\n\n")
-        await answer.write(b"data: " + event + b"\n\n")
-        await asyncio.sleep(5)
-        return answer
-
+    stream = frames_then_silence(
+        b"event: ready\ndata: {}\n\n",
+        b"event: ping\ndata: {}\n\n",
+        b"data: " + event + b"\n\n",
+        silence=5,
+    )
     async with channel(stream) as source:
         relayed = relay(source, f"{dev.url}/webhooks", max_events=1, retry_after=0.1)
         assert await asyncio.wait_for(relayed, 30) == 1
@@ -439,15 +452,8 @@ async def test_the_relay_posts_a_delivery_again_until_the_local_server_takes_it(
 async def test_the_relay_does_not_post_again_a_delivery_the_local_server_refuses() -> None:
     # A 4xx (the channel's deliveries signed with another secret, say) would be
     # refused every time: logged, not posted again.
-    event = smee_event(2, "g-refused")
+    stream = frames_then_silence(b"data: " + smee_event(2, "g-refused") + b"\n\n", silence=2)
     posts = 0
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        answer = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await answer.prepare(request)
-        await answer.write(b"data: " + event + b"\n\n")
-        await asyncio.sleep(2)
-        return answer
 
     async def refusing(request: web.Request) -> web.Response:
         nonlocal posts
