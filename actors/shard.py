@@ -154,9 +154,10 @@ class ShardCore:
         self._clients_kept: dict[int, Any] = {}
         #: Dead-letter replays those hosts had queued, for the host read after them.
         self._replays_kept: dict[int, list[tuple[str, str]]] = {}
-        #: Installations read again by a drain that finishes what the shard took: their
-        #: hosts run (`_read_again_now`).
-        self._finishing: set[int] = set()
+        #: A drain that finishes what the shard took is under way: hosts activated from
+        #: now on (by recovery, by an ingest under way, read again by `_read_again_now`)
+        #: run (`_new_host`).
+        self._finishing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -741,7 +742,7 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
         )
-        if self.draining and installation_id not in self._finishing:
+        if self.draining and not self._finishing:
             host.stop()  # activated while draining (recovery): it runs nothing
         return host
 
@@ -934,9 +935,11 @@ class ShardCore:
         deliveries were left pending.
 
         `finish`: run every delivery taken to its end first (`ghbot stop`, when no shard
-        takes over).
+        takes over), those of installations a recovery under way activates after the
+        drain began included.
         """
         self.draining = True
+        self._finishing = self._finishing or finish
         # Installations being read again after a failed append (`_reload_later`) are
         # read no more (a host read now would start stopped): the next shard reads
         # every installation, and the hand-over reads those whose client is kept. A
@@ -974,7 +977,6 @@ class ShardCore:
         await asyncio.gather(*readings.values(), return_exceptions=True)
         for installation_id in readings:
             await self._drop_when_idle(installation_id)
-            self._finishing.add(installation_id)  # not stopped (`_new_host`)
             try:
                 await self.host(installation_id)
             except Exception as exc:

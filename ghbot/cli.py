@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ghbot import __version__
-from ghbot.errors import ConfigError, GhBotError
+from ghbot.errors import ConfigError, GhBotError, UsageError
 
 __all__ = ["PLUGINS", "Command", "build_parser", "main", "register"]
 
@@ -46,9 +46,9 @@ _COMMANDS: dict[str, Command] = {}
 
 
 def register(command: Command) -> Command:
-    """Add `command` to the CLI; raise `ValueError` when the name is taken."""
+    """Add `command` to the CLI; raise `UsageError` when the name is taken."""
     if command.name in _COMMANDS:
-        raise ValueError(f"a ghbot command named {command.name!r} exists already")
+        raise UsageError(f"a ghbot command named {command.name!r} exists already")
     _COMMANDS[command.name] = command
     return command
 

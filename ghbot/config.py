@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ghbot.auth import load_private_key
-from ghbot.errors import ConfigError
+from ghbot.errors import ConfigError, UsageError
 from ghbot.logs import FORMATS, LEVELS, level_name
 
 __all__ = ["DEFAULT_API_URL", "UPLOADS_URL", "Settings", "graphql_url", "parse_duration"]
@@ -168,7 +168,7 @@ class _Reader:
             return default
         try:
             value = parse(raw)
-        except ValueError:
+        except (ValueError, UsageError):
             self.problems.append(f"{name}={raw!r} is not valid; expected {expected}")
             return default
         if not valid(value):

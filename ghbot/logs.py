@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
+from ghbot.errors import UsageError
+
 __all__ = [
     "FIELDS",
     "FORMATS",
@@ -87,7 +89,7 @@ def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
     """
     unknown = set(fields) - set(FIELDS)
     if unknown:
-        raise ValueError(f"log fields {sorted(unknown)} are not among {', '.join(FIELDS)}")
+        raise UsageError(f"log fields {sorted(unknown)} are not among {', '.join(FIELDS)}")
     merged = {**(_CONTEXT.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
     token = _CONTEXT.set(merged)
     try:
@@ -146,11 +148,11 @@ LEVELS: Final = {
 def level_name(value: str) -> str:
     """Return the canonical name of level `value` (any case; `WARN` gives `WARNING`).
 
-    Raises `ValueError` for a name not in `LEVELS`.
+    Raises `UsageError` for a name not in `LEVELS`.
     """
     number = LEVELS.get(value.strip().upper())
     if number is None:
-        raise ValueError(f"log level {value!r} is not one of {', '.join(LEVELS)}")
+        raise UsageError(f"log level {value!r} is not one of {', '.join(LEVELS)}")
     return logging.getLevelName(number)
 
 
@@ -256,7 +258,7 @@ class LogLimiter:
         self, burst: int = 10, per: float = 60.0, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         if burst < 1 or per <= 0:
-            raise ValueError("a log limiter needs burst >= 1 and per > 0")
+            raise UsageError("a log limiter needs burst >= 1 and per > 0")
         self.burst = burst
         self.per = per
         self._clock = clock
@@ -300,10 +302,10 @@ def configure(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None =
 
     `level` is any name in `LEVELS` (`TRACE` and `WARN` included). Calling it again
     replaces the handler it installed before; handlers others installed are left
-    alone. Raises `ValueError` for an unknown `level` or `fmt`.
+    alone. Raises `UsageError` for an unknown `level` or `fmt`.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise UsageError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
     number = LEVELS[level_name(level)]
     handler = _Handler(stream or sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

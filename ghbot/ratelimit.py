@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ghbot.errors import ConfigError, LeaseExhausted, RateLimited
+from ghbot.errors import ConfigError, LeaseExhausted, RateLimited, UsageError
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -183,7 +183,7 @@ class Budget:
     def lease(self, n: int, now: float) -> Lease:
         """Set `n` units aside, or raise `RateLimited` when they do not fit."""
         if n < 0:
-            raise ValueError("a lease cannot be negative")
+            raise UsageError("a lease cannot be negative")
         if self.available(now) < n:
             raise self._exhausted(now, "", "", wanted=n)
         self._reserved += n

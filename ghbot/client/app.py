@@ -17,9 +17,10 @@ from ghbot.breaker import CircuitBreaker
 from ghbot.client.credentials import TokenSource
 from ghbot.client.github import GitHub
 from ghbot.client.options import Budgets, ClientOptions
+from ghbot.client.response import Response
 from ghbot.client.tokens import InstallationTokens
 from ghbot.config import Settings
-from ghbot.errors import ConfigError, UsageError
+from ghbot.errors import ConfigError, GitHubError, UsageError
 
 __all__ = ["GitHubApp"]
 
@@ -108,9 +109,7 @@ class GitHubApp:
         started = time.perf_counter()
         try:
             answer = await self.gh.request("POST", path, json=body or None, pace=False)
-            token = InstallationToken.from_response(
-                answer.data, installation_id=installation_id, now=self.options.clock()
-            )
+            token = _token_of(answer, installation_id, self.options.clock())
         except Exception:
             metrics.token_requests.add(1, metrics.TOKEN_ERROR)
             raise
@@ -162,3 +161,20 @@ def _page(per_page: int) -> int:
     if not 1 <= per_page <= 100:
         raise UsageError(f"per_page must be between 1 and 100, got {per_page}")
     return per_page
+
+
+def _token_of(answer: Response, installation_id: int, now: float) -> InstallationToken:
+    """The token in GitHub's answer; `GitHubError` (without the answer's data, which
+    may hold a token) when the answer holds none."""
+    try:
+        return InstallationToken.from_response(
+            answer.data, installation_id=installation_id, now=now
+        )
+    except ValueError as exc:
+        raise GitHubError(
+            answer.status,
+            str(exc),
+            method=answer.method,
+            url=answer.url,
+            request_id=answer.request_id,
+        ) from None

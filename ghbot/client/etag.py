@@ -17,6 +17,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from ghbot.errors import UsageError
+
 __all__ = ["SHARED_ETAGS", "CachedAnswer", "ETagCache"]
 
 #: (credential identity, absolute URL, Accept header)
@@ -46,7 +48,7 @@ class ETagCache:
 
     def __init__(self, maxsize: int = 10_000, *, max_bytes: int = 64 * 2**20) -> None:
         if maxsize < 1 or max_bytes < 1:
-            raise ValueError("maxsize and max_bytes must be at least 1")
+            raise UsageError("maxsize and max_bytes must be at least 1")
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.hits = 0

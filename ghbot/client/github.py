@@ -372,11 +372,22 @@ class GitHub:
         `response.items_of`; pass `key` to name the list. Set `per_page` (≤ 100) in
         `params`.
         """
+        async for page in self.pages(url, params=params, headers=headers):
+            for item in items_of(page.data, key):
+                yield item
+
+    async def pages(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Response]:
+        """Yield every page's whole `Response`, following `Link: rel="next"` verbatim."""
         next_url: str | None = url
         while next_url:
             page = await self.request("GET", next_url, params=params, headers=headers)
-            for item in items_of(page.data, key):
-                yield item
+            yield page
             next_url, params = page.links.get("next"), None
 
     async def graphql(self, query: str, /, **variables: Any) -> Any:
@@ -498,7 +509,7 @@ class GitHub:
         if not interval:
             budget = await self._admit(call)
             await self._go(call, budget, turned)
-            return budget, await self._exchange(call)
+            return budget, await self._exchange(call, budget)
         opts, lane = self.options, self._state.lane
         with _waiting():
             await lane.lock.acquire()
@@ -508,7 +519,7 @@ class GitHub:
             budget = await self._admit(call)
             await self._go(call, budget, turned)
             try:
-                return budget, await self._exchange(call)
+                return budget, await self._exchange(call, budget)
             finally:
                 lane.free_at = opts.clock() + interval
         finally:
@@ -572,8 +583,11 @@ class GitHub:
             budget.acquire(now, method=call.method, url=call.shown())
         return budget
 
-    async def _exchange(self, call: Call) -> Answer:
-        """Send the request once; return status, headers and body, or raise TransportError."""
+    async def _exchange(self, call: Call, budget: Budget | None) -> Answer:
+        """Send the request once; return status, headers and body, or raise TransportError.
+
+        A request that never got a connection gives `budget`'s unit back.
+        """
         headers = call.headers
         if not call.at_home():
             headers.pop("Authorization", None)
@@ -599,6 +613,8 @@ class GitHub:
                 raise Timeout(message, method=call.method, url=call.shown()) from None
             except aiohttp.ClientError as exc:
                 metrics.api_request(call.method, None, time.perf_counter() - started)
+                if budget is not None and isinstance(exc, aiohttp.ClientConnectorError):
+                    self._refund(budget)  # no connection: GitHub never saw it
                 message = f"{type(exc).__name__}: {exc}"[:300]
                 raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
             took = time.perf_counter() - started

@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator
 
 import aiohttp
 
+from ghbot.errors import UsageError
+
 __all__ = ["MAX_CONCURRENCY", "Pool", "close_pool", "current_pool"]
 
 #: GitHub allows at most 100 concurrent requests (REST and GraphQL together).
@@ -42,7 +44,7 @@ class Pool:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+            raise UsageError("max_concurrency must be at least 1")
         self.max_concurrency = max_concurrency
         self.semaphore = asyncio.Semaphore(max_concurrency)
         self._session = session
@@ -63,9 +65,14 @@ class Pool:
         return session
 
     async def close(self) -> None:
-        """Close the session if the pool created it; a later request opens a new one."""
+        """Close the session if the pool created it; a later request opens a new one.
+
+        A session you gave is left open, and the pool goes on using it.
+        """
+        if not self._own:
+            return
         session, self._session = self._session, None
-        if session is not None and self._own and not session.closed:
+        if session is not None and not session.closed:
             await session.close()
 
 

@@ -197,7 +197,9 @@ class Journal(abc.ABC):
     async def close(self) -> None:
         """Finish submitted appends, then release files, threads and connections.
 
-        Idempotent. Every later call raises `JournalUnavailable`.
+        Idempotent: a second call waits for the first to end. Cancelling a caller does
+        not stop the closing. Every later call of another method raises
+        `JournalUnavailable`.
         """
 
     @property

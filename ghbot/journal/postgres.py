@@ -83,6 +83,7 @@ class PostgresJournal(Journal):
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -278,6 +279,7 @@ class PostgresJournal(Journal):
         self, stream: str, guids: Sequence[str], *, shard: int | None = None
     ) -> set[str]:
         """Return which of the delivery `guids` the stream has recorded."""
+        self._check_open()
         if not guids:
             return set()
         rows = await self._fetch(self._sql.delivered, stream, list(guids))
@@ -360,11 +362,18 @@ class PostgresJournal(Journal):
                 return dropped
 
     async def close(self) -> None:
-        """Commit submitted appends, then close the connection pool."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wakeup.set()
+        """Commit submitted appends, then close the connection pool.
+
+        Cancelling the caller does not stop the closing: submitted appends are still
+        committed and answered, and the pool closed; a later `close` waits for that.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._wakeup.set()
+            self._closing = asyncio.create_task(self._close(), name="ghbot-journal-pg-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         if self._flusher is not None:
             await self._flusher
         await self._pool.close()

@@ -79,6 +79,7 @@ class SqliteJournal(Journal):
         self._files: dict[int, ShardFile] = {}
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="ghbot-journal-read")
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -177,6 +178,7 @@ class SqliteJournal(Journal):
         self, stream: str, guids: Sequence[str], *, shard: int | None = None
     ) -> set[str]:
         """Return which of the delivery `guids` the stream has recorded."""
+        self._check_open()
         wanted = json.dumps(list(guids))
 
         def query(conn: sqlite3.Connection) -> set[str]:
@@ -322,12 +324,15 @@ class SqliteJournal(Journal):
 
     async def close(self) -> None:
         """Finish submitted appends, then stop the writer threads and close the files."""
-        if self._closed:
-            return
-        self._closed = True
-        files = list(self._files.values())
-        for file in files:
-            file.stop()
+        if self._closing is None:
+            self._closed = True
+            files = list(self._files.values())
+            for file in files:
+                file.stop()
+            self._closing = asyncio.create_task(self._close(files), name="ghbot-journal-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self, files: list[ShardFile]) -> None:
         await asyncio.gather(*(asyncio.to_thread(file.join) for file in files))
         self._readers.shutdown(wait=False)
 

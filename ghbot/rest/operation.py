@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import msgspec
 
+from ghbot.client.response import items_of
 from ghbot.config import DEFAULT_API_URL
 from ghbot.config import UPLOADS_URL as UPLOADS
 from ghbot.errors import GitHubError, UsageError
@@ -179,11 +180,11 @@ class Op:
         """
         return self._convert(response, response.data, self.returns)
 
-    def decode_item(self, response: Response | None, item: Any) -> Any:
+    def decode_item(self, response: Response, item: Any) -> Any:
         """Convert one item of a page to `items`."""
         return self._convert(response, item, self.items)
 
-    def _convert(self, response: Response | None, data: Any, kind: Any) -> Any:
+    def _convert(self, response: Response, data: Any, kind: Any) -> Any:
         if kind is None:
             return None
         if kind is Any:
@@ -191,14 +192,13 @@ class Op:
         try:
             return msgspec.convert(data, kind)
         except msgspec.ValidationError as exc:
-            status = response.status if response is not None else 200
             message = f"the answer does not fit {getattr(kind, '__name__', kind)}: {exc}"
             raise GitHubError(
-                status,
+                response.status,
                 message,
                 method=self.method,
-                url=response.url if response is not None else self.path,
-                request_id=response.request_id if response is not None else None,
+                url=response.url,
+                request_id=response.request_id,
                 data=data,
             ) from None
 
@@ -311,11 +311,10 @@ class RestBase:
 
     @staticmethod
     async def _pages(github: GitHub, op: Op, args: dict[str, Any]) -> AsyncIterator[Any]:
-        pages = github.paginate(
-            op.url(args), params=op.query(args), key=op.key, headers=op.headers()
-        )
-        async for item in pages:
-            yield op.decode_item(None, item)
+        pages = github.pages(op.url(args), params=op.query(args), headers=op.headers())
+        async for page in pages:
+            for item in items_of(page.data, op.key):
+                yield op.decode_item(page, item)
 
 
 def operation_of(method: Any) -> Op:

@@ -21,6 +21,8 @@ import re
 import threading
 from dataclasses import dataclass
 
+from ghbot.errors import UsageError
+
 __all__ = ["KINDS", "Fault", "Faults"]
 
 KINDS = frozenset(
@@ -71,15 +73,15 @@ class Faults:
     ) -> Fault:
         """Inject `kind` into requests whose path matches the regex `path` (searched).
 
-        Raises `ValueError` for an unknown kind, a `count` below 1 (None is every
+        Raises `UsageError` for an unknown kind, a `count` below 1 (None is every
         request) or a redirect without a location.
         """
         if kind not in KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
+            raise UsageError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
         if count is not None and count < 1:
-            raise ValueError(f"a fault's count is None (every request) or 1 or more, not {count}")
+            raise UsageError(f"a fault's count is None (every request) or 1 or more, not {count}")
         if kind == "redirect" and not location:
-            raise ValueError("a redirect fault needs a location")
+            raise UsageError("a redirect fault needs a location")
         fault = Fault(
             kind,
             re.compile(path),

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import web
 
+from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
@@ -163,15 +164,17 @@ class FakeGitHub(Setup):
     def remove_key(self, public_key_pem: bytes) -> None:
         """Stop accepting JWTs signed with this key (the app's key deleted on GitHub).
 
-        Raises `ValueError` for a key the fake does not hold.
+        Raises `UsageError` for a key the fake does not hold, or its only one.
         """
         ids = self.identities
         if ids.public_key == public_key_pem:
             if not ids.more_keys:
-                raise ValueError("the app's only key cannot be removed")
+                raise UsageError("the app's only key cannot be removed")
             ids.public_key = ids.more_keys.pop(0)
-        else:
+        elif public_key_pem in ids.more_keys:
             ids.more_keys.remove(public_key_pem)
+        else:
+            raise UsageError("the fake holds no such key")
         ids.forget_jwts()
 
     # --- lifecycle --------------------------------------------------------------------

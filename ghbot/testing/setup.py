@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ghbot.errors import UsageError
 from ghbot.testing.state import Installation
 
 if TYPE_CHECKING:
@@ -134,5 +135,5 @@ class Setup:
         owner, _, name = full_name.partition("/")
         repo = self.store.repo(owner, name)
         if repo is None:
-            raise KeyError(f"no repository {full_name!r} in the fake")
+            raise UsageError(f"no repository {full_name!r} in the fake")
         return repo

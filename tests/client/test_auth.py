@@ -9,7 +9,14 @@ import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
-from ghbot.errors import ConfigError, NotFound, Unauthorized, ValidationFailed
+from ghbot.errors import (
+    ConfigError,
+    GitHubError,
+    NotFound,
+    Unauthorized,
+    UsageError,
+    ValidationFailed,
+)
 from ghbot.testing import FakeClock, FakeGitHub
 
 from .conftest import REPO
@@ -26,6 +33,17 @@ async def test_token_exchange_verifies_the_jwt_and_returns_an_hour_token(
     assert token.permissions["issues"] == "write"
     assert token.token not in repr(token)  # only the ends are shown
     assert fake.requests_to(TOKENS)[0].headers["Authorization"].startswith("Bearer ")
+
+
+async def test_an_access_token_answer_without_a_token_is_githubs_error(
+    fake: FakeGitHub, app: GitHubApp
+) -> None:
+    fake.faults.add("/access_tokens$", "status", status=201, message="ghs_not_a_token")
+    with pytest.raises(GitHubError, match="lacks 'token'") as caught:
+        await app.create_installation_token(1)
+    assert caught.value.status == 201 and caught.value.request_id is not None
+    assert caught.value.data is None, "the answer may hold a token: not kept"
+    assert (await app.create_installation_token(1)).token.startswith("ghs_")
 
 
 async def test_narrowed_tokens_reach_only_what_they_name(
@@ -350,5 +368,7 @@ async def test_the_fake_takes_a_second_key_while_one_rotates() -> None:
         fake.remove_key(old_public)
         assert fake.identities.check_jwt(old_jwt) is not None
         assert fake.identities.check_jwt(new_jwt) is None
-        with pytest.raises(ValueError, match="only key"):
+        with pytest.raises(UsageError, match="only key"):
             fake.remove_key(new_public)
+        with pytest.raises(UsageError, match="no such key"):
+            fake.remove_key(old_public)

@@ -15,13 +15,14 @@ import pytest
 from ghbot import cli
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHubApp, close_pool
+from ghbot.errors import UsageError
 
 
 def test_fake_github_is_a_registered_subcommand() -> None:
     assert "fake-github" in cli._COMMANDS
     help_text = cli.build_parser().format_help()
     assert "fake-github" in help_text
-    with pytest.raises(ValueError, match="exists already"):
+    with pytest.raises(UsageError, match="exists already"):
         cli.register(cli._COMMANDS["fake-github"])
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, GitHubApp
-from ghbot.errors import NotFound, RateLimited, Unauthorized, ValidationFailed
+from ghbot.errors import NotFound, RateLimited, Unauthorized, UsageError, ValidationFailed
 from ghbot.testing import FakeClock, FakeGitHub
 from ghbot.testing.identity import MSG_BAD_JWT, MSG_EXP, MSG_EXP_TOO_FAR, MSG_IAT
 from ghbot.testing.writes import is_write
@@ -170,10 +170,10 @@ async def test_faults_hit_count_times_then_stop(
             await gh.request("GET", f"/repos/{REPO}")
     assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
     assert fault.hits == 2 and not fake.faults
-    with pytest.raises(ValueError, match="unknown fault kind"):
+    with pytest.raises(UsageError, match="unknown fault kind"):
         fake.faults.add(".", "explode")
     for count in (0, -1):  # it used to hit one request all the same
-        with pytest.raises(ValueError, match="count is None"):
+        with pytest.raises(UsageError, match="count is None"):
             fake.faults.add(".", "server_error", count=count)
     assert not fake.faults
 

@@ -18,6 +18,7 @@ import pytest
 from ghbot.auth import InstallationToken
 from ghbot.client import ETagCache, InstallationTokens
 from ghbot.client.etag import CachedAnswer
+from ghbot.errors import UsageError
 from ghbot.redelivery import GITHUB_WINDOW, Failed, RedeliverySweeper
 from ghbot.testing import FakeClock
 
@@ -89,7 +90,7 @@ def test_a_hit_makes_an_answer_the_most_recently_used() -> None:
 
 @pytest.mark.parametrize(("maxsize", "max_bytes"), [(0, 1), (1, 0)])
 def test_an_etag_cache_holds_at_least_one_answer_and_byte(maxsize: int, max_bytes: int) -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(UsageError, match="at least 1"):
         ETagCache(maxsize, max_bytes=max_bytes)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from ghbot.client import ClientOptions, GitHub
-from ghbot.errors import LeaseExhausted, RateLimited
+from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.testing import FakeClock, FakeGitHub
 
@@ -302,6 +302,16 @@ async def test_rate_limit_endpoint_is_free(
     answer = await gh.request("GET", "/rate_limit")
     assert answer.data["resources"]["core"]["remaining"] == 5000
     assert gh.budgets.core.remaining == 5000 and fake.rate_limit(1) == 5000
+
+
+async def test_a_request_that_never_connected_gives_its_unit_back(
+    options: ClientOptions,
+) -> None:
+    refused = options.replace(base_url="http://127.0.0.1:9")  # nothing listens on 9
+    gh = GitHub(token="ghs_x", options=refused)
+    with pytest.raises(ConnectionFailed):
+        await gh.request("GET", ISSUE)
+    assert gh.budgets.core.remaining == 5000, "GitHub never saw it: nothing counted"
 
 
 def test_refund_gives_a_unit_back_to_the_budget_and_its_lease() -> None:

@@ -23,6 +23,7 @@ from ghbot.errors import (
     NotFound,
     ServerError,
     Unauthorized,
+    UsageError,
     ValidationFailed,
 )
 from ghbot.testing import FakeGitHub
@@ -207,7 +208,7 @@ def test_pool_closes_when_the_loop_ends(public_pem: bytes) -> None:
 
 
 async def test_a_pool_remakes_its_own_session_and_leaves_a_given_one_open() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(UsageError, match="at least 1"):
         Pool(max_concurrency=0)
     pool = Pool()
     first = pool.session
@@ -219,6 +220,7 @@ async def test_a_pool_remakes_its_own_session_and_leaves_a_given_one_open() -> N
         assert borrowed.session is given
         await borrowed.close()
         assert not given.closed  # the caller's to close
+        assert borrowed.session is given, "not a session of its own that nothing closes"
 
 
 async def test_close_pool_closes_the_loops_pool_and_the_next_request_gets_a_new_one() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from ghbot.client import ClientOptions, GitHub
-from ghbot.errors import NotFound, UsageError, ValidationFailed
+from ghbot.errors import GitHubError, NotFound, UsageError, ValidationFailed
 from ghbot.rest.models import CheckRun, Issue, IssueComment, Label, SimpleUser, Status
 from ghbot.testing import FakeClock, FakeGitHub
 
@@ -86,6 +86,23 @@ async def test_paginate_yields_typed_items_following_links(
         "state=open&per_page=2&page=2",
         "state=open&per_page=2&page=3",
     ]
+
+
+async def test_a_page_that_does_not_fit_names_that_page_and_its_request_id(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    for n in range(2, 6):
+        fake.add_issue(REPO, f"Issue {n}")["title"] = 7 if n == 2 else f"Issue {n}"
+    gh = token_client()
+    issues = gh.rest.paginate(gh.rest.issues.list_for_repo, owner=OWNER, repo=NAME, per_page=2)
+    seen = []
+    with pytest.raises(GitHubError, match="does not fit Issue") as caught:
+        async for issue in issues:
+            seen.append(issue.number)
+    assert seen == [5, 4, 3]
+    assert [r.query for r in fake.requests_to(f"/repos/{REPO}/issues")][-1] == "per_page=2&page=2"
+    assert caught.value.url.endswith("/issues?per_page=2&page=2"), "the page, not the template"
+    assert caught.value.request_id is not None and caught.value.request_id.startswith("FAKE:")
 
 
 async def test_paginate_reads_items_wrapped_in_an_object(

@@ -1,5 +1,6 @@
-"""`GET /readyz` is the journal now: PostgreSQL stopped turns it 503 within seconds, and
-started again, 200; deliveries are taken again without a restart."""
+"""`GET /readyz` is the journal now: PostgreSQL stopped turns it 503 within seconds (and
+the refused commit is counted for `GhbotJournalFailing`), and started again, 200;
+deliveries are taken again without a restart."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cluster.conftest import install, payload, send
+from tests.cluster.conftest import eventually, increase, install, payload, scrape_metrics, send
 from tests.faults.conftest import private_postgres  # noqa: F401 - the fixture
 from tests.faults.support import PrivatePostgres
 
@@ -40,10 +41,18 @@ async def test_readyz_follows_the_journal(
     app = deploy("tests.cluster.bots:Greeter", journal_url=private_postgres.url)
     await _ready_within(app.url, 200, 30)
 
+    before = await asyncio.to_thread(scrape_metrics)
     await asyncio.to_thread(private_postgres.stop)
     assert await _ready_within(app.url, 503, 15) < 15
     data = payload("issues.opened", installation=1500, repo="ready/repo", issue__number=1)
     assert (await send(app.url, "issues", data))[0] == 503  # not journaled: not taken
+    # The refused commit is counted where GhbotJournalFailing looks (Ray's export).
+    failed = "ghbot_journal_append_duration_seconds_count"
+    await eventually(
+        lambda: increase(before, scrape_metrics(), failed, outcome="error") >= 1,
+        within=60,
+        every=2,
+    )
 
     await asyncio.to_thread(private_postgres.start)
     await _ready_within(app.url, 200, 60)

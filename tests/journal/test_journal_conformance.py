@@ -397,3 +397,53 @@ async def test_reopen_after_close_keeps_everything(backend: Backend, journal: Jo
     async with reopened:
         assert (await reopened.append("s", events("next"), expected_seq=20)).first_seq == 21
     assert reopened.closed
+
+
+async def test_a_cancelled_close_still_answers_the_appends_and_closes(
+    backend: Backend, journal: Journal
+) -> None:
+    appends = [
+        asyncio.ensure_future(journal.append("s", events(str(i)), delivery_guid=f"g{i}"))
+        for i in range(20)
+    ]
+    for _ in range(3):  # the first batch is committing
+        await asyncio.sleep(0)
+    closing = asyncio.ensure_future(journal.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*appends), timeout=10)
+    assert [r.status for r in results] == [OK] * 20
+    await asyncio.wait_for(journal.close(), timeout=10)  # waits for the first to end
+    assert journal.closed
+    reopened = await backend.open()
+    assert await seqs(reopened, "s") == list(range(1, 21))
+    await reopened.close()
+
+
+async def test_every_call_after_close_is_refused_even_with_nothing_to_do(
+    journal: Journal,
+) -> None:
+    await journal.append("s", events("a"), delivery_guid="g1")
+    await journal.close()
+    calls = {
+        "append": journal.append("s", events("late")),
+        "append_many([])": journal.append_many([]),
+        "read": journal.read("s"),
+        "last_seq": journal.last_seq("s"),
+        "delivered": journal.delivered("s", ["g1"]),
+        "delivered([])": journal.delivered("s", []),
+        "save_snapshot": journal.save_snapshot("s", 1, b"x"),
+        "load_snapshot": journal.load_snapshot("s"),
+        "acquire_epoch": journal.acquire_epoch(0),
+        "current_epoch": journal.current_epoch(0),
+        "list_streams": journal.list_streams(),
+        "prune_deliveries": journal.prune_deliveries(),
+    }
+    answered = []
+    for name, call in calls.items():
+        try:
+            await call
+        except JournalUnavailable:
+            continue
+        answered.append(name)
+    assert answered == []

@@ -340,6 +340,26 @@ async def test_a_drain_asked_to_finish_runs_every_delivery_taken_first(
     assert await _completed(journal) == ["d1", "d2", "d3"]
 
 
+async def test_a_drain_asked_to_finish_runs_what_recovery_activates_after_it_began(
+    journal: Journal, fake: FakeGitHub
+) -> None:
+    # `ghbot stop` while a restarted shard is still going through its streams: an
+    # installation recovery activates after the drain began runs what it took too.
+    first = commenter_shard(journal, fake, Commenter, pace_writes=0.2)
+    await first.start()
+    taken = [_opened(Commenter, n, f"d{n}") for n in (1, 2, 3)]
+    assert await first.ingest(batch(*taken)) == ["accepted"] * 3
+    assert await first.drain() >= 1  # left pending, for the next start
+    await first.close()
+    second = commenter_shard(journal, fake, Commenter, pace_writes=None)
+    await second.open()  # recovery starts in the background, after the drain begins
+    async with asyncio.timeout(10):
+        assert await second.drain(finish=True) == 0
+    await second.close()
+    assert len(fake.requests_to(COMMENTS, "POST")) == 3
+    assert await _completed(journal) == ["d1", "d2", "d3"]
+
+
 class FanOut(InstallationActor):
     """Wait for `gate` (its own code), then write twice from tasks of its own."""
 

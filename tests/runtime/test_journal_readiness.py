@@ -15,6 +15,7 @@ from actors.shard import ShardCore
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
+from tests.metering import metered
 from tests.runtime.conftest import VSHARDS, batch, inbound, payload
 
 
@@ -36,9 +37,11 @@ async def test_not_ready_while_appends_fail_and_ready_after_one_succeeds(
     await shard.start()
     try:
         assert await shard.check_journal() is None
+        m = metered()
         faulty.fail_appends(1)
         with pytest.raises(JournalUnavailable):
             await shard.ingest(opened("d1"))
+        assert m.count("ghbot_journal_append_duration_seconds", outcome="error") == 1
         why = await shard.check_journal()
         assert why is not None and why.startswith("the journal's last appends failed: ")
         assert await shard.check_journal(recent=0.0) is None  # the failure is old now

@@ -72,6 +72,7 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
         "> 0",
         None,
     ),
+    "GhbotJournalFailing": ('ghbot:journal_appends:increase5m{outcome="error"}', "> 0", None),
 }
 
 #: A raw metric in a rule: `{__name__=~"(ray_)?NAME"}`, both spellings at once.

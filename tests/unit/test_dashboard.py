@@ -101,7 +101,7 @@ def test_every_query_is_non_empty_balanced_and_filtered_by_job() -> None:
     for title, expr in _exprs():
         assert expr.strip(), title
         assert _balanced(expr), f"{title}: {expr}"
-        assert '{job=~"$job"}' in expr, f"{title}: {expr}"
+        assert re.search(r'\{job=~"\$job"[,}]', expr), f"{title}: {expr}"
 
 
 def test_every_query_names_only_recorded_series_or_ghbots_metrics() -> None:

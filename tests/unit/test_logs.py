@@ -14,7 +14,7 @@ import pytest
 from ghbot import logs
 from ghbot.auth import AppAuth
 from ghbot.config import Settings
-from ghbot.errors import ConfigError
+from ghbot.errors import ConfigError, UsageError
 
 TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
 SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -129,7 +129,7 @@ def test_text_format_masks_too_and_reconfiguring_replaces_the_handler(
     logging.getLogger("ghbot.test").info("token %s", TOKEN, extra={"installation_id": 7})
     [line] = captured.getvalue().splitlines()
     assert line.endswith("ghbot.test: token ghs_…8B4a [installation_id=7]")
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(UsageError) as caught:
         logs.configure("INFO", "xml")
     assert str(caught.value) == "log format 'xml' is not one of json, text"
 
@@ -205,7 +205,7 @@ def test_a_short_token_shows_no_more_than_its_prefix(token: str) -> None:
 def test_trace_and_warn_are_levels(captured: io.StringIO) -> None:
     assert logs.level_name("trace") == "TRACE" and logs.level_name("Warn") == "WARNING"
     assert logs.LEVELS["TRACE"] < logs.LEVELS["DEBUG"]
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(UsageError) as caught:
         logs.level_name("chatty")
     assert str(caught.value) == (
         "log level 'chatty' is not one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR, CRITICAL"
@@ -247,7 +247,7 @@ def test_the_limiter_lets_a_burst_through_then_one_line_per_interval() -> None:
 
 def test_the_limiter_refuses_a_budget_of_nothing() -> None:
     for burst, per in [(0, 60.0), (1, 0.0)]:
-        with pytest.raises(ValueError) as caught:
+        with pytest.raises(UsageError) as caught:
             logs.LogLimiter(burst=burst, per=per)
         assert str(caught.value) == "a log limiter needs burst >= 1 and per > 0"
 
@@ -305,7 +305,7 @@ def test_the_text_format_shows_the_context_fields(captured: io.StringIO) -> None
 
 
 def test_log_context_refuses_an_unknown_field() -> None:
-    with pytest.raises(ValueError, match="body"), logs.log_context(body="x"):
+    with pytest.raises(UsageError, match="body"), logs.log_context(body="x"):
         pass
 
 

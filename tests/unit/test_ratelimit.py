@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghbot.errors import ConfigError, LeaseExhausted, RateLimited
+from ghbot.errors import ConfigError, LeaseExhausted, RateLimited, UsageError
 from ghbot.ratelimit import (
     SECONDARY_MIN_WAIT,
     Budget,
@@ -182,7 +182,7 @@ def test_leases_are_pessimistic_and_give_back_what_was_not_spent() -> None:
     budget.release(other)
     assert budget.reserved == 0
     assert budget.remaining == 90
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(UsageError, match="negative"):
         budget.lease(-1, NOW)
 
 
@@ -251,7 +251,7 @@ def test_a_lease_that_does_not_fit_says_what_is_left_and_what_was_wanted() -> No
     )
     # A lease is no request: no method or URL to name.
     assert (caught.value.kind, caught.value.method, caught.value.url) == ("primary", "", "")
-    with pytest.raises(ValueError) as negative:
+    with pytest.raises(UsageError) as negative:
         budget.lease(-1, 0.0)
     assert str(negative.value) == "a lease cannot be negative"
 
