@@ -104,7 +104,8 @@ class Sweep(msgspec.Struct, kw_only=True):
     redelivered: list[str] = msgspec.field(default_factory=list)
     gave_up: list[str] = msgspec.field(default_factory=list)
     errors: int = 0
-    #: True when the listing stopped at `max_pages` before reaching the window's start.
+    #: True when the listing stopped at `max_pages` before reaching the window's start:
+    #: the next sweep goes on from where it stopped.
     truncated: bool = False
 
 
@@ -119,8 +120,11 @@ class RedeliverySweeper:
     back `lookback` seconds; later ones from the previous sweep, less `overlap`. A
     GUID is asked for at most `max_requests` times, and not again within `spacing`
     seconds (GitHub redelivers asynchronously). A sweep reads at most `max_pages`
-    pages of 100 attempts: GitHub's listing has no filter for failures, so an app
-    busier than that per interval is swept over its most recent attempts only.
+    pages of 100 attempts from the newest (GitHub's listing has no filter for
+    failures); one that stops there keeps where it stopped, and the next sweeps go on
+    from there, after their own newest attempts, with the pages left (one at least),
+    until they reach the start of the stopped sweep's interval. An app busier than
+    `max_pages` pages per interval falls behind, and says so (`truncated`, a warning).
     """
 
     def __init__(
@@ -146,6 +150,9 @@ class RedeliverySweeper:
         self.last_sweep: float | None = None
         self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
         self._asked: dict[str, tuple[int, float]] = {}
+        #: Where a listing cut short stopped (its next page's URL), and how far back
+        #: it was to go: the next sweep goes on from there.
+        self._resume: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
 
     async def sweep(self, *, again: bool = False, lookback: float | None = None) -> Sweep:
@@ -168,16 +175,32 @@ class RedeliverySweeper:
         since = now - min(lookback, GHES_WINDOW)
         if self.last_sweep is not None and not again:
             since = max(since, self.last_sweep - self.overlap)
-        attempts, truncated = await self._attempts(since)
-        failed = failed_deliveries(attempts)
-        result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
-        if truncated:
+        attempts, cut, read = await self._attempts(None, since, self.max_pages)
+        if cut is not None:
             log.warning(
                 "redelivery: stopped after %d delivery attempts, %.0f s back of %.0f",
                 len(attempts),
-                now - attempts[-1].at,
+                now - (attempts[-1].at if attempts else now),
                 now - since,
             )
+            older = since if self._resume is None else min(since, self._resume[1])
+            self._resume = (cut, older)
+        elif self._resume is not None and self._resume[1] < since:
+            url, older = self._resume
+            more, cut, _ = await self._attempts(url, older, max(self.max_pages - read, 1))
+            attempts += more
+            self._resume = None if cut is None else (cut, older)
+            log.warning(
+                "redelivery: went on with a listing an earlier sweep cut short: %d more "
+                "delivery attempts%s",
+                len(more),
+                "" if cut is None else f", {now - older:.0f} s back still to list",
+            )
+        else:
+            self._resume = None  # this sweep looked back as far
+        failed = failed_deliveries(attempts)
+        truncated = self._resume is not None
+        result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
         held = await self.held(failed) if failed else set()
         result.held = len(held)
         for item in failed:
@@ -199,17 +222,26 @@ class RedeliverySweeper:
             )
         return result
 
-    async def _attempts(self, since: float) -> tuple[list[Attempt], bool]:
-        """Return the attempts since `since`, newest first, and whether it stopped early."""
+    async def _attempts(
+        self, resume: str | None, since: float, pages: int
+    ) -> tuple[list[Attempt], str | None, int]:
+        """List the attempts since `since`, newest first (from `resume`, a next page's
+        URL, when given), reading `pages` pages at most; return them, the next page's
+        URL when it stopped there (else None), and the pages read."""
         found: list[Attempt] = []
-        async for item in self.app.hook_deliveries(per_page=100):
-            attempt = msgspec.convert(item, Attempt)
-            if attempt.at < since:
-                return found, False  # newest first: everything after this is older still
-            found.append(attempt)
-            if len(found) >= self.max_pages * 100:
-                return found, True  # stop before asking for one page more
-        return found, False
+        read = 0
+        async for items, next_url in self.app.hook_delivery_pages(per_page=100, resume=resume):
+            read += 1
+            for item in items:
+                attempt = msgspec.convert(item, Attempt)
+                if attempt.at < since:
+                    return found, None, read  # newest first: the rest is older still
+                found.append(attempt)
+            if next_url is None:
+                break
+            if read >= pages:
+                return found, next_url, read  # stop before asking for one page more
+        return found, None, read
 
     async def _ask(self, item: Failed, now: float, result: Sweep) -> None:
         count, last = self._asked.get(item.guid, (0, 0.0))

@@ -140,6 +140,16 @@ class GitHubApp:
         """
         return self.gh.paginate("/app/hook/deliveries", params={"per_page": _page(per_page)})
 
+    async def hook_delivery_pages(
+        self, *, per_page: int = 100, resume: str | None = None
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
+        """Yield the app's webhook deliveries a page at a time, newest first, each page
+        with the URL of the next (None on the last); `resume` starts at such a URL."""
+        params = None if resume else {"per_page": _page(per_page)}
+        async for page in self.gh.pages(resume or "/app/hook/deliveries", params=params):
+            items = page.data if isinstance(page.data, list) else []
+            yield items, page.links.get("next")
+
     async def hook_delivery(self, delivery_id: int) -> dict[str, Any]:
         """Return one delivery attempt with its request and response.
 

@@ -111,9 +111,10 @@ class _App:
         }
         self.failing.insert(0, attempt)
 
-    async def hook_deliveries(self, per_page: int = 100) -> AsyncIterator[dict[str, Any]]:
-        for item in list(self.failing):
-            yield item
+    async def hook_delivery_pages(
+        self, per_page: int = 100, resume: str | None = None
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
+        yield list(self.failing), None
 
     async def redeliver(self, attempt_id: int) -> None:
         return None

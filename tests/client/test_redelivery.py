@@ -191,6 +191,34 @@ async def test_a_sweep_reads_a_bounded_number_of_pages(
     assert RedeliverySweeper(app, Journal().held).max_pages == 50
 
 
+async def test_the_next_sweep_goes_on_where_a_truncated_one_stopped(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    clock.now = 1_800_000_000.0
+    for n in range(250):  # the oldest failed; 250 attempts, 10 s apart
+        fake.add_delivery("issues", {}, guid=f"g{n}", status_code=200 if n else 500)
+        clock.advance(10)
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, max_pages=1, clock=clock)
+    first = await sweeper.sweep()
+    assert first.truncated and first.listed == 100 and first.redelivered == []
+    clock.advance(200)
+    fake.add_delivery("issues", {}, guid="new", status_code=502)
+    # Its newest page (back to 600 s before the last sweep: "new" and 60 more), then a
+    # page of the older ones, from where the first stopped.
+    second = await sweeper.sweep()
+    assert second.truncated and second.listed == 61 + 100 and second.redelivered == ["new"]
+    clock.advance(200)
+    # Then the rest of the older ones, back to the first sweep's start (the newest
+    # part: "new", GitHub's attempt to redeliver it, and 40 more).
+    third = await sweeper.sweep()
+    assert not third.truncated and third.listed == 42 + 50 and third.redelivered == ["g0"]
+    listings = fake.requests_to("/app/hook/deliveries", "GET")
+    assert len(listings) == 5 and listings[-1].query.startswith("per_page=100&cursor=")
+    clock.advance(200)
+    assert not (await sweeper.sweep()).truncated
+    assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 6  # nothing left over
+
+
 async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart(
     fake: FakeGitHub,
     app: GitHubApp,
