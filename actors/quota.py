@@ -29,10 +29,17 @@ clients of one part could each send its writes. A copy of a lease whose shard ga
 no turn source (`LocalShard`, `ghbot dev`: no Ray) sends no write; in the handler's
 own process the lease itself takes its turns from the shard. With pacing off,
 writes are not limited.
+
+A lease carries the installation's token, with at least 5 minutes left when the lease
+is made. A task that runs longer gets the installation's current token 5 minutes
+before that one expires (or after GitHub refuses it) from where the lease says
+(`LeaseTokens`: on Ray, the app-auth actor); a copy of a lease without one uses its
+token to the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,18 +47,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ghbot.auth import redact
+from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken, redact
+from ghbot.client.credentials import InstallationCredentials, TokenSource
 from ghbot.errors import LeaseExhausted, UsageError
 from ghbot.ratelimit import Lease
 
 if TYPE_CHECKING:
     from ghbot.client import GitHub
 
-__all__ = ["WRITE_SPACING", "Quota", "QuotaLease", "TurnSource"]
+__all__ = ["WRITE_SPACING", "LeaseTokens", "Quota", "QuotaLease", "TurnSource"]
 
 #: Asks the shard that holds installation `id` for a write's turn (`GitHub.grant_write`);
 #: picklable, so a lease's task elsewhere can call it (`actors.ray.runtime.ShardTurns`).
 TurnSource = Callable[[int], Awaitable[None]]
+
+#: Returns installation `id`'s current token (`force`: one other than the token GitHub
+#: just refused); picklable, so a lease's task elsewhere can call it
+#: (`actors.ray.runtime.AppAuthTokens`).
+LeaseTokens = Callable[[int, bool], Awaitable[InstallationToken]]
 
 #: The write lane's next write goes this many write intervals after a turn granted to
 #: a task: the task's write is sent when its turn's answer arrives, not chained to its
@@ -77,14 +90,19 @@ class QuotaLease:
     writes: int | None = None
     pace_writes: float | None = None
     turns: TurnSource | None = field(default=None, repr=False, compare=False)
-    #: The installation client's clock and sleep, and its turns taken in this
-    #: process, for `client` in the handler's own process (a test's fake clock; no
-    #: Ray call); not pickled.
+    #: The installation client's clock and sleep, its turns taken in this process and
+    #: its token source, for `client` in the handler's own process (a test's fake
+    #: clock; no Ray call); not pickled.
     local: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: When `token` expires (None: not known, a plain token), and where a task gets
+    #: the installation's next one (None: nowhere, `token` to the end).
+    expires_at: float | None = None
+    tokens: LeaseTokens | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.installation_id, self.granted, self.base_url, self.token, self.used)
-        return (QuotaLease, (*fields, self.writes, self.pace_writes, self.turns))
+        more = (self.writes, self.pace_writes, self.turns, None, self.expires_at, self.tokens)
+        return (QuotaLease, (*fields, *more))
 
     def __repr__(self) -> str:
         return (
@@ -103,6 +121,12 @@ class QuotaLease:
 
         local = dict(self.local or {})
         turn = local.pop("turn", None)
+        source: TokenSource | None = local.pop("tokens", None)
+        if source is None and self.tokens is not None and self.expires_at is not None:
+            first = InstallationToken(
+                self.token, self.expires_at, installation_id=self.installation_id
+            )
+            source = _LeaseTokenSource(first, self.tokens, local.get("clock", time.time))
         options.setdefault("pace_writes", self.pace_writes)  # None: the installation's is off
         if self.writes is not None:
             if turn is None and self.turns is not None:
@@ -111,9 +135,11 @@ class QuotaLease:
                 turn = _nowhere_to_ask
         for name, value in local.items():
             options.setdefault(name, value)
-        gh = GitHub(
-            token=self.token or None, options=ClientOptions(base_url=self.base_url, **options)
-        )
+        opts = ClientOptions(base_url=self.base_url, **options)
+        if source is not None:
+            gh = GitHub(tokens=source, installation_id=self.installation_id, options=opts)
+        else:
+            gh = GitHub(token=self.token or None, options=opts)
         return gh.with_lease(Lease(granted=self.granted, writes=self.writes, write_turn=turn))
 
     def split(self, parts: int) -> list[QuotaLease]:
@@ -133,6 +159,8 @@ class QuotaLease:
                 pace_writes=self.pace_writes,
                 turns=self.turns,
                 local=self.local,
+                expires_at=self.expires_at,
+                tokens=self.tokens,
             )
             for index in range(parts)
         ]
@@ -142,6 +170,29 @@ class QuotaLease:
         if type(used) is not int or not 0 <= used <= self.granted:
             raise UsageError(f"a lease of {self.granted} cannot have used {used!r}")
         self.used = used
+
+
+class _LeaseTokenSource:
+    """A lease's task's `TokenSource`: the lease's token while more than
+    `TOKEN_REFRESH_MARGIN` of it is left, then the installation's current one from
+    `fetch`, one fetch at a time."""
+
+    def __init__(
+        self, first: InstallationToken, fetch: LeaseTokens, clock: Callable[[], float]
+    ) -> None:
+        self._token = first
+        self._fetch = fetch
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        token, now = self._token, self._clock()
+        if not force and now < token.expires_at - TOKEN_REFRESH_MARGIN:
+            return token
+        async with self._lock:
+            if self._token is token:  # not replaced while this one waited
+                self._token = await self._fetch(installation_id, force)
+            return self._token
 
 
 async def _nowhere_to_ask() -> None:
@@ -162,10 +213,13 @@ class Quota:
         turns: TurnSource | None = None,
         installation_id: int | None = None,
         local_turn: Callable[[], Awaitable[None]] | None = None,
+        tokens: LeaseTokens | None = None,
     ) -> None:
         self._github = github
         self._clock = clock
         self._turns = turns
+        #: Where a lease's tasks elsewhere get the installation's next token.
+        self._tokens = tokens
         #: A turn in this process (the shard's, so a drain's refusal applies); by
         #: default straight from the client's lane.
         self._local_turn = local_turn
@@ -196,9 +250,17 @@ class Quota:
         granted = budget.lease(n, self._clock())
         ticket: QuotaLease | None = None
         try:
-            token = await gh.credentials.authorization()
-            interval = gh.options.pace_writes
+            credentials = gh.credentials
             local: dict[str, Any] = {"clock": gh.options.clock, "sleep": gh.options.sleep}
+            expires_at: float | None = None
+            if isinstance(credentials, InstallationCredentials):
+                current = await credentials.source.get(credentials.installation_id)
+                token: str | None = current.token
+                expires_at = current.expires_at
+                local["tokens"] = credentials.source  # in this process: the client's own
+            else:
+                token = (await credentials.authorization() or "").split(" ", 1)[-1]
+            interval = gh.options.pace_writes
             if interval:
                 local["turn"] = self._local_turn or functools.partial(
                     gh.grant_write, interval * WRITE_SPACING
@@ -209,11 +271,13 @@ class Quota:
                 ),
                 granted=n,
                 base_url=gh.base_url,
-                token=(token or "").split(" ", 1)[-1],
+                token=token or "",
                 writes=writes if interval else None,
                 pace_writes=interval,
                 turns=self._turns,
                 local=local,
+                expires_at=expires_at,
+                tokens=self._tokens,
             )
             yield ticket
         finally:

@@ -25,7 +25,7 @@ import msgspec
 from actors.appends import AppendGroup
 from actors.bot import InstallationActor, ordering_key
 from actors.installation import InstallationHost, log_replay_not_run, runtime_event
-from actors.quota import WRITE_SPACING, Quota, TurnSource
+from actors.quota import WRITE_SPACING, LeaseTokens, Quota, TurnSource
 from actors.records import (
     NO_INSTALLATION,
     DeliveryCompleted,
@@ -107,6 +107,7 @@ class ShardCore:
         schedule: bool = True,
         version: str = "",
         write_turns: TurnSource | None = None,
+        lease_tokens: LeaseTokens | None = None,
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -122,6 +123,8 @@ class ShardCore:
         self.version = version
         #: Where a quota lease's tasks ask for their writes' turns (`grant_write`).
         self._write_turns = write_turns
+        #: Where a quota lease's tasks get the installation's next token.
+        self._lease_tokens = lease_tokens
         self.epochs: dict[int, int] = {}
         self.hosts: OrderedDict[int, InstallationHost] = OrderedDict()
         self._activating: dict[int, asyncio.Future[InstallationHost]] = {}
@@ -719,6 +722,7 @@ class ShardCore:
                 turns=self._write_turns,
                 installation_id=installation_id,
                 local_turn=functools.partial(self.grant_write, installation_id),
+                tokens=self._lease_tokens,
             )
         vshard = self._vshard(installation_id)
         epoch = self.epochs.get(vshard)

@@ -161,6 +161,19 @@ class ShardTurns:
                 await asyncio.sleep(0.25)
 
 
+@dataclass(frozen=True)
+class AppAuthTokens:
+    """Where a quota lease's task gets its installation's next token
+    (`actors.quota.LeaseTokens`): the app-auth actor, found by name, so one replaced
+    meanwhile is not asked, its successor is. Picklable (it travels in the lease)."""
+
+    namespace: str
+
+    async def __call__(self, installation_id: int, force: bool) -> Any:
+        actor = await asyncio.to_thread(ray.get_actor, APP_AUTH_NAME, namespace=self.namespace)
+        return await actor.token.remote(installation_id, force=force)
+
+
 class ShardActor:
     """A Ray actor around `ShardCore`; starts in the background, so `__init__` never
     blocks a restart."""
@@ -218,6 +231,7 @@ class ShardActor:
             dedup_window=s.dedup_window,
             version=s.version,
             write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
+            lease_tokens=AppAuthTokens(s.namespace),
         )
         await core.open()
         self.started_at = time.time()

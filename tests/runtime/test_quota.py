@@ -7,13 +7,14 @@ import pickle
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
 
 from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
-from ghbot.auth import AppAuth
+from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
 from ghbot.events import Event, decode_envelope
@@ -266,6 +267,42 @@ async def test_a_lease_keeps_the_installations_clock_in_process_and_wall_time_el
             assert isinstance(elsewhere.turns, InProcessTurns)
             assert elsewhere.writes == lease.writes and elsewhere.token == lease.token
         assert len(fake.requests_to(COMMENTS, "POST")) == 2
+
+
+#: The apps whose token caches `AppTokens` reads, by name (a stand-in for the app-auth
+#: actor a lease's Ray task asks).
+_APPS: dict[str, GitHubApp] = {}
+
+
+@dataclass(frozen=True)
+class AppTokens:
+    """A picklable `LeaseTokens` over an app of `_APPS`."""
+
+    name: str
+
+    async def __call__(self, installation_id: int, force: bool) -> InstallationToken:
+        return await _APPS[self.name].tokens.get(installation_id, force=force)
+
+
+async def test_a_leases_task_gets_the_next_token_once_the_leases_is_near_expiry(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    # Tokens live 5 minutes and 2 s: the lease's is usable for 2 s (GitHub's live an
+    # hour, and a lease's has at least 5 minutes left: a task of over 5 minutes).
+    async with _octo(public_pem, token_lifetime=302) as fake:
+        app = GitHubApp(AppAuth(1, pem_pkcs8), options=ClientOptions(base_url=fake.url))
+        _APPS["octo"] = app
+        async with Quota(app.installation(7), tokens=AppTokens("octo")).lease(5) as lease:
+            assert lease.expires_at is not None and lease.token not in repr(lease)
+            elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
+            client = elsewhere.client()
+            await client.request("GET", "/repos/octo/repo")
+            await asyncio.sleep(2.1)
+            await client.request("GET", "/repos/octo/repo")
+            lease.report(2)
+        first, second = [r.headers["Authorization"] for r in fake.requests_to("/repos/octo/repo")]
+        assert first == f"token {lease.token}" and second != first
+        assert second == f"token {app.tokens.cached(7).token}"  # type: ignore[union-attr]
 
 
 class OverLeases(InstallationActor):
