@@ -302,7 +302,7 @@ async def test_a_leases_task_gets_the_next_token_once_the_leases_is_near_expiry(
             lease.report(2)
         first, second = [r.headers["Authorization"] for r in fake.requests_to("/repos/octo/repo")]
         assert first == f"token {lease.token}" and second != first
-        assert second == f"token {app.tokens.cached(7).token}"  # type: ignore[union-attr]
+        assert second == f"token {(await app.tokens.get(7)).token}"  # the app's current one
 
 
 class OverLeases(InstallationActor):
