@@ -86,7 +86,10 @@ class Statements:
             " WHERE shard = ANY($3::integer[]) FOR SHARE),"
             f" h AS (INSERT INTO {p}streams AS s SELECT n, sh, 0"
             " FROM unnest($1::text[], $2::integer[]) AS t(n, sh)"
-            " ON CONFLICT (stream) DO UPDATE SET last_seq = s.last_seq"
+            # A row without events (left by a fenced append) takes the shard of its
+            # next writer, which is the layout's now.
+            " ON CONFLICT (stream) DO UPDATE SET last_seq = s.last_seq,"
+            " shard = CASE WHEN s.last_seq = 0 THEN excluded.shard ELSE s.shard END"
             " RETURNING s.stream, s.last_seq)"
             " SELECT stream, last_seq, NULL::integer FROM h"
             " UNION ALL SELECT NULL, epoch, shard FROM ep"

@@ -127,14 +127,18 @@ def _reshard(
             f"`ghbot journal reshard --to {going}` to finish it first"
         )
     before = int(record[SHARD_COUNT]) if SHARD_COUNT in record else None
-    files = _shard_files(directory)
-    placement: dict[str, list[int]] = {}
-    for shard, path in files.items():
-        for stream in _streams(path):
-            placement.setdefault(stream, []).append(shard)
-    moves = plan_moves(placement, to, route, resuming=going is not None)
+    resuming = going is not None
+    plan_moves(_placement(_shard_files(directory)), to, route, resuming=resuming)  # refused?
     _set_record(meta, {SHARD_COUNT: str(before or to), RESHARDING_TO: str(to)})
-    epoch = _fence(directory, sorted(set(files) | set(range(to))))
+    # Every shard the old layout or the new one may write: a writer's file made since
+    # the listing above is fenced too.
+    shards = set(_shard_files(directory)) | set(range(max(to, before or 0)))
+    epoch = _fence(directory, sorted(shards))
+    # Listed again once no writer holds an epoch: a stream made between the listing
+    # above and the fence moves too.
+    files = _shard_files(directory)
+    placement = _placement(files)
+    moves = plan_moves(placement, to, route, resuming=resuming)
     for (source, target), streams in moves.items():
         for start in range(0, len(streams), _GROUP):
             _move(files[source], shard_path(directory, target), streams[start : start + _GROUP])
@@ -144,6 +148,15 @@ def _reshard(
     _set_record(meta, {SHARD_COUNT: str(to)}, drop=RESHARDING_TO)
     moved = sum(len(streams) for streams in moves.values())
     return Resharded(before, to, moved, len(placement), epoch)
+
+
+def _placement(files: dict[int, Path]) -> dict[str, list[int]]:
+    """Map each stream to the shards whose files hold any of its rows."""
+    placement: dict[str, list[int]] = {}
+    for shard, path in files.items():
+        for stream in _streams(path):
+            placement.setdefault(stream, []).append(shard)
+    return placement
 
 
 def _set_record(meta: sqlite3.Connection, values: dict[str, str], drop: str = "") -> None:
@@ -177,7 +190,10 @@ def _fence(directory: Path, shards: list[int]) -> int:
     """Give every shard one new epoch, above all granted; return it.
 
     A writer still holding an epoch (a shard left running) is refused from here on,
-    before any row moves; the next shard owners take the epoch after it.
+    before any row moves; the next shard owners take the epoch after it. Each file's
+    epoch is read and written in one transaction: a file whose epoch an
+    `acquire_epoch` raised to the chosen one meanwhile starts the fence over, one
+    above it.
     """
     granted = 0
     for shard in shards:
@@ -190,13 +206,31 @@ def _fence(directory: Path, shards: list[int]) -> int:
             finally:
                 conn.close()
     epoch = granted + 1
+    while (higher := _fence_at(directory, shards, epoch)) is not None:
+        epoch = higher + 1
+    return epoch
+
+
+def _fence_at(directory: Path, shards: list[int], epoch: int) -> int | None:
+    """Set every shard's epoch to `epoch`; return None, or a file's epoch at or above
+    it (granted since `_fence` read them), and stop there."""
     for shard in shards:
         conn = _open_shard(shard_path(directory, shard))
         try:
-            conn.execute("INSERT OR REPLACE INTO shard_epochs VALUES (?, ?)", (shard, epoch))
+
+            def fence(conn: sqlite3.Connection, shard: int = shard) -> int | None:
+                row = conn.execute("SELECT max(epoch) FROM shard_epochs").fetchone()
+                if int(row[0] or 0) >= epoch:
+                    return int(row[0])
+                conn.execute("INSERT OR REPLACE INTO shard_epochs VALUES (?, ?)", (shard, epoch))
+                return None
+
+            higher = transaction(conn, fence)
         finally:
             conn.close()
-    return epoch
+        if higher is not None:
+            return higher
+    return None
 
 
 def _move(source: Path, target: Path, streams: list[str]) -> None:

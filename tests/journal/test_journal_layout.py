@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ghbot.errors import ConfigError, Fenced, UsageError
-from ghbot.journal import NewEvent, open_journal, reshard_journal, shard_for
+from ghbot.journal import NewEvent, open_journal, reshard_journal, shard_for, sqlite_layout
 from ghbot.journal.layout import plan_moves
 from ghbot.journal.postgres import PostgresJournal
 from ghbot.journal.sqlite_file import connect, create_schema, transaction
@@ -182,6 +182,31 @@ async def test_a_postgres_reshard_that_fails_changes_nothing(postgres_backend: B
     await journal.close()
 
 
+@pytest.mark.postgres
+async def test_a_fenced_postgres_append_leaves_a_new_stream_to_its_next_writers_shard(
+    postgres_backend: Backend,
+) -> None:
+    url = postgres_backend.url
+    await _write(url, 4)
+    new = next(f"new-{n}" for n in range(100) if shard_for(f"new-{n}", 8) >= 4)
+    old_shard, new_shard = shard_for(new, 4), shard_for(new, 8)
+    left = await open_journal(url, shard_count=4)  # a shard left running
+    stale = await left.acquire_epoch(old_shard)
+    await reshard_journal(url, 8)
+    with pytest.raises(Fenced):
+        await left.append(new, [NewEvent("t", b"late")], shard=old_shard, epoch=stale)
+    await left.close()
+    journal = await open_journal(url, shard_count=8)
+    try:
+        epoch = await journal.acquire_epoch(new_shard)
+        await journal.append(new, [NewEvent("t", b"x")], shard=new_shard, epoch=epoch)
+        # Recovery lists a shard's streams: the stream is its shard's, not the zombie's.
+        assert new in await journal.list_streams(shard=new_shard)
+        assert new not in await journal.list_streams(shard=old_shard)
+    finally:
+        await journal.close()
+
+
 def test_the_record_is_a_table_beside_the_shard_files(tmp_path: Path) -> None:
     from ghbot.journal.sqlite import SqliteJournal
 
@@ -200,6 +225,84 @@ async def test_a_writer_left_running_through_a_reshard_is_fenced(durable: Backen
     with pytest.raises(Fenced):
         await left.append(STREAMS[0], [NewEvent("t", b"late")], shard=shard, epoch=epoch)
     await left.close()
+
+
+async def test_a_stream_a_writer_makes_while_a_sqlite_reshard_fences_still_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer left running (its epoch still current) makes a new stream after the
+    # reshard listed the streams and before its fence: that stream moves too.
+    url = f"sqlite://{tmp_path}/j"
+    await _write(url, 4)
+    late = next(f"late-{n}" for n in range(100) if shard_for(f"late-{n}", 8) >= 4)
+    old_file = tmp_path / "j" / f"shard-{shard_for(late, 4):05d}.sqlite3"
+    fence = sqlite_layout._fence
+
+    def write_then_fence(directory: Path, shards: list[int]) -> int:
+        conn = sqlite3.connect(old_file)
+        try:
+            for table in ("events", "deliveries"):
+                columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+                chosen = ", ".join("?" if c == "stream" else c for c in columns)
+                conn.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - the test's own
+                    f" SELECT {chosen} FROM {table} WHERE stream = ?",
+                    (late, _any_stream_of(conn)),
+                )
+            conn.commit()
+        finally:
+            conn.close()
+        return fence(directory, shards)
+
+    monkeypatch.setattr(sqlite_layout, "_fence", write_then_fence)
+    await reshard_journal(url, 8)
+    journal = await open_journal(url)
+    try:
+        assert [e.data for e in await journal.read(late)] != []
+        assert late in await journal.list_streams(shard=shard_for(late, 8))
+    finally:
+        await journal.close()
+    conn = sqlite3.connect(old_file)
+    try:
+        assert (
+            conn.execute("SELECT count(*) FROM events WHERE stream = ?", (late,)).fetchone()[0] == 0
+        )
+    finally:
+        conn.close()
+
+
+async def test_an_epoch_granted_while_a_sqlite_reshard_fences_is_fenced_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite://{tmp_path}/j"
+    await _write(url, 4)
+    left = await open_journal(url, shard_count=4)
+    shard = shard_for(STREAMS[0], 4)
+    fence_at = sqlite_layout._fence_at
+    granted: list[int] = []
+
+    def grant_then_fence(directory: Path, shards: list[int], epoch: int) -> int | None:
+        if not granted:  # as `acquire_epoch` would, after the fence read the epochs
+            conn = sqlite3.connect(sqlite_layout.shard_path(directory, shard))
+            conn.execute("UPDATE shard_epochs SET epoch = ? WHERE shard = ?", (epoch, shard))
+            conn.commit()
+            conn.close()
+            granted.append(epoch)
+        return fence_at(directory, shards, epoch)
+
+    monkeypatch.setattr(sqlite_layout, "_fence_at", grant_then_fence)
+    try:
+        await left.acquire_epoch(shard)  # the row `acquire_epoch` raises
+        done = await reshard_journal(url, 8)
+        assert done.epoch == granted[0] + 1
+        with pytest.raises(Fenced):
+            await left.append(STREAMS[0], [NewEvent("t", b"late")], shard=shard, epoch=granted[0])
+    finally:
+        await left.close()
+
+
+def _any_stream_of(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("SELECT stream FROM events LIMIT 1").fetchone()[0])
 
 
 def _events_layout(path: Path) -> tuple[bool, list[str]]:
