@@ -5,10 +5,11 @@ the shard files. A reshard moves rows between shard files, which no one transact
 can span (SQLite in WAL mode commits attached files one by one), so it is made safe
 to run again instead: it first records where it is going (`RESHARDING_TO`, which makes
 every open refuse the journal until it is done), then fences every shard (one new
-epoch, above any granted, in every shard file), then per group of streams copies their
-rows into the new shard file (replacing what a crashed run copied) and only then
-deletes them from the old one, then removes the shard files above the new count, and
-last records the new count.
+epoch, above any granted, in every shard file of the old count and the new), then lists
+the streams (after the fence, so none a writer left running made is missed), then per
+group of streams copies their rows into the new shard file (replacing what a crashed
+run copied) and only then deletes them from the old one, then removes the shard files
+above the new count, and last records the new count.
 """
 
 from __future__ import annotations
