@@ -41,6 +41,12 @@ class TokenMinter:
             return await self.app.create_installation_token(installation_id)
         return await self.app.tokens.get(installation_id)
 
+    async def cached_token(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        """Return the installation's token from this process's cache (`force`: one
+        other than the token just refused, unless that one is seconds old), one
+        exchange at a time: what quota leases' tasks ask for."""
+        return await self.app.tokens.get(installation_id, force=force)
+
     async def app_get(self, path: str) -> Any:
         """GET an app-level endpoint with the JWT and return its JSON."""
         return (await self.app.gh.request("GET", path)).data

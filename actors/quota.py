@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
     from ghbot.client import GitHub
 
 __all__ = ["WRITE_SPACING", "LeaseTokens", "Quota", "QuotaLease", "TurnSource"]
+
+log = logging.getLogger("ghbot.quota")
 
 #: Asks the shard that holds installation `id` for a write's turn (`GitHub.grant_write`);
 #: picklable, so a lease's task elsewhere can call it (`actors.ray.runtime.ShardTurns`).
@@ -175,7 +178,8 @@ class QuotaLease:
 class _LeaseTokenSource:
     """A lease's task's `TokenSource`: the lease's token while more than
     `TOKEN_REFRESH_MARGIN` of it is left, then the installation's current one from
-    `fetch`, one fetch at a time."""
+    `fetch`, one fetch at a time. A fetch that fails before the token has expired
+    (the app-auth actor being replaced) is logged, and the token kept meanwhile."""
 
     def __init__(
         self, first: InstallationToken, fetch: LeaseTokens, clock: Callable[[], float]
@@ -191,7 +195,18 @@ class _LeaseTokenSource:
             return token
         async with self._lock:
             if self._token is token:  # not replaced while this one waited
-                self._token = await self._fetch(installation_id, force)
+                try:
+                    self._token = await self._fetch(installation_id, force)
+                except Exception as exc:
+                    if force or self._clock() >= token.expires_at:
+                        raise
+                    log.warning(
+                        "installation %d: no new token for a quota lease's task yet (%s); "
+                        "the lease's is used until it expires",
+                        installation_id,
+                        type(exc).__name__,
+                        extra={"installation_id": installation_id},
+                    )
             return self._token
 
 

@@ -747,7 +747,7 @@ class ShardCore:
             on_written=self._maybe_snapshot,
         )
         if self.draining and not self._finishing:
-            host.stop()  # activated while draining (recovery): it runs nothing
+            host.stop()  # activated while a drain hands over (recovery): it runs nothing
         return host
 
     # --- snapshots ----------------------------------------------------------------
@@ -1045,8 +1045,9 @@ class ShardCore:
     async def _read_and_hand_over(self, installation_id: int) -> bool:
         """Read an installation whose host was dropped to be read again (`_reload_later`),
         which keeps that host's client for the next, and hand that client over
-        (`_hand_over_clients`); the host starts stopped. A read that fails (perhaps one
-        under way, begun before the drain) is tried once more."""
+        (`_hand_over_clients`); the host starts stopped, unless the drain finishes what
+        the shard took (`drain(finish=True)`). A read that fails (perhaps one under way,
+        begun before the drain) is tried once more."""
         try:
             try:
                 host = await self.host(installation_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -258,9 +259,12 @@ def _run_new(args: argparse.Namespace) -> int:
     root = new_project(args.name, args.dir)
     package = package_name(args.name)
     print(f"created {root}: {package}/bot.py, tests/test_bot.py, pyproject.toml, README.md")
-    print("next:")
-    print(f"  cd {root}")
-    print("  python -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest")
+    # Into this environment, which holds ghbot: a new one would look for ghbot on PyPI,
+    # where a package of that name is another project.
+    python = shlex.quote(sys.executable)
+    print("next, in this environment (it holds ghbot):")
+    print(f"  cd {shlex.quote(str(root))}")
+    print(f"  {python} -m pip install -e '.[dev]' && {python} -m pytest")
     return 0
 
 

@@ -35,6 +35,8 @@ log = logging.getLogger("ghbot.redelivery")
 GITHUB_WINDOW = 3 * 24 * 3600.0
 #: How long GitHub Enterprise Server keeps one: the longest a sweep may look back.
 GHES_WINDOW = 7 * 24 * 3600.0
+#: Listings cut short kept to go on with, at most (the newest kept).
+MAX_BEHIND = 100
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,10 +123,12 @@ class RedeliverySweeper:
     GUID is asked for at most `max_requests` times, and not again within `spacing`
     seconds (GitHub redelivers asynchronously). A sweep reads at most `max_pages`
     pages of 100 attempts from the newest (GitHub's listing has no filter for
-    failures); one that stops there keeps where it stopped, and the next sweeps go on
-    from there, after their own newest attempts, with the pages left (one at least),
-    until they reach the start of the stopped sweep's interval. An app busier than
-    `max_pages` pages per interval falls behind, and says so (`truncated`, a warning).
+    failures); one that stops there keeps where it stopped, and later sweeps go on
+    from there (oldest first, after their own newest attempts, with the pages left,
+    one at least) until they reach how far back it was to go. A listing that cannot go
+    on (GitHub refuses the page) is given up on with a warning. An app with more
+    attempts per sweep than `max_pages` pages falls behind: `truncated` stays set, and
+    past `MAX_BEHIND` listings cut short the oldest are given up on (an error).
     """
 
     def __init__(
@@ -150,9 +154,10 @@ class RedeliverySweeper:
         self.last_sweep: float | None = None
         self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
         self._asked: dict[str, tuple[int, float]] = {}
-        #: Where a listing cut short stopped (its next page's URL), and how far back
-        #: it was to go: the next sweep goes on from there.
-        self._resume: tuple[str, float] | None = None
+        #: Listings cut short: where each stopped (its next page's URL) and how far
+        #: back it was to go; later sweeps go on with them. In memory: an app-auth
+        #: actor restarted starts without them.
+        self._behind: list[tuple[str, float]] = []
         self._lock = asyncio.Lock()
 
     async def sweep(self, *, again: bool = False, lookback: float | None = None) -> Sweep:
@@ -183,23 +188,14 @@ class RedeliverySweeper:
                 now - (attempts[-1].at if attempts else now),
                 now - since,
             )
-            older = since if self._resume is None else min(since, self._resume[1])
-            self._resume = (cut, older)
-        elif self._resume is not None and self._resume[1] < since:
-            url, older = self._resume
-            more, cut, _ = await self._attempts(url, older, max(self.max_pages - read, 1))
-            attempts += more
-            self._resume = None if cut is None else (cut, older)
-            log.warning(
-                "redelivery: went on with a listing an earlier sweep cut short: %d more "
-                "delivery attempts%s",
-                len(more),
-                "" if cut is None else f", {now - older:.0f} s back still to list",
-            )
-        else:
-            self._resume = None  # this sweep looked back as far
+        if cut is None:  # listed whole back to `since`: so were those cut short within
+            self._behind = [(url, older) for url, older in self._behind if older < since]
+        if self._behind:
+            attempts += await self._go_on(now, max(self.max_pages - read, 1))
+        if cut is not None:
+            self._behind.append((cut, since))
         failed = failed_deliveries(attempts)
-        truncated = self._resume is not None
+        truncated = bool(self._behind)
         result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
         held = await self.held(failed) if failed else set()
         result.held = len(held)
@@ -221,6 +217,50 @@ class RedeliverySweeper:
                 len(result.gave_up),
             )
         return result
+
+    async def _go_on(self, now: float, pages: int) -> list[Attempt]:
+        """Go on with the listings earlier sweeps cut short, oldest first, reading
+        `pages` pages at most; keep where each stops; return the attempts listed."""
+        found: list[Attempt] = []
+        left: list[tuple[str, float]] = []
+        for url, older in sorted(self._behind, key=lambda listing: listing[1]):
+            if now - older > GHES_WINDOW:
+                continue  # GitHub keeps no attempt that old
+            if pages <= 0:
+                left.append((url, older))
+                continue
+            try:
+                more, cut, read = await self._attempts(url, older, pages)
+            except GhBotError as exc:
+                # A cursor GitHub no longer takes, say: this one is given up on, and
+                # the sweep goes on with what it has.
+                log.warning(
+                    "redelivery: could not go on with a listing cut short (%s); left, "
+                    "%.0f s back of it unlisted",
+                    type(exc).__name__,
+                    now - older,
+                )
+                continue
+            pages -= read
+            found += more
+            if cut is not None:
+                left.append((cut, older))
+        if len(left) > MAX_BEHIND:
+            log.error(
+                "redelivery: %d listings cut short; the oldest %d given up on (the app "
+                "gets more delivery attempts than the sweeps can list)",
+                len(left),
+                len(left) - MAX_BEHIND,
+            )
+            left = left[-MAX_BEHIND:]
+        self._behind = left
+        log.warning(
+            "redelivery: went on with listings earlier sweeps cut short: %d more delivery "
+            "attempts; %d still to go on with",
+            len(found),
+            len(left),
+        )
+        return found
 
     async def _attempts(
         self, resume: str | None, since: float, pages: int

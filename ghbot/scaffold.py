@@ -199,16 +199,18 @@ __pycache__/
 _README = """\
 # {name}
 
-A GitHub App built with [ghbot](https://pypi.org/project/ghbot/).
+A GitHub App built with ghbot.
 
 ## Next steps
 
-1. Install it with its test tools, and run its tests (in-process, no Ray, a fake
-   GitHub; a few seconds):
+1. Install it with its test tools into the environment that holds ghbot (installed
+   from ghbot's repository: the package named `ghbot` on PyPI is another project, so
+   a new environment would fetch that one), and run its tests (in-process, no Ray, a
+   fake GitHub; a few seconds):
 
    ```sh
-   python -m venv .venv && .venv/bin/pip install -e '.[dev]'
-   .venv/bin/pytest
+   pip install -e '.[dev]'
+   pytest
    ```
 
 2. Try a delivery by hand: `ghbot receive issues.opened --bot {package}.bot:{cls}`

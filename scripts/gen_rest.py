@@ -6,7 +6,7 @@ The source is `generated/api.github.com.json` of the npm package `@octokit/opena
 (13 MB): its version and sha256 are written in the header of every generated file.
 Regenerate with:
 
-    cd /tmp && npm pack @octokit/openapi && tar xzf octokit-openapi-*.tgz
+    (cd /tmp && npm pack @octokit/openapi@23.0.2 && tar xzf octokit-openapi-23.0.2.tgz)
     .venv/bin/python scripts/gen_rest.py /tmp/package/generated/api.github.com.json
 
 Rules, chosen so that real answers decode and keep decoding as GitHub adds fields:

@@ -171,7 +171,7 @@ class AppAuthTokens:
 
     async def __call__(self, installation_id: int, force: bool) -> Any:
         actor = await asyncio.to_thread(ray.get_actor, APP_AUTH_NAME, namespace=self.namespace)
-        return await actor.token.remote(installation_id, force=force)
+        return await actor.lease_token.remote(installation_id, force=force)
 
 
 class ShardActor:
@@ -475,6 +475,11 @@ class AppAuthActor:
     async def token(self, installation_id: int, force: bool = False) -> Any:
         """Return a token for the installation (cached until 5 minutes before expiry)."""
         return await self._minter.token(installation_id, force=force)
+
+    async def lease_token(self, installation_id: int, force: bool = False) -> Any:
+        """Return the installation's token for a quota lease's task (`AppAuthTokens`):
+        cached, one exchange at a time however many tasks ask."""
+        return await self._minter.cached_token(installation_id, force=force)
 
     async def app_get(self, path: str) -> Any:
         """GET an app-level (JWT) endpoint (for the CLI)."""

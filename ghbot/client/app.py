@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from yarl import URL
+
 from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.breaker import CircuitBreaker
@@ -176,15 +178,14 @@ def _page(per_page: int) -> int:
 def _token_of(answer: Response, installation_id: int, now: float) -> InstallationToken:
     """The token in GitHub's answer; `GitHubError` (without the answer's data, which
     may hold a token) when the answer holds none."""
-    try:
-        return InstallationToken.from_response(
-            answer.data, installation_id=installation_id, now=now
-        )
-    except ValueError as exc:
-        raise GitHubError(
-            answer.status,
-            str(exc),
-            method=answer.method,
-            url=answer.url,
-            request_id=answer.request_id,
-        ) from None
+    data = answer.data
+    message = "the access token answer is not a JSON object"
+    if isinstance(data, Mapping):
+        try:
+            return InstallationToken.from_response(data, installation_id=installation_id, now=now)
+        except ValueError as exc:
+            message = str(exc)
+    url = str(URL(answer.url).with_user(None))
+    raise GitHubError(
+        answer.status, message, method=answer.method, url=url, request_id=answer.request_id
+    )

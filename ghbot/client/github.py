@@ -586,13 +586,21 @@ class GitHub:
     async def _exchange(self, call: Call, budget: Budget | None) -> Answer:
         """Send the request once; return status, headers and body, or raise TransportError.
 
-        A request that never got a connection gives `budget`'s unit back.
+        A request that never got a connection, or whose token could not be had, gives
+        `budget`'s unit back.
         """
         headers = call.headers
         if not call.at_home():
             headers.pop("Authorization", None)
-        elif (authorization := await self._creds.authorization()) is not None:
-            headers["Authorization"] = authorization
+        else:
+            try:
+                authorization = await self._creds.authorization()
+            except BaseException:
+                if budget is not None:  # no token, so never sent
+                    self._refund(budget)
+                raise
+            if authorization is not None:
+                headers["Authorization"] = authorization
         pool = self.options.pool or current_pool()
         async with pool.semaphore:
             # Timed from when the request may go: waiting for the pool is not GitHub's.
@@ -607,8 +615,10 @@ class GitHub:
                     timeout=self.options.client_timeout,
                 ) as answer:
                     status, body = answer.status, await answer.read()
-            except TimeoutError:
+            except TimeoutError as exc:
                 metrics.api_request(call.method, None, time.perf_counter() - started)
+                if budget is not None and isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    self._refund(budget)  # no connection within the timeout: never sent
                 message = f"no answer within {self.options.timeout:g} s"
                 raise Timeout(message, method=call.method, url=call.shown()) from None
             except aiohttp.ClientError as exc:

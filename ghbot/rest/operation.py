@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import quote
 
 import msgspec
+from yarl import URL
 
 from ghbot.client.response import items_of
 from ghbot.config import DEFAULT_API_URL
@@ -197,7 +198,7 @@ class Op:
                 response.status,
                 message,
                 method=self.method,
-                url=response.url,
+                url=str(URL(response.url).with_user(None)),  # as every error shows a URL
                 request_id=response.request_id,
                 data=data,
             ) from None

@@ -108,8 +108,11 @@ class Setup:
         return [d for d in self.deliveries.attempts if d["redelivery"]]
 
     def issue(self, full_name: str, number: int) -> dict[str, Any]:
-        """Return issue `number` of `owner/name` (KeyError when absent)."""
-        return self._repo(full_name).issues[number]
+        """Return issue `number` of `owner/name` (`UsageError` when either is absent)."""
+        issue = self._repo(full_name).issues.get(number)
+        if issue is None:
+            raise UsageError(f"no issue {number} in {full_name!r} in the fake")
+        return issue
 
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         """Return the comments on issue `number`, oldest first."""

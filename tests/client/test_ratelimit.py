@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 import pytest
 
+from ghbot.auth import InstallationToken
 from ghbot.client import ClientOptions, GitHub
-from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited
+from ghbot.client.pool import Pool
+from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.testing import FakeClock, FakeGitHub
 
@@ -307,11 +312,49 @@ async def test_rate_limit_endpoint_is_free(
 async def test_a_request_that_never_connected_gives_its_unit_back(
     options: ClientOptions,
 ) -> None:
-    refused = options.replace(base_url="http://127.0.0.1:9")  # nothing listens on 9
-    gh = GitHub(token="ghs_x", options=refused)
+    with socket.socket() as sock:  # a port nothing listens on any more
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gh = GitHub(token="ghs_x", options=options.replace(base_url=f"http://127.0.0.1:{port}"))
     with pytest.raises(ConnectionFailed):
         await gh.request("GET", ISSUE)
     assert gh.budgets.core.remaining == 5000, "GitHub never saw it: nothing counted"
+
+
+class _NoConnectionInTime:
+    """An aiohttp session whose connections time out (a host that drops SYNs, which
+    nothing on 127.0.0.1 can be made to do)."""
+
+    closed = False
+
+    def request(self, *args: object, **kwargs: object) -> Any:
+        raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
+
+
+async def test_a_request_whose_connection_timed_out_gives_its_unit_back(
+    options: ClientOptions,
+) -> None:
+    pool = Pool(session=_NoConnectionInTime())  # type: ignore[arg-type]
+    gh = GitHub(token="ghs_x", options=options.replace(pool=pool))
+    with pytest.raises(Timeout):
+        await gh.request("GET", ISSUE)
+    assert gh.budgets.core.remaining == 5000, "never sent: nothing counted"
+
+
+class _NoToken:
+    """A token source that fails (the app-auth actor away, a key GitHub refuses)."""
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        raise Unauthorized(401, "A JSON web token could not be decoded")
+
+
+async def test_a_request_whose_token_could_not_be_had_gives_its_unit_back(
+    options: ClientOptions,
+) -> None:
+    gh = GitHub(tokens=_NoToken(), installation_id=1, options=options)
+    with pytest.raises(Unauthorized):
+        await gh.request("GET", ISSUE)
+    assert gh.budgets.core.remaining == 5000, "never sent: nothing counted"
 
 
 def test_refund_gives_a_unit_back_to_the_budget_and_its_lease() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from ghbot.client import GitHubApp
+from ghbot.errors import ValidationFailed
 from ghbot.redelivery import (
     GITHUB_WINDOW,
     Attempt,
@@ -217,6 +219,64 @@ async def test_the_next_sweep_goes_on_where_a_truncated_one_stopped(
     clock.advance(200)
     assert not (await sweeper.sweep()).truncated
     assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 6  # nothing left over
+
+
+async def test_sweeps_cut_short_every_time_still_reach_back_to_an_old_failure(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    # An app busier than a sweep's pages, for good: every sweep's own listing is cut
+    # short, and each still goes a page further into what the earlier ones left.
+    clock.now = 1_800_000_000.0
+    fake.add_delivery("issues", {}, guid="old", status_code=500)
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, max_pages=1, clock=clock)
+    asked: list[str] = []
+    for n in range(6):
+        for m in range(120):  # 120 a sweep, a second apart: more than a page
+            clock.advance(1)
+            fake.add_delivery("issues", {}, guid=f"g{n}-{m}")
+        result = await sweeper.sweep()
+        assert result.truncated
+        asked += result.redelivered
+    assert asked == ["old"]
+    assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 1 + 5 * 2  # 2 pages a sweep
+
+
+class CursorRefused:
+    """The fake's app, but GitHub refuses every cursor (one expired, say): no mock of
+    the fake can tell a cursor's page from the first by its path."""
+
+    def __init__(self, app: GitHubApp) -> None:
+        self.app = app
+
+    async def hook_delivery_pages(
+        self, *, per_page: int = 100, resume: str | None = None
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
+        if resume is not None:
+            raise ValidationFailed(422, "Invalid cursor", method="GET", url="/app/hook/deliveries")
+        async for page in self.app.hook_delivery_pages(per_page=per_page):
+            yield page
+
+    async def redeliver(self, attempt_id: int) -> None:
+        await self.app.redeliver(attempt_id)
+
+
+async def test_a_listing_github_will_not_go_on_with_is_given_up_and_sweeps_go_on(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock.now = 1_800_000_000.0
+    for n in range(150):
+        fake.add_delivery("issues", {}, guid=f"g{n}")
+        clock.advance(10)
+    sweeper = RedeliverySweeper(
+        CursorRefused(app), Journal().held, lookback=3600, max_pages=1, clock=clock
+    )
+    assert (await sweeper.sweep()).truncated
+    clock.advance(200)
+    fake.add_delivery("issues", {}, guid="new", status_code=502)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        second = await sweeper.sweep()
+    assert second.redelivered == ["new"] and not second.truncated
+    assert "could not go on with a listing cut short (ValidationFailed)" in caplog.text
 
 
 async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart(

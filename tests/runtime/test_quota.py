@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import time
 from collections.abc import AsyncIterator
@@ -303,6 +304,30 @@ async def test_a_leases_task_gets_the_next_token_once_the_leases_is_near_expiry(
         first, second = [r.headers["Authorization"] for r in fake.requests_to("/repos/octo/repo")]
         assert first == f"token {lease.token}" and second != first
         assert second == f"token {(await app.tokens.get(7)).token}"  # the app's current one
+
+
+@dataclass(frozen=True)
+class NoTokens:
+    """A `LeaseTokens` that cannot answer (the app-auth actor being replaced)."""
+
+    async def __call__(self, installation_id: int, force: bool) -> InstallationToken:
+        raise ConnectionError("the app-auth actor is not there")
+
+
+async def test_a_leases_task_keeps_its_token_while_no_next_one_can_be_had(
+    public_pem: bytes, pem_pkcs8: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _octo(public_pem, token_lifetime=302) as fake:
+        app = GitHubApp(AppAuth(1, pem_pkcs8), options=ClientOptions(base_url=fake.url))
+        async with Quota(app.installation(7), tokens=NoTokens()).lease(5) as lease:
+            client = pickle.loads(pickle.dumps(lease)).client()  # noqa: S301 - our own bytes
+            await asyncio.sleep(2.1)  # under 5 minutes left: it asks, and is not answered
+            with caplog.at_level(logging.WARNING, logger="ghbot.quota"):
+                assert (await client.request("GET", "/repos/octo/repo")).status == 200
+            lease.report(1)
+        [sent] = fake.requests_to("/repos/octo/repo")
+        assert sent.headers["Authorization"] == f"token {lease.token}"
+        assert "no new token for a quota lease's task yet (ConnectionError)" in caplog.text
 
 
 class OverLeases(InstallationActor):

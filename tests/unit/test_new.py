@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,12 @@ def test_the_new_project_passes_its_own_tests_without_ray(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["new", "my-bot", "--dir", str(tmp_path)]) == 0
-    assert "created" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "created" in printed
+    # The next step installs into this interpreter's environment, which holds ghbot: a
+    # new one would find only PyPI's `ghbot`, another project.
+    assert f"{shlex.quote(sys.executable)} -m pip install -e '.[dev]'" in printed
+    assert "venv" not in printed.replace(sys.executable, "")
     project = tmp_path / "my-bot"
     names = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
     assert names == {

@@ -78,6 +78,21 @@ def test_an_answer_that_does_not_fit_raises_with_its_data() -> None:
     with pytest.raises(GitHubError, match="does not fit") as caught:
         op.decode(_answer([{"id": "one"}]))
     assert caught.value.data == [{"id": "one"}] and caught.value.status == 200
+    # A URL with a user and password (a client without credentials) shows neither.
+    answer = Response(200, {}, [{"id": "one"}], method="GET", url="https://me:pw@ghe.example/x")
+    with pytest.raises(GitHubError) as caught:
+        op.decode(answer)
+    assert caught.value.url == "https://ghe.example/x" and "pw" not in str(caught.value)
+
+
+def test_an_access_token_answer_that_is_no_json_object_is_githubs_error() -> None:
+    from ghbot.client.app import _token_of
+
+    page = "<html>Proxy error</html>"
+    answer = Response(201, {}, page, method="POST", url="https://me:pw@proxy.example/t")
+    with pytest.raises(GitHubError, match="not a JSON object") as caught:
+        _token_of(answer, 1, 0.0)
+    assert caught.value.url == "https://proxy.example/t" and caught.value.data is None
 
 
 def test_uploads_go_where_the_clients_github_takes_them() -> None:
