@@ -12,7 +12,7 @@ only pays with PostgreSQL, to add shard actors later),
 `replicas` (`GHBOT_INGRESS_REPLICAS`, default 1), `pace_writes` (`GHBOT_PACE_WRITES`,
 seconds between one installation's mutating requests, default 1; 0 turns it off),
 `redeliver_every` (`GHBOT_REDELIVER_EVERY`, seconds between sweeps for deliveries
-GitHub failed to deliver, default 120; 0 turns them off),
+GitHub failed to deliver, default 120, at least 1; 0 turns them off),
 `dedup_window` (`GHBOT_DEDUP_WINDOW`, seconds a delivery GUID is remembered as
 journaled, default 259200: GitHub's 3-day redelivery window; 604800 on GHES, which
 keeps deliveries 7 days; at least 21600, the sweeper's look-back),
@@ -178,6 +178,11 @@ def build_settings(
             100_000,
         ),
     )
+    if 0 < runtime.redeliver_every < 1:
+        problems.append(
+            f"redeliver_every={runtime.redeliver_every:g} must be 0 (no sweeps) or at least "
+            "1: each sweep lists the app's deliveries with its JWT"
+        )
     if runtime.vshards < runtime.shards:
         problems.append(f"vshards ({runtime.vshards}) must be at least shards ({runtime.shards})")
     if runtime.max_concurrent_requests <= runtime.shards:

@@ -178,6 +178,9 @@ def test_defaults_and_arguments(pem_pkcs8: bytes) -> None:
     assert runtime.redeliver_every == 120.0
     args = {"bot": "examples.greeter:Greeter", "redeliver_every": "0"}
     assert build_settings(args, _env(pem_pkcs8)).redeliver_every == 0
+    # A sweep lists the app's deliveries: not ten times a second (a typo for 0.1 h).
+    with pytest.raises(ConfigError, match=r"redeliver_every=0.1 must be 0 \(no sweeps\)"):
+        build_settings({**args, "redeliver_every": "0.1"}, _env(pem_pkcs8))
 
 
 def test_the_application_has_as_many_ingress_replicas_as_asked(
