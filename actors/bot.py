@@ -4,14 +4,15 @@
 class Greeter(InstallationActor):
     @on("issues.opened")
     async def welcome(self, event: Event[IssuesOpened]) -> None:
-        number = event.payload.issue.number  # typed: `IssuesOpened.issue` is an `Issue`
-        await self.github.request("POST", f"/repos/{event.repository.full_name}/issues/"
-                                  f"{number}/comments", json={"body": "Hi!"})
+        # typed: `IssuesOpened.issue` is an `Issue`; `event.issue()` is its owner,
+        # repo and issue_number, as the REST methods take them
+        await self.github.rest.issues.create_comment(**event.issue(), body="Hi!")
 ```
 
 Event names are checked when the class is defined: `@on("issues.opend")` raises
 `UnknownEventError` with a suggestion, and a handler annotated `Event[PullRequestOpened]`
-under `@on("issues.opened")` raises `UsageError`. One instance lives per installation,
+under `@on("issues.opened")`, a plain `def` or one that does not take `(self, event)`
+raises `UsageError`. One instance lives per installation,
 inside a shard actor; it is activated on its first delivery and rebuilt from the journal.
 
 Deliveries whose sender is this app's own bot user (`Event.is_from_this_app`) reach only
@@ -21,7 +22,7 @@ handlers registered with `include_own=True`, so a bot that comments on
 
 from __future__ import annotations
 
-import inspect
+import logging
 import typing
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -31,9 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import msgspec
 
-from actors.schedule import SCHEDULE_EVENT, interval_of
+from actors.schedule import SCHEDULE_EVENT, check_handler, interval_of
 from ghbot.errors import UsageError
 from ghbot.events import Envelope, Event, check_name
+from ghbot.logs import LogLimiter
 
 if TYPE_CHECKING:
     from actors.quota import Quota
@@ -60,6 +62,10 @@ _emitted: ContextVar[list[msgspec.Struct] | None] = ContextVar("ghbot_emitted", 
 #: The event the running handler was given (for `InstallationActor.config`).
 _handled: ContextVar[Event[Any] | None] = ContextVar("ghbot_handled", default=None)
 T = TypeVar("T")
+
+log = logging.getLogger("ghbot.bot")
+#: Lines about a broken `ordering` function: one a minute.
+_ORDERING_LOGGED = LogLimiter(burst=1, per=60.0)
 
 
 class UnknownEventWarning(UserWarning):
@@ -92,11 +98,7 @@ def on(*names: str, strict: bool = True, include_own: bool = False) -> Callable[
             warnings.warn(message, UnknownEventWarning, stacklevel=2)
 
     def mark(handler: H) -> H:
-        is_async: bool = inspect.iscoroutinefunction(handler)  # a bool: no narrowing
-        if not is_async:
-            # Called and awaited, a plain function fails after its side effects, and
-            # its retries repeat them.
-            raise UsageError(f"@on(...) handler {handler.__name__} must be an async def")
+        check_handler(handler, "@on(...)")
         setattr(handler, _MARK, (*getattr(handler, _MARK, ()), *names))
         if include_own:
             setattr(handler, _OWN, True)
@@ -379,9 +381,32 @@ class InstallationActor:
 
 
 def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str:
-    """Return the key under which a delivery is ordered (see `InstallationActor.ordering`)."""
+    """Return the key under which a delivery is ordered (see `InstallationActor.ordering`).
+
+    An `ordering` function that raises or returns anything but a string is logged
+    (at most once a minute) and the delivery is ordered with its whole installation
+    (key ""): it is taken, not refused, and runs after everything before it.
+    """
     if callable(ordering):
-        return ordering(event_name, envelope)
+        key: object
+        try:
+            key = ordering(event_name, envelope)
+        except Exception as exc:
+            key = exc
+        if isinstance(key, str):
+            return key
+        held = _ORDERING_LOGGED.allow("ordering")
+        if held is not None:
+            did = "raised" if isinstance(key, Exception) else "returned"
+            log.warning(
+                "the bot's ordering function %s %s for %s, not a string; ordered with "
+                "its whole installation (%d such lines held back)",
+                did,
+                type(key).__name__,
+                event_name,
+                held,
+            )
+        return ""
     if ordering == "installation" or envelope.repository is None:
         return ""
     repo = str(envelope.repository.id)

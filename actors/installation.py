@@ -65,7 +65,7 @@ from ghbot.errors import (
 )
 from ghbot.events import Event, decode_envelope, parse
 from ghbot.journal.records import NewEvent, encode
-from ghbot.logs import TRACE, log_context, shape
+from ghbot.logs import TRACE, log_context, mask, shape
 from ghbot.retry import RetryPolicy, describe
 
 __all__ = ["InstallationHost", "Snapshot", "log_replay_not_run"]
@@ -963,5 +963,7 @@ def log_replay_not_run(stream: str, delivery_id: str, handler: str) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """The error as journaled (and listed with dead letters): masked as log lines are,
+    since a handler's exception may quote a token (a `git clone` URL, say)."""
+    text = mask(str(exc)) or type(exc).__name__
     return text if len(text) <= 500 else text[:497] + "..."

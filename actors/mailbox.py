@@ -36,7 +36,10 @@ class KeyedMailbox:
         return sum(len(queue) for queue in self._queues.values())
 
     def put(self, key: str, job: Job) -> None:
-        """Queue `job` behind every earlier job with the same `key`."""
+        """Queue `job` behind every earlier job with the same `key` (none once stopped:
+        see `stop`)."""
+        if self._stopped:
+            return
         queue = self._queues.get(key)
         if queue is not None:
             queue.append(job)
@@ -79,6 +82,6 @@ class KeyedMailbox:
                         log.exception("a mailbox job for key %r raised", key)
                 queue.popleft()
         finally:
-            del self._queues[key]
+            self._queues.pop(key, None)  # `close` may have cleared them
             if not self._queues:
                 self._idle.set()

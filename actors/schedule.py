@@ -28,6 +28,7 @@ dead-lettered, one per interval, until someone removes its stream.
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -37,7 +38,15 @@ import msgspec
 from ghbot.config import parse_duration
 from ghbot.errors import UsageError
 
-__all__ = ["SCHEDULE_EVENT", "every", "interval_of", "run_body", "run_guid", "slot_of"]
+__all__ = [
+    "SCHEDULE_EVENT",
+    "check_handler",
+    "every",
+    "interval_of",
+    "run_body",
+    "run_guid",
+    "slot_of",
+]
 
 #: The event name of a scheduled run (GitHub sends no event of that name).
 SCHEDULE_EVENT: Final = "ghbot_schedule"
@@ -62,10 +71,26 @@ def every(interval: str | float) -> Callable[[H], H]:
         raise UsageError(f"@every({interval!r}): the interval must be at least 1 s")
 
     def mark(handler: H) -> H:
+        check_handler(handler, "@every(...)")
         setattr(handler, _EVERY, seconds)
         return handler
 
     return mark
+
+
+def check_handler(handler: Any, decorator: str) -> None:
+    """Raise `UsageError` unless `handler` is an `async def` taking (self, event)."""
+    name = getattr(handler, "__name__", repr(handler))
+    is_async: bool = inspect.iscoroutinefunction(handler)  # a bool: no narrowing
+    if not is_async:
+        # Called and awaited, a plain function fails after its side effects, and its
+        # retries repeat them.
+        raise UsageError(f"{decorator} handler {name} must be an async def")
+    try:
+        inspect.signature(handler).bind(None, None)
+    except TypeError:
+        # Else it fails on every delivery, retried, then dead-lettered.
+        raise UsageError(f"{decorator} handler {name} must take (self, event)") from None
 
 
 def interval_of(handler: Any) -> float | None:

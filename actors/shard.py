@@ -308,6 +308,7 @@ class ShardCore:
             return 0
         now = self._clock()
         due: list[Inbound] = []
+        slots: list[tuple[tuple[int, str], int]] = []
         for vshard in self.vshards:
             for installation_id in await self._installations(vshard):
                 if installation_id == NO_INSTALLATION or installation_id in self._inactive:
@@ -315,9 +316,13 @@ class ShardCore:
                 for handler, interval in schedules.items():
                     slot = slot_of(installation_id, handler, interval, now)
                     last = self._slots.get((installation_id, handler))
-                    self._slots[installation_id, handler] = slot
+                    if last is None:
+                        self._slots[installation_id, handler] = slot
                     if last is None or slot <= last:
                         continue
+                    # Noted once journaled (below): a run the journal did not take is
+                    # asked for again at the next look (its GUID makes that safe).
+                    slots.append(((installation_id, handler), slot))
                     received = DeliveryReceived(
                         delivery_id=run_guid(handler, installation_id, slot),
                         event=SCHEDULE_EVENT,
@@ -328,7 +333,11 @@ class ShardCore:
                     due.append(Inbound(installation_id, vshard, received, version=self.version))
         if not due:
             return 0
-        accepted = (await self.ingest(encode_batch(due))).count(Status.ACCEPTED)
+        statuses = await self.ingest(encode_batch(due))
+        for (key, slot), status in zip(slots, statuses, strict=True):
+            if status in (Status.ACCEPTED, Status.DUPLICATE):
+                self._slots[key] = slot
+        accepted = statuses.count(Status.ACCEPTED)
         self.counters["scheduled"] += accepted
         return accepted
 
@@ -754,10 +763,26 @@ class ShardCore:
 
     def _maybe_snapshot(self, host: InstallationHost) -> None:
         due = host.last_seq - host.snapshot_seq >= self.bot_class.snapshot_every
-        if due and host.installation_id not in self._snapshotting:
-            task = asyncio.get_running_loop().create_task(self.snapshot(host.installation_id))
-            self._snapshotting[host.installation_id] = task
-            task.add_done_callback(lambda _t: self._snapshotting.pop(host.installation_id, None))
+        # A host whose `evolve` raised (`diverged`) would raise again in the snapshot's
+        # own fold, at every write: it is snapshotted no more until it is read again.
+        if due and not host.diverged and host.installation_id not in self._snapshotting:
+            installation_id = host.installation_id
+            task = asyncio.get_running_loop().create_task(self.snapshot(installation_id))
+            self._snapshotting[installation_id] = task
+            task.add_done_callback(functools.partial(self._snapshotted, installation_id))
+
+    def _snapshotted(self, installation_id: int, task: asyncio.Task[int]) -> None:
+        """Forget a background snapshot; log (the type only: the message may quote the
+        journal's data) one that failed. The next write past `snapshot_every` tries again."""
+        self._snapshotting.pop(installation_id, None)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.warning(
+            "installation %d: a snapshot failed (%s); the next write tries again",
+            installation_id,
+            type(task.exception()).__name__,
+            extra={"installation_id": installation_id},
+        )
 
     async def snapshot(self, installation_id: int) -> int:
         """Save a snapshot of the installation; return the seq it was taken at.

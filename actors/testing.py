@@ -55,6 +55,7 @@ from actors.wire import encode_batch, to_inbound, vshard_of
 from ghbot.client import close_pool
 from ghbot.config import Settings
 from ghbot.errors import UsageError
+from ghbot.events import Envelope
 from ghbot.journal import Journal, open_journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub, RecordedRequest, app_key_pair
@@ -235,6 +236,7 @@ class BotHarness:
             "x-github-hook-installation-target-id": str(self.fake.app_id),
         }
         delivery = parse_delivery(headers, body, (SECRET,))
+        self._check_known(delivery.envelope)
         self._ensure_subject(delivery.envelope.number, data)
         inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=self.clock())
         installation_id = inbound.installation_id
@@ -301,6 +303,27 @@ class BotHarness:
         if not isinstance(payload, Mapping):
             raise UsageError("a webhook payload is a JSON object")
         return dict(payload)
+
+    def _check_known(self, envelope: Envelope) -> None:
+        """Raise `UsageError` for a payload of an installation or repository the fake
+        lacks (a saved delivery): its token exchange and API calls would answer 404,
+        and the handlers be dead-lettered for it."""
+        installation, repository = envelope.installation_id, envelope.repository
+        where = f"installation_id={installation}"
+        if repository is not None:
+            where += f", repository={repository.full_name!r}"
+        fix = f"pass BotHarness({self.bot.__name__}, {where}) to install the app there"
+        if installation is not None and installation not in self.fake.store.installations:
+            raise UsageError(
+                f"the payload is installation {installation}, not the harness's: {fix}"
+            )
+        if repository is not None and installation == self.installation_id:
+            owner, _, name = repository.full_name.partition("/")
+            if self.fake.store.repo(owner, name) is None:
+                raise UsageError(
+                    f"the payload is repository {repository.full_name!r}, which the "
+                    f"harness's installation does not have: {fix}"
+                )
 
     def _ensure_subject(self, number: int | None, data: Mapping[str, Any]) -> None:
         """Create issues (or a pull request) in the fake up to `number`, if it lacks it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, TypedDict
 
 import msgspec
 from typing_extensions import TypeVar
@@ -372,10 +372,37 @@ def check_name(name: str, *, strict: bool = True) -> bool:
         problem = f"unknown webhook event {name!r}" + _suggestion(name, event, KNOWN_EVENTS)
     elif not actions and event not in OPEN_ACTION_EVENTS:
         problem = f"webhook event {event!r} has no actions; did you mean {event!r}?"
+    elif name in _HINTS:
+        problem = f"webhook event {event!r} has no action {action!r}: {_HINTS[name]}"
     else:
         problem = f"webhook event {event!r} has no action {action!r}"
         problem += _suggestion(name, event, KNOWN_EVENTS)
     raise UnknownEventError(problem)
+
+
+#: Names authors reach for that GitHub does not send, and what it sends instead.
+_HINTS: Final[Mapping[str, str]] = {
+    "pull_request.merged": (
+        "GitHub sends 'pull_request.closed', with `pull_request.merged` true when it was"
+    ),
+    "pull_request_review.approved": (
+        "GitHub sends 'pull_request_review.submitted', with `review.state` 'approved'"
+    ),
+    "pull_request_review.changes_requested": (
+        "GitHub sends 'pull_request_review.submitted', with `review.state` 'changes_requested'"
+    ),
+    "issues.commented": "a comment is 'issue_comment.created' (on issues and pull requests)",
+    "pull_request.commented": (
+        "a comment is 'issue_comment.created' (on issues and pull requests), or "
+        "'pull_request_review_comment.created' on a pull request's diff"
+    ),
+    "pull_request.updated": (
+        "new commits are 'pull_request.synchronize'; a changed title or body is "
+        "'pull_request.edited'"
+    ),
+    "issues.created": "did you mean 'issues.opened'?",
+    "pull_request.created": "did you mean 'pull_request.opened'?",
+}
 
 
 def _suggestion(name: str, event: str, known: Mapping[str, frozenset[str]]) -> str:

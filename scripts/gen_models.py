@@ -86,6 +86,13 @@ LENIENT: frozenset[tuple[str, str]] = frozenset(
         # Routing needs only `installation.id`; ghbot's demo, benchmarks and cluster
         # tests send just that, and a delivery should not fail for want of a node id.
         ("SimpleInstallation", "node_id"),
+        # A pull request whose head fork was deleted: GitHub sends `head.repo: null`
+        # (and can send no `head.user` or `head.label`), which the description's
+        # webhook variant requires, as its REST `PullRequest.head` does not
+        # (github/rest-api-description#424, #1811).
+        ("PullRequestWebhookHead", "repo"),
+        ("PullRequestWebhookHead", "user"),
+        ("PullRequestWebhookHead", "label"),
     }
 )
 # (struct, JSON key) pairs the description lets be null somewhere (the inline

@@ -7237,11 +7237,11 @@ class PullRequestWebhookBase(Model, kw_only=True):
 class PullRequestWebhookHead(Model, kw_only=True):
     """Inline object `PullRequestWebhook.head`."""
 
-    label: str
     ref: str
-    repo: Repository
     sha: str
-    user: SimpleUser
+    label: str | None = None
+    repo: Repository | None = None
+    user: SimpleUser | None = None
 
 
 class PullRequestWebhookLabelsItem(Model, kw_only=True):

@@ -61,9 +61,9 @@ class Setup:
         self._repo(full_name).files[path.strip("/")] = text
 
     def add_comment(self, full_name: str, number: int, body: str) -> dict[str, Any]:
-        """Comment on issue `number`."""
-        repo = self._repo(full_name)
-        return self.store.make_comment(repo, repo.issues[number], body, self.store.bot)
+        """Comment on issue `number` (`UsageError` when the fake lacks it)."""
+        issue = self.issue(full_name, number)
+        return self.store.make_comment(self._repo(full_name), issue, body, self.store.bot)
 
     def add_pull_request(
         self,

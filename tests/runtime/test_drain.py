@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import pickle
 import time
 from collections.abc import Callable
@@ -323,6 +324,39 @@ async def test_a_closed_mailbox_starts_no_job_put_later() -> None:
     async with asyncio.timeout(5):
         await mailbox.wait_idle()
     assert ran == [] and len(mailbox) == 0
+
+
+async def test_a_job_put_while_the_mailbox_closes_is_dropped_without_an_error() -> None:
+    # An ingest under way puts a job of a new key while `close` waits for the running
+    # ones: its task failed with a `KeyError` nobody retrieved.
+    mailbox, ran, errors = KeyedMailbox(limit=2), [], []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    started = asyncio.Event()
+
+    async def running() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    async def late() -> None:
+        ran.append("late")
+
+    try:
+        mailbox.put("a", running)
+        await started.wait()
+        [task] = mailbox._tasks
+        closing = asyncio.create_task(mailbox.close())
+        await asyncio.sleep(0)  # `close` has cancelled "a" and waits for it
+        # Put in the step after the one that wakes `close`, as an ingest's can be: its
+        # task's first step comes after `close` cleared the queues.
+        task.add_done_callback(lambda _task: mailbox.put("b", late))
+        await closing
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()  # a task's unretrieved exception is reported when it is collected
+        assert ran == [] and errors == [] and len(mailbox) == 0
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_a_drain_asked_to_finish_runs_every_delivery_taken_first(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from actors.testing import BotHarness
 from examples.greeter import Greeter
 from tests.runtime.conftest import INSTALLATION
@@ -42,3 +46,22 @@ async def test_greeter_comments_labels_and_counts() -> None:
         assert tokens and all(s.attributes and "auth.cache_hit" in s.attributes for s in tokens)
         text = repr([dict(s.attributes or {}) for s in finished])
         assert "ghs_" not in text and "Bearer" not in text
+
+
+class BadlyOrdered(Greeter):
+    """An ordering function that returns an int (the issue's number), not a string."""
+
+    ordering = staticmethod(lambda name, envelope: envelope.number)  # type: ignore[assignment]
+
+
+async def test_an_ordering_function_that_returns_no_string_orders_by_installation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It failed the whole batch it came in (every installation's deliveries in it).
+    async with BotHarness(BadlyOrdered, installation_id=INSTALLATION) as bot:
+        issue = bot.fake.add_issue("Codertocat/Hello-World", "A bug")
+        with caplog.at_level(logging.WARNING, logger="ghbot.bot"):
+            opened = await bot.deliver("issues.opened", issue__number=issue["number"])
+        assert opened.status == "accepted"
+        assert len(opened.requests_to(f"{REPO}/issues/{issue['number']}/comments", "POST")) == 1
+    assert "the bot's ordering function returned int for issues, not a string" in caplog.text

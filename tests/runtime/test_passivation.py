@@ -4,6 +4,7 @@ nor does reading an installation again from the journal."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any, ClassVar
 
@@ -275,6 +276,38 @@ async def test_a_state_evolve_failed_to_fold_is_never_saved_as_a_snapshot(
         assert (await again.host(5)).bot.state == 11  # the journal's fold
     finally:
         await again.close()
+
+
+async def test_a_host_whose_evolve_raised_starts_no_snapshot_that_would_raise_again(
+    journal: Journal,
+) -> None:
+    """Each later write started a snapshot whose own fold raised the same way, its
+    exception never retrieved ("Task exception was never retrieved", with the journal's
+    data in the traceback), re-reading more of the stream each time."""
+    Adder.failing, Adder.broken, Adder.held = 0, set(), set()
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    shard = _adder_shard(journal)
+    await shard.start()
+    try:
+        first = inbound(Adder, "issues", payload("issues.opened", installation=6))
+        assert await shard.ingest(batch(first)) == [Status.ACCEPTED]
+        await shard.wait_idle()
+        Adder.broken = {6}  # from here on its `evolve` raises, live and in a fold
+        for _ in range(3):
+            later = inbound(Adder, "issues", payload("issues.opened", installation=6))
+            assert await shard.ingest(batch(later)) == [Status.ACCEPTED]
+            await shard.wait_idle()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert shard.hosts[6].diverged and not shard._snapshotting
+    finally:
+        await shard.close()
+        Adder.broken = set()
+        gc.collect()
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 async def test_an_installation_that_will_not_activate_holds_up_no_other(

@@ -12,8 +12,9 @@ from actors.records import DeliveryReceived
 from actors.schedule import SCHEDULE_EVENT, interval_of, slot_of
 from actors.testing import BotHarness
 from actors.wire import Inbound, encode_batch, vshard_of
-from ghbot.errors import UsageError
+from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.events import Event
+from ghbot.journal import FaultyJournal
 from ghbot.models import IssuesOpened, UnknownPayload
 from ghbot.testing.clock import FakeClock
 
@@ -83,6 +84,21 @@ async def test_a_slot_runs_once_even_when_looked_at_twice() -> None:
         bot.shard._slots = {key: slot - 1 for key, slot in bot.shard._slots.items()}
         assert await bot.shard.schedule_due() == 0
         assert bot.shard.counters["duplicates"] == 1
+
+
+async def test_a_run_the_journal_did_not_take_is_asked_for_at_the_next_look() -> None:
+    # Its slot was noted before the run was journaled: a journal away for one look
+    # lost the run (a day's, for "1d").
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        await bot.shard.schedule_due()  # notes the slot
+        bot.clock.advance(3600)
+        faulty = FaultyJournal(bot.shard.appends.journal)
+        bot.shard.appends.journal = faulty
+        faulty.fail_appends(1)
+        with pytest.raises(JournalUnavailable):
+            await bot.shard.schedule_due()
+        assert sweeps(await bot.advance(0)) == 1  # the same slot, at the next look
 
 
 async def test_a_webhook_claiming_to_be_a_scheduled_run_runs_nothing() -> None:
@@ -190,7 +206,7 @@ def test_slots_are_an_interval_long_and_start_at_the_installation_s_offset() -> 
 
 
 def test_an_interval_in_seconds_or_as_a_duration_of_one_second_or_more() -> None:
-    def handler() -> None:
+    async def handler(self: object, event: Event) -> None:
         return None
 
     assert interval_of(every(90)(handler)) == 90.0

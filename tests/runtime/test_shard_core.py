@@ -426,6 +426,35 @@ async def test_a_failed_attempt_is_logged_as_a_warning_with_the_delivery(
     )
 
 
+TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
+
+
+class Clones(InstallationActor):
+    """A handler whose error quotes a token, as a failed `git clone` URL does."""
+
+    max_attempts = 2
+
+    @on("issues.opened")
+    async def clone(self, event: Event) -> None:
+        raise RuntimeError(f"git clone https://x-access-token:{TOKEN}@github.com/o/r failed")
+
+
+async def test_a_handlers_error_is_journaled_and_listed_masked(journal: Journal) -> None:
+    shard = core(journal, Clones)
+    await shard.start()
+    try:
+        await shard.ingest(batch(inbound(Clones, "issues", payload("issues.opened"))))
+        await shard.wait_idle()
+        [dead] = await shard.dead_letters()
+        assert TOKEN not in dead["error"] and TOKEN[4:12] not in dead["error"]
+    finally:
+        await shard.close()
+    every = b""
+    for stream in await journal.list_streams():
+        every += b"".join(e.data for e in await journal.read(stream))
+    assert TOKEN.encode() not in every and TOKEN[4:20].encode() not in every
+
+
 async def test_after_the_last_attempt_it_is_dead_lettered_and_can_be_replayed(
     journal: Journal,
 ) -> None:

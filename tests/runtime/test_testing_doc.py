@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from actors.bot import InstallationActor, on
 from actors.testing import BotHarness
 from examples.greeter import Greeter
+from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.retry import RetryPolicy
 from ghbot.testing import example_payload
@@ -79,6 +82,13 @@ async def test_a_saved_delivery_of_another_installation_and_repository(tmp_path:
         assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
         assert done.dead_letters == []
         assert await bot.state() == {"octo-org/tools": 1}
+    # Without them the harness says which to pass (its token exchange answered 404, and
+    # the handler was dead-lettered for it).
+    async with BotHarness(Greeter) as bot:
+        with pytest.raises(UsageError) as refused:
+            await bot.deliver("issues", file)
+        assert "installation_id=4711, repository='octo-org/tools'" in str(refused.value)
+        assert not bot.fake.requests  # nothing was sent
 
 
 class FailsTwice(InstallationActor):

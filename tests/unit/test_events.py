@@ -151,6 +151,21 @@ def test_pull_request_opened_is_typed() -> None:
     assert payload.pull_request.links.html.href == data["pull_request"]["_links"]["html"]["href"]
 
 
+@pytest.mark.parametrize(
+    "action",
+    ["opened", "closed", "reopened", "ready_for_review", "converted_to_draft", "synchronize"],
+)
+def test_a_pull_request_whose_head_fork_was_deleted_still_decodes(action: str) -> None:
+    # GitHub sends `head.repo: null` once the fork is gone (and may leave out the
+    # head's user and label); a handler of any kind must still get the delivery.
+    data = json.loads(body_of(f"pull_request.{action}"))
+    data["pull_request"]["head"].update(repo=None, user=None)
+    del data["pull_request"]["head"]["label"]
+    head = parse("pull_request", json.dumps(data).encode()).payload.pull_request.head
+    assert (head.repo, head.user, head.label) == (None, None, None)
+    assert head.sha == data["pull_request"]["head"]["sha"]
+
+
 def test_push_is_typed() -> None:
     data = json.loads(body_of("push"))
     data["commits"] = [data["head_commit"]]  # the published example pushed no commits

@@ -4,6 +4,7 @@ the context helpers on `Event`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors.bot import InstallationActor, UnknownEventWarning, on
+from actors.schedule import every
 from ghbot.errors import UnknownEventError, UsageError
 from ghbot.events import Event, parse
 from ghbot.models import (
@@ -318,6 +320,52 @@ def test_a_handler_that_is_not_async_is_refused_where_it_is_defined() -> None:
         class Bot(InstallationActor):
             @on("issues.opened")  # type: ignore[type-var]
             def opened(self, event: Event) -> None: ...
+
+
+def test_a_handler_that_cannot_take_self_and_event_is_refused_where_it_is_defined() -> None:
+    """Defined, it failed with `TypeError` on every delivery, retried, dead-lettered."""
+    with pytest.raises(UsageError, match=r"handler opened must take \(self, event\)"):
+
+        class NoEvent(InstallationActor):
+            @on("issues.opened")
+            async def opened(self) -> None: ...
+
+    with pytest.raises(UsageError, match=r"handler opened must take \(self, event\)"):
+
+        class MoreThanAnEvent(InstallationActor):
+            @on("issues.opened")
+            async def opened(self, event: Event, extra: int) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("pull_request.merged", "'pull_request.closed', with `pull_request.merged` true"),
+        ("pull_request_review.approved", "'pull_request_review.submitted'"),
+        ("issues.commented", "'issue_comment.created'"),
+        ("pull_request.updated", "'pull_request.synchronize'"),
+    ],
+)
+def test_a_name_github_never_sends_says_what_it_sends_instead(name: str, hint: str) -> None:
+    with pytest.raises(UnknownEventError, match=re.escape(hint)):
+
+        class Bot(InstallationActor):
+            @on(name)
+            async def handle(self, event: Event) -> None: ...
+
+
+def test_an_every_handler_is_checked_as_an_on_handler_is() -> None:
+    with pytest.raises(UsageError, match=r"@every.*handler sweep must be an async def"):
+
+        class Plain(InstallationActor):
+            @every("1h")
+            def sweep(self, event: Event) -> None: ...
+
+    with pytest.raises(UsageError, match=r"@every.*handler sweep must take \(self, event\)"):
+
+        class NoEvent(InstallationActor):
+            @every("1h")
+            async def sweep(self) -> None: ...
 
 
 @pytest.mark.parametrize(
