@@ -397,13 +397,15 @@ def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str
             return key
         held = _ORDERING_LOGGED.allow("ordering")
         if held is not None:
+            kind = type(key).__name__
             did = "raised" if isinstance(key, Exception) else "returned"
             log.warning(
-                "the bot's ordering function %s %s for %s, not a string; ordered with "
-                "its whole installation (%d such lines held back)",
+                "the bot's ordering function %s %s for %s%s: ordered with its whole "
+                "installation (%d such lines held back)",
                 did,
-                type(key).__name__,
+                kind,
                 event_name,
+                "" if isinstance(key, Exception) else ", not a string",
                 held,
             )
         return ""

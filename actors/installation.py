@@ -101,12 +101,15 @@ class _Run:
     others run on and are stopped at the next such place, or finish.
     """
 
-    __slots__ = ("between", "host", "refused", "task", "waits", "wrote")
+    __slots__ = ("between", "handlers", "host", "refused", "task", "waits", "wrote")
 
     def __init__(self, host: InstallationHost) -> None:
         self.host = host
         self.task = asyncio.current_task()
         self.between = self.waits = self.wrote = self.refused = False
+        #: The delivery's handlers once its event is decoded (for this sender: the app's
+        #: own deliveries reach only `include_own` ones), for a give-up after that.
+        self.handlers: Sequence[str] | None = None
 
     @property
     def cuttable(self) -> bool:
@@ -263,6 +266,7 @@ class InstallationHost:
         "_codecs",
         "_find",
         "_mailbox",
+        "_on_fenced",
         "_on_written",
         "_replays",
         "_retry",
@@ -293,6 +297,7 @@ class InstallationHost:
         breaker_wait: Callable[[], float] = lambda: 0.0,
         on_written: Callable[[InstallationHost], None] = lambda _host: None,
         find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
+        on_fenced: Callable[[InstallationHost], None] = lambda _host: None,
     ) -> None:
         self.installation_id = installation_id
         self.stream = stream_name(installation_id)
@@ -310,6 +315,9 @@ class InstallationHost:
         self.snapshot_seq = 0
         self.last_used = clock()
         self._on_written = on_written
+        #: Told when a newer shard fenced this host's write (the shard stops the other
+        #: hosts of its virtual shard).
+        self._on_fenced = on_fenced
         self._append = append
         self._find = find
         self._retry = retry
@@ -583,7 +591,12 @@ class InstallationHost:
             self._replays.discard((delivery_id, handler))
             if dead_key(delivery_id, handler) not in self.progress.dead:
                 return  # a second request for a replay that already ran
-            await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
+            try:
+                await self._write([DeadLetterReplayed(delivery_id=delivery_id, handler=handler)])
+            except Fenced:  # as `_guarded`'s: a newer shard owns the stream
+                self.stop()
+                self._on_fenced(self)
+                raise
             pending = self.progress.pending.get(delivery_id)
             if pending is not None:
                 await self._guarded(pending)
@@ -595,23 +608,26 @@ class InstallationHost:
 
         A `JournalError` is left to the mailbox (which logs it), and the delivery stays
         pending for the next activation to resume; so does a delivery stopped by
-        `stop`. `Fenced` (a newer shard owns the stream) also stops this host: the
-        deliveries queued behind are the new owner's to run, not this one's too.
+        `stop`. `Fenced` (a newer shard owns the stream) also stops this host, and the
+        shard is told (`on_fenced`): the deliveries queued behind are the new owner's to
+        run, not this one's too.
         """
         run = _Run(self)
         self._runs.add(run)
         token = call_watcher.set(run)
         try:
-            await self._process(pending, run)
-        except _Stopped:
-            return
+            try:
+                await self._process(pending, run)
+            except _Stopped:
+                return
+            except JournalError:
+                raise
+            except Exception as exc:
+                await self._give_up(pending, exc, operation="process", handlers=run.handlers)
         except Fenced:
             self.stop()
+            self._on_fenced(self)
             raise
-        except JournalError:
-            raise
-        except Exception as exc:
-            await self._give_up(pending, exc, operation="process")
         finally:
             call_watcher.reset(token)
             self._runs.discard(run)
@@ -635,6 +651,7 @@ class InstallationHost:
             known=event.known,
             own=event.is_from_this_app,  # a bot does not answer itself unless it opts in
         )
+        run.handlers = names
         todo = [name for name in names if name not in pending.done]
         if not todo:
             await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])
@@ -802,15 +819,26 @@ class InstallationHost:
         )
         return delay
 
-    async def _give_up(self, pending: Pending, exc: Exception, *, operation: str) -> None:
+    async def _give_up(
+        self,
+        pending: Pending,
+        exc: Exception,
+        *,
+        operation: str,
+        handlers: Sequence[str] | None = None,
+    ) -> None:
         """Dead-letter every handler of `pending` not yet through, and complete it.
 
         For a delivery that cannot be processed at all (`operation` says which step
         failed): one journal write, no retries; each dead letter can be replayed.
+        `handlers`: the delivery's, as its decoded event chose them (else read from
+        its envelope, every handler of its name).
         """
         received = pending.received
         stale = self.progress.pending.get(received.delivery_id) is not pending
-        names = [] if stale else [n for n in self._handler_names(pending) if n not in pending.done]
+        if handlers is None:
+            handlers = self._handler_names(pending)
+        names = [] if stale else [n for n in handlers if n not in pending.done]
         self._log_give_up(received, names, exc, operation=operation, completed=stale)
         if stale:
             return  # completed before the failure: nothing is left to dead-letter

@@ -151,6 +151,9 @@ class ShardCore:
         self._snapshotting: dict[int, asyncio.Task[int]] = {}
         #: Installations whose activation failed after their delivery was journaled.
         self._reactivating: dict[int, asyncio.Task[None]] = {}
+        #: Virtual shards a newer shard has taken (a write of theirs was fenced): their
+        #: hosts here are stopped, and those activated later start stopped.
+        self._fenced_vshards: set[int] = set()
         #: Of those, the ones to drop and activate once more (another call failed).
         self._again: set[int] = set()
         #: The clients of hosts so dropped, for the host read after them (`_new_host`).
@@ -754,10 +757,31 @@ class ShardCore:
             sleep=self._sleep,
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
+            on_fenced=self._fenced,
         )
-        if self.draining and not self._finishing:
+        if (self.draining and not self._finishing) or vshard in self._fenced_vshards:
             host.stop()  # activated while a drain hands over (recovery): it runs nothing
         return host
+
+    def _fenced(self, host: InstallationHost) -> None:
+        """A newer shard fenced `host`'s write: it owns the host's virtual shard now.
+        Stop every host of that virtual shard here, so none starts a delivery (and its
+        writes to GitHub) that the new owner runs too."""
+        vshard = self._vshard(host.installation_id)
+        if vshard in self._fenced_vshards:
+            return
+        self._fenced_vshards.add(vshard)
+        stopped = [
+            h for h in list(self.hosts.values()) if self._vshard(h.installation_id) == vshard
+        ]
+        for other in stopped:
+            other.stop()
+        log.error(
+            "virtual shard %d: a newer shard took it over (a write was fenced); its %d "
+            "installations here stop",
+            vshard,
+            len(stopped),
+        )
 
     # --- snapshots ----------------------------------------------------------------
 

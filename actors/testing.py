@@ -130,6 +130,8 @@ class BotHarness:
         self._pace_writes = pace_writes
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._journal: Journal | None = None
+        #: Issues `deliver` made to reach a delivery's number, by repository.
+        self._fillers: dict[str, set[int]] = {}
         self._shard: ShardCore | None = None
         self._local: LocalShard | None = None
 
@@ -332,7 +334,7 @@ class BotHarness:
             return
         owner, _, name = str(repository.get("full_name", "")).partition("/")
         repo = self.fake.store.repo(owner, name)
-        if repo is None or number in repo.issues or number in repo.pulls:
+        if repo is None or number in repo.pulls:
             return
         issue = data.get("issue")
         # A pull request's own events carry `pull_request`; an `issue_comment` on one
@@ -340,7 +342,15 @@ class BotHarness:
         is_pull = isinstance(data.get("pull_request"), Mapping) or (
             isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping)
         )
+        if number in repo.issues:
+            if is_pull and number in self._fillers.get(repo.full_name, set()):
+                # An issue the harness made to reach a higher number: a pull request
+                # delivered for its number makes it one.
+                self.fake.store.pull_of(repo, repo.issues[number])
+            return
+        fillers = self._fillers.setdefault(repo.full_name, set())
         while repo.next_number < number:
+            fillers.add(repo.next_number)
             self.fake.add_issue(f"{owner}/{name}", f"issue {repo.next_number}")
         if is_pull:
             self.fake.add_pull_request(f"{owner}/{name}", f"pull request {number}")

@@ -106,8 +106,9 @@ class Sweep(msgspec.Struct, kw_only=True):
     redelivered: list[str] = msgspec.field(default_factory=list)
     gave_up: list[str] = msgspec.field(default_factory=list)
     errors: int = 0
-    #: True when the listing stopped at `max_pages` before reaching the window's start:
-    #: the next sweep goes on from where it stopped.
+    #: True when a listing stopped at `max_pages` before reaching how far back it was
+    #: to go (this sweep's, or an earlier one's not yet gone on with): later sweeps go
+    #: on from where it stopped.
     truncated: bool = False
 
 

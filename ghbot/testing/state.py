@@ -244,6 +244,17 @@ class Store:
         self, repo: Repo, title: str, head: str, head_sha: str, base: str
     ) -> dict[str, Any]:
         issue = self.make_issue(repo, title, None, self.bot)
+        return self.pull_of(repo, issue, head, head_sha, base)
+
+    def pull_of(
+        self,
+        repo: Repo,
+        issue: dict[str, Any],
+        head: str = "feature",
+        head_sha: str = "a" * 40,
+        base: str = "main",
+    ) -> dict[str, Any]:
+        """Make `issue` a pull request (GitHub's pull requests are issues too)."""
         number = issue["number"]
         url = f"{self.base}/repos/{repo.full_name}/pulls/{number}"
         issue["pull_request"] = {

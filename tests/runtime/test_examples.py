@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
+import actors.bot
+from actors.bot import ordering_key
 from actors.testing import BotHarness
 from examples.greeter import Greeter
+from ghbot.events import decode_envelope
+from ghbot.logs import LogLimiter
+from ghbot.testing.payloads import example_payload
 from tests.runtime.conftest import INSTALLATION
 from tests.tracing import recorder
 
@@ -55,9 +61,10 @@ class BadlyOrdered(Greeter):
 
 
 async def test_an_ordering_function_that_returns_no_string_orders_by_installation(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # It failed the whole batch it came in (every installation's deliveries in it).
+    monkeypatch.setattr(actors.bot, "_ORDERING_LOGGED", LogLimiter(burst=2, per=60.0))
     async with BotHarness(BadlyOrdered, installation_id=INSTALLATION) as bot:
         issue = bot.fake.add_issue("Codertocat/Hello-World", "A bug")
         with caplog.at_level(logging.WARNING, logger="ghbot.bot"):
@@ -65,3 +72,20 @@ async def test_an_ordering_function_that_returns_no_string_orders_by_installatio
         assert opened.status == "accepted"
         assert len(opened.requests_to(f"{REPO}/issues/{issue['number']}/comments", "POST")) == 1
     assert "the bot's ordering function returned int for issues, not a string" in caplog.text
+    # One that raises is ordered the same way (it was a 500 at the ingress).
+    envelope = decode_envelope(json.dumps(example_payload("issues.opened")).encode())
+    with caplog.at_level(logging.WARNING, logger="ghbot.bot"):
+        assert ordering_key(lambda name, envelope: str(1 // 0), "issues", envelope) == ""
+    assert "the bot's ordering function raised ZeroDivisionError for issues:" in caplog.text
+
+
+async def test_a_pull_request_delivered_for_a_number_the_harness_filled_is_one() -> None:
+    # Issue 3 made issues 1 and 2 to reach its number; the example pull request is #2,
+    # which stayed a plain issue (its `GET /pulls/2` answered 404).
+    async with BotHarness(Greeter, installation_id=INSTALLATION) as bot:
+        await bot.deliver("issues.opened", issue__number=3)
+        number = example_payload("pull_request.opened")["number"]
+        assert number < 3
+        await bot.deliver("pull_request.opened")
+        repo = bot.fake.store.repo("Codertocat", "Hello-World")
+        assert repo is not None and number in repo.pulls and 3 not in repo.pulls

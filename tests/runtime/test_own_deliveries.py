@@ -8,6 +8,9 @@ from the `X-GitHub-Hook-Installation-Target-ID` header, matched against the comm
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import msgspec
 
 from actors.bot import InstallationActor, on
 from actors.shard import ShardCore
@@ -126,3 +129,50 @@ async def test_a_handler_that_opts_in_hears_the_app_s_own_deliveries(
 
     assert len(fake.requests_to(LABELS, "POST")) == 2  # audit: both
     assert len(fake.requests_to(COMMENTS, "POST")) == 1  # answer: only the other bot's
+
+
+class Seen(msgspec.Struct, frozen=True, tag=True):
+    """What `BrokenAudit.audit` records."""
+
+
+class BrokenAudit(Echo):
+    """Its own-deliveries handler records a domain event its `evolve` cannot fold."""
+
+    domain_events = (Seen,)
+
+    @on("issue_comment.created", include_own=True)
+    async def audit(self, event: Event[IssueCommentCreated]) -> None:
+        self.emit(Seen())
+
+    @on("issue_comment.created", include_own=True)
+    async def audit_again(self, event: Event[IssueCommentCreated]) -> None:
+        return None
+
+    def evolve(self, state: Any, event: msgspec.Struct) -> Any:
+        raise RuntimeError("evolve cannot fold Seen")
+
+
+async def test_a_give_up_on_the_app_s_own_delivery_dead_letters_no_handler_it_skips(
+    journal: Journal, fake: FakeGitHub, pem_pkcs8: bytes
+) -> None:
+    # `audit` ran, then the delivery failed outside the handlers (its `evolve`): what is
+    # left is dead-lettered, and `answer`, which the app's own deliveries never reach,
+    # was among it, so replaying it would have answered the app's own comment.
+    items = await deliver(BrokenAudit, [comment_by(f"{SLUG}[bot]", via_app=True)])
+    clock = FakeClock()
+    app = GitHubApp(
+        AppAuth(APP_ID, pem_pkcs8, clock=clock),
+        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
+    )
+    shard = ShardCore(
+        range(VSHARDS), VSHARDS, journal, BrokenAudit, github_for=app.installation, clock=clock
+    )
+    await shard.start()
+    try:
+        assert await shard.ingest(batch(*items)) == [Status.ACCEPTED]
+        await shard.wait_idle()
+        dead = await shard.dead_letters()
+        assert [d["handler"] for d in dead] == ["audit_again"]  # not `answer`
+    finally:
+        await shard.close()
+    assert fake.requests_to(COMMENTS, "POST") == []

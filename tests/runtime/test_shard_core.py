@@ -681,6 +681,67 @@ async def test_a_fenced_shard_starts_none_of_the_deliveries_queued_behind(tmp_pa
     await second_journal.close()
 
 
+OTHER = INSTALLATION + VSHARDS  # another installation of the same virtual shard
+
+
+class Retried(InstallationActor):
+    """INSTALLATION's handler waits at `gate`; OTHER's fails its first try, then waits
+    out its backoff before the next."""
+
+    gate: ClassVar[asyncio.Event | None] = None
+    ran: ClassVar[list[int]] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        type(self).ran.append(self.installation_id)
+        gate = type(self).gate
+        if self.installation_id == INSTALLATION:
+            if gate is not None:
+                await gate.wait()
+        elif type(self).ran.count(OTHER) == 1:
+            raise RuntimeError("the first try fails")
+
+
+class RetriedElsewhere(Retried):
+    """The same bot, on the successor (its runs counted apart, no gate)."""
+
+    gate = None
+    ran: ClassVar[list[int]] = []
+
+
+async def test_a_fenced_write_stops_every_installation_of_its_virtual_shard(
+    tmp_path: Any,
+) -> None:
+    """OTHER waits out a retry's backoff on a shard a successor has fenced. A write of
+    INSTALLATION, of the same virtual shard, is fenced meanwhile: OTHER used to run its
+    next try anyway (its handler, its GitHub calls) before its own write was refused,
+    while the successor ran it too."""
+    assert shard_of(OTHER) == shard_of(INSTALLATION)
+    url = f"sqlite://{tmp_path}/journal"
+    Retried.gate, Retried.ran, RetriedElsewhere.ran = asyncio.Event(), [], []
+    first_journal = await open_journal(url, shard_count=VSHARDS)
+    first = core(first_journal, Retried, sleep=asyncio.sleep, retry=RetryPolicy(base=20, cap=20))
+    await first.start()
+    items = [
+        inbound(Retried, "issues", payload("issues.opened"), delivery_id="a"),
+        inbound(Retried, "issues", payload("issues.opened", installation=OTHER), delivery_id="b"),
+    ]
+    assert await first.ingest(batch(*items)) == ["accepted"] * 2
+    await until(lambda: OTHER in Retried.ran and INSTALLATION in Retried.ran, within=5)
+    await asyncio.sleep(0.05)  # OTHER's failed try journaled: it waits 10 to 20 s now
+    second_journal = await open_journal(url, shard_count=VSHARDS)
+    second = core(second_journal, RetriedElsewhere)
+    await second.start()  # takes the epochs and runs both
+    await second.wait_idle()
+    Retried.gate.set()  # INSTALLATION's outcome on the zombie: fenced
+    async with asyncio.timeout(5):  # not the backoff's 10 s: OTHER was stopped in it
+        await first.wait_idle()
+    assert Retried.ran.count(OTHER) == 1, "its next try ran on the fenced shard"
+    assert sorted(RetriedElsewhere.ran) == sorted([INSTALLATION, OTHER, OTHER])
+    await first_journal.close()
+    await second_journal.close()
+
+
 class SlowToList(FaultyJournal):
     """A journal whose stream listing (what recovery starts with) waits for `opened`."""
 
