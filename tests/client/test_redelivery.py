@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from ghbot import redelivery
 from ghbot.client import GitHubApp
 from ghbot.errors import ValidationFailed
 from ghbot.redelivery import (
@@ -239,6 +240,29 @@ async def test_sweeps_cut_short_every_time_still_reach_back_to_an_old_failure(
         asked += result.redelivered
     assert asked == ["old"]
     assert len(fake.requests_to("/app/hook/deliveries", "GET")) == 1 + 5 * 2  # 2 pages a sweep
+
+
+async def test_past_max_behind_listings_cut_short_the_oldest_are_given_up(
+    fake: FakeGitHub,
+    app: GitHubApp,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redelivery, "MAX_BEHIND", 2)
+    clock.now = 1_800_000_000.0
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, max_pages=1, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        for n in range(6):
+            for m in range(250):  # more a sweep than its own page and the one it goes on with
+                clock.advance(1)
+                fake.add_delivery("issues", {}, guid=f"g{n}-{m}")
+            assert (await sweeper.sweep()).truncated
+    given_up = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert given_up and "given up on (the app gets more delivery attempts" in (
+        given_up[0].getMessage()
+    )
+    assert len(sweeper._behind) <= 2 + 1  # the kept ones and this sweep's own
 
 
 class CursorRefused:
