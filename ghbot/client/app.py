@@ -11,11 +11,10 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from yarl import URL
-
 from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.breaker import CircuitBreaker
+from ghbot.client.call import shown_url
 from ghbot.client.credentials import TokenSource
 from ghbot.client.github import GitHub
 from ghbot.client.options import Budgets, ClientOptions
@@ -185,7 +184,10 @@ def _token_of(answer: Response, installation_id: int, now: float) -> Installatio
             return InstallationToken.from_response(data, installation_id=installation_id, now=now)
         except ValueError as exc:
             message = str(exc)
-    url = str(URL(answer.url).with_user(None))
     raise GitHubError(
-        answer.status, message, method=answer.method, url=url, request_id=answer.request_id
+        answer.status,
+        message,
+        method=answer.method,
+        url=shown_url(answer.url),
+        request_id=answer.request_id,
     )

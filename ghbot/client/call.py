@@ -86,9 +86,7 @@ class Call:
 
     def shown(self) -> str:
         """The URL for messages and logs, without any user information in it."""
-        if "@" not in self.text:
-            return self.text
-        return str(self.url.with_user(None))
+        return shown_url(self.text)
 
     def at_home(self) -> bool:
         """Tell whether the request still goes to the origin it started at."""
@@ -177,3 +175,10 @@ def _param(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def shown_url(url: str) -> str:
+    """`url` for messages and logs, without any user information in it."""
+    if "@" not in url:
+        return url
+    return str(URL(url).with_user(None))

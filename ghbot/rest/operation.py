@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import quote
 
 import msgspec
-from yarl import URL
 
+from ghbot.client.call import shown_url
 from ghbot.client.response import items_of
 from ghbot.config import DEFAULT_API_URL
 from ghbot.config import UPLOADS_URL as UPLOADS
@@ -198,7 +198,7 @@ class Op:
                 response.status,
                 message,
                 method=self.method,
-                url=str(URL(response.url).with_user(None)),  # as every error shows a URL
+                url=shown_url(response.url),  # as every error shows a URL
                 request_id=response.request_id,
                 data=data,
             ) from None

@@ -88,7 +88,8 @@ async def run(
     journal: Journal,
     fake: FakeGitHub,
     key: bytes,
-) -> None:
+) -> list[dict[str, Any]]:
+    """Run `items` on a shard of `bot`; return the dead letters it listed at the end."""
     clock = FakeClock()
     app = GitHubApp(
         AppAuth(APP_ID, key, clock=clock),
@@ -101,6 +102,7 @@ async def run(
     try:
         assert await shard.ingest(batch(*items)) == [Status.ACCEPTED] * len(items)
         await shard.wait_idle()
+        return await shard.dead_letters()
     finally:
         await shard.close()
 
@@ -159,20 +161,6 @@ async def test_a_give_up_on_the_app_s_own_delivery_dead_letters_no_handler_it_sk
     # left is dead-lettered, and `answer`, which the app's own deliveries never reach,
     # was among it, so replaying it would have answered the app's own comment.
     items = await deliver(BrokenAudit, [comment_by(f"{SLUG}[bot]", via_app=True)])
-    clock = FakeClock()
-    app = GitHubApp(
-        AppAuth(APP_ID, pem_pkcs8, clock=clock),
-        options=ClientOptions(base_url=fake.url, clock=clock, sleep=clock.sleep),
-    )
-    shard = ShardCore(
-        range(VSHARDS), VSHARDS, journal, BrokenAudit, github_for=app.installation, clock=clock
-    )
-    await shard.start()
-    try:
-        assert await shard.ingest(batch(*items)) == [Status.ACCEPTED]
-        await shard.wait_idle()
-        dead = await shard.dead_letters()
-        assert [d["handler"] for d in dead] == ["audit_again"]  # not `answer`
-    finally:
-        await shard.close()
+    dead = await run(BrokenAudit, items, journal, fake, pem_pkcs8)
+    assert [d["handler"] for d in dead] == ["audit_again"]  # not `answer`
     assert fake.requests_to(COMMENTS, "POST") == []
