@@ -99,14 +99,21 @@ class _Run:
     successor in the journal (`InstallationHost.hand_over_client`). A host that stops
     (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
     others run on and are stopped at the next such place, or finish.
+
+    It also follows whether GitHub did a write of the attempt's (`repeats`): a rate
+    limit or an open breaker met before that costs no attempt; after it, running the
+    attempt again repeats the write, so it is an attempt like any that failed.
     """
 
-    __slots__ = ("between", "handlers", "host", "refused", "task", "waits", "wrote")
+    __slots__ = ("between", "handlers", "host", "refused", "repeats", "task", "waits", "wrote")
 
     def __init__(self, host: InstallationHost) -> None:
         self.host = host
         self.task = asyncio.current_task()
         self.between = self.waits = self.wrote = self.refused = False
+        #: Whether GitHub did a write of this attempt's (answered it with success; or a
+        #: lease's task may have): running the attempt again would repeat it.
+        self.repeats = False
         #: The delivery's handlers once its event is decoded (for this sender: the app's
         #: own deliveries reach only `include_own` ones), for a give-up after that.
         self.handlers: Sequence[str] | None = None
@@ -127,7 +134,7 @@ class _Run:
 
     def attempt(self) -> None:
         """An attempt of a handler starts."""
-        self.between = self.wrote = self.refused = False
+        self.between = self.wrote = self.refused = self.repeats = False
 
     def journaling(self) -> None:
         """The attempt's outcome is being journaled: not to be cut from here on."""
@@ -150,6 +157,9 @@ class _Run:
             if not self.wrote and self._stop_here():
                 self._refuse()
             self.wrote = True
+
+    def written(self) -> None:
+        self.repeats = True  # the handler's own tasks' writes too
 
     def _from_another_task(self) -> bool:
         """Tell whether the client is called from a task the handler started: its calls
@@ -695,7 +705,6 @@ class InstallationHost:
     ) -> None:
         delivery_id = pending.received.delivery_id
         attempt = pending.attempts.get(name, 0)
-        max_attempts = type(self.bot).max_attempts
         # Resumed (a restart, a hand-over) while a journaled failure's backoff runs: wait
         # out what is left of it; never longer than the backoff, whatever the clocks.
         due, backoff = pending.retry_at.get(name, (0.0, 0.0))
@@ -722,22 +731,22 @@ class InstallationHost:
             except _Stopped:
                 raise
             except (CircuitOpen, RateLimited) as exc:
-                # GitHub asked us to wait: not the handler's fault, not an attempt.
-                # (The attempt runs again from the start, on this shard or the next.)
-                attempt -= 1
-                run.may_cut()
-                await self._sleep(max(exc.retry_after, 0.05))
+                if not run.repeats and not run.refused:
+                    # GitHub asked us to wait before the attempt wrote anything: not the
+                    # handler's fault, not an attempt. (It runs again from the start, on
+                    # this shard or the next.)
+                    attempt -= 1
+                    run.may_cut()
+                    await self._sleep(max(exc.retry_after, 0.05))
+                    continue
+                # It wrote first, and running it again repeats that write: an attempt
+                # like any that failed, waited out for as long as GitHub asked at least.
+                if await self._attempt_failed(run, event, name, exc, attempt, last=last):
+                    return
                 continue
             except Exception as exc:
-                if run.refused:
-                    raise _Stopped from exc
-                run.journaling()
-                final = attempt >= max_attempts or isinstance(exc, _FINAL)
-                delay = await self._failed(event, name, exc, attempt, last=last, final=final)
-                if final:
+                if await self._attempt_failed(run, event, name, exc, attempt, last=last):
                     return
-                run.may_cut()  # the failed attempt is journaled
-                await self._sleep(delay)
                 continue
             run.journaling()
             took = round((self._clock() - started) * 1000, 3)
@@ -762,11 +771,27 @@ class InstallationHost:
                 raise
             return
 
+    async def _attempt_failed(
+        self, run: _Run, event: Event, name: str, exc: Exception, attempt: int, *, last: bool
+    ) -> bool:
+        """Journal a failed attempt and wait out its backoff; tell whether it was the
+        last (dead-lettered)."""
+        if run.refused:
+            raise _Stopped from exc
+        run.journaling()
+        final = attempt >= type(self.bot).max_attempts or isinstance(exc, _FINAL)
+        delay = await self._failed(event, name, exc, attempt, last=last, final=final)
+        if final:
+            return True
+        run.may_cut()  # the failed attempt is journaled
+        await self._sleep(delay)
+        return False
+
     async def _failed(
         self, event: Event, name: str, exc: Exception, attempt: int, *, last: bool, final: bool
     ) -> float:
         """Journal a failed attempt (`final`: dead-letter it); return the wait before the
-        next."""
+        next: the backoff, or as long as GitHub asked to wait if that is longer."""
         delivery_id = event.delivery_id or ""
         error_type, message = type(exc).__name__, _message(exc)
         fields = self._fields(event, name, error_type=error_type)
@@ -804,6 +829,8 @@ class InstallationHost:
             "%s: %s failed attempt %d: %s", self.stream, name, attempt, error_type, extra=fields
         )
         delay = self._retry.backoff(attempt - 1)
+        if isinstance(exc, (CircuitOpen, RateLimited)):
+            delay = max(delay, exc.retry_after)
         await self._write(
             [
                 HandlerFailed(

@@ -296,7 +296,8 @@ class Quota:
             )
             yield ticket
         finally:
-            if ticket is not None:  # handed out: what its tasks may have used counts
-                for _ in range(n if ticket.used is None else ticket.used):
-                    budget.spend(granted)
+            if ticket is not None:  # handed out: what its tasks may have done counts
+                if watcher is not None:  # any of them may have written
+                    watcher.written()
+                budget.settle(granted, n if ticket.used is None else ticket.used, self._clock())
             budget.release(granted)

@@ -122,6 +122,9 @@ class Lease:
     open: bool = True
     writes: int | None = None
     write_turn: Callable[[], Awaitable[None]] | None = None
+    #: The granting budget when it was granted: its window, the units it had counted
+    #: and its `remaining` (`Budget.settle`).
+    start: tuple[int, int, int] | None = None
 
     @property
     def unused(self) -> int:
@@ -140,7 +143,16 @@ class Budget:
     optimistic: `limit` (GitHub's minimum, 5,000) is assumed.
     """
 
-    __slots__ = ("_reserved", "limit", "margin", "remaining", "reset", "resource")
+    __slots__ = (
+        "_counted",
+        "_reserved",
+        "_window",
+        "limit",
+        "margin",
+        "remaining",
+        "reset",
+        "resource",
+    )
 
     def __init__(
         self, *, margin: float = DEFAULT_MARGIN, limit: int = 5000, resource: str = "core"
@@ -153,6 +165,10 @@ class Budget:
         self.reset = 0.0
         self.resource = resource
         self._reserved = 0
+        #: Units counted so far (requests taken, less refunds, and settled leases') and
+        #: how many times the window's count was started afresh: a lease compares them.
+        self._counted = 0
+        self._window = 0
 
     def __repr__(self) -> str:
         return (
@@ -179,6 +195,7 @@ class Budget:
         if self.available(now) < 1:
             raise self._exhausted(now, method, url)
         self.remaining -= 1
+        self._counted += 1
 
     def lease(self, n: int, now: float) -> Lease:
         """Set `n` units aside, or raise `RateLimited` when they do not fit."""
@@ -187,7 +204,7 @@ class Budget:
         if self.available(now) < n:
             raise self._exhausted(now, "", "", wanted=n)
         self._reserved += n
-        return Lease(granted=n)
+        return Lease(granted=n, start=(self._window, self._counted, self.remaining))
 
     def spend(self, lease: Lease) -> None:
         """Spend one unit of `lease` on a request; raises `LeaseExhausted` when it is used up."""
@@ -196,6 +213,7 @@ class Budget:
         lease.used += 1
         self._reserved -= 1
         self.remaining -= 1
+        self._counted += 1
 
     def refund(self, lease: Lease | None = None) -> None:
         """Give back the unit a request took when GitHub did not count it.
@@ -205,9 +223,34 @@ class Budget:
         goes back to that lease while it is open.
         """
         self.remaining = min(self.remaining + 1, self.limit)
+        self._counted -= 1
         if lease is not None and lease.open and lease.used > 0:
             lease.used -= 1
             self._reserved += 1
+
+    def settle(self, lease: Lease, used: int, now: float) -> None:
+        """Count `used` of `lease`'s units as spent by its tasks elsewhere, and close it.
+
+        Answers to this budget's own requests meanwhile may have shown some of those
+        requests already (GitHub counts the installation's requests together): they are
+        not counted again. In the window the lease began in, `remaining` becomes the
+        lower of what it is and what it would be had the budget counted only its own
+        units and the lease's since then; after a new window began, the lease's units
+        are taken from it all (a request of the lease's may have been counted twice).
+        """
+        if not lease.open:
+            return
+        used = min(used, lease.unused)
+        self._roll(now)
+        if lease.start is not None and lease.start[0] == self._window:
+            _, counted, remaining = lease.start
+            self.remaining = min(self.remaining, remaining - (self._counted - counted) - used)
+        else:
+            self.remaining -= used
+        self._counted += used
+        lease.used += used
+        self._reserved -= used
+        self.release(lease)
 
     def release(self, lease: Lease) -> int:
         """Close `lease` and give its unused units back; returns how many came back."""
@@ -225,6 +268,7 @@ class Budget:
         self._roll(now)
         if limit.reset > self.reset:
             self.reset = limit.reset
+            self._window += 1
             if limit.limit > 0:  # never 0 from GitHub; a 0 would leave the budget empty for good
                 self.limit = limit.limit
             self.remaining = limit.remaining
@@ -240,6 +284,7 @@ class Budget:
         if self.reset and now >= self.reset:
             self.remaining = self.limit
             self.reset = 0.0
+            self._window += 1
 
     def _exhausted(self, now: float, method: str, url: str, wanted: int = 1) -> RateLimited:
         wait = self.seconds_to_reset(now)

@@ -11,9 +11,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import msgspec
@@ -36,6 +35,7 @@ from ghbot.client.credentials import AuthRetry, Credentials, TokenSource, creden
 from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
 from ghbot.client.pool import current_pool
 from ghbot.client.response import Response, answer_for, error_from, graphql_error, items_of
+from ghbot.client.watch import CallWatcher, call_watcher
 from ghbot.config import Settings, graphql_url
 from ghbot.errors import (
     ConnectionFailed,
@@ -58,26 +58,6 @@ __all__ = ["CallWatcher", "GitHub", "Holds", "call_watcher"]
 log = logging.getLogger("ghbot.client")
 
 
-class CallWatcher(Protocol):
-    """What a runner is told of the client's calls in its context (`call_watcher`).
-
-    `actors.installation` watches each handler's run, to know when cutting it short
-    (to hand it to another shard) would repeat nothing: while it waits for its turn
-    and has not written.
-    """
-
-    def waiting(self, waiting: bool) -> None:
-        """A wait of the client's own begins (True) or ends (False): for the write
-        lane, a pause, a retry's backoff, a rate limit. May raise (before a wait
-        begins, or before a request is sent, for `calling`) to stop the caller."""
-
-    def calling(self, writes: bool) -> None:
-        """A request is about to be sent; `writes`: a write (a mutating method, a
-        GraphQL mutation)."""
-
-
-#: The watcher of the calls made in this context, where a runner set one.
-call_watcher: ContextVar[CallWatcher | None] = ContextVar("ghbot_call_watcher", default=None)
 _encode = msgspec.json.encode
 
 Answer = tuple[int, Mapping[str, str], bytes]
@@ -475,6 +455,8 @@ class GitHub:
             self._outcome(ok=status < 500)
             if status < 300 or status == 304:
                 limited[call.writes] = 0
+                if call.writes:
+                    _note_written()
                 return answer_for(call, status, headers, raw, opts.etags)
             if status in REDIRECTS and hops < opts.max_redirects and call.may_follow(status):
                 hops += 1
@@ -733,3 +715,9 @@ def _note_call(call: Call) -> None:
     """Tell the call's watcher that `call` is about to be sent."""
     if (watcher := call_watcher.get()) is not None:
         watcher.calling(call.writes)
+
+
+def _note_written() -> None:
+    """Tell the call's watcher that GitHub did a write."""
+    if (watcher := call_watcher.get()) is not None:
+        watcher.written()

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from ghbot import metrics, telemetry
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
+from ghbot.client.watch import call_watcher
 from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE
 
 log = logging.getLogger("ghbot.client.tokens")
@@ -147,6 +148,7 @@ class InstallationTokens:
         return token.minted_at is None or now < token.minted_at + self.ttl
 
     async def _exchange(self, installation_id: int) -> InstallationToken:
+        call_watcher.set(None)  # its own task's context: the exchange is not the caller's call
         try:
             token = await self._mint(installation_id)
             self.minted += 1

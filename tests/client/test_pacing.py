@@ -108,6 +108,9 @@ async def test_a_wait_cut_short_is_told_as_ended(
         def calling(self, writes: bool) -> None:
             pass
 
+        def written(self) -> None:
+            pass
+
     async def forever(seconds: float) -> None:
         await asyncio.Event().wait()
 

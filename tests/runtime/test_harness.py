@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from actors import InstallationActor, on
-from actors.testing import BotHarness
+from actors.records import HandlerFailed, decode_runtime, stream_name
+from actors.testing import VSHARDS, BotHarness
+from actors.wire import vshard_of
 from examples.greeter import Greeted, Greeter
 from ghbot.errors import JournalUnavailable, UsageError
 from ghbot.events import Event
@@ -165,6 +167,39 @@ async def test_a_primary_rate_limit_waits_for_its_reset_without_spending_attempt
         repo = bot.fake.store.repo("Codertocat", "Hello-World")
         assert repo is not None and len(repo.comments[3]) == 1
         assert bot.clock() - started >= 3000  # the resets waited out on the harness clock
+
+
+class CommentThenLabel(InstallationActor):
+    """Comments, then labels: GitHub may refuse the label once the comment is made."""
+
+    @on("issues.opened")
+    async def answer(self, event: Event) -> None:
+        await self.github.request("POST", f"{HELLO}/issues/3/comments", json={"body": "hi"})
+        await self.github.request("POST", f"{HELLO}/issues/3/labels", json={"labels": ["x"]})
+
+
+async def test_a_rate_limit_met_after_a_write_spends_the_attempt() -> None:
+    """Run again, the handler repeats its comment: so a rate limit it meets after that
+    write is an attempt like any that failed, journaled, waited out for as long as
+    GitHub asked at least, and dead-lettered after `max_attempts` while it lasts
+    (rather than commenting again each time the limit resets)."""
+    tries = CommentThenLabel.max_attempts
+    async with BotHarness(CommentThenLabel) as bot:
+        bot.fake.faults.add(r"/labels$", "primary", count=tries + 5)
+        done = await bot.deliver("issues.opened", issue__number=3)
+        [dead] = done.dead_letters
+        assert (dead["attempts"], dead["error_type"]) == (tries, "RateLimited")
+        assert len(done.requests_to(f"{HELLO}/issues/3/comments", "POST")) == tries
+        stream = stream_name(bot.installation_id)
+        records = await bot.shard.journal.read(
+            stream, shard=vshard_of(bot.installation_id, VSHARDS)
+        )
+        failed = [
+            e for e in (decode_runtime(r.type, r.data) for r in records)
+            if isinstance(e, HandlerFailed)
+        ]  # fmt: skip
+        assert [f.attempt for f in failed] == list(range(1, tries))
+        assert all(f.retry_in >= 3000 for f in failed)  # GitHub's reset, not the backoff
 
 
 async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any) -> None:

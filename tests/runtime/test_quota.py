@@ -109,6 +109,30 @@ async def test_a_lease_without_a_report_counts_whole_even_when_its_block_raises(
         assert (budget.remaining, budget.reserved) == (87, 0)
 
 
+async def test_a_leases_requests_already_seen_in_the_installations_answers_count_once(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """GitHub counts the installation's requests together, so an answer to its own
+    client in the middle of a lease shows the requests the lease's tasks made so far:
+    at the lease's close they are not taken from the budget a second time."""
+    async with _octo(public_pem, rate_limit=100) as fake:
+        gh = await _budget_learned(fake, pem_pkcs8)  # 99 of 100 left
+        budget, quota = gh.budgets.core, Quota(gh)
+        async with quota.lease(10) as lease:
+            client = lease.client()
+            comment = ("POST", "/repos/octo/repo/issues/1/comments")
+            for n in range(4):
+                await client.request(*comment, json={"body": str(n)})
+            await gh.request(*comment, json={"body": "own"})  # shows 99 - 4 - 1
+            assert budget.remaining == 94
+            for n in range(4):
+                await client.request(*comment, json={"body": str(n)})
+            lease.report(8)
+        truth = fake.quotas.get("installation:7", "core").remaining
+        assert truth == 99 - 1 - 8
+        assert (budget.remaining, budget.reserved) == (truth, 0)
+
+
 def test_a_report_beyond_the_grant_is_refused() -> None:
     lease = QuotaLease(installation_id=1, granted=5, base_url="http://x", token="t" * 40)
     with pytest.raises(UsageError):

@@ -196,6 +196,26 @@ def test_a_refund_after_its_lease_closed_goes_to_the_budget_only() -> None:
     assert (lease.used, budget.reserved, budget.remaining) == (1, 0, 100)
 
 
+def test_a_settled_lease_counts_what_answers_showed_of_it_once() -> None:
+    budget = Budget(margin=0.0)
+    budget.observe(RateLimit.from_headers(_headers(100)), NOW)
+    lease = budget.lease(20, NOW)
+    budget.acquire(NOW)  # the installation's own request: 99 here
+    budget.observe(RateLimit.from_headers(_headers(93)), NOW)  # and 6 of the lease's
+    other = budget.lease(5, NOW)
+    budget.settle(other, 5, NOW)  # another lease's, none shown: 88
+    budget.settle(lease, 15, NOW)  # 100 - 1 - 5 - 15, not 88 - 15
+    assert (budget.remaining, budget.reserved, lease.used, lease.open) == (79, 0, 15, False)
+    budget.settle(lease, 15, NOW)  # closed: nothing more
+    assert budget.remaining == 79
+    # A lease granted in one window and settled in the next: its requests may have
+    # been counted in either, so all are taken from the new one.
+    late = budget.lease(10, NOW)
+    budget.observe(RateLimit.from_headers(_headers(5000, reset=NOW + 5400)), NOW + 1900)
+    budget.settle(late, 4, NOW + 1900)
+    assert (budget.remaining, budget.reserved) == (4996, 0)
+
+
 @pytest.mark.parametrize("margin", [-0.1, 0.6])
 def test_margin_outside_range_is_refused(margin: float) -> None:
     with pytest.raises(ConfigError):
