@@ -43,7 +43,7 @@ MSG_IAT = (
 )
 #: How far in the future `iat` may be before the fake refuses it (GitHub's is unpublished).
 JWT_LEEWAY = 30
-#: GitHub refuses an `exp` more than 10 minutes ahead.
+#: GitHub refuses an `exp` more than 10 minutes ahead (the fake allows it no leeway).
 JWT_MAX_LIFETIME = 600
 TOKEN_LIFETIME = 3600
 
@@ -121,7 +121,7 @@ class Identities:
             return MSG_IAT
         if not isinstance(exp, int | float) or exp <= now:
             return MSG_EXP
-        if exp > now + JWT_MAX_LIFETIME + JWT_LEEWAY or exp - iat > JWT_MAX_LIFETIME:
+        if exp > now + JWT_MAX_LIFETIME or exp - iat > JWT_MAX_LIFETIME:
             return MSG_EXP_TOO_FAR
         return None
 

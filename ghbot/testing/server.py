@@ -257,22 +257,23 @@ class FakeGitHub(Setup):
     ) -> web.StreamResponse:
         retry_after = self._write_spacing(request, path, parsed, arrived)
         if retry_after is not None:
-            return self._secondary({"retry-after": str(retry_after)})
+            return self._secondary(request, path, {"retry-after": str(retry_after)})
         if self.max_concurrent is not None and self.inflight > self.max_concurrent:
-            return self._secondary({})
+            return self._secondary(request, path, {})
         if self.faults:
             fault = self.faults.match(request.method, path)
             if fault is not None:
-                answer = await self._fault(request, fault)
+                answer = await self._fault(request, path, fault)
                 if answer is not None:
                     return answer
+        caller = self._caller(request)
         found = self.router.match(request.method, path)
         if found is None:
-            return self._json(404, {"message": "Not Found", "documentation_url": DOCS})
+            # Counted, with the caller's rate-limit headers, as GitHub's 404s are.
+            limits = self._limits(caller, path, count=True)
+            data = {"message": "Not Found", "documentation_url": DOCS}
+            return self._response(404, _encode(data), {"Content-Type": _JSON, **limits})
         route, params = found
-        caller = self.identities.caller(
-            request.headers.get("Authorization"), self.store.installations
-        )
         if isinstance(caller, str):
             return self._json(401, {"message": caller, "documentation_url": DOCS})
         refusal = _refuse(route, caller)
@@ -294,20 +295,36 @@ class FakeGitHub(Setup):
         """Return the retry-after for an installation's write that came too soon, or None."""
         if self.writes.interval is None or not is_write(request.method, path, parsed):
             return None
-        caller = self.identities.caller(
-            request.headers.get("Authorization"), self.store.installations
-        )
+        caller = self._caller(request)
         # The rule is about an installation's content writes: the app's own requests
         # (token exchanges) and refused credentials are left to the usual answers.
         if isinstance(caller, str) or caller.kind != "installation":
             return None
         return self.writes.refuse(caller.key, arrived)
 
-    def _secondary(self, headers: dict[str, str]) -> web.Response:
+    def _limits(self, caller: Caller | str, path: str, *, count: bool = False) -> dict[str, str]:
+        """The caller's `x-ratelimit-*` headers, as GitHub sends them on its refusals
+        too (none for credentials it refuses: its 401s carry none); `count`: the answer
+        counts against the caller's limit."""
+        if isinstance(caller, str):
+            return {}
+        resource = _resource(path)
+        quota = self.quotas.get(caller.key, resource)
+        if count:
+            quota.remaining = max(quota.remaining - 1, 0)
+        return quota.headers(resource)
+
+    def _caller(self, request: web.Request) -> Caller | str:
+        return self.identities.caller(
+            request.headers.get("Authorization"), self.store.installations
+        )
+
+    def _secondary(self, request: web.Request, path: str, headers: dict[str, str]) -> web.Response:
         """Answer GitHub's secondary-limit 403 (with `headers`) and count it."""
         self.secondary_limits += 1
         data = {"message": MSG_SECONDARY, "documentation_url": DOCS}
-        return self._response(403, _encode(data), {"Content-Type": _JSON, **headers})
+        limits = self._limits(self._caller(request), path)
+        return self._response(403, _encode(data), {"Content-Type": _JSON, **limits, **headers})
 
     def _reply(
         self,
@@ -353,7 +370,9 @@ class FakeGitHub(Setup):
         headers["x-ratelimit-used"] = headers["x-ratelimit-limit"]
         return self._response(403, _encode(data), headers)
 
-    async def _fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+    async def _fault(
+        self, request: web.Request, path: str, fault: Fault
+    ) -> web.StreamResponse | None:
         """Answer as `fault` says (after its delay, if any), or None to answer as usual."""
         kind, headers = fault.kind, {"Content-Type": _JSON}
         if fault.delay:
@@ -365,14 +384,14 @@ class FakeGitHub(Setup):
                 request.transport.abort()
             raise asyncio.CancelledError
         if kind == "primary":
-            authorization = request.headers.get("Authorization")
-            caller = self.identities.caller(authorization, self.store.installations)
+            caller = self._caller(request)
             # As GitHub answers a caller out of budget: its limit, none left, the reset.
             key = caller.key if isinstance(caller, Caller) else "anonymous"
             limit = self.quotas.get(key, "core").limit
             return self._primary(caller, Quota(limit, int(self.clock()) + 3600.0), "core")
         if kind == "secondary":
             self.secondary_limits += 1
+            headers.update(self._limits(self._caller(request), path))
             if fault.retry_after is not None:
                 # Whole seconds, as GitHub sends them; never shorter than asked.
                 headers["retry-after"] = str(math.ceil(fault.retry_after))

@@ -31,6 +31,7 @@ def _jwt(key: rsa.RSAPrivateKey, now: float, **claims: int | str) -> str:
     [
         ({"exp": -10}, MSG_EXP),
         ({"exp": 3600}, MSG_EXP_TOO_FAR),
+        ({"iat": 10, "exp": 610}, MSG_EXP_TOO_FAR),  # 10 minutes after iat, but ahead of now
         ({"iat": 600, "exp": 900}, MSG_IAT),
         ({"iss": "2"}, MSG_BAD_JWT),
     ],
@@ -186,6 +187,42 @@ async def test_a_secondary_limit_s_retry_after_is_whole_seconds_rounded_up(
         functools.partial(_status_and_retry_after, f"{fake.url}/repos/{REPO}", fake.create_token(1))
     )
     assert answer == (403, "1")  # GitHub's are whole seconds: "0" would be no wait
+
+
+async def test_refusals_carry_the_callers_rate_limit_headers_as_githubs_do(
+    fake: FakeGitHub,
+) -> None:
+    """A 404 for a route GitHub does not have counts, and says so; a secondary limit's
+    403 says where the caller stands without counting; a 401 for credentials GitHub
+    refuses carries none."""
+    token = fake.create_token(1)
+    fake.faults.add("/hello-world$", "secondary", retry_after=5, count=1)
+    answers = [
+        await _in_thread(functools.partial(_status_and_limits, f"{fake.url}{path}", token))
+        for path in (f"/repos/{REPO}", "/nowhere", f"/repos/{REPO}")
+    ]
+    limit = str(fake.quotas.get("installation:1", "core").limit)
+    assert [(status, remaining) for status, remaining, _ in answers] == [
+        (403, limit),  # refused: nothing counted
+        (404, str(int(limit) - 1)),
+        (200, str(int(limit) - 2)),
+    ]
+    assert all(resource == "core" for _, _, resource in answers)
+    refused = await _in_thread(
+        functools.partial(_status_and_limits, f"{fake.url}/repos/{REPO}", "not-a-token")
+    )
+    assert refused == (401, None, None)
+
+
+def _status_and_limits(url: str, token: str) -> tuple[int, str | None, str | None]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request) as answer:  # noqa: S310
+            headers, status = answer.headers, answer.status
+    except urllib.error.HTTPError as error:
+        with error:
+            headers, status = error.headers, error.code
+    return status, headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-resource")
 
 
 def _status_and_retry_after(url: str, token: str) -> tuple[int, str | None]:
