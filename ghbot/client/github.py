@@ -9,6 +9,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -62,6 +63,10 @@ _encode = msgspec.json.encode
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
+#: GitHub's secondary limits on an installation's content-creating requests (its
+#: POSTs, GraphQL mutations included): at most this many in this many seconds.
+CONTENT_LIMITS = ((80, 60.0), (500, 3600.0))
+
 
 class _WriteLane:
     """One installation's writes: one exchange at a time, `interval` apart at GitHub.
@@ -90,18 +95,36 @@ class _WriteLane:
 
     The price is one answer's latency per write on top of `interval`. Writes of other
     installations have lanes of their own; reads never wait for one.
+
+    The lane also keeps GitHub's numbers for content-creating writes
+    (`CONTENT_LIMITS`): it notes when each was sent (or its turn granted) and holds
+    the next until the oldest of the window's leaves it.
     """
 
-    __slots__ = ("free_at", "lock")
+    __slots__ = ("created", "free_at", "lock")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         #: When the next write may be sent (epoch seconds, the client's clock).
         self.free_at = 0.0
+        #: When the content-creating writes of the longest window were sent.
+        self.created: deque[float] = deque()
 
     def next_free(self) -> float:
         """When the lane's next write may be sent (after the last, or a turn granted)."""
         return self.free_at
+
+    def content_free(self, now: float) -> float:
+        """When the next content-creating write may be sent within GitHub's numbers
+        (`now` or earlier: at once)."""
+        created = self.created
+        while created and created[0] <= now - CONTENT_LIMITS[-1][1]:
+            created.popleft()
+        free = 0.0
+        for limit, window in CONTENT_LIMITS:
+            if len(created) >= limit:
+                free = max(free, created[-limit] + window)
+        return free
 
 
 class Holds(NamedTuple):
@@ -224,7 +247,9 @@ class GitHub:
         """
         state, now = self._state, self.options.clock()
         lane = state._lane
-        if lane is not None and (lane.lock.locked() or lane.next_free() > now):
+        if lane is not None and (
+            lane.lock.locked() or lane.next_free() > now or lane.content_free(now) > now
+        ):
             return False
         return state.paused_until <= now
 
@@ -286,6 +311,10 @@ class GitHub:
                         retry_after=paused,
                     )
                 await self._pause(wait)
+            # Counted as content-creating (its method is not known here).
+            while (wait := self._content_wait(lane, "", "")) > 0:
+                await self._pause(wait)
+            lane.created.append(self.options.clock())
             lane.free_at = self.options.clock() + spacing
         finally:
             lane.lock.release()
@@ -495,17 +524,40 @@ class GitHub:
         opts, lane = self.options, self._state.lane
         with _waiting():
             await lane.lock.acquire()
+        creates = call.method == "POST"
         try:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
+            while creates and (wait := self._content_wait(lane, call.method, call.shown())) > 0:
+                await self._pause(wait)
             budget = await self._admit(call)
             await self._go(call, budget, turned)
+            if creates:
+                lane.created.append(opts.clock())
             try:
                 return budget, await self._exchange(call, budget)
             finally:
                 lane.free_at = opts.clock() + interval
         finally:
             lane.lock.release()
+
+    def _content_wait(self, lane: _WriteLane, method: str, url: str) -> float:
+        """How long the next content-creating write waits for GitHub's numbers; raise
+        `RateLimited` (secondary) when longer than `max_rate_limit_wait`."""
+        now = self.options.clock()
+        wait = lane.content_free(now) - now
+        if wait > self.options.max_rate_limit_wait:
+            limits = ", ".join(f"{n} in {w:.0f} s" for n, w in CONTENT_LIMITS)
+            raise RateLimited(
+                429,
+                f"the installation made as many content-creating requests as GitHub allows "
+                f"({limits})",
+                kind="secondary",
+                retry_after=wait,
+                method=method,
+                url=url,
+            )
+        return wait
 
     async def _go(self, call: Call, budget: Budget | None, turned: Lease | None) -> None:
         """Take the write's turn (`turned`'s lane) and tell the call's watcher it goes;

@@ -45,6 +45,46 @@ async def test_writes_of_one_installation_are_a_second_apart(
     assert clock() - started == pytest.approx(3.0), "concurrent writes also wait their turn"
 
 
+async def test_content_creating_writes_keep_within_githubs_numbers(
+    fake: FakeGitHub, clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """80 content-creating requests a minute and 500 an hour: the 81st waits for the
+    first's minute to end; the 501st, an hour's wait away, is refused as GitHub would
+    refuse it, and the client is not settled meanwhile (it would forget the count)."""
+    gh = token_client(options=paced.replace(pace_writes=0.01))
+    started = clock()
+    for n in range(80):
+        await gh.request("POST", COMMENTS, json={"body": str(n)})
+    assert clock() - started < 1
+    await gh.request("PATCH", f"/repos/{REPO}/issues/1", json={"title": "t"})  # creates nothing
+    assert clock() - started < 1
+    await gh.request("POST", COMMENTS, json={"body": "81st"})
+    assert clock() - started >= 60
+    for n in range(500 - 81):
+        await gh.request("POST", COMMENTS, json={"body": str(n)})
+    assert clock() - started < 3600
+    with pytest.raises(RateLimited, match="content-creating") as caught:
+        await gh.request("POST", COMMENTS, json={"body": "501st"})
+    assert caught.value.kind == "secondary"
+    assert caught.value.retry_after == pytest.approx(started + 3600 - clock(), abs=0.1)
+    assert not gh.settled
+    assert len(fake.requests_to(COMMENTS, "POST")) == 500
+    clock.advance(caught.value.retry_after)
+    assert gh.settled  # the first write's hour is over
+
+
+async def test_turns_granted_to_a_leases_writes_count_as_content_creating(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    gh = token_client(options=paced)
+    started = clock()
+    for _ in range(80):
+        await gh.grant_write(0.01)
+    assert clock() - started < 1
+    await gh.grant_write(0.01)
+    assert clock() - started >= 60
+
+
 async def test_a_client_with_a_write_in_flight_or_a_pause_is_not_settled(
     fake: FakeGitHub, clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
 ) -> None:
