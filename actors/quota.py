@@ -297,7 +297,8 @@ class Quota:
             yield ticket
         finally:
             if ticket is not None:  # handed out: what its tasks may have done counts
-                if watcher is not None:  # any of them may have written
+                wrote = ticket.used != 0 and ticket.writes != 0  # writes None: not limited
+                if watcher is not None and wrote:  # any of its tasks may have written
                     watcher.written()
                 budget.settle(granted, n if ticket.used is None else ticket.used, self._clock())
             budget.release(granted)

@@ -235,8 +235,11 @@ class Budget:
         requests already (GitHub counts the installation's requests together): they are
         not counted again. In the window the lease began in, `remaining` becomes the
         lower of what it is and what it would be had the budget counted only its own
-        units and the lease's since then; after a new window began, the lease's units
-        are taken from it all (a request of the lease's may have been counted twice).
+        units and the lease's since then (so a drop it cannot explain, another
+        process's requests with the installation's token, is taken as the lease's
+        until the next answer shows it). A lease granted before the budget had an
+        answer (its `remaining` a guess), or whose window has ended, is taken whole
+        from the budget (what answers showed of it is counted twice).
         """
         if not lease.open:
             return

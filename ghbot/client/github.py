@@ -97,8 +97,10 @@ class _WriteLane:
     installations have lanes of their own; reads never wait for one.
 
     The lane also keeps GitHub's numbers for content-creating writes
-    (`CONTENT_LIMITS`): it notes when each was sent (or its turn granted) and holds
-    the next until the oldest of the window's leaves it.
+    (`CONTENT_LIMITS`): it notes when each exchange ended (a granted turn: when the
+    lane's next write may go), which is after the write reached GitHub, and holds the
+    next until the oldest of the window's has left it. A write that waits for that
+    holds the lane: the installation's other writes wait behind it.
     """
 
     __slots__ = ("created", "free_at", "lock")
@@ -242,8 +244,10 @@ class GitHub:
         """Tell whether forgetting this installation's client loses nothing GitHub asked.
 
         False while a write is in flight, the write interval since the last one has not
-        passed, or a secondary-limit pause is in force: a new client would know none of
-        that and could write too soon. A runtime keeps the client until it is settled.
+        passed, the content-creating writes of the last minute or hour are as many as
+        GitHub allows (`CONTENT_LIMITS`), or a secondary-limit pause is in force: a new
+        client would know none of that and could write too soon. A runtime keeps the
+        client until it is settled.
         """
         state, now = self._state, self.options.clock()
         lane = state._lane
@@ -301,8 +305,9 @@ class GitHub:
         with _waiting():
             await lane.lock.acquire()
         try:  # held: a write in flight has ended and set `free_at` (its end + interval)
-            while (wait := max(lane.free_at, state.paused_until) - self.options.clock()) > 0:
-                paused = state.paused_until - self.options.clock()
+            while True:
+                now = self.options.clock()
+                paused = state.paused_until - now
                 if paused > self.options.max_rate_limit_wait:
                     raise RateLimited(
                         429,
@@ -310,12 +315,14 @@ class GitHub:
                         kind="secondary",
                         retry_after=paused,
                     )
+                # Counted as content-creating: its method is not known here.
+                content = self._content_wait(lane, "", "a quota lease's write")
+                if (wait := max(lane.free_at - now, paused, content)) <= 0:
+                    break
                 await self._pause(wait)
-            # Counted as content-creating (its method is not known here).
-            while (wait := self._content_wait(lane, "", "")) > 0:
-                await self._pause(wait)
-            lane.created.append(self.options.clock())
-            lane.free_at = self.options.clock() + spacing
+            now = self.options.clock()
+            lane.free_at = now + spacing
+            lane.created.append(now + spacing)  # it reaches GitHub before then
         finally:
             lane.lock.release()
 
@@ -409,12 +416,17 @@ class GitHub:
         target = URL(graphql_url(self.base_url))
         payload = {"query": query, "variables": variables}
         call = self._call("POST", target, payload, None, None, "graphql")
-        call.writes = is_mutation(query)
+        call.writes, call.written_told = is_mutation(query), False
         answer = await self._send(call, pace=call.writes)
         data = answer.data if isinstance(answer.data, dict) else {}
+        error = None
         if data.get("errors"):
             wait = self._state.budgets.get("graphql").seconds_to_reset(self.options.clock())
-            raise graphql_error(data, url=str(target), request_id=answer.request_id, wait=wait)
+            error = graphql_error(data, url=str(target), request_id=answer.request_id, wait=wait)
+        if call.writes and not isinstance(error, RateLimited):
+            _note_written()  # a mutation GitHub answered: done, in part at least
+        if error is not None:
+            raise error
         return data.get("data")
 
     # --- one logical request --------------------------------------------------------
@@ -484,7 +496,7 @@ class GitHub:
             self._outcome(ok=status < 500)
             if status < 300 or status == 304:
                 limited[call.writes] = 0
-                if call.writes:
+                if call.writes and call.written_told:
                     _note_written()
                 return answer_for(call, status, headers, raw, opts.etags)
             if status in REDIRECTS and hops < opts.max_redirects and call.may_follow(status):
@@ -532,12 +544,13 @@ class GitHub:
                 await self._pause(wait)
             budget = await self._admit(call)
             await self._go(call, budget, turned)
-            if creates:
-                lane.created.append(opts.clock())
             try:
                 return budget, await self._exchange(call, budget)
             finally:
-                lane.free_at = opts.clock() + interval
+                ended = opts.clock()
+                lane.free_at = ended + interval
+                if creates:  # it reached GitHub, if at all, before its exchange ended
+                    lane.created.append(ended)
         finally:
             lane.lock.release()
 

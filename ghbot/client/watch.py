@@ -4,7 +4,7 @@
 hand it to another shard) would repeat nothing, and whether running an attempt again
 would repeat a write. A client's own work for its credentials (an installation token's
 exchange) is not the handler's: it runs without the watcher
-(`ghbot.client.tokens.TokenCache`).
+(`ghbot.client.tokens.InstallationTokens`).
 """
 
 from __future__ import annotations

@@ -329,6 +329,7 @@ async def test_writes_too_close_together_draw_a_secondary_limit_and_a_penalty(
     with pytest.raises(RateLimited) as caught:
         await write()
     assert (caught.value.kind, caught.value.retry_after) == ("secondary", 60.0)
+    assert caught.value.headers.get("x-ratelimit-resource") == "core"  # as GitHub's 403s
     fake.add_issue("acme/widgets", "Widget bug")
     await write(2, "acme/widgets")  # another installation's writes are spaced on their own
     reader = GitHub(token=fake.create_token(1), options=strict)

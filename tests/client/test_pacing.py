@@ -69,7 +69,7 @@ async def test_content_creating_writes_keep_within_githubs_numbers(
     assert caught.value.retry_after == pytest.approx(started + 3600 - clock(), abs=0.1)
     assert not gh.settled
     assert len(fake.requests_to(COMMENTS, "POST")) == 500
-    clock.advance(caught.value.retry_after)
+    clock.advance(caught.value.retry_after + 0.001)
     assert gh.settled  # the first write's hour is over
 
 
@@ -83,6 +83,27 @@ async def test_turns_granted_to_a_leases_writes_count_as_content_creating(
     assert clock() - started < 1
     await gh.grant_write(0.01)
     assert clock() - started >= 60
+
+
+async def test_a_pause_that_begins_while_a_turn_waits_for_the_content_window_holds_it(
+    clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """A secondary-limit pause drawn (by a read, say) while a lease's write waits for
+    the minute's content-creating writes to pass is looked at again: no turn in it."""
+    gh: GitHub | None = None
+    paused_until: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if seconds > 30 and gh is not None and not paused_until:  # the content wait
+            paused_until.append(clock() + seconds + 20)  # past the wait
+            gh.hold(paused_until=paused_until[0])
+        clock.advance(seconds)
+
+    gh = token_client(options=paced.replace(sleep=sleep))
+    for _ in range(80):
+        await gh.grant_write(0.01)
+    await gh.grant_write(0.01)
+    assert paused_until and clock() >= paused_until[0]
 
 
 async def test_a_client_with_a_write_in_flight_or_a_pause_is_not_settled(
