@@ -17,7 +17,6 @@ from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, items_of, parse_links
 from ghbot.client.call import api_origins
 from ghbot.client.response import error_for, graphql_error
-from ghbot.client.watch import call_watcher
 from ghbot.errors import (
     GitHubError,
     GraphQLError,
@@ -29,6 +28,7 @@ from ghbot.errors import (
 )
 from ghbot.testing.identity import Quota
 from tests.tracing import recorder
+from tests.watching import watching
 
 from .conftest import Scripted, scripted_server
 
@@ -248,18 +248,6 @@ async def test_a_runners_watcher_hears_of_writes_github_did_and_not_of_refused_o
     """GitHub answers a GraphQL rate limit with a 200: that mutation did nothing, so
     the watcher is not told it was written (a handler's attempt would be spent); a
     mutation answered and a REST write answered 201 are; a query is not."""
-    heard: list[str] = []
-
-    class Watcher:
-        def waiting(self, waiting: bool) -> None:
-            pass
-
-        def calling(self, writes: bool) -> None:
-            pass
-
-        def written(self) -> None:
-            heard.append("written")
-
     headers = {"Content-Type": "application/json", **limit_headers("graphql", 0)}
     limited = b'{"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]}'
     done = b'{"data": {"addComment": {"clientMutationId": null}}}'
@@ -272,19 +260,16 @@ async def test_a_runners_watcher_hears_of_writes_github_did_and_not_of_refused_o
         ]
     )
     mutation = "mutation { addComment(input: {}) { clientMutationId } }"
-    token = call_watcher.set(Watcher())
-    try:
+    with watching() as heard:
         with pytest.raises(RateLimited):
             await gh.graphql(mutation)
-        assert heard == []
+        assert heard.writes == 0
         again = GitHub(token="ghs_answers", base_url=server.url, options=options)
         await again.graphql(mutation)  # (a new client: the first's GraphQL budget is 0)
-        assert heard == ["written"]
+        assert heard.writes == 1
         await again.graphql("query { viewer { login } }")
         await again.request("POST", "/repos/o/r/issues", json={"title": "t"})
-        assert heard == ["written", "written"]
-    finally:
-        call_watcher.reset(token)
+        assert heard.writes == 2
 
 
 async def test_a_graphql_answer_that_is_not_an_object_has_no_data(

@@ -14,11 +14,11 @@ import pytest
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, GitHubApp, close_pool
-from ghbot.client.github import call_watcher
 from ghbot.errors import RateLimited
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import until
+from tests.watching import watching
 
 from .conftest import REPO
 
@@ -160,32 +160,18 @@ async def test_a_wait_cut_short_is_told_as_ended(
 ) -> None:
     """A runner watching the client (`call_watcher`) hears that a wait ended, also when
     the request waiting is cancelled."""
-    heard: list[bool] = []
-
-    class Watcher:
-        def waiting(self, waiting: bool) -> None:
-            heard.append(waiting)
-
-        def calling(self, writes: bool) -> None:
-            pass
-
-        def written(self) -> None:
-            pass
 
     async def forever(seconds: float) -> None:
         await asyncio.Event().wait()
 
     gh = token_client(options=paced.replace(sleep=forever))
     gh.hold(paused_until=clock() + 5)
-    token = call_watcher.set(Watcher())
-    try:
+    with watching() as heard:  # the task takes the watcher with its context
         request = asyncio.create_task(gh.request("GET", f"/repos/{REPO}"))
-    finally:
-        call_watcher.reset(token)
-    await until(lambda: heard == [True])
+    await until(lambda: heard.waits == [True])
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
-    assert heard == [True, False]
+    assert heard.waits == [True, False]
 
 
 async def test_reads_are_not_paced(

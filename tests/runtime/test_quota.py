@@ -17,7 +17,6 @@ from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp
-from ghbot.client.watch import call_watcher
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal
@@ -31,6 +30,7 @@ from tests.runtime.conftest import (
     inbound,
     payload,
 )
+from tests.watching import watching
 
 
 @asynccontextmanager
@@ -140,38 +140,23 @@ async def test_a_lease_whose_tasks_may_have_written_tells_the_handlers_watcher(
     """A handler's attempt that held a lease its tasks used may have written through
     them: a rate limit after it spends the attempt. One whose tasks made no request,
     or may make no write, did not."""
-    heard: list[str] = []
-
-    class Watcher:
-        def waiting(self, waiting: bool) -> None:
-            pass
-
-        def calling(self, writes: bool) -> None:
-            pass
-
-        def written(self) -> None:
-            heard.append("written")
-
     async with _octo(public_pem, rate_limit=100) as fake:
         gh = await _budget_learned(fake, pem_pkcs8)
         paced = GitHubApp(
             AppAuth(1, pem_pkcs8), options=ClientOptions(base_url=fake.url, pace_writes=1.0)
         ).installation(7)
-        token = call_watcher.set(Watcher())
-        try:
+        with watching() as heard:
             async with Quota(gh).lease(5) as lease:
                 lease.report(0)
             async with Quota(paced).lease(5, writes=0) as lease:
                 lease.report(3)  # reads only: its tasks' clients refuse any write
-            assert heard == []
+            assert heard.writes == 0
             async with Quota(gh).lease(5) as lease:
                 lease.report(1)
-            assert heard == ["written"]
+            assert heard.writes == 1
             async with Quota(gh).lease(5):
                 pass  # no report: all five may have been made, writes among them
-            assert heard == ["written", "written"]
-        finally:
-            call_watcher.reset(token)
+            assert heard.writes == 2
 
 
 def test_a_report_beyond_the_grant_is_refused() -> None:
