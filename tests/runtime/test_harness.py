@@ -202,6 +202,26 @@ async def test_a_rate_limit_met_after_a_write_spends_the_attempt() -> None:
         assert all(f.retry_in >= 3000 for f in failed)  # GitHub's reset, not the backoff
 
 
+async def test_an_open_breaker_met_after_a_write_spends_the_attempt() -> None:
+    """GitHub fails the label (502s, retried by the client) until the installation's
+    breaker opens in the middle of the label's retries: the attempt that commented is
+    journaled, and every comment posted belongs to an attempt the journal counts."""
+    async with BotHarness(CommentThenLabel) as bot:
+        bot.fake.faults.add(r"/labels$", "server_error", count=100)
+        done = await bot.deliver("issues.opened", issue__number=3)
+        [dead] = done.dead_letters
+        records = await bot.shard.journal.read(
+            stream_name(bot.installation_id), shard=vshard_of(bot.installation_id, VSHARDS)
+        )
+        failed = [
+            e for e in (decode_runtime(r.type, r.data) for r in records)
+            if isinstance(e, HandlerFailed)
+        ]  # fmt: skip
+        assert "CircuitOpen" in {f.error_type for f in failed} | {dead["error_type"]}
+        comments = done.requests_to(f"{HELLO}/issues/3/comments", "POST")
+        assert len(comments) == len(failed) + 1 == dead["attempts"]
+
+
 async def test_the_pytest_plugin_starts_and_closes_harnesses(ghbot_harness: Any) -> None:
     bot = await ghbot_harness(Greeter)
     other = await ghbot_harness(Flaky, installation_id=2, repository="octo-org/other")
