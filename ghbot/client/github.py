@@ -109,7 +109,8 @@ class _WriteLane:
         self.lock = asyncio.Lock()
         #: When the next write may be sent (epoch seconds, the client's clock).
         self.free_at = 0.0
-        #: When the content-creating writes of the longest window were sent.
+        #: The content-creating writes of the longest window: when each exchange
+        #: ended (a granted turn: when the lane's next write may go), oldest first.
         self.created: deque[float] = deque()
 
     def next_free(self) -> float:
