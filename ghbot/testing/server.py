@@ -269,7 +269,13 @@ class FakeGitHub(Setup):
         caller = self._caller(request)
         found = self.router.match(request.method, path)
         if found is None:
-            # Counted, with the caller's rate-limit headers, as GitHub's 404s are.
+            # Counted, with the caller's rate-limit headers, as GitHub's 404s are; a
+            # caller out of budget is refused before any route is looked for.
+            if isinstance(caller, Caller):
+                resource = _resource(path)
+                quota = self.quotas.get(caller.key, resource)
+                if quota.remaining <= 0:
+                    return self._primary(caller, quota, resource)
             limits = self._limits(caller, path, count=True)
             data = {"message": "Not Found", "documentation_url": DOCS}
             return self._response(404, _encode(data), {"Content-Type": _JSON, **limits})

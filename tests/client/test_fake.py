@@ -194,7 +194,7 @@ async def test_refusals_carry_the_callers_rate_limit_headers_as_githubs_do(
 ) -> None:
     """A 404 for a route GitHub does not have counts, and says so; a secondary limit's
     403 says where the caller stands without counting; a 401 for credentials GitHub
-    refuses carries none."""
+    refuses carries none; a caller out of budget is refused as such on any path."""
     token = fake.create_token(1)
     fake.faults.add("/hello-world$", "secondary", retry_after=5, count=1)
     answers = [
@@ -209,6 +209,8 @@ async def test_refusals_carry_the_callers_rate_limit_headers_as_githubs_do(
     ]
     assert all(resource == "core" for _, _, resource in answers)
     assert await _limits_of(f"{fake.url}/repos/{REPO}", "not-a-token") == (401, None, None)
+    fake.quotas.get("installation:1", "core").remaining = 0
+    assert await _limits_of(f"{fake.url}/nowhere", token) == (403, "0", "core")
 
 
 async def _limits_of(url: str, token: str) -> tuple[int, str | None, str | None]:
