@@ -73,6 +73,24 @@ async def test_content_creating_writes_keep_within_githubs_numbers(
     assert gh.settled  # the first write's hour is over
 
 
+async def test_a_content_creating_write_counts_from_when_its_exchange_ended(
+    fake: FakeGitHub, clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """A write may reach GitHub as late as its answer comes back: a first write whose
+    exchange took 10 s holds the 81st until a minute after it ended, not after it
+    was sent."""
+    gh = token_client(options=paced.replace(pace_writes=0.01))
+    fake.faults.add("/comments$", "slow", delay=0.2, count=1)
+    sent = clock()
+    first = asyncio.create_task(gh.request("POST", COMMENTS, json={"body": "slow"}))
+    await until(lambda: bool(fake.requests_to(COMMENTS, "POST")))
+    clock.advance(10)  # the exchange still going
+    await first
+    for n in range(80):
+        await gh.request("POST", COMMENTS, json={"body": str(n)})
+    assert clock() - sent >= 70
+
+
 async def test_turns_granted_to_a_leases_writes_count_as_content_creating(
     clock: FakeClock, paced: ClientOptions, token_client: Callable[..., GitHub]
 ) -> None:
