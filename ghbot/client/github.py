@@ -317,7 +317,7 @@ class GitHub:
                         retry_after=paused,
                     )
                 # Counted as content-creating: its method is not known here.
-                content = self._content_wait(lane, "", "a quota lease's write")
+                content = self._content_wait(lane, None)
                 if (wait := max(lane.free_at - now, paused, content)) <= 0:
                     break
                 await self._pause(wait)
@@ -541,7 +541,7 @@ class GitHub:
         try:
             while (wait := lane.next_free() - opts.clock()) > 0:
                 await self._pause(wait)
-            while creates and (wait := self._content_wait(lane, call.method, call.shown())) > 0:
+            while creates and (wait := self._content_wait(lane, call)) > 0:
                 await self._pause(wait)
             budget = await self._admit(call)
             await self._go(call, budget, turned)
@@ -555,9 +555,10 @@ class GitHub:
         finally:
             lane.lock.release()
 
-    def _content_wait(self, lane: _WriteLane, method: str, url: str) -> float:
-        """How long the next content-creating write waits for GitHub's numbers; raise
-        `RateLimited` (secondary) when longer than `max_rate_limit_wait`."""
+    def _content_wait(self, lane: _WriteLane, call: Call | None) -> float:
+        """How long the next content-creating write (`call`; None: a turn granted to
+        a quota lease's write) waits for GitHub's numbers; raise `RateLimited`
+        (secondary) when longer than `max_rate_limit_wait`."""
         now = self.options.clock()
         wait = lane.content_free(now) - now
         if wait > self.options.max_rate_limit_wait:
@@ -568,8 +569,8 @@ class GitHub:
                 f"({limits})",
                 kind="secondary",
                 retry_after=wait,
-                method=method,
-                url=url,
+                method=call.method if call is not None else "",
+                url=call.shown() if call is not None else "a quota lease's write",
             )
         return wait
 

@@ -271,14 +271,16 @@ class FakeGitHub(Setup):
         if found is None:
             # Counted, with the caller's rate-limit headers, as GitHub's 404s are; a
             # caller out of budget is refused before any route is looked for.
+            headers = {"Content-Type": _JSON}
             if isinstance(caller, Caller):
                 resource = _resource(path)
                 quota = self.quotas.get(caller.key, resource)
                 if quota.remaining <= 0:
                     return self._primary(caller, quota, resource)
-            limits = self._limits(caller, path, count=True)
+                quota.remaining -= 1
+                headers.update(quota.headers(resource))
             data = {"message": "Not Found", "documentation_url": DOCS}
-            return self._response(404, _encode(data), {"Content-Type": _JSON, **limits})
+            return self._response(404, _encode(data), headers)
         route, params = found
         if isinstance(caller, str):
             return self._json(401, {"message": caller, "documentation_url": DOCS})
@@ -308,17 +310,13 @@ class FakeGitHub(Setup):
             return None
         return self.writes.refuse(caller.key, arrived)
 
-    def _limits(self, caller: Caller | str, path: str, *, count: bool = False) -> dict[str, str]:
+    def _limits(self, caller: Caller | str, path: str) -> dict[str, str]:
         """The caller's `x-ratelimit-*` headers, as GitHub sends them on its refusals
-        too (none for credentials it refuses: its 401s carry none); `count`: the answer
-        counts against the caller's limit."""
+        too (none for credentials it refuses: its 401s carry none)."""
         if isinstance(caller, str):
             return {}
         resource = _resource(path)
-        quota = self.quotas.get(caller.key, resource)
-        if count:
-            quota.remaining = max(quota.remaining - 1, 0)
-        return quota.headers(resource)
+        return self.quotas.get(caller.key, resource).headers(resource)
 
     def _caller(self, request: web.Request) -> Caller | str:
         return self.identities.caller(
