@@ -147,7 +147,8 @@ def _run_dev(args: argparse.Namespace) -> int:
 
     bot = load_bot(args.bot)
     settings = Settings.from_env()
-    configure("INFO", "text")
+    # `LOG_LEVEL` as set; lines of text for a terminal unless `LOG_FORMAT` asks for JSON.
+    configure(settings.log_level, settings.log_format if "LOG_FORMAT" in os.environ else "text")
 
     async def serve() -> None:
         # SIGTERM stops the server as Ctrl-C does, closing its journal and port. Through

@@ -19,6 +19,7 @@ from ghbot.breaker import CircuitBreaker, State
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
 from ghbot.client.pool import Pool
 from ghbot.retry import RetryPolicy
+from ghbot.telemetry import current_traceparent
 
 __all__ = ["InstallationClients", "TokenMinter", "installation_clients"]
 
@@ -120,7 +121,10 @@ def installation_clients(
     """
 
     async def mint(installation_id: int) -> InstallationToken:
-        token: InstallationToken = await app_auth().token.remote(installation_id, force=True)
+        # The lookup's span goes along: the JWT signed and the exchange join its trace.
+        token: InstallationToken = await app_auth().token.remote(
+            installation_id, force=True, traceparent=current_traceparent()
+        )
         return token
 
     return InstallationClients(settings, mint)

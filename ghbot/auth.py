@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot import metrics
 from ghbot.errors import ConfigError
+from ghbot.ratelimit import http_date
 from ghbot.telemetry import TOKEN_TYPE, tracer
 
 __all__ = [
@@ -255,7 +255,7 @@ class AppAuth:
 
         Returns whether the offset changed. An unparsable header is ignored.
         """
-        server = _parse_http_date(date_header)
+        server = http_date(date_header)
         if server is None:
             return False
         local = self._clock() if now is None else now
@@ -265,15 +265,6 @@ class AppAuth:
         if changed:
             self._cached = None
         return changed
-
-
-def _parse_http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 class InstallationToken:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from ghbot.errors import ConfigError, LeaseExhausted, RateLimited, UsageError
 
@@ -18,10 +20,12 @@ __all__ = [
     "DEFAULT_MARGIN",
     "SECONDARY_MIN_WAIT",
     "Budget",
+    "GitHubClock",
     "Lease",
     "LimitKind",
     "RateLimit",
     "classify",
+    "http_date",
     "retry_wait",
 ]
 
@@ -93,7 +97,8 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
     """Return how long to wait before retrying after a rate limit, in seconds.
 
     `retry-after` if present; else, when the primary limit is spent, until
-    `x-ratelimit-reset` (plus one second, as the reset is rounded down); else at least
+    `x-ratelimit-reset` (counted from the answer's `Date`, plus one second, as both are
+    rounded down); else at least
     `SECONDARY_MIN_WAIT`, doubling with each earlier `attempt` (the client counts the
     installation's secondary limits in a row, across requests, reads apart from
     writes), up to `SECONDARY_MAX_WAIT`.
@@ -103,8 +108,47 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
         return float(max(retry_after, 0))
     reset = _int(headers.get("x-ratelimit-reset"))
     if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
-        return max(reset - now, 0.0) + 1.0
+        # The reset is on GitHub's clock: counted from the answer's own `Date` when it
+        # has one, so that a local clock ahead of GitHub's does not retry too soon.
+        sent = http_date(headers.get("date"))
+        return max(reset - (now if sent is None else sent), 0.0) + 1.0
     return min(SECONDARY_MIN_WAIT * 2.0 ** max(attempt, 0), SECONDARY_MAX_WAIT)
+
+
+class GitHubClock:
+    """How far GitHub's clock is from the local one, learned from answers' `Date`.
+
+    Rate-limit resets are GitHub's epoch seconds; a budget compares them with the local
+    clock, so `local` moves them by this offset first: a local clock ahead of GitHub's
+    would otherwise reopen a spent budget, and send requests GitHub refuses, before
+    GitHub's window resets. The offset is whole seconds and changes only when an answer
+    differs from it by more than a second (a `Date` is rounded down and arrives an
+    answer's trip late), so that one window's reset stays one value.
+    """
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        #: Seconds to add to the local clock to get GitHub's.
+        self.offset = 0.0
+
+    def __repr__(self) -> str:
+        return f"GitHubClock(offset={self.offset:+.0f} s)"
+
+    def observe(self, date: str | None, now: float) -> None:
+        """Take an answer's `Date` header, received at local time `now`."""
+        server = http_date(date)
+        if server is None:
+            return
+        measured = round(server - now)
+        if abs(measured - self.offset) > 1:
+            self.offset = float(measured)
+
+    def local(self, limit: RateLimit) -> RateLimit:
+        """Return `limit` with its reset on the local clock."""
+        if not self.offset or not limit.reset:
+            return limit
+        return replace(limit, reset=limit.reset - self.offset)
 
 
 @dataclass(slots=True)
@@ -301,6 +345,17 @@ class Budget:
             method=method,
             url=url,
         )
+
+
+@lru_cache(maxsize=8)  # one `Date` a second, shared by every answer in it
+def http_date(value: str | None) -> float | None:
+    """Return an HTTP date (a `Date` header) in epoch seconds; None if it is not one."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _int(value: str | None) -> int | None:

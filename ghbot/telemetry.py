@@ -28,12 +28,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["parent_context", "span", "traceparent", "tracer"]
+__all__ = ["current_traceparent", "joined", "parent_context", "span", "traceparent", "tracer"]
 
 #: ghbot's tracer; a proxy until the application sets a tracer provider.
 tracer: Final = trace.get_tracer("ghbot")
@@ -98,3 +99,23 @@ def traceparent(span: trace.Span) -> str:
 def parent_context(header: str) -> Context | None:
     """Return the context a `traceparent` header carries (None for "": a new trace)."""
     return _W3C.extract({"traceparent": header}) if header else None
+
+
+def current_traceparent() -> str:
+    """Return the `traceparent` of the current span ("" outside one, or with no SDK set):
+    what a call to another process carries so that the spans it starts join the trace."""
+    return traceparent(trace.get_current_span())
+
+
+@contextmanager
+def joined(header: str) -> Iterator[None]:
+    """Make the span a `traceparent` names the current one inside (nothing for ""): the
+    spans started there are its children, in its trace, though it lives elsewhere."""
+    if not header:
+        yield
+        return
+    token = otel_context.attach(_W3C.extract({"traceparent": header}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -36,6 +36,7 @@ from actors.settings import RuntimeSettings, load_bot
 from actors.shard import Answer, ShardCore
 from actors.tracing import install_tracing
 from actors.wire import Status, shard_of, vshard_of, vshards_of
+from ghbot import telemetry
 from ghbot.auth import KeyFile
 from ghbot.errors import ConfigError, ShardDraining, UsageError
 from ghbot.journal import open_journal
@@ -171,7 +172,9 @@ class AppAuthTokens:
 
     async def __call__(self, installation_id: int, force: bool) -> Any:
         actor = await asyncio.to_thread(ray.get_actor, APP_AUTH_NAME, namespace=self.namespace)
-        return await actor.lease_token.remote(installation_id, force=force)
+        return await actor.lease_token.remote(
+            installation_id, force=force, traceparent=telemetry.current_traceparent()
+        )
 
 
 class ShardActor:
@@ -472,14 +475,19 @@ class AppAuthActor:
         """Tell which secrets this actor holds: the key, and no webhook secret."""
         return held_secrets(self._settings)
 
-    async def token(self, installation_id: int, force: bool = False) -> Any:
-        """Return a token for the installation (cached until 5 minutes before expiry)."""
-        return await self._minter.token(installation_id, force=force)
+    async def token(self, installation_id: int, force: bool = False, traceparent: str = "") -> Any:
+        """Return a token for the installation (cached until 5 minutes before expiry);
+        its spans (the JWT signed, the exchange) join the trace `traceparent` names."""
+        with telemetry.joined(traceparent):
+            return await self._minter.token(installation_id, force=force)
 
-    async def lease_token(self, installation_id: int, force: bool = False) -> Any:
+    async def lease_token(
+        self, installation_id: int, force: bool = False, traceparent: str = ""
+    ) -> Any:
         """Return the installation's token for a quota lease's task (`AppAuthTokens`):
         cached, one exchange at a time however many tasks ask."""
-        return await self._minter.cached_token(installation_id, force=force)
+        with telemetry.joined(traceparent):
+            return await self._minter.cached_token(installation_id, force=force)
 
     async def app_get(self, path: str) -> Any:
         """GET an app-level (JWT) endpoint (for the CLI)."""

@@ -700,7 +700,10 @@ class GitHub:
             self._refund(budget)
         if limit is not None:
             now = self.options.clock()
-            self._state.budgets.get(limit.resource).observe(limit, now)
+            budgets = self._state.budgets
+            budgets.clock.observe(headers.get("date"), now)
+            limit = budgets.clock.local(limit)
+            budgets.get(limit.resource).observe(limit, now)
             metrics.rate_limit_seen(limit.resource, limit.remaining, limit.limit, limit.reset, now)
 
     def _refund(self, budget: Budget) -> None:

@@ -14,7 +14,7 @@ from ghbot import __version__
 from ghbot.client.etag import SHARED_ETAGS, ETagCache
 from ghbot.client.pool import Pool
 from ghbot.config import DEFAULT_API_URL, Settings
-from ghbot.ratelimit import DEFAULT_MARGIN, Budget
+from ghbot.ratelimit import DEFAULT_MARGIN, Budget, GitHubClock
 from ghbot.retry import RetryPolicy
 
 __all__ = ["DEFAULT_OPTIONS", "Budgets", "ClientOptions"]
@@ -101,11 +101,13 @@ class Budgets:
     https://docs.github.com/en/rest/rate-limit/rate-limit#get-rate-limit-status-for-the-authenticated-user
     """
 
-    __slots__ = ("_by_resource", "margin")
+    __slots__ = ("_by_resource", "clock", "margin")
 
     def __init__(self, *, margin: float = DEFAULT_MARGIN) -> None:
         self.margin = margin
         self._by_resource: dict[str, Budget] = {}
+        #: GitHub's clock against the local one: the budgets' resets are local times.
+        self.clock = GitHubClock()
 
     def __repr__(self) -> str:
         return f"Budgets({list(self._by_resource.values())!r})"

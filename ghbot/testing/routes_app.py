@@ -57,7 +57,7 @@ class AppRoutes:
     def rate_limit(self, ctx: Ctx) -> Reply:
         caller = ctx.caller
         resources = {}
-        for resource in ("core", "search", "graphql"):
+        for resource in ("core", "search", "code_search", "graphql"):
             quota = self.quotas.get(caller.key, resource)
             used = quota.limit - quota.remaining
             resources[resource] = {

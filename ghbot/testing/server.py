@@ -124,7 +124,9 @@ class FakeGitHub(Setup):
             clock=clock,
             token_lifetime=token_lifetime,
         )
-        limits = {"default": rate_limit, "search": search_rate_limit}
+        # Code search has its own resource and a smaller limit (GitHub: 10 a minute,
+        # search 30; the fake counts every resource by the hour).
+        limits = {"default": rate_limit, "search": search_rate_limit, "code_search": 10}
         self.quotas = Quotas(limits, clock)
         self.faults = Faults()
         self.writes = WriteSpacing(write_interval, write_retry_after)
@@ -424,7 +426,7 @@ def _api_path(path: str) -> str:
 
 def _resource(path: str) -> str:
     if path.startswith("/search/"):
-        return "search"
+        return "code_search" if path == "/search/code" else "search"  # GitHub's names
     return "graphql" if path == "/graphql" else "core"
 
 

@@ -213,6 +213,23 @@ async def test_refusals_carry_the_callers_rate_limit_headers_as_githubs_do(
     assert await _limits_of(f"{fake.url}/nowhere", token) == (403, "0", "core")
 
 
+async def test_code_search_is_its_own_resource_as_on_github(
+    fake: FakeGitHub, options: ClientOptions
+) -> None:
+    """GitHub names code search's budget `code_search`, apart from `search`; the fake
+    called it `search`, so a client's code-search budget never learned its limit."""
+    token = fake.create_token(1)
+    _, _, resource = await _limits_of(f"{fake.url}/search/code?q=x", token)
+    assert resource == "code_search"
+    gh = GitHub(token=token, options=options)
+    with pytest.raises(NotFound):  # the fake has no code search, but counts the call
+        await gh.request("GET", "/search/code", params={"q": "x"})
+    assert gh.budgets.get("code_search").limit == 10
+    assert gh.budgets.get("code_search").remaining == 8
+    await gh.request("GET", "/search/issues", params={"q": "x"})
+    assert gh.budgets.get("search").remaining == 29
+
+
 async def _limits_of(url: str, token: str) -> tuple[int, str | None, str | None]:
     import asyncio
 

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ghbot.auth import InstallationToken
-from ghbot.client import ClientOptions, GitHub
+from ghbot.auth import AppAuth, InstallationToken
+from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.client.pool import Pool
 from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.ratelimit import Budget, RateLimit
@@ -179,6 +179,48 @@ async def test_primary_limit_resetting_soon_is_waited_out(
     assert (await gh.request("GET", ISSUE)).status == 200
     assert clock.sleeps == [pytest.approx(31, abs=1)]
     assert len(fake.requests_to("/app/installations/1/access_tokens")) == 2
+
+
+async def test_a_primary_limit_is_waited_out_by_githubs_clock_not_a_fast_local_one(
+    fake: FakeGitHub, clock: FakeClock, auth: AppAuth, options: ClientOptions
+) -> None:
+    """The local clock 40 s ahead of GitHub's, whose window resets in 30 s: the reset
+    looks 10 s past here. The wait is counted from the answer's `Date` (31 s, one
+    retry that succeeds); it was counted from the local clock: 1 s, and GitHub was
+    asked again every second until it gave up."""
+    app = GitHubApp(auth, options=options.replace(clock=lambda: clock() + 40))
+    gh = app.installation(1)  # its tokens are refreshed across the hour this test skips
+    await gh.request("GET", f"/repos/{REPO}")
+    quota = fake.quotas.get("installation:1", "core")
+    clock.advance(quota.reset - clock() - 30)  # GitHub's window resets in 30 s
+    quota.remaining = 0
+    assert (await gh.request("GET", ISSUE)).status == 200
+    assert clock.sleeps == [pytest.approx(31, abs=1)]
+    assert len(fake.requests_to(ISSUE)) == 2  # refused once, then answered
+
+
+async def test_a_spent_budget_reopens_at_githubs_reset_not_at_a_fast_local_clocks(
+    fake: FakeGitHub, clock: FakeClock, auth: AppAuth, options: ClientOptions
+) -> None:
+    """With the local clock 40 s ahead, a budget the client counts as spent stays shut
+    until GitHub's window resets (the offset learned from answers' `Date`): it used
+    to reopen 40 s early and send requests GitHub refused."""
+    app = GitHubApp(auth, options=options.replace(clock=lambda: clock() + 40, etags=None))
+    gh = app.installation(1)
+    fake.set_rate_limit(1, 2)
+    await gh.request("GET", f"/repos/{REPO}")  # the budget learned: 1 left, kept back
+    with pytest.raises(RateLimited) as first:
+        await gh.request("GET", f"/repos/{REPO}")
+    reset = fake.quotas.get("installation:1", "core").reset
+    assert first.value.retry_after == pytest.approx(reset - clock(), abs=1)
+    clock.advance(reset - clock() - 20)  # 20 s before GitHub's reset, 20 s past it here
+    sent = len(fake.requests_to(f"/repos/{REPO}"))
+    with pytest.raises(RateLimited, match="budget is spent") as second:
+        await gh.request("GET", f"/repos/{REPO}")
+    assert second.value.retry_after == pytest.approx(20, abs=1)
+    assert len(fake.requests_to(f"/repos/{REPO}")) == sent
+    clock.advance(21)  # GitHub's window has reset
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
 
 
 async def test_budget_refuses_before_the_margin_is_spent(

@@ -68,10 +68,12 @@ def deploy(
         key_file: Path | None = None,
         private_key: bytes | None = None,
         webhook_secrets: tuple[str, ...] = (SECRET, "an-older-secret"),
+        serve_options: dict[str, Any] | None = None,
         **kw: Any,
     ) -> Deployment:
         """Deploy `bot`; `key_file` sends the key's path (as `GITHUB_PRIVATE_KEY=path`),
-        `private_key` another PEM text than the session's key."""
+        `private_key` another PEM text than the session's key; `serve_options` are
+        more of Serve's options for the ingress deployment (`application`)."""
         journal_dir = tmp_path / f"journal-{len(started)}"
         settings = Settings(
             app_id=APP_ID,
@@ -89,7 +91,7 @@ def deploy(
         kw.setdefault("namespace", f"t-{uuid.uuid4().hex[:8]}")
         # Versioned as `serve run ghbot.deploy` does (`build_settings`).
         runtime = RuntimeSettings(bot=bot, settings=settings, **kw).versioned()
-        serve.run(application(runtime), name="ghbot", route_prefix="/")
+        serve.run(application(runtime, **(serve_options or {})), name="ghbot", route_prefix="/")
         started.append(runtime)
         return Deployment(ray_serve, runtime, journal_dir)
 

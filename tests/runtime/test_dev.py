@@ -314,6 +314,68 @@ def test_the_command_loads_env_and_restarts_on_a_code_change(tmp_path: Path) -> 
         fake.stop()
 
 
+TICKING_BOT = """
+from actors import InstallationActor, every, on
+from ghbot.events import Event
+
+
+class DevBot(InstallationActor):
+    @on("issues.opened")
+    async def hello(self, event: Event) -> None:
+        pass
+
+    @every(1)
+    async def tick(self, event: Event) -> None:
+        path = "/repos/Codertocat/Hello-World/issues/1/comments"
+        await self.github.request("POST", path, json={"body": f"tick {event.delivery_id}"})
+"""
+
+
+def test_the_dev_server_runs_every_handlers_and_logs_as_the_env_file_says(
+    tmp_path: Path,
+) -> None:
+    """An `@every(1)` handler runs under `ghbot dev` (its shard's scheduler, not the
+    harness's `advance`), and `LOG_LEVEL=DEBUG`, `LOG_FORMAT=json` in `.env` are
+    taken: it logged text at INFO whatever they said."""
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    env = _dev_project(tmp_path, private, fake.url)
+    (tmp_path / "devbot.py").write_text(TICKING_BOT)
+    with (tmp_path / ".env").open("a") as dotenv:
+        dotenv.write("LOG_LEVEL=DEBUG\nLOG_FORMAT=json\n")
+    port = free_port()
+    command = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", "devbot:DevBot"]
+    with (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=tmp_path, env=env, stderr=stderr
+        )
+    try:
+        fake.run(_an_installation(fake.fake))
+        _until(lambda: _get(f"http://127.0.0.1:{port}/healthz"))
+        body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+        assert _post(f"http://127.0.0.1:{port}/webhooks", body, "d-1") == 202
+
+        def ticks() -> list[str]:
+            got = fake.fake.requests
+            return [r.json["body"] for r in got if r.path.endswith("/comments")]
+
+        assert _until(lambda: len(ticks()) >= 2)  # two slots, a second apart
+        assert all(tick.startswith("tick schedule:") for tick in ticks())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        fake.stop()
+    logged = (tmp_path / "stderr").read_text().splitlines()
+    lines = [json.loads(line) for line in logged if line.startswith("{")]
+    requests = [line for line in lines if line["message"].startswith("POST /repos/")]
+    assert requests and {line["level"] for line in requests} == {"debug"}
+
+
+async def _an_installation(fake: FakeGitHub) -> None:
+    fake.add_installation(1, "Codertocat", ["Hello-World"])
+    fake.add_issue("Codertocat/Hello-World", "issue 1")
+
+
 def test_the_server_stops_on_a_sigterm_a_journal_thread_receives(tmp_path: Path) -> None:
     """The kernel may hand a process's SIGTERM to any of its threads. Sent to another
     than the main one, the idle server (`ghbot dev --no-reload`, what the reloader runs)

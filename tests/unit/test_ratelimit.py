@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from ghbot.errors import ConfigError, LeaseExhausted, RateLimited, UsageError
 from ghbot.ratelimit import (
     SECONDARY_MIN_WAIT,
     Budget,
+    GitHubClock,
     LimitKind,
     RateLimit,
     classify,
@@ -83,6 +86,33 @@ def test_wait_follows_retry_after_first() -> None:
 
 def test_wait_until_reset_when_primary_spent() -> None:
     assert retry_wait(_headers(0, reset=NOW + 120), NOW) == 121
+
+
+def test_the_wait_for_a_reset_is_counted_from_the_answers_date() -> None:
+    """GitHub's `Date` and reset are its own clock: the local one (here 40 s ahead, then
+    40 s behind) changes nothing; an unreadable `Date` falls back on it."""
+    headers = _headers(0, reset=NOW + 120) | {"date": formatdate(NOW, usegmt=True)}
+    assert retry_wait(headers, NOW + 40) == 121
+    assert retry_wait(headers, NOW - 40) == 121
+    assert retry_wait(headers | {"date": "yesterday"}, NOW + 40) == 81
+
+
+def test_githubs_clock_moves_resets_onto_the_local_one_in_whole_seconds() -> None:
+    clock = GitHubClock()
+    limit = RateLimit(limit=5000, remaining=10, used=4990, reset=NOW + 600, resource="core")
+    assert clock.local(limit) is limit  # no offset known yet
+    clock.observe(formatdate(NOW, usegmt=True), NOW + 40.4)  # the local clock 40 s ahead
+    assert clock.offset == -40 and clock.local(limit).reset == NOW + 640
+    # Within a second of it: kept, so that one window's reset stays one value.
+    clock.observe(formatdate(NOW + 10, usegmt=True), NOW + 51.3)
+    clock.observe(formatdate(NOW + 20, usegmt=True), NOW + 59.2)
+    assert clock.offset == -40
+    clock.observe(formatdate(NOW + 30, usegmt=True), NOW + 35)  # the local clock was set
+    assert clock.offset == -5
+    clock.observe("not a date", NOW)
+    clock.observe(None, NOW)
+    assert clock.offset == -5
+    assert clock.local(RateLimit(1, 0, 1, 0.0, "core")).reset == 0.0  # no reset: none
 
 
 def test_wait_at_least_a_minute_then_doubles() -> None:
