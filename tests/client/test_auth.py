@@ -354,6 +354,35 @@ def test_a_key_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     assert auth.public_key_pem() == second_public  # kept
 
 
+def test_a_key_mounted_as_kubernetes_does_is_read_again_when_its_link_is_swapped(
+    tmp_path: Path,
+) -> None:
+    """A Kubernetes secret volume: `app.pem` links to `..data/app.pem`, `..data` to a
+    timestamped folder; a rotation writes a new folder and swaps `..data` at once. The
+    path itself never changes, what it resolves to does (here at the same size and
+    modification time, so only the inode tells)."""
+    import os
+
+    from ghbot.auth import KeyFile
+    from ghbot.testing import app_key_pair
+
+    first, _ = app_key_pair()
+    second, _ = app_key_pair()
+    second = second[: len(first)].ljust(len(first), b"\n")  # the same size as the first
+    for folder, content in (("..2026_12_05_a", first), ("..2026_12_05_b", second)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "app.pem").write_bytes(content)
+        os.utime(tmp_path / folder / "app.pem", ns=(1_700_000_000_000_000_000,) * 2)
+    (tmp_path / "..data").symlink_to("..2026_12_05_a")
+    (tmp_path / "app.pem").symlink_to("..data/app.pem")
+    watched = KeyFile(tmp_path / "app.pem")
+    assert watched.changed() is None
+    (tmp_path / "..data_tmp").symlink_to("..2026_12_05_b")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")  # the swap, atomic
+    assert watched.changed() == second
+    assert watched.changed() is None
+
+
 async def test_the_fake_takes_a_second_key_while_one_rotates() -> None:
     from ghbot.testing import FakeGitHub, app_key_pair
 

@@ -86,6 +86,19 @@ async def test_a_slot_runs_once_even_when_looked_at_twice() -> None:
         assert bot.shard.counters["duplicates"] == 1
 
 
+async def test_a_replaced_shard_skips_the_slot_that_began_before_its_first_look() -> None:
+    """The README: a run due while its shard was being replaced is skipped. A new shard
+    (a restart, an upgrade) knows no slot: its first look only notes the current one,
+    though the old shard never ran it."""
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+        bot.shard._slots = {}  # what a new shard knows
+        bot.clock.advance(3600)  # a slot began
+        assert await bot.shard.schedule_due() == 0  # the first look: noted, not run
+        assert sweeps(await bot.advance(3600)) == 1
+
+
 async def test_a_run_the_journal_did_not_take_is_asked_for_at_the_next_look() -> None:
     # Its slot was noted before the run was journaled: a journal away for one look
     # lost the run (a day's, for "1d").
