@@ -3,6 +3,7 @@
 Tests add deliveries as if GitHub had sent them (`add`), or have the fake send one to a
 webhook URL, signed with the secret (`send`). `POST …/attempts` records a redelivery
 with the same GUID and, when a webhook URL is set, sends the original payload again.
+Attempts older than `kept_for` (GitHub's 3 days) are no longer listed nor redelivered.
 https://docs.github.com/en/rest/apps/webhooks
 https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 """
@@ -24,6 +25,9 @@ from ghbot.webhooks import sign
 __all__ = ["Deliveries"]
 
 HOOK_ID = 424242
+#: How long GitHub keeps an app's delivery attempts, listed and redeliverable: 3 days
+#: (GitHub Enterprise Server keeps 7: set `Deliveries.kept_for`).
+KEPT_FOR = 3 * 24 * 3600.0
 
 
 class Deliveries:
@@ -41,8 +45,12 @@ class Deliveries:
         self.app_id = app_id
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
+        #: Every attempt made, aged out or not (the tests' record).
         self.attempts: list[dict[str, Any]] = []
+        #: Seconds an attempt stays listed and can be redelivered (`KEPT_FOR`).
+        self.kept_for = KEPT_FOR
         self._bodies: dict[int, bytes] = {}
+        self._at: dict[int, float] = {}
         self._ids = iter(range(70_000_001, 2**62))
         self._session: aiohttp.ClientSession | None = None
 
@@ -86,7 +94,7 @@ class Deliveries:
 
     async def redeliver(self, delivery_id: int) -> dict[str, Any] | None:
         """Record a redelivery of `delivery_id` (and send it, with a webhook URL)."""
-        original = next((d for d in self.attempts if d["id"] == delivery_id), None)
+        original = next((d for d in self._kept() if d["id"] == delivery_id), None)
         if original is None:
             return None
         body = self._bodies[delivery_id]
@@ -169,7 +177,13 @@ class Deliveries:
         }
         self.attempts.append(record)
         self._bodies[delivery_id] = body
+        self._at[delivery_id] = self.clock()
         return record
+
+    def _kept(self) -> list[dict[str, Any]]:
+        """The attempts GitHub still keeps, oldest first."""
+        oldest = self.clock() - self.kept_for
+        return [d for d in self.attempts if self._at[d["id"]] >= oldest]
 
     # --- routes -----------------------------------------------------------------------
 
@@ -180,14 +194,21 @@ class Deliveries:
         router.add("POST", attempts, self.attempt, auth="jwt")
 
     def list(self, ctx: Ctx) -> Reply:
-        """Newest first, `per_page` ≤ 100, cursor pagination through `Link`."""
+        """Newest first, `per_page` ≤ 100, cursor pagination through `Link`; a cursor
+        at an attempt no longer kept is refused (422: GitHub documents no answer for
+        it; this one is the fake's)."""
         query = ctx.request.query
         per_page = int(query.get("per_page", "30") or 30)
         if not 1 <= per_page <= 100:
             return error(422, "per_page must be between 1 and 100")
-        newest = self.attempts[::-1]
+        newest = self._kept()[::-1]
         cursor = query.get("cursor")
-        start = next((i for i, d in enumerate(newest) if str(d["id"]) == cursor), 0)
+        start = 0
+        if cursor is not None:
+            at = next((i for i, d in enumerate(newest) if str(d["id"]) == cursor), None)
+            if at is None:
+                return error(422, f"Invalid cursor: {cursor!r}")
+            start = at
         page = newest[start : start + per_page]
         headers = None
         if start + per_page < len(newest):
@@ -197,7 +218,7 @@ class Deliveries:
 
     def get(self, ctx: Ctx) -> Reply:
         wanted = ctx.int_param("delivery_id")
-        found = next((d for d in self.attempts if d["id"] == wanted), None)
+        found = next((d for d in self._kept() if d["id"] == wanted), None)
         if found is None:
             return error(404, "Not Found")
         payload = msgspec.json.decode(self._bodies[found["id"]])

@@ -5,14 +5,15 @@ fake.faults.add(r"/issues$", "server_error", count=2)          # two 502s, then 
 fake.faults.add(r"/comments", "secondary", retry_after=30)     # 403 + retry-after: 30
 fake.faults.add(r".", "slow", delay=0.5, count=None)            # every answer late
 fake.faults.add(r"/pulls", "secondary", retry_after=60, delay=0.2)  # a late 403
+fake.faults.add(r"/issues$", "primary", status=429)              # out of budget, as a 429
 ```
 
-Kinds: `server_error` (5xx, `status` default 502), `secondary` (403/429 secondary
-limit, `retry-after` when `retry_after` is given), `primary` (403 with
-`x-ratelimit-remaining: 0`), `unauthorized` (401 Bad credentials), `slow` (answer
-as usual), `drop` (close the connection without an answer), `status` (any `status`
-with `message`), `redirect` (`status` default 307 to `location`). Each waits `delay`
-seconds first. `count` is how many matching requests the fault hits (None: all).
+Kinds: `server_error` (5xx, `status` default 502), `secondary` (403/429 secondary limit,
+`retry-after` when `retry_after` is given), `primary` (403 with `x-ratelimit-remaining:
+0`; `status=429` for a 429), `unauthorized` (401 Bad credentials), `slow` (answer as
+usual), `drop` (close the connection without an answer), `status` (any `status` with
+`message`), `redirect` (`status` default 307 to `location`). Each waits `delay` seconds
+first. `count` is how many matching requests the fault hits (None: all).
 """
 
 from __future__ import annotations

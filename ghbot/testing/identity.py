@@ -59,6 +59,10 @@ class Grant:
     permissions: dict[str, str]
 
 
+#: The base64url of `{"alg":"RS256","typ":"JWT"}`, as a new-format token begins.
+_JWT_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"
+
+
 class Identities:
     """The app's identity (public key, IDs) and the installation tokens issued for it."""
 
@@ -73,6 +77,7 @@ class Identities:
     ) -> None:
         #: How long the tokens `issue` makes are valid, in seconds, unless it is told.
         self.token_lifetime = token_lifetime
+        self.app_id = app_id
         self.issuers = {str(app_id)} | ({client_id} if client_id else set())
         self.public_key = public_key_pem
         #: More public keys the app's JWTs may be signed with: GitHub lets an app have
@@ -89,13 +94,17 @@ class Identities:
         permissions: dict[str, str] | None = None,
         lifetime: float | None = None,
     ) -> Grant:
-        """Issue a token (`ghs_` and random text) for `installation`, valid `lifetime` s.
+        """Issue a token for `installation`, valid `lifetime` s, in the format GitHub
+        began issuing in 2026: `ghs_`, the app's ID, and a JWT-like text, about 510
+        characters with `.`, `-` and `_` in it (the older format was 40 characters of
+        letters and digits: code that assumed it meets the new one here).
 
         Without `lifetime`, the token lasts `token_lifetime` s (GitHub's: one hour).
         """
         if lifetime is None:
             lifetime = self.token_lifetime
-        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "x").replace("_", "y")
+        random = secrets.token_urlsafe
+        token = f"ghs_{self.app_id}_{_JWT_HEADER}.{random(250)}.{random(96)}"
         grant = Grant(
             token,
             installation.id,

@@ -367,14 +367,17 @@ class FakeGitHub(Setup):
     def _json(self, status: int, data: Any) -> web.Response:
         return self._response(status, _encode(data), {"Content-Type": _JSON})
 
-    def _primary(self, caller: Caller | str, quota: Quota, resource: str) -> web.Response:
+    def _primary(
+        self, caller: Caller | str, quota: Quota, resource: str, status: int = 403
+    ) -> web.Response:
+        """GitHub's answer to a caller out of budget: 403, or 429 (GitHub sends both)."""
         key = caller.key if isinstance(caller, Caller) else "anonymous"
         who = key.replace("installation:", "installation ID ")
         data = {"message": f"API rate limit exceeded for {who}.", "documentation_url": DOCS}
         headers = {"Content-Type": _JSON, **quota.headers(resource)}
         headers["x-ratelimit-remaining"] = "0"
         headers["x-ratelimit-used"] = headers["x-ratelimit-limit"]
-        return self._response(403, _encode(data), headers)
+        return self._response(status, _encode(data), headers)
 
     async def _fault(
         self, request: web.Request, path: str, fault: Fault
@@ -394,7 +397,8 @@ class FakeGitHub(Setup):
             # As GitHub answers a caller out of budget: its limit, none left, the reset.
             key = caller.key if isinstance(caller, Caller) else "anonymous"
             limit = self.quotas.get(key, "core").limit
-            return self._primary(caller, Quota(limit, int(self.clock()) + 3600.0), "core")
+            quota = Quota(limit, int(self.clock()) + 3600.0)
+            return self._primary(caller, quota, "core", fault.status or 403)
         if kind == "secondary":
             self.secondary_limits += 1
             headers.update(self._limits(self._caller(request), path))

@@ -311,14 +311,15 @@ def test_a_fake_runs_in_a_thread_for_code_that_is_not_async(
     assert not handle._thread.is_alive()
 
 
+@pytest.mark.parametrize("status", [403, 429])  # GitHub answers a primary limit with both
 async def test_primary_limit_fault_answers_like_github(
-    fake: FakeGitHub, token_client: Callable[..., GitHub]
+    fake: FakeGitHub, token_client: Callable[..., GitHub], status: int
 ) -> None:
-    fake.faults.add("/hello-world$", "primary")
+    fake.faults.add("/hello-world$", "primary", status=status)
     with pytest.raises(RateLimited) as caught:
         await token_client().request("GET", f"/repos/{REPO}")
     error = caught.value
-    assert error.kind == "primary" and error.status == 403
+    assert error.kind == "primary" and error.status == status
     assert error.message == "API rate limit exceeded for installation ID 1."
     assert error.headers["x-ratelimit-remaining"] == "0"
     # GitHub's limit stays the caller's (it said 0, which no GitHub answer does).

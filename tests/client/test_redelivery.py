@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiohttp import web
 
 from ghbot import redelivery
 from ghbot.client import GitHubApp
-from ghbot.errors import ValidationFailed
 from ghbot.redelivery import (
     GITHUB_WINDOW,
     Attempt,
@@ -265,42 +263,25 @@ async def test_past_max_behind_listings_cut_short_the_oldest_are_given_up(
     assert len(sweeper._behind) <= 2 + 1  # the kept ones and this sweep's own
 
 
-class CursorRefused:
-    """The fake's app, but GitHub refuses every cursor (one expired, say): no mock of
-    the fake can tell a cursor's page from the first by its path."""
-
-    def __init__(self, app: GitHubApp) -> None:
-        self.app = app
-
-    async def hook_delivery_pages(
-        self, *, per_page: int = 100, resume: str | None = None
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
-        if resume is not None:
-            raise ValidationFailed(422, "Invalid cursor", method="GET", url="/app/hook/deliveries")
-        async for page in self.app.hook_delivery_pages(per_page=per_page):
-            yield page
-
-    async def redeliver(self, attempt_id: int) -> None:
-        await self.app.redeliver(attempt_id)
-
-
 async def test_a_listing_github_will_not_go_on_with_is_given_up_and_sweeps_go_on(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A listing cut short, gone on with after GitHub stopped keeping the attempt its
+    cursor names (3 days): GitHub refuses the cursor; the sweep gives that listing up
+    and goes on with the rest."""
     clock.now = 1_800_000_000.0
     for n in range(150):
         fake.add_delivery("issues", {}, guid=f"g{n}")
         clock.advance(10)
-    sweeper = RedeliverySweeper(
-        CursorRefused(app), Journal().held, lookback=3600, max_pages=1, clock=clock
-    )
+    sweeper = RedeliverySweeper(app, Journal().held, lookback=3600, max_pages=1, clock=clock)
     assert (await sweeper.sweep()).truncated
-    clock.advance(200)
+    clock.advance(3 * 86400)  # the attempt the cursor names is no longer kept
     fake.add_delivery("issues", {}, guid="new", status_code=502)
     with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
         second = await sweeper.sweep()
     assert second.redelivered == ["new"] and not second.truncated
     assert "could not go on with a listing cut short (ValidationFailed)" in caplog.text
+    assert sweeper._behind == []
 
 
 async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart(
@@ -368,6 +349,7 @@ async def test_a_sweep_asked_for_again_looks_back_as_far_as_it_is_told(
 ) -> None:
     """`ghbot redeliver --since 2d`: an outage longer than the 6 hours it looks back by
     default; never past GHES's 7 days."""
+    fake.deliveries.kept_for = 7 * 86400  # GHES keeps a week of attempts
     fake.add_delivery("issues", {"action": "opened"}, guid="old", status_code=503)
     clock.advance(26 * 3600)
     sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
