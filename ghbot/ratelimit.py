@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -97,8 +97,9 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
     """Return how long to wait before retrying after a rate limit, in seconds.
 
     `retry-after` if present; else, when the primary limit is spent, until
-    `x-ratelimit-reset` (counted from the answer's `Date`, plus one second, as both are
-    rounded down); else at least
+    `x-ratelimit-reset` (plus one second, as the reset is rounded down); `now` is
+    GitHub's time, as far as the caller knows it (`GitHubClock`: a reset is GitHub's
+    epoch second, and a local clock ahead of GitHub's would retry too soon); else at least
     `SECONDARY_MIN_WAIT`, doubling with each earlier `attempt` (the client counts the
     installation's secondary limits in a row, across requests, reads apart from
     writes), up to `SECONDARY_MAX_WAIT`.
@@ -108,22 +109,19 @@ def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> floa
         return float(max(retry_after, 0))
     reset = _int(headers.get("x-ratelimit-reset"))
     if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
-        # The reset is on GitHub's clock: counted from the answer's own `Date` when it
-        # has one, so that a local clock ahead of GitHub's does not retry too soon.
-        sent = http_date(headers.get("date"))
-        return max(reset - (now if sent is None else sent), 0.0) + 1.0
+        return max(reset - now, 0.0) + 1.0
     return min(SECONDARY_MIN_WAIT * 2.0 ** max(attempt, 0), SECONDARY_MAX_WAIT)
 
 
 class GitHubClock:
     """How far GitHub's clock is from the local one, learned from answers' `Date`.
 
-    Rate-limit resets are GitHub's epoch seconds; a budget compares them with the local
-    clock, so `local` moves them by this offset first: a local clock ahead of GitHub's
-    would otherwise reopen a spent budget, and send requests GitHub refuses, before
-    GitHub's window resets. The offset is whole seconds and changes only when an answer
-    differs from it by more than a second (a `Date` is rounded down and arrives an
-    answer's trip late), so that one window's reset stays one value.
+    Rate-limit resets are GitHub's epoch seconds: a budget, and the wait for a primary
+    limit, compare them with GitHub's time (`now`), the local clock plus this offset,
+    as a local clock ahead of GitHub's would reopen a spent budget, and retry, before
+    GitHub's window resets. The offset is whole seconds, changed only when an answer
+    differs from it by more than a second; a `Date` is rounded down and arrives an
+    answer's trip late, so it errs on the late side, by a second or two at most.
     """
 
     __slots__ = ("offset",)
@@ -144,11 +142,9 @@ class GitHubClock:
         if abs(measured - self.offset) > 1:
             self.offset = float(measured)
 
-    def local(self, limit: RateLimit) -> RateLimit:
-        """Return `limit` with its reset on the local clock."""
-        if not self.offset or not limit.reset:
-            return limit
-        return replace(limit, reset=limit.reset - self.offset)
+    def now(self, local: float) -> float:
+        """Return GitHub's time when the local clock says `local`."""
+        return local + self.offset
 
 
 @dataclass(slots=True)
@@ -184,10 +180,13 @@ class Budget:
     only if all outstanding leases plus in-flight requests still fit in `usable`.
     Headers from answers (`observe`) update `remaining`; a new window (a later reset)
     starts the count afresh. Before the first answer the budget is unknown and
-    optimistic: `limit` (GitHub's minimum, 5,000) is assumed.
+    optimistic: `limit` (GitHub's minimum, 5,000) is assumed. `reset` is GitHub's
+    epoch second; the `now` its methods take is the local clock, which `clock` (the
+    installation's `GitHubClock`, if given) turns into GitHub's time to compare.
     """
 
     __slots__ = (
+        "_clock",
         "_counted",
         "_reserved",
         "_window",
@@ -199,7 +198,12 @@ class Budget:
     )
 
     def __init__(
-        self, *, margin: float = DEFAULT_MARGIN, limit: int = 5000, resource: str = "core"
+        self,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        limit: int = 5000,
+        resource: str = "core",
+        clock: GitHubClock | None = None,
     ) -> None:
         if not 0.0 <= margin <= 0.5:
             raise ConfigError(f"rate limit margin must be between 0 and 0.5, got {margin}")
@@ -213,6 +217,7 @@ class Budget:
         #: how many times the window's count was started afresh: a lease compares them.
         self._counted = 0
         self._window = 0
+        self._clock = clock
 
     def __repr__(self) -> str:
         return (
@@ -325,10 +330,13 @@ class Budget:
 
     def seconds_to_reset(self, now: float) -> float:
         """Return the seconds until the window resets (0 when unknown or past)."""
-        return max(self.reset - now, 0.0)
+        return max(self.reset - self._github(now), 0.0)
+
+    def _github(self, now: float) -> float:
+        return now if self._clock is None else now + self._clock.offset
 
     def _roll(self, now: float) -> None:
-        if self.reset and now >= self.reset:
+        if self.reset and self._github(now) >= self.reset:
             self.remaining = self.limit
             self.reset = 0.0
             self._window += 1

@@ -103,8 +103,14 @@ def parent_context(header: str) -> Context | None:
 
 def current_traceparent() -> str:
     """Return the `traceparent` of the current span ("" outside one, or with no SDK set):
-    what a call to another process carries so that the spans it starts join the trace."""
-    return traceparent(trace.get_current_span())
+    what a call to another process carries so that the spans it starts join the trace,
+    or, for a span the sampler dropped, are dropped too (its flags say so)."""
+    span = trace.get_current_span()
+    if not span.get_span_context().is_valid:
+        return ""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", "")
 
 
 @contextmanager

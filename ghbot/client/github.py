@@ -504,7 +504,9 @@ class GitHub:
                 hops += 1
                 call.follow(status, headers.get("Location", ""))
                 continue
-            error = error_from(call, status, headers, raw, opts.clock(), limited[call.writes])
+            # GitHub's time, for the wait until a reset, which is GitHub's epoch second.
+            now = self._state.budgets.clock.now(opts.clock())
+            error = error_from(call, status, headers, raw, now, limited[call.writes])
             if isinstance(error, RateLimited) and error.kind == "secondary":
                 limited[call.writes] += 1
             if isinstance(error, ServerError) and attempt < opts.retry.max_retries:
@@ -692,6 +694,8 @@ class GitHub:
     # --- budgets, breaker, waits ----------------------------------------------------
 
     def _observe(self, budget: Budget | None, status: int, headers: Mapping[str, str]) -> None:
+        budgets, now = self._state.budgets, self.options.clock()
+        budgets.clock.observe(headers.get("date"), now)
         if budget is None:
             return
         limit = RateLimit.from_headers(headers)
@@ -699,12 +703,11 @@ class GitHub:
             # GitHub did not count it against this budget: give the unit back.
             self._refund(budget)
         if limit is not None:
-            now = self.options.clock()
-            budgets = self._state.budgets
-            budgets.clock.observe(headers.get("date"), now)
-            limit = budgets.clock.local(limit)
             budgets.get(limit.resource).observe(limit, now)
-            metrics.rate_limit_seen(limit.resource, limit.remaining, limit.limit, limit.reset, now)
+            github_now = budgets.clock.now(now)
+            metrics.rate_limit_seen(
+                limit.resource, limit.remaining, limit.limit, limit.reset, github_now
+            )
 
     def _refund(self, budget: Budget) -> None:
         """Give back the unit `_admit` took (to this client's lease, for core)."""

@@ -106,7 +106,8 @@ class Budgets:
     def __init__(self, *, margin: float = DEFAULT_MARGIN) -> None:
         self.margin = margin
         self._by_resource: dict[str, Budget] = {}
-        #: GitHub's clock against the local one: the budgets' resets are local times.
+        #: GitHub's clock against the local one, learned from the answers (the budgets
+        #: compare their resets, GitHub's, with it).
         self.clock = GitHubClock()
 
     def __repr__(self) -> str:
@@ -116,7 +117,8 @@ class Budgets:
         """Return the budget of `resource`, creating it on first use."""
         budget = self._by_resource.get(resource)
         if budget is None:
-            budget = self._by_resource[resource] = Budget(margin=self.margin, resource=resource)
+            budget = Budget(margin=self.margin, resource=resource, clock=self.clock)
+            self._by_resource[resource] = budget
         return budget
 
     @property

@@ -29,7 +29,7 @@ async def test_token_exchange_verifies_the_jwt_and_returns_an_hour_token(
 ) -> None:
     token = await app.create_installation_token(1)
     assert token.token.startswith("ghs_") and token.installation_id == 1
-    # GitHub's new format (2026): the app's ID and a JWT-like text, about 520 characters.
+    # GitHub's new format (2026): the app's ID and a JWT-like text, about 510 characters.
     assert token.token.startswith("ghs_1_eyJ") and token.token.count(".") == 2
     assert 480 <= len(token.token) <= 560
     assert token.expires_at == pytest.approx(clock() + 3600, abs=2)

@@ -1,11 +1,12 @@
 """Traces from a running deployment: the `OTEL_*` variables in Ray's workers, one trace
 per delivery across the ingress, the shard and the app-auth actor.
 
-The deployment gets the variables the way docs/operations.md tells an operator to give
-them on a running cluster: in the application's `runtime_env`, here the ingress
-deployment's (Serve merges an application's into each deployment's), which the actors
-the ingress creates inherit. The collector is a real HTTP server in this process that
-decodes what the OTLP exporter posts (`http/protobuf`), as a collector would.
+The deployment gets the variables close to the way docs/operations.md tells an operator
+to give them on a running cluster: in a `runtime_env`, here the ingress deployment's
+(Serve merges an application's into each deployment's: by reading Serve's
+`application_state.py`, not tested), which the actors the ingress creates inherit. The
+collector is a real HTTP server in this process that decodes what the OTLP exporter
+posts (`http/protobuf`), as a collector would.
 """
 
 from __future__ import annotations

@@ -88,22 +88,12 @@ def test_wait_until_reset_when_primary_spent() -> None:
     assert retry_wait(_headers(0, reset=NOW + 120), NOW) == 121
 
 
-def test_the_wait_for_a_reset_is_counted_from_the_answers_date() -> None:
-    """GitHub's `Date` and reset are its own clock: the local one (here 40 s ahead, then
-    40 s behind) changes nothing; an unreadable `Date` falls back on it."""
-    headers = _headers(0, reset=NOW + 120) | {"date": formatdate(NOW, usegmt=True)}
-    assert retry_wait(headers, NOW + 40) == 121
-    assert retry_wait(headers, NOW - 40) == 121
-    assert retry_wait(headers | {"date": "yesterday"}, NOW + 40) == 81
-
-
-def test_githubs_clock_moves_resets_onto_the_local_one_in_whole_seconds() -> None:
+def test_githubs_clock_learns_its_offset_in_whole_seconds() -> None:
     clock = GitHubClock()
-    limit = RateLimit(limit=5000, remaining=10, used=4990, reset=NOW + 600, resource="core")
-    assert clock.local(limit) is limit  # no offset known yet
+    assert clock.now(NOW) == NOW  # no offset known yet
     clock.observe(formatdate(NOW, usegmt=True), NOW + 40.4)  # the local clock 40 s ahead
-    assert clock.offset == -40 and clock.local(limit).reset == NOW + 640
-    # Within a second of it: kept, so that one window's reset stays one value.
+    assert clock.offset == -40 and clock.now(NOW + 40.4) == NOW + 0.4
+    # Within a second of it: kept (a `Date` is rounded down, and comes a trip late).
     clock.observe(formatdate(NOW + 10, usegmt=True), NOW + 51.3)
     clock.observe(formatdate(NOW + 20, usegmt=True), NOW + 59.2)
     assert clock.offset == -40
@@ -112,7 +102,26 @@ def test_githubs_clock_moves_resets_onto_the_local_one_in_whole_seconds() -> Non
     clock.observe("not a date", NOW)
     clock.observe(None, NOW)
     assert clock.offset == -5
-    assert clock.local(RateLimit(1, 0, 1, 0.0, "core")).reset == 0.0  # no reset: none
+
+
+def test_a_budget_compares_githubs_reset_with_githubs_time() -> None:
+    """The local clock 40 s ahead: a window GitHub resets in 30 s is still spent here
+    (the local clock passed the reset 10 s ago), and waits 30 s, not 0; a change of the
+    offset moves when it reopens, not which window it is in."""
+    clock = GitHubClock()
+    clock.offset = -40.0
+    budget = Budget(clock=clock)
+    spent = RateLimit(limit=5000, remaining=0, used=5000, reset=NOW + 30, resource="core")
+    budget.observe(spent, NOW + 40)
+    assert budget.usable(NOW + 40) == 0 and budget.seconds_to_reset(NOW + 40) == 30
+    with pytest.raises(RateLimited) as caught:
+        budget.acquire(NOW + 40)
+    assert caught.value.retry_after == 30 and caught.value.reset == NOW + 30  # GitHub's
+    clock.offset = -42.0  # one slow answer: GitHub's time read 2 s earlier
+    budget.observe(spent, NOW + 41)
+    assert budget.remaining == 0 and budget.seconds_to_reset(NOW + 41) == 31
+    assert budget.usable(NOW + 71) == 0 and budget.usable(NOW + 72) > 0
+    assert retry_wait(_headers(0, reset=NOW + 30), clock.now(NOW + 40)) == 33
 
 
 def test_wait_at_least_a_minute_then_doubles() -> None:
