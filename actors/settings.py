@@ -57,7 +57,8 @@ class RuntimeSettings:
     #: Seconds between redelivery sweeps (see `ghbot.redelivery`); 0 turns them off.
     redeliver_every: float = 120.0
     #: Seconds a delivery GUID stays deduplicated before the shards prune it: GitHub's
-    #: redelivery window (3 days; 7 on GHES, so set at least that there).
+    #: redelivery window (3 days; 7 on GHES, which `build_settings` takes for any API
+    #: URL but api.github.com's).
     dedup_window: float = GITHUB_WINDOW
     #: Requests in flight to GitHub at once for the whole app, across every process
     #: (GitHub's secondary limit is 100); split between the app-auth actor and shards.

@@ -14,8 +14,9 @@ seconds between one installation's mutating requests, default 1; 0 turns it off)
 `redeliver_every` (`GHBOT_REDELIVER_EVERY`, seconds between sweeps for deliveries
 GitHub failed to deliver, default 120, at least 1; 0 turns them off),
 `dedup_window` (`GHBOT_DEDUP_WINDOW`, seconds a delivery GUID is remembered as
-journaled, default 259200: GitHub's 3-day redelivery window; 604800 on GHES, which
-keeps deliveries 7 days; at least 21600, the sweeper's look-back),
+journaled, default 259200: GitHub's 3-day redelivery window; 604800 with another
+`GITHUB_API_URL` (GHES keeps deliveries 7 days); at least 21600, the sweeper's
+look-back),
 `max_concurrent_requests` (`GHBOT_MAX_CONCURRENT_REQUESTS`, requests in flight to
 GitHub for the whole app, split between the shards and the app-auth actor; default
 100, GitHub's limit), `log_received_per_second` (`GHBOT_LOG_RECEIVED_PER_SECOND`,
@@ -39,10 +40,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.settings import RuntimeSettings, load_bot
-from ghbot.config import Settings
+from ghbot.config import DEFAULT_API_URL, Settings
 from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
-from ghbot.redelivery import GITHUB_WINDOW
+from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 
 #: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
 #: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
@@ -140,6 +141,9 @@ def build_settings(
             return default
         return int(value)
 
+    # How long GitHub keeps deliveries to redeliver: 3 days on github.com, 7 on GitHub
+    # Enterprise Server (another API URL), where a GUID forgotten sooner could run twice.
+    kept = GITHUB_WINDOW if settings.api_url == DEFAULT_API_URL else GHES_WINDOW
     bot = args.get("bot") or env.get("GHBOT_BOT", "")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
@@ -165,7 +169,7 @@ def build_settings(
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
         dedup_window=number(
-            "dedup_window", "GHBOT_DEDUP_WINDOW", GITHUB_WINDOW, MIN_DEDUP_WINDOW, 366 * 86400
+            "dedup_window", "GHBOT_DEDUP_WINDOW", kept, MIN_DEDUP_WINDOW, 366 * 86400
         ),
         max_concurrent_requests=whole(
             "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000

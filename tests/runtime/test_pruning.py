@@ -160,11 +160,17 @@ def _env(pem: bytes, **more: str) -> dict[str, str]:
     }
 
 
-def test_the_window_is_three_days_unless_set(pem_pkcs8: bytes) -> None:
+def test_the_window_is_githubs_three_days_or_ghess_seven_unless_set(pem_pkcs8: bytes) -> None:
     bot = {"bot": "examples.greeter:Greeter"}
-    assert build_settings(bot, _env(pem_pkcs8)).dedup_window == 3 * DAY
-    week = _env(pem_pkcs8, GHBOT_DEDUP_WINDOW="604800")
-    assert build_settings(bot, week).dedup_window == 7 * DAY
+    github = _env(pem_pkcs8, GITHUB_API_URL="https://api.github.com")
+    assert build_settings(bot, github).dedup_window == 3 * DAY
+    # Any other API is taken for GitHub Enterprise Server, which keeps deliveries a
+    # week: a GUID forgotten after 3 days could be redelivered from there and run twice.
+    ghes = _env(pem_pkcs8, GITHUB_API_URL="https://github.example.com/api/v3")
+    assert build_settings(bot, ghes).dedup_window == 7 * DAY
+    assert build_settings(bot, _env(pem_pkcs8)).dedup_window == 7 * DAY  # the fake's
+    set_to = _env(pem_pkcs8, GITHUB_API_URL="https://api.github.com", GHBOT_DEDUP_WINDOW="90000")
+    assert build_settings(bot, set_to).dedup_window == 90000
     with pytest.raises(ConfigError, match="dedup_window='60'"):
         build_settings({**bot, "dedup_window": "60"}, _env(pem_pkcs8))
     # At least 21600 s (the README): the floor itself is taken.

@@ -91,7 +91,7 @@ def test_the_ingress_settings_leave_the_actors_version_alone(pem_pkcs8: bytes) -
         changed = replace(runtime, **{field: getattr(runtime, field) + 1})
         assert changed.versioned().version == runtime.version, field
         assert getattr(changed.for_shards(), field) == getattr(runtime.for_shards(), field)
-    for name, value in [("pace_writes", "0"), ("dedup_window", "604800")]:
+    for name, value in [("pace_writes", "0"), ("dedup_window", "259200")]:
         other = build_settings({**base, name: value}, _env(pem_pkcs8))
         assert other.version != runtime.version, name
 
