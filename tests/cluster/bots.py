@@ -7,7 +7,7 @@ import os
 
 import ray
 
-from actors import InstallationActor, on
+from actors import InstallationActor, every, on
 from actors.quota import QuotaLease
 from ghbot.client import close_pool
 from ghbot.events import Event
@@ -111,3 +111,17 @@ class FansOut(InstallationActor):
             )
             lease.report(2)
         await self.github.request("POST", path, json={"body": f"own {event.delivery_id}"})
+
+
+class Ticker(InstallationActor):
+    """Comment on `ticking/repo`'s issue 1 every second, for each installation the
+    journal has had a delivery for (in a deployment, `installation.created` is one)."""
+
+    @on("issues.opened")
+    async def known(self, event: Event) -> None:
+        pass
+
+    @every(1)
+    async def tick(self, event: Event) -> None:
+        path = "/repos/ticking/repo/issues/1/comments"
+        await self.github.request("POST", path, json={"body": f"tick {event.delivery_id}"})

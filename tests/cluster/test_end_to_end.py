@@ -79,6 +79,19 @@ async def test_signed_real_payloads_are_journaled_acknowledged_and_handled(
     assert guid in guids and "bad-sig" not in guids and "bad-json" not in guids
 
 
+async def test_every_handlers_run_in_a_deployment(deploy: Any, fake: Any) -> None:
+    """`@every(1)`: the shard actor's scheduler journals a run a second for the
+    installation, each run handled once (its GUID names its slot)."""
+    install(fake, 1301, "ticking/repo")
+    app = deploy("tests.cluster.bots:Ticker")
+    data = payload("issues.opened", installation=1301, repo="ticking/repo", issue__number=1)
+    assert (await send(app.url, "issues", data))[0] == 202
+    await eventually(lambda: len(_bodies(fake, "ticking/repo")) >= 3)
+    ticks = _bodies(fake, "ticking/repo")
+    assert all(tick.startswith("tick schedule:tick:1301:") for tick in ticks)
+    assert len(set(ticks)) == len(ticks)  # no slot ran twice
+
+
 @pytest.mark.parametrize("channel", [True, False], ids=["tcp-channel", "ray-calls"])
 async def test_each_issue_in_journal_order_many_issues_at_once(
     deploy: Any, fake: Any, channel: bool

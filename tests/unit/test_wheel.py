@@ -94,3 +94,13 @@ def test_a_new_project_passes_its_tests_against_the_installed_wheel(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+    # The project installs as a package (its own build, offline: no dependencies, the
+    # build backend this environment's), asking for ghbot and a `dev` extra.
+    project = tmp_path / "project-site"
+    build = [*install[:4], "--no-deps", "--no-build-isolation", "--target", str(project)]
+    subprocess.run([*build, str(tmp_path / "wheel-bot")], check=True, capture_output=True)
+    [metadata] = project.glob("wheel_bot-*.dist-info/METADATA")
+    fields = metadata.read_text().splitlines()
+    assert any(f.startswith("Requires-Dist: ghbot>=") for f in fields), fields
+    assert "Provides-Extra: dev" in fields
+    assert (project / "wheel_bot" / "bot.py").is_file()
