@@ -22,7 +22,7 @@ from actors.records import (
     stream_name,
 )
 from actors.shard import ShardCore
-from ghbot.errors import RateLimited, UsageError
+from ghbot.errors import JournalUnavailable, RateLimited, UsageError
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
 from ghbot.retry import RetryPolicy
@@ -528,6 +528,51 @@ async def test_domain_events_fold_into_state_and_survive_a_restart(
     host = await again.host(INSTALLATION)
     assert host.bot.state == expected
     assert host.progress.pending == {}
+
+
+async def test_a_failed_background_snapshot_is_logged_and_the_next_write_tries_again(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal refuses the first snapshot: a WARNING names the installation and the
+    error's type (not its message, which may quote the journal's data), and the next
+    delivery past `snapshot_every` takes one."""
+    shard = core(journal, Counter)
+    await shard.start()
+    real_save = journal.save_snapshot
+    refused: list[int] = []
+
+    async def refusing_once(*args: Any, **kwargs: Any) -> Any:
+        if not refused:
+            refused.append(1)
+            raise JournalUnavailable("snapshot refused: 'secret body text'")
+        return await real_save(*args, **kwargs)
+
+    monkeypatch.setattr(journal, "save_snapshot", refusing_once)
+
+    async def deliver(n: int) -> None:
+        item = inbound(Counter, "issues", payload("issues.opened", issue__number=n % 3))
+        await shard.ingest(batch(item))
+        await shard.wait_idle()
+        await asyncio.sleep(0.01)  # the snapshot, in the background
+
+    with caplog.at_level(logging.WARNING, logger="ghbot.shard"):
+        for n in range(10):
+            await deliver(n)
+            if refused:
+                break
+    assert refused and shard.counters["snapshots"] == 0
+    [line] = [r for r in caplog.records if "a snapshot failed" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"installation {INSTALLATION}: a snapshot failed (JournalUnavailable); "
+        "the next write tries again"
+    )
+    assert "secret body text" not in caplog.text
+    await deliver(n + 1)  # past `snapshot_every` again
+    assert shard.counters["snapshots"] == 1
+    snapshot = await journal.load_snapshot(stream_name(INSTALLATION), shard=shard_of())
+    assert snapshot is not None and snapshot.seq >= 5
+    await shard.close()
 
 
 async def test_snapshots_of_a_host_that_holds_its_whole_stream_read_nothing_back(
