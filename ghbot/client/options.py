@@ -19,6 +19,9 @@ from ghbot.retry import RetryPolicy
 
 __all__ = ["DEFAULT_OPTIONS", "Budgets", "ClientOptions"]
 
+#: The longest a connection to GitHub may take before the request fails unsent.
+CONNECT_TIMEOUT = 10.0
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -27,7 +30,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class ClientOptions:
     """Settings a `GitHub` client reads; one instance is shared by many clients.
 
-    - `timeout`: seconds for one HTTP exchange (connect, send, read).
+    - `timeout`: seconds for one HTTP exchange (connect, send, read); the connection
+      itself must be made within `CONNECT_TIMEOUT` s or half of `timeout`, whichever
+      is less: a request that never connected was never sent, and costs no budget.
     - `retry`: backoff for 5xx answers, timeouts and dropped connections.
     - `margin`: share of each installation's primary budget kept back.
     - `pace_writes`: seconds from the answer to one of an installation's mutating
@@ -63,7 +68,11 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
-        object.__setattr__(self, "client_timeout", aiohttp.ClientTimeout(total=self.timeout))
+        # A connect timeout of its own: with `total` alone, a connection that never comes
+        # fails as a plain timeout, indistinguishable from an answer that never came.
+        connect = min(CONNECT_TIMEOUT, self.timeout / 2)
+        timeout = aiohttp.ClientTimeout(total=self.timeout, sock_connect=connect)
+        object.__setattr__(self, "client_timeout", timeout)
         object.__setattr__(
             self,
             "base_headers",

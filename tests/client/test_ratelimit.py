@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
 
-import aiohttp
 import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp
-from ghbot.client.pool import Pool
 from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.ratelimit import Budget, RateLimit
+from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 
 from .conftest import REPO, in_flight
@@ -366,23 +364,25 @@ async def test_a_request_that_never_connected_gives_its_unit_back(
     assert gh.budgets.core.remaining == 5000, "GitHub never saw it: nothing counted"
 
 
-class _NoConnectionInTime:
-    """An aiohttp session whose connections time out (a host that drops SYNs, which
-    nothing on 127.0.0.1 can be made to do)."""
-
-    closed = False
-
-    def request(self, *args: object, **kwargs: object) -> Any:
-        raise aiohttp.ConnectionTimeoutError("Connection timeout to host")
-
-
 async def test_a_request_whose_connection_timed_out_gives_its_unit_back(
     options: ClientOptions,
 ) -> None:
-    pool = Pool(session=_NoConnectionInTime())  # type: ignore[arg-type]
-    gh = GitHub(token="ghs_x", options=options.replace(pool=pool))
-    with pytest.raises(Timeout):
-        await gh.request("GET", ISSUE)
+    """A host that drops the connection's SYNs: here a listening socket whose queue is
+    full (Linux drops the SYNs then). The connection times out, the request was never
+    sent, nothing is counted. (With only a total timeout, aiohttp raised a plain
+    timeout there, and the unit stayed spent: a stand-in session raising aiohttp's
+    connect timeout hid that.)"""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # the queue's one place
+            once = options.replace(
+                base_url=f"http://127.0.0.1:{port}", timeout=1.0, retry=RetryPolicy(max_retries=0)
+            )
+            gh = GitHub(token="ghs_x", options=once)
+            with pytest.raises(Timeout):
+                await gh.request("GET", ISSUE)
     assert gh.budgets.core.remaining == 5000, "never sent: nothing counted"
 
 
