@@ -9,7 +9,7 @@
 | `RATE_LIMIT_MARGIN` | share of the budget kept back, 0 to 0.5 | `0.1` |
 | `TOKEN_CACHE_TTL` | longest an installation token is cached, seconds (`55m`, `1h` work) | `55m` |
 | `MAX_RETRIES` | retries of a failed request (a handler's attempts are its `max_attempts`) | `3` |
-| `REQUEST_TIMEOUT` | seconds per request to GitHub | `30` |
+| `REQUEST_TIMEOUT` | seconds per request to GitHub (to connect: 10, or half if less) | `30` |
 | `LOG_LEVEL` | `TRACE`, `DEBUG`, `INFO`, `WARN` (or `WARNING`), `ERROR`, `CRITICAL` | `INFO` |
 | `LOG_FORMAT` | `json` (one object per line) or `text` | `json` |
 | `GHBOT_JOURNAL_URL` | `sqlite:///abs/dir` or `postgresql://…` | `./data/journal`, made absolute |

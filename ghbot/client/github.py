@@ -668,9 +668,13 @@ class GitHub:
                     status, body = answer.status, await answer.read()
             except TimeoutError as exc:
                 metrics.api_request(call.method, None, time.perf_counter() - started)
-                if budget is not None and isinstance(exc, aiohttp.ConnectionTimeoutError):
-                    self._refund(budget)  # no connection within the timeout: never sent
-                message = f"no answer within {self.options.timeout:g} s"
+                timeout = self.options.client_timeout
+                if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                    if budget is not None:
+                        self._refund(budget)  # no connection within its timeout: never sent
+                    message = f"no connection within {timeout.sock_connect:g} s"
+                else:
+                    message = f"no answer within {timeout.total:g} s"
                 raise Timeout(message, method=call.method, url=call.shown()) from None
             except aiohttp.ClientError as exc:
                 metrics.api_request(call.method, None, time.perf_counter() - started)

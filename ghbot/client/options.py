@@ -31,8 +31,10 @@ class ClientOptions:
     """Settings a `GitHub` client reads; one instance is shared by many clients.
 
     - `timeout`: seconds for one HTTP exchange (connect, send, read); the connection
-      itself must be made within `CONNECT_TIMEOUT` s or half of `timeout`, whichever
-      is less: a request that never connected was never sent, and costs no budget.
+      itself (TCP and TLS) must be made within `CONNECT_TIMEOUT` s or half of
+      `timeout`, whichever is less: a request whose connection timed out so was never
+      sent, and costs no budget (a stall before it, resolving the host's name, is a
+      plain timeout, its unit kept).
     - `retry`: backoff for 5xx answers, timeouts and dropped connections.
     - `margin`: share of each installation's primary budget kept back.
     - `pace_writes`: seconds from the answer to one of an installation's mutating

@@ -31,7 +31,8 @@ DEFAULT_SHARD_COUNT: Final = 16
 """Shards streams are spread over when the caller names none (see `shard_for`)."""
 DEFAULT_RETENTION: Final = 8 * 24 * 3600.0
 """Seconds `prune_deliveries` keeps a delivery GUID unless told: past GitHub's 3 days
-(7 on GHES). A deployment prunes at its `GHBOT_DEDUP_WINDOW` (3 days by default)."""
+(7 on GHES). A deployment prunes at its `GHBOT_DEDUP_WINDOW` (by default 3 days, 7
+with another API URL than api.github.com's)."""
 DEFAULT_KEEP_SNAPSHOTS: Final = 3
 PRUNE_BATCH: Final = 1000
 """Delivery GUIDs `prune_deliveries` forgets per transaction: appends queued behind a

@@ -376,12 +376,14 @@ async def test_a_request_whose_connection_timed_out_gives_its_unit_back(
         server.bind(("127.0.0.1", 0))
         server.listen(0)
         port = server.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)):  # the queue's one place
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # its one place
+            # 2 s to connect, 4 for it all: a stalled event loop does not make the
+            # whole timeout fire first.
             once = options.replace(
-                base_url=f"http://127.0.0.1:{port}", timeout=1.0, retry=RetryPolicy(max_retries=0)
+                base_url=f"http://127.0.0.1:{port}", timeout=4.0, retry=RetryPolicy(max_retries=0)
             )
             gh = GitHub(token="ghs_x", options=once)
-            with pytest.raises(Timeout):
+            with pytest.raises(Timeout, match="no connection within 2 s"):
                 await gh.request("GET", ISSUE)
     assert gh.budgets.core.remaining == 5000, "never sent: nothing counted"
 

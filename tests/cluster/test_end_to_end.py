@@ -80,8 +80,8 @@ async def test_signed_real_payloads_are_journaled_acknowledged_and_handled(
 
 
 async def test_every_handlers_run_in_a_deployment(deploy: Any, fake: Any) -> None:
-    """`@every(1)`: the shard actor's scheduler journals a run a second for the
-    installation, each run handled once (its GUID names its slot)."""
+    """`@every(1)`: the shard actor's scheduler journals the handler's runs for the
+    installation (three within 30 s), each slot's once (its GUID names the slot)."""
     install(fake, 1301, "ticking/repo")
     app = deploy("tests.cluster.bots:Ticker")
     data = payload("issues.opened", installation=1301, repo="ticking/repo", issue__number=1)

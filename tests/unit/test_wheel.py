@@ -97,8 +97,15 @@ def test_a_new_project_passes_its_tests_against_the_installed_wheel(
     # The project installs as a package (its own build, offline: no dependencies, the
     # build backend this environment's), asking for ghbot and a `dev` extra.
     project = tmp_path / "project-site"
-    build = [*install[:4], "--no-deps", "--no-build-isolation", "--target", str(project)]
-    subprocess.run([*build, str(tmp_path / "wheel-bot")], check=True, capture_output=True)
+    build = [*install[:4], "--no-index", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*build, "--target", str(project), str(tmp_path / "wheel-bot")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
     [metadata] = project.glob("wheel_bot-*.dist-info/METADATA")
     fields = metadata.read_text().splitlines()
     assert any(f.startswith("Requires-Dist: ghbot>=") for f in fields), fields
