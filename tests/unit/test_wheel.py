@@ -33,14 +33,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copyfile(ROOT / name, target)
     out = tmp_path_factory.mktemp("wheel")
     argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-    done = subprocess.run(
-        [*argv, "-q", "-w", str(out), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _succeeds([*argv, "-q", "-w", str(out), str(source)])
     [built] = out.glob("ghbot-*.whl")
     return built
 
@@ -98,16 +91,15 @@ def test_a_new_project_passes_its_tests_against_the_installed_wheel(
     # build backend this environment's), asking for ghbot and a `dev` extra.
     project = tmp_path / "project-site"
     build = [*install[:4], "--no-index", "--no-deps", "--no-build-isolation"]
-    built = subprocess.run(
-        [*build, "--target", str(project), str(tmp_path / "wheel-bot")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
+    _succeeds([*build, "--target", str(project), str(tmp_path / "wheel-bot")])
     [metadata] = project.glob("wheel_bot-*.dist-info/METADATA")
     fields = metadata.read_text().splitlines()
     assert any(f.startswith("Requires-Dist: ghbot>=") for f in fields), fields
     assert "Provides-Extra: dev" in fields
     assert (project / "wheel_bot" / "bot.py").is_file()
+
+
+def _succeeds(argv: list[str]) -> None:
+    """Run `argv` (pip); fail the test with its output unless it succeeds."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
