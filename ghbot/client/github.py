@@ -698,10 +698,10 @@ class GitHub:
     # --- budgets, breaker, waits ----------------------------------------------------
 
     def _observe(self, budget: Budget | None, status: int, headers: Mapping[str, str]) -> None:
+        if budget is None:  # not an API request counted (another host's clock, say)
+            return
         budgets, now = self._state.budgets, self.options.clock()
         budgets.clock.observe(headers.get("date"), now)
-        if budget is None:
-            return
         limit = RateLimit.from_headers(headers)
         if status == 304 or limit is None or limit.resource != budget.resource:
             # GitHub did not count it against this budget: give the unit back.

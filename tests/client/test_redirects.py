@@ -100,3 +100,20 @@ async def test_credentials_never_follow_a_redirect_to_another_host(
     assert answer.data == {"from": "elsewhere"}
     assert "Authorization" not in other.seen[0]
     assert fake.requests[-1].headers["Authorization"].startswith("token ")
+
+
+async def test_another_hosts_clock_is_not_taken_for_githubs(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """A redirect to storage elsewhere answers with its own `Date`, an hour off here:
+    GitHub's clock, which the rate-limit budgets compare resets with, is learned from
+    GitHub's answers only."""
+    gh = token_client()
+    await gh.request("GET", f"/repos/{REPO}")
+    offset = gh.budgets.clock.offset
+    skewed = {"Content-Type": "application/json", "Date": "Sat, 05 Dec 2099 10:00:00 GMT"}
+    async with scripted_server() as other:
+        other.answers.append((200, skewed, b"{}"))
+        fake.faults.add("/download$", "redirect", status=302, location=f"{other.url}/blob")
+        await gh.request("GET", "/download")
+    assert gh.budgets.clock.offset == offset
