@@ -333,7 +333,7 @@ class Budget:
         return max(self.reset - self._github(now), 0.0)
 
     def _github(self, now: float) -> float:
-        return now if self._clock is None else now + self._clock.offset
+        return now if self._clock is None else self._clock.now(now)
 
     def _roll(self, now: float) -> None:
         if self.reset and self._github(now) >= self.reset:

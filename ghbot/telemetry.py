@@ -89,11 +89,7 @@ def _recorded(name: str, context: Context | None, kind: trace.SpanKind) -> Itera
 
 def traceparent(span: trace.Span) -> str:
     """Return the W3C `traceparent` of `span`, or "" when it records nothing (no SDK set)."""
-    if not span.is_recording():
-        return ""
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent", "")
+    return _header(span) if span.is_recording() else ""
 
 
 def parent_context(header: str) -> Context | None:
@@ -106,22 +102,26 @@ def current_traceparent() -> str:
     what a call to another process carries so that the spans it starts join the trace,
     or, for a span the sampler dropped, are dropped too (its flags say so)."""
     span = trace.get_current_span()
-    if not span.get_span_context().is_valid:
-        return ""
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent", "")
+    return _header(span) if span.get_span_context().is_valid else ""
 
 
 @contextmanager
 def joined(header: str) -> Iterator[None]:
     """Make the span a `traceparent` names the current one inside (nothing for ""): the
     spans started there are its children, in its trace, though it lives elsewhere."""
-    if not header:
+    parent = parent_context(header)
+    if parent is None:
         yield
         return
-    token = otel_context.attach(_W3C.extract({"traceparent": header}))
+    token = otel_context.attach(parent)
     try:
         yield
     finally:
         otel_context.detach(token)
+
+
+def _header(span: trace.Span) -> str:
+    """The W3C `traceparent` naming `span`."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", "")

@@ -94,7 +94,7 @@ class Deliveries:
 
     async def redeliver(self, delivery_id: int) -> dict[str, Any] | None:
         """Record a redelivery of `delivery_id` (and send it, with a webhook URL)."""
-        original = next((d for d in self._kept() if d["id"] == delivery_id), None)
+        original = self._kept_one(delivery_id)
         if original is None:
             return None
         body = self._bodies[delivery_id]
@@ -185,6 +185,10 @@ class Deliveries:
         oldest = self.clock() - self.kept_for
         return [d for d in self.attempts if self._at[d["id"]] >= oldest]
 
+    def _kept_one(self, delivery_id: int | None) -> dict[str, Any] | None:
+        """The attempt `delivery_id`, if GitHub still keeps it."""
+        return next((d for d in self._kept() if d["id"] == delivery_id), None)
+
     # --- routes -----------------------------------------------------------------------
 
     def register(self, router: Router) -> None:
@@ -218,7 +222,7 @@ class Deliveries:
 
     def get(self, ctx: Ctx) -> Reply:
         wanted = ctx.int_param("delivery_id")
-        found = next((d for d in self._kept() if d["id"] == wanted), None)
+        found = self._kept_one(wanted)
         if found is None:
             return error(404, "Not Found")
         payload = msgspec.json.decode(self._bodies[found["id"]])

@@ -175,15 +175,25 @@ def comments(fake: Any, repo: str) -> list[dict[str, Any]]:
     return list(fake.run(copy()))
 
 
-def worker_log_lines(logs: Path, needle: str) -> list[str]:
+def worker_log_lines(logs: Path, needle: str, stream: str = "err") -> list[str]:
     """Return the lines of the Ray worker logs in `logs` (a Ray session's `logs`
-    folder: its actors' and replicas' stderr) that hold `needle`."""
+    folder: its actors' and replicas' stderr, or with `stream="out"` stdout) that hold
+    `needle`."""
     return [
         line
-        for log in sorted(logs.glob("worker-*.err"))
+        for log in sorted(logs.glob(f"worker-*.{stream}"))
         for line in log.read_text(errors="replace").splitlines()
         if needle in line
     ]
+
+
+def session_worker_log_lines(needle: str, stream: str = "err") -> list[str]:
+    """`worker_log_lines` of the session's Ray (`ray_serve`, started in this process)."""
+    import ray
+
+    node = ray._private.worker._global_node
+    assert node is not None
+    return worker_log_lines(Path(node.get_logs_dir_path()), needle, stream)
 
 
 async def eventually(check: Callable[[], bool], within: float = 30.0, every: float = 0.1) -> None:

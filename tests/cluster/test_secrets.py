@@ -19,7 +19,7 @@ from tests.cluster.conftest import (
     on_fake,
     payload,
     send,
-    worker_log_lines,
+    session_worker_log_lines,
 )
 
 NO_SECRET = {"private_key": False, "private_key_path": False, "webhook_secrets": False}
@@ -33,13 +33,6 @@ async def _held(app: Any) -> dict[str, dict[str, bool]]:
         held[name] = await ray.get_actor(name, namespace=namespace).secrets_held.remote()
     held["ingress"] = await serve.get_app_handle("ghbot").secrets_held.remote()
     return held
-
-
-def _worker_log_lines(needle: str) -> list[str]:
-    """Return the lines of the session Ray's worker logs that hold `needle`."""
-    node = ray._private.worker._global_node  # the session's Ray, started in this process
-    assert node is not None
-    return worker_log_lines(Path(node.get_logs_dir_path()), needle)
 
 
 async def test_only_the_app_auth_actor_holds_the_key(
@@ -162,8 +155,8 @@ async def test_a_rotated_key_file_is_signed_with_at_once_and_tokens_kept(
         # at ERROR, the new key at WARNING, and neither file's content.
         ignored = f"{key_file} changed but cannot be used ("
         taken = f"{key_file} changed: signing with the new key"
-        await eventually(lambda: len(_worker_log_lines(str(key_file))) == 2, 10)
-        first, second = _worker_log_lines(str(key_file))
+        await eventually(lambda: len(session_worker_log_lines(str(key_file))) == 2, 10)
+        first, second = session_worker_log_lines(str(key_file))
         assert ignored in first and '"level": "error"' in first
         assert taken in second and '"level": "warning"' in second
         assert "PRIVATE KEY" not in first + second

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 
-from tests.cluster.conftest import SECRET, comments, eventually, install, payload, send
+from tests.cluster.conftest import (
+    SECRET,
+    comments,
+    eventually,
+    install,
+    payload,
+    send,
+    session_worker_log_lines,
+)
 
 
 class Collector:
@@ -73,17 +80,6 @@ async def collector() -> Any:
         yield found, f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
-
-def _worker_stdout(needle: str) -> list[Path]:
-    """Return the Ray session's worker stdout logs that hold `needle`."""
-    import ray
-
-    node = ray._private.worker._global_node  # the session's Ray, started in this process
-    assert node is not None
-    logs = Path(node.get_logs_dir_path())
-    every = sorted(logs.glob("worker-*.out"))
-    return [log for log in every if needle in log.read_text(errors="replace")]
 
 
 async def test_one_delivery_is_one_trace_across_the_deployments_processes(
@@ -151,4 +147,4 @@ async def test_one_delivery_is_one_trace_across_the_deployments_processes(
         assert secret not in everything
 
     # `console` too: the same spans as JSON in the workers' stdout (their .out logs).
-    assert _worker_stdout(f'"trace_id": "0x{root["trace"]}"')
+    assert session_worker_log_lines(f'"trace_id": "0x{root["trace"]}"', stream="out")
