@@ -141,12 +141,13 @@ def _run_dev(args: argparse.Namespace) -> int:
     # Read here, in the server's own process, so an edited .env takes effect on restart.
     if args.env_file.is_file():
         os.environ.update(load_env_file(args.env_file))
-    from actors.settings import load_bot
+    from actors.settings import dedup_window, load_bot
     from ghbot.config import Settings
     from ghbot.logs import configure
 
     bot = load_bot(args.bot)
     settings = Settings.from_env()
+    window = dedup_window(settings.api_url, os.environ.get("GHBOT_DEDUP_WINDOW", ""))
     # `LOG_LEVEL` as set; lines of text for a terminal unless `LOG_FORMAT` asks for JSON.
     configure(settings.log_level, settings.log_format if "LOG_FORMAT" in os.environ else "text")
 
@@ -158,7 +159,12 @@ def _run_dev(args: argparse.Namespace) -> int:
         stopped = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
         server = await DevServer(
-            bot, settings, journal_dir=args.journal, host=args.host, port=args.port
+            bot,
+            settings,
+            journal_dir=args.journal,
+            host=args.host,
+            port=args.port,
+            dedup_window=window,
         ).start()
         print(f"ghbot dev: {args.bot} on {server.url}/webhooks", flush=True)
         tasks = []

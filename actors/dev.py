@@ -30,6 +30,7 @@ from aiohttp import web
 
 from actors.bot import InstallationActor
 from actors.local import LocalShard
+from actors.settings import dedup_window as dedup_window_for
 from actors.shard import ShardCore
 from actors.wire import Status, encode_batch, to_inbound
 from ghbot.config import Settings
@@ -58,8 +59,14 @@ class DevServer:
         journal_dir: Path,
         host: str = "127.0.0.1",
         port: int = 3000,
+        dedup_window: float | None = None,
     ) -> None:
         self.bot = bot
+        #: Seconds a delivery GUID stays deduplicated: by default GitHub's redelivery
+        #: window for `settings.api_url` (`actors.settings.dedup_window`), as deployed.
+        self.dedup_window = (
+            dedup_window_for(settings.api_url) if dedup_window is None else dedup_window
+        )
         self.settings = settings
         self.journal_dir = journal_dir
         self.host, self.port = host, port
@@ -84,7 +91,13 @@ class DevServer:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         journal_url = f"sqlite://{self.journal_dir.resolve()}"
         self._journal = await open_journal(journal_url, shard_count=VSHARDS)
-        self._local = LocalShard(self.bot, self.settings, self._journal, vshards=VSHARDS)
+        self._local = LocalShard(
+            self.bot,
+            self.settings,
+            self._journal,
+            vshards=VSHARDS,
+            dedup_window=self.dedup_window,
+        )
         self.shard = self._local.shard
         await self._local.start()
         app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)

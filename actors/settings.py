@@ -15,19 +15,50 @@ from pathlib import Path
 from typing import Any, Final
 
 from actors.bot import InstallationActor
-from ghbot.config import Settings
+from ghbot.config import DEFAULT_API_URL, Settings
 from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
-from ghbot.redelivery import GITHUB_WINDOW
+from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 
 __all__ = [
     "APP_AUTH_ONLY",
     "INGRESS_ONLY",
+    "MAX_DEDUP_WINDOW",
+    "MIN_DEDUP_WINDOW",
     "RUNTIME_PACKAGES",
     "RuntimeSettings",
     "code_version",
+    "dedup_window",
     "load_bot",
 ]
+
+#: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
+#: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
+MIN_DEDUP_WINDOW: Final = 6 * 3600.0
+MAX_DEDUP_WINDOW: Final = 366 * 86400.0
+
+
+def dedup_window(api_url: str, raw: str = "", *, name: str = "GHBOT_DEDUP_WINDOW") -> float:
+    """Return the seconds a delivery GUID stays deduplicated: `raw` when set, else
+    GitHub's redelivery window for `api_url` (3 days on api.github.com; 7 for any other
+    URL, as GitHub Enterprise Server keeps deliveries a week and a GUID forgotten
+    sooner could be redelivered from there and run twice).
+
+    Raises `ConfigError`, naming `name`, unless `raw` is a number of seconds from
+    `MIN_DEDUP_WINDOW` to `MAX_DEDUP_WINDOW`.
+    """
+    if not raw:
+        return GITHUB_WINDOW if api_url == DEFAULT_API_URL else GHES_WINDOW
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not MIN_DEDUP_WINDOW <= value <= MAX_DEDUP_WINDOW:
+        raise ConfigError(
+            f"{name}={raw!r} must be a number from {MIN_DEDUP_WINDOW:g} to {MAX_DEDUP_WINDOW:g}"
+        )
+    return value
+
 
 #: The settings only the ingress replicas read. A change of them is a new ingress for
 #: Serve, and no new version for the actors (`for_shards`): scaling the ingress

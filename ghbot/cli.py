@@ -260,7 +260,7 @@ def _run_new(args: argparse.Namespace) -> int:
     package = package_name(args.name)
     print(f"created {root}: {package}/bot.py, tests/test_bot.py, pyproject.toml, README.md")
     # Into this environment, which holds ghbot: a new one would look for ghbot on PyPI,
-    # where a package of that name is another project.
+    # where a package of that name is another project (the requirement refuses it).
     python = shlex.quote(sys.executable)
     print("next, in this environment (it holds ghbot):")
     print(f"  cd {shlex.quote(str(root))}")

@@ -17,7 +17,7 @@ from typing import Final
 from ghbot import __version__
 from ghbot.errors import UsageError
 
-__all__ = ["new_project", "package_name"]
+__all__ = ["new_project", "package_name", "requirement"]
 
 #: A PEP 508 project name that is also a package once `-` is `_`: `my-bot`, `bot2`.
 _NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")
@@ -75,9 +75,23 @@ def new_project(name: str, parent: Path) -> Path:
             template.replace("{name}", name)
             .replace("{package}", package)
             .replace("{cls}", cls)
-            .replace("{version}", __version__)
+            .replace("{requirement}", requirement(__version__))
         )
     return root
+
+
+def requirement(version: str) -> str:
+    """Return the project's requirement on ghbot `version`: this release series only.
+
+    `ghbot>=0.1.0.dev0,<0.2` for 0.1.0.dev0. The package named `ghbot` on PyPI (0.9.5)
+    is another project; a requirement with no upper bound would let pip install it
+    where this ghbot is not installed, and the bound makes pip refuse instead.
+    """
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None:
+        raise ValueError(f"{version!r} is not a release version")
+    major, minor = int(found[1]), int(found[2])
+    return f"ghbot>={version},<{major}.{minor + 1}"
 
 
 #: Names the generated modules define or import: a bot class so named would hide one.
@@ -95,7 +109,7 @@ name = "{name}"
 version = "0.1.0"
 description = "A GitHub App built with ghbot."
 requires-python = ">=3.11"
-dependencies = ["ghbot>={version}"]
+dependencies = ["{requirement}"]
 
 [project.optional-dependencies]
 dev = ["pytest>=8", "pytest-asyncio>=0.23", "mypy>=1.10"]
@@ -204,9 +218,10 @@ A GitHub App built with ghbot.
 ## Next steps
 
 1. Install it with its test tools into the environment that holds ghbot (installed
-   from ghbot's repository: the package named `ghbot` on PyPI is another project, so
-   a new environment would fetch that one), and run its tests (in-process, no Ray, a
-   fake GitHub; a few seconds):
+   from ghbot's repository: the package named `ghbot` on PyPI is another project,
+   which `pyproject.toml`'s requirement excludes, so in a new environment pip stops
+   with "No matching distribution found for ghbot"), and run its tests (in-process,
+   no Ray, a fake GitHub; a few seconds):
 
    ```sh
    pip install -e '.[dev]'

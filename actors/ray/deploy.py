@@ -39,15 +39,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from actors.settings import RuntimeSettings, load_bot
-from ghbot.config import DEFAULT_API_URL, Settings
+from actors.settings import RuntimeSettings, dedup_window, load_bot
+from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
-from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
-
-#: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
-#: the journal lacks: a GUID forgotten sooner would be redelivered and run twice.
-MIN_DEDUP_WINDOW = 6 * 3600.0
 
 __all__ = [
     "application",
@@ -141,9 +136,15 @@ def build_settings(
             return default
         return int(value)
 
-    # How long GitHub keeps deliveries to redeliver: 3 days on github.com, 7 on GitHub
-    # Enterprise Server (another API URL), where a GUID forgotten sooner could run twice.
-    kept = GITHUB_WINDOW if settings.api_url == DEFAULT_API_URL else GHES_WINDOW
+    try:
+        window = dedup_window(
+            settings.api_url,
+            args.get("dedup_window") or env.get("GHBOT_DEDUP_WINDOW") or "",
+            name="dedup_window",
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        window = dedup_window(settings.api_url)
     bot = args.get("bot") or env.get("GHBOT_BOT", "")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
@@ -168,9 +169,7 @@ def build_settings(
         ingress_replicas=whole("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
-        dedup_window=number(
-            "dedup_window", "GHBOT_DEDUP_WINDOW", kept, MIN_DEDUP_WINDOW, 366 * 86400
-        ),
+        dedup_window=window,
         max_concurrent_requests=whole(
             "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000
         ),

@@ -22,9 +22,11 @@ import pytest
 from aiohttp import web
 
 from actors.dev import DevServer, load_env_file, relay
+from actors.settings import dedup_window
 from examples.greeter import Greeter
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 from ghbot.testing import FakeGitHub, app_key_pair, example_payload
 from ghbot.webhooks import sign
 from tests.net import free_port
@@ -120,6 +122,42 @@ async def test_signed_deliveries_are_journaled_and_handled(
     await dev.shard.wait_idle()
     [comment] = fake.requests_to(f"{HELLO}/issues/2/comments", "POST")
     assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+
+
+async def test_the_dev_server_remembers_guids_for_githubs_window_of_its_api_url(
+    server: tuple[DevServer, FakeGitHub], tmp_path: Path
+) -> None:
+    """Not GitHub's 3 days whatever the API: the fake's URL is another host, as GitHub
+    Enterprise Server's is, which keeps deliveries 7 days (as a deployment does)."""
+    dev, _fake = server
+    assert dev.shard is not None and dev.shard.dedup_window == GHES_WINDOW == 7 * 86400
+    github = Settings(app_id=5, private_key=None, webhook_secrets=(SECRET,))
+    assert DevServer(Greeter, github, journal_dir=tmp_path / "g").dedup_window == GITHUB_WINDOW
+    assert dedup_window(github.api_url, "90000") == 90000
+    with pytest.raises(ConfigError, match=r"GHBOT_DEDUP_WINDOW='60' must be a number from 21600"):
+        dedup_window(github.api_url, "60")
+
+
+def test_the_command_refuses_a_dedup_window_shorter_than_the_sweepers_look_back(
+    tmp_path: Path,
+) -> None:
+    private, _public = app_key_pair()
+    env = _dev_project(tmp_path, private, "https://api.github.com")
+    with (tmp_path / ".env").open("a") as env_file:
+        env_file.write("GHBOT_DEDUP_WINDOW=60\n")
+    command = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", "devbot:DevBot"]
+    done = subprocess.run(
+        [*command, "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ghbot: error: GHBOT_DEDUP_WINDOW='60' must be a number from 21600" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("pad", [0, 3_000_000])

@@ -12,6 +12,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+from ghbot import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,9 +97,48 @@ def test_a_new_project_passes_its_tests_against_the_installed_wheel(
     _succeeds([*build, "--target", str(project), str(tmp_path / "wheel-bot")])
     [metadata] = project.glob("wheel_bot-*.dist-info/METADATA")
     fields = metadata.read_text().splitlines()
-    assert any(f.startswith("Requires-Dist: ghbot>=") for f in fields), fields
+    required = [Requirement(f[15:]) for f in fields if f.startswith("Requires-Dist: ")]
+    [wanted] = [r for r in required if r.name == "ghbot"]
+    # This ghbot's version, pre-release and all, and not PyPI's other `ghbot`.
+    assert wanted.marker is None and wanted.specifier.contains(__version__, prereleases=True)
+    assert not wanted.specifier.contains("0.9.5"), wanted
     assert "Provides-Extra: dev" in fields
     assert (project / "wheel_bot" / "bot.py").is_file()
+
+
+def test_a_new_project_refuses_the_other_ghbot_on_pypi(tmp_path: Path) -> None:
+    """PyPI's `ghbot` (0.9.5) is another project. Where this ghbot is not installed,
+    pip resolving the new project's requirement must stop, not install that one: here
+    against a wheel of that name and version in place of PyPI (offline)."""
+    other = tmp_path / "other"
+    (other / "ghbot").mkdir(parents=True)
+    (other / "ghbot" / "__init__.py").write_text("")
+    (other / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "ghbot"\nversion = "0.9.5"\n'
+    )
+    index = tmp_path / "index"
+    pip = [sys.executable, "-m", "pip"]
+    offline = ["--no-index", "--no-build-isolation", "--disable-pip-version-check"]
+    _succeeds([*pip, "wheel", "-q", *offline, "--no-deps", "-w", str(index), str(other)])
+    assert [w.name for w in index.iterdir()] == ["ghbot-0.9.5-py3-none-any.whl"]
+    subprocess.run(
+        [sys.executable, "-m", "ghbot.cli", "new", "fresh-bot", "--dir", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    # As in a new environment: what is installed here (this ghbot) is ignored.
+    resolve = [*pip, "install", "--dry-run", "--ignore-installed", *offline]
+    done = subprocess.run(
+        [*resolve, "--find-links", str(index), str(tmp_path / "fresh-bot")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    assert "No matching distribution found for ghbot" in done.stderr, done.stderr
+    assert "ghbot-0.9.5" not in done.stdout
 
 
 def _succeeds(argv: list[str]) -> None:
