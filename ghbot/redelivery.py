@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from ghbot.errors import GhBotError
+from ghbot.errors import GhBotError, RateLimited
 
 __all__ = ["Attempt", "Failed", "RedeliverySweeper", "Sweep", "failed_deliveries"]
 
@@ -106,6 +106,9 @@ class Sweep(msgspec.Struct, kw_only=True):
     redelivered: list[str] = msgspec.field(default_factory=list)
     gave_up: list[str] = msgspec.field(default_factory=list)
     errors: int = 0
+    #: Failed deliveries not asked for because GitHub, or the app's client, answered
+    #: an ask with a rate limit: later sweeps ask for them (uncounted), whatever they list.
+    deferred: int = 0
     #: True when a listing stopped at `max_pages` before reaching how far back it was
     #: to go (this sweep's, or an earlier one's not yet gone on with): later sweeps go
     #: on from where it stopped.
@@ -130,6 +133,14 @@ class RedeliverySweeper:
     on (GitHub refuses the page) is given up on with a warning. An app with more
     attempts per sweep than `max_pages` pages falls behind: `truncated` stays set, and
     past `MAX_BEHIND` listings cut short the oldest are given up on (an error).
+
+    A failed delivery the sweeps found but have not yet had GitHub take an ask for
+    (refused, or not asked for after a rate limit stopped the sweep) is kept and asked
+    for by later sweeps even once their listings no longer reach its attempts, until
+    GitHub takes an ask, the journal holds it, it is given up on, or it is older than
+    `lookback`. A refused ask counts towards `max_requests`; one not made, or refused
+    with a rate limit, does not: a rate limit ends the sweep's asks (one warning), and
+    the rest wait for the next sweep.
     """
 
     def __init__(
@@ -154,7 +165,12 @@ class RedeliverySweeper:
         self.clock = clock
         self.last_sweep: float | None = None
         self.totals = {"sweeps": 0, "redelivered": 0, "gave_up": 0, "errors": 0}
-        self._asked: dict[str, tuple[int, float]] = {}
+        #: GUID: (asks made, when GitHub last took one, 0.0 if it never did, when the
+        #: last was made).
+        self._asked: dict[str, tuple[int, float, float]] = {}
+        #: Failed deliveries found and not yet taken by GitHub (refused, or deferred
+        #: by a rate limit): later sweeps ask for them whatever they list.
+        self._pending: dict[str, Failed] = {}
         #: Listings cut short: where each stopped (its next page's URL) and how far
         #: back it was to go; later sweeps go on with them. In memory: an app-auth
         #: actor restarted starts without them.
@@ -196,15 +212,35 @@ class RedeliverySweeper:
         if cut is not None:
             self._behind.append((cut, since))
         failed = failed_deliveries(attempts)
+        listed = {item.guid for item in failed}
+        kept = [
+            f for g, f in self._pending.items() if g not in listed and now - f.first_at <= lookback
+        ]
+        if kept:
+            failed = sorted([*failed, *kept], key=lambda f: f.first_at)
         truncated = bool(self._behind)
         result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
         held = await self.held(failed) if failed else set()
         result.held = len(held)
+        limited: RateLimited | None = None
         for item in failed:
-            if item.guid not in held:
-                if again:
-                    self._asked.pop(item.guid, None)
-                await self._ask(item, now, result)
+            if item.guid in held:
+                self._pending.pop(item.guid, None)
+                continue
+            if again:
+                self._asked.pop(item.guid, None)
+            if limited is None:
+                limited = await self._ask(item, now, result)
+            if limited is not None:  # this one and the rest: the next sweep asks
+                self._pending[item.guid] = item
+                result.deferred += 1
+        if limited is not None:
+            log.warning(
+                "redelivery: %s rate limit; %d failed deliveries left for the next sweep",
+                limited.kind,
+                result.deferred,
+                extra={"operation": "redeliver", "error_type": "RateLimited"},
+            )
         self.last_sweep = now
         self._forget(now)
         self.totals["sweeps"] += 1
@@ -284,23 +320,28 @@ class RedeliverySweeper:
                 return found, next_url, read  # stop before asking for one page more
         return found, None, read
 
-    async def _ask(self, item: Failed, now: float, result: Sweep) -> None:
-        count, last = self._asked.get(item.guid, (0, 0.0))
+    async def _ask(self, item: Failed, now: float, result: Sweep) -> RateLimited | None:
+        """Ask GitHub to redeliver `item` unless asked within `spacing` or given up on;
+        return the rate limit that refused the ask, if one did (nothing counted)."""
+        count, last, _made = self._asked.get(item.guid, (0, 0.0, 0.0))
         if count and now - last < self.spacing:
-            return  # asked recently; GitHub may not have redelivered yet
+            return None  # asked recently; GitHub may not have redelivered yet
         if count >= self.max_requests:
+            self._pending.pop(item.guid, None)
             if count == self.max_requests:
                 result.gave_up.append(item.guid)
-                self._asked[item.guid] = (count + 1, now)
+                self._asked[item.guid] = (count + 1, now, now)
                 log.error(
                     "redelivery: %s (%s) still failed after %d redeliveries; giving up",
                     item.guid,
                     item.event,
                     count,
                 )
-            return
+            return None
         try:
             await self.app.redeliver(item.attempt_id)
+        except RateLimited as exc:
+            return exc
         except GhBotError as exc:
             result.errors += 1
             fields = {
@@ -309,15 +350,24 @@ class RedeliverySweeper:
                 "error_type": type(exc).__name__,
             }
             log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__, extra=fields)
-            return
-        self._asked[item.guid] = (count + 1, now)
+            # Counted, but not as taken: the next sweep may ask at once.
+            self._asked[item.guid] = (count + 1, last, now)
+            self._pending[item.guid] = item
+            return None
+        self._asked[item.guid] = (count + 1, now, now)
+        self._pending.pop(item.guid, None)
         result.redelivered.append(item.guid)
+        return None
 
     def _forget(self, now: float) -> None:
-        """Drop GUIDs asked for longer ago than GitHub keeps deliveries."""
-        stale = [g for g, (_, at) in self._asked.items() if now - at > GITHUB_WINDOW]
+        """Drop GUIDs asked for longer ago than GitHub keeps deliveries, and failed ones
+        kept for later sweeps once they are older than the sweeps look back."""
+        stale = [g for g, (*_, made) in self._asked.items() if now - made > GITHUB_WINDOW]
         for guid in stale:
             del self._asked[guid]
+        old = [g for g, item in self._pending.items() if now - item.first_at > self.lookback]
+        for guid in old:
+            del self._pending[guid]
 
     def stats(self) -> Mapping[str, Any]:
         """Return the totals, when the last sweep ran, and how many GUIDs it remembers.

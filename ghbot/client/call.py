@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
+from multidict import CIMultiDict
 from yarl import URL
 
 from ghbot.client.etag import CachedAnswer
-from ghbot.config import DEFAULT_API_URL, UPLOADS_URL
+from ghbot.config import DEFAULT_API_URL, UPLOADS_URL, graphql_url
 from ghbot.errors import GitHubError
 
 __all__ = ["Call", "api_origins", "build_url", "is_mutation", "origin", "resource_of"]
@@ -66,7 +67,7 @@ class Call:
         method: str,
         url: URL,
         body: bytes | None,
-        headers: dict[str, str],
+        headers: CIMultiDict[str],
         resource: str | None,
     ) -> None:
         self.method = method
@@ -90,7 +91,11 @@ class Call:
         self.written_told = True
 
     def shown(self) -> str:
-        """The URL for messages and logs, without any user information in it."""
+        """The URL for messages and logs, without any user information in it; once
+        `away`, without its query either: a redirect's target (a storage host's
+        pre-signed URL) carries its credential there."""
+        if self.away:
+            return str(self.url.with_user(None).with_query(None).with_fragment(None))
         return shown_url(self.text)
 
     def at_home(self) -> bool:
@@ -149,15 +154,32 @@ def build_url(base_url: str, url: str, params: Mapping[str, Any] | None) -> URL:
     return URL(url, encoded=absolute)
 
 
-def resource_of(path: str) -> str | None:
-    """Name the rate-limit resource a path spends, or None for `/rate_limit` (free)."""
-    if path.endswith("/rate_limit"):
-        return None
-    if "/search/" in path:
-        return "code_search" if path.endswith("/search/code") else "search"
-    if path.endswith("/graphql"):
+def resource_of(path: str, base_url: str = DEFAULT_API_URL) -> str | None:
+    """Name the rate-limit resource a URL's `path` spends at the API at `base_url`, or
+    None for `/rate_limit` (free).
+
+    Matched from the API's own path (`/api/v3` on GHES) on: `/search/code` is
+    `code_search`, another `/search/...` `search`, GraphQL's endpoint `graphql`, the
+    rest `core`. A repository or file named `search` or `graphql` is `core`.
+    """
+    prefix, graphql = _api_paths(base_url)
+    if path == graphql:
         return "graphql"
+    if prefix:
+        if not path.startswith(f"{prefix}/"):
+            return "core"
+        path = path[len(prefix) :]
+    if path == "/rate_limit":
+        return None
+    if path.startswith("/search/"):
+        return "code_search" if path == "/search/code" else "search"
     return "core"
+
+
+@functools.cache
+def _api_paths(base_url: str) -> tuple[str, str]:
+    """The path `base_url` puts before REST paths ("" or "/api/v3"), and GraphQL's."""
+    return URL(base_url).path.rstrip("/"), URL(graphql_url(base_url.rstrip("/"))).path
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
@@ -370,7 +371,8 @@ class GitHub:
         """
         method = method.upper()
         target = build_url(self.base_url, url, params)
-        call = self._call(method, target, json, body, headers, resource_of(target.path))
+        resource = resource_of(target.path, self.base_url)
+        call = self._call(method, target, json, body, headers, resource)
         if url.startswith(("https://", "http://")) and origin(target) not in self._homes:
             call.leave()
         return await self._send(call, pace=call.writes if pace is None else pace)
@@ -445,7 +447,9 @@ class GitHub:
             shown = target.with_user(None)
             message = f"{shown} carries a user: send it with a client without credentials"
             raise UsageError(message)
-        sent = dict(self.options.base_headers)
+        # Header names are case-insensitive: a caller's `accept` replaces the default
+        # `Accept`, not goes beside it, and `Authorization` is one header to drop.
+        sent: CIMultiDict[str] = CIMultiDict(self.options.base_headers)
         payload: bytes | None = None
         if json is not None:
             payload = _encode(json)
@@ -486,7 +490,8 @@ class GitHub:
             try:
                 budget, (status, headers, raw) = await self._attempt(call, interval)
             except TransportError:
-                self._outcome(ok=False)
+                if call.at_home():  # another host's failure says nothing of GitHub's
+                    self._outcome(ok=False)
                 if attempt >= opts.retry.max_retries:
                     raise
                 metrics.retry("network")
@@ -494,7 +499,8 @@ class GitHub:
                 attempt += 1
                 continue
             self._observe(budget, status, headers)
-            self._outcome(ok=status < 500)
+            if call.at_home():
+                self._outcome(ok=status < 500)
             if status < 300 or status == 304:
                 limited[call.writes] = 0
                 if call.writes and call.written_told:
@@ -517,7 +523,11 @@ class GitHub:
                 limit_hits += 1
                 metrics.retry("secondary_rate_limit" if error.kind == "secondary" else "rate_limit")
                 await self._wait_out(call, error)
-            elif isinstance(error, Unauthorized) and await self._recover(retry, error):
+            elif (
+                isinstance(error, Unauthorized)
+                and call.at_home()  # another host's 401 is not about the token
+                and await self._recover(retry, error)
+            ):
                 metrics.retry("auth")
             else:
                 raise error

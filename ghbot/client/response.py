@@ -198,13 +198,14 @@ def answer_for(
 def error_from(
     call: Call, status: int, headers: Mapping[str, str], raw: bytes, now: float, attempt: int
 ) -> GitHubError:
-    """Decode an error answer's body (JSON or text) and map it with `error_for`."""
+    """Decode an error answer's body (JSON or text) and map it with `error_for`; an
+    answer from another host than the API (`call.away`) is no rate limit of GitHub's."""
     try:
         data = decode_body(raw, headers.get("Content-Type", ""))
     except msgspec.DecodeError:
         data = raw.decode("utf-8", "replace")
     where = {"method": call.method, "url": call.shown()}
-    return error_for(status, data, headers, now=now, attempt=attempt, **where)
+    return error_for(status, data, headers, now=now, attempt=attempt, limits=not call.away, **where)
 
 
 def error_for(
@@ -216,12 +217,14 @@ def error_for(
     url: str,
     now: float,
     attempt: int = 0,
+    limits: bool = True,
 ) -> GitHubError:
     """Map an error answer to the `ghbot.errors` class for it.
 
     403 and 429 are classified by headers and message (`ratelimit.classify`):
     rate limits become `RateLimited` with GitHub's wait (`ratelimit.retry_wait`, where
-    `attempt` counts earlier secondary limits), other 403s `Forbidden`. 422 becomes
+    `attempt` counts earlier secondary limits), other 403s `Forbidden`; with `limits`
+    false (another host's answer) neither is a rate limit. 422 becomes
     `ValidationFailed` with GitHub's `errors` list.
     """
     message = _message(data, status)
@@ -233,7 +236,7 @@ def error_for(
         "data": data,
         "headers": lowered,
     }
-    if status in (403, 429):
+    if status in (403, 429) and limits:
         kind = classify(status, lowered, message)
         if kind is not None and kind is not LimitKind.FORBIDDEN:
             return RateLimited(

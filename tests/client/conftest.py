@@ -33,11 +33,14 @@ class Scripted:
     def __init__(self) -> None:
         self.answers: list[Answer] = []
         self.seen: list[dict[str, str]] = []
+        #: Each request's headers as sent: every one, each name as spelled.
+        self.raw: list[list[tuple[str, str]]] = []
         self.paths: list[str] = []
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append(dict(request.headers))
+        self.raw.append([(k.decode(), v.decode()) for k, v in request.raw_headers])
         self.paths.append(request.raw_path)
         answer = self.answers.pop(0)
         # A callable answer runs as the request arrives (to change the client's state).

@@ -383,7 +383,7 @@ async def test_rate_limit_asked_of_ghes_spends_no_budget(
 
 
 @pytest.mark.parametrize(
-    ("path", "resource"), [("/search/code", "code_search"), ("/api/graphql", "graphql")]
+    ("path", "resource"), [("/api/v3/search/code", "code_search"), ("/api/graphql", "graphql")]
 )
 async def test_code_search_and_graphql_spend_budgets_of_their_own(
     server: Scripted, options: ClientOptions, path: str, resource: str
@@ -400,6 +400,26 @@ async def test_code_search_and_graphql_spend_budgets_of_their_own(
     server.answers.append((200, {"Content-Type": "application/json"}, b"{}"))
     await gh.request("GET", "/repos/o/r")  # the base URL's slash is not doubled
     assert server.paths[-1] == "/api/v3/repos/o/r"
+
+
+async def test_a_path_naming_search_or_graphql_spends_the_core_budget(
+    server: Scripted, options: ClientOptions
+) -> None:
+    """A repository or file named `search`, `graphql` or `rate_limit` is a plain API
+    path: not refused by the search budget once spent, and not free."""
+    gh = GitHub(token="ghs_answers", options=options.replace(base_url=f"{server.url}/api/v3"))
+    spent = limit_headers("search", 0, limit=30)
+    server.answers.append((200, {"Content-Type": "application/json", **spent}, b"{}"))
+    await gh.request("GET", "/search/issues", params={"q": "x"})
+    with pytest.raises(RateLimited):
+        await gh.request("GET", "/search/issues", params={"q": "y"})
+    paths = ["/repos/o/search/contents/src/search/x.py", "/repos/o/graphql", "/repos/o/rate_limit"]
+    for left, path in zip((4000, 3999, 3998), paths, strict=True):
+        core = limit_headers("core", left)
+        server.answers.append((200, {"Content-Type": "application/json", **core}, b"{}"))
+        await gh.request("GET", path)
+        assert gh.budgets.core.remaining == left, path  # GitHub's count of core, kept
+    assert server.paths[1:] == [f"/api/v3{p}" for p in paths]
 
 
 def test_a_client_takes_one_kind_of_credentials(auth: AppAuth) -> None:

@@ -381,6 +381,54 @@ async def test_a_redelivery_github_refuses_is_counted_logged_and_asked_for_again
     assert sweeper.stats()["errors"] == 1  # counted over every sweep
 
 
+async def test_a_rate_limit_ends_a_sweeps_asks_and_later_sweeps_ask_for_the_rest(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After an outage, GitHub (or the app's client) may refuse asks with a rate limit.
+    The sweep stops asking, with one warning, and later sweeps ask for what it left,
+    even once their listings no longer reach those deliveries' attempts."""
+    for guid in ("a", "b", "c"):
+        fake.add_delivery("issues", {"action": "opened"}, guid=guid, status_code=503)
+    limit = fake.faults.add("/attempts$", "secondary", None, method="POST", retry_after=30)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        first = await sweeper.sweep()  # the client waits out three limits, then gives up
+        clock.advance(700)
+        second = await sweeper.sweep()  # still limited: its listing is the last to reach them
+    assert (first.failed, first.redelivered, first.deferred, first.errors) == (3, [], 3, 0)
+    assert (second.failed, second.redelivered, second.deferred) == (3, [], 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"]
+    assert (
+        lines
+        == ["redelivery: secondary rate limit; 3 failed deliveries left for the next sweep"] * 2
+    )
+    fake.faults.discard(limit)
+    clock.advance(700)
+    third = await sweeper.sweep()
+    assert third.listed == 0  # a, b and c are older than its listing reaches
+    assert (third.failed, sorted(third.redelivered), third.deferred) == (3, ["a", "b", "c"], 0)
+    assert sorted(d["guid"] for d in fake.redeliveries) == ["a", "b", "c"]
+    clock.advance(700)
+    assert (await sweeper.sweep()).failed == 0  # asked for: not kept any longer
+
+
+async def test_a_refused_ask_counts_towards_giving_up_after_its_listing_is_past(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    """A delivery GitHub refuses to redeliver (422) is asked for again by later sweeps,
+    past their listings' reach, and given up on after `max_requests` asks."""
+    fake.add_delivery("issues", {"action": "opened"}, guid="lost", status_code=502)
+    fake.faults.add("/attempts$", "status", None, method="POST", status=422)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    results = []
+    for _ in range(5):
+        results.append(await sweeper.sweep())
+        clock.advance(700)
+    assert [r.errors for r in results] == [1, 1, 1, 0, 0]
+    assert [r.gave_up for r in results] == [[], [], [], ["lost"], []]
+    assert results[-1].failed == 0  # given up on: not kept
+
+
 async def test_each_refused_redelivery_of_a_sweep_is_counted(
     fake: FakeGitHub, app: GitHubApp, clock: FakeClock
 ) -> None:

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from ghbot.breaker import CircuitBreaker, State
 from ghbot.client import GitHub
-from ghbot.errors import GitHubError
+from ghbot.errors import ClientError, GitHubError, RateLimited, ServerError
 from ghbot.testing import FakeGitHub
 
 from .conftest import REPO, scripted_server
@@ -117,3 +118,49 @@ async def test_another_hosts_clock_is_not_taken_for_githubs(
         fake.faults.add("/download$", "redirect", status=302, location=f"{other.url}/blob")
         await gh.request("GET", "/download")
     assert gh.budgets.clock.offset == offset
+
+
+async def test_another_hosts_failures_and_limits_do_not_hold_the_installation(
+    fake: FakeGitHub, token_client: Callable[..., GitHub], clock: Callable[[], float]
+) -> None:
+    """Storage a redirect leads to answers 429 and 503: errors of the request, not
+    GitHub's rate limit or failures. The installation is not paused, its breaker stays
+    closed, and no message shows the pre-signed URL's signature."""
+    breaker = CircuitBreaker(min_calls=2, open_for=30)
+    gh = token_client(breaker=breaker)
+    signed = "blob?X-Amz-Signature=s3cr3t&sig=s3cr3t"
+    async with scripted_server() as other:
+        fake.faults.add(
+            "/download$", "redirect", None, status=302, location=f"{other.url}/{signed}"
+        )
+        other.answers.append((429, {"Retry-After": "600"}, b"slow down"))
+        with pytest.raises(ClientError) as limited:
+            await gh.request("GET", "/download")
+        other.answers += [(503, {}, b"busy")] * 4  # the request and its 3 retries
+        with pytest.raises(ServerError) as failed:
+            await gh.request("GET", "/download")
+    assert not isinstance(limited.value, RateLimited) and limited.value.status == 429
+    assert not gh.paused and breaker.state(clock()) is State.CLOSED
+    for error in (limited.value, failed.value):
+        assert "s3cr3t" not in str(error) and "s3cr3t" not in repr(error)
+        assert error.url == f"{other.url}/blob"
+    assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+
+
+async def test_a_callers_headers_replace_the_clients_whatever_their_case(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """`accept` replaces the default `Accept` (not sent beside it), and an
+    `authorization` a caller gives is dropped at a redirect to another host."""
+    gh = token_client()
+    given = {"accept": "application/vnd.github.raw+json", "x-github-api-version": "2026-03-10"}
+    async with scripted_server() as other:
+        other.answers.append((200, {"Content-Type": "text/plain"}, b"raw"))
+        await gh.request("GET", f"{other.url}/file", headers=given)
+        other.answers.append((200, {"Content-Type": "text/plain"}, b"raw"))
+        fake.faults.add("/download$", "redirect", status=302, location=f"{other.url}/blob")
+        await gh.request("GET", "/download", headers={"authorization": "token mine"})
+    sent = other.raw[0]
+    assert [v for k, v in sent if k.lower() == "accept"] == ["application/vnd.github.raw+json"]
+    assert [v for k, v in sent if k.lower() == "x-github-api-version"] == ["2026-03-10"]
+    assert not [k for k, _ in other.raw[1] if k.lower() == "authorization"]
