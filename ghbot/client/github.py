@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CallWatcher", "GitHub", "Holds", "call_watcher"]
 
+#: An answer a retry does not change (the fake GitHub's for what it does not implement).
+NOT_IMPLEMENTED = 501
+
 log = logging.getLogger("ghbot.client")
 
 
@@ -500,7 +503,9 @@ class GitHub:
                 continue
             self._observe(budget, status, headers)
             if call.at_home():
-                self._outcome(ok=status < 500)
+                # 501: the server does not implement this (RFC 9110 15.6.2), a lasting
+                # answer, no sign of it failing, and not retried below.
+                self._outcome(ok=status < 500 or status == NOT_IMPLEMENTED)
             if status < 300 or status == 304:
                 limited[call.writes] = 0
                 if call.writes and call.written_told:
@@ -515,7 +520,11 @@ class GitHub:
             error = error_from(call, status, headers, raw, now, limited[call.writes])
             if isinstance(error, RateLimited) and error.kind == "secondary":
                 limited[call.writes] += 1
-            if isinstance(error, ServerError) and attempt < opts.retry.max_retries:
+            if (
+                isinstance(error, ServerError)
+                and status != NOT_IMPLEMENTED
+                and attempt < opts.retry.max_retries
+            ):
                 metrics.retry("server_error")
                 await self._backoff(call, attempt, f"HTTP {status}")
                 attempt += 1

@@ -35,7 +35,8 @@ class ClientOptions:
       `timeout`, whichever is less: a request whose connection timed out so was never
       sent, and costs no budget (a stall before it, resolving the host's name, is a
       plain timeout, its unit kept).
-    - `retry`: backoff for 5xx answers, timeouts and dropped connections.
+    - `retry`: backoff for 5xx answers (but 501, "not implemented", a lasting answer),
+      timeouts and dropped connections.
     - `margin`: share of each installation's primary budget kept back.
     - `pace_writes`: seconds from the answer to one of an installation's mutating
       requests to the next one's send, so at least that much between their arrivals at

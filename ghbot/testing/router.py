@@ -97,15 +97,21 @@ class Router:
         *,
         auth: Auth = "token",
         counted: bool = True,
+        first: bool = False,
     ) -> None:
-        """Route `method template` to `handler`.
+        """Route `method template` to `handler`, after the routes added before it
+        (`first`: before them).
 
         `{name}` matches one path segment, `{name*}` the rest of the path (a file's).
         """
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", template)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
         route = Route(method, re.compile(f"^{regex}/?$"), handler, auth, counted)
-        self._routes.setdefault((method, _head(template)), []).append(route)
+        routes = self._routes.setdefault((method, _head(template)), [])
+        if first:
+            routes.insert(0, route)
+        else:
+            routes.append(route)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """Return the route for `method path` and its parameters, or None. HEAD takes

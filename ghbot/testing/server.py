@@ -13,7 +13,8 @@ slow answers, dropped connections and redirects; more than `max_concurrent` requ
 in flight get GitHub's secondary-limit 403, and so, with `write_interval` set, does an
 installation's write that arrives too soon after its previous one (`writes`);
 `secondary_limits` counts those answers. GHES paths (`/api/v3/…`, `/api/graphql`)
-work too.
+work too. An operation of GitHub's REST description the fake does not implement is
+answered 501, naming it (anything else unknown 404, as GitHub does); `stub` answers it.
 https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
 """
 
@@ -25,7 +26,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import TracebackType
@@ -37,6 +38,7 @@ from aiohttp import web
 
 from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
+from ghbot.testing.documented import documented
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Ctx, Reply, Route, Router, error
@@ -157,6 +159,28 @@ class FakeGitHub(Setup):
     def write_interval(self, interval: float | None) -> None:
         self.writes.interval = interval
         self.writes.reset()
+
+    def stub(
+        self,
+        method: str,
+        template: str,
+        data: Any = None,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer `method template` with `data` (as JSON), `status` and `headers`,
+        before any route the fake has: for an operation it does not implement (it
+        answers those 501, naming them), or to script GitHub's answer.
+
+        `{name}` in `template` matches one path segment (`/repos/{owner}/{repo}/
+        issues/{issue_number}/reactions`), `{name*}` the rest of the path. A stubbed
+        request still needs the app's credentials, spends the caller's rate limit and
+        is recorded in `requests`; for an answer that depends on the request, add a
+        handler to `router` (`Router.add(..., first=True)`).
+        """
+        answer = (data, status, dict(headers) if headers else None)
+        self.router.add(method.upper(), template, lambda _ctx: Reply(*answer), first=True)
 
     def add_key(self, public_key_pem: bytes) -> None:
         """Accept JWTs signed with a second key too, as GitHub does while one rotates."""
@@ -281,6 +305,14 @@ class FakeGitHub(Setup):
                     return self._primary(caller, quota, resource)
                 quota.remaining -= 1
                 headers.update(quota.headers(resource))
+            template = documented(request.method, path)
+            if template is not None:  # GitHub has it; the fake does not: say so
+                method = request.method
+                message = (
+                    f"FakeGitHub does not implement {method} {template}: answer it in the "
+                    f"test with fake.stub({method!r}, {template!r}, data)"
+                )
+                return self._response(501, _encode({"message": message}), headers)
             data = {"message": "Not Found", "documentation_url": DOCS}
             return self._response(404, _encode(data), headers)
         route, params = found

@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, GitHubApp
-from ghbot.errors import NotFound, RateLimited, Unauthorized, UsageError, ValidationFailed
+from ghbot.errors import (
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    UsageError,
+    ValidationFailed,
+)
 from ghbot.testing import FakeClock, FakeGitHub
 from ghbot.testing.identity import MSG_BAD_JWT, MSG_EXP, MSG_EXP_TOO_FAR, MSG_IAT
 from ghbot.testing.writes import is_write
@@ -219,11 +226,11 @@ async def test_code_search_is_its_own_resource_as_on_github(
     """GitHub names code search's budget `code_search`, apart from `search`; the fake
     called it `search`, so a client's code-search budget never learned its limit."""
     token = fake.create_token(1)
+    fake.stub("GET", "/search/code", {"total_count": 0, "incomplete_results": False, "items": []})
     _, _, resource = await _limits_of(f"{fake.url}/search/code?q=x", token)
     assert resource == "code_search"
     gh = GitHub(token=token, options=options)
-    with pytest.raises(NotFound):  # the fake has no code search, but counts the call
-        await gh.request("GET", "/search/code", params={"q": "x"})
+    await gh.request("GET", "/search/code", params={"q": "x"})
     assert gh.budgets.get("code_search").limit == 10
     assert gh.budgets.get("code_search").remaining == 8
     await gh.request("GET", "/search/issues", params={"q": "x"})
@@ -384,3 +391,33 @@ def test_content_writes_are_mutating_methods_and_graphql_mutations(
     method: str, path: str, body: object, expected: bool
 ) -> None:
     assert is_write(method, path, body) is expected
+
+
+async def test_an_operation_the_fake_lacks_is_answered_501_naming_it_and_a_stub_answers_it(
+    fake: FakeGitHub, options: ClientOptions
+) -> None:
+    """GitHub has `POST .../reactions`; the fake does not implement it. Its 404 looked
+    like GitHub's own (no such issue), so a test of a bot reacting to issues failed
+    with a misleading `NotFound`. A path GitHub does not describe is still a 404."""
+    gh = GitHub(token=fake.create_token(1), options=options)
+    reactions = f"/repos/{REPO}/issues/1/reactions"
+    with pytest.raises(ServerError) as lacking:
+        await gh.request("POST", reactions, json={"content": "+1"})
+    template = "/repos/{owner}/{repo}/issues/{issue_number}/reactions"
+    assert lacking.value.status == 501
+    assert len(fake.requests_to(reactions, "POST")) == 1  # a lasting answer: not retried
+    assert lacking.value.message == (
+        f"FakeGitHub does not implement POST {template}: answer it in the test with "
+        f"fake.stub('POST', '{template}', data)"
+    )
+    with pytest.raises(NotFound):
+        await gh.request("GET", f"/repos/{REPO}/no-such-thing")
+    fake.stub("POST", template, {"id": 1, "content": "+1"}, status=201)
+    answer = await gh.request("POST", reactions, json={"content": "+1"})
+    assert (answer.status, answer.data) == (201, {"id": 1, "content": "+1"})
+    assert fake.requests[-1].json == {"content": "+1"}
+    # A stub goes before the fake's own route, and still needs credentials.
+    fake.stub("GET", "/repos/{owner}/{repo}/issues/{issue_number}", {"title": "scripted"})
+    assert (await gh.request("GET", f"/repos/{REPO}/issues/1")).data == {"title": "scripted"}
+    with pytest.raises(Unauthorized):
+        await GitHub(token="ghs_wrong", options=options).request("GET", f"/repos/{REPO}/issues/1")

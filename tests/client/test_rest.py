@@ -282,12 +282,11 @@ async def test_a_body_property_named_like_a_path_parameter_is_sent_under_githubs
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
     """docs/rest.md: `name_` in `actions.update_repo_variable` is the body's `name`,
-    beside the path's `name` (the fake has no variables: it answers 404, after the
-    request is recorded)."""
+    beside the path's `name` (the fake has no variables: a stub answers)."""
     gh = token_client()
-    with pytest.raises(NotFound):
-        await gh.rest.actions.update_repo_variable(
-            owner=OWNER, repo=NAME, name="OLD_NAME", name_="NEW_NAME", value="v"
-        )
+    fake.stub("PATCH", "/repos/{owner}/{repo}/actions/variables/{name}", status=204)
+    await gh.rest.actions.update_repo_variable(
+        owner=OWNER, repo=NAME, name="OLD_NAME", name_="NEW_NAME", value="v"
+    )
     (sent,) = fake.requests_to(f"/repos/{REPO}/actions/variables/OLD_NAME", "PATCH")
     assert sent.json == {"name": "NEW_NAME", "value": "v"}

@@ -18,6 +18,7 @@ from actors.testing import BotHarness
 from examples.greeter import Greeter
 from ghbot.errors import UsageError
 from ghbot.events import Event
+from ghbot.models import IssuesClosed
 from ghbot.retry import RetryPolicy
 from ghbot.testing import example_payload
 from tests.docs import python_blocks
@@ -42,6 +43,7 @@ async def run_block(source: str, names: dict[str, Any]) -> dict[str, Any]:
 def test_the_page_has_the_blocks_these_tests_run() -> None:
     assert [source.split("\n", 1)[0] for source in blocks()] == [
         "from actors.testing import BotHarness",
+        "async with BotHarness(Reactor) as bot:",
         "async with BotHarness(Greeter) as bot:",
         "async with BotHarness(Sweeper) as bot:",
     ]
@@ -54,12 +56,12 @@ async def test_the_first_example_is_a_test_that_passes() -> None:
 
 
 async def test_the_retry_after_example_waits_out_a_minute_on_the_harness_clock() -> None:
-    done = await run_block(blocks()[1], {"BotHarness": BotHarness, "Greeter": Greeter})
+    done = await run_block(blocks()[2], {"BotHarness": BotHarness, "Greeter": Greeter})
     assert done["bot"].clock() - done["started"] >= 60
 
 
 async def test_the_scheduled_example_runs_the_hourly_handler_once() -> None:
-    done = await run_block(blocks()[2], {"BotHarness": BotHarness, "Sweeper": Sweeper})
+    done = await run_block(blocks()[3], {"BotHarness": BotHarness, "Sweeper": Sweeper})
     assert len(done["done"].requests_to("/repos/Codertocat/Hello-World/issues", "POST")) == 1
 
 
@@ -119,3 +121,30 @@ async def test_max_attempts_counts_every_try_and_retry_sets_the_backoff() -> Non
         [dead] = done.dead_letters
         assert dead["attempts"] == 3 and FailsTwice.tries == -7
         assert all(s <= 1.0 for s in bot.clock.sleeps)  # the default: 0.5 s, doubling
+
+
+class Reactor(InstallationActor):
+    """Reacts +1 to each closed issue: an operation the fake does not implement."""
+
+    @on("issues.closed")
+    async def react(self, event: Event[IssuesClosed]) -> None:
+        repository, number = event.payload.repository, event.payload.issue.number
+        assert number is not None  # GitHub's description leaves it optional here
+        await self.github.rest.reactions.create_for_issue(
+            owner=repository.owner.login, repo=repository.name, issue_number=number, content="+1"
+        )
+
+
+async def test_the_stub_example_answers_an_operation_the_fake_lacks() -> None:
+    names = {"BotHarness": BotHarness, "Reactor": Reactor, "example_payload": example_payload}
+    done = await run_block(blocks()[1], names)
+    assert done["reaction"].method == "POST"
+
+
+async def test_without_the_stub_the_dead_letter_names_what_the_fake_lacks() -> None:
+    async with BotHarness(Reactor) as bot:
+        closed = example_payload("issues.opened", action="closed", issue__state="closed")
+        done = await bot.deliver("issues", closed)
+    [dead] = done.dead_letters
+    assert dead["error_type"] == "ServerError"
+    assert "FakeGitHub does not implement POST /repos/{owner}/{repo}/issues/" in dead["error"]
