@@ -122,18 +122,28 @@ def ingress_app(asked: str | None, applications: Mapping[str, Iterable[str]]) ->
     """Return the Serve application `stop` deletes, of `applications` (name: the names of
     its deployments); None if there is none to delete.
 
-    `asked` if there is one so named. Not asked: the one application running ghbot's
-    ingress (`serve run` names it ``default``, `deploy/serve.yaml` ``ghbot``). None when
-    no application runs the ingress (deleted already: only the actors are left). Raises
-    `UsageError`, before anything is stopped, for an `asked` that is not there while
-    the ingress runs under another name, and, not asked, for several such applications.
+    `asked` if it runs ghbot's ingress (a deployment named `INGRESS_DEPLOYMENT`). Not
+    asked: the one application running it (`serve run` names it ``default``,
+    `deploy/serve.yaml` ``ghbot``). None when no application runs the ingress and
+    none is `asked` or the one asked is not there (deleted already: only the actors
+    are left). Raises `UsageError`, before
+    anything is stopped, for an `asked` application that does not run the ingress
+    (someone else's: Serve may run other applications beside ghbot's), for an `asked`
+    that is not there while the ingress runs under another name, and, not asked, for
+    several applications running it.
     """
     ours = sorted(name for name, names in applications.items() if INGRESS_DEPLOYMENT in names)
-    if asked is not None and asked in applications:
+    if asked is not None and asked in ours:
         return asked
+    named = ", ".join(repr(name) for name in ours)
+    if asked is not None and asked in applications:
+        where = f"; ghbot's ingress runs as {named}" if ours else ""
+        raise UsageError(
+            f"the Serve application {asked!r} does not run ghbot's ingress "
+            f"({INGRESS_DEPLOYMENT}){where}: nothing stopped"
+        )
     if not ours:
         return None
-    named = ", ".join(repr(name) for name in ours)
     if asked is not None:
         raise UsageError(
             f"no Serve application {asked!r}; ghbot's ingress runs as {named}: nothing stopped"

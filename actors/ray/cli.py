@@ -445,7 +445,8 @@ def _stop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app",
         default=None,
-        help="the Serve application to delete (default: the one running ghbot's ingress)",
+        help="the Serve application to delete, which must run ghbot's ingress "
+        "(default: the one that does)",
     )
     parser.add_argument(
         "--drain-timeout",

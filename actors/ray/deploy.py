@@ -60,8 +60,10 @@ def default_shards(cores: int | None = None) -> int:
     two; over the shards' channels two handle 3-6 % more than one but spend 17 % more
     CPU per delivery (smaller batches, a second process's fixed cost), CPU a 2-core
     machine's handlers need more; from 4 cores two shards run side by side. Set
-    `GHBOT_SHARDS` for a cluster: the default looks only at the machine `serve run`
-    runs on.
+    `GHBOT_SHARDS` and `GHBOT_VSHARDS` for a cluster: the default looks only at the
+    machine that builds the application (`serve run`'s, or under `serve deploy`
+    whichever node Ray runs Serve's build task on), and the virtual shards, which
+    default to the shards, are fixed for a journal's life.
     """
     if cores is None:
         cores = os.cpu_count() or 1
@@ -99,10 +101,25 @@ def serve_environment(cores: int | None = None) -> dict[str, str]:
 
 
 def build_settings(
-    args: Mapping[str, str], env: Mapping[str, str] | None = None
+    args: Mapping[str, Any], env: Mapping[str, str] | None = None
 ) -> RuntimeSettings:
-    """Resolve and validate the deployment's settings; one `ConfigError` lists every problem."""
+    """Resolve and validate the deployment's settings; one `ConfigError` lists every problem.
+
+    An argument given in `args` wins over the environment whatever its value: Serve
+    passes a config file's `args` with their YAML types, so `pace_writes: 0` is the
+    integer 0, which turns pacing off as `pace_writes=0` does on the command line. Only
+    a missing argument, or a YAML null (`pace_writes:` with no value), falls back to
+    the environment, then to the default.
+    """
     env = os.environ if env is None else env
+
+    def given(name: str, var: str, default: str = "") -> str:
+        """The argument `name` as text if given, else the variable `var`, else `default`."""
+        value = args.get(name)
+        if value is not None:
+            return str(value)
+        return env.get(var) or default
+
     problems: list[str] = []
     try:
         settings = Settings.from_env(env)
@@ -116,7 +133,7 @@ def build_settings(
             settings = Settings(app_id=None, private_key=None, webhook_secrets=())
 
     def number(name: str, var: str, default: float, low: float, high: float) -> float:
-        raw = args.get(name) or env.get(var) or ""
+        raw = given(name, var)
         if not raw:
             return default
         try:
@@ -131,7 +148,7 @@ def build_settings(
     def whole(name: str, var: str, default: int, low: int, high: int) -> int:
         value = number(name, var, default, low, high)
         if not float(value).is_integer():  # 1.5 shards, or 0.5 log lines a second (0: none)
-            raw = args.get(name) or env.get(var)
+            raw = given(name, var)
             problems.append(f"{name}={raw!r} must be a whole number from {low} to {high}")
             return default
         return int(value)
@@ -139,13 +156,13 @@ def build_settings(
     try:
         window = dedup_window(
             settings.api_url,
-            args.get("dedup_window") or env.get("GHBOT_DEDUP_WINDOW") or "",
+            given("dedup_window", "GHBOT_DEDUP_WINDOW"),
             name="dedup_window",
         )
     except ConfigError as exc:
         problems.extend(exc.problems)
         window = dedup_window(settings.api_url)
-    bot = args.get("bot") or env.get("GHBOT_BOT", "")
+    bot = given("bot", "GHBOT_BOT")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
     else:
@@ -156,13 +173,17 @@ def build_settings(
     shards = whole("shards", "GHBOT_SHARDS", default_shards(), 1, 64)
     if settings.private_key_path is not None:
         settings = settings.without_key()
-    channel = (args.get("shard_channel") or env.get("GHBOT_SHARD_CHANNEL") or "tcp").lower()
+    channel = given("shard_channel", "GHBOT_SHARD_CHANNEL", "tcp").lower()
     if channel not in ("tcp", "ray"):
         problems.append(f"shard_channel={channel!r} must be tcp or ray")
+    namespace = given("namespace", "GHBOT_NAMESPACE", "ghbot")
+    if not namespace.strip():
+        problems.append(f"namespace={namespace!r} must name a Ray namespace")
+        namespace = "ghbot"
     runtime = RuntimeSettings(
         bot=bot,
         settings=settings,
-        namespace=args.get("namespace") or env.get("GHBOT_NAMESPACE") or "ghbot",
+        namespace=namespace,
         shard_channel=channel != "ray",
         shards=shards,
         vshards=whole("vshards", "GHBOT_VSHARDS", shards, 1, 4096),
@@ -213,6 +234,6 @@ def application(runtime: RuntimeSettings, **options: Any) -> Any:
     return replicas.bind(runtime)
 
 
-def deploy(args: Mapping[str, str] | None = None) -> Any:
+def deploy(args: Mapping[str, Any] | None = None) -> Any:
     """Return the Serve application for `serve run ghbot.deploy key=value ...`."""
     return application(build_settings(args or {}))

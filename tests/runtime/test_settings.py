@@ -183,6 +183,72 @@ def test_defaults_and_arguments(pem_pkcs8: bytes) -> None:
         build_settings({**args, "redeliver_every": "0.1"}, _env(pem_pkcs8))
 
 
+def test_serve_yaml_args_win_over_the_environment_with_their_yaml_types(
+    pem_pkcs8: bytes,
+) -> None:
+    """`serve deploy` hands deploy/serve.yaml's `args` to `ghbot.deploy` with their YAML
+    types: `pace_writes: 0` is the integer 0. Read with `or`, a 0 fell through to the
+    environment (or the default): pacing, sweeps and received lines stayed on, a
+    `shards: 0` was silently the environment's count instead of refused."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    text = (ROOT / "deploy" / "serve.yaml").read_text()
+    zeros = (
+        "{bot: examples.greeter:Greeter, pace_writes: 0, redeliver_every: 0,"
+        " log_received_per_second: 0}"
+    )
+    assert "args: {}" in text
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load(text.replace("args: {}", f"args: {zeros}"))
+    )
+    (app,) = config.applications
+    assert app.args["pace_writes"] == 0 and type(app.args["pace_writes"]) is int
+    env = {
+        **_env(pem_pkcs8),
+        "GHBOT_PACE_WRITES": "2",
+        "GHBOT_REDELIVER_EVERY": "600",
+        "GHBOT_LOG_RECEIVED_PER_SECOND": "20",
+        "GHBOT_SHARDS": "2",
+        "GHBOT_DEDUP_WINDOW": "90000",
+        "GHBOT_SHARD_CHANNEL": "tcp",
+        "GHBOT_NAMESPACE": "from-env",
+    }
+    for environment in (env, _env(pem_pkcs8)):  # over the environment's values, and the defaults
+        off = build_settings(app.args, environment)
+        assert off.pace_writes is None  # 0: no pacing
+        assert off.redeliver_every == 0  # 0: no sweeps
+        assert off.log_received_per_second == 0  # 0: no received lines
+    # Integers other than 0, and a float, are taken as their text would be.
+    ints = {
+        "bot": "examples.greeter:Greeter",
+        "shards": 3,
+        "vshards": 8,
+        "replicas": 2,
+        "pace_writes": 0.5,
+        "redeliver_every": 300,
+        "dedup_window": 86400,
+        "max_concurrent_requests": 50,
+        "log_received_per_second": 5,
+    }
+    runtime = build_settings(ints, env)
+    assert (runtime.shards, runtime.vshards, runtime.ingress_replicas) == (3, 8, 2)
+    assert (runtime.pace_writes, runtime.redeliver_every, runtime.dedup_window) == (0.5, 300, 86400)
+    assert (runtime.max_concurrent_requests, runtime.log_received_per_second) == (50, 5)
+    # The text arguments too, over the environment.
+    texts = build_settings({**ints, "shard_channel": "ray", "namespace": "from-args"}, env)
+    assert (texts.shard_channel, texts.namespace) == (False, "from-args")
+    # A 0 given where 0 is not allowed is refused, not replaced by the environment's value.
+    with pytest.raises(ConfigError) as caught:
+        build_settings({**ints, "shards": 0, "dedup_window": 0, "namespace": ""}, env)
+    text = "\n".join(caught.value.problems)
+    assert "shards='0' must be" in text and "dedup_window='0' must be" in text
+    assert "namespace='' must name a Ray namespace" in text
+    # Only a missing argument, or a YAML null, leaves it to the environment.
+    unset = build_settings({**ints, "pace_writes": None, "shards": None}, env)
+    assert (unset.pace_writes, unset.shards) == (2.0, 2)
+
+
 def test_the_application_has_as_many_ingress_replicas_as_asked(
     pem_pkcs8: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

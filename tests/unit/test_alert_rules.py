@@ -60,7 +60,7 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
     "GhbotAuthFailureRateHigh": ("ghbot:auth_failure_ratio:rate5m", "> 0.05", "5m"),
     "GhbotTokenCacheHitRateLow": ("ghbot:token_cache_hit_ratio:rate5m", "< 0.80", "15m"),
     "GhbotJwtGenerationFailing": ("ghbot:jwt_failures:increase5m", "> 0", None),
-    "GhbotRateLimitLow": ("ghbot:rate_limit_remaining_ratio:min", "< 0.10", "5m"),
+    "GhbotRateLimitLow": ("ghbot:rate_limit_remaining_ratio:min", "<= 0.10", "5m"),
     "GhbotApiErrorRateHigh": ("ghbot:api_error_ratio:rate5m", "> 0.02", "5m"),
     "GhbotApiLatencyHigh": ("ghbot:api_request_duration_seconds:p95", "> 5", "10m"),
     "GhbotSecondaryRateLimited": ("ghbot:secondary_rate_limits:increase5m", "> 0", None),
@@ -73,6 +73,7 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "GhbotJournalFailing": ('ghbot:journal_appends:increase5m{outcome="error"}', "> 0", None),
+    "GhbotDeadLetters": ("ghbot:dead_letters:increase5m", "> 0", None),
 }
 
 #: A raw metric in a rule: `{__name__=~"(ray_)?NAME"}`, both spellings at once.
@@ -204,6 +205,33 @@ def test_every_alert_has_a_summary_a_severity_and_a_runbook_in_the_operations_do
         url = rule["annotations"]["runbook_url"]
         assert url == f"docs/operations.md#{name.lower()}", name
         assert url.split("#")[1] in anchors, f"{name}: no section {url} in docs/operations.md"
+
+
+def test_the_rate_limit_alert_holds_at_the_margin_ghbot_spends_down_to() -> None:
+    """docs/operations.md, GhbotRateLimitLow: ghbot spends a window down to
+    `RATE_LIMIT_MARGIN` (default 0.1) of its limit and no further, so GitHub's remaining
+    stops at the margin, the lowest ratio a process reports: the alert must hold there
+    (it did not with `< 0.10`)."""
+    from ghbot.errors import RateLimited
+    from ghbot.ratelimit import DEFAULT_MARGIN, Budget
+
+    (rule,) = [rule for rule in _rules(ALERTS) if rule["alert"] == "GhbotRateLimitLow"]
+    _, comparison, level = rule["expr"].split()
+    holds = {"<": float.__lt__, "<=": float.__le__}[comparison]
+    for limit in (5000, 5050, 12500, 15000):  # GitHub's installation limits (multiples of 50)
+        budget = Budget(limit=limit)
+        assert budget.margin == DEFAULT_MARGIN == 0.1
+        spent = 0
+        while True:
+            try:
+                budget.acquire(0.0)
+            except RateLimited:
+                break
+            spent += 1
+        assert budget.remaining == limit - spent == limit // 10
+        assert holds(budget.remaining / limit, float(level)), (limit, comparison, level)
+        # and it does not hold with more left than the margin: 20 %
+        assert not holds(2 * budget.remaining / limit, float(level)), (limit, level)
 
 
 def test_alerts_use_only_recorded_series() -> None:

@@ -365,11 +365,73 @@ def test_stop_deletes_the_serve_application_running_ghbots_ingress() -> None:
     served = {"default": ["WebhookIngress"], "other": ["Model"]}
     assert ingress_app(None, served) == "default"  # `serve run`'s name
     assert ingress_app(None, {"ghbot": ["WebhookIngress"]}) == "ghbot"  # deploy/serve.yaml's
-    assert ingress_app("other", served) == "other"  # asked for by name: that one
+    assert ingress_app("default", served) == "default"  # asked for by name: that one
     assert ingress_app(None, {"other": ["Model"]}) is None  # deleted already: actors only
     assert ingress_app("gone", {"other": ["Model"]}) is None
     with pytest.raises(UsageError, match="no Serve application 'gone'; ghbot's ingress runs as"):
         ingress_app("gone", served)  # a wrong name would leave the ingress running
+    # Someone else's application, asked for by name, is not ghbot's to delete: refused,
+    # whether ghbot's ingress runs beside it or not.
+    with pytest.raises(
+        UsageError,
+        match=r"^the Serve application 'other' does not run ghbot's ingress \(WebhookIngress\); "
+        r"ghbot's ingress runs as 'default': nothing stopped$",
+    ):
+        ingress_app("other", served)
+    with pytest.raises(
+        UsageError, match=r"'other' does not run ghbot's ingress \(WebhookIngress\): "
+    ):
+        ingress_app("other", {"other": ["Model"]})
     two = {"a": ["WebhookIngress"], "b": ["WebhookIngress"]}
     with pytest.raises(UsageError, match=r"runs in 2 Serve applications \('a', 'b'\)"):
         ingress_app(None, two)
+
+
+def test_stop_refuses_an_app_that_is_not_ghbots_in_one_line_stopping_nothing(
+    admin: FakeAdmin, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ghbot stop --app NAME` over a stand-in of Serve's status (no Ray runs here; the
+    cluster test, tests/cluster/test_stop.py, runs `ghbot stop` on a deployment)."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray import serve
+
+    import actors.ray.admin
+    from actors.ray.ingress import WebhookDeployment
+
+    # What `stop` looks for is the name Serve gives ghbot's ingress deployment.
+    assert WebhookDeployment.name == actors.ray.admin.INGRESS_DEPLOYMENT
+    apps = {"ghbot": ["WebhookIngress"], "model": ["Model", "Preprocess"]}
+    status = SimpleNamespace(
+        applications={
+            name: SimpleNamespace(deployments=dict.fromkeys(names)) for name, names in apps.items()
+        }
+    )
+    deleted: list[str] = []
+    touched: list[str] = []
+    monkeypatch.setattr(serve, "status", lambda: status)
+    monkeypatch.setattr(serve, "delete", deleted.append)
+
+    def shards(namespace: str) -> list[Any]:
+        touched.append(namespace)
+        return []
+
+    def no_actor(name: str, namespace: str) -> Any:
+        raise ValueError(name)
+
+    monkeypatch.setattr(actors.ray.admin, "shards", shards)
+    monkeypatch.setattr(actors.ray.admin, "retire", lambda *a, **k: 0)
+    monkeypatch.setattr(ray, "get_actor", no_actor)
+
+    assert cli.main(["stop", "--app", "model"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "ghbot: error: the Serve application 'model' does not run ghbot's ingress "
+        "(WebhookIngress); ghbot's ingress runs as 'ghbot': nothing stopped\n"
+    )
+    assert deleted == [] and touched == []
+    # ghbot's own, by name: deleted, then the actors stopped.
+    assert cli.main(["stop", "--app", "ghbot"]) == 0
+    assert capsys.readouterr().out.startswith("deleted the Serve application 'ghbot'")
+    assert deleted == ["ghbot"] and touched == ["ghbot"]

@@ -138,7 +138,7 @@ def test_promtool_parses_every_query(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-_LEVEL = re.compile(r"^(ghbot:[a-z0-9_:]+)(?:\{[^}]*\})?\s*[<>]\s*([0-9.]+)$")
+_LEVEL = re.compile(r"^(ghbot:[a-z0-9_:]+)(?:\{[^}]*\})?\s*[<>]=?\s*([0-9.]+)$")
 
 
 def test_a_panel_draws_the_level_its_alert_fires_at() -> None:
