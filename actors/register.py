@@ -151,8 +151,26 @@ def write_env(env_file: Path, values: Mapping[str, str]) -> None:
             key = line.strip().removeprefix("export ").partition("=")[0].strip()
             if key not in values:
                 kept.append(line)
-    lines = [*kept, *(f"{key}={value}" for key, value in values.items())]
+    lines = [*kept, *(f"{key}={_quoted(value)}" for key, value in values.items())]
     _write_private(env_file, "\n".join(lines) + "\n")
+
+
+#: What a shell and a dotenv reader both take as it is, unquoted.
+_PLAIN: Final = re.compile(r"[\w./:@%+,=-]*")
+
+
+def _quoted(value: str) -> str:
+    """`value` as a `.env` line writes it: as it is when plain, else quoted so that a
+    shell (`set -a && . ./.env`) and ghbot's reader (`load_env_file`) both read it back
+    unchanged (a private key's path with a space, say). Raises `UsageError` for a value
+    no quoting keeps whole for both (one with `'` and a `"`, `$`, backquote or `\\`)."""
+    if _PLAIN.fullmatch(value):
+        return value
+    if "'" not in value:
+        return f"'{value}'"
+    if not any(c in value for c in '"$`\\'):
+        return f'"{value}"'
+    raise UsageError("a value for .env has quotes a shell and a dotenv file read differently")
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -112,7 +112,7 @@ requires-python = ">=3.11"
 dependencies = ["{requirement}"]
 
 [project.optional-dependencies]
-dev = ["pytest>=8", "pytest-asyncio>=0.23", "mypy>=1.10"]
+dev = ["pytest>=8", "pytest-asyncio>=0.24", "mypy>=1.10"]
 
 [tool.setuptools.packages.find]
 include = ["{package}*"]

@@ -7,6 +7,7 @@ import html
 import os
 import re
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -257,3 +258,25 @@ def test_a_failed_write_leaves_env_as_it_was_and_no_partial_file(
         write_env(env_file, {"GITHUB_APP_ID": "78", "GITHUB_WEBHOOK_SECRET": "s3cret"})
     assert env_file.read_text() == "GHBOT_BOT=examples.greeter:Greeter\nGITHUB_APP_ID=1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env"]  # the partial removed
+
+
+@pytest.mark.parametrize(
+    "path", ["/home/me/My Bots/app.private-key.pem", "/tmp/it's/key.pem", "/plain/key.pem"]
+)
+def test_env_values_read_back_the_same_in_a_shell_and_in_ghbot(tmp_path: Path, path: str) -> None:
+    """The generated README loads `.env` with `set -a && . ./.env`: a key's path with a
+    space (common on macOS) broke it, and ghbot dev reads the same file."""
+    env_file = tmp_path / ".env"
+    write_env(env_file, {"GITHUB_APP_ID": "78", "GITHUB_PRIVATE_KEY": path})
+    shell = subprocess.run(
+        ["sh", "-c", 'set -a && . ./.env && set +a && printf %s "$GITHUB_PRIVATE_KEY"'],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shell.stdout == path
+    assert load_env_file(env_file, {}) == {"GITHUB_APP_ID": "78", "GITHUB_PRIVATE_KEY": path}
+    with pytest.raises(UsageError, match="quotes"):
+        write_env(env_file, {"GITHUB_WEBHOOK_SECRET": "it's $x"})
