@@ -177,11 +177,21 @@ class _Reader:
         return value
 
 
+def _probot(env: Mapping[str, str], *names: str) -> str:
+    """A hint for a setting missing under ghbot's name but set under Probot's."""
+    found = [name for name in names if env.get(name, "").strip()]
+    if not found:
+        return ""
+    return f"; {found[0]} is set, Probot's name for it: ghbot reads the GITHUB_ one"
+
+
 def _app_id(env: Mapping[str, str], problems: list[str], *, required: bool) -> int | str | None:
     raw = (env.get("GITHUB_APP_ID") or env.get("GITHUB_CLIENT_ID") or "").strip()
     if not raw:
         if required:
-            problems.append("GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set")
+            problems.append(
+                "GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set" + _probot(env, "APP_ID")
+            )
         return None
     if raw.isdigit():
         return int(raw)
@@ -196,7 +206,10 @@ def _private_key(env: Mapping[str, str], problems: list[str], *, required: bool)
     raw = env.get("GITHUB_PRIVATE_KEY", "").strip()
     if not raw:
         if required:
-            problems.append("GITHUB_PRIVATE_KEY is not set (PEM text or a path to the .pem file)")
+            problems.append(
+                "GITHUB_PRIVATE_KEY is not set (PEM text or a path to the .pem file)"
+                + _probot(env, "PRIVATE_KEY", "PRIVATE_KEY_PATH")
+            )
         return None
     try:
         return _pem_pkcs8(raw)
@@ -230,7 +243,9 @@ def _secrets(env: Mapping[str, str], problems: list[str], *, required: bool) -> 
     raw = env.get("GITHUB_WEBHOOK_SECRET")
     if raw is None or not raw.strip():
         if required:
-            problems.append("GITHUB_WEBHOOK_SECRET is not set or empty")
+            problems.append(
+                "GITHUB_WEBHOOK_SECRET is not set or empty" + _probot(env, "WEBHOOK_SECRET")
+            )
         return ()
     parts = [part.strip() for part in raw.split(",")]
     if any(not part for part in parts):

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from ghbot.errors import GhBotError, RateLimited
+from ghbot.errors import GhBotError, RateLimited, ServerError, TransportError
 
 __all__ = ["Attempt", "Failed", "RedeliverySweeper", "Sweep", "failed_deliveries"]
 
@@ -37,6 +37,9 @@ GITHUB_WINDOW = 3 * 24 * 3600.0
 GHES_WINDOW = 7 * 24 * 3600.0
 #: Listings cut short kept to go on with, at most (the newest kept).
 MAX_BEHIND = 100
+#: An ask's errors that say nothing of the delivery (GitHub busy, unreachable, or
+#: rate-limiting): they end a sweep's asks, uncounted, and the next sweep asks again.
+NOT_NOW = (RateLimited, ServerError, TransportError)
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,8 +109,9 @@ class Sweep(msgspec.Struct, kw_only=True):
     redelivered: list[str] = msgspec.field(default_factory=list)
     gave_up: list[str] = msgspec.field(default_factory=list)
     errors: int = 0
-    #: Failed deliveries not asked for because GitHub, or the app's client, answered
-    #: an ask with a rate limit: later sweeps ask for them (uncounted), whatever they list.
+    #: Failed deliveries not asked for because an ask was answered with a rate limit,
+    #: a 5xx or nothing (`NOT_NOW`): later sweeps ask for them (uncounted), whatever
+    #: they list.
     deferred: int = 0
     #: True when a listing stopped at `max_pages` before reaching how far back it was
     #: to go (this sweep's, or an earlier one's not yet gone on with): later sweeps go
@@ -135,12 +139,13 @@ class RedeliverySweeper:
     past `MAX_BEHIND` listings cut short the oldest are given up on (an error).
 
     A failed delivery the sweeps found but have not yet had GitHub take an ask for
-    (refused, or not asked for after a rate limit stopped the sweep) is kept and asked
-    for by later sweeps even once their listings no longer reach its attempts, until
-    GitHub takes an ask, the journal holds it, it is given up on, or it is older than
-    `lookback`. A refused ask counts towards `max_requests`; one not made, or refused
-    with a rate limit, does not: a rate limit ends the sweep's asks (one warning), and
-    the rest wait for the next sweep.
+    (refused, or not asked for after an ask's error stopped the sweep) is kept and
+    asked for by later sweeps even once their listings no longer reach its attempts,
+    until GitHub takes an ask, the journal holds it, it is given up on, or it is older
+    than the sweep that found it looked back. An ask GitHub refuses for good (a 4xx)
+    counts towards `max_requests`; one answered with a rate limit, a 5xx or nothing
+    (`NOT_NOW`) does not, and ends the sweep's asks (one warning): the rest wait for
+    the next sweep.
     """
 
     def __init__(
@@ -168,9 +173,9 @@ class RedeliverySweeper:
         #: GUID: (asks made, when GitHub last took one, 0.0 if it never did, when the
         #: last was made).
         self._asked: dict[str, tuple[int, float, float]] = {}
-        #: Failed deliveries found and not yet taken by GitHub (refused, or deferred
-        #: by a rate limit): later sweeps ask for them whatever they list.
-        self._pending: dict[str, Failed] = {}
+        #: Failed deliveries found and not yet taken by GitHub (refused, or deferred),
+        #: with when they stop being kept: later sweeps ask for them whatever they list.
+        self._pending: dict[str, tuple[Failed, float]] = {}
         #: Listings cut short: where each stopped (its next page's URL) and how far
         #: back it was to go; later sweeps go on with them. In memory: an app-auth
         #: actor restarted starts without them.
@@ -213,33 +218,38 @@ class RedeliverySweeper:
             self._behind.append((cut, since))
         failed = failed_deliveries(attempts)
         listed = {item.guid for item in failed}
-        kept = [
-            f for g, f in self._pending.items() if g not in listed and now - f.first_at <= lookback
-        ]
+        kept = [f for g, (f, until) in self._pending.items() if g not in listed and now <= until]
         if kept:
             failed = sorted([*failed, *kept], key=lambda f: f.first_at)
         truncated = bool(self._behind)
         result = Sweep(listed=len(attempts), failed=len(failed), truncated=truncated)
         held = await self.held(failed) if failed else set()
         result.held = len(held)
-        limited: RateLimited | None = None
+        stopped: GhBotError | None = None
         for item in failed:
             if item.guid in held:
                 self._pending.pop(item.guid, None)
                 continue
             if again:
                 self._asked.pop(item.guid, None)
-            if limited is None:
-                limited = await self._ask(item, now, result)
-            if limited is not None:  # this one and the rest: the next sweep asks
-                self._pending[item.guid] = item
+            if not self._due(item, now, result):
+                continue
+            if stopped is None:
+                stopped = await self._ask(item, now, lookback, result)
+            if stopped is not None:  # this one and the rest: the next sweep asks
+                self._keep(item, lookback)
                 result.deferred += 1
-        if limited is not None:
+        if stopped is not None:
+            why = (
+                f"{stopped.kind} rate limit"
+                if isinstance(stopped, RateLimited)
+                else type(stopped).__name__
+            )
             log.warning(
-                "redelivery: %s rate limit; %d failed deliveries left for the next sweep",
-                limited.kind,
+                "redelivery: asks stopped (%s); %d failed deliveries left for the next sweep",
+                why,
                 result.deferred,
-                extra={"operation": "redeliver", "error_type": "RateLimited"},
+                extra={"operation": "redeliver", "error_type": type(stopped).__name__},
             )
         self.last_sweep = now
         self._forget(now)
@@ -320,27 +330,35 @@ class RedeliverySweeper:
                 return found, next_url, read  # stop before asking for one page more
         return found, None, read
 
-    async def _ask(self, item: Failed, now: float, result: Sweep) -> RateLimited | None:
-        """Ask GitHub to redeliver `item` unless asked within `spacing` or given up on;
-        return the rate limit that refused the ask, if one did (nothing counted)."""
+    def _due(self, item: Failed, now: float, result: Sweep) -> bool:
+        """Tell whether `item` is to be asked for now: not asked within `spacing`, nor
+        given up on (which it is, logged, once asked `max_requests` times)."""
         count, last, _made = self._asked.get(item.guid, (0, 0.0, 0.0))
         if count and now - last < self.spacing:
-            return None  # asked recently; GitHub may not have redelivered yet
+            return False  # asked recently; GitHub may not have redelivered yet
         if count >= self.max_requests:
             self._pending.pop(item.guid, None)
             if count == self.max_requests:
                 result.gave_up.append(item.guid)
                 self._asked[item.guid] = (count + 1, now, now)
                 log.error(
-                    "redelivery: %s (%s) still failed after %d redeliveries; giving up",
+                    "redelivery: %s (%s) still failed after %d asks; giving up",
                     item.guid,
                     item.event,
                     count,
                 )
-            return None
+            return False
+        return True
+
+    async def _ask(
+        self, item: Failed, now: float, lookback: float, result: Sweep
+    ) -> GhBotError | None:
+        """Ask GitHub to redeliver `item`; return the error that says to stop asking
+        for now (`NOT_NOW`: nothing counted), if one came."""
+        count, last, _made = self._asked.get(item.guid, (0, 0.0, 0.0))
         try:
             await self.app.redeliver(item.attempt_id)
-        except RateLimited as exc:
+        except NOT_NOW as exc:
             return exc
         except GhBotError as exc:
             result.errors += 1
@@ -352,20 +370,29 @@ class RedeliverySweeper:
             log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__, extra=fields)
             # Counted, but not as taken: the next sweep may ask at once.
             self._asked[item.guid] = (count + 1, last, now)
-            self._pending[item.guid] = item
+            self._keep(item, lookback)
             return None
         self._asked[item.guid] = (count + 1, now, now)
         self._pending.pop(item.guid, None)
         result.redelivered.append(item.guid)
         return None
 
+    def _keep(self, item: Failed, lookback: float) -> None:
+        """Keep `item` for later sweeps while it is younger than `lookback`, the look
+        back of the sweep that keeps it (`ghbot redeliver --since`'s, say), or longer
+        if an earlier sweep kept it longer."""
+        until = item.first_at + min(lookback, GHES_WINDOW)
+        kept = self._pending.get(item.guid)
+        self._pending[item.guid] = (item, max(until, kept[1]) if kept else until)
+
     def _forget(self, now: float) -> None:
         """Drop GUIDs asked for longer ago than GitHub keeps deliveries, and failed ones
-        kept for later sweeps once they are older than the sweeps look back."""
+        kept for later sweeps once they are older than the sweep that kept them looked
+        back."""
         stale = [g for g, (*_, made) in self._asked.items() if now - made > GITHUB_WINDOW]
         for guid in stale:
             del self._asked[guid]
-        old = [g for g, item in self._pending.items() if now - item.first_at > self.lookback]
+        old = [g for g, (_, until) in self._pending.items() if now > until]
         for guid in old:
             del self._pending[guid]
 

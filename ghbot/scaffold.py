@@ -83,15 +83,18 @@ def new_project(name: str, parent: Path) -> Path:
 def requirement(version: str) -> str:
     """Return the project's requirement on ghbot `version`: this release series only.
 
-    `ghbot>=0.1.0.dev0,<0.2` for 0.1.0.dev0. The package named `ghbot` on PyPI (0.9.5)
-    is another project; a requirement with no upper bound would let pip install it
-    where this ghbot is not installed, and the bound makes pip refuse instead.
+    `ghbot>=0.1.0.dev0,<0.2` for 0.1.0.dev0 (`<2` for 1.x). The package named `ghbot`
+    on PyPI is another project (its one release, 0.9.5); a requirement with no upper
+    bound would let pip install it where this ghbot is not installed, and the bound
+    makes pip refuse instead.
     """
     found = re.match(r"(\d+)\.(\d+)", version)
     if found is None:
         raise ValueError(f"{version!r} is not a release version")
     major, minor = int(found[1]), int(found[2])
-    return f"ghbot>={version},<{major}.{minor + 1}"
+    # Before 1.0 a minor release may break; from 1.0 only a major one (SemVer).
+    below = f"{major}.{minor + 1}" if major == 0 else str(major + 1)
+    return f"ghbot>={version},<{below}"
 
 
 #: Names the generated modules define or import: a bot class so named would hide one.

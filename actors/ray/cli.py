@@ -386,6 +386,12 @@ def _run_redeliver(args: argparse.Namespace) -> int:
         print(f"redelivered {guid}")
     for guid in found["gave_up"]:
         print(f"gave up on {guid}")
+    if found.get("deferred"):
+        print(
+            f"{found['deferred']} not asked for yet: GitHub answered an ask with a rate "
+            "limit, a 5xx or nothing; the scheduled sweeps ask for them (or run this again "
+            "later)"
+        )
     return 0
 
 

@@ -108,15 +108,15 @@ def build_settings(
     An argument given in `args` wins over the environment whatever its value: Serve
     passes a config file's `args` with their YAML types, so `pace_writes: 0` is the
     integer 0, which turns pacing off as `pace_writes=0` does on the command line. Only
-    a missing argument, or a YAML null (`pace_writes:` with no value), falls back to
-    the environment, then to the default.
+    a missing argument, an empty one (`pace_writes=`) or a YAML null (`pace_writes:`
+    with no value) falls back to the environment, then to the default.
     """
     env = os.environ if env is None else env
 
     def given(name: str, var: str, default: str = "") -> str:
         """The argument `name` as text if given, else the variable `var`, else `default`."""
         value = args.get(name)
-        if value is not None:
+        if value is not None and value != "":
             return str(value)
         return env.get(var) or default
 

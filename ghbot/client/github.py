@@ -699,7 +699,11 @@ class GitHub:
                 metrics.api_request(call.method, None, time.perf_counter() - started)
                 if budget is not None and isinstance(exc, aiohttp.ClientConnectorError):
                     self._refund(budget)  # no connection: GitHub never saw it
-                message = f"{type(exc).__name__}: {exc}"[:300]
+                # Another host's error text may hold its URL, query and all (a
+                # pre-signed URL's signature): its type alone, then.
+                message = (
+                    f"{type(exc).__name__}: {exc}"[:300] if call.at_home() else type(exc).__name__
+                )
                 raise ConnectionFailed(message, method=call.method, url=call.shown()) from None
             took = time.perf_counter() - started
             metrics.api_request(call.method, status, took)

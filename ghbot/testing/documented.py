@@ -26,9 +26,14 @@ def _operations() -> dict[str, list[tuple[re.Pattern[str], str]]]:
         for value in vars(module).values():
             if isinstance(value, Op):
                 literal = re.escape(value.path).replace(r"\{", "{").replace(r"\}", "}")
-                regex = re.sub(r"\{\w+\}", "[^/]+", literal)
+                # A file's path and a git ref hold slashes; other parameters do not.
+                regex = re.sub(r"\{(?:path|ref)\}$", ".+", literal)
+                regex = re.sub(r"\{\w+\}", "[^/]+", regex)
                 pattern = re.compile(f"^{regex}/?$")
                 found.setdefault(value.method, []).append((pattern, value.path))
+    for operations in found.values():
+        # The most literal first: `/issues/comments` before `/issues/{issue_number}`.
+        operations.sort(key=lambda op: -sum("{" not in part for part in op[1].split("/")))
     return found
 
 

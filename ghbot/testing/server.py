@@ -41,7 +41,7 @@ from ghbot.testing.deliveries import Deliveries
 from ghbot.testing.documented import documented
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
-from ghbot.testing.router import DOCS, Ctx, Reply, Route, Router, error
+from ghbot.testing.router import DOCS, Auth, Ctx, Reply, Route, Router, error
 from ghbot.testing.routes_app import AppRoutes
 from ghbot.testing.routes_manifest import ManifestRoutes
 from ghbot.testing.routes_repo import RepoRoutes
@@ -168,6 +168,7 @@ class FakeGitHub(Setup):
         *,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
+        auth: Auth = "token",
     ) -> None:
         """Answer `method template` with `data` (as JSON), `status` and `headers`,
         before any route the fake has: for an operation it does not implement (it
@@ -176,11 +177,15 @@ class FakeGitHub(Setup):
         `{name}` in `template` matches one path segment (`/repos/{owner}/{repo}/
         issues/{issue_number}/reactions`), `{name*}` the rest of the path. A stubbed
         request still needs the app's credentials, spends the caller's rate limit and
-        is recorded in `requests`; for an answer that depends on the request, add a
-        handler to `router` (`Router.add(..., first=True)`).
+        is recorded in `requests`: an installation's token by default, the app's JWT
+        for `auth="jwt"` (`/app/...` operations), either for `"any"`. For an answer
+        that depends on the request, add a handler to `router` (`Router.add(...,
+        first=True)`).
         """
         answer = (data, status, dict(headers) if headers else None)
-        self.router.add(method.upper(), template, lambda _ctx: Reply(*answer), first=True)
+        self.router.add(
+            method.upper(), template, lambda _ctx: Reply(*answer), auth=auth, first=True
+        )
 
     def add_key(self, public_key_pem: bytes) -> None:
         """Accept JWTs signed with a second key too, as GitHub does while one rotates."""

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghbot.auth import AppAuth
+from ghbot.breaker import CircuitBreaker, State
 from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.errors import (
     NotFound,
@@ -22,6 +23,7 @@ from ghbot.errors import (
     ValidationFailed,
 )
 from ghbot.testing import FakeClock, FakeGitHub
+from ghbot.testing.documented import documented
 from ghbot.testing.identity import MSG_BAD_JWT, MSG_EXP, MSG_EXP_TOO_FAR, MSG_IAT
 from ghbot.testing.writes import is_write
 
@@ -399,13 +401,15 @@ async def test_an_operation_the_fake_lacks_is_answered_501_naming_it_and_a_stub_
     """GitHub has `POST .../reactions`; the fake does not implement it. Its 404 looked
     like GitHub's own (no such issue), so a test of a bot reacting to issues failed
     with a misleading `NotFound`. A path GitHub does not describe is still a 404."""
-    gh = GitHub(token=fake.create_token(1), options=options)
+    breaker = CircuitBreaker(min_calls=1, open_for=30)
+    gh = GitHub(token=fake.create_token(1), options=options, breaker=breaker)
     reactions = f"/repos/{REPO}/issues/1/reactions"
     with pytest.raises(ServerError) as lacking:
         await gh.request("POST", reactions, json={"content": "+1"})
     template = "/repos/{owner}/{repo}/issues/{issue_number}/reactions"
     assert lacking.value.status == 501
     assert len(fake.requests_to(reactions, "POST")) == 1  # a lasting answer: not retried
+    assert breaker.state(options.clock()) is State.CLOSED  # and no sign of GitHub failing
     assert lacking.value.message == (
         f"FakeGitHub does not implement POST {template}: answer it in the test with "
         f"fake.stub('POST', '{template}', data)"
@@ -421,3 +425,24 @@ async def test_an_operation_the_fake_lacks_is_answered_501_naming_it_and_a_stub_
     assert (await gh.request("GET", f"/repos/{REPO}/issues/1")).data == {"title": "scripted"}
     with pytest.raises(Unauthorized):
         await GitHub(token="ghs_wrong", options=options).request("GET", f"/repos/{REPO}/issues/1")
+
+
+def test_an_unimplemented_operation_is_named_by_its_most_literal_template() -> None:
+    assert (
+        documented("GET", "/repos/o/r/issues/comments") == "/repos/{owner}/{repo}/issues/comments"
+    )
+    assert documented("GET", "/repos/o/r/issues/7") == "/repos/{owner}/{repo}/issues/{issue_number}"
+    # A file's path holds slashes.
+    assert (
+        documented("PUT", "/repos/o/r/contents/src/a/b.py")
+        == "/repos/{owner}/{repo}/contents/{path}"
+    )
+    assert documented("GET", "/repos/o/r/no-such-thing") is None
+
+
+async def test_a_stub_of_an_app_operation_takes_the_apps_jwt(
+    fake: FakeGitHub, app: GitHubApp
+) -> None:
+    fake.stub("GET", "/app/hook/config", {"url": "https://example.com/hook"}, auth="jwt")
+    answer = await app.gh.request("GET", "/app/hook/config")
+    assert answer.data == {"url": "https://example.com/hook"}

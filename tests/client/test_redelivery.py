@@ -306,7 +306,7 @@ async def test_by_default_a_delivery_is_asked_for_three_times_five_minutes_apart
     assert len(fake.redeliveries) == 3
     lines = [r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"]
     assert lines == ["redelivery: asked GitHub for 1 failed deliveries, gave up on 0"] * 3 + [
-        "redelivery: down (issues) still failed after 3 redeliveries; giving up",
+        "redelivery: down (issues) still failed after 3 asks; giving up",
         "redelivery: asked GitHub for 0 failed deliveries, gave up on 1",
     ]
     assert sweeper.stats() == {
@@ -398,10 +398,8 @@ async def test_a_rate_limit_ends_a_sweeps_asks_and_later_sweeps_ask_for_the_rest
     assert (first.failed, first.redelivered, first.deferred, first.errors) == (3, [], 3, 0)
     assert (second.failed, second.redelivered, second.deferred) == (3, [], 3)
     lines = [r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"]
-    assert (
-        lines
-        == ["redelivery: secondary rate limit; 3 failed deliveries left for the next sweep"] * 2
-    )
+    stopped = "asks stopped (secondary rate limit); 3 failed deliveries left for the next sweep"
+    assert lines == [f"redelivery: {stopped}"] * 2
     fake.faults.discard(limit)
     clock.advance(700)
     third = await sweeper.sweep()
@@ -479,3 +477,62 @@ def test_a_failure_names_its_newest_attempt_s_event_and_installation() -> None:
     ]
     [failed] = failed_deliveries(attempts)
     assert (failed.event, failed.installation_id) == ("pull_request", 8)
+
+
+async def test_a_5xx_or_no_answer_ends_a_sweeps_asks_uncounted(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub's API failing (5xx after the client's retries) is when deliveries fail
+    too: those asks are not counted towards giving up, however many sweeps it lasts."""
+    fake.add_delivery("issues", {"action": "opened"}, guid="a", status_code=503)
+    fake.add_delivery("issues", {"action": "opened"}, guid="b", status_code=503)
+    failing = fake.faults.add("/attempts$", "server_error", None, method="POST", status=502)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        swept = []
+        for _ in range(5):  # more sweeps than `max_requests`
+            swept.append(await sweeper.sweep())
+            clock.advance(700)
+    assert [(s.deferred, s.errors, s.gave_up) for s in swept] == [(2, 0, [])] * 5
+    lines = {r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"}
+    assert lines == {
+        "redelivery: asks stopped (ServerError); 2 failed deliveries left for the next sweep"
+    }
+    fake.faults.discard(failing)
+    last = await sweeper.sweep()
+    assert sorted(last.redelivered) == ["a", "b"] and last.listed == 0
+
+
+async def test_what_a_sweep_asked_for_by_hand_keeps_outlives_the_scheduled_look_back(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock
+) -> None:
+    """`ghbot redeliver --since 2d` stopped by a rate limit: what it left is asked for by
+    the next scheduled sweep, though older than the 6 hours those look back."""
+    fake.add_delivery("issues", {"action": "opened"}, guid="old", status_code=503)
+    clock.advance(7 * 3600)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    limit = fake.faults.add("/attempts$", "secondary", None, method="POST", retry_after=30)
+    by_hand = await sweeper.sweep(again=True, lookback=2 * 86400)
+    assert (by_hand.failed, by_hand.deferred, by_hand.redelivered) == (1, 1, [])
+    fake.faults.discard(limit)
+    clock.advance(120)
+    assert (await sweeper.sweep()).redelivered == ["old"]
+
+
+async def test_only_what_is_due_is_left_for_the_next_sweep(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, refusing: str
+) -> None:
+    """A delivery asked for within `spacing` is not asked for, so not left either,
+    though it comes after the ask a rate limit stopped."""
+    fake.deliveries.webhook_url = refusing  # the receiver is still down
+    fake.add_delivery("issues", {"action": "opened"}, guid="refused", status_code=503)
+    clock.advance(1)
+    fake.add_delivery("issues", {"action": "opened"}, guid="asked", status_code=503)
+    fake.faults.add("/attempts$", "status", method="POST", status=422)  # the first ask
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    first = await sweeper.sweep()
+    assert (first.errors, first.redelivered) == (1, ["asked"])
+    clock.advance(60)
+    fake.faults.add("/attempts$", "secondary", None, method="POST", retry_after=30)
+    swept = await sweeper.sweep()  # "refused" may be asked at once, "asked" not yet
+    assert (swept.deferred, swept.redelivered) == (1, [])

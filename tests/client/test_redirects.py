@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
 from ghbot.breaker import CircuitBreaker, State
-from ghbot.client import GitHub
-from ghbot.errors import ClientError, GitHubError, RateLimited, ServerError
+from ghbot.client import GitHub, GitHubApp
+from ghbot.errors import (
+    ClientError,
+    ConnectionFailed,
+    GitHubError,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+)
 from ghbot.testing import FakeGitHub
 
 from .conftest import REPO, scripted_server
@@ -164,3 +172,37 @@ async def test_a_callers_headers_replace_the_clients_whatever_their_case(
     assert [v for k, v in sent if k.lower() == "accept"] == ["application/vnd.github.raw+json"]
     assert [v for k, v in sent if k.lower() == "x-github-api-version"] == ["2026-03-10"]
     assert not [k for k, _ in other.raw[1] if k.lower() == "authorization"]
+
+
+async def test_another_hosts_401_renews_no_token_and_its_broken_answer_is_not_shown(
+    fake: FakeGitHub, app: GitHubApp, clock: Callable[[], float]
+) -> None:
+    """A 401 from storage says nothing of the installation's token: no exchange. And a
+    host that answers no HTTP at all fails the request with the error's type only
+    (aiohttp's text holds the URL, its signature too), uncounted by the breaker."""
+    breaker = CircuitBreaker(min_calls=1, open_for=30)
+    gh = app.installation(1, breaker=breaker)
+    exchanges = "/app/installations/1/access_tokens"
+    async with scripted_server() as other:
+        fake.faults.add("/download$", "redirect", None, status=302, location=f"{other.url}/blob")
+        other.answers.append((401, {}, b"expired signature"))
+        with pytest.raises(Unauthorized):
+            await gh.request("GET", "/download")
+    assert len(fake.requests_to(exchanges, "POST")) == 1  # the first token, no other
+    garbage = await asyncio.start_server(_no_http, "127.0.0.1", 0)
+    port = garbage.sockets[0].getsockname()[1]
+    async with garbage:
+        location = f"http://127.0.0.1:{port}/blob?X-Amz-Signature=s3cr3t"
+        fake.faults.add("/file$", "redirect", None, status=302, location=location)
+        with pytest.raises(ConnectionFailed) as failed:
+            await gh.request("GET", "/file")
+    assert "s3cr3t" not in str(failed.value) and "s3cr3t" not in repr(failed.value)
+    assert breaker.state(clock()) is State.CLOSED
+
+
+async def _no_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer anything with bytes that are not HTTP."""
+    await reader.read(1024)
+    writer.write(b"this is not HTTP\r\n\r\n")
+    await writer.drain()
+    writer.close()

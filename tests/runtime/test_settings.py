@@ -240,13 +240,15 @@ def test_serve_yaml_args_win_over_the_environment_with_their_yaml_types(
     assert (texts.shard_channel, texts.namespace) == (False, "from-args")
     # A 0 given where 0 is not allowed is refused, not replaced by the environment's value.
     with pytest.raises(ConfigError) as caught:
-        build_settings({**ints, "shards": 0, "dedup_window": 0, "namespace": ""}, env)
+        build_settings({**ints, "shards": 0, "dedup_window": 0, "namespace": " "}, env)
     text = "\n".join(caught.value.problems)
     assert "shards='0' must be" in text and "dedup_window='0' must be" in text
-    assert "namespace='' must name a Ray namespace" in text
-    # Only a missing argument, or a YAML null, leaves it to the environment.
-    unset = build_settings({**ints, "pace_writes": None, "shards": None}, env)
-    assert (unset.pace_writes, unset.shards) == (2.0, 2)
+    assert "namespace=' ' must name a Ray namespace" in text
+    # Only a missing argument, an empty one (`pace_writes=`) or a YAML null leaves it
+    # to the environment.
+    unset = build_settings({**ints, "pace_writes": None, "shards": None, "namespace": ""}, env)
+    assert (unset.pace_writes, unset.shards, unset.namespace) == (2.0, 2, "from-env")
+    assert build_settings({**ints, "pace_writes": ""}, env).pace_writes == 2.0
 
 
 def test_the_application_has_as_many_ingress_replicas_as_asked(

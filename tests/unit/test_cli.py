@@ -212,6 +212,7 @@ class FakeAdmin:
         self.dead = [dict(DEAD)]
         self.replayed: list[tuple[str, str, str | None]] = []
         self.swept: list[float | None] = []
+        self.deferred = 0
 
     def require_shards(self, namespace: str = "ghbot") -> list[Any]:
         from actors.ray.admin import DeploymentNotFound
@@ -241,6 +242,7 @@ class FakeAdmin:
             "redelivered": ["guid-a", "guid-b"],
             "gave_up": [],
             "errors": 0,
+            "deferred": self.deferred,
         }
 
     def stats(self, namespace: str = "ghbot") -> list[dict[str, Any]]:
@@ -335,6 +337,13 @@ def test_redeliver_sweeps_now_and_says_what_it_asked_for(
     assert json.loads(capsys.readouterr().out)["redelivered"] == ["guid-a", "guid-b"]
     assert cli.main(["redeliver", "--since", "2d"]) == 0
     assert admin.swept == [None, None, 2 * 86400.0]  # None: the actor's own 6 hours
+    capsys.readouterr()
+    admin.deferred = 5  # an ask answered with a rate limit stopped the sweep
+    assert cli.main(["redeliver"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "5 not asked for yet: GitHub answered an ask with a rate limit, a 5xx or nothing; "
+        "the scheduled sweeps ask for them (or run this again later)"
+    )
 
 
 @pytest.mark.parametrize("since", ["soon", "30s", "8d"])

@@ -231,6 +231,18 @@ def test_each_problem_says_what_to_set(pem_pkcs8: bytes) -> None:
     with pytest.raises(ConfigError) as unset:
         Settings.from_env(_env(pem_pkcs8, GITHUB_WEBHOOK_SECRET=""))
     assert unset.value.problems == ("GITHUB_WEBHOOK_SECRET is not set or empty",)
+    # Probot's names, set where ghbot's are not: said so, never with the value.
+    probot = {"APP_ID": "12", "PRIVATE_KEY_PATH": "/keys/app.pem", "WEBHOOK_SECRET": "sEcr3t"}
+    with pytest.raises(ConfigError) as moved:
+        Settings.from_env(probot)
+    assert moved.value.problems == (
+        "GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set; APP_ID is set, Probot's name for "
+        "it: ghbot reads the GITHUB_ one",
+        "GITHUB_PRIVATE_KEY is not set (PEM text or a path to the .pem file); "
+        "PRIVATE_KEY_PATH is set, Probot's name for it: ghbot reads the GITHUB_ one",
+        "GITHUB_WEBHOOK_SECRET is not set or empty; WEBHOOK_SECRET is set, Probot's name "
+        "for it: ghbot reads the GITHUB_ one",
+    )
     no_key = Settings.from_env({}, require_app=False, require_webhooks=False)
     with pytest.raises(ConfigError) as keyless:
         no_key.load_key()

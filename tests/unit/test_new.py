@@ -118,3 +118,11 @@ def test_nothing_is_written_over(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli.main(["new", "my-bot", "--dir", str(tmp_path)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "my-bot").iterdir()] == ["keep.txt"]
+
+
+def test_the_requirement_on_ghbot_keeps_to_its_release_series() -> None:
+    from ghbot.scaffold import requirement
+
+    assert requirement("0.1.0.dev0") == "ghbot>=0.1.0.dev0,<0.2"
+    assert requirement("0.9.5") == "ghbot>=0.9.5,<0.10"
+    assert requirement("1.2.0") == "ghbot>=1.2.0,<2"  # SemVer from 1.0: a major breaks
