@@ -141,11 +141,12 @@ class RedeliverySweeper:
     A failed delivery the sweeps found but have not yet had GitHub take an ask for
     (refused, or not asked for after an ask's error stopped the sweep) is kept and
     asked for by later sweeps even once their listings no longer reach its attempts,
-    until GitHub takes an ask, the journal holds it, it is given up on, or it is older
-    than the sweep that found it looked back. An ask GitHub refuses for good (a 4xx)
-    counts towards `max_requests`; one answered with a rate limit, a 5xx or nothing
+    until GitHub takes an ask, the journal holds it, or it is given up on: an ask
+    GitHub refuses for good (a 4xx, as for a delivery past GitHub's window) counts
+    towards `max_requests`; one answered with a rate limit, a 5xx or nothing
     (`NOT_NOW`) does not, and ends the sweep's asks (one warning): the rest wait for
-    the next sweep.
+    the next sweep. None is kept past GHES's 7 days from its first attempt (a warning
+    says how many were dropped so).
     """
 
     def __init__(
@@ -235,9 +236,9 @@ class RedeliverySweeper:
             if not self._due(item, now, result):
                 continue
             if stopped is None:
-                stopped = await self._ask(item, now, lookback, result)
+                stopped = await self._ask(item, now, result)
             if stopped is not None:  # this one and the rest: the next sweep asks
-                self._keep(item, lookback)
+                self._keep(item)
                 result.deferred += 1
         if stopped is not None:
             why = (
@@ -350,9 +351,7 @@ class RedeliverySweeper:
             return False
         return True
 
-    async def _ask(
-        self, item: Failed, now: float, lookback: float, result: Sweep
-    ) -> GhBotError | None:
+    async def _ask(self, item: Failed, now: float, result: Sweep) -> GhBotError | None:
         """Ask GitHub to redeliver `item`; return the error that says to stop asking
         for now (`NOT_NOW`: nothing counted), if one came."""
         count, last, _made = self._asked.get(item.guid, (0, 0.0, 0.0))
@@ -370,31 +369,34 @@ class RedeliverySweeper:
             log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__, extra=fields)
             # Counted, but not as taken: the next sweep may ask at once.
             self._asked[item.guid] = (count + 1, last, now)
-            self._keep(item, lookback)
+            self._keep(item)
             return None
         self._asked[item.guid] = (count + 1, now, now)
         self._pending.pop(item.guid, None)
         result.redelivered.append(item.guid)
         return None
 
-    def _keep(self, item: Failed, lookback: float) -> None:
-        """Keep `item` for later sweeps while it is younger than `lookback`, the look
-        back of the sweep that keeps it (`ghbot redeliver --since`'s, say), or longer
-        if an earlier sweep kept it longer."""
-        until = item.first_at + min(lookback, GHES_WINDOW)
-        kept = self._pending.get(item.guid)
-        self._pending[item.guid] = (item, max(until, kept[1]) if kept else until)
+    def _keep(self, item: Failed) -> None:
+        """Keep `item` for later sweeps, as long as GitHub may keep it (GHES's 7 days
+        from its first attempt; github.com's 3, past which GitHub refuses the asks and
+        the sweeper gives up on it, logged)."""
+        self._pending[item.guid] = (item, item.first_at + GHES_WINDOW)
 
     def _forget(self, now: float) -> None:
         """Drop GUIDs asked for longer ago than GitHub keeps deliveries, and failed ones
-        kept for later sweeps once they are older than the sweep that kept them looked
-        back."""
+        kept for later sweeps once GitHub keeps them no longer."""
         stale = [g for g, (*_, made) in self._asked.items() if now - made > GITHUB_WINDOW]
         for guid in stale:
             del self._asked[guid]
         old = [g for g, (_, until) in self._pending.items() if now > until]
         for guid in old:
             del self._pending[guid]
+        if old:
+            log.warning(
+                "redelivery: dropped %d failed deliveries GitHub never took an ask for, "
+                "7 days after their first attempt",
+                len(old),
+            )
 
     def stats(self) -> Mapping[str, Any]:
         """Return the totals, when the last sweep ran, and how many GUIDs it remembers.

@@ -388,9 +388,9 @@ def _run_redeliver(args: argparse.Namespace) -> int:
         print(f"gave up on {guid}")
     if found.get("deferred"):
         print(
-            f"{found['deferred']} not asked for yet: GitHub answered an ask with a rate "
-            "limit, a 5xx or nothing; the scheduled sweeps ask for them (or run this again "
-            "later)"
+            f"{found['deferred']} not asked for yet: an ask met a rate limit (GitHub's, "
+            "or the app's own count), a 5xx or no answer; later sweeps ask for them "
+            "(scheduled ones, or this command again)"
         )
     return 0
 

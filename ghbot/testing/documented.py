@@ -10,7 +10,11 @@ import importlib
 import pkgutil
 import re
 
-__all__ = ["documented"]
+__all__ = ["SPANNING", "documented"]
+
+#: The path parameters of GitHub's operations that may hold slashes: a file's path, a
+#: git ref, a branch, a tag, a folder and `base...head`.
+SPANNING = re.compile(r"\{(path|ref|branch|tag|dir|basehead)\}")
 
 
 @functools.cache
@@ -26,8 +30,7 @@ def _operations() -> dict[str, list[tuple[re.Pattern[str], str]]]:
         for value in vars(module).values():
             if isinstance(value, Op):
                 literal = re.escape(value.path).replace(r"\{", "{").replace(r"\}", "}")
-                # A file's path and a git ref hold slashes; other parameters do not.
-                regex = re.sub(r"\{(?:path|ref)\}$", ".+", literal)
+                regex = SPANNING.sub(".+", literal)
                 regex = re.sub(r"\{\w+\}", "[^/]+", regex)
                 pattern = re.compile(f"^{regex}/?$")
                 found.setdefault(value.method, []).append((pattern, value.path))

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
-from ghbot.testing.documented import documented
+from ghbot.testing.documented import SPANNING, documented
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Auth, Ctx, Reply, Route, Router, error
@@ -178,7 +178,8 @@ class FakeGitHub(Setup):
         issues/{issue_number}/reactions`), `{name*}` the rest of the path. A stubbed
         request still needs the app's credentials, spends the caller's rate limit and
         is recorded in `requests`: an installation's token by default, the app's JWT
-        for `auth="jwt"` (`/app/...` operations), either for `"any"`. For an answer
+        for `auth="jwt"` (`/app/...` operations); `"any"` takes any caller, one
+        without credentials too. For an answer
         that depends on the request, add a handler to `router` (`Router.add(...,
         first=True)`).
         """
@@ -313,9 +314,13 @@ class FakeGitHub(Setup):
             template = documented(request.method, path)
             if template is not None:  # GitHub has it; the fake does not: say so
                 method = request.method
+                # The stub's template as `stub` reads it: `{path*}` spans slashes.
+                stub = SPANNING.sub(r"{\1*}", template)
+                jwt = isinstance(caller, Caller) and caller.kind == "app"
                 message = (
                     f"FakeGitHub does not implement {method} {template}: answer it in the "
-                    f"test with fake.stub({method!r}, {template!r}, data)"
+                    f"test with fake.stub({method!r}, {stub!r}, data"
+                    f"{', auth=' + repr('jwt') if jwt else ''})"
                 )
                 return self._response(501, _encode({"message": message}), headers)
             data = {"message": "Not Found", "documentation_url": DOCS}

@@ -437,12 +437,27 @@ def test_an_unimplemented_operation_is_named_by_its_most_literal_template() -> N
         documented("PUT", "/repos/o/r/contents/src/a/b.py")
         == "/repos/{owner}/{repo}/contents/{path}"
     )
+    # A branch's ref holds slashes mid-path too; the most literal operation is named.
+    status = documented("GET", "/repos/o/r/commits/feature/x/status")
+    assert status == "/repos/{owner}/{repo}/commits/{ref}/status"
     assert documented("GET", "/repos/o/r/no-such-thing") is None
 
 
 async def test_a_stub_of_an_app_operation_takes_the_apps_jwt(
-    fake: FakeGitHub, app: GitHubApp
+    fake: FakeGitHub, app: GitHubApp, options: ClientOptions
 ) -> None:
+    """The 501's advice works as given: with the JWT's `auth` for an app operation,
+    `{path*}` for a file's path."""
+    with pytest.raises(ServerError) as lacking:
+        await app.gh.request("GET", "/app/hook/config")
+    assert lacking.value.message.endswith("fake.stub('GET', '/app/hook/config', data, auth='jwt')")
+    gh = GitHub(token=fake.create_token(1), options=options)
+    with pytest.raises(ServerError) as file:
+        await gh.request("PUT", f"/repos/{REPO}/contents/src/a/b.py", json={"content": ""})
+    advice = "fake.stub('PUT', '/repos/{owner}/{repo}/contents/{path*}', data)"
+    assert file.value.message.endswith(advice)
+    fake.stub("PUT", "/repos/{owner}/{repo}/contents/{path*}", {"content": {}}, status=201)
+    assert (await gh.request("PUT", f"/repos/{REPO}/contents/src/a/b.py")).status == 201
     fake.stub("GET", "/app/hook/config", {"url": "https://example.com/hook"}, auth="jwt")
     answer = await app.gh.request("GET", "/app/hook/config")
     assert answer.data == {"url": "https://example.com/hook"}

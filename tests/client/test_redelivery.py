@@ -479,28 +479,55 @@ def test_a_failure_names_its_newest_attempt_s_event_and_installation() -> None:
     assert (failed.event, failed.installation_id) == ("pull_request", 8)
 
 
+@pytest.mark.parametrize(
+    ("kind", "error"), [("server_error", "ServerError"), ("drop", "ConnectionFailed")]
+)
 async def test_a_5xx_or_no_answer_ends_a_sweeps_asks_uncounted(
-    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    fake: FakeGitHub,
+    app: GitHubApp,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    error: str,
 ) -> None:
-    """GitHub's API failing (5xx after the client's retries) is when deliveries fail
-    too: those asks are not counted towards giving up, however many sweeps it lasts."""
+    """GitHub's API failing (5xx, or no answer, after the client's retries) is when
+    deliveries fail too: those asks are not counted towards giving up, however many
+    sweeps it lasts, and what they leave is kept past the 6 hours sweeps look back."""
     fake.add_delivery("issues", {"action": "opened"}, guid="a", status_code=503)
     fake.add_delivery("issues", {"action": "opened"}, guid="b", status_code=503)
-    failing = fake.faults.add("/attempts$", "server_error", None, method="POST", status=502)
+    failing = fake.faults.add("/attempts$", kind, None, method="POST", status=502)
     sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
     with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
         swept = []
         for _ in range(5):  # more sweeps than `max_requests`
             swept.append(await sweeper.sweep())
             clock.advance(700)
-    assert [(s.deferred, s.errors, s.gave_up) for s in swept] == [(2, 0, [])] * 5
+        clock.advance(7 * 3600)  # an outage of 8 hours
+        swept.append(await sweeper.sweep())
+    assert [(s.deferred, s.errors, s.gave_up) for s in swept] == [(2, 0, [])] * 6
     lines = {r.getMessage() for r in caplog.records if r.name == "ghbot.redelivery"}
     assert lines == {
-        "redelivery: asks stopped (ServerError); 2 failed deliveries left for the next sweep"
+        f"redelivery: asks stopped ({error}); 2 failed deliveries left for the next sweep"
     }
     fake.faults.discard(failing)
     last = await sweeper.sweep()
     assert sorted(last.redelivered) == ["a", "b"] and last.listed == 0
+
+
+async def test_what_is_kept_is_dropped_seven_days_after_its_first_attempt(
+    fake: FakeGitHub, app: GitHubApp, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.add_delivery("issues", {"action": "opened"}, guid="a", status_code=503)
+    fake.faults.add("/attempts$", "server_error", None, method="POST", status=502)
+    sweeper = RedeliverySweeper(app, Journal().held, clock=clock)
+    assert (await sweeper.sweep()).deferred == 1
+    clock.advance(7 * 86400 + 1)
+    with caplog.at_level(logging.WARNING, logger="ghbot.redelivery"):
+        assert (await sweeper.sweep()).failed == 0
+    assert (
+        "redelivery: dropped 1 failed deliveries GitHub never took an ask for, 7 days "
+        "after their first attempt"
+    ) in [r.getMessage() for r in caplog.records]
 
 
 async def test_what_a_sweep_asked_for_by_hand_keeps_outlives_the_scheduled_look_back(

@@ -341,8 +341,9 @@ def test_redeliver_sweeps_now_and_says_what_it_asked_for(
     admin.deferred = 5  # an ask answered with a rate limit stopped the sweep
     assert cli.main(["redeliver"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "5 not asked for yet: GitHub answered an ask with a rate limit, a 5xx or nothing; "
-        "the scheduled sweeps ask for them (or run this again later)"
+        "5 not asked for yet: an ask met a rate limit (GitHub's, or the app's own count), "
+        "a 5xx or no answer; later sweeps ask for them (scheduled ones, or this command "
+        "again)"
     )
 
 
