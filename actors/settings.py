@@ -30,6 +30,7 @@ __all__ = [
     "code_version",
     "dedup_window",
     "load_bot",
+    "number_in",
 ]
 
 #: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
@@ -38,25 +39,29 @@ MIN_DEDUP_WINDOW: Final = 6 * 3600.0
 MAX_DEDUP_WINDOW: Final = 366 * 86400.0
 
 
-def dedup_window(api_url: str, raw: str = "", *, name: str = "GHBOT_DEDUP_WINDOW") -> float:
+def dedup_window(api_url: str, raw: str = "") -> float:
     """Return the seconds a delivery GUID stays deduplicated: `raw` when set, else
     GitHub's redelivery window for `api_url` (3 days on api.github.com; 7 for any other
     URL, as GitHub Enterprise Server keeps deliveries a week and a GUID forgotten
     sooner could be redelivered from there and run twice).
 
-    Raises `ConfigError`, naming `name`, unless `raw` is a number of seconds from
-    `MIN_DEDUP_WINDOW` to `MAX_DEDUP_WINDOW`.
+    Raises `ConfigError`, naming `GHBOT_DEDUP_WINDOW`, unless `raw` is a number of
+    seconds from `MIN_DEDUP_WINDOW` to `MAX_DEDUP_WINDOW`.
     """
     if not raw:
         return GITHUB_WINDOW if api_url == DEFAULT_API_URL else GHES_WINDOW
+    return number_in("GHBOT_DEDUP_WINDOW", raw, MIN_DEDUP_WINDOW, MAX_DEDUP_WINDOW)
+
+
+def number_in(name: str, raw: str, low: float, high: float) -> float:
+    """Return `raw` as a number from `low` to `high`; `ConfigError`, naming `name`,
+    for anything else."""
     try:
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not MIN_DEDUP_WINDOW <= value <= MAX_DEDUP_WINDOW:
-        raise ConfigError(
-            f"{name}={raw!r} must be a number from {MIN_DEDUP_WINDOW:g} to {MAX_DEDUP_WINDOW:g}"
-        )
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} must be a number from {low:g} to {high:g}")
     return value
 
 

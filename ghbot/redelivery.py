@@ -174,9 +174,11 @@ class RedeliverySweeper:
         #: GUID: (asks made, when GitHub last took one, 0.0 if it never did, when the
         #: last was made).
         self._asked: dict[str, tuple[int, float, float]] = {}
-        #: Failed deliveries found and not yet taken by GitHub (refused, or deferred),
-        #: with when they stop being kept: later sweeps ask for them whatever they list.
-        self._pending: dict[str, tuple[Failed, float]] = {}
+        #: Failed deliveries found and not yet taken by GitHub (refused, or deferred):
+        #: later sweeps ask for them whatever they list, as long as GitHub may keep
+        #: them (GHES's 7 days from the first attempt; github.com's 3, past which
+        #: GitHub refuses the asks and the sweeper gives up, logged).
+        self._pending: dict[str, Failed] = {}
         #: Listings cut short: where each stopped (its next page's URL) and how far
         #: back it was to go; later sweeps go on with them. In memory: an app-auth
         #: actor restarted starts without them.
@@ -219,7 +221,7 @@ class RedeliverySweeper:
             self._behind.append((cut, since))
         failed = failed_deliveries(attempts)
         listed = {item.guid for item in failed}
-        kept = [f for g, (f, until) in self._pending.items() if g not in listed and now <= until]
+        kept = [f for g, f in self._pending.items() if g not in listed and not _expired(f, now)]
         if kept:
             failed = sorted([*failed, *kept], key=lambda f: f.first_at)
         truncated = bool(self._behind)
@@ -238,7 +240,7 @@ class RedeliverySweeper:
             if stopped is None:
                 stopped = await self._ask(item, now, result)
             if stopped is not None:  # this one and the rest: the next sweep asks
-                self._keep(item)
+                self._pending[item.guid] = item
                 result.deferred += 1
         if stopped is not None:
             why = (
@@ -369,18 +371,12 @@ class RedeliverySweeper:
             log.warning("redelivery of %s failed: %s", item.guid, type(exc).__name__, extra=fields)
             # Counted, but not as taken: the next sweep may ask at once.
             self._asked[item.guid] = (count + 1, last, now)
-            self._keep(item)
+            self._pending[item.guid] = item
             return None
         self._asked[item.guid] = (count + 1, now, now)
         self._pending.pop(item.guid, None)
         result.redelivered.append(item.guid)
         return None
-
-    def _keep(self, item: Failed) -> None:
-        """Keep `item` for later sweeps, as long as GitHub may keep it (GHES's 7 days
-        from its first attempt; github.com's 3, past which GitHub refuses the asks and
-        the sweeper gives up on it, logged)."""
-        self._pending[item.guid] = (item, item.first_at + GHES_WINDOW)
 
     def _forget(self, now: float) -> None:
         """Drop GUIDs asked for longer ago than GitHub keeps deliveries, and failed ones
@@ -388,7 +384,7 @@ class RedeliverySweeper:
         stale = [g for g, (*_, made) in self._asked.items() if now - made > GITHUB_WINDOW]
         for guid in stale:
             del self._asked[guid]
-        old = [g for g, (_, until) in self._pending.items() if now > until]
+        old = [g for g, item in self._pending.items() if _expired(item, now)]
         for guid in old:
             del self._pending[guid]
         if old:
@@ -405,3 +401,8 @@ class RedeliverySweeper:
         for within GitHub's window, not everything ever asked for.
         """
         return {**self.totals, "last_sweep": self.last_sweep, "remembered": len(self._asked)}
+
+
+def _expired(item: Failed, now: float) -> bool:
+    """Tell whether GitHub keeps `item` no longer anywhere (GHES's 7 days)."""
+    return now - item.first_at > GHES_WINDOW

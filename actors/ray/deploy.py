@@ -39,7 +39,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from actors.settings import RuntimeSettings, dedup_window, load_bot
+from actors.settings import (
+    MAX_DEDUP_WINDOW,
+    MIN_DEDUP_WINDOW,
+    RuntimeSettings,
+    dedup_window,
+    load_bot,
+    number_in,
+)
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
@@ -137,13 +144,10 @@ def build_settings(
         if not raw:
             return default
         try:
-            value = float(raw)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:
-            problems.append(f"{name}={raw!r} must be a number from {low:g} to {high:g}")
+            return number_in(name, raw, low, high)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
             return default
-        return value
 
     def whole(name: str, var: str, default: int, low: int, high: int) -> int:
         value = number(name, var, default, low, high)
@@ -153,15 +157,6 @@ def build_settings(
             return default
         return int(value)
 
-    try:
-        window = dedup_window(
-            settings.api_url,
-            given("dedup_window", "GHBOT_DEDUP_WINDOW"),
-            name="dedup_window",
-        )
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        window = dedup_window(settings.api_url)
     bot = given("bot", "GHBOT_BOT")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
@@ -190,7 +185,13 @@ def build_settings(
         ingress_replicas=whole("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
         pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
-        dedup_window=window,
+        dedup_window=number(
+            "dedup_window",
+            "GHBOT_DEDUP_WINDOW",
+            dedup_window(settings.api_url),  # GitHub's window for the API's URL
+            MIN_DEDUP_WINDOW,
+            MAX_DEDUP_WINDOW,
+        ),
         max_concurrent_requests=whole(
             "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000
         ),
