@@ -74,6 +74,8 @@ Handler = Callable[[Ctx], Reply | Awaitable[Reply]]
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
+    #: What it was added with: `/repos/{owner}/{repo}/contents/{path*}`.
+    template: str
     pattern: re.Pattern[str]
     handler: Handler
     auth: Auth
@@ -102,11 +104,15 @@ class Router:
         """Route `method template` to `handler`, after the routes added before it
         (`first`: before them).
 
-        `{name}` matches one path segment, `{name*}` the rest of the path (a file's).
+        `{name}` matches one path segment, `{name*}` one or more (a file's path); the
+        rest of `template` matches as written.
         """
-        regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", template)
+        # Escaped but for the parameters' braces and stars: `...` is three dots.
+        literal = re.escape(template)
+        literal = literal.replace(r"\{", "{").replace(r"\}", "}").replace(r"\*", "*")
+        regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", literal)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
-        route = Route(method, re.compile(f"^{regex}/?$"), handler, auth, counted)
+        route = Route(method, template, re.compile(f"^{regex}/?$"), handler, auth, counted)
         routes = self._routes.setdefault((method, _head(template)), [])
         if first:
             routes.insert(0, route)

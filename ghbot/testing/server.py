@@ -38,7 +38,7 @@ from aiohttp import web
 
 from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
-from ghbot.testing.documented import SPANNING, documented
+from ghbot.testing.documented import documented, stub_template
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Auth, Ctx, Reply, Route, Router, error
@@ -314,8 +314,7 @@ class FakeGitHub(Setup):
             template = documented(request.method, path)
             if template is not None:  # GitHub has it; the fake does not: say so
                 method = request.method
-                # The stub's template as `stub` reads it: `{path*}` spans slashes.
-                stub = SPANNING.sub(r"{\1*}", template)
+                stub = stub_template(template)
                 jwt = isinstance(caller, Caller) and caller.kind == "app"
                 message = (
                     f"FakeGitHub does not implement {method} {template}: answer it in the "
