@@ -297,7 +297,11 @@ def load_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[
     """
     environ = os.environ if environ is None else environ
     found: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

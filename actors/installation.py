@@ -56,6 +56,7 @@ from ghbot.client.github import GitHub, call_watcher
 from ghbot.errors import (
     CircuitOpen,
     Fenced,
+    HandlerCancelled,
     JournalError,
     JournalUnavailable,
     MalformedPayload,
@@ -746,6 +747,16 @@ class InstallationHost:
                 continue
             except Exception as exc:
                 if await self._attempt_failed(run, event, name, exc, attempt, last=last):
+                    return
+                continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if run.refused or task is None or task.cancelling():
+                    raise  # stopped: by the host, or the shard closing
+                # The handler's own (nothing asked this task to stop): a failed attempt,
+                # not a stop that would leave the deliveries queued behind it waiting.
+                cancelled = HandlerCancelled(name)
+                if await self._attempt_failed(run, event, name, cancelled, attempt, last=last):
                     return
                 continue
             run.journaling()

@@ -147,7 +147,7 @@ def write_env(env_file: Path, values: Mapping[str, str]) -> None:
     """Set `values` in `env_file` (replacing those keys' lines, keeping the rest), mode 0600."""
     kept: list[str] = []
     if env_file.exists():
-        for line in env_file.read_text().splitlines():
+        for line in env_file.read_text(encoding="utf-8").splitlines():
             key = line.strip().removeprefix("export ").partition("=")[0].strip()
             if key not in values:
                 kept.append(line)
@@ -189,6 +189,30 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
+def check_writable(env_file: Path) -> None:
+    """Raise `UsageError` unless `env_file` and a private key beside it can be written.
+
+    Checked before the App exists: GitHub hands its private key and webhook secret over
+    once, and a flow that fails to write them leaves an App nobody holds the key of.
+    """
+    folder = env_file.resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"{env_file}: the folder {folder} does not exist")
+    if env_file.exists():
+        try:
+            env_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{env_file} is not UTF-8 text") from None
+        except OSError as exc:
+            raise UsageError(f"{env_file} cannot be read: {exc.strerror}") from None
+    probe = folder / f".ghbot-register.{secrets.token_hex(4)}.tmp"
+    try:
+        _write_private(probe, "")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write the App's settings in {folder}: {exc.strerror}") from None
+
+
 class Registration:
     """The local side of the manifest flow: a page, a callback, the files written."""
 
@@ -217,7 +241,9 @@ class Registration:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> Registration:
-        """Serve the page; `url` is where the browser goes."""
+        """Serve the page; `url` is where the browser goes. Raises `UsageError` when
+        the settings could not be written (`check_writable`), before any App exists."""
+        check_writable(self.env_file)
         self._done = asyncio.get_running_loop().create_future()
         app = web.Application()
         app.router.add_get("/", self._page)
@@ -246,9 +272,12 @@ class Registration:
             redirect_url=f"{self.url}/callback",
         )
 
+    def _owner(self) -> str:
+        """The path of the App's owner's settings on GitHub's site: the user's or `org`'s."""
+        return f"/organizations/{self.org}" if self.org else ""
+
     async def _page(self, request: web.Request) -> web.Response:
-        where = f"/organizations/{self.org}" if self.org else ""
-        action = f"{self.web_url}{where}/settings/apps/new?state={self._state}"
+        action = f"{self.web_url}{self._owner()}/settings/apps/new?state={self._state}"
         manifest = html.escape(json.dumps(self.manifest()), quote=True)
         page = (
             "<!doctype html><title>Register the GitHub App</title>"
@@ -270,17 +299,26 @@ class Registration:
         self._claimed = True
         try:
             data = await self._convert(code)
-            self._save(data)
         except Exception as exc:
             problem = (
                 exc
                 if isinstance(exc, UsageError)
-                else UsageError(
-                    f"the App's settings could not be fetched or written: {type(exc).__name__}"
-                )
+                else UsageError(f"the App's settings could not be fetched: {type(exc).__name__}")
             )
             self._done.set_exception(problem)
             return web.Response(status=502, text=f"{problem}")
+        try:
+            self._save(data)
+        except Exception as exc:  # the App exists: say which, and how to get its key
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            settings = f"{self.web_url}{self._owner()}/settings/apps/{data.get('slug')}"
+            problem = UsageError(
+                f"the App {data.get('name')} (ID {data.get('id')}) is created, but its "
+                f"settings could not be written to {self.env_file}: {why}; generate a "
+                f"private key and set a webhook secret at {settings}, or delete the App there"
+            )
+            self._done.set_exception(problem)
+            return web.Response(status=500, text=f"{problem}")
         app = {k: v for k, v in data.items() if k not in _SECRETS}
         self._done.set_result(app)
         text = (

@@ -47,6 +47,7 @@ __all__ = [
     "GitHubError",
     "Gone",
     "GraphQLError",
+    "HandlerCancelled",
     "InvalidSignature",
     "JournalError",
     "JournalUnavailable",
@@ -348,6 +349,16 @@ class CircuitOpen(GhBotError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class HandlerCancelled(GhBotError):
+    """A handler raised `asyncio.CancelledError` though nothing cancelled it (it awaited
+    a task its own code had cancelled, say): a failed attempt like any other, retried
+    and dead-lettered as such, rather than taken for the shard stopping it."""
+
+    def __init__(self, handler: str) -> None:
+        super().__init__(f"{handler} raised CancelledError, though nothing cancelled it")
+        self.handler = handler
 
 
 class ShardDraining(GhBotError):

@@ -14,7 +14,6 @@ from typing import Any
 from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.breaker import CircuitBreaker
-from ghbot.client.call import shown_url
 from ghbot.client.credentials import TokenSource
 from ghbot.client.github import GitHub
 from ghbot.client.options import Budgets, ClientOptions
@@ -188,6 +187,6 @@ def _token_of(answer: Response, installation_id: int, now: float) -> Installatio
         answer.status,
         message,
         method=answer.method,
-        url=shown_url(answer.url),
+        url=answer.shown(),
         request_id=answer.request_id,
     )

@@ -94,9 +94,7 @@ class Call:
         """The URL for messages and logs, without any user information in it; once
         `away`, without its query either: a redirect's target (a storage host's
         pre-signed URL) carries its credential there."""
-        if self.away:
-            return str(self.url.with_user(None).with_query(None).with_fragment(None))
-        return shown_url(self.text)
+        return shown_url(self.text, away=self.away)
 
     def at_home(self) -> bool:
         """Tell whether the request still goes to the origin it started at."""
@@ -204,8 +202,40 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-def shown_url(url: str) -> str:
-    """`url` for messages and logs, without any user information in it."""
-    if "@" not in url:
+#: Query parameters that carry a credential in URLs GitHub hands out (a raw file's or
+#: an archive's `token` on GitHub Enterprise Server, a storage host's pre-signed
+#: signature) or an OAuth exchange's: their values never reach a message.
+SECRET_PARAMS = frozenset(
+    {
+        "access_token",
+        "client_secret",
+        "code",
+        "jwt",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+    }
+)
+
+
+def shown_url(url: str, *, away: bool = False) -> str:
+    """`url` for messages and logs: without any user information in it, and with the
+    values of query parameters that carry credentials (`SECRET_PARAMS`) redacted;
+    `away` (another host than GitHub's API), without its query or fragment at all."""
+    if away:
+        return str(URL(url, encoded=True).with_user(None).with_query(None).with_fragment(None))
+    if "@" not in url and "?" not in url:
         return url
-    return str(URL(url).with_user(None))
+    parsed = URL(url, encoded=True).with_user(None)
+    if any(name.lower() in SECRET_PARAMS for name in parsed.query):
+        query = [
+            (name, "redacted" if name.lower() in SECRET_PARAMS else value)
+            for name, value in parsed.query.items()
+        ]
+        parsed = parsed.with_query(query)
+    return str(parsed)

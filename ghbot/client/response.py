@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from multidict import CIMultiDict
 
-from ghbot.client.call import Call
+from ghbot.client.call import Call, shown_url
 from ghbot.client.etag import CachedAnswer, ETagCache
 from ghbot.errors import (
     BadRequest,
@@ -75,10 +75,11 @@ class Response:
 
     `data` is the decoded JSON for JSON bodies, the text for other bodies (e.g.
     `Accept: application/vnd.github.raw`), None for an empty body. `cached` tells that
-    GitHub answered 304 and `data` came from the ETag cache.
+    GitHub answered 304 and `data` came from the ETag cache. `url` is where the answer
+    came from, whole; `shown()` (and the repr) leaves its credentials out.
     """
 
-    __slots__ = ("cached", "data", "headers", "method", "status", "url")
+    __slots__ = ("away", "cached", "data", "headers", "method", "status", "url")
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class Response:
         method: str,
         url: str,
         cached: bool = False,
+        away: bool = False,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -96,10 +98,18 @@ class Response:
         self.method = method
         self.url = url
         self.cached = cached
+        #: Whether it came from a host that is not GitHub's API (a redirect's target).
+        self.away = away
 
     def __repr__(self) -> str:
         cached = " cached" if self.cached else ""
-        return f"<Response {self.status}{cached} {self.method} {self.url}>"
+        return f"<Response {self.status}{cached} {self.method} {self.shown()}>"
+
+    def shown(self) -> str:
+        """`url` for messages and logs, as `Call.shown` gives it: without user
+        information or credential parameters; from another host, without its query (a
+        storage host's pre-signed URL carries its credential there)."""
+        return shown_url(self.url, away=self.away)
 
     @property
     def request_id(self) -> str | None:
@@ -192,7 +202,7 @@ def answer_for(
     etag = headers.get("ETag") if status == 200 and key else None
     if etag and key and etags is not None:
         etags.put(key, CachedAnswer(etag, raw, headers))
-    return Response(status, headers, data, method=call.method, url=call.text)
+    return Response(status, headers, data, method=call.method, url=call.text, away=call.away)
 
 
 def error_from(

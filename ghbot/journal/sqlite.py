@@ -113,7 +113,12 @@ class SqliteJournal(Journal):
         return await asyncio.get_running_loop().run_in_executor(self._readers, file.with_reader, fn)
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        """Append many requests, one durable commit per shard file they touch."""
+        """Append many requests, one durable commit per shard file they touch.
+
+        A failure in one file is raised once every other file's part has settled
+        (committed or failed): a caller that reads the journal again after the error
+        finds what the call wrote, not what it is still writing.
+        """
         self._check_open()
         shards = resolve_shards(requests, self.shard_count)
         loop = asyncio.get_running_loop()
@@ -132,8 +137,14 @@ class SqliteJournal(Journal):
             future = loop.create_future()
             self._file(shard).submit_appends([requests[i] for i in indexes], shard, future)
             futures.append(future)
+        settled = await asyncio.gather(*futures, return_exceptions=True)
+        parts: list[list[AppendResult]] = []
+        for part in settled:
+            if isinstance(part, BaseException):
+                raise part
+            parts.append(part)
         results: list[AppendResult | None] = [None] * len(requests)
-        for indexes, part in zip(by_shard.values(), await asyncio.gather(*futures), strict=True):
+        for indexes, part in zip(by_shard.values(), parts, strict=True):
             for index, result in zip(indexes, part, strict=True):
                 results[index] = result
         return [r for r in results if r is not None]

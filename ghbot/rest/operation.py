@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 import msgspec
 
-from ghbot.client.call import shown_url
 from ghbot.client.response import items_of
 from ghbot.config import DEFAULT_API_URL
 from ghbot.config import UPLOADS_URL as UPLOADS
@@ -198,7 +197,7 @@ class Op:
                 response.status,
                 message,
                 method=self.method,
-                url=shown_url(response.url),  # as every error shows a URL
+                url=response.shown(),  # as every error shows a URL
                 request_id=response.request_id,
                 data=data,
             ) from None

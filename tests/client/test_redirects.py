@@ -104,11 +104,30 @@ async def test_credentials_never_follow_a_redirect_to_another_host(
     gh = token_client()
     async with scripted_server() as other:
         other.answers.append((200, {"Content-Type": "application/json"}, b'{"from": "elsewhere"}'))
-        fake.faults.add("/download$", "redirect", status=302, location=f"{other.url}/blob?sig=x")
+        fake.faults.add(
+            "/download$", "redirect", status=302, location=f"{other.url}/blob?sig=s3cr3t"
+        )
         answer = await gh.request("GET", "/download")
     assert answer.data == {"from": "elsewhere"}
     assert "Authorization" not in other.seen[0]
     assert fake.requests[-1].headers["Authorization"].startswith("token ")
+    # The answer keeps where it came from; its repr, for logs, not the signature.
+    assert answer.url == f"{other.url}/blob?sig=s3cr3t"
+    assert "s3cr3t" not in repr(answer) and answer.shown() == f"{other.url}/blob"
+
+
+async def test_a_credential_in_a_query_at_home_is_not_shown(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub Enterprise Server hands out raw-file URLs on its own host with a `token`
+    in the query: an error or an answer shows the parameter, not its value."""
+    gh = token_client()
+    with pytest.raises(GitHubError) as missing:
+        await gh.request("GET", "/raw/octo-org/none/main/a.txt?token=s3cr3t&lines=2")
+    assert "s3cr3t" not in str(missing.value) and "s3cr3t" not in repr(missing.value)
+    assert missing.value.url.endswith("/raw/octo-org/none/main/a.txt?token=redacted&lines=2")
+    answer = await gh.request("GET", f"/repos/{REPO}?access_token=s3cr3t")
+    assert "s3cr3t" not in repr(answer) and "access_token=redacted" in answer.shown()
 
 
 async def test_another_hosts_clock_is_not_taken_for_githubs(

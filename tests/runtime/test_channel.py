@@ -30,6 +30,7 @@ class Shard:
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.status = Status.ACCEPTED
         self.error: Exception | None = None
         self.hold: asyncio.Event | None = None
         self.arrived = asyncio.Event()
@@ -42,7 +43,7 @@ class Shard:
             await self.hold.wait()
         if self.error is not None:
             raise self.error
-        return [Status.ACCEPTED] * len(items)
+        return [self.status] * len(items)
 
 
 class _Method:
@@ -113,6 +114,28 @@ async def test_what_the_shard_raised_fails_its_batch_with_the_error_named(
     finally:
         batcher.channel.close()
         server.close()
+
+
+async def test_a_shard_that_refuses_is_asked_for_anew_where_its_channel_is() -> None:
+    """A shard fenced by its own successor (its node cut off from Ray, not from the
+    ingress, and Ray restarted it elsewhere) refuses every delivery: the next batch
+    asks Ray where the shard is now, rather than going on to the old process for as
+    long as its connection lasts."""
+    zombie, successor = Shard(), Shard()
+    zombie.status = Status.REFUSED
+    old = await ChannelServer.start(zombie.ingest, "127.0.0.1")
+    new = await ChannelServer.start(successor.ingest, "127.0.0.1")
+    handle = Handle(old.address)
+    batcher = ShardBatcher(handle, limit=4, direct=True)
+    try:
+        assert await batcher.submit(item(1)) == Status.REFUSED
+        handle.address = new.address  # where the restarted shard listens
+        assert await batcher.submit(item(2)) == Status.ACCEPTED
+        assert (zombie.batches, successor.batches, handle.asked) == ([["d1"]], [["d2"]], 2)
+    finally:
+        batcher.channel.close()
+        old.close()
+        new.close()
 
 
 @pytest.mark.timeout(60)

@@ -376,3 +376,35 @@ async def test_at_trace_a_handler_logs_its_bodys_shape_never_its_values(
     assert line.startswith("welcome: body shape {")
     assert "'issue': {" in line and "'title': 'str'" in line and "'number': 'int'" in line
     assert "a secret title" not in line and "Codertocat" not in line
+
+
+class SelfCancelling(InstallationActor):
+    """Its first attempt awaits a task it cancelled itself: `CancelledError` from the
+    handler's own code, not from anything stopping it."""
+
+    tries = 0
+
+    @on("issues.opened")
+    async def wait_for_nothing(self, event: Event) -> None:
+        SelfCancelling.tries += 1
+        if SelfCancelling.tries == 1:
+            task = asyncio.ensure_future(asyncio.sleep(10))
+            task.cancel()
+            await task
+
+
+async def test_a_handlers_own_cancelled_error_is_a_failed_attempt() -> None:
+    """Taken for a stop, it used to leave the delivery pending with no log, and the
+    installation's later deliveries ran before it."""
+    SelfCancelling.tries = 0
+    async with BotHarness(SelfCancelling) as bot:
+        done = await asyncio.wait_for(bot.deliver("issues.opened"), 30)
+        assert SelfCancelling.tries == 2 and done.dead_letters == []
+        records = await bot.shard.journal.read(
+            stream_name(bot.installation_id), shard=vshard_of(bot.installation_id, VSHARDS)
+        )
+        failed = [
+            e for e in (decode_runtime(r.type, r.data) for r in records)
+            if isinstance(e, HandlerFailed)
+        ]  # fmt: skip
+        assert [(f.attempt, f.error_type) for f in failed] == [(1, "HandlerCancelled")]

@@ -212,7 +212,7 @@ async def test_a_failed_exchange_ends_the_wait_with_one_line(tmp_path: Path) -> 
             url = f"{flow.url}/callback?code=abc&state={flow._state}"
             assert (await browser.get(url)).status == 502
             assert (await browser.get(url)).status == 409  # the form sent again
-        with pytest.raises(UsageError, match="could not be fetched or written"):
+        with pytest.raises(UsageError, match="could not be fetched: ClientConnectorError"):
             await asyncio.wait_for(flow.wait(), 10)
     finally:
         await flow.close()
@@ -280,3 +280,49 @@ def test_env_values_read_back_the_same_in_a_shell_and_in_ghbot(tmp_path: Path, p
     assert load_env_file(env_file, {}) == {"GITHUB_APP_ID": "78", "GITHUB_PRIVATE_KEY": path}
     with pytest.raises(UsageError, match="quotes"):
         write_env(env_file, {"GITHUB_WEBHOOK_SECRET": "it's $x"})
+
+
+@pytest.mark.parametrize("where", ["no such folder", "not UTF-8"])
+def test_settings_that_cannot_be_written_are_refused_before_the_app_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """GitHub hands the new App's key and secret over once: a `.env` that could not be
+    written is refused before the page opens, with one line and no traceback."""
+    env_file = tmp_path / "conf" / ".env"
+    if where == "not UTF-8":
+        env_file.parent.mkdir()
+        env_file.write_bytes(b"GITHUB_APP_ID=\xff\n")
+    argv = ["register", "--bot", "examples.greeter:Greeter", "--name", "Cmd Bot"]
+    argv += ["--webhook-url", "https://h/webhooks", "--env-file", str(env_file)]
+    argv += ["--github-url", "http://127.0.0.1:1", "--api-url", "http://127.0.0.1:1"]
+    assert cli.main([*argv, "--no-browser"]) == 2
+    err = capsys.readouterr()
+    assert "in a browser" not in err.out and "Traceback" not in err.err
+    reason = "does not exist" if where == "no such folder" else "is not UTF-8 text"
+    assert f"{env_file}" in err.err and reason in err.err
+
+
+async def test_settings_the_flow_fails_to_write_name_the_app_that_exists(tmp_path: Path) -> None:
+    """Writing failed after GitHub created the App (here, the key's name is taken by a
+    folder): the error says which App it is and where to get a key for it."""
+    (tmp_path / "greeter-bot.private-key.pem").mkdir()
+    async with FakeGitHub(app_id=77) as fake:
+        flow = await Registration(
+            Greeter,
+            name="Greeter Bot",
+            webhook_url="https://h/webhooks",
+            env_file=tmp_path / ".env",
+            web_url=fake.url,
+            api_url=fake.url,
+            org="acme",
+        ).start()
+        try:
+            status, text = await browse(f"{flow.url}/")
+            with pytest.raises(UsageError) as failed:
+                await flow.wait()
+        finally:
+            await flow.close()
+    settings = f"{fake.url}/organizations/acme/settings/apps/greeter-bot"
+    assert status == 500 and "(ID 77) is created" in text and settings in text
+    assert str(failed.value) == text and "Is a directory" in text
+    assert not (tmp_path / ".env").exists()
