@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ghbot.cli import Command, register
+from ghbot.cli import Command, port, register
 from ghbot.errors import ConfigError
 
 __all__: list[str] = []
@@ -55,7 +55,7 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
     add("--github-url", default="https://github.com", help="GitHub's web address (GHES)")
     add("--api-url", default="https://api.github.com", help="GitHub's API (GHES: …/api/v3)")
     add("--env-file", type=Path, default=Path(".env"), help="where to write the settings")
-    add("--port", type=int, default=0, help="the local page's port (default: any free one)")
+    add("--port", type=port, default=0, help="the local page's port (default: any free one)")
     add("--no-browser", action="store_true", help="print the page's address, do not open it")
 
 
@@ -117,7 +117,7 @@ def _dev_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     _bot_argument(parser)
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", type=int, default=3000, help="port to listen on (default 3000)")
+    add("--port", type=port, default=3000, help="port to listen on (default 3000)")
     add("--env-file", type=Path, default=Path(".env"), help="settings to load (default .env)")
     add(
         "--journal",

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fake_github_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", type=int, default=9900, help="port to listen on; 0 picks a free one")
+    add("--port", type=port, default=9900, help="port to listen on; 0 picks a free one")
     add("--app-id", type=int, help="the app's ID (default: GITHUB_APP_ID, else 1)")
     add("--client-id", default=os.environ.get("GITHUB_CLIENT_ID") or None)
     add(
@@ -129,7 +129,7 @@ def _fake_github_arguments(parser: argparse.ArgumentParser) -> None:
     add("--print-tokens", action="store_true", help="print a token for each installation")
     add(
         "--token-lifetime",
-        type=_positive,
+        type=positive_seconds,
         default=3600.0,
         metavar="SECONDS",
         help="how long installation tokens last (GitHub's: 3600)",
@@ -178,11 +178,19 @@ def _run_fake_github(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
     value = _not_negative(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    if not (text.isascii() and text.isdecimal()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
 
 
 def _not_negative(text: str) -> float:
@@ -197,7 +205,7 @@ def _not_negative(text: str) -> float:
 
 def _app_id_from_env() -> int:
     raw = os.environ.get("GITHUB_APP_ID", "").strip() or "1"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdecimal()):
         raise ConfigError(f"GITHUB_APP_ID={raw!r} is not a number; pass --app-id")
     return int(raw)
 
@@ -205,7 +213,8 @@ def _app_id_from_env() -> int:
 def _installation(spec: str) -> tuple[int, str, list[str]]:
     ident, _, repos = spec.partition("=")
     names = [r.strip() for r in repos.split(",") if r.strip()]
-    if not ident.strip().isdigit() or not names or "/" not in names[0]:
+    ident = ident.strip()
+    if not (ident.isascii() and ident.isdecimal()) or not names or "/" not in names[0]:
         raise ConfigError(f"--installation {spec!r}: expected ID=OWNER/REPO[,REPO…]")
     owner = names[0].split("/", 1)[0]
     return int(ident), owner, [n if "/" in n else f"{owner}/{n}" for n in names]

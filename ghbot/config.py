@@ -193,7 +193,7 @@ def _app_id(env: Mapping[str, str], problems: list[str], *, required: bool) -> i
                 "GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set" + _probot(env, "APP_ID")
             )
         return None
-    if raw.isdigit():
+    if raw.isascii() and raw.isdecimal():  # "²".isdigit() is true and int("²") fails
         return int(raw)
     if env.get("GITHUB_APP_ID", "").strip() == raw:
         problems.append(
@@ -273,6 +273,12 @@ def _journal_url(env: Mapping[str, str], problems: list[str]) -> str:
             f"(got a URL starting {raw.split(':', 1)[0]!r})"
         )
         return default_journal_url()
+    from ghbot.journal import check_url
+
+    try:
+        check_url(raw)
+    except UsageError as exc:
+        problems.append(f"GHBOT_JOURNAL_URL: {exc}")
     return raw
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ghbot.cli import Command, register
+from ghbot.cli import Command, positive_seconds, register
 from ghbot.errors import GhBotError
 
 __all__ = ["ClusterError"]
@@ -61,11 +61,18 @@ def _cluster_arguments(parser: argparse.ArgumentParser, *, json_instead_of: str 
     )
     add(
         "--namespace",
+        type=_namespace,
         default=os.environ.get("GHBOT_NAMESPACE") or "ghbot",
         help="the deployment's Ray namespace (default: GHBOT_NAMESPACE, else ghbot)",
     )
     if json_instead_of:
         add("--json", action="store_true", help=f"print JSON instead of {json_instead_of}")
+
+
+def _namespace(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a Ray namespace is not empty")
+    return text
 
 
 def _probe(address: str) -> str:
@@ -89,7 +96,7 @@ def _probe(address: str) -> str:
             raise ClusterError("no Ray cluster found; pass --address HOST:PORT")
         resolved = host_port = found
     host, _, port = host_port.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdecimal()) or int(port) > 65535:
         raise ClusterError(f"--address {address!r}: expected HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT).close()
@@ -456,7 +463,7 @@ def _stop_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long each shard may take to finish the deliveries it took (default 30)",
@@ -497,7 +504,7 @@ MAX_VSHARDS = 4096
 
 
 def _vshard_count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_VSHARDS:
+    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= MAX_VSHARDS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to {MAX_VSHARDS}")
     return int(text)
 

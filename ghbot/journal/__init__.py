@@ -66,6 +66,7 @@ __all__ = [
     "NewEvent",
     "Resharded",
     "Snapshot",
+    "check_url",
     "decode_event",
     "decode_snapshot",
     "encode",
@@ -73,6 +74,32 @@ __all__ = [
     "reshard_journal",
     "shard_for",
 ]
+
+
+def check_url(url: str) -> None:
+    """Raise `UsageError` unless `url` is a journal URL `open_journal` can take:
+    ``sqlite:///path/to/dir`` or ``postgresql://user@host:port/db`` with at most the
+    `shards` (a positive integer) and, for PostgreSQL, `schema` (a plain SQL identifier)
+    parameters. Checked where the URL is read, so that a mistake is said at start, not
+    in each shard as it opens the journal."""
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    shards = params.pop("shards", "1")
+    if not (shards.isascii() and shards.isdecimal() and int(shards) >= 1):
+        raise UsageError(f"journal URL: shards must be a positive integer, got {shards!r}")
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or params:
+            raise UsageError("journal URL must look like sqlite:///path/to/dir")
+        return
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise UsageError(f"journal URL scheme must be sqlite or postgresql, not {parts.scheme!r}")
+    try:
+        parts.port  # noqa: B018 (parsed on access: raises for a port that is not one)
+    except ValueError:
+        raise UsageError("journal URL: the port is not a number from 0 to 65535") from None
+    from ghbot.journal.postgres_sql import Statements
+
+    Statements(params.pop("schema", "public"))  # raises for a schema name that is not plain
 
 
 async def reshard_journal(
@@ -91,6 +118,7 @@ async def reshard_journal(
     parameter is ignored. Raise `UsageError` for a bad URL or `to`, or a stream whose
     history is split; `JournalUnavailable` if the store cannot be reached.
     """
+    check_url(url)
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query))
     params.pop("shards", None)
@@ -117,6 +145,7 @@ async def open_journal(url: str, **options: Any) -> Journal:
     `UsageError` for an unknown scheme or a bad option, `JournalUnavailable` if
     PostgreSQL cannot be reached.
     """
+    check_url(url)
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query))
     if "shards" in params:

@@ -116,6 +116,30 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["stop", "--drain-timeout", "-1"], "'-1' is not a number of seconds"),
+        (["stop", "--drain-timeout", "0"], "'0' is not a positive number of seconds"),
+        (["stop", "--drain-timeout", "nan"], "'nan' is not a number of seconds"),
+        (["status", "--namespace", ""], "a Ray namespace is not empty"),
+        (["dev", "--bot", "m:B", "--port", "70000"], "'70000' is not a port"),
+        (["register", "--bot", "m:B", "--port", "-1"], "'-1' is not a port"),
+        (["fake-github", "--port", "2²"], "'2²' is not a port"),
+    ],
+)
+def test_arguments_out_of_range_are_refused_by_the_parser(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drain of -1 s cut the running handlers at once (their writes then repeated),
+    port 70000 raised `OverflowError` (or bound another port, given a host name), an
+    empty namespace Ray's `ValueError`: all tracebacks or worse."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and said in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["dead-letters", "list", "--address", "127.0.0.1:1"], "no Ray cluster answers at"),

@@ -288,3 +288,28 @@ def test_settings_come_from_the_process_environment_by_default(
 )
 def test_each_journal_scheme_is_taken(pem_pkcs8: bytes, url: str) -> None:
     assert Settings.from_env(_env(pem_pkcs8, GHBOT_JOURNAL_URL=url)).journal_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://u:p@db:54x2/ghbot", "the port is not a number"),
+        ("postgresql://db/ghbot?schema=bots-prod", "plain SQL identifier"),
+        ("postgresql://db/ghbot?shards=two", "shards must be a positive integer"),
+        ("sqlite:///var/lib/ghbot?shards=0", "shards must be a positive integer"),
+        ("sqlite:///var/lib/ghbot?mode=ro", "must look like sqlite:///path/to/dir"),
+    ],
+)
+def test_a_journal_url_that_would_not_open_is_refused_with_the_settings(
+    pem_pkcs8: bytes, url: str, said: str
+) -> None:
+    """Said at start, in one line: each shard used to fail as it opened the journal,
+    a `ValueError` for a bad port, and the deployment never became ready."""
+    with pytest.raises(ConfigError, match=f"GHBOT_JOURNAL_URL: .*{said}"):
+        Settings.from_env(_env(pem_pkcs8, GHBOT_JOURNAL_URL=url))
+
+
+def test_an_app_id_of_other_digits_is_not_a_number(pem_pkcs8: bytes) -> None:
+    # "²".isdigit() is true, and int("²") raised ValueError past the settings' checks.
+    with pytest.raises(ConfigError, match="GITHUB_APP_ID='1²' is not a number"):
+        Settings.from_env(_env(pem_pkcs8, GITHUB_APP_ID="1²"))
