@@ -108,6 +108,15 @@ def test_serve_settings_are_set_before_ray_starts() -> None:
         assert exports < start.index(". ~/ghbot.env") < start.index("ray start")
 
 
+def test_the_comment_names_what_serve_env_sets() -> None:
+    """The comment above `ray start` names each variable `ghbot serve-env` sets."""
+    from actors.ray.deploy import serve_environment
+
+    text = CLUSTER_YAML.read_text()
+    for name in serve_environment(2):
+        assert name in text, name
+
+
 def test_the_shipped_serve_config_is_valid() -> None:
     """deploy/serve.yaml, as setup_commands write it to ~/serve.yaml, passes Serve's schema."""
     from ray.serve.schema import ServeDeploySchema
