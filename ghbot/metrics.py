@@ -1,6 +1,7 @@
 """Metrics through the OpenTelemetry API: instruments cost next to nothing until an SDK is set.
 
-As with `ghbot.telemetry`'s spans, ghbot depends on `opentelemetry-api` only. The
+As with `ghbot.telemetry`'s spans, this module uses only `opentelemetry-api` (ghbot
+depends on `opentelemetry-sdk` too: the Ray runtime's bridge records through it). The
 instruments below are made once, at import, on the API's global meter; until the
 process sets a meter provider (``metrics.set_meter_provider``) they are proxies whose
 calls do nothing, and once it does they record through it, even though they were made

@@ -1,9 +1,10 @@
 """Tracing through the OpenTelemetry API: spans cost next to nothing until an SDK is set.
 
-ghbot depends on `opentelemetry-api` only. Install `opentelemetry-sdk` and an exporter
-and set a tracer provider (``trace.set_tracer_provider``) in your process to record
-them; the Ray runtime's processes set one from the standard ``OTEL_*`` variables
-(`actors.tracing.install_tracing`, docs/operations.md "Traces"):
+This module uses only `opentelemetry-api`; `opentelemetry-sdk` is a dependency of
+ghbot as well (the Ray runtime's metrics bridge and tracing use it). To record the
+spans, set an SDK tracer provider (``trace.set_tracer_provider``) with an exporter in
+your process; the Ray runtime's processes set one from the standard ``OTEL_*``
+variables (`actors.tracing.install_tracing`, docs/operations.md "Traces"):
 
 - a root span per webhook at the ingress (``webhook issues``, kind SERVER) around the
   verification and the journal; its W3C ``traceparent`` travels with the delivery
