@@ -57,7 +57,7 @@ __all__ = [
     "shape",
 ]
 
-#: The structured fields a call may pass in ``extra=`` (DESIGN.md, "Observability").
+#: The structured fields a call may pass in ``extra=`` (docs/operations.md, "Logs").
 FIELDS: Final = (
     "event_id",
     "installation_id",

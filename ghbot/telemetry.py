@@ -17,10 +17,14 @@ variables (`actors.tracing.install_tracing`, docs/operations.md "Traces"):
   the rate limit left;
 - a child span per installation token asked of the cache, saying whether it was a hit.
 
-Attribute names are DESIGN.md's; no span ever carries a token, a key or a payload. A
-span an exception leaves says only the exception's type (its status and
-``error.type``): OpenTelemetry's default would add the message and the traceback,
-which can hold a payload's text or a URL's query.
+Attribute names are the constants below: ``github.event_type``, ``github.delivery_id``,
+``github.installation_id``, ``github.repository``, ``github.api.endpoint``,
+``github.api.method``, ``github.rate_limit.remaining``, ``http.response.status_code``,
+``auth.token_type``, ``auth.cache_hit``, ``ghbot.handler`` and ``error.type``
+(docs/operations.md, "Traces", describes the spans). No span ever carries a token, a
+key or a payload. A span an exception leaves says only the exception's type (its
+status and ``error.type``): OpenTelemetry's default would add the message and the
+traceback, which can hold a payload's text or a URL's query.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -291,6 +292,13 @@ def test_the_context_fills_the_fields_a_line_did_not_pass(captured: io.StringIO)
     assert "operation" not in outer and outer["repository"] == "o/r"
     assert not set(logs.FIELDS) & set(outside)
     assert logs.current_fields() == {}
+
+
+def test_the_operations_guide_lists_the_structured_fields() -> None:
+    """`FIELDS` points at docs/operations.md's "Logs", which names each of them."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = text[text.index("\n## Logs\n") : text.index("\n## Traces\n")]
+    assert [name for name in logs.FIELDS if f"`{name}`" not in section] == []
 
 
 def test_the_text_format_shows_the_context_fields(captured: io.StringIO) -> None:

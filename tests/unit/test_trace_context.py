@@ -56,3 +56,23 @@ def test_a_span_the_sampler_dropped_is_dropped_elsewhere_too() -> None:
     with telemetry.joined(header), there.start_as_current_span("jwt sign"):
         pass
     assert spans.get_finished_spans() == ()
+
+
+def test_the_docstring_names_every_span_attribute() -> None:
+    """The module's docstring lists the attribute names its constants hold, all of them."""
+    names = [
+        telemetry.EVENT_TYPE,
+        telemetry.DELIVERY_ID,
+        telemetry.INSTALLATION_ID,
+        telemetry.REPOSITORY,
+        telemetry.API_ENDPOINT,
+        telemetry.API_METHOD,
+        telemetry.RATE_LIMIT_REMAINING,
+        telemetry.STATUS_CODE,
+        telemetry.TOKEN_TYPE,
+        telemetry.CACHE_HIT,
+        telemetry.HANDLER,
+        telemetry.ERROR_TYPE,
+    ]
+    assert telemetry.__doc__ is not None
+    assert [name for name in names if f"``{name}``" not in telemetry.__doc__] == []
