@@ -175,13 +175,13 @@ class FakeGitHub(Setup):
         answers those 501, naming them), or to script GitHub's answer.
 
         `{name}` in `template` matches one path segment (`/repos/{owner}/{repo}/
-        issues/{issue_number}/reactions`), `{name*}` the rest of the path. A stubbed
-        request still needs the app's credentials, spends the caller's rate limit and
-        is recorded in `requests`: an installation's token by default, the app's JWT
-        for `auth="jwt"` (`/app/...` operations); `"any"` takes any caller, one
-        without credentials too. For an answer
-        that depends on the request, add a handler to `router` (`Router.add(...,
-        first=True)`).
+        issues/{issue_number}/reactions`), `{name*}` one or more, slashes included
+        (`/repos/{owner}/{repo}/contents/{path*}`). A stubbed request still needs the
+        app's credentials, spends the caller's rate limit and is recorded in
+        `requests`: an installation's token by default, the app's JWT for
+        `auth="jwt"` (`/app/...` operations); `"any"` takes any caller, one without
+        credentials too. For an answer that depends on the request, add a handler to
+        `router` (`Router.add(..., first=True)`).
         """
         answer = (data, status, dict(headers) if headers else None)
         self.router.add(

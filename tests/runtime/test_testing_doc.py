@@ -5,6 +5,7 @@ their backoff), through `BotHarness` (no Ray) against FakeGitHub.
 
 from __future__ import annotations
 
+import inspect
 import json
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -20,8 +21,8 @@ from ghbot.errors import UsageError
 from ghbot.events import Event
 from ghbot.models import IssuesClosed
 from ghbot.retry import RetryPolicy
-from ghbot.testing import example_payload
-from tests.docs import python_blocks
+from ghbot.testing import FakeGitHub, example_payload
+from tests.docs import ROOT, python_blocks
 from tests.runtime.test_schedule import Sweeper
 
 
@@ -139,6 +140,23 @@ async def test_the_stub_example_answers_an_operation_the_fake_lacks() -> None:
     names = {"BotHarness": BotHarness, "Reactor": Reactor, "example_payload": example_payload}
     done = await run_block(blocks()[1], names)
     assert done["reaction"].method == "POST"
+
+
+def test_the_page_states_the_stubs_signature() -> None:
+    """The page gives `FakeGitHub.stub`'s parameters as the method has them: their
+    defaults, the keyword-only ones, `auth`'s values, and `{name*}`."""
+    parameters = list(inspect.signature(FakeGitHub.stub).parameters.values())[1:]
+    spelled = []
+    for parameter in parameters:
+        if parameter.kind is parameter.KEYWORD_ONLY and "*" not in spelled:
+            spelled.append("*")
+        default = parameter.default
+        shown = "" if default is parameter.empty else "=" + json.dumps(default)
+        spelled.append(parameter.name + shown.replace("null", "None"))
+    page = " ".join((ROOT / "docs" / "testing.md").read_text().split())
+    assert f"bot.fake.stub({', '.join(spelled)})" in page
+    for text in ('auth="token"', 'auth="jwt"', 'auth="any"', "`{name*}`"):
+        assert text in page, text
 
 
 async def test_without_the_stub_the_dead_letter_names_what_the_fake_lacks() -> None:
