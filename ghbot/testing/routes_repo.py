@@ -56,7 +56,7 @@ class RepoRoutes:
         add("GET", f"{R}/check-runs/{{check_run_id}}", self.get_check_run)
         add("PATCH", f"{R}/check-runs/{{check_run_id}}", self.update_check_run)
         add("POST", f"{R}/statuses/{{sha}}", self.create_status)
-        add("GET", f"{R}/commits/{{ref}}/statuses", self.list_statuses)
+        add("GET", f"{R}/commits/{{ref*}}/statuses", self.list_statuses)
         add("GET", "/search/issues", self.search_issues)
 
     # --- lookups ----------------------------------------------------------------------
@@ -346,11 +346,13 @@ class RepoRoutes:
         return Reply(status, 201, {"Location": str(status["url"])})
 
     def list_statuses(self, ctx: Ctx) -> Reply:
+        """The statuses of the commit `ref` names: a SHA, or a branch (`feature/x`,
+        `heads/feature/x`) at its head, newest first."""
         repo = self._repo(ctx)
         if isinstance(repo, Reply):
             return repo
-        ref = ctx.params["ref"]
-        return paged(ctx, [s for s in reversed(repo.statuses) if s["sha"] == ref])
+        sha = self.store.commit_of(repo, ctx.params["ref"])
+        return paged(ctx, [s for s in reversed(repo.statuses) if s["sha"] == sha])
 
     # --- search -----------------------------------------------------------------------
 

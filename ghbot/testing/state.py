@@ -327,6 +327,17 @@ class Store:
         repo.reviews.setdefault(pull["number"], []).append(review)
         return review
 
+    def commit_of(self, repo: Repo, ref: str) -> str:
+        """The commit SHA `ref` names in `repo`, as GitHub reads a commit reference: a
+        branch, by its name or as `heads/NAME`, is its head's SHA; anything else is
+        taken as a SHA. The fake's branches are its pull requests' heads (the latest
+        pull request's head, for a branch several have); it keeps no tags."""
+        heads = {pull["head"]["ref"]: pull["head"]["sha"] for pull in repo.pulls.values()}
+        for name in (ref, ref.removeprefix("heads/")):
+            if name in heads:
+                return str(heads[name])
+        return ref
+
     def make_status(self, repo: Repo, sha: str, fields: dict[str, Any]) -> dict[str, Any]:
         status_id = self.new_id()
         status = {

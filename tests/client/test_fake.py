@@ -157,6 +157,25 @@ async def test_pull_requests_checks_and_statuses(
     assert [s["context"] for s in statuses.data] == ["ci"]
 
 
+async def test_statuses_of_a_branch_are_those_of_its_head_commit(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The typed client keeps a ref's slashes (`feature/x`): the fake takes the ref
+    whole and reads a branch, bare or as `heads/NAME`, as its head commit."""
+    fake.add_pull_request(REPO, "Add a feature", head="feature/x", head_sha="c" * 40)
+    gh = token_client()
+    owner, name = REPO.split("/")
+    for sha, context in (("c" * 40, "ci"), ("d" * 40, "other"), ("c" * 40, "lint")):
+        await gh.rest.repos.create_commit_status(
+            owner=owner, repo=name, sha=sha, state="success", context=context
+        )
+    for ref in ("feature/x", "heads/feature/x", "c" * 40):
+        statuses = await gh.rest.repos.list_commit_statuses_for_ref(owner=owner, repo=name, ref=ref)
+        assert [s.context for s in statuses] == ["lint", "ci"], ref
+    none = await gh.rest.repos.list_commit_statuses_for_ref(owner=owner, repo=name, ref="main")
+    assert none == []
+
+
 async def test_every_request_is_recorded(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
