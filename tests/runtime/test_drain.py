@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import pickle
+import re
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -83,8 +85,9 @@ async def _successor_runs_the_rest(journal: Journal, fake: FakeGitHub, bot: Any)
 
 
 async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it_once(
-    journal: Journal, fake: FakeGitHub
+    journal: Journal, fake: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ghbot.shard")
     shard = commenter_shard(journal, fake, Commenter, pace_writes=60.0)  # one write a minute
     await shard.start()
     # Issues 1 to 3 run at once (one key each); the second delivery of issue 1 queues.
@@ -95,6 +98,15 @@ async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it
 
     async with asyncio.timeout(10):  # the two waiting in the lane would take 2 minutes
         assert await shard.drain() == 3
+    # The line docs/operations.md points at to tell when a drain ended.
+    [drained] = [r for r in caplog.records if r.getMessage().startswith("drained:")]
+    assert (drained.name, drained.levelno) == ("ghbot.shard", logging.INFO)
+    # Issue 1's second delivery waited in the lane too, or had not started yet.
+    assert re.fullmatch(
+        r"drained: no delivery running; 3 left pending for the next shard \([23] of them "
+        r"stopped while they waited\)",
+        drained.getMessage(),
+    )
     await shard.close()
     assert len(fake.requests_to(COMMENTS, "POST")) == 1
     [first] = await _completed(journal)
