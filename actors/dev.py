@@ -34,10 +34,10 @@ from actors.settings import dedup_window as dedup_window_for
 from actors.shard import ShardCore
 from actors.wire import Status, encode_batch, to_inbound
 from ghbot.config import Settings
-from ghbot.errors import ConfigError, PayloadTooLarge, WebhookError
+from ghbot.errors import ConfigError, GhBotError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
 from ghbot.retry import describe
-from ghbot.webhooks import MAX_PAYLOAD_BYTES, parse_delivery
+from ghbot.webhooks import MAX_PAYLOAD_BYTES, RETRY_AFTER, parse_delivery
 
 __all__ = ["DevServer", "load_env_file", "relay"]
 
@@ -140,14 +140,26 @@ class DevServer:
                 {"error": str(exc), "delivery": exc.delivery_id}, status=exc.http_status
             )
         inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=time.time())
-        [status] = await self.shard.ingest(encode_batch([inbound]))
+        try:
+            [status] = await self.shard.ingest(encode_batch([inbound]))
+        except GhBotError as exc:  # the journal failed: not known to be journaled
+            log.warning("could not journal %s: %s", delivery.delivery_id, type(exc).__name__)
+            return _unavailable(f"the journal could not take it ({type(exc).__name__})")
         answer = {"delivery": delivery.delivery_id, "status": status}
         if status == Status.ACCEPTED:
             log.info("received %s %s", delivery.event, delivery.delivery_id)
             return web.json_response(answer, status=202)
         if status == Status.DUPLICATE:
             return web.json_response(answer, status=200)
-        return web.json_response({"error": f"the journal refused it ({status})"}, status=503)
+        return _unavailable(f"the journal refused it ({status})")
+
+
+def _unavailable(reason: str) -> web.Response:
+    """Answer 503 with a `Retry-After`, as the deployment's ingress does: send it again
+    (what was journaled is answered as a duplicate)."""
+    return web.json_response(
+        {"error": f"{reason}; retry"}, status=503, headers={"Retry-After": str(RETRY_AFTER)}
+    )
 
 
 # --- a webhook proxy channel (smee.io) --------------------------------------------------

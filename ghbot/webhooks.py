@@ -27,6 +27,7 @@ from ghbot.events import Envelope, decode_envelope
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "RETRY_AFTER",
     "SINGLE_HEADERS",
     "Delivery",
     "check_content_length",
@@ -37,6 +38,10 @@ __all__ = [
 
 #: GitHub caps payloads at 25 MB and does not deliver larger events at all.
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+#: Seconds a 503 asks its sender to wait before sending again (`Retry-After`): a shard
+#: draining, restarting or without its journal. GitHub ignores it; the redelivery
+#: sweep has the delivery sent again.
+RETRY_AFTER = 10
 
 _PREFIX = "sha256="
 _DIGEST_SIZE = 32

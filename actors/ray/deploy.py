@@ -127,6 +127,11 @@ def build_settings(
             return str(value)
         return env.get(var) or default
 
+    def said(name: str, var: str) -> str:
+        """What an error calls the setting: the argument if given, else the variable."""
+        value = args.get(name)
+        return name if value is not None and value != "" else var
+
     problems: list[str] = []
     try:
         settings = Settings.from_env(env)
@@ -144,7 +149,7 @@ def build_settings(
         if not raw:
             return default
         try:
-            return number_in(name, raw, low, high)
+            return number_in(said(name, var), raw, low, high)
         except ConfigError as exc:
             problems.extend(exc.problems)
             return default
@@ -153,7 +158,9 @@ def build_settings(
         value = number(name, var, default, low, high)
         if not float(value).is_integer():  # 1.5 shards, or 0.5 log lines a second (0: none)
             raw = given(name, var)
-            problems.append(f"{name}={raw!r} must be a whole number from {low} to {high}")
+            problems.append(
+                f"{said(name, var)}={raw!r} must be a whole number from {low} to {high}"
+            )
             return default
         return int(value)
 
@@ -170,10 +177,14 @@ def build_settings(
         settings = settings.without_key()
     channel = given("shard_channel", "GHBOT_SHARD_CHANNEL", "tcp").lower()
     if channel not in ("tcp", "ray"):
-        problems.append(f"shard_channel={channel!r} must be tcp or ray")
+        problems.append(
+            f"{said('shard_channel', 'GHBOT_SHARD_CHANNEL')}={channel!r} must be tcp or ray"
+        )
     namespace = given("namespace", "GHBOT_NAMESPACE", "ghbot")
     if not namespace.strip():
-        problems.append(f"namespace={namespace!r} must name a Ray namespace")
+        problems.append(
+            f"{said('namespace', 'GHBOT_NAMESPACE')}={namespace!r} must name a Ray namespace"
+        )
         namespace = "ghbot"
     runtime = RuntimeSettings(
         bot=bot,

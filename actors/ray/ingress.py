@@ -41,7 +41,12 @@ from actors.wire import Inbound, Status, encode_parts, shard_of, to_inbound
 from ghbot import metrics, telemetry
 from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError
 from ghbot.logs import LogLimiter
-from ghbot.webhooks import MAX_PAYLOAD_BYTES, check_content_length, parse_delivery
+from ghbot.webhooks import (
+    MAX_PAYLOAD_BYTES,
+    RETRY_AFTER,
+    check_content_length,
+    parse_delivery,
+)
 
 __all__ = [
     "GRACEFUL_WAIT_LOOP_S",
@@ -368,12 +373,6 @@ async def read_body(request: Request, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
 
 def _answer(status: int, body: dict[str, Any]) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
-
-
-#: Seconds a 503 asks its sender to wait before sending again (`Retry-After`): a shard
-#: draining, restarting or without its journal. GitHub ignores it; the redelivery
-#: sweep has the delivery sent again.
-RETRY_AFTER = 10
 
 
 def _unavailable(reason: str) -> Response:

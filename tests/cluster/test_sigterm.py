@@ -27,12 +27,11 @@ import aiohttp
 import pytest
 import ray
 
-from actors.ray.ingress import RETRY_AFTER
 from actors.ray.runtime import shard_name
 from actors.records import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of
 from ghbot.journal import open_journal
-from ghbot.webhooks import sign
+from ghbot.webhooks import RETRY_AFTER, sign
 from tests.cluster.conftest import (
     SECRET,
     comments,

@@ -17,10 +17,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors.bot import InstallationActor, on
 from actors.ray import ingress
 from actors.ray.channel import RemoteError
-from actors.ray.ingress import RETRY_AFTER, ShardBatcher, ShardUnavailable
+from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.wire import decode_batch, encode_parts
 from ghbot.events import Event
 from ghbot.logs import LogLimiter
+from ghbot.webhooks import RETRY_AFTER
 from tests.metering import metered
 from tests.runtime.conftest import bare_ingress, item, payload, webhook_request
 

@@ -28,7 +28,7 @@ from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 from ghbot.testing import FakeGitHub, app_key_pair, example_payload
-from ghbot.webhooks import sign
+from ghbot.webhooks import RETRY_AFTER, sign
 from tests.net import free_port
 
 SECRET = "dev-secret"
@@ -122,6 +122,22 @@ async def test_signed_deliveries_are_journaled_and_handled(
     await dev.shard.wait_idle()
     [comment] = fake.requests_to(f"{HELLO}/issues/2/comments", "POST")
     assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+
+
+async def test_a_delivery_the_journal_cannot_take_is_answered_503_to_send_again(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    """As the deployment's ingress answers it: the journal gone (here, closed), the
+    delivery is not known to be journaled (it was a 500 from aiohttp, a traceback)."""
+    dev, _ = server
+    assert dev._journal is not None
+    await dev._journal.close()
+    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+    async with aiohttp.ClientSession() as http:
+        sent = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-9"))
+        answer = await sent.json()
+    assert sent.status == 503 and sent.headers["Retry-After"] == str(RETRY_AFTER)
+    assert answer == {"error": "the journal could not take it (JournalUnavailable); retry"}
 
 
 async def test_the_dev_server_remembers_guids_for_githubs_window_of_its_api_url(

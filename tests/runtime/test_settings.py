@@ -286,7 +286,7 @@ def test_received_lines_per_second_are_a_validated_setting(pem_pkcs8: bytes) -> 
     assert build_settings(args, env).log_received_per_second == 50
     for wrong in ("many", "-1"):
         env = {**_env(pem_pkcs8), "GHBOT_LOG_RECEIVED_PER_SECOND": wrong}
-        with pytest.raises(ConfigError, match=f"log_received_per_second='{wrong}'"):
+        with pytest.raises(ConfigError, match=f"GHBOT_LOG_RECEIVED_PER_SECOND='{wrong}'"):
             build_settings(bot, env)
 
 
@@ -297,8 +297,26 @@ def test_the_shard_channel_is_tcp_unless_set_to_ray(pem_pkcs8: bytes) -> None:
     assert build_settings(bot, env).shard_channel is False
     assert build_settings({**bot, "shard_channel": "tcp"}, env).shard_channel is True
     env = {**_env(pem_pkcs8), "GHBOT_SHARD_CHANNEL": "udp"}
-    with pytest.raises(ConfigError, match="shard_channel='udp' must be tcp or ray"):
+    with pytest.raises(ConfigError, match="GHBOT_SHARD_CHANNEL='udp' must be tcp or ray"):
         build_settings(bot, env)
+    with pytest.raises(ConfigError, match=r"^shard_channel='udp' must be tcp or ray"):
+        build_settings({**bot, "shard_channel": "udp"}, _env(pem_pkcs8))
+
+
+def test_a_bad_value_is_named_as_it_was_given(pem_pkcs8: bytes) -> None:
+    """An operator who set only the variable is told the variable, and one who gave
+    `serve run` the argument the argument."""
+    bot = {"bot": "examples.greeter:Greeter"}
+    env = {**_env(pem_pkcs8), "GHBOT_LOG_RECEIVED_PER_SECOND": "x", "GHBOT_SHARDS": "1.5"}
+    with pytest.raises(ConfigError) as caught:
+        build_settings(bot, env)
+    assert list(caught.value.problems) == [
+        "GHBOT_SHARDS='1.5' must be a whole number from 1 to 64",
+        "GHBOT_LOG_RECEIVED_PER_SECOND='x' must be a number from 0 to 100000",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        build_settings({**bot, "shards": "1.5"}, env)
+    assert caught.value.problems[0] == "shards='1.5' must be a whole number from 1 to 64"
 
 
 def test_every_problem_is_reported_at_once() -> None:
