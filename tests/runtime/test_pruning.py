@@ -101,6 +101,9 @@ async def test_a_started_shard_prunes_guids_past_the_window_by_itself(journal: J
     assert await held(journal, "old") == set()
     records = await journal.read(stream_name(INSTALLATION), shard=shard_of(INSTALLATION))
     assert "DeliveryReceived" in [r.type for r in records]  # the events stay
+    # What the docs warn of: past the window, a redelivery is journaled again.
+    assert await shard.ingest(batch(item)) == ["accepted"]
+    await shard.close()
 
 
 async def test_a_redelivery_within_the_window_is_still_a_duplicate(journal: Journal) -> None:
