@@ -195,9 +195,11 @@ def check_writable(env_file: Path) -> None:
     Checked before the App exists: GitHub hands its private key and webhook secret over
     once, and a flow that fails to write them leaves an App nobody holds the key of.
     """
-    folder = env_file.resolve().parent
-    if not folder.is_dir():
-        raise UsageError(f"{env_file}: the folder {folder} does not exist")
+    # The key goes beside the file the link points to; the .env is written in place.
+    folders = dict.fromkeys((env_file.resolve().parent, env_file.absolute().parent))
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"{env_file}: the folder {folder} does not exist")
     if env_file.exists():
         try:
             env_file.read_text(encoding="utf-8")
@@ -205,12 +207,15 @@ def check_writable(env_file: Path) -> None:
             raise UsageError(f"{env_file} is not UTF-8 text") from None
         except OSError as exc:
             raise UsageError(f"{env_file} cannot be read: {exc.strerror}") from None
-    probe = folder / f".ghbot-register.{secrets.token_hex(4)}.tmp"
-    try:
-        _write_private(probe, "")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write the App's settings in {folder}: {exc.strerror}") from None
+    for folder in folders:
+        probe = folder / f".ghbot-register.{secrets.token_hex(4)}.tmp"
+        try:
+            _write_private(probe, "")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the App's settings in {folder}: {exc.strerror}"
+            ) from None
 
 
 class Registration:
@@ -310,8 +315,14 @@ class Registration:
         try:
             self._save(data)
         except Exception as exc:  # the App exists: say which, and how to get its key
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            settings = f"{self.web_url}{self._owner()}/settings/apps/{data.get('slug')}"
+            if isinstance(exc, UsageError):
+                why = str(exc)
+            elif isinstance(exc, OSError) and exc.strerror:
+                why = exc.strerror
+            else:
+                why = type(exc).__name__
+            slug = data.get("slug")
+            settings = f"{self.web_url}{self._owner()}/settings/apps" + (f"/{slug}" if slug else "")
             problem = UsageError(
                 f"the App {data.get('name')} (ID {data.get('id')}) is created, but its "
                 f"settings could not be written to {self.env_file}: {why}; generate a "

@@ -211,6 +211,8 @@ class _Connection:
         self._pending: dict[int, asyncio.Future[list[Status]]] = {}
         self._next_id = 0
         self._lost = False
+        #: No new batch is sent on it; closed once the batches in flight are answered.
+        self._retired = False
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -228,7 +230,7 @@ class _Connection:
         (Serve's loop) raises `RuntimeError` for a write to a closed transport, which
         the ingress would answer 503 at once as an error of the shard's: a closing
         connection is not written to, and the next batch connects again."""
-        return self._lost or self._writer.is_closing()
+        return self._lost or self._retired or self._writer.is_closing()
 
     async def call(self, parts: Sequence[bytes]) -> list[Status]:
         if self.closed:
@@ -243,6 +245,14 @@ class _Connection:
             return await future
         finally:
             self._pending.pop(request_id, None)
+            if self._retired and not self._pending:
+                self._writer.close()
+
+    def retire(self) -> None:
+        """Send nothing more on it; close it once the batches in flight are answered."""
+        self._retired = True
+        if not self._pending:
+            self._writer.close()
 
     def close(self) -> None:
         self._writer.close()
@@ -298,12 +308,23 @@ class ShardChannel:
         if connection is None:
             statuses: list[Status] = await self.actor.ingest.remote(*parts)
             return statuses
-        return await connection.call(parts)
+        statuses = await connection.call(parts)
+        if statuses and all(status == Status.REFUSED for status in statuses):
+            # Fenced (cut off from Ray, the shard was restarted elsewhere and its
+            # successor took its streams) or sent installations it does not hold: the
+            # next batch asks Ray where the shard is now, not this process again.
+            self._retire(connection)
+        return statuses
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def _retire(self, connection: _Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+        connection.retire()
 
     def use(self, actor: Any) -> None:
         """Send to `actor` from now on (the shard's successor): a new connection."""

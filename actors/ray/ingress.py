@@ -235,11 +235,6 @@ class ShardBatcher:
                 self._fail(futures, exc, len(items), held or waited)
                 return
             metrics.shard_call(True, time.perf_counter() - started)
-            if Status.REFUSED in statuses:
-                # Fenced (cut off from Ray, it was restarted elsewhere and the journal
-                # took its streams from it) or sent what it does not hold: the next
-                # batch asks Ray where the shard is now instead of reusing this channel.
-                self.channel.close()
             again: list[tuple[Inbound, asyncio.Future[Status]]] = []
             for entry, status in zip(zip(items, futures, strict=True), statuses, strict=True):
                 if status == Status.DRAINING:

@@ -227,11 +227,14 @@ def shown_url(url: str, *, away: bool = False) -> str:
     """`url` for messages and logs: without any user information in it, and with the
     values of query parameters that carry credentials (`SECRET_PARAMS`) redacted;
     `away` (another host than GitHub's API), without its query or fragment at all."""
-    if away:
-        return str(URL(url, encoded=True).with_user(None).with_query(None).with_fragment(None))
-    if "@" not in url and "?" not in url:
+    if not away and "@" not in url and "?" not in url:
         return url
-    parsed = URL(url, encoded=True).with_user(None)
+    parsed = URL(url, encoded=True)
+    if not parsed.absolute:  # no host to strip a user from (a hand-made Response)
+        return url.split("?", 1)[0]
+    if away:
+        return str(parsed.with_user(None).with_query(None).with_fragment(None))
+    parsed = parsed.with_user(None)
     if any(name.lower() in SECRET_PARAMS for name in parsed.query):
         query = [
             (name, "redacted" if name.lower() in SECRET_PARAMS else value)

@@ -77,12 +77,19 @@ __all__ = [
 
 
 def check_url(url: str) -> None:
-    """Raise `UsageError` unless `url` is a journal URL `open_journal` can take:
-    ``sqlite:///path/to/dir`` or ``postgresql://user@host:port/db`` with at most the
-    `shards` (a positive integer) and, for PostgreSQL, `schema` (a plain SQL identifier)
-    parameters. Checked where the URL is read, so that a mistake is said at start, not
-    in each shard as it opens the journal."""
-    parts = urlsplit(url)
+    """Raise `UsageError` unless `url` looks like a journal URL `open_journal` can take:
+    ``sqlite:///path/to/dir`` (no parameter but `shards`) or
+    ``postgresql://user@host:port,host:port/db`` (its ports numbers, a `schema` a
+    plain SQL identifier; other parameters go to the driver), `shards` a positive
+    integer. Checked where the URL is read, so that a mistake is said at start, not in
+    each shard as it opens the journal. The message never holds the URL (its password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a `[` or `]` not percent-encoded
+        raise UsageError(
+            "the journal URL does not parse: percent-encode special characters "
+            "in its user name and password"
+        ) from None
     params = dict(parse_qsl(parts.query))
     shards = params.pop("shards", "1")
     if not (shards.isascii() and shards.isdecimal() and int(shards) >= 1):
@@ -93,10 +100,11 @@ def check_url(url: str) -> None:
         return
     if parts.scheme not in ("postgresql", "postgres"):
         raise UsageError(f"journal URL scheme must be sqlite or postgresql, not {parts.scheme!r}")
-    try:
-        parts.port  # noqa: B018 (parsed on access: raises for a port that is not one)
-    except ValueError:
-        raise UsageError("journal URL: the port is not a number from 0 to 65535") from None
+    for host in parts.netloc.rpartition("@")[2].split(","):  # libpq: several hosts
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if port and not (port.isascii() and port.isdecimal() and int(port) <= 65535):
+            raise UsageError("journal URL: a port is not a number from 0 to 65535")
     from ghbot.journal.postgres_sql import Statements
 
     Statements(params.pop("schema", "public"))  # raises for a schema name that is not plain
@@ -115,8 +123,8 @@ async def reshard_journal(
     then opens with `to` and refuses the old count. PostgreSQL does it in one
     transaction; SQLite moves streams a group at a time and is safe to run again after
     a crash (until it finishes, the journal refuses to open). A `shards` URL
-    parameter is ignored. Raise `UsageError` for a bad URL or `to`, or a stream whose
-    history is split; `JournalUnavailable` if the store cannot be reached.
+    parameter is checked (`check_url`), not used. Raise `UsageError` for a bad URL or
+    `to`, or a stream whose history is split; `JournalUnavailable` if the store cannot be reached.
     """
     check_url(url)
     parts = urlsplit(url)

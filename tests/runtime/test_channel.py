@@ -31,6 +31,8 @@ class Shard:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.status = Status.ACCEPTED
+        #: Deliveries refused whatever `status` says.
+        self.refuse: set[str] = set()
         self.error: Exception | None = None
         self.hold: asyncio.Event | None = None
         self.arrived = asyncio.Event()
@@ -43,7 +45,8 @@ class Shard:
             await self.hold.wait()
         if self.error is not None:
             raise self.error
-        return [self.status] * len(items)
+        ids = [i.received.delivery_id for i in items]
+        return [Status.REFUSED if d in self.refuse else self.status for d in ids]
 
 
 class _Method:
@@ -116,26 +119,52 @@ async def test_what_the_shard_raised_fails_its_batch_with_the_error_named(
         server.close()
 
 
-async def test_a_shard_that_refuses_is_asked_for_anew_where_its_channel_is() -> None:
+async def test_a_shard_that_refuses_everything_is_asked_for_anew_where_it_is() -> None:
     """A shard fenced by its own successor (its node cut off from Ray, not from the
     ingress, and Ray restarted it elsewhere) refuses every delivery: the next batch
     asks Ray where the shard is now, rather than going on to the old process for as
-    long as its connection lasts."""
+    long as its connection lasts. A batch in flight on that connection meanwhile still
+    gets its answer."""
     zombie, successor = Shard(), Shard()
     zombie.status = Status.REFUSED
     old = await ChannelServer.start(zombie.ingest, "127.0.0.1")
     new = await ChannelServer.start(successor.ingest, "127.0.0.1")
     handle = Handle(old.address)
-    batcher = ShardBatcher(handle, limit=4, direct=True)
+    batcher = ShardBatcher(handle, limit=1, max_inflight=2, direct=True)
     try:
-        assert await batcher.submit(item(1)) == Status.REFUSED
+        zombie.hold = asyncio.Event()
+        first, second = batcher.submit(item(1)), batcher.submit(item(2))
+        async with asyncio.timeout(10):
+            while len(zombie.batches) < 2:  # both in flight on the one connection
+                zombie.arrived.clear()
+                await zombie.arrived.wait()
+        zombie.hold.set()
+        assert list(await asyncio.gather(first, second)) == [Status.REFUSED] * 2
         handle.address = new.address  # where the restarted shard listens
-        assert await batcher.submit(item(2)) == Status.ACCEPTED
-        assert (zombie.batches, successor.batches, handle.asked) == ([["d1"]], [["d2"]], 2)
+        assert await batcher.submit(item(3)) == Status.ACCEPTED
+        assert (successor.batches, handle.asked) == ([["d3"]], 2)
     finally:
         batcher.channel.close()
         old.close()
         new.close()
+
+
+async def test_a_batch_the_shard_takes_in_part_keeps_the_connection() -> None:
+    """Some of a batch refused (sent an installation the shard does not hold) and the
+    rest taken: the shard is alive and owns its streams, the connection is kept."""
+    shard = Shard()
+    server = await ChannelServer.start(shard.ingest, "127.0.0.1")
+    handle = Handle(server.address)
+    batcher = ShardBatcher(handle, limit=4, direct=True)
+    try:
+        shard.refuse = {"d1"}
+        statuses = await batcher.channel.ingest(encode_parts([item(1), item(2)]))
+        assert statuses == [Status.REFUSED, Status.ACCEPTED]
+        assert await batcher.channel.ingest(encode_parts([item(3)])) == [Status.ACCEPTED]
+        assert handle.asked == 1 and len(shard.batches) == 2
+    finally:
+        batcher.channel.close()
+        server.close()
 
 
 @pytest.mark.timeout(60)

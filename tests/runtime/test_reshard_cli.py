@@ -146,6 +146,9 @@ def test_a_journal_that_cannot_be_resharded_is_one_line(
     missing = f"sqlite://{tmp_path}/nowhere"
     assert cli.main(["journal", "reshard", "--to", "2", "--journal", missing, "--offline"]) == 2
     _one_line_error(capsys.readouterr().err, "no journal at")
+    bad_port = "postgresql://ghbot@db.example:54x2/ghbot"  # asyncpg's ValueError, unwrapped
+    assert cli.main(["journal", "reshard", "--to", "2", "--journal", bad_port, "--offline"]) == 2
+    _one_line_error(capsys.readouterr().err, "a port is not a number from 0 to 65535")
 
 
 @pytest.mark.parametrize("to", ["0", "x", "5000"])

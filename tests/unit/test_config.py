@@ -284,7 +284,16 @@ def test_settings_come_from_the_process_environment_by_default(
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:///var/lib/ghbot/journal", "postgresql://ghbot@db/ghbot", "postgres://db/g"]
+    "url",
+    [
+        "sqlite:///var/lib/ghbot/journal",
+        "sqlite:///var/lib/my%20bots?shards=4",
+        "postgresql://ghbot@db/ghbot",
+        "postgres://db/g",
+        "postgresql://u@h1:5432,h2:5433/g?target_session_attrs=read-write",
+        "postgresql://u@[::1]:5432/g?sslmode=require&schema=bots",
+        "postgresql:///g?host=/var/run/postgresql",
+    ],
 )
 def test_each_journal_scheme_is_taken(pem_pkcs8: bytes, url: str) -> None:
     assert Settings.from_env(_env(pem_pkcs8, GHBOT_JOURNAL_URL=url)).journal_url == url
@@ -293,7 +302,9 @@ def test_each_journal_scheme_is_taken(pem_pkcs8: bytes, url: str) -> None:
 @pytest.mark.parametrize(
     ("url", "said"),
     [
-        ("postgresql://u:p@db:54x2/ghbot", "the port is not a number"),
+        ("postgresql://u:p@db:54x2/ghbot", "a port is not a number"),
+        ("postgresql://u@h1:5432,h2:99999/ghbot", "a port is not a number"),
+        ("postgresql://u:p[ss@db/ghbot", "percent-encode special characters"),
         ("postgresql://db/ghbot?schema=bots-prod", "plain SQL identifier"),
         ("postgresql://db/ghbot?shards=two", "shards must be a positive integer"),
         ("sqlite:///var/lib/ghbot?shards=0", "shards must be a positive integer"),
