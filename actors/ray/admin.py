@@ -163,8 +163,10 @@ def stop(
 
     Deleting the application first stops new deliveries at the door (GitHub's
     deliveries fail meanwhile, and the next deployment's redelivery sweep has them
-    sent again). Each shard then finishes what it took, within `within` seconds (what
-    is left stays pending in the journal for the next deployment), and the shards and
+    sent again, those of the last 6 hours: `ghbot redeliver --since` reaches further).
+    Each shard then finishes what it took, within `within` seconds (what is left,
+    handlers still running then included, stays pending in the journal for the next
+    deployment, which runs them from the start), and the shards and
     the app-auth actor, which outlive `serve.shutdown()`, are killed. `app` names the
     application; by default the one running ghbot's ingress (`ingress_app`).
     """

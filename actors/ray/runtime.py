@@ -578,7 +578,8 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
     An actor that runs another version than `settings.version` is replaced (see the
-    module), the app-auth actor first, then each shard in turn, the next once the
+    module), once a change of layout is checked (one refused replaces nothing), the
+    app-auth actor first, then each shard in turn, the next once the
     previous one's successor has started (up to `SUCCESSOR_START`). The version is set
     once, where the deployment is built (`build_settings`), so every replica and
     driver compares the same one; settings without one ("") replace nothing. When the number of
@@ -596,6 +597,7 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     and the key's path, not the key; a key given as PEM text reaches them, and Serve's
     control store, in the deployment's arguments (`docs/architecture.md`).
     """
+    _reshard(settings)  # first: a layout it refuses replaces nothing, this actor neither
     app_auth = settings.for_app_auth()
     _current(
         RemoteAppAuth,
@@ -606,7 +608,6 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
         drain=False,
         max_concurrency=1000,
     )
-    _reshard(settings)
     shards = settings.for_shards()
     return [
         _current(

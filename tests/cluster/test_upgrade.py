@@ -309,9 +309,14 @@ async def test_more_shard_actors_on_a_redeploy_move_virtual_shards_losing_nothin
     _handled_once(fake, set(guids))
 
     # The number of virtual shards is fixed for the journal's life: refused, and the
-    # running shards are left as they were.
+    # running shards are left as they were, and the app-auth actor too (replaced by the
+    # refused settings, its sweeps routed by 8 virtual shards to shards that do not run).
+    import ray
     from ray import serve
 
+    from actors.ray.runtime import APP_AUTH_NAME
+
+    app_auth = ray.get_actor(APP_AUTH_NAME, namespace=namespace)._actor_id
     with pytest.raises(Exception, match="Failed to update the deployments"):
         await asyncio.to_thread(
             deploy, "tests.cluster.bots:Greeter", shards=2, **{**common, "vshards": 8}
@@ -319,6 +324,7 @@ async def test_more_shard_actors_on_a_redeploy_move_virtual_shards_losing_nothin
     message = serve.status().applications["ghbot"].deployments["WebhookIngress"].message
     assert "number of virtual shards is fixed" in message
     assert sorted(s["vshards"] for s in stats(namespace)) == [[0, 2], [1, 3]]
+    assert ray.get_actor(APP_AUTH_NAME, namespace=namespace)._actor_id == app_auth
 
 
 async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_delivery_refused(
