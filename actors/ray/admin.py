@@ -11,7 +11,14 @@ from typing import Any
 
 import ray
 
-from actors.ray.runtime import APP_AUTH_NAME, DRAIN_TIMEOUT, retire, running_shards, shard_name
+from actors.ray.runtime import (
+    APP_AUTH_NAME,
+    DRAIN_TIMEOUT,
+    retire,
+    running_shards,
+    shard_name,
+    shards_by_name,
+)
 from ghbot.errors import GhBotError, UsageError
 
 __all__ = [
@@ -28,6 +35,10 @@ __all__ = [
 
 #: Seconds to wait for the shards' answers; a stuck shard raises `GetTimeoutError`.
 TIMEOUT = 60.0
+#: Seconds to wait for a sweep asked for by hand: it waits for a scheduled one running,
+#: and its asks to GitHub are paced writes (`GHBOT_PACE_WRITES`, a second apart by
+#: default) counted against 500 an hour, so after an outage it takes minutes.
+SWEEP_TIMEOUT = 3600.0
 
 
 class DeploymentNotFound(UsageError):
@@ -97,19 +108,19 @@ def sweep(namespace: str = "ghbot", lookback: float | None = None) -> dict[str, 
             f"{APP_AUTH_NAME!r}); check the namespace"
         ) from None
     ref: Any = app_auth.sweep.remote(lookback)
-    found: dict[str, Any] = _get(ref)
+    found: dict[str, Any] = _get(ref, SWEEP_TIMEOUT)
     return found
 
 
-def _get(refs: Any) -> Any:
-    """`ray.get` with `TIMEOUT`; a ghbot error an actor raised is raised as itself.
+def _get(refs: Any, timeout: float = TIMEOUT) -> Any:
+    """`ray.get` with `timeout`; a ghbot error an actor raised is raised as itself.
 
     Ray raises its `RayTaskError` made an instance of the cause's class, whose text is
     the actor's traceback (its first line names the actor and its pid, not the error):
     the CLI prints an error's own message as its one line.
     """
     try:
-        return ray.get(refs, timeout=TIMEOUT)
+        return ray.get(refs, timeout=timeout)
     except GhBotError as exc:
         raise getattr(exc, "cause", exc) from None
 
@@ -176,10 +187,9 @@ def stop(
     chosen = ingress_app(app, {name: list(s.deployments) for name, s in applications.items()})
     if chosen is not None:
         serve.delete(chosen)
-    handles = shards(namespace)
-    named = {shard_name(i): shard for i, shard in enumerate(handles)}
+    named = shards_by_name(namespace)
     drained = retire(named, namespace, within, finish=True)
-    killed = len(handles)
+    killed = len(named)
     try:
         ray.kill(ray.get_actor(APP_AUTH_NAME, namespace=namespace), no_restart=True)
         killed += 1
@@ -189,6 +199,6 @@ def stop(
         "app": chosen,
         "app_deleted": chosen is not None,
         "drained": drained,
-        "shards": len(handles),
+        "shards": len(named),
         "killed": killed,
     }

@@ -56,6 +56,7 @@ __all__ = [
     "running_shards",
     "set_up_process",
     "shard_name",
+    "shards_by_name",
 ]
 
 log = logging.getLogger("ghbot.runtime")
@@ -625,7 +626,8 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
 
 def _reshard(settings: RuntimeSettings) -> None:
     """Stop every running shard first when the deployment's layout changes (see above)."""
-    running = running_shards(settings.namespace)
+    named = shards_by_name(settings.namespace)
+    running = list(named.values())
     if not running:
         return
     wanted = (settings.shards, settings.vshards)
@@ -647,7 +649,7 @@ def _reshard(settings: RuntimeSettings) -> None:
         settings.shards,
         len(running),
     )
-    retire({shard_name(i): shard for i, shard in enumerate(running)}, settings.namespace)
+    retire(named, settings.namespace)
 
 
 def _layouts(running: list[Any]) -> set[tuple[int, int]] | None:
@@ -675,12 +677,20 @@ def _layouts(running: list[Any]) -> set[tuple[int, int]] | None:
 
 def running_shards(namespace: str) -> list[Any]:
     """Return handles to the deployment's shard actors there, in index order."""
-    found = []
+    return list(shards_by_name(namespace).values())
+
+
+def shards_by_name(namespace: str) -> dict[str, Any]:
+    """Return the deployment's shard actors there by name, in index order: every index
+    up to `MAX_SHARDS`, as an upgrade stopped between a shard's stop and its
+    successor's start leaves a gap, and the shards past it run all the same."""
+    found = {}
     for index in range(MAX_SHARDS):
+        name = shard_name(index)
         try:
-            found.append(ray.get_actor(shard_name(index), namespace=namespace))
+            found[name] = ray.get_actor(name, namespace=namespace)
         except ValueError:
-            break
+            continue
     return found
 
 

@@ -44,7 +44,8 @@ def retired(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def deploy(monkeypatch: pytest.MonkeyPatch, running: list[SimpleNamespace], vshards: int) -> None:
-    monkeypatch.setattr(runtime, "running_shards", lambda namespace: running)
+    named = {runtime.shard_name(i): shard for i, shard in enumerate(running)}
+    monkeypatch.setattr(runtime, "shards_by_name", lambda namespace: named)
     settings = SimpleNamespace(namespace="ghbot", shards=2, vshards=vshards)
     runtime._reshard(settings)  # type: ignore[arg-type]
 
@@ -76,3 +77,19 @@ def test_another_number_of_virtual_shards_is_refused(
     with pytest.raises(ConfigError, match="the number of virtual shards is fixed"):
         deploy(monkeypatch, [shard((2, 8)), shard(None)], vshards=4)
     assert retired == []
+
+
+def test_shards_past_a_gap_in_their_names_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade stopped between a shard's stop and its successor's start leaves its
+    name free: the shards after it were not found, so `ghbot stop` left them running
+    (and with shard 0 the one missing, said no deployment ran)."""
+    alive = {"ghbot-shard-1": "one", "ghbot-shard-3": "three"}
+
+    def get_actor(name: str, namespace: str) -> str:
+        if name not in alive:
+            raise ValueError(name)
+        return alive[name]
+
+    monkeypatch.setattr(runtime, "ray", SimpleNamespace(get_actor=get_actor))
+    assert runtime.shards_by_name("ghbot") == alive
+    assert runtime.running_shards("ghbot") == ["one", "three"]

@@ -447,14 +447,14 @@ def test_stop_refuses_an_app_that_is_not_ghbots_in_one_line_stopping_nothing(
     monkeypatch.setattr(serve, "status", lambda: status)
     monkeypatch.setattr(serve, "delete", deleted.append)
 
-    def shards(namespace: str) -> list[Any]:
+    def shards(namespace: str) -> dict[str, Any]:
         touched.append(namespace)
-        return []
+        return {}
 
     def no_actor(name: str, namespace: str) -> Any:
         raise ValueError(name)
 
-    monkeypatch.setattr(actors.ray.admin, "shards", shards)
+    monkeypatch.setattr(actors.ray.admin, "shards_by_name", shards)
     monkeypatch.setattr(actors.ray.admin, "retire", lambda *a, **k: 0)
     monkeypatch.setattr(ray, "get_actor", no_actor)
 
@@ -469,3 +469,32 @@ def test_stop_refuses_an_app_that_is_not_ghbots_in_one_line_stopping_nothing(
     assert cli.main(["stop", "--app", "ghbot"]) == 0
     assert capsys.readouterr().out.startswith("deleted the Serve application 'ghbot'")
     assert deleted == ["ghbot"] and touched == ["ghbot"]
+
+
+def test_a_sweep_asked_for_by_hand_is_waited_for_as_long_as_its_asks_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sweep after an outage waits for the scheduled one and asks GitHub a paced
+    write at a time: `ghbot redeliver` waited 60 s, as for a shard's answer, and said
+    the deployment did not answer while the sweep went on."""
+    import ray
+
+    from actors.ray import admin
+
+    class Sweep:
+        def remote(self, lookback: float | None) -> str:
+            return "ref"
+
+    class AppAuth:
+        sweep = Sweep()
+
+    waited: list[float] = []
+
+    def get(ref: str, timeout: float) -> dict[str, Any]:
+        waited.append(timeout)
+        return {"listed": 0}
+
+    monkeypatch.setattr(ray, "get_actor", lambda name, namespace: AppAuth())
+    monkeypatch.setattr(ray, "get", get)
+    assert admin.sweep("ghbot") == {"listed": 0}
+    assert waited == [admin.SWEEP_TIMEOUT] and admin.SWEEP_TIMEOUT >= 600
