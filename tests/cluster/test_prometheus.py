@@ -7,8 +7,8 @@ writes (the session's Ray runs without the dashboard that writes the real one), 
 1 s intervals instead of 15 s. The test checks what a user following the document
 would check: the target is up, every recording rule and alert is loaded and
 evaluates without error, ghbot's recorded series get values, a forged delivery
-makes `GhbotWebhookSignatureFailures` fire, and deliveries for a shard lost and not
-restarted make `GhbotHeldDeliveriesExpired` fire.
+makes `GhbotWebhookSignatureFailures` fire, a dead letter `GhbotDeadLetters`, and
+deliveries for a shard lost and not restarted make `GhbotHeldDeliveriesExpired` fire.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import ray
 import yaml
 
 from actors.ray.runtime import shard_name
+from actors.records import NO_INSTALLATION
 from actors.wire import shard_of, vshard_of
 from tests.cluster.conftest import comments, free_port, install, payload, send
 
@@ -153,11 +154,15 @@ def _rules_in_files() -> tuple[set[str], set[str]]:
 async def test_prometheus_as_documented_scrapes_ghbot_and_fires_alerts(
     prometheus: str, deploy: Any, fake: Any
 ) -> None:
-    install(fake, 1501, "prometheus/scraped")
+    install(fake, 1502, "prometheus/scraped")
     app = deploy("tests.cluster.bots:Greeter")
-    data = payload("issues.opened", installation=1501, repo="prometheus/scraped", issue__number=1)
+    data = payload("issues.opened", installation=1502, repo="prometheus/scraped", issue__number=1)
     status, _ = await send(app.url, "issues", data, secret="forged", guid=str(uuid.uuid4()))
     assert status == 401
+    # A delivery of no installation: the Greeter's comment raises NoInstallation, which
+    # dead-letters it at once, and GhbotDeadLetters fires on the shard's first one.
+    orphan = {k: v for k, v in data.items() if k != "installation"}
+    assert (await send(app.url, "issues", orphan))[0] == 202
 
     # Another installation's shard is lost and not restarted: each delivery for it is
     # held for the whole hold, then answered 503, and GhbotHeldDeliveriesExpired fires
@@ -167,7 +172,9 @@ async def test_prometheus_as_documented_scrapes_ghbot_and_fires_alerts(
     def owner_of(installation: int) -> int:
         return shard_of(vshard_of(installation, layout.vshards), layout.shards)
 
-    lost = next(i for i in range(1502, 1600) if owner_of(i) != owner_of(1501))
+    # The dead letter's shard (of no installation's stream) is 1502's, and not lost.
+    assert owner_of(1502) == owner_of(NO_INSTALLATION)
+    lost = next(i for i in range(1503, 1600) if owner_of(i) != owner_of(1502))
     install(fake, lost, "prometheus/lost")
     shard = ray.get_actor(shard_name(owner_of(lost)), namespace=layout.namespace)
     ray.kill(shard, no_restart=True)
@@ -218,7 +225,8 @@ async def test_prometheus_as_documented_scrapes_ghbot_and_fires_alerts(
             for a in _api(prometheus, "alerts")["alerts"]
             if a["state"] == "firing"
         }
-        if not {"GhbotWebhookSignatureFailures", "GhbotHeldDeliveriesExpired"} <= firing:
+        expected = {"GhbotWebhookSignatureFailures", "GhbotHeldDeliveriesExpired"}
+        if not expected | {"GhbotDeadLetters"} <= firing:
             wrong.append(f"firing: {sorted(firing)}; the lost shard's answers: {lost_answers}")
         return wrong
 
