@@ -324,9 +324,11 @@ class Budget:
             if limit.limit > 0:  # never 0 from GitHub; a 0 would leave the budget empty for good
                 self.limit = limit.limit
             self.remaining = limit.remaining
-        else:
+        elif limit.reset == self.reset:
             # Answers to concurrent requests arrive out of order: the lowest count wins.
             self.remaining = min(self.remaining, limit.remaining)
+        # An earlier window's (a request sent before the reset, answered after a later
+        # one) says nothing of this window's count.
 
     def seconds_to_reset(self, now: float) -> float:
         """Return the seconds until the window resets (0 when unknown or past)."""

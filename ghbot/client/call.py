@@ -56,6 +56,7 @@ class Call:
         "headers",
         "method",
         "resource",
+        "sent_at",
         "text",
         "url",
         "writes",
@@ -89,6 +90,8 @@ class Call:
         #: for `GitHub.graphql`, which tells it after reading the answer's errors: a
         #: GraphQL rate limit is a 200).
         self.written_told = True
+        #: When its last attempt went to GitHub (the client's clock).
+        self.sent_at = 0.0
 
     def shown(self) -> str:
         """The URL for messages and logs, without any user information in it; once

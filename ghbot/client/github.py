@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -70,6 +71,16 @@ Answer = tuple[int, Mapping[str, str], bytes]
 #: GitHub's secondary limits on an installation's content-creating requests (its
 #: POSTs, GraphQL mutations included): at most this many in this many seconds.
 CONTENT_LIMITS = ((80, 60.0), (500, 3600.0))
+
+
+class _Paused(Exception):
+    """A request about to go found its installation paused: admit it again."""
+
+
+def _unturn(lease: Lease | None) -> None:
+    """Give back the write `_go` took of `lease` for a request that did not go."""
+    if lease is not None and lease.writes is not None:
+        lease.writes += 1
 
 
 class _WriteLane:
@@ -149,7 +160,7 @@ class Holds(NamedTuple):
 class _State:
     """What the clients of one installation share: budgets, breaker, writes, pause."""
 
-    __slots__ = ("_lane", "breaker", "budgets", "limited", "paused_until")
+    __slots__ = ("_lane", "breaker", "budgets", "limited", "limited_at", "paused_until")
 
     def __init__(self, budgets: Budgets, breaker: CircuitBreaker | None) -> None:
         self.budgets = budgets
@@ -159,6 +170,10 @@ class _State:
         #: ends the row): a limit without `retry-after` waits 60 s doubled per earlier
         #: one, across requests, as GitHub asks ("then back off exponentially").
         self.limited = [0, 0]
+        #: When the last of them was counted: a limit answered to a request sent before
+        #: that is of the same burst (requests in flight together), not one more in a
+        #: row, and waits as long as the first did.
+        self.limited_at = [-math.inf, -math.inf]
         self._lane: _WriteLane | None = None
 
     @property
@@ -517,9 +532,13 @@ class GitHub:
                 continue
             # GitHub's time, for the wait until a reset, which is GitHub's epoch second.
             now = self._state.budgets.clock.now(opts.clock())
-            error = error_from(call, status, headers, raw, now, limited[call.writes])
-            if isinstance(error, RateLimited) and error.kind == "secondary":
-                limited[call.writes] += 1
+            kind = call.writes
+            again = call.sent_at > self._state.limited_at[kind]  # not of the last burst
+            hits = limited[kind] if again else max(limited[kind] - 1, 0)
+            error = error_from(call, status, headers, raw, now, hits)
+            if isinstance(error, RateLimited) and error.kind == "secondary" and again:
+                limited[kind] += 1
+                self._state.limited_at[kind] = opts.clock()
             if (
                 isinstance(error, ServerError)
                 and status != NOT_IMPLEMENTED
@@ -552,9 +571,13 @@ class GitHub:
         lease = self._lease
         turned = lease if lease is not None and lease.writes is not None and call.writes else None
         if not interval:
-            budget = await self._admit(call)
-            await self._go(call, budget, turned)
-            return budget, await self._exchange(call, budget)
+            while True:
+                budget = await self._admit(call)
+                await self._go(call, budget, turned)
+                try:
+                    return budget, await self._exchange(call, budget)
+                except _Paused:  # a pause began while it waited for a connection
+                    _unturn(turned)
         opts, lane = self.options, self._state.lane
         with _waiting():
             await lane.lock.acquire()
@@ -564,15 +587,20 @@ class GitHub:
                 await self._pause(wait)
             while creates and (wait := self._content_wait(lane, call)) > 0:
                 await self._pause(wait)
-            budget = await self._admit(call)
-            await self._go(call, budget, turned)
-            try:
-                return budget, await self._exchange(call, budget)
-            finally:
-                ended = opts.clock()
-                lane.free_at = ended + interval
-                if creates:  # it reached GitHub, if at all, before its exchange ended
-                    lane.created.append(ended)
+            while True:
+                budget = await self._admit(call)
+                await self._go(call, budget, turned)
+                call.sent_at = 0.0
+                try:
+                    return budget, await self._exchange(call, budget)
+                except _Paused:  # a pause began while it waited for a connection
+                    _unturn(turned)
+                finally:
+                    if call.sent_at:  # it went: it counts for the spacing and content
+                        ended = opts.clock()
+                        lane.free_at = ended + interval
+                        if creates:  # it reached GitHub, if at all, before its end
+                            lane.created.append(ended)
         finally:
             lane.lock.release()
 
@@ -673,6 +701,13 @@ class GitHub:
                 headers["Authorization"] = authorization
         pool = self.options.pool or current_pool()
         async with pool.semaphore:
+            if call.at_home() and self._state.paused_until > self.options.clock():
+                # A secondary limit drawn while this waited for a connection (or its
+                # token): not sent into the pause; `_admit` waits it out first.
+                if budget is not None:
+                    self._refund(budget)
+                raise _Paused
+            call.sent_at = self.options.clock()
             # Timed from when the request may go: waiting for the pool is not GitHub's.
             started = time.perf_counter()
             try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 
 import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
-from ghbot.client import ClientOptions, GitHub, GitHubApp
+from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
 from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.retry import RetryPolicy
@@ -61,6 +62,50 @@ async def test_secondary_limits_in_a_row_double_the_wait_across_requests(
     with pytest.raises(RateLimited) as caught:
         await gh.request("GET", ISSUE)
     assert caught.value.retry_after == 60.0  # a success ended the row
+
+
+async def test_secondary_limits_answered_together_are_one_not_a_row(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """Seven reads in flight together all meet the secondary limit: one burst, which
+    pauses the installation 60 s (GitHub's "at least one minute"). Counted as seven in
+    a row, it paused it 3,600 s (60 doubled six times)."""
+    gh = GitHub(token=fake.create_token(1), options=options.replace(max_rate_limit_waits=0))
+    fake.faults.add("/issues/1$", "secondary", count=7)
+    started = clock()
+    tried = await asyncio.gather(
+        *(gh.request("GET", ISSUE) for _ in range(7)), return_exceptions=True
+    )
+    assert all(isinstance(t, RateLimited) for t in tried)
+    assert [t.retry_after for t in tried if isinstance(t, RateLimited)] == [60.0] * 7
+    assert gh._state.paused_until == started + 60
+    clock.advance(61)
+    fake.faults.add("/issues/1$", "secondary")  # a limit met after the pause: next in the row
+    with pytest.raises(RateLimited) as caught:
+        await gh.request("GET", ISSUE)
+    assert caught.value.retry_after == 120.0
+
+
+async def test_a_request_waiting_for_a_connection_is_not_sent_into_a_pause(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """The pool has one connection: a second read waits for it while the first draws a
+    secondary limit. It used to be sent as the connection came free, into the pause."""
+    pool = Pool(max_concurrency=1)
+    gh = GitHub(
+        token=fake.create_token(1),
+        options=options.replace(pool=pool, max_rate_limit_waits=0, max_rate_limit_wait=30),
+    )
+    fake.faults.add("/issues/1$", "secondary", retry_after=120)
+    try:
+        first, second = await asyncio.gather(
+            gh.request("GET", ISSUE), gh.request("GET", f"/repos/{REPO}"), return_exceptions=True
+        )
+    finally:
+        await pool.close()
+    assert isinstance(first, RateLimited) and first.retry_after == 120.0
+    assert isinstance(second, RateLimited) and "paused" in str(second)
+    assert [r.path for r in fake.requests] == [ISSUE]  # the second never went
 
 
 async def test_a_long_wait_raises_at_once_and_pauses_the_installation(

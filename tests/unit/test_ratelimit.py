@@ -193,6 +193,12 @@ def test_out_of_order_answers_keep_the_lowest_count() -> None:
     assert budget.remaining == 100
     budget.observe(RateLimit.from_headers(_headers(5000, reset=NOW + 5000)), NOW)
     assert budget.remaining == 5000
+    # A request sent before the window rolled, answered after one sent after it: its
+    # count (of the window past) used to cap the new hour's, near the margin for good.
+    budget.observe(RateLimit.from_headers(_headers(600)), NOW)
+    assert budget.remaining == 5000
+    budget.observe(RateLimit.from_headers(_headers(4990, reset=NOW + 5000)), NOW)
+    assert budget.remaining == 4990
 
 
 def test_other_resources_do_not_touch_the_core_budget() -> None:
