@@ -51,6 +51,7 @@ from actors.records import (
     evolve_progress,
     stream_name,
 )
+from actors.schedule import SCHEDULE_EVENT
 from ghbot import metrics, telemetry
 from ghbot.client.github import GitHub, call_watcher
 from ghbot.errors import (
@@ -1005,10 +1006,14 @@ class InstallationHost:
     def _observe_completed(self, delivery_id: str) -> None:
         """Record the time from a delivery's receipt to all of its handlers done.
 
-        A replayed dead letter (`only`) is left out: its receipt was long before.
+        A replayed dead letter (`only`) is left out: its receipt was long before; so is
+        a scheduled run (`@every`), no webhook, whose handler may page through an
+        installation for minutes (it would push the webhooks' percentiles up).
         """
         pending = self.progress.pending.get(delivery_id)
         if pending is None or pending.only is not None:
+            return
+        if pending.received.event == SCHEDULE_EVENT:
             return
         received = pending.received
         metrics.webhook_processing.record(

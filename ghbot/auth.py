@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ghbot import metrics
 from ghbot.errors import ConfigError
 from ghbot.ratelimit import http_date
-from ghbot.telemetry import TOKEN_TYPE, tracer
+from ghbot.telemetry import TOKEN_TYPE, span
 
 __all__ = [
     "JWT_BACKDATE",
@@ -222,9 +222,9 @@ class AppAuth:
         if self._cached is not None and at < self._cached[1] - JWT_REUSE_MARGIN:
             return self._cached[0]
         claims = self.claims(at - self.offset)
-        with tracer.start_as_current_span("jwt sign") as span:
-            if span.is_recording():
-                span.set_attribute(TOKEN_TYPE, "jwt")
+        with span("jwt sign") as current:
+            if current.is_recording():
+                current.set_attribute(TOKEN_TYPE, "jwt")
             try:
                 token = pyjwt.encode(claims, self._key, algorithm="RS256")
             except Exception:

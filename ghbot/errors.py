@@ -331,6 +331,8 @@ class TransportError(GhBotError):
 
     def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
         super().__init__(f"{message} ({method} {url})" if method else message)
+        #: What happened, without the request (`no answer within 30 s`).
+        self.reason = message
         self.method = method
         self.url = url
 

@@ -93,8 +93,10 @@ def _recorded(name: str, context: Context | None, kind: trace.SpanKind) -> Itera
 
 
 def traceparent(span: trace.Span) -> str:
-    """Return the W3C `traceparent` of `span`, or "" when it records nothing (no SDK set)."""
-    return _header(span) if span.is_recording() else ""
+    """Return the W3C `traceparent` of `span` ("" with no SDK set): of a span the
+    sampler dropped too, whose flags say so, so that what it leads to elsewhere is
+    dropped as well rather than sampled again as a trace of its own."""
+    return _header(span) if span.get_span_context().is_valid else ""
 
 
 def parent_context(header: str) -> Context | None:

@@ -507,13 +507,13 @@ class GitHub:
         while True:
             try:
                 budget, (status, headers, raw) = await self._attempt(call, interval)
-            except TransportError:
+            except TransportError as exc:
                 if call.at_home():  # another host's failure says nothing of GitHub's
                     self._outcome(ok=False)
                 if attempt >= opts.retry.max_retries:
                     raise
                 metrics.retry("network")
-                await self._backoff(call, attempt, "no answer")
+                await self._backoff(call, attempt, exc.reason, type(exc).__name__)
                 attempt += 1
                 continue
             self._observe(budget, status, headers)
@@ -784,7 +784,9 @@ class GitHub:
         else:
             breaker.record_failure(self.options.clock())
 
-    async def _backoff(self, call: Call, attempt: int, why: str) -> None:
+    async def _backoff(
+        self, call: Call, attempt: int, why: str, error_type: str = "ServerError"
+    ) -> None:
         delay = self.options.retry.backoff(attempt)
         log.warning(
             "retrying %s %s after %s in %.2f s",
@@ -792,7 +794,7 @@ class GitHub:
             call.url.path,
             why,
             delay,
-            extra={"error_type": "TransportError" if why == "no answer" else "ServerError"},
+            extra={"error_type": error_type},
         )
         await self._pause(delay)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
@@ -63,14 +64,22 @@ async def test_timeouts_are_retried(
 
 
 async def test_persistent_timeouts_raise_timeout(
-    fake: FakeGitHub, options: ClientOptions, token_client: Callable[..., GitHub]
+    fake: FakeGitHub,
+    options: ClientOptions,
+    token_client: Callable[..., GitHub],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake.faults.add("/issues/1$", "slow", delay=0.2, count=None)
     gh = token_client(options=options.replace(timeout=0.05, retry=RetryPolicy(max_retries=1)))
-    with pytest.raises(Timeout) as caught:
+    with caplog.at_level(logging.WARNING, logger="ghbot.client"), pytest.raises(Timeout) as caught:
         await gh.request("GET", ISSUE)
     assert caught.value.method == "GET" and caught.value.url.endswith(ISSUE)
     assert "no answer within 0.05 s" in str(caught.value)
+    # The retry's line says which (docs/operations.md's GhbotApiErrorRateHigh runbook
+    # tells a timeout from a connection that could not be made by it).
+    [retried] = [r for r in caplog.records if r.getMessage().startswith("retrying")]
+    assert retried.getMessage().startswith(f"retrying GET {ISSUE} after no answer within 0.05 s")
+    assert retried.error_type == "Timeout"  # type: ignore[attr-defined]
 
 
 async def test_dropped_connections_are_retried(

@@ -43,3 +43,24 @@ async def test_requests_and_tokens_are_spans_with_design_attributes(
     assert failed.status.description == "NotFound"
     assert (failed.attributes or {})["error.type"] == "NotFound"
     assert failed.events == ()
+
+
+def test_a_failed_signature_s_span_says_its_error_type_only(
+    pem_pkcs8: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `jwt sign` span used OpenTelemetry's defaults, which record the exception's
+    message and traceback as an event: its error type only, as every ghbot span."""
+    import jwt as pyjwt
+
+    from ghbot.auth import AppAuth
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise ValueError("secret-looking detail of the key")
+
+    spans = recorder()
+    monkeypatch.setattr(pyjwt, "encode", broken)
+    with pytest.raises(ValueError):
+        AppAuth(1, pem_pkcs8).jwt()
+    [signed] = [s for s in spans.get_finished_spans() if s.name == "jwt sign"]
+    assert signed.status.status_code is StatusCode.ERROR
+    assert signed.status.description == "ValueError" and signed.events == ()

@@ -17,6 +17,7 @@ from ghbot.events import Event
 from ghbot.journal import FaultyJournal
 from ghbot.models import IssuesOpened, UnknownPayload
 from ghbot.testing.clock import FakeClock
+from tests.metering import metered
 
 ISSUES = "/repos/Codertocat/Hello-World/issues"
 
@@ -53,6 +54,20 @@ async def test_a_run_per_installation_and_interval_not_sent_to_catch_alls() -> N
         assert sweeps(await bot.advance(60)) + sweeps(await bot.advance(60)) <= 1
         assert Sweeper.everything == ["installation"]  # "*" never saw a scheduled run
         assert bot.shard.counters["scheduled"] >= 3
+
+
+async def test_a_scheduled_run_is_not_timed_as_a_webhook() -> None:
+    """`ghbot_webhook_processing_seconds` is a webhook's time to its handlers' end: a
+    run of `@every`, which may page through an installation for minutes, was recorded
+    there too (as `event="other"`), and pushed the processing alert's p95 up."""
+    Sweeper.everything = []
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        m = metered()
+        assert sweeps(await bot.advance(3600)) == 1
+        await bot.deliver("issues.opened")
+    timed = m.delta("ghbot_webhook_processing_seconds")
+    assert timed == {frozenset({("event", "issues")}): 1}
 
 
 async def test_a_run_s_body_names_its_handler_interval_and_slot() -> None:

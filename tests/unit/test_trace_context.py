@@ -58,6 +58,22 @@ def test_a_span_the_sampler_dropped_is_dropped_elsewhere_too() -> None:
     assert spans.get_finished_spans() == ()
 
 
+def test_a_delivery_whose_ingress_span_was_dropped_is_dropped_in_the_shard() -> None:
+    """The ingress hands its `webhook` span's context to the shard with the delivery:
+    for a span the sampler dropped it handed none, and the shard's spans started a
+    trace of their own, sampled again (with `parentbased_traceidratio` at 0.1, about
+    as many orphaned shard-side traces as whole ones)."""
+    here, _ = _tracer(ALWAYS_OFF)
+    there, spans = _tracer(ParentBased(TraceIdRatioBased(1.0)))
+    with here.start_as_current_span("webhook") as span:
+        header = telemetry.traceparent(span)
+    assert header and not _sampled(header)
+    with telemetry.joined(header), there.start_as_current_span("issues.opened"):
+        pass
+    assert spans.get_finished_spans() == ()
+    assert telemetry.traceparent(trace.INVALID_SPAN) == ""  # no SDK set: nothing to hand
+
+
 def test_the_docstring_names_every_span_attribute() -> None:
     """The module's docstring lists the attribute names its constants hold, all of them."""
     names = [
