@@ -247,9 +247,20 @@ class Budget:
         self._counted += 1
 
     def lease(self, n: int, now: float) -> Lease:
-        """Set `n` units aside, or raise `RateLimited` when they do not fit."""
+        """Set `n` units aside, or raise `RateLimited` when they do not fit now, and
+        `UsageError` when they never would: more than a whole window above the margin
+        (a wait for the reset would be followed by another, each a handler's rerun).
+        The limit is the one GitHub's answers gave, 5,000 (the least an installation
+        has) before the first."""
         if n < 0:
             raise UsageError("a lease cannot be negative")
+        ceiling = self.limit - math.ceil(self.limit * self.margin)
+        if n > ceiling:
+            raise UsageError(
+                f"a lease of {n} requests never fits: the installation's {self.resource} "
+                f"budget is {self.limit} an hour, {ceiling} of them above the "
+                f"{self.margin:.0%} margin; lease less, and again for the rest"
+            )
         if self.available(now) < n:
             raise self._exhausted(now, "", "", wanted=n)
         self._reserved += n

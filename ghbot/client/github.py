@@ -431,7 +431,7 @@ class GitHub:
         """Run a GraphQL query or mutation and return its `data`.
 
         Raises `GraphQLError` when the answer lists errors (`RateLimited` when one is
-        of type `RATE_LIMITED`). GHES: `https://HOST/api/v3` → `https://HOST/api/graphql`.
+        a rate limit: `RATE_LIMITED`, or `RATE_LIMIT`). GHES: `https://HOST/api/v3` → `https://HOST/api/graphql`.
         https://docs.github.com/en/graphql/guides/forming-calls-with-graphql
         """
         target = URL(graphql_url(self.base_url))

@@ -270,19 +270,28 @@ def error_for(
     return GitHubError(status, message, **common)
 
 
+_GRAPHQL_LIMITS = frozenset({"RATE_LIMITED", "RATE_LIMIT"})
+_CODE = "graphql_rate_limit"
+
+
 def graphql_error(
     data: Mapping[str, Any], *, url: str, request_id: str | None, wait: float
 ) -> GitHubError:
-    """Map a GraphQL answer's `errors` to `GraphQLError`, or `RateLimited` for RATE_LIMITED.
+    """Map a GraphQL answer's `errors` to `GraphQLError`, or `RateLimited` for a rate
+    limit: type `RATE_LIMITED`, or `RATE_LIMIT` with code `graphql_rate_limit`, as
+    GitHub has answered too (githubkit#271), with `x-ratelimit-remaining` not always 0.
 
-    `wait` is the seconds until the GraphQL budget resets.
+    `wait` is the seconds until the GraphQL budget resets; unknown (0), a minute, the
+    least GitHub asks a rate-limited client to wait.
     https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
     """
     errors = [e for e in data.get("errors") or () if isinstance(e, dict)]
     where: dict[str, Any] = {"method": "POST", "url": url, "request_id": request_id}
-    if any(e.get("type") == "RATE_LIMITED" for e in errors):
-        message = str(errors[0].get("message", "API rate limit exceeded"))
-        return RateLimited(200, message, kind="primary", retry_after=wait, **where)
+    limited = [e for e in errors if e.get("type") in _GRAPHQL_LIMITS or e.get("code") == _CODE]
+    if limited:
+        message = str(limited[0].get("message", "API rate limit exceeded"))
+        retry_after = wait if wait > 0 else 60.0
+        return RateLimited(200, message, kind="primary", retry_after=retry_after, **where)
     return GraphQLError(errors, data=dict(data), **where)
 
 

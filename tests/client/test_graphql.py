@@ -67,6 +67,21 @@ def test_rate_limited_graphql_errors_raise_rate_limited() -> None:
     assert (error.kind, error.retry_after, error.request_id) == ("primary", 42.0, "r")
 
 
+async def test_a_rate_limit_of_either_type_github_answers_is_rate_limited(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub has answered `RATE_LIMIT` (code `graphql_rate_limit`) besides the
+    `RATE_LIMITED` its docs show, with a 200 and requests left in the headers: it was a
+    plain `GraphQLError`, each attempt of the handler spent on it and dead-lettered."""
+    gh = token_client()
+    limited = {"type": "RATE_LIMIT", "code": "graphql_rate_limit", "message": "API rate limit"}
+    fake.stub("POST", "/graphql", {"errors": [limited]})
+    with pytest.raises(RateLimited) as caught:
+        await gh.graphql("{ viewer { login } }")
+    assert (caught.value.status, caught.value.kind) == (200, "primary")
+    assert caught.value.retry_after > 0  # never 0: a handler would rerun at once
+
+
 @pytest.mark.parametrize(
     ("document", "mutation"),
     [

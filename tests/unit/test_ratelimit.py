@@ -309,11 +309,19 @@ def test_granted_leases_never_exceed_remaining_less_margin(
 
 def test_a_lease_that_does_not_fit_says_what_is_left_and_what_was_wanted() -> None:
     budget = Budget()
+    budget.acquire(0.0)
     with pytest.raises(RateLimited) as caught:
-        budget.lease(4501, 0.0)  # 5,000 less the 10 % margin is 4,500
+        budget.lease(4500, 0.0)  # 5,000 less the 10 % margin is 4,500, one spent
     assert str(caught.value) == (
-        "429 the installation's budget is spent (5000 left, 0 leased, margin 10%; wanted 4501)"
+        "429 the installation's budget is spent (4999 left, 0 leased, margin 10%; wanted 4500)"
     )
+    # More than a whole window gives: never, whatever the wait (a handler waited for
+    # the reset, then reran every 0.05 s, uncounted, once the window rolled).
+    with pytest.raises(
+        UsageError,
+        match=r"a lease of 4501 requests never fits: .* 5000 an hour, 4500 of them above",
+    ):
+        budget.lease(4501, 0.0)
     # A lease is no request: no method or URL to name.
     assert (caught.value.kind, caught.value.method, caught.value.url) == ("primary", "", "")
     with pytest.raises(UsageError) as negative:
