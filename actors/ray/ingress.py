@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import msgspec
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from starlette.requests import ClientDisconnect, Request
@@ -492,6 +492,8 @@ class WebhookIngress:
             response = await self._webhook(request, span)
             if span.is_recording():
                 span.set_attribute(telemetry.STATUS_CODE, response.status_code)
+                if response.status_code >= 500:  # not journaled: an error of this server's
+                    span.set_status(StatusCode.ERROR, f"HTTP {response.status_code}")
             return response
 
     async def _webhook(self, request: Request, span: Span) -> Response:

@@ -124,6 +124,21 @@ async def test_a_delivery_is_one_trace_from_the_ingress_to_github(
     assert {s.context.trace_id for s in finished} == {root.context.trace_id}
 
 
+async def test_a_delivery_not_journaled_is_an_error_of_its_webhook_span() -> None:
+    """Answered 503 (the shard refused it: not journaled, GitHub must send it again),
+    the root span said nothing of it: filtering traces by error missed every delivery
+    that failed to be acknowledged."""
+    spans = recorder()
+    ingress = bare_ingress(Commenter, AcceptingBatcher(Status.REFUSED))
+    answer = await ingress.webhook(
+        webhook_request(payload("issues.opened", installation=INSTALLATION))
+    )
+    assert answer.status_code == 503
+    root = one(list(spans.get_finished_spans()), "webhook issues")
+    assert root.status.status_code is trace.StatusCode.ERROR
+    assert root.status.description == "HTTP 503"
+
+
 async def test_without_a_tracer_provider_the_delivery_carries_no_trace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
