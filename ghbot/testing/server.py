@@ -77,6 +77,16 @@ class RecordedRequest:
     #: The full URL as sent.
     url: str
 
+    def __repr__(self) -> str:
+        # An assertion's output shows it: its Authorization header's credential masked.
+        shown = {
+            k: "[redacted]" if k.lower() == "authorization" else v for k, v in self.headers.items()
+        }
+        return (
+            f"RecordedRequest(method={self.method!r}, path={self.path!r}, "
+            f"query={self.query!r}, headers={shown!r}, json={self.json!r})"
+        )
+
 
 class FakeGitHub(Setup):
     """GitHub's REST API (the parts bots use), GraphQL for a few queries, and an app.

@@ -69,7 +69,7 @@ class Caller:
 
     kind: str
     key: str
-    token: str = ""
+    token: str = field(default="", repr=False)  # a credential, if only the fake's
     installation: Installation | None = None
     repository_ids: frozenset[int] | None = None
 

@@ -480,3 +480,17 @@ async def test_a_stub_of_an_app_operation_takes_the_apps_jwt(
     fake.stub("GET", "/app/hook/config", {"url": "https://example.com/hook"}, auth="jwt")
     answer = await app.gh.request("GET", "/app/hook/config")
     assert answer.data == {"url": "https://example.com/hook"}
+
+
+async def test_what_the_fake_recorded_shows_no_credential_in_its_repr(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """A test's failed assertion prints the fake's records: the token each carries
+    (if only one the fake made) is not in them."""
+    token = fake.create_token(1)
+    await GitHub(token=token, options=token_client().options).request("GET", f"/repos/{REPO}")
+    [sent] = fake.requests_to(f"/repos/{REPO}")
+    assert token not in repr(sent) and "'Authorization': '[redacted]'" in repr(sent)
+    assert sent.headers["Authorization"] == f"token {token}"  # kept, for assertions
+    caller = fake.identities.caller(f"token {token}", fake.store.installations)
+    assert not isinstance(caller, str) and token not in repr(caller)
