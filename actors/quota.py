@@ -245,7 +245,7 @@ class Quota:
     async def lease(self, n: int, *, writes: int = 0) -> AsyncIterator[QuotaLease]:
         """Set `n` core requests aside for the block, `writes` of them writes, each sent
         in its turn in the installation's write lane; raise `RateLimited` if they don't
-        fit.
+        fit now, `UsageError` if they never would (more than a window above the margin).
 
         Counts as a write for a shard that drains (`call_watcher`): what the lease's
         tasks do elsewhere is not followed, so the handler is not cut short after it.

@@ -190,6 +190,7 @@ class Budget:
         "_counted",
         "_reserved",
         "_window",
+        "known",
         "limit",
         "margin",
         "remaining",
@@ -218,6 +219,8 @@ class Budget:
         self._counted = 0
         self._window = 0
         self._clock = clock
+        #: Whether an answer of GitHub's has given the limit (else `limit` is assumed).
+        self.known = False
 
     def __repr__(self) -> str:
         return (
@@ -250,11 +253,19 @@ class Budget:
         """Set `n` units aside, or raise `RateLimited` when they do not fit now, and
         `UsageError` when they never would: more than a whole window above the margin
         (a wait for the reset would be followed by another, each a handler's rerun).
-        The limit is the one GitHub's answers gave, 5,000 (the least an installation
-        has) before the first."""
+        The limit is the one GitHub's answers gave; before the first, a lease larger
+        than 5,000 allows waits a minute (`RateLimited`) for one to tell it."""
         if n < 0:
             raise UsageError("a lease cannot be negative")
         ceiling = self.limit - math.ceil(self.limit * self.margin)
+        if n > ceiling and not self.known:  # 5,000 assumed: wait for GitHub's number
+            raise RateLimited(
+                429,
+                f"a lease of {n} requests is more than {ceiling}, as far as known: waiting "
+                "for GitHub's answers to tell the installation's limit",
+                kind="primary",
+                retry_after=60.0,
+            )
         if n > ceiling:
             raise UsageError(
                 f"a lease of {n} requests never fits: the installation's {self.resource} "
@@ -325,10 +336,15 @@ class Budget:
         return back
 
     def observe(self, limit: RateLimit | None, now: float) -> None:
-        """Update from an answer's headers; ignores answers from another resource."""
+        """Update from an answer's headers; ignores answers from another resource, and
+        of a window that has ended (sent before a reset, answered after it)."""
         if limit is None or limit.resource != self.resource:
             return
+        if limit.limit > 0:
+            self.known = True
         self._roll(now)
+        if limit.reset <= self._github(now):
+            return
         if limit.reset > self.reset:
             self.reset = limit.reset
             self._window += 1

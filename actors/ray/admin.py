@@ -84,14 +84,14 @@ def replay(namespace: str, delivery_id: str, handler: str | None = None) -> int:
 
     Raise `ShardDraining` if the shard holding it is being replaced.
     """
-    handles = shards(namespace)
+    handles = shards_by_name(namespace)  # by the index each dead letter names
     owners = {
         (d["shard"], d["installation_id"])
         for d in dead_letters(namespace)
         if d["delivery_id"] == delivery_id
     }
     refs = [
-        handles[shard].replay.remote(installation_id, delivery_id, handler)
+        handles[shard_name(shard)].replay.remote(installation_id, delivery_id, handler)
         for shard, installation_id in owners
     ]
     return sum(_get(refs))

@@ -579,8 +579,9 @@ def get_or_create_actors(settings: RuntimeSettings) -> list[Any]:
     """Return handles to the shard actors, creating them and the app-auth actor if absent.
 
     An actor that runs another version than `settings.version` is replaced (see the
-    module), once a change of layout is checked (one refused replaces nothing), the
-    app-auth actor first, then each shard in turn, the next once the
+    module), once a change of layout is checked (one refused replaces nothing; one
+    allowed stops the running shards first), the app-auth actor, then each shard in
+    turn, the next once the
     previous one's successor has started (up to `SUCCESSOR_START`). The version is set
     once, where the deployment is built (`build_settings`), so every replica and
     driver compares the same one; settings without one ("") replace nothing. When the number of
@@ -634,7 +635,10 @@ def _reshard(settings: RuntimeSettings) -> None:
     layouts = _layouts(running)
     # At least one shard must have answered: with none (all restarting), the layout is
     # unknown, and the shards are replaced rather than kept on a guess.
-    if layouts and layouts <= {wanted} and len(running) == settings.shards:
+    # A shard missing from the wanted names (an upgrade stopped between a shard's stop
+    # and its successor's start) is made by `_current`: no reason to stop the others.
+    wanted_names = {shard_name(i) for i in range(settings.shards)}
+    if layouts and layouts <= {wanted} and set(named) <= wanted_names:
         return
     layouts = layouts or set()
     if any(vshards != settings.vshards for _, vshards in layouts):
@@ -661,7 +665,7 @@ def _layouts(running: list[Any]) -> set[tuple[int, int]] | None:
     shard). None when a shard is older than layouts: then they are all replaced.
     """
     layouts: set[tuple[int, int]] = set()
-    for index, shard in enumerate(running):
+    for shard in running:
         try:
             call = shard.layout
         except AttributeError:  # a shard of a version before `layout`
@@ -669,7 +673,7 @@ def _layouts(running: list[Any]) -> set[tuple[int, int]] | None:
         try:
             shards, vshards = ray.get(call.remote(), timeout=60)
         except Exception as exc:
-            log.warning("shard %d did not say its layout (%s)", index, type(exc).__name__)
+            log.warning("a shard did not say its layout (%s)", type(exc).__name__)
             continue
         layouts.add((int(shards), int(vshards)))
     return layouts

@@ -78,7 +78,9 @@ class _Paused(Exception):
 
 
 def _unturn(lease: Lease | None) -> None:
-    """Give back the write `_go` took of `lease` for a request that did not go."""
+    """Give back the write `_go` took of `lease` for a request that did not go. (The
+    turn its lane granted is not given back: the lane counts one write more than went,
+    on the safe side.)"""
     if lease is not None and lease.writes is not None:
         lease.writes += 1
 
@@ -522,7 +524,8 @@ class GitHub:
                 # answer, no sign of it failing, and not retried below.
                 self._outcome(ok=status < 500 or status == NOT_IMPLEMENTED)
             if status < 300 or status == 304:
-                limited[call.writes] = 0
+                if call.sent_at > self._state.limited_at[call.writes]:
+                    limited[call.writes] = 0  # sent after the last limit: the row ends
                 if call.writes and call.written_told:
                     _note_written()
                 return answer_for(call, status, headers, raw, opts.etags)
@@ -624,12 +627,12 @@ class GitHub:
         return wait
 
     async def _go(self, call: Call, budget: Budget | None, turned: Lease | None) -> None:
-        """Take the write's turn (`turned`'s lane) and tell the call's watcher it goes;
-        give the unit `_admit` took back when either stops it (no turn, a drain)."""
+        """Take the write's turn (`turned`'s lane); give the unit `_admit` took back when
+        that stops it (no turn, a drain). The call's watcher is told it goes in
+        `_exchange`, once no pause holds it."""
         try:
             if turned is not None:  # after `_admit`'s waits: sent in its turn
                 await self._write_turn(turned)
-            _note_call(call)
         except BaseException:
             if budget is not None:  # never sent: GitHub counted nothing
                 self._refund(budget)
@@ -707,6 +710,12 @@ class GitHub:
                 if budget is not None:
                     self._refund(budget)
                 raise _Paused
+            try:
+                _note_call(call)  # it goes now (a draining shard may stop it here)
+            except BaseException:
+                if budget is not None:
+                    self._refund(budget)
+                raise
             call.sent_at = self.options.clock()
             # Timed from when the request may go: waiting for the pool is not GitHub's.
             started = time.perf_counter()

@@ -278,8 +278,8 @@ def graphql_error(
     data: Mapping[str, Any], *, url: str, request_id: str | None, wait: float
 ) -> GitHubError:
     """Map a GraphQL answer's `errors` to `GraphQLError`, or `RateLimited` for a rate
-    limit: type `RATE_LIMITED`, or `RATE_LIMIT` with code `graphql_rate_limit`, as
-    GitHub has answered too (githubkit#271), with `x-ratelimit-remaining` not always 0.
+    limit: type `RATE_LIMITED`, or `RATE_LIMIT` or code `graphql_rate_limit`, as GitHub
+    has answered too (githubkit#271), with `x-ratelimit-remaining` not always 0.
 
     `wait` is the seconds until the GraphQL budget resets; unknown (0), a minute, the
     least GitHub asks a rate-limited client to wait.

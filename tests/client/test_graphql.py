@@ -65,6 +65,9 @@ def test_rate_limited_graphql_errors_raise_rate_limited() -> None:
     error = graphql_error(data, url="https://api.github.com/graphql", request_id="r", wait=42.0)
     assert isinstance(error, RateLimited)
     assert (error.kind, error.retry_after, error.request_id) == ("primary", 42.0, "r")
+    # The reset not known (no answer told it): a minute, not an immediate rerun.
+    unknown = graphql_error(data, url="https://api.github.com/graphql", request_id="r", wait=0.0)
+    assert isinstance(unknown, RateLimited) and unknown.retry_after == 60.0
 
 
 async def test_a_rate_limit_of_either_type_github_answers_is_rate_limited(

@@ -108,6 +108,49 @@ async def test_a_request_waiting_for_a_connection_is_not_sent_into_a_pause(
     assert [r.path for r in fake.requests] == [ISSUE]  # the second never went
 
 
+async def test_a_request_held_by_a_short_pause_goes_once_it_is_over(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """A pause short enough to wait out in-line (30 s, under `max_rate_limit_wait`):
+    the read that waited for the connection meanwhile waits the pause out, then goes."""
+    pool = Pool(max_concurrency=1)
+    gh = GitHub(
+        token=fake.create_token(1),
+        options=options.replace(pool=pool, max_rate_limit_waits=0, max_rate_limit_wait=60),
+    )
+    fake.faults.add("/issues/1$", "secondary", retry_after=30)
+    try:
+        first, second = await asyncio.gather(
+            gh.request("GET", ISSUE), gh.request("GET", f"/repos/{REPO}"), return_exceptions=True
+        )
+    finally:
+        await pool.close()
+    assert isinstance(first, RateLimited) and first.retry_after == 30.0
+    assert not isinstance(second, BaseException) and second.status == 200
+    assert clock.sleeps == [30.0]  # sent after the pause, not into it
+
+
+async def test_a_success_sent_before_a_limit_does_not_end_the_row(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """A read sent with the one that met the limit, and answered with success after it,
+    said nothing of GitHub after the limit: the next limit still waits twice as long
+    (it ended the row, and every burst waited the first minute again)."""
+    gh = GitHub(token=fake.create_token(1), options=options.replace(max_rate_limit_waits=0))
+    fake.faults.add("/issues/1$", "secondary")
+    fake.faults.add(f"/repos/{REPO}$", "slow", delay=0.2)
+    limited, late = await asyncio.gather(
+        gh.request("GET", ISSUE), gh.request("GET", f"/repos/{REPO}"), return_exceptions=True
+    )
+    assert isinstance(limited, RateLimited) and limited.retry_after == 60.0
+    assert not isinstance(late, BaseException) and late.status == 200
+    clock.advance(61)
+    fake.faults.add("/issues/1$", "secondary")
+    with pytest.raises(RateLimited) as caught:
+        await gh.request("GET", ISSUE)
+    assert caught.value.retry_after == 120.0
+
+
 async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
     fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
 ) -> None:

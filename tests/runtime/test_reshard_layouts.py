@@ -93,3 +93,15 @@ def test_shards_past_a_gap_in_their_names_are_found(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(runtime, "ray", SimpleNamespace(get_actor=get_actor))
     assert runtime.shards_by_name("ghbot") == alive
     assert runtime.running_shards("ghbot") == ["one", "three"]
+
+
+def test_a_missing_shard_of_the_wanted_layout_stops_no_other(
+    monkeypatch: pytest.MonkeyPatch, retired: list[list[str]]
+) -> None:
+    """Shard 0 missing (an upgrade stopped between its stop and its successor's start),
+    shard 1 of the wanted layout running: shard 0 is made again, shard 1 kept. The
+    count of those found (one of two) used to stop every running shard."""
+    named = {runtime.shard_name(1): shard((2, 4))}
+    monkeypatch.setattr(runtime, "shards_by_name", lambda namespace: named)
+    runtime._reshard(SimpleNamespace(namespace="ghbot", shards=2, vshards=4))  # type: ignore[arg-type]
+    assert retired == []

@@ -498,3 +498,33 @@ def test_a_sweep_asked_for_by_hand_is_waited_for_as_long_as_its_asks_take(
     monkeypatch.setattr(ray, "get", get)
     assert admin.sweep("ghbot") == {"listed": 0}
     assert waited == [admin.SWEEP_TIMEOUT] and admin.SWEEP_TIMEOUT >= 600
+
+
+def test_a_replay_goes_to_the_shard_its_dead_letter_names_past_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shard 1 missing, shards 0 and 2 running: shard 2's dead letter is replayed by
+    shard 2 (its list position, 1, named no shard, or the wrong one)."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from actors.ray import admin
+
+    asked: list[str] = []
+
+    class Shard:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.replay = SimpleNamespace(remote=self.remote)
+
+        def remote(self, installation: int, delivery: str, handler: str | None) -> int:
+            asked.append(self.name)
+            return 1
+
+    running = {"ghbot-shard-0": Shard("0"), "ghbot-shard-2": Shard("2")}
+    dead = [{"shard": 2, "installation_id": 7, "delivery_id": "d"}]
+    monkeypatch.setattr(admin, "shards_by_name", lambda namespace: running)
+    monkeypatch.setattr(admin, "dead_letters", lambda namespace: dead)
+    monkeypatch.setattr(ray, "get", lambda refs, timeout: refs)
+    assert admin.replay("ghbot", "d") == 1 and asked == ["2"]

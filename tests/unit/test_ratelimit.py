@@ -199,6 +199,12 @@ def test_out_of_order_answers_keep_the_lowest_count() -> None:
     assert budget.remaining == 5000
     budget.observe(RateLimit.from_headers(_headers(4990, reset=NOW + 5000)), NOW)
     assert budget.remaining == 4990
+    # Past that reset the window rolls (reset unknown): a late answer of the window
+    # that ended is still not this one's.
+    later = NOW + 5001
+    assert budget.usable(later) == 5000
+    budget.observe(RateLimit.from_headers(_headers(3, reset=NOW + 5000)), later)
+    assert (budget.remaining, budget.reset) == (5000, 0.0)  # not taken for a new window
 
 
 def test_other_resources_do_not_touch_the_core_budget() -> None:
@@ -309,6 +315,12 @@ def test_granted_leases_never_exceed_remaining_less_margin(
 
 def test_a_lease_that_does_not_fit_says_what_is_left_and_what_was_wanted() -> None:
     budget = Budget()
+    # Before GitHub has told the limit (5,000 assumed: an Enterprise installation has
+    # 15,000), a lease above 4,500 waits a minute for an answer to tell it.
+    with pytest.raises(RateLimited, match="as far as known") as unknown:
+        budget.lease(4501, 0.0)
+    assert unknown.value.retry_after == 60.0
+    budget.observe(RateLimit.from_headers(_headers(5000, reset=3600.0)), 0.0)
     budget.acquire(0.0)
     with pytest.raises(RateLimited) as caught:
         budget.lease(4500, 0.0)  # 5,000 less the 10 % margin is 4,500, one spent
