@@ -10,6 +10,7 @@ import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
+from ghbot.client.response import Response
 from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.ratelimit import Budget, RateLimit
 from ghbot.retry import RetryPolicy
@@ -86,23 +87,32 @@ async def test_secondary_limits_answered_together_are_one_not_a_row(
     assert caught.value.retry_after == 120.0
 
 
-async def test_a_request_waiting_for_a_connection_is_not_sent_into_a_pause(
-    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
-) -> None:
-    """The pool has one connection: a second read waits for it while the first draws a
-    secondary limit. It used to be sent as the connection came free, into the pause."""
+async def _limited_beside_a_queued_read(
+    fake: FakeGitHub, options: ClientOptions, pause: float, max_wait: float
+) -> tuple[Response | BaseException, Response | BaseException]:
+    """Over one connection, a read that draws a secondary limit of `pause` seconds and
+    a read queued behind it for the connection; return what each gave or raised."""
     pool = Pool(max_concurrency=1)
     gh = GitHub(
         token=fake.create_token(1),
-        options=options.replace(pool=pool, max_rate_limit_waits=0, max_rate_limit_wait=30),
+        options=options.replace(pool=pool, max_rate_limit_waits=0, max_rate_limit_wait=max_wait),
     )
-    fake.faults.add("/issues/1$", "secondary", retry_after=120)
+    fake.faults.add("/issues/1$", "secondary", retry_after=pause)
     try:
         first, second = await asyncio.gather(
             gh.request("GET", ISSUE), gh.request("GET", f"/repos/{REPO}"), return_exceptions=True
         )
     finally:
         await pool.close()
+    return first, second
+
+
+async def test_a_request_waiting_for_a_connection_is_not_sent_into_a_pause(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """The pool has one connection: a second read waits for it while the first draws a
+    secondary limit. It used to be sent as the connection came free, into the pause."""
+    first, second = await _limited_beside_a_queued_read(fake, options, 120, 30)
     assert isinstance(first, RateLimited) and first.retry_after == 120.0
     assert isinstance(second, RateLimited) and "paused" in str(second)
     assert [r.path for r in fake.requests] == [ISSUE]  # the second never went
@@ -113,18 +123,7 @@ async def test_a_request_held_by_a_short_pause_goes_once_it_is_over(
 ) -> None:
     """A pause short enough to wait out in-line (30 s, under `max_rate_limit_wait`):
     the read that waited for the connection meanwhile waits the pause out, then goes."""
-    pool = Pool(max_concurrency=1)
-    gh = GitHub(
-        token=fake.create_token(1),
-        options=options.replace(pool=pool, max_rate_limit_waits=0, max_rate_limit_wait=60),
-    )
-    fake.faults.add("/issues/1$", "secondary", retry_after=30)
-    try:
-        first, second = await asyncio.gather(
-            gh.request("GET", ISSUE), gh.request("GET", f"/repos/{REPO}"), return_exceptions=True
-        )
-    finally:
-        await pool.close()
+    first, second = await _limited_beside_a_queued_read(fake, options, 30, 60)
     assert isinstance(first, RateLimited) and first.retry_after == 30.0
     assert not isinstance(second, BaseException) and second.status == 200
     assert clock.sleeps == [30.0]  # sent after the pause, not into it

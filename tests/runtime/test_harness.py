@@ -26,6 +26,17 @@ ROOT = Path(__file__).resolve().parents[2]
 HELLO = "/repos/Codertocat/Hello-World"
 
 
+async def failed_attempts(bot: BotHarness) -> list[HandlerFailed]:
+    """The failed attempts the installation's stream holds, in order."""
+    records = await bot.shard.journal.read(
+        stream_name(bot.installation_id), shard=vshard_of(bot.installation_id, VSHARDS)
+    )
+    return [
+        e for e in (decode_runtime(r.type, r.data) for r in records)
+        if isinstance(e, HandlerFailed)
+    ]  # fmt: skip
+
+
 async def test_a_shipped_example_through_the_example_bot() -> None:
     async with BotHarness(Greeter) as bot:
         done = await bot.deliver("issues.opened", issue__number=3)
@@ -190,14 +201,7 @@ async def test_a_rate_limit_met_after_a_write_spends_the_attempt() -> None:
         [dead] = done.dead_letters
         assert (dead["attempts"], dead["error_type"]) == (tries, "RateLimited")
         assert len(done.requests_to(f"{HELLO}/issues/3/comments", "POST")) == tries
-        stream = stream_name(bot.installation_id)
-        records = await bot.shard.journal.read(
-            stream, shard=vshard_of(bot.installation_id, VSHARDS)
-        )
-        failed = [
-            e for e in (decode_runtime(r.type, r.data) for r in records)
-            if isinstance(e, HandlerFailed)
-        ]  # fmt: skip
+        failed = await failed_attempts(bot)
         assert [f.attempt for f in failed] == list(range(1, tries))
         assert all(f.retry_in >= 3000 for f in failed)  # GitHub's reset, not the backoff
 
@@ -210,13 +214,7 @@ async def test_an_open_breaker_met_after_a_write_spends_the_attempt() -> None:
         bot.fake.faults.add(r"/labels$", "server_error", count=100)
         done = await bot.deliver("issues.opened", issue__number=3)
         [dead] = done.dead_letters
-        records = await bot.shard.journal.read(
-            stream_name(bot.installation_id), shard=vshard_of(bot.installation_id, VSHARDS)
-        )
-        failed = [
-            e for e in (decode_runtime(r.type, r.data) for r in records)
-            if isinstance(e, HandlerFailed)
-        ]  # fmt: skip
+        failed = await failed_attempts(bot)
         assert "CircuitOpen" in {f.error_type for f in failed} | {dead["error_type"]}
         comments = done.requests_to(f"{HELLO}/issues/3/comments", "POST")
         assert len(comments) == len(failed) + 1 == dead["attempts"]
@@ -400,11 +398,5 @@ async def test_a_handlers_own_cancelled_error_is_a_failed_attempt() -> None:
     async with BotHarness(SelfCancelling) as bot:
         done = await asyncio.wait_for(bot.deliver("issues.opened"), 30)
         assert SelfCancelling.tries == 2 and done.dead_letters == []
-        records = await bot.shard.journal.read(
-            stream_name(bot.installation_id), shard=vshard_of(bot.installation_id, VSHARDS)
-        )
-        failed = [
-            e for e in (decode_runtime(r.type, r.data) for r in records)
-            if isinstance(e, HandlerFailed)
-        ]  # fmt: skip
+        failed = await failed_attempts(bot)
         assert [(f.attempt, f.error_type) for f in failed] == [(1, "HandlerCancelled")]
