@@ -739,7 +739,7 @@ class InstallationHost:
                     # this shard or the next.)
                     attempt -= 1
                     run.may_cut()
-                    await self._sleep(max(exc.retry_after, 0.05))
+                    await self._sleep(max(self._retry.spread(exc.retry_after), 0.05))
                     continue
                 # It wrote first, and running it again repeats that write: an attempt
                 # like any that failed, waited out for as long as GitHub asked at least.
@@ -842,7 +842,7 @@ class InstallationHost:
         )
         delay = self._retry.backoff(attempt - 1)
         if isinstance(exc, (CircuitOpen, RateLimited)):
-            delay = max(delay, exc.retry_after)
+            delay = max(delay, self._retry.spread(exc.retry_after))
         await self._write(
             [
                 HandlerFailed(

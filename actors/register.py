@@ -144,7 +144,12 @@ def manifest_for(
 
 
 def write_env(env_file: Path, values: Mapping[str, str]) -> None:
-    """Set `values` in `env_file` (replacing those keys' lines, keeping the rest), mode 0600."""
+    """Set `values` in `env_file` (replacing those keys' lines, keeping the rest), mode 0600.
+
+    A symbolic link stays one: the file it points to is written.
+    """
+    if env_file.is_symlink():
+        env_file = env_file.resolve()
     kept: list[str] = []
     if env_file.exists():
         for line in env_file.read_text(encoding="utf-8").splitlines():
@@ -195,11 +200,9 @@ def check_writable(env_file: Path) -> None:
     Checked before the App exists: GitHub hands its private key and webhook secret over
     once, and a flow that fails to write them leaves an App nobody holds the key of.
     """
-    # The key goes beside the file the link points to; the .env is written in place.
-    folders = dict.fromkeys((env_file.resolve().parent, env_file.absolute().parent))
-    for folder in folders:
-        if not folder.is_dir():
-            raise UsageError(f"{env_file}: the folder {folder} does not exist")
+    folder = env_file.resolve().parent  # both go beside the file a link points to
+    if not folder.is_dir():
+        raise UsageError(f"{env_file}: the folder {folder} does not exist")
     if env_file.exists():
         try:
             env_file.read_text(encoding="utf-8")
@@ -207,15 +210,12 @@ def check_writable(env_file: Path) -> None:
             raise UsageError(f"{env_file} is not UTF-8 text") from None
         except OSError as exc:
             raise UsageError(f"{env_file} cannot be read: {exc.strerror}") from None
-    for folder in folders:
-        probe = folder / f".ghbot-register.{secrets.token_hex(4)}.tmp"
-        try:
-            _write_private(probe, "")
-            probe.unlink()
-        except OSError as exc:
-            raise UsageError(
-                f"cannot write the App's settings in {folder}: {exc.strerror}"
-            ) from None
+    probe = folder / f".ghbot-register.{secrets.token_hex(4)}.tmp"
+    try:
+        _write_private(probe, "")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write the App's settings in {folder}: {exc.strerror}") from None
 
 
 class Registration:

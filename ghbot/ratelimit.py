@@ -34,6 +34,9 @@ DEFAULT_MARGIN = 0.1
 SECONDARY_MIN_WAIT = 60.0
 #: Never wait longer than an hour for a secondary limit's exponential backoff.
 SECONDARY_MAX_WAIT = 3600.0
+#: The wait of a request (or lease) that only open leases keep from the budget: they
+#: may settle at any moment and give back what they did not use, long before a reset.
+LEASED_WAIT = 10.0
 
 
 class LimitKind(StrEnum):
@@ -372,10 +375,14 @@ class Budget:
 
     def _exhausted(self, now: float, method: str, url: str, wanted: int = 1) -> RateLimited:
         wait = self.seconds_to_reset(now)
+        leased = self.usable(now) >= wanted  # only open leases stand in the way
+        if leased:
+            wait = min(wait, LEASED_WAIT) if wait > 0 else LEASED_WAIT
         return RateLimited(
             429,
             f"the installation's budget is spent ({self.remaining} left, {self._reserved} "
-            f"leased, margin {self.margin:.0%}; wanted {wanted})",
+            f"leased, margin {self.margin:.0%}; wanted {wanted})"
+            + (f": waiting {wait:g} s for open leases to settle" if leased else ""),
             kind="primary",
             retry_after=wait,
             reset=self.reset or None,

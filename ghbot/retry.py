@@ -47,6 +47,15 @@ class RetryPolicy:
         ceiling = min(self.cap, self.base * 2.0 ** max(attempt, 0))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
+    def spread(self, wait: float) -> float:
+        """Return `wait` lengthened by up to a tenth of it (at most 5 s), at random.
+
+        For waits GitHub named (a secondary limit's pause, a window's reset) and a
+        breaker's open time: the requests and handlers they held do not all go at the
+        instant it ends, the burst that draws the next secondary limit.
+        """
+        return wait + self.rng.uniform(0, min(wait / 10, 5.0)) if wait > 0 else wait
+
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """Tell whether to retry after `error` on retry number `attempt` (0-based)."""
         return attempt < self.max_retries and is_retryable(error)
@@ -54,7 +63,7 @@ class RetryPolicy:
     def delay_for(self, error: BaseException, attempt: int) -> float:
         """Return the wait before retrying after `error`: GitHub's wait if it named one."""
         if isinstance(error, RateLimited):
-            return max(error.retry_after, 0.0)
+            return self.spread(max(error.retry_after, 0.0))
         return self.backoff(attempt)
 
 

@@ -366,6 +366,10 @@ async def read_body(request: Request, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
     return b"".join(chunks)
 
 
+#: The paths the ingress answers, each with the one method it takes.
+_ROUTES = (("/webhooks", "POST"), ("/healthz", "GET"), ("/readyz", "GET"))
+
+
 def _answer(status: int, body: dict[str, Any]) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json")
 
@@ -484,6 +488,11 @@ class WebhookIngress:
             return _answer(200, {"status": "alive"})
         if request.method == "GET" and path.endswith("/readyz"):
             return await self.ready()
+        for route, method in _ROUTES:
+            if path.endswith(route):  # a route this server has, asked the wrong way
+                answer = _answer(405, {"error": f"{route} takes {method} only"})
+                answer.headers["Allow"] = method
+                return answer
         return _answer(404, {"error": "not found; GitHub's webhooks go to POST /webhooks"})
 
     async def webhook(self, request: Request) -> Response:

@@ -42,6 +42,7 @@ from ghbot.errors import ConfigError, ShardDraining, UsageError
 from ghbot.journal import open_journal
 from ghbot.journal.layout import reshard_command
 from ghbot.logs import configure as configure_logging
+from ghbot.retry import RetryPolicy
 
 __all__ = [
     "APP_AUTH_NAME",
@@ -76,6 +77,9 @@ MAX_SHARDS = 64
 #: wrote end; `ghbot stop`: every delivery it took); what is still running then is cut
 #: short and resumed by its successor from the journal (at least once).
 DRAIN_TIMEOUT = 30.0
+#: The backoff between a shard's starts that fail (the journal down): 0.5–1 s after
+#: the first, growing to 15–30 s.
+_START_RETRY: Final = RetryPolicy()
 
 
 #: The garbage collector's thresholds in ghbot's Ray processes (Python's are 700, 10,
@@ -196,6 +200,8 @@ class ShardActor:
         self._starting: asyncio.Task[ShardCore] | None = None
         self._channel: ChannelServer | None = None
         self._opening: asyncio.Lock | None = None
+        #: Starts that failed in a row (`_start_ended` backs off by it).
+        self._start_failures = 0
         #: On SIGTERM: drain, close the journal, then exit (and Ray restarts the shard).
         self.sigterm: ExitAfter | None = None
         # Ray runs an async actor's __init__ on its event loop: start at once, so a
@@ -204,7 +210,7 @@ class ShardActor:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._starting = loop.create_task(self._start())
+        self._start_soon()
         self.sigterm = ExitAfter(loop, self._exit_drained)
         self.sigterm.install()
 
@@ -212,9 +218,41 @@ class ShardActor:
         if self._core is not None:
             return self._core
         if self._starting is None or (self._starting.done() and self._starting.exception()):
-            self._starting = asyncio.get_running_loop().create_task(self._start())
+            self._start_soon()
+        assert self._starting is not None
         self._core = await asyncio.shield(self._starting)
         return self._core
+
+    def _start_soon(self) -> None:
+        """Start in the background; a start that fails is tried again by itself."""
+        self._starting = asyncio.get_running_loop().create_task(self._start())
+        self._starting.add_done_callback(self._start_ended)
+
+    def _start_ended(self, task: asyncio.Task[ShardCore]) -> None:
+        """After a failed start (the journal down as Ray restarted the shard), try again
+        after a backoff: the pending deliveries and schedules it resumes must not wait
+        for some call to reach the shard (`_ready` also tries again at once)."""
+        failed = None if task.cancelled() else task.exception()
+        if failed is None:
+            self._start_failures = 0
+            return
+        if isinstance(failed, UsageError):  # its settings: trying again cannot help
+            return
+        self._start_failures += 1
+        wait = _START_RETRY.backoff(min(self._start_failures, 6))
+        log.warning(
+            "shard %d could not start (%s); trying again in %.1f s",
+            self.index,
+            type(failed).__name__,
+            wait,
+            extra={"error_type": type(failed).__name__},
+        )
+
+        def again() -> None:
+            if self._starting is task and self._core is None:  # no call started it since
+                self._start_soon()
+
+        task.get_loop().call_later(wait, again)
 
     async def _start(self) -> ShardCore:
         from actors.github import installation_clients
@@ -237,7 +275,11 @@ class ShardActor:
             write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
             lease_tokens=AppAuthTokens(s.namespace),
         )
-        await core.open()
+        try:
+            await core.open()
+        except BaseException:
+            await journal.close()  # the next try opens its own
+            raise
         self.started_at = time.time()
         log.info("shard %d took epochs %s; resuming pending work", self.index, core.epochs)
         assert core.recovery is not None

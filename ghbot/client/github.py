@@ -671,7 +671,7 @@ class GitHub:
                     method=call.method,
                     url=call.shown(),
                 )
-            await self._pause(wait)
+            await self._pause(opts.retry.spread(wait))
             now = opts.clock()
             if state.breaker is not None:
                 state.breaker.check(now)
@@ -825,7 +825,7 @@ class GitHub:
             extra={"error_type": "RateLimited", "http_status": error.status},
         )
         if error.kind != "secondary":  # the pause of a secondary limit is waited in _admit
-            await self._pause(error.retry_after)
+            await self._pause(self.options.retry.spread(error.retry_after))
 
     async def _recover(self, retry: AuthRetry, error: Unauthorized) -> bool:
         now = self.options.clock()

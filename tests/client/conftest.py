@@ -8,6 +8,7 @@ except where they time real I/O on purpose.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -95,9 +96,19 @@ async def fake(public_pem: bytes, clock: FakeClock) -> AsyncIterator[FakeGitHub]
     await close_pool()
 
 
+class Lowest(random.Random):
+    """Draws the low end of every range: each backoff half its ceiling, and each wait
+    GitHub named taken as named (`RetryPolicy.spread` adds nothing; its spread has
+    tests of its own), so tests can say how long the client slept."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
 @pytest.fixture
 def options(fake: FakeGitHub, clock: FakeClock) -> ClientOptions:
-    """No write pacing (tests of pacing turn it on), a private ETag cache, fast retries."""
+    """No write pacing (tests of pacing turn it on), a private ETag cache, fast retries
+    drawn at the low end (`Lowest`)."""
     return ClientOptions(
         base_url=fake.url,
         clock=clock,
@@ -105,7 +116,7 @@ def options(fake: FakeGitHub, clock: FakeClock) -> ClientOptions:
         etags=ETagCache(),
         pace_writes=None,
         timeout=5.0,
-        retry=RetryPolicy(base=0.5),
+        retry=RetryPolicy(base=0.5, rng=Lowest()),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable
 
@@ -503,3 +504,31 @@ def test_refund_gives_a_unit_back_to_the_budget_and_its_lease() -> None:
     budget.refund(lease)
     assert (lease.used, budget.reserved, budget.remaining) == (0, 2, 5000)
     assert budget.release(lease) == 2 and budget.reserved == 0
+
+
+async def test_requests_held_by_a_pause_do_not_all_go_at_its_end(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """Five reads wait out a 30 s secondary-limit pause together: each waits up to 3 s
+    more, drawn apart, so GitHub does not get them in one burst the instant it ends
+    (they all went at its end, the burst that draws the next limit)."""
+    slept: list[float] = []
+    started = clock()
+
+    async def sleep(seconds: float) -> None:  # the five sleep at once, on one clock
+        slept.append(seconds)
+        await asyncio.sleep(0)
+        clock.now = max(clock.now, started + seconds)
+
+    spread = RetryPolicy(base=0.5, rng=random.Random(1))
+    gh = GitHub(
+        token=fake.create_token(1),
+        options=options.replace(max_rate_limit_waits=0, retry=spread, sleep=sleep),
+    )
+    fake.faults.add("/issues/1$", "secondary", retry_after=30)
+    with pytest.raises(RateLimited):
+        await gh.request("GET", ISSUE)
+    answers = await asyncio.gather(*(gh.request("GET", f"/repos/{REPO}") for _ in range(5)))
+    assert [a.status for a in answers] == [200] * 5
+    assert len(slept) == 5 and all(30 <= s <= 33 for s in slept)
+    assert len(set(slept)) == 5

@@ -193,7 +193,7 @@ async def test_prometheus_as_documented_scrapes_ghbot_and_fires_alerts(
         assert (await send(app.url, "issues", data))[0] == 202
 
     recorded, alerts = _rules_in_files()
-    assert len(alerts) == 13
+    assert len(alerts) == 14
 
     def check() -> list[str]:
         wrong: list[str] = []

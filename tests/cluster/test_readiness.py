@@ -1,5 +1,6 @@
 """`GET /readyz` is the journal now: PostgreSQL stopped turns it 503 within seconds (and
-the refused commit is counted for `GhbotJournalFailing`), and started again, 200;
+the refused commit is counted for `GhbotJournalFailing` and the failed shard call for
+`GhbotShardCallsFailing`), and started again, 200;
 deliveries are taken again without a restart."""
 
 from __future__ import annotations
@@ -46,10 +47,18 @@ async def test_readyz_follows_the_journal(
     assert await _ready_within(app.url, 503, 15) < 15
     data = payload("issues.opened", installation=1500, repo="ready/repo", issue__number=1)
     assert (await send(app.url, "issues", data))[0] == 503  # not journaled: not taken
-    # The refused commit is counted where GhbotJournalFailing looks (Ray's export).
-    failed = "ghbot_journal_append_duration_seconds_count"
+    # The refused commit is counted where GhbotJournalFailing looks (Ray's export), and
+    # the ingress's call that it failed where GhbotShardCallsFailing does.
+    failed = (
+        "ghbot_journal_append_duration_seconds_count",
+        "ghbot_shard_call_duration_seconds_count",
+    )
     await eventually(
-        lambda: increase(before, scrape_metrics(), failed, outcome="error") >= 1,
+        lambda: all(
+            increase(before, metrics, name, outcome="error") >= 1
+            for metrics in [scrape_metrics()]
+            for name in failed
+        ),
         within=60,
         every=2,
     )

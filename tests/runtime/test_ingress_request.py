@@ -73,3 +73,26 @@ async def test_a_body_without_length_may_reach_the_cap_but_not_pass_it() -> None
     assert await read_body(raw_request([], [b"12345", b"67890"]), limit=10) == b"1234567890"
     with pytest.raises(PayloadTooLarge, match="while being read"):
         await read_body(raw_request([], [b"12345", b"678901"]), limit=10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/webhooks", "POST"), ("POST", "/healthz", "GET"), ("DELETE", "/readyz/", "GET")],
+)
+async def test_a_route_asked_with_the_wrong_method_is_405_naming_the_one_it_takes(
+    method: str, path: str, allow: str
+) -> None:
+    """Someone opening the webhook URL in a browser learns it is there, and for POST."""
+    request = webhook_request(b"")
+    request.scope.update(method=method, path=path)
+    answer = await bare_ingress(Gated, AcceptingBatcher()).__call__(request)
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == allow
+    assert json.loads(bytes(answer.body)) == {"error": f"{path.rstrip('/')} takes {allow} only"}
+
+
+async def test_a_path_the_ingress_does_not_have_is_404() -> None:
+    request = webhook_request(b"")
+    request.scope.update(method="GET", path="/hooks")
+    answer = await bare_ingress(Gated, AcceptingBatcher()).__call__(request)
+    assert answer.status_code == 404

@@ -326,3 +326,16 @@ async def test_settings_the_flow_fails_to_write_name_the_app_that_exists(tmp_pat
     assert status == 500 and "(ID 77) is created" in text and settings in text
     assert str(failed.value) == text and "Is a directory" in text
     assert not (tmp_path / ".env").exists()
+
+
+def test_a_linked_env_stays_a_link_and_its_target_is_written(tmp_path: Path) -> None:
+    """A `.env` kept elsewhere (a secrets folder) and linked into the project."""
+    (tmp_path / "secrets").mkdir()
+    target = tmp_path / "secrets" / "bot.env"
+    target.write_text("GHBOT_BOT=examples.greeter:Greeter\n")
+    link = tmp_path / ".env"
+    link.symlink_to(target)
+    write_env(link, {"GITHUB_APP_ID": "78"})
+    assert link.is_symlink()
+    assert target.read_text() == "GHBOT_BOT=examples.greeter:Greeter\nGITHUB_APP_ID=78\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"

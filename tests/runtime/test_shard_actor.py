@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from actors.ray import runtime
 from actors.ray.runtime import ShardActor
 from actors.settings import RuntimeSettings
+from actors.shard import ShardCore
 from ghbot.config import Settings
 from ghbot.errors import JournalUnavailable, UsageError
 
@@ -43,6 +45,73 @@ async def test_a_start_that_failed_is_tried_again_by_the_next_call(bare_process:
     assert await actor._ready() is core
     assert await actor._ready() is core  # started: not again
     assert tries == [0, 1]
+
+
+async def test_a_start_that_failed_is_tried_again_by_itself(bare_process: None) -> None:
+    """Ray restarted the shard while the journal was down: once it is back, the shard
+    starts without any call reaching it (its pending deliveries and schedules resumed
+    only when some call did, and `/readyz` said "starting" until then)."""
+    actor = await shard_actor()
+
+    async def check_journal() -> str | None:
+        return None
+
+    core: Any = SimpleNamespace(draining=False, check_journal=check_journal)
+    tries: list[int] = []
+
+    async def start() -> Any:
+        tries.append(len(tries))
+        if len(tries) < 3:
+            raise JournalUnavailable("postgresql: connection refused")
+        return core
+
+    actor._start = start  # type: ignore[method-assign]
+    actor._start_soon()  # as __init__ does on Ray's event loop
+    for _ in range(60):  # backoffs of 0.5-1 s, then 1-2 s
+        await asyncio.sleep(0.1)
+        starting = actor._starting
+        if starting is not None and starting.done() and not starting.exception():
+            break
+    assert tries == [0, 1, 2]
+    assert await actor.ready() == {"index": 0, "ready": True, "why": None}
+
+
+async def test_a_start_refused_for_its_settings_is_not_tried_again(bare_process: None) -> None:
+    actor = await shard_actor()
+    tries: list[int] = []
+
+    async def start() -> Any:
+        tries.append(len(tries))
+        raise UsageError("the journal was made with 8 virtual shards, not 64")
+
+    actor._start = start  # type: ignore[method-assign]
+    actor._start_soon()
+    await asyncio.sleep(1.5)
+    assert tries == [0]
+
+
+async def test_a_start_that_failed_closes_the_journal_it_opened(
+    bare_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each failed start left a journal (a PostgreSQL pool) open."""
+    actor = await shard_actor()
+    closed: list[bool] = []
+
+    class Journal:
+        async def close(self) -> None:
+            closed.append(True)
+
+    async def open_journal(url: str, shard_count: int) -> Any:
+        return Journal()
+
+    async def refused(self: ShardCore) -> None:
+        raise JournalUnavailable("postgresql: connection refused")
+
+    monkeypatch.setattr(runtime, "open_journal", open_journal)
+    monkeypatch.setattr(ShardCore, "open", refused)
+    with pytest.raises(JournalUnavailable):
+        await actor._start()
+    assert closed == [True]
 
 
 async def test_ready_says_starting_until_started_and_why_it_cannot_start(

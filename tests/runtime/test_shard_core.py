@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any, ClassVar
 
 import msgspec
@@ -323,6 +324,42 @@ async def test_a_wait_github_asks_of_no_time_still_yields_before_the_next_try(
     await shard.wait_idle()
     assert LimitedTwice.limited == 2
     assert slept == [0.05, 0.05]
+    assert (await types_in(journal))[-1] == "DeliveryCompleted"
+
+
+class LimitedForAMinute(InstallationActor):
+    """Told once, before it wrote anything, to wait 60 s; then runs."""
+
+    limited = 0
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        if type(self).limited < 1:
+            type(self).limited += 1
+            raise RateLimited(403, "rate limit", kind="secondary", retry_after=60.0)
+
+
+class Highest(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_a_handler_held_by_github_waits_up_to_a_tenth_more_than_asked(
+    journal: Journal,
+) -> None:
+    """Every handler of an installation held by a pause draws its own extra wait, so
+    they do not all run again the instant it ends (the burst that draws the next)."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    LimitedForAMinute.limited = 0
+    shard = core(journal, LimitedForAMinute, sleep=sleep, retry=RetryPolicy(rng=Highest()))
+    await shard.start()
+    await shard.ingest(batch(inbound(LimitedForAMinute, "issues", payload("issues.opened"))))
+    await shard.wait_idle()
+    assert slept == [65.0]  # 60 s and a tenth of it, at most 5 s
     assert (await types_in(journal))[-1] == "DeliveryCompleted"
 
 

@@ -73,6 +73,7 @@ THRESHOLDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "GhbotJournalFailing": ('ghbot:journal_appends:increase5m{outcome="error"}', "> 0", None),
+    "GhbotShardCallsFailing": ('ghbot:shard_calls:increase5m{outcome="error"}', "> 0", None),
     "GhbotDeadLetters": ("ghbot:dead_letters:increase5m", "> 0", None),
 }
 

@@ -383,3 +383,27 @@ def test_used_is_github_s_count_when_it_sends_one() -> None:
     assert RateLimit.from_headers(headers).used == 10  # type: ignore[union-attr]
     over = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "5001"}
     assert RateLimit.from_headers(over).used == 0  # type: ignore[union-attr]
+
+
+def test_what_only_open_leases_hold_back_waits_seconds_not_the_reset() -> None:
+    """An open lease's units may come back any moment (settled, or released unused):
+    a request they keep out waits 10 s, then is tried again. It waited for the
+    window's reset, up to an hour, though the lease was settled seconds later."""
+    budget = Budget(margin=0.1)
+    budget.observe(RateLimit.from_headers(_headers(100, limit=100, reset=NOW + 3000)), NOW)
+    lease = budget.lease(90, NOW)  # all 90 usable
+    with pytest.raises(RateLimited, match="waiting 10 s for open leases") as caught:
+        budget.acquire(NOW, method="GET", url="/x")
+    assert caught.value.retry_after == 10.0
+    with pytest.raises(RateLimited) as other_lease:
+        budget.lease(5, NOW)
+    assert other_lease.value.retry_after == 10.0
+    budget.settle(lease, 20, NOW + 5)
+    budget.acquire(NOW + 10)  # what the lease did not use is back
+    # Spent, not leased: the wait is the window's reset.
+    for _ in range(budget.available(NOW + 10)):
+        budget.acquire(NOW + 10)
+    with pytest.raises(RateLimited) as spent:
+        budget.acquire(NOW + 10)
+    assert spent.value.retry_after == pytest.approx(2990.0)
+    assert "open leases" not in str(spent.value)

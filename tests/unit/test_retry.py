@@ -52,9 +52,23 @@ def test_three_retries_by_default() -> None:
     assert [policy.should_retry(error, n) for n in range(5)] == [True, True, True, False, False]
 
 
-def test_rate_limits_wait_as_long_as_github_asked() -> None:
+def test_rate_limits_wait_as_long_as_github_asked_and_up_to_a_tenth_more() -> None:
     error = RateLimited(403, "secondary", kind="secondary", retry_after=42)
-    assert RetryPolicy().delay_for(error, 0) == 42
+    assert RetryPolicy(rng=Edge(upper=False)).delay_for(error, 0) == 42
+    assert RetryPolicy(rng=Edge(upper=True)).delay_for(error, 0) == pytest.approx(46.2)
+
+
+@given(wait=st.floats(0, 7200), seed=st.integers())
+def test_a_named_wait_is_spread_over_a_tenth_of_it_at_most_5_s(wait: float, seed: int) -> None:
+    """What a pause or a reset held does not all go at the instant it ends."""
+    spread = RetryPolicy(rng=random.Random(seed)).spread(wait)
+    assert wait <= spread <= wait + min(wait / 10, 5.0)
+
+
+def test_waits_github_named_end_at_different_instants() -> None:
+    policy = RetryPolicy(rng=random.Random(3))
+    assert len({policy.spread(60.0) for _ in range(20)}) == 20
+    assert RetryPolicy(rng=Edge(upper=True)).spread(3600.0) == 3605.0
 
 
 @given(attempt=st.integers(0, 20), seed=st.integers())
@@ -75,7 +89,7 @@ def test_a_wait_github_names_is_taken_and_never_negative() -> None:
     limited = RateLimited(429, "slow down", kind="secondary", retry_after=-3.0)
     assert is_retryable(limited) and policy.should_retry(limited, 0)
     assert policy.delay_for(limited, 0) == 0.0
-    assert policy.delay_for(RateLimited(429, "x", kind="secondary", retry_after=42.0), 5) == 42
+    assert policy.delay_for(RateLimited(429, "x", kind="secondary", retry_after=42.0), 5) >= 42
 
 
 def test_a_negative_attempt_backs_off_as_the_first() -> None:
