@@ -101,11 +101,14 @@ class QuotaLease:
     #: the installation's next one (None: nowhere, `token` to the end).
     expires_at: float | None = None
     tokens: LeaseTokens | None = field(default=None, repr=False, compare=False)
+    #: When `token` was minted (None: not known), so a 401 on it seconds later is
+    #: taken for GitHub's propagation delay in the tasks too.
+    minted_at: float | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.installation_id, self.granted, self.base_url, self.token, self.used)
         more = (self.writes, self.pace_writes, self.turns, None, self.expires_at, self.tokens)
-        return (QuotaLease, (*fields, *more))
+        return (QuotaLease, (*fields, *more, self.minted_at))
 
     def __repr__(self) -> str:
         return (
@@ -127,7 +130,10 @@ class QuotaLease:
         source: TokenSource | None = local.pop("tokens", None)
         if source is None and self.tokens is not None and self.expires_at is not None:
             first = InstallationToken(
-                self.token, self.expires_at, installation_id=self.installation_id
+                self.token,
+                self.expires_at,
+                installation_id=self.installation_id,
+                minted_at=self.minted_at,
             )
             source = _LeaseTokenSource(first, self.tokens, local.get("clock", time.time))
         options.setdefault("pace_writes", self.pace_writes)  # None: the installation's is off
@@ -164,6 +170,7 @@ class QuotaLease:
                 local=self.local,
                 expires_at=self.expires_at,
                 tokens=self.tokens,
+                minted_at=self.minted_at,
             )
             for index in range(parts)
         ]
@@ -268,10 +275,11 @@ class Quota:
             credentials = gh.credentials
             local: dict[str, Any] = {"clock": gh.options.clock, "sleep": gh.options.sleep}
             expires_at: float | None = None
+            minted_at: float | None = None
             if isinstance(credentials, InstallationCredentials):
                 current = await credentials.source.get(credentials.installation_id)
                 token: str | None = current.token
-                expires_at = current.expires_at
+                expires_at, minted_at = current.expires_at, current.minted_at
                 local["tokens"] = credentials.source  # in this process: the client's own
             else:
                 token = (await credentials.authorization() or "").split(" ", 1)[-1]
@@ -293,6 +301,7 @@ class Quota:
                 local=local,
                 expires_at=expires_at,
                 tokens=self._tokens,
+                minted_at=minted_at,
             )
             yield ticket
         finally:

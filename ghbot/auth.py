@@ -250,6 +250,11 @@ class AppAuth:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def forget(self, token: str) -> None:
+        """Drop the cached JWT if it is `token` (GitHub refused it): the next is signed anew."""
+        if self._cached is not None and self._cached[0] == token:
+            self._cached = None
+
     def observe_date(self, date_header: str | None, now: float | None = None) -> bool:
         """Take GitHub's clock from a response `Date` header; drop the cached JWT.
 

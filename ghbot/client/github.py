@@ -557,7 +557,7 @@ class GitHub:
             elif (
                 isinstance(error, Unauthorized)
                 and call.at_home()  # another host's 401 is not about the token
-                and await self._recover(retry, error)
+                and await self._recover(retry, error, call.headers.get("Authorization"))
             ):
                 metrics.retry("auth")
             else:
@@ -827,9 +827,11 @@ class GitHub:
         if error.kind != "secondary":  # the pause of a secondary limit is waited in _admit
             await self._pause(self.options.retry.spread(error.retry_after))
 
-    async def _recover(self, retry: AuthRetry, error: Unauthorized) -> bool:
+    async def _recover(self, retry: AuthRetry, error: Unauthorized, sent: str | None) -> bool:
+        """Let the credentials judge a 401 to the request sent with `sent` (its
+        `Authorization`): True once it may be sent again (after any wait)."""
         now = self.options.clock()
-        delay = await self._creds.recover(retry, error.message, error.headers, now)
+        delay = await self._creds.recover(retry, error.message, error.headers, now, sent)
         if delay is None:
             return False
         if delay:

@@ -1,8 +1,9 @@
 """Installation tokens, cached for their life with one refresh in flight per installation.
 
 A token lives one hour; it is refreshed `margin` seconds (5 min) before it expires and
-never kept longer than `ttl` (TOKEN_CACHE_TTL, 55 min by default). Concurrent callers
-for the same installation share one exchange. Expired tokens are dropped (a pass
+never kept longer than `ttl` (TOKEN_CACHE_TTL, 55 min by default), unless that refresh
+fails: the cached token is then used while it is valid, with a WARNING. Concurrent
+callers for the same installation share one exchange. Expired tokens are dropped (a pass
 every few minutes), so the cache holds the installations of the last hour or so, not
 every installation ever seen. In the Ray runtime the app-auth actor,
 the only holder of the private key, plays the `TokenSource` part instead.
@@ -26,6 +27,10 @@ log = logging.getLogger("ghbot.client.tokens")
 
 __all__ = ["InstallationTokens", "Mint"]
 
+#: A cached token is still handed out when its refresh fails while it has more than
+#: this many seconds left (time for the request that takes it to reach GitHub).
+STALE_SPARE = 10.0
+
 #: Exchange an installation id for a new token (e.g. `GitHubApp.create_installation_token`).
 Mint = Callable[[int], Awaitable[InstallationToken]]
 
@@ -41,7 +46,13 @@ class InstallationTokens:
     new token would not help). The client takes a 401 within 5 s of minting for
     propagation and does not force; a `fresh_window` longer than that hands a client
     that forces the token it was refused with, once, and its 401 is then final. A
-    failed exchange raises to every waiter and caches nothing.
+    forced refresh drops the refused token at once: callers that come while the
+    exchange runs wait for the new token instead of being handed the refused one.
+
+    A failed exchange caches nothing and raises to every waiter, except that a
+    refresh made before expiry (inside the margin, or past `ttl`) that fails leaves
+    the cached token in use while it has over `STALE_SPARE` (10) seconds left,
+    logged at WARNING: the exchange is tried again by the next `get`.
     """
 
     __slots__ = (
@@ -113,6 +124,10 @@ class InstallationTokens:
                 metrics.token_cache_lookups.add(1, metrics.CACHE_HIT)
                 return token, True
         metrics.token_cache_lookups.add(1, metrics.CACHE_MISS)
+        if force and token is not None:
+            # GitHub refused it: handed out no more, so the callers that come while the
+            # exchange runs wait for its token instead of drawing a 401 each.
+            del self._tokens[installation_id]
         task = self._inflight.get(installation_id)
         if task is None:
             if token is not None:
@@ -120,8 +135,21 @@ class InstallationTokens:
                 metrics.token_refreshes.add(1, metrics.REACTIVE if force else metrics.PROACTIVE)
             task = asyncio.ensure_future(self._exchange(installation_id))
             self._inflight[installation_id] = task
-        # A waiter cancelled while it waits must not cancel the exchange for the others.
-        return await asyncio.shield(task), False
+        try:
+            # A waiter cancelled while it waits must not cancel the exchange for the others.
+            return await asyncio.shield(task), False
+        except Exception as exc:
+            if force or token is None or self._tokens.get(installation_id) is not token:
+                raise  # refused, none, or dropped meanwhile (refused by another caller)
+            if self._clock() >= token.expires_at - STALE_SPARE:
+                raise
+            log.warning(
+                "installation %d: no new token yet (%s); the cached one is used until it expires",
+                installation_id,
+                type(exc).__name__,
+                extra={"installation_id": installation_id},
+            )
+            return token, True
 
     def invalidate(self, installation_id: int) -> None:
         """Forget the cached token of `installation_id` (e.g. the app was uninstalled)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
+from ghbot.client.pool import Pool
 from ghbot.errors import (
     ConfigError,
     GitHubError,
@@ -18,8 +20,9 @@ from ghbot.errors import (
     ValidationFailed,
 )
 from ghbot.testing import FakeClock, FakeGitHub
+from tests.metering import metered
 
-from .conftest import REPO
+from .conftest import REPO, in_flight
 
 TOKENS = "/app/installations/1/access_tokens"
 
@@ -183,6 +186,29 @@ async def test_a_401_on_a_token_minted_seconds_ago_is_retried_without_a_new_toke
     assert len(fake.requests_to(TOKENS)) == 1
 
 
+@pytest.mark.parametrize("later", [1, 10])
+async def test_a_late_401_for_a_token_already_replaced_is_retried_at_once_with_the_new_one(
+    fake: FakeGitHub, clock: FakeClock, app: GitHubApp, installation: GitHub, later: float
+) -> None:
+    """A request sent with a token that another request's 401 has replaced since:
+    its own 401 was judged by the new token, so it waited out a propagation backoff
+    (the new one `later` = 1 s old) or forced a third exchange, throwing the good new
+    token away (10 s old). Now it is judged by the token it was refused with."""
+    await installation.request("GET", f"/repos/{REPO}")
+    clock.advance(60)
+    issue = f"/repos/{REPO}/issues/1"
+    fake.faults.add("/issues/1$", "unauthorized", delay=0.2)
+    late = await in_flight(fake, installation.request("GET", issue), issue)
+    replaced = await app.tokens.get(1, force=True)  # another request's 401 refreshed it
+    clock.advance(later)
+    m = metered()
+    assert (await late).status == 200
+    assert len(fake.requests_to(TOKENS)) == 2 and clock.sleeps == []
+    refused, sent = (r.headers["Authorization"] for r in fake.requests_to(issue))
+    assert refused != sent == f"token {replaced.token}"
+    assert m.delta("ghbot_auth_failures_total") == {frozenset({("type", "bad_credentials")}): 1}
+
+
 async def test_a_plain_token_is_not_retried_on_401(
     fake: FakeGitHub, options: ClientOptions
 ) -> None:
@@ -203,6 +229,48 @@ async def test_a_jwt_refused_for_clock_skew_is_corrected_from_the_date_header(
     assert refused.headers["Authorization"] != accepted.headers["Authorization"]
 
 
+async def test_requests_sent_with_the_same_skewed_jwt_are_each_retried(
+    fake: FakeGitHub, clock: FakeClock, pem_pkcs8: bytes, options: ClientOptions
+) -> None:
+    """Five requests sent at once carry the same JWT, signed 20 minutes fast. The first
+    401 corrected the offset; the other four then saw it unchanged, and each raised
+    `Unauthorized` instead of being sent again with the corrected JWT."""
+    skewed = AppAuth(1, pem_pkcs8, clock=lambda: clock() + 1200)
+    app = GitHubApp(skewed, options=options)
+    answers = await asyncio.gather(*(app.gh.request("GET", "/app") for _ in range(5)))
+    assert {a.status for a in answers} == {200}
+    assert skewed.offset == pytest.approx(-1200, abs=2)
+    sent = [r.headers["Authorization"] for r in fake.requests_to("/app")]
+    assert len(sent) == 10 and len(set(sent)) == 2  # the skewed JWT, then one corrected
+
+
+async def test_a_jwt_that_expired_while_its_request_waited_is_signed_again(
+    fake: FakeGitHub, clock: FakeClock, auth: AppAuth, options: ClientOptions
+) -> None:
+    """One connection: the app's request waits for it, JWT in hand, while another
+    holds it for 11 minutes. GitHub refuses the JWT for its `exp`; its `Date` agrees
+    with our clock, so no offset changed, and the 401 was final."""
+    clock.now = float(int(clock()))  # a whole second, as `Date` tells it: no offset at all
+    pool = Pool(max_concurrency=1)
+    one = options.replace(pool=pool)
+    other = GitHub(token=fake.create_token(1), options=one)
+    app = GitHubApp(auth, options=one)
+    fake.faults.add(f"/repos/{REPO}$", "slow", delay=0.2)
+    try:
+        held = await in_flight(fake, other.request("GET", f"/repos/{REPO}"), f"/repos/{REPO}")
+        waiting = asyncio.ensure_future(app.gh.request("GET", "/app"))
+        for _ in range(50):  # it signs its JWT, then waits for the connection
+            await asyncio.sleep(0)
+        clock.advance(11 * 60)  # the JWT (10 minutes at most) expires meanwhile
+        assert (await held).status == 200
+        assert (await waiting).status == 200
+    finally:
+        await pool.close()
+    assert auth.offset == 0
+    expired, signed_again = (r.headers["Authorization"] for r in fake.requests_to("/app"))
+    assert expired != signed_again
+
+
 async def test_a_jwt_refused_for_other_reasons_is_not_retried(
     fake: FakeGitHub, options: ClientOptions, pem_pkcs8: bytes
 ) -> None:
@@ -213,16 +281,22 @@ async def test_a_jwt_refused_for_other_reasons_is_not_retried(
 
 
 class CountingSource:
-    """A `TokenSource` as the Ray app-auth actor would be: the client only calls `get`."""
+    """A `TokenSource` as the Ray app-auth actor would be: the client only calls `get`;
+    the same token until one is forced."""
 
     def __init__(self, fake: FakeGitHub, clock: FakeClock) -> None:
         self.fake, self.clock = fake, clock
         self.calls: list[tuple[int, bool]] = []
+        self.tokens: dict[int, InstallationToken] = {}
 
     async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
         self.calls.append((installation_id, force))
-        token = self.fake.create_token(installation_id)
-        return InstallationToken(token, self.clock() + 3600, minted_at=self.clock() - 60)
+        if force or installation_id not in self.tokens:
+            token = self.fake.create_token(installation_id)
+            self.tokens[installation_id] = InstallationToken(
+                token, self.clock() + 3600, minted_at=self.clock() - 60
+            )
+        return self.tokens[installation_id]
 
 
 async def test_any_token_source_can_back_an_installation_client(
@@ -286,6 +360,63 @@ async def test_force_returns_a_fresh_token_instead_of_minting_again(clock: FakeC
     assert (await cache.get(1, force=True)).token == "ghs_2"
     cache.invalidate(1)
     assert cache.cached(1) is None
+
+
+async def test_callers_during_a_forced_refresh_wait_for_the_new_token_not_the_refused_one(
+    clock: FakeClock,
+) -> None:
+    """While the exchange forced by a 401 ran, the refused token stayed cached, and
+    every other caller was handed it (a wasted 401 each)."""
+    release = asyncio.Event()
+    minted: list[int] = []
+
+    async def mint(installation_id: int) -> InstallationToken:
+        if minted:
+            await release.wait()
+        minted.append(installation_id)
+        return InstallationToken(f"ghs_{len(minted)}", clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    assert (await cache.get(1)).token == "ghs_1"
+    clock.advance(60)
+    forced = asyncio.ensure_future(cache.get(1, force=True))
+    await asyncio.sleep(0)  # the exchange has started
+    other = asyncio.ensure_future(cache.get(1))
+    await asyncio.sleep(0)
+    assert not other.done() and cache.cached(1) is None
+    release.set()
+    assert (await forced).token == (await other).token == "ghs_2"
+    assert cache.minted == 2
+
+
+async def test_a_failed_refresh_before_expiry_keeps_the_cached_token_until_it_expires(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside the 5 minutes before expiry every `get` awaits a refresh: when the exchange
+    failed (the app-auth actor being replaced, a 5xx), every request failed with it,
+    although the cached token had minutes left."""
+    failing = False
+
+    async def mint(installation_id: int) -> InstallationToken:
+        if failing:
+            raise ConnectionError("the app-auth actor is not there")
+        return InstallationToken("ghs_" + "x" * 36, clock() + 3600, minted_at=clock())
+
+    cache = InstallationTokens(mint, clock=clock)
+    first = await cache.get(1)
+    await cache.get(2)
+    failing = True
+    clock.advance(3600 - 200)  # inside the margin: it is refreshed, and that fails
+    with caplog.at_level(logging.WARNING, logger="ghbot.client.tokens"):
+        assert await cache.get(1) is first
+        assert await cache.get(1) is first  # the exchange is tried again, and fails again
+    assert "installation 1: no new token yet (ConnectionError)" in caplog.text
+    assert first.token not in caplog.text and first.token[4:-4] not in caplog.text
+    with pytest.raises(ConnectionError):
+        await cache.get(2, force=True)  # a token GitHub refused is not handed back
+    clock.advance(195)  # 5 s left: too little to send a request with it
+    with pytest.raises(ConnectionError):
+        await cache.get(1)
 
 
 async def test_force_uses_the_caches_fresh_window(clock: FakeClock) -> None:

@@ -357,6 +357,42 @@ async def test_a_leases_task_gets_the_next_token_once_the_leases_is_near_expiry(
 
 
 @dataclass(frozen=True)
+class CountedTokens:
+    """`AppTokens` that lists each call's `force`."""
+
+    name: str
+    forced: ClassVar[list[bool]] = []
+
+    async def __call__(self, installation_id: int, force: bool) -> InstallationToken:
+        self.forced.append(force)
+        return await _APPS[self.name].tokens.get(installation_id, force=force)
+
+
+async def test_a_401_on_a_leases_token_minted_seconds_ago_is_propagation_in_its_task(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """The lease's token reached its task without `minted_at`, so it never counted as
+    fresh there: GitHub's 401 while a just-minted token propagates was taken for bad
+    credentials, and a token other than it was asked for at once."""
+    async with _octo(public_pem) as fake:
+        app = GitHubApp(AppAuth(1, pem_pkcs8), options=ClientOptions(base_url=fake.url))
+        _APPS["counted"] = app
+        CountedTokens.forced.clear()
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        async with Quota(app.installation(7), tokens=CountedTokens("counted")).lease(5) as lease:
+            elsewhere = pickle.loads(pickle.dumps(lease))  # noqa: S301 - our own bytes
+            client = elsewhere.split(1)[0].client(sleep=sleep)
+            fake.faults.add("/repos/octo/repo$", "unauthorized")
+            assert (await client.request("GET", "/repos/octo/repo")).status == 200
+            lease.report(2)
+        assert slept == [0.5] and CountedTokens.forced == []  # waited, asked for none
+
+
+@dataclass(frozen=True)
 class NoTokens:
     """A `LeaseTokens` that cannot answer (the app-auth actor being replaced)."""
 
