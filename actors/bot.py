@@ -384,8 +384,10 @@ def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str
     """Return the key under which a delivery is ordered (see `InstallationActor.ordering`).
 
     An `ordering` function that raises or returns anything but a string is logged
-    (at most once a minute) and the delivery is ordered with its whole installation
-    (key ""): it is taken, not refused, and runs after everything before it.
+    (at most once a minute) and the delivery is ordered as by default, by its issue or
+    pull request: it is taken, not refused, and runs after the deliveries of its issue
+    before it. (Its installation's key, "", was no fallback: "" orders only against
+    other deliveries of that key, and it ran beside its issue's.)
     """
     if callable(ordering):
         key: object
@@ -400,15 +402,15 @@ def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str
             kind = type(key).__name__
             did = "raised" if isinstance(key, Exception) else "returned"
             log.warning(
-                "the bot's ordering function %s %s for %s%s: ordered with its whole "
-                "installation (%d such lines held back)",
+                "the bot's ordering function %s %s for %s%s: ordered by its issue, as by "
+                "default (%d such lines held back)",
                 did,
                 kind,
                 event_name,
                 "" if isinstance(key, Exception) else ", not a string",
                 held,
             )
-        return ""
+        return ordering_key("issue", event_name, envelope)
     if ordering == "installation" or envelope.repository is None:
         return ""
     repo = str(envelope.repository.id)

@@ -54,7 +54,7 @@ from ghbot.errors import (
 )
 from ghbot.events import decode_envelope
 from ghbot.journal import Journal
-from ghbot.journal.records import AppendRequest, AppendResult, EventRecord, NewEvent
+from ghbot.journal.records import FENCED, AppendRequest, AppendResult, EventRecord, NewEvent
 from ghbot.logs import LogLimiter
 from ghbot.redelivery import GITHUB_WINDOW
 from ghbot.retry import RetryPolicy, describe
@@ -453,6 +453,8 @@ class ShardCore:
                     # Fenced (a newer shard took over), or sent to the wrong shard: never
                     # written, so the ingress answers 503 and GitHub's redelivery retries.
                     why = result.status if result is not None else "not this shard's"
+                    if result is not None and result.status == FENCED:
+                        self._fence(item.vshard, "a delivery's append was fenced")
                     fields = {
                         "event_id": item.received.delivery_id,
                         "installation_id": item.installation_id,
@@ -764,10 +766,13 @@ class ShardCore:
         return host
 
     def _fenced(self, host: InstallationHost) -> None:
-        """A newer shard fenced `host`'s write: it owns the host's virtual shard now.
-        Stop every host of that virtual shard here, so none starts a delivery (and its
+        """A newer shard fenced `host`'s write: it owns the host's virtual shard now."""
+        self._fence(self._vshard(host.installation_id), "a write was fenced")
+
+    def _fence(self, vshard: int, why: str) -> None:
+        """A newer shard owns `vshard` now (`why` says how this one learnt it). Stop
+        every host of that virtual shard here, so none starts a delivery (and its
         writes to GitHub) that the new owner runs too."""
-        vshard = self._vshard(host.installation_id)
         if vshard in self._fenced_vshards:
             return
         self._fenced_vshards.add(vshard)
@@ -777,9 +782,9 @@ class ShardCore:
         for other in stopped:
             other.stop()
         log.error(
-            "virtual shard %d: a newer shard took it over (a write was fenced); its %d "
-            "installations here stop",
+            "virtual shard %d: a newer shard took it over (%s); its %d installations here stop",
             vshard,
+            why,
             len(stopped),
         )
 

@@ -60,7 +60,7 @@ class BadlyOrdered(Greeter):
     ordering = staticmethod(lambda name, envelope: envelope.number)  # type: ignore[assignment]
 
 
-async def test_an_ordering_function_that_returns_no_string_orders_by_installation(
+async def test_an_ordering_function_that_returns_no_string_orders_by_issue(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # It failed the whole batch it came in (every installation's deliveries in it).
@@ -72,11 +72,16 @@ async def test_an_ordering_function_that_returns_no_string_orders_by_installatio
         assert opened.status == "accepted"
         assert len(opened.requests_to(f"{REPO}/issues/{issue['number']}/comments", "POST")) == 1
     assert "the bot's ordering function returned int for issues, not a string" in caplog.text
-    # One that raises is ordered the same way (it was a 500 at the ingress).
+    # One that raises is ordered the same way (it was a 500 at the ingress), by its
+    # issue: the key "" (its installation's) ordered it against no delivery of another
+    # key, so a comment ran beside its issue's `opened`.
     envelope = decode_envelope(json.dumps(example_payload("issues.opened")).encode())
+    by_issue = ordering_key("issue", "issues", envelope)
+    assert by_issue.endswith(f"#{envelope.number}")
     with caplog.at_level(logging.WARNING, logger="ghbot.bot"):
-        assert ordering_key(lambda name, envelope: str(1 // 0), "issues", envelope) == ""
+        assert ordering_key(lambda name, envelope: str(1 // 0), "issues", envelope) == by_issue
     assert "the bot's ordering function raised ZeroDivisionError for issues:" in caplog.text
+    assert "ordered by its issue, as by default" in caplog.text
 
 
 async def test_a_pull_request_delivered_for_a_number_the_harness_filled_is_one() -> None:

@@ -824,6 +824,36 @@ async def test_a_fenced_write_stops_every_installation_of_its_virtual_shard(
     await second_journal.close()
 
 
+async def test_a_delivery_refused_as_fenced_stops_every_installation_of_its_virtual_shard(
+    tmp_path: Any,
+) -> None:
+    """OTHER waits out a retry's backoff on a shard a successor has fenced; the ingress
+    can still reach the old shard, and a new delivery's append there is fenced. Only a
+    host's own fenced write stopped the virtual shard's hosts: OTHER ran its next try
+    (its handler, its GitHub calls) while the successor ran it too."""
+    url = f"sqlite://{tmp_path}/journal"
+    Retried.gate, Retried.ran, RetriedElsewhere.ran = None, [], []
+    first_journal = await open_journal(url, shard_count=VSHARDS)
+    first = core(first_journal, Retried, sleep=asyncio.sleep, retry=RetryPolicy(base=20, cap=20))
+    await first.start()
+    other = inbound(Retried, "issues", payload("issues.opened", installation=OTHER))
+    assert await first.ingest(batch(other)) == ["accepted"]
+    await until(lambda: OTHER in Retried.ran, within=5)
+    await asyncio.sleep(0.05)  # its failed try journaled: it waits 10 to 20 s now
+    second_journal = await open_journal(url, shard_count=VSHARDS)
+    second = core(second_journal, RetriedElsewhere)
+    await second.start()  # takes the epochs and runs OTHER's delivery
+    await second.wait_idle()
+    late = inbound(Retried, "issues", payload("issues.opened"), delivery_id="late")
+    assert await first.ingest(batch(late)) == ["refused"]
+    async with asyncio.timeout(5):  # not the backoff's 10 s: OTHER was stopped in it
+        await first.wait_idle()
+    assert Retried.ran.count(OTHER) == 1, "its next try ran on the fenced shard"
+    assert RetriedElsewhere.ran == [OTHER, OTHER]  # its first try fails there too
+    await first_journal.close()
+    await second_journal.close()
+
+
 class SlowToList(FaultyJournal):
     """A journal whose stream listing (what recovery starts with) waits for `opened`."""
 
