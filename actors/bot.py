@@ -11,8 +11,10 @@ class Greeter(InstallationActor):
 
 Event names are checked when the class is defined: `@on("issues.opend")` raises
 `UnknownEventError` with a suggestion, and a handler annotated `Event[PullRequestOpened]`
-under `@on("issues.opened")`, a plain `def` or one that does not take `(self, event)`
-raises `UsageError`. One instance lives per installation,
+under `@on("issues.opened")`, a plain `def`, one that does not take `(self, event)` or
+one named as what the runtime uses (`state`, `github`, `config`, `emit`, ...: every
+name `InstallationActor` defines or the runtime sets on an instance) raises
+`UsageError`. One instance lives per installation,
 inside a shard actor; it is activated on its first delivery and rebuilt from the journal.
 
 Deliveries whose sender is this app's own bot user (`Event.is_from_this_app`) reach only
@@ -237,6 +239,8 @@ class InstallationActor:
                     del schedules[attr]
                     routes.pop(f"{SCHEDULE_EVENT}.{attr}", None)
                     unknown.discard(attr)
+                if seconds is not None or bool(getattr(value, _MARK, ())):
+                    _check_name(cls.__name__, attr)
                 if seconds is not None:
                     # A scheduled run's payload is the schedule's, not a model's.
                     if not _check_handler(cls.__name__, attr, value):
@@ -378,6 +382,33 @@ class InstallationActor:
         where = event.repo()
         found = await read_config(self.github, where["owner"], where["repo"], path, schema)
         return default if found is None else found
+
+
+def _check_name(owner: str, attr: str) -> None:
+    """Refuse a handler named as what `InstallationActor` defines or the runtime sets.
+
+    Such a handler would replace a base method (`emit`, `config`, a hook) or be
+    replaced on every instance (`state` in `__init__`, `github`, `quota` and
+    `installation_id` when the installation starts): every delivery would fail.
+    """
+    if attr in _RUNTIME_SET:
+        raise UsageError(
+            f"{owner}.{attr}: a handler may not be named {attr!r}: the runtime sets "
+            f"self.{attr} on every instance, which would hide the handler; rename it"
+        )
+    if attr in _BASE_NAMES:
+        raise UsageError(
+            f"{owner}.{attr}: a handler may not be named {attr!r}: it would hide "
+            f"InstallationActor.{attr}, which the runtime uses; rename it"
+        )
+
+
+#: What the runtime sets on each instance (declared on the class, not defined there).
+_RUNTIME_SET: frozenset[str] = frozenset(InstallationActor.__annotations__) - set(
+    vars(InstallationActor)
+)
+#: What `InstallationActor` (and `object`) define: methods, hooks and settings.
+_BASE_NAMES: frozenset[str] = frozenset(dir(InstallationActor))
 
 
 def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str:

@@ -400,3 +400,15 @@ async def test_a_handlers_own_cancelled_error_is_a_failed_attempt() -> None:
         assert SelfCancelling.tries == 2 and done.dead_letters == []
         failed = await failed_attempts(bot)
         assert [(f.attempt, f.error_type) for f in failed] == [(1, "HandlerCancelled")]
+
+
+async def test_what_the_runtime_sets_on_a_bot_is_refused_as_a_handler_name() -> None:
+    """The refused names come from the class's declarations: an attribute the runtime
+    set on instances without declaring it would be a handler name that breaks."""
+    from actors.bot import _RUNTIME_SET
+
+    async with BotHarness(Greeter) as bot:
+        await bot.deliver("issues.opened")
+        host = await bot.shard.host(bot.installation_id)
+        assert set(vars(host.bot)) <= _RUNTIME_SET
+        assert set(vars(host.bot)) >= {"state", "github", "quota", "installation_id"}

@@ -382,3 +382,45 @@ def test_a_class_setting_out_of_its_values_is_refused(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         type("Bot", (InstallationActor,), {setting: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("state", "the runtime sets self.state on every instance"),
+        ("github", "the runtime sets self.github on every instance"),
+        ("quota", "the runtime sets self.quota on every instance"),
+        ("installation_id", "the runtime sets self.installation_id on every instance"),
+        ("config", "it would hide InstallationActor.config"),
+        ("emit", "it would hide InstallationActor.emit"),
+        ("on_error", "it would hide InstallationActor.on_error"),
+        ("run_handler", "it would hide InstallationActor.run_handler"),
+        ("ordering", "it would hide InstallationActor.ordering"),
+    ],
+)
+def test_a_handler_named_as_what_the_runtime_uses_is_refused_where_it_is_defined(
+    name: str, says: str
+) -> None:
+    """`@on(...) async def state(...)` was accepted: `__init__` set `self.state` over it
+    and every delivery failed with `TypeError` and was dead-lettered; `github` was
+    overwritten when the installation started; `config`, `emit` and the like silently
+    replaced the base methods."""
+
+    async def handler(self: Any, event: Event) -> None: ...
+
+    for mark in (on("issues.opened"), every("1h")):
+        with pytest.raises(UsageError, match=re.escape(f"Bot.{name}: a handler may not be")) as e:
+            type("Bot", (InstallationActor,), {name: mark(handler)})
+        assert says in str(e.value) and "rename it" in str(e.value)
+
+
+def test_a_handler_of_another_name_overriding_a_bots_handler_is_still_accepted() -> None:
+    class Base(InstallationActor):
+        @on("issues.opened")
+        async def welcome(self, event: Event) -> None: ...
+
+    class Bot(Base):
+        @on("issues.opened")
+        async def welcome(self, event: Event) -> None: ...
+
+    assert Bot.handlers_for("issues.opened", "issues") == ("welcome",)
