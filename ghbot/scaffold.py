@@ -112,7 +112,7 @@ name = "{name}"
 version = "0.1.0"
 description = "A GitHub App built with ghbot."
 requires-python = ">=3.11"
-dependencies = ["{requirement}"]
+dependencies = ["{requirement}", "msgspec>=0.18"]
 
 [project.optional-dependencies]
 dev = ["pytest>=8", "pytest-asyncio>=0.24", "mypy>=1.10"]
@@ -127,6 +127,7 @@ asyncio_default_fixture_loop_scope = "function"
 
 [tool.mypy]
 strict = true
+files = ["{package}", "tests"]
 """
 
 _BOT = '''"""{cls}: welcomes new issues and counts them, per repository."""
@@ -211,6 +212,7 @@ _GITIGNORE = """\
 data/
 __pycache__/
 .venv/
+*.egg-info/
 """
 
 _README = """\
@@ -224,11 +226,13 @@ A GitHub App built with ghbot.
    from ghbot's repository: the package named `ghbot` on PyPI is another project,
    which `pyproject.toml`'s requirement excludes, so in a new environment pip stops
    with "No matching distribution found for ghbot"), and run its tests (in-process,
-   no Ray, a fake GitHub; a few seconds):
+   no Ray, a fake GitHub; a few seconds), and type-check it (`mypy --strict`, on the
+   package and its tests):
 
    ```sh
    pip install -e '.[dev]'
    pytest
+   mypy
    ```
 
 2. Try a delivery by hand: `ghbot receive issues.opened --bot {package}.bot:{cls}`

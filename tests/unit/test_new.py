@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -73,17 +75,42 @@ def _project_tests(project: Path) -> str:
     return done.stdout
 
 
-def test_the_new_bot_and_its_tests_pass_mypy_strict(tmp_path: Path) -> None:
+def test_a_bare_mypy_in_the_new_project_checks_its_bot_and_tests_strictly(
+    tmp_path: Path,
+) -> None:
+    """The project's `[tool.mypy]` had `strict = true` and no `files`: `mypy`, as its
+    README says to run it, exited 2 with "Missing target module, package, files, or
+    command"."""
     binary = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
     if binary is None:
         pytest.skip("mypy is not installed")
     project = cli_new(tmp_path, "typed-bot")
-    argv = [binary, "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "c")]
+    settings = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert settings == {"strict": True, "files": ["typed_bot", "tests"]}
+    assert "\n   mypy\n" in (project / "README.md").read_text()
     env = {**os.environ, "MYPYPATH": str(ROOT)}  # ghbot as its installed package shows it
-    done = subprocess.run(
-        [*argv, "typed_bot", "tests"], cwd=project, env=env, capture_output=True, text=True
-    )
+    done = subprocess.run([binary], cwd=project, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues found in 4 source files" in done.stdout
+
+
+def test_the_new_project_declares_what_its_bot_imports_and_ignores_its_build(
+    tmp_path: Path,
+) -> None:
+    """The bot imports `msgspec`, which the project did not declare (it came only as
+    ghbot's dependency); `pip install -e .` left `*.egg-info/`, which `.gitignore` did
+    not name."""
+    project = cli_new(tmp_path, "my-bot")
+    dependencies = tomllib.loads((project / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    declared = {re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0] for d in dependencies}
+    code = (project / "my_bot" / "bot.py").read_text()
+    imported = set(re.findall(r"^(?:import|from) (\w+)", code, re.MULTILINE))
+    imported -= {"__future__", "actors", *sys.stdlib_module_names}  # `actors` is ghbot's
+    assert imported == {"msgspec", "ghbot"}
+    assert declared == imported
+    assert "*.egg-info/" in (project / ".gitignore").read_text().splitlines()
 
 
 def cli_new(parent: Path, name: str) -> Path:
