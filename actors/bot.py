@@ -2,6 +2,8 @@
 
 ```python
 class Greeter(InstallationActor):
+    permissions = {"issues": "write"}  # `ghbot register` asks for it: the handler comments
+
     @on("issues.opened")
     async def welcome(self, event: Event[IssuesOpened]) -> None:
         # typed: `IssuesOpened.issue` is an `Issue`; `event.issue()` is its owner,

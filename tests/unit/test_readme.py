@@ -46,3 +46,18 @@ async def test_the_testing_sample_passes_against_the_first_samples_bot() -> None
     harness = python_blocks("README.md", after="## Testing a bot")[0]
     exec(compile(harness, "README.md", "exec"), namespace)  # noqa: S102 - our README
     await namespace["test_welcome"]()
+
+
+def test_the_app_ghbot_register_makes_for_the_first_sample_may_comment_on_issues() -> None:
+    """The README's `Greeter` declared no `permissions`: the manifest `ghbot register`
+    built from its events asked for `issues: read`, and in production its
+    `create_comment` answered 403."""
+    from actors.register import manifest_for
+
+    namespace: dict[str, Any] = {}
+    exec(compile(first_sample(), "README.md", "exec"), namespace)  # noqa: S102 - our README
+    manifest = manifest_for(
+        namespace["Greeter"], name="Greeter", webhook_url="https://x", redirect_url="https://y"
+    )
+    assert manifest["default_permissions"] == {"issues": "write"}
+    assert manifest["default_events"] == ["issues"]
