@@ -97,6 +97,7 @@ class DevServer:
             self._journal,
             vshards=VSHARDS,
             dedup_window=self.dedup_window,
+            tracebacks=True,  # a handler's failure shows where it failed
         )
         self.shard = self._local.shard
         await self._local.start()

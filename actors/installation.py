@@ -266,7 +266,10 @@ class InstallationHost:
     journal with the shard's epoch) and returns the last sequence number written;
     `find(after, events)` returns the last sequence number of `events` if the stream
     holds them, in a row, after `after` (None if not), for an append whose answer was
-    lost (`_write`).
+    lost (`_write`). With `tracebacks`, a handler's failed attempts and dead letters
+    are logged with their traceback (for `ghbot dev` and the test harness; a
+    deployment's lines say the error's type alone: a handler's message may hold
+    payload data).
     Thousands live in one shard, so a host keeps little: its mailbox is made on its
     first delivery and its decoders are shared by every host of the bot class.
     """
@@ -284,6 +287,7 @@ class InstallationHost:
         "_retry",
         "_runs",
         "_sleep",
+        "_tracebacks",
         "applied",
         "bot",
         "diverged",
@@ -310,6 +314,7 @@ class InstallationHost:
         on_written: Callable[[InstallationHost], None] = lambda _host: None,
         find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
         on_fenced: Callable[[InstallationHost], None] = lambda _host: None,
+        tracebacks: bool = False,
     ) -> None:
         self.installation_id = installation_id
         self.stream = stream_name(installation_id)
@@ -336,6 +341,9 @@ class InstallationHost:
         self._clock = clock
         self._sleep = sleep
         self._breaker_wait = breaker_wait
+        #: Whether a handler's failed attempts and dead letters are logged with their
+        #: traceback (`ghbot dev`, the test harness); a deployment logs the type alone.
+        self._tracebacks = tracebacks
         self._mailbox: KeyedMailbox | None = None
         #: The deliveries running now (see `_Run`), and whether `stop` was called.
         self._runs: set[_Run] = set()
@@ -822,6 +830,7 @@ class InstallationHost:
                 attempt,
                 why,
                 extra=fields,
+                exc_info=exc if self._tracebacks else None,
             )
             outcome: list[msgspec.Struct | NewEvent] = [
                 DeadLettered(
@@ -838,7 +847,13 @@ class InstallationHost:
             await self._write(outcome)
             return 0.0
         log.warning(
-            "%s: %s failed attempt %d: %s", self.stream, name, attempt, error_type, extra=fields
+            "%s: %s failed attempt %d: %s",
+            self.stream,
+            name,
+            attempt,
+            error_type,
+            extra=fields,
+            exc_info=exc if self._tracebacks else None,
         )
         delay = self._retry.backoff(attempt - 1)
         if isinstance(exc, (CircuitOpen, RateLimited)):

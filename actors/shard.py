@@ -108,6 +108,7 @@ class ShardCore:
         version: str = "",
         write_turns: TurnSource | None = None,
         lease_tokens: LeaseTokens | None = None,
+        tracebacks: bool = False,
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -171,6 +172,9 @@ class ShardCore:
         self._slots: dict[tuple[int, str], int] = {}
         #: Whether `open` starts the `@every` scheduler (the test harness drives it).
         self.schedule = schedule
+        #: Whether handlers' failures are logged with their traceback (`ghbot dev` and
+        #: the test harness; a deployment logs one line with the error's type).
+        self.tracebacks = tracebacks
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
         #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`).
@@ -760,6 +764,7 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
             on_fenced=self._fenced,
+            tracebacks=self.tracebacks,
         )
         if (self.draining and not self._finishing) or vshard in self._fenced_vshards:
             host.stop()  # activated while a drain hands over (recovery): it runs nothing

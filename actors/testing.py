@@ -184,6 +184,7 @@ class BotHarness:
             clock=self.clock,
             sleep=self.clock.sleep,
             schedule=False,  # `advance` drives the @every handlers, on the harness clock
+            tracebacks=True,  # a handler's failure is logged with where it failed
         )
         self._shard = self._local.shard
         await self._local.start()

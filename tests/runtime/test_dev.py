@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from actors import InstallationActor, on
 from actors.dev import DevServer, load_env_file, relay
 from actors.settings import dedup_window
 from examples.greeter import Greeter
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
+from ghbot.events import Event
+from ghbot.logs import TextFormatter
 from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 from ghbot.testing import FakeGitHub, app_key_pair, example_payload
 from ghbot.webhooks import RETRY_AFTER, sign
@@ -610,3 +614,37 @@ async def _served(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+class Broken(InstallationActor):
+    max_attempts = 1
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        raise AttributeError("'Issue' object has no attribute 'nmber'")
+
+
+async def test_a_handlers_failure_is_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ghbot dev` logged `welcome dead-lettered ... after 1 attempts: AttributeError`,
+    with no message and no traceback: the author could not find the line."""
+    private, public = app_key_pair()
+    async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
+        fake.add_installation(1, "Codertocat", ["Hello-World"])
+        settings = Settings(
+            app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
+        )
+        dev = await DevServer(Broken, settings, journal_dir=tmp_path / "j", port=0).start()
+        body = json.dumps(example_payload("issues.opened")).encode()
+        with caplog.at_level(logging.WARNING, logger="ghbot.installation"):
+            try:
+                async with aiohttp.ClientSession() as http:
+                    await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g"))
+                assert dev.shard is not None
+                await dev.shard.wait_idle()
+            finally:
+                await dev.close()
+    [line] = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    text = TextFormatter().format(line)
+    assert ", in welcome\n" in text and "has no attribute 'nmber'" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -412,3 +413,41 @@ async def test_what_the_runtime_sets_on_a_bot_is_refused_as_a_handler_name() -> 
         host = await bot.shard.host(bot.installation_id)
         assert set(vars(host.bot)) <= _RUNTIME_SET
         assert set(vars(host.bot)) >= {"state", "github", "quota", "installation_id"}
+
+
+TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
+
+
+class Broken(InstallationActor):
+    """A handler with a bug, whose error quotes a token (as a failed clone URL does)."""
+
+    max_attempts = 2
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        raise AttributeError(f"no greeting for https://x-access-token:{TOKEN}@github.com/o/r")
+
+
+async def test_a_handlers_failures_are_logged_with_the_traceback_that_shows_where(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The harness (and `ghbot dev`) logged `welcome failed attempt 1: AttributeError`
+    and a dead-letter line with the type alone: the author could not find the line that
+    failed. The traceback goes through the formatters' masking as any line."""
+    from ghbot.logs import JsonFormatter, TextFormatter
+
+    with caplog.at_level(logging.WARNING, logger="ghbot.installation"):
+        async with BotHarness(Broken) as bot:
+            done = await bot.deliver("issues.opened")
+    assert [d["handler"] for d in done.dead_letters] == ["welcome"]
+    lines = [
+        r for r in caplog.records if "failed attempt" in r.getMessage() or "dead-letter" in r.msg
+    ]
+    assert len(lines) == 2 and all(r.exc_info for r in lines)
+    for record in lines:
+        text = TextFormatter().format(record)
+        assert ", in welcome\n" in text and "raise AttributeError(" in text
+        assert "AttributeError: no greeting for" in text
+        traceback = json.loads(JsonFormatter().format(record))["traceback"]
+        assert ", in welcome\n" in traceback
+        assert TOKEN not in text + traceback and TOKEN[4:20] not in text + traceback

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -42,6 +43,8 @@ from tests.runtime.conftest import (
     shard_of,
     until,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _no_sleep(_seconds: float) -> None:
@@ -1046,3 +1049,20 @@ async def test_a_draining_shard_answers_draining_and_writes_nothing(journal: Jou
     item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="d-late")
     assert await shard.ingest(batch(item)) == ["draining"]  # held, then 503, at the ingress
     assert await types_in(journal) == []
+
+
+async def test_a_deployments_failure_lines_say_the_errors_type_alone(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ghbot dev` and the harness log a handler's failures with the traceback; a
+    deployment's shard (a `ShardCore` as the Ray runtime builds it) keeps one line
+    with the error's type: its message may hold payload data."""
+    assert "tracebacks" not in (ROOT / "actors" / "ray" / "runtime.py").read_text()
+    shard = core(journal, Clones)
+    await shard.start()
+    with caplog.at_level(logging.INFO, logger="ghbot.installation"):
+        await shard.ingest(batch(inbound(Clones, "issues", payload("issues.opened"))))
+        await shard.wait_idle()
+    lines = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().rsplit(": ", 1)[-1] for r in lines] == ["RuntimeError"] * 2
+    assert not any(r.exc_info for r in lines)
