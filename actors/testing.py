@@ -20,10 +20,11 @@ signature, then waits until every handler is done.
 
 Payloads come from GitHub's examples that ship with ghbot (`deliver("issues.opened")`,
 fields changed with `issue__number=3`, see `ghbot.testing.example_payload`), from a
-`dict`, from `bytes`, or from a JSON file (a `Path`). The examples' repository is
-`Codertocat/Hello-World`; the harness installs the app there (installation 1 unless
-told), and creates the issue or pull request a delivery is about when the fake lacks
-it, so the bot's calls about it find it.
+`dict`, from `bytes`, or from a JSON file (a `Path`). The harness installs the app on
+its repository (`Codertocat/Hello-World`, the examples', and installation 1 unless
+told); an example is made about that repository (its `repository` and the URLs naming
+it) unless the delivery sets `repository__...` itself. It creates the issue or pull
+request a delivery is about when the fake lacks it, so the bot's calls about it find it.
 
 Time: nothing waits. The harness's `clock` (a `FakeClock`) is the time of the
 runtime, the GitHub client and the fake GitHub it starts: a handler's retry backoff,
@@ -35,6 +36,7 @@ wait is recorded in `clock.sleeps`.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -225,6 +227,8 @@ class BotHarness:
         """
         name = event.partition(".")[0]
         data = self._payload(event, payload)
+        if payload is None and not any(key.startswith("repository__") for key in changes):
+            _move_example(data, self.repository)
         for dotted, value in changes.items():
             change(data, dotted, value)
         body = json.dumps(data).encode()
@@ -323,9 +327,13 @@ class BotHarness:
         if repository is not None and installation == self.installation_id:
             owner, _, name = repository.full_name.partition("/")
             if self.fake.store.repo(owner, name) is None:
+                mine, _, named = self.repository.partition("/")
                 raise UsageError(
                     f"the payload is repository {repository.full_name!r}, which the "
-                    f"harness's installation does not have: {fix}"
+                    "harness's installation does not have: set the payload's repository "
+                    f"(repository__full_name={self.repository!r}, repository__name={named!r}, "
+                    f"repository__owner__login={mine!r}) or the harness's "
+                    f"(BotHarness({self.bot.__name__}, repository={repository.full_name!r}))"
                 )
 
     def _ensure_subject(self, number: int | None, data: Mapping[str, Any]) -> None:
@@ -369,3 +377,36 @@ class BotHarness:
                 if decoder is not None:
                     found.append(decoder.decode(record.data))
         return found
+
+
+def _move_example(data: dict[str, Any], repository: str) -> None:
+    """Make a shipped example (about `Codertocat/Hello-World`, mostly) be about `repository`.
+
+    Its repository objects (`repository`, and a pull request's `base.repo` and `head.repo`
+    when they are the same) take the name, full name and owner's login of `repository`,
+    and the URLs naming the example's repository name `repository` instead. A payload
+    without a repository is left as it is.
+    """
+    found = data.get("repository")
+    old = found.get("full_name") if isinstance(found, dict) else None
+    if not isinstance(old, str) or old == repository:
+        return
+    owner, _, name = repository.partition("/")
+    # The old full name in a URL (`/repos/OLD/issues/1`, `github.com:OLD.git`), whole.
+    in_url = re.compile(rf"(?<=[/:]){re.escape(old)}(?=[/.{{?]|$)")
+
+    def move(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("full_name") == old:
+                node["full_name"], node["name"] = repository, name
+                if isinstance(node.get("owner"), dict):
+                    node["owner"]["login"] = owner
+            for key, value in node.items():
+                node[key] = move(value)
+        elif isinstance(node, list):
+            return [move(value) for value in node]
+        elif isinstance(node, str):
+            return in_url.sub(repository, node)
+        return node
+
+    move(data)

@@ -451,3 +451,52 @@ async def test_a_handlers_failures_are_logged_with_the_traceback_that_shows_wher
         traceback = json.loads(JsonFormatter().format(record))["traceback"]
         assert ", in welcome\n" in traceback
         assert TOKEN not in text + traceback and TOKEN[4:20] not in text + traceback
+
+
+async def test_an_example_is_about_the_repository_the_harness_was_given() -> None:
+    """`deliver("issues.opened")` in a harness of `octo-org/tools` raised `UsageError`
+    saying to pass `repository='Codertocat/Hello-World'`, the opposite of what the
+    author had asked: the example kept its own repository."""
+    tools = "/repos/octo-org/tools"
+    async with BotHarness(Greeter, installation_id=4711, repository="octo-org/tools") as bot:
+        done = await bot.deliver("issues.opened")
+        assert done.dead_letters == []
+        [comment] = done.requests_to(f"{tools}/issues/1/comments", "POST")
+        assert comment.json["body"] == "Thanks for opening this issue, @Codertocat!"
+        assert done.domain_events == [Greeted(repository="octo-org/tools", number=1)]
+        pull = await bot.deliver("pull_request.opened", number=2, pull_request__number=2)
+        assert [r.path for r in pull.requests] == [f"{tools}/issues/2/labels"]
+
+
+def test_a_moved_example_names_the_repository_everywhere_it_named_the_old_one() -> None:
+    from actors.testing import _move_example
+
+    data = example_payload("pull_request.opened")
+    _move_example(data, "octo-org/tools")
+    repository, base = data["repository"], data["pull_request"]["base"]["repo"]
+    for repo in (repository, base, data["pull_request"]["head"]["repo"]):
+        assert (repo["full_name"], repo["name"], repo["owner"]["login"]) == (
+            "octo-org/tools",
+            "tools",
+            "octo-org",
+        )
+    assert repository["url"] == "https://api.github.com/repos/octo-org/tools"
+    assert repository["ssh_url"] == "git@github.com:octo-org/tools.git"
+    assert data["pull_request"]["issue_url"].startswith(
+        "https://api.github.com/repos/octo-org/tools/"
+    )
+    assert "Codertocat/Hello-World" not in json.dumps(data)
+    assert data["sender"]["login"] == "Codertocat"  # who opened it is still who opened it
+
+
+async def test_a_payload_of_another_repository_says_which_to_set() -> None:
+    """A saved delivery of a repository the harness lacks, or an example whose
+    repository the delivery set itself: the error says to set either."""
+    async with BotHarness(Greeter, repository="octo-org/tools") as bot:
+        saved = example_payload("issues.opened")
+        with pytest.raises(UsageError) as error:
+            await bot.deliver("issues", saved)
+        said = str(error.value)
+        assert "repository 'Codertocat/Hello-World'" in said
+        assert "set the payload's repository (repository__full_name='octo-org/tools'" in said
+        assert "or the harness's (BotHarness(Greeter, repository='Codertocat/Hello-World'))" in said
