@@ -151,6 +151,16 @@ class DevServer:
             log.info("received %s %s", delivery.event, delivery.delivery_id)
             return web.json_response(answer, status=202)
         if status == Status.DUPLICATE:
+            # GitHub's "Redeliver" after a fix: the handlers it dead-lettered run again
+            # (a deployment answers it as a duplicate; `ghbot dead-letters replay`).
+            replayed = await self.shard.replay(inbound.installation_id, delivery.delivery_id, None)
+            if replayed:
+                log.info(
+                    "redelivered %s: its %d dead-lettered handler(s) run again",
+                    delivery.delivery_id,
+                    replayed,
+                )
+                return web.json_response({**answer, "replayed": replayed}, status=202)
             return web.json_response(answer, status=200)
         return _unavailable(f"the journal refused it ({status})")
 

@@ -102,10 +102,12 @@ class Journal(abc.ABC):
         Requests are decided in order; a later request to the same stream sees the
         earlier ones. One request's conflict, duplicate or fencing never fails
         another. Raise `UsageError` for a request without events, and
-        `JournalUnavailable` if a commit failed: PostgreSQL commits the batch once, so
-        then none of it was written; SQLite commits once per shard file the batch
-        touches, so the other files' requests may stand. Either way an append that
-        raised may or may not have been written: retry it with its delivery GUID.
+        `JournalUnavailable` if a commit failed: PostgreSQL commits the batch once,
+        all of it or none, but a commit whose answer was lost (a connection dropped,
+        a `COMMIT` past its command timeout) may land after the error; SQLite commits
+        once per shard file the batch touches, so the other files' requests may
+        stand. Either way an append that raised may or may not have been written:
+        retry it with its delivery GUID.
         """
 
     @abc.abstractmethod

@@ -648,3 +648,53 @@ async def test_a_handlers_failure_is_logged_with_its_traceback(
     [line] = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
     text = TextFormatter().format(line)
     assert ", in welcome\n" in text and "has no attribute 'nmber'" in text
+
+
+class FailsUntilFixed(InstallationActor):
+    """A handler with a bug, one attempt, until the author "fixes" it."""
+
+    max_attempts = 1
+    fixed = False
+    ran: list[str] = []
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        type(self).ran.append(event.delivery_id or "")
+        if not type(self).fixed:
+            raise RuntimeError("a bug")
+
+
+async def test_a_redelivery_runs_its_dead_lettered_handlers_again(tmp_path: Path) -> None:
+    """Fix, restart, press GitHub's "Redeliver": the handler runs again. It was answered
+    200 duplicate and nothing ran (the journal had the GUID), so the habit Probot
+    teaches did nothing under `ghbot dev`."""
+    FailsUntilFixed.fixed, FailsUntilFixed.ran = False, []
+    private, public = app_key_pair()
+    async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
+        fake.add_installation(1, "Codertocat", ["Hello-World"])
+        settings = Settings(
+            app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
+        )
+        dev = await DevServer(FailsUntilFixed, settings, journal_dir=tmp_path / "j", port=0).start()
+        body = json.dumps(example_payload("issues.opened")).encode()
+        try:
+            async with aiohttp.ClientSession() as http:
+                first = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+                assert first.status == 202
+                assert dev.shard is not None
+                await dev.shard.wait_idle()
+                assert FailsUntilFixed.ran == ["r"]  # dead-lettered after its one attempt
+                FailsUntilFixed.fixed = True
+                again = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+                answer = (again.status, await again.json())
+                await dev.shard.wait_idle()
+                third = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+                assert (third.status, await third.json()) == (
+                    200,
+                    {"delivery": "r", "status": "duplicate"},
+                )  # nothing left dead-lettered: a plain duplicate
+                assert await dev.shard.dead_letters() == []
+        finally:
+            await dev.close()
+    assert answer == (202, {"delivery": "r", "status": "duplicate", "replayed": 1})
+    assert FailsUntilFixed.ran == ["r", "r"]
