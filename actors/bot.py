@@ -27,6 +27,7 @@ handlers registered with `include_own=True`, so a bot that comments on
 from __future__ import annotations
 
 import logging
+import time
 import typing
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -226,6 +227,7 @@ class InstallationActor:
     github: GitHub
     quota: Quota
     state: Any
+    clock: Callable[[], float]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -287,6 +289,17 @@ class InstallationActor:
 
     def __init__(self) -> None:
         self.state = self.initial_state()
+
+    def now(self) -> float:
+        """Return the time now, in epoch seconds, on the runtime's clock.
+
+        In a deployment and under `ghbot dev` that is `time.time()`; under the test
+        harness it is the harness's `FakeClock`, the fake GitHub's time too, so a
+        handler that compares a timestamp GitHub gave (an issue's `updated_at`) with
+        now sees `bot.advance(...)` move both.
+        """
+        clock = getattr(self, "clock", None)
+        return time.time() if clock is None else clock()
 
     # --- hooks a bot may override -------------------------------------------------
 

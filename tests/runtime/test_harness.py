@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -500,3 +501,27 @@ async def test_a_payload_of_another_repository_says_which_to_set() -> None:
         assert "repository 'Codertocat/Hello-World'" in said
         assert "set the payload's repository (repository__full_name='octo-org/tools'" in said
         assert "or the harness's (BotHarness(Greeter, repository='Codertocat/Hello-World'))" in said
+
+
+class Clocked(InstallationActor):
+    """Records the time its handler sees, and the issue's age GitHub implies."""
+
+    seen: list[float] = []
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        type(self).seen.append(self.now())
+
+
+async def test_a_handler_reads_the_runtimes_clock_which_the_harness_moves() -> None:
+    """A stale-issue bot tested with `advance(31 days)` compared GitHub's timestamps,
+    on the harness's clock, with `time.time()`, which the harness does not move:
+    handlers had no clock of the runtime's to read."""
+    Clocked.seen = []
+    async with BotHarness(Clocked) as bot:
+        await bot.deliver("issues.opened", issue__number=1)
+        await bot.advance(31 * 86400)
+        await bot.deliver("issues.opened", issue__number=2)
+        assert Clocked.seen[1] == bot.clock()
+    assert Clocked.seen[1] - Clocked.seen[0] >= 31 * 86400
+    assert abs(Clocked().now() - time.time()) < 60  # outside a runtime: time.time()
