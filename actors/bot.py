@@ -430,10 +430,10 @@ def ordering_key(ordering: Ordering, event_name: str, envelope: Envelope) -> str
     """Return the key under which a delivery is ordered (see `InstallationActor.ordering`).
 
     An `ordering` function that raises or returns anything but a string is logged
-    (at most once a minute) and the delivery is ordered as by default, by its issue or
-    pull request: it is taken, not refused, and runs after the deliveries of its issue
-    before it. (Its installation's key, "", was no fallback: "" orders only against
-    other deliveries of that key, and it ran beside its issue's.)
+    (at most once a minute) and the delivery is ordered as by default, under its
+    issue's or pull request's key: it is taken, not refused, and runs in order with
+    the deliveries given the same key (those of its issue the function failed for
+    too, or keyed that way). Keys order only deliveries of the same key.
     """
     if callable(ordering):
         key: object

@@ -153,7 +153,18 @@ class DevServer:
         if status == Status.DUPLICATE:
             # GitHub's "Redeliver" after a fix: the handlers it dead-lettered run again
             # (a deployment answers it as a duplicate; `ghbot dead-letters replay`).
-            replayed = await self.shard.replay(inbound.installation_id, delivery.delivery_id, None)
+            try:
+                replayed = await self.shard.replay(
+                    inbound.installation_id, delivery.delivery_id, None
+                )
+            except Exception as exc:  # the installation would not activate: say so, no 500
+                log.warning(
+                    "redelivered %s: its dead letters could not be replayed (%s)",
+                    delivery.delivery_id,
+                    type(exc).__name__,
+                    exc_info=exc,
+                )
+                replayed = 0
             if replayed:
                 log.info(
                     "redelivered %s: its %d dead-lettered handler(s) run again",

@@ -857,7 +857,13 @@ class InstallationHost:
         )
         delay = self._retry.backoff(attempt - 1)
         if isinstance(exc, (CircuitOpen, RateLimited)):
-            delay = max(delay, self._retry.spread(exc.retry_after))
+            wait = exc.retry_after
+            if isinstance(exc, RateLimited) and exc.reset:
+                # A spent window, as GitHub's or the budget's reset says: the run wrote,
+                # so it waits for the reset (an open lease's 10 s would spend every
+                # attempt while the lease lasts, and repeat the write each time).
+                wait = max(wait, exc.reset - self._clock())
+            delay = max(delay, self._retry.spread(wait))
         await self._write(
             [
                 HandlerFailed(
@@ -976,8 +982,9 @@ class InstallationHost:
         }
 
     async def _wait_for_breaker(self) -> None:
+        # Each delivery waiting draws its own extra: they do not all start at once.
         while (wait := self._breaker_wait()) > 0:
-            await self._sleep(wait)
+            await self._sleep(self._retry.spread(wait))
 
     async def _write(self, events: Sequence[msgspec.Struct | NewEvent]) -> None:
         wrapped = [e if isinstance(e, NewEvent) else runtime_event(e) for e in events]

@@ -259,23 +259,23 @@ class ShardActor:
 
         s = self.settings
         journal = await open_journal(s.settings.journal_url, shard_count=s.vshards)
-        clients = installation_clients(
-            s, lambda: ray.get_actor(APP_AUTH_NAME, namespace=s.namespace)
-        )
-        core = ShardCore(
-            vshards_of(self.index, s.shards, s.vshards),
-            s.vshards,
-            journal,
-            load_bot(s.bot),
-            github_for=clients.for_installation,
-            breaker_wait=clients.breaker_wait,
-            retry=clients.retry,
-            dedup_window=s.dedup_window,
-            version=s.version,
-            write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
-            lease_tokens=AppAuthTokens(s.namespace),
-        )
         try:
+            clients = installation_clients(
+                s, lambda: ray.get_actor(APP_AUTH_NAME, namespace=s.namespace)
+            )
+            core = ShardCore(
+                vshards_of(self.index, s.shards, s.vshards),
+                s.vshards,
+                journal,
+                load_bot(s.bot),
+                github_for=clients.for_installation,
+                breaker_wait=clients.breaker_wait,
+                retry=clients.retry,
+                dedup_window=s.dedup_window,
+                version=s.version,
+                write_turns=ShardTurns(s.namespace, s.shards, s.vshards),
+                lease_tokens=AppAuthTokens(s.namespace),
+            )
             await core.open()
         except BaseException:
             await journal.close()  # the next try opens its own

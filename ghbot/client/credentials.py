@@ -58,7 +58,10 @@ class TokenSource(Protocol):
     """Anything that hands out installation tokens (a cache, the Ray app-auth actor).
 
     `force=True` asks for a token other than the one just refused, unless the current
-    one is so fresh that the refusal is propagation delay.
+    one is so fresh that the refusal is propagation delay. Without `force`, `get`
+    hands out the same token until it is replaced: a 401 is judged by the token it
+    refused, and one the source has replaced since is not forced again (a source that
+    made a new token at every `get` would never be forced).
     """
 
     async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken: ...

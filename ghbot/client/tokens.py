@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from ghbot import metrics, telemetry
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken
 from ghbot.client.watch import call_watcher
+from ghbot.logs import LogLimiter
 from ghbot.telemetry import CACHE_HIT, INSTALLATION_ID, TOKEN_TYPE
 
 log = logging.getLogger("ghbot.client.tokens")
@@ -30,6 +31,12 @@ __all__ = ["InstallationTokens", "Mint"]
 #: A cached token is still handed out when its refresh fails while it has more than
 #: this many seconds left (time for the request that takes it to reach GitHub).
 STALE_SPARE = 10.0
+#: After such a failed refresh, the cached token is handed out this long without
+#: asking for a new one: one exchange tried per installation every 5 s, not one per
+#: request.
+KEPT_FOR = 5.0
+#: The WARNINGs of tokens kept after failed refreshes: a few a minute, not one a request.
+_KEPT_LOGGED = LogLimiter(burst=5, per=60.0)
 
 #: Exchange an installation id for a new token (e.g. `GitHubApp.create_installation_token`).
 Mint = Callable[[int], Awaitable[InstallationToken]]
@@ -52,12 +59,14 @@ class InstallationTokens:
     A failed exchange caches nothing and raises to every waiter, except that a
     refresh made before expiry (inside the margin, or past `ttl`) that fails leaves
     the cached token in use while it has over `STALE_SPARE` (10) seconds left,
-    logged at WARNING: the exchange is tried again by the next `get`.
+    logged at WARNING (a few a minute): the exchange is tried again by the first
+    `get` `KEPT_FOR` (5) seconds later.
     """
 
     __slots__ = (
         "_clock",
         "_inflight",
+        "_kept_until",
         "_mint",
         "_next_sweep",
         "_tokens",
@@ -86,6 +95,9 @@ class InstallationTokens:
         self._clock = clock
         self._tokens: OrderedDict[int, InstallationToken] = OrderedDict()
         self._inflight: dict[int, asyncio.Task[InstallationToken]] = {}
+        #: Installations whose refresh failed with a valid token cached: until when that
+        #: token is handed out without asking again (`KEPT_FOR`).
+        self._kept_until: dict[int, float] = {}
         self._next_sweep = 0.0
         #: How many exchanges this cache made (for metrics and tests).
         self.minted = 0
@@ -116,6 +128,10 @@ class InstallationTokens:
             self._drop_expired(now)
         token = self._tokens.get(installation_id)
         if token is not None:
+            kept = not force and now < self._kept_until.get(installation_id, 0.0)
+            if kept and now < token.expires_at - STALE_SPARE:
+                metrics.token_cache_lookups.add(1, metrics.CACHE_HIT)
+                return token, True  # its refresh failed a moment ago: not asked again yet
             if not force and self._usable(token, now):
                 self._tokens.move_to_end(installation_id)
                 metrics.token_cache_lookups.add(1, metrics.CACHE_HIT)
@@ -141,14 +157,20 @@ class InstallationTokens:
         except Exception as exc:
             if force or token is None or self._tokens.get(installation_id) is not token:
                 raise  # refused, none, or dropped meanwhile (refused by another caller)
-            if self._clock() >= token.expires_at - STALE_SPARE:
+            now = self._clock()
+            if now >= token.expires_at - STALE_SPARE:
                 raise
-            log.warning(
-                "installation %d: no new token yet (%s); the cached one is used until it expires",
-                installation_id,
-                type(exc).__name__,
-                extra={"installation_id": installation_id},
-            )
+            self._kept_until[installation_id] = now + KEPT_FOR
+            if (held := _KEPT_LOGGED.allow("kept")) is not None:
+                log.warning(
+                    "installation %d: no new token yet (%s); the cached one is used until "
+                    "it expires, a new one asked for every %g s%s",
+                    installation_id,
+                    type(exc).__name__,
+                    KEPT_FOR,
+                    f" ({held} such lines held back)" if held else "",
+                    extra={"installation_id": installation_id},
+                )
             return token, True
 
     def invalidate(self, installation_id: int) -> None:
@@ -180,6 +202,7 @@ class InstallationTokens:
         try:
             token = await self._mint(installation_id)
             self.minted += 1
+            self._kept_until.pop(installation_id, None)
             self._tokens[installation_id] = token
             self._tokens.move_to_end(installation_id)
             while len(self._tokens) > self.maxsize:

@@ -11,6 +11,7 @@ import pytest
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
 from ghbot.client.pool import Pool
+from ghbot.client.tokens import KEPT_FOR
 from ghbot.errors import (
     ConfigError,
     GitHubError,
@@ -396,8 +397,10 @@ async def test_a_failed_refresh_before_expiry_keeps_the_cached_token_until_it_ex
     failed (the app-auth actor being replaced, a 5xx), every request failed with it,
     although the cached token had minutes left."""
     failing = False
+    tries: list[int] = []
 
     async def mint(installation_id: int) -> InstallationToken:
+        tries.append(installation_id)
         if failing:
             raise ConnectionError("the app-auth actor is not there")
         return InstallationToken("ghs_" + "x" * 36, clock() + 3600, minted_at=clock())
@@ -409,12 +412,17 @@ async def test_a_failed_refresh_before_expiry_keeps_the_cached_token_until_it_ex
     clock.advance(3600 - 200)  # inside the margin: it is refreshed, and that fails
     with caplog.at_level(logging.WARNING, logger="ghbot.client.tokens"):
         assert await cache.get(1) is first
+        for _ in range(20):  # not asked again, nor logged, by every request meanwhile
+            assert await cache.get(1) is first
+        assert tries == [1, 2, 1]
+        clock.advance(KEPT_FOR)
         assert await cache.get(1) is first  # the exchange is tried again, and fails again
-    assert "installation 1: no new token yet (ConnectionError)" in caplog.text
+        assert tries == [1, 2, 1, 1]
+    assert caplog.text.count("installation 1: no new token yet (ConnectionError)") == 2
     assert first.token not in caplog.text and first.token[4:-4] not in caplog.text
     with pytest.raises(ConnectionError):
         await cache.get(2, force=True)  # a token GitHub refused is not handed back
-    clock.advance(195)  # 5 s left: too little to send a request with it
+    clock.advance(190)  # 5 s left: too little to send a request with it
     with pytest.raises(ConnectionError):
         await cache.get(1)
 

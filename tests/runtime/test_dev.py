@@ -27,7 +27,7 @@ from actors.dev import DevServer, load_env_file, relay
 from actors.settings import dedup_window
 from examples.greeter import Greeter
 from ghbot.config import Settings
-from ghbot.errors import ConfigError
+from ghbot.errors import ConfigError, JournalUnavailable
 from ghbot.events import Event
 from ghbot.logs import TextFormatter
 from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
@@ -698,3 +698,27 @@ async def test_a_redelivery_runs_its_dead_lettered_handlers_again(tmp_path: Path
             await dev.close()
     assert answer == (202, {"delivery": "r", "status": "duplicate", "replayed": 1})
     assert FailsUntilFixed.ran == ["r", "r"]
+
+
+async def test_a_redelivery_whose_replay_fails_is_still_answered_as_a_duplicate(
+    server: tuple[DevServer, FakeGitHub],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The installation would not activate to replay (its journal gone, its state not
+    decoding): a plain duplicate and a line saying why, not aiohttp's 500."""
+    dev, _ = server
+    assert dev.shard is not None
+    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+
+    async def replay(installation_id: int, delivery_id: str, handler: str | None) -> int:
+        raise JournalUnavailable("sqlite: disk I/O error")
+
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "d-1"))
+        monkeypatch.setattr(dev.shard, "replay", replay)
+        with caplog.at_level(logging.WARNING, logger="ghbot.dev"):
+            again = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "d-1"))
+            answer = (again.status, await again.json())
+    assert answer == (200, {"delivery": "d-1", "status": "duplicate"})
+    assert "its dead letters could not be replayed (JournalUnavailable)" in caplog.text

@@ -19,7 +19,7 @@ from actors.records import HandlerFailed, decode_runtime, stream_name
 from actors.testing import VSHARDS, BotHarness
 from actors.wire import vshard_of
 from examples.greeter import Greeted, Greeter
-from ghbot.errors import JournalUnavailable, UsageError
+from ghbot.errors import JournalUnavailable, RateLimited, UsageError
 from ghbot.events import Event
 from ghbot.testing import FakeGitHub, example_names, example_payload
 
@@ -206,6 +206,28 @@ async def test_a_rate_limit_met_after_a_write_spends_the_attempt() -> None:
         failed = await failed_attempts(bot)
         assert [f.attempt for f in failed] == list(range(1, tries))
         assert all(f.retry_in >= 3000 for f in failed)  # GitHub's reset, not the backoff
+
+
+class CommentThenOutOfBudget(InstallationActor):
+    """Comments, then its label finds the budget held by another handler's open lease
+    (`Budget`'s error: a 10 s wait, the window's reset known)."""
+
+    @on("issues.opened")
+    async def answer(self, event: Event) -> None:
+        await self.github.request("POST", f"{HELLO}/issues/3/comments", json={"body": "hi"})
+        raise RateLimited(
+            429, "budget held by leases", kind="primary", retry_after=10.0, reset=self.now() + 3000
+        )
+
+
+async def test_a_run_that_wrote_waits_for_the_reset_not_for_open_leases() -> None:
+    """A run that wrote spends an attempt on a rate limit: waiting 10 s for an open
+    lease each time, it was dead-lettered within half a minute while the lease lasted,
+    commenting again at every try."""
+    async with BotHarness(CommentThenOutOfBudget) as bot:
+        await bot.deliver("issues.opened", issue__number=3)
+        failed = await failed_attempts(bot)
+        assert failed and all(f.retry_in >= 2999 for f in failed)
 
 
 async def test_an_open_breaker_met_after_a_write_spends_the_attempt() -> None:

@@ -18,7 +18,7 @@ from actors.ray.runtime import ShardActor
 from actors.settings import RuntimeSettings
 from actors.shard import ShardCore
 from ghbot.config import Settings
-from ghbot.errors import JournalUnavailable, UsageError
+from ghbot.errors import ConfigError, JournalUnavailable, UsageError
 
 
 async def shard_actor() -> ShardActor:
@@ -90,10 +90,12 @@ async def test_a_start_refused_for_its_settings_is_not_tried_again(bare_process:
     assert tries == [0]
 
 
+@pytest.mark.parametrize("fails", ["taking its epochs", "loading the bot"])
 async def test_a_start_that_failed_closes_the_journal_it_opened(
-    bare_process: None, monkeypatch: pytest.MonkeyPatch
+    bare_process: None, monkeypatch: pytest.MonkeyPatch, fails: str
 ) -> None:
-    """Each failed start left a journal (a PostgreSQL pool) open."""
+    """Each failed start left a journal (a PostgreSQL pool) open: with a bot that does
+    not import, every call that reached the shard opened one more."""
     actor = await shard_actor()
     closed: list[bool] = []
 
@@ -107,11 +109,47 @@ async def test_a_start_that_failed_closes_the_journal_it_opened(
     async def refused(self: ShardCore) -> None:
         raise JournalUnavailable("postgresql: connection refused")
 
+    def unloadable(path: str) -> Any:
+        raise ConfigError(f"{path}: no module named 'mybot'")
+
     monkeypatch.setattr(runtime, "open_journal", open_journal)
-    monkeypatch.setattr(ShardCore, "open", refused)
-    with pytest.raises(JournalUnavailable):
+    if fails == "taking its epochs":
+        monkeypatch.setattr(ShardCore, "open", refused)
+    else:
+        monkeypatch.setattr(runtime, "load_bot", unloadable)
+    with pytest.raises((JournalUnavailable, ConfigError)):
         await actor._start()
     assert closed == [True]
+
+
+async def test_a_deployments_shard_logs_a_handlers_failure_without_its_traceback(
+    bare_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracebacks are for `ghbot dev` and the harness: a handler's message may hold
+    payload data, and a deployment logs the error's type alone."""
+    actor = await shard_actor()
+    built: dict[str, Any] = {}
+
+    class Recording(ShardCore):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.update(kwargs)
+            super().__init__(*args, **kwargs)
+
+        async def open(self) -> None:
+            raise JournalUnavailable("built: no need to go on")
+
+    class Journal:
+        async def close(self) -> None:
+            pass
+
+    async def open_journal(url: str, shard_count: int) -> Any:
+        return Journal()
+
+    monkeypatch.setattr(runtime, "open_journal", open_journal)
+    monkeypatch.setattr(runtime, "ShardCore", Recording)
+    with pytest.raises(JournalUnavailable):
+        await actor._start()
+    assert built and not built.get("tracebacks", False)
 
 
 async def test_ready_says_starting_until_started_and_why_it_cannot_start(
