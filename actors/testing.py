@@ -23,7 +23,8 @@ fields changed with `issue__number=3`, see `ghbot.testing.example_payload`), fro
 `dict`, from `bytes`, or from a JSON file (a `Path`). The harness installs the app on
 its repository (`Codertocat/Hello-World`, the examples', and installation 1 unless
 told); an example is made about that repository (its `repository` and the URLs naming
-it) unless the delivery sets `repository__...` itself. It creates the issue or pull
+it) unless the delivery names its repository itself (`repository__full_name`,
+`repository__name`, `repository__owner__login`). It creates the issue or pull
 request a delivery is about when the fake lacks it, so the bot's calls about it find it.
 
 Time: nothing waits. The harness's `clock` (a `FakeClock`) is the time of the
@@ -43,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -227,7 +228,7 @@ class BotHarness:
         """
         name = event.partition(".")[0]
         data = self._payload(event, payload)
-        if payload is None and not any(key.startswith("repository__") for key in changes):
+        if payload is None and not _IDENTITY.intersection(changes):
             _move_example(data, self.repository)
         for dotted, value in changes.items():
             change(data, dotted, value)
@@ -379,6 +380,13 @@ class BotHarness:
         return found
 
 
+#: The changes of a delivery that say which repository it is about: an example given
+#: one is not moved to the harness's (`_move_example`); `repository__private=True` is.
+_IDENTITY: Final = frozenset(
+    {"repository__full_name", "repository__name", "repository__owner__login"}
+)
+
+
 def _move_example(data: dict[str, Any], repository: str) -> None:
     """Make a shipped example (about `Codertocat/Hello-World`, mostly) be about `repository`.
 
@@ -401,6 +409,8 @@ def _move_example(data: dict[str, Any], repository: str) -> None:
                 node["full_name"], node["name"] = repository, name
                 if isinstance(node.get("owner"), dict):
                     node["owner"]["login"] = owner
+            elif node.get("name") == old:  # a `status` payload names its repository so
+                node["name"] = repository
             for key, value in node.items():
                 node[key] = move(value)
         elif isinstance(node, list):

@@ -491,6 +491,25 @@ async def test_an_example_is_about_the_repository_the_harness_was_given() -> Non
         assert [r.path for r in pull.requests] == [f"{tools}/issues/2/labels"]
 
 
+async def test_an_example_changed_in_other_ways_is_still_about_the_harnesss_repository() -> None:
+    """Any `repository__…` change (`repository__private=True`) kept the example on
+    `Codertocat/Hello-World`, and a harness of another repository raised again; only
+    a change of which repository it is says so."""
+    async with BotHarness(Greeter, installation_id=4711, repository="octo-org/tools") as bot:
+        done = await bot.deliver("issues.opened", repository__private=True)
+        assert done.dead_letters == []
+        assert done.requests_to("/repos/octo-org/tools/issues/1/comments", "POST")
+
+
+def test_a_moved_status_example_names_the_repository_at_its_top_level_too() -> None:
+    from actors.testing import _move_example
+
+    data = example_payload("status")
+    assert data["name"] == data["repository"]["full_name"]
+    _move_example(data, "octo-org/tools")
+    assert data["name"] == data["repository"]["full_name"] == "octo-org/tools"
+
+
 def test_a_moved_example_names_the_repository_everywhere_it_named_the_old_one() -> None:
     from actors.testing import _move_example
 
