@@ -103,8 +103,9 @@ class Journal(abc.ABC):
         earlier ones. One request's conflict, duplicate or fencing never fails
         another. Raise `UsageError` for a request without events, and
         `JournalUnavailable` if a commit failed: PostgreSQL commits the batch once,
-        all of it or none, but a commit whose answer was lost (a connection dropped,
-        a `COMMIT` past its command timeout) may land after the error; SQLite commits
+        all of it or none (a `COMMIT` whose connection was lost is waited for at the
+        server, up to 30 s, so that a read after the error sees whether it landed);
+        SQLite commits
         once per shard file the batch touches, so the other files' requests may
         stand. Either way an append that raised may or may not have been written:
         retry it with its delivery GUID.

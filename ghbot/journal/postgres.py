@@ -39,6 +39,14 @@ DEFAULT_MAX_BATCH: Final = 4096
 _RETRIES: Final = 5
 _BIG: Final = 2**62
 _RETRYABLE: Final = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: The longest a failed `COMMIT` is waited for to end at the server (`_settled`).
+SETTLE_WITHIN: Final = 30.0
+#: ... unless the database does not answer the wait's looks for this long.
+UNREACHABLE_WITHIN: Final = 5.0
+#: Whether the backend of a pid still runs a statement (none: it has exited).
+_STILL_RUNNING: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')"
+)
 # InternalClientError: what asyncpg raises on a connection the server terminated.
 _FAILURES: Final = (
     OSError,
@@ -194,14 +202,19 @@ class PostgresJournal(Journal):
         shards = [s for item in batch for s in item[1]]
         try:
             for attempt in range(_RETRIES):
+                committing = False
                 try:
                     async with _unavailable_on_failure():
                         if conn is None:
                             conn = await self._pool.acquire()
+                        pid = conn.get_server_pid()  # read now: a lost connection forgets it
                         async with conn.transaction():
                             results = await self._commit_in(conn, requests, shards)
+                            committing = True  # what fails from here on is the COMMIT
                     break
                 except JournalUnavailable as exc:
+                    if committing:
+                        await self._settled(pid)
                     if not isinstance(exc.__cause__, _RETRYABLE) or attempt == _RETRIES - 1:
                         raise
         except Exception as exc:
@@ -220,6 +233,35 @@ class PostgresJournal(Journal):
                 future.set_result(results[start:end])
             start = end
         return conn
+
+    async def _settled(self, pid: int) -> None:
+        """Wait until the server is done with the `COMMIT` that failed on backend `pid`.
+
+        Its error (a timeout, whose cancel is still on its way; an answer lost with its
+        connection) says nothing of the outcome: the transaction may commit after it.
+        The shard reads the batch's installations again once the append has raised
+        (`ShardCore._reload_later`), and a read before the commit lands would miss a
+        delivery that is journaled all the same (answered as a duplicate when GitHub
+        sends it again, so never run). So the backend's own row in `pg_stat_activity`
+        is watched, from another connection, until it no longer runs the statement:
+        committed or rolled back, a read after it sees which. Bounded by
+        `SETTLE_WITHIN`; a database that does not answer for `UNREACHABLE_WITHIN`
+        ends the wait (the pool's other connections may have been lost with this one:
+        each failed look takes another; and the read after it waits for the database).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_WITHIN
+        unreachable_at = loop.time() + UNREACHABLE_WITHIN
+        while loop.time() < min(deadline, unreachable_at):
+            try:
+                async with asyncio.timeout_at(deadline), self._pool.acquire() as probe:
+                    while await probe.fetchval(_STILL_RUNNING, pid):  # noqa: ASYNC110 - polls the server
+                        await asyncio.sleep(0.02)
+                return
+            except TimeoutError:
+                return
+            except _FAILURES:
+                await asyncio.sleep(0.05)
 
     async def _commit_in(
         self, conn: Any, requests: list[AppendRequest], shards: list[int]
