@@ -227,7 +227,7 @@ class InstallationActor:
     github: GitHub
     quota: Quota
     state: Any
-    clock: Callable[[], float]
+    _runtime_clock: Callable[[], float]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -298,7 +298,7 @@ class InstallationActor:
         handler that compares a timestamp GitHub gave (an issue's `updated_at`) with
         now sees `bot.advance(...)` move both.
         """
-        clock = getattr(self, "clock", None)
+        clock = getattr(self, "_runtime_clock", None)
         return time.time() if clock is None else clock()
 
     # --- hooks a bot may override -------------------------------------------------

@@ -157,7 +157,8 @@ class DevServer:
                 replayed = await self.shard.replay(
                     inbound.installation_id, delivery.delivery_id, None
                 )
-            except Exception as exc:  # the installation would not activate: say so, no 500
+            except Exception as exc:  # not activated, or the journal failing: say so, no 500
+                # (a handler queued before the failure still runs; the answer says none)
                 log.warning(
                     "redelivered %s: its dead letters could not be replayed (%s)",
                     delivery.delivery_id,

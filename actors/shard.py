@@ -729,7 +729,7 @@ class ShardCore:
         """Make a host; a `scratch` one (for folding snapshots) gets no GitHub client."""
         bot = self.bot_class()
         bot.installation_id = installation_id
-        bot.clock = self._clock
+        bot._runtime_clock = self._clock
         if scratch:
             github = None
         elif (github := self._clients_kept.get(installation_id)) is None:

@@ -176,6 +176,7 @@ class InstallationTokens:
     def invalidate(self, installation_id: int) -> None:
         """Forget the cached token of `installation_id` (e.g. the app was uninstalled)."""
         self._tokens.pop(installation_id, None)
+        self._kept_until.pop(installation_id, None)
 
     def cached(self, installation_id: int) -> InstallationToken | None:
         """Return the cached token without refreshing it (None when there is none)."""
@@ -191,6 +192,7 @@ class InstallationTokens:
         expired = [i for i, token in self._tokens.items() if now >= token.expires_at]
         for installation_id in expired:
             del self._tokens[installation_id]
+            self._kept_until.pop(installation_id, None)
 
     def _usable(self, token: InstallationToken, now: float) -> bool:
         if token.needs_refresh(now, self.margin):

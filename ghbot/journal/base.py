@@ -104,7 +104,8 @@ class Journal(abc.ABC):
         another. Raise `UsageError` for a request without events, and
         `JournalUnavailable` if a commit failed: PostgreSQL commits the batch once,
         all of it or none (a `COMMIT` whose connection was lost is waited for at the
-        server, up to 30 s, so that a read after the error sees whether it landed);
+        server, up to 30 s, so that a read after the error sees whether it landed;
+        one still running then may land later);
         SQLite commits
         once per shard file the batch touches, so the other files' requests may
         stand. Either way an append that raised may or may not have been written:

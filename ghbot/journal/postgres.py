@@ -45,7 +45,8 @@ SETTLE_WITHIN: Final = 30.0
 UNREACHABLE_WITHIN: Final = 5.0
 #: Whether the backend of a pid still runs a statement (none: it has exited).
 _STILL_RUNNING: Final = (
-    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')"
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity"
+    " WHERE pid = $1 AND state = 'active' AND pid <> pg_backend_pid())"
 )
 # InternalClientError: what asyncpg raises on a connection the server terminated.
 _FAILURES: Final = (
@@ -245,22 +246,36 @@ class PostgresJournal(Journal):
         sends it again, so never run). So the backend's own row in `pg_stat_activity`
         is watched, from another connection, until it no longer runs the statement:
         committed or rolled back, a read after it sees which. Bounded by
-        `SETTLE_WITHIN`; a database that does not answer for `UNREACHABLE_WITHIN`
-        ends the wait (the pool's other connections may have been lost with this one:
-        each failed look takes another; and the read after it waits for the database).
+        `SETTLE_WITHIN` (a `COMMIT` still running then, a synchronous standby gone for
+        good, may land after the error); a database that answers no look for
+        `UNREACHABLE_WITHIN` ends the wait (the pool's other connections may have been
+        lost with this one: each failed look takes another; and the read after it
+        waits for the database). It needs the backend's own row: behind a pooler
+        (pgbouncer) or with `track_activities` off there is none to watch, and the
+        wait ends at once.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_WITHIN
-        unreachable_at = loop.time() + UNREACHABLE_WITHIN
-        while loop.time() < min(deadline, unreachable_at):
+        answered = loop.time()  # the database's last answer to a look (or the start)
+        while loop.time() < min(deadline, answered + UNREACHABLE_WITHIN):
             try:
-                async with asyncio.timeout_at(deadline), self._pool.acquire() as probe:
-                    while await probe.fetchval(_STILL_RUNNING, pid):  # noqa: ASYNC110 - polls the server
+                async with asyncio.timeout_at(min(deadline, answered + UNREACHABLE_WITHIN)):
+                    probe = await self._pool.acquire()
+                try:
+                    while True:
+                        until = min(deadline, loop.time() + UNREACHABLE_WITHIN)
+                        async with asyncio.timeout_at(until):
+                            running = await probe.fetchval(_STILL_RUNNING, pid)
+                        answered = loop.time()
+                        if not running:
+                            return
                         await asyncio.sleep(0.02)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await self._pool.release(probe, timeout=1.0)
+            except TimeoutError:  # no answer for UNREACHABLE_WITHIN, or SETTLE_WITHIN over
                 return
-            except TimeoutError:
-                return
-            except _FAILURES:
+            except _FAILURES:  # a connection lost with the other: the next is tried
                 await asyncio.sleep(0.05)
 
     async def _commit_in(

@@ -3,9 +3,9 @@
 The journal reaches a private server through a TCP relay of the test's. The server
 waits at every commit for a synchronous standby that does not exist
 (`synchronous_standby_names`), so a `COMMIT` is still running there when the relay
-cuts the journal's connections: the append raises at once (`JournalUnavailable`: the
-ingress answers 503). 0.3 s later the standby setting is dropped, the waiting commit
-goes through, and the delivery is journaled all the same. The shard reads the
+cuts the journal's connections: the append fails (`JournalUnavailable`: the ingress
+answers 503). 0.3 s later the standby setting is dropped, the waiting commit goes
+through, and the delivery is journaled all the same. The shard reads the
 installation again once the append has raised (`ShardCore._reload_later`): that read
 must see what landed, or the delivery, a duplicate when GitHub sends it again, waits
 unrun until its installation is next read.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import asyncpg
 import pytest
@@ -99,6 +100,7 @@ async def test_a_commit_whose_connection_was_lost_is_seen_by_the_next_read(
         # As the shard does once the append has raised: read what the journal holds, as
         # soon as it answers (the pool's connections were cut too: each read that fails
         # drops one).
+        records: list[Any] = []
         for _ in range(50):
             try:
                 records = await journal.read("installation-1")

@@ -230,6 +230,17 @@ async def test_a_run_that_wrote_waits_for_the_reset_not_for_open_leases() -> Non
         assert failed and all(f.retry_in >= 2999 for f in failed)
 
 
+async def test_a_secondary_limit_met_after_a_write_waits_its_retry_after_not_the_reset() -> None:
+    """GitHub's secondary-limit answer carries the window's reset too: a run that wrote
+    waits the two minutes GitHub asked (past the client's in-line minute), not the rest
+    of the hour."""
+    async with BotHarness(CommentThenLabel) as bot:
+        bot.fake.faults.add(r"/labels$", "secondary", retry_after=120)
+        await bot.deliver("issues.opened", issue__number=3)
+        [failed] = await failed_attempts(bot)
+        assert 120 <= failed.retry_in < 200
+
+
 async def test_an_open_breaker_met_after_a_write_spends_the_attempt() -> None:
     """GitHub fails the label (502s, retried by the client) until the installation's
     breaker opens in the middle of the label's retries: the attempt that commented is

@@ -122,7 +122,7 @@ async def test_a_start_that_failed_closes_the_journal_it_opened(
     assert closed == [True]
 
 
-async def test_a_deployments_shard_logs_a_handlers_failure_without_its_traceback(
+async def test_a_deployments_shard_is_built_to_log_a_handlers_failure_without_traceback(
     bare_process: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tracebacks are for `ghbot dev` and the harness: a handler's message may hold
