@@ -128,6 +128,11 @@ asyncio_default_fixture_loop_scope = "function"
 [tool.mypy]
 strict = true
 files = ["{package}", "tests"]
+
+# Libraries ghbot uses that ship no types (its PostgreSQL journal's driver, Ray).
+[[tool.mypy.overrides]]
+module = ["asyncpg.*", "ray.*"]
+ignore_missing_imports = true
 """
 
 _BOT = '''"""{cls}: welcomes new issues and counts them, per repository."""
