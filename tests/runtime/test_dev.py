@@ -88,21 +88,31 @@ async def channel(
         await runner.cleanup()
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[DevServer, FakeGitHub]]:
+@contextlib.asynccontextmanager
+async def dev_server(
+    bot: type[InstallationActor], journal_dir: Path
+) -> AsyncIterator[tuple[DevServer, FakeGitHub]]:
+    """A dev server of `bot` on a free port, against a fake GitHub where the app is
+    installed (installation 1) on Codertocat/Hello-World."""
     private, public = app_key_pair()
     async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
         fake.add_installation(1, "Codertocat", ["Hello-World"])
-        for n in range(3):
-            fake.add_issue("Codertocat/Hello-World", f"issue {n + 1}")
         settings = Settings(
             app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
         )
-        dev = await DevServer(Greeter, settings, journal_dir=tmp_path / "j", port=0).start()
+        dev = await DevServer(bot, settings, journal_dir=journal_dir, port=0).start()
         try:
             yield dev, fake
         finally:
             await dev.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[DevServer, FakeGitHub]]:
+    async with dev_server(Greeter, tmp_path / "j") as (dev, fake):
+        for n in range(3):
+            fake.add_issue("Codertocat/Hello-World", f"issue {n + 1}")
+        yield dev, fake
 
 
 async def test_signed_deliveries_are_journaled_and_handled(
@@ -629,22 +639,13 @@ async def test_a_handlers_failure_is_logged_with_its_traceback(
 ) -> None:
     """`ghbot dev` logged `welcome dead-lettered ... after 1 attempts: AttributeError`,
     with no message and no traceback: the author could not find the line."""
-    private, public = app_key_pair()
-    async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
-        fake.add_installation(1, "Codertocat", ["Hello-World"])
-        settings = Settings(
-            app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
-        )
-        dev = await DevServer(Broken, settings, journal_dir=tmp_path / "j", port=0).start()
-        body = json.dumps(example_payload("issues.opened")).encode()
+    body = json.dumps(example_payload("issues.opened")).encode()
+    async with dev_server(Broken, tmp_path / "j") as (dev, _):
         with caplog.at_level(logging.WARNING, logger="ghbot.installation"):
-            try:
-                async with aiohttp.ClientSession() as http:
-                    await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g"))
-                assert dev.shard is not None
-                await dev.shard.wait_idle()
-            finally:
-                await dev.close()
+            async with aiohttp.ClientSession() as http:
+                await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g"))
+            assert dev.shard is not None
+            await dev.shard.wait_idle()
     [line] = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
     text = TextFormatter().format(line)
     assert ", in welcome\n" in text and "has no attribute 'nmber'" in text
@@ -669,33 +670,26 @@ async def test_a_redelivery_runs_its_dead_lettered_handlers_again(tmp_path: Path
     200 duplicate and nothing ran (the journal had the GUID), so the habit Probot
     teaches did nothing under `ghbot dev`."""
     FailsUntilFixed.fixed, FailsUntilFixed.ran = False, []
-    private, public = app_key_pair()
-    async with FakeGitHub(app_id=5, public_key_pem=public) as fake:
-        fake.add_installation(1, "Codertocat", ["Hello-World"])
-        settings = Settings(
-            app_id=5, private_key=private, webhook_secrets=(SECRET,), api_url=fake.url
-        )
-        dev = await DevServer(FailsUntilFixed, settings, journal_dir=tmp_path / "j", port=0).start()
-        body = json.dumps(example_payload("issues.opened")).encode()
-        try:
-            async with aiohttp.ClientSession() as http:
-                first = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
-                assert first.status == 202
-                assert dev.shard is not None
-                await dev.shard.wait_idle()
-                assert FailsUntilFixed.ran == ["r"]  # dead-lettered after its one attempt
-                FailsUntilFixed.fixed = True
-                again = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
-                answer = (again.status, await again.json())
-                await dev.shard.wait_idle()
-                third = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
-                assert (third.status, await third.json()) == (
-                    200,
-                    {"delivery": "r", "status": "duplicate"},
-                )  # nothing left dead-lettered: a plain duplicate
-                assert await dev.shard.dead_letters() == []
-        finally:
-            await dev.close()
+    body = json.dumps(example_payload("issues.opened")).encode()
+    async with (
+        dev_server(FailsUntilFixed, tmp_path / "j") as (dev, _),
+        aiohttp.ClientSession() as http,
+    ):
+        first = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+        assert first.status == 202
+        assert dev.shard is not None
+        await dev.shard.wait_idle()
+        assert FailsUntilFixed.ran == ["r"]  # dead-lettered after its one attempt
+        FailsUntilFixed.fixed = True
+        again = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+        answer = (again.status, await again.json())
+        await dev.shard.wait_idle()
+        third = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "r"))
+        assert (third.status, await third.json()) == (
+            200,
+            {"delivery": "r", "status": "duplicate"},
+        )  # nothing left dead-lettered: a plain duplicate
+        assert await dev.shard.dead_letters() == []
     assert answer == (202, {"delivery": "r", "status": "duplicate", "replayed": 1})
     assert FailsUntilFixed.ran == ["r", "r"]
 
