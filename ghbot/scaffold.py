@@ -218,6 +218,8 @@ data/
 __pycache__/
 .venv/
 *.egg-info/
+.mypy_cache/
+.pytest_cache/
 """
 
 _README = """\
