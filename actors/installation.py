@@ -227,6 +227,12 @@ MAX_HELD = 3600.0
 #: How far ahead of this node's clock a `ClientHeld` may have been written and still
 #: be taken over (seconds): more, and the two clocks disagree.
 MAX_SKEW = 300.0
+#: How long (seconds) a handler's runs refused by an open breaker wait without counting
+#: as attempts, from the first refusal: an outage ends within it, but a request GitHub
+#: always fails (a GraphQL query that always times out) reopens the breaker at each of
+#: its trials, and would otherwise hold its delivery, and its installation's calls,
+#: for good. Past it, each refusal is an attempt, and the delivery is dead-lettered.
+OUTAGE_PATIENCE = 3600.0
 
 
 def runtime_event(event: msgspec.Struct) -> NewEvent:
@@ -721,6 +727,7 @@ class InstallationHost:
         if (left := min(due - self._clock(), backoff)) > 0:
             run.may_cut()
             await self._sleep(left)
+        refused_since: float | None = None  # the breaker's first refusal of this run
         while True:
             run.may_cut()  # before an attempt: what came before it is journaled
             await self._wait_for_breaker()
@@ -741,7 +748,12 @@ class InstallationHost:
             except _Stopped:
                 raise
             except (CircuitOpen, RateLimited) as exc:
-                if not run.repeats and not run.refused:
+                patient = True
+                if isinstance(exc, CircuitOpen):
+                    if refused_since is None:
+                        refused_since = self._clock()
+                    patient = self._clock() - refused_since < OUTAGE_PATIENCE
+                if patient and not run.repeats and not run.refused:
                     # GitHub asked us to wait before the attempt wrote anything: not the
                     # handler's fault, not an attempt. (It runs again from the start, on
                     # this shard or the next.)
@@ -749,7 +761,8 @@ class InstallationHost:
                     run.may_cut()
                     await self._sleep(max(self._retry.spread(exc.retry_after), 0.05))
                     continue
-                # It wrote first, and running it again repeats that write: an attempt
+                # It wrote first, and running it again repeats that write (or the
+                # breaker has refused it for longer than an outage lasts): an attempt
                 # like any that failed, waited out for as long as GitHub asked at least.
                 if await self._attempt_failed(run, event, name, exc, attempt, last=last):
                     return

@@ -112,6 +112,11 @@ class CircuitBreaker:
             return
         self._open(until - self.open_for)
 
+    def trip(self, now: float) -> None:
+        """Open at `now` whatever the state: for a failure that says no call can
+        succeed for now (the installation's token could not be had from GitHub)."""
+        self._open(now)
+
     def record_success(self, now: float) -> None:
         """Count a call that worked."""
         state = self.state(now)

@@ -41,6 +41,7 @@ from ghbot.client.response import Response, answer_for, error_from, graphql_erro
 from ghbot.client.watch import CallWatcher, call_watcher
 from ghbot.config import Settings, graphql_url
 from ghbot.errors import (
+    CircuitOpen,
     ConnectionFailed,
     LeaseExhausted,
     RateLimited,
@@ -696,9 +697,10 @@ class GitHub:
         else:
             try:
                 authorization = await self._creds.authorization()
-            except BaseException:
+            except BaseException as exc:
                 if budget is not None:  # no token, so never sent
                     self._refund(budget)
+                self._token_failed(exc)
                 raise
             if authorization is not None:
                 headers["Authorization"] = authorization
@@ -831,12 +833,30 @@ class GitHub:
         """Let the credentials judge a 401 to the request sent with `sent` (its
         `Authorization`): True once it may be sent again (after any wait)."""
         now = self.options.clock()
-        delay = await self._creds.recover(retry, error.message, error.headers, now, sent)
+        try:
+            delay = await self._creds.recover(retry, error.message, error.headers, now, sent)
+        except Exception as exc:
+            self._token_failed(exc)
+            raise
         if delay is None:
             return False
         if delay:
             await self._pause(delay)
         return True
+
+    def _token_failed(self, exc: BaseException) -> None:
+        """Open the installation's breaker and raise `CircuitOpen` when its token could
+        not be had because GitHub failed the exchange (a 5xx, a timeout, a dropped
+        connection, after the exchange's own retries): no call can go until it can, so
+        its deliveries wait as in an outage instead of spending their attempts on it."""
+        breaker = self._state.breaker
+        if breaker is None or not isinstance(exc, ServerError | TransportError):
+            return
+        now = self.options.clock()
+        breaker.trip(now)
+        left = breaker.retry_after(now)
+        message = f"{breaker.name}: no token ({type(exc).__name__}); calls wait {left:g} s"
+        raise CircuitOpen(message, retry_after=left) from exc
 
     async def _pause(self, seconds: float) -> None:
         """Sleep `seconds` (the options' sleep), telling the call's watcher."""

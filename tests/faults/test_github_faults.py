@@ -14,8 +14,10 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from actors.installation import OUTAGE_PATIENCE
 from tests.faults.support import FULL, GitHubRig
 from tests.history import Sender
 
@@ -55,6 +57,52 @@ async def test_a_5xx_storm_opens_the_breaker_and_nothing_is_dead_lettered(
     assert changes[-1].endswith("-> closed"), changes
     print(f"\n5xx storm ({STORM} x 502): {len(changes)} breaker changes", figures)
     assert figures["dead"] == 0
+
+
+async def test_a_token_exchange_github_fails_waits_on_the_breaker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The installation's token refused (a new one is needed at once) while GitHub
+    # answers the token's exchange with 502s: ten exchanges of four tries each fail.
+    async with GitHubRig(tmp_path) as rig:
+        assert rig.fake is not None
+        fake = rig.fake
+
+        def arm() -> None:
+            fake.identities.grants.clear()
+            fake.faults.add(r"/access_tokens$", "server_error", 40, method="POST")
+
+        with caplog.at_level(logging.WARNING, logger="ghbot.breaker"):
+            figures = await run(rig, arm)
+        assert not fake.faults, "the exchange's failures were not spent"
+    changes = [r.getMessage() for r in caplog.records if "circuit" in r.getMessage()]
+    assert any("closed -> open" in c for c in changes), changes
+    print("\ntoken exchange failing (40 x 502):", figures)
+    assert figures["dead"] == 0  # waited on the breaker, attempts not spent
+
+
+async def test_a_request_github_always_fails_is_dead_lettered_in_time(tmp_path: Path) -> None:
+    # GitHub fails every read of issue 3 (as it fails a query too heavy for it, every
+    # time): its deliveries wait as in an outage for an hour, then are dead-lettered;
+    # the other issues' deliveries are handled meanwhile.
+    async with GitHubRig(tmp_path) as rig:
+        assert rig.fake is not None
+        rig.fake.faults.add(r"/issues/3$", "server_error", None, method="GET")
+        sender = Sender(rig.shard, rig.history)
+        started = rig.github_clock.now
+        items = rig.deliveries(8)
+        poisoned = [
+            i.received.delivery_id
+            for i in items
+            if msgspec.json.decode(i.received.body)["issue"]["number"] == 3
+        ]
+        for pair in (items[n : n + 2] for n in range(0, len(items), 2)):
+            await sender.send(pair)
+        figures = await rig.settle(sender, dead=poisoned)
+        took = rig.github_clock.now - started
+    print(f"\nissue 3 always 502: {figures}, {took:.0f} s of GitHub's time")
+    assert poisoned and figures["dead"] == len(poisoned)
+    assert took >= OUTAGE_PATIENCE  # waited as in an outage first
 
 
 async def test_timeouts_and_a_slow_api(tmp_path: Path) -> None:
