@@ -177,8 +177,10 @@ class ShardCore:
         self.tracebacks = tracebacks
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
-        #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`).
+        #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`), since
+        #: `draining_since` (`time.monotonic()`; `/readyz` bounds how long it may last).
         self.draining = False
+        self.draining_since = 0.0
         #: Whether what the clients hold is being, or was, journaled for the next shard
         #: (`_hand_over_clients`).
         self._handing_over = self._handed_over = False
@@ -1002,7 +1004,8 @@ class ShardCore:
         takes over), those of installations a recovery under way activates after the
         drain began included.
         """
-        self.draining = True
+        if not self.draining:
+            self.draining, self.draining_since = True, time.monotonic()
         self._finishing = self._finishing or finish
         # Installations being read again after a failed append (`_reload_later`) are
         # read no more (a host read now would start stopped): the next shard reads

@@ -53,9 +53,11 @@ __all__ = [
     "HEALTH_CHECK_PERIOD_S",
     "HOLD_FOR",
     "MAX_SURGE_PERCENT",
+    "READY_WHILE_REPLACED",
     "ShardBatcher",
     "WebhookDeployment",
     "WebhookIngress",
+    "counts_as_ready",
 ]
 
 log = logging.getLogger("ghbot.ingress")
@@ -77,6 +79,17 @@ class ShardUnavailable(Exception):
 HOLD_FOR: Final = 6.0
 #: Seconds between two tries of a held batch.
 RETRY_EVERY: Final = 0.25
+#: Seconds a shard may say it is draining or starting and still count as ready in
+#: `/readyz` (`counts_as_ready`): the hold, since what arrives for it meanwhile is held
+#: and answered once its successor takes it. Past it, what arrived at the state's start
+#: was answered 503 (a shard stuck): not ready. Not 0: every replica asks the same
+#: shards, replaced one after another in an upgrade, so every replica would answer 503
+#: for all of it and a load balancer take them all out. Each state is bounded alone: a
+#: drain and a start of up to 6 s each read ready throughout, though a delivery held
+#: through both was answered 503 (`ghbot_held_deliveries_total{outcome="expired"}`).
+READY_WHILE_REPLACED: Final = HOLD_FOR
+#: The shard's `why` of the states `READY_WHILE_REPLACED` covers (`ShardActor.ready`).
+_REPLACED_STATES: Final = ("draining", "starting")
 
 #: Why a held batch is tried again: the shard not reached (Ray's errors for an actor
 #: gone or restarting; the channel broken or refused). Not an error the shard raised
@@ -92,6 +105,18 @@ def _now() -> float:
     """The running event loop's clock, the one `asyncio.timeout` and `asyncio.sleep`
     count in: holds are measured in it, so they end when their timeouts do."""
     return asyncio.get_running_loop().time()
+
+
+def counts_as_ready(shard: Mapping[str, Any]) -> bool:
+    """Tell whether a shard's `ready` answer counts as ready for `/readyz`: ready, or
+    draining or starting for at most `READY_WHILE_REPLACED` seconds. Not a failed
+    start, nor an answer without `for` (a shard of a version before it)."""
+    if shard["ready"]:
+        return True
+    seconds = shard.get("for")
+    if shard.get("why") not in _REPLACED_STATES or not isinstance(seconds, int | float):
+        return False
+    return seconds <= READY_WHILE_REPLACED
 
 
 def _unreached(exc: BaseException) -> bool:
@@ -571,11 +596,13 @@ class WebhookIngress:
         return answer
 
     async def ready(self) -> Response:
-        """Answer 200 when every shard has started and its journal answers now.
+        """Answer 200 when every shard has started and its journal answers now, or is
+        being replaced within the hold (`counts_as_ready`).
 
         Asked anew on each request (a load balancer's probe every few seconds): a
         journal that goes away turns the answer 503 at the next probe, and 200 again
-        once it is back.
+        once it is back. Every replica asks the same shards: a shard's upgrade counted
+        not ready would take every replica out of a load balancer at once.
         """
         try:
             shards = await asyncio.wait_for(
@@ -584,7 +611,7 @@ class WebhookIngress:
             )
         except Exception as exc:
             return _answer(503, {"status": "not ready", "error": type(exc).__name__})
-        if not all(shard["ready"] for shard in shards):
+        if not all(counts_as_ready(shard) for shard in shards):
             return _answer(503, {"status": "not ready", "shards": shards})
         return _answer(200, {"status": "ready", "shards": shards})
 

@@ -363,20 +363,27 @@ class ShardActor:
     async def ready(self) -> dict[str, Any]:
         """Tell whether this shard takes deliveries now: started, journal answering.
 
-        A shard that cannot start because of its settings (`UsageError`: a journal
-        recorded with another number of virtual shards) says why.
+        A shard starting or draining says for how many seconds (`for`): the ingress
+        holds what arrives for it meanwhile, and `/readyz` counts it ready for as long
+        as that hold (`actors.ray.ingress.counts_as_ready`). A start that failed says
+        so: for its settings (`UsageError`: a journal recorded with another number of
+        virtual shards) why, else while it tries again (the journal down).
         """
         if self._core is None:
             started = self._starting is not None and self._starting.done()
             failed = self._starting.exception() if started and self._starting else None
             if isinstance(failed, UsageError):  # a journal of another layout: say so
                 return {"index": self.index, "ready": False, "why": f"cannot start: {failed}"}
-            if not started or self._starting is None or failed:
-                return {"index": self.index, "ready": False, "why": "starting"}
+            if failed is not None or self._start_failures:  # the log says why
+                return {"index": self.index, "ready": False, "why": "could not start; trying again"}
+            if not started:
+                starting = round(time.time() - self.created_at, 1)
+                return {"index": self.index, "ready": False, "why": "starting", "for": starting}
             await self._ready()
         assert self._core is not None
         if self._core.draining:
-            return {"index": self.index, "ready": False, "why": "draining"}
+            draining = round(time.monotonic() - self._core.draining_since, 1)
+            return {"index": self.index, "ready": False, "why": "draining", "for": draining}
         why = await self._core.check_journal()
         return {"index": self.index, "ready": why is None, "why": why}
 

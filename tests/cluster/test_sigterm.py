@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 import ray
 
+from actors.ray.ingress import HOLD_FOR
 from actors.ray.runtime import shard_name
 from actors.records import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of
@@ -175,10 +176,17 @@ async def test_a_shard_given_sigterm_finishes_what_runs_and_its_restart_the_rest
     # process finished those running when it was counted, and at most one more per
     # issue started before the signal; the drain left the rest (it used to run all).
     assert len(taken) - left <= done + 2 * ISSUES, "the drain ran what was queued"
-    # docs/operations.md: while a shard drains, `/readyz` answers 503 and says why.
-    draining = {"index": index, "ready": False, "why": "draining"}
+    # docs/operations.md: while a shard drains, `/readyz` says so, and for how long: 200
+    # within the ingress's hold, 503 past it.
     probes = await probing  # its last probe may wait 5 s for a shard gone meanwhile
-    assert any(s == 503 and draining in b.get("shards", []) for s, b in probes), probes
+    seen = [
+        (status, shard["for"])
+        for status, body in probes
+        for shard in body.get("shards", [])
+        if shard["index"] == index and shard["why"] == "draining"
+    ]
+    assert seen, probes
+    assert all(status == (200 if time <= HOLD_FOR else 503) for status, time in seen), seen
     await sending
 
     await eventually(lambda: set(_greeted(fake)) >= set(taken + later), within=60)

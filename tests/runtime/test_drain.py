@@ -118,6 +118,22 @@ async def test_a_drain_leaves_what_waits_to_write_to_the_successor_which_runs_it
     assert first in {"d1", "d2", "d3"}
 
 
+async def test_a_drain_says_when_it_began_and_a_second_keeps_it(journal: Journal) -> None:
+    """`/readyz` bounds how long a shard may drain (`ShardActor.ready`), from the first
+    drain's start: `ghbot stop` after an upgrade's drain does not start it again."""
+    shard = ShardCore(range(VSHARDS), VSHARDS, journal, Stuck)
+    await shard.start()
+    try:
+        before = time.monotonic()
+        await shard.drain()
+        began = shard.draining_since
+        assert before <= began <= time.monotonic()
+        await shard.drain(finish=True)
+        assert shard.draining and shard.draining_since == began
+    finally:
+        await shard.close()
+
+
 async def test_a_draining_shard_passivates_no_host_it_stopped(journal: Journal) -> None:
     """What a drain left pending stays in view (`pending`, the drain's count): an idle
     host it stopped is not dropped, however long idle."""

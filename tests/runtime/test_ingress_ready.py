@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ray.exceptions import RayActorError
 
-from actors.ray.ingress import ShardBatcher
+from actors.ray.ingress import HOLD_FOR, ShardBatcher
 from tests.runtime.conftest import bare_ingress
 
 
@@ -45,12 +45,40 @@ async def test_ready_when_every_shard_is() -> None:
     assert await readyz(first, second) == (200, {"status": "ready", "shards": [first, second]})
 
 
-async def test_a_draining_shard_turns_it_503_naming_the_shard_and_why() -> None:
+async def test_a_shard_draining_or_starting_within_the_hold_leaves_it_ready() -> None:
+    """An upgrade replaces the shards one after another and every replica asks the same
+    ones: counted not ready, every replica answered 503 for all of it (and a load
+    balancer took them all out), while the ingress held what arrived and answered it."""
     ready = {"index": 0, "ready": True, "why": None}
-    draining = {"index": 1, "ready": False, "why": "draining"}
-    status, body = await readyz(ready, draining)
-    assert (status, body["status"]) == (503, "not ready")
-    assert body["shards"] == [ready, draining]
+    draining = {"index": 1, "ready": False, "why": "draining", "for": 2.0}
+    starting = {"index": 2, "ready": False, "why": "starting", "for": HOLD_FOR}
+    assert await readyz(ready, draining, starting) == (
+        200,
+        {"status": "ready", "shards": [ready, draining, starting]},
+    )
+
+
+@pytest.mark.parametrize("why", ["draining", "starting"])
+async def test_a_shard_draining_or_starting_past_the_hold_turns_it_503(why: str) -> None:
+    ready = {"index": 0, "ready": True, "why": None}
+    stuck = {"index": 1, "ready": False, "why": why, "for": HOLD_FOR + 0.1}
+    assert await readyz(ready, stuck) == (503, {"status": "not ready", "shards": [ready, stuck]})
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"index": 1, "ready": False, "why": "could not start; trying again"},
+        {"index": 1, "ready": False, "why": "cannot start: 8 virtual shards, not 64"},
+        {"index": 1, "ready": False, "why": "the journal did not answer: TimeoutError"},
+        {"index": 1, "ready": False, "why": "draining"},  # a shard of a version before `for`
+    ],
+)
+async def test_a_failed_start_the_journal_or_an_older_draining_shard_turns_it_503(
+    answer: dict[str, Any],
+) -> None:
+    ready = {"index": 0, "ready": True, "why": None}
+    assert await readyz(ready, answer) == (503, {"status": "not ready", "shards": [ready, answer]})
 
 
 async def test_a_shard_that_fails_to_answer_gives_only_the_errors_type() -> None:

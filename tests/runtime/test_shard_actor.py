@@ -8,6 +8,7 @@ deploys the real one (`test_readiness.py`: a journal gone under it).
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -156,7 +157,9 @@ async def test_ready_says_starting_until_started_and_why_it_cannot_start(
     bare_process: None,
 ) -> None:
     actor = await shard_actor()
-    assert await actor.ready() == {"index": 0, "ready": False, "why": "starting"}
+    actor.created_at -= 3.0  # made 3 s ago: `/readyz` bounds how long a start may take
+    starting = {"index": 0, "ready": False, "why": "starting", "for": pytest.approx(3.0, abs=0.5)}
+    assert await actor.ready() == starting
     gate = asyncio.Event()
 
     async def start() -> Any:
@@ -164,7 +167,8 @@ async def test_ready_says_starting_until_started_and_why_it_cannot_start(
         raise UsageError("the journal was made with 8 virtual shards, not 64")
 
     actor._starting = asyncio.get_running_loop().create_task(start())
-    assert await actor.ready() == {"index": 0, "ready": False, "why": "starting"}
+    answer = await actor.ready()
+    assert answer["why"] == "starting" and not answer["ready"]
     gate.set()
     with pytest.raises(UsageError):
         await actor._starting
@@ -175,14 +179,37 @@ async def test_ready_says_starting_until_started_and_why_it_cannot_start(
     }
 
 
+async def test_ready_says_a_start_failed_while_it_tries_again(bare_process: None) -> None:
+    """Not "starting": `/readyz` counts a shard starting within the hold as ready, and
+    one whose start failed (the journal down) is not."""
+    actor = await shard_actor()
+
+    async def start() -> Any:
+        raise JournalUnavailable("postgresql: connection refused")
+
+    actor._start = start  # type: ignore[method-assign]
+    actor._start_soon()
+    with pytest.raises(JournalUnavailable):
+        await asyncio.shield(actor._starting)  # type: ignore[arg-type]
+    failed = {"index": 0, "ready": False, "why": "could not start; trying again"}
+    assert await actor.ready() == failed
+    actor._start_soon()  # the retry, under way: still a failed start
+    assert await actor.ready() == failed
+    assert actor._starting is not None
+    with pytest.raises(JournalUnavailable):
+        await actor._starting
+
+
 async def test_ready_says_draining_before_asking_the_journal(bare_process: None) -> None:
     actor = await shard_actor()
 
     async def check_journal() -> str | None:
         return None
 
-    core: Any = SimpleNamespace(draining=True, check_journal=check_journal)
+    since = time.monotonic() - 2.0  # draining for 2 s: `/readyz` bounds how long
+    core: Any = SimpleNamespace(draining=True, draining_since=since, check_journal=check_journal)
     actor._core = core
-    assert await actor.ready() == {"index": 0, "ready": False, "why": "draining"}
+    draining = {"index": 0, "ready": False, "why": "draining", "for": pytest.approx(2.0, abs=0.5)}
+    assert await actor.ready() == draining
     core.draining = False
     assert await actor.ready() == {"index": 0, "ready": True, "why": None}
