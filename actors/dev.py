@@ -33,6 +33,7 @@ from actors.local import LocalShard
 from actors.settings import dedup_window as dedup_window_for
 from actors.shard import ShardCore
 from actors.wire import Status, encode_batch, to_inbound
+from ghbot import metrics
 from ghbot.config import Settings
 from ghbot.errors import ConfigError, GhBotError, PayloadTooLarge, WebhookError
 from ghbot.journal import Journal, open_journal
@@ -131,9 +132,11 @@ class DevServer:
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                raise PayloadTooLarge(
+                refused = PayloadTooLarge(
                     f"payload over the {MAX_PAYLOAD_BYTES}-byte cap", delivery_id=None
-                ) from None
+                )
+                metrics.parse_error(refused)  # `parse_delivery` counts the others
+                raise refused from None
             delivery = parse_delivery(request.headers, body, self.settings.webhook_secrets)
         except WebhookError as exc:
             log.warning("refused a delivery: %s", exc, extra={"http_status": exc.http_status})

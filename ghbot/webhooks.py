@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from ghbot import metrics
 from ghbot.errors import (
     DuplicateHeader,
     InvalidSignature,
@@ -22,6 +23,7 @@ from ghbot.errors import (
     MissingHeader,
     PayloadTooLarge,
     UnsupportedContentType,
+    WebhookError,
 )
 from ghbot.events import Envelope, decode_envelope
 
@@ -155,7 +157,21 @@ def parse_delivery(
     GitHub's form encoding is refused, an absent type is taken as JSON), signature
     (`InvalidSignature`, 401), the `X-GitHub-Delivery` and `X-GitHub-Event` headers
     (`MissingHeader`, 400) and the body being a JSON object (`MalformedPayload`, 400).
+
+    Counts the delivery (`ghbot_webhooks_received_total` by event) or what refused it
+    (`metrics.parse_error`), so each server that takes deliveries through it counts
+    them alike: the Ray ingress, `ghbot dev`, an application of its own.
     """
+    try:
+        delivery = _parse(headers, body, secrets, limit)
+    except WebhookError as exc:
+        metrics.parse_error(exc)
+        raise
+    metrics.webhook_received(delivery.event)
+    return delivery
+
+
+def _parse(headers: Mapping[str, str], body: bytes, secrets: Sequence[str], limit: int) -> Delivery:
     if len(body) > limit:
         raise PayloadTooLarge(f"payload of {len(body)} bytes is over the {limit}-byte cap")
     lowered = _single_valued(headers)

@@ -443,6 +443,12 @@ def _log_refusal(exc: WebhookError, headers: Mapping[str, str]) -> None:
     )
 
 
+def _refused(exc: WebhookError, headers: Mapping[str, str]) -> Response:
+    """Log a refused delivery (`_log_refusal`) and answer it the error's status."""
+    _log_refusal(exc, headers)
+    return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
+
+
 def _received_limiter(per_second: int) -> LogLimiter | None:
     """The limiter of received-webhook lines: `per_second` lines a second (0: none)."""
     return LogLimiter(burst=per_second, per=1.0) if per_second else None
@@ -533,12 +539,13 @@ class WebhookIngress:
     async def _webhook(self, request: Request, span: Span) -> Response:
         try:
             body = await read_body(request)
+        except WebhookError as exc:
+            metrics.parse_error(exc)  # `parse_delivery` counts the rest, and what it takes
+            return _refused(exc, request.headers)
+        try:
             delivery = parse_delivery(request.headers, body, self.secrets)
         except WebhookError as exc:
-            metrics.parse_error(exc)
-            _log_refusal(exc, request.headers)
-            return _answer(exc.http_status, {"error": str(exc), "delivery": exc.delivery_id})
-        metrics.webhook_received(delivery.event)
+            return _refused(exc, request.headers)
         envelope = delivery.envelope
         installation_id = envelope.installation_id or NO_INSTALLATION
         if span.is_recording():

@@ -33,6 +33,7 @@ from ghbot.logs import TextFormatter
 from ghbot.redelivery import GHES_WINDOW, GITHUB_WINDOW
 from ghbot.testing import FakeGitHub, app_key_pair, example_payload
 from ghbot.webhooks import RETRY_AFTER, sign
+from tests.metering import assert_bounded, metered
 from tests.net import free_port
 
 SECRET = "dev-secret"
@@ -152,6 +153,33 @@ async def test_a_delivery_the_journal_cannot_take_is_answered_503_to_send_again(
         answer = await sent.json()
     assert sent.status == 503 and sent.headers["Retry-After"] == str(RETRY_AFTER)
     assert answer == {"error": "the journal could not take it (JournalUnavailable); retry"}
+
+
+async def test_the_dev_server_counts_webhooks_received_and_refused(
+    server: tuple[DevServer, FakeGitHub],
+) -> None:
+    """Outside Ray the webhook metrics are recorded too (any OpenTelemetry reader reads
+    them): only the Ray ingress counted them, and `ghbot dev` recorded none."""
+    from ghbot.webhooks import MAX_PAYLOAD_BYTES
+
+    dev, _ = server
+    m = metered()
+    body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
+    big = b'{"pad": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}'
+    async with aiohttp.ClientSession() as http:
+        sent = [
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "m-1")),
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "m-1")),
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "m-2", "x")),
+            await http.post(f"{dev.url}/webhooks", data=big, headers=signed(big, "m-3")),
+        ]
+    assert [answer.status for answer in sent] == [202, 200, 401, 413]
+    issues = frozenset({("event", "issues")})
+    assert m.delta("ghbot_webhooks_received_total") == {issues: 2}  # the duplicate too
+    assert m.count("ghbot_webhook_signature_failures_total") == 1
+    too_large = frozenset({("reason", "too_large")})
+    assert m.delta("ghbot_webhook_parse_errors_total") == {too_large: 1}
+    assert_bounded()
 
 
 async def test_the_dev_server_remembers_guids_for_githubs_window_of_its_api_url(

@@ -20,6 +20,7 @@ from ghbot.errors import (
     WebhookError,
 )
 from ghbot.testing.payloads import EXAMPLES
+from tests.metering import metered
 
 FIXTURES = EXAMPLES
 
@@ -159,6 +160,22 @@ def test_a_delivery_not_sent_to_an_app_has_no_app_id(target_type: str, target_id
         "X-GitHub-Hook-Installation-Target-ID": target_id,
     }
     assert webhooks.parse_delivery(headers, body, ["s3cret"]).app_id is None
+
+
+def test_parse_delivery_counts_what_it_takes_and_what_it_refuses() -> None:
+    """Every server that takes deliveries through it counts them alike (the Ray
+    ingress, `ghbot dev`, an application of its own), each once."""
+    m = metered()
+    body = (FIXTURES / "issues.opened.json").read_bytes()
+    webhooks.parse_delivery(_headers(body), body, ["s3cret"])
+    with pytest.raises(InvalidSignature):
+        webhooks.parse_delivery(_headers(body, secret="other"), body, ["s3cret"])
+    with pytest.raises(PayloadTooLarge):
+        webhooks.parse_delivery(_headers(body), body, ["s3cret"], limit=len(body) - 1)
+    assert m.delta("ghbot_webhooks_received_total") == {frozenset({("event", "issues")}): 1}
+    assert m.count("ghbot_webhook_signature_failures_total") == 1
+    too_large = frozenset({("reason", "too_large")})
+    assert m.delta("ghbot_webhook_parse_errors_total") == {too_large: 1}
 
 
 def test_parse_delivery_headers_are_case_insensitive() -> None:
