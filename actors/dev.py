@@ -148,6 +148,7 @@ class DevServer:
             [status] = await self.shard.ingest(encode_batch([inbound]))
         except GhBotError as exc:  # the journal failed: not known to be journaled
             log.warning("could not journal %s: %s", delivery.delivery_id, type(exc).__name__)
+            metrics.webhook_unavailable("shard_failed")
             return _unavailable(f"the journal could not take it ({type(exc).__name__})")
         answer = {"delivery": delivery.delivery_id, "status": status}
         if status == Status.ACCEPTED:
@@ -177,6 +178,7 @@ class DevServer:
                 )
                 return web.json_response({**answer, "replayed": replayed}, status=202)
             return web.json_response(answer, status=200)
+        metrics.webhook_unavailable(status)
         return _unavailable(f"the journal refused it ({status})")
 
 

@@ -69,6 +69,31 @@ log = logging.getLogger("ghbot.shard")
 #: tries a held batch again every quarter second).
 _DRAINING_LOGGED = LogLimiter(burst=1, per=1.0)
 
+#: Deliveries refused (fenced, or not this shard's), logged: ten lines a minute per
+#: kind; the next line logged counts those held back. A fenced shard the ingress still
+#: reaches refuses every delivery it is sent (`ghbot_webhooks_unavailable_total`
+#: counts them all).
+_REFUSED_LOGGED = LogLimiter(burst=10, per=60.0)
+
+
+def _log_refused(item: Inbound, why: str) -> None:
+    """Log a delivery refused for `why` at ERROR, rate-limited (`_REFUSED_LOGGED`)."""
+    held = _REFUSED_LOGGED.allow(why)
+    if held is None:
+        return
+    log.error(
+        "delivery %s refused: %s%s",
+        item.received.delivery_id,
+        why,
+        f" ({held} more {why} refusals were not logged)" if held else "",
+        extra={
+            "event_id": item.received.delivery_id,
+            "installation_id": item.installation_id,
+            "suppressed": held or None,
+        },
+    )
+
+
 #: Seconds a delivery GUID stays deduplicated: as long as GitHub can redeliver it.
 DEDUP_WINDOW = GITHUB_WINDOW
 
@@ -461,13 +486,7 @@ class ShardCore:
                     why = result.status if result is not None else "not this shard's"
                     if result is not None and result.status == FENCED:
                         self._fence(item.vshard, "a delivery's append was fenced")
-                    fields = {
-                        "event_id": item.received.delivery_id,
-                        "installation_id": item.installation_id,
-                    }
-                    log.error(
-                        "delivery %s refused: %s", item.received.delivery_id, why, extra=fields
-                    )
+                    _log_refused(item, why)
                     statuses.append(Status.REFUSED)
             if answer is not None:
                 answer(statuses)  # journaled: the ingress can answer GitHub now

@@ -53,6 +53,7 @@ __all__ = [
     "retry",
     "watch_pending",
     "webhook_received",
+    "webhook_unavailable",
 ]
 
 #: ghbot's meter; a proxy until the application sets a meter provider.
@@ -127,6 +128,11 @@ shard_call_duration: Final = meter.create_histogram(
     description="ingress: one batch's call to its shard actor, until the shard has journaled it",
     explicit_bucket_boundaries_advisory=_COMMIT_BUCKETS,
 )
+webhooks_unavailable: Final = meter.create_counter(
+    "ghbot_webhooks_unavailable_total",
+    unit="1",
+    description="deliveries answered 503, not journaled: send again; by why",
+)
 held_deliveries: Final = meter.create_counter(
     "ghbot_held_deliveries_total",
     unit="1",
@@ -156,6 +162,10 @@ OUTCOMES: Final = ("ok", "error")
 #: How a hold ended: its deliveries taken (by the shard or its successor), or
 #: answered 503 once the hold was over.
 HOLD_OUTCOMES: Final = ("taken", "expired")
+#: Why a delivery was answered 503: the call to its shard failed (not reached,
+#: raising, its journal failing), the shard draining (past the ingress's hold), or the
+#: shard refusing it (fenced by a newer one, or not its own).
+UNAVAILABLE_REASONS: Final = ("shard_failed", "draining", "refused")
 RETRY_REASONS: Final = ("network", "server_error", "rate_limit", "secondary_rate_limit", "auth")
 PARSE_ERROR_REASONS: Final = ("too_large", "content_type", "missing_header", "malformed", "other")
 METHODS: Final = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS", "OTHER")
@@ -181,6 +191,7 @@ LABELS: Final[Mapping[str, frozenset[str]]] = {
     "ghbot_webhook_signature_failures_total": frozenset(),
     "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
     "ghbot_shard_call_duration_seconds": frozenset({"outcome"}),
+    "ghbot_webhooks_unavailable_total": frozenset({"reason"}),
     "ghbot_held_deliveries_total": frozenset({"outcome"}),
     "ghbot_journal_append_duration_seconds": frozenset({"outcome"}),
     "ghbot_dead_letters_total": frozenset(),
@@ -234,6 +245,14 @@ def held(outcome: str, deliveries: int) -> None:
     """Count deliveries the ingress held for a shard draining or not reached, by how
     the hold ended (`HOLD_OUTCOMES`)."""
     held_deliveries.add(deliveries, _HOLD_OUTCOME[outcome])
+
+
+_UNAVAILABLE: Final = _bound("reason", UNAVAILABLE_REASONS)
+
+
+def webhook_unavailable(reason: str) -> None:
+    """Count a delivery answered 503; `reason` is one of `UNAVAILABLE_REASONS`."""
+    webhooks_unavailable.add(1, _UNAVAILABLE[reason])
 
 
 def journal_append(ok: bool, seconds: float) -> None:

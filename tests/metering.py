@@ -104,6 +104,7 @@ _VALUES: Mapping[str, frozenset[str]] = {
             *ghbot.metrics.JWT_FAILURE_REASONS,
             *ghbot.metrics.RETRY_REASONS,
             *ghbot.metrics.PARSE_ERROR_REASONS,
+            *ghbot.metrics.UNAVAILABLE_REASONS,
         }
     ),
     "outcome": frozenset({*ghbot.metrics.OUTCOMES, *ghbot.metrics.HOLD_OUTCOMES}),

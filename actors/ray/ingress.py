@@ -571,6 +571,7 @@ class WebhookIngress:
         try:
             status = await batcher.submit(item)
         except ShardUnavailable as exc:
+            metrics.webhook_unavailable("shard_failed")
             return _unavailable(f"the shard or its journal could not take the delivery ({exc})")
         if status in (Status.ACCEPTED, Status.DUPLICATE):
             repo = envelope.repository.full_name if envelope.repository else None
@@ -580,6 +581,7 @@ class WebhookIngress:
             return _answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
         if status == Status.DUPLICATE:
             return _answer(200, {"delivery": delivery.delivery_id, "status": "duplicate"})
+        metrics.webhook_unavailable(status)  # draining past the hold, or refused
         return _unavailable(f"the shard refused the delivery ({status})")
 
     def secrets_held(self) -> dict[str, bool]:

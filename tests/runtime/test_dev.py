@@ -147,12 +147,14 @@ async def test_a_delivery_the_journal_cannot_take_is_answered_503_to_send_again(
     dev, _ = server
     assert dev._journal is not None
     await dev._journal.close()
+    m = metered()
     body = json.dumps(example_payload("issues.opened", issue__number=2)).encode()
     async with aiohttp.ClientSession() as http:
         sent = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "g-9"))
         answer = await sent.json()
     assert sent.status == 503 and sent.headers["Retry-After"] == str(RETRY_AFTER)
     assert answer == {"error": "the journal could not take it (JournalUnavailable); retry"}
+    assert m.count("ghbot_webhooks_unavailable_total", reason="shard_failed") == 1
 
 
 async def test_the_dev_server_counts_webhooks_received_and_refused(

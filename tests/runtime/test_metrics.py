@@ -9,8 +9,9 @@ import json
 import pytest
 
 from actors.bot import InstallationActor, on
+from actors.ray.ingress import ShardUnavailable
 from actors.shard import ShardCore
-from actors.wire import Status
+from actors.wire import Inbound, Status
 from ghbot.events import Event
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
@@ -19,6 +20,7 @@ from tests.metering import Metered, assert_bounded, metered
 from tests.runtime.conftest import (
     VSHARDS,
     WEBHOOK_SECRET,
+    AcceptingBatcher,
     bare_ingress,
     batch,
     inbound,
@@ -137,6 +139,34 @@ async def test_refused_deliveries_by_reason(
         assert m.count("ghbot_webhook_signature_failures_total") == 0
         assert m.delta("ghbot_webhook_parse_errors_total") == {frozenset({("reason", reason)}): 1}
     assert m.delta("ghbot_webhooks_received_total") == {}
+
+
+class _FailingBatcher(AcceptingBatcher):
+    """A shard call that failed (not reached, raising, its journal failing)."""
+
+    def submit(self, item: Inbound) -> asyncio.Future[Status]:
+        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        future.set_exception(ShardUnavailable("RemoteError"))
+        return future
+
+
+@pytest.mark.parametrize(
+    ("batcher", "reason"),
+    [
+        (_FailingBatcher(), "shard_failed"),
+        (AcceptingBatcher(Status.DRAINING), "draining"),  # past the hold
+        (AcceptingBatcher(Status.REFUSED), "refused"),  # fenced, or not the shard's
+    ],
+)
+async def test_deliveries_answered_503_are_counted_by_why(
+    batcher: AcceptingBatcher, reason: str
+) -> None:
+    """Nothing else counted them (Serve's access log and HAProxy's metrics are off)."""
+    m = metered()
+    answer = await bare_ingress(Gated, batcher).webhook(webhook_request(payload("issues.opened")))
+    assert answer.status_code == 503
+    assert m.delta("ghbot_webhooks_unavailable_total") == {frozenset({("reason", reason)}): 1}
+    assert_bounded()
 
 
 async def test_verified_deliveries_are_counted_by_event_and_unknown_events_as_other() -> None:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
+from actors import shard as shard_module
 from actors.bot import InstallationActor, on
 from actors.records import (
     DeliveryReceived,
@@ -27,6 +28,7 @@ from actors.shard import ShardCore
 from ghbot.errors import JournalUnavailable, RateLimited, UsageError
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
+from ghbot.logs import LogLimiter
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeGitHub
 from tests.runtime.conftest import (
@@ -1005,6 +1007,34 @@ async def test_a_delivery_for_another_shard_is_refused_and_not_written(journal: 
     item = inbound(Recorder, "issues", payload("issues.opened"), delivery_id="lost?")
     assert await shard.ingest(batch(item)) == ["refused"]
     assert await types_in(journal) == []
+
+
+async def test_refused_deliveries_are_logged_ten_a_minute_the_next_line_counting_the_rest(
+    journal: Journal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fenced shard the ingress still reaches refuses every delivery it is sent: it
+    logged an ERROR line for each (the ingress counts them all in
+    `ghbot_webhooks_unavailable_total`)."""
+    now = [0.0]
+    limiter = LogLimiter(burst=10, per=60.0, clock=lambda: now[0])
+    monkeypatch.setattr(shard_module, "_REFUSED_LOGGED", limiter)
+    shard = ShardCore([shard_of() ^ 1], VSHARDS, journal, Recorder, sleep=_no_sleep)
+    _started.append(shard)
+    await shard.start()
+    body = payload("issues.opened")
+    flood = [inbound(Recorder, "issues", body, delivery_id=f"d{n}") for n in range(30)]
+    with caplog.at_level(logging.ERROR, logger="ghbot.shard"):
+        assert await shard.ingest(batch(*flood)) == ["refused"] * 30
+        now[0] = 60.0
+        late = inbound(Recorder, "issues", body, delivery_id="late")
+        assert await shard.ingest(batch(late)) == ["refused"]
+    lines = [r for r in caplog.records if "refused:" in r.getMessage()]
+    assert len(lines) == 11
+    assert lines[-1].getMessage() == (
+        "delivery late refused: not this shard's (20 more not this shard's refusals were "
+        "not logged)"
+    )
+    assert lines[-1].__dict__["suppressed"] == 20
 
 
 async def test_a_delivery_named_for_a_virtual_shard_not_its_installations_is_refused(

@@ -48,6 +48,7 @@ METRICS: dict[str, frozenset[str]] = {
     "ghbot_webhook_signature_failures_total": frozenset(),
     "ghbot_webhook_parse_errors_total": frozenset({"reason"}),
     "ghbot_shard_call_duration_seconds": frozenset({"outcome"}),
+    "ghbot_webhooks_unavailable_total": frozenset({"reason"}),
     "ghbot_held_deliveries_total": frozenset({"outcome"}),
     "ghbot_journal_append_duration_seconds": frozenset({"outcome"}),
     "ghbot_dead_letters_total": frozenset(),

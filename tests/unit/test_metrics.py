@@ -166,6 +166,7 @@ def test_every_metric_of_the_issue_is_declared() -> None:
         "ghbot_webhook_signature_failures_total",
         "ghbot_webhook_parse_errors_total",
         "ghbot_shard_call_duration_seconds",
+        "ghbot_webhooks_unavailable_total",
         "ghbot_held_deliveries_total",
         "ghbot_journal_append_duration_seconds",
         "ghbot_dead_letters_total",
