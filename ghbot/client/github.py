@@ -688,24 +688,23 @@ class GitHub:
     async def _exchange(self, call: Call, budget: Budget | None) -> Answer:
         """Send the request once; return status, headers and body, or raise TransportError.
 
-        A request that never got a connection, or whose token could not be had, gives
-        `budget`'s unit back.
+        A request that never got a connection (cancelled while it waited for one, too),
+        or whose token could not be had, gives `budget`'s unit back.
         """
-        headers = call.headers
+        headers, pool = call.headers, self.options.pool or current_pool()
+        try:
+            authorization = await self._creds.authorization() if call.at_home() else None
+            await pool.semaphore.acquire()
+        except BaseException as exc:  # no token, or cancelled before a connection: never sent
+            if budget is not None:
+                self._refund(budget)
+            self._token_failed(exc)
+            raise
         if not call.at_home():
             headers.pop("Authorization", None)
-        else:
-            try:
-                authorization = await self._creds.authorization()
-            except BaseException as exc:
-                if budget is not None:  # no token, so never sent
-                    self._refund(budget)
-                self._token_failed(exc)
-                raise
-            if authorization is not None:
-                headers["Authorization"] = authorization
-        pool = self.options.pool or current_pool()
-        async with pool.semaphore:
+        elif authorization is not None:
+            headers["Authorization"] = authorization
+        try:
             if call.at_home() and self._state.paused_until > self.options.clock():
                 # A secondary limit drawn while this waited for a connection (or its
                 # token): not sent into the pause; `_admit` waits it out first.
@@ -763,6 +762,8 @@ class GitHub:
                     extra={"http_status": status, "duration_ms": round(took * 1000, 3)},
                 )
             return status, answer.headers, body
+        finally:
+            pool.semaphore.release()
 
     # --- budgets, breaker, waits ----------------------------------------------------
 

@@ -532,3 +532,30 @@ async def test_requests_held_by_a_pause_do_not_all_go_at_its_end(
     assert [a.status for a in answers] == [200] * 5
     assert len(slept) == 5 and all(30 <= s <= 33 for s in slept)
     assert len(set(slept)) == 5
+
+
+async def test_a_request_cancelled_while_it_waits_for_a_connection_gives_its_unit_back(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """The pool's one connection is taken: a request cancelled while it waits for it
+    was never sent, and gives its unit back, to the budget and to its lease. It kept
+    it: each such cancellation (a shard stopping a handler) spent a unit for good."""
+    pool = Pool(max_concurrency=1)
+    gh = GitHub(token=fake.create_token(1), options=options.replace(pool=pool))
+    budget = gh.budgets.core
+    lease = budget.lease(2, clock())
+    await pool.semaphore.acquire()  # the connection is busy
+    try:
+        for client in (gh, gh.with_lease(lease)):
+            waiting = asyncio.ensure_future(client.request("GET", ISSUE))
+            for _ in range(100):
+                await asyncio.sleep(0)
+            assert budget.remaining == 4999 and not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert budget.remaining == 5000
+    finally:
+        pool.semaphore.release()
+        await pool.close()
+    assert (lease.used, budget.reserved) == (0, 2) and not fake.requests
