@@ -871,12 +871,14 @@ class InstallationHost:
         delay = self._retry.backoff(attempt - 1)
         if isinstance(exc, (CircuitOpen, RateLimited)):
             wait = exc.retry_after
-            if isinstance(exc, RateLimited) and exc.kind == "primary" and exc.reset:
+            if isinstance(exc, RateLimited) and exc.kind == "primary" and exc.reset_after:
                 # A spent window, as GitHub's or the budget's reset says: the run wrote,
                 # so it waits for the reset (an open lease's 10 s would spend every
                 # attempt while the lease lasts, and repeat the write each time). Not a
-                # secondary limit's: its answer carries the window's reset too.
-                wait = max(wait, exc.reset - self._clock())
+                # secondary limit's: its answer carries the window's reset too. Counted
+                # on GitHub's clock where it was raised: `reset` is GitHub's epoch
+                # second, and this node's clock may be off GitHub's.
+                wait = max(wait, exc.reset_after)
             delay = max(delay, self._retry.spread(wait))
         await self._write(
             [

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken, redact
 from ghbot.client.credentials import InstallationCredentials, TokenSource
-from ghbot.errors import LeaseExhausted, UsageError
+from ghbot.errors import LeaseExhausted, RateLimited, UsageError
 from ghbot.ratelimit import Lease
 
 if TYPE_CHECKING:
@@ -253,6 +253,8 @@ class Quota:
         """Set `n` core requests aside for the block, `writes` of them writes, each sent
         in its turn in the installation's write lane; raise `RateLimited` if they don't
         fit now, `UsageError` if they never would (more than a window above the margin).
+        A budget no answer has told refuses only once GitHub was asked
+        (`GitHub.learn_budget`).
 
         Counts as a write for a shard that drains (`call_watcher`): what the lease's
         tasks do elsewhere is not followed, so the handler is not cut short after it.
@@ -269,7 +271,14 @@ class Quota:
             watcher.calling(True)
         gh = self._github
         budget = gh.budgets.core
-        granted = budget.lease(n, self._clock())
+        try:
+            granted = budget.lease(n, self._clock())
+        except RateLimited:
+            # Refused by a budget no answer has told (a handler that leases first):
+            # GitHub's numbers, asked for, tell whether it fits and when it would.
+            if not await gh.learn_budget(budget):
+                raise
+            granted = budget.lease(n, self._clock())
         ticket: QuotaLease | None = None
         try:
             credentials = gh.credentials

@@ -291,7 +291,9 @@ class RateLimited(ClientError):
     """A primary or secondary rate limit (403/429), or the local budget is spent.
 
     `kind` is ``"primary"`` or ``"secondary"``; `retry_after` is the seconds to wait
-    from when the answer arrived; `reset` the epoch second the primary window resets.
+    from when the answer arrived; `reset` the epoch second the primary window resets,
+    GitHub's; `reset_after` the seconds from the answer until then, on GitHub's clock
+    (a local clock off GitHub's would make `reset` nearer or further).
     """
 
     def __init__(
@@ -302,12 +304,14 @@ class RateLimited(ClientError):
         kind: str,
         retry_after: float,
         reset: float | None = None,
+        reset_after: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(status, message, **kwargs)
         self.kind = kind
         self.retry_after = retry_after
         self.reset = reset
+        self.reset_after = reset_after
 
 
 class ServerError(GitHubError):

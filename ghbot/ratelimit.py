@@ -25,6 +25,7 @@ __all__ = [
     "LimitKind",
     "RateLimit",
     "classify",
+    "classify_graphql",
     "http_date",
     "retry_wait",
 ]
@@ -37,6 +38,10 @@ SECONDARY_MAX_WAIT = 3600.0
 #: The wait of a request (or lease) that only open leases keep from the budget: they
 #: may settle at any moment and give back what they did not use, long before a reset.
 LEASED_WAIT = 10.0
+#: The wait of a request (or lease) refused by a budget that knows no reset of GitHub's
+#: (no answer has told it): a minute, the least GitHub asks of a limited client, then
+#: the client asks GitHub (`GET /rate_limit`, free) before it refuses again.
+UNKNOWN_RESET_WAIT = 60.0
 
 
 class LimitKind(StrEnum):
@@ -72,6 +77,24 @@ class RateLimit:
             resource=headers.get("x-ratelimit-resource") or "core",
         )
 
+    @classmethod
+    def from_body(cls, data: object, resource: str) -> RateLimit | None:
+        """Read `resource`'s numbers from a `GET /rate_limit` answer's body; None when
+        it has none (GHES with limits off answers 404).
+        https://docs.github.com/en/rest/rate-limit/rate-limit
+        """
+        resources = data.get("resources") if isinstance(data, dict) else None
+        numbers = resources.get(resource) if isinstance(resources, dict) else None
+        if not isinstance(numbers, dict):
+            return None
+        try:
+            limit, remaining = int(numbers["limit"]), int(numbers["remaining"])
+            reset = float(numbers["reset"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        used = int(numbers.get("used") or max(limit - remaining, 0))
+        return cls(limit=limit, remaining=remaining, used=used, reset=reset, resource=resource)
+
 
 def classify(status: int, headers: Mapping[str, str], message: str = "") -> LimitKind | None:
     """Classify an answer as a primary limit, a secondary limit, or a plain 403.
@@ -94,6 +117,29 @@ def classify(status: int, headers: Mapping[str, str], message: str = "") -> Limi
     if status == 429 or "rate limit" in lowered:
         return LimitKind.SECONDARY
     return LimitKind.FORBIDDEN
+
+
+def classify_graphql(headers: Mapping[str, str], message: str) -> LimitKind:
+    """Classify a GraphQL rate-limit error (an error whose `type` says so, answered 200)
+    by the headers and message, as `classify` does a REST answer's.
+
+    A secondary limit's message (or "abuse") or a `retry-after` header means secondary;
+    `x-ratelimit-remaining: 0`, or GitHub's primary wording ("API rate limit exceeded",
+    which GitHub has sent with requests left in the headers:
+    octokit/plugin-throttling.js#632), primary; anything else secondary, whose wait
+    pauses the installation. `headers`' names are lower case.
+    https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
+    """
+    lowered = message.lower()
+    if "secondary rate limit" in lowered or "abuse" in lowered:
+        return LimitKind.SECONDARY
+    if headers.get("retry-after") is not None:
+        return LimitKind.SECONDARY
+    if headers.get("x-ratelimit-remaining") == "0":
+        return LimitKind.PRIMARY
+    if "api rate limit" in lowered or "primary rate limit" in lowered:
+        return LimitKind.PRIMARY
+    return LimitKind.SECONDARY
 
 
 def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> float:
@@ -232,6 +278,12 @@ class Budget:
         )
 
     @property
+    def told(self) -> bool:
+        """Whether GitHub's answers have given the limit and the window's reset: else a
+        refusal cannot say when the budget reopens (ask GitHub: `GET /rate_limit`)."""
+        return self.known and self.reset > 0
+
+    @property
     def reserved(self) -> int:
         """Units set aside by open leases and not yet spent."""
         return self._reserved
@@ -257,7 +309,8 @@ class Budget:
         `UsageError` when they never would: more than a whole window above the margin
         (a wait for the reset would be followed by another, each a handler's rerun).
         The limit is the one GitHub's answers gave; before the first, a lease larger
-        than 5,000 allows waits a minute (`RateLimited`) for one to tell it."""
+        than 5,000 allows is refused for a minute (`RateLimited`), unless GitHub is
+        asked meanwhile (`told`)."""
         if n < 0:
             raise UsageError("a lease cannot be negative")
         ceiling = self.limit - math.ceil(self.limit * self.margin)
@@ -267,7 +320,7 @@ class Budget:
                 f"a lease of {n} requests is more than {ceiling}, as far as known: waiting "
                 "for GitHub's answers to tell the installation's limit",
                 kind="primary",
-                retry_after=60.0,
+                retry_after=UNKNOWN_RESET_WAIT,
             )
         if n > ceiling:
             raise UsageError(
@@ -374,10 +427,13 @@ class Budget:
             self._window += 1
 
     def _exhausted(self, now: float, method: str, url: str, wanted: int = 1) -> RateLimited:
-        wait = self.seconds_to_reset(now)
+        reset_after = self.seconds_to_reset(now) if self.reset else None
+        wait = reset_after or 0.0
         leased = self.usable(now) >= wanted  # only open leases stand in the way
         if leased:
             wait = min(wait, LEASED_WAIT) if wait > 0 else LEASED_WAIT
+        elif wait <= 0:  # spent, and no reset known to wait for (a 0 reruns at once)
+            wait = UNKNOWN_RESET_WAIT
         return RateLimited(
             429,
             f"the installation's budget is spent ({self.remaining} left, {self._reserved} "
@@ -386,6 +442,7 @@ class Budget:
             kind="primary",
             retry_after=wait,
             reset=self.reset or None,
+            reset_after=reset_after,
             method=method,
             url=url,
         )

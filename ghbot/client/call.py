@@ -60,7 +60,6 @@ class Call:
         "text",
         "url",
         "writes",
-        "written_told",
     )
 
     def __init__(
@@ -86,10 +85,6 @@ class Call:
         #: Whether it may change something at GitHub (a mutating method; for GraphQL,
         #: a mutation): paced, and told to `ghbot.client.github.call_watcher`.
         self.writes = method in WRITES
-        #: Whether a success of the write is told to the watcher once answered (False
-        #: for `GitHub.graphql`, which tells it after reading the answer's errors: a
-        #: GraphQL rate limit is a 200).
-        self.written_told = True
         #: When its last attempt went to GitHub (the client's clock).
         self.sent_at = 0.0
 

@@ -37,12 +37,20 @@ from ghbot.client.call import (
 from ghbot.client.credentials import AuthRetry, Credentials, TokenSource, credentials_for
 from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
 from ghbot.client.pool import current_pool
-from ghbot.client.response import Response, answer_for, error_from, graphql_error, items_of
+from ghbot.client.response import (
+    Response,
+    answer_for,
+    error_from,
+    graphql_error,
+    graphql_limited,
+    items_of,
+)
 from ghbot.client.watch import CallWatcher, call_watcher
 from ghbot.config import Settings, graphql_url
 from ghbot.errors import (
     CircuitOpen,
     ConnectionFailed,
+    GitHubError,
     LeaseExhausted,
     RateLimited,
     ServerError,
@@ -163,7 +171,15 @@ class Holds(NamedTuple):
 class _State:
     """What the clients of one installation share: budgets, breaker, writes, pause."""
 
-    __slots__ = ("_lane", "breaker", "budgets", "limited", "limited_at", "paused_until")
+    __slots__ = (
+        "_asking",
+        "_lane",
+        "breaker",
+        "budgets",
+        "limited",
+        "limited_at",
+        "paused_until",
+    )
 
     def __init__(self, budgets: Budgets, breaker: CircuitBreaker | None) -> None:
         self.budgets = budgets
@@ -178,6 +194,15 @@ class _State:
         #: row, and waits as long as the first did.
         self.limited_at = [-math.inf, -math.inf]
         self._lane: _WriteLane | None = None
+        self._asking: asyncio.Lock | None = None
+
+    @property
+    def asking(self) -> asyncio.Lock:
+        """Held while the client asks GitHub for the budgets' numbers (`learn_budget`),
+        made on first use."""
+        if self._asking is None:
+            self._asking = asyncio.Lock()
+        return self._asking
 
     @property
     def lane(self) -> _WriteLane:
@@ -433,24 +458,20 @@ class GitHub:
     async def graphql(self, query: str, /, **variables: Any) -> Any:
         """Run a GraphQL query or mutation and return its `data`.
 
-        Raises `GraphQLError` when the answer lists errors (`RateLimited` when one is
-        a rate limit: `RATE_LIMITED`, or `RATE_LIMIT`). GHES: `https://HOST/api/v3` → `https://HOST/api/graphql`.
+        Raises `GraphQLError` when the answer lists errors. A rate limit among them
+        (`RATE_LIMITED`, or `RATE_LIMIT`), answered 200, is waited out or raised as
+        `RateLimited` as a REST answer's is, classified by its headers and message.
+        GHES: `https://HOST/api/v3` → `https://HOST/api/graphql`.
         https://docs.github.com/en/graphql/guides/forming-calls-with-graphql
         """
         target = URL(graphql_url(self.base_url))
         payload = {"query": query, "variables": variables}
         call = self._call("POST", target, payload, None, None, "graphql")
-        call.writes, call.written_told = is_mutation(query), False
+        call.writes = is_mutation(query)
         answer = await self._send(call, pace=call.writes)
         data = answer.data if isinstance(answer.data, dict) else {}
-        error = None
         if data.get("errors"):
-            wait = self._state.budgets.get("graphql").seconds_to_reset(self.options.clock())
-            error = graphql_error(data, url=str(target), request_id=answer.request_id, wait=wait)
-        if call.writes and not isinstance(error, RateLimited):
-            _note_written()  # a mutation GitHub answered: done, in part at least
-        if error is not None:
-            raise error
+            raise graphql_error(data, url=str(target), request_id=answer.request_id)
         return data.get("data")
 
     # --- one logical request --------------------------------------------------------
@@ -524,10 +545,11 @@ class GitHub:
                 # 501: the server does not implement this (RFC 9110 15.6.2), a lasting
                 # answer, no sign of it failing, and not retried below.
                 self._outcome(ok=status < 500 or status == NOT_IMPLEMENTED)
-            if status < 300 or status == 304:
+            # A GraphQL rate limit is a 200: an error below, as a 403's is.
+            if (status < 300 or status == 304) and not graphql_limited(call, status, raw):
                 if call.sent_at > self._state.limited_at[call.writes]:
                     limited[call.writes] = 0  # sent after the last limit: the row ends
-                if call.writes and call.written_told:
+                if call.writes:
                     _note_written()
                 return answer_for(call, status, headers, raw, opts.etags)
             if status in REDIRECTS and hops < opts.max_redirects and call.may_follow(status):
@@ -681,9 +703,43 @@ class GitHub:
         budget = state.budgets.get(call.resource)
         if self._lease is not None and call.resource == "core":
             budget.spend(self._lease)
-        else:
+            return budget
+        try:
             budget.acquire(now, method=call.method, url=call.shown())
+        except RateLimited:
+            if not await self.learn_budget(budget):  # it knew when it reopens
+                raise
+            budget.acquire(opts.clock(), method=call.method, url=call.shown())
         return budget
+
+    async def learn_budget(self, budget: Budget) -> bool:
+        """Ask GitHub for `budget`'s numbers (`GET /rate_limit`, which counts against no
+        limit) when no answer has told it its limit and its window's reset
+        (`Budget.told`): its refusal cannot say when it reopens, and a handler waiting
+        on it sends nothing that would tell it. One question at a time.
+
+        Return whether `budget` was told meanwhile, so that what it refused is worth
+        trying again; an error of GitHub's, or no answer, leaves it as it was.
+        https://docs.github.com/en/rest/rate-limit/rate-limit
+        """
+        state = self._state
+        if budget.told:
+            return False
+        async with state.asking:
+            if budget.told:  # another request asked meanwhile
+                return True
+            try:
+                answer = await self.request("GET", "/rate_limit")
+            except (GitHubError, TransportError) as exc:
+                log.debug("no rate limits from GitHub: %s", type(exc).__name__)
+                return False
+            now = self.options.clock()
+            state.budgets.clock.observe(answer.headers.get("date"), now)
+            limit = RateLimit.from_body(answer.data, budget.resource)
+            if limit is None and (seen := answer.rate_limit) is not None:
+                limit = seen if seen.resource == budget.resource else None
+            budget.observe(limit, now)  # spent nothing: no unit to give back
+            return budget.told
 
     async def _exchange(self, call: Call, budget: Budget | None) -> Answer:
         """Send the request once; return status, headers and body, or raise TransportError.

@@ -30,7 +30,14 @@ from ghbot.errors import (
     UsageError,
     ValidationFailed,
 )
-from ghbot.ratelimit import LimitKind, RateLimit, classify, retry_wait
+from ghbot.ratelimit import (
+    SECONDARY_MIN_WAIT,
+    LimitKind,
+    RateLimit,
+    classify,
+    classify_graphql,
+    retry_wait,
+)
 
 __all__ = [
     "Response",
@@ -39,6 +46,7 @@ __all__ = [
     "error_for",
     "error_from",
     "graphql_error",
+    "graphql_limited",
     "items_of",
     "parse_links",
 ]
@@ -209,11 +217,18 @@ def error_from(
     call: Call, status: int, headers: Mapping[str, str], raw: bytes, now: float, attempt: int
 ) -> GitHubError:
     """Decode an error answer's body (JSON or text) and map it with `error_for`; an
-    answer from another host than the API (`call.away`) is no rate limit of GitHub's."""
+    answer from another host than the API (`call.away`) is no rate limit of GitHub's.
+    A 2xx is a GraphQL rate limit (`graphql_limited`), mapped by `graphql_error`."""
     try:
         data = decode_body(raw, headers.get("Content-Type", ""))
     except msgspec.DecodeError:
         data = raw.decode("utf-8", "replace")
+    if status < 300 and isinstance(data, dict):
+        found: dict[str, Any] = {
+            "url": call.shown(),
+            "request_id": headers.get("x-github-request-id"),
+        }
+        return graphql_error(data, headers=headers, now=now, attempt=attempt, **found)
     where = {"method": call.method, "url": call.shown()}
     return error_for(status, data, headers, now=now, attempt=attempt, limits=not call.away, **where)
 
@@ -249,12 +264,14 @@ def error_for(
     if status in (403, 429) and limits:
         kind = classify(status, lowered, message)
         if kind is not None and kind is not LimitKind.FORBIDDEN:
+            reset = _float(lowered.get("x-ratelimit-reset"))
             return RateLimited(
                 status,
                 message,
                 kind=kind.value,
                 retry_after=retry_wait(lowered, now, attempt),
-                reset=_float(lowered.get("x-ratelimit-reset")),
+                reset=reset,
+                reset_after=None if reset is None else max(reset - now, 0.0),
                 **common,
             )
     if status == 422:
@@ -274,25 +291,73 @@ _GRAPHQL_LIMITS = frozenset({"RATE_LIMITED", "RATE_LIMIT"})
 _CODE = "graphql_rate_limit"
 
 
+def graphql_limited(call: Call, status: int, raw: bytes) -> bool:
+    """Tell whether a 200 to a GraphQL request lists a rate limit among its errors
+    (GitHub answers GraphQL's limits 200): the client waits it out, or raises it, as it
+    does a 403's."""
+    if status != 200 or call.resource != "graphql" or b'"errors"' not in raw:
+        return False
+    try:
+        data = _decode_json(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(data, dict) and bool(_limits_in(data))
+
+
 def graphql_error(
-    data: Mapping[str, Any], *, url: str, request_id: str | None, wait: float
+    data: Mapping[str, Any],
+    *,
+    url: str,
+    request_id: str | None,
+    wait: float = 0.0,
+    headers: Mapping[str, str] | None = None,
+    now: float = 0.0,
+    attempt: int = 0,
 ) -> GitHubError:
     """Map a GraphQL answer's `errors` to `GraphQLError`, or `RateLimited` for a rate
     limit: type `RATE_LIMITED`, or `RATE_LIMIT` or code `graphql_rate_limit`, as GitHub
     has answered too (githubkit#271), with `x-ratelimit-remaining` not always 0.
 
-    `wait` is the seconds until the GraphQL budget resets; unknown (0), a minute, the
-    least GitHub asks a rate-limited client to wait.
+    The answer's `headers` and the message classify it (`ratelimit.classify_graphql`):
+    a secondary limit waits as a REST one does (`ratelimit.retry_wait`, `attempt`
+    counting earlier ones); a primary one until `x-ratelimit-reset` (`now` is GitHub's
+    time), else `wait` (the seconds until the GraphQL budget resets), else a minute,
+    the least GitHub asks a rate-limited client to wait.
     https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
     """
     errors = [e for e in data.get("errors") or () if isinstance(e, dict)]
     where: dict[str, Any] = {"method": "POST", "url": url, "request_id": request_id}
-    limited = [e for e in errors if e.get("type") in _GRAPHQL_LIMITS or e.get("code") == _CODE]
+    limited = _limits_in(data)
     if limited:
         message = str(limited[0].get("message", "API rate limit exceeded"))
-        retry_after = wait if wait > 0 else 60.0
-        return RateLimited(200, message, kind="primary", retry_after=retry_after, **where)
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
+        kind = classify_graphql(lowered, message)
+        reset = _float(lowered.get("x-ratelimit-reset"))
+        reset_after = None if reset is None else max(reset - now, 0.0)
+        if kind is LimitKind.SECONDARY:
+            retry_after = retry_wait(lowered, now, attempt)
+        elif reset_after is not None:
+            retry_after = reset_after + 1.0  # the reset is rounded down
+        else:
+            retry_after = wait if wait > 0 else SECONDARY_MIN_WAIT
+        return RateLimited(
+            200,
+            message,
+            kind=kind.value,
+            retry_after=retry_after,
+            reset=reset,
+            reset_after=reset_after,
+            data=dict(data),
+            headers=lowered,
+            **where,
+        )
     return GraphQLError(errors, data=dict(data), **where)
+
+
+def _limits_in(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rate-limit errors of a GraphQL answer's `errors`."""
+    errors = [e for e in data.get("errors") or () if isinstance(e, dict)]
+    return [e for e in errors if e.get("type") in _GRAPHQL_LIMITS or e.get("code") == _CODE]
 
 
 def _message(data: Any, status: int) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from ghbot.client import GitHub
+from ghbot.client import ClientOptions, GitHub
 from ghbot.client.call import is_mutation
 from ghbot.client.response import graphql_error
 from ghbot.errors import GraphQLError, RateLimited
-from ghbot.testing import FakeGitHub
+from ghbot.testing import FakeClock, FakeGitHub
+from ghbot.testing.router import Ctx, Reply
+from ghbot.testing.server import MSG_SECONDARY
 from ghbot.testing.writes import is_write
 
 from .conftest import REPO
@@ -25,9 +28,12 @@ query IssueTitle($owner: String!, $name: String!, $number: Int!) {
 """
 
 
+VIEWER = {"viewer": {"login": "ghbot-fake[bot]"}}
+
+
 async def test_viewer_login(token_client: Callable[..., GitHub]) -> None:
     data = await token_client().graphql("query { viewer { login } }")
-    assert data == {"viewer": {"login": "ghbot-fake[bot]"}}
+    assert data == VIEWER
 
 
 async def test_query_with_variables(fake: FakeGitHub, token_client: Callable[..., GitHub]) -> None:
@@ -83,6 +89,72 @@ async def test_a_rate_limit_of_either_type_github_answers_is_rate_limited(
         await gh.graphql("{ viewer { login } }")
     assert (caught.value.status, caught.value.kind) == (200, "primary")
     assert caught.value.retry_after > 0  # never 0: a handler would rerun at once
+
+
+def _limited_first(fake: FakeGitHub, times: int, message: str, **headers: str) -> None:
+    """Answer the next `times` GraphQL requests 200 with a rate-limit error of
+    `message` and `headers` (with the caller's requests left), then as usual."""
+    found = fake.router.match("POST", "/graphql")
+    assert found is not None
+    route, left = found[0], [times]
+
+    def answer(ctx: Ctx) -> Any:
+        if left[0] <= 0:
+            return route.handler(ctx)
+        left[0] -= 1
+        return Reply({"errors": [{"type": "RATE_LIMITED", "message": message}]}, headers=headers)
+
+    fake.router.add("POST", "/graphql", answer, first=True)
+
+
+async def test_a_graphql_secondary_limit_answered_200_is_waited_out_as_a_rest_one(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub answers a GraphQL secondary limit 200, its message saying so, with
+    `retry-after: 30` and requests left: the client waits the 30 s, the installation
+    paused meanwhile, and asks again. It was taken for a primary limit: raised at
+    once, to wait for the GraphQL window's reset (most of an hour), with no pause."""
+    gh = token_client()
+    _limited_first(fake, 1, MSG_SECONDARY, **{"retry-after": "30"})
+    assert await gh.graphql("query { viewer { login } }") == VIEWER
+    assert clock.sleeps == [30.0]
+    assert len(fake.requests_to("/graphql")) == 2
+
+
+async def test_graphql_secondary_limits_in_a_row_pause_and_double_as_rest_ones(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions
+) -> None:
+    """Without `retry-after`, GitHub's GraphQL secondary limits (200s) pause the
+    installation a minute, then two: the row is counted as a 403's is. Each was a
+    primary limit, and its 200 ended the row of secondary limits."""
+    gh = GitHub(token=fake.create_token(1), options=options.replace(max_rate_limit_waits=0))
+    _limited_first(fake, 2, MSG_SECONDARY)
+    waits = []
+    for _ in range(2):
+        with pytest.raises(RateLimited) as caught:
+            await gh.graphql("query { viewer { login } }")
+        assert (caught.value.kind, caught.value.status) == ("secondary", 200)
+        assert gh.paused
+        waits.append(caught.value.retry_after)
+        clock.advance(caught.value.retry_after)
+    assert waits == [60.0, 120.0]
+    assert await gh.graphql("query { viewer { login } }") == VIEWER
+
+
+async def test_a_graphql_primary_limit_waits_for_its_reset_by_githubs_clock(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """A GraphQL primary limit (`x-ratelimit-remaining: 0`) waits for the window's
+    reset, and pauses nothing."""
+    gh = token_client()
+    reset = str(int(clock()) + 1800)
+    limits = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}
+    _limited_first(fake, 1, "API rate limit exceeded for installation ID 1.", **limits)
+    with pytest.raises(RateLimited) as caught:
+        await gh.graphql("query { viewer { login } }")
+    assert caught.value.kind == "primary" and not gh.paused
+    assert caught.value.retry_after == pytest.approx(1801, abs=1)
+    assert caught.value.reset_after == pytest.approx(1800, abs=1)
 
 
 @pytest.mark.parametrize(

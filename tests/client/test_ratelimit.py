@@ -534,6 +534,42 @@ async def test_requests_held_by_a_pause_do_not_all_go_at_its_end(
     assert len(set(slept)) == 5
 
 
+async def test_a_budget_spent_before_any_answer_asks_github_for_its_numbers(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """A lease's tasks used the whole assumed budget before any answer told it the
+    reset: the next request asks GitHub (`GET /rate_limit`, free), which says what is
+    left and when it resets, and goes. It was refused for 0 s, and a handler ran
+    again 20 times a second for good, no request ever going to tell the budget."""
+    gh = token_client()
+    budget = gh.budgets.core
+    lease = budget.lease(4500, clock())
+    budget.settle(lease, 4500, clock())
+    assert (await gh.request("GET", ISSUE)).status == 200
+    assert [r.path for r in fake.requests] == ["/rate_limit", ISSUE]
+    quota = fake.quotas.get("installation:1", "core")
+    assert budget.told and budget.reset == quota.reset and budget.remaining == 4999
+    assert fake.rate_limit(1) == 4999  # the question counted against nothing
+
+
+async def test_a_budget_github_says_is_spent_waits_for_the_reset_it_gives(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub's numbers agree the budget is spent: the refusal waits for their reset,
+    and the next refusal asks no more (the budget knows when it reopens)."""
+    gh = token_client()
+    budget = gh.budgets.core
+    fake.set_rate_limit(1, 400)
+    budget.settle(budget.lease(4500, clock()), 4500, clock())
+    with pytest.raises(RateLimited, match="budget is spent") as caught:
+        await gh.request("GET", ISSUE)
+    reset = fake.quotas.get("installation:1", "core").reset
+    assert caught.value.retry_after == pytest.approx(reset - clock(), abs=1)
+    with pytest.raises(RateLimited):
+        await gh.request("GET", ISSUE)
+    assert [r.path for r in fake.requests] == ["/rate_limit"]
+
+
 async def test_a_request_cancelled_while_it_waits_for_a_connection_gives_its_unit_back(
     fake: FakeGitHub, clock: FakeClock, options: ClientOptions
 ) -> None:

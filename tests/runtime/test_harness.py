@@ -216,7 +216,12 @@ class CommentThenOutOfBudget(InstallationActor):
     async def answer(self, event: Event) -> None:
         await self.github.request("POST", f"{HELLO}/issues/3/comments", json={"body": "hi"})
         raise RateLimited(
-            429, "budget held by leases", kind="primary", retry_after=10.0, reset=self.now() + 3000
+            429,
+            "budget held by leases",
+            kind="primary",
+            retry_after=10.0,
+            reset=self.now() + 3000,
+            reset_after=3000.0,
         )
 
 

@@ -159,6 +159,26 @@ async def test_a_lease_whose_tasks_may_have_written_tells_the_handlers_watcher(
             assert heard.writes == 2
 
 
+async def test_a_lease_over_the_assumed_limit_before_any_request_asks_github(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """A handler leases 6,000 before any request told its installation's limit
+    (10,000 here; 5,000 assumed): the lease asks GitHub (`GET /rate_limit`, free) and
+    is granted. It was refused for a minute "waiting for GitHub's answers", which no
+    request of the handler's, leasing first, would ever bring: every minute, for good."""
+    async with _octo(public_pem, rate_limit=10_000) as fake:
+        options = ClientOptions(base_url=fake.url, pace_writes=None)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        async with Quota(gh).lease(6000) as lease:
+            assert lease.granted == 6000
+            lease.report(0)
+        assert [r.path for r in fake.requests][-1] == "/rate_limit"
+        assert gh.budgets.core.limit == 10_000 and fake.rate_limit(7) == 10_000
+        with pytest.raises(UsageError, match="never fits"):  # told: 9,000 at most
+            async with Quota(gh).lease(9001):
+                pass
+
+
 def test_a_report_beyond_the_grant_is_refused() -> None:
     lease = QuotaLease(installation_id=1, granted=5, base_url="http://x", token="t" * 40)
     with pytest.raises(UsageError):

@@ -25,20 +25,23 @@ from actors.records import (
     stream_name,
 )
 from actors.shard import ShardCore
+from ghbot.client import ClientOptions, GitHub
 from ghbot.errors import JournalUnavailable, RateLimited, UsageError
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal, NewEvent, open_journal
 from ghbot.logs import LogLimiter
 from ghbot.retry import RetryPolicy
-from ghbot.testing import FakeGitHub
+from ghbot.testing import FakeClock, FakeGitHub
 from tests.runtime.conftest import (
     COMMENTER_INSTALLATION,
+    COMMENTER_REPO,
     INSTALLATION,
     VSHARDS,
     AlwaysFails,
     Commenter,
     batch,
     commenter_outcomes,
+    commenter_records,
     commenter_shard,
     inbound,
     payload,
@@ -298,6 +301,54 @@ async def test_a_try_github_asked_to_wait_for_is_not_counted_as_an_attempt(
     outcomes = await commenter_outcomes(journal)
     [succeeded] = [e for e in outcomes if isinstance(e, HandlerSucceeded)]
     assert succeeded.attempt == 1
+
+
+class CommentsThenLabels(InstallationActor):
+    """Comments on issue 1 of `COMMENTER_REPO`, then labels it."""
+
+    max_attempts = 2
+
+    @on("issues.opened")
+    async def opened(self, event: Event) -> None:
+        issue = f"/repos/{COMMENTER_REPO}/issues/1"
+        await self.github.request("POST", f"{issue}/comments", json={"body": "thanks"})
+        await self.github.request("POST", f"{issue}/labels", json={"labels": ["triage"]})
+
+
+async def test_a_run_that_wrote_waits_for_the_reset_by_githubs_clock_not_the_nodes(
+    journal: Journal, public_pem: bytes
+) -> None:
+    """This node's clock is 600 s behind GitHub's. GitHub refuses the label, out of
+    budget, its window resetting in an hour; the run commented, so its next attempt
+    waits for the reset: an hour, on GitHub's clock (the answers' `Date` told the
+    client). It compared GitHub's reset with this node's clock: 600 s more."""
+    github = FakeClock(1_700_000_000.0)
+
+    def local() -> float:
+        return github() - 600
+
+    # Tokens outlast the hour waited; the shard sleeps on GitHub's clock (both move).
+    hours = {"clock": github, "token_lifetime": 3 * 3600.0}
+    async with FakeGitHub(app_id=1, public_key_pem=public_pem, **hours) as fake:
+        fake.add_installation(COMMENTER_INSTALLATION, "octo-org", ["hello-world"])
+        fake.add_issue(COMMENTER_REPO, "Found a bug", "It crashes")
+        fake.faults.add(r"/labels$", "primary", count=10)
+        token = fake.create_token(COMMENTER_INSTALLATION)
+        opts = ClientOptions(base_url=fake.url, clock=local, pace_writes=None)
+        shard = core(
+            journal,
+            CommentsThenLabels,
+            github_for=lambda _id: GitHub(token=token, options=opts),
+            clock=local,
+            sleep=github.sleep,
+        )
+        await shard.start()
+        body = payload("issues.opened", installation=COMMENTER_INSTALLATION)
+        await shard.ingest(batch(inbound(CommentsThenLabels, "issues", body)))
+        await shard.wait_idle()
+        [failed] = await commenter_records(journal, HandlerFailed)
+    assert failed.error_type == "RateLimited"
+    assert 3600 <= failed.retry_in <= 3601 + 5  # the reset, and at most 5 s drawn
 
 
 class LimitedTwice(InstallationActor):

@@ -16,6 +16,7 @@ from ghbot.ratelimit import (
     LimitKind,
     RateLimit,
     classify,
+    classify_graphql,
     retry_wait,
 )
 
@@ -145,12 +146,27 @@ def test_budget_keeps_a_margin_and_refuses_with_the_reset() -> None:
     assert caught.value.reset == NOW + 600
 
 
-def test_a_budget_spent_before_any_reset_is_known_refuses_without_one() -> None:
-    budget = Budget(limit=1, margin=0.0)
-    budget.acquire(NOW)
+def test_a_budget_spent_before_any_reset_is_known_waits_a_minute_not_no_time() -> None:
+    """Spent by a lease its tasks used whole before any answer told the reset: the
+    refusal waits a minute (the client asks GitHub then). It said 0 s, and a handler
+    refused by it ran again 20 times a second for good: no request went, so no
+    answer ever told the reset."""
+    budget = Budget()
+    lease = budget.lease(4500, NOW)
+    budget.settle(lease, 4500, NOW)
+    assert not budget.told
     with pytest.raises(RateLimited) as caught:
         budget.acquire(NOW)
-    assert (caught.value.retry_after, caught.value.reset) == (0.0, None)
+    assert (caught.value.retry_after, caught.value.reset, caught.value.reset_after) == (
+        60.0,
+        None,
+        None,
+    )
+    budget.observe(RateLimit.from_headers(_headers(500, reset=NOW + 600)), NOW)
+    assert budget.told
+    with pytest.raises(RateLimited) as known:
+        budget.acquire(NOW)
+    assert known.value.retry_after == known.value.reset_after == 600.0
 
 
 def test_budget_rolls_over_at_reset() -> None:
@@ -407,3 +423,34 @@ def test_what_only_open_leases_hold_back_waits_seconds_not_the_reset() -> None:
         budget.acquire(NOW + 10)
     assert spent.value.retry_after == pytest.approx(2990.0)
     assert "open leases" not in str(spent.value)
+
+
+def test_rate_limit_from_a_rate_limit_answers_body() -> None:
+    """`GET /rate_limit` tells every resource's numbers in its body."""
+    body = {
+        "resources": {
+            "core": {"limit": 15000, "remaining": 14000, "used": 1000, "reset": NOW + 60},
+            "graphql": {"limit": 5000, "remaining": 5000, "reset": NOW + 3600},
+        }
+    }
+    assert RateLimit.from_body(body, "core") == RateLimit(15000, 14000, 1000, NOW + 60, "core")
+    assert RateLimit.from_body(body, "graphql") == RateLimit(5000, 5000, 0, NOW + 3600, "graphql")
+    assert RateLimit.from_body(body, "search") is None
+    assert RateLimit.from_body({"message": "Rate limiting is not enabled."}, "core") is None
+    assert RateLimit.from_body({"resources": {"core": {"limit": "x"}}}, "core") is None
+
+
+@pytest.mark.parametrize(
+    ("message", "headers", "kind"),
+    [
+        ("You have exceeded a secondary rate limit.", {"x-ratelimit-remaining": "9"}, "secondary"),
+        ("was submitted too quickly", {"retry-after": "30"}, "secondary"),
+        ("You have exceeded a limit", {"x-ratelimit-remaining": "0"}, "primary"),
+        ("API rate limit already exceeded for ID 1.", {"x-ratelimit-remaining": "4"}, "primary"),
+        ("You have exceeded a limit", {"x-ratelimit-remaining": "4000"}, "secondary"),
+    ],
+)
+def test_a_graphql_rate_limit_is_classified_by_its_headers_and_message(
+    message: str, headers: dict[str, str], kind: str
+) -> None:
+    assert classify_graphql(headers, message) == kind
