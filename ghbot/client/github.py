@@ -59,6 +59,7 @@ from ghbot.errors import (
     Unauthorized,
     UsageError,
 )
+from ghbot.logs import LogLimiter
 from ghbot.ratelimit import Budget, Lease, RateLimit
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
 
@@ -71,6 +72,8 @@ __all__ = ["CallWatcher", "GitHub", "Holds", "call_watcher"]
 NOT_IMPLEMENTED = 501
 
 log = logging.getLogger("ghbot.client")
+#: The WARNINGs of requests the client refused itself (`_log_refused`): a few a minute.
+_REFUSED_LOGGED = LogLimiter(burst=5, per=60.0)
 
 
 _encode = msgspec.json.encode
@@ -540,6 +543,17 @@ class GitHub:
                 await self._backoff(call, attempt, exc.reason, type(exc).__name__)
                 attempt += 1
                 continue
+            except RateLimited as exc:
+                # Refused before it was sent by the client's own count: the budget
+                # spent (primary), or a pause or the count of content-creating writes
+                # too long to wait (secondary: the shorter ones are waited out inside).
+                if exc.kind != "primary" or not self._may_wait(exc, limit_hits):
+                    _log_refused(call, exc)
+                    raise
+                limit_hits += 1
+                metrics.retry("rate_limit")
+                await self._wait_out(call, exc)
+                continue
             self._observe(budget, status, headers)
             if call.at_home():
                 # 501: the server does not implement this (RFC 9110 15.6.2), a lasting
@@ -934,6 +948,23 @@ def _waiting() -> Iterator[None]:
         yield
     finally:
         watcher.waiting(False)
+
+
+def _log_refused(call: Call, error: RateLimited) -> None:
+    """Log a request the client refused itself for longer than it waits in-line (its
+    budget spent; a pause): its handler waits, and the line says which (the handler's
+    log fields). A few a minute of each kind, not one a delivery."""
+    if (held := _REFUSED_LOGGED.allow(error.kind)) is not None:
+        log.warning(
+            "%s rate limit on %s %s: %s; not sent, the handler waits %.0f s%s",
+            error.kind,
+            call.method,
+            call.url.path,
+            error.message,
+            error.retry_after,
+            f" ({held} such lines held back)" if held else "",
+            extra={"error_type": "RateLimited", "http_status": error.status},
+        )
 
 
 def _note_call(call: Call) -> None:

@@ -44,8 +44,8 @@ class ClientOptions:
     - `max_rate_limit_wait`: the longest a request sleeps in-line for a rate limit
       GitHub answered (`retry-after`, a reset, a paused installation). Longer waits
       raise `RateLimited` at once, so the caller can park the work instead of holding
-      it. A budget the client itself counts as spent raises at once, however near its
-      reset.
+      it. The same holds for a budget the client itself counts as spent (its reset,
+      or open leases settling): waited out in-line when near, else raised at once.
     - `max_rate_limit_waits`: how many rate-limit waits one request sits through.
     - `max_redirects`: hops followed before giving up.
     - `etags`: the conditional-request cache, or None for no caching.
