@@ -328,8 +328,9 @@ async def test_a_run_that_wrote_waits_for_the_reset_by_githubs_clock_not_the_nod
         return github() - 600
 
     # Tokens outlast the hour waited; the shard sleeps on GitHub's clock (both move).
-    hours = {"clock": github, "token_lifetime": 3 * 3600.0}
-    async with FakeGitHub(app_id=1, public_key_pem=public_pem, **hours) as fake:
+    async with FakeGitHub(
+        app_id=1, public_key_pem=public_pem, clock=github, token_lifetime=3 * 3600.0
+    ) as fake:
         fake.add_installation(COMMENTER_INSTALLATION, "octo-org", ["hello-world"])
         fake.add_issue(COMMENTER_REPO, "Found a bug", "It crashes")
         fake.faults.add(r"/labels$", "primary", count=10)
