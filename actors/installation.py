@@ -228,10 +228,12 @@ MAX_HELD = 3600.0
 #: be taken over (seconds): more, and the two clocks disagree.
 MAX_SKEW = 300.0
 #: How long (seconds) a handler's runs refused by an open breaker wait without counting
-#: as attempts, from the first refusal: an outage ends within it, but a request GitHub
-#: always fails (a GraphQL query that always times out) reopens the breaker at each of
-#: its trials, and would otherwise hold its delivery, and its installation's calls,
-#: for good. Past it, each refusal is an attempt, and the delivery is dead-lettered.
+#: as attempts, from the first refusal: most outages end within it, but a request
+#: GitHub always fails (a GraphQL query that always times out) reopens the breaker at
+#: each of its trials, and would otherwise hold its delivery, and its installation's
+#: calls, for good. Past it, each refusal is an attempt, and the delivery is
+#: dead-lettered (as are those still waiting out a longer outage: by time alone, a
+#: quiet installation cannot tell the two apart).
 OUTAGE_PATIENCE = 3600.0
 
 

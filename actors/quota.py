@@ -286,7 +286,11 @@ class Quota:
             expires_at: float | None = None
             minted_at: float | None = None
             if isinstance(credentials, InstallationCredentials):
-                current = await credentials.source.get(credentials.installation_id)
+                try:
+                    current = await credentials.source.get(credentials.installation_id)
+                except Exception as exc:  # GitHub failing the exchange opens the breaker
+                    gh.token_failed(exc)
+                    raise
                 token: str | None = current.token
                 expires_at, minted_at = current.expires_at, current.minted_at
                 local["tokens"] = credentials.source  # in this process: the client's own

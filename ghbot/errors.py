@@ -296,6 +296,9 @@ class RateLimited(ClientError):
     (a local clock off GitHub's would make `reset` nearer or further).
     """
 
+    #: For one pickled by a version before it (an upgrade's older process): unknown.
+    reset_after: float | None = None
+
     def __init__(
         self,
         status: int,

@@ -89,6 +89,15 @@ class _Paused(Exception):
     """A request about to go found its installation paused: admit it again."""
 
 
+class _Refused(Exception):
+    """The client's own count of a budget refused a request (`error`, raised to the
+    caller unless `_send_retrying` waits it out): never sent."""
+
+    def __init__(self, error: RateLimited, budget: Budget) -> None:
+        super().__init__(error.message)
+        self.error, self.budget = error, budget
+
+
 def _unturn(lease: Lease | None) -> None:
     """Give back the write `_go` took of `lease` for a request that did not go. (The
     turn its lane granted is not given back: the lane counts one write more than went,
@@ -530,6 +539,7 @@ class GitHub:
         opts, limited = self.options, self._state.limited
         interval = opts.pace_writes if pace else None
         attempt = limit_hits = hops = 0
+        asked = False  # GitHub asked for a budget's numbers (`learn_budget`)
         retry = AuthRetry()
         while True:
             try:
@@ -543,16 +553,24 @@ class GitHub:
                 await self._backoff(call, attempt, exc.reason, type(exc).__name__)
                 attempt += 1
                 continue
-            except RateLimited as exc:
-                # Refused before it was sent by the client's own count: the budget
-                # spent (primary), or a pause or the count of content-creating writes
-                # too long to wait (secondary: the shorter ones are waited out inside).
-                if exc.kind != "primary" or not self._may_wait(exc, limit_hits):
-                    _log_refused(call, exc)
-                    raise
+            except _Refused as refused:
+                # The budget's own count said no: never sent. Asked GitHub first when
+                # no answer has told it when it reopens; waited out in-line when its
+                # reset is near, as GitHub's limits are; not for open leases (a
+                # handler holding one would wait on itself), which the caller waits.
+                refusal, spent = refused.error, refused.budget
+                if not asked and not spent.told:
+                    asked = True
+                    if await self.learn_budget(spent):
+                        continue
+                leased = spent.usable(opts.clock()) >= 1
+                if leased or not self._may_wait(refusal, limit_hits):
+                    _log_refused(call, refusal)
+                    raise refusal from None
                 limit_hits += 1
                 metrics.retry("rate_limit")
-                await self._wait_out(call, exc)
+                _log_refused(call, refusal, waits=True)
+                await self._pause(opts.retry.spread(refusal.retry_after))
                 continue
             self._observe(budget, status, headers)
             if call.at_home():
@@ -720,10 +738,8 @@ class GitHub:
             return budget
         try:
             budget.acquire(now, method=call.method, url=call.shown())
-        except RateLimited:
-            if not await self.learn_budget(budget):  # it knew when it reopens
-                raise
-            budget.acquire(opts.clock(), method=call.method, url=call.shown())
+        except RateLimited as exc:  # judged in `_send_retrying`, outside the write lane
+            raise _Refused(exc, budget) from None
         return budget
 
     async def learn_budget(self, budget: Budget) -> bool:
@@ -768,7 +784,7 @@ class GitHub:
         except BaseException as exc:  # no token, or cancelled before a connection: never sent
             if budget is not None:
                 self._refund(budget)
-            self._token_failed(exc)
+            self.token_failed(exc)
             raise
         if not call.at_home():
             headers.pop("Authorization", None)
@@ -907,7 +923,7 @@ class GitHub:
         try:
             delay = await self._creds.recover(retry, error.message, error.headers, now, sent)
         except Exception as exc:
-            self._token_failed(exc)
+            self.token_failed(exc)
             raise
         if delay is None:
             return False
@@ -915,7 +931,7 @@ class GitHub:
             await self._pause(delay)
         return True
 
-    def _token_failed(self, exc: BaseException) -> None:
+    def token_failed(self, exc: BaseException) -> None:
         """Open the installation's breaker and raise `CircuitOpen` when its token could
         not be had because GitHub failed the exchange (a 5xx, a timeout, a dropped
         connection, after the exchange's own retries): no call can go until it can, so
@@ -950,17 +966,18 @@ def _waiting() -> Iterator[None]:
         watcher.waiting(False)
 
 
-def _log_refused(call: Call, error: RateLimited) -> None:
-    """Log a request the client refused itself for longer than it waits in-line (its
-    budget spent; a pause): its handler waits, and the line says which (the handler's
-    log fields). A few a minute of each kind, not one a delivery."""
-    if (held := _REFUSED_LOGGED.allow(error.kind)) is not None:
+def _log_refused(call: Call, error: RateLimited, *, waits: bool = False) -> None:
+    """Log a request its installation's budget refused (by the client's own count): it
+    `waits` in-line, or is raised and its handler waits; the line says which handler
+    (its log fields). A few a minute of each, not one a request."""
+    if (held := _REFUSED_LOGGED.allow("waits" if waits else "raised")) is not None:
         log.warning(
-            "%s rate limit on %s %s: %s; not sent, the handler waits %.0f s%s",
+            "%s rate limit on %s %s: %s; %s %.0f s%s",
             error.kind,
             call.method,
             call.url.path,
             error.message,
+            "waiting" if waits else "not sent, the handler waits",
             error.retry_after,
             f" ({held} such lines held back)" if held else "",
             extra={"error_type": "RateLimited", "http_status": error.status},

@@ -361,6 +361,21 @@ async def test_a_budget_the_client_counts_as_spent_is_waited_out_when_its_reset_
     assert len(fake.requests_to(f"/repos/{REPO}")) == sent + 1
 
 
+async def test_a_request_refused_only_by_open_leases_is_raised_not_waited_in_line(
+    fake: FakeGitHub, clock: FakeClock, options: ClientOptions, token_client: Callable[..., GitHub]
+) -> None:
+    """Open leases hold all the budget has: a request beside them raises at once (its
+    caller waits for them to settle). Waited in-line, a handler holding the lease and
+    making the request would wait on itself, 10 s at a time."""
+    gh = token_client(options=options.replace(etags=None))
+    await gh.request("GET", f"/repos/{REPO}")  # the budget told by GitHub's answer
+    budget = gh.budgets.core
+    budget.lease(budget.available(clock()), clock())
+    with pytest.raises(RateLimited, match="open leases"):
+        await gh.request("GET", f"/repos/{REPO}")
+    assert clock.sleeps == []
+
+
 async def test_budget_follows_every_answer(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:

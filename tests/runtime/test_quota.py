@@ -16,8 +16,9 @@ import pytest
 from actors.bot import InstallationActor, Ordering, on, ordering_key
 from actors.quota import WRITE_SPACING, Quota, QuotaLease
 from ghbot.auth import AppAuth, InstallationToken
+from ghbot.breaker import CircuitBreaker, State
 from ghbot.client import ClientOptions, GitHub, GitHubApp
-from ghbot.errors import LeaseExhausted, RateLimited, UsageError
+from ghbot.errors import CircuitOpen, LeaseExhausted, RateLimited, ServerError, UsageError
 from ghbot.events import Event, decode_envelope
 from ghbot.journal import Journal
 from ghbot.retry import RetryPolicy
@@ -177,6 +178,32 @@ async def test_a_lease_over_the_assumed_limit_before_any_request_asks_github(
         with pytest.raises(UsageError, match="never fits"):  # told: 9,000 at most
             async with Quota(gh).lease(9001):
                 pass
+
+
+class _FailingTokens:
+    """A token source whose exchange GitHub answers 502, its retries spent."""
+
+    async def get(self, installation_id: int, *, force: bool = False) -> InstallationToken:
+        url = f"/app/installations/{installation_id}/access_tokens"
+        raise ServerError(502, "Bad Gateway", method="POST", url=url)
+
+
+async def test_a_lease_whose_token_github_fails_to_exchange_opens_the_breaker(
+    public_pem: bytes,
+) -> None:
+    """A handler that leases first, its installation's token not to be had (GitHub
+    fails the exchange): the lease raises `CircuitOpen` and the installation's breaker
+    opens, so the delivery waits as in an outage, as a request's would. It raised the
+    `ServerError`, an attempt spent each time, dead-lettered within seconds."""
+    async with _octo(public_pem) as fake:
+        options = ClientOptions(base_url=fake.url, pace_writes=None)
+        breaker = CircuitBreaker(name="installation 7")
+        gh = GitHub(tokens=_FailingTokens(), installation_id=7, options=options, breaker=breaker)
+        with pytest.raises(CircuitOpen, match="installation 7: no token"):
+            async with Quota(gh).lease(10):
+                pass
+        assert breaker.state(options.clock()) is State.OPEN
+        assert gh.budgets.core.reserved == 0  # the lease given back
 
 
 def test_a_report_beyond_the_grant_is_refused() -> None:

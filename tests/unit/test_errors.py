@@ -63,3 +63,14 @@ def test_no_installation_says_what_happened() -> None:
         "self.github is unavailable"
     )
     assert str(errors.NoInstallation(attribute="quota")).startswith("this delivery carries")
+
+
+def test_a_rate_limit_pickled_before_reset_after_existed_reads_it_as_unknown() -> None:
+    """An older process (an upgrade's) pickles a `RateLimited` without `reset_after`;
+    the newer one that reads it finds None, not an `AttributeError` in its handler's
+    retry."""
+    error = errors.RateLimited(429, "spent", kind="primary", retry_after=1.0, reset_after=5.0)
+    rebuild, (cls, args, state) = error.__reduce__()  # what unpickling calls
+    assert rebuild(cls, args, state).reset_after == 5.0
+    older = rebuild(cls, args, {k: v for k, v in state.items() if k != "reset_after"})
+    assert isinstance(older, errors.RateLimited) and older.reset_after is None
