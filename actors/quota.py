@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken, redact
 from ghbot.client.credentials import InstallationCredentials, TokenSource
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
-from ghbot.ratelimit import Lease
+from ghbot.ratelimit import Lease, holding_lease
 
 if TYPE_CHECKING:
     from ghbot.client import GitHub
@@ -316,7 +316,11 @@ class Quota:
                 tokens=self._tokens,
                 minted_at=minted_at,
             )
-            yield ticket
+            held = holding_lease.set(True)
+            try:
+                yield ticket
+            finally:
+                holding_lease.reset(held)
         finally:
             if ticket is not None:  # handed out: what its tasks may have done counts
                 wrote = ticket.used != 0 and ticket.writes != 0  # writes None: not limited

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -38,6 +39,10 @@ SECONDARY_MAX_WAIT = 3600.0
 #: The wait of a request (or lease) that only open leases keep from the budget: they
 #: may settle at any moment and give back what they did not use, long before a reset.
 LEASED_WAIT = 10.0
+#: Whether the running task holds an open quota lease (`actors.quota.Quota.lease` sets
+#: it for its block): a request of its own that only open leases refuse is raised at
+#: once, not waited out in-line, since it would wait on its own lease.
+holding_lease: ContextVar[bool] = ContextVar("ghbot_holding_lease", default=False)
 #: The wait of a request (or lease) refused by a budget that knows no reset of GitHub's
 #: (no answer has told it): a minute, the least GitHub asks of a limited client, then
 #: the client asks GitHub (`GET /rate_limit`, free) before it refuses again.
@@ -108,12 +113,8 @@ def classify(status: int, headers: Mapping[str, str], message: str = "") -> Limi
     if status not in (403, 429):
         return None
     lowered = message.lower()
-    if "secondary rate limit" in lowered or "abuse" in lowered:
-        return LimitKind.SECONDARY
-    if headers.get("retry-after") is not None:
-        return LimitKind.SECONDARY
-    if headers.get("x-ratelimit-remaining") == "0":
-        return LimitKind.PRIMARY
+    if (kind := _said(headers, lowered)) is not None:
+        return kind
     if status == 429 or "rate limit" in lowered:
         return LimitKind.SECONDARY
     return LimitKind.FORBIDDEN
@@ -131,15 +132,24 @@ def classify_graphql(headers: Mapping[str, str], message: str) -> LimitKind:
     https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
     """
     lowered = message.lower()
+    if (kind := _said(headers, lowered)) is not None:
+        return kind
+    if "api rate limit" in lowered or "primary rate limit" in lowered:
+        return LimitKind.PRIMARY
+    return LimitKind.SECONDARY
+
+
+def _said(headers: Mapping[str, str], lowered: str) -> LimitKind | None:
+    """The kind an answer says outright, REST's or GraphQL's: secondary by its message
+    (or GitHub's older "abuse" wording) or a `retry-after`; primary by
+    `x-ratelimit-remaining: 0`. None when it says neither (`lowered`: the message)."""
     if "secondary rate limit" in lowered or "abuse" in lowered:
         return LimitKind.SECONDARY
     if headers.get("retry-after") is not None:
         return LimitKind.SECONDARY
     if headers.get("x-ratelimit-remaining") == "0":
         return LimitKind.PRIMARY
-    if "api rate limit" in lowered or "primary rate limit" in lowered:
-        return LimitKind.PRIMARY
-    return LimitKind.SECONDARY
+    return None
 
 
 def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> float:

@@ -60,7 +60,7 @@ from ghbot.errors import (
     UsageError,
 )
 from ghbot.logs import LogLimiter
-from ghbot.ratelimit import Budget, Lease, RateLimit
+from ghbot.ratelimit import Budget, Lease, RateLimit, holding_lease
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
 
 if TYPE_CHECKING:
@@ -556,15 +556,18 @@ class GitHub:
             except _Refused as refused:
                 # The budget's own count said no: never sent. Asked GitHub first when
                 # no answer has told it when it reopens; waited out in-line when its
-                # reset is near, as GitHub's limits are; not for open leases (a
-                # handler holding one would wait on itself), which the caller waits.
+                # reset (or its open leases' settling) is near, as GitHub's limits
+                # are; not when no reset is known (a guess), nor by a task that holds
+                # a lease itself when only leases stand in the way (it would wait on
+                # its own): raised, its caller waits.
                 refusal, spent = refused.error, refused.budget
                 if not asked and not spent.told:
                     asked = True
                     if await self.learn_budget(spent):
                         continue
-                leased = spent.usable(opts.clock()) >= 1
-                if leased or not self._may_wait(refusal, limit_hits):
+                own = holding_lease.get() and spent.usable(opts.clock()) >= 1
+                guessed = refusal.reset_after is None
+                if own or guessed or not self._may_wait(refusal, limit_hits):
                     _log_refused(call, refusal)
                     raise refusal from None
                 limit_hits += 1
@@ -572,6 +575,9 @@ class GitHub:
                 _log_refused(call, refusal, waits=True)
                 await self._pause(opts.retry.spread(refusal.retry_after))
                 continue
+            except RateLimited as exc:  # a pause or the content count, too long to wait
+                _log_refused(call, exc)
+                raise
             self._observe(budget, status, headers)
             if call.at_home():
                 # 501: the server does not implement this (RFC 9110 15.6.2), a lasting

@@ -16,7 +16,7 @@ from ghbot.client import github as github_module
 from ghbot.client.response import Response
 from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
 from ghbot.logs import LogLimiter
-from ghbot.ratelimit import Budget, RateLimit
+from ghbot.ratelimit import Budget, RateLimit, holding_lease
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 
@@ -155,8 +155,16 @@ async def test_a_success_sent_before_a_limit_does_not_end_the_row(
 
 
 async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
-    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+    fake: FakeGitHub,
+    clock: FakeClock,
+    token_client: Callable[..., GitHub],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A secondary limit longer than `max_rate_limit_wait` raises at once and pauses
+    the installation; a request refused by the pause is not sent, and a WARNING names
+    it (a few a minute)."""
+    monkeypatch.setattr(github_module, "_REFUSED_LOGGED", LogLimiter(burst=5, per=60.0))
     gh = token_client()
     fake.faults.add("/issues/1$", "secondary", status=429, retry_after=120)
     with pytest.raises(RateLimited) as caught:
@@ -168,9 +176,14 @@ async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
     )
     assert clock.sleeps == []
     sent = len(fake.requests)
-    with pytest.raises(RateLimited, match="paused"):
+    with (
+        caplog.at_level(logging.WARNING, logger="ghbot.client"),
+        pytest.raises(RateLimited, match="paused"),
+    ):
         await gh.request("GET", f"/repos/{REPO}")
     assert len(fake.requests) == sent, "a paused installation sends nothing"
+    refused = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert refused and refused[-1].startswith(f"secondary rate limit on GET /repos/{REPO}:")
     clock.advance(121)
     assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
 
@@ -361,18 +374,27 @@ async def test_a_budget_the_client_counts_as_spent_is_waited_out_when_its_reset_
     assert len(fake.requests_to(f"/repos/{REPO}")) == sent + 1
 
 
-async def test_a_request_refused_only_by_open_leases_is_raised_not_waited_in_line(
+async def test_a_request_refused_only_by_open_leases_waits_unless_its_task_holds_one(
     fake: FakeGitHub, clock: FakeClock, options: ClientOptions, token_client: Callable[..., GitHub]
 ) -> None:
-    """Open leases hold all the budget has: a request beside them raises at once (its
-    caller waits for them to settle). Waited in-line, a handler holding the lease and
-    making the request would wait on itself, 10 s at a time."""
+    """Open leases hold all the budget has. A request of another handler's waits for
+    them in-line, 10 s at a time, up to `max_rate_limit_waits`, then raises (they did
+    not settle here); one of a task that holds a lease itself (`holding_lease`, set by
+    `Quota.lease`) raises at once, as it would wait on its own lease."""
     gh = token_client(options=options.replace(etags=None))
     await gh.request("GET", f"/repos/{REPO}")  # the budget told by GitHub's answer
     budget = gh.budgets.core
     budget.lease(budget.available(clock()), clock())
     with pytest.raises(RateLimited, match="open leases"):
         await gh.request("GET", f"/repos/{REPO}")
+    assert len(clock.sleeps) == 3 and all(10 <= s <= 11.01 for s in clock.sleeps)
+    clock.sleeps.clear()
+    held = holding_lease.set(True)
+    try:
+        with pytest.raises(RateLimited, match="open leases"):
+            await gh.request("GET", f"/repos/{REPO}")
+    finally:
+        holding_lease.reset(held)
     assert clock.sleeps == []
 
 
@@ -578,6 +600,22 @@ async def test_a_budget_spent_before_any_answer_asks_github_for_its_numbers(
     quota = fake.quotas.get("installation:1", "core")
     assert budget.told and budget.reset == quota.reset and budget.remaining == 4999
     assert fake.rate_limit(1) == 4999  # the question counted against nothing
+
+
+async def test_a_budget_whose_reset_github_does_not_say_raises_without_waiting_on_a_guess(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """The same, but GitHub answers `GET /rate_limit` 404 (as a GHES with rate limits
+    off would): the refusal, whose minute is a guess, is raised at once, not slept on
+    in-line, and says when to try again."""
+    fake.faults.add("^/rate_limit$", "status", None, status=404)
+    gh = token_client()
+    budget = gh.budgets.core
+    budget.settle(budget.lease(4500, clock()), 4500, clock())
+    with pytest.raises(RateLimited, match="budget is spent") as caught:
+        await gh.request("GET", ISSUE)
+    assert caught.value.retry_after == 60.0 and caught.value.reset_after is None
+    assert clock.sleeps == [] and [r.path for r in fake.requests] == ["/rate_limit"]
 
 
 async def test_a_budget_github_says_is_spent_waits_for_the_reset_it_gives(
