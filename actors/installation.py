@@ -58,6 +58,7 @@ from ghbot.errors import (
     CircuitOpen,
     Fenced,
     HandlerCancelled,
+    InstallationUnavailable,
     JournalError,
     JournalUnavailable,
     MalformedPayload,
@@ -77,7 +78,11 @@ Sleep = Callable[[float], Awaitable[None]]
 Job = Callable[[], Awaitable[None]]
 
 #: Handler errors that every attempt would raise again: dead-lettered at once.
-_FINAL: tuple[type[Exception], ...] = (NoInstallation, RepositoryConfigError)
+_FINAL: tuple[type[Exception], ...] = (
+    NoInstallation,
+    RepositoryConfigError,
+    InstallationUnavailable,
+)
 
 #: The delivery (GUID, event name) whose handlers run in this task, for error messages.
 _current: ContextVar[tuple[str, str] | None] = ContextVar("ghbot_delivery", default=None)
@@ -290,6 +295,7 @@ class InstallationHost:
         "_find",
         "_mailbox",
         "_on_fenced",
+        "_on_unavailable",
         "_on_written",
         "_replays",
         "_retry",
@@ -299,6 +305,7 @@ class InstallationHost:
         "applied",
         "bot",
         "diverged",
+        "evolve_error",
         "installation_id",
         "last_seq",
         "last_used",
@@ -322,6 +329,7 @@ class InstallationHost:
         on_written: Callable[[InstallationHost], None] = lambda _host: None,
         find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
         on_fenced: Callable[[InstallationHost], None] = lambda _host: None,
+        on_unavailable: Callable[[InstallationHost], None] = lambda _host: None,
         tracebacks: bool = False,
     ) -> None:
         self.installation_id = installation_id
@@ -335,6 +343,8 @@ class InstallationHost:
         #: Set when the bot's `evolve` raised on an event this host journaled: its state
         #: is no fold of the journal from then on, and is never saved as a snapshot.
         self.diverged = False
+        #: What `evolve` raised when it did (the test harness raises it to the test).
+        self.evolve_error: Exception | None = None
         #: The last event the host was rebuilt from: later events are new to it.
         self.restored_seq = 0
         self.snapshot_seq = 0
@@ -343,6 +353,9 @@ class InstallationHost:
         #: Told when a newer shard fenced this host's write (the shard stops the other
         #: hosts of its virtual shard).
         self._on_fenced = on_fenced
+        #: Told when GitHub refused the installation's token for a scheduled run: it is
+        #: not installed or suspended (the shard stops scheduling it).
+        self._on_unavailable = on_unavailable
         self._append = append
         self._find = find
         self._retry = retry
@@ -769,6 +782,13 @@ class InstallationHost:
                 if await self._attempt_failed(run, event, name, exc, attempt, last=last):
                     return
                 continue
+            except InstallationUnavailable as exc:
+                if pending.received.event == SCHEDULE_EVENT and last:
+                    await self._unscheduled(run, event, name, exc, attempt)
+                    return
+                if await self._attempt_failed(run, event, name, exc, attempt, last=last):
+                    return
+                continue
             except Exception as exc:
                 if await self._attempt_failed(run, event, name, exc, attempt, last=last):
                     return
@@ -800,11 +820,46 @@ class InstallationHost:
             try:
                 for domain in emitted:
                     self.bot.state = self.bot.evolve(self.bot.state, domain)
-            except Exception:
+            except Exception as exc:
                 # Journaled but not folded: a snapshot of this state would lose them.
                 self.diverged = True
+                self.evolve_error = exc
                 raise
             return
+
+    async def _unscheduled(
+        self, run: _Run, event: Event, name: str, exc: InstallationUnavailable, attempt: int
+    ) -> None:
+        """End a scheduled run whose installation GitHub says is not installed or is
+        suspended: its attempt journaled as failed and the run completed, no dead letter
+        (the next run would fail the same way, and the one after); the shard schedules
+        the installation no more until it is installed again or unsuspended."""
+        if run.refused:
+            raise _Stopped from exc
+        run.journaling()
+        delivery_id = event.delivery_id or ""
+        log.info(
+            "%s: %s not run: %s; no more scheduled runs until it is installed again or unsuspended",
+            self.stream,
+            name,
+            _message(exc),
+            extra=self._fields(event, name, error_type=type(exc).__name__),
+        )
+        await self._write(
+            [
+                HandlerFailed(
+                    delivery_id=delivery_id,
+                    handler=name,
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
+                    error=_message(exc),
+                    retry_in=0.0,
+                    retry_at=0.0,
+                ),
+                DeliveryCompleted(delivery_id=delivery_id),
+            ]
+        )
+        self._on_unavailable(self)
 
     async def _attempt_failed(
         self, run: _Run, event: Event, name: str, exc: Exception, attempt: int, *, last: bool

@@ -21,9 +21,10 @@ sees an installation) waits for the next boundary; a run due while no shard was 
 skipped, not made up. The installations scheduled are those with a journal stream,
 that is every installation that ever sent a delivery (`installation.created` included),
 but for those whose `installation.deleted` or `suspend` the shard journaled since it
-started (`created` and `unsuspend` put them back). A gap: a shard started after such a
-delivery schedules the installation again; its runs then fail to get a token and are
-dead-lettered, one per interval, until someone removes its stream.
+started, and those whose token GitHub refused to a run because the App is not installed
+there or the installation is suspended (`InstallationUnavailable`): such a run ends
+without a dead letter. `created` and `unsuspend` put them back. So a shard started after
+an installation was removed (a restart, an upgrade) runs it once more, which ends so.
 """
 
 from __future__ import annotations

@@ -632,12 +632,19 @@ class ShardCore:
         """Keep `@every` runs off an installation removed or suspended, and back on."""
         action = decode_envelope(item.received.body).action
         if action in ("deleted", "suspend"):
-            self._inactive.add(item.installation_id)
-            # Back on later, its runs start at the next boundary, as on a first look.
-            for key in [k for k in self._slots if k[0] == item.installation_id]:
-                del self._slots[key]
+            self._set_scheduled(item.installation_id, False)
         elif action in ("created", "unsuspend"):
-            self._inactive.discard(item.installation_id)
+            self._set_scheduled(item.installation_id, True)
+
+    def _set_scheduled(self, installation_id: int, scheduled: bool) -> None:
+        """Schedule `installation_id`'s `@every` runs again, or no more."""
+        if scheduled:
+            self._inactive.discard(installation_id)
+            return
+        self._inactive.add(installation_id)
+        # Back on later, its runs start at the next boundary, as on a first look.
+        for key in [k for k in self._slots if k[0] == installation_id]:
+            del self._slots[key]
 
     async def _installations(self, vshard: int) -> list[int]:
         """Return the installations with a journal stream in `vshard`."""
@@ -786,6 +793,7 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
             on_fenced=self._fenced,
+            on_unavailable=lambda gone: self._set_scheduled(gone.installation_id, False),
             tracebacks=self.tracebacks,
         )
         if (self.draining and not self._finishing) or vshard in self._fenced_vshards:

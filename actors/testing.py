@@ -255,6 +255,7 @@ class BotHarness:
         first = (await journal.last_seq(stream, shard=vshard)) + 1
         [status] = await self.shard.ingest(encode_batch([inbound]))
         await self.shard.wait_idle()
+        self._raise_evolve_failure()
         requests = [r for r in list(self.fake.requests)[seen:] if "/access_tokens" not in r.path]
         return Delivered(
             delivery_id=guid,
@@ -278,6 +279,7 @@ class BotHarness:
         self.clock.advance(seconds)
         runs = await self.shard.schedule_due()
         await self.shard.wait_idle()
+        self._raise_evolve_failure()
         requests = [r for r in list(self.fake.requests)[start:] if "/access_tokens" not in r.path]
         dead = [
             d
@@ -295,6 +297,22 @@ class BotHarness:
         """Return the bot's state (the fold of its domain events) for the installation."""
         host = await self.shard.host(installation_id or self.installation_id)
         return host.bot.state
+
+    def _raise_evolve_failure(self) -> None:
+        """Raise `UsageError` for the bot's `evolve` having raised on a domain event a
+        handler emitted: the event is journaled, the state lacks it, and an
+        installation whose events `evolve` cannot fold is not activated again. (A
+        handler that raised is a dead letter; this is not a handler's failure.)"""
+        for host in self.shard.hosts.values():
+            if (error := host.evolve_error) is not None:
+                host.evolve_error = None
+                raise UsageError(
+                    f"{self.bot.__name__}.evolve raised {type(error).__name__} ({error}) "
+                    f"on a domain event a handler emitted for installation "
+                    f"{host.installation_id}: the event is journaled but not in the state, "
+                    "and the installation will not be activated again until evolve folds "
+                    "it (its deliveries stay pending)"
+                ) from error
 
     def _payload(
         self, event: str, payload: Mapping[str, Any] | bytes | Path | None

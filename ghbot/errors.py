@@ -15,7 +15,7 @@ GhBotError
 │   └── UnsupportedContentType                     415
 ├── GitHubError           GitHub answered with an error
 │   ├── ClientError       4xx: BadRequest, Unauthorized, Forbidden, NotFound, Gone,
-│   │                     ValidationFailed, RateLimited
+│   │                     ValidationFailed, RateLimited, InstallationUnavailable
 │   ├── ServerError       5xx
 │   └── GraphQLError      a 200 whose body lists errors
 ├── TransportError        no answer at all: Timeout, ConnectionFailed
@@ -48,6 +48,7 @@ __all__ = [
     "Gone",
     "GraphQLError",
     "HandlerCancelled",
+    "InstallationUnavailable",
     "InvalidSignature",
     "JournalError",
     "JournalUnavailable",
@@ -285,6 +286,25 @@ class ValidationFailed(ClientError):
     ) -> None:
         super().__init__(status, message, **kwargs)
         self.errors: list[Mapping[str, Any] | str] = list(errors)
+
+
+class InstallationUnavailable(ClientError):
+    """GitHub refused an installation's token: the App is not installed there (404:
+    uninstalled, or an ID of another App's) or the installation is suspended (403,
+    `suspended`).
+
+    No call can be made for it until it is installed again or unsuspended, so retrying
+    does not help: the runtime dead-letters a delivery's handler at once, and ends a
+    scheduled (`@every`) run without a dead letter and schedules the installation no
+    more until GitHub sends its `installation.created` or `installation.unsuspend`.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, installation_id: int, suspended: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(status, message, **kwargs)
+        self.installation_id = installation_id
+        self.suspended = suspended
 
 
 class RateLimited(ClientError):

@@ -50,8 +50,11 @@ from ghbot.config import Settings, graphql_url
 from ghbot.errors import (
     CircuitOpen,
     ConnectionFailed,
+    Forbidden,
     GitHubError,
+    InstallationUnavailable,
     LeaseExhausted,
+    NotFound,
     RateLimited,
     ServerError,
     Timeout,
@@ -938,10 +941,19 @@ class GitHub:
         return True
 
     def token_failed(self, exc: BaseException) -> None:
-        """Open the installation's breaker and raise `CircuitOpen` when its token could
-        not be had because GitHub failed the exchange (a 5xx, a timeout, a dropped
-        connection, after the exchange's own retries): no call can go until it can, so
-        its deliveries wait as in an outage instead of spending their attempts on it."""
+        """Judge why the installation's token could not be had, raising what its caller
+        should see instead of `exc`, if anything.
+
+        GitHub failed the exchange (a 5xx, a timeout, a dropped connection, after the
+        exchange's own retries): open the installation's breaker and raise
+        `CircuitOpen`; no call can go until it can, so its deliveries wait as in an
+        outage instead of spending their attempts on it. GitHub refused it because the
+        App is not installed there (404) or the installation is suspended (403 saying
+        so): raise `InstallationUnavailable`, which no wait cures.
+        """
+        installation_id = getattr(self._creds, "installation_id", None)
+        if installation_id is not None and (gone := _unavailable(exc, installation_id)):
+            raise gone from exc
         breaker = self._state.breaker
         if breaker is None or not isinstance(exc, ServerError | TransportError):
             return
@@ -955,6 +967,27 @@ class GitHub:
         """Sleep `seconds` (the options' sleep), telling the call's watcher."""
         with _waiting():
             await self.options.sleep(seconds)
+
+
+def _unavailable(exc: BaseException, installation_id: int) -> InstallationUnavailable | None:
+    """`InstallationUnavailable` for GitHub's refusal (`exc`) of an installation's token
+    that says it is not installed or suspended; None for any other failure."""
+    if isinstance(exc, NotFound):
+        suspended, what = False, "not installed (uninstalled, or another App's)"
+    elif isinstance(exc, Forbidden) and "suspended" in str(exc).lower():
+        suspended, what = True, "suspended"
+    else:
+        return None
+    status = 403 if suspended else 404
+    return InstallationUnavailable(
+        status,
+        f"installation {installation_id} is {what}: GitHub refused its token",
+        installation_id=installation_id,
+        suspended=suspended,
+        method=getattr(exc, "method", ""),
+        url=getattr(exc, "url", ""),
+        request_id=getattr(exc, "request_id", None),
+    )
 
 
 @contextmanager

@@ -14,7 +14,9 @@ from ghbot.client.pool import Pool
 from ghbot.client.tokens import KEPT_FOR
 from ghbot.errors import (
     ConfigError,
+    Forbidden,
     GitHubError,
+    InstallationUnavailable,
     NotFound,
     Unauthorized,
     UsageError,
@@ -547,3 +549,41 @@ async def test_the_fake_takes_a_second_key_while_one_rotates() -> None:
             fake.remove_key(new_public)
         with pytest.raises(UsageError, match="no such key"):
             fake.remove_key(old_public)
+
+
+async def test_an_installation_github_no_longer_knows_is_unavailable_not_not_found(
+    fake: FakeGitHub, clock: FakeClock, installation: GitHub
+) -> None:
+    """Uninstalled: its token is refused (401) and a new one is not given (404). What the
+    caller sees says so, so that the runtime stops trying (not a handler's 404)."""
+    await installation.request("GET", f"/repos/{REPO}")
+    del fake.store.installations[1]  # uninstalled: GitHub forgets it and its tokens
+    clock.advance(60)
+    with pytest.raises(InstallationUnavailable) as raised:
+        await installation.request("GET", f"/repos/{REPO}/issues/1")
+    gone = raised.value
+    assert (gone.status, gone.installation_id, gone.suspended) == (404, 1, False)
+    assert "installation 1 is not installed" in str(gone) and TOKENS in gone.url
+    assert isinstance(gone.__cause__, NotFound)
+
+
+async def test_a_suspended_installation_is_unavailable(
+    fake: FakeGitHub, installation: GitHub
+) -> None:
+    # GitHub's answer to a suspended installation's token exchange (as octokit.rb and
+    # others report it).
+    suspended = {"message": "This installation has been suspended"}
+    fake.stub("POST", TOKENS, suspended, status=403, auth="jwt")
+    with pytest.raises(InstallationUnavailable) as raised:
+        await installation.request("GET", f"/repos/{REPO}")
+    assert (raised.value.status, raised.value.suspended) == (403, True)
+    assert "installation 1 is suspended" in str(raised.value)
+
+
+async def test_a_token_refused_for_another_reason_is_raised_as_it_came(
+    fake: FakeGitHub, installation: GitHub
+) -> None:
+    fake.stub("POST", TOKENS, {"message": "Resource not accessible"}, status=403, auth="jwt")
+    with pytest.raises(Forbidden) as raised:
+        await installation.request("GET", f"/repos/{REPO}")
+    assert not isinstance(raised.value, InstallationUnavailable)

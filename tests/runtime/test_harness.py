@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from actors import InstallationActor, on
@@ -582,3 +583,42 @@ async def test_a_handler_reads_the_runtimes_clock_which_the_harness_moves() -> N
         assert Clocked.seen[1] == bot.clock()
     assert Clocked.seen[1] - Clocked.seen[0] >= 31 * 86400
     assert abs(Clocked().now() - time.time()) < 60  # outside a runtime: time.time()
+
+
+class Counted(msgspec.Struct):
+    number: int
+
+
+class BadFold(InstallationActor):
+    """Emits a domain event its `evolve` cannot fold (a bug of the bot's own)."""
+
+    domain_events = (Counted,)
+
+    def evolve(self, state: Any, event: msgspec.Struct) -> Any:
+        return {**state, "last": state["missing"]}  # KeyError
+
+    def initial_state(self) -> Any:
+        return {}
+
+    @on("issues.opened")
+    async def count(self, event: Event) -> None:
+        self.emit(Counted(number=1))
+
+
+async def test_an_evolve_that_raises_fails_the_delivery_in_the_harness() -> None:
+    """It was neither raised nor a dead letter: the test passed, and a deployment would
+    not activate the installation again (its deliveries pending, as below)."""
+    async with BotHarness(BadFold) as bot:
+        with pytest.raises(UsageError, match=r"BadFold\.evolve raised KeyError") as raised:
+            await bot.deliver("issues.opened")
+        assert isinstance(raised.value.__cause__, KeyError)
+        # What the message says of a deployment: read again (after a passivation, a
+        # restart), the installation is not activated and its next delivery waits.
+        bot.shard.passivate(force_idle=True)
+        done = await bot.deliver("issues.opened")
+        assert done.status == "accepted" and done.dead_letters == []
+        assert bot.installation_id not in bot.shard.hosts
+        journal = bot.shard.appends.journal
+        stream = stream_name(bot.installation_id)
+        records = await journal.read(stream, shard=vshard_of(bot.installation_id, VSHARDS))
+        assert [r.type for r in records][-1] == "DeliveryReceived"  # pending, not run

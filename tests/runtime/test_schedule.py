@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -181,6 +182,55 @@ async def test_a_removed_or_suspended_installation_is_not_scheduled() -> None:
         assert sweeps(await bot.advance(3600)) == 0
         await bot.deliver("installation.unsuspend")
         assert sweeps(await bot.advance(3600)) == 1
+
+
+async def test_an_installation_removed_before_the_shard_started_is_dropped_at_its_first_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shard started after an installation's `installation.deleted` (a restart, an
+    upgrade) has not seen it: its first run learns it from GitHub's refusal of the
+    token, ends without a dead letter, and the installation is scheduled no more (it
+    was dead-lettered every interval, for good)."""
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+        await bot.deliver("installation.deleted")
+        del bot.fake.store.installations[bot.installation_id]  # GitHub forgets it
+        bot.shard._inactive, bot.shard._slots = set(), {}  # what a new shard knows
+        with caplog.at_level(logging.INFO, "ghbot.installation"):
+            done = await bot.advance(3600)
+        assert done.status == "1 run(s)" and sweeps(done) == 0 and done.dead_letters == []
+        assert "sweep not run: 404 installation 1 is not installed" in caplog.text
+        assert await bot.shard.dead_letters() == []
+        host = await bot.shard.host(bot.installation_id)
+        assert host.progress.pending == {}  # the run is complete
+        assert (await bot.advance(3600)).status == "0 run(s)"
+        assert (await bot.advance(3600)).status == "0 run(s)"
+        # Installed again: GitHub knows it, and its runs come back.
+        bot.fake.add_installation(bot.installation_id, "Codertocat", ["Hello-World"])
+        await bot.deliver("installation.created")
+        assert sweeps(await bot.advance(3600)) == 1
+
+
+class Commenter(InstallationActor):
+    max_attempts = 5
+
+    @on("issues.opened")
+    async def comment(self, event: Event) -> None:
+        await self.github.request("POST", f"{ISSUES}/1/comments", json={"body": "hi"})
+
+
+async def test_a_delivery_for_a_suspended_installation_is_dead_lettered_at_once() -> None:
+    """A webhook's handler is not skipped as a scheduled run is: its delivery is
+    dead-lettered, at its first attempt (it was retried `max_attempts` times)."""
+    async with BotHarness(Commenter) as bot:
+        suspended = {"message": "This installation has been suspended"}
+        tokens = f"/app/installations/{bot.installation_id}/access_tokens"
+        bot.fake.stub("POST", tokens, suspended, status=403, auth="jwt")
+        done = await bot.deliver("issues.opened")
+        [dead] = done.dead_letters
+        assert (dead["attempts"], dead["error_type"]) == (1, "InstallationUnavailable")
+        assert "installation 1 is suspended" in dead["error"]
 
 
 class NotSweeping(Sweeper):
