@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from starlette.requests import Request
 
 from actors.bot import InstallationActor, on
 from actors.ray.ingress import ShardUnavailable
@@ -138,6 +141,29 @@ async def test_refused_deliveries_by_reason(
     else:
         assert m.count("ghbot_webhook_signature_failures_total") == 0
         assert m.delta("ghbot_webhook_parse_errors_total") == {frozenset({("reason", reason)}): 1}
+    assert m.delta("ghbot_webhooks_received_total") == {}
+
+
+async def test_a_sender_gone_mid_body_is_counted_malformed_before_its_signature() -> None:
+    """docs/operations.md, GhbotParseErrorRateHigh: a sender that closes the connection
+    before its body ends is refused while the body is read, before any signature
+    check, and counted as `malformed`: unsigned senders can produce it."""
+    m = metered()
+    messages: Iterator[dict[str, Any]] = iter(
+        [
+            {"type": "http.request", "body": b'{"action": "ope', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    unsigned = webhook_request(b"", x_hub_signature_256="sha256=" + "0" * 64)
+    answer = await bare_ingress(Gated).webhook(Request(unsigned.scope, receive))
+    assert answer.status_code == 400
+    assert m.delta("ghbot_webhook_parse_errors_total") == {frozenset({("reason", "malformed")}): 1}
+    assert m.count("ghbot_webhook_signature_failures_total") == 0
     assert m.delta("ghbot_webhooks_received_total") == {}
 
 
