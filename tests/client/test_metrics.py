@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -196,6 +197,38 @@ async def test_a_cache_with_an_outside_mint_counts_lookups_only(clock: FakeClock
     assert m.count("ghbot_token_cache_lookups_total", result="hit") == 2
     # Token requests are counted where the exchange with GitHub happens (GitHubApp).
     assert m.delta("ghbot_token_requests_total") == {}
+
+
+async def test_a_lookup_waiting_for_an_exchange_in_flight_counts_as_a_miss(
+    clock: FakeClock,
+) -> None:
+    """docs/operations.md, token cache hit rate: two lookups while one exchange is in
+    flight are two misses, and one exchange."""
+    from ghbot.auth import InstallationToken
+
+    release = asyncio.Event()
+    exchanges = 0
+
+    async def mint(installation_id: int) -> InstallationToken:
+        nonlocal exchanges
+        exchanges += 1
+        await release.wait()
+        return InstallationToken("ghs_" + "x" * 36, clock() + 3600, minted_at=clock())
+
+    m = metered()
+    tokens = InstallationTokens(mint, clock=clock)
+    lookups = asyncio.gather(tokens.get(7), tokens.get(7))
+    for _ in range(5):
+        await asyncio.sleep(0)  # both lookups are made before the exchange ends
+    assert m.count("ghbot_token_cache_lookups_total", result="miss") == 2
+    release.set()
+    first, second = await lookups
+    assert first is second
+    assert exchanges == 1 == tokens.minted
+    assert m.count("ghbot_token_cache_lookups_total", result="miss") == 2
+    assert m.count("ghbot_token_cache_lookups_total", result="hit") == 0
+    await tokens.get(7)
+    assert m.count("ghbot_token_cache_lookups_total", result="hit") == 1
 
 
 async def test_every_label_recorded_is_bounded(
