@@ -4,16 +4,19 @@
 every alert fire on some series and stay quiet on others) run when promtool is on the
 PATH (Debian's `prometheus` package; `.ci/run` installs it). Without it these tests
 skip locally, and fail under CI (`CI` set) or with `GHBOT_REQUIRE_PROMTOOL=1`, so
-CI never passes by skipping them. The rest (thresholds, runbooks, metric names) needs
-only Python.
+CI never passes by skipping them. The rest (thresholds, runbooks, metric names, the
+label values the rules, alerts and dashboard filter on, docs/operations.md's metric
+table) needs only Python.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ ALERTS = PROMETHEUS / "ghbot-alerts.yml"
 RULE_TESTS = PROMETHEUS / "ghbot-alerts.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
+DASHBOARD = ROOT / "deploy" / "grafana" / "ghbot.json"
 
 #: ghbot's metrics (docs/operations.md's table) and their labels.
 METRICS: dict[str, frozenset[str]] = {
@@ -281,3 +285,186 @@ def test_the_rule_tests_cover_every_alert_both_ways_and_both_spellings() -> None
     assert any(s.startswith("ghbot_") for s in series)
     for name in THRESHOLDS:
         assert RULE_TESTS.read_text().count(f"docs/operations.md#{name.lower()}") >= 1
+
+
+# --- The label values the rules, alerts and dashboard filter on -------------------------
+
+#: A series' name (raw, either spelling, or recorded) and its braces; or braces alone.
+_BRACES = re.compile(r"((?:ray_)?ghbot[a-z0-9_:]*)?\{([^{}]*)\}")
+#: One matcher inside braces: `label="v"`, `label!="v"`, `label=~"a|b"`, `label!~"a|b"`.
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+#: Labels that are not ghbot's: the scrape's, the histogram's, the name itself.
+_NOT_GHBOTS = {"job", "le", "__name__"}
+
+
+def _dashboard_exprs() -> Iterator[str]:
+    def walk(panels: list[dict[str, Any]]) -> Iterator[str]:
+        for panel in panels:
+            yield from walk(panel.get("panels", []))
+            yield from (target["expr"] for target in panel.get("targets", []))
+
+    yield from walk(json.loads(DASHBOARD.read_text())["panels"])
+
+
+def _filtering_exprs() -> Iterator[tuple[str, str]]:
+    """Every PromQL expression that may filter on a label value: (where, expression)."""
+    for rule in _rules(RULES):
+        yield f"{RULES.name}: {rule['record']}", rule["expr"]
+    for rule in _rules(ALERTS):
+        yield f"{ALERTS.name}: {rule['alert']}", rule["expr"]
+    for expr in _dashboard_exprs():
+        yield DASHBOARD.name, expr
+
+
+def _base(name: str) -> str:
+    """A raw series' metric: `ray_` and a histogram's `_bucket`/`_sum`/`_count` dropped."""
+    name = name.removeprefix("ray_")
+    return re.sub(r"_(bucket|sum|count)$", "", name) if "_seconds_" in name else name
+
+
+def _sources(name: str) -> set[str]:
+    """The ghbot metrics a raw or recorded series is made of (recorded ones followed)."""
+    if ":" not in name:
+        return {_base(name)}
+    (rule,) = [rule for rule in _rules(RULES) if rule["record"] == name]
+    found = {_base(raw) for raw in _SELECTOR.findall(rule["expr"])}
+    for used in set(re.findall(r"ghbot:[a-z0-9_:]+", rule["expr"])) - {name}:
+        found |= _sources(used)
+    return found
+
+
+def _emitted() -> dict[str, dict[str, frozenset[str]]]:
+    """Each metric's labels and every value ghbot records them with: the bound label
+    sets of ghbot/metrics.py that its instruments are given (`resource`: the resources
+    GitHub names, and the `other` that `rate_limit_seen` makes of the rest)."""
+    metrics = pytest.importorskip("ghbot.metrics")
+    from ghbot.models import KNOWN_EVENTS
+
+    def values(bound: Iterable[Mapping[str, str]]) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for labels in bound:
+            for key, value in labels.items():
+                found.setdefault(key, set()).add(value)
+        return {key: frozenset(found[key]) for key in found}
+
+    events = values(metrics.event_label(e) for e in [*KNOWN_EVENTS, "other"])
+    resources = {"resource": frozenset({*metrics.RATE_LIMIT_RESOURCES, "other"})}
+    outcome = values(metrics._OUTCOME.values())
+    return {
+        "ghbot_jwt_failures_total": values(metrics.JWT_FAILURE.values()),
+        "ghbot_token_requests_total": values([metrics.TOKEN_OK, metrics.TOKEN_ERROR]),
+        "ghbot_token_cache_lookups_total": values([metrics.CACHE_HIT, metrics.CACHE_MISS]),
+        "ghbot_token_refreshes_total": values([metrics.PROACTIVE, metrics.REACTIVE]),
+        "ghbot_auth_failures_total": values(metrics.AUTH_FAILURE.values()),
+        "ghbot_api_requests_total": values(metrics._API.values()),
+        "ghbot_api_request_duration_seconds": values(metrics._METHOD.values()),
+        "ghbot_rate_limit_remaining_ratio": resources,
+        "ghbot_rate_limit_reset_seconds": resources,
+        "ghbot_api_retries_total": values(metrics.RETRY.values()),
+        "ghbot_webhooks_received_total": events,
+        "ghbot_webhook_processing_seconds": events,
+        "ghbot_webhook_parse_errors_total": values(metrics.PARSE_ERROR.values()),
+        "ghbot_shard_call_duration_seconds": outcome,
+        "ghbot_webhooks_unavailable_total": values(metrics._UNAVAILABLE.values()),
+        "ghbot_held_deliveries_total": values(metrics._HOLD_OUTCOME.values()),
+        "ghbot_journal_append_duration_seconds": outcome,
+    }
+
+
+def _value_filters() -> Iterator[tuple[str, set[str], str, str, str]]:
+    """Each matcher on a ghbot label: (where, metrics, label, operator, value)."""
+    for where, expr in _filtering_exprs():
+        for name, braces in _BRACES.findall(expr):
+            matchers = _MATCHER.findall(braces)
+            if not name:
+                named = [v for label, _, v in matchers if label == "__name__"]
+                if not named:
+                    continue
+                name = named[0].removeprefix("(ray_)?")
+            sources = _sources(name)
+            for label, operator, value in matchers:
+                if label not in _NOT_GHBOTS:
+                    yield where, sources, label, operator, value
+
+
+def _unknown_values(emitted: Mapping[str, Mapping[str, frozenset[str]]]) -> list[str]:
+    unknown = []
+    for where, sources, label, operator, value in _value_filters():
+        can = frozenset().union(*(emitted.get(m, {}).get(label, frozenset()) for m in sources))
+        if operator in {"=~", "!~"}:
+            assert re.fullmatch(r"[\w]+(\|[\w]+)*", value), f"{where}: {value!r} is not a|b"
+            wanted = set(value.split("|"))
+        else:
+            wanted = {value}
+        if not wanted <= can:
+            unknown.append(f"{where}: {label}{operator}{value!r} ({sorted(wanted - can)})")
+    return unknown
+
+
+def test_every_label_value_the_rules_alerts_and_dashboard_filter_on_is_one_ghbot_records() -> None:
+    """Renaming a label value in ghbot/metrics.py (`propagation`, `expired`, `hit`,
+    `5xx`, ...) would otherwise change an alert silently: `type!="propagation"` matching
+    everything, `outcome="expired"` nothing."""
+    filters = list(_value_filters())
+    seen = {(label, value) for _, _, label, _, value in filters}
+    # The matchers this reads (so a change to the extraction that finds none fails).
+    assert {
+        ("type", "propagation"),
+        ("result", "hit"),
+        ("status_class", "5xx|network"),
+        ("outcome", "expired"),
+        ("outcome", "error"),
+    } <= seen
+    assert _unknown_values(_emitted()) == []
+
+
+def test_a_label_value_ghbot_no_longer_records_is_caught() -> None:
+    emitted = _emitted()
+    renamed = {
+        **emitted,
+        "ghbot_auth_failures_total": {
+            "type": emitted["ghbot_auth_failures_total"]["type"] - {"propagation"}
+        },
+    }
+    assert (
+        _unknown_values(renamed)
+        == [f"{RULES.name}: ghbot:auth_failure_ratio:rate5m: type!='propagation' (['propagation'])"]
+        * 2
+    )
+
+
+def _metric_table() -> dict[str, tuple[str, dict[str, frozenset[str] | None]]]:
+    """docs/operations.md's metric table: metric -> (type, label -> values listed or None)."""
+    lines = OPERATIONS.read_text().split("\n## Metrics\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| `"))
+    table: dict[str, tuple[str, dict[str, frozenset[str] | None]]] = {}
+    for line in lines[start:]:
+        if not line.startswith("| `"):
+            break
+        name, kind, labels = (cell.strip() for cell in line.strip("|").split("|"))
+        found: dict[str, frozenset[str] | None] = {}
+        for label, listed in re.findall(r"`(\w+)`(?: \(([^)]*)\))?", labels):
+            found[label] = frozenset(re.findall(r"`([^`]+)`", listed)) if listed else None
+        table[name.strip("`")] = (kind, found)
+    return table
+
+
+def test_the_operations_docs_metric_table_is_what_ghbot_records() -> None:
+    """Its names, types and labels are ghbot/metrics.py's, and each value it lists is
+    every value ghbot records the label with."""
+    metrics = pytest.importorskip("ghbot.metrics")
+    table = _metric_table()
+    assert {name: frozenset(labels) for name, (_, labels) in table.items()} == {
+        name: frozenset(keys) for name, keys in metrics.LABELS.items()
+    }
+    made = {
+        getattr(instrument, "_name", None): type(instrument).__name__
+        for instrument in vars(metrics).values()
+    }
+    emitted = _emitted()
+    for name, (kind, labels) in table.items():
+        expected = {"_ProxyCounter": "counter", "_ProxyHistogram": "histogram"}
+        assert kind == expected.get(made.get(name, ""), "gauge"), name
+        for label, listed in labels.items():
+            if listed is not None:
+                assert listed == emitted[name][label], (name, label)
