@@ -62,6 +62,33 @@ async def test_rate_limit_gauges_hold_the_lowest_ratio_of_the_window_per_resourc
     assert 0 < reset <= 3600
 
 
+@pytest.mark.parametrize("limit", [5000, 5050])
+async def test_requests_sent_until_refused_leave_the_ratio_at_the_margin_the_alert_holds_at(
+    public_pem: bytes, clock: FakeClock, options: ClientOptions, limit: int
+) -> None:
+    """docs/operations.md, GhbotRateLimitLow: ghbot spends a window down to
+    `RATE_LIMIT_MARGIN` (0.1) of the limit and no further, so the gauge the alert reads
+    sits at exactly 10 % (`<= 0.10` holds there), also for a limit of 5,050."""
+    async with FakeGitHub(
+        app_id=1, public_key_pem=public_pem, clock=clock, rate_limit=limit
+    ) as fake:
+        fake.add_installation(1, "octo-org", ["hello-world"])
+        gh = GitHub(
+            token=fake.create_token(1), options=options.replace(base_url=fake.url, etags=None)
+        )
+        m = metered()
+        fake.set_rate_limit(1, limit // 10 + 20)  # most of the window already spent
+        sent = 0
+        with pytest.raises(RateLimited):
+            for _ in range(100):
+                await gh.request("GET", f"/repos/{REPO}")
+                sent += 1
+        assert sent == 20 and fake.rate_limit(1) == limit // 10
+        ratios = m.delta("ghbot_rate_limit_remaining_ratio")
+        assert ratios == {frozenset({("resource", "core")}): 0.1}
+        assert ratios[frozenset({("resource", "core")})] <= 0.10
+
+
 async def test_a_token_refused_mid_life_is_refreshed_reactively(
     fake: FakeGitHub, clock: FakeClock, installation: GitHub
 ) -> None:
