@@ -337,6 +337,32 @@ def test_received_lines_are_sampled_per_second_and_count_the_rest() -> None:
     assert limiter.allow("received") == 998
 
 
+def test_received_lines_come_n_at_once_after_a_quiet_second_then_one_every_nth_of_one() -> None:
+    """README and docs/operations.md: about N received lines a second per replica (its
+    limiter, `_received_limiter(N)`: burst N per 1 s), N at once after a quiet second,
+    then one every 1/N s: up to twice N in the first second. N = 8 keeps the clock's
+    steps exact."""
+    clock = Clock()
+    limiter = logs.LogLimiter(burst=8, per=1.0, clock=clock)
+
+    start = clock.now
+
+    def logged_until(end: float) -> list[float]:
+        """Offer 100 lines every 1/64 s until `end` (seconds from the start); return
+        when each logged one was."""
+        logged = []
+        while clock.now - start <= end:
+            offered = [limiter.allow("received") for _ in range(100)]
+            logged += [clock.now - start for held in offered if held is not None]
+            clock.now += 1 / 64
+        return logged
+
+    assert logged_until(1.0) == [0.0] * 8 + [k / 8 for k in range(1, 9)]  # 16 in 1 s
+    assert len(logged_until(2.0)) == 8  # then N a second
+    clock.now += 1.0  # a quiet second: N at once again, no more
+    assert [limiter.allow("received") is not None for _ in range(9)] == [True] * 8 + [False]
+
+
 def test_the_ingress_logs_received_webhooks_at_info_sampled(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
