@@ -9,7 +9,14 @@ import pytest
 
 from ghbot.auth import AppAuth
 from ghbot.client import ClientOptions, GitHub, GitHubApp, InstallationTokens
-from ghbot.errors import ConfigError, ConnectionFailed, NotFound, RateLimited, Unauthorized
+from ghbot.errors import (
+    ConfigError,
+    ConnectionFailed,
+    InstallationUnavailable,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 from tests.metering import assert_bounded, metered
@@ -128,7 +135,7 @@ async def test_a_401_on_a_fresh_token_is_propagation(
 
 async def test_a_failed_token_exchange_counts_as_an_error(fake: FakeGitHub, app: GitHubApp) -> None:
     m = metered()
-    with pytest.raises(NotFound):
+    with pytest.raises(InstallationUnavailable):  # GitHub's 404: no such installation
         await app.installation(404).request("GET", f"/repos/{REPO}")
     assert m.delta("ghbot_token_requests_total") == {frozenset({("outcome", "error")}): 1}
 
