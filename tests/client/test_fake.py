@@ -7,6 +7,7 @@ import json
 import urllib.request
 from collections.abc import Callable
 
+import aiohttp
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -444,6 +445,31 @@ async def test_an_operation_the_fake_lacks_is_answered_501_naming_it_and_a_stub_
     assert (await gh.request("GET", f"/repos/{REPO}/issues/1")).data == {"title": "scripted"}
     with pytest.raises(Unauthorized):
         await GitHub(token="ghs_wrong", options=options).request("GET", f"/repos/{REPO}/issues/1")
+
+
+async def test_a_stubbed_request_spends_the_callers_rate_limit(
+    fake: FakeGitHub, options: ClientOptions
+) -> None:
+    """docs/testing.md: a stubbed request "spends its rate limit", as GitHub's answer would."""
+    fake.stub("GET", "/repos/{owner}/{repo}/issues/{issue_number}/reactions", [])
+    gh = GitHub(token=fake.create_token(1), options=options)
+    before = fake.rate_limit(1)
+    answer = await gh.request("GET", f"/repos/{REPO}/issues/1/reactions")
+    assert answer.data == [] and answer.headers["x-ratelimit-remaining"] == str(before - 1)
+    assert fake.rate_limit(1) == before - 1
+
+
+async def test_a_stub_for_any_caller_answers_one_without_credentials(fake: FakeGitHub) -> None:
+    """docs/testing.md: `auth="any"` takes any caller, "one without credentials too";
+    the default takes an installation's token and refuses one without."""
+    fake.stub("GET", "/meta", {"verifiable_password_authentication": False}, auth="any")
+    fake.stub("GET", "/octocat", "an octocat")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{fake.url}/meta") as meta:
+            assert meta.status == 200 and "Authorization" not in meta.request_info.headers
+            assert await meta.json() == {"verifiable_password_authentication": False}
+        async with session.get(f"{fake.url}/octocat") as octocat:
+            assert octocat.status == 401
 
 
 def test_an_unimplemented_operation_is_named_by_its_most_literal_template() -> None:
