@@ -81,7 +81,7 @@ class Delivered:
     #: "accepted", or "duplicate" for a GUID the journal holds already.
     status: str
     #: The requests the bot sent GitHub while handling it, in order (token exchanges
-    #: are left out).
+    #: are left out), of those the fake still holds (its last `max_recorded`).
     requests: list[RecordedRequest] = field(default_factory=list)
     #: The domain events its handlers emitted, decoded.
     domain_events: list[msgspec.Struct] = field(default_factory=list)
@@ -248,7 +248,7 @@ class BotHarness:
         self._ensure_subject(delivery.envelope.number, data)
         inbound = to_inbound(self.bot, delivery, VSHARDS, received_at=self.clock())
         installation_id = inbound.installation_id
-        seen = len(self.fake.requests)
+        seen = self.fake.recorded
         stream, vshard = stream_name(installation_id), vshard_of(installation_id, VSHARDS)
         journal = self._journal
         assert journal is not None
@@ -257,6 +257,7 @@ class BotHarness:
         await self.shard.wait_idle()
         self._raise_evolve_failure()
         requests = [r for r in list(self.fake.requests)[seen:] if "/access_tokens" not in r.path]
+        requests = [r for r in self.fake.requests_since(seen) if "/access_tokens" not in r.path]
         return Delivered(
             delivery_id=guid,
             status=status,
@@ -273,7 +274,7 @@ class BotHarness:
         An installation is scheduled once it has had a delivery (in a deployment,
         `installation.created` is its first). Returns what the runs did, together.
         """
-        start = len(self.fake.requests)
+        start = self.fake.recorded
         before = {(d["delivery_id"], d["handler"]) for d in await self.shard.dead_letters()}
         await self.shard.schedule_due()  # a first look only notes the current slots
         self.clock.advance(seconds)
@@ -281,6 +282,7 @@ class BotHarness:
         await self.shard.wait_idle()
         self._raise_evolve_failure()
         requests = [r for r in list(self.fake.requests)[start:] if "/access_tokens" not in r.path]
+        requests = [r for r in self.fake.requests_since(start) if "/access_tokens" not in r.path]
         dead = [
             d
             for d in await self.shard.dead_letters()

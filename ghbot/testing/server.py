@@ -101,6 +101,9 @@ class FakeGitHub(Setup):
     counts every secondary-limit answer given: that rule's, `max_concurrent`'s and
     `secondary` faults'. `token_lifetime` is how long installation tokens last
     (GitHub's: 3600 s); shorter makes tokens expire within a test or a benchmark.
+    `requests` holds the last `max_recorded` requests; `recorded` counts them all, and
+    `requests_since(count)` gives those after the first `count` (a cursor that holds
+    when older ones are let go).
     """
 
     def __init__(
@@ -147,6 +150,8 @@ class FakeGitHub(Setup):
             clock, app_id=app_id, webhook_url=webhook_url, webhook_secret=webhook_secret
         )
         self.requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
+        #: How many requests were ever recorded: `requests` holds the last `max_recorded`.
+        self.recorded = 0
         self.router = Router()
         RepoRoutes(self.store).register(self.router)
         AppRoutes(self.store, self.identities, self.quotas, app_id).register(self.router)
@@ -285,6 +290,7 @@ class FakeGitHub(Setup):
                 self.url + request.raw_path,
             )
         )
+        self.recorded += 1
         if malformed:
             return self._json(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
         self.inflight += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ class Setup:
     quotas: Quotas
     deliveries: Deliveries
     requests: deque[RecordedRequest]
+    recorded: int
 
     def add_installation(
         self,
@@ -133,6 +135,12 @@ class Setup:
         return [
             r for r in self.requests if r.path == path and (method is None or r.method == method)
         ]
+
+    def requests_since(self, count: int) -> list[RecordedRequest]:
+        """Return the requests recorded after the first `count` (`recorded` then), oldest
+        first: those the fake still holds, the last `max_recorded`."""
+        newer = min(self.recorded - count, len(self.requests))
+        return list(itertools.islice(reversed(self.requests), max(newer, 0)))[::-1]
 
     def _repo(self, full_name: str) -> Repo:
         owner, _, name = full_name.partition("/")

@@ -15,14 +15,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors import InstallationActor, on
+from actors import InstallationActor, every, on
 from actors.records import HandlerFailed, decode_runtime, stream_name
 from actors.testing import VSHARDS, BotHarness
 from actors.wire import vshard_of
 from examples.greeter import Greeted, Greeter
 from ghbot.errors import JournalUnavailable, RateLimited, UsageError
 from ghbot.events import Event
-from ghbot.testing import FakeGitHub, example_names, example_payload
+from ghbot.testing import FakeClock, FakeGitHub, app_key_pair, example_names, example_payload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -622,3 +622,26 @@ async def test_an_evolve_that_raises_fails_the_delivery_in_the_harness() -> None
         stream = stream_name(bot.installation_id)
         records = await journal.read(stream, shard=vshard_of(bot.installation_id, VSHARDS))
         assert [r.type for r in records][-1] == "DeliveryReceived"  # pending, not run
+class Hourly(InstallationActor):
+    @every("1h")
+    async def sweep(self, event: Event) -> None:
+        await self.github.request("POST", f"{HELLO}/issues", json={"title": "hourly"})
+
+
+async def test_what_a_delivery_sent_is_seen_once_the_fake_lets_older_requests_go() -> None:
+    """`Delivered.requests` sliced the fake's record at its length before the
+    delivery: once the record was full (`max_recorded`, 100,000 by default) its
+    length stayed put, and every later delivery's and run's requests were empty."""
+    private_key, public = app_key_pair()
+    clock = FakeClock()
+    async with FakeGitHub(public_key_pem=public, clock=clock, max_recorded=2) as fake:
+        fake.add_installation(1, "Codertocat", ["Hello-World"])
+        async with BotHarness(Greeter, fake=fake, private_key=private_key) as bot:
+            for number in (3, 4, 5):  # a token exchange, then one comment each
+                done = await bot.deliver("issues.opened", issue__number=number)
+                assert [r.path for r in done.requests] == [f"{HELLO}/issues/{number}/comments"]
+            assert (fake.recorded, len(fake.requests)) == (4, 2)
+        async with BotHarness(Hourly, fake=fake, private_key=private_key) as hourly:
+            await hourly.deliver("installation.created")
+            ran = await hourly.advance(3600)
+            assert [(r.method, r.path) for r in ran.requests] == [("POST", f"{HELLO}/issues")]
