@@ -184,7 +184,7 @@ class AppRoutes:
             return _graph(found), "Issue"
 
         def pull(repo: Repo, args: dict[str, Any]) -> tuple[Any, str]:
-            found = repo.pulls.get(int(args.get("number", 0)))
+            found = store.pull(repo, int(args.get("number", 0)))
             if found is None:
                 number = args.get("number")
                 raise LookupError(

@@ -228,23 +228,19 @@ class RepoRoutes:
         if isinstance(repo, Reply):
             return repo
         state = ctx.query.get("state", "open")
-        pulls = [p for p in repo.pulls.values() if state == "all" or p["state"] == state]
+        every = (self.store.pull(repo, number) for number in repo.pulls)
+        pulls = [p for p in every if p is not None and (state == "all" or p["state"] == state)]
         return paged(ctx, pulls[::-1])
 
     def get_pull(self, ctx: Ctx) -> Reply:
-        repo = self._repo(ctx)
-        if isinstance(repo, Reply):
-            return repo
-        number = ctx.int_param("number")
-        pull = repo.pulls.get(number) if number is not None else None
-        return Reply(pull) if pull is not None else error(404, "Not Found")
+        found = self._pull(ctx)
+        return found if isinstance(found, Reply) else Reply(found[1])
 
     def _pull(self, ctx: Ctx) -> tuple[Repo, dict[str, Any]] | Reply:
         repo = self._repo(ctx)
         if isinstance(repo, Reply):
             return repo
-        number = ctx.int_param("number")
-        pull = repo.pulls.get(number) if number is not None else None
+        pull = self.store.pull(repo, ctx.int_param("number"))
         return (repo, pull) if pull is not None else error(404, "Not Found")
 
     def create_review(self, ctx: Ctx) -> Reply:

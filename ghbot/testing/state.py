@@ -16,8 +16,22 @@ from typing import Any
 __all__ = ["Caller", "Installation", "Repo", "Store", "iso"]
 
 Clock = Callable[[], float]
-#: The fields a pull request shares with the issue of the same number.
-_SHARED_PULL_FIELDS = ("id", "number", "title", "body", "state", "user", "labels", "created_at")
+#: The fields a pull request shares with the issue of the same number: the issue's are
+#: the ones the routes change, and a pull request's are read from it (`Store.pull`).
+_SHARED_PULL_FIELDS = (
+    "id",
+    "number",
+    "title",
+    "body",
+    "state",
+    "locked",
+    "user",
+    "labels",
+    "assignees",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
 
 
 def iso(ts: float) -> str:
@@ -280,6 +294,17 @@ class Store:
             },
         }
         repo.pulls[number] = pull
+        return pull
+
+    def pull(self, repo: Repo, number: int | None) -> dict[str, Any] | None:
+        """Return pull request `number` of `repo` (None: there is none), its fields an
+        issue has (state, title, labels, ...) as its issue's are now: closing or
+        labelling it through the issue endpoints closes or labels the pull request,
+        as on GitHub."""
+        pull = repo.pulls.get(number) if number is not None else None
+        if pull is not None:
+            issue = repo.issues[pull["number"]]
+            pull.update({k: issue[k] for k in _SHARED_PULL_FIELDS})
         return pull
 
     def make_check_run(self, repo: Repo, fields: dict[str, Any]) -> dict[str, Any]:

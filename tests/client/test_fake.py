@@ -520,3 +520,27 @@ async def test_what_the_fake_recorded_shows_no_credential_in_its_repr(
     assert sent.headers["Authorization"] == f"token {token}"  # kept, for assertions
     caller = fake.identities.caller(f"token {token}", fake.store.installations)
     assert not isinstance(caller, str) and token not in repr(caller)
+
+
+async def test_a_pull_request_is_its_issue_closed_labelled_or_retitled_through_the_issue(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """A pull request's title, state and labels were copies of its issue's made when it
+    was added: closing it with `PATCH /issues/N` (as GitHub allows) left `pulls.get`
+    and GraphQL's `pullRequest` open, and a label removed stayed on the pull request."""
+    number = fake.add_pull_request(REPO, "Add a feature")["number"]
+    gh = token_client()
+    issue = f"/repos/{REPO}/issues/{number}"
+    await gh.request("PATCH", issue, json={"state": "closed", "title": "Drop it"})
+    await gh.request("PATCH", issue, json={"labels": ["wontfix", "stale"]})
+    await gh.request("DELETE", f"{issue}/labels/stale")
+    query = """query($n: Int!) { repository(owner: "octo-org", name: "hello-world") {
+        pullRequest(number: $n) { title state } } }"""
+    data = await gh.graphql(query, n=number)
+    assert data["repository"]["pullRequest"] == {"title": "Drop it", "state": "CLOSED"}
+    pull = (await gh.request("GET", f"/repos/{REPO}/pulls/{number}")).data
+    assert (pull["state"], pull["title"]) == ("closed", "Drop it") and pull["closed_at"]
+    assert [label["name"] for label in pull["labels"]] == ["wontfix"]
+    assert (await gh.request("GET", f"/repos/{REPO}/pulls")).data == []
+    closed = await gh.request("GET", f"/repos/{REPO}/pulls", params={"state": "closed"})
+    assert [p["number"] for p in closed.data] == [number]
