@@ -25,7 +25,8 @@ its repository (`Codertocat/Hello-World`, the examples', and installation 1 unle
 told); an example is made about that repository (its `repository` and the URLs naming
 it) unless the delivery names its repository itself (`repository__full_name`,
 `repository__name`, `repository__owner__login`). It creates the issue or pull
-request a delivery is about when the fake lacks it, so the bot's calls about it find it.
+request a delivery is about when the fake lacks it, as the payload describes it, so the
+bot's calls about it find it and read what the delivery said.
 
 Time: nothing waits. The harness's `clock` (a `FakeClock`) is the time of the
 runtime, the GitHub client and the fake GitHub it starts: a handler's retry backoff,
@@ -63,6 +64,7 @@ from ghbot.journal import Journal, open_journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub, RecordedRequest, app_key_pair
 from ghbot.testing.payloads import change, example_payload
+from ghbot.testing.subjects import seed_issue, seed_pull
 from ghbot.webhooks import parse_delivery, sign
 
 __all__ = ["BotHarness", "Delivered"]
@@ -133,7 +135,8 @@ class BotHarness:
         self._pace_writes = pace_writes
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._journal: Journal | None = None
-        #: Issues `deliver` made to reach a delivery's number, by repository.
+        #: Placeholders: the issues `deliver` made to reach a delivery's number that no
+        #: delivery has described since, by repository.
         self._fillers: dict[str, set[int]] = {}
         self._shard: ShardCore | None = None
         self._local: LocalShard | None = None
@@ -358,7 +361,8 @@ class BotHarness:
                 )
 
     def _ensure_subject(self, number: int | None, data: Mapping[str, Any]) -> None:
-        """Create issues (or a pull request) in the fake up to `number`, if it lacks it."""
+        """Create issue (or pull request) `number` as the payload describes it, if the
+        fake lacks it, with placeholder issues below it to reach its number."""
         repository = data.get("repository")
         if number is None or not isinstance(repository, Mapping):
             return
@@ -366,26 +370,25 @@ class BotHarness:
         repo = self.fake.store.repo(owner, name)
         if repo is None or number in repo.pulls:
             return
-        issue = data.get("issue")
-        # A pull request's own events carry `pull_request`; an `issue_comment` on one
-        # carries an `issue` whose `pull_request` says so.
-        is_pull = isinstance(data.get("pull_request"), Mapping) or (
-            isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping)
-        )
-        if number in repo.issues:
-            if is_pull and number in self._fillers.get(repo.full_name, set()):
-                # An issue the harness made to reach a higher number: a pull request
-                # delivered for its number makes it one.
-                self.fake.store.pull_of(repo, repo.issues[number])
-            return
         fillers = self._fillers.setdefault(repo.full_name, set())
-        while repo.next_number < number:
+        if number in repo.issues and number not in fillers:
+            return  # the test's own, or one a delivery described already
+        while repo.next_number <= number:
             fillers.add(repo.next_number)
             self.fake.add_issue(f"{owner}/{name}", f"issue {repo.next_number}")
-        if is_pull:
-            self.fake.add_pull_request(f"{owner}/{name}", f"pull request {number}")
-        else:
-            self.fake.add_issue(f"{owner}/{name}", f"issue {number}")
+        # A placeholder until now: it becomes what the payload says.
+        fillers.discard(number)
+        issue, pull = data.get("issue"), data.get("pull_request")
+        made = repo.issues[number]
+        described = issue if isinstance(issue, Mapping) else pull
+        if isinstance(described, Mapping):
+            seed_issue(self.fake.store, repo, made, described)
+        # A pull request's own events carry `pull_request`; an `issue_comment` on one
+        # carries an `issue` whose `pull_request` says so.
+        if isinstance(pull, Mapping):
+            seed_pull(repo, self.fake.store.pull_of(repo, made), pull)
+        elif isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping):
+            self.fake.store.pull_of(repo, made)
 
     async def _domain_events(self, stream: str, vshard: int, first: int) -> list[msgspec.Struct]:
         journal = self._journal

@@ -136,11 +136,8 @@ class RepoRoutes:
         for key in ("title", "body", "state_reason"):
             if key in body:
                 issue[key] = body[key]
-        if body.get("state") in ("open", "closed") and body["state"] != issue["state"]:
-            issue["state"] = body["state"]
-            closed = body["state"] == "closed"
-            issue["closed_at"] = iso(self.store.clock()) if closed else None
-            repo.data["open_issues_count"] += -1 if closed else 1
+        if body.get("state") in ("open", "closed"):
+            self.store.set_state(repo, issue, body["state"])
         if "labels" in body:
             issue["labels"] = [self.store.label(repo, str(n)) for n in body["labels"] or ()]
         issue["updated_at"] = iso(self.store.clock())

@@ -215,6 +215,15 @@ class Store:
         repo.data["open_issues_count"] += 1
         return issue
 
+    def set_state(self, repo: Repo, issue: dict[str, Any], state: str) -> None:
+        """Open or close `issue` ("open" or "closed"), with its `closed_at` and the
+        repository's count of open issues."""
+        if state != issue["state"]:
+            closed = state == "closed"
+            issue["state"] = state
+            issue["closed_at"] = iso(self.clock()) if closed else None
+            repo.data["open_issues_count"] += -1 if closed else 1
+
     def make_comment(
         self, repo: Repo, issue: dict[str, Any], body: str, user: dict[str, Any]
     ) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -645,3 +645,53 @@ async def test_what_a_delivery_sent_is_seen_once_the_fake_lets_older_requests_go
             await hourly.deliver("installation.created")
             ran = await hourly.advance(3600)
             assert [(r.method, r.path) for r in ran.requests] == [("POST", f"{HELLO}/issues")]
+
+
+class SubjectReader(InstallationActor):
+    read: ClassVar[list[dict[str, Any]]] = []
+
+    @on("pull_request.closed")
+    async def read_pull(self, event: Event) -> None:
+        params = event.pull_request()
+        path = f"/repos/{params['owner']}/{params['repo']}/pulls/{params['pull_number']}"
+        SubjectReader.read.append((await self.github.request("GET", path)).data)
+
+    @on("issues.labeled")
+    async def read_issue(self, event: Event) -> None:
+        params = event.issue()
+        path = f"/repos/{params['owner']}/{params['repo']}/issues/{params['issue_number']}"
+        SubjectReader.read.append((await self.github.request("GET", path)).data)
+
+
+async def test_the_issue_or_pull_request_the_harness_creates_is_the_one_the_payload_describes() -> (
+    None
+):
+    """The harness made a placeholder for a delivery's subject: open, unlabelled, head
+    `"a" * 40`, titled `pull request N`. A handler of `pull_request.closed` that read
+    the pull request found it open at another head; one of `issues.labeled` found
+    no labels."""
+    SubjectReader.read = []
+    closed = example_payload("pull_request.closed", pull_request__merged=True)
+    given = closed["pull_request"]
+    async with BotHarness(SubjectReader) as bot:
+        assert (await bot.deliver("pull_request", closed)).dead_letters == []
+        labeled = await bot.deliver("issues.labeled", issue__number=5, issue__title="Typo")
+        assert labeled.dead_letters == []
+        [pull, issue] = SubjectReader.read
+        assert (pull["number"], pull["state"], pull["merged"], pull["title"]) == (
+            given["number"], "closed", True, given["title"]
+        )  # fmt: skip
+        assert pull["head"]["sha"] == given["head"]["sha"] != "a" * 40
+        assert (pull["head"]["ref"], pull["base"]["ref"]) == ("changes", "master")
+        assert pull["base"]["sha"] == given["base"]["sha"]
+        assert [label["name"] for label in pull["labels"]] == ["bug"]
+        assert pull["user"]["login"] == "Codertocat" and pull["closed_at"]
+        assert (issue["number"], issue["title"], issue["state"]) == (5, "Typo", "open")
+        assert [label["name"] for label in issue["labels"]] == ["bug"]
+        assert issue["user"]["login"] == "Codertocat"
+        assert [user["login"] for user in issue["assignees"]] == ["Codertocat"]
+        # The placeholders below number 5 stay placeholders; the repository counts the
+        # closed pull request as closed.
+        repo = bot.fake.store.repo("Codertocat", "Hello-World")
+        assert repo is not None and repo.issues[4]["title"] == "issue 4"
+        assert repo.data["open_issues_count"] == 4
