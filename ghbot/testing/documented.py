@@ -1,6 +1,7 @@
 """The operations GitHub's REST description has, for the fake's answer to a request no
 route of it takes: 501 naming the operation when GitHub has it (the fake does not
-implement it), 404 as GitHub's when it does not.
+implement it), 404 as GitHub's when it does not; and their query parameters, for its
+answer to one a route of it does not honour: 501 too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 
 from ghbot.testing.router import Ctx, Reply, Router, error
 
-__all__ = ["documented", "stub_template"]
+__all__ = ["described_query", "documented", "not_implemented", "stub_template"]
 
 #: The path parameters of GitHub's operations that may hold slashes: a file's path, a
 #: git ref, a branch, a tag, a folder and `base...head`.
@@ -32,6 +33,25 @@ def documented(method: str, path: str) -> str | None:
     return None if found is None else found[0].template.replace("*}", "}")
 
 
+def described_query(method: str, path: str) -> frozenset[str]:
+    """Return the query parameters of GitHub's operation `method path` (none when its
+    REST description has no such operation)."""
+    found = _operations().match(method, path)
+    return frozenset(found[0].query or ()) if found is not None else frozenset()
+
+
+def not_implemented(method: str, template: str, *, part: str = "", jwt: bool = False) -> str:
+    """The fake's 501 message for GitHub's operation `method template` (or `part` of
+    it: a query parameter, a search qualifier), with the `fake.stub` call that answers
+    it (`jwt`: for the app's JWT)."""
+    what = f"{part} of {method} {template}" if part else f"{method} {template}"
+    auth = ", auth='jwt'" if jwt else ""
+    return (
+        f"FakeGitHub does not implement {what}: answer it in the test with "
+        f"fake.stub({method!r}, {stub_template(template)!r}, data{auth})"
+    )
+
+
 @functools.cache
 def _operations() -> Router:
     """Every described operation, routed most literal first (`/issues/comments` before
@@ -47,7 +67,8 @@ def _operations() -> Router:
     found.sort(key=lambda op: -sum("{" not in part for part in op.path.split("/")))
     router = Router()
     for op in found:
-        router.add(op.method, stub_template(op.path), _described, auth="any")
+        query = {op.wire.get(name, name): None for name in op.in_query}
+        router.add(op.method, stub_template(op.path), _described, auth="any", query=query)
     return router
 
 

@@ -17,10 +17,14 @@ from aiohttp import web
 if TYPE_CHECKING:
     from ghbot.testing.state import Caller
 
-__all__ = ["Ctx", "Reply", "Route", "Router", "error", "paged"]
+__all__ = ["PAGING", "Ctx", "Query", "Reply", "Route", "Router", "error", "paged"]
 
 Auth = Literal["token", "jwt", "any"]
+#: The query parameters a route honours, each with the values it honours (None: any).
+Query = Mapping[str, tuple[str, ...] | None]
 DOCS = "https://docs.github.com/rest"
+#: The query parameters `paged` reads: every route honours them.
+PAGING = frozenset({"per_page", "page"})
 
 
 class Reply:
@@ -81,6 +85,19 @@ class Route:
     auth: Auth
     #: Whether the request spends the caller's primary rate limit.
     counted: bool
+    #: The query parameters it honours besides `PAGING`; None when it does not say (a
+    #: stub, a test's own handler), and so is not held to them.
+    query: Query | None = None
+
+    def unhonoured(self, query: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Return the parameters of `query` (name and value) it does not honour."""
+        if self.query is None:
+            return []
+        return [
+            (name, value)
+            for name, value in query.items()
+            if name not in PAGING and not _honours(self.query.get(name, ()), value)
+        ]
 
 
 class Router:
@@ -100,19 +117,24 @@ class Router:
         auth: Auth = "token",
         counted: bool = True,
         first: bool = False,
+        query: Query | None = None,
     ) -> None:
         """Route `method template` to `handler`, after the routes added before it
         (`first`: before them).
 
         `{name}` matches one path segment, `{name*}` one or more (a file's path); the
-        rest of `template` matches as written.
+        rest of `template` matches as written. `query` names the query parameters the
+        handler honours (besides `per_page` and `page`) and their values (None: any);
+        the fake answers 501 for another that GitHub describes for the operation.
+        Without it, no parameter is refused.
         """
         # Escaped but for the parameters' braces and stars: `...` is three dots.
         literal = re.escape(template)
         literal = literal.replace(r"\{", "{").replace(r"\}", "}").replace(r"\*", "*")
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", literal)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
-        route = Route(method, template, re.compile(f"^{regex}/?$"), handler, auth, counted)
+        pattern = re.compile(f"^{regex}/?$")
+        route = Route(method, template, pattern, handler, auth, counted, query)
         routes = self._routes.setdefault((method, _head(template)), [])
         if first:
             routes.insert(0, route)
@@ -128,6 +150,10 @@ class Router:
             if found is not None:
                 return route, found.groupdict()
         return None
+
+
+def _honours(values: tuple[str, ...] | None, value: str) -> bool:
+    return values is None or value in values
 
 
 def _head(path: str) -> str:

@@ -7,6 +7,7 @@ https://docs.github.com/en/rest/rate-limit/rate-limit
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ghbot.testing.graphql import Resolvers, execute
@@ -34,7 +35,9 @@ class AppRoutes:
         self.app_id = app_id
 
     def register(self, router: Router) -> None:
-        add = router.add
+        # Each honours no query parameter but paging (`since`, `outdated` of
+        # `/app/installations` are answered 501).
+        add = functools.partial(router.add, query={})
         add("GET", "/", self.root, auth="any")
         add("GET", "/rate_limit", self.rate_limit, auth="any", counted=False)
         add("GET", "/app", self.app, auth="jwt")

@@ -15,6 +15,7 @@ https://docs.github.com/en/rest/apps/apps#create-a-github-app-from-a-manifest
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -40,12 +41,11 @@ class ManifestRoutes:
         self._codes: dict[str, tuple[dict[str, Any], str | None]] = {}
 
     def register(self, router: Router) -> None:
-        add = router.add
-        add("POST", "/settings/apps/new", self.new_app, auth="any", counted=False)
+        add = functools.partial(router.add, auth="any", counted=False, query={})
+        add("POST", "/settings/apps/new", self.new_app, query={"state": None})
         org_form = "/organizations/{org}/settings/apps/new"
-        add("POST", org_form, self.new_app, auth="any", counted=False)
-        conversion = "/app-manifests/{code}/conversions"
-        add("POST", conversion, self.conversion, auth="any", counted=False)
+        add("POST", org_form, self.new_app, query={"state": None})
+        add("POST", "/app-manifests/{code}/conversions", self.conversion)
 
     def new_app(self, ctx: Ctx) -> Reply:
         raw = ctx.body().get("manifest")

@@ -9,16 +9,34 @@ https://docs.github.com/en/rest/commits/statuses
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from typing import Any
 
-from ghbot.testing.router import Ctx, Reply, Router, error, paged
+from ghbot.testing.router import Ctx, Query, Reply, Router, error, paged
 from ghbot.testing.state import Repo, Store, iso
 
 __all__ = ["RepoRoutes"]
 
 R = "/repos/{owner}/{repo}"
 STATUS_STATES = ("error", "failure", "pending", "success")
+_STATES = ("open", "closed", "all")
+#: The filters of `GET /repos/{owner}/{repo}/issues` the fake honours, as GitHub does
+#: (issues are listed in the order they were made: `sort=created`).
+ISSUE_FILTERS: Query = {
+    "state": _STATES,
+    "labels": None,
+    "sort": ("created",),
+    "direction": ("asc", "desc"),
+}
+#: The filters of `GET /repos/{owner}/{repo}/pulls` the fake honours.
+PULL_FILTERS: Query = {
+    "state": _STATES,
+    "head": None,
+    "base": None,
+    "sort": ("created",),
+    "direction": ("asc", "desc"),
+}
 
 
 def missing(resource: str, field: str) -> Reply:
@@ -34,9 +52,10 @@ class RepoRoutes:
         self.store = store
 
     def register(self, router: Router) -> None:
-        add = router.add
+        # A route honours no query parameter but paging unless it says which.
+        add = functools.partial(router.add, query={})
         add("GET", R, self.get_repo)
-        add("GET", f"{R}/issues", self.list_issues)
+        add("GET", f"{R}/issues", self.list_issues, query=ISSUE_FILTERS)
         add("POST", f"{R}/issues", self.create_issue)
         add("GET", f"{R}/issues/comments/{{comment_id}}", self.get_comment)
         add("PATCH", f"{R}/issues/comments/{{comment_id}}", self.update_comment)
@@ -48,7 +67,7 @@ class RepoRoutes:
         add("POST", f"{R}/issues/{{number}}/labels", self.add_labels)
         add("DELETE", f"{R}/issues/{{number}}/labels/{{name}}", self.remove_label)
         add("GET", f"{R}/contents/{{path*}}", self.get_content)
-        add("GET", f"{R}/pulls", self.list_pulls)
+        add("GET", f"{R}/pulls", self.list_pulls, query=PULL_FILTERS)
         add("GET", f"{R}/pulls/{{number}}", self.get_pull)
         add("GET", f"{R}/pulls/{{number}}/reviews", self.list_reviews)
         add("POST", f"{R}/pulls/{{number}}/reviews", self.create_review)
@@ -57,7 +76,6 @@ class RepoRoutes:
         add("PATCH", f"{R}/check-runs/{{check_run_id}}", self.update_check_run)
         add("POST", f"{R}/statuses/{{sha}}", self.create_status)
         add("GET", f"{R}/commits/{{ref*}}/statuses", self.list_statuses)
-        add("GET", "/search/issues", self.search_issues)
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -106,7 +124,14 @@ class RepoRoutes:
         if isinstance(repo, Reply):
             return repo
         state = ctx.query.get("state", "open")
-        issues = [i for i in repo.issues.values() if state == "all" or i["state"] == state]
+        # Every one of the comma-separated labels, by name (GitHub's are case-blind).
+        wanted = {n.strip().lower() for n in ctx.query.get("labels", "").split(",") if n.strip()}
+        issues = [
+            i
+            for i in repo.issues.values()
+            if (state == "all" or i["state"] == state)
+            and wanted <= {label["name"].lower() for label in i["labels"]}
+        ]
         if ctx.query.get("direction", "desc") == "desc":
             issues.reverse()
         return paged(ctx, issues)
@@ -224,10 +249,20 @@ class RepoRoutes:
         repo = self._repo(ctx)
         if isinstance(repo, Reply):
             return repo
-        state = ctx.query.get("state", "open")
+        query = ctx.query
+        state, head, base = query.get("state", "open"), query.get("head"), query.get("base")
         every = (self.store.pull(repo, number) for number in repo.pulls)
-        pulls = [p for p in every if p is not None and (state == "all" or p["state"] == state)]
-        return paged(ctx, pulls[::-1])
+        pulls = [
+            p
+            for p in every
+            if p is not None
+            and (state == "all" or p["state"] == state)
+            and head in (None, p["head"]["label"])  # GitHub's `user:ref-name`
+            and base in (None, p["base"]["ref"])
+        ]
+        if query.get("direction", "desc") == "desc":
+            pulls.reverse()
+        return paged(ctx, pulls)
 
     def get_pull(self, ctx: Ctx) -> Reply:
         found = self._pull(ctx)
@@ -346,27 +381,3 @@ class RepoRoutes:
             return repo
         sha = self.store.commit_of(repo, ctx.params["ref"])
         return paged(ctx, [s for s in reversed(repo.statuses) if s["sha"] == sha])
-
-    # --- search -----------------------------------------------------------------------
-
-    def search_issues(self, ctx: Ctx) -> Reply:
-        """Match free words against titles; `repo:o/r` and `is:open|closed` qualifiers."""
-        terms = ctx.query.get("q", "").split()
-        repos = [r for r in self.store.repos.values() if ctx.caller.can_see(r)]
-        words, state = [], None
-        for term in terms:
-            key, _, value = term.partition(":")
-            if key == "repo" and value:
-                repos = [r for r in repos if r.full_name.lower() == value.lower()]
-            elif key in ("is", "state") and value in ("open", "closed"):
-                state = value
-            elif not value:
-                words.append(term.lower())
-        found = [
-            issue
-            for repo in repos
-            for issue in repo.issues.values()
-            if (state is None or issue["state"] == state)
-            and all(word in issue["title"].lower() for word in words)
-        ]
-        return paged(ctx, found, wrap="items", incomplete_results=False)

@@ -14,7 +14,9 @@ in flight get GitHub's secondary-limit 403, and so, with `write_interval` set, d
 installation's write that arrives too soon after its previous one (`writes`);
 `secondary_limits` counts those answers. GHES paths (`/api/v3/…`, `/api/graphql`)
 work too. An operation of GitHub's REST description the fake does not implement is
-answered 501, naming it (anything else unknown 404, as GitHub does); `stub` answers it.
+answered 501, naming it (anything else unknown 404, as GitHub does), and so is a query
+parameter GitHub describes that the fake's route does not honour (a filter, which it
+would otherwise answer as if unasked); `stub` answers it.
 https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api
 """
 
@@ -38,13 +40,14 @@ from aiohttp import web
 
 from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
-from ghbot.testing.documented import documented, stub_template
+from ghbot.testing.documented import described_query, documented, not_implemented
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Auth, Ctx, Reply, Route, Router, error
 from ghbot.testing.routes_app import AppRoutes
 from ghbot.testing.routes_manifest import ManifestRoutes
 from ghbot.testing.routes_repo import RepoRoutes
+from ghbot.testing.routes_search import SearchRoutes
 from ghbot.testing.setup import Setup
 from ghbot.testing.state import Caller, Store
 from ghbot.testing.writes import WriteSpacing, is_write
@@ -154,6 +157,7 @@ class FakeGitHub(Setup):
         self.recorded = 0
         self.router = Router()
         RepoRoutes(self.store).register(self.router)
+        SearchRoutes(self.store).register(self.router)
         AppRoutes(self.store, self.identities, self.quotas, app_id).register(self.router)
         #: App manifests received through the manifest flow (`ghbot register`).
         self.manifest_flow = ManifestRoutes(self.store, self.identities, app_id)
@@ -329,14 +333,8 @@ class FakeGitHub(Setup):
                 headers.update(quota.headers(resource))
             template = documented(request.method, path)
             if template is not None:  # GitHub has it; the fake does not: say so
-                method = request.method
-                stub = stub_template(template)
                 jwt = isinstance(caller, Caller) and caller.kind == "app"
-                message = (
-                    f"FakeGitHub does not implement {method} {template}: answer it in the "
-                    f"test with fake.stub({method!r}, {stub!r}, data"
-                    f"{', auth=' + repr('jwt') if jwt else ''})"
-                )
+                message = not_implemented(request.method, template, jwt=jwt)
                 return self._response(501, _encode({"message": message}), headers)
             data = {"message": "Not Found", "documentation_url": DOCS}
             return self._response(404, _encode(data), headers)
@@ -350,8 +348,9 @@ class FakeGitHub(Setup):
         quota = self.quotas.get(caller.key, resource)
         if route.counted and quota.remaining <= 0:
             return self._primary(caller, quota, resource)
-        ctx = Ctx(request, params, parsed, caller)
-        reply = route.handler(ctx)
+        reply = _unhonoured(route, request, path) or route.handler(
+            Ctx(request, params, parsed, caller)
+        )
         if not isinstance(reply, Reply):
             reply = await reply
         return self._reply(request, reply, caller, quota if route.counted else None, resource)
@@ -489,6 +488,24 @@ def _resource(path: str) -> str:
     if path.startswith("/search/"):
         return "code_search" if path == "/search/code" else "search"  # GitHub's names
     return "graphql" if path == "/graphql" else "core"
+
+
+def _unhonoured(route: Route, request: web.Request, path: str) -> Reply | None:
+    """501 for a query parameter GitHub describes for the operation that `route` does
+    not honour (a filter it would answer as if unasked), or None. One GitHub does not
+    describe is ignored, as GitHub ignores it."""
+    unhonoured = route.unhonoured(request.query)
+    if not unhonoured:
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    described = described_query(method, path)
+    for name, value in unhonoured:
+        if name in described:
+            template = documented(method, path) or route.template
+            part = f"the query parameter {name}={value}"
+            message = not_implemented(method, template, part=part, jwt=route.auth == "jwt")
+            return Reply({"message": message}, 501)
+    return None
 
 
 def _refuse(route: Route, caller: Caller) -> Reply | None:

@@ -544,3 +544,91 @@ async def test_a_pull_request_is_its_issue_closed_labelled_or_retitled_through_t
     assert (await gh.request("GET", f"/repos/{REPO}/pulls")).data == []
     closed = await gh.request("GET", f"/repos/{REPO}/pulls", params={"state": "closed"})
     assert [p["number"] for p in closed.data] == [number]
+
+
+async def test_a_filter_the_fake_lacks_is_answered_501_never_as_if_unasked(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The fake read only some of a list's filters and ignored the rest: `?labels=a`
+    listed every issue, `?since=` and `?creator=` too, `contents?ref=` gave the default
+    branch's file, `?head=` every pull request. Now each is honoured or answered 501
+    naming it; paging, and a parameter GitHub does not describe, still work."""
+    fake.add_issue(REPO, "Labelled", labels=["a"])
+    fake.add_file(REPO, ".github/bot.yml", "x: 1")
+    gh = token_client()
+    issues = f"/repos/{REPO}/issues"
+    labelled = await gh.request("GET", issues, params={"labels": "A", "per_page": 5})
+    assert [i["title"] for i in labelled.data] == ["Labelled"]
+    assert (await gh.request("GET", issues, params={"labels": "a,b"})).data == []
+    unasked = await gh.request("GET", issues, params={"client_secret": "x", "direction": "asc"})
+    assert [i["title"] for i in unasked.data] == ["Found a bug", "Labelled"]
+    template = "/repos/{owner}/{repo}/issues"
+    lacking = [
+        (issues, {"since": "2024-01-01T00:00:00Z"}, template),
+        (issues, {"creator": "octocat"}, template),
+        (issues, {"sort": "updated"}, template),
+        (f"/repos/{REPO}/contents/.github/bot.yml", {"ref": "feature"}, None),
+        (f"/repos/{REPO}/issues/1/comments", {"since": "2024-01-01T00:00:00Z"}, None),
+    ]
+    for path, params, named in lacking:
+        with pytest.raises(ServerError) as caught:
+            await gh.request("GET", path, params=params)
+        [(name, value)] = params.items()
+        assert caught.value.status == 501
+        assert f"does not implement the query parameter {name}={value} of GET" in str(
+            caught.value.message
+        )
+        if named is not None:
+            assert caught.value.message.endswith(f"fake.stub('GET', '{named}', data)")
+    spent = fake.rate_limit(1)
+    with pytest.raises(ServerError):
+        await gh.request("GET", issues, params={"milestone": "1"})
+    assert fake.rate_limit(1) == spent - 1  # answered, so counted, as GitHub's answers are
+
+
+async def test_pull_requests_are_listed_by_head_base_and_direction(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    first = fake.add_pull_request(REPO, "One", head="fix", base="main")["number"]
+    second = fake.add_pull_request(REPO, "Two", head="feature", base="release")["number"]
+    gh = token_client()
+    pulls = f"/repos/{REPO}/pulls"
+
+    async def listed(**params: str) -> list[int]:
+        return [p["number"] for p in (await gh.request("GET", pulls, params=params)).data]
+
+    assert await listed() == [second, first]
+    assert await listed(direction="asc") == [first, second]
+    assert await listed(head="octo-org:fix") == [first]
+    assert await listed(head="someone-else:fix") == []
+    assert await listed(base="release") == [second]
+    with pytest.raises(ServerError, match="sort=popularity"):
+        await listed(sort="popularity")
+
+
+async def test_issue_search_honours_its_qualifiers_or_answers_501_naming_the_term(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The fake's search read `repo:` and `is:open` and dropped every other qualifier:
+    `label:stale` found every issue."""
+    fake.add_issue(REPO, "Stale bug", labels=["stale"])
+    fake.add_pull_request(REPO, "Stale fix")
+    gh = token_client()
+
+    async def found(q: str) -> list[str]:
+        answer = await gh.request("GET", "/search/issues", params={"q": q})
+        return [i["title"] for i in answer.data["items"]]
+
+    assert await found(f"repo:{REPO} label:stale") == ["Stale bug"]
+    assert await found(f"repo:{REPO} -label:stale") == ["Found a bug", "Stale fix"]
+    assert await found("stale is:pr") == await found("stale type:pr") == ["Stale fix"]
+    assert await found("stale is:issue is:open") == ["Stale bug"]
+    assert await found("author:ghbot-fake[bot] in:title fix") == ["Stale fix"]
+    assert await found("author:octocat") == []
+    for term in ("updated:<2024-01-01", "no:label", "-bug", "label:a,b", "OR", "is:merged"):
+        with pytest.raises(ServerError) as caught:
+            await found(f"repo:{REPO} {term}")
+        assert caught.value.status == 501
+        assert f"the search term {term!r} of GET /search/issues" in str(caught.value.message)
+    with pytest.raises(ServerError, match="the query parameter sort=updated"):
+        await gh.request("GET", "/search/issues", params={"q": "bug", "sort": "updated"})
