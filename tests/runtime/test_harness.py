@@ -622,6 +622,8 @@ async def test_an_evolve_that_raises_fails_the_delivery_in_the_harness() -> None
         stream = stream_name(bot.installation_id)
         records = await journal.read(stream, shard=vshard_of(bot.installation_id, VSHARDS))
         assert [r.type for r in records][-1] == "DeliveryReceived"  # pending, not run
+
+
 class Hourly(InstallationActor):
     @every("1h")
     async def sweep(self, event: Event) -> None:
