@@ -99,6 +99,7 @@ class DevServer:
             vshards=VSHARDS,
             dedup_window=self.dedup_window,
             tracebacks=True,  # a handler's failure shows where it failed
+            activation_hint=_start_afresh(self.journal_dir),
         )
         self.shard = self._local.shard
         await self._local.start()
@@ -153,6 +154,12 @@ class DevServer:
         answer = {"delivery": delivery.delivery_id, "status": status}
         if status == Status.ACCEPTED:
             log.info("received %s %s", delivery.event, delivery.delivery_id)
+            if self.shard.activation_failed(inbound.installation_id):
+                # Journaled, and pending until the code reads the installation back (a
+                # deployment answers 202 and keeps it so too): not handled, so not a 2xx.
+                why = f"installation {inbound.installation_id} could not be activated"
+                error = f"journaled, but not run: {why} (see the dev server's log)"
+                return web.json_response({**answer, "error": error}, status=500)
             return web.json_response(answer, status=202)
         if status == Status.DUPLICATE:
             # GitHub's "Redeliver" after a fix: the handlers it dead-lettered run again
@@ -180,6 +187,17 @@ class DevServer:
             return web.json_response(answer, status=200)
         metrics.webhook_unavailable(status)
         return _unavailable(f"the journal refused it ({status})")
+
+
+def _start_afresh(journal_dir: Path) -> str:
+    """Return what to do when the dev journal holds what the bot's code cannot read back
+    (a domain event with a new required field, say)."""
+    path = journal_dir.resolve()
+    return (
+        f"The dev journal {path} holds what this code cannot read back: fix the code "
+        "(a field added to a domain event or to the state needs a default), or start "
+        f"afresh: stop ghbot dev and delete {path}, or pass another --journal"
+    )
 
 
 def _unavailable(reason: str) -> web.Response:

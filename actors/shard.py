@@ -134,6 +134,7 @@ class ShardCore:
         write_turns: TurnSource | None = None,
         lease_tokens: LeaseTokens | None = None,
         tracebacks: bool = False,
+        activation_hint: str = "",
     ) -> None:
         self.vshards = tuple(vshards)
         self.vshard_count = vshard_count
@@ -200,6 +201,11 @@ class ShardCore:
         #: Whether handlers' failures are logged with their traceback (`ghbot dev` and
         #: the test harness; a deployment logs one line with the error's type).
         self.tracebacks = tracebacks
+        #: Said after an installation's activation failure, with `tracebacks`: what to
+        #: do about it (`ghbot dev` names its journal and how to start afresh).
+        self.activation_hint = activation_hint
+        #: Installations whose last activation raised (`_not_activated`).
+        self._unactivated: set[int] = set()
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
         #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`), since
@@ -525,13 +531,36 @@ class ShardCore:
         """Log an installation whose activation raised (its bot's `evolve` on a stored
         event, a snapshot its `state_type` no longer decodes): its deliveries stay
         journaled and pending, to run when an activation gets through (its next
-        delivery, or a restart), and the shard's other installations go on."""
+        delivery, or a restart), and the shard's other installations go on.
+
+        With `tracebacks` (`ghbot dev`, the test harness), the line has the error's
+        text, its traceback and `activation_hint`; else the error's type alone, as its
+        text may quote the journal's data.
+        """
+        self._unactivated.add(installation_id)
+        extra = {"installation_id": installation_id, "error_type": type(exc).__name__}
+        if not self.tracebacks:
+            log.error(
+                "installation %d could not be activated (%s); its deliveries stay pending",
+                installation_id,
+                type(exc).__name__,
+                extra=extra,
+            )
+            return
         log.error(
-            "installation %d could not be activated (%s); its deliveries stay pending",
+            "installation %d could not be activated (%s: %s); its deliveries stay pending%s",
             installation_id,
-            type(exc).__name__,  # its text may quote the journal's data
-            extra={"installation_id": installation_id, "error_type": type(exc).__name__},
+            type(exc).__name__,
+            exc,
+            f". {self.activation_hint}" if self.activation_hint else "",
+            exc_info=exc,
+            extra=extra,
         )
+
+    def activation_failed(self, installation_id: int) -> bool:
+        """Return whether the installation's last activation raised (`_not_activated`):
+        the deliveries journaled for it wait until one gets through."""
+        return installation_id in self._unactivated
 
     def _reload_later(self, installation_id: int, exc: JournalUnavailable) -> None:
         """Activate the installation again from the journal, in the background.
@@ -736,6 +765,7 @@ class ShardCore:
         else:
             host.restore(None, records)
         self.hosts[installation_id] = host
+        self._unactivated.discard(installation_id)
         self._clients_kept.pop(installation_id, None)  # now the host's (`_new_host`)
         self.counters["activations"] += 1
         host.resume()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -746,3 +747,61 @@ async def test_a_redelivery_whose_replay_fails_is_still_answered_as_a_duplicate(
             answer = (again.status, await again.json())
     assert answer == (200, {"delivery": "d-1", "status": "duplicate"})
     assert "its dead letters could not be replayed (JournalUnavailable)" in caplog.text
+
+
+class Welcomed(msgspec.Struct, frozen=True):
+    number: int
+
+
+class Welcomes(InstallationActor):
+    domain_events = (Welcomed,)
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        self.emit(Welcomed(number=1))
+
+
+#: `Welcomed` as the bot's next edit has it: a field added, with no default.
+WelcomedNow = msgspec.defstruct("Welcomed", [("number", int), ("greeting", str)], frozen=True)
+
+
+class WelcomesNow(InstallationActor):
+    domain_events = (WelcomedNow,)
+    ran: list[str] = []
+
+    @on("issues.opened")
+    async def welcome(self, event: Event) -> None:
+        WelcomesNow.ran.append(event.delivery_id or "")
+
+
+async def test_an_installation_whose_journal_the_code_cannot_read_back_is_said_to_be(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A required field added to a domain event: the dev journal's `Welcomed` no longer
+    decodes. It logged "installation 1 could not be activated (ValidationError)",
+    without the field or a way out, and answered the next deliveries 202: they never
+    ran."""
+    WelcomesNow.ran = []
+    body = json.dumps(example_payload("issues.opened")).encode()
+    async with dev_server(Welcomes, tmp_path / "j") as (dev, _), aiohttp.ClientSession() as http:
+        assert (
+            await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "w-1"))
+        ).status == 202
+        assert dev.shard is not None
+        await dev.shard.wait_idle()
+    with caplog.at_level(logging.ERROR, logger="ghbot.shard"):
+        async with (
+            dev_server(WelcomesNow, tmp_path / "j") as (dev, _),
+            aiohttp.ClientSession() as http,
+        ):
+            answer = await http.post(f"{dev.url}/webhooks", data=body, headers=signed(body, "w-2"))
+            said = (answer.status, await answer.json())
+    assert said[0] == 500, said
+    assert "installation 1 could not be activated" in said[1]["error"]
+    assert WelcomesNow.ran == []
+    lines = [r for r in caplog.records if "could not be activated" in r.getMessage()]
+    assert lines  # at the start (recovery) and for the delivery
+    text = TextFormatter().format(lines[-1])
+    assert "ValidationError: Object missing required field `greeting`" in text
+    assert f"delete {(tmp_path / 'j').resolve()}" in text and "another --journal" in text
+    assert "Traceback (most recent call last)" in text
