@@ -141,13 +141,15 @@ def _run_dev(args: argparse.Namespace) -> int:
     # Read here, in the server's own process, so an edited .env takes effect on restart.
     if args.env_file.is_file():
         os.environ.update(load_env_file(args.env_file))
-    from actors.settings import dedup_window, load_bot
+    from actors.settings import dedup_window, load_bot, max_concurrent_requests, pace_writes
     from ghbot.config import Settings
     from ghbot.logs import configure
 
     bot = load_bot(args.bot)
     settings = Settings.from_env()
     window = dedup_window(settings.api_url, os.environ.get("GHBOT_DEDUP_WINDOW", ""))
+    paced = pace_writes(os.environ.get("GHBOT_PACE_WRITES", ""))
+    requests = max_concurrent_requests(os.environ.get("GHBOT_MAX_CONCURRENT_REQUESTS", ""))
     # `LOG_LEVEL` as set; lines of text for a terminal unless `LOG_FORMAT` asks for JSON.
     configure(settings.log_level, settings.log_format if "LOG_FORMAT" in os.environ else "text")
 
@@ -165,6 +167,8 @@ def _run_dev(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             dedup_window=window,
+            pace_writes=paced,
+            max_concurrent_requests=requests,
         ).start()
         print(f"ghbot dev: {args.bot} on {server.url}/webhooks", flush=True)
         tasks = []

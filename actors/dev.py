@@ -61,6 +61,8 @@ class DevServer:
         host: str = "127.0.0.1",
         port: int = 3000,
         dedup_window: float | None = None,
+        pace_writes: float | None = 1.0,
+        max_concurrent_requests: int = 100,
     ) -> None:
         self.bot = bot
         #: Seconds a delivery GUID stays deduplicated: by default GitHub's redelivery
@@ -69,6 +71,10 @@ class DevServer:
             dedup_window_for(settings.api_url) if dedup_window is None else dedup_window
         )
         self.settings = settings
+        #: As a deployment's `GHBOT_PACE_WRITES` and `GHBOT_MAX_CONCURRENT_REQUESTS`
+        #: (`actors.settings.pace_writes`, `max_concurrent_requests`), for one shard.
+        self.pace_writes = pace_writes
+        self.max_concurrent_requests = max_concurrent_requests
         self.journal_dir = journal_dir
         self.host, self.port = host, port
         self.url = ""
@@ -98,6 +104,8 @@ class DevServer:
             self._journal,
             vshards=VSHARDS,
             dedup_window=self.dedup_window,
+            pace_writes=self.pace_writes,
+            max_concurrent_requests=self.max_concurrent_requests,
             tracebacks=True,  # a handler's failure shows where it failed
             activation_hint=_start_afresh(self.journal_dir),
         )

@@ -25,7 +25,9 @@ class LocalShard:
     """A started `ShardCore` for `bot` over `journal`, its clients minting with the key.
 
     `options` go to `ShardCore` (`retry`, `schedule`, ...); `pace_writes` to the
-    clients; `clock` and `sleep` to both, and to the app's token minting. `close`
+    clients, which keep to a one-shard deployment's share of `max_concurrent_requests`
+    (`RuntimeSettings.shard_requests`); `clock` and `sleep` to both, and to the app's
+    token minting. `close`
     stops the shard and closes the clients' connection pool; the journal stays the
     caller's.
     """
@@ -38,12 +40,19 @@ class LocalShard:
         *,
         vshards: int = 1,
         pace_writes: float | None = 1.0,
+        max_concurrent_requests: int = 100,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         **options: Any,
     ) -> None:
         bot_path = f"{bot.__module__}:{bot.__qualname__}"
-        runtime = RuntimeSettings(bot=bot_path, settings=settings, pace_writes=pace_writes)
+        runtime = RuntimeSettings(
+            bot=bot_path,
+            settings=settings,
+            shards=1,
+            pace_writes=pace_writes,
+            max_concurrent_requests=max_concurrent_requests,
+        )
         app = GitHubApp.from_settings(settings, clock=clock, sleep=sleep)
         self.clients = InstallationClients(
             runtime, app.create_installation_token, clock=clock, sleep=sleep

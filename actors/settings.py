@@ -30,7 +30,9 @@ __all__ = [
     "code_version",
     "dedup_window",
     "load_bot",
+    "max_concurrent_requests",
     "number_in",
+    "pace_writes",
 ]
 
 #: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
@@ -51,6 +53,27 @@ def dedup_window(api_url: str, raw: str = "") -> float:
     if not raw:
         return GITHUB_WINDOW if api_url == DEFAULT_API_URL else GHES_WINDOW
     return number_in("GHBOT_DEDUP_WINDOW", raw, MIN_DEDUP_WINDOW, MAX_DEDUP_WINDOW)
+
+
+def pace_writes(raw: str, name: str = "GHBOT_PACE_WRITES") -> float | None:
+    """Return the seconds between one installation's writes `raw` says: 1 when it is
+    empty, None (writes not paced) for 0. Raises `ConfigError`, naming `name`, unless
+    `raw` is a number from 0 to 60."""
+    if not raw:
+        return 1.0
+    return number_in(name, raw, 0, 60) or None
+
+
+def max_concurrent_requests(raw: str, name: str = "GHBOT_MAX_CONCURRENT_REQUESTS") -> int:
+    """Return the requests in flight to GitHub at once for the whole app `raw` says:
+    100 (GitHub's secondary limit) when it is empty. Raises `ConfigError`, naming
+    `name`, unless `raw` is a whole number from 2 to 10000."""
+    if not raw:
+        return 100
+    value = number_in(name, raw, 2, 10_000)
+    if not value.is_integer():
+        raise ConfigError(f"{name}={raw!r} must be a whole number from 2 to 10000")
+    return int(value)
 
 
 def number_in(name: str, raw: str, low: float, high: float) -> float:

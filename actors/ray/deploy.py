@@ -36,8 +36,8 @@ key is in no Ray argument. PEM text in the variable has to travel to it instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from actors.settings import (
     MAX_DEDUP_WINDOW,
@@ -45,11 +45,15 @@ from actors.settings import (
     RuntimeSettings,
     dedup_window,
     load_bot,
+    max_concurrent_requests,
     number_in,
+    pace_writes,
 )
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
+
+T = TypeVar("T")
 
 __all__ = [
     "application",
@@ -164,6 +168,14 @@ def build_settings(
             return default
         return int(value)
 
+    def read(parse: Callable[[str, str], T], name: str, var: str) -> T:
+        """`parse` the argument `name` or the variable `var`; its default if wrong."""
+        try:
+            return parse(given(name, var), said(name, var))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return parse("", var)
+
     bot = given("bot", "GHBOT_BOT")
     if not bot:
         problems.append("bot is not set: serve run ghbot.deploy bot=package.module:ClassName")
@@ -194,7 +206,7 @@ def build_settings(
         shards=shards,
         vshards=whole("vshards", "GHBOT_VSHARDS", shards, 1, 4096),
         ingress_replicas=whole("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
-        pace_writes=number("pace_writes", "GHBOT_PACE_WRITES", 1.0, 0, 60) or None,
+        pace_writes=read(pace_writes, "pace_writes", "GHBOT_PACE_WRITES"),
         redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
         dedup_window=number(
             "dedup_window",
@@ -203,8 +215,8 @@ def build_settings(
             MIN_DEDUP_WINDOW,
             MAX_DEDUP_WINDOW,
         ),
-        max_concurrent_requests=whole(
-            "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS", 100, 2, 10_000
+        max_concurrent_requests=read(
+            max_concurrent_requests, "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS"
         ),
         log_received_per_second=whole(
             "log_received_per_second",

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from actors import InstallationActor, on
 from actors.dev import DevServer, load_env_file, relay
 from actors.settings import dedup_window
 from examples.greeter import Greeter
+from ghbot import cli
 from ghbot.config import Settings
 from ghbot.errors import ConfigError, JournalUnavailable
 from ghbot.events import Event
@@ -805,3 +806,113 @@ async def test_an_installation_whose_journal_the_code_cannot_read_back_is_said_t
     assert "ValidationError: Object missing required field `greeting`" in text
     assert f"delete {(tmp_path / 'j').resolve()}" in text and "another --journal" in text
     assert "Traceback (most recent call last)" in text
+
+
+# --- `ghbot dev` in this process: `main([...])`, the test driving it as its relay -------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The current directory for `main(["dev", ...])` run in this process; what the
+    command changes (the environment it fills from `.env`, the logging it configures,
+    the bot modules it imports) is put back afterwards."""
+    environ = dict(os.environ)
+    loggers = [logging.getLogger(), logging.getLogger("ghbot")]
+    kept = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [k for k in os.environ if k.startswith(("GITHUB_", "GHBOT_", "LOG_"))]:
+        del os.environ[name]
+    try:
+        yield tmp_path
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", "")).startswith(str(tmp_path)):
+                del sys.modules[name]
+
+
+def driving(monkeypatch: pytest.MonkeyPatch, script: Callable[[str], Awaitable[Any]]) -> list[Any]:
+    """Stand in for `relay` under `ghbot dev --proxy`: run `script` with the dev server's
+    webhook URL in the server's own loop, then stop the server as SIGTERM does. Return
+    the list the script's result (or what it raised) is put in."""
+    outcome: list[Any] = []
+
+    async def relay(source: str, target: str, **options: Any) -> int:
+        try:
+            outcome.append(await script(target))
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the server's loop handles it
+        await asyncio.Event().wait()
+        return 0
+
+    monkeypatch.setattr("actors.dev.relay", relay)
+    return outcome
+
+
+def _comments(fake: Any) -> list[str]:
+    return [r.json["body"] for r in fake.fake.requests if r.path.endswith("/comments")]
+
+
+async def _deliver_and_wait(target: str, fake: Any) -> list[str]:
+    """Post a signed `issues.opened` to `target`; return the comments once there are some."""
+    body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+    async with aiohttp.ClientSession() as http:
+        answer = await http.post(target, data=body, headers=signed(body, "in-process"))
+        assert answer.status == 202, await answer.text()
+    deadline = time.monotonic() + 30
+    while not _comments(fake):
+        assert time.monotonic() < deadline, "the handler did not comment"
+        await asyncio.sleep(0.05)
+    return _comments(fake)
+
+
+SETTINGS_BOT = """
+from actors import InstallationActor, on
+from ghbot.events import Event
+
+
+class DevBot(InstallationActor):
+    @on("issues.opened")
+    async def hello(self, event: Event) -> None:
+        options = self.github.options
+        assert options.pool is not None
+        said = f"pace_writes={options.pace_writes} requests={options.pool.max_concurrency}"
+        path = "/repos/Codertocat/Hello-World/issues/1/comments"
+        await self.github.request("POST", path, json={"body": said})
+"""
+
+
+def test_the_command_takes_the_runtime_settings_it_can_honour_from_the_env_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`GHBOT_PACE_WRITES` and `GHBOT_MAX_CONCURRENT_REQUESTS` in `.env` are read as a
+    deployment reads them: `ghbot dev` paced writes a second apart, and its clients
+    shared 48 requests (two shards' worth of 100), whatever they said."""
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    try:
+        fake.run(_an_installation(fake.fake))
+        _dev_project(project, private, fake.url)
+        (project / "settings_bot.py").write_text(SETTINGS_BOT)
+        with (project / ".env").open("a") as dotenv:
+            dotenv.write("GHBOT_PACE_WRITES=0\nGHBOT_MAX_CONCURRENT_REQUESTS=10\n")
+        outcome = driving(monkeypatch, lambda target: _deliver_and_wait(target, fake))
+        argv = ["dev", "--no-reload", "--bot", "settings_bot:DevBot", "--port", "0"]
+        assert cli.main([*argv, "--proxy", "http://127.0.0.1:9/channel"]) == 0
+        # Not paced; one shard's share of 10 (the app's own token requests keep 4).
+        assert outcome == [["pace_writes=None requests=6"]]
+
+        os.environ["GHBOT_PACE_WRITES"] = "fast"  # a variable set wins over .env
+        assert cli.main(argv) == 2
+        said = capsys.readouterr().err
+        assert "GHBOT_PACE_WRITES='fast' must be a number from 0 to 60" in said
+    finally:
+        fake.stop()
