@@ -276,7 +276,8 @@ def _receive_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "event",
         help="the X-GitHub-Event header (issues); with no PAYLOAD, an event and action "
-        "(issues.opened) whose example payload ships with ghbot",
+        "(issues.opened) whose example payload ships with ghbot (or a sibling's: the "
+        "same event's, action replaced)",
     )
     add("payload", nargs="?", type=Path, help="the delivery's JSON body, a file")
     _bot_argument(parser)
@@ -293,10 +294,17 @@ def _run_receive(args: argparse.Namespace) -> int:
     _need_bot(args)
     from actors.settings import load_bot
     from actors.testing import REPOSITORY, BotHarness
+    from ghbot.testing.payloads import sibling_example
 
     bot = load_bot(args.bot)
     data: dict[str, Any] | None = None
     installation, repository = args.installation, REPOSITORY
+    if args.payload is None and (sibling := sibling_example(args.event)) is not None:
+        action = args.event.partition(".")[2]
+        print(
+            f"ghbot: no example payload of {args.event}: {sibling}'s, with action {action!r}",
+            file=sys.stderr,
+        )
     if args.payload is not None:
         try:
             data = json.loads(args.payload.read_bytes())
