@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+import actors
+import ghbot
 from actors.bot import InstallationActor
 from ghbot.config import DEFAULT_API_URL, Settings
 from ghbot.errors import ConfigError
@@ -218,15 +222,32 @@ def load_bot(path: str) -> type[InstallationActor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"bot={path!r}: cannot import {module_name!r} ({exc})") from None
+        raise ConfigError(
+            f"bot={path!r}: cannot import {module_name!r}{_where(exc)} ({exc})"
+        ) from None
     except Exception as exc:  # a SyntaxError, a mistyped @on(...) raising UsageError
         raise ConfigError(
-            f"bot={path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+            f"bot={path!r}: importing {module_name!r} raised {type(exc).__name__}"
+            f"{_where(exc)}: {exc}"
         ) from None
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, InstallationActor):
         raise ConfigError(f"bot={path!r} is not an InstallationActor subclass")
     return cls
+
+
+def _where(exc: Exception) -> str:
+    """Return `" at FILE:LINE"`, where an import raised `exc` in the bot's code: the
+    innermost frame of its traceback that is not ghbot's or importlib's (a mistyped
+    `@on` raises in ghbot, from the bot's line); "" when there is none (a
+    `SyntaxError`'s text names its place, a missing module has none)."""
+    own = tuple(
+        str(Path(package.__file__ or "").parent) + os.sep for package in (actors, ghbot, importlib)
+    )
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith(("<", *own)):
+            return f" at {frame.filename}:{frame.lineno}"
+    return ""
 
 
 #: The packages of ghbot's own code: in every deployment's version beside the bot's, so

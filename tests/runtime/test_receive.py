@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,51 @@ def test_mistakes_are_one_line_and_exit_2(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("ghbot: error: ") and message in err and err.count("\n") == 1
+
+
+NAME_ERROR = """from actors import InstallationActor
+
+
+LABELS = [labl for labl in ("bug",)]
+print(LABELS, lable)
+"""
+
+MISTYPED_EVENT = """from actors import InstallationActor, on
+from ghbot.events import Event
+
+
+class Bot(InstallationActor):
+    @on("issues.opend")
+    async def welcome(self, event: Event) -> None:
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "error"),
+    [
+        (NAME_ERROR, 5, "NameError"),
+        (MISTYPED_EVENT, 6, "UnknownEventError"),  # raised in ghbot, from the bot's line 6
+    ],
+)
+def test_an_error_importing_the_bot_names_its_file_and_line(
+    source: str,
+    line: int,
+    error: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said `importing 'brokenbot' raised NameError: name 'lable' is not defined`:
+    which file, which line?"""
+    (tmp_path / "brokenbot.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts the directory in
+    monkeypatch.delitem(sys.modules, "brokenbot", raising=False)
+    assert cli.main(["receive", "issues.opened", "--bot", "brokenbot:Bot"]) == 2
+    err = capsys.readouterr().err
+    assert f"raised {error} at {tmp_path / 'brokenbot.py'}:{line}: " in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_a_file_that_is_not_json_is_refused(
