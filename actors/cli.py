@@ -35,12 +35,14 @@ def _bot_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _need_bot(args: argparse.Namespace) -> None:
-    """Check `--bot` was given; make the current directory's modules importable."""
-    if not args.bot:
-        raise ConfigError("which bot? pass --bot package.module:ClassName (or set GHBOT_BOT)")
+def _need_bot(bot: str | None, where: str = "set GHBOT_BOT") -> str:
+    """Return `bot` (`--bot`, else what `where` says to set); make the current
+    directory's modules importable. `ConfigError` when it is not given."""
+    if not bot:
+        raise ConfigError(f"which bot? pass --bot package.module:ClassName (or {where})")
     # The bot is the caller's code, importable from where they run the command.
     sys.path.insert(0, os.getcwd())
+    return bot
 
 
 # --- ghbot register ---------------------------------------------------------------------
@@ -61,7 +63,7 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_register(args: argparse.Namespace) -> int:
     """Create the App from the bot's manifest through the browser; write its settings."""
-    _need_bot(args)
+    _need_bot(args.bot)
     import webbrowser
 
     from actors.register import Registration
@@ -130,22 +132,27 @@ def _dev_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_dev(args: argparse.Namespace) -> int:
-    """Serve the bot on POST /webhooks in this process; restart it when code changes."""
-    _need_bot(args)
+    """Serve the bot on POST /webhooks in this process; restart it when code changes.
+
+    The bot is `--bot`, else `GHBOT_BOT` from the environment, else from the `.env` file.
+    """
     if not args.env_file.is_file() and args.env_file != Path(".env"):
         raise ConfigError(f"{args.env_file}: no such file")
-    if not args.no_reload:
-        return _reloading(args)
     from actors.dev import DevServer, load_env_file, relay
 
-    # Read here, in the server's own process, so an edited .env takes effect on restart.
-    if args.env_file.is_file():
-        os.environ.update(load_env_file(args.env_file))
+    # Read in the server's own process too, so an edited .env takes effect on restart.
+    dotenv = load_env_file(args.env_file) if args.env_file.is_file() else {}
+    bot_path = _need_bot(
+        args.bot or dotenv.get("GHBOT_BOT"), f"set GHBOT_BOT, in {args.env_file} too"
+    )
+    if not args.no_reload:
+        return _reloading(args)
+    os.environ.update(dotenv)
     from actors.settings import dedup_window, load_bot, max_concurrent_requests, pace_writes
     from ghbot.config import Settings
     from ghbot.logs import configure
 
-    bot = load_bot(args.bot)
+    bot = load_bot(bot_path)
     settings = Settings.from_env()
     window = dedup_window(settings.api_url, os.environ.get("GHBOT_DEDUP_WINDOW", ""))
     paced = pace_writes(os.environ.get("GHBOT_PACE_WRITES", ""))
@@ -170,7 +177,7 @@ def _run_dev(args: argparse.Namespace) -> int:
             pace_writes=paced,
             max_concurrent_requests=requests,
         ).start()
-        print(f"ghbot dev: {args.bot} on {server.url}/webhooks", flush=True)
+        print(f"ghbot dev: {bot_path} on {server.url}/webhooks", flush=True)
         tasks = []
         if args.proxy:
             target = f"{server.url}/webhooks"
@@ -190,13 +197,15 @@ def _run_dev(args: argparse.Namespace) -> int:
 def _reloading(args: argparse.Namespace) -> int:
     """Run the server in a child process; start a new one whenever a .py file changes.
 
-    SIGTERM, like Ctrl-C, stops the child first, then this process.
+    SIGTERM, like Ctrl-C, stops the child first, then this process. A bot not given by
+    `--bot` or the environment the child reads from `.env`, each time.
     """
     import subprocess
     import time
 
     _stop_on_sigterm()
-    argv = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload", "--bot", args.bot]
+    argv = [sys.executable, "-m", "ghbot.cli", "dev", "--no-reload"]
+    argv += ["--bot", args.bot] if args.bot else []
     argv += ["--host", args.host, "--port", str(args.port), "--journal", str(args.journal)]
     argv += ["--env-file", str(args.env_file)] + (["--proxy", args.proxy] if args.proxy else [])
     root = Path.cwd()
@@ -291,7 +300,7 @@ def _receive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_receive(args: argparse.Namespace) -> int:
     """Run one delivery through the bot in-process; print what it asked of GitHub."""
-    _need_bot(args)
+    _need_bot(args.bot)
     from actors.settings import load_bot
     from actors.testing import REPOSITORY, BotHarness
     from ghbot.testing.payloads import sibling_example

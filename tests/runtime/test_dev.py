@@ -916,3 +916,54 @@ def test_the_command_takes_the_runtime_settings_it_can_honour_from_the_env_file(
         assert "GHBOT_PACE_WRITES='fast' must be a number from 0 to 60" in said
     finally:
         fake.stop()
+
+
+def test_the_bot_can_be_named_in_the_env_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`GHBOT_BOT` in `.env` was ignored: `--bot`'s default was read from the
+    environment before `.env` was, and the command asked "which bot? ... (or set
+    GHBOT_BOT)" of a `.env` that set it."""
+    assert cli.main(["dev", "--no-reload", "--port", "0"]) == 2
+    assert "which bot? pass --bot package.module:ClassName (or set GHBOT_BOT, in .env too)" in (
+        capsys.readouterr().err
+    )
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    try:
+        fake.run(_an_installation(fake.fake))
+        _dev_project(project, private, fake.url)
+        with (project / ".env").open("a") as dotenv:
+            dotenv.write("GHBOT_BOT=devbot:DevBot\n")
+        outcome = driving(monkeypatch, lambda target: _deliver_and_wait(target, fake))
+        argv = ["dev", "--no-reload", "--port", "0", "--proxy", "http://127.0.0.1:9/channel"]
+        assert cli.main(argv) == 0
+        assert outcome == [["first"]]
+    finally:
+        fake.stop()
+
+
+def test_the_reloader_leaves_the_bot_of_the_env_file_to_its_server(tmp_path: Path) -> None:
+    """Under `ghbot dev` (reloading), the server is a child process: the bot named in
+    `.env`, which the parent does not load, is found by the child."""
+    private, public = app_key_pair()
+    fake = FakeGitHub.start_in_thread(app_id=5, public_key_pem=public)
+    try:
+        fake.run(_an_installation(fake.fake))
+        env = _dev_project(tmp_path, private, fake.url)
+        env.pop("GHBOT_BOT", None)
+        with (tmp_path / ".env").open("a") as dotenv:
+            dotenv.write("GHBOT_BOT=devbot:DevBot\n")
+        port = free_port()
+        command = [sys.executable, "-m", "ghbot.cli", "dev", "--port", str(port)]
+        process = subprocess.Popen(command, cwd=tmp_path, env=env)
+        try:
+            _until(lambda: _get(f"http://127.0.0.1:{port}/healthz"))
+            body = json.dumps(example_payload("issues.opened", issue__number=1)).encode()
+            assert _post(f"http://127.0.0.1:{port}/webhooks", body, "d-1") == 202
+            assert _until(lambda: _comments(fake)) == ["first"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+    finally:
+        fake.stop()
