@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import inspect
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -47,6 +47,7 @@ __all__ = [
     "run_body",
     "run_guid",
     "slot_of",
+    "tick_of",
 ]
 
 #: The event name of a scheduled run (GitHub sends no event of that name).
@@ -98,6 +99,13 @@ def interval_of(handler: Any) -> float | None:
     """Return the `@every` interval of a handler, or None."""
     value = getattr(handler, _EVERY, None)
     return float(value) if value is not None else None
+
+
+def tick_of(intervals: Iterable[float]) -> float:
+    """Return the seconds between a shard's looks for runs due, for a bot whose `@every`
+    handlers have `intervals` (at least one): a quarter of the shortest, at least half
+    a second and at most a minute."""
+    return min(60.0, max(0.5, min(intervals) / 4))
 
 
 def slot_of(installation_id: int, handler: str, interval: float, now: float) -> int:

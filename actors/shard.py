@@ -33,7 +33,7 @@ from actors.records import (
     installation_of,
     stream_name,
 )
-from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of
+from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of, tick_of
 from actors.turns import Turns
 from actors.wire import (
     Inbound,
@@ -251,8 +251,7 @@ class ShardCore:
         self._pruner = loop.create_task(pruning)
         schedules = self.bot_class._schedules
         if schedules and self.schedule:
-            # A quarter of the shortest interval, at most a minute, at least half a second.
-            tick = min(60.0, max(0.5, min(schedules.values()) / 4))
+            tick = tick_of(schedules.values())
             scheduling = self._forever(
                 self.schedule_due,
                 tick,

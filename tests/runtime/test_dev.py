@@ -837,13 +837,23 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                 del sys.modules[name]
 
 
-def driving(monkeypatch: pytest.MonkeyPatch, script: Callable[[str], Awaitable[Any]]) -> list[Any]:
+def driving(
+    monkeypatch: pytest.MonkeyPatch,
+    script: Callable[[str], Awaitable[Any]],
+    calls: list[inspect.BoundArguments] | None = None,
+) -> list[Any]:
     """Stand in for `relay` under `ghbot dev --proxy`: run `script` with the dev server's
     webhook URL in the server's own loop, then stop the server as SIGTERM does. Return
-    the list the script's result (or what it raised) is put in."""
+    the list the script's result (or what it raised) is put in; `calls` gets the
+    arguments `relay` was called with, its defaults filled in."""
     outcome: list[Any] = []
+    real = relay
 
-    async def relay(source: str, target: str, **options: Any) -> int:
+    async def stand_in(source: str, target: str, **options: Any) -> int:
+        if calls is not None:
+            called = inspect.signature(real).bind(source, target, **options)
+            called.apply_defaults()
+            calls.append(called)
         try:
             outcome.append(await script(target))
         except Exception as exc:
@@ -853,7 +863,7 @@ def driving(monkeypatch: pytest.MonkeyPatch, script: Callable[[str], Awaitable[A
         await asyncio.Event().wait()
         return 0
 
-    monkeypatch.setattr("actors.dev.relay", relay)
+    monkeypatch.setattr("actors.dev.relay", stand_in)
     return outcome
 
 
@@ -967,3 +977,24 @@ def test_the_reloader_leaves_the_bot_of_the_env_file_to_its_server(tmp_path: Pat
             assert process.wait(timeout=30) == 0
     finally:
         fake.stop()
+
+
+def test_the_relay_of_ghbot_dev_waits_two_minutes_of_silence(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/testing.md: the relay reconnects when the stream "stays silent for two
+    minutes": `ghbot dev --proxy` starts it with no idle timeout of its own."""
+    private, _ = app_key_pair()
+    _dev_project(project, private, "http://127.0.0.1:9")
+    calls: list[inspect.BoundArguments] = []
+
+    async def nothing(target: str) -> None:
+        return None
+
+    outcome = driving(monkeypatch, nothing, calls)
+    channel = "https://smee.io/channel"
+    argv = ["dev", "--no-reload", "--bot", "devbot:DevBot", "--port", "0", "--proxy", channel]
+    assert cli.main(argv) == 0 and outcome == [None]
+    [called] = calls
+    assert called.arguments["source"] == channel
+    assert called.arguments["idle_timeout"] == 120

@@ -10,7 +10,7 @@ import pytest
 
 from actors import InstallationActor, every, on
 from actors.records import DeliveryReceived
-from actors.schedule import SCHEDULE_EVENT, interval_of, slot_of
+from actors.schedule import SCHEDULE_EVENT, interval_of, slot_of, tick_of
 from actors.testing import BotHarness
 from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.errors import JournalUnavailable, UsageError
@@ -281,6 +281,27 @@ def test_slots_are_an_interval_long_and_start_at_the_installation_s_offset() -> 
         # One-second slots cannot be spread: they are the seconds themselves.
         assert slot_of(installation_id, "sweep", 1.0, 1.7e9 + 0.5) == 1_700_000_000
     assert slot_of(1, "sweep", 3600, 1.7e9) == 472221  # numbered so since @every came in
+
+
+class Often(InstallationActor):
+    @every(1)
+    async def each_second(self, event: Event) -> None: ...
+
+    @every("1h")
+    async def hourly(self, event: Event) -> None: ...
+
+
+class Sometimes(InstallationActor):
+    @every("12s")
+    async def twelve(self, event: Event) -> None: ...
+
+
+def test_a_shard_looks_a_quarter_of_the_shortest_interval_from_half_a_second_to_a_minute() -> None:
+    """docs/testing.md: "ticks (a quarter of the shortest interval, between half a
+    second and a minute)", of the bot's own `@every` handlers."""
+    assert tick_of(Often._schedules.values()) == 0.5  # a quarter of 1 s is less
+    assert tick_of(Sometimes._schedules.values()) == 3.0
+    assert tick_of(Sweeper._schedules.values()) == 60.0  # a quarter of an hour is more
 
 
 def test_an_interval_in_seconds_or_as_a_duration_of_one_second_or_more() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ghbot.client import ClientOptions
 from ghbot.config import Settings, graphql_url, parse_duration
 from ghbot.errors import ConfigError
 
@@ -33,6 +34,17 @@ def test_defaults(pem_pkcs8: bytes) -> None:
     assert settings.request_timeout == 30
     assert settings.log_level == "INFO"
     assert settings.journal_url.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(("raw", "connect"), [(None, 10.0), ("60", 10.0), ("8", 4.0)])
+def test_a_connection_must_be_made_within_10_s_or_half_the_timeout_if_less(
+    raw: str | None, connect: float, pem_pkcs8: bytes
+) -> None:
+    """README: `REQUEST_TIMEOUT` (30; a connection must be made within 10 s, or half of
+    it if less), as the clients' options are built from the settings."""
+    env = _env(pem_pkcs8) if raw is None else _env(pem_pkcs8, REQUEST_TIMEOUT=raw)
+    timeout = ClientOptions.from_settings(Settings.from_env(env)).client_timeout
+    assert (timeout.total, timeout.sock_connect) == (float(raw or 30), connect)
 
 
 def test_every_problem_is_listed_at_once() -> None:
