@@ -16,6 +16,8 @@ from typing import Final
 
 import msgspec
 
+from ghbot.digits import whole_number
+
 __all__ = [
     "NO_INSTALLATION",
     "ClientHeld",
@@ -52,10 +54,9 @@ def stream_name(installation_id: int) -> str:
 def installation_of(stream: str) -> int | None:
     """Return the installation whose stream this is (None for any other stream, such as
     `inst-x` or `inst-+5`, which no installation has)."""
-    digits = stream[len(_STREAM_PREFIX) :]
-    if not stream.startswith(_STREAM_PREFIX) or not (digits.isascii() and digits.isdecimal()):
+    if not stream.startswith(_STREAM_PREFIX):
         return None
-    return int(digits)
+    return whole_number(stream[len(_STREAM_PREFIX) :])
 
 
 class DeliveryReceived(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ghbot import __version__
+from ghbot.digits import whole_number
 from ghbot.errors import ConfigError, GhBotError, UsageError
 
 __all__ = ["PLUGINS", "Command", "build_parser", "main", "register"]
@@ -188,9 +189,10 @@ def positive_seconds(text: str) -> float:
 
 def port(text: str) -> int:
     """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
-    if not (text.isascii() and text.isdecimal()) or int(text) > 65535:
+    number = whole_number(text)
+    if number is None or number > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
-    return int(text)
+    return number
 
 
 def _not_negative(text: str) -> float:
@@ -205,19 +207,20 @@ def _not_negative(text: str) -> float:
 
 def _app_id_from_env() -> int:
     raw = os.environ.get("GITHUB_APP_ID", "").strip() or "1"
-    if not (raw.isascii() and raw.isdecimal()):
+    if (app_id := whole_number(raw)) is None:
         raise ConfigError(f"GITHUB_APP_ID={raw!r} is not a number; pass --app-id")
-    return int(raw)
+    return app_id
 
 
 def _installation(spec: str) -> tuple[int, str, list[str]]:
     ident, _, repos = spec.partition("=")
     names = [r.strip() for r in repos.split(",") if r.strip()]
     ident = ident.strip()
-    if not (ident.isascii() and ident.isdecimal()) or not names or "/" not in names[0]:
+    installation_id = whole_number(ident)
+    if installation_id is None or not names or "/" not in names[0]:
         raise ConfigError(f"--installation {spec!r}: expected ID=OWNER/REPO[,REPO…]")
     owner = names[0].split("/", 1)[0]
-    return int(ident), owner, [n if "/" in n else f"{owner}/{n}" for n in names]
+    return installation_id, owner, [n if "/" in n else f"{owner}/{n}" for n in names]
 
 
 def _public_key(path: Path) -> bytes:

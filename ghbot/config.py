@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ghbot.auth import load_private_key
+from ghbot.digits import whole_number
 from ghbot.errors import ConfigError, UsageError
 from ghbot.logs import FORMATS, LEVELS, level_name
 
@@ -193,8 +194,8 @@ def _app_id(env: Mapping[str, str], problems: list[str], *, required: bool) -> i
                 "GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not set" + _probot(env, "APP_ID")
             )
         return None
-    if raw.isascii() and raw.isdecimal():  # "²".isdigit() is true and int("²") fails
-        return int(raw)
+    if (app_id := whole_number(raw)) is not None:
+        return app_id
     if env.get("GITHUB_APP_ID", "").strip() == raw:
         problems.append(
             f"GITHUB_APP_ID={raw!r} is not a number; put a client ID in GITHUB_CLIENT_ID"

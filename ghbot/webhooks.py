@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from ghbot import metrics
+from ghbot.digits import whole_number
 from ghbot.errors import (
     DuplicateHeader,
     InvalidSignature,
@@ -82,12 +83,12 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     def app_id(self) -> int | None:
         """Return the app the delivery was sent to, when the target is an app."""
         target = self.target_id or ""
-        # "²".isdigit() is true and int("²") fails; past 63 bits the journal cannot hold
-        # it (and no app of GitHub's has such an id): ASCII digits, 19 at most.
-        if self.target_type != "integration" or not target.isascii() or not target.isdecimal():
+        # Past 63 bits the journal cannot hold it (and no app of GitHub's has such an
+        # id): 19 digits at most.
+        if self.target_type != "integration" or len(target) > 19:
             return None
-        value = int(target) if len(target) <= 19 else 2**63
-        return value if value < 2**63 else None
+        value = whole_number(target)
+        return value if value is not None and value < 2**63 else None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -136,8 +137,7 @@ def check_content_length(headers: Mapping[str, str], limit: int = MAX_PAYLOAD_BY
     (the reader must then stop at `limit` itself).
     """
     declared = _get(headers, "content-length")
-    # "²".isdigit() is true and int("²") fails: ASCII decimal digits only.
-    if declared and declared.isascii() and declared.isdecimal() and int(declared) > limit:
+    if declared and (size := whole_number(declared)) is not None and size > limit:
         raise PayloadTooLarge(f"payload of {declared} bytes is over the {limit}-byte cap")
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ghbot.cli import Command, positive_seconds, register
+from ghbot.digits import whole_number
 from ghbot.errors import GhBotError
 
 __all__ = ["ClusterError"]
@@ -96,7 +97,7 @@ def _probe(address: str) -> str:
             raise ClusterError("no Ray cluster found; pass --address HOST:PORT")
         resolved = host_port = found
     host, _, port = host_port.rpartition(":")
-    if not host or not (port.isascii() and port.isdecimal()) or int(port) > 65535:
+    if not host or (number := whole_number(port)) is None or number > 65535:
         raise ClusterError(f"--address {address!r}: expected HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT).close()
@@ -504,9 +505,10 @@ MAX_VSHARDS = 4096
 
 
 def _vshard_count(text: str) -> int:
-    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= MAX_VSHARDS:
+    count = whole_number(text)
+    if count is None or not 1 <= count <= MAX_VSHARDS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to {MAX_VSHARDS}")
-    return int(text)
+    return count
 
 
 def _journal_arguments(parser: argparse.ArgumentParser) -> None:

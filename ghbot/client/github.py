@@ -47,6 +47,7 @@ from ghbot.client.response import (
 )
 from ghbot.client.watch import CallWatcher, call_watcher
 from ghbot.config import Settings, graphql_url
+from ghbot.digits import whole_number
 from ghbot.errors import (
     CircuitOpen,
     ConnectionFailed,
@@ -533,9 +534,9 @@ class GitHub:
             answer = await self._send_retrying(call, pace=pace)
             if recording:
                 span.set_attribute(STATUS_CODE, answer.status)
-                remaining = answer.headers.get("x-ratelimit-remaining")
-                if remaining is not None and remaining.isdigit():
-                    span.set_attribute(RATE_LIMIT_REMAINING, int(remaining))
+                remaining = whole_number(answer.headers.get("x-ratelimit-remaining", ""))
+                if remaining is not None:
+                    span.set_attribute(RATE_LIMIT_REMAINING, remaining)
             return answer
 
     async def _send_retrying(self, call: Call, *, pace: bool) -> Response:

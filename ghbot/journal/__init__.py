@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ghbot.digits import whole_number
 from ghbot.errors import UsageError
 from ghbot.journal.base import (
     DEFAULT_KEEP_SNAPSHOTS,
@@ -92,7 +93,7 @@ def check_url(url: str) -> None:
         ) from None
     params = dict(parse_qsl(parts.query))
     shards = params.pop("shards", "1")
-    if not (shards.isascii() and shards.isdecimal() and int(shards) >= 1):
+    if (count := whole_number(shards)) is None or count < 1:
         raise UsageError(f"journal URL: shards must be a positive integer, got {shards!r}")
     if parts.scheme == "sqlite":
         if parts.netloc or not parts.path or params:
@@ -103,7 +104,7 @@ def check_url(url: str) -> None:
     for host in parts.netloc.rpartition("@")[2].split(","):  # libpq: several hosts
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.rpartition(":")[2] if ":" in port else ""
-        if port and not (port.isascii() and port.isdecimal() and int(port) <= 65535):
+        if port and ((number := whole_number(port)) is None or number > 65535):
             raise UsageError("journal URL: a port is not a number from 0 to 65535")
     from ghbot.journal.postgres_sql import Statements
 

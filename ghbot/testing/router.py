@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
+from ghbot.digits import whole_number
+
 if TYPE_CHECKING:
     from ghbot.testing.state import Caller
 
@@ -68,8 +70,7 @@ class Ctx:
 
     def int_param(self, name: str) -> int | None:
         """A path parameter as an int, or None when it is not one."""
-        value = self.params[name]
-        return int(value) if value.isdigit() else None
+        return whole_number(self.params[name])
 
 
 Handler = Callable[[Ctx], Reply | Awaitable[Reply]]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from opentelemetry.trace import StatusCode
 
-from ghbot.client import GitHubApp
+from ghbot.client import ClientOptions, GitHub, GitHubApp
 from ghbot.errors import NotFound
 from ghbot.testing import FakeGitHub
-from tests.client.conftest import REPO
+from tests.client.conftest import REPO, scripted_server
 from tests.tracing import recorder
 
 
@@ -64,3 +64,18 @@ def test_a_failed_signature_s_span_says_its_error_type_only(
     [signed] = [s for s in spans.get_finished_spans() if s.name == "jwt sign"]
     assert signed.status.status_code is StatusCode.ERROR
     assert signed.status.description == "ValueError" and signed.events == ()
+
+
+async def test_a_remaining_count_that_is_not_ascii_digits_is_left_off_the_span(
+    options: ClientOptions,
+) -> None:
+    """`"²".isdigit()` is true and `int("²")` raises: with tracing on, an answer whose
+    `x-ratelimit-remaining` said `²` made the request raise ValueError."""
+    spans = recorder()
+    async with scripted_server() as server:
+        odd = {"x-ratelimit-remaining": "²", "content-type": "application/json"}
+        server.answers.append((200, odd, b"{}"))
+        gh = GitHub(token="ghs_tracing", base_url=server.url, options=options)
+        assert (await gh.request("GET", f"/repos/{REPO}")).status == 200
+    [get] = [s for s in spans.get_finished_spans() if s.name == "GitHub GET"]
+    assert "github.rate_limit.remaining" not in (get.attributes or {})
