@@ -329,7 +329,7 @@ class InstallationHost:
         on_written: Callable[[InstallationHost], None] = lambda _host: None,
         find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
         on_fenced: Callable[[InstallationHost], None] = lambda _host: None,
-        on_unavailable: Callable[[InstallationHost], None] = lambda _host: None,
+        on_unavailable: Callable[[InstallationHost, float], None] = lambda _host, _since: None,
         tracebacks: bool = False,
     ) -> None:
         self.installation_id = installation_id
@@ -353,8 +353,9 @@ class InstallationHost:
         #: Told when a newer shard fenced this host's write (the shard stops the other
         #: hosts of its virtual shard).
         self._on_fenced = on_fenced
-        #: Told when GitHub refused the installation's token for a scheduled run: it is
-        #: not installed or suspended (the shard stops scheduling it).
+        #: Told when GitHub refused the installation's token for a scheduled run whose
+        #: attempt began at the time given: it is not installed or suspended (the shard
+        #: stops scheduling it, unless it was put back since).
         self._on_unavailable = on_unavailable
         self._append = append
         self._find = find
@@ -783,8 +784,13 @@ class InstallationHost:
                     return
                 continue
             except InstallationUnavailable as exc:
-                if pending.received.event == SCHEDULE_EVENT and last:
-                    await self._unscheduled(run, event, name, exc, attempt)
+                if (
+                    pending.received.event == SCHEDULE_EVENT
+                    and pending.only is None  # a dead letter's replay asked for: as any
+                    and exc.installation_id == self.installation_id
+                    and last
+                ):
+                    await self._unscheduled(run, event, name, exc, attempt, started)
                     return
                 if await self._attempt_failed(run, event, name, exc, attempt, last=last):
                     return
@@ -828,16 +834,24 @@ class InstallationHost:
             return
 
     async def _unscheduled(
-        self, run: _Run, event: Event, name: str, exc: InstallationUnavailable, attempt: int
+        self,
+        run: _Run,
+        event: Event,
+        name: str,
+        exc: InstallationUnavailable,
+        attempt: int,
+        started: float,
     ) -> None:
         """End a scheduled run whose installation GitHub says is not installed or is
         suspended: its attempt journaled as failed and the run completed, no dead letter
         (the next run would fail the same way, and the one after); the shard schedules
-        the installation no more until it is installed again or unsuspended."""
+        the installation no more until it is installed again or unsuspended, unless it
+        was put back since the attempt `started`."""
         if run.refused:
             raise _Stopped from exc
         run.journaling()
         delivery_id = event.delivery_id or ""
+        await self._tell_on_error(event, name, exc, attempt)
         log.info(
             "%s: %s not run: %s; no more scheduled runs until it is installed again or unsuspended",
             self.stream,
@@ -859,7 +873,7 @@ class InstallationHost:
                 DeliveryCompleted(delivery_id=delivery_id),
             ]
         )
-        self._on_unavailable(self)
+        self._on_unavailable(self, started)
 
     async def _attempt_failed(
         self, run: _Run, event: Event, name: str, exc: Exception, attempt: int, *, last: bool
@@ -877,6 +891,14 @@ class InstallationHost:
         await self._sleep(delay)
         return False
 
+    async def _tell_on_error(self, event: Event, name: str, exc: Exception, attempt: int) -> None:
+        """Tell the bot's `on_error` of a failed attempt; log what it raises."""
+        try:
+            await self.bot.on_error(event, name, exc, attempt)
+        except Exception:
+            fields = self._fields(event, name, error_type=type(exc).__name__)
+            log.exception("%s: on_error raised", self.stream, extra=fields)
+
     async def _failed(
         self, event: Event, name: str, exc: Exception, attempt: int, *, last: bool, final: bool
     ) -> float:
@@ -885,10 +907,7 @@ class InstallationHost:
         delivery_id = event.delivery_id or ""
         error_type, message = type(exc).__name__, _message(exc)
         fields = self._fields(event, name, error_type=error_type)
-        try:
-            await self.bot.on_error(event, name, exc, attempt)
-        except Exception:
-            log.exception("%s: on_error raised", self.stream, extra=fields)
+        await self._tell_on_error(event, name, exc, attempt)
         if final:
             # The runtime's own errors say what happened; a handler's may carry data.
             why = f"{error_type}: {message}" if isinstance(exc, _FINAL) else error_type
@@ -1042,6 +1061,12 @@ class InstallationHost:
             action = None
         qualified = f"{received.event}.{action}" if action else received.event
         return type(self.bot).handlers_for(qualified, received.event)
+
+    def take_evolve_error(self) -> Exception | None:
+        """Return what the bot's `evolve` last raised on an event this host journaled,
+        if anything, and forget it (the test harness raises it to the test)."""
+        error, self.evolve_error = self.evolve_error, None
+        return error
 
     def _fields(self, event: Event, operation: str, **more: Any) -> dict[str, Any]:
         """The structured log fields of one handler run (`ghbot.logs.FIELDS`)."""

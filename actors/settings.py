@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import sysconfig
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -238,16 +239,28 @@ def load_bot(path: str) -> type[InstallationActor]:
 
 def _where(exc: Exception) -> str:
     """Return `" at FILE:LINE"`, where an import raised `exc` in the bot's code: the
-    innermost frame of its traceback that is not ghbot's or importlib's (a mistyped
-    `@on` raises in ghbot, from the bot's line); "" when there is none (a
-    `SyntaxError`'s text names its place, a missing module has none)."""
+    innermost frame of its traceback outside ghbot, importlib, the standard library
+    and installed packages (a mistyped `@on` raises in ghbot, a bad pattern in `re`,
+    from the bot's line); else the innermost outside ghbot and importlib (a bot
+    installed as a package); "" when there is none (a `SyntaxError`'s text names its
+    place, a missing module has none)."""
     own = tuple(
         str(Path(package.__file__ or "").parent) + os.sep for package in (actors, ghbot, importlib)
     )
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if not frame.filename.startswith(("<", *own)):
+    paths = sysconfig.get_paths()
+    libraries = tuple(
+        str(Path(paths[key]).resolve()) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
+    frames = [
+        frame
+        for frame in reversed(traceback.extract_tb(exc.__traceback__))
+        if not frame.filename.startswith(("<", *own))
+    ]
+    for frame in frames:
+        if not str(Path(frame.filename).resolve()).startswith(libraries):
             return f" at {frame.filename}:{frame.lineno}"
-    return ""
+    return f" at {frames[0].filename}:{frames[0].lineno}" if frames else ""
 
 
 #: The packages of ghbot's own code: in every deployment's version beside the bot's, so

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -208,6 +209,8 @@ class ShardCore:
         self._unactivated: set[int] = set()
         #: Installations removed or suspended since this shard started: not scheduled.
         self._inactive: set[int] = set()
+        #: When each installation was last put back on the schedule (`_unavailable`).
+        self._scheduled_again: dict[int, float] = {}
         #: Set by `drain`: the shard refuses new deliveries (`Status.DRAINING`), since
         #: `draining_since` (`time.monotonic()`; `/readyz` bounds how long it may last).
         self.draining = False
@@ -664,10 +667,18 @@ class ShardCore:
         elif action in ("created", "unsuspend"):
             self._set_scheduled(item.installation_id, True)
 
+    def _unavailable(self, host: InstallationHost, since: float) -> None:
+        """Schedule `host`'s installation no more: GitHub refused its token to a run
+        whose attempt began at `since` (not installed, or suspended); unless an
+        `installation.created` or `unsuspend` put it back since."""
+        if self._scheduled_again.get(host.installation_id, -math.inf) < since:
+            self._set_scheduled(host.installation_id, False)
+
     def _set_scheduled(self, installation_id: int, scheduled: bool) -> None:
         """Schedule `installation_id`'s `@every` runs again, or no more."""
         if scheduled:
             self._inactive.discard(installation_id)
+            self._scheduled_again[installation_id] = self._clock()
             return
         self._inactive.add(installation_id)
         # Back on later, its runs start at the next boundary, as on a first look.
@@ -822,7 +833,7 @@ class ShardCore:
             breaker_wait=lambda: self._breaker_wait(github),
             on_written=self._maybe_snapshot,
             on_fenced=self._fenced,
-            on_unavailable=lambda gone: self._set_scheduled(gone.installation_id, False),
+            on_unavailable=self._unavailable,
             tracebacks=self.tracebacks,
         )
         if (self.draining and not self._finishing) or vshard in self._fenced_vshards:

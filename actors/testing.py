@@ -306,16 +306,19 @@ class BotHarness:
         handler emitted: the event is journaled, the state lacks it, and an
         installation whose events `evolve` cannot fold is not activated again. (A
         handler that raised is a dead letter; this is not a handler's failure.)"""
-        for host in self.shard.hosts.values():
-            if (error := host.evolve_error) is not None:
-                host.evolve_error = None
-                raise UsageError(
-                    f"{self.bot.__name__}.evolve raised {type(error).__name__} ({error}) "
-                    f"on a domain event a handler emitted for installation "
-                    f"{host.installation_id}: the event is journaled but not in the state, "
-                    "and the installation will not be activated again until evolve folds "
-                    "it (its deliveries stay pending)"
-                ) from error
+        failed = [
+            (host.installation_id, error)
+            for host in self.shard.hosts.values()
+            if (error := host.take_evolve_error()) is not None
+        ]
+        if not failed:
+            return
+        which = ", ".join(f"{type(e).__name__} ({e}) for installation {i}" for i, e in failed)
+        raise UsageError(
+            f"{self.bot.__name__}.evolve raised {which} on a domain event a handler "
+            "emitted: the event is journaled but not in the state, and the installation "
+            "will not be activated again until evolve folds it (its deliveries stay pending)"
+        ) from failed[0][1]
 
     def _payload(
         self, event: str, payload: Mapping[str, Any] | bytes | Path | None

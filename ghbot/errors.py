@@ -296,7 +296,8 @@ class InstallationUnavailable(ClientError):
     No call can be made for it until it is installed again or unsuspended, so retrying
     does not help: the runtime dead-letters a delivery's handler at once, and ends a
     scheduled (`@every`) run without a dead letter and schedules the installation no
-    more until GitHub sends its `installation.created` or `installation.unsuspend`.
+    more until GitHub sends its `installation.created` or `installation.unsuspend`
+    (a shard started later, knowing none of this, runs it once more, which ends so).
     """
 
     def __init__(

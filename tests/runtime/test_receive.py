@@ -138,11 +138,25 @@ class Bot(InstallationActor):
 """
 
 
+LIBRARY_ERROR = """import json
+
+from actors import InstallationActor
+
+DEFAULTS = json.loads("{")
+"""
+
+IMPORT_ERROR = """from actors import InstallationActor
+
+from os import nothing_of_that_name
+"""
+
+
 @pytest.mark.parametrize(
     ("source", "line", "error"),
     [
         (NAME_ERROR, 5, "NameError"),
         (MISTYPED_EVENT, 6, "UnknownEventError"),  # raised in ghbot, from the bot's line 6
+        (LIBRARY_ERROR, 5, "JSONDecodeError"),  # raised in the standard library, from line 5
     ],
 )
 def test_an_error_importing_the_bot_names_its_file_and_line(
@@ -162,6 +176,19 @@ def test_an_error_importing_the_bot_names_its_file_and_line(
     assert cli.main(["receive", "issues.opened", "--bot", "brokenbot:Bot"]) == 2
     err = capsys.readouterr().err
     assert f"raised {error} at {tmp_path / 'brokenbot.py'}:{line}: " in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_import_error_inside_the_bot_names_its_line_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "brokenbot.py").write_text(IMPORT_ERROR)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "brokenbot", raising=False)
+    assert cli.main(["receive", "issues.opened", "--bot", "brokenbot:Bot"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot import 'brokenbot' at {tmp_path / 'brokenbot.py'}:3 (" in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -210,6 +210,68 @@ async def test_an_installation_removed_before_the_shard_started_is_dropped_at_it
         bot.fake.add_installation(bot.installation_id, "Codertocat", ["Hello-World"])
         await bot.deliver("installation.created")
         assert sweeps(await bot.advance(3600)) == 1
+
+
+class Told(Sweeper):
+    errors: ClassVar[list[str]] = []
+
+    async def on_error(
+        self, event: Event, handler: str, error: BaseException, attempt: int
+    ) -> None:
+        Told.errors.append(f"{handler}: {type(error).__name__}")
+
+
+async def test_a_run_refused_so_is_told_to_on_error() -> None:
+    Told.errors = []
+    async with BotHarness(Told) as bot:
+        await bot.deliver("installation.created")
+        await bot.advance(3600)
+        del bot.fake.store.installations[bot.installation_id]
+        assert (await bot.advance(3600)).dead_letters == []
+        assert Told.errors == ["sweep: InstallationUnavailable"]
+
+
+async def test_an_installation_put_back_while_its_run_was_refused_stays_scheduled() -> None:
+    """`installation.unsuspend` journaled while a run's token was being refused: the
+    refusal, told after it, does not take the installation off the schedule again."""
+    async with BotHarness(Sweeper) as bot:
+        await bot.deliver("installation.created")
+        host = await bot.shard.host(bot.installation_id)
+        attempt_began = bot.clock()
+        await bot.deliver("installation.unsuspend")
+        host._on_unavailable(host, attempt_began)  # the refused run's end, told late
+        assert sweeps(await bot.advance(3600)) == 1
+        bot.clock.advance(1)
+        host._on_unavailable(host, bot.clock())  # a refusal after it does
+        assert (await bot.advance(3600)).status == "0 run(s)"
+
+
+class SweepsOnReplay(InstallationActor):
+    max_attempts = 1
+    failing: ClassVar[bool] = True
+
+    @every("1h")
+    async def sweep(self, event: Event) -> None:
+        if SweepsOnReplay.failing:
+            raise RuntimeError("down")
+        await self.github.request("POST", ISSUES, json={"title": "hourly sweep"})
+
+
+async def test_a_replayed_scheduled_dead_letter_refused_so_is_a_dead_letter_again() -> None:
+    """An operator's replay asked for it: it is not ended quietly as a run is."""
+    SweepsOnReplay.failing = True
+    async with BotHarness(SweepsOnReplay) as bot:
+        await bot.deliver("installation.created")
+        [dead] = (await bot.advance(3600)).dead_letters
+        del bot.fake.store.installations[bot.installation_id]
+        SweepsOnReplay.failing = False
+        assert await bot.shard.replay(bot.installation_id, dead["delivery_id"], "sweep") == 1
+        await bot.shard.wait_idle()
+        [again] = await bot.shard.dead_letters()
+        assert (again["delivery_id"], again["error_type"]) == (
+            dead["delivery_id"],
+            "InstallationUnavailable",
+        )
 
 
 class Commenter(InstallationActor):

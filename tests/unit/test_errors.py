@@ -19,6 +19,9 @@ def _examples() -> list[errors.GhBotError]:
         errors.NotFound(404, "Not Found", method="GET", url="https://x/y", request_id="r"),
         errors.ValidationFailed(422, "Validation Failed", errors=[{"field": "title"}]),
         errors.RateLimited(403, "secondary", kind="secondary", retry_after=60, reset=1.0),
+        errors.InstallationUnavailable(
+            403, "installation 7 is suspended", installation_id=7, suspended=True, url="/x"
+        ),
         errors.ServerError(502, "Bad Gateway"),
         errors.GraphQLError([{"message": "nope"}]),
         errors.Timeout("slow", method="GET", url="u"),
