@@ -123,18 +123,14 @@ class RepoRoutes:
         repo = self._repo(ctx)
         if isinstance(repo, Reply):
             return repo
-        state = ctx.query.get("state", "open")
         # Every one of the comma-separated labels, by name (GitHub's are case-blind).
         wanted = {n.strip().lower() for n in ctx.query.get("labels", "").split(",") if n.strip()}
         issues = [
             i
             for i in repo.issues.values()
-            if (state == "all" or i["state"] == state)
-            and wanted <= {label["name"].lower() for label in i["labels"]}
+            if wanted <= {label["name"].lower() for label in i["labels"]}
         ]
-        if ctx.query.get("direction", "desc") == "desc":
-            issues.reverse()
-        return paged(ctx, issues)
+        return paged(ctx, _stated_and_ordered(ctx, issues))
 
     def create_issue(self, ctx: Ctx) -> Reply:
         repo = self._repo(ctx)
@@ -249,20 +245,16 @@ class RepoRoutes:
         repo = self._repo(ctx)
         if isinstance(repo, Reply):
             return repo
-        query = ctx.query
-        state, head, base = query.get("state", "open"), query.get("head"), query.get("base")
+        head, base = _head_filter(ctx.query.get("head")), ctx.query.get("base")
         every = (self.store.pull(repo, number) for number in repo.pulls)
         pulls = [
             p
             for p in every
             if p is not None
-            and (state == "all" or p["state"] == state)
-            and head in (None, p["head"]["label"])  # GitHub's `user:ref-name`
+            and head in (None, _head_of(p["head"]["label"]))
             and base in (None, p["base"]["ref"])
         ]
-        if query.get("direction", "desc") == "desc":
-            pulls.reverse()
-        return paged(ctx, pulls)
+        return paged(ctx, _stated_and_ordered(ctx, pulls))
 
     def get_pull(self, ctx: Ctx) -> Reply:
         found = self._pull(ctx)
@@ -381,3 +373,25 @@ class RepoRoutes:
             return repo
         sha = self.store.commit_of(repo, ctx.params["ref"])
         return paged(ctx, [s for s in reversed(repo.statuses) if s["sha"] == sha])
+
+
+def _stated_and_ordered(ctx: Ctx, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`found` (in creation order) with the list's `state` (`open` unless asked; `all`)
+    and in its `direction` (`desc`, newest first, unless asked)."""
+    state = ctx.query.get("state", "open")
+    kept = [item for item in found if state == "all" or item["state"] == state]
+    return kept[::-1] if ctx.query.get("direction", "desc") == "desc" else kept
+
+
+def _head_filter(head: str | None) -> tuple[str, str] | None:
+    """A pull request list's `head` as GitHub reads it: `user:ref-name`, the login
+    case-blind; a head without `user:` is ignored, as GitHub ignores it
+    (https://github.com/github/docs/issues/16647)."""
+    if head is None or ":" not in head:
+        return None
+    return _head_of(head)
+
+
+def _head_of(label: str) -> tuple[str, str]:
+    owner, _, ref = label.partition(":")
+    return owner.lower(), ref

@@ -602,6 +602,25 @@ async def test_pull_requests_are_listed_by_head_base_and_direction(
     assert await listed(head="octo-org:fix") == [first]
     assert await listed(head="someone-else:fix") == []
     assert await listed(base="release") == [second]
+
+
+async def test_a_head_without_its_owner_is_ignored_as_github_ignores_it(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The fake answered `head=fix` (no `owner:`) with no pull requests; GitHub
+    ignores such a head and lists every one (github/docs#16647), so a bot's missing
+    owner passed its test. The owner is compared as GitHub compares logins."""
+    first = fake.add_pull_request(REPO, "One", head="fix")["number"]
+    second = fake.add_pull_request(REPO, "Two", head="feature")["number"]
+    gh = token_client()
+
+    async def listed(**params: str) -> list[int]:
+        answer = await gh.request("GET", f"/repos/{REPO}/pulls", params=params)
+        return [p["number"] for p in answer.data]
+
+    assert await listed(head="fix") == [second, first]
+    assert await listed(head="OCTO-ORG:fix") == [first]
+    assert await listed(head="octo-org:FIX") == []
     with pytest.raises(ServerError, match="sort=popularity"):
         await listed(sort="popularity")
 
