@@ -7,8 +7,9 @@ https://docs.github.com/en/search-github/searching-on-github/searching-issues-an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ghbot.testing.documented import not_implemented
 from ghbot.testing.router import Ctx, Reply, Router, paged
@@ -35,7 +36,7 @@ class SearchRoutes:
         qualifiers `_search_term` reads; any other term is answered 501, naming it."""
         repos = [r for r in self.store.repos.values() if ctx.caller.can_see(r)]
         tests = []
-        for term in ctx.query.get("q", "").split():
+        for term in _TERM.findall(ctx.query.get("q", "")):
             test = _search_term(term)
             if test is None:
                 part = f"the search term {term!r}"
@@ -51,13 +52,22 @@ class SearchRoutes:
         return paged(ctx, found, wrap="items", incomplete_results=False)
 
 
+#: One term of a search: a qualifier with a quoted value (`label:"good first issue"`),
+#: a phrase, or a run of anything but spaces.
+_TERM: Final = re.compile(r'-?\w+:"[^"]*"|"[^"]*"|\S+')
+_QUOTED: Final = re.compile(r'"[^"]+"')
+
+
 def _search_term(term: str) -> Match | None:
     """What an issue of a repository must be to match one term of an issue search, or
     None for a term the fake does not implement. A free word is looked for in titles
     only (the fake searches as `in:title` does); an exclusion (`-word`), a phrase, a
-    list of values and `AND`, `OR`, `NOT` are not implemented.
+    list of values and `AND`, `OR`, `NOT` are not implemented; a label's name may be
+    quoted (`label:"good first issue"`).
     """
     key, colon, value = term.partition(":")
+    if key in ("label", "-label") and _QUOTED.fullmatch(value):
+        return _qualifier(key, value[1:-1].lower())
     if '"' in term or "," in value or term in ("AND", "OR", "NOT"):
         return None
     if colon:

@@ -651,3 +651,22 @@ async def test_issue_search_honours_its_qualifiers_or_answers_501_naming_the_ter
         assert f"the search term {term!r} of GET /search/issues" in str(caught.value.message)
     with pytest.raises(ServerError, match="the query parameter sort=updated"):
         await gh.request("GET", "/search/issues", params={"q": "bug", "sort": "updated"})
+
+
+async def test_issue_search_reads_a_quoted_label_whole(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The fake split `q` at spaces: `label:"good first issue"` was answered 501
+    naming the fragment `'label:"good'`."""
+    fake.add_issue(REPO, "Easy one", labels=["good first issue"])
+    gh = token_client()
+
+    async def found(q: str) -> list[str]:
+        answer = await gh.request("GET", "/search/issues", params={"q": q})
+        return [i["title"] for i in answer.data["items"]]
+
+    assert await found(f'repo:{REPO} label:"good first issue"') == ["Easy one"]
+    assert await found(f'repo:{REPO} -label:"Good First Issue"') == ["Found a bug"]
+    with pytest.raises(ServerError) as caught:
+        await found(f'repo:{REPO} "a phrase"')
+    assert "the search term '\"a phrase\"'" in str(caught.value.message)
