@@ -211,8 +211,9 @@ class AppRoutes:
 
 
 def _graph(obj: dict[str, Any]) -> dict[str, Any]:
-    """A REST object in GraphQL's spelling: `id` is the node ID, `state` in capitals."""
-    state = str(obj["state"]).upper()
+    """A REST object in GraphQL's spelling: `id` is the node ID, `state` in capitals
+    (a merged pull request's is `MERGED`, GraphQL's `PullRequestState`)."""
+    state = "MERGED" if obj.get("merged") else str(obj["state"]).upper()
     author = {"login": obj["user"]["login"]}
     return {**obj, "id": obj["node_id"], "database_id": obj["id"], "state": state, "author": author}
 

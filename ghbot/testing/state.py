@@ -291,6 +291,8 @@ class Store:
             "html_url": issue["pull_request"]["html_url"],
             "draft": False,
             "merged": False,
+            "merged_at": None,
+            "merge_commit_sha": None,
             "head": {
                 "ref": head,
                 "sha": head_sha,

@@ -43,11 +43,16 @@ def seed_issue(store: Store, repo: Repo, issue: dict[str, Any], given: Mapping[s
 
 def seed_pull(repo: Repo, pull: dict[str, Any], given: Mapping[str, Any]) -> None:
     """Set `pull`'s own fields from `given`, a payload's `pull_request`: `draft`,
-    `merged`, and its head's and base's ref and SHA (its fields an issue has are its
-    issue's, `seed_issue`'s). A field `given` lacks is left as it is."""
+    `merged` (with `merged_at`, its `closed_at`), `merge_commit_sha`, and its head's
+    and base's ref and SHA (its fields an issue has are its issue's, `seed_issue`'s;
+    `pull` is answered with them, `Store.pull`). A field `given` lacks is left as it
+    is."""
     for key in ("draft", "merged"):
         if isinstance(given.get(key), bool):
             pull[key] = given[key]
+    pull["merged_at"] = pull["closed_at"] if pull["merged"] else None
+    if isinstance(given.get("merge_commit_sha"), str):
+        pull["merge_commit_sha"] = given["merge_commit_sha"]
     owner = repo.data["owner"]["login"]
     for side in ("head", "base"):
         end = given.get(side)

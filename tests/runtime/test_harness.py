@@ -657,6 +657,11 @@ class SubjectReader(InstallationActor):
         params = event.pull_request()
         path = f"/repos/{params['owner']}/{params['repo']}/pulls/{params['pull_number']}"
         SubjectReader.read.append((await self.github.request("GET", path)).data)
+        query = """query($o: String!, $r: String!, $n: Int!) {
+          repository(owner: $o, name: $r) { pullRequest(number: $n) { state } } }"""
+        number = params["pull_number"]
+        found = await self.github.graphql(query, o=params["owner"], r=params["repo"], n=number)
+        SubjectReader.read.append(found["repository"]["pullRequest"])
 
     @on("issues.labeled")
     async def read_issue(self, event: Event) -> None:
@@ -679,10 +684,15 @@ async def test_the_issue_or_pull_request_the_harness_creates_is_the_one_the_payl
         assert (await bot.deliver("pull_request", closed)).dead_letters == []
         labeled = await bot.deliver("issues.labeled", issue__number=5, issue__title="Typo")
         assert labeled.dead_letters == []
-        [pull, issue] = SubjectReader.read
+        [pull, graphed, issue] = SubjectReader.read
         assert (pull["number"], pull["state"], pull["merged"], pull["title"]) == (
             given["number"], "closed", True, given["title"]
         )  # fmt: skip
+        # Merged, as GitHub shows it: `merged_at` (the harness clock's, as `closed_at`),
+        # the payload's merge commit, and GraphQL's `MERGED` (not `CLOSED`).
+        assert pull["merged_at"] == pull["closed_at"] is not None
+        assert pull["merge_commit_sha"] == given["merge_commit_sha"]
+        assert graphed == {"state": "MERGED"}
         assert pull["head"]["sha"] == given["head"]["sha"] != "a" * 40
         assert (pull["head"]["ref"], pull["base"]["ref"]) == ("changes", "master")
         assert pull["base"]["sha"] == given["base"]["sha"]
