@@ -154,11 +154,12 @@ class RepoRoutes:
             return found
         repo, issue = found
         body = ctx.body()
-        for key in ("title", "body", "state_reason"):
+        for key in ("title", "body"):
             if key in body:
                 issue[key] = body[key]
-        if body.get("state") in ("open", "closed"):
-            self.store.set_state(repo, issue, body["state"])
+        state = body.get("state")
+        state = state if state in ("open", "closed") else issue["state"]
+        self.store.set_state(repo, issue, state, body.get("state_reason"))
         if "labels" in body:
             issue["labels"] = [self.store.label(repo, str(n)) for n in body["labels"] or ()]
         issue["updated_at"] = iso(self.store.clock())

@@ -215,14 +215,21 @@ class Store:
         repo.data["open_issues_count"] += 1
         return issue
 
-    def set_state(self, repo: Repo, issue: dict[str, Any], state: str) -> None:
-        """Open or close `issue` ("open" or "closed"), with its `closed_at` and the
-        repository's count of open issues."""
+    def set_state(
+        self, repo: Repo, issue: dict[str, Any], state: str, reason: str | None = None
+    ) -> None:
+        """Open or close `issue` ("open" or "closed"), with its `closed_at`, the
+        repository's count of open issues, and its `state_reason`: `reason` if given,
+        else `completed` when closed and `reopened` when reopened, as GitHub gives it.
+        https://docs.github.com/en/rest/issues/issues#update-an-issue"""
         if state != issue["state"]:
             closed = state == "closed"
             issue["state"] = state
             issue["closed_at"] = iso(self.clock()) if closed else None
+            issue["state_reason"] = reason or ("completed" if closed else "reopened")
             repo.data["open_issues_count"] += -1 if closed else 1
+        elif reason is not None:
+            issue["state_reason"] = reason
 
     def make_comment(
         self, repo: Repo, issue: dict[str, Any], body: str, user: dict[str, Any]

@@ -25,11 +25,11 @@ def seed_issue(store: Store, repo: Repo, issue: dict[str, Any], given: Mapping[s
     title, body, state (with `closed_at` and the repository's open count),
     `state_reason`, `locked`, labels (the repository's, made as adding them makes
     them), assignees and author. A field `given` lacks is left as it is."""
-    for key in _ISSUE_FIELDS:
-        if key in given:
-            issue[key] = given[key]
     if given.get("state") in ("open", "closed"):
         store.set_state(repo, issue, str(given["state"]))
+    for key in _ISSUE_FIELDS:  # after the state: the payload's `state_reason`, null too
+        if key in given:
+            issue[key] = given[key]
     labels = given.get("labels")
     if isinstance(labels, list):
         names = [label["name"] for label in labels if isinstance(label, Mapping)]

@@ -586,6 +586,23 @@ async def test_a_filter_the_fake_lacks_is_answered_501_never_as_if_unasked(
     assert fake.rate_limit(1) == spent - 1  # answered, so counted, as GitHub's answers are
 
 
+async def test_closing_or_reopening_an_issue_gives_its_state_reason(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """The fake left `state_reason` null when an issue was closed or reopened; GitHub
+    gives `completed` (closed without a reason), `reopened`, or the one asked."""
+    number = fake.add_issue(REPO, "Flaky")["number"]
+    gh = token_client()
+    path = f"/repos/{REPO}/issues/{number}"
+
+    async def patched(**body: str) -> object:
+        return (await gh.request("PATCH", path, json=body)).data["state_reason"]
+
+    assert await patched(state="closed") == "completed"
+    assert await patched(state="open") == "reopened"
+    assert await patched(state="closed", state_reason="not_planned") == "not_planned"
+
+
 async def test_pull_requests_are_listed_by_head_base_and_direction(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
