@@ -25,8 +25,9 @@ its repository (`Codertocat/Hello-World`, the examples', and installation 1 unle
 told); an example is made about that repository (its `repository` and the URLs naming
 it) unless the delivery names its repository itself (`repository__full_name`,
 `repository__name`, `repository__owner__login`). It creates the issue or pull
-request a delivery is about when the fake lacks it, as the payload describes it, so the
-bot's calls about it find it and read what the delivery said.
+request a delivery is about when the fake lacks it, as the payload describes it, and
+updates one it made when a later delivery describes it (unless the bot changed it
+since), so the bot's calls about it find it and read what the delivery said.
 
 Time: nothing waits. The harness's `clock` (a `FakeClock`) is the time of the
 runtime, the GitHub client and the fake GitHub it starts: a handler's retry backoff,
@@ -64,7 +65,8 @@ from ghbot.journal import Journal, open_journal
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub, RecordedRequest, app_key_pair
 from ghbot.testing.payloads import change, example_payload
-from ghbot.testing.subjects import seed_issue, seed_pull
+from ghbot.testing.state import Repo
+from ghbot.testing.subjects import seed_issue, seed_pull, seeded
 from ghbot.webhooks import parse_delivery, sign
 
 __all__ = ["BotHarness", "Delivered"]
@@ -138,6 +140,9 @@ class BotHarness:
         #: Placeholders: the issues `deliver` made to reach a delivery's number that no
         #: delivery has described since, by repository.
         self._fillers: dict[str, set[int]] = {}
+        #: The issues and pull requests `deliver` described, by repository and number:
+        #: what it set (`subjects.seeded`), to tell whether the bot changed them since.
+        self._described: dict[str, dict[int, dict[str, Any]]] = {}
         self._shard: ShardCore | None = None
         self._local: LocalShard | None = None
 
@@ -362,34 +367,49 @@ class BotHarness:
                 )
 
     def _ensure_subject(self, number: int | None, data: Mapping[str, Any]) -> None:
-        """Create issue (or pull request) `number` as the payload describes it, if the
-        fake lacks it, with placeholder issues below it to reach its number."""
+        """Make issue (or pull request) `number` what the payload describes: create it
+        if the fake lacks it, with placeholder issues below it to reach its number, or
+        update one the harness made (a placeholder, or described by an earlier
+        delivery) unless the bot has changed it since. The test's own is left."""
         repository = data.get("repository")
         if number is None or not isinstance(repository, Mapping):
             return
         owner, _, name = str(repository.get("full_name", "")).partition("/")
-        repo = self.fake.store.repo(owner, name)
-        if repo is None or number in repo.pulls:
+        store = self.fake.store
+        repo = store.repo(owner, name)
+        if repo is None:
             return
         fillers = self._fillers.setdefault(repo.full_name, set())
-        if number in repo.issues and number not in fillers:
-            return  # the test's own, or one a delivery described already
+        described = self._described.setdefault(repo.full_name, {})
+        if number in described:
+            if described[number] != seeded(store, repo, number):
+                return  # the bot changed it: its change stands
+        elif number in repo.issues and number not in fillers:
+            return  # the test's own
         while repo.next_number <= number:
             fillers.add(repo.next_number)
             self.fake.add_issue(f"{owner}/{name}", f"issue {repo.next_number}")
-        # A placeholder until now: it becomes what the payload says.
         fillers.discard(number)
+        self._describe(repo, repo.issues[number], data)
+        described[number] = seeded(store, repo, number)
+
+    def _describe(self, repo: Repo, made: dict[str, Any], data: Mapping[str, Any]) -> None:
+        """Set `made` from the payload's `issue` or `pull_request`."""
+        store = self.fake.store
         issue, pull = data.get("issue"), data.get("pull_request")
-        made = repo.issues[number]
         described = issue if isinstance(issue, Mapping) else pull
         if isinstance(described, Mapping):
-            seed_issue(self.fake.store, repo, made, described)
+            seed_issue(store, repo, made, described)
         # A pull request's own events carry `pull_request`; an `issue_comment` on one
         # carries an `issue` whose `pull_request` says so.
+        is_pull = isinstance(pull, Mapping) or (
+            isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping)
+        )
+        if not is_pull:
+            return
+        found = store.pull(repo, made["number"]) or store.pull_of(repo, made)
         if isinstance(pull, Mapping):
-            seed_pull(repo, self.fake.store.pull_of(repo, made), pull)
-        elif isinstance(issue, Mapping) and isinstance(issue.get("pull_request"), Mapping):
-            self.fake.store.pull_of(repo, made)
+            seed_pull(repo, found, pull)
 
     async def _domain_events(self, stream: str, vshard: int, first: int) -> list[msgspec.Struct]:
         journal = self._journal

@@ -1,7 +1,8 @@
 """What a webhook payload says of its issue or pull request, put in the fake's store.
 
 `BotHarness` creates the issue or pull request a delivery is about when the fake lacks
-it; these make it the one the payload describes rather than a placeholder, so a
+it, and updates one it made when a later delivery is about it and the bot has not
+changed it since (`seeded` tells); these make it the one the payload describes, so a
 handler's `issues.get` or `pulls.get` answers what the delivery said. Timestamps stay
 the fake clock's: the payload's (an example's are from 2019) would not move with it.
 https://docs.github.com/en/webhooks/webhook-events-and-payloads
@@ -14,7 +15,7 @@ from typing import Any
 
 from ghbot.testing.state import Repo, Store
 
-__all__ = ["seed_issue", "seed_pull"]
+__all__ = ["seed_issue", "seed_pull", "seeded"]
 
 #: An issue's fields taken from the payload as they are.
 _ISSUE_FIELDS = ("title", "body", "state_reason", "locked")
@@ -62,3 +63,19 @@ def seed_pull(repo: Repo, pull: dict[str, Any], given: Mapping[str, Any]) -> Non
             if isinstance(end.get(key), str):
                 pull[side][key] = end[key]
         pull[side]["label"] = str(end.get("label") or f"{owner}:{pull[side]['ref']}")
+
+
+def seeded(store: Store, repo: Repo, number: int) -> dict[str, Any]:
+    """Return what `seed_issue` and `seed_pull` set of issue (or pull request)
+    `number` of `repo`, as it is now: compared with what it was when a delivery set it,
+    it tells whether anything else (the bot) has changed it since."""
+    issue = repo.issues[number]
+    now: dict[str, Any] = {key: issue[key] for key in (*_ISSUE_FIELDS, "state")}
+    now["labels"] = [label["name"] for label in issue["labels"]]
+    now["assignees"] = [user.get("login") for user in issue["assignees"]]
+    now["user"] = issue["user"].get("login")
+    pull = store.pull(repo, number)
+    if pull is not None:
+        now.update({key: pull[key] for key in ("draft", "merged", "merge_commit_sha")})
+        now.update({side: dict(pull[side]) for side in ("head", "base")})
+    return now

@@ -707,3 +707,37 @@ async def test_the_issue_or_pull_request_the_harness_creates_is_the_one_the_payl
         repo = bot.fake.store.repo("Codertocat", "Hello-World")
         assert repo is not None and repo.issues[4]["title"] == "issue 4"
         assert repo.data["open_issues_count"] == 4
+
+
+class StateReader(InstallationActor):
+    read: ClassVar[list[tuple[str, str, str]]] = []
+
+    @on("issues.closed", "issues.reopened", "issues.edited")
+    async def read_issue(self, event: Event) -> None:
+        params = event.issue()
+        path = f"/repos/{params['owner']}/{params['repo']}/issues/{params['issue_number']}"
+        found = (await self.github.request("GET", path)).data
+        StateReader.read.append((event.action or "", found["state"], found["title"]))
+        if event.action == "edited":  # the bot's own change, which a delivery leaves
+            await self.github.request("PATCH", path, json={"title": "The bot's"})
+
+
+async def test_a_later_delivery_updates_the_subject_the_harness_made() -> None:
+    """The harness seeded an issue from a delivery only when it created it: after
+    `issues.closed`, the `issues.reopened` handler read the issue closed. A
+    placeholder below a delivery's number becomes what a later delivery for its
+    number describes; an issue the bot changed keeps the bot's change."""
+    StateReader.read = []
+    async with BotHarness(StateReader) as bot:
+        await bot.deliver("issues.closed", issue__number=3, issue__state="closed")
+        await bot.deliver("issues.reopened", issue__number=3, issue__title="Again")
+        await bot.deliver("issues.reopened", issue__number=2, issue__title="Was filler")
+        await bot.deliver("issues.edited", issue__number=3, issue__title="Edited")
+        await bot.deliver("issues.closed", issue__number=3, issue__state="closed")
+        assert StateReader.read == [
+            ("closed", "closed", "Spelling error in the README file"),
+            ("reopened", "open", "Again"),
+            ("reopened", "open", "Was filler"),
+            ("edited", "open", "Edited"),
+            ("closed", "open", "The bot's"),
+        ]
