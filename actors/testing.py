@@ -264,6 +264,7 @@ class BotHarness:
         [status] = await self.shard.ingest(encode_batch([inbound]))
         await self.shard.wait_idle()
         self._raise_evolve_failure()
+        self._raise_not_activated(installation_id)
         requests = [r for r in self.fake.requests_since(seen) if "/access_tokens" not in r.path]
         return Delivered(
             delivery_id=guid,
@@ -288,6 +289,7 @@ class BotHarness:
         runs = await self.shard.schedule_due()
         await self.shard.wait_idle()
         self._raise_evolve_failure()
+        self._raise_not_activated(self.installation_id)
         requests = [r for r in self.fake.requests_since(start) if "/access_tokens" not in r.path]
         dead = [
             d
@@ -324,6 +326,17 @@ class BotHarness:
             "emitted: the event is journaled but not in the state, and the installation "
             "will not be activated again until evolve folds it (its deliveries stay pending)"
         ) from failed[0][1]
+
+    def _raise_not_activated(self, installation_id: int) -> None:
+        """Raise `UsageError` when the installation could not be activated (its
+        journal's events do not fold or decode with this code): what was delivered is
+        journaled and pending, and nothing of it ran."""
+        if self.shard.activation_failed(installation_id):
+            raise UsageError(
+                f"installation {installation_id} could not be activated: its journal holds "
+                "what this code cannot fold or read back (the ERROR line logged for it "
+                "says what); the delivery is journaled and pending, and did not run"
+            )
 
     def _payload(
         self, event: str, payload: Mapping[str, Any] | bytes | Path | None

@@ -123,8 +123,11 @@ class Router:
         """Route `method template` to `handler`, after the routes added before it
         (`first`: before them).
 
-        `{name}` matches one path segment, `{name*}` one or more (a file's path); the
-        rest of `template` matches as written. `query` names the query parameters the
+        `{name}` matches one path segment (ASCII digits only for a `number` or a
+        `..._number`, which GitHub's paths always write so: `/issues/comments` is not
+        issue "comments"; not for an `..._id`, which is a word for some, a gist's or an
+        advisory's), `{name*}` one or more (a file's path); the rest of `template`
+        matches as written. `query` names the query parameters the
         handler honours (besides `per_page` and `page`) and their values (None: any);
         the fake answers 501 for another that GitHub describes for the operation.
         Without it, no parameter is refused.
@@ -133,7 +136,7 @@ class Router:
         literal = re.escape(template)
         literal = literal.replace(r"\{", "{").replace(r"\}", "}").replace(r"\*", "*")
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", literal)
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+        regex = re.sub(r"\{(\w+)\}", _segment, regex)
         pattern = re.compile(f"^{regex}/?$")
         route = Route(method, template, pattern, handler, auth, counted, query)
         routes = self._routes.setdefault((method, _head(template)), [])
@@ -151,6 +154,13 @@ class Router:
             if found is not None:
                 return route, found.groupdict()
         return None
+
+
+def _segment(parameter: re.Match[str]) -> str:
+    """The pattern of one path parameter: digits for a number, else a segment."""
+    name = parameter[1]
+    numeric = name == "number" or name.endswith("_number")
+    return f"(?P<{name}>[0-9]+)" if numeric else f"(?P<{name}>[^/]+)"
 
 
 def _honours(values: tuple[str, ...] | None, value: str) -> bool:

@@ -194,7 +194,8 @@ class FakeGitHub(Setup):
         answers those 501, naming them), or to script GitHub's answer.
 
         `{name}` in `template` matches one path segment (`/repos/{owner}/{repo}/
-        issues/{issue_number}/reactions`), `{name*}` one or more, slashes included
+        issues/{issue_number}/reactions`; digits only for a `number` or a `..._number`),
+        `{name*}` one or more, slashes included
         (`/repos/{owner}/{repo}/contents/{path*}`). A stubbed request still needs the
         app's credentials, spends the caller's rate limit and is recorded in
         `requests`: an installation's token by default, the app's JWT for

@@ -546,6 +546,22 @@ async def test_a_pull_request_is_its_issue_closed_labelled_or_retitled_through_t
     assert [p["number"] for p in closed.data] == [number]
 
 
+async def test_a_path_whose_number_is_a_word_is_not_that_numbers_route(
+    fake: FakeGitHub, token_client: Callable[..., GitHub]
+) -> None:
+    """`GET /repos/o/r/issues/comments` (a repository's issue comments) took the route
+    of `issues/{number}` and was answered 404 (no issue "comments"): GitHub has the
+    operation, the fake does not, so it is a 501 naming it, filters or none."""
+    gh = token_client()
+    template = "/repos/{owner}/{repo}/issues/comments"
+    for params in ({}, {"since": "2024-01-01T00:00:00Z"}):
+        with pytest.raises(ServerError) as caught:
+            await gh.request("GET", f"/repos/{REPO}/issues/comments", params=params)
+        assert caught.value.status == 501
+        assert caught.value.message.startswith(f"FakeGitHub does not implement GET {template}:")
+    assert (await gh.request("GET", f"/repos/{REPO}/issues/1")).status == 200
+
+
 async def test_a_filter_the_fake_lacks_is_answered_501_never_as_if_unasked(
     fake: FakeGitHub, token_client: Callable[..., GitHub]
 ) -> None:
