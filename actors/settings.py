@@ -38,6 +38,7 @@ __all__ = [
     "max_concurrent_requests",
     "number_in",
     "pace_writes",
+    "whole_in",
 ]
 
 #: The sweeper asks GitHub to redeliver the failed deliveries of the last 6 hours that
@@ -73,11 +74,15 @@ def max_concurrent_requests(raw: str, name: str = "GHBOT_MAX_CONCURRENT_REQUESTS
     """Return the requests in flight to GitHub at once for the whole app `raw` says:
     100 (GitHub's secondary limit) when it is empty. Raises `ConfigError`, naming
     `name`, unless `raw` is a whole number from 2 to 10000."""
-    if not raw:
-        return 100
-    value = number_in(name, raw, 2, 10_000)
+    return whole_in(name, raw, 2, 10_000) if raw else 100
+
+
+def whole_in(name: str, raw: str, low: int, high: int) -> int:
+    """Return `raw` as a whole number from `low` to `high`; `ConfigError`, naming
+    `name`, for anything else (1.5 shards, 0.5 log lines a second)."""
+    value = number_in(name, raw, low, high)
     if not value.is_integer():
-        raise ConfigError(f"{name}={raw!r} must be a whole number from 2 to 10000")
+        raise ConfigError(f"{name}={raw!r} must be a whole number from {low} to {high}")
     return int(value)
 
 

@@ -48,6 +48,7 @@ from actors.settings import (
     max_concurrent_requests,
     number_in,
     pace_writes,
+    whole_in,
 )
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
@@ -159,14 +160,14 @@ def build_settings(
             return default
 
     def whole(name: str, var: str, default: int, low: int, high: int) -> int:
-        value = number(name, var, default, low, high)
-        if not float(value).is_integer():  # 1.5 shards, or 0.5 log lines a second (0: none)
-            raw = given(name, var)
-            problems.append(
-                f"{said(name, var)}={raw!r} must be a whole number from {low} to {high}"
-            )
+        raw = given(name, var)
+        if not raw:
             return default
-        return int(value)
+        try:
+            return whole_in(said(name, var), raw, low, high)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return default
 
     def read(parse: Callable[[str, str], T], name: str, var: str) -> T:
         """`parse` the argument `name` or the variable `var`; its default if wrong."""

@@ -13,7 +13,7 @@ import re
 
 from ghbot.testing.router import Ctx, Reply, Router, error
 
-__all__ = ["described_query", "documented", "not_implemented", "stub_template"]
+__all__ = ["described", "documented", "not_implemented", "stub_template"]
 
 #: The path parameters of GitHub's operations that may hold slashes: a file's path, a
 #: git ref, a branch, a tag, a folder and `base...head`.
@@ -29,15 +29,18 @@ def stub_template(template: str) -> str:
 def documented(method: str, path: str) -> str | None:
     """Return the template of GitHub's operation `method path` (`/repos/{owner}/...`),
     the most literal one that matches, or None when GitHub's REST description has none."""
-    found = _operations().match(method, path)
-    return None if found is None else found[0].template.replace("*}", "}")
+    found = described(method, path)
+    return None if found is None else found[0]
 
 
-def described_query(method: str, path: str) -> frozenset[str]:
-    """Return the query parameters of GitHub's operation `method path` (none when its
-    REST description has no such operation)."""
+def described(method: str, path: str) -> tuple[str, frozenset[str]] | None:
+    """Return the template of GitHub's operation `method path` (as `documented`) and its
+    query parameters, or None when GitHub's REST description has no such operation."""
     found = _operations().match(method, path)
-    return frozenset(found[0].query or ()) if found is not None else frozenset()
+    if found is None:
+        return None
+    route = found[0]
+    return route.template.replace("*}", "}"), frozenset(route.query or ())
 
 
 def not_implemented(method: str, template: str, *, part: str = "", jwt: bool = False) -> str:

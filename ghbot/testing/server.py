@@ -40,7 +40,7 @@ from aiohttp import web
 
 from ghbot.errors import UsageError
 from ghbot.testing.deliveries import Deliveries
-from ghbot.testing.documented import described_query, documented, not_implemented
+from ghbot.testing.documented import described, documented, not_implemented
 from ghbot.testing.faults import Fault, Faults
 from ghbot.testing.identity import TOKEN_LIFETIME, Identities, Quota, Quotas
 from ghbot.testing.router import DOCS, Auth, Ctx, Reply, Route, Router, error
@@ -499,10 +499,12 @@ def _unhonoured(route: Route, request: web.Request, path: str) -> Reply | None:
     if not unhonoured:
         return None
     method = "GET" if request.method == "HEAD" else request.method
-    described = described_query(method, path)
+    operation = described(method, path)
+    if operation is None:
+        return None
+    template, parameters = operation
     for name, value in unhonoured:
-        if name in described:
-            template = documented(method, path) or route.template
+        if name in parameters:
             part = f"the query parameter {name}={value}"
             message = not_implemented(method, template, part=part, jwt=route.auth == "jwt")
             return Reply({"message": message}, 501)

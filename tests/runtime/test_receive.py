@@ -169,27 +169,33 @@ def test_an_error_importing_the_bot_names_its_file_and_line(
 ) -> None:
     """It said `importing 'brokenbot' raised NameError: name 'lable' is not defined`:
     which file, which line?"""
+    err = _receive_with_bot(source, tmp_path, monkeypatch, capsys)
+    assert f"raised {error} at {tmp_path / 'brokenbot.py'}:{line}: " in err
+
+
+def test_an_import_error_inside_the_bot_names_its_line_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _receive_with_bot(IMPORT_ERROR, tmp_path, monkeypatch, capsys)
+    assert f"cannot import 'brokenbot' at {tmp_path / 'brokenbot.py'}:3 (" in err
+
+
+def _receive_with_bot(
+    source: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """Run `ghbot receive` with `source` as the bot's module, which fails to import;
+    return its one line of error, checked to be one line without a traceback."""
     (tmp_path / "brokenbot.py").write_text(source)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts the directory in
     monkeypatch.delitem(sys.modules, "brokenbot", raising=False)
     assert cli.main(["receive", "issues.opened", "--bot", "brokenbot:Bot"]) == 2
     err = capsys.readouterr().err
-    assert f"raised {error} at {tmp_path / 'brokenbot.py'}:{line}: " in err
     assert err.count("\n") == 1 and "Traceback" not in err
-
-
-def test_an_import_error_inside_the_bot_names_its_line_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "brokenbot.py").write_text(IMPORT_ERROR)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.delitem(sys.modules, "brokenbot", raising=False)
-    assert cli.main(["receive", "issues.opened", "--bot", "brokenbot:Bot"]) == 2
-    err = capsys.readouterr().err
-    assert f"cannot import 'brokenbot' at {tmp_path / 'brokenbot.py'}:3 (" in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
 
 
 def test_a_file_that_is_not_json_is_refused(
