@@ -27,11 +27,12 @@ __all__: list[str] = []
 # --- the commands about a bot of the current directory: register, dev, receive ---------
 
 
-def _bot_argument(parser: argparse.ArgumentParser) -> None:
+def _bot_argument(parser: argparse.ArgumentParser, *, env_file: bool = False) -> None:
+    where = "GHBOT_BOT, from the environment or the --env-file" if env_file else "GHBOT_BOT"
     parser.add_argument(
         "--bot",
         default=os.environ.get("GHBOT_BOT") or None,
-        help="the bot class, module:Class (default: GHBOT_BOT)",
+        help=f"the bot class, module:Class (default: {where})",
     )
 
 
@@ -117,7 +118,7 @@ register(
 
 def _dev_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    _bot_argument(parser)
+    _bot_argument(parser, env_file=True)
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("--port", type=port, default=3000, help="port to listen on (default 3000)")
     add("--env-file", type=Path, default=Path(".env"), help="settings to load (default .env)")

@@ -193,7 +193,5 @@ def paged(ctx: Ctx, items: list[Any], *, wrap: str | None = None, **extra: Any) 
 
 
 def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+    number = None if value is None else whole_number(value)
+    return default if number is None else number

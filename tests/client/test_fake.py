@@ -98,6 +98,12 @@ async def test_pages_carry_link_headers(
     last = await gh.request("GET", page.links["last"])
     assert [c["body"] for c in last.data] == ["comment 3"]
     assert set(last.links) == {"prev", "first"}
+    # A page or size that is not written in ASCII digits is not read as one: the default.
+    for odd in ("+2", " 2", "٢", "1_0"):
+        page = await gh.request(
+            "GET", f"/repos/{REPO}/issues/1/comments", params={"per_page": odd, "page": odd}
+        )
+        assert [c["body"] for c in page.data] == [f"comment {n}" for n in range(4)], odd
 
 
 async def test_issues_comments_and_labels(

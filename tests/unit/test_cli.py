@@ -104,6 +104,17 @@ def test_arguments_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.build_parser().parse_args(["status"]).namespace == "bots"
 
 
+def test_bot_help_names_the_env_file_only_where_it_is_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ghbot dev` reads GHBOT_BOT from `--env-file` too; `register` and `receive` don't."""
+    for command, reads_env_file in (("dev", True), ("register", False), ("receive", False)):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert ("from the environment or the --env-file" in shown) is reads_env_file, command
+
+
 @pytest.mark.parametrize(
     "argv",
     [["dead-letters"], ["dead-letters", "replay"], ["dead-letters", "purge"]],
