@@ -242,6 +242,12 @@ class Budget:
     optimistic: `limit` (GitHub's minimum, 5,000) is assumed. `reset` is GitHub's
     epoch second; the `now` its methods take is the local clock, which `clock` (the
     installation's `GitHubClock`, if given) turns into GitHub's time to compare.
+
+    A success (2xx) answered without rate-limit headers says GitHub does not meter the
+    resource (GitHub Enterprise Server with rate limits off): the budget is then not
+    `metered` and counts nothing (requests and leases always fit, a settled lease
+    takes nothing, it never refuses) until an answer with the headers, whose numbers
+    it counts from again (`observe`).
     """
 
     __slots__ = (
@@ -252,6 +258,7 @@ class Budget:
         "known",
         "limit",
         "margin",
+        "metered",
         "remaining",
         "reset",
         "resource",
@@ -280,8 +287,13 @@ class Budget:
         self._clock = clock
         #: Whether an answer of GitHub's has given the limit (else `limit` is assumed).
         self.known = False
+        #: Whether GitHub meters the resource: False from a success answered without
+        #: rate-limit headers until an answer with them (`observe`).
+        self.metered = True
 
     def __repr__(self) -> str:
+        if not self.metered:
+            return f"Budget(resource={self.resource!r}, unmetered, reserved={self._reserved})"
         return (
             f"Budget(resource={self.resource!r}, remaining={self.remaining}/{self.limit}, "
             f"reserved={self._reserved}, reset={self.reset:.0f})"
@@ -308,7 +320,10 @@ class Budget:
         return self.usable(now) - self._reserved
 
     def acquire(self, now: float, *, method: str = "", url: str = "") -> None:
-        """Take one unit for a request, or raise `RateLimited` carrying the reset time."""
+        """Take one unit for a request, or raise `RateLimited` carrying the reset time
+        (unmetered: take nothing, never raise)."""
+        if not self.metered:
+            return
         if self.available(now) < 1:
             raise self._exhausted(now, method, url)
         self.remaining -= 1
@@ -320,9 +335,17 @@ class Budget:
         (a wait for the reset would be followed by another, each a handler's rerun).
         The limit is the one GitHub's answers gave; before the first, a lease larger
         than 5,000 allows is refused for a minute (`RateLimited`), unless GitHub is
-        asked meanwhile (`told`)."""
+        asked meanwhile (`told`). Unmetered, any `n` fits (and is set aside, should
+        metering start again while the lease is open)."""
         if n < 0:
             raise UsageError("a lease cannot be negative")
+        if self.metered:
+            self._fits(n, now)
+        self._reserved += n
+        return Lease(granted=n, start=(self._window, self._counted, self.remaining))
+
+    def _fits(self, n: int, now: float) -> None:
+        """Raise what `lease` raises when `n` units do not fit a metered budget."""
         ceiling = self.limit - math.ceil(self.limit * self.margin)
         if n > ceiling and not self.known:  # 5,000 assumed: wait for GitHub's number
             raise RateLimited(
@@ -340,8 +363,6 @@ class Budget:
             )
         if self.available(now) < n:
             raise self._exhausted(now, "", "", wanted=n)
-        self._reserved += n
-        return Lease(granted=n, start=(self._window, self._counted, self.remaining))
 
     def spend(self, lease: Lease) -> None:
         """Spend one unit of `lease` on a request; raises `LeaseExhausted` when it is used up."""
@@ -349,18 +370,21 @@ class Budget:
             raise LeaseExhausted(f"quota lease is used up: all {lease.granted} requests made")
         lease.used += 1
         self._reserved -= 1
-        self.remaining -= 1
-        self._counted += 1
+        if self.metered:
+            self.remaining -= 1
+            self._counted += 1
 
     def refund(self, lease: Lease | None = None) -> None:
         """Give back the unit a request took when GitHub did not count it.
 
         A 304 answer to a conditional request is free, and an answer without rate-limit
         headers (GHES with limits off) says nothing was counted. With `lease`, the unit
-        goes back to that lease while it is open.
+        goes back to that lease while it is open. Unmetered, the budget took none to
+        give back.
         """
-        self.remaining = min(self.remaining + 1, self.limit)
-        self._counted -= 1
+        if self.metered:
+            self.remaining = min(self.remaining + 1, self.limit)
+            self._counted -= 1
         if lease is not None and lease.open and lease.used > 0:
             lease.used -= 1
             self._reserved += 1
@@ -376,11 +400,20 @@ class Budget:
         process's requests with the installation's token, is taken as the lease's
         until the next answer shows it). A lease granted before the budget had an
         answer (its `remaining` a guess), or whose window has ended, is taken whole
-        from the budget (what answers showed of it is counted twice).
+        from the budget (what answers showed of it is counted twice). Unmetered,
+        nothing is taken from the budget (GitHub counted nothing).
         """
         if not lease.open:
             return
         used = min(used, lease.unused)
+        if self.metered:
+            self._take(lease, used, now)
+        lease.used += used
+        self._reserved -= used
+        self.release(lease)
+
+    def _take(self, lease: Lease, used: int, now: float) -> None:
+        """Count `used` units of `lease`'s, settled, as `settle` says."""
         self._roll(now)
         if lease.start is not None and lease.start[0] == self._window:
             _, counted, remaining = lease.start
@@ -388,9 +421,6 @@ class Budget:
         else:
             self.remaining -= used
         self._counted += used
-        lease.used += used
-        self._reserved -= used
-        self.release(lease)
 
     def release(self, lease: Lease) -> int:
         """Close `lease` and give its unused units back; returns how many came back."""
@@ -401,11 +431,25 @@ class Budget:
         self._reserved -= back
         return back
 
-    def observe(self, limit: RateLimit | None, now: float) -> None:
-        """Update from an answer's headers; ignores answers from another resource, and
-        of a window that has ended (sent before a reset, answered after it)."""
-        if limit is None or limit.resource != self.resource:
+    def observe(self, limit: RateLimit | None, now: float, *, status: int | None = None) -> None:
+        """Update from an answer's headers (`limit`; None when it had none); ignores
+        answers from another resource, and of a window that has ended (sent before a
+        reset, answered after it).
+
+        `status`, given for an answer to one of this budget's own requests, says what
+        an answer without the headers means: a success (2xx) says GitHub does not
+        meter the resource (`metered` turns False); an error says nothing (a proxy's
+        502 or 503 carries no headers, and github.com's errors may lack them). An
+        answer with the headers turns metering on again, counting from its numbers.
+        """
+        if limit is None:
+            if status is not None and 200 <= status < 300:
+                self.metered = False
             return
+        if limit.resource != self.resource:
+            return
+        if not self.metered:
+            self._meter()
         if limit.limit > 0:
             self.known = True
         self._roll(now)
@@ -423,6 +467,12 @@ class Budget:
         # An earlier window's (a request sent before the reset, answered after a later
         # one) says nothing of this window's count.
 
+    def _meter(self) -> None:
+        """Count again from a fresh window, as after a reset: GitHub meters the
+        resource again, and what was counted before it stopped is not its count."""
+        self.metered = True
+        self._restart()
+
     def seconds_to_reset(self, now: float) -> float:
         """Return the seconds until the window resets (0 when unknown or past)."""
         return max(self.reset - self._github(now), 0.0)
@@ -432,9 +482,13 @@ class Budget:
 
     def _roll(self, now: float) -> None:
         if self.reset and self._github(now) >= self.reset:
-            self.remaining = self.limit
-            self.reset = 0.0
-            self._window += 1
+            self._restart()
+
+    def _restart(self) -> None:
+        """Start a window whose reset is not known yet, with the limit last known."""
+        self.remaining = self.limit
+        self.reset = 0.0
+        self._window += 1
 
     def _exhausted(self, now: float, method: str, url: str, wanted: int = 1) -> RateLimited:
         reset_after = self.seconds_to_reset(now) if self.reset else None

@@ -872,7 +872,9 @@ class GitHub:
         if status == 304 or limit is None or limit.resource != budget.resource:
             # GitHub did not count it against this budget: give the unit back.
             self._refund(budget)
-        if limit is not None:
+        if limit is None:  # a success without the headers: GitHub meters nothing there
+            budget.observe(None, now, status=status)
+        else:
             budgets.get(limit.resource).observe(limit, now)
             github_now = budgets.clock.now(now)
             metrics.rate_limit_seen(

@@ -202,11 +202,18 @@ class Quota:
 
 
 class Quotas:
-    """Primary-limit buckets keyed by (caller key, resource); 304s are not counted."""
+    """Primary-limit buckets keyed by (caller key, resource); 304s are not counted.
 
-    def __init__(self, limits: dict[str, int], clock: Callable[[], float]) -> None:
+    `enabled` False is GitHub Enterprise Server with rate limits off: the fake then
+    sends no `x-ratelimit-*` header and refuses no caller for its primary limit.
+    """
+
+    def __init__(
+        self, limits: dict[str, int], clock: Callable[[], float], *, enabled: bool = True
+    ) -> None:
         self.limits = limits
         self.clock = clock
+        self.enabled = enabled
         self._quotas: dict[tuple[str, str], Quota] = {}
 
     def get(self, key: str, resource: str) -> Quota:

@@ -22,6 +22,9 @@ MSG_REPOS = (
     "parent installation."
 )
 MSG_PERMISSIONS = "The permissions requested are not granted to this installation."
+#: GHES's answer to `GET /rate_limit` with rate limits off (a 404), as reported by its
+#: users (e.g. vermiculus/magithub#104, actions/stale#1227).
+MSG_LIMITS_OFF = "Rate limiting is not enabled."
 _LEVEL = {"read": 1, "write": 2, "admin": 3}
 
 
@@ -58,6 +61,8 @@ class AppRoutes:
         )
 
     def rate_limit(self, ctx: Ctx) -> Reply:
+        if not self.quotas.enabled:
+            return error(404, MSG_LIMITS_OFF)
         caller = ctx.caller
         resources = {}
         for resource in ("core", "search", "code_search", "graphql"):

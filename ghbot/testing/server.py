@@ -96,7 +96,10 @@ class FakeGitHub(Setup):
 
     `public_key_pem` verifies the app's JWTs (without one, signatures are not checked:
     for local development only). `rate_limit` is each installation's hourly core
-    limit. `clock` drives token expiry, JWT checks and rate-limit windows.
+    limit; `rate_limiting=False` (or set later) answers as GitHub Enterprise Server
+    with rate limits off: no `x-ratelimit-*` header on any answer, no refusal for a
+    spent quota, and `GET /rate_limit` 404 `Rate limiting is not enabled.`. `clock`
+    drives token expiry, JWT checks and rate-limit windows.
     `webhook_url`/`webhook_secret` are where redeliveries and `send_delivery` go.
     `write_interval` (seconds; None: no rule) is GitHub's spacing of one installation's
     writes: one arriving sooner after the previous gets a secondary-limit 403 with
@@ -128,6 +131,7 @@ class FakeGitHub(Setup):
         write_interval: float | None = None,
         write_retry_after: int = 60,
         token_lifetime: float = TOKEN_LIFETIME,
+        rate_limiting: bool = True,
     ) -> None:
         pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
         self.app_id = app_id
@@ -145,7 +149,7 @@ class FakeGitHub(Setup):
         # Code search has its own resource and a smaller limit (GitHub: 10 a minute,
         # search 30; the fake counts every resource by the hour).
         limits = {"default": rate_limit, "search": search_rate_limit, "code_search": 10}
-        self.quotas = Quotas(limits, clock)
+        self.quotas = Quotas(limits, clock, enabled=rate_limiting)
         self.faults = Faults()
         self.writes = WriteSpacing(write_interval, write_retry_after)
         self.secondary_limits = 0
@@ -168,6 +172,15 @@ class FakeGitHub(Setup):
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._request_ids = itertools.count(1)
+
+    @property
+    def rate_limiting(self) -> bool:
+        """Whether rate limits are on (False: as GHES with rate limiting off)."""
+        return self.quotas.enabled
+
+    @rate_limiting.setter
+    def rate_limiting(self, enabled: bool) -> None:
+        self.quotas.enabled = enabled
 
     @property
     def write_interval(self) -> float | None:
@@ -328,7 +341,7 @@ class FakeGitHub(Setup):
             if isinstance(caller, Caller):
                 resource = _resource(path)
                 quota = self.quotas.get(caller.key, resource)
-                if quota.remaining <= 0:
+                if quota.remaining <= 0 and self.quotas.enabled:
                     return self._primary(caller, quota, resource)
                 quota.remaining -= 1
                 headers.update(quota.headers(resource))
@@ -347,7 +360,7 @@ class FakeGitHub(Setup):
             return self._json(refusal.status, refusal.data)
         resource = _resource(path)
         quota = self.quotas.get(caller.key, resource)
-        if route.counted and quota.remaining <= 0:
+        if route.counted and quota.remaining <= 0 and self.quotas.enabled:
             return self._primary(caller, quota, resource)
         reply = _unhonoured(route, request, path) or route.handler(
             Ctx(request, params, parsed, caller)
@@ -417,6 +430,8 @@ class FakeGitHub(Setup):
 
     def _response(self, status: int, body: bytes, headers: dict[str, str]) -> web.Response:
         headers["X-GitHub-Request-Id"] = f"FAKE:{next(self._request_ids):08X}"
+        if not self.quotas.enabled:  # GHES with rate limits off sends none
+            headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ratelimit-")}
         if self.clock is not time.time:
             headers["Date"] = formatdate(self.clock(), usegmt=True)
         return web.Response(status=status, body=body, headers=headers)

@@ -248,6 +248,25 @@ async def test_refusals_carry_the_callers_rate_limit_headers_as_githubs_do(
     assert await _limits_of(f"{fake.url}/nowhere", token) == (403, "0", "core")
 
 
+async def test_with_rate_limits_off_the_fake_answers_as_ghes_does(
+    fake: FakeGitHub, options: ClientOptions
+) -> None:
+    """`rate_limiting=False`: no `x-ratelimit-*` header on any answer (a refusal's
+    neither), no refusal for a spent quota, and `GET /rate_limit` 404 with GHES's
+    message."""
+    token = fake.create_token(1)
+    fake.rate_limiting = False
+    fake.quotas.get("installation:1", "core").remaining = 0
+    assert await _limits_of(f"{fake.url}/repos/{REPO}", token) == (200, None, None)
+    assert await _limits_of(f"{fake.url}/nowhere", token) == (404, None, None)
+    fake.faults.add("/hello-world$", "secondary", retry_after=5, count=1)
+    assert await _limits_of(f"{fake.url}/repos/{REPO}", token) == (403, None, None)
+    with pytest.raises(NotFound, match="Rate limiting is not enabled"):
+        await GitHub(token=token, options=options).request("GET", "/rate_limit")
+    fake.rate_limiting = True
+    assert await _limits_of(f"{fake.url}/repos/{REPO}", token) == (403, "0", "core")
+
+
 async def test_code_search_is_its_own_resource_as_on_github(
     fake: FakeGitHub, options: ClientOptions
 ) -> None:

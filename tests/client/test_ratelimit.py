@@ -14,7 +14,14 @@ from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
 from ghbot.client import github as github_module
 from ghbot.client.response import Response
-from ghbot.errors import ConnectionFailed, LeaseExhausted, RateLimited, Timeout, Unauthorized
+from ghbot.errors import (
+    ConnectionFailed,
+    LeaseExhausted,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Unauthorized,
+)
 from ghbot.logs import LogLimiter
 from ghbot.ratelimit import Budget, RateLimit, holding_lease
 from ghbot.retry import RetryPolicy
@@ -616,6 +623,28 @@ async def test_a_budget_whose_reset_github_does_not_say_raises_without_waiting_o
         await gh.request("GET", ISSUE)
     assert caught.value.retry_after == 60.0 and caught.value.reset_after is None
     assert clock.sleeps == [] and [r.path for r in fake.requests] == ["/rate_limit"]
+
+
+async def test_only_a_success_without_rate_limit_headers_stops_the_budget_counting(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub Enterprise Server with rate limits off: its errors without the headers
+    (a proxy's 502 looks the same) say nothing, a success says GitHub meters nothing,
+    and once limits are on again the budget counts from GitHub's numbers."""
+    fake.rate_limiting = False
+    gh = token_client()
+    budget = gh.budgets.core
+    fake.faults.add("/issues/1$", "server_error", count=None)
+    with pytest.raises(ServerError):
+        await gh.request("GET", ISSUE)
+    assert budget.metered and budget.remaining == 5000
+    fake.faults.clear()
+    assert (await gh.request("GET", ISSUE)).status == 200
+    assert not budget.metered
+    fake.rate_limiting = True
+    await gh.request("GET", f"/repos/{REPO}")
+    assert budget.metered and budget.remaining == fake.rate_limit(1)
+    assert budget.reset == fake.quotas.get("installation:1", "core").reset
 
 
 async def test_a_budget_github_says_is_spent_waits_for_the_reset_it_gives(

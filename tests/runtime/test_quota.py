@@ -180,6 +180,29 @@ async def test_a_lease_over_the_assumed_limit_before_any_request_asks_github(
                 pass
 
 
+async def test_a_lease_settled_where_github_meters_nothing_refuses_no_later_request(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """GitHub Enterprise Server with rate limits off answers without `x-ratelimit-*`
+    headers (and `GET /rate_limit` 404): a lease its tasks used whole takes nothing
+    from the installation's budget, and the handler's requests after it go; a lease
+    larger than any window fits. The settled lease spent the assumed 5,000 down to the
+    margin, and every request after it was refused a minute at a time, for good: no
+    answer would ever tell the budget a reset."""
+    async with _octo(public_pem, rate_limiting=False) as fake:
+        gh = await _budget_learned(fake, pem_pkcs8)  # a success without the headers
+        async with Quota(gh).lease(4500) as lease:
+            await lease.client().request("GET", "/repos/octo/repo/issues/1")
+            lease.report(4500)
+        for _ in range(3):
+            assert (await gh.request("GET", "/repos/octo/repo/issues/1")).status == 200
+        async with Quota(gh).lease(10_000) as lease:
+            lease.report(10_000)
+        assert (await gh.request("GET", "/repos/octo/repo")).status == 200
+        assert "/rate_limit" not in [r.path for r in fake.requests]
+        assert gh.budgets.core.reserved == 0
+
+
 class _FailingTokens:
     """A token source whose exchange GitHub answers 502, its retries spent."""
 

@@ -425,6 +425,48 @@ def test_what_only_open_leases_hold_back_waits_seconds_not_the_reset() -> None:
     assert "open leases" not in str(spent.value)
 
 
+def test_a_success_without_rate_limit_headers_stops_the_budget_counting_until_they_return() -> None:
+    """GHES with rate limits off answers without `x-ratelimit-*` headers: the budget,
+    spent by a settled lease, no longer refuses; leases of any size fit and settle
+    taking nothing. It refused a minute at a time for good, since no answer ever told
+    it a reset. An answer with the headers again is counted from."""
+    budget = Budget(margin=0.1)
+    budget.observe(RateLimit.from_headers(_headers(600, reset=NOW + 600)), NOW)
+    budget.settle(budget.lease(100, NOW), 100, NOW)  # 500 left: the margin
+    with pytest.raises(RateLimited):
+        budget.acquire(NOW)
+    budget.observe(None, NOW, status=200)
+    assert not budget.metered and "unmetered" in repr(budget)
+    for _ in range(1000):
+        budget.acquire(NOW)
+    whole = budget.lease(10_000, NOW)  # more than any window: no window to fit
+    budget.spend(whole)
+    budget.refund(whole)  # its answer, without the headers: back to the lease only
+    budget.settle(whole, 10_000, NOW)
+    open_lease = budget.lease(40, NOW)
+    assert (budget.reserved, whole.used, whole.open) == (40, 10_000, False)
+    budget.observe(RateLimit.from_headers(_headers(4000, reset=NOW + 1200)), NOW)
+    assert budget.metered and (budget.remaining, budget.reset) == (4000, NOW + 1200)
+    assert budget.available(NOW) == 4000 - 500 - 40  # the open lease is still held
+    budget.settle(open_lease, 30, NOW)  # granted unmetered: taken whole
+    assert (budget.remaining, budget.reserved) == (3970, 0)
+
+
+@pytest.mark.parametrize("status", [None, 304, 401, 404, 429, 500, 502, 503])
+def test_an_answer_without_rate_limit_headers_that_is_no_success_says_nothing(
+    status: int | None,
+) -> None:
+    """A proxy's 502 or 503, or an error of github.com's that lacks the headers, is no
+    sign that GitHub stopped metering; nor is a `GET /rate_limit` body without the
+    budget's numbers (no `status`)."""
+    budget = Budget(margin=0.1)
+    budget.settle(budget.lease(4500, NOW), 4500, NOW)
+    budget.observe(None, NOW, status=status)
+    assert budget.metered
+    with pytest.raises(RateLimited):
+        budget.acquire(NOW)
+
+
 def test_rate_limit_from_a_rate_limit_answers_body() -> None:
     """`GET /rate_limit` tells every resource's numbers in its body."""
     body = {
