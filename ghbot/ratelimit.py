@@ -28,6 +28,7 @@ __all__ = [
     "classify",
     "classify_graphql",
     "http_date",
+    "limits_off",
     "retry_wait",
 ]
 
@@ -47,6 +48,9 @@ holding_lease: ContextVar[bool] = ContextVar("ghbot_holding_lease", default=Fals
 #: (no answer has told it): a minute, the least GitHub asks of a limited client, then
 #: the client asks GitHub (`GET /rate_limit`, free) before it refuses again.
 UNKNOWN_RESET_WAIT = 60.0
+#: What GitHub Enterprise Server answers `GET /rate_limit` (a 404) with rate limiting
+#: off, as its users report it (vermiculus/magithub#104, actions/stale#1227).
+LIMITS_OFF = "Rate limiting is not enabled."
 
 
 class LimitKind(StrEnum):
@@ -150,6 +154,13 @@ def _said(headers: Mapping[str, str], lowered: str) -> LimitKind | None:
     if headers.get("x-ratelimit-remaining") == "0":
         return LimitKind.PRIMARY
     return None
+
+
+def limits_off(status: int, message: str) -> bool:
+    """Tell whether an answer to `GET /rate_limit` says the server meters nothing:
+    GitHub Enterprise Server with rate limiting off answers it 404 with `LIMITS_OFF`.
+    Any other error (a 404 of a server whose endpoint is missing) says nothing."""
+    return status == 404 and LIMITS_OFF.lower().rstrip(".") in message.lower()
 
 
 def retry_wait(headers: Mapping[str, str], now: float, attempt: int = 0) -> float:
@@ -444,7 +455,7 @@ class Budget:
         """
         if limit is None:
             if status is not None and 200 <= status < 300:
-                self.metered = False
+                self.unmeter()
             return
         if limit.resource != self.resource:
             return
@@ -466,6 +477,12 @@ class Budget:
             self.remaining = min(self.remaining, limit.remaining)
         # An earlier window's (a request sent before the reset, answered after a later
         # one) says nothing of this window's count.
+
+    def unmeter(self) -> None:
+        """Stop counting: GitHub meters nothing of the resource (a success answered
+        without rate-limit headers, `observe`; or `GET /rate_limit` said so,
+        `limits_off`) until an answer with the headers (`observe`)."""
+        self.metered = False
 
     def _meter(self) -> None:
         """Count again from a fresh window, as after a reset: GitHub meters the

@@ -64,7 +64,7 @@ from ghbot.errors import (
     UsageError,
 )
 from ghbot.logs import LogLimiter
-from ghbot.ratelimit import Budget, Lease, RateLimit, holding_lease
+from ghbot.ratelimit import Budget, Lease, RateLimit, holding_lease, limits_off
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
 
 if TYPE_CHECKING:
@@ -759,18 +759,23 @@ class GitHub:
         on it sends nothing that would tell it. One question at a time.
 
         Return whether `budget` was told meanwhile, so that what it refused is worth
-        trying again; an error of GitHub's, or no answer, leaves it as it was.
+        trying again; an error of GitHub's, or no answer, leaves it as it was, but for
+        GitHub Enterprise Server's saying rate limiting is off (`limits_off`), which
+        stops the budget counting (`Budget.unmeter`).
         https://docs.github.com/en/rest/rate-limit/rate-limit
         """
         state = self._state
         if budget.told:
             return False
         async with state.asking:
-            if budget.told:  # another request asked meanwhile
+            if budget.told or not budget.metered:  # another request asked meanwhile
                 return True
             try:
                 answer = await self.request("GET", "/rate_limit")
             except (GitHubError, TransportError) as exc:
+                if isinstance(exc, GitHubError) and limits_off(exc.status, exc.message):
+                    budget.unmeter()
+                    return True
                 log.debug("no rate limits from GitHub: %s", type(exc).__name__)
                 return False
             now = self.options.clock()

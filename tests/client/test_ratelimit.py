@@ -612,9 +612,9 @@ async def test_a_budget_spent_before_any_answer_asks_github_for_its_numbers(
 async def test_a_budget_whose_reset_github_does_not_say_raises_without_waiting_on_a_guess(
     fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
 ) -> None:
-    """The same, but GitHub answers `GET /rate_limit` 404 (as a GHES with rate limits
-    off would): the refusal, whose minute is a guess, is raised at once, not slept on
-    in-line, and says when to try again."""
+    """The same, but GitHub answers `GET /rate_limit` 404 without saying rate limiting
+    is off (a server without the endpoint): the refusal, whose minute is a guess, is
+    raised at once, not slept on in-line, and says when to try again."""
     fake.faults.add("^/rate_limit$", "status", None, status=404)
     gh = token_client()
     budget = gh.budgets.core
@@ -645,6 +645,21 @@ async def test_only_a_success_without_rate_limit_headers_stops_the_budget_counti
     await gh.request("GET", f"/repos/{REPO}")
     assert budget.metered and budget.remaining == fake.rate_limit(1)
     assert budget.reset == fake.quotas.get("installation:1", "core").reset
+
+
+async def test_a_budget_spent_before_any_answer_goes_on_where_github_says_it_meters_nothing(
+    fake: FakeGitHub, clock: FakeClock, token_client: Callable[..., GitHub]
+) -> None:
+    """GitHub Enterprise Server with rate limiting off answers `GET /rate_limit` 404
+    "Rate limiting is not enabled.": a budget spent by a lease before any answer
+    stops counting, and the request goes. It was refused a minute at a time for
+    good: no request went to bring the success without headers that would say so."""
+    fake.rate_limiting = False
+    gh = token_client()
+    budget = gh.budgets.core
+    budget.settle(budget.lease(4500, clock()), 4500, clock())
+    assert (await gh.request("GET", ISSUE)).status == 200
+    assert not budget.metered and [r.path for r in fake.requests] == ["/rate_limit", ISSUE]
 
 
 async def test_a_budget_github_says_is_spent_waits_for_the_reset_it_gives(

@@ -203,6 +203,22 @@ async def test_a_lease_settled_where_github_meters_nothing_refuses_no_later_requ
         assert gh.budgets.core.reserved == 0
 
 
+async def test_a_lease_before_any_request_fits_where_github_says_it_meters_nothing(
+    public_pem: bytes, pem_pkcs8: bytes
+) -> None:
+    """A handler leases 6,000 first on GitHub Enterprise Server with rate limiting
+    off: `GET /rate_limit`, asked, answers 404 "Rate limiting is not enabled.", and
+    the lease is granted. It was refused a minute at a time for good (5,000 assumed,
+    and no answer would ever tell the limit)."""
+    async with _octo(public_pem, rate_limiting=False) as fake:
+        options = ClientOptions(base_url=fake.url, pace_writes=None)
+        gh = GitHubApp(AppAuth(1, pem_pkcs8), options=options).installation(7)
+        async with Quota(gh).lease(6000) as lease:
+            lease.report(6000)
+        assert (await gh.request("GET", "/repos/octo/repo")).status == 200
+        assert [r.path for r in fake.requests][-2:] == ["/rate_limit", "/repos/octo/repo"]
+
+
 class _FailingTokens:
     """A token source whose exchange GitHub answers 502, its retries spent."""
 

@@ -17,6 +17,7 @@ from ghbot.ratelimit import (
     RateLimit,
     classify,
     classify_graphql,
+    limits_off,
     retry_wait,
 )
 
@@ -465,6 +466,20 @@ def test_an_answer_without_rate_limit_headers_that_is_no_success_says_nothing(
     assert budget.metered
     with pytest.raises(RateLimited):
         budget.acquire(NOW)
+
+
+def test_only_ghes_saying_rate_limiting_is_off_says_it_meters_nothing() -> None:
+    """GHES with rate limiting off answers `GET /rate_limit` 404 "Rate limiting is not
+    enabled."; a 404 of a server without the endpoint, or another error, says nothing."""
+    assert limits_off(404, "Rate limiting is not enabled.")
+    assert limits_off(404, "rate limiting is not enabled")
+    assert not limits_off(404, "Not Found")
+    assert not limits_off(403, "Rate limiting is not enabled.")
+    budget = Budget()
+    budget.unmeter()
+    assert not budget.metered
+    budget.acquire(NOW)
+    assert budget.remaining == 5000
 
 
 def test_rate_limit_from_a_rate_limit_answers_body() -> None:
