@@ -44,7 +44,7 @@ from ghbot.logs import LogLimiter
 
 if TYPE_CHECKING:
     from actors.quota import Quota
-    from ghbot.client.github import GitHub
+    from ghbot.client.github_client import GitHub
 
 __all__ = [
     "Handler",

@@ -53,7 +53,8 @@ from actors.records import (
 )
 from actors.schedule import SCHEDULE_EVENT
 from ghbot import metrics, telemetry
-from ghbot.client.github import GitHub, call_watcher
+from ghbot.client.github_client import GitHub
+from ghbot.client.watch import call_watcher
 from ghbot.errors import (
     CircuitOpen,
     Fenced,

@@ -259,7 +259,7 @@ class Quota:
         Counts as a write for a shard that drains (`call_watcher`): what the lease's
         tasks do elsewhere is not followed, so the handler is not cut short after it.
         """
-        from ghbot.client.github import call_watcher
+        from ghbot.client.watch import call_watcher
 
         if type(n) is not int or type(writes) is not int:
             # 2.5 got as far as the budget and then never went back to it.

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
-from ghbot.client.github import GitHub
+from ghbot.client.github_client import GitHub
 from ghbot.errors import NotFound, RepositoryConfigError, UsageError
 
 __all__ = ["read_config"]

@@ -18,7 +18,7 @@ installation owns.
 from ghbot.client.app import GitHubApp
 from ghbot.client.credentials import Credentials, TokenSource
 from ghbot.client.etag import SHARED_ETAGS, ETagCache
-from ghbot.client.github import GitHub
+from ghbot.client.github_client import GitHub
 from ghbot.client.options import DEFAULT_OPTIONS, Budgets, ClientOptions
 from ghbot.client.pool import MAX_CONCURRENCY, Pool, close_pool, current_pool
 from ghbot.client.response import Response, items_of, parse_links

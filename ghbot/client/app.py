@@ -15,7 +15,7 @@ from ghbot import metrics
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.breaker import CircuitBreaker
 from ghbot.client.credentials import TokenSource
-from ghbot.client.github import GitHub
+from ghbot.client.github_client import GitHub
 from ghbot.client.options import Budgets, ClientOptions
 from ghbot.client.response import Response
 from ghbot.client.tokens import InstallationTokens

@@ -83,7 +83,7 @@ class Call:
         #: left the first origin): credentials never go there.
         self.away = False
         #: Whether it may change something at GitHub (a mutating method; for GraphQL,
-        #: a mutation): paced, and told to `ghbot.client.github.call_watcher`.
+        #: a mutation): paced, and told to `ghbot.client.watch.call_watcher`.
         self.writes = method in WRITES
         #: When its last attempt went to GitHub (the client's clock).
         self.sent_at = 0.0

@@ -9,10 +9,15 @@ exchange) is not the handler's: it runs without the watcher
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["CallWatcher", "call_watcher"]
+if TYPE_CHECKING:
+    from ghbot.client.call import Call
+
+__all__ = ["CallWatcher", "call_watcher", "note_call", "note_written", "watched_wait"]
 
 
 class CallWatcher(Protocol):
@@ -33,3 +38,30 @@ class CallWatcher(Protocol):
 
 #: The watcher of the calls made in this context, where a runner set one.
 call_watcher: ContextVar[CallWatcher | None] = ContextVar("ghbot_call_watcher", default=None)
+
+
+@contextmanager
+def watched_wait() -> Iterator[None]:
+    """Tell the call's watcher, if any, that a wait of the client's own begins, then
+    ends (it may refuse the wait by raising before it begins)."""
+    watcher = call_watcher.get()
+    if watcher is None:
+        yield
+        return
+    watcher.waiting(True)
+    try:
+        yield
+    finally:
+        watcher.waiting(False)
+
+
+def note_call(call: Call) -> None:
+    """Tell the call's watcher that `call` is about to be sent."""
+    if (watcher := call_watcher.get()) is not None:
+        watcher.calling(call.writes)
+
+
+def note_written() -> None:
+    """Tell the call's watcher that GitHub did a write."""
+    if (watcher := call_watcher.get()) is not None:
+        watcher.written()

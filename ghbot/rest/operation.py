@@ -23,7 +23,7 @@ from ghbot.config import UPLOADS_URL as UPLOADS
 from ghbot.errors import GitHubError, UsageError
 
 if TYPE_CHECKING:
-    from ghbot.client.github import GitHub
+    from ghbot.client.github_client import GitHub
     from ghbot.client.response import Response
 
 __all__ = ["MISSING", "Model", "Namespace", "Op", "Paged", "RestBase"]

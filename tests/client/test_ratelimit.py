@@ -12,7 +12,7 @@ import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
 from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
-from ghbot.client import github as github_module
+from ghbot.client import retrying as retrying_module
 from ghbot.client.response import Response
 from ghbot.errors import (
     ConnectionFailed,
@@ -171,7 +171,7 @@ async def test_a_long_wait_raises_at_once_and_pauses_the_installation(
     """A secondary limit longer than `max_rate_limit_wait` raises at once and pauses
     the installation; a request refused by the pause is not sent, and a WARNING names
     it (a few a minute)."""
-    monkeypatch.setattr(github_module, "_REFUSED_LOGGED", LogLimiter(burst=5, per=60.0))
+    monkeypatch.setattr(retrying_module, "_REFUSED_LOGGED", LogLimiter(burst=5, per=60.0))
     gh = token_client()
     fake.faults.add("/issues/1$", "secondary", status=429, retry_after=120)
     with pytest.raises(RateLimited) as caught:
@@ -363,7 +363,7 @@ async def test_a_budget_the_client_counts_as_spent_is_waited_out_when_its_reset_
     at once, and says so in a WARNING; 10 s before it, the request waits, then goes. (It
     raised however near the reset: a handler that had written, then searched, ran
     again from the start, its write repeated.)"""
-    monkeypatch.setattr(github_module, "_REFUSED_LOGGED", LogLimiter(burst=5, per=60.0))
+    monkeypatch.setattr(retrying_module, "_REFUSED_LOGGED", LogLimiter(burst=5, per=60.0))
     gh = token_client(options=options.replace(etags=None))
     fake.set_rate_limit(1, 2)
     await gh.request("GET", f"/repos/{REPO}")  # the budget learned: 1 left, kept back
