@@ -8,7 +8,7 @@ async with self.quota.lease(30, writes=6) as lease:
 ```
 
 A lease is granted only if every outstanding lease and in-flight request still fit in
-the installation's remaining budget less its margin (`ghbot.ratelimit.Budget.lease`).
+the installation's remaining budget less its margin (`ghbot.budget.Budget.lease`).
 In the task, `lease.client()` is a client that refuses a request beyond the grant (give
 each task its own part: `split`; a part is never shared between processes). When
 the block ends, what the tasks did not use (`report`) goes back to the budget; with no
@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ghbot.auth import TOKEN_REFRESH_MARGIN, InstallationToken, redact
+from ghbot.budget import Lease, holding_lease
 from ghbot.client.credentials import InstallationCredentials, TokenSource
 from ghbot.errors import LeaseExhausted, RateLimited, UsageError
-from ghbot.ratelimit import Lease, holding_lease
 
 if TYPE_CHECKING:
     from ghbot.client import GitHub

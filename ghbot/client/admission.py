@@ -5,6 +5,7 @@ base of `GitHub`), and what a client hands over of them to another.
 
 from __future__ import annotations
 
+from ghbot.budget import Budget, Lease
 from ghbot.client.call import Call
 from ghbot.client.credentials import Credentials
 from ghbot.client.installation_state import (
@@ -25,7 +26,6 @@ from ghbot.errors import (
     ServerError,
     TransportError,
 )
-from ghbot.ratelimit import Budget, Lease
 
 __all__ = ["Admission", "Refused"]
 

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 import aiohttp
 
 from ghbot import metrics
+from ghbot.budget import Budget, Lease
 from ghbot.client.admission import Admission
 from ghbot.client.call import Call
 from ghbot.client.pool import current_pool
 from ghbot.client.watch import note_call, watched_wait
 from ghbot.errors import ConnectionFailed, Timeout
-from ghbot.ratelimit import Budget, Lease, RateLimit
+from ghbot.ratelimit import RateLimit
 
 __all__ = ["Answer", "Exchange"]
 

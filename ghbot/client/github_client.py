@@ -21,6 +21,7 @@ from yarl import URL
 
 from ghbot.auth import AppAuth
 from ghbot.breaker import CircuitBreaker
+from ghbot.budget import Lease
 from ghbot.client.call import Call, api_origins, build_url, is_mutation, origin, resource_of
 from ghbot.client.credentials import Credentials, TokenSource, credentials_for
 from ghbot.client.installation_state import InstallationState
@@ -29,7 +30,6 @@ from ghbot.client.response import Response, graphql_error, items_of
 from ghbot.client.retrying import Retrying
 from ghbot.config import Settings, graphql_url
 from ghbot.errors import UsageError
-from ghbot.ratelimit import Lease
 
 if TYPE_CHECKING:
     from ghbot.rest import Rest

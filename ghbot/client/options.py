@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 
 from ghbot import __version__
+from ghbot.budget import DEFAULT_MARGIN, Budget
 from ghbot.client.etag import SHARED_ETAGS, ETagCache
 from ghbot.client.pool import Pool
 from ghbot.config import DEFAULT_API_URL, Settings
-from ghbot.ratelimit import DEFAULT_MARGIN, Budget, GitHubClock
+from ghbot.ratelimit import GitHubClock
 from ghbot.retry import RetryPolicy
 
 __all__ = ["DEFAULT_OPTIONS", "Budgets", "ClientOptions"]

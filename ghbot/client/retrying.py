@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.trace import SpanKind
 
 from ghbot import metrics, telemetry
+from ghbot.budget import Budget, holding_lease
 from ghbot.client.admission import Refused
 from ghbot.client.call import REDIRECTS, Call
 from ghbot.client.credentials import AuthRetry
@@ -25,7 +26,7 @@ from ghbot.errors import (
     Unauthorized,
 )
 from ghbot.logs import LogLimiter
-from ghbot.ratelimit import Budget, RateLimit, holding_lease, limits_off
+from ghbot.ratelimit import RateLimit, limits_off
 from ghbot.telemetry import API_ENDPOINT, API_METHOD, RATE_LIMIT_REMAINING, STATUS_CODE
 
 __all__ = ["NOT_IMPLEMENTED", "Retrying"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from ghbot.auth import AppAuth, InstallationToken
+from ghbot.budget import Budget, holding_lease
 from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
 from ghbot.client import retrying as retrying_module
 from ghbot.client.response import Response
@@ -23,7 +24,7 @@ from ghbot.errors import (
     Unauthorized,
 )
 from ghbot.logs import LogLimiter
-from ghbot.ratelimit import Budget, RateLimit, holding_lease
+from ghbot.ratelimit import RateLimit
 from ghbot.retry import RetryPolicy
 from ghbot.testing import FakeClock, FakeGitHub
 

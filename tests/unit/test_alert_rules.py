@@ -220,8 +220,8 @@ def test_the_rate_limit_alert_holds_at_the_margin_ghbot_spends_down_to() -> None
     `RATE_LIMIT_MARGIN` (default 0.1) of its limit and no further, so GitHub's remaining
     stops at the margin, the lowest ratio a process reports: the alert must hold there
     (it did not with `< 0.10`)."""
+    from ghbot.budget import DEFAULT_MARGIN, Budget
     from ghbot.errors import RateLimited
-    from ghbot.ratelimit import DEFAULT_MARGIN, Budget
 
     (rule,) = [rule for rule in _rules(ALERTS) if rule["alert"] == "GhbotRateLimitLow"]
     _, comparison, level = rule["expr"].split()

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ghbot.budget import Budget
 from ghbot.errors import ConfigError, LeaseExhausted, RateLimited, UsageError
 from ghbot.ratelimit import (
     SECONDARY_MIN_WAIT,
-    Budget,
     GitHubClock,
     LimitKind,
     RateLimit,
@@ -83,7 +83,8 @@ def test_classify(
 
 def test_wait_follows_retry_after_first() -> None:
     assert retry_wait(_headers(0) | {"retry-after": "17"}, NOW) == 17
-    assert retry_wait({"retry-after": "-5"}, NOW) == 0  # never a negative wait
+    # Not a delay (RFC 9110: digits): as if there were none, never a negative wait.
+    assert retry_wait({"retry-after": "-5"}, NOW) == SECONDARY_MIN_WAIT
 
 
 def test_wait_until_reset_when_primary_spent() -> None:
@@ -385,6 +386,12 @@ def test_a_request_the_spent_budget_refuses_names_itself() -> None:
 def test_headers_without_a_limit_or_without_a_count_are_no_rate_limit() -> None:
     assert RateLimit.from_headers({"x-ratelimit-remaining": "5"}) is None
     assert RateLimit.from_headers({"x-ratelimit-limit": "5000"}) is None
+    # A count not written in ASCII digits is no count (`ghbot.digits`): `int` took these.
+    for odd in ("+5", "\u0665", "5_0"):
+        assert (
+            RateLimit.from_headers({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": odd})
+            is None
+        )
 
 
 def test_a_refund_gives_a_lease_back_only_a_unit_it_spent() -> None:
