@@ -26,14 +26,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 from opentelemetry.trace import SpanKind
 
 from actors.bot import InstallationActor
+from actors.codecs import Codecs, Snapshot, domain_event, runtime_event, snapshot_decoder
 from actors.mailbox import KeyedMailbox
+from actors.no_installation import current_delivery, without_installation
 from actors.records import (
     DOMAIN_PREFIX,
     NO_INSTALLATION,
@@ -52,6 +53,7 @@ from actors.records import (
     stream_name,
 )
 from actors.schedule import SCHEDULE_EVENT
+from actors.stopping import Run, Stopped
 from ghbot import metrics, telemetry
 from ghbot.client.github_client import GitHub
 from ghbot.client.watch import call_watcher
@@ -72,7 +74,7 @@ from ghbot.journal.records import NewEvent, encode
 from ghbot.logs import TRACE, log_context, mask, shape
 from ghbot.retry import RetryPolicy, describe
 
-__all__ = ["InstallationHost", "Snapshot", "log_replay_not_run"]
+__all__ = ["InstallationHost", "log_replay_not_run"]
 
 log = logging.getLogger("ghbot.installation")
 Sleep = Callable[[float], Awaitable[None]]
@@ -84,148 +86,6 @@ _FINAL: tuple[type[Exception], ...] = (
     RepositoryConfigError,
     InstallationUnavailable,
 )
-
-#: The delivery (GUID, event name) whose handlers run in this task, for error messages.
-_current: ContextVar[tuple[str, str] | None] = ContextVar("ghbot_delivery", default=None)
-
-
-class _Stopped(Exception):
-    """Raised in a delivery's run when its host stopped: it stays pending (`_Run`)."""
-
-
-class _Run:
-    """A delivery being run in its mailbox task, and where it may be stopped.
-
-    It may be stopped where running it again from its last journaled step repeats no
-    write: between attempts (a rate limit, a retry's backoff), and, in an attempt that
-    has sent no write yet, before its first write or while the GitHub client waits for
-    its turn (the write lane, a backoff; the client tells through `call_watcher`). Not
-    while an outcome is journaled, nor once the handler's own tasks called GitHub in
-    the attempt (their calls are not followed; a task that has not called yet is not
-    known either). What the installation's client holds that the journal does not (a
-    secondary-limit pause, the write lane's next turn, an open breaker) goes to the
-    successor in the journal (`InstallationHost.hand_over_client`). A host that stops
-    (`InstallationHost.stop`) cancels the runs waiting where they may be stopped; the
-    others run on and are stopped at the next such place, or finish.
-
-    It also follows whether GitHub did a write of the attempt's (`repeats`): a rate
-    limit or an open breaker met before that costs no attempt; after it, running the
-    attempt again repeats the write, so it is an attempt like any that failed.
-    """
-
-    __slots__ = ("between", "handlers", "host", "refused", "repeats", "task", "waits", "wrote")
-
-    def __init__(self, host: InstallationHost) -> None:
-        self.host = host
-        self.task = asyncio.current_task()
-        self.between = self.waits = self.wrote = self.refused = False
-        #: Whether GitHub did a write of this attempt's (answered it with success; or a
-        #: lease's task may have): running the attempt again would repeat it.
-        self.repeats = False
-        #: The delivery's handlers once its event is decoded (for this sender: the app's
-        #: own deliveries reach only `include_own` ones), for a give-up after that.
-        self.handlers: Sequence[str] | None = None
-
-    @property
-    def cuttable(self) -> bool:
-        """Whether `stop` may cancel it now (it is suspended in such a wait)."""
-        return self.between or (self.waits and not self.wrote)
-
-    def _stop_here(self) -> bool:
-        return self.host.stopping
-
-    def may_cut(self) -> None:
-        """Between attempts: raise `_Stopped` if the host stopped."""
-        if self._stop_here():
-            raise _Stopped
-        self.between = True
-
-    def attempt(self) -> None:
-        """An attempt of a handler starts."""
-        self.between = self.wrote = self.refused = self.repeats = False
-
-    def journaling(self) -> None:
-        """The attempt's outcome is being journaled: not to be cut from here on."""
-        self.between = False
-        self.wrote = True
-
-    # `CallWatcher`, for the handler's GitHub calls:
-
-    def waiting(self, waiting: bool) -> None:
-        if self._from_another_task():
-            return
-        if waiting and not self.wrote and self._stop_here():
-            self._refuse()
-        self.waits = waiting
-
-    def calling(self, writes: bool) -> None:
-        if self._from_another_task():
-            return
-        if writes:
-            if not self.wrote and self._stop_here():
-                self._refuse()
-            self.wrote = True
-
-    def written(self) -> None:
-        self.repeats = True  # the handler's own tasks' writes too
-
-    def _from_another_task(self) -> bool:
-        """Tell whether the client is called from a task the handler started: its calls
-        are not followed (any may be a write), so the attempt is not cut from now on."""
-        if asyncio.current_task() is self.task:
-            return False
-        self.wrote = True
-        return True
-
-    def _refuse(self) -> None:
-        """Stop the attempt before the client waits or writes: cancel it from inside."""
-        self.refused = True  # should the handler swallow the cancellation (`_run`)
-        raise asyncio.CancelledError
-
-
-class _NoInstallationClient:
-    """What `self.github` and `self.quota` are for deliveries without an installation.
-
-    Any use raises `NoInstallation`, naming the delivery being handled: a clear error,
-    dead-lettered at once, rather than an `AttributeError` on None retried
-    `max_attempts` times. A handler that does not touch it runs as usual.
-    """
-
-    __slots__ = ("_attribute",)
-
-    #: Reads as a client without a circuit breaker: the shard's `stats` asks every
-    #: host's client for one.
-    breaker = None
-
-    def __init__(self, attribute: str) -> None:
-        self._attribute = attribute
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)  # copy, pickle and the like probe for protocols
-        delivery_id, event = _current.get() or (None, None)
-        raise NoInstallation(delivery_id, event, self._attribute)
-
-    def __repr__(self) -> str:
-        return f"<no installation: self.{self._attribute} is unavailable>"
-
-
-def _without_installation(bot: InstallationActor) -> None:
-    """Give a bot of installation-less deliveries a `github` and `quota` that say so."""
-    for attribute in ("github", "quota"):
-        if getattr(bot, attribute, None) is None:
-            setattr(bot, attribute, _NoInstallationClient(attribute))
-
-
-class Snapshot(msgspec.Struct, kw_only=True):
-    """What a snapshot holds: the runtime's progress and the bot's encoded state."""
-
-    progress: Progress
-    state: bytes
-    version: int = 1
-
-
-_snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 
 #: The longest wait (seconds) a client takes over from the shard that handed its
 #: installation over (`ClientHeld`): longer than any pause GitHub asks for.
@@ -241,36 +101,6 @@ MAX_SKEW = 300.0
 #: dead-lettered (as are those still waiting out a longer outage: by time alone, a
 #: quiet installation cannot tell the two apart).
 OUTAGE_PATIENCE = 3600.0
-
-
-def runtime_event(event: msgspec.Struct) -> NewEvent:
-    """Wrap a runtime event for the journal."""
-    return NewEvent(type(event).__name__, encode(event))
-
-
-def domain_event(event: msgspec.Struct) -> NewEvent:
-    """Wrap a bot's domain event for the journal."""
-    return NewEvent(DOMAIN_PREFIX + type(event).__name__, encode(event))
-
-
-class Codecs:
-    """The decoders of one bot class (its domain events and state), built once."""
-
-    _by_class: dict[type[InstallationActor], Codecs] = {}
-
-    def __init__(self, bot_class: type[InstallationActor]) -> None:
-        self.domain = {
-            cls.__name__: msgspec.msgpack.Decoder(cls) for cls in bot_class.domain_events
-        }
-        self.state: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(bot_class.state_type)
-
-    @classmethod
-    def of(cls, bot_class: type[InstallationActor]) -> Codecs:
-        """Return the codecs of `bot_class`, building them on first use."""
-        codecs = cls._by_class.get(bot_class)
-        if codecs is None:
-            codecs = cls._by_class[bot_class] = cls(bot_class)
-        return codecs
 
 
 class InstallationHost:
@@ -368,14 +198,14 @@ class InstallationHost:
         #: traceback (`ghbot dev`, the test harness); a deployment logs the type alone.
         self._tracebacks = tracebacks
         self._mailbox: KeyedMailbox | None = None
-        #: The deliveries running now (see `_Run`), and whether `stop` was called.
-        self._runs: set[_Run] = set()
+        #: The deliveries running now (see `Run`), and whether `stop` was called.
+        self._runs: set[Run] = set()
         self.stopping = False
         #: Dead-letter replays queued and not started yet (delivery, handler).
         self._replays: set[tuple[str, str]] = set()
         self._codecs = Codecs.of(type(bot))
         if installation_id == NO_INSTALLATION:
-            _without_installation(bot)
+            without_installation(bot)
 
     # --- rebuilding ---------------------------------------------------------------
 
@@ -389,7 +219,7 @@ class InstallationHost:
         """Rebuild progress and state from a snapshot (taken at `snapshot_seq`) and the
         events after it; what is journaled up to here counts as replayed."""
         if snapshot_data is not None:
-            snap = _snapshot_decoder.decode(snapshot_data)
+            snap = snapshot_decoder.decode(snapshot_data)
             self.progress = snap.progress
             self.bot.state = self._codecs.state.decode(snap.state)
         if snapshot_seq is not None:
@@ -594,7 +424,7 @@ class InstallationHost:
 
     def stop(self) -> int:
         """Start no more deliveries, and cut short the running ones that only wait and
-        would repeat nothing if run again (`_Run`); return how many were cut.
+        would repeat nothing if run again (`Run`); return how many were cut.
 
         What is not done stays pending in the journal, for the shard that takes over
         (a draining shard's successor) to resume. The others run on until their
@@ -655,13 +485,13 @@ class InstallationHost:
         shard is told (`on_fenced`): the deliveries queued behind are the new owner's to
         run, not this one's too.
         """
-        run = _Run(self)
+        run = Run(self)
         self._runs.add(run)
         token = call_watcher.set(run)
         try:
             try:
                 await self._process(pending, run)
-            except _Stopped:
+            except Stopped:
                 return
             except JournalError:
                 raise
@@ -675,7 +505,7 @@ class InstallationHost:
             call_watcher.reset(token)
             self._runs.discard(run)
 
-    async def _process(self, pending: Pending, run: _Run) -> None:
+    async def _process(self, pending: Pending, run: Run) -> None:
         received = pending.received
         try:
             event = parse(
@@ -699,13 +529,13 @@ class InstallationHost:
         if not todo:
             await self._write([DeliveryCompleted(delivery_id=received.delivery_id)])
             return
-        token = _current.set((received.delivery_id, received.event))
+        token = current_delivery.set((received.delivery_id, received.event))
         try:
             await self._run_all(event, pending, todo, run)
         finally:
-            _current.reset(token)
+            current_delivery.reset(token)
 
-    async def _run_all(self, event: Event, pending: Pending, todo: list[str], run: _Run) -> None:
+    async def _run_all(self, event: Event, pending: Pending, todo: list[str], run: Run) -> None:
         # One span per delivery; the handlers' GitHub requests are its children.
         # Its parent is the ingress's span, when the webhook came with a trace.
         parent = telemetry.parent_context(pending.received.trace)
@@ -723,7 +553,7 @@ class InstallationHost:
             try:
                 for index, name in enumerate(todo):
                     await self._run(name, event, pending, run, last=index == len(todo) - 1)
-            except _Stopped:
+            except Stopped:
                 # Left to the next shard: not an error of this span's.
                 if span.is_recording():
                     span.add_event("handed over to the next shard")
@@ -731,10 +561,10 @@ class InstallationHost:
             else:
                 stopped = False
         if stopped:
-            raise _Stopped
+            raise Stopped
 
     async def _run(
-        self, name: str, event: Event, pending: Pending, run: _Run, *, last: bool
+        self, name: str, event: Event, pending: Pending, run: Run, *, last: bool
     ) -> None:
         delivery_id = pending.received.delivery_id
         attempt = pending.attempts.get(name, 0)
@@ -761,8 +591,8 @@ class InstallationHost:
                             handler_span.set_attribute(telemetry.HANDLER, name)
                         emitted = await self.bot.run_handler(name, event)
                 if run.refused:  # the handler swallowed the cancellation that stopped it
-                    raise _Stopped
-            except _Stopped:
+                    raise Stopped
+            except Stopped:
                 raise
             except (CircuitOpen, RateLimited) as exc:
                 patient = True
@@ -836,7 +666,7 @@ class InstallationHost:
 
     async def _unscheduled(
         self,
-        run: _Run,
+        run: Run,
         event: Event,
         name: str,
         exc: InstallationUnavailable,
@@ -849,7 +679,7 @@ class InstallationHost:
         the installation no more until it is installed again or unsuspended, unless it
         was put back since the attempt `started`."""
         if run.refused:
-            raise _Stopped from exc
+            raise Stopped from exc
         run.journaling()
         delivery_id = event.delivery_id or ""
         await self._tell_on_error(event, name, exc, attempt)
@@ -877,12 +707,12 @@ class InstallationHost:
         self._on_unavailable(self, started)
 
     async def _attempt_failed(
-        self, run: _Run, event: Event, name: str, exc: Exception, attempt: int, *, last: bool
+        self, run: Run, event: Event, name: str, exc: Exception, attempt: int, *, last: bool
     ) -> bool:
         """Journal a failed attempt and wait out its backoff; tell whether it was the
         last (dead-lettered)."""
         if run.refused:
-            raise _Stopped from exc
+            raise Stopped from exc
         run.journaling()
         final = attempt >= type(self.bot).max_attempts or isinstance(exc, _FINAL)
         delay = await self._failed(event, name, exc, attempt, last=last, final=final)

@@ -25,7 +25,8 @@ import msgspec
 
 from actors.appends import AppendGroup
 from actors.bot import InstallationActor, ordering_key
-from actors.installation import InstallationHost, log_replay_not_run, runtime_event
+from actors.codecs import runtime_event
+from actors.installation import InstallationHost, log_replay_not_run
 from actors.quota import WRITE_SPACING, LeaseTokens, Quota, TurnSource
 from actors.records import (
     NO_INSTALLATION,
@@ -1056,7 +1057,7 @@ class ShardCore:
         to the shard that takes over, or answers 503 and GitHub (or the redelivery
         sweep) sends it again. What it took stays journaled: a delivery not started, or
         stopped where running it again from its last journaled step repeats no write
-        to GitHub (`actors.installation._Run` says where: between attempts, or before
+        to GitHub (`actors.stopping.Run` says where: between attempts, or before
         an attempt's first write, waiting its turn in the write lane), is left pending
         for the shard that takes over, which resumes every pending delivery in journal
         order; one whose attempt has written runs to its end. So a drain lasts about as

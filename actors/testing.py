@@ -51,7 +51,7 @@ from typing import Any, Final
 import msgspec
 
 from actors.bot import InstallationActor
-from actors.installation import Codecs
+from actors.codecs import Codecs
 from actors.local import LocalShard
 from actors.records import DOMAIN_PREFIX, stream_name
 from actors.schedule import SCHEDULE_EVENT

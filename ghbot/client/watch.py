@@ -1,9 +1,9 @@
 """What a runner is told of the GitHub calls made in its context.
 
-`actors.installation` watches each handler's run, to know when cutting it short (to
-hand it to another shard) would repeat nothing, and whether running an attempt again
-would repeat a write. A client's own work for its credentials (an installation token's
-exchange) is not the handler's: it runs without the watcher
+`actors.installation` watches each handler's run (`actors.stopping.Run`), to know when
+cutting it short (to hand it to another shard) would repeat nothing, and whether running
+an attempt again would repeat a write. A client's own work for its credentials (an
+installation token's exchange) is not the handler's: it runs without the watcher
 (`ghbot.client.tokens.InstallationTokens`).
 """
 

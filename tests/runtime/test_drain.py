@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.installation import MAX_HELD, MAX_SKEW, runtime_event
+from actors.codecs import runtime_event
+from actors.installation import MAX_HELD, MAX_SKEW
 from actors.mailbox import KeyedMailbox
 from actors.quota import QuotaLease
 from actors.records import (

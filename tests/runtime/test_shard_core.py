@@ -741,7 +741,7 @@ async def test_a_host_missing_an_event_is_snapshotted_from_the_journal(journal: 
     await shard.wait_idle()
     host = await shard.host(INSTALLATION)
     # An event the host never heard of (a batch journaled whose answer was lost).
-    from actors.installation import runtime_event
+    from actors.codecs import runtime_event
     from actors.records import DeliveryCompleted
 
     event = runtime_event(DeliveryCompleted(delivery_id="unknown"))
