@@ -26,7 +26,8 @@ import msgspec
 from actors.appends import AppendGroup
 from actors.bot import InstallationActor, ordering_key
 from actors.codecs import runtime_event
-from actors.installation import InstallationHost, log_replay_not_run
+from actors.installation import InstallationHost
+from actors.installation_stream import InstallationStream, log_replay_not_run
 from actors.quota import WRITE_SPACING, LeaseTokens, Quota, TurnSource
 from actors.records import (
     NO_INSTALLATION,
@@ -866,7 +867,7 @@ class ShardCore:
 
     # --- snapshots ----------------------------------------------------------------
 
-    def _maybe_snapshot(self, host: InstallationHost) -> None:
+    def _maybe_snapshot(self, host: InstallationStream) -> None:
         due = host.last_seq - host.snapshot_seq >= self.bot_class.snapshot_every
         # A host whose `evolve` raised (`diverged`) would raise again in the snapshot's
         # own fold, at every write: it is snapshotted no more until it is read again.

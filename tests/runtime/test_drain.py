@@ -25,7 +25,7 @@ import pytest
 
 from actors.bot import InstallationActor, on
 from actors.codecs import runtime_event
-from actors.installation import MAX_HELD, MAX_SKEW
+from actors.installation_stream import MAX_HELD, MAX_SKEW
 from actors.mailbox import KeyedMailbox
 from actors.quota import QuotaLease
 from actors.records import (
