@@ -15,7 +15,8 @@ import pytest
 from actors.bot import InstallationActor, on
 from actors.ray.deploy import build_settings
 from actors.records import stream_name
-from actors.shard import DEDUP_WINDOW, ShardCore
+from actors.shard import ShardCore
+from actors.shard_hosts import DEDUP_WINDOW
 from ghbot.errors import ConfigError, JournalUnavailable
 from ghbot.events import Event
 from ghbot.journal import FaultyJournal, Journal
