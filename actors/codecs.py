@@ -1,6 +1,6 @@
 """How a host encodes what it journals, and decodes it again.
 
-Runtime events (`actors.records`) and a bot's domain events are wrapped for the journal
+Runtime events (`actors.runtime_events`) and a bot's domain events are wrapped for the journal
 (`runtime_event`, `domain_event`); a snapshot (`Snapshot`) holds the runtime's progress
 and the bot's encoded state; `Codecs` holds a bot class's decoders, built once.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from actors.bot import InstallationActor
-from actors.records import DOMAIN_PREFIX, Progress
+from actors.runtime_events import DOMAIN_PREFIX, Progress
 from ghbot.journal.records import NewEvent, encode
 
 __all__ = ["Codecs", "Snapshot", "domain_event", "runtime_event", "snapshot_decoder"]

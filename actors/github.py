@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.records import NO_INSTALLATION
+from actors.runtime_events import NO_INSTALLATION
 from actors.settings import RuntimeSettings
 from ghbot.auth import InstallationToken
 from ghbot.breaker import CircuitBreaker, State

@@ -37,7 +37,7 @@ from actors.codecs import domain_event
 from actors.installation_stream import InstallationStream
 from actors.mailbox import KeyedMailbox
 from actors.no_installation import current_delivery
-from actors.records import (
+from actors.runtime_events import (
     NO_INSTALLATION,
     DeadLettered,
     DeadLetterReplayed,

@@ -21,7 +21,7 @@ from actors.bot import InstallationActor
 from actors.codecs import Codecs, Snapshot, runtime_event, snapshot_decoder
 from actors.mailbox import KeyedMailbox
 from actors.no_installation import without_installation
-from actors.records import (
+from actors.runtime_events import (
     DOMAIN_PREFIX,
     NO_INSTALLATION,
     ClientHeld,

@@ -1,6 +1,6 @@
 """What `self.github` and `self.quota` are for deliveries without an installation.
 
-A delivery that carries no installation (`actors.records.NO_INSTALLATION`: a repository
+A delivery that carries no installation (`actors.runtime_events.NO_INSTALLATION`: a repository
 or organization webhook pointed at the App's URL, or an app-level event) runs with a
 client that raises `NoInstallation` on use, naming the delivery (`current_delivery`).
 """

@@ -26,7 +26,7 @@ import msgspec
 
 from actors.bot import ordering_key
 from actors.codecs import runtime_event
-from actors.records import NO_INSTALLATION, DeliveryCompleted, DeliveryReceived, stream_name
+from actors.runtime_events import NO_INSTALLATION, DeliveryCompleted, DeliveryReceived, stream_name
 from actors.schedule import SCHEDULE_EVENT, run_body, run_guid, slot_of, tick_of
 from actors.shard_handover import ShardHandover
 from actors.wire import Inbound, Status, completes_at_once, decode_batch, encode_batch

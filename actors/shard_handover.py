@@ -16,7 +16,7 @@ import time
 
 from actors.installation import InstallationHost
 from actors.installation_stream import log_replay_not_run
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from actors.shard_hosts import ShardHosts
 from ghbot.errors import JournalError, JournalUnavailable
 from ghbot.retry import describe

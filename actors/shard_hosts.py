@@ -24,7 +24,7 @@ from actors.bot import InstallationActor
 from actors.installation import InstallationHost
 from actors.installation_stream import InstallationStream
 from actors.quota import WRITE_SPACING, LeaseTokens, Quota, TurnSource
-from actors.records import installation_of, stream_name
+from actors.runtime_events import installation_of, stream_name
 from actors.turns import Turns
 from actors.wire import Status, vshard_of
 from ghbot import metrics

@@ -53,7 +53,7 @@ import msgspec
 from actors.bot import InstallationActor
 from actors.codecs import Codecs
 from actors.local import LocalShard
-from actors.records import DOMAIN_PREFIX, stream_name
+from actors.runtime_events import DOMAIN_PREFIX, stream_name
 from actors.schedule import SCHEDULE_EVENT
 from actors.shard import ShardCore
 from actors.wire import encode_batch, to_inbound, vshard_of

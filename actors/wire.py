@@ -21,7 +21,7 @@ from typing import Final
 import msgspec
 
 from actors.bot import InstallationActor, ordering_key
-from actors.records import NO_INSTALLATION, DeliveryReceived, installation_of
+from actors.runtime_events import NO_INSTALLATION, DeliveryReceived, installation_of
 from actors.schedule import SCHEDULE_EVENT
 from ghbot.journal.plan import shard_for
 from ghbot.webhooks import Delivery

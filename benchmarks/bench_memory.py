@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from actors.ray.runtime import get_or_create_actors, kill_actors, wait_ready
-from actors.records import DeliveryReceived
+from actors.runtime_events import DeliveryReceived
 from actors.settings import RuntimeSettings
 from actors.wire import Inbound, encode_batch, vshard_of
 from ghbot.config import Settings

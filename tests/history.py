@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from actors.records import DeadLettered, DeliveryReceived, decode_runtime, stream_name
+from actors.runtime_events import DeadLettered, DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
 from actors.wire import Inbound, encode_batch
 from ghbot.errors import JournalUnavailable

@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from actors.ray.channel import RemoteError, ShardChannel
 from actors.ray.runtime import find_shard, get_or_create_actors, held_secrets, set_up_process
-from actors.records import NO_INSTALLATION
+from actors.runtime_events import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.wire import Inbound, Status, encode_parts, shard_of, to_inbound
 from ghbot import metrics, telemetry

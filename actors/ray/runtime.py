@@ -31,7 +31,7 @@ from ray.exceptions import RayActorError
 from actors.ray.channel import ChannelAddress, ChannelServer
 from actors.ray.metrics import install_ray_metrics
 from actors.ray.sigterm import ExitAfter
-from actors.records import NO_INSTALLATION
+from actors.runtime_events import NO_INSTALLATION
 from actors.settings import RuntimeSettings, load_bot
 from actors.shard import Answer, ShardCore
 from actors.tracing import install_tracing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import comments, eventually, payload, send
 

@@ -15,7 +15,7 @@ import pytest
 import ray
 
 from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S, shard_name
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import (
     SECRET,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from hypothesis import HealthCheck, Phase, event, given, settings
 
 from actors.ray.admin import stats
-from actors.records import installation_of
+from actors.runtime_events import installation_of
 from ghbot.events import decode_envelope
 from ghbot.journal import open_journal
 from ghbot.webhooks import MAX_PAYLOAD_BYTES, sign

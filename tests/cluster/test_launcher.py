@@ -396,7 +396,7 @@ def _bodies(fake: Any) -> dict[str, str]:
 
 
 async def _journaled(url: str) -> tuple[list[str], int]:
-    from actors.records import stream_name
+    from actors.runtime_events import stream_name
     from ghbot.journal import open_journal
 
     journal = await open_journal(url, shard_count=VSHARDS)

@@ -31,7 +31,7 @@ import ray
 import yaml
 
 from actors.ray.runtime import shard_name
-from actors.records import NO_INSTALLATION
+from actors.runtime_events import NO_INSTALLATION
 from actors.wire import shard_of, vshard_of
 from tests.cluster.conftest import comments, free_port, install, payload, send
 

@@ -29,7 +29,7 @@ import ray
 
 from actors.ray.ingress import HOLD_FOR
 from actors.ray.runtime import shard_name
-from actors.records import decode_runtime, stream_name
+from actors.runtime_events import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of
 from ghbot.journal import open_journal
 from ghbot.webhooks import RETRY_AFTER, sign

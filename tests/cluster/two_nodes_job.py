@@ -44,7 +44,7 @@ from actors.ray.runtime import (  # noqa: E402
     shard_name,
     wait_ready,
 )
-from actors.records import stream_name  # noqa: E402
+from actors.runtime_events import stream_name  # noqa: E402
 from actors.settings import RuntimeSettings  # noqa: E402
 from ghbot.config import Settings  # noqa: E402
 from ghbot.journal import open_journal  # noqa: E402

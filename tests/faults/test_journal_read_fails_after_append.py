@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from actors.shard import ShardCore
 from actors.wire import Inbound, encode_batch
 from ghbot.events import Event

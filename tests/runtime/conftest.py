@@ -18,7 +18,7 @@ from actors.bot import InstallationActor, on
 from actors.quota import TurnSource
 from actors.ray import runtime
 from actors.ray.ingress import WebhookIngress
-from actors.records import DeliveryReceived, decode_runtime, stream_name
+from actors.runtime_events import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status, encode_batch, to_inbound
 from ghbot.breaker import CircuitBreaker

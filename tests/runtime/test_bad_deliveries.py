@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from actors.shard import ShardCore
 from ghbot import events
 from ghbot.errors import NoInstallation

@@ -28,7 +28,7 @@ from actors.codecs import runtime_event
 from actors.installation_stream import MAX_HELD, MAX_SKEW
 from actors.mailbox import KeyedMailbox
 from actors.quota import QuotaLease
-from actors.records import (
+from actors.runtime_events import (
     ClientHeld,
     HandlerFailed,
     HandlerSucceeded,

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from actors import InstallationActor, every, on
-from actors.records import HandlerFailed, decode_runtime, stream_name
+from actors.runtime_events import HandlerFailed, decode_runtime, stream_name
 from actors.testing import VSHARDS, BotHarness
 from actors.wire import vshard_of
 from examples.greeter import Greeted, Greeter

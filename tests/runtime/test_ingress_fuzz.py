@@ -31,7 +31,7 @@ from starlette.requests import Request
 
 from actors.bot import InstallationActor
 from actors.ray.ingress import ShardBatcher, WebhookIngress
-from actors.records import installation_of, stream_name
+from actors.runtime_events import installation_of, stream_name
 from actors.shard import ShardCore
 from ghbot import webhooks
 from ghbot.events import decode_envelope

@@ -14,7 +14,7 @@ import pytest
 
 from actors.bot import InstallationActor, on
 from actors.ray.deploy import build_settings
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from actors.shard import ShardCore
 from actors.shard_hosts import DEDUP_WINDOW
 from ghbot.errors import ConfigError, JournalUnavailable

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import ClientHeld, decode_runtime, stream_name
+from actors.runtime_events import ClientHeld, decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.errors import JournalUnavailable
 from ghbot.events import Event

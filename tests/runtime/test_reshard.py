@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from actors.bot import InstallationActor, on
-from actors.records import NO_INSTALLATION, stream_name
+from actors.runtime_events import NO_INSTALLATION, stream_name
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status, encode_batch, stream_vshard, vshard_of
 from ghbot.errors import ConfigError

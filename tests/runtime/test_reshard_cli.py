@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from actors.ray import cli as cluster_cli
-from actors.records import stream_name
+from actors.runtime_events import stream_name
 from actors.wire import vshard_of
 from ghbot import cli
 from ghbot.journal import NewEvent, open_journal, shard_for

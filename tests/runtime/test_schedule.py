@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 
 from actors import InstallationActor, every, on
-from actors.records import DeliveryReceived
+from actors.runtime_events import DeliveryReceived
 from actors.schedule import SCHEDULE_EVENT, interval_of, slot_of, tick_of
 from actors.testing import BotHarness
 from actors.wire import Inbound, encode_batch, vshard_of

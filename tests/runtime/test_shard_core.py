@@ -14,7 +14,7 @@ import pytest
 
 from actors import shard as shard_module
 from actors.bot import InstallationActor, on
-from actors.records import (
+from actors.runtime_events import (
     DeliveryReceived,
     HandlerFailed,
     HandlerSucceeded,
@@ -742,7 +742,7 @@ async def test_a_host_missing_an_event_is_snapshotted_from_the_journal(journal: 
     host = await shard.host(INSTALLATION)
     # An event the host never heard of (a batch journaled whose answer was lost).
     from actors.codecs import runtime_event
-    from actors.records import DeliveryCompleted
+    from actors.runtime_events import DeliveryCompleted
 
     event = runtime_event(DeliveryCompleted(delivery_id="unknown"))
     await journal.append(stream_name(INSTALLATION), [event], shard=shard_of())

@@ -18,7 +18,7 @@ import pytest
 
 from actors.bot import InstallationActor, on
 from actors.ray.sigterm import RAY_EXIT, ExitAfter
-from actors.records import decode_runtime, stream_name
+from actors.runtime_events import decode_runtime, stream_name
 from actors.shard import ShardCore
 from ghbot.events import Event
 from ghbot.journal import Journal, open_journal

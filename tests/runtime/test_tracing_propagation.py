@@ -15,7 +15,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
-from actors.records import DeliveryReceived, decode_runtime
+from actors.runtime_events import DeliveryReceived, decode_runtime
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status, decode_batch, encode_batch
 from ghbot import telemetry

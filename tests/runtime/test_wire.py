@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from actors.bot import InstallationActor, Ordering, on
-from actors.records import DeliveryReceived
+from actors.runtime_events import DeliveryReceived
 from actors.wire import (
     completes_at_once,
     decode_batch,
