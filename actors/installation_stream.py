@@ -102,6 +102,7 @@ class InstallationStream:
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         breaker_wait: Callable[[], float] = lambda: 0.0,
+        # The base's type: this class calls it (`_write`); the others, its subclass.
         on_written: Callable[[InstallationStream], None] = lambda _host: None,
         find: Callable[[int, Sequence[NewEvent]], Awaitable[int | None]] | None = None,
         on_fenced: Callable[[InstallationHost], None] = lambda _host: None,

@@ -86,6 +86,8 @@ class ShardCore(ShardHandover):
     """
 
     # --- life cycle ---------------------------------------------------------------
+    # (its end, `close`, `shut_down` and `wait_idle`, is `ShardHandover`'s: the drain
+    # calls them)
 
     async def start(self) -> int:
         """Take a new epoch per virtual shard and resume pending work; return how much."""

@@ -333,7 +333,7 @@ class ShardHosts:
     def _vshard(self, installation_id: int) -> int:
         return vshard_of(installation_id, self.vshard_count)
 
-    # --- what the hosts call back ---------------------------------------------------
+    # --- what the hosts call back -------------------------------------------------
 
     def _fenced(self, host: InstallationHost) -> None:
         """A newer shard fenced `host`'s write: it owns the host's virtual shard now."""

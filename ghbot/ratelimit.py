@@ -56,7 +56,8 @@ class RateLimit:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimit | None:
-        """Read the rate-limit headers; None when they are absent (GHES with limits off)."""
+        """Read the rate-limit headers; None when the limit or the count is absent (GHES
+        with limits off sends neither) or not written in ASCII digits."""
         remaining = _int(headers.get("x-ratelimit-remaining"))
         limit = _int(headers.get("x-ratelimit-limit"))
         if remaining is None or limit is None:

@@ -48,6 +48,7 @@ class Admission:
     __slots__ = ()
 
     options: ClientOptions
+    base_url: str
     _creds: Credentials
     _state: InstallationState
     _lease: Lease | None

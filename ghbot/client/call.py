@@ -18,7 +18,15 @@ from ghbot.client.etag import CachedAnswer
 from ghbot.config import DEFAULT_API_URL, UPLOADS_URL, graphql_url
 from ghbot.errors import GitHubError
 
-__all__ = ["Call", "api_origins", "build_url", "is_mutation", "origin", "resource_of"]
+__all__ = [
+    "Call",
+    "api_origins",
+    "build_url",
+    "is_mutation",
+    "meters_nothing",
+    "origin",
+    "resource_of",
+]
 
 #: Redirects the client knows how to follow.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -170,6 +178,20 @@ def resource_of(path: str, base_url: str = DEFAULT_API_URL) -> str | None:
     if path.startswith("/search/"):
         return "code_search" if path == "/search/code" else "search"
     return "core"
+
+
+def meters_nothing(status: int, headers: Mapping[str, str], path: str, base_url: str) -> bool:
+    """Tell whether an answer says its server meters no rate limit (GitHub Enterprise
+    Server with rate limits off): a success without a single `x-ratelimit-*` header,
+    to a request of the API's own at `base_url` (not a raw file or an upload on the
+    same host), from a server other than github.com's, which meters every API answer.
+    """
+    if not 200 <= status < 300 or base_url.rstrip("/") == DEFAULT_API_URL:
+        return False
+    if any(name.lower().startswith("x-ratelimit-") for name in headers):
+        return False
+    prefix, graphql = _api_paths(base_url)
+    return not prefix or path == graphql or path.startswith(f"{prefix}/")
 
 
 @functools.cache

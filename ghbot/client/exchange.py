@@ -168,7 +168,11 @@ class Exchange(Admission):
         finally:
             pool.semaphore.release()
 
-    def _observe(self, budget: Budget | None, status: int, headers: Mapping[str, str]) -> None:
+    def _observe(
+        self, budget: Budget | None, status: int, headers: Mapping[str, str], *, bare: bool
+    ) -> None:
+        """Take an answer's rate-limit headers into the budgets; `bare` says it is a
+        success showing the server meters nothing (`meters_nothing`)."""
         if budget is None:  # not an API request counted (another host's clock, say)
             return
         budgets, now = self._state.budgets, self.options.clock()
@@ -177,8 +181,9 @@ class Exchange(Admission):
         if status == 304 or limit is None or limit.resource != budget.resource:
             # GitHub did not count it against this budget: give the unit back.
             self._refund(budget)
-        if limit is None:  # a success without the headers: GitHub meters nothing there
-            budget.observe(None, now, status=status)
+        if limit is None:
+            if bare:  # GitHub meters nothing there
+                budget.observe(None, now, status=status)
         else:
             budgets.get(limit.resource).observe(limit, now)
             github_now = budgets.clock.now(now)

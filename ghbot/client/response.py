@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 
 from ghbot.client.call import Call, shown_url
 from ghbot.client.etag import CachedAnswer, ETagCache
+from ghbot.digits import whole_number
 from ghbot.errors import (
     BadRequest,
     ClientError,
@@ -371,7 +372,5 @@ def _message(data: Any, status: int) -> str:
 
 
 def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    number = None if value is None else whole_number(value.strip())
+    return None if number is None else float(number)

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from ghbot.digits import whole_number
 from ghbot.testing.router import Ctx, Reply, Router, error
 from ghbot.testing.state import iso
 from ghbot.webhooks import sign
@@ -204,7 +205,8 @@ class Deliveries:
         at an attempt no longer kept is refused (422: GitHub documents no answer for
         it; this one is the fake's)."""
         query = ctx.request.query
-        per_page = int(query.get("per_page", "30") or 30)
+        per_page = whole_number(query.get("per_page") or "30")
+        per_page = 30 if per_page is None else per_page
         if not 1 <= per_page <= 100:
             return error(422, "per_page must be between 1 and 100")
         newest = self._kept()[::-1]

@@ -144,9 +144,11 @@ def test_items_under_a_named_key_that_holds_no_list_are_none() -> None:
 
 
 def test_a_rate_limit_with_an_unreadable_reset_is_still_a_rate_limit() -> None:
-    headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon"}
-    error = error_for(403, {"message": "API rate limit exceeded"}, headers, **_WHERE)
-    assert isinstance(error, RateLimited) and error.reset is None
+    # Not written in ASCII digits (`ghbot.digits`): `float` took all but the first.
+    for unreadable in ("soon", "+1700000000", "1_700_000_000", "nan", "\u0661\u0667"):
+        headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": unreadable}
+        error = error_for(403, {"message": "API rate limit exceeded"}, headers, **_WHERE)
+        assert isinstance(error, RateLimited) and error.reset is None, unreadable
 
 
 async def test_a_redirect_without_a_location_is_an_error(server: Scripted, gh: GitHub) -> None:

@@ -14,6 +14,7 @@ from ghbot.auth import AppAuth, InstallationToken
 from ghbot.budget import Budget, holding_lease
 from ghbot.client import ClientOptions, GitHub, GitHubApp, Pool
 from ghbot.client import retrying as retrying_module
+from ghbot.client.call import meters_nothing
 from ghbot.client.response import Response
 from ghbot.errors import (
     ConnectionFailed,
@@ -706,3 +707,26 @@ async def test_a_request_cancelled_while_it_waits_for_a_connection_gives_its_uni
         pool.semaphore.release()
         await pool.close()
     assert (lease.used, budget.reserved) == (0, 2) and not fake.requests
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "path", "base_url", "says"),
+    [
+        (200, {}, "/api/v3/repos/o/r", "https://ghes.example/api/v3", True),
+        (200, {}, "/api/graphql", "https://ghes.example/api/v3", True),
+        (204, {}, "/issues/1", "http://127.0.0.1:9", True),  # no API prefix: every path
+        # github.com meters every API answer, whatever one lacks.
+        (200, {}, "/repos/o/r", "https://api.github.com", False),
+        # A raw file or an upload on the GHES host is not the API's answer.
+        (200, {}, "/raw/o/r/main/a.txt", "https://ghes.example/api/v3", False),
+        (201, {}, "/api/uploads/repos/o/r/releases/1/assets", "https://ghes.example/api/v3", False),
+        # One rate-limit header, however incomplete, says the server meters.
+        (200, {"X-RateLimit-Resource": "core"}, "/api/v3/x", "https://ghes.example/api/v3", False),
+        (502, {}, "/api/v3/repos/o/r", "https://ghes.example/api/v3", False),
+        (304, {}, "/api/v3/repos/o/r", "https://ghes.example/api/v3", False),
+    ],
+)
+def test_only_a_bare_success_from_a_ghes_api_says_it_meters_nothing(
+    status: int, headers: dict[str, str], path: str, base_url: str, says: bool
+) -> None:
+    assert meters_nothing(status, headers, path, base_url) is says

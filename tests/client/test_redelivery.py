@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ghbot import redelivery
 from ghbot.client import GitHubApp
+from ghbot.errors import GitHubError
 from ghbot.redelivery import (
     GITHUB_WINDOW,
     Attempt,
@@ -563,3 +564,18 @@ async def test_only_what_is_due_is_left_for_the_next_sweep(
     fake.faults.add("/attempts$", "secondary", None, method="POST", retry_after=30)
     swept = await sweeper.sweep()  # "refused" may be asked at once, "asked" not yet
     assert (swept.deferred, swept.redelivered) == (1, [])
+
+
+async def test_the_fakes_delivery_list_reads_per_page_as_digits_or_not_at_all(
+    fake: FakeGitHub, app: GitHubApp
+) -> None:
+    """A `per_page` that is not ASCII digits is the default, 30 (it was a 500); a
+    number out of 1–100 is refused."""
+    for n in range(40):
+        fake.add_delivery("issues", {}, guid=f"g{n}")
+    for odd in ("many", "+5", "\u0665"):
+        page = await app.gh.request("GET", "/app/hook/deliveries", params={"per_page": odd})
+        assert len(page.data) == 30, odd
+    with pytest.raises(GitHubError) as refused:
+        await app.gh.request("GET", "/app/hook/deliveries", params={"per_page": "101"})
+    assert refused.value.status == 422
