@@ -61,12 +61,12 @@ __all__ = ["WRITE_SPACING", "LeaseTokens", "Quota", "QuotaLease", "TurnSource"]
 log = logging.getLogger("ghbot.quota")
 
 #: Asks the shard that holds installation `id` for a write's turn (`GitHub.grant_write`);
-#: picklable, so a lease's task elsewhere can call it (`actors.ray.runtime.ShardTurns`).
+#: picklable, so a lease's task elsewhere can call it (`actors.ray.lease_sources.ShardTurns`).
 TurnSource = Callable[[int], Awaitable[None]]
 
 #: Returns installation `id`'s current token (`force`: one other than the token GitHub
 #: just refused); picklable, so a lease's task elsewhere can call it
-#: (`actors.ray.runtime.AppAuthTokens`).
+#: (`actors.ray.lease_sources.AppAuthTokens`).
 LeaseTokens = Callable[[int, bool], Awaitable[InstallationToken]]
 
 #: The write lane's next write goes this many write intervals after a turn granted to

@@ -34,6 +34,7 @@ __all__ = [
     "RuntimeSettings",
     "code_version",
     "dedup_window",
+    "held_secrets",
     "load_bot",
     "max_concurrent_requests",
     "number_in",
@@ -218,6 +219,16 @@ class RuntimeSettings:
 _NOT_THE_SHARDS: Final[dict[str, Any]] = {
     f.name: f.default for f in fields(RuntimeSettings) if f.name in INGRESS_ONLY + APP_AUTH_ONLY
 }
+
+
+def held_secrets(settings: RuntimeSettings) -> dict[str, bool]:
+    """Tell which secrets `settings` carry (for the checks that only one actor has the key)."""
+    s = settings.settings
+    return {
+        "private_key": s.private_key is not None,
+        "private_key_path": s.private_key_path is not None,
+        "webhook_secrets": bool(s.webhook_secrets),
+    }
 
 
 def load_bot(path: str) -> type[InstallationActor]:

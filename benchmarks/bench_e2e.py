@@ -120,7 +120,7 @@ def stop_ray_serve(runtime: Any) -> None:
     import ray
     from ray import serve
 
-    from actors.ray.runtime import kill_actors
+    from actors.ray.lifecycle import kill_actors
 
     serve.delete("ghbot")
     kill_actors(runtime.namespace, runtime.shards)

@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from actors.ray.runtime import get_or_create_actors, kill_actors, wait_ready
+from actors.ray.lifecycle import get_or_create_actors, kill_actors, wait_ready
 from actors.runtime_events import DeliveryReceived
 from actors.settings import RuntimeSettings
 from actors.wire import Inbound, encode_batch, vshard_of

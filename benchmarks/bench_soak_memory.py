@@ -233,7 +233,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], dic
     from ray import serve
 
     from actors.ray.deploy import application
-    from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, wait_ready
+    from actors.ray.lifecycle import get_or_create_actors, wait_ready
+    from actors.ray.names import APP_AUTH_NAME
 
     private, public = keys(tmp)
     load = LoadProcess(public, args)

@@ -80,14 +80,8 @@ def run(args: argparse.Namespace, address: str, env: dict[str, str], journal: st
 
     from actors.ray.admin import stats
     from actors.ray.deploy import application
-    from actors.ray.runtime import (
-        APP_AUTH_NAME,
-        RemoteAppAuth,
-        RemoteShard,
-        kill_actors,
-        shard_name,
-        wait_ready,
-    )
+    from actors.ray.lifecycle import RemoteAppAuth, RemoteShard, kill_actors, wait_ready
+    from actors.ray.names import APP_AUTH_NAME, shard_name
 
     folder = Path(tempfile.mkdtemp(prefix="ghbot-bench2n-"))
     private, public = keys(folder)

@@ -231,7 +231,8 @@ def soak(config: SoakConfig, target: str, tmp: Path) -> dict[str, Any]:
     from ray import serve
 
     from actors.ray.deploy import application
-    from actors.ray.runtime import APP_AUTH_NAME, get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.lifecycle import get_or_create_actors, kill_actors, wait_ready
+    from actors.ray.names import APP_AUTH_NAME
 
     private, public = keys(tmp)
     load = LoadProcess(public, config)

@@ -187,7 +187,7 @@ def main() -> int:
     import ghbot
     from actors.ray.admin import dead_letters, stats, sweep
     from actors.ray.admin import shards as admin_shards
-    from actors.ray.runtime import kill_actors
+    from actors.ray.lifecycle import kill_actors
 
     print("Starting a local Ray (no dashboard) and deploying the Greeter bot ...")
     ray.init(

@@ -2,8 +2,12 @@
 
 - `ingress`: the Ray Serve deployment that verifies GitHub's webhooks and hands them,
   in batches, to the shard that owns their installation (`actors.wire`).
-- `runtime`: the shard actors (each wraps an `actors.shard.ShardCore`) and the
-  app-auth actor that holds the private key.
+- `shard_actor`: the shard actor, which wraps an `actors.shard.ShardCore`.
+- `app_auth_actor`: the app-auth actor, which holds the private key.
+- `lifecycle`: starting those actors, replacing them when the deployment's version
+  changes, stopping them; `names`: their Ray names, and finding them by name.
+- `lease_sources`: where a quota lease's task asks for its write's turn and its token.
+- `process`: the set-up of each ghbot Ray process (logging, metrics, traces, collector).
 - `deploy`: what `serve run ghbot.deploy` builds, from the environment and arguments.
 - `admin`: stats, dead letters and sweeps of a running deployment, for the CLI.
 - `cli`: the CLI's cluster commands (`ghbot status`, `dead-letters`, `redeliver`, `stop`),

@@ -11,14 +11,9 @@ from typing import Any
 
 import ray
 
-from actors.ray.runtime import (
-    APP_AUTH_NAME,
-    DRAIN_TIMEOUT,
-    retire,
-    running_shards,
-    shard_name,
-    shards_by_name,
-)
+from actors.ray.lifecycle import retire
+from actors.ray.names import APP_AUTH_NAME, running_shards, shard_name, shards_by_name
+from actors.ray.shard_actor import DRAIN_TIMEOUT
 from ghbot.errors import GhBotError, UsageError
 
 __all__ = [

@@ -34,9 +34,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from actors.ray.channel import RemoteError, ShardChannel
-from actors.ray.runtime import find_shard, get_or_create_actors, held_secrets, set_up_process
+from actors.ray.lifecycle import get_or_create_actors
+from actors.ray.names import find_shard
+from actors.ray.process import set_up_process
 from actors.runtime_events import NO_INSTALLATION
-from actors.settings import RuntimeSettings, load_bot
+from actors.settings import RuntimeSettings, held_secrets, load_bot
 from actors.wire import Inbound, Status, encode_parts, shard_of, to_inbound
 from ghbot import metrics, telemetry
 from ghbot.errors import MalformedPayload, PayloadTooLarge, WebhookError

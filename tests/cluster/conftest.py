@@ -56,7 +56,7 @@ def deploy(
     from ray import serve
 
     from actors.ray.deploy import application
-    from actors.ray.runtime import kill_actors
+    from actors.ray.lifecycle import kill_actors
 
     started: list[RuntimeSettings] = []
 

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 import ray
 
-from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S, shard_name
+from actors.ray.names import shard_name
+from actors.ray.process import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.runtime_events import stream_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import (

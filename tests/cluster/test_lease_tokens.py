@@ -1,7 +1,7 @@
 """A quota lease's Ray task whose token GitHub refuses: within 5 s of the token's
 minting it is GitHub's propagation delay, and the task sends the same token again
 after a short wait; later, the task gets another token from the app-auth actor,
-through the lease (`actors.ray.runtime.AppAuthTokens`). Either way its write goes on."""
+through the lease (`actors.ray.lease_sources.AppAuthTokens`). Either way its write goes on."""
 
 from __future__ import annotations
 

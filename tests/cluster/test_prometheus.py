@@ -30,7 +30,7 @@ import pytest
 import ray
 import yaml
 
-from actors.ray.runtime import shard_name
+from actors.ray.names import shard_name
 from actors.runtime_events import NO_INSTALLATION
 from actors.wire import shard_of, vshard_of
 from tests.cluster.conftest import comments, free_port, install, payload, send

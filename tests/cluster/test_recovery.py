@@ -29,7 +29,7 @@ async def test_a_new_cluster_on_the_kept_journal_resumes_what_was_acknowledged(
     deploy: Any, fake: Any, tmp_path: Path
 ) -> None:
     from actors.ray.admin import dead_letters, stats
-    from actors.ray.runtime import kill_actors
+    from actors.ray.lifecycle import kill_actors
 
     install(fake, INSTALLATION, REPO, issues=3)
     journal_url = f"sqlite://{tmp_path}/kept-journal"

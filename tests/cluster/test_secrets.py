@@ -11,7 +11,8 @@ import aiohttp
 import ray
 from ray import serve
 
-from actors.ray.runtime import APP_AUTH_NAME, KEY_RECHECK, shard_name
+from actors.ray.app_auth_actor import KEY_RECHECK
+from actors.ray.names import APP_AUTH_NAME, shard_name
 from tests.cluster.conftest import (
     comments,
     eventually,

@@ -28,7 +28,7 @@ import pytest
 import ray
 
 from actors.ray.ingress import HOLD_FOR
-from actors.ray.runtime import shard_name
+from actors.ray.names import shard_name
 from actors.runtime_events import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of
 from ghbot.journal import open_journal

@@ -22,7 +22,7 @@ async def test_stop_finishes_what_was_taken_then_removes_every_actor(
     import ray
     from ray import serve
 
-    from actors.ray.runtime import APP_AUTH_NAME, shard_name
+    from actors.ray.names import APP_AUTH_NAME, shard_name
 
     repo = "stop/repo"
     install(fake, 1600, repo)

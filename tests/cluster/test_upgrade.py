@@ -222,7 +222,8 @@ async def test_two_replicas_replacing_the_same_actors_at_once_end_with_one_set(
     import ray
 
     from actors.ray.admin import stats
-    from actors.ray.runtime import APP_AUTH_NAME, _wait_gone, get_or_create_actors, shard_name
+    from actors.ray.lifecycle import _wait_gone, get_or_create_actors
+    from actors.ray.names import APP_AUTH_NAME, shard_name
 
     runtime = deploy("tests.cluster.bots:Greeter").runtime
     new = replace(runtime, version=f"{runtime.version}-next")
@@ -260,7 +261,7 @@ async def test_a_new_sweep_interval_replaces_the_app_auth_actor_and_no_shard(
     import ray
 
     from actors.ray.admin import shards
-    from actors.ray.runtime import APP_AUTH_NAME
+    from actors.ray.names import APP_AUTH_NAME
 
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     common = {"namespace": namespace, "journal_url": f"sqlite://{tmp_path}/sweep-journal"}
@@ -314,7 +315,7 @@ async def test_more_shard_actors_on_a_redeploy_move_virtual_shards_losing_nothin
     import ray
     from ray import serve
 
-    from actors.ray.runtime import APP_AUTH_NAME
+    from actors.ray.names import APP_AUTH_NAME
 
     app_auth = ray.get_actor(APP_AUTH_NAME, namespace=namespace)._actor_id
     with pytest.raises(Exception, match="Failed to update the deployments"):
@@ -335,7 +336,7 @@ async def test_a_webhook_secret_rotates_and_the_ingress_scales_without_a_deliver
     import ray
 
     from actors.ray.admin import shards
-    from actors.ray.runtime import APP_AUTH_NAME
+    from actors.ray.names import APP_AUTH_NAME
 
     install(fake, INSTALLATION, REPO, issues=5)
     common = {

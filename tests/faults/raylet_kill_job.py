@@ -37,15 +37,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from actors.ray.runtime import (  # noqa: E402
-    APP_AUTH_NAME,
-    RemoteAppAuth,
-    RemoteShard,
-    _wait_gone,
-    kill_actors,
-    shard_name,
-    wait_ready,
-)
+from actors.ray.lifecycle import RemoteAppAuth, RemoteShard, _wait_gone, kill_actors, wait_ready  # noqa: E402
+from actors.ray.names import APP_AUTH_NAME, shard_name  # noqa: E402
 from actors.settings import RuntimeSettings  # noqa: E402
 from ghbot.config import Settings  # noqa: E402
 from ghbot.journal import open_journal  # noqa: E402

@@ -43,7 +43,7 @@ from typing import Any, cast
 
 import pytest
 
-from actors.ray.runtime import APP_AUTH_NAME, running_shards, shard_name
+from actors.ray.names import APP_AUTH_NAME, running_shards, shard_name
 from ghbot.journal import open_journal
 from tests.cluster.conftest import SECRET, deploy, fake  # noqa: F401  (fixtures)
 from tests.cluster.test_two_nodes import two_nodes  # noqa: F401  (a fixture)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from actors.bot import InstallationActor, on
 from actors.quota import TurnSource
-from actors.ray import runtime
+from actors.ray import app_auth_actor, shard_actor
 from actors.ray.ingress import WebhookIngress
 from actors.runtime_events import DeliveryReceived, decode_runtime, stream_name
 from actors.shard import ShardCore
@@ -299,5 +299,6 @@ def webhook_request(body: bytes, **headers: str) -> Request:
 def bare_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Skip `set_up_process`: Ray's meter provider and ghbot's log handler stay out of
     the test process (the records still reach pytest's `caplog`)."""
-    monkeypatch.setattr(runtime, "set_up_process", lambda settings: None)
+    monkeypatch.setattr(shard_actor, "set_up_process", lambda settings: None)
+    monkeypatch.setattr(app_auth_actor, "set_up_process", lambda settings: None)
     yield

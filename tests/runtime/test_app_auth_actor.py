@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from actors.github import TokenMinter
-from actors.ray import runtime
-from actors.ray.runtime import AppAuthActor
+from actors.ray import app_auth_actor, names
+from actors.ray.app_auth_actor import AppAuthActor
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
@@ -58,7 +58,7 @@ async def test_a_rotated_key_file_is_logged_and_a_bad_one_keeps_the_old_key(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(runtime, "KEY_RECHECK", 0.01)
+    monkeypatch.setattr(app_auth_actor, "KEY_RECHECK", 0.01)
     first, first_public = app_key_pair()
     second, second_public = app_key_pair()
     path = tmp_path / "app.pem"
@@ -123,7 +123,7 @@ async def test_a_sweep_asked_for_by_hand_sweeps_again_and_the_scheduled_ones_do_
             raise Stop
 
     actor._sweeper = SimpleNamespace(sweep=sweep)  # type: ignore[assignment]
-    monkeypatch.setattr(runtime, "asyncio", SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(app_auth_actor, "asyncio", SimpleNamespace(sleep=sleep))
     with pytest.raises(Stop):
         await actor._sweep_forever(120.0)
     assert (await actor.sweep())["listed"] == 1
@@ -156,7 +156,7 @@ async def test_the_first_sweep_comes_within_30_s_of_a_start_then_one_every_inter
             raise Stop
 
     actor._sweeper = SimpleNamespace(sweep=sweep)  # type: ignore[assignment]
-    monkeypatch.setattr(runtime, "asyncio", SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(app_auth_actor, "asyncio", SimpleNamespace(sleep=sleep))
     caplog.set_level(logging.WARNING, logger="ghbot.runtime")
 
     with pytest.raises(Stop):
@@ -202,7 +202,7 @@ async def test_each_failed_delivery_is_asked_of_the_shard_that_owns_its_installa
 
         return SimpleNamespace(delivered=SimpleNamespace(remote=delivered))
 
-    monkeypatch.setattr(runtime, "ray", SimpleNamespace(get_actor=get_actor))
+    monkeypatch.setattr(app_auth_actor, "ray", SimpleNamespace(get_actor=get_actor))
     failed = [
         Failed(guid=guid, attempt_id=1, event="issues", installation_id=i, attempts=1, first_at=0)
         for guid, i in [("g5", 5), ("g6", 6), ("g8", 8), ("g-none", None)]
@@ -210,8 +210,8 @@ async def test_each_failed_delivery_is_asked_of_the_shard_that_owns_its_installa
     assert await actor._held(failed) == {"g8", "g-none"}
     # Installation i is in virtual shard i % 4, which shard actor (i % 4) % 2 hosts.
     assert asked == {
-        runtime.shard_name(0): [(6, "g6"), (8, "g8"), (0, "g-none")],
-        runtime.shard_name(1): [(5, "g5")],
+        names.shard_name(0): [(6, "g6"), (8, "g8"), (0, "g-none")],
+        names.shard_name(1): [(5, "g5")],
     }
 
 

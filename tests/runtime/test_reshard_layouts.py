@@ -1,5 +1,5 @@
 """Whether a new deployment replaces the running shards, from the layouts they answer
-(`actors.ray.runtime._reshard`), with Ray's calls faked: a shard that cannot answer
+(`actors.ray.lifecycle._reshard`), with Ray's calls faked: a shard that cannot answer
 (its node lost, Ray restarting it) is judged by the others, never replaced for that
 alone (docs/reliability.md, the raylet kill); tests/cluster/test_reshard.py runs the
 real thing."""
@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-import actors.ray.runtime as runtime
+import actors.ray.lifecycle as lifecycle
+import actors.ray.names as names
 from ghbot.errors import ConfigError
 
 
@@ -38,16 +39,16 @@ def retired(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         calls.append(sorted(shards))
         return len(shards)
 
-    monkeypatch.setattr(runtime, "ray", SimpleNamespace(get=get))
-    monkeypatch.setattr(runtime, "retire", retire)
+    monkeypatch.setattr(lifecycle, "ray", SimpleNamespace(get=get))
+    monkeypatch.setattr(lifecycle, "retire", retire)
     return calls
 
 
 def deploy(monkeypatch: pytest.MonkeyPatch, running: list[SimpleNamespace], vshards: int) -> None:
-    named = {runtime.shard_name(i): shard for i, shard in enumerate(running)}
-    monkeypatch.setattr(runtime, "shards_by_name", lambda namespace: named)
+    named = {names.shard_name(i): shard for i, shard in enumerate(running)}
+    monkeypatch.setattr(lifecycle, "shards_by_name", lambda namespace: named)
     settings = SimpleNamespace(namespace="ghbot", shards=2, vshards=vshards)
-    runtime._reshard(settings)  # type: ignore[arg-type]
+    lifecycle._reshard(settings)  # type: ignore[arg-type]
 
 
 def test_a_shard_that_cannot_answer_is_judged_by_the_others(
@@ -61,14 +62,14 @@ def test_shards_of_another_count_are_replaced(
     monkeypatch: pytest.MonkeyPatch, retired: list[list[str]]
 ) -> None:
     deploy(monkeypatch, [shard((1, 4))], vshards=4)
-    assert retired == [[runtime.shard_name(0)]]
+    assert retired == [[names.shard_name(0)]]
 
 
 def test_with_no_shard_answering_they_are_replaced_not_kept_on_a_guess(
     monkeypatch: pytest.MonkeyPatch, retired: list[list[str]]
 ) -> None:
     deploy(monkeypatch, [shard(None), shard(None)], vshards=4)
-    assert retired == [[runtime.shard_name(0), runtime.shard_name(1)]]
+    assert retired == [[names.shard_name(0), names.shard_name(1)]]
 
 
 def test_another_number_of_virtual_shards_is_refused(
@@ -90,9 +91,9 @@ def test_shards_past_a_gap_in_their_names_are_found(monkeypatch: pytest.MonkeyPa
             raise ValueError(name)
         return alive[name]
 
-    monkeypatch.setattr(runtime, "ray", SimpleNamespace(get_actor=get_actor))
-    assert runtime.shards_by_name("ghbot") == alive
-    assert runtime.running_shards("ghbot") == ["one", "three"]
+    monkeypatch.setattr(names, "ray", SimpleNamespace(get_actor=get_actor))
+    assert names.shards_by_name("ghbot") == alive
+    assert names.running_shards("ghbot") == ["one", "three"]
 
 
 def test_a_missing_shard_of_the_wanted_layout_stops_no_other(
@@ -101,7 +102,7 @@ def test_a_missing_shard_of_the_wanted_layout_stops_no_other(
     """Shard 0 missing (an upgrade stopped between its stop and its successor's start),
     shard 1 of the wanted layout running: shard 0 is made again, shard 1 kept. The
     count of those found (one of two) used to stop every running shard."""
-    named = {runtime.shard_name(1): shard((2, 4))}
-    monkeypatch.setattr(runtime, "shards_by_name", lambda namespace: named)
-    runtime._reshard(SimpleNamespace(namespace="ghbot", shards=2, vshards=4))  # type: ignore[arg-type]
+    named = {names.shard_name(1): shard((2, 4))}
+    monkeypatch.setattr(lifecycle, "shards_by_name", lambda namespace: named)
+    lifecycle._reshard(SimpleNamespace(namespace="ghbot", shards=2, vshards=4))  # type: ignore[arg-type]
     assert retired == []

@@ -15,7 +15,7 @@ import pytest
 
 from actors.ray.deploy import application, build_settings
 from actors.ray.ingress import GRACEFUL_WAIT_LOOP_S, HEALTH_CHECK_PERIOD_S, MAX_SURGE_PERCENT
-from actors.ray.runtime import GC_THRESHOLDS, SWITCH_INTERVAL_S
+from actors.ray.process import GC_THRESHOLDS, SWITCH_INTERVAL_S
 from actors.settings import INGRESS_ONLY, RuntimeSettings, load_bot
 from ghbot.config import Settings
 from ghbot.errors import ConfigError
@@ -471,7 +471,7 @@ def test_a_request_limit_below_the_process_count_is_refused(pem_pkcs8: bytes) ->
 
 @pytest.mark.parametrize("leak", ["private_key", "private_key_path", "webhook_secrets"])
 def test_a_shard_refuses_settings_that_carry_a_secret(pem_pkcs8: bytes, leak: str) -> None:
-    from actors.ray.runtime import ShardActor
+    from actors.ray.shard_actor import ShardActor
     from ghbot.errors import UsageError
 
     shards = build_settings({"bot": "examples.greeter:Greeter"}, _env(pem_pkcs8)).for_shards()
@@ -487,7 +487,7 @@ def test_a_ray_process_set_up_freezes_its_start_collects_less_often_and_switches
     process of its own (it changes the interpreter's collector)."""
     script = """
 import gc, json, sys
-from actors.ray.runtime import set_up_process
+from actors.ray.process import set_up_process
 from actors.settings import RuntimeSettings
 from ghbot.config import Settings
 before = gc.get_threshold()

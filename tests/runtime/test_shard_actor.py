@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from actors.ray import runtime
-from actors.ray.runtime import ShardActor
+import actors.ray.shard_actor as shard_actor_module
+from actors.ray.shard_actor import ShardActor
 from actors.settings import RuntimeSettings
 from actors.shard import ShardCore
 from ghbot.config import Settings
@@ -113,11 +113,11 @@ async def test_a_start_that_failed_closes_the_journal_it_opened(
     def unloadable(path: str) -> Any:
         raise ConfigError(f"{path}: no module named 'mybot'")
 
-    monkeypatch.setattr(runtime, "open_journal", open_journal)
+    monkeypatch.setattr(shard_actor_module, "open_journal", open_journal)
     if fails == "taking its epochs":
         monkeypatch.setattr(ShardCore, "open", refused)
     else:
-        monkeypatch.setattr(runtime, "load_bot", unloadable)
+        monkeypatch.setattr(shard_actor_module, "load_bot", unloadable)
     with pytest.raises((JournalUnavailable, ConfigError)):
         await actor._start()
     assert closed == [True]
@@ -146,8 +146,8 @@ async def test_a_deployments_shard_is_built_to_log_a_handlers_failure_without_tr
     async def open_journal(url: str, shard_count: int) -> Any:
         return Journal()
 
-    monkeypatch.setattr(runtime, "open_journal", open_journal)
-    monkeypatch.setattr(runtime, "ShardCore", Recording)
+    monkeypatch.setattr(shard_actor_module, "open_journal", open_journal)
+    monkeypatch.setattr(shard_actor_module, "ShardCore", Recording)
     with pytest.raises(JournalUnavailable):
         await actor._start()
     assert built and not built.get("tracebacks", False)

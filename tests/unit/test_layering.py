@@ -126,12 +126,12 @@ def test_the_cli_commands_of_the_framework_plug_in_through_entry_points() -> Non
 def test_the_reader_sees_imports_at_every_level() -> None:
     source = (
         "import ray\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-        "    from actors.ray.runtime import x\ntry:\n    import yaml\nexcept ImportError:\n"
+        "    from actors.ray.lifecycle import x\ntry:\n    import yaml\nexcept ImportError:\n"
         "    import json\ndef f():\n    from actors import on\nclass C:\n"
         "    def g(self):\n        import ray.util\n"
     )
     top, lazy = imports(source)
-    assert top == {"ray", "typing", "actors.ray.runtime", "yaml", "json"}
+    assert top == {"ray", "typing", "actors.ray.lifecycle", "yaml", "json"}
     assert lazy == {"actors", "ray.util"}
 
 

@@ -81,7 +81,7 @@ def test_a_lost_delivery_a_dead_letter_or_a_503_fails() -> None:
 def test_sqlite_memory_used_counts_what_a_connection_caches() -> None:
     import sqlite3
 
-    from actors.ray.runtime import sqlite_memory_used
+    from actors.ray.process import sqlite_memory_used
 
     before = sqlite_memory_used()
     conn = sqlite3.connect(":memory:")
