@@ -52,7 +52,7 @@ class Status(StrEnum):
     """Not written (a newer shard fenced this one, or it is not this shard's): 503."""
     DRAINING = "draining"
     """Not written: the shard is draining, to be replaced. The ingress tries again for a
-    few seconds (`actors.ray.ingress.HOLD_FOR`), then answers 503."""
+    few seconds (`actors.ray.batcher.HOLD_FOR`), then answers 503."""
 
 
 class Inbound(msgspec.Struct, frozen=True, array_like=True):

@@ -2,6 +2,8 @@
 
 - `ingress`: the Ray Serve deployment that verifies GitHub's webhooks and hands them,
   in batches, to the shard that owns their installation (`actors.wire`).
+- `batcher`: the ingress's per-shard batcher, which holds a batch for a few seconds
+  while its shard is draining or not reached.
 - `shard_actor`: the shard actor, which wraps an `actors.shard.ShardCore`.
 - `app_auth_actor`: the app-auth actor, which holds the private key.
 - `lifecycle`: starting those actors, replacing them when the deployment's version

@@ -14,7 +14,7 @@ a random token of this process's life that a client must send first. Its address
 token go to the ingress in a Ray call (`ShardActor.channel`), so the channel is as
 private as Ray's own calls. A client (`ShardChannel`) keeps one connection per shard,
 with several batches in flight on it. When the connection breaks the batches on it
-fail (the ingress tries them again for a few seconds, `actors.ray.ingress.ShardBatcher`,
+fail (the ingress tries them again for a few seconds, `actors.ray.batcher.ShardBatcher`,
 then answers 503 and GitHub sends them again: a delivery that was journaled all the
 same is then a duplicate), and the next batch asks the shard, through Ray, where it is
 now: a restarted shard has a new port and a new token, a replaced one is another actor

@@ -11,7 +11,7 @@ Each actor runs one version of the deployment (`RuntimeSettings.version`: the bo
 code and the settings the actors run with, not the ingress's own). An ingress replica
 that starts with another version replaces the actors one by one
 (`get_or_create_actors`): a shard is drained (it refuses new deliveries, which the
-ingress holds for a few seconds, `actors.ray.ingress.ShardBatcher`, and finishes what
+ingress holds for a few seconds, `actors.ray.batcher.ShardBatcher`, and finishes what
 it took), then killed, and a new one of the same name takes its epochs, resumes its
 pending work, and is sent what was held.
 """
@@ -224,7 +224,7 @@ def _current(
     if drain:
         # Replace the next shard once this one's successor has started: processes that
         # start at once share the cores, and each successor must be up within the hold
-        # of what the ingress keeps for it (`actors.ray.ingress.HOLD_FOR`).
+        # of what the ingress keeps for it (`actors.ray.batcher.HOLD_FOR`).
         try:
             ray.get(successor.stats.remote(), timeout=SUCCESSOR_START)
         except Exception as exc:

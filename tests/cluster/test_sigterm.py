@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import ray
 
-from actors.ray.ingress import HOLD_FOR
+from actors.ray.batcher import HOLD_FOR
 from actors.ray.names import shard_name
 from actors.runtime_events import decode_runtime, stream_name
 from actors.wire import shard_of, vshard_of

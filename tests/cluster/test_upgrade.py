@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import pytest
 
-from actors.ray.ingress import HOLD_FOR, RETRY_EVERY
+from actors.ray.batcher import HOLD_FOR, RETRY_EVERY
 from tests.cluster.conftest import (
     comments,
     eventually,

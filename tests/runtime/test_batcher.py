@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from ray.exceptions import RayActorError, RayTaskError
 
+import actors.ray.batcher as batcher_module
 from actors.bot import InstallationActor, on
-from actors.ray import ingress
+from actors.ray.batcher import ShardBatcher, ShardUnavailable
 from actors.ray.channel import RemoteError
-from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.wire import decode_batch, encode_parts
 from ghbot.events import Event
 from ghbot.logs import LogLimiter
@@ -135,8 +135,8 @@ class Gone(FakeShard):
 async def test_a_batch_the_draining_shard_refuses_is_held_and_taken_by_its_successor(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    deployed = ingress._HOLDS_LOGGED  # its settings, with none of its state
-    monkeypatch.setattr(ingress, "_HOLDS_LOGGED", LogLimiter(deployed.burst, deployed.per))
+    deployed = batcher_module._HOLDS_LOGGED  # its settings, with none of its state
+    monkeypatch.setattr(batcher_module, "_HOLDS_LOGGED", LogLimiter(deployed.burst, deployed.per))
     m = metered()
     old, new = Draining(), FakeShard()
     new.release.set()

@@ -14,8 +14,8 @@ import pytest
 
 from actors import InstallationActor, on
 from actors.ray import channel
+from actors.ray.batcher import ShardBatcher, ShardUnavailable
 from actors.ray.channel import ChannelAddress, ChannelServer, _frame, _read_frame
-from actors.ray.ingress import ShardBatcher, ShardUnavailable
 from actors.shard import Answer, ShardCore
 from actors.wire import Status, decode_batch, encode_parts
 from ghbot.errors import JournalUnavailable

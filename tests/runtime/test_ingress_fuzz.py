@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from starlette.requests import Request
 
 from actors.bot import InstallationActor
-from actors.ray.ingress import ShardBatcher, WebhookIngress
+from actors.ray.batcher import ShardBatcher
+from actors.ray.ingress import WebhookIngress
 from actors.runtime_events import installation_of, stream_name
 from actors.shard import ShardCore
 from ghbot import webhooks

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ray.exceptions import RayActorError
 
-from actors.ray.ingress import HOLD_FOR, ShardBatcher
+from actors.ray.batcher import HOLD_FOR, ShardBatcher
 from tests.runtime.conftest import bare_ingress
 
 

@@ -12,7 +12,7 @@ import pytest
 from starlette.requests import Request
 
 from actors.bot import InstallationActor, on
-from actors.ray.ingress import ShardUnavailable
+from actors.ray.batcher import ShardUnavailable
 from actors.shard import ShardCore
 from actors.wire import Inbound, Status
 from ghbot.events import Event
