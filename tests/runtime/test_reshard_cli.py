@@ -123,7 +123,7 @@ def test_running_shards_are_refused(
     def connected(_args: Any) -> Iterator[None]:
         yield
 
-    monkeypatch.setattr(cluster_cli, "_connected", connected)
+    monkeypatch.setattr(cluster_cli, "connected", connected)
     monkeypatch.setattr(actors.ray.admin, "shards", lambda namespace: ["shard-0", "shard-1"])
     argv = ["journal", "reshard", "--to", "8", "--journal", url, "--namespace", "prod"]
     assert cli.main(argv) == 2

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from actors.ray import cli as cluster_cli
+from actors.ray import connection
 from ghbot import cli
 from ghbot.errors import UsageError
 
@@ -183,10 +184,10 @@ def test_no_cluster_is_one_line_and_exit_2_at_once(
 
 
 def test_this_machine_is_told_from_others() -> None:
-    assert cluster_cli._on_this_machine("127.0.0.1") and cluster_cli._on_this_machine("localhost")
-    assert cluster_cli._on_this_machine(socket.gethostbyname(socket.gethostname()))
-    assert not cluster_cli._on_this_machine("203.0.113.7")  # TEST-NET-3, never this machine
-    assert not cluster_cli._on_this_machine("no-such-host.invalid")
+    assert connection._on_this_machine("127.0.0.1") and connection._on_this_machine("localhost")
+    assert connection._on_this_machine(socket.gethostbyname(socket.gethostname()))
+    assert not connection._on_this_machine("203.0.113.7")  # TEST-NET-3, never this machine
+    assert not connection._on_this_machine("no-such-host.invalid")
 
 
 @pytest.mark.parametrize(
@@ -221,7 +222,7 @@ def test_this_machine_is_told_from_others() -> None:
     ],
 )
 def test_a_refusal_says_what_to_do(case: dict[str, Any], advice: str) -> None:
-    text = cluster_cli._auth_advice("10.0.0.5:6379", **case)
+    text = connection._auth_advice("10.0.0.5:6379", **case)
     assert text.startswith("the Ray cluster at 10.0.0.5:6379 ") and advice in text
     assert "\n" not in text
 
@@ -302,7 +303,7 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
     def connected(_args: Any) -> Iterator[None]:
         yield
 
-    monkeypatch.setattr(cluster_cli, "_connected", connected)
+    monkeypatch.setattr(cluster_cli, "connected", connected)
     return fake
 
 

@@ -89,9 +89,10 @@ def test_only_the_ray_edge_imports_ray() -> None:
 
 
 def test_loading_the_edges_commands_imports_no_ray() -> None:
-    """Every `ghbot` command loads `actors.ray.cli` (its commands plug in): it imports
-    Ray only inside the commands, as its package's `__init__` does not at all."""
-    for path in ("actors/ray/__init__.py", "actors/ray/cli.py"):
+    """Every `ghbot` command loads `actors.ray.cli` (its commands plug in) and the
+    `actors.ray.connection` it imports: they import Ray only inside the commands, as
+    their package's `__init__` does not at all."""
+    for path in ("actors/ray/__init__.py", "actors/ray/cli.py", "actors/ray/connection.py"):
         top, _lazy = imports((ROOT / path).read_text())
         assert not _under(top, "ray"), f"{path} imports Ray at module level"
 
