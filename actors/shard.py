@@ -1,6 +1,6 @@
 """A shard: the installations of some virtual shards, their journal writes and recovery.
 
-`ShardCore` holds no Ray: the Ray actor in `actors.ray.runtime` wraps it, and tests drive it
+`ShardCore` holds no Ray: the Ray actor in `actors.ray.shard_actor` wraps it, and tests drive it
 directly. It takes batches of deliveries (`ingest`), journals each as
 `DeliveryReceived` in one durable `append_many` (deduplicated on the delivery GUID,
 fenced by this shard's epochs), and hands them to the installations' hosts. On start it
