@@ -3,7 +3,8 @@
 - `ingress`: the Ray Serve deployment that verifies GitHub's webhooks and hands them,
   in batches, to the shard that owns their installation (`actors.wire`).
 - `batcher`: the ingress's per-shard batcher, which holds a batch for a few seconds
-  while its shard is draining or not reached.
+  while its shard is draining or not reached; `channel`: the TCP channel a batch goes
+  to its shard on.
 - `shard_actor`: the shard actor, which wraps an `actors.shard.ShardCore`.
 - `app_auth_actor`: the app-auth actor, which holds the private key.
 - `lifecycle`: starting those actors, replacing them when the deployment's version
@@ -13,8 +14,10 @@
 - `deploy`: what `serve run ghbot.deploy` builds, from the environment and arguments.
 - `admin`: stats, dead letters and sweeps of a running deployment, for the CLI.
 - `cli`: the CLI's cluster commands (`ghbot status`, `dead-letters`, `redeliver`, `stop`),
-  which plug into `ghbot`'s command line.
+  which plug into `ghbot`'s command line; `connection`: how they reach a Ray cluster,
+  importing no Ray at load.
 - `metrics`: ghbot's OpenTelemetry metrics forwarded to Ray's metrics export.
+- `sigterm`: a shard's drain on SIGTERM, before Ray's own exit.
 
 Importing this package imports no Ray; its modules do.
 """
