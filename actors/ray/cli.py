@@ -33,9 +33,9 @@ __all__: list[str] = []
 #
 # These connect to the Ray cluster as a driver (`connected`), find the deployment's
 # shard actors by name in its namespace (`actors.ray.admin`), and disconnect. Ray is
-# imported inside them, so `import ghbot.cli` (and `ghbot fake-github`) never imports Ray. When the caller
-# has connected already (`ray.is_initialized()`: a test, a notebook), they use that
-# connection and leave it open.
+# imported inside them, so `import ghbot.cli` (and `ghbot fake-github`) never imports
+# Ray. When the caller has connected already (`ray.is_initialized()`: a test, a
+# notebook), they use that connection and leave it open.
 
 
 def _cluster_arguments(parser: argparse.ArgumentParser, *, json_instead_of: str = "") -> None:
