@@ -98,7 +98,7 @@ class FakeGitHub(Setup):
     for local development only). `rate_limit` is each installation's hourly core
     limit; `rate_limiting=False` (or set later) answers as GitHub Enterprise Server
     with rate limits off: no `x-ratelimit-*` header on any answer, no refusal for a
-    spent quota, and `GET /rate_limit` 404 `Rate limiting is not enabled.`. `clock`
+    spent quota, nothing counted, and `GET /rate_limit` 404 `Rate limiting is not enabled.`. `clock`
     drives token expiry, JWT checks and rate-limit windows.
     `webhook_url`/`webhook_secret` are where redeliveries and `send_delivery` go.
     `write_interval` (seconds; None: no rule) is GitHub's spacing of one installation's
@@ -341,10 +341,11 @@ class FakeGitHub(Setup):
             if isinstance(caller, Caller):
                 resource = _resource(path)
                 quota = self.quotas.get(caller.key, resource)
-                if quota.remaining <= 0 and self.quotas.enabled:
-                    return self._primary(caller, quota, resource)
-                quota.remaining -= 1
-                headers.update(quota.headers(resource))
+                if self.quotas.enabled:  # with rate limits off, nothing is counted
+                    if quota.remaining <= 0:
+                        return self._primary(caller, quota, resource)
+                    quota.remaining -= 1
+                    headers.update(quota.headers(resource))
             template = documented(request.method, path)
             if template is not None:  # GitHub has it; the fake does not: say so
                 jwt = isinstance(caller, Caller) and caller.kind == "app"
@@ -420,7 +421,7 @@ class FakeGitHub(Setup):
             headers["ETag"] = etag
             if request.headers.get("If-None-Match") == etag:
                 status, body = 304, b""
-        if quota is not None:
+        if quota is not None and self.quotas.enabled:  # with rate limits off, not counted
             if status != 304:
                 quota.remaining = max(quota.remaining - 1, 0)
             headers.update(quota.headers(resource))

@@ -265,6 +265,13 @@ async def test_with_rate_limits_off_the_fake_answers_as_ghes_does(
         await GitHub(token=token, options=options).request("GET", "/rate_limit")
     fake.rate_limiting = True
     assert await _limits_of(f"{fake.url}/repos/{REPO}", token) == (403, "0", "core")
+    # What is asked while limits are off is not counted once they are on again.
+    fake.quotas.get("installation:1", "core").remaining = 5
+    fake.rate_limiting = False
+    for path in (f"/repos/{REPO}", "/nowhere"):
+        await _limits_of(f"{fake.url}{path}", token)
+    fake.rate_limiting = True
+    assert await _limits_of(f"{fake.url}/repos/{REPO}", token) == (200, "4", "core")
 
 
 async def test_code_search_is_its_own_resource_as_on_github(
