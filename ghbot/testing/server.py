@@ -98,8 +98,8 @@ class FakeGitHub(Setup):
     for local development only). `rate_limit` is each installation's hourly core
     limit; `rate_limiting=False` (or set later) answers as GitHub Enterprise Server
     with rate limits off: no `x-ratelimit-*` header on any answer, no refusal for a
-    spent quota, nothing counted, and `GET /rate_limit` 404 `Rate limiting is not enabled.`. `clock`
-    drives token expiry, JWT checks and rate-limit windows.
+    spent quota, nothing counted, and `GET /rate_limit` 404 `Rate limiting is not
+    enabled.`. `clock` drives token expiry, JWT checks and rate-limit windows.
     `webhook_url`/`webhook_secret` are where redeliveries and `send_delivery` go.
     `write_interval` (seconds; None: no rule) is GitHub's spacing of one installation's
     writes: one arriving sooner after the previous gets a secondary-limit 403 with
