@@ -75,11 +75,11 @@ class Budget:
     epoch second; the `now` its methods take is the local clock, which `clock` (the
     installation's `GitHubClock`, if given) turns into GitHub's time to compare.
 
-    A success (2xx) answered without rate-limit headers says GitHub does not meter the
-    resource (GitHub Enterprise Server with rate limits off): the budget is then not
-    `metered` and counts nothing (requests and leases always fit, a settled lease
-    takes nothing, it never refuses) until an answer with the headers, whose numbers
-    it counts from again (`observe`).
+    A success (2xx) its client saw answered as by a server that meters nothing
+    (`ghbot.client.call.meters_nothing`: GitHub Enterprise Server with rate limits
+    off) makes the budget not `metered`: it counts nothing (requests and leases always
+    fit, a settled lease takes nothing, it never refuses) until an answer with the
+    headers, whose numbers it counts from again (`observe`).
     """
 
     __slots__ = (
@@ -268,11 +268,12 @@ class Budget:
         answers from another resource, and of a window that has ended (sent before a
         reset, answered after it).
 
-        `status`, given for an answer to one of this budget's own requests, says what
-        an answer without the headers means: a success (2xx) says GitHub does not
-        meter the resource (`metered` turns False); an error says nothing (a proxy's
-        502 or 503 carries no headers, and github.com's errors may lack them). An
-        answer with the headers turns metering on again, counting from its numbers.
+        `status`, given for an answer to one of this budget's own requests that its
+        client judged bare (`ghbot.client.call.meters_nothing`), says what an answer
+        without the headers means: a success (2xx) says GitHub does not meter the
+        resource (`metered` turns False); an error says nothing (a proxy's 502 or 503
+        carries no headers, and github.com's errors may lack them). An answer with the
+        headers turns metering on again, counting from its numbers.
         """
         if limit is None:
             if status is not None and 200 <= status < 300:
