@@ -55,6 +55,9 @@ from ghbot.errors import ConfigError
 from ghbot.logs import DEFAULT_RECEIVED_PER_SECOND
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
+#: A reading of a number within bounds: `number_in` or `whole_in`.
+Ranged = Callable[[str, str, N, N], N]
 
 __all__ = [
     "application",
@@ -149,22 +152,14 @@ def build_settings(
         except ConfigError:
             settings = Settings(app_id=None, private_key=None, webhook_secrets=())
 
-    def number(name: str, var: str, default: float, low: float, high: float) -> float:
+    def ranged(parse: Ranged[N], name: str, var: str, default: N, low: N, high: N) -> N:
+        """`parse` the argument `name` or the variable `var` within `low`–`high`
+        (`number_in`, `whole_in`); `default` when it is not given or wrong."""
         raw = given(name, var)
         if not raw:
             return default
         try:
-            return number_in(said(name, var), raw, low, high)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            return default
-
-    def whole(name: str, var: str, default: int, low: int, high: int) -> int:
-        raw = given(name, var)
-        if not raw:
-            return default
-        try:
-            return whole_in(said(name, var), raw, low, high)
+            return parse(said(name, var), raw, low, high)
         except ConfigError as exc:
             problems.extend(exc.problems)
             return default
@@ -185,7 +180,7 @@ def build_settings(
             load_bot(bot)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    shards = whole("shards", "GHBOT_SHARDS", default_shards(), 1, 64)
+    shards = ranged(whole_in, "shards", "GHBOT_SHARDS", default_shards(), 1, 64)
     if settings.private_key_path is not None:
         settings = settings.without_key()
     channel = given("shard_channel", "GHBOT_SHARD_CHANNEL", "tcp").lower()
@@ -205,11 +200,14 @@ def build_settings(
         namespace=namespace,
         shard_channel=channel != "ray",
         shards=shards,
-        vshards=whole("vshards", "GHBOT_VSHARDS", shards, 1, 4096),
-        ingress_replicas=whole("replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
+        vshards=ranged(whole_in, "vshards", "GHBOT_VSHARDS", shards, 1, 4096),
+        ingress_replicas=ranged(whole_in, "replicas", "GHBOT_INGRESS_REPLICAS", 1, 1, 64),
         pace_writes=read(pace_writes, "pace_writes", "GHBOT_PACE_WRITES"),
-        redeliver_every=number("redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400),
-        dedup_window=number(
+        redeliver_every=ranged(
+            number_in, "redeliver_every", "GHBOT_REDELIVER_EVERY", 120.0, 0, 86400
+        ),
+        dedup_window=ranged(
+            number_in,
             "dedup_window",
             "GHBOT_DEDUP_WINDOW",
             dedup_window(settings.api_url),  # GitHub's window for the API's URL
@@ -219,7 +217,8 @@ def build_settings(
         max_concurrent_requests=read(
             max_concurrent_requests, "max_concurrent_requests", "GHBOT_MAX_CONCURRENT_REQUESTS"
         ),
-        log_received_per_second=whole(
+        log_received_per_second=ranged(
+            whole_in,
             "log_received_per_second",
             "GHBOT_LOG_RECEIVED_PER_SECOND",
             DEFAULT_RECEIVED_PER_SECOND,

@@ -13,7 +13,7 @@ import aiohttp
 from ghbot import metrics
 from ghbot.budget import Budget, Lease
 from ghbot.client.admission import Admission
-from ghbot.client.call import Call
+from ghbot.client.call import Call, meters_nothing
 from ghbot.client.pool import current_pool
 from ghbot.client.watch import note_call, watched_wait
 from ghbot.errors import ConnectionFailed, Timeout
@@ -169,10 +169,10 @@ class Exchange(Admission):
             pool.semaphore.release()
 
     def _observe(
-        self, budget: Budget | None, status: int, headers: Mapping[str, str], *, bare: bool
+        self, call: Call, budget: Budget | None, status: int, headers: Mapping[str, str]
     ) -> None:
-        """Take an answer's rate-limit headers into the budgets; `bare` says it is a
-        success showing the server meters nothing (`meters_nothing`)."""
+        """Take an answer's rate-limit headers into the budgets; an answer without
+        them may say the server meters nothing (`meters_nothing`)."""
         if budget is None:  # not an API request counted (another host's clock, say)
             return
         budgets, now = self._state.budgets, self.options.clock()
@@ -182,7 +182,7 @@ class Exchange(Admission):
             # GitHub did not count it against this budget: give the unit back.
             self._refund(budget)
         if limit is None:
-            if bare:  # GitHub meters nothing there
+            if meters_nothing(status, headers, call.url.path, self.base_url):
                 budget.observe(None, now, status=status)
         else:
             budgets.get(limit.resource).observe(limit, now)

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 from ghbot import metrics, telemetry
 from ghbot.budget import Budget, holding_lease
 from ghbot.client.admission import Refused
-from ghbot.client.call import REDIRECTS, Call, meters_nothing
+from ghbot.client.call import REDIRECTS, Call
 from ghbot.client.credentials import AuthRetry
 from ghbot.client.exchange import Exchange
 from ghbot.client.response import Response, answer_for, error_from, graphql_limited
@@ -107,8 +107,7 @@ class Retrying(Exchange):
             except RateLimited as exc:  # a pause or the content count, too long to wait
                 _log_refused(call, exc)
                 raise
-            bare = meters_nothing(status, headers, call.url.path, self.base_url)
-            self._observe(budget, status, headers, bare=bare)
+            self._observe(call, budget, status, headers)
             if call.at_home():
                 # 501: the server does not implement this (RFC 9110 15.6.2), a lasting
                 # answer, no sign of it failing, and not retried below.
